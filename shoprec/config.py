@@ -1,0 +1,144 @@
+"""Typed configuration of the pipeline (pydantic models).
+
+The same models back the command line, the Prefect flow parameters (so the UI shows a form
+with defaults and descriptions) and the library functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shoprec.data.schema import EVENTS
+
+#: Names of the supported input layouts.
+Format = Literal["generic", "online-retail", "movielens"]
+SplitMethod = Literal["temporal", "random", "leave-last"]
+
+
+def repo_root() -> Path:
+    """Return the project's root folder (the one holding ``data/sample``)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def bundled_sample_path() -> Path:
+    """Return the path of the bundled sample: a slice of the UCI Online Retail data."""
+    return repo_root() / "data" / "sample" / "online_retail_sample.csv.gz"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Model):
+    """Where the data comes from and how to read it."""
+
+    interactions: str | None = Field(
+        None,
+        description="Path or fsspec URL of the interactions file (CSV, CSV.gz or Parquet). "
+        "Empty: the bundled Online Retail sample.",
+    )
+    items: str | None = Field(
+        None,
+        description="Path or URL of the items file. Online Retail derives items from the "
+        "interactions; MovieLens finds u.item / movies.csv next to the ratings.",
+    )
+    format: Format | None = Field(
+        None, description="Input layout; empty means detect it from the columns."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="generic format only: canonical name -> column name in the file, "
+        "e.g. {'user_id': 'customer', 'item_id': 'sku'}.",
+    )
+    delimiter: str | None = Field(None, description="CSV delimiter; empty means ','.")
+    encoding: str = Field("utf-8", description="Text encoding of CSV files.")
+    default_event: str = Field(
+        "purchase", description="Event type for generic files without an 'event' column."
+    )
+
+    @field_validator("default_event")
+    @classmethod
+    def _known_event(cls, value: str) -> str:
+        if value not in EVENTS:
+            raise ValueError(f"default_event must be one of {', '.join(EVENTS)}, got {value!r}")
+        return value
+
+    def resolved_interactions(self) -> str:
+        """Return the interactions path, falling back to the bundled sample."""
+        return self.interactions or str(bundled_sample_path())
+
+    def resolved_format(self) -> Format | None:
+        """Return the declared format; the bundled sample is always ``online-retail``."""
+        if self.format is None and self.interactions is None:
+            return "online-retail"
+        return self.format
+
+
+class CleaningConfig(_Model):
+    """Rules of cleaning and the thresholds that reject a data set."""
+
+    max_quarantine_fraction: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Reject the data when more than this share of rows is quarantined.",
+    )
+    min_users: int = Field(10, ge=1, description="Reject when fewer clean users remain.")
+    min_items: int = Field(10, ge=1, description="Reject when fewer clean items remain.")
+    max_id_length: int = Field(
+        256, ge=1, description="Longer user or item ids are quarantined as 'id_too_long'."
+    )
+
+
+class WeightingConfig(_Model):
+    """How events become implicit-feedback weights in the interaction matrix."""
+
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"view": 1.0, "cart": 2.0, "purchase": 4.0, "rating": 1.0},
+        description="Weight of each event type (purchase > cart > view by default).",
+    )
+    quantity_damping: Literal["log", "sqrt", "none", "binary"] = Field(
+        "log",
+        description="How the quantity of shop events is damped: log2(1+q), sqrt(q), q, or 1.",
+    )
+
+    @field_validator("event_weights")
+    @classmethod
+    def _weights_cover_events(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(EVENTS))
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; known: {', '.join(EVENTS)}")
+        if any(w < 0 for w in value.values()):
+            raise ValueError("event weights must be >= 0")
+        return {**{e: 1.0 for e in EVENTS}, **value}
+
+
+class SplitConfig(_Model):
+    """How interactions are split into train, validation and test."""
+
+    method: SplitMethod = Field("temporal", description="temporal, random or leave-last.")
+    test_days: float = Field(30.0, gt=0, description="temporal: length of the test period.")
+    validation_days: float = Field(
+        30.0, ge=0, description="temporal: length of the validation period before the test one."
+    )
+    test_fraction: float = Field(0.2, ge=0, lt=1, description="random: per-user test share.")
+    validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="random: per-user validation share."
+    )
+    test_n: int = Field(1, ge=1, description="leave-last: interactions per user in test.")
+    validation_n: int = Field(
+        1, ge=0, description="leave-last: interactions per user in validation."
+    )
+    seed: int = Field(42, description="Seed of the random split.")
+    repeat_items: bool = Field(
+        False,
+        description="Keep items a user already had in training as relevant (repeat purchase). "
+        "Off by default: they are excluded from the ranking and the relevant set.",
+    )
+
+    @model_validator(mode="after")
+    def _fractions_leave_training(self) -> "SplitConfig":
+        if self.test_fraction + self.validation_fraction >= 1:
+            raise ValueError("test_fraction + validation_fraction must be < 1")
+        return self

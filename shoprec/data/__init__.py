@@ -1,0 +1,1 @@
+"""Data layer: canonical schema, adapters, synthetic generator, cleaning and splits."""

@@ -1,0 +1,327 @@
+"""Source adapters: map each supported layout onto the canonical tables.
+
+An adapter only renames and derives columns; it never drops a row. Rules that are specific
+to a source (a cancelled invoice, a postage line) are returned as quarantine rules that
+:func:`shoprec.data.cleaning.clean` applies with the generic ones, so every input row ends in
+the clean table or in quarantine with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from shoprec.config import DataConfig
+from shoprec.data.io import is_parquet, path_exists, read_table
+from shoprec.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, SOURCE_ROW
+from shoprec.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+#: A source-specific quarantine rule: reason and a function giving the rows it catches.
+QuarantineRule = tuple[str, Callable[[pd.DataFrame], pd.Series]]
+
+#: Genuine Online Retail products have a 5-digit stock code with an optional letter suffix.
+_RETAIL_PRODUCT_CODE = re.compile(r"^\d{5}[A-Z]{0,3}$")
+
+ONLINE_RETAIL_COLUMNS: dict[str, str] = {
+    "InvoiceNo": "invoice",
+    "StockCode": "item_id",
+    "Description": "description",
+    "Quantity": "value",
+    "InvoiceDate": "timestamp",
+    "UnitPrice": "unit_price",
+    "CustomerID": "user_id",
+}
+
+_ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
+    "Sci-Fi", "Thriller", "War", "Western",
+)
+
+
+@dataclass
+class RawData:
+    """A source read and mapped onto canonical column names, nothing dropped.
+
+    Attributes:
+        interactions: One row per input row: the canonical columns that could be mapped
+            (values still as read), ``source_row``, and any source-specific helper columns.
+        source_frame: The input rows as read, with their original columns, for quarantine.
+        items: Items table in canonical columns (values as read) with ``source_row``, or
+            ``None`` when the source has no items file.
+        items_source_frame: The items rows as read, for quarantine.
+        items_derived: True when the items were derived from the interactions (no file),
+            so interactions are not checked against them.
+        format: The adapter that produced this.
+        source: The interactions path.
+        items_path: The items path, if any.
+        rules: Source-specific quarantine rules, applied in order before generic ones.
+        timestamp_format: strptime format of the timestamp column, or ``None`` to infer.
+        timestamp_unit: Unit of numeric timestamps ("s", "ms"), or ``None``.
+        column_hints: Canonical column -> where it comes from in the source, for messages.
+    """
+
+    interactions: pd.DataFrame
+    source_frame: pd.DataFrame
+    items: pd.DataFrame | None
+    items_source_frame: pd.DataFrame | None
+    items_derived: bool
+    format: str
+    source: str
+    items_path: str | None = None
+    rules: list[QuarantineRule] = field(default_factory=list)
+    timestamp_format: str | None = None
+    timestamp_unit: str | None = None
+    column_hints: dict[str, str] = field(default_factory=dict)
+
+
+def detect_format(columns: list[str], path: str) -> str:
+    """Guess the layout of a file from its column names and file name."""
+    names = set(columns)
+    if {"InvoiceNo", "StockCode", "CustomerID"} <= names:
+        return "online-retail"
+    base = posixpath.basename(path.split("?")[0]).lower()
+    if base.startswith("u.data") or {"userId", "movieId", "rating"} <= names:
+        return "movielens"
+    return "generic"
+
+
+def _with_source_row(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy(deep=False)
+    out[SOURCE_ROW] = np.arange(len(frame), dtype=np.int64)
+    return out
+
+
+def _sibling(path: str, name: str) -> str:
+    directory = posixpath.dirname(path)
+    return posixpath.join(directory, name) if directory else name
+
+
+def load(config: DataConfig) -> RawData:
+    """Read the configured source and map it onto canonical column names.
+
+    Args:
+        config: Where the data is and how to read it.
+
+    Returns:
+        The mapped raw tables; nothing is filtered yet.
+
+    Raises:
+        DataError: A file is missing or unreadable.
+        ConfigError: The options do not fit the format.
+    """
+    path = config.resolved_interactions()
+    fmt = config.resolved_format()
+    base = posixpath.basename(path.split("?")[0]).lower()
+    if fmt == "movielens" or (fmt is None and base.startswith("u.data")):
+        return _load_movielens(path, config)
+    frame = read_table(path, what="interactions", delimiter=config.delimiter,
+                       encoding=config.encoding)
+    if fmt is None:
+        fmt = detect_format([str(c) for c in frame.columns], path)
+        logger.info("detected format %s for %s", fmt, path)
+    if fmt == "online-retail":
+        return _adapt_online_retail(frame, path, config)
+    if fmt == "movielens":
+        return _load_movielens(path, config, ratings=frame)
+    return _adapt_generic(frame, path, config)
+
+
+# --------------------------------------------------------------------------- generic
+
+
+def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawData:
+    mapping = config.columns
+    unknown = sorted(set(mapping) - set(INTERACTION_COLUMNS) - set(ITEM_COLUMNS))
+    if unknown:
+        raise ConfigError(
+            f"column mapping names unknown canonical columns {unknown}; use any of "
+            f"{', '.join(dict.fromkeys(INTERACTION_COLUMNS + ITEM_COLUMNS))}"
+        )
+    frame.columns = [str(c) for c in frame.columns]
+    interactions = _rename(frame, mapping, INTERACTION_COLUMNS)
+    if "event" not in interactions.columns:
+        interactions["event"] = config.default_event
+    if "value" not in interactions.columns:
+        interactions["value"] = 1.0
+    hints = {c: repr(mapping.get(c, c)) for c in INTERACTION_COLUMNS}
+    items = items_frame = None
+    if config.items:
+        items_frame = read_table(config.items, what="items", delimiter=config.delimiter,
+                                 encoding=config.encoding)
+        items_frame.columns = [str(c) for c in items_frame.columns]
+        items = _with_source_row(_rename(items_frame, mapping, ITEM_COLUMNS))
+    return RawData(
+        interactions=_with_source_row(interactions),
+        source_frame=frame,
+        items=items,
+        items_source_frame=items_frame,
+        items_derived=items is None,
+        format="generic",
+        source=path,
+        items_path=config.items,
+        column_hints=hints,
+    )
+
+
+def _rename(frame: pd.DataFrame, mapping: dict[str, str], wanted: tuple[str, ...]) -> pd.DataFrame:
+    """Select the canonical columns of ``frame``, taking mapped source names where given."""
+    columns = {}
+    for name in wanted:
+        source = mapping.get(name, name)
+        if source in frame.columns:
+            columns[name] = frame[source]
+    return pd.DataFrame(columns, index=frame.index)
+
+
+# --------------------------------------------------------------------------- online retail
+
+
+def _retail_is_product(codes: pd.Series) -> pd.Series:
+    return codes.fillna("").str.upper().str.match(_RETAIL_PRODUCT_CODE.pattern)
+
+
+def _adapt_online_retail(frame: pd.DataFrame, path: str, config: DataConfig) -> RawData:
+    renamed = {src: dst for src, dst in ONLINE_RETAIL_COLUMNS.items() if src in frame.columns}
+    interactions = frame[list(renamed)].rename(columns=renamed)
+    if "user_id" in interactions.columns:
+        # CustomerID is a float string ("17850.0"); the id is its integer part.
+        interactions["user_id"] = interactions["user_id"].str.replace(
+            r"\.0+$", "", regex=True
+        ).str.strip()
+    if "item_id" in interactions.columns:
+        interactions["item_id"] = interactions["item_id"].str.strip().str.upper()
+    interactions["event"] = "purchase"
+    rules: list[QuarantineRule] = []
+    if "invoice" in interactions.columns:
+        rules.append(
+            ("cancellation", lambda f: f["invoice"].fillna("").str.upper().str.startswith("C"))
+        )
+    if "item_id" in interactions.columns:
+        rules.append(("non_product", lambda f: ~_retail_is_product(f["item_id"])))
+    if "unit_price" in interactions.columns:
+        rules.append(
+            ("negative_price", lambda f: pd.to_numeric(f["unit_price"], errors="coerce") < 0)
+        )
+    items = _retail_items(interactions) if {"item_id", "description"} <= set(interactions) else None
+    hints = {canon: repr(src) for src, canon in ONLINE_RETAIL_COLUMNS.items()}
+    hints.update(event="(always 'purchase')")
+    return RawData(
+        interactions=_with_source_row(interactions),
+        source_frame=frame,
+        items=items,
+        items_source_frame=None,
+        items_derived=True,
+        format="online-retail",
+        source=path,
+        rules=rules,
+        timestamp_format="%Y-%m-%d %H:%M:%S",
+        column_hints=hints,
+    )
+
+
+def _retail_items(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Derive the product catalogue from the invoice lines.
+
+    A stock code can carry several descriptions (typos, lower-case damaged-stock notes); the
+    title is the most frequent upper-case one, the price the median positive unit price.
+    """
+    lines = interactions.loc[_retail_is_product(interactions["item_id"]),
+                             ["item_id", "description"]].copy()
+    lines["description"] = lines["description"].str.strip()
+    lines = lines[lines["description"].notna() & (lines["description"] != "")]
+    upper = lines["description"] == lines["description"].str.upper()
+    lines["rank"] = np.where(upper, 0, 1)
+    counts = (
+        lines.groupby(["item_id", "description", "rank"], observed=True).size()
+        .rename("n").reset_index()
+        .sort_values(["item_id", "rank", "n", "description"], ascending=[True, True, False, True])
+    )
+    titles = counts.drop_duplicates("item_id").set_index("item_id")["description"]
+    codes = interactions.loc[_retail_is_product(interactions["item_id"]), "item_id"].unique()
+    items = pd.DataFrame({"item_id": pd.Series(codes, dtype="string")})
+    items["title"] = items["item_id"].map(titles).fillna("")
+    if "unit_price" in interactions.columns:
+        price = pd.to_numeric(interactions["unit_price"], errors="coerce")
+        positive = interactions.loc[price > 0, ["item_id"]].assign(price=price[price > 0])
+        items["price"] = items["item_id"].map(positive.groupby("item_id")["price"].median())
+    items["category"] = pd.NA
+    return _with_source_row(items.sort_values("item_id").reset_index(drop=True))
+
+
+# --------------------------------------------------------------------------- movielens
+
+
+def _load_movielens(path: str, config: DataConfig, ratings: pd.DataFrame | None = None) -> RawData:
+    base = posixpath.basename(path.split("?")[0]).lower()
+    if base.startswith("u.data"):
+        ratings = read_table(path, what="ratings", delimiter="\t", header=False,
+                             names=["user_id", "item_id", "value", "timestamp"],
+                             encoding=config.encoding)
+        interactions = ratings.copy()
+        items_path = config.items or _sibling(path, "u.item")
+        items, items_frame = _movielens_100k_items(items_path, required=bool(config.items))
+        hints = {"user_id": "column 1", "item_id": "column 2", "value": "column 3",
+                 "timestamp": "column 4"}
+    else:
+        if ratings is None:
+            ratings = read_table(path, what="ratings", delimiter=config.delimiter,
+                                 encoding=config.encoding)
+        names = {"userId": "user_id", "movieId": "item_id", "rating": "value",
+                 "timestamp": "timestamp"}
+        interactions = ratings[[c for c in names if c in ratings.columns]].rename(columns=names)
+        items_path = config.items or _sibling(path, "movies.csv")
+        items, items_frame = _movielens_csv_items(items_path, config, required=bool(config.items))
+        hints = {canon: repr(src) for src, canon in names.items()}
+    interactions["event"] = "rating"
+    if items is None:
+        logger.warning("no MovieLens items file found next to %s; titles will be empty", path)
+    return RawData(
+        interactions=_with_source_row(interactions),
+        source_frame=ratings,
+        items=items,
+        items_source_frame=items_frame,
+        items_derived=items is None,
+        format="movielens",
+        source=path,
+        items_path=items_path if items is not None else None,
+        timestamp_unit="s",
+        column_hints=hints,
+    )
+
+
+def _movielens_100k_items(path: str, required: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    if not required and not path_exists(path):
+        return None, None
+    names = ["item_id", "title", "release_date", "video_release_date", "imdb_url",
+             *_ML100K_GENRES]
+    # u.item is Latin-1 encoded (accented titles), whatever the ratings file uses.
+    frame = read_table(path, what="items", delimiter="|", header=False, names=names,
+                       encoding="latin-1")
+    flags = frame[list(_ML100K_GENRES)].eq("1").to_numpy()
+    genres = np.array(_ML100K_GENRES, dtype=object)
+    category = ["|".join(genres[row]) for row in flags]
+    items = pd.DataFrame({"item_id": frame["item_id"], "title": frame["title"],
+                          "category": category})
+    return _with_source_row(items), frame
+
+
+def _movielens_csv_items(path: str, config: DataConfig, required: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    if not required and not path_exists(path):
+        return None, None
+    if is_parquet(path):
+        frame = read_table(path, what="items")
+    else:
+        frame = read_table(path, what="items", delimiter=config.delimiter,
+                           encoding=config.encoding)
+    names = {"movieId": "item_id", "title": "title", "genres": "category"}
+    items = frame[[c for c in names if c in frame.columns]].rename(columns=names)
+    return _with_source_row(items), frame

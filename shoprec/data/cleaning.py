@@ -1,0 +1,357 @@
+"""Cleaning with quarantine: every input row ends in the clean table or in quarantine.
+
+Rules are applied in a fixed order and the first rule that catches a row names its
+reason, so each quarantined row has exactly one reason and the counts add up:
+``rows_in == rows_clean + rows_quarantined`` is checked here, in code, on every run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from shoprec.config import CleaningConfig
+from shoprec.data.adapters import RawData
+from shoprec.data.io import write_parquet
+from shoprec.data.schema import EVENTS, INTERACTION_COLUMNS, ITEM_COLUMNS, REASON, SOURCE_ROW
+from shoprec.errors import ShopRecError
+
+logger = logging.getLogger(__name__)
+
+_SHOP_EVENTS = ("view", "cart", "purchase")
+
+
+@dataclass
+class CleaningReport:
+    """Counts of a cleaning run; the totals are checked to add up.
+
+    Attributes:
+        rows_in: Interaction rows read.
+        rows_clean: Rows in the clean table.
+        rows_quarantined: Rows in quarantine.
+        quarantined_by_reason: Quarantined rows per reason.
+        items_in: Item rows read (0 when the catalogue was derived).
+        items_clean: Items in the clean catalogue.
+        items_quarantined: Item rows quarantined.
+        items_quarantined_by_reason: Quarantined item rows per reason.
+        items_derived: Whether the catalogue was derived from the interactions.
+        users: Distinct users in the clean interactions.
+        items: Distinct items in the clean interactions.
+        events: Clean interactions per event type.
+        first_timestamp: Earliest clean timestamp (ISO 8601), if any.
+        last_timestamp: Latest clean timestamp (ISO 8601), if any.
+    """
+
+    rows_in: int
+    rows_clean: int
+    rows_quarantined: int
+    quarantined_by_reason: dict[str, int]
+    items_in: int
+    items_clean: int
+    items_quarantined: int
+    items_quarantined_by_reason: dict[str, int]
+    items_derived: bool
+    users: int
+    items: int
+    events: dict[str, int] = field(default_factory=dict)
+    first_timestamp: str | None = None
+    last_timestamp: str | None = None
+
+    @property
+    def quarantined_fraction(self) -> float:
+        """Share of input rows that were quarantined (0 for an empty input)."""
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
+    def to_dict(self) -> dict:
+        """Return the report as plain JSON-serialisable data."""
+        return asdict(self)
+
+
+@dataclass
+class CleanData:
+    """Result of :func:`clean`.
+
+    Attributes:
+        interactions: Canonical interactions, typed (string ids, UTC timestamps, float value).
+        items: Canonical catalogue, one row per item id (items nobody touched included).
+        quarantine: Quarantined interaction rows as read (all columns as strings), with
+            ``source_row`` and ``reason``.
+        items_quarantine: Quarantined item rows, same layout.
+        report: The counts.
+    """
+
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    quarantine: pd.DataFrame
+    items_quarantine: pd.DataFrame
+    report: CleaningReport
+
+    def write_quarantine(self, directory: str) -> dict[str, str]:
+        """Write the quarantine tables as Parquet files into ``directory``.
+
+        Returns:
+            Mapping of table name to the path written.
+        """
+        paths = {
+            "interactions": f"{directory.rstrip('/')}/quarantine_interactions.parquet",
+            "items": f"{directory.rstrip('/')}/quarantine_items.parquet",
+        }
+        write_parquet(self.quarantine, paths["interactions"])
+        write_parquet(self.items_quarantine, paths["items"])
+        return paths
+
+
+class _Reasons:
+    """Assigns each row the first reason that catches it (0 means clean)."""
+
+    def __init__(self, n: int) -> None:
+        self.codes = np.zeros(n, dtype=np.int16)
+        self.names: list[str] = ["clean"]
+
+    def catch(self, reason: str, mask: pd.Series | np.ndarray) -> None:
+        hit = np.asarray(pd.Series(mask).fillna(False), dtype=bool) & (self.codes == 0)
+        if reason not in self.names:
+            self.names.append(reason)
+        self.codes[hit] = self.names.index(reason)
+
+    @property
+    def clean(self) -> np.ndarray:
+        return self.codes == 0
+
+    def labels(self) -> pd.Series:
+        return pd.Series(np.array(self.names, dtype=object)[self.codes])
+
+    def counts(self) -> dict[str, int]:
+        found = np.bincount(self.codes, minlength=len(self.names))
+        return {name: int(found[i]) for i, name in enumerate(self.names) if i and found[i]}
+
+
+def normalise_ids(values: pd.Series) -> pd.Series:
+    """Return ids as stripped strings, with missing or blank ids as <NA>."""
+    ids = values.astype("string").str.strip()
+    return ids.mask(ids == "")
+
+
+def parse_timestamps(values: pd.Series, fmt: str | None = None,
+                     unit: str | None = None) -> pd.Series:
+    """Parse timestamps to UTC; values that do not parse become NaT.
+
+    Args:
+        values: Datetimes, epoch numbers or strings.
+        fmt: strptime format of string values, or ``None`` to accept ISO 8601 and then any
+            format dateutil understands.
+        unit: Unit of epoch numbers ("s", "ms"); numbers are read as seconds by default.
+
+    Returns:
+        A ``datetime64[ns, UTC]`` series aligned with ``values``.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        return _from_epoch(pd.to_numeric(values, errors="coerce"), unit or "s")
+    text = values.astype("string").str.strip()
+    if unit is not None:
+        return _from_epoch(pd.to_numeric(text, errors="coerce"), unit)
+    if fmt is not None:
+        return pd.to_datetime(text, format=fmt, utc=True, errors="coerce").astype(
+            "datetime64[ns, UTC]")
+    numbers = pd.to_numeric(text, errors="coerce")
+    if numbers.notna().all() and len(numbers):
+        return _from_epoch(numbers, "s")
+    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    retry = parsed.isna() & text.notna()
+    if retry.any():
+        # Slow per-value parsing only for what ISO 8601 did not cover.
+        parsed[retry] = pd.to_datetime(text[retry], format="mixed", utc=True, errors="coerce")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _from_epoch(numbers: pd.Series, unit: str) -> pd.Series:
+    finite = numbers.where(np.isfinite(numbers.astype("float64")))
+    return pd.to_datetime(finite, unit=unit, utc=True, errors="coerce").astype(
+        "datetime64[ns, UTC]")
+
+
+def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cast every column to nullable strings so any quarantined row can be written."""
+    return pd.DataFrame({str(c): frame[c].astype("string") for c in frame.columns},
+                        index=frame.index)
+
+
+def _quarantine_table(source: pd.DataFrame, rows: np.ndarray, reasons: pd.Series) -> pd.DataFrame:
+    out = _as_strings(source.iloc[rows]).reset_index(drop=True)
+    out[SOURCE_ROW] = rows.astype(np.int64)
+    out[REASON] = reasons.to_numpy()
+    return out
+
+
+def clean_items(raw: RawData, config: CleaningConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Clean the items table of ``raw``.
+
+    Returns:
+        The clean catalogue, the quarantined item rows, and their counts per reason.
+    """
+    if raw.items is None:
+        empty = pd.DataFrame({c: pd.Series(dtype="string") for c in ITEM_COLUMNS})
+        return empty.astype({"price": "float64"}), pd.DataFrame(
+            {SOURCE_ROW: pd.Series(dtype="int64"), REASON: pd.Series(dtype="string")}), {}
+    items = raw.items
+    n = len(items)
+    reasons = _Reasons(n)
+    if "item_id" not in items.columns:
+        ids = pd.Series(pd.NA, index=items.index, dtype="string")
+    else:
+        ids = normalise_ids(items["item_id"])
+    reasons.catch("missing_item_id", ids.isna())
+    reasons.catch("id_too_long", ids.str.len() > config.max_id_length)
+    price = None
+    if "price" in items.columns:
+        price = pd.to_numeric(items["price"], errors="coerce")
+        given = items["price"].notna() & (items["price"].astype("string").str.strip() != "")
+        reasons.catch("invalid_price", given & ~np.isfinite(price.astype("float64")))
+        reasons.catch("negative_price", price < 0)
+    reasons.catch("duplicate_item", ids.duplicated(keep="first") & pd.Series(reasons.clean))
+    keep = reasons.clean
+    clean = pd.DataFrame({"item_id": ids[keep].astype("string")})
+    for column in ("title", "description", "category", "brand"):
+        if column in items.columns:
+            clean[column] = items.loc[keep, column].astype("string").str.strip()
+        else:
+            clean[column] = pd.Series(pd.NA, index=clean.index, dtype="string")
+    clean["title"] = clean["title"].fillna("")
+    clean["price"] = price[keep].astype("float64") if price is not None else np.nan
+    rows = np.flatnonzero(~keep)
+    source = raw.items_source_frame if raw.items_source_frame is not None else items
+    quarantine = _quarantine_table(source, rows, reasons.labels()[~keep])
+    return clean.reset_index(drop=True), quarantine, reasons.counts()
+
+
+def clean(raw: RawData, config: CleaningConfig | None = None) -> CleanData:
+    """Split raw interactions into clean rows and quarantined rows with reasons.
+
+    Reasons, in the order they are tried: ``missing_user``, ``missing_item``,
+    ``id_too_long``, the source's own rules (Online Retail: ``cancellation``,
+    ``non_product``, ``negative_price``), ``unparseable_timestamp``, ``invalid_event``,
+    ``invalid_value``, ``non_positive_quantity`` (shop events), ``non_positive_rating``,
+    ``unknown_item`` (only against an items file) and ``duplicate`` (the same user, item,
+    timestamp, event and value again; the first is kept).
+
+    Args:
+        raw: Output of :func:`shoprec.data.adapters.load`.
+        config: Cleaning rules; defaults if ``None``.
+
+    Returns:
+        The clean tables, the quarantine tables and the report.
+
+    Raises:
+        ShopRecError: The counts do not add up (a bug, never expected).
+    """
+    config = config or CleaningConfig()
+    frame = raw.interactions
+    n = len(frame)
+    reasons = _Reasons(n)
+    missing = pd.Series(pd.NA, index=frame.index, dtype="string")
+    users = normalise_ids(frame["user_id"]) if "user_id" in frame else missing
+    items = normalise_ids(frame["item_id"]) if "item_id" in frame else missing
+    reasons.catch("missing_user", users.isna())
+    reasons.catch("missing_item", items.isna())
+    reasons.catch("id_too_long", (users.str.len() > config.max_id_length)
+                  | (items.str.len() > config.max_id_length))
+    for reason, rule in raw.rules:
+        reasons.catch(reason, rule(frame))
+
+    if "timestamp" in frame:
+        timestamps = parse_timestamps(frame["timestamp"], raw.timestamp_format, raw.timestamp_unit)
+    else:
+        timestamps = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    reasons.catch("unparseable_timestamp", timestamps.isna())
+
+    events = frame["event"].astype("string").str.strip().str.lower()
+    reasons.catch("invalid_event", ~events.isin(EVENTS))
+    values = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
+    reasons.catch("invalid_value", ~np.isfinite(values))
+    reasons.catch("non_positive_quantity", events.isin(_SHOP_EVENTS) & (values <= 0))
+    reasons.catch("non_positive_rating", (events == "rating") & (values <= 0))
+
+    catalogue, items_quarantine, items_reasons = clean_items(raw, config)
+    if not raw.items_derived:
+        reasons.catch("unknown_item", ~items.isin(catalogue["item_id"]))
+
+    key = pd.DataFrame({"u": users, "i": items, "t": timestamps, "e": events, "v": values})
+    still = pd.Series(reasons.clean, index=frame.index)
+    duplicated = key[still].duplicated(keep="first").reindex(frame.index, fill_value=False)
+    reasons.catch("duplicate", duplicated)
+
+    keep = reasons.clean
+    interactions = pd.DataFrame(
+        {
+            "user_id": users[keep].astype("string"),
+            "item_id": items[keep].astype("string"),
+            "timestamp": timestamps[keep],
+            "event": events[keep].astype("string"),
+            "value": values[keep],
+        }
+    ).reset_index(drop=True)[list(INTERACTION_COLUMNS)]
+
+    if raw.items_derived:
+        catalogue = _derived_catalogue(raw, interactions)
+
+    quarantine = _quarantine_table(raw.source_frame, np.flatnonzero(~keep), reasons.labels()[~keep])
+    by_reason = reasons.counts()
+    report = CleaningReport(
+        rows_in=n,
+        rows_clean=len(interactions),
+        rows_quarantined=len(quarantine),
+        quarantined_by_reason=by_reason,
+        items_in=0 if raw.items_derived or raw.items is None else len(raw.items),
+        items_clean=len(catalogue),
+        items_quarantined=len(items_quarantine),
+        items_quarantined_by_reason=items_reasons,
+        items_derived=raw.items_derived,
+        users=int(interactions["user_id"].nunique()),
+        items=int(interactions["item_id"].nunique()),
+        events={str(k): int(v) for k, v in interactions["event"].value_counts().items()},
+        first_timestamp=_iso(interactions["timestamp"].min()),
+        last_timestamp=_iso(interactions["timestamp"].max()),
+    )
+    _check_totals(report)
+    logger.info("cleaning: %d rows in, %d clean, %d quarantined %s", report.rows_in,
+                report.rows_clean, report.rows_quarantined, by_reason)
+    return CleanData(interactions, catalogue, quarantine, items_quarantine, report)
+
+
+def _derived_catalogue(raw: RawData, interactions: pd.DataFrame) -> pd.DataFrame:
+    """Catalogue when no items file was given: the source's own, else the ids seen."""
+    if raw.items is not None:
+        base = raw.items.drop(columns=[SOURCE_ROW])
+    else:
+        base = pd.DataFrame({"item_id": interactions["item_id"].drop_duplicates()})
+    catalogue = pd.DataFrame({"item_id": normalise_ids(base["item_id"]).astype("string")})
+    for column in ("title", "description", "category", "brand"):
+        source = base[column] if column in base else pd.Series(pd.NA, index=base.index)
+        catalogue[column] = source.astype("string")
+    catalogue["title"] = catalogue["title"].fillna("")
+    catalogue["price"] = (pd.to_numeric(base["price"], errors="coerce").astype("float64")
+                          if "price" in base else np.nan)
+    catalogue = catalogue.dropna(subset=["item_id"]).drop_duplicates("item_id")
+    return catalogue.reset_index(drop=True)
+
+
+def _iso(value: pd.Timestamp) -> str | None:
+    return None if pd.isna(value) else value.isoformat()
+
+
+def _check_totals(report: CleaningReport) -> None:
+    if report.rows_in != report.rows_clean + report.rows_quarantined or (
+        report.rows_quarantined != sum(report.quarantined_by_reason.values())
+    ):
+        raise ShopRecError(
+            f"internal error: rows do not add up ({report.rows_in} in, {report.rows_clean} "
+            f"clean, {report.rows_quarantined} quarantined, by reason "
+            f"{report.quarantined_by_reason}); please report this with the input file"
+        )

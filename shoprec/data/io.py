@@ -1,0 +1,119 @@
+"""Reading and writing tables from local paths or any fsspec URL (CSV, CSV.gz, Parquet)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import PurePosixPath
+
+import fsspec
+import pandas as pd
+
+from shoprec.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+
+
+def is_parquet(path: str) -> bool:
+    """Return whether ``path`` names a Parquet file (by its suffix)."""
+    return PurePosixPath(path.split("?")[0]).name.lower().endswith(_PARQUET_SUFFIXES)
+
+
+def path_exists(path: str) -> bool:
+    """Return whether a local path or fsspec URL exists."""
+    try:
+        fs, fs_path = fsspec.core.url_to_fs(path)
+        return bool(fs.exists(fs_path))
+    except (OSError, ValueError, ImportError):
+        return False
+
+
+def _check_readable(path: str, what: str) -> None:
+    try:
+        fs, fs_path = fsspec.core.url_to_fs(path)
+    except (ValueError, ImportError) as exc:
+        raise DataError(f"cannot open the {what} file {path!r}: {exc}") from exc
+    if not fs.exists(fs_path):
+        raise DataError(
+            f"the {what} file {path!r} does not exist; check the path "
+            "(relative paths are taken from the current folder)"
+        )
+    if fs.isdir(fs_path):
+        raise DataError(f"the {what} path {path!r} is a folder; pass the file inside it")
+    if fs.size(fs_path) == 0:
+        raise DataError(f"the {what} file {path!r} is empty (0 bytes); it needs a header and rows")
+
+
+def read_table(
+    path: str,
+    *,
+    what: str = "interactions",
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+    header: bool = True,
+    names: list[str] | None = None,
+) -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet file into a DataFrame.
+
+    CSV cells are read as strings so that nothing is coerced or lost on the way in; typing
+    happens in cleaning, where a value that does not parse is quarantined with a reason.
+
+    Args:
+        path: Local path or fsspec URL.
+        what: What the file is, for error messages ("interactions", "items").
+        delimiter: CSV field separator; ``None`` means a comma.
+        encoding: Text encoding of a CSV file.
+        header: Whether the CSV file has a header line.
+        names: Column names for a CSV file without a header.
+
+    Returns:
+        The table, with a default RangeIndex.
+
+    Raises:
+        DataError: The file is missing, empty, not decodable or not parseable.
+    """
+    _check_readable(path, what)
+    if is_parquet(path):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises a variety of types for corrupt files
+            raise DataError(f"cannot read the {what} file {path!r} as Parquet: {exc}") from exc
+        return frame.reset_index(drop=True)
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=delimiter or ",",
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            encoding=encoding,
+            header=0 if header else None,
+            names=names,
+            compression="infer",
+            skipinitialspace=False,
+        )
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"the {what} file {path!r} is not valid {encoding} text ({exc.reason} at byte "
+            f"{exc.start}); pass the file's encoding, e.g. --encoding latin-1"
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"the {what} file {path!r} has no header and no rows") from exc
+    except pd.errors.ParserError as exc:
+        raise DataError(
+            f"cannot parse the {what} file {path!r} as CSV: {exc}. Check the delimiter "
+            "(--delimiter) and that quoted fields are closed"
+        ) from exc
+    except (OSError, EOFError) as exc:  # e.g. a truncated or fake .gz
+        raise DataError(f"cannot read the {what} file {path!r}: {exc}") from exc
+    return frame
+
+
+def write_parquet(frame: pd.DataFrame, path: str) -> None:
+    """Write ``frame`` to a Parquet file at a local path or fsspec URL, making folders."""
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    parent = fs._parent(fs_path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    frame.to_parquet(path, index=False)

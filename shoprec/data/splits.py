@@ -1,0 +1,149 @@
+"""Train / validation / test splits: temporal, random per user, leave-last per user.
+
+Splits only assign rows; the evaluation rules (users and items unseen in training are not
+scored, items already seen are not relevant) are applied when the split is encoded, in
+:func:`shoprec.features.encode_split`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shoprec.config import SplitConfig
+from shoprec.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+TRAIN, VALIDATION, TEST = 0, 1, 2
+
+
+@dataclass
+class Split:
+    """Clean interactions assigned to train, validation and test.
+
+    Attributes:
+        train: Training interactions.
+        validation: Validation interactions (early stopping, model selection).
+        test: Test interactions (reported figures).
+        config: The split configuration used.
+        cutoffs: For a temporal split, the validation and test start times (ISO 8601).
+    """
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    config: SplitConfig
+    cutoffs: dict[str, str] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Rows and users per part, and the cut-offs, as JSON-serialisable data."""
+        out: dict[str, Any] = {"method": self.config.method}
+        for name in ("train", "validation", "test"):
+            part = getattr(self, name)
+            out[name] = {"rows": len(part), "users": int(part["user_id"].nunique())}
+        if self.cutoffs:
+            out["cutoffs"] = self.cutoffs
+        return out
+
+
+def split_interactions(interactions: pd.DataFrame, config: SplitConfig | None = None) -> Split:
+    """Split clean interactions by the configured method.
+
+    Args:
+        interactions: Canonical clean interactions.
+        config: Split settings; defaults if ``None``.
+
+    Returns:
+        The three parts; each keeps the canonical columns.
+
+    Raises:
+        ConfigError: The settings leave no training data.
+    """
+    config = config or SplitConfig()
+    if interactions.empty:
+        raise ConfigError("cannot split an empty interactions table")
+    cutoffs = None
+    if config.method == "temporal":
+        part, cutoffs = _temporal(interactions, config)
+    elif config.method == "random":
+        part = _random(interactions, config)
+    else:
+        part = _leave_last(interactions, config)
+    if not (part == TRAIN).any():
+        raise ConfigError(f"the {config.method} split left no training data; "
+                          "shorten the test and validation parts")
+    parts = [interactions[part == p].reset_index(drop=True) for p in (TRAIN, VALIDATION, TEST)]
+    split = Split(*parts, config=config, cutoffs=cutoffs)
+    logger.info("split %s", split.summary())
+    return split
+
+
+def _temporal(frame: pd.DataFrame, config: SplitConfig) -> tuple[np.ndarray, dict[str, str]]:
+    ts = frame["timestamp"]
+    last = ts.max()
+    test_start = last - pd.Timedelta(days=config.test_days)
+    validation_start = test_start - pd.Timedelta(days=config.validation_days)
+    if ts.min() >= validation_start:
+        days = (last - ts.min()).total_seconds() / 86400
+        raise ConfigError(
+            f"--test-days {config.test_days:g} and --validation-days "
+            f"{config.validation_days:g} cover the whole period of the data ({days:.1f} days); "
+            "shorten them"
+        )
+    # Strict inequalities at the cut-offs: every test timestamp is after every training one.
+    part = np.full(len(frame), TRAIN, dtype=np.int8)
+    part[(ts > validation_start).to_numpy()] = VALIDATION
+    part[(ts > test_start).to_numpy()] = TEST
+    return part, {"validation_start": validation_start.isoformat(),
+                  "test_start": test_start.isoformat()}
+
+
+def _per_user_counts(sizes: np.ndarray, fraction: float) -> np.ndarray:
+    # Round half up: a user with 5 interactions and 0.1 gets 1, with 4 gets 0.
+    return np.floor(sizes * fraction + 0.5).astype(np.int64)
+
+
+def _random(frame: pd.DataFrame, config: SplitConfig) -> np.ndarray:
+    rng = np.random.default_rng(config.seed)
+    user_codes, _ = pd.factorize(frame["user_id"], sort=True)
+    sizes = np.bincount(user_codes)
+    n_test = _per_user_counts(sizes, config.test_fraction)
+    n_val = _per_user_counts(sizes, config.validation_fraction)
+    # Keep at least one training interaction per user: trim validation first, then test.
+    excess = np.maximum(n_test + n_val - (sizes - 1), 0)
+    cut = np.minimum(excess, n_val)
+    n_val -= cut
+    n_test -= excess - cut
+    n_test = np.maximum(n_test, 0)
+    # A random rank within each user decides which rows are held out.
+    order = np.lexsort((rng.random(len(frame)), user_codes))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank = np.empty(len(frame), dtype=np.int64)
+    rank[order] = np.arange(len(frame)) - np.repeat(starts, sizes)
+    part = np.full(len(frame), TRAIN, dtype=np.int8)
+    part[rank < n_test[user_codes]] = TEST
+    held_val = (rank >= n_test[user_codes]) & (rank < (n_test + n_val)[user_codes])
+    part[held_val] = VALIDATION
+    return part
+
+
+def _leave_last(frame: pd.DataFrame, config: SplitConfig) -> np.ndarray:
+    user_codes, _ = pd.factorize(frame["user_id"], sort=True)
+    sizes = np.bincount(user_codes)
+    # Sort by user, then time, then input order so ties break deterministically.
+    order = np.lexsort((np.arange(len(frame)), frame["timestamp"].to_numpy(), user_codes))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position = np.empty(len(frame), dtype=np.int64)
+    position[order] = np.arange(len(frame)) - np.repeat(starts, sizes)
+    from_end = sizes[user_codes] - 1 - position
+    eligible = sizes[user_codes] > config.test_n + config.validation_n
+    part = np.full(len(frame), TRAIN, dtype=np.int8)
+    part[eligible & (from_end < config.test_n)] = TEST
+    part[eligible & (from_end >= config.test_n)
+         & (from_end < config.test_n + config.validation_n)] = VALIDATION
+    return part

@@ -1,0 +1,40 @@
+"""Exceptions raised by shoprec.
+
+Every error meant for a user carries a message that says what is wrong and how to fix it,
+so the command line can print it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from shoprec.validation.report import ValidationReport
+
+
+class ShopRecError(Exception):
+    """Base class of every error shoprec raises on purpose."""
+
+
+class ConfigError(ShopRecError, ValueError):
+    """A configuration or command-line value is invalid (a usage error, exit code 2)."""
+
+
+class DataError(ShopRecError):
+    """An input cannot be read or used at all (missing file, wrong columns, bad encoding)."""
+
+
+class DataValidationError(DataError):
+    """The data was read but rejected by validation; carries the full report.
+
+    Attributes:
+        report: The structured validation report that lists every failed expectation.
+    """
+
+    def __init__(self, message: str, report: "ValidationReport | None" = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ModelFitError(ShopRecError):
+    """A model failed to fit (numerical failure, divergence, collapse)."""

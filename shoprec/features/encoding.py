@@ -1,0 +1,100 @@
+"""Encoding a split: id maps from training, weighted training matrix, relevance matrices."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from shoprec.config import WeightingConfig
+from shoprec.data.splits import Split
+from shoprec.features.idmap import IdMap
+from shoprec.features.matrix import event_weights, interaction_matrix
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedSplit:
+    """A split in matrix form, ready for training and evaluation.
+
+    Users and items are indexed from the training part only: interactions of users or items
+    unseen in training cannot be scored and are left out of evaluation (counted in
+    ``dropped``). Unless ``repeat_items``, an item is not relevant for a user who already
+    had it in the history the model sees (train for validation; train and validation for
+    test).
+
+    Attributes:
+        users: User index (training users).
+        items: Item index (training items).
+        train: Weighted training matrix, users x items.
+        validation: Binary relevance of the validation part.
+        test_history: Weighted train + validation matrix: what a model knows of each user
+            when it is scored for the test part.
+        test: Binary relevance of the test part.
+        dropped: Evaluation rows left out, by part and reason.
+    """
+
+    users: IdMap
+    items: IdMap
+    train: sp.csr_matrix
+    validation: sp.csr_matrix
+    test_history: sp.csr_matrix
+    test: sp.csr_matrix
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(users, items)``."""
+        return self.train.shape
+
+
+def encode_split(split: Split, weighting: WeightingConfig | None = None,
+                 repeat_items: bool | None = None) -> EncodedSplit:
+    """Encode ``split`` into sparse matrices under the evaluation rules of DESIGN.md.
+
+    Args:
+        split: The split to encode.
+        weighting: Event weights for the training matrices.
+        repeat_items: Keep already-seen items relevant; defaults to the split's setting.
+
+    Returns:
+        The encoded split.
+    """
+    weighting = weighting or WeightingConfig()
+    repeat = split.config.repeat_items if repeat_items is None else repeat_items
+    users = IdMap.from_values(split.train["user_id"])
+    items = IdMap.from_values(split.train["item_id"])
+    train = interaction_matrix(split.train, users, items, event_weights(split.train, weighting))
+    validation_weighted = interaction_matrix(split.validation, users, items,
+                                             event_weights(split.validation, weighting))
+    history = (train + validation_weighted).tocsr()
+    dropped: dict[str, int] = {}
+    validation = _relevance(split.validation, users, items, train, repeat, "validation", dropped)
+    test = _relevance(split.test, users, items, history, repeat, "test", dropped)
+    logger.info("encoded %d users x %d items; left out of evaluation: %s",
+                len(users), len(items), dropped)
+    return EncodedSplit(users, items, train, validation, history, test, dropped)
+
+
+def _relevance(part: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.csr_matrix,
+               repeat: bool, name: str, dropped: dict[str, int]) -> sp.csr_matrix:
+    rows = users.encode(part["user_id"])
+    cols = items.encode(part["item_id"])
+    dropped[f"{name}_unseen_user"] = int((rows < 0).sum())
+    dropped[f"{name}_unseen_item"] = int(((rows >= 0) & (cols < 0)).sum())
+    known = (rows >= 0) & (cols >= 0)
+    rows, cols = rows[known], cols[known]
+    if not repeat and len(rows):
+        already = np.asarray(seen[rows, cols]).ravel() > 0
+        dropped[f"{name}_seen_before"] = int(already.sum())
+        rows, cols = rows[~already], cols[~already]
+    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                           shape=(len(users), len(items)), dtype=np.float32)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    matrix.sort_indices()
+    return matrix

@@ -1,0 +1,57 @@
+"""Id maps: string ids to contiguous integer indices, encoded once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class IdMap:
+    """A bijection between string ids and ``0..n-1``.
+
+    Args:
+        ids: The distinct ids, in index order.
+    """
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        self._index = pd.Index(pd.array(list(ids), dtype="string"), dtype="string")
+        if not self._index.is_unique:
+            raise ValueError("IdMap ids must be unique")
+
+    @classmethod
+    def from_values(cls, values: pd.Series) -> "IdMap":
+        """Build a map of the distinct values, sorted so the result is deterministic."""
+        return cls(np.sort(pd.unique(values.astype("string").to_numpy(dtype=object))))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._index
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The ids in index order."""
+        return self._index.to_numpy(dtype=object)
+
+    def encode(self, values: Iterable[str] | pd.Series) -> np.ndarray:
+        """Return the indices of ``values``; unknown ids get -1."""
+        return self._index.get_indexer(pd.Index(pd.array(list(values) if not isinstance(
+            values, pd.Series) else values, dtype="string"))).astype(np.int64)
+
+    def decode(self, indices: np.ndarray) -> np.ndarray:
+        """Return the ids at ``indices``."""
+        return self.ids[np.asarray(indices)]
+
+    def save(self, path: str | Path) -> None:
+        """Write the ids as a JSON list."""
+        Path(path).write_text(json.dumps(self.ids.tolist()), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "IdMap":
+        """Read a map written by :meth:`save`."""
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,68 @@
+"""Weighted user x item interaction matrices (scipy.sparse CSR, never dense)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from shoprec.config import WeightingConfig
+from shoprec.features.idmap import IdMap
+
+
+def event_weights(interactions: pd.DataFrame, config: WeightingConfig | None = None) -> np.ndarray:
+    """Implicit-feedback weight of each interaction.
+
+    Shop events weigh ``event_weights[event] * damp(quantity)`` with ``damp`` one of
+    ``log2(1+q)`` (default; 1 for a single item), ``sqrt(q)``, ``q`` or 1. A rating weighs
+    ``event_weights["rating"] * rating``.
+
+    Args:
+        interactions: Canonical interactions.
+        config: Event weights and damping; defaults if ``None``.
+
+    Returns:
+        float32 weights aligned with the rows.
+    """
+    config = config or WeightingConfig()
+    events = interactions["event"].astype("string").to_numpy(dtype=object)
+    values = interactions["value"].to_numpy(dtype=np.float64)
+    base = pd.Series(events).map(config.event_weights).fillna(0.0).to_numpy(dtype=np.float64)
+    damping = {
+        "log": np.log2(1.0 + values),
+        "sqrt": np.sqrt(values),
+        "none": values,
+        "binary": np.ones_like(values),
+    }[config.quantity_damping]
+    weight = np.where(events == "rating", values, damping) * base
+    return weight.astype(np.float32)
+
+
+def interaction_matrix(interactions: pd.DataFrame, users: IdMap, items: IdMap,
+                       weights: np.ndarray | None = None) -> sp.csr_matrix:
+    """Build a users x items CSR matrix, summing repeated (user, item) pairs.
+
+    Rows whose user or item is not in the maps are left out (the caller decides what that
+    means and counts it).
+
+    Args:
+        interactions: Canonical interactions.
+        users: Row index.
+        items: Column index.
+        weights: Value per row; 1.0 each if ``None``.
+
+    Returns:
+        A float32 CSR matrix of shape ``(len(users), len(items))`` with sorted indices.
+    """
+    rows = users.encode(interactions["user_id"])
+    cols = items.encode(interactions["item_id"])
+    known = (rows >= 0) & (cols >= 0)
+    data = np.ones(len(interactions), np.float32) if weights is None else weights
+    matrix = sp.csr_matrix(
+        (data[known].astype(np.float32), (rows[known], cols[known])),
+        shape=(len(users), len(items)),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    return matrix

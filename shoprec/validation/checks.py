@@ -1,0 +1,130 @@
+"""Validation steps: raw suites, cleaning, clean suites and the quarantine-share check."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoprec.config import CleaningConfig, DataConfig
+from shoprec.data.adapters import RawData, load
+from shoprec.data.cleaning import CleanData, clean
+from shoprec.errors import DataValidationError
+from shoprec.validation.report import ExpectationOutcome, ValidationReport
+from shoprec.validation.suites import SuiteRunner
+
+logger = logging.getLogger(__name__)
+
+_DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
+
+
+def validate_raw(raw: RawData, runner: SuiteRunner) -> ValidationReport:
+    """Run the raw suites (interactions, and items when a file was given).
+
+    Args:
+        raw: The mapped, unfiltered tables.
+        runner: The GX suite runner.
+
+    Returns:
+        A report holding the raw outcomes (check :attr:`ValidationReport.passed`).
+    """
+    report = ValidationReport(source=raw.source, format=raw.format)
+    columns = [str(c) for c in raw.source_frame.columns]
+    for outcome in runner.run("raw_interactions", raw.interactions):
+        if outcome.expectation == "expect_column_to_exist" and not outcome.passed:
+            outcome.hint = _missing_column_hint(outcome.column, raw, columns)
+        report.outcomes.append(outcome)
+    if raw.items is not None and not raw.items_derived:
+        items_columns = [str(c) for c in (raw.items_source_frame if raw.items_source_frame
+                                          is not None else raw.items).columns]
+        for outcome in runner.run("items", raw.items):
+            if outcome.expectation == "expect_column_to_exist" and not outcome.passed:
+                outcome.hint = (f"the items file {raw.items_path!r} has columns "
+                                f"{items_columns}; map yours with --map item_id=COLUMN")
+            report.outcomes.append(outcome)
+    return report
+
+
+def _missing_column_hint(column: str | None, raw: RawData, columns: list[str]) -> str:
+    source = raw.column_hints.get(column or "", repr(column))
+    hint = f"expected from {source} of the {raw.format} layout; the file has columns {columns}"
+    if len(columns) == 1:
+        for delimiter, name in _DELIMITERS.items():
+            if delimiter in columns[0]:
+                hint += f"; it looks delimited by {name}: pass --delimiter"
+                break
+    elif raw.format == "generic":
+        hint += "; map yours with --map user_id=COLUMN,item_id=COLUMN,timestamp=COLUMN"
+    return hint
+
+
+def validate_clean(data: CleanData, config: CleaningConfig, runner: SuiteRunner,
+                   report: ValidationReport) -> ValidationReport:
+    """Run the clean suites and the quarantine-share check, adding to ``report``."""
+    report.cleaning = data.report
+    report.outcomes.extend(runner.run("clean_interactions", data.interactions,
+                                      {"min_users": config.min_users,
+                                       "min_items": config.min_items}))
+    report.outcomes.extend(runner.run("clean_items", data.items))
+    share = data.report.quarantined_fraction
+    top = sorted(data.report.quarantined_by_reason.items(), key=lambda kv: -kv[1])[:3]
+    report.outcomes.append(
+        ExpectationOutcome(
+            suite="checks",
+            expectation="quarantined_share_at_most",
+            column=None,
+            severity="critical",
+            passed=share <= config.max_quarantine_fraction,
+            observed=f"{share:.1%} > {config.max_quarantine_fraction:.0%}"
+            if share > config.max_quarantine_fraction else f"{share:.1%}",
+            examples=[f"{k}={v}" for k, v in top],
+            hint=None if share <= config.max_quarantine_fraction else
+            "most rows were quarantined; look at the reasons and the quarantine file, fix the "
+            "input or its options, or raise --max-quarantine",
+        )
+    )
+    return report
+
+
+def raise_if_rejected(report: ValidationReport) -> None:
+    """Raise :class:`DataValidationError` listing every failure if the data is rejected."""
+    if not report.passed:
+        raise DataValidationError(report.failure_message(), report)
+
+
+@dataclass
+class PreparedData:
+    """Clean data that passed validation, with its report."""
+
+    data: CleanData
+    report: ValidationReport
+
+
+def load_and_validate(data_config: DataConfig, cleaning_config: CleaningConfig | None = None,
+                      docs_dir: str | Path | None = None) -> PreparedData:
+    """Load, validate raw, clean with quarantine, validate clean; stop on rejection.
+
+    Args:
+        data_config: Where the data is.
+        cleaning_config: Cleaning rules and rejection thresholds.
+        docs_dir: Folder for GX Data Docs, or ``None``.
+
+    Returns:
+        The clean data and the full report.
+
+    Raises:
+        DataError: A file cannot be read.
+        DataValidationError: The data was rejected; the message lists every failure.
+    """
+    cleaning_config = cleaning_config or CleaningConfig()
+    raw = load(data_config)
+    runner = SuiteRunner(docs_dir)
+    report = validate_raw(raw, runner)
+    if not report.passed:
+        report.data_docs = runner.docs_index()
+        raise_if_rejected(report)
+    data = clean(raw, cleaning_config)
+    validate_clean(data, cleaning_config, runner, report)
+    report.data_docs = runner.docs_index()
+    raise_if_rejected(report)
+    return PreparedData(data, report)
