@@ -24,6 +24,10 @@ class DataError(ShopRecError):
     """An input cannot be read or used at all (missing file, wrong columns, bad encoding)."""
 
 
+class InputNotFoundError(DataError):
+    """A path given by the user does not exist (a usage error, exit code 2)."""
+
+
 class DataValidationError(DataError):
     """The data was read but rejected by validation; carries the full report.
 

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 import fsspec
 import pandas as pd
 
-from shoprec.errors import DataError
+from shoprec.errors import DataError, InputNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def _check_readable(path: str, what: str) -> None:
     except (ValueError, ImportError) as exc:
         raise DataError(f"cannot open the {what} file {path!r}: {exc}") from exc
     if not fs.exists(fs_path):
-        raise DataError(
+        raise InputNotFoundError(
             f"the {what} file {path!r} does not exist; check the path "
             "(relative paths are taken from the current folder)"
         )

@@ -1,0 +1,32 @@
+# Bootstrap behind the README's two commands: `make run` and `make test`.
+# Everything installs into .venv from pyproject.toml; the only prerequisite is Python >= 3.11.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shoprec needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the pipeline on the bundled Online Retail sample.
+run: $(STAMP)
+	$(BIN)/shoprec train --summary-json runs/train/summary.json
+
+## Run the test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check shoprec tasks flows tests benchmarks
+
+clean:
+	rm -rf runs mlruns mlflow.db .pytest_cache

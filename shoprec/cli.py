@@ -1,0 +1,301 @@
+"""The ``shoprec`` command line.
+
+Exit codes: 0 success, 1 data rejected by validation (or unusable), 2 usage error, 3 any
+other failure. A user mistake prints a message, never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from shoprec.errors import ConfigError, DataError, DataValidationError, InputNotFoundError
+
+app = typer.Typer(
+    name="shoprec",
+    help="Recommendation pipeline for online shops: generate, validate and train.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
+
+InteractionsOpt = Annotated[str | None, typer.Option(
+    "--interactions", help="Interactions file (CSV, CSV.gz, Parquet; path or fsspec URL). "
+    "Default: the bundled Online Retail sample.")]
+ItemsOpt = Annotated[str | None, typer.Option("--items", help="Items file.")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="generic, online-retail or movielens; default: detected.")]
+MapOpt = Annotated[list[str] | None, typer.Option(
+    "--map", help="generic format: canonical=column, e.g. --map user_id=customer,item_id=sku.")]
+DelimiterOpt = Annotated[str | None, typer.Option("--delimiter", help="CSV delimiter.")]
+EncodingOpt = Annotated[str, typer.Option("--encoding", help="CSV text encoding.")]
+MaxQuarantineOpt = Annotated[float, typer.Option(
+    "--max-quarantine", help="Reject when a larger share of rows is quarantined.")]
+MinUsersOpt = Annotated[int, typer.Option("--min-users", help="Reject with fewer clean users.")]
+MinItemsOpt = Annotated[int, typer.Option("--min-items", help="Reject with fewer clean items.")]
+OutOpt = Annotated[Path, typer.Option(
+    "--output-dir", help="Where quarantine files and reports are written.")]
+
+
+def _handle_errors(func: F) -> F:
+    """Turn shoprec's errors into messages and exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DataValidationError as exc:
+            if exc.report is not None:
+                _print_report(exc.report)
+            err_console.print(f"[bold red]rejected:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_REJECTED) from None
+        except (InputNotFoundError, ConfigError) as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        except ValidationError as exc:
+            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                for e in exc.errors())
+            err_console.print(f"[bold red]error:[/] invalid option: {details}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        except DataError as exc:
+            err_console.print(f"[bold red]rejected:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_REJECTED) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse_map(values: list[str] | None) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for value in values or []:
+        for pair in value.split(","):
+            if not pair.strip():
+                continue
+            if "=" not in pair:
+                raise ConfigError(f"--map expects canonical=column pairs, got {pair!r}")
+            key, column = (s.strip() for s in pair.split("=", 1))
+            mapping[key] = column
+    return mapping
+
+
+def _data_config(interactions: str | None, items: str | None, fmt: str | None,
+                 mapping: list[str] | None, delimiter: str | None, encoding: str):
+    from shoprec.config import DataConfig
+
+    return DataConfig(interactions=interactions, items=items, format=fmt,
+                      columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding)
+
+
+def _print_report(report: Any) -> None:
+    """Print the counts by reason and the expectations that did not hold."""
+    cleaning = report.cleaning
+    if cleaning is not None:
+        table = Table(title=f"Data report: {report.source} ({report.format})", show_lines=False)
+        table.add_column("")
+        table.add_column("rows", justify="right")
+        table.add_row("rows in", f"{cleaning.rows_in:,}")
+        table.add_row("clean", f"{cleaning.rows_clean:,}")
+        table.add_row("quarantined", f"{cleaning.rows_quarantined:,}")
+        for reason, count in sorted(cleaning.quarantined_by_reason.items(),
+                                    key=lambda kv: -kv[1]):
+            table.add_row(f"  {reason}", f"{count:,}")
+        total = cleaning.rows_clean + cleaning.rows_quarantined
+        table.add_row("clean + quarantined", f"{total:,}"
+                      + (" (= rows in)" if total == cleaning.rows_in else " (MISMATCH)"))
+        table.add_row("users / items", f"{cleaning.users:,} / {cleaning.items:,}")
+        table.add_row("catalogue items", f"{cleaning.items_clean:,}"
+                      + (" (derived)" if cleaning.items_derived else ""))
+        if cleaning.items_quarantined:
+            reasons = ", ".join(f"{k}={v}" for k, v in cleaning.items_quarantined_by_reason.items())
+            table.add_row("items quarantined", f"{cleaning.items_quarantined:,} ({reasons})")
+        if cleaning.first_timestamp:
+            table.add_row("period", f"{cleaning.first_timestamp[:10]} .. "
+                          f"{cleaning.last_timestamp[:10]}")
+        console.print(table)
+    passed = sum(o.passed for o in report.outcomes)
+    console.print(f"expectations: {passed} of {len(report.outcomes)} passed, "
+                  f"{len(report.failures)} failed, {len(report.warnings)} warning(s)")
+    for outcome in report.warnings:
+        console.print(f"  [yellow]warning[/] {outcome.describe()}", highlight=False)
+    for outcome in report.failures:
+        console.print(f"  [red]failed[/] {outcome.describe()}", highlight=False)
+    if report.data_docs:
+        console.print(f"Data Docs: {report.data_docs}")
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False
+          ) -> None:
+    _configure_logging(verbose)
+
+
+@app.command()
+@_handle_errors
+def generate(
+    users: Annotated[int, typer.Option("--users", help="Number of users.")],
+    items: Annotated[int, typer.Option("--items", help="Number of items.")],
+    interactions: Annotated[int, typer.Option("--interactions", help="Interaction rows.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the Parquet files to.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    days: Annotated[int, typer.Option("--days", help="Length of the period.")] = 180,
+) -> None:
+    """Write synthetic interactions.parquet and items.parquet with planted taste segments."""
+    from shoprec.data.synthetic import generate as run_generate
+
+    summary = run_generate(out, users=users, items=items, interactions=interactions,
+                           seed=seed, days=days)
+    console.print(f"wrote {summary.interactions:,} interactions of {summary.users:,} users "
+                  f"over {summary.items:,} items ({summary.segments} taste segments, "
+                  f"{summary.categories} categories) in {summary.seconds:.1f} s")
+    console.print(f"  {summary.interactions_path}\n  {summary.items_path}")
+
+
+@app.command()
+@_handle_errors
+def validate(
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    fmt: FormatOpt = None,
+    mapping: MapOpt = None,
+    delimiter: DelimiterOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    max_quarantine: MaxQuarantineOpt = 0.5,
+    min_users: MinUsersOpt = 10,
+    min_items: MinItemsOpt = 10,
+    output_dir: OutOpt = Path("runs/validate"),
+    data_docs: Annotated[bool, typer.Option(
+        "--data-docs/--no-data-docs", help="Render GX Data Docs into the output folder.")] = False,
+    report_json: Annotated[Path | None, typer.Option(
+        "--report-json", help="Write the full report as JSON.")] = None,
+) -> None:
+    """Validate and clean a data set; print the report (exit 0 valid, 1 rejected, 2 usage)."""
+    from shoprec.config import CleaningConfig
+    from shoprec.data.adapters import load
+    from shoprec.data.cleaning import clean
+    from shoprec.validation import SuiteRunner, raise_if_rejected, validate_clean, validate_raw
+
+    data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding)
+    cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
+                                     min_users=min_users, min_items=min_items)
+    began = time.perf_counter()
+    raw = load(data_config)
+    runner = SuiteRunner(output_dir / "data_docs" if data_docs else None)
+    report = validate_raw(raw, runner)
+    data = None
+    if report.passed:
+        data = clean(raw, cleaning_config)
+        validate_clean(data, cleaning_config, runner, report)
+        paths = data.write_quarantine(str(output_dir))
+    report.data_docs = runner.docs_index()
+    if report_json:
+        report_json.parent.mkdir(parents=True, exist_ok=True)
+        report_json.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    raise_if_rejected(report)
+    _print_report(report)
+    console.print(f"quarantine written to {paths['interactions']}")
+    console.print(f"[green]valid[/] in {time.perf_counter() - began:.1f} s")
+
+
+@app.command()
+@_handle_errors
+def train(
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    fmt: FormatOpt = None,
+    mapping: MapOpt = None,
+    delimiter: DelimiterOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    split: Annotated[str, typer.Option("--split", help="temporal, random or leave-last.")]
+    = "temporal",
+    test_days: Annotated[float, typer.Option("--test-days")] = 30.0,
+    validation_days: Annotated[float, typer.Option("--validation-days")] = 30.0,
+    test_fraction: Annotated[float, typer.Option("--test-fraction")] = 0.2,
+    validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = 0.1,
+    test_n: Annotated[int, typer.Option("--test-n")] = 1,
+    validation_n: Annotated[int, typer.Option("--validation-n")] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    max_quarantine: MaxQuarantineOpt = 0.5,
+    min_users: MinUsersOpt = 10,
+    min_items: MinItemsOpt = 10,
+    output_dir: OutOpt = Path("runs/train"),
+    summary_json: Annotated[Path | None, typer.Option(
+        "--summary-json", help="Write the run summary as JSON.")] = None,
+) -> None:
+    """Run the pipeline: validate, clean with quarantine, split and build the features.
+
+    Model training, evaluation and registration are added by the training pipeline.
+    """
+    from shoprec.config import CleaningConfig, SplitConfig
+    from shoprec.pipeline import prepare
+
+    if split not in ("temporal", "random", "leave-last"):
+        raise ConfigError(f"--split must be temporal, random or leave-last, got {split!r}")
+    data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding)
+    split_config = SplitConfig(method=split, test_days=test_days,
+                               validation_days=validation_days, test_fraction=test_fraction,
+                               validation_fraction=validation_fraction, test_n=test_n,
+                               validation_n=validation_n, seed=seed)
+    cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
+                                     min_users=min_users, min_items=min_items)
+    began = time.perf_counter()
+    prepared = prepare(data_config, cleaning_config, split_config, output_dir=str(output_dir))
+    _print_report(prepared.report)
+    summary = prepared.summary()
+    table = Table(title=f"Split: {split}")
+    for column in ("part", "rows", "users", "evaluated users", "relevant pairs"):
+        table.add_column(column, justify="right" if column != "part" else "left")
+    for part in ("train", "validation", "test"):
+        info = summary["split"][part]
+        table.add_row(part, f"{info['rows']:,}", f"{info['users']:,}",
+                      f"{info['evaluated_users']:,}" if 'evaluated_users' in info else '-',
+                      f"{info.get('relevant_pairs', '-')}")
+    console.print(table)
+    console.print(f"training matrix: {summary['matrix']['users']:,} users x "
+                  f"{summary['matrix']['items']:,} items, {summary['matrix']['nnz']:,} non-zeros")
+    console.print(f"data prepared in {time.perf_counter() - began:.1f} s")
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary, indent=2, default=str))
+        console.print(f"summary written to {summary_json}")
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug, not a user mistake: say so briefly, exit 3
+        if logging.getLogger().isEnabledFor(logging.INFO):
+            traceback.print_exc()
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+                          "run again with -v for details and report it with the command used")
+        sys.exit(EXIT_FAILURE)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
