@@ -33,5 +33,6 @@ def item_frame(catalogue: pd.DataFrame, items: IdMap) -> pd.DataFrame:
     text = parts[0]
     for part in parts[1:]:
         text = text.str.cat(part, sep=" ")
-    aligned["text"] = text.str.strip()
+    # Missing fields leave runs of spaces; collapse them so the text is clean.
+    aligned["text"] = text.str.replace(r"\s+", " ", regex=True).str.strip()
     return aligned.reset_index()

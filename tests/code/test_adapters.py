@@ -1,0 +1,98 @@
+"""Adapters: generic, Online Retail, MovieLens (both layouts), fsspec URLs, detection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import pytest
+
+from shoprec.config import DataConfig
+from shoprec.data.adapters import detect_format, load
+from shoprec.data.cleaning import clean
+from tests.helpers import canonical_csv, retail_csv, write
+
+
+def test_generic_csv_gz_and_parquet_agree(tmp_path: Path) -> None:
+    text = canonical_csv()
+    plain = write(tmp_path / "x.csv", text)
+    frame = pd.read_csv(plain)
+    frame.to_csv(tmp_path / "x.csv.gz", index=False)
+    frame.to_parquet(tmp_path / "x.parquet")
+    results = [clean(load(DataConfig(interactions=str(tmp_path / name)))).interactions
+               for name in ("x.csv", "x.csv.gz", "x.parquet")]
+    for other in results[1:]:
+        pd.testing.assert_frame_equal(results[0], other)
+    assert results[0]["timestamp"].dt.tz is not None
+
+
+def test_fsspec_url() -> None:
+    with fsspec.open("memory://shoprec-test/interactions.csv", "w") as handle:
+        handle.write(canonical_csv())
+    data = clean(load(DataConfig(interactions="memory://shoprec-test/interactions.csv")))
+    assert data.report.rows_clean == 48
+
+
+def test_generic_defaults_event_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.csv", "user_id,item_id,timestamp\na,x,1704067200\nb,y,1704067260\n")
+    data = clean(load(DataConfig(interactions=str(path), default_event="view")))
+    assert data.interactions["event"].tolist() == ["view", "view"]
+    assert data.interactions["value"].tolist() == [1.0, 1.0]
+    assert data.interactions["timestamp"].iloc[0] == pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def test_online_retail_reasons_and_items(tmp_path: Path) -> None:
+    rows = [
+        "C580000,22111,THING,-2,2011-05-01 10:00:00,1.0,17001.0,UK",  # cancellation
+        "580001,POST,POSTAGE,1,2011-05-01 10:00:00,18.0,17001.0,UK",  # non_product
+        "580002,22111,THING,2,2011-05-01 10:00:00,1.0,,UK",  # missing_user
+        "580003,22111,THING,0,2011-05-01 10:00:00,1.0,17002.0,UK",  # non_positive_quantity
+        "580004,22111,damaged,3,2011-05-01 10:00:00,1.0,17003.0,UK",  # clean, lower-case desc
+    ]
+    raw = load(DataConfig(interactions=str(write(tmp_path / "r.csv", retail_csv(rows)))))
+    assert raw.format == "online-retail"
+    data = clean(raw)
+    assert data.report.quarantined_by_reason == {
+        "cancellation": 1, "non_product": 1, "missing_user": 1, "non_positive_quantity": 1}
+    assert data.report.rows_clean == 49
+    assert "17003" in set(data.interactions["user_id"])  # "17003.0" -> "17003"
+    items = data.items.set_index("item_id")
+    assert items.loc["22111", "title"] == "THING"  # upper-case description wins
+    assert "POST" not in items.index
+
+
+def test_movielens_100k_layout(tmp_path: Path) -> None:
+    write(tmp_path / "u.data", "1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881250951\n")
+    genres = "|".join(["0"] * 19)
+    flags_action = "|".join(["0", "1"] + ["0"] * 17)
+    write(tmp_path / "u.item",
+          (f"10|Caf\xe9 Film (1995)|01-Jan-1995||http://x|{flags_action}\n"
+           f"20|Other (1996)|01-Jan-1996||http://y|{genres}\n").encode("latin-1"))
+    data = clean(load(DataConfig(interactions=str(tmp_path / "u.data"))))
+    assert data.report.rows_clean == 3
+    assert set(data.interactions["event"]) == {"rating"}
+    assert data.interactions["value"].tolist() == [5.0, 3.0, 4.0]
+    items = data.items.set_index("item_id")
+    assert items.loc["10", "title"] == "Caf\xe9 Film (1995)"
+    assert items.loc["10", "category"] == "Action"
+
+
+def test_movielens_csv_layout(tmp_path: Path) -> None:
+    write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
+          "1,3,0,964981247\n2,1,3.5,964982224\n")
+    write(tmp_path / "movies.csv", 'movieId,title,genres\n1,Toy Story (1995),Animation|Children\n'
+          '3,"Grumpier Old Men, The (1995)",Comedy|Romance\n')
+    data = clean(load(DataConfig(interactions=str(tmp_path / "ratings.csv"))))
+    assert data.report.quarantined_by_reason == {"non_positive_rating": 1}
+    assert data.items.set_index("item_id").loc["3", "category"] == "Comedy|Romance"
+
+
+@pytest.mark.parametrize(("columns", "name", "expected"), [
+    (["InvoiceNo", "StockCode", "CustomerID", "Quantity"], "x.csv", "online-retail"),
+    (["userId", "movieId", "rating", "timestamp"], "ratings.csv", "movielens"),
+    (["a", "b"], "u.data", "movielens"),
+    (["user_id", "item_id", "timestamp"], "x.parquet", "generic"),
+])
+def test_detect_format(columns: list[str], name: str, expected: str) -> None:
+    assert detect_format(columns, name) == expected

@@ -1,0 +1,53 @@
+"""Cleaning: timestamp parsing, reason order, totals, quarantine files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from shoprec.config import CleaningConfig, DataConfig
+from shoprec.data.adapters import load
+from shoprec.data.cleaning import clean, parse_timestamps
+from tests.helpers import canonical_csv, write
+
+
+def test_parse_timestamps_variants() -> None:
+    parsed = parse_timestamps(pd.Series(["2024-01-02T03:04:05Z", "2024-01-02 03:04:05+01:00",
+                                         "Jan 2 2024", "garbage", None]))
+    assert parsed.iloc[0] == pd.Timestamp("2024-01-02 03:04:05", tz="UTC")
+    assert parsed.iloc[1] == pd.Timestamp("2024-01-02 02:04:05", tz="UTC")
+    assert parsed.iloc[2] == pd.Timestamp("2024-01-02", tz="UTC")
+    assert parsed.iloc[3:].isna().all()
+    epoch = parse_timestamps(pd.Series([0, 86400]))
+    assert epoch.iloc[1] == pd.Timestamp("1970-01-02", tz="UTC")
+    naive = parse_timestamps(pd.Series(pd.to_datetime(["2024-05-01 12:00"])))
+    assert str(naive.dt.tz) == "UTC"
+
+
+def test_first_matching_reason_wins_and_totals_add_up(tmp_path: Path) -> None:
+    extra = [
+        ",i1,bad,click,-1",  # missing_user first, though everything is wrong
+        "u1,,bad,click,-1",  # missing_item
+        "u1,i1,bad,view,1",  # unparseable_timestamp
+        "u1,i1,2024-03-01,click,1",  # invalid_event
+    ]
+    data = clean(load(DataConfig(interactions=str(write(tmp_path / "x.csv",
+                                                          canonical_csv(extra=extra))))))
+    assert data.report.quarantined_by_reason == {
+        "missing_user": 1, "missing_item": 1, "unparseable_timestamp": 1, "invalid_event": 1}
+    assert data.report.rows_in == data.report.rows_clean + data.report.rows_quarantined
+    paths = data.write_quarantine(str(tmp_path / "q"))
+    quarantine = pd.read_parquet(paths["interactions"])
+    assert quarantine.columns.tolist() == ["user_id", "item_id", "timestamp", "event", "value",
+                                           "source_row", "reason"]
+    assert quarantine["source_row"].tolist() == [48, 49, 50, 51]
+    # Rows are kept as they were read, so a user can see what was wrong.
+    assert quarantine.loc[3, "event"] == "click"
+
+
+def test_clean_rows_plus_quarantine_rebuild_the_input(tmp_path: Path) -> None:
+    text = canonical_csv(extra=["u1,i1,bad,view,1", "u2,i2,2024-01-05T00:00:00Z,view,x"])
+    data = clean(load(DataConfig(interactions=str(write(tmp_path / "x.csv", text)))),
+                 CleaningConfig())
+    assert len(data.interactions) + len(data.quarantine) == len(text.strip().splitlines()) - 1

@@ -1,0 +1,53 @@
+"""The installed ``shoprec`` console script, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SHOPREC = str(Path(sys.executable).with_name("shoprec"))
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([SHOPREC, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_generate_then_validate(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    done = run("generate", "--users", "300", "--items", "60", "--interactions", "4000",
+               "--seed", "1", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 4,000 interactions" in done.stdout
+    done = run("validate", "--interactions", str(out / "interactions.parquet"),
+               "--items", str(out / "items.parquet"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "valid in" in done.stdout
+    assert (tmp_path / "runs" / "validate" / "quarantine_interactions.parquet").exists()
+
+
+def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    done = run("train", "--summary-json", str(summary), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(summary.read_text())
+    counts = data["data"]
+    assert counts["format"] == "online-retail"
+    assert counts["rows_in"] == counts["rows_clean"] + counts["rows_quarantined"]
+    assert counts["rows_quarantined"] == sum(counts["quarantined_by_reason"].values())
+    assert {"missing_user", "cancellation", "non_product"} <= set(counts["quarantined_by_reason"])
+    assert data["split"]["method"] == "temporal"
+    assert data["split"]["test"]["evaluated_users"] > 100
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
+    for args in (["validate", "--interactions", "missing.csv"],
+                 ["train", "--split", "sideways"],
+                 ["generate", "--users", "0", "--items", "5", "--interactions", "5",
+                  "--out", "x"],
+                 ["validate", "--no-such-option"]):
+        done = run(*args, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr

@@ -1,0 +1,62 @@
+"""Features: id maps, event weights, the CSR matrix, the item frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shoprec.config import WeightingConfig
+from shoprec.features import IdMap, event_weights, interaction_matrix, item_frame
+
+
+def frame(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "event", "value"]).astype(
+        {"user_id": "string", "item_id": "string", "event": "string"})
+
+
+def test_idmap_round_trip(tmp_path) -> None:
+    ids = IdMap.from_values(pd.Series(["b", "a", "c", "a"]))
+    assert list(ids.ids) == ["a", "b", "c"]
+    assert list(ids.encode(["c", "zz", "a"])) == [2, -1, 0]
+    assert list(ids.decode(np.array([1, 0]))) == ["b", "a"]
+    ids.save(tmp_path / "ids.json")
+    assert list(IdMap.load(tmp_path / "ids.json").ids) == ["a", "b", "c"]
+
+
+def test_purchase_outweighs_cart_outweighs_view() -> None:
+    weights = event_weights(frame([("u", "i", "view", 1), ("u", "i", "cart", 1),
+                                   ("u", "i", "purchase", 1), ("u", "i", "rating", 4.5)]))
+    assert weights[2] > weights[1] > weights[0] > 0
+    assert weights[3] == pytest.approx(4.5)
+
+
+@pytest.mark.parametrize(("damping", "expected"),
+                         [("log", 4 * np.log2(9)), ("sqrt", 4 * np.sqrt(8)), ("none", 32.0),
+                          ("binary", 4.0)])
+def test_quantity_damping(damping: str, expected: float) -> None:
+    weights = event_weights(frame([("u", "i", "purchase", 8)]),
+                            WeightingConfig(quantity_damping=damping))
+    assert weights[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_unknown_event_weight_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="unknown event types"):
+        WeightingConfig(event_weights={"like": 1.0})
+
+
+def test_matrix_sums_repeats_and_leaves_out_unknown_ids() -> None:
+    data = frame([("a", "x", "purchase", 1), ("a", "x", "purchase", 1), ("b", "y", "view", 1),
+                  ("zz", "x", "view", 1)])
+    users, items = IdMap(["a", "b"]), IdMap(["x", "y"])
+    matrix = interaction_matrix(data, users, items, np.array([1, 2, 3, 4], np.float32))
+    assert matrix.shape == (2, 2) and matrix.format == "csr"
+    assert matrix.toarray().tolist() == [[3.0, 0.0], [0.0, 3.0]]
+
+
+def test_item_frame_is_aligned_with_the_index() -> None:
+    catalogue = pd.DataFrame({"item_id": ["x", "y"], "title": ["Red Mug", "Tea Pot"],
+                              "category": ["kitchen", pd.NA]}).astype("string")
+    out = item_frame(catalogue, IdMap(["y", "new", "x"]))
+    assert out["item_id"].tolist() == ["y", "new", "x"]
+    assert out["text"].tolist() == ["Tea Pot", "", "Red Mug kitchen"]

@@ -1,0 +1,102 @@
+"""Splits: no leakage, per-user fractions, determinism, and the evaluation rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shoprec.config import SplitConfig
+from shoprec.data.splits import split_interactions
+from shoprec.errors import ConfigError
+from shoprec.features import encode_split
+
+
+@pytest.fixture(scope="module")
+def interactions(synthetic_dir) -> pd.DataFrame:
+    from shoprec.config import DataConfig
+    from shoprec.data.adapters import load
+    from shoprec.data.cleaning import clean
+
+    raw = load(DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
+                          items=str(synthetic_dir / "items.parquet")))
+    return clean(raw).interactions
+
+
+def test_temporal_every_test_timestamp_after_every_training_one(interactions) -> None:
+    split = split_interactions(interactions, SplitConfig(method="temporal", test_days=20,
+                                                         validation_days=15))
+    assert split.train["timestamp"].max() < split.validation["timestamp"].min()
+    assert split.validation["timestamp"].max() < split.test["timestamp"].min()
+    assert len(split.train) + len(split.validation) + len(split.test) == len(interactions)
+    last = interactions["timestamp"].max()
+    assert split.test["timestamp"].min() > last - pd.Timedelta(days=20)
+    assert split.validation["timestamp"].min() > last - pd.Timedelta(days=35)
+
+
+def test_temporal_that_covers_everything_is_a_usage_error(interactions) -> None:
+    with pytest.raises(ConfigError, match="cover the whole period"):
+        split_interactions(interactions, SplitConfig(test_days=150, validation_days=100))
+
+
+def test_random_per_user_fractions_hold(interactions) -> None:
+    config = SplitConfig(method="random", test_fraction=0.2, validation_fraction=0.1, seed=3)
+    split = split_interactions(interactions, config)
+    sizes = interactions.groupby("user_id").size()
+    test = split.test.groupby("user_id").size().reindex(sizes.index, fill_value=0)
+    validation = split.validation.groupby("user_id").size().reindex(sizes.index, fill_value=0)
+    train = split.train.groupby("user_id").size().reindex(sizes.index, fill_value=0)
+    assert (train >= 1).all()  # every user keeps training data
+    roomy = sizes >= 10  # users big enough that trimming never applies
+    assert roomy.sum() > 100
+    assert (np.abs(test[roomy] - 0.2 * sizes[roomy]) <= 0.5).all()
+    assert (np.abs(validation[roomy] - 0.1 * sizes[roomy]) <= 0.5).all()
+    assert len(split.train) + len(split.validation) + len(split.test) == len(interactions)
+
+
+def test_random_is_deterministic_by_seed(interactions) -> None:
+    a = split_interactions(interactions, SplitConfig(method="random", seed=1))
+    b = split_interactions(interactions, SplitConfig(method="random", seed=1))
+    c = split_interactions(interactions, SplitConfig(method="random", seed=2))
+    pd.testing.assert_frame_equal(a.test, b.test)
+    assert not a.test.equals(c.test)
+
+
+def test_leave_last_takes_the_latest(interactions) -> None:
+    split = split_interactions(interactions, SplitConfig(method="leave-last", test_n=2,
+                                                         validation_n=1))
+    per_user = split.test.groupby("user_id").size()
+    assert (per_user == 2).all()
+    latest_train = split.train.groupby("user_id")["timestamp"].max()
+    earliest_val = split.validation.groupby("user_id")["timestamp"].min()
+    earliest_test = split.test.groupby("user_id")["timestamp"].min()
+    users = earliest_test.index
+    assert (latest_train[users] <= earliest_val[users]).all()
+    assert (earliest_val[users] <= earliest_test[users]).all()
+    # Users with too few interactions stay whole in training.
+    small = interactions.groupby("user_id").size()
+    assert set(small[small <= 3].index).isdisjoint(split.test["user_id"])
+
+
+def test_encoding_applies_the_evaluation_rules() -> None:
+    ts = pd.Timestamp("2024-01-01", tz="UTC")
+    frame = pd.DataFrame({
+        "user_id": ["a", "a", "b", "b", "a", "a", "b", "c"],
+        "item_id": ["x", "y", "y", "z", "x", "z", "w", "x"],
+        "timestamp": [ts, ts, ts, ts, ts + pd.Timedelta(days=20), ts + pd.Timedelta(days=20),
+                      ts + pd.Timedelta(days=20), ts + pd.Timedelta(days=20)],
+        "event": ["purchase"] * 8,
+        "value": [1.0] * 8,
+    }).astype({"user_id": "string", "item_id": "string", "event": "string"})
+    split = split_interactions(frame, SplitConfig(test_days=5, validation_days=1))
+    assert len(split.test) == 4 and len(split.validation) == 0
+    encoded = encode_split(split)
+    # a: x seen before (excluded), z relevant; b: w unseen item; c: unseen user.
+    relevant = {(encoded.users.ids[r], encoded.items.ids[c])
+                for r, c in zip(*encoded.test.nonzero(), strict=True)}
+    assert relevant == {("a", "z")}
+    assert encoded.dropped["test_seen_before"] == 1
+    assert encoded.dropped["test_unseen_item"] == 1
+    assert encoded.dropped["test_unseen_user"] == 1
+    repeat = encode_split(split, repeat_items=True)
+    assert repeat.test.nnz == 2
