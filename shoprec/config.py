@@ -138,7 +138,7 @@ class SplitConfig(_Model):
     )
 
     @model_validator(mode="after")
-    def _fractions_leave_training(self) -> "SplitConfig":
+    def _fractions_leave_training(self) -> SplitConfig:
         if self.test_fraction + self.validation_fraction >= 1:
             raise ValueError("test_fraction + validation_fraction must be < 1")
         return self

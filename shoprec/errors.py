@@ -35,7 +35,7 @@ class DataValidationError(DataError):
         report: The structured validation report that lists every failed expectation.
     """
 
-    def __init__(self, message: str, report: "ValidationReport | None" = None) -> None:
+    def __init__(self, message: str, report: ValidationReport | None = None) -> None:
         super().__init__(message)
         self.report = report
 

@@ -20,7 +20,7 @@ import pandas as pd
 from shoprec.config import DataConfig
 from shoprec.data.io import is_parquet, path_exists, read_table
 from shoprec.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, SOURCE_ROW
-from shoprec.errors import ConfigError, DataError
+from shoprec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +298,10 @@ def _load_movielens(path: str, config: DataConfig, ratings: pd.DataFrame | None 
     )
 
 
-def _movielens_100k_items(path: str, required: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+_MaybeFrames = tuple[pd.DataFrame | None, pd.DataFrame | None]
+
+
+def _movielens_100k_items(path: str, required: bool) -> _MaybeFrames:
     if not required and not path_exists(path):
         return None, None
     names = ["item_id", "title", "release_date", "video_release_date", "imdb_url",
@@ -314,7 +317,7 @@ def _movielens_100k_items(path: str, required: bool) -> tuple[pd.DataFrame | Non
     return _with_source_row(items), frame
 
 
-def _movielens_csv_items(path: str, config: DataConfig, required: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+def _movielens_csv_items(path: str, config: DataConfig, required: bool) -> _MaybeFrames:
     if not required and not path_exists(path):
         return None, None
     if is_parquet(path):

@@ -190,7 +190,8 @@ def _quarantine_table(source: pd.DataFrame, rows: np.ndarray, reasons: pd.Series
     return out
 
 
-def clean_items(raw: RawData, config: CleaningConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+def clean_items(raw: RawData, config: CleaningConfig
+                ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """Clean the items table of ``raw``.
 
     Returns:

@@ -23,7 +23,7 @@ class IdMap:
             raise ValueError("IdMap ids must be unique")
 
     @classmethod
-    def from_values(cls, values: pd.Series) -> "IdMap":
+    def from_values(cls, values: pd.Series) -> IdMap:
         """Build a map of the distinct values, sorted so the result is deterministic."""
         return cls(np.sort(pd.unique(values.astype("string").to_numpy(dtype=object))))
 
@@ -52,6 +52,6 @@ class IdMap:
         Path(path).write_text(json.dumps(self.ids.tolist()), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "IdMap":
+    def load(cls, path: str | Path) -> IdMap:
         """Read a map written by :meth:`save`."""
         return cls(json.loads(Path(path).read_text(encoding="utf-8")))

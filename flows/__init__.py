@@ -1,0 +1,1 @@
+"""Prefect flows: straight-line wiring of the tasks in ``tasks/``."""
