@@ -142,6 +142,33 @@ def _print_report(report: Any) -> None:
         console.print(f"Data Docs: {report.data_docs}")
 
 
+def _print_summary(summary: dict[str, Any]) -> None:
+    """Print the data counts and the split of a pipeline run."""
+    counts = summary["data"]
+    table = Table(title=f"Data report: {counts['source']} ({counts['format']})")
+    table.add_column("")
+    table.add_column("rows", justify="right")
+    table.add_row("rows in", f"{counts['rows_in']:,}")
+    table.add_row("clean", f"{counts['rows_clean']:,}")
+    table.add_row("quarantined", f"{counts['rows_quarantined']:,}")
+    for reason, count in sorted(counts["quarantined_by_reason"].items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {reason}", f"{count:,}")
+    table.add_row("users / items", f"{counts['users']:,} / {counts['items']:,}")
+    console.print(table)
+    split = Table(title=f"Split: {summary['split']['method']}")
+    for column in ("part", "rows", "users", "evaluated users", "relevant pairs"):
+        split.add_column(column, justify="right" if column != "part" else "left")
+    for part in ("train", "validation", "test"):
+        info = summary["split"][part]
+        split.add_row(part, f"{info['rows']:,}", f"{info['users']:,}",
+                      f"{info['evaluated_users']:,}" if "evaluated_users" in info else "-",
+                      f"{info['relevant_pairs']:,}" if "relevant_pairs" in info else "-")
+    console.print(split)
+    matrix = summary["matrix"]
+    console.print(f"training matrix: {matrix['users']:,} users x {matrix['items']:,} items, "
+                  f"{matrix['nnz']:,} non-zeros; Prefect flow run {summary['prefect_flow_run_id']}")
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -250,7 +277,6 @@ def train(
     Model training, evaluation and registration are added by the training pipeline.
     """
     from shoprec.config import CleaningConfig, SplitConfig
-    from shoprec.pipeline import prepare
 
     if split not in ("temporal", "random", "leave-last"):
         raise ConfigError(f"--split must be temporal, random or leave-last, got {split!r}")
@@ -262,20 +288,12 @@ def train(
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items)
     began = time.perf_counter()
-    prepared = prepare(data_config, cleaning_config, split_config, output_dir=str(output_dir))
-    _print_report(prepared.report)
-    summary = prepared.summary()
-    table = Table(title=f"Split: {split}")
-    for column in ("part", "rows", "users", "evaluated users", "relevant pairs"):
-        table.add_column(column, justify="right" if column != "part" else "left")
-    for part in ("train", "validation", "test"):
-        info = summary["split"][part]
-        table.add_row(part, f"{info['rows']:,}", f"{info['users']:,}",
-                      f"{info['evaluated_users']:,}" if 'evaluated_users' in info else '-',
-                      f"{info.get('relevant_pairs', '-')}")
-    console.print(table)
-    console.print(f"training matrix: {summary['matrix']['users']:,} users x "
-                  f"{summary['matrix']['items']:,} items, {summary['matrix']['nnz']:,} non-zeros")
+    # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
+    from flows.training import training_pipeline
+
+    summary = training_pipeline(data=data_config, cleaning=cleaning_config, split=split_config,
+                                output_dir=str(output_dir))
+    _print_summary(summary)
     console.print(f"data prepared in {time.perf_counter() - began:.1f} s")
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)

@@ -38,3 +38,17 @@ def retail_path() -> Path:
     if not RETAIL.exists():
         pytest.skip(f"{RETAIL} not found")
     return RETAIL
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """One Prefect test server for the whole session; returns its API URL.
+
+    Subprocesses (the CLI) are pointed at it through ``PREFECT_API_URL`` so that no test
+    starts a server of its own.
+    """
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()

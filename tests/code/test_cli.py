@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
     return subprocess.run([SHOPREC, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False, env={**os.environ, **(env or {})})
 
 
 def test_generate_then_validate(tmp_path: Path) -> None:
@@ -28,9 +30,10 @@ def test_generate_then_validate(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "validate" / "quarantine_interactions.parquet").exists()
 
 
-def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path) -> None:
+def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_api: str) -> None:
     summary = tmp_path / "summary.json"
-    done = run("train", "--summary-json", str(summary), cwd=tmp_path)
+    done = run("train", "--summary-json", str(summary), cwd=tmp_path,
+               env={"PREFECT_API_URL": prefect_api})
     assert done.returncode == 0, done.stderr
     data = json.loads(summary.read_text())
     counts = data["data"]
@@ -40,6 +43,8 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path) -> None:
     assert {"missing_user", "cancellation", "non_product"} <= set(counts["quarantined_by_reason"])
     assert data["split"]["method"] == "temporal"
     assert data["split"]["test"]["evaluated_users"] > 100
+    assert data["prefect_flow_run_id"]
+    assert (tmp_path / "runs" / "train" / "quarantine_interactions.parquet").exists()
 
 
 def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
