@@ -1,0 +1,170 @@
+"""The Recommender interface, documented once; every model family implements it.
+
+Conventions (scikit-learn style): hyperparameters are keyword arguments of ``__init__`` and
+stored as given, with no logic there; learned state ends in ``_``; :meth:`Recommender.fit`
+returns ``self``. Models score from *interaction rows*, not user ids: any shopper, including
+one who arrived a minute ago, gets recommendations from the items they just touched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from shoprec.errors import ModelFitError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FitContext:
+    """Optional inputs some families use while fitting.
+
+    Attributes:
+        items: Item frame aligned with the item index (see
+            :func:`shoprec.features.item_frame`), for content features.
+        validation_history: Rows the model sees when scored for validation.
+        validation_relevance: Binary relevance of the validation part, for early stopping.
+        progress: Callback ``(step, metrics)`` for training curves (MLflow, Prefect).
+    """
+
+    items: pd.DataFrame | None = None
+    validation_history: sp.csr_matrix | None = None
+    validation_relevance: sp.csr_matrix | None = None
+    progress: Any = None
+
+
+class Recommender(ABC):
+    """Base class of every model.
+
+    Subclasses set :attr:`family` and :attr:`name`, take hyperparameters as keyword
+    arguments of ``__init__`` (stored under the same names), and implement
+    :meth:`fit`, :meth:`score`, :meth:`_save_state` and :meth:`_load_state`.
+    """
+
+    #: Model family: popularity, mf, content, autoencoder or gan.
+    family: ClassVar[str]
+    #: Candidate name used in the leaderboard, ``--models`` and MLflow runs.
+    name: ClassVar[str]
+    #: Largest catalogue the family can handle on one machine; ``None`` means no limit.
+    max_items: ClassVar[int | None] = None
+
+    def get_params(self) -> dict[str, Any]:
+        """Return the hyperparameters given to ``__init__``."""
+        signature = inspect.signature(type(self).__init__)
+        return {name: getattr(self, name) for name in signature.parameters if name != "self"}
+
+    @abstractmethod
+    def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> Recommender:
+        """Learn from a users x items matrix of implicit-feedback weights.
+
+        Args:
+            interactions: Weighted training matrix (CSR, float32).
+            context: Optional item features, validation data and a progress callback.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ModelFitError: Training failed numerically (NaN, divergence, collapse).
+        """
+
+    @abstractmethod
+    def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
+        """Score every item for a batch of users given their interaction rows.
+
+        Args:
+            user_rows: CSR batch, one row per user, columns in the training item index.
+                A row may belong to a user never seen in training.
+
+        Returns:
+            Dense float32 array of shape ``(batch, n_items)``; higher is better.
+        """
+
+    def recommend(self, user_rows: sp.csr_matrix, k: int = 10,
+                  exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for each row, best first.
+
+        Args:
+            user_rows: CSR batch of interaction rows.
+            k: How many items per row.
+            exclude_seen: Leave out items that are non-zero in the row.
+
+        Returns:
+            ``(indices, scores)``, both of shape ``(batch, k)``; when fewer than ``k``
+            items are eligible the tail has index -1 and score ``-inf``.
+        """
+        scores = self.score(user_rows)
+        if exclude_seen:
+            mask_seen(scores, user_rows)
+        return top_k(scores, k)
+
+    def save(self, path: str | Path) -> None:
+        """Write the model to a folder: ``config.json`` plus plain state files."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"name": self.name, "family": self.family, "params": self.get_params()}
+        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        self._save_state(folder)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Read a model written by :meth:`save` (no pickles)."""
+        folder = Path(path)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        model = cls(**config["params"])
+        model._load_state(folder)
+        return model
+
+    @abstractmethod
+    def _save_state(self, folder: Path) -> None:
+        """Write the learned state into ``folder``."""
+
+    @abstractmethod
+    def _load_state(self, folder: Path) -> None:
+        """Read the learned state from ``folder``."""
+
+    @property
+    def n_items_(self) -> int:
+        """Number of items the model scores."""
+        raise NotImplementedError
+
+
+def mask_seen(scores: np.ndarray, user_rows: sp.csr_matrix) -> None:
+    """Set the scores of items present in each row to ``-inf``, in place."""
+    rows = np.repeat(np.arange(user_rows.shape[0]), np.diff(user_rows.indptr))
+    scores[rows, user_rows.indices] = -np.inf
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the ``k`` best entries of each row, best first (argpartition)."""
+    n_items = scores.shape[1]
+    k_eff = min(k, n_items)
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    indices = np.take_along_axis(part, order, axis=1)
+    values = np.take_along_axis(part_scores, order, axis=1)
+    indices = np.where(np.isfinite(values), indices, -1)
+    if k_eff < k:
+        pad = k - k_eff
+        indices = np.pad(indices, ((0, 0), (0, pad)), constant_values=-1)
+        values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return indices, values.astype(np.float32)
+
+
+def check_finite(scores: np.ndarray, model: str) -> np.ndarray:
+    """Raise :class:`ModelFitError` if ``scores`` hold NaN or infinity."""
+    if not np.all(np.isfinite(scores)):
+        raise ModelFitError(f"{model} produced non-finite scores (NaN or inf); lower the "
+                            "learning rate or raise regularisation")
+    return scores

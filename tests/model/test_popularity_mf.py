@@ -1,0 +1,65 @@
+"""Popularity and matrix factorisation: contract, learning, fold-in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from shoprec.config import DataConfig, SplitConfig
+from shoprec.evaluation import evaluate
+from shoprec.models import ImplicitALS, Popularity
+from shoprec.pipeline import prepare
+from tests.model.contract import RecommenderContract, block_matrix
+
+
+class TestPopularityContract(RecommenderContract):
+    def make(self) -> Popularity:
+        return Popularity()
+
+
+class TestALSContract(RecommenderContract):
+    def make(self) -> ImplicitALS:
+        return ImplicitALS(factors=4, iterations=5, regularization=0.1, seed=1)
+
+
+@pytest.fixture(scope="module")
+def planted(synthetic_dir):
+    return prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
+                              items=str(synthetic_dir / "items.parquet")),
+                   split_config=SplitConfig(method="temporal", test_days=20,
+                                            validation_days=20))
+
+
+def test_popularity_ranks_by_distinct_users() -> None:
+    model = Popularity().fit(block_matrix())
+    counts = np.bincount(block_matrix().indices, minlength=10)
+    assert np.argmax(model.item_scores_) == np.argmax(counts)
+
+
+def test_mf_beats_popularity_on_planted_data(planted) -> None:
+    encoded = planted.encoded
+    pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
+    mf = evaluate(ImplicitALS(seed=3).fit(encoded.train), encoded.test_history, encoded.test)
+    assert mf["users"] > 300
+    assert mf["ndcg@10"] > 1.2 * pop["ndcg@10"]
+    assert mf["recall@10"] > pop["recall@10"]
+
+
+def test_fold_in_personalises_a_new_shopper(planted, synthetic_dir) -> None:
+    import pandas as pd
+
+    encoded = planted.encoded
+    model = ImplicitALS(seed=3).fit(encoded.train)
+    items = pd.read_parquet(synthetic_dir / "items.parquet").set_index("item_id")
+    category = items.loc[encoded.items.ids, "category"].to_numpy()
+    # A shopper who just viewed three items of one category, never seen in training.
+    target = pd.Series(category).value_counts().index[-1]  # the least common category
+    picks = np.flatnonzero(category == target)[:3]
+    row = sp.csr_matrix((np.ones(3, np.float32), (np.zeros(3, int), picks)),
+                        shape=(1, len(encoded.items)))
+    top, _ = model.recommend(row, k=5)
+    assert np.mean(category[top[0]] == target) >= 0.6
+    # Popularity ignores the row entirely.
+    pop_top, _ = Popularity().fit(encoded.train).recommend(row, k=5)
+    assert np.mean(category[pop_top[0]] == target) < np.mean(category[top[0]] == target)
