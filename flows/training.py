@@ -1,61 +1,169 @@
-"""The training pipeline flow. Today: load -> validate -> clean -> validate -> split -> encode."""
+"""The training pipeline: validation -> cleaning -> features -> parallel training ->
+evaluation and selection -> refit -> publication to the MLflow registry.
+
+Straight-line wiring of the tasks in ``tasks/``; all logic lives in ``shoprec``.
+"""
 
 from __future__ import annotations
 
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
+import os
+from typing import Any
 
-from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from threadpoolctl import threadpool_limits
+
+from shoprec.config import (
+    CleaningConfig,
+    DataConfig,
+    SplitConfig,
+    TrainingConfig,
+    WeightingConfig,
+)
+from shoprec.features import item_frame
 from shoprec.pipeline import PreparedRun
+from shoprec.registry import runs
+from shoprec.runtime import disable_telemetry
+from shoprec.registry.publish import gate, git_commit
+from shoprec.training import failed_result, leaderboard_frame, model_params, select_winner
 from tasks.data import (
+    chain_key,
     clean_data,
     encode_data,
+    fingerprint_data,
     load_data,
     split_data,
     validate_clean_data,
     validate_raw_data,
+    write_quarantine,
+)
+from tasks.training import (
+    log_artifacts,
+    log_candidates,
+    publish_model,
+    refit_winner,
+    report_artifacts,
+    score_champion,
+    start_mlflow_run,
+    train_candidate,
 )
 
 
-@flow(name="shoprec-training", log_prints=True)
+@flow(name="shoprec-training", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def training_pipeline(
     data: DataConfig = DataConfig(),  # noqa: B008 - Prefect reads defaults for its UI form
     cleaning: CleaningConfig = CleaningConfig(),  # noqa: B008
     split: SplitConfig = SplitConfig(),  # noqa: B008
     weighting: WeightingConfig = WeightingConfig(),  # noqa: B008
+    training: TrainingConfig = TrainingConfig(),  # noqa: B008
     output_dir: str | None = "runs/train",
-) -> dict:
-    """Prepare the data for training and return the run summary.
+) -> dict[str, Any]:
+    """Train every candidate, select the best, publish it to the MLflow registry.
 
-    Rejected data raises ``DataValidationError`` from a validation task, which fails the
-    flow run before anything else happens.
+    Rejected data fails the flow run at a validation task, before any split or training,
+    and leaves the registry untouched. A candidate that fails is recorded as failed in the
+    leaderboard; the run goes on with the others.
 
     Args:
         data: Where the data is; an empty interactions path means the bundled sample.
         cleaning: Cleaning rules and the thresholds that reject a data set.
         split: How interactions are split into train, validation and test.
         weighting: Implicit-feedback weights of the events.
+        training: Candidates, their hyperparameters, metrics, gate and registry name.
         output_dir: Where the quarantine files are written; empty to skip writing.
+
+    Returns:
+        The run summary (DESIGN.md, ``--summary-json``).
     """
-    raw = load_data(data)
-    report = validate_raw_data(raw)
-    clean = clean_data(raw, cleaning, output_dir)
-    report = validate_clean_data(clean, cleaning, report)
-    parts = split_data(clean, split)
-    encoded = encode_data(parts, weighting)
-    prepared = PreparedRun(clean, report, parts, encoded)
-    summary = prepared.summary()
-    summary["prefect_flow_run_id"] = str(flow_run.id)
-    summary["data"]["quarantine_dir"] = output_dir
-    counts = summary["data"]
-    reasons = "\n".join(f"| {k} | {v:,} |" for k, v in counts["quarantined_by_reason"].items())
-    create_markdown_artifact(
-        key="shoprec-data-report",
-        markdown=(f"# Data report\n\n{counts['rows_in']:,} rows in, {counts['rows_clean']:,} "
-                  f"clean, {counts['rows_quarantined']:,} quarantined; {counts['users']:,} "
-                  f"users, {counts['items']:,} items.\n\n| reason | rows |\n| --- | ---: |\n"
-                  f"{reasons}\n"),
-        description="Rows in, clean and quarantined by reason",
+    disable_telemetry()
+    # Data preparation, cached by the input's fingerprint and the configuration.
+    data_key = chain_key(fingerprint := fingerprint_data(data), data)
+    raw = load_data(data, data_key)
+    report = validate_raw_data(raw, data_key)
+    clean_key = chain_key(data_key, cleaning)
+    clean = clean_data(raw, cleaning, clean_key)
+    report = validate_clean_data(clean, cleaning, report, clean_key)
+    quarantine = write_quarantine(clean, output_dir) if output_dir else None
+    split_key = chain_key(clean_key, split)
+    parts = split_data(clean, split, split_key)
+    encoded = encode_data(parts, weighting, chain_key(split_key, weighting))
+    summary = PreparedRun(clean, report, parts, encoded, quarantine).summary()
+    run_id = str(flow_run.id)
+
+    parent = start_mlflow_run(
+        training, f"training-{flow_run.name or run_id[:8]}",
+        {"data": data.model_dump(mode="json"), "split": split.model_dump(mode="json"),
+         "training": training.model_dump(mode="json")},
+        {"prefect_flow_run_id": run_id, "data_fingerprint": fingerprint,
+         "git_commit": git_commit()},
     )
+
+    # Every candidate is its own task run, submitted at once; threads are shared out so
+    # that parallel candidates do not oversubscribe the cores.
+    items = item_frame(clean.items, encoded.items)
+    workers = min(training.max_workers, len(training.models))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    futures = {}
+    with threadpool_limits(threads):
+        for name in training.models:
+            params = model_params(name, training)
+            futures[name] = (params, train_candidate.submit(name, params, encoded, items,
+                                                            training.ks))
+        results, models = [], {}
+        for name, (params, future) in futures.items():
+            outcome = future.result(raise_on_failure=False)
+            if isinstance(outcome, BaseException):
+                results.append(failed_result(name, params, outcome))
+            else:
+                results.append(outcome[0])
+                models[name] = outcome[1]
+    log_candidates(parent, results)
+
+    primary = training.primary_metric
+    leaderboard = leaderboard_frame(results, primary)
+    winner = select_winner(results, primary)
+    popularity = next((r.test for r in results if r.model == "popularity" and r.status == "ok"),
+                      None)
+    champion = score_champion(training.registered_model_name, encoded, training.ks)
+    verdict = gate(primary, winner.test, popularity, champion, training.gate_margin)
+
+    bundle = refit_winner(winner.model, model_params(winner.model, training), clean, weighting,
+                          {"primary_metric": primary, "test": winner.test,
+                           "validation": winner.validation, "flow_run_id": run_id})
+    registered = publish_model(
+        bundle, parent, training.registered_model_name, verdict,
+        {"data_fingerprint": fingerprint, "git_commit": git_commit(),
+         "prefect_flow_run_id": run_id, "primary_metric": primary,
+         "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model},
+    )
+    summary.update(
+        k=training.ks,
+        primary_metric=primary,
+        leaderboard=[_entry(r) for r in sorted(
+            results, key=lambda r: -r.validation.get(primary, float("-inf")))],
+        winner=winner.model,
+        winner_test=winner.test,
+        gate=verdict.to_dict(),
+        champion_before=champion,
+        registered=registered,
+        mlflow_run_id=parent,
+        prefect_flow_run_id=run_id,
+    )
+    log_artifacts(parent, leaderboard, primary,
+                  {"validation_report.json": report.to_dict(),
+                   "quarantine_counts.json": summary["data"]["quarantined_by_reason"],
+                   "summary.json": summary},
+                  {f"winner_{k.replace('@', '_at_')}": v for k, v in winner.test.items()})
+    report_artifacts(leaderboard, summary, verdict, runs.run_url(parent))
+    runs.finish_run(parent, ok=True)
     return summary
+
+
+def _entry(result) -> dict[str, Any]:  # noqa: ANN001
+    """A leaderboard entry in the summary schema of DESIGN.md."""
+    drop = {"users"}
+    return {"model": result.model, "family": result.family, "status": result.status,
+            "validation": {k: v for k, v in result.validation.items() if k not in drop},
+            "test": {k: v for k, v in result.test.items() if k not in drop},
+            "train_seconds": result.train_seconds, "error": result.error}

@@ -30,7 +30,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Tables stay readable when output goes to a file or a CI log (rich assumes 80 columns).
+console = Console(width=None if Console().is_terminal else 120)
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -166,7 +167,38 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(split)
     matrix = summary["matrix"]
     console.print(f"training matrix: {matrix['users']:,} users x {matrix['items']:,} items, "
-                  f"{matrix['nnz']:,} non-zeros; Prefect flow run {summary['prefect_flow_run_id']}")
+                  f"{matrix['nnz']:,} non-zeros")
+    primary = summary["primary_metric"]
+    board = Table(title=f"Leaderboard (selected by validation {primary})")
+    shown = [primary] + [m for m in ("recall@10", "hit_rate@10", "coverage@10")
+                         if m != primary]
+    for column in ("model", "family", "status", f"val {primary}",
+                   *[f"test {m}" for m in shown], "train s"):
+        board.add_column(column, justify="left" if column in ("model", "family", "status")
+                         else "right")
+    for entry in summary["leaderboard"]:
+        board.add_row(entry["model"], entry["family"], entry["status"],
+                      _fmt(entry["validation"].get(primary)),
+                      *[_fmt(entry["test"].get(m)) for m in shown],
+                      f"{entry['train_seconds']:.1f}")
+        if entry.get("error"):
+            board.add_row("", "", "", f"[red]{entry['error'][:80]}[/]")
+    console.print(board)
+    registered = summary["registered"]
+    gate = summary["gate"]
+    console.print(f"winner: [bold]{summary['winner']}[/]; registered "
+                  f"{registered['name']} version {registered['version']} with aliases "
+                  f"{', '.join(registered['aliases'])}; gate "
+                  f"{'passed' if gate['passed'] else 'not passed'}", highlight=False)
+    for check in gate["checks"]:
+        console.print(f"  {check['name']}: {'pass' if check['passed'] else 'fail'} "
+                      f"({check['reason']})", highlight=False)
+    console.print(f"MLflow run {summary['mlflow_run_id']}, Prefect flow run "
+                  f"{summary['prefect_flow_run_id']}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -264,7 +296,16 @@ def train(
     validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = 0.1,
     test_n: Annotated[int, typer.Option("--test-n")] = 1,
     validation_n: Annotated[int, typer.Option("--validation-n")] = 1,
-    seed: Annotated[int, typer.Option("--seed")] = 42,
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 10 or 5,10,20.")] = "10",
+    primary_metric: Annotated[str, typer.Option(
+        "--primary-metric", help="Metric that selects the winner.")] = "ndcg@10",
+    models: Annotated[str | None, typer.Option(
+        "--models", help="Candidates, e.g. popularity,mf (default: all).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the models.")] = 42,
+    gate_margin: Annotated[float, typer.Option(
+        "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
+    model_name: Annotated[str, typer.Option(
+        "--registered-model-name", help="MLflow registered model.")] = "shoprec-recommender",
     max_quarantine: MaxQuarantineOpt = 0.5,
     min_users: MinUsersOpt = 10,
     min_items: MinItemsOpt = 10,
@@ -272,14 +313,21 @@ def train(
     summary_json: Annotated[Path | None, typer.Option(
         "--summary-json", help="Write the run summary as JSON.")] = None,
 ) -> None:
-    """Run the pipeline: validate, clean with quarantine, split and build the features.
-
-    Model training, evaluation and registration are added by the training pipeline.
-    """
-    from shoprec.config import CleaningConfig, SplitConfig
+    """Run the training pipeline (a Prefect flow) and publish the winner to MLflow."""
+    from shoprec.config import CleaningConfig, SplitConfig, TrainingConfig
+    from shoprec.models import CANDIDATES
 
     if split not in ("temporal", "random", "leave-last"):
         raise ConfigError(f"--split must be temporal, random or leave-last, got {split!r}")
+    try:
+        ks = [int(x) for x in k.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--k expects integers separated by commas, got {k!r}") from None
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else list(CANDIDATES)
+    unknown = [m for m in chosen if m not in CANDIDATES]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {', '.join(unknown)} in --models; choose from "
+                          f"{', '.join(CANDIDATES)}")
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding)
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
@@ -287,14 +335,17 @@ def train(
                                validation_n=validation_n, seed=seed)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items)
+    training_config = TrainingConfig(models=chosen, ks=ks, primary_metric=primary_metric,
+                                     seed=seed, gate_margin=gate_margin,
+                                     registered_model_name=model_name)
     began = time.perf_counter()
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from flows.training import training_pipeline
 
     summary = training_pipeline(data=data_config, cleaning=cleaning_config, split=split_config,
-                                output_dir=str(output_dir))
+                                training=training_config, output_dir=str(output_dir))
     _print_summary(summary)
-    console.print(f"data prepared in {time.perf_counter() - began:.1f} s")
+    console.print(f"pipeline finished in {time.perf_counter() - began:.1f} s")
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary, indent=2, default=str))
@@ -303,6 +354,9 @@ def train(
 
 def main() -> None:
     """Entry point of the console script."""
+    from shoprec.runtime import disable_telemetry
+
+    disable_telemetry()
     try:
         app()
     except SystemExit:

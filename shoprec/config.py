@@ -7,7 +7,7 @@ with defaults and descriptions) and the library functions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -141,4 +141,49 @@ class SplitConfig(_Model):
     def _fractions_leave_training(self) -> SplitConfig:
         if self.test_fraction + self.validation_fraction >= 1:
             raise ValueError("test_fraction + validation_fraction must be < 1")
+        return self
+
+
+class TrainingConfig(_Model):
+    """Which candidates to train, how to judge them and where to publish the winner."""
+
+    models: list[str] = Field(
+        default_factory=lambda: ["popularity", "mf"],
+        description="Candidates to train, e.g. ['popularity', 'mf'].",
+    )
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Hyperparameters per candidate, e.g. {'mf': {'factors': 32}}.",
+    )
+    ks: list[int] = Field(default_factory=lambda: [10], description="Cut-offs K of the metrics.")
+    primary_metric: str = Field("ndcg@10", description="Metric that selects the winner.")
+    gate_margin: float = Field(
+        0.05, ge=0, description="A new champion must beat popularity by this relative margin."
+    )
+    registered_model_name: str = Field("shoprec-recommender",
+                                       description="MLflow registered model name.")
+    experiment: str = Field("shoprec", description="MLflow experiment name.")
+    seed: int = Field(42, description="Seed of every model.")
+    max_workers: int = Field(4, ge=1, description="Candidates trained at the same time.")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, value: list[int]) -> list[int]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError("ks must be a non-empty list of positive integers")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _primary_is_computed(self) -> TrainingConfig:
+        from shoprec.evaluation.metrics import METRICS
+
+        name, _, k = self.primary_metric.partition("@")
+        if name not in METRICS or not k.isdigit() or int(k) not in self.ks:
+            raise ValueError(
+                f"primary_metric {self.primary_metric!r} must be one of {', '.join(METRICS)} "
+                f"at one of the computed K ({self.ks}), e.g. ndcg@{self.ks[0]}"
+            )
+        if "popularity" not in self.models:
+            # The gate compares against popularity, so it always runs.
+            self.models = ["popularity", *self.models]
         return self

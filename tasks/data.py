@@ -1,12 +1,24 @@
-"""Prefect tasks of data preparation; each wraps one ``shoprec`` function."""
+"""Prefect tasks of data preparation; each wraps one ``shoprec`` function.
+
+Their results are persisted and cached under a key made of the input data's fingerprint
+and the configuration that shaped them, so a second run that changes only model settings
+skips data preparation.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from datetime import timedelta
+from typing import Any
+
 from prefect import task
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 
 from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
 from shoprec.data.adapters import RawData, load
 from shoprec.data.cleaning import CleanData, clean
+from shoprec.data.io import fingerprint
 from shoprec.data.splits import Split, split_interactions
 from shoprec.errors import DataError
 from shoprec.features.encoding import EncodedSplit, encode_split
@@ -32,45 +44,79 @@ def _transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's si
     return False
 
 
-@task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient_io)
-def load_data(config: DataConfig) -> RawData:
+def chain_key(previous: str, *configs: Any) -> str:
+    """Extend a cache key with the JSON of the configurations applied at this step."""
+    digest = hashlib.sha256(previous.encode())
+    for config in configs:
+        dump = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+        digest.update(json.dumps(dump, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
+
+
+def _by_key(context, parameters: dict[str, Any]) -> str:  # noqa: ANN001 - Prefect's signature
+    return f"{context.task.name}-{parameters['cache_key']}"
+
+
+#: Cached by the key the flow passes in, and invalidated when the task's code changes.
+PREPARATION_CACHE = dict(
+    cache_policy=CacheKeyFnPolicy(cache_key_fn=_by_key) + TASK_SOURCE,
+    persist_result=True,
+    cache_expiration=timedelta(days=7),
+)
+
+
+@task(name="fingerprint-data", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=_transient_io)
+def fingerprint_data(config: DataConfig) -> str:
+    """Hash the input files and the options that read them."""
+    return fingerprint([config.resolved_interactions(), config.items],
+                       json.dumps(config.model_dump(mode="json"), sort_keys=True))
+
+
+@task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient_io,
+      **PREPARATION_CACHE)
+def load_data(config: DataConfig, cache_key: str) -> RawData:
     """Read the source and map it onto canonical columns."""
     return load(config)
 
 
-@task(name="validate-raw")
-def validate_raw_data(raw: RawData) -> ValidationReport:
+@task(name="validate-raw", **PREPARATION_CACHE)
+def validate_raw_data(raw: RawData, cache_key: str) -> ValidationReport:
     """Run the raw GX suites; stop the flow if the table cannot be used."""
     report = validate_raw(raw, SuiteRunner())
     raise_if_rejected(report)
     return report
 
 
-@task(name="clean-and-quarantine")
-def clean_data(raw: RawData, config: CleaningConfig, output_dir: str | None) -> CleanData:
-    """Clean with quarantine and write the quarantine files."""
-    data = clean(raw, config)
-    if output_dir:
-        data.write_quarantine(output_dir)
-    return data
+@task(name="clean-and-quarantine", **PREPARATION_CACHE)
+def clean_data(raw: RawData, config: CleaningConfig, cache_key: str) -> CleanData:
+    """Clean with quarantine."""
+    return clean(raw, config)
 
 
-@task(name="validate-clean")
-def validate_clean_data(data: CleanData, config: CleaningConfig,
-                        report: ValidationReport) -> ValidationReport:
+@task(name="write-quarantine", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=_transient_io)
+def write_quarantine(data: CleanData, output_dir: str) -> dict[str, str]:
+    """Write the quarantine Parquet files."""
+    return data.write_quarantine(output_dir)
+
+
+@task(name="validate-clean", **PREPARATION_CACHE)
+def validate_clean_data(data: CleanData, config: CleaningConfig, report: ValidationReport,
+                        cache_key: str) -> ValidationReport:
     """Run the clean GX suites and the quarantine-share check; stop the flow on rejection."""
     report = validate_clean(data, config, SuiteRunner(), report)
     raise_if_rejected(report)
     return report
 
 
-@task(name="split")
-def split_data(data: CleanData, config: SplitConfig) -> Split:
+@task(name="split", **PREPARATION_CACHE)
+def split_data(data: CleanData, config: SplitConfig, cache_key: str) -> Split:
     """Split the clean interactions."""
     return split_interactions(data.interactions, config)
 
 
-@task(name="encode")
-def encode_data(split: Split, weighting: WeightingConfig) -> EncodedSplit:
+@task(name="encode", **PREPARATION_CACHE)
+def encode_data(split: Split, weighting: WeightingConfig, cache_key: str) -> EncodedSplit:
     """Build id maps, the weighted training matrix and the relevance matrices."""
     return encode_split(split, weighting)

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-# Keep library threads to the 2 CI cores and GX off the network before anything imports them.
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# No telemetry from the tools under test (the CLI and the flow do the same for users).
+for _key, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED":
+                     "false", "GX_ANALYTICS_ENABLED": "false",
+                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+    os.environ.setdefault(_key, _value)
 
 REPO = Path(__file__).resolve().parents[1]
 RETAIL = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
@@ -41,14 +44,38 @@ def retail_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> str:
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One Prefect test server for the whole session; returns its API URL.
 
-    Subprocesses (the CLI) are pointed at it through ``PREFECT_API_URL`` so that no test
-    starts a server of its own.
+    Cached task results go to a temporary folder. Subprocesses (the CLI) inherit both
+    through the environment, so no test starts a server of its own.
     """
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
+    storage = tmp_path_factory.mktemp("prefect-storage")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}), \
+            prefect_test_harness(server_startup_timeout=120):
+        url = PREFECT_API_URL.value()
+        saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_LOCAL_STORAGE_PATH")}
+        os.environ.update(PREFECT_API_URL=url, PREFECT_LOCAL_STORAGE_PATH=str(storage))
+        yield url
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A temporary MLflow SQLite store for the session; returns its tracking URI."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous

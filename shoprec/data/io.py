@@ -117,3 +117,22 @@ def write_parquet(frame: pd.DataFrame, path: str) -> None:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     frame.to_parquet(path, index=False)
+
+
+def fingerprint(paths: list[str | None], extra: str = "") -> str:
+    """SHA-256 over the bytes of the given files (missing entries skipped) and ``extra``.
+
+    Used as the data's identity: for caching data preparation and as a registry tag.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(extra.encode())
+    for path in paths:
+        if not path:
+            continue
+        digest.update(path.encode() + b"\0")
+        _check_readable(path, "input")
+        with fsspec.open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""The MLflow side: tracking setup, the pyfunc model, publishing with a gate, aliases."""

@@ -1,0 +1,119 @@
+"""MLflow runs of a pipeline run: one parent, one nested run per candidate, artifacts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shoprec.evaluation.metrics import mlflow_name
+from shoprec.registry import tracking
+
+logger = logging.getLogger(__name__)
+
+
+def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
+                     tags: dict[str, str]) -> str:
+    """Create the pipeline's parent run and return its id."""
+    client = tracking.client()
+    run = client.create_run(tracking.experiment_id(experiment), run_name=run_name, tags=tags)
+    for key, value in _flat(params).items():
+        client.log_param(run.info.run_id, key, str(value)[:6000])
+    return run.info.run_id
+
+
+def log_candidate(parent_run_id: str, result: Any) -> str:
+    """Log one candidate as a nested run: parameters, metrics, train time, status."""
+    client = tracking.client()
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(parent.info.experiment_id, run_name=result.model,
+                            tags={"mlflow.parentRunId": parent_run_id,
+                                  "family": result.family, "status": result.status})
+    run_id = run.info.run_id
+    for key, value in result.params.items():
+        client.log_param(run_id, key, str(value))
+    metrics = {"train_seconds": result.train_seconds}
+    for prefix, values in (("validation", result.validation), ("test", result.test)):
+        metrics.update({mlflow_name(k, prefix): v for k, v in values.items()})
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    if result.error:
+        client.set_tag(run_id, "error", result.error[:5000])
+    client.set_terminated(run_id, "FINISHED" if result.status == "ok" else "FAILED")
+    return run_id
+
+
+def log_run_artifacts(run_id: str, leaderboard: pd.DataFrame, primary: str,
+                      files: dict[str, Any]) -> None:
+    """Attach the leaderboard (CSV and a PNG chart) and JSON files to a run.
+
+    Args:
+        run_id: The parent run.
+        leaderboard: The leaderboard table.
+        primary: The primary metric, charted per candidate.
+        files: File name -> JSON-serialisable content (validation report, quarantine...).
+    """
+    client = tracking.client()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        leaderboard.to_csv(folder / "leaderboard.csv", index=False)
+        _chart(leaderboard, primary, folder / "leaderboard.png")
+        for name, content in files.items():
+            (folder / name).write_text(json.dumps(content, indent=2, default=str))
+        for path in sorted(folder.iterdir()):
+            client.log_artifact(run_id, str(path))
+
+
+def log_summary_metrics(run_id: str, metrics: dict[str, float]) -> None:
+    """Log the winner's headline metrics on the parent run."""
+    client = tracking.client()
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+
+
+def finish_run(run_id: str, ok: bool) -> None:
+    """Mark a run finished or failed."""
+    tracking.client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def run_url(run_id: str) -> str:
+    """A link to the run: the MLflow server page, or the run's id for a local store."""
+    uri = tracking.tracking_uri()
+    client = tracking.client()
+    experiment = client.get_run(run_id).info.experiment_id
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+    return f"mlflow ui --backend-store-uri {uri}  ->  experiment {experiment}, run {run_id}"
+
+
+def _chart(leaderboard: pd.DataFrame, primary: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = leaderboard[leaderboard["status"] == "ok"]
+    columns = [c for c in (f"validation_{primary}", f"test_{primary}") if c in ok]
+    figure, axis = plt.subplots(figsize=(6, 0.6 * max(len(ok), 2) + 1.2))
+    if columns:
+        ok.set_index("model")[columns].plot.barh(ax=axis)
+    axis.set_xlabel(primary)
+    axis.set_title(f"Candidates by {primary}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

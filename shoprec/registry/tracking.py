@@ -1,0 +1,48 @@
+"""MLflow tracking setup: the URI, the experiment, explicit run handles.
+
+Runs are addressed by id through ``MlflowClient`` so that candidates trained in parallel
+threads each log to their own nested run without sharing MLflow's active-run state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: Used when ``MLFLOW_TRACKING_URI`` is not set.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "shoprec"
+
+
+def tracking_uri() -> str:
+    """The tracking URI: ``MLFLOW_TRACKING_URI`` or the embedded SQLite default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def client():
+    """An ``MlflowClient`` on :func:`tracking_uri` (registry on the same store)."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
+    """Return the id of experiment ``name``, creating it if needed.
+
+    A new experiment on a SQLite store keeps its artifacts in ``./mlartifacts`` next to
+    the database, so a local run needs no server.
+    """
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        location = (db.resolve().parent / "mlartifacts").as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)

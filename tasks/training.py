@@ -1,0 +1,118 @@
+"""Prefect tasks of training, evaluation, selection and publication."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from shoprec.config import TrainingConfig, WeightingConfig
+from shoprec.data.cleaning import CleanData
+from shoprec.features.encoding import EncodedSplit
+from shoprec.models.base import Recommender
+from shoprec.registry import runs
+from shoprec.registry.bundle import ModelBundle
+from shoprec.registry.publish import GateVerdict, evaluate_pyfunc, load_alias, publish
+from shoprec.training import CandidateResult, refit_bundle, train_and_evaluate
+
+LEADERBOARD_KEY = "shoprec-leaderboard"
+REPORT_KEY = "shoprec-run-report"
+
+
+@task(name="start-mlflow-run", retries=2, retry_delay_seconds=2)
+def start_mlflow_run(config: TrainingConfig, run_name: str, params: dict[str, Any],
+                     tags: dict[str, str]) -> str:
+    """Open the pipeline's parent MLflow run."""
+    return runs.start_parent_run(config.experiment, run_name, params, tags)
+
+
+@task(name="train-candidate", task_run_name="train-{name}")
+def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
+                    items: pd.DataFrame | None, ks: list[int]
+                    ) -> tuple[CandidateResult, Recommender]:
+    """Fit one candidate and score it on validation and test (never retried)."""
+    return train_and_evaluate(name, params, encoded, items, ks)
+
+
+@task(name="log-candidates", retries=2, retry_delay_seconds=2)
+def log_candidates(parent_run_id: str, results: list[CandidateResult]) -> list[str]:
+    """One nested MLflow run per candidate, failed ones included."""
+    return [runs.log_candidate(parent_run_id, result) for result in results]
+
+
+@task(name="score-champion")
+def score_champion(name: str, encoded: EncodedSplit, ks: list[int]) -> dict[str, float] | None:
+    """The current champion's metrics on this run's test split, or ``None``."""
+    model = load_alias(name, "champion")
+    return None if model is None else evaluate_pyfunc(model, encoded, ks)
+
+
+@task(name="refit-winner")
+def refit_winner(name: str, params: dict[str, Any], data: CleanData,
+                 weighting: WeightingConfig, meta: dict[str, Any]) -> ModelBundle:
+    """Refit the winner on all clean data."""
+    return refit_bundle(name, params, data, weighting, meta)
+
+
+@task(name="publish-model", retries=1, retry_delay_seconds=5)
+def publish_model(bundle: ModelBundle, run_id: str, name: str, verdict: GateVerdict,
+                  tags: dict[str, str]) -> dict[str, Any]:
+    """Log the refit winner as a pyfunc model, register it and set its aliases."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle.save(tmp)
+        return publish(tmp, run_id=run_id, name=name, verdict=verdict, tags=tags,
+                       example_user=str(bundle.users.ids[0]),
+                       example_items=[str(i) for i in bundle.items.ids[:2]])
+
+
+@task(name="log-run-artifacts", retries=2, retry_delay_seconds=2)
+def log_artifacts(run_id: str, leaderboard: pd.DataFrame, primary: str,
+                  files: dict[str, Any], headline: dict[str, float]) -> None:
+    """Leaderboard CSV and chart, validation report and quarantine counts on the run."""
+    runs.log_run_artifacts(run_id, leaderboard, primary, files)
+    runs.log_summary_metrics(run_id, headline)
+
+
+@task(name="report")
+def report_artifacts(leaderboard: pd.DataFrame, summary: dict[str, Any],
+                     verdict: GateVerdict, run_link: str) -> None:
+    """The leaderboard table and the markdown run report in the Prefect UI."""
+    table = leaderboard.round(4).fillna("").to_dict(orient="records")
+    create_table_artifact(key=LEADERBOARD_KEY, table=table,
+                          description=f"Candidates by validation {verdict.metric}")
+    counts = summary["data"]
+    reasons = "\n".join(f"| {k} | {v:,} |" for k, v in counts["quarantined_by_reason"].items())
+    checks = "\n".join(f"| {c.name} | {'pass' if c.passed else 'fail'} | {c.reason} |"
+                       for c in verdict.checks)
+    registered = summary.get("registered") or {}
+    markdown = f"""# shoprec training run
+
+**Winner:** `{summary['winner']}` — {verdict.metric} on test
+{summary['winner_test'].get(verdict.metric, float('nan')):.4f}.
+**Registered:** `{registered.get('name')}` version {registered.get('version')}, aliases
+{', '.join(registered.get('aliases', []))}.
+
+## Gate: {'passed' if verdict.passed else 'not passed'}
+
+| check | verdict | reason |
+| --- | --- | --- |
+{checks}
+
+## Data
+
+{counts['rows_in']:,} rows in, {counts['rows_clean']:,} clean, {counts['rows_quarantined']:,}
+quarantined; {counts['users']:,} users, {counts['items']:,} items.
+
+| reason | rows |
+| --- | ---: |
+{reasons}
+
+## MLflow
+
+{run_link}
+"""
+    create_markdown_artifact(key=REPORT_KEY, markdown=markdown,
+                             description="Data counts, winner, gate verdict, MLflow run")
