@@ -30,10 +30,11 @@ def test_generate_then_validate(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "validate" / "quarantine_interactions.parquet").exists()
 
 
-def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_api: str) -> None:
+def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_api: str,
+                                                       mlflow_store: str) -> None:
     summary = tmp_path / "summary.json"
-    done = run("train", "--summary-json", str(summary), cwd=tmp_path,
-               env={"PREFECT_API_URL": prefect_api})
+    done = run("train", "--summary-json", str(summary), "--registered-model-name",
+               "cli-sample", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     data = json.loads(summary.read_text())
     counts = data["data"]
@@ -43,13 +44,22 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     assert {"missing_user", "cancellation", "non_product"} <= set(counts["quarantined_by_reason"])
     assert data["split"]["method"] == "temporal"
     assert data["split"]["test"]["evaluated_users"] > 100
-    assert data["prefect_flow_run_id"]
+    assert data["prefect_flow_run_id"] and data["mlflow_run_id"]
+    assert data["winner"] == "mf"
+    assert data["registered"]["name"] == "cli-sample"
+    assert "champion" in data["registered"]["aliases"]
+    entry = data["leaderboard"][0]
+    assert set(entry) >= {"model", "family", "validation", "test", "train_seconds"}
+    assert "ndcg@10" in entry["test"]
+    assert "Leaderboard" in done.stdout
     assert (tmp_path / "runs" / "train" / "quarantine_interactions.parquet").exists()
 
 
 def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     for args in (["validate", "--interactions", "missing.csv"],
                  ["train", "--split", "sideways"],
+                 ["train", "--models", "mf,telepathy"],
+                 ["train", "--primary-metric", "ndcg@7"],
                  ["generate", "--users", "0", "--items", "5", "--interactions", "5",
                   "--out", "x"],
                  ["validate", "--no-such-option"]):

@@ -1,56 +1,149 @@
-"""The Prefect training flow, run on the session's Prefect test server."""
+"""The training flow end to end: Prefect test server, temporary MLflow SQLite store."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from shoprec.config import CleaningConfig, DataConfig, SplitConfig
+from shoprec.config import CleaningConfig, DataConfig, SplitConfig, TrainingConfig
 from shoprec.errors import DataValidationError
 from tests.helpers import canonical_csv, write
 
 
-async def _flow_runs_and_artifacts(flow_run_id: str):
+async def _flow_run_details(flow_run_id: str):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
     async with get_client() as client:
         flow_run = await client.read_flow_run(flow_run_id)
-        task_runs = await client.read_task_runs()
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
         artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    mine = [t for t in task_runs if str(t.flow_run_id) == flow_run_id]
-    return flow_run, mine, artifacts
+    return flow_run, task_runs, artifacts
 
 
-def test_flow_prepares_data_and_reports(prefect_api: str, synthetic_dir: Path,
-                                        tmp_path: Path) -> None:
+def run_flow(synthetic_dir: Path, tmp_path: Path, training: TrainingConfig) -> dict:
     from flows.training import training_pipeline
 
-    summary = training_pipeline(
+    return training_pipeline(
         data=DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
                         items=str(synthetic_dir / "items.parquet")),
-        split=SplitConfig(method="random", seed=1),
+        split=SplitConfig(method="temporal", test_days=20, validation_days=20),
+        training=training,
         output_dir=str(tmp_path / "out"),
     )
-    assert summary["data"]["rows_in"] == 15_000
-    assert summary["split"]["test"]["evaluated_users"] > 300
-    assert (tmp_path / "out" / "quarantine_interactions.parquet").exists()
-    flow_run, task_runs, artifacts = asyncio.run(
-        _flow_runs_and_artifacts(summary["prefect_flow_run_id"]))
+
+
+@pytest.fixture()
+def env(prefect_api: str, mlflow_store: str) -> str:
+    return mlflow_store
+
+
+def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path: Path) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    name = "e2e-model"
+    summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
+                                                               ks=[5, 10]))
+    counts = summary["data"]
+    assert counts["rows_in"] == counts["rows_clean"] + counts["rows_quarantined"] == 15_000
+    assert summary["winner"] == "mf"
+    assert summary["registered"]["version"] == "1"
+    assert set(summary["registered"]["aliases"]) == {"champion", "challenger"}
+    board = {e["model"]: e for e in summary["leaderboard"]}
+    assert set(board) == {"popularity", "mf"}
+    assert board["mf"]["test"]["ndcg@10"] > board["popularity"]["test"]["ndcg@10"]
+    assert {"ndcg@5", "map@10", "coverage@10", "f1@5"} <= set(board["mf"]["test"])
+
+    client = MlflowClient(tracking_uri=env, registry_uri=env)
+    version = client.get_model_version_by_alias(name, "champion")
+    assert str(version.version) == "1"
+    assert version.tags["gate"] == "pass" and version.tags["prefect_flow_run_id"]
+    assert len(version.tags["data_fingerprint"]) == 64
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.data.metrics["winner_ndcg_at_10"] == pytest.approx(
+        board["mf"]["test"]["ndcg@10"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    nested = {r.info.run_name: r for r in children}
+    assert set(nested) == {"popularity", "mf"}
+    assert nested["mf"].data.metrics["test_ndcg_at_10"] == pytest.approx(
+        board["mf"]["test"]["ndcg@10"])
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"leaderboard.csv", "leaderboard.png", "validation_report.json",
+            "quarantine_counts.json"} <= artifacts
+
+    # The registered pyfunc answers the request schema: known user, new shopper, unknown.
+    mlflow.set_tracking_uri(env)
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    known = pd.read_parquet(synthetic_dir / "interactions.parquet")["user_id"].iloc[0]
+    requests = pd.DataFrame({"user_id": [known, None, "nobody"],
+                             "recent_items": [[], ["I010", "I020"], []], "k": [5, 3, 4]})
+    response = model.predict(requests)
+    assert [len(ids) for ids in response["item_ids"]] == [5, 3, 4]
+    assert list(response["source"]) == ["model", "model", "popularity"]
+    assert "I010" not in response["item_ids"][1]  # what the shopper just touched is excluded
+
+    flow_run, task_runs, prefect_artifacts = asyncio.run(
+        _flow_run_details(summary["prefect_flow_run_id"]))
     assert flow_run.state.is_completed()
-    names = {t.name.rsplit("-", 1)[0] for t in task_runs}
-    assert {"load-data", "validate-raw", "clean-and-quarantine", "validate-clean", "split",
-            "encode"} <= names
-    assert any(a.key == "shoprec-data-report" and "15,000 rows in" in a.data for a in artifacts)
+    names = {t.name for t in task_runs}
+    assert {"train-mf", "train-popularity"} <= names
+    keys = {a.key for a in prefect_artifacts}
+    assert {"shoprec-leaderboard", "shoprec-run-report"} <= keys
 
 
-def test_rejected_data_fails_the_flow_before_splitting(prefect_api: str, tmp_path: Path) -> None:
+def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
+                                                  tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    name = "second-run-model"
+    first = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name))
+    assert "champion" in first["registered"]["aliases"]
+
+    # mf with an impossible setting fails; the run goes on and publishes popularity, which
+    # cannot beat itself, so the new version stays challenger.
+    second = run_flow(synthetic_dir, tmp_path, TrainingConfig(
+        registered_model_name=name, params={"mf": {"factors": -1}}))
+    board = {e["model"]: e for e in second["leaderboard"]}
+    assert board["mf"]["status"] == "failed" and board["mf"]["error"]
+    assert second["winner"] == "popularity"
+    assert second["registered"]["version"] == "2"
+    assert second["registered"]["aliases"] == ["challenger"]
+    assert not second["gate"]["passed"]
+    client = MlflowClient(tracking_uri=env, registry_uri=env)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+
+    # Only model settings changed: data preparation came from the cache.
+    _, task_runs, _ = asyncio.run(_flow_run_details(second["prefect_flow_run_id"]))
+    states = {t.name.rsplit("-", 1)[0]: t.state.name for t in task_runs}
+    for step in ("load-data", "validate-raw", "clean-and-quarantine", "validate-clean",
+                 "split", "encode"):
+        assert states[step] == "Cached", (step, states)
+
+
+def test_rejected_data_fails_before_training_and_leaves_the_registry(
+        env: str, tmp_path: Path) -> None:
     from flows.training import training_pipeline
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     path = write(tmp_path / "x.csv", canonical_csv(n_users=3))
     with pytest.raises(DataValidationError, match="too few users"):
         training_pipeline(data=DataConfig(interactions=str(path)),
-                          cleaning=CleaningConfig(min_users=5), output_dir=None)
+                          cleaning=CleaningConfig(min_users=5), output_dir=None,
+                          training=TrainingConfig(registered_model_name="never-registered"))
+    client = MlflowClient(tracking_uri=env, registry_uri=env)
+    with pytest.raises(MlflowException):
+        client.get_registered_model("never-registered")

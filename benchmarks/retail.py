@@ -1,0 +1,132 @@
+"""Benchmark: the whole training pipeline on the full UCI Online Retail data (or any data).
+
+    .venv/bin/python benchmarks/retail.py                       # Online Retail, temporal 30/30
+    .venv/bin/python benchmarks/retail.py --interactions DIR/interactions.parquet \\
+        --items DIR/items.parquet --split random
+
+The pipeline (the Prefect flow, with a temporary Prefect server and a throw-away MLflow
+SQLite store) runs in a child process, so its wall time and peak resident memory are its
+own; per-step times are the Prefect task runs' durations. Prints Markdown for RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RETAIL = ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run the flow in this process and print its summary and task timings as JSON."""
+    import asyncio
+
+    from flows.training import training_pipeline
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from shoprec.config import DataConfig, SplitConfig, TrainingConfig
+    from shoprec.runtime import disable_telemetry
+
+    disable_telemetry()
+    models = args.models.split(",") if args.models else None
+    training = TrainingConfig(**({"models": models} if models else {}), seed=args.seed)
+    summary = training_pipeline(
+        data=DataConfig(interactions=args.interactions, items=args.items, format=args.format),
+        split=SplitConfig(method=args.split, test_days=args.test_days,
+                          validation_days=args.validation_days, seed=args.seed),
+        training=training,
+        output_dir=args.output_dir,
+    )
+
+    async def timings() -> list[dict]:
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[summary["prefect_flow_run_id"]])))
+        return sorted(({"task": r.name, "state": r.state.name,
+                        "start": r.start_time.isoformat() if r.start_time else None,
+                        "seconds": r.total_run_time.total_seconds()} for r in runs),
+                      key=lambda r: r["start"] or "")
+
+    print("BENCHMARK-JSON " + json.dumps({"summary": summary, "steps": asyncio.run(timings())},
+                                         default=str))
+
+
+def main() -> None:
+    """Parse arguments; as parent, run the child and print the Markdown report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interactions", default=str(RETAIL))
+    parser.add_argument("--items", default=None)
+    parser.add_argument("--format", default=None)
+    parser.add_argument("--split", default="temporal")
+    parser.add_argument("--test-days", type=float, default=30)
+    parser.add_argument("--validation-days", type=float, default=30)
+    parser.add_argument("--models", default=None, help="Candidates (default: all).")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output-dir", default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+               "PREFECT_LOCAL_STORAGE_PATH": f"{tmp}/prefect-storage",
+               "PREFECT_HOME": f"{tmp}/prefect-home"}
+        env.pop("PREFECT_API_URL", None)  # a temporary server of its own, in the child
+        command = [sys.executable, __file__, "--child", *sys.argv[1:]]
+        if "--output-dir" not in sys.argv:
+            command += ["--output-dir", f"{tmp}/out"]
+        began = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True)
+        output = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - began
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"the pipeline failed (exit {os.waitstatus_to_exitcode(status)})")
+    line = next(x for x in output.splitlines() if x.startswith("BENCHMARK-JSON "))
+    result = json.loads(line.removeprefix("BENCHMARK-JSON "))
+    summary, steps = result["summary"], result["steps"]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}")
+    print(f"data: {summary['data']['source']}: {summary['data']['rows_in']:,} rows in, "
+          f"{summary['data']['rows_clean']:,} clean, {summary['data']['users']:,} users, "
+          f"{summary['data']['items']:,} items; split {summary['split']['method']}, "
+          f"test users evaluated {summary['split']['test']['evaluated_users']:,}")
+    print(f"whole run (process start to exit, incl. Prefect server start): {seconds:.1f} s; "
+          f"peak RSS {usage.ru_maxrss / 1024 / 1024:.2f} GB\n")
+    primary = summary["primary_metric"]
+    metrics = [primary, "recall@10", "map@10", "hit_rate@10", "coverage@10"]
+    print("| model | status | " + " | ".join(f"test {m}" for m in metrics)
+          + f" | val {primary} | train s |")
+    print("| --- | --- | " + " | ".join("---:" for _ in metrics) + " | ---: | ---: |")
+    pop = next((e for e in summary["leaderboard"] if e["model"] == "popularity"), None)
+    for entry in summary["leaderboard"]:
+        cells = [f"{entry['test'].get(m, float('nan')):.4f}" for m in metrics]
+        print(f"| {entry['model']} | {entry['status']} | " + " | ".join(cells)
+              + f" | {entry['validation'].get(primary, float('nan')):.4f} | "
+              f"{entry['train_seconds']:.1f} |")
+    if pop and pop["test"].get(primary):
+        ratios = ", ".join(f"{e['model']} {e['test'][primary] / pop['test'][primary]:.2f}x"
+                           for e in summary["leaderboard"]
+                           if e["status"] == "ok" and e["model"] != "popularity")
+        print(f"\n{primary} relative to popularity: {ratios}")
+    print(f"winner {summary['winner']}, registered version {summary['registered']['version']}"
+          f" {summary['registered']['aliases']}\n")
+    print("| step | seconds |")
+    print("| --- | ---: |")
+    for step in steps:
+        print(f"| {step['task']} | {step['seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
