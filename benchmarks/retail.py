@@ -29,13 +29,14 @@ def child(args: argparse.Namespace) -> None:
     """Run the flow in this process and print its summary and task timings as JSON."""
     import asyncio
 
-    from flows.training import training_pipeline
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from shoprec.config import DataConfig, SplitConfig, TrainingConfig
-    from shoprec.runtime import disable_telemetry
 
-    disable_telemetry()
+    from flows.training import training_pipeline
+    from shoprec.config import DataConfig, SplitConfig, TrainingConfig
+    from shoprec.runtime import apply_runtime_defaults
+
+    apply_runtime_defaults()
     models = args.models.split(",") if args.models else None
     training = TrainingConfig(**({"models": models} if models else {}), seed=args.seed)
     summary = training_pipeline(
@@ -78,9 +79,10 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory() as tmp:
+        # A throw-away MLflow store and result cache; Prefect's own home is the user's.
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
                "PREFECT_LOCAL_STORAGE_PATH": f"{tmp}/prefect-storage",
-               "PREFECT_HOME": f"{tmp}/prefect-home"}
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
         env.pop("PREFECT_API_URL", None)  # a temporary server of its own, in the child
         command = [sys.executable, __file__, "--child", *sys.argv[1:]]
         if "--output-dir" not in sys.argv:

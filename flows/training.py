@@ -24,8 +24,8 @@ from shoprec.config import (
 from shoprec.features import item_frame
 from shoprec.pipeline import PreparedRun
 from shoprec.registry import runs
-from shoprec.runtime import disable_telemetry
 from shoprec.registry.publish import gate, git_commit
+from shoprec.runtime import apply_runtime_defaults
 from shoprec.training import failed_result, leaderboard_frame, model_params, select_winner
 from tasks.data import (
     chain_key,
@@ -76,7 +76,7 @@ def training_pipeline(
     Returns:
         The run summary (DESIGN.md, ``--summary-json``).
     """
-    disable_telemetry()
+    apply_runtime_defaults()
     # Data preparation, cached by the input's fingerprint and the configuration.
     data_key = chain_key(fingerprint := fingerprint_data(data), data)
     raw = load_data(data, data_key)
@@ -128,7 +128,7 @@ def training_pipeline(
     champion = score_champion(training.registered_model_name, encoded, training.ks)
     verdict = gate(primary, winner.test, popularity, champion, training.gate_margin)
 
-    bundle = refit_winner(winner.model, model_params(winner.model, training), clean, weighting,
+    bundle = refit_winner(winner.model, winner.params, clean, weighting,
                           {"primary_metric": primary, "test": winner.test,
                            "validation": winner.validation, "flow_run_id": run_id})
     registered = publish_model(

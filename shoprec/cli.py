@@ -354,9 +354,9 @@ def train(
 
 def main() -> None:
     """Entry point of the console script."""
-    from shoprec.runtime import disable_telemetry
+    from shoprec.runtime import apply_runtime_defaults
 
-    disable_telemetry()
+    apply_runtime_defaults()
     try:
         app()
     except SystemExit:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import os
 
-#: Usage telemetry of the tools shoprec runs; off unless the user sets them otherwise.
-TELEMETRY_OFF = {
+#: Defaults for the tools shoprec runs; a variable the user has set keeps its value.
+RUNTIME_DEFAULTS = {
+    # No usage telemetry: shoprec makes no network call beyond what the user configures.
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GX_ANALYTICS_ENABLED": "false",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # Prefect's temporary server creates its database on first use, which can take longer
+    # than Prefect's 20 s default on a busy 2-core machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 
-def disable_telemetry() -> None:
-    """Switch off the usage telemetry of MLflow, Prefect's server and GX.
-
-    shoprec makes no network call beyond what the user configures; each value is only a
-    default, so a user who sets one of these variables keeps their choice.
-    """
-    for key, value in TELEMETRY_OFF.items():
+def apply_runtime_defaults() -> None:
+    """Set :data:`RUNTIME_DEFAULTS` in the environment where the user has not."""
+    for key, value in RUNTIME_DEFAULTS.items():
         os.environ.setdefault(key, value)

@@ -103,8 +103,11 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     for part, metrics in (("validation", validation), ("test", test)):
         if not all(np.isfinite(v) for v in metrics.values()):
             raise ModelFitError(f"{name} gave non-finite {part} metrics")
+    # Hyperparameters the model chose on validation are kept for the refit.
+    chosen = {**params, **getattr(model, "selected_params_", {})}
     result = CandidateResult(model=name, family=model.family, validation=validation, test=test,
-                             train_seconds=round(seconds, 3), params=model.get_params())
+                             train_seconds=round(seconds, 3),
+                             params={**model.get_params(), **chosen})
     logger.info("%s: validation %s, test %s, %.1f s", name, validation, test, seconds)
     return result, model
 

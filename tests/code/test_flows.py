@@ -135,9 +135,10 @@ def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
 
 def test_rejected_data_fails_before_training_and_leaves_the_registry(
         env: str, tmp_path: Path) -> None:
-    from flows.training import training_pipeline
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from flows.training import training_pipeline
 
     path = write(tmp_path / "x.csv", canonical_csv(n_users=3))
     with pytest.raises(DataValidationError, match="too few users"):

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from shoprec.config import DataConfig, SplitConfig
 from shoprec.evaluation import evaluate
-from shoprec.models import ImplicitALS, Popularity
+from shoprec.models import FitContext, ImplicitALS, Popularity
 from shoprec.pipeline import prepare
 from tests.model.contract import RecommenderContract, block_matrix
 
@@ -39,8 +39,12 @@ def test_popularity_ranks_by_distinct_users() -> None:
 
 def test_mf_beats_popularity_on_planted_data(planted) -> None:
     encoded = planted.encoded
+    context = FitContext(validation_history=encoded.train,
+                         validation_relevance=encoded.validation)
     pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
-    mf = evaluate(ImplicitALS(seed=3).fit(encoded.train), encoded.test_history, encoded.test)
+    model = ImplicitALS(seed=3).fit(encoded.train, context)
+    assert model.regularization_ in model.regularization_grid  # chosen on validation
+    mf = evaluate(model, encoded.test_history, encoded.test)
     assert mf["users"] > 300
     assert mf["ndcg@10"] > 1.2 * pop["ndcg@10"]
     assert mf["recall@10"] > pop["recall@10"]
