@@ -98,6 +98,27 @@ def _parse_map(values: list[str] | None) -> dict[str, str]:
     return mapping
 
 
+def _parse_params(values: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``mf.factors=32`` -> ``{"mf": {"factors": 32}}``; values are JSON where they parse."""
+    from shoprec.models import CANDIDATES
+
+    params: dict[str, dict[str, Any]] = {}
+    for value in values or []:
+        key, sep, raw = value.partition("=")
+        model, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--param expects MODEL.NAME=VALUE, got {value!r}")
+        if model not in CANDIDATES:
+            raise ConfigError(f"--param names unknown model {model!r}; choose from "
+                              f"{', '.join(CANDIDATES)}")
+        try:
+            parsed: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed = raw
+        params.setdefault(model, {})[name] = parsed
+    return params
+
+
 def _data_config(interactions: str | None, items: str | None, fmt: str | None,
                  mapping: list[str] | None, delimiter: str | None, encoding: str):
     from shoprec.config import DataConfig
@@ -172,6 +193,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     board = Table(title=f"Leaderboard (selected by validation {primary})")
     shown = [primary] + [m for m in ("recall@10", "hit_rate@10", "coverage@10")
                          if m != primary]
+    if any("rmse" in e["test"] for e in summary["leaderboard"]):
+        shown.append("rmse")
     for column in ("model", "family", "status", f"val {primary}",
                    *[f"test {m}" for m in shown], "train s"):
         board.add_column(column, justify="left" if column in ("model", "family", "status")
@@ -301,6 +324,9 @@ def train(
         "--primary-metric", help="Metric that selects the winner.")] = "ndcg@10",
     models: Annotated[str | None, typer.Option(
         "--models", help="Candidates, e.g. popularity,mf (default: all).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="Hyperparameter MODEL.NAME=VALUE, e.g. --param mf.factors=32 "
+        "(repeatable; VALUE is read as JSON, else as text).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the models.")] = 42,
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
@@ -337,7 +363,8 @@ def train(
                                      min_users=min_users, min_items=min_items)
     training_config = TrainingConfig(models=chosen, ks=ks, primary_metric=primary_metric,
                                      seed=seed, gate_margin=gate_margin,
-                                     registered_model_name=model_name)
+                                     registered_model_name=model_name,
+                                     params=_parse_params(param))
     began = time.perf_counter()
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from flows.training import training_pipeline

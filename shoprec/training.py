@@ -18,7 +18,7 @@ import pandas as pd
 from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
 from shoprec.errors import ModelFitError
-from shoprec.evaluation import evaluate
+from shoprec.evaluation import evaluate, rmse
 from shoprec.features import IdMap, event_weights, interaction_matrix, item_frame
 from shoprec.features.encoding import EncodedSplit
 from shoprec.models import CANDIDATES, FitContext, Popularity, Recommender, make_model
@@ -66,7 +66,8 @@ def model_params(name: str, config: TrainingConfig) -> dict[str, Any]:
 
 
 def fit_candidate(name: str, params: dict[str, Any], interactions, items: pd.DataFrame | None,
-                  encoded: EncodedSplit | None = None) -> tuple[Recommender, float]:
+                  encoded: EncodedSplit | None = None,
+                  has_ratings: bool = True) -> tuple[Recommender, float]:
     """Build and fit one candidate.
 
     Returns:
@@ -80,7 +81,7 @@ def fit_candidate(name: str, params: dict[str, Any], interactions, items: pd.Dat
     if model.max_items is not None and n_items > model.max_items:
         raise ModelFitError(f"{name} is limited to {model.max_items:,} items and the data has "
                             f"{n_items:,}; skipped")
-    context = FitContext(items=items)
+    context = FitContext(items=items, has_ratings=has_ratings)
     if encoded is not None:
         context.validation_history = encoded.train
         context.validation_relevance = encoded.validation
@@ -97,9 +98,18 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     Validation is scored from the training rows; test from training + validation rows (what
     the model would know of the user at test time).
     """
-    model, seconds = fit_candidate(name, params, encoded.train, items, encoded)
+    model, seconds = fit_candidate(name, params, encoded.train, items, encoded,
+                                   has_ratings=encoded.has_ratings)
     validation = evaluate(model, encoded.train, encoded.validation, ks)
     test = evaluate(model, encoded.test_history, encoded.test, ks)
+    if hasattr(model, "predict_pairs"):
+        # Rating models are also judged on the rating values they predict.
+        for metrics, history, ratings in (
+                (validation, encoded.train, encoded.validation_ratings),
+                (test, encoded.test_history, encoded.test_ratings)):
+            value = rmse(model, history, ratings) if ratings is not None else float("nan")
+            if np.isfinite(value):
+                metrics["rmse"] = value
     for part, metrics in (("validation", validation), ("test", test)):
         if not all(np.isfinite(v) for v in metrics.values()):
             raise ModelFitError(f"{name} gave non-finite {part} metrics")
@@ -164,10 +174,12 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
         meta: Description stored in the bundle.
     """
     interactions = data.interactions
+    has_ratings = bool((interactions["event"] == "rating").any())
     users = IdMap.from_values(interactions["user_id"])
     items = IdMap.from_values(interactions["item_id"])
     matrix = interaction_matrix(interactions, users, items, event_weights(interactions, weighting))
-    model, seconds = fit_candidate(name, params, matrix, item_frame(data.items, items))
+    model, seconds = fit_candidate(name, params, matrix, item_frame(data.items, items),
+                                   has_ratings=has_ratings)
     fallback = Popularity().fit(matrix)
     logger.info("refit %s on all %d interactions in %.1f s", name, matrix.nnz, seconds)
     return ModelBundle(model=model, users=users, items=items, history=matrix,

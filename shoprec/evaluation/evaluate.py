@@ -80,3 +80,21 @@ def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp
         result[metric_name("coverage", k)] = float(covered[k].mean()) if n_items else 0.0
     result["users"] = float(n)
     return result
+
+
+def rmse(model: Recommender, history: sp.csr_matrix, ratings: sp.csr_matrix,
+         batch_size: int = 2048) -> float:
+    """Root mean squared error of a rating model on the observed entries of ``ratings``.
+
+    Each user's prediction comes from folding in their ``history`` row. The model must offer
+    ``predict_pairs(user_rows, rows, items)``.
+    """
+    users = np.flatnonzero(np.diff(ratings.indptr) > 0)
+    squared, count = 0.0, 0
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        block = ratings[batch].tocoo()
+        predicted = model.predict_pairs(history[batch], block.row, block.col)
+        squared += float(((predicted - block.data) ** 2).sum())
+        count += block.nnz
+    return float(np.sqrt(squared / count)) if count else float("nan")

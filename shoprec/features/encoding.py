@@ -36,6 +36,10 @@ class EncodedSplit:
             when it is scored for the test part.
         test: Binary relevance of the test part.
         dropped: Evaluation rows left out, by part and reason.
+        has_ratings: Whether the training part holds rating events.
+        validation_ratings: Rating values of the validation part (known users and items),
+            for RMSE; ``None`` without rating events.
+        test_ratings: The same for the test part.
     """
 
     users: IdMap
@@ -45,6 +49,9 @@ class EncodedSplit:
     test_history: sp.csr_matrix
     test: sp.csr_matrix
     dropped: dict[str, int] = field(default_factory=dict)
+    has_ratings: bool = False
+    validation_ratings: sp.csr_matrix | None = None
+    test_ratings: sp.csr_matrix | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -77,7 +84,25 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
     test = _relevance(split.test, users, items, history, repeat, "test", dropped)
     logger.info("encoded %d users x %d items; left out of evaluation: %s",
                 len(users), len(items), dropped)
-    return EncodedSplit(users, items, train, validation, history, test, dropped)
+    return EncodedSplit(users, items, train, validation, history, test, dropped,
+                        has_ratings=bool((split.train["event"] == "rating").any()),
+                        validation_ratings=_ratings(split.validation, users, items),
+                        test_ratings=_ratings(split.test, users, items))
+
+
+def _ratings(part: pd.DataFrame, users: IdMap, items: IdMap) -> sp.csr_matrix | None:
+    """Mean rating per known (user, item) of a part, or ``None`` if it has no ratings."""
+    rated = part[part["event"] == "rating"]
+    if rated.empty:
+        return None
+    rows = users.encode(rated["user_id"])
+    cols = items.encode(rated["item_id"])
+    known = (rows >= 0) & (cols >= 0)
+    frame = pd.DataFrame({"r": rows[known], "c": cols[known],
+                          "v": rated["value"].to_numpy()[known]})
+    mean = frame.groupby(["r", "c"], as_index=False)["v"].mean()
+    return sp.csr_matrix((mean["v"].to_numpy(np.float32), (mean["r"], mean["c"])),
+                         shape=(len(users), len(items)), dtype=np.float32)
 
 
 def _relevance(part: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.csr_matrix,

@@ -6,13 +6,14 @@ from typing import Any
 
 from shoprec.errors import ConfigError
 from shoprec.models.base import FitContext, Recommender
-from shoprec.models.mf import ImplicitALS
+from shoprec.models.mf import ImplicitALS, RatingsMF
 from shoprec.models.popularity import Popularity
 
 #: Candidate name -> model class. Every candidate name is unique across families.
 CANDIDATES: dict[str, type[Recommender]] = {
     Popularity.name: Popularity,
     ImplicitALS.name: ImplicitALS,
+    RatingsMF.name: RatingsMF,
 }
 
 
@@ -35,5 +36,5 @@ def load_model(path: str, name: str) -> Recommender:
     return CANDIDATES[name].load(path)
 
 
-__all__ = ["CANDIDATES", "FitContext", "ImplicitALS", "Popularity", "Recommender",
+__all__ = ["CANDIDATES", "FitContext", "ImplicitALS", "Popularity", "RatingsMF", "Recommender",
            "load_model", "make_model"]

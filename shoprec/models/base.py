@@ -35,9 +35,11 @@ class FitContext:
         validation_history: Rows the model sees when scored for validation.
         validation_relevance: Binary relevance of the validation part, for early stopping.
         progress: Callback ``(step, metrics)`` for training curves (MLflow, Prefect).
+        has_ratings: Whether the training data hold rating events.
     """
 
     items: pd.DataFrame | None = None
+    has_ratings: bool = True
     validation_history: sp.csr_matrix | None = None
     validation_relevance: sp.csr_matrix | None = None
     progress: Any = None
