@@ -21,6 +21,7 @@ from shoprec.config import (
     TrainingConfig,
     WeightingConfig,
 )
+from shoprec.evaluation import mlflow_name
 from shoprec.features import item_frame
 from shoprec.pipeline import PreparedRun
 from shoprec.registry import runs
@@ -154,7 +155,8 @@ def training_pipeline(
                   {"validation_report.json": report.to_dict(),
                    "quarantine_counts.json": summary["data"]["quarantined_by_reason"],
                    "summary.json": summary},
-                  {f"winner_{k.replace('@', '_at_')}": v for k, v in winner.test.items()})
+                  {**{mlflow_name(k, "validation"): v for k, v in winner.validation.items()},
+                   **{mlflow_name(k, "test"): v for k, v in winner.test.items()}})
     report_artifacts(leaderboard, summary, verdict, runs.run_url(parent))
     runs.finish_run(parent, ok=True)
     return summary

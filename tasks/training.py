@@ -71,7 +71,7 @@ def publish_model(bundle: ModelBundle, run_id: str, name: str, verdict: GateVerd
 @task(name="log-run-artifacts", retries=2, retry_delay_seconds=2)
 def log_artifacts(run_id: str, leaderboard: pd.DataFrame, primary: str,
                   files: dict[str, Any], headline: dict[str, float]) -> None:
-    """Leaderboard CSV and chart, validation report and quarantine counts on the run."""
+    """Leaderboard CSV and chart, validation report, quarantine counts, winner's metrics."""
     runs.log_run_artifacts(run_id, leaderboard, primary, files)
     runs.log_summary_metrics(run_id, headline)
 

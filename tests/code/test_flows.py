@@ -70,8 +70,10 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert str(version.version) == "1"
     assert version.tags["gate"] == "pass" and version.tags["prefect_flow_run_id"]
     assert len(version.tags["data_fingerprint"]) == 64
+    assert version.run_id == summary["mlflow_run_id"]
     parent = client.get_run(summary["mlflow_run_id"])
-    assert parent.data.metrics["winner_ndcg_at_10"] == pytest.approx(
+    # The version's run carries the winner's test metrics under MLflow names.
+    assert parent.data.metrics["test_ndcg_at_10"] == pytest.approx(
         board["mf"]["test"]["ndcg@10"])
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
