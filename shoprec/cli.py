@@ -127,23 +127,29 @@ def _data_config(interactions: str | None, items: str | None, fmt: str | None,
                       columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding)
 
 
+def _counts_table(title: str, counts: dict[str, Any]) -> Table:
+    """Rows in, clean, quarantined by reason, and the sum check, from report or summary."""
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("rows", justify="right")
+    table.add_row("rows in", f"{counts['rows_in']:,}")
+    table.add_row("clean", f"{counts['rows_clean']:,}")
+    table.add_row("quarantined", f"{counts['rows_quarantined']:,}")
+    for reason, count in sorted(counts["quarantined_by_reason"].items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {reason}", f"{count:,}")
+    total = counts["rows_clean"] + counts["rows_quarantined"]
+    table.add_row("clean + quarantined", f"{total:,}"
+                  + (" (= rows in)" if total == counts["rows_in"] else " (MISMATCH)"))
+    table.add_row("users / items", f"{counts['users']:,} / {counts['items']:,}")
+    return table
+
+
 def _print_report(report: Any) -> None:
     """Print the counts by reason and the expectations that did not hold."""
     cleaning = report.cleaning
     if cleaning is not None:
-        table = Table(title=f"Data report: {report.source} ({report.format})", show_lines=False)
-        table.add_column("")
-        table.add_column("rows", justify="right")
-        table.add_row("rows in", f"{cleaning.rows_in:,}")
-        table.add_row("clean", f"{cleaning.rows_clean:,}")
-        table.add_row("quarantined", f"{cleaning.rows_quarantined:,}")
-        for reason, count in sorted(cleaning.quarantined_by_reason.items(),
-                                    key=lambda kv: -kv[1]):
-            table.add_row(f"  {reason}", f"{count:,}")
-        total = cleaning.rows_clean + cleaning.rows_quarantined
-        table.add_row("clean + quarantined", f"{total:,}"
-                      + (" (= rows in)" if total == cleaning.rows_in else " (MISMATCH)"))
-        table.add_row("users / items", f"{cleaning.users:,} / {cleaning.items:,}")
+        table = _counts_table(f"Data report: {report.source} ({report.format})",
+                              cleaning.to_dict())
         table.add_row("catalogue items", f"{cleaning.items_clean:,}"
                       + (" (derived)" if cleaning.items_derived else ""))
         if cleaning.items_quarantined:
@@ -165,18 +171,9 @@ def _print_report(report: Any) -> None:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    """Print the data counts and the split of a pipeline run."""
+    """Print the data counts, the split, the leaderboard and the gate of a pipeline run."""
     counts = summary["data"]
-    table = Table(title=f"Data report: {counts['source']} ({counts['format']})")
-    table.add_column("")
-    table.add_column("rows", justify="right")
-    table.add_row("rows in", f"{counts['rows_in']:,}")
-    table.add_row("clean", f"{counts['rows_clean']:,}")
-    table.add_row("quarantined", f"{counts['rows_quarantined']:,}")
-    for reason, count in sorted(counts["quarantined_by_reason"].items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  {reason}", f"{count:,}")
-    table.add_row("users / items", f"{counts['users']:,} / {counts['items']:,}")
-    console.print(table)
+    console.print(_counts_table(f"Data report: {counts['source']} ({counts['format']})", counts))
     split = Table(title=f"Split: {summary['split']['method']}")
     for column in ("part", "rows", "users", "evaluated users", "relevant pairs"):
         split.add_column(column, justify="right" if column != "part" else "left")

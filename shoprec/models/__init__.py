@@ -6,6 +6,7 @@ from typing import Any
 
 from shoprec.errors import ConfigError
 from shoprec.models.base import FitContext, Recommender
+from shoprec.models.content import ContentRecommender
 from shoprec.models.mf import ImplicitALS, RatingsMF
 from shoprec.models.popularity import Popularity
 
@@ -14,6 +15,7 @@ CANDIDATES: dict[str, type[Recommender]] = {
     Popularity.name: Popularity,
     ImplicitALS.name: ImplicitALS,
     RatingsMF.name: RatingsMF,
+    ContentRecommender.name: ContentRecommender,
 }
 
 
@@ -36,5 +38,5 @@ def load_model(path: str, name: str) -> Recommender:
     return CANDIDATES[name].load(path)
 
 
-__all__ = ["CANDIDATES", "FitContext", "ImplicitALS", "Popularity", "RatingsMF", "Recommender",
+__all__ = ["CANDIDATES", "ContentRecommender", "FitContext", "ImplicitALS", "Popularity", "RatingsMF", "Recommender",
            "load_model", "make_model"]

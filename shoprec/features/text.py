@@ -1,0 +1,215 @@
+"""Item content features: TF-IDF over text, one-hot categories and brands, price buckets.
+
+Fitted with scikit-learn, stored as plain JSON and ``.npy`` (vocabularies, idf weights, bin
+edges), and applied with fixed vocabularies, so a saved index reads back without pickles
+and a search query is vectorised exactly like the catalogue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+logger = logging.getLogger(__name__)
+
+#: Word uni- and bi-grams; character 3-5-grams within word boundaries (typos, "T-LIGHT" vs
+#: "TLIGHT"). Tokens keep letters and digits only, so punctuation variants match.
+_WORD = dict(analyzer="word", ngram_range=(1, 2), lowercase=True,
+             token_pattern=r"(?u)\b\w+\b", min_df=1)
+_CHAR = dict(analyzer="char_wb", ngram_range=(3, 5), lowercase=True, min_df=1)
+_TEXT_FIELDS = ("title", "description", "category", "brand")
+
+
+def item_texts(items: pd.DataFrame) -> list[str]:
+    """One text per item: title, description, category and brand joined."""
+    if "text" in items:
+        return items["text"].fillna("").astype(str).tolist()
+    parts = [items[c].fillna("").astype(str) if c in items else "" for c in _TEXT_FIELDS]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined + " " + part
+    return joined.str.replace(r"\s+", " ", regex=True).str.strip().tolist()
+
+
+def _clean_char_text(texts: list[str]) -> list[str]:
+    # Hyphens and other punctuation split character n-grams differently; drop them so
+    # "T-LIGHT" and "TLIGHT" share their n-grams.
+    return [" ".join("".join(ch if ch.isalnum() or ch.isspace() else "" for ch in t).split())
+            for t in texts]
+
+
+class _FixedTfidf:
+    """TF-IDF with a fixed vocabulary and idf weights (sublinear tf, L2 rows)."""
+
+    def __init__(self, settings: dict[str, Any], vocabulary: dict[str, int],
+                 idf: np.ndarray) -> None:
+        self.settings = settings
+        self.vocabulary = vocabulary
+        self.idf = idf
+        counter_settings = {k: v for k, v in settings.items() if k != "min_df"}
+        self._counter = CountVectorizer(vocabulary=vocabulary, **counter_settings)
+
+    @classmethod
+    def fit(cls, settings: dict[str, Any], texts: list[str]) -> _FixedTfidf:
+        vectorizer = TfidfVectorizer(sublinear_tf=True, **settings)
+        vectorizer.fit(texts)
+        vocabulary = {term: int(i) for term, i in vectorizer.vocabulary_.items()}
+        return cls(settings, vocabulary, vectorizer.idf_.astype(np.float32))
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        counts = self._counter.transform(texts).astype(np.float32)
+        counts.data = 1.0 + np.log(counts.data)
+        return normalize(counts @ sp.diags(self.idf), norm="l2", copy=False).tocsr()
+
+    def to_json(self) -> dict[str, Any]:
+        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()}
+        return {"settings": settings, "vocabulary": self.vocabulary}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], idf: np.ndarray) -> _FixedTfidf:
+        settings = {k: tuple(v) if isinstance(v, list) else v
+                    for k, v in data["settings"].items()}
+        return cls(settings, data["vocabulary"], idf)
+
+
+class ItemFeatures:
+    """Content features of a catalogue, aligned with an item index.
+
+    Blocks, each L2-normalised and weighted, then the rows normalised: word TF-IDF, character
+    TF-IDF, one-hot category, one-hot brand, one-hot price bucket (quantiles of the z-scored
+    log price).
+
+    Args:
+        word_weight: Weight of the word TF-IDF block.
+        char_weight: Weight of the character n-gram block.
+        category_weight: Weight of the category block.
+        brand_weight: Weight of the brand block.
+        price_weight: Weight of the price-bucket block.
+        price_buckets: Number of price buckets.
+    """
+
+    def __init__(self, word_weight: float = 1.0, char_weight: float = 1.0,
+                 category_weight: float = 0.5, brand_weight: float = 0.3,
+                 price_weight: float = 0.2, price_buckets: int = 5) -> None:
+        self.word_weight = word_weight
+        self.char_weight = char_weight
+        self.category_weight = category_weight
+        self.brand_weight = brand_weight
+        self.price_weight = price_weight
+        self.price_buckets = price_buckets
+
+    def fit(self, items: pd.DataFrame) -> ItemFeatures:
+        """Learn vocabularies, idf weights, categories, brands and price edges."""
+        texts = item_texts(items)
+        self.word_ = _FixedTfidf.fit(_WORD, texts)
+        self.char_ = _FixedTfidf.fit(_CHAR, _clean_char_text(texts))
+        self.categories_ = _levels(items, "category")
+        self.brands_ = _levels(items, "brand")
+        log_price = _log_price(items)
+        known = log_price[np.isfinite(log_price)]
+        self.price_mean_ = float(known.mean()) if len(known) else 0.0
+        self.price_std_ = float(known.std()) if len(known) > 1 and known.std() > 0 else 1.0
+        z = (known - self.price_mean_) / self.price_std_
+        quantiles = np.linspace(0, 1, self.price_buckets + 1)[1:-1]
+        self.price_edges_ = np.unique(np.quantile(z, quantiles)) if len(z) else np.array([])
+        return self
+
+    def transform(self, items: pd.DataFrame) -> sp.csr_matrix:
+        """Feature rows of ``items`` (one per row, L2-normalised)."""
+        texts = item_texts(items)
+        blocks = [self.word_weight * self.word_.transform(texts),
+                  self.char_weight * self.char_.transform(_clean_char_text(texts)),
+                  self.category_weight * _one_hot(items, "category", self.categories_),
+                  self.brand_weight * _one_hot(items, "brand", self.brands_),
+                  self.price_weight * self._price_block(items)]
+        return normalize(sp.hstack(blocks, format="csr"), norm="l2", copy=False).astype(
+            np.float32)
+
+    def query_vectors(self, queries: list[str]) -> sp.csr_matrix:
+        """Vectors of search queries in the text blocks (zeros elsewhere), L2-normalised."""
+        n_rest = len(self.categories_) + len(self.brands_) + len(self.price_edges_) + 1
+        blocks = [self.word_weight * self.word_.transform(queries),
+                  self.char_weight * self.char_.transform(_clean_char_text(queries)),
+                  sp.csr_matrix((len(queries), n_rest), dtype=np.float32)]
+        return normalize(sp.hstack(blocks, format="csr"), norm="l2", copy=False).astype(
+            np.float32)
+
+    def text_block_width(self) -> int:
+        """Number of columns of the two text blocks (they come first)."""
+        return len(self.word_.vocabulary) + len(self.char_.vocabulary)
+
+    def _price_block(self, items: pd.DataFrame) -> sp.csr_matrix:
+        log_price = _log_price(items)
+        width = len(self.price_edges_) + 1
+        known = np.isfinite(log_price)
+        bucket = np.searchsorted(self.price_edges_,
+                                 (log_price[known] - self.price_mean_) / self.price_std_)
+        rows = np.flatnonzero(known)
+        return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, bucket)),
+                             shape=(len(items), width))
+
+    def save(self, folder: str | Path) -> None:
+        """Write the fitted features as JSON and ``.npy`` files."""
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        np.save(path / "word_idf.npy", self.word_.idf)
+        np.save(path / "char_idf.npy", self.char_.idf)
+        np.save(path / "price_edges.npy", self.price_edges_)
+        state = {
+            "params": {"word_weight": self.word_weight, "char_weight": self.char_weight,
+                       "category_weight": self.category_weight,
+                       "brand_weight": self.brand_weight, "price_weight": self.price_weight,
+                       "price_buckets": self.price_buckets},
+            "word": self.word_.to_json(), "char": self.char_.to_json(),
+            "categories": self.categories_, "brands": self.brands_,
+            "price_mean": self.price_mean_, "price_std": self.price_std_,
+        }
+        (path / "features.json").write_text(json.dumps(state), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ItemFeatures:
+        """Read features written by :meth:`save`."""
+        path = Path(folder)
+        state = json.loads((path / "features.json").read_text(encoding="utf-8"))
+        features = cls(**state["params"])
+        features.word_ = _FixedTfidf.from_json(state["word"], np.load(path / "word_idf.npy"))
+        features.char_ = _FixedTfidf.from_json(state["char"], np.load(path / "char_idf.npy"))
+        features.categories_ = state["categories"]
+        features.brands_ = state["brands"]
+        features.price_mean_ = state["price_mean"]
+        features.price_std_ = state["price_std"]
+        features.price_edges_ = np.load(path / "price_edges.npy")
+        return features
+
+
+def _levels(items: pd.DataFrame, column: str) -> list[str]:
+    if column not in items:
+        return []
+    values = items[column].dropna().astype(str)
+    return sorted(set(values[values != ""]))
+
+
+def _one_hot(items: pd.DataFrame, column: str, levels: list[str]) -> sp.csr_matrix:
+    index = {level: i for i, level in enumerate(levels)}
+    values = items[column].astype("string").fillna("").tolist() if column in items else [""] * len(
+        items)
+    codes = np.array([index.get(v, -1) for v in values], dtype=np.int64)
+    rows = np.flatnonzero(codes >= 0)
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, codes[rows])),
+                         shape=(len(items), len(levels)))
+
+
+def _log_price(items: pd.DataFrame) -> np.ndarray:
+    if "price" not in items:
+        return np.full(len(items), np.nan)
+    price = pd.to_numeric(items["price"], errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(price > 0, np.log(price), np.nan)

@@ -1,0 +1,143 @@
+"""Content-based recommender and personalised product search.
+
+Items are represented by their content features (:class:`shoprec.features.text.ItemFeatures`:
+TF-IDF words and character n-grams, category, brand, price bucket). A shopper's profile is
+the weighted mean of the vectors of the items in their interaction row; items are scored by
+cosine similarity to it, with an optional popularity prior. Items nobody has touched yet are
+scored like any other, so new products are recommendable.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.preprocessing import normalize
+
+from shoprec.errors import ModelFitError
+from shoprec.features.text import ItemFeatures, item_texts
+from shoprec.models.base import FitContext, Recommender, check_finite, top_k
+
+logger = logging.getLogger(__name__)
+
+
+class ContentRecommender(Recommender):
+    """Profiles from item content; also answers search queries.
+
+    Args:
+        popularity_weight: Weight of the popularity prior (popularity scaled to [0, 1]).
+        word_weight: Weight of word TF-IDF in the item vectors.
+        char_weight: Weight of character n-gram TF-IDF.
+        category_weight: Weight of the category one-hot block.
+        brand_weight: Weight of the brand one-hot block.
+        price_weight: Weight of the price-bucket block.
+        personalisation_weight: In search, weight of the shopper's profile similarity added
+            to text relevance when re-ranking matches.
+        search_candidates: In search, how many best text matches are re-ranked.
+    """
+
+    family = "content"
+    name = "content"
+
+    def __init__(self, popularity_weight: float = 0.1, word_weight: float = 1.0,
+                 char_weight: float = 0.5, category_weight: float = 0.5,
+                 brand_weight: float = 0.3, price_weight: float = 0.2,
+                 personalisation_weight: float = 0.3, search_candidates: int = 50) -> None:
+        self.popularity_weight = popularity_weight
+        self.word_weight = word_weight
+        self.char_weight = char_weight
+        self.category_weight = category_weight
+        self.brand_weight = brand_weight
+        self.price_weight = price_weight
+        self.personalisation_weight = personalisation_weight
+        self.search_candidates = search_candidates
+
+    def fit(self, interactions: sp.csr_matrix,
+            context: FitContext | None = None) -> ContentRecommender:
+        """Build item vectors from ``context.items`` and the popularity prior.
+
+        Raises:
+            ModelFitError: No item frame was given, or it does not match the matrix.
+        """
+        items = context.items if context is not None else None
+        if items is None:
+            raise ModelFitError("content needs the item frame (titles, categories); none given")
+        if len(items) != interactions.shape[1]:
+            raise ModelFitError(f"content: {len(items)} items in the frame but "
+                                f"{interactions.shape[1]} columns in the matrix")
+        self.features_ = ItemFeatures(self.word_weight, self.char_weight, self.category_weight,
+                                      self.brand_weight, self.price_weight).fit(items)
+        self.item_vectors_ = self.features_.transform(items)
+        self.text_vectors_ = self.features_.query_vectors(item_texts(items))
+        counts = np.bincount(interactions.indices, minlength=interactions.shape[1])
+        self.popularity_ = (counts / counts.max() if counts.max() else counts).astype(np.float32)
+        if not self.item_vectors_.nnz:
+            raise ModelFitError("content: the items have no text, category or brand to use")
+        return self
+
+    def profiles(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
+        """Weighted mean of the item vectors in each row, L2-normalised."""
+        return normalize(sp.csr_matrix(user_rows, dtype=np.float32) @ self.item_vectors_,
+                         norm="l2", copy=False)
+
+    def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
+        """Cosine similarity of each profile to every item, plus the popularity prior."""
+        similarity = (self.profiles(user_rows) @ self.item_vectors_.T).toarray()
+        scores = similarity + self.popularity_weight * self.popularity_[None, :]
+        return check_finite(scores.astype(np.float32), self.name)
+
+    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Items most similar in content to ``item`` ("customers also looked at")."""
+        similarity = (self.item_vectors_[item] @ self.item_vectors_.T).toarray()
+        similarity[0, item] = -np.inf
+        indices, scores = top_k(similarity, k)
+        return indices[0], scores[0]
+
+    def search(self, queries: list[str], k: int = 10,
+               user_rows: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rank products by text relevance to each query, optionally personalised.
+
+        Args:
+            queries: Search texts.
+            k: Results per query.
+            user_rows: One interaction row per query, or ``None``. With a row, the best
+                ``search_candidates`` text matches are re-ranked by relevance plus
+                ``personalisation_weight`` x similarity to the shopper's profile.
+
+        Returns:
+            ``(indices, scores)`` of shape ``(len(queries), k)``; items with no text match
+            are never returned (index -1, score ``-inf``).
+        """
+        relevance = (self.features_.query_vectors(list(queries)) @ self.text_vectors_.T
+                     ).toarray()
+        relevance[relevance <= 0] = -np.inf
+        if user_rows is None or self.personalisation_weight == 0:
+            return top_k(relevance, k)
+        candidates, _ = top_k(relevance, max(k, self.search_candidates))
+        profiles = self.profiles(user_rows)
+        scores = np.full_like(relevance, -np.inf)
+        for r in range(len(queries)):
+            found = candidates[r][candidates[r] >= 0]
+            personal = (profiles[r] @ self.item_vectors_[found].T).toarray().ravel()
+            scores[r, found] = relevance[r, found] + self.personalisation_weight * personal
+        return top_k(scores, k)
+
+    @property
+    def n_items_(self) -> int:
+        """Number of items the model scores."""
+        return self.item_vectors_.shape[0]
+
+    def _save_state(self, folder: Path) -> None:
+        self.features_.save(folder / "features")
+        sp.save_npz(folder / "item_vectors.npz", self.item_vectors_)
+        sp.save_npz(folder / "text_vectors.npz", self.text_vectors_)
+        np.save(folder / "popularity.npy", self.popularity_)
+
+    def _load_state(self, folder: Path) -> None:
+        self.features_ = ItemFeatures.load(folder / "features")
+        self.item_vectors_ = sp.load_npz(folder / "item_vectors.npz").tocsr()
+        self.text_vectors_ = sp.load_npz(folder / "text_vectors.npz").tocsr()
+        self.popularity_ = np.load(folder / "popularity.npy")
+
