@@ -21,7 +21,14 @@ from shoprec.errors import ModelFitError
 from shoprec.evaluation import evaluate, rmse
 from shoprec.features import IdMap, event_weights, interaction_matrix, item_frame
 from shoprec.features.encoding import EncodedSplit
-from shoprec.models import CANDIDATES, FitContext, Popularity, Recommender, make_model
+from shoprec.models import (
+    CANDIDATES,
+    ContentRecommender,
+    FitContext,
+    Popularity,
+    Recommender,
+    make_model,
+)
 from shoprec.registry.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
@@ -166,6 +173,9 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
                  weighting: WeightingConfig, meta: dict[str, Any]) -> ModelBundle:
     """Refit the winner on all clean data and bundle it for serving.
 
+    The item index covers the whole catalogue, products nobody has bought yet included, and
+    the bundle always carries a content model for search, whatever family won.
+
     Args:
         name: Candidate name.
         params: Its hyperparameters.
@@ -176,12 +186,18 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
     interactions = data.interactions
     has_ratings = bool((interactions["event"] == "rating").any())
     users = IdMap.from_values(interactions["user_id"])
-    items = IdMap.from_values(interactions["item_id"])
+    items = IdMap.from_values(pd.concat([interactions["item_id"], data.items["item_id"]]))
     matrix = interaction_matrix(interactions, users, items, event_weights(interactions, weighting))
-    model, seconds = fit_candidate(name, params, matrix, item_frame(data.items, items),
-                                   has_ratings=has_ratings)
+    frame = item_frame(data.items, items)
+    model, seconds = fit_candidate(name, params, matrix, frame, has_ratings=has_ratings)
+    if isinstance(model, ContentRecommender):
+        search = model
+    else:
+        search = ContentRecommender(popularity_smoothing=0.1).fit(matrix, FitContext(items=frame))
     fallback = Popularity().fit(matrix)
     logger.info("refit %s on all %d interactions in %.1f s", name, matrix.nnz, seconds)
     return ModelBundle(model=model, users=users, items=items, history=matrix,
-                       fallback=fallback, meta={**meta, "model": name, "family": model.family,
-                                                "refit_seconds": round(seconds, 3)})
+                       fallback=fallback, search=search,
+                       titles=frame["title"].fillna("").astype(str).tolist(),
+                       meta={**meta, "model": name, "family": model.family,
+                             "refit_seconds": round(seconds, 3)})

@@ -65,7 +65,8 @@ def publish_model(bundle: ModelBundle, run_id: str, name: str, verdict: GateVerd
         bundle.save(tmp)
         return publish(tmp, run_id=run_id, name=name, verdict=verdict, tags=tags,
                        example_user=str(bundle.users.ids[0]),
-                       example_items=[str(i) for i in bundle.items.ids[:2]])
+                       example_items=[str(i) for i in bundle.items.ids[:2]],
+                       example_query=next((t for t in bundle.titles or [] if t), ""))
 
 
 @task(name="log-run-artifacts", retries=2, retry_delay_seconds=2)

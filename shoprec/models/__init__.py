@@ -38,5 +38,14 @@ def load_model(path: str, name: str) -> Recommender:
     return CANDIDATES[name].load(path)
 
 
-__all__ = ["CANDIDATES", "ContentRecommender", "FitContext", "ImplicitALS", "Popularity", "RatingsMF", "Recommender",
-           "load_model", "make_model"]
+__all__ = [
+    "CANDIDATES",
+    "ContentRecommender",
+    "FitContext",
+    "ImplicitALS",
+    "Popularity",
+    "RatingsMF",
+    "Recommender",
+    "load_model",
+    "make_model",
+]

@@ -3,8 +3,8 @@
 Items are represented by their content features (:class:`shoprec.features.text.ItemFeatures`:
 TF-IDF words and character n-grams, category, brand, price bucket). A shopper's profile is
 the weighted mean of the vectors of the items in their interaction row; items are scored by
-cosine similarity to it, with an optional popularity prior. Items nobody has touched yet are
-scored like any other, so new products are recommendable.
+cosine similarity to it, weighted by a smoothed popularity prior. Items nobody has touched
+yet keep the smoothing share of their similarity, so new products are recommendable.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ class ContentRecommender(Recommender):
     """Profiles from item content; also answers search queries.
 
     Args:
-        popularity_weight: Weight of the popularity prior (popularity scaled to [0, 1]).
+        popularity_smoothing: Scores are ``max(similarity, 0) * (smoothing + popularity)``
+            with popularity scaled to [0, 1]: a small value trusts popularity among similar
+            items, a large one ranks by similarity alone. ``None`` picks the best of
+            ``smoothing_grid`` on the validation data given to :meth:`fit` (0.1 without).
+        smoothing_grid: Candidate values when ``popularity_smoothing`` is ``None``.
         word_weight: Weight of word TF-IDF in the item vectors.
         char_weight: Weight of character n-gram TF-IDF.
         category_weight: Weight of the category one-hot block.
@@ -41,11 +45,14 @@ class ContentRecommender(Recommender):
     family = "content"
     name = "content"
 
-    def __init__(self, popularity_weight: float = 0.1, word_weight: float = 1.0,
+    def __init__(self, popularity_smoothing: float | None = None,
+                 smoothing_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+                 word_weight: float = 1.0,
                  char_weight: float = 0.5, category_weight: float = 0.5,
                  brand_weight: float = 0.3, price_weight: float = 0.2,
                  personalisation_weight: float = 0.3, search_candidates: int = 50) -> None:
-        self.popularity_weight = popularity_weight
+        self.popularity_smoothing = popularity_smoothing
+        self.smoothing_grid = smoothing_grid
         self.word_weight = word_weight
         self.char_weight = char_weight
         self.category_weight = category_weight
@@ -75,7 +82,31 @@ class ContentRecommender(Recommender):
         self.popularity_ = (counts / counts.max() if counts.max() else counts).astype(np.float32)
         if not self.item_vectors_.nnz:
             raise ModelFitError("content: the items have no text, category or brand to use")
+        if self.popularity_smoothing is not None:
+            self.smoothing_ = float(self.popularity_smoothing)
+        elif context is not None and context.validation_relevance is not None:
+            self.smoothing_ = self._select_smoothing(context)
+        else:
+            self.smoothing_ = 0.1
         return self
+
+    @property
+    def selected_params_(self) -> dict[str, float]:
+        """Hyperparameters chosen during :meth:`fit`, to reuse when refitting."""
+        return {"popularity_smoothing": self.smoothing_}
+
+    def _select_smoothing(self, context: FitContext) -> float:
+        from shoprec.evaluation.evaluate import evaluate
+
+        best, best_score = float(self.smoothing_grid[0]), -1.0
+        for value in self.smoothing_grid:
+            self.smoothing_ = float(value)
+            score = evaluate(self, context.validation_history, context.validation_relevance,
+                             ks=(10,))["ndcg@10"]
+            logger.info("content smoothing %g: validation ndcg@10 %.4f", value, score)
+            if score > best_score:
+                best, best_score = float(value), score
+        return best
 
     def profiles(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
         """Weighted mean of the item vectors in each row, L2-normalised."""
@@ -83,9 +114,9 @@ class ContentRecommender(Recommender):
                          norm="l2", copy=False)
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
-        """Cosine similarity of each profile to every item, plus the popularity prior."""
+        """Cosine similarity of each profile to every item, times the smoothed popularity."""
         similarity = (self.profiles(user_rows) @ self.item_vectors_.T).toarray()
-        scores = similarity + self.popularity_weight * self.popularity_[None, :]
+        scores = np.maximum(similarity, 0.0) * (self.smoothing_ + self.popularity_[None, :])
         return check_finite(scores.astype(np.float32), self.name)
 
     def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -134,10 +165,12 @@ class ContentRecommender(Recommender):
         sp.save_npz(folder / "item_vectors.npz", self.item_vectors_)
         sp.save_npz(folder / "text_vectors.npz", self.text_vectors_)
         np.save(folder / "popularity.npy", self.popularity_)
+        np.save(folder / "smoothing.npy", np.float64(self.smoothing_))
 
     def _load_state(self, folder: Path) -> None:
         self.features_ = ItemFeatures.load(folder / "features")
         self.item_vectors_ = sp.load_npz(folder / "item_vectors.npz").tocsr()
         self.text_vectors_ = sp.load_npz(folder / "text_vectors.npz").tocsr()
         self.popularity_ = np.load(folder / "popularity.npy")
+        self.smoothing_ = float(np.load(folder / "smoothing.npy"))
 

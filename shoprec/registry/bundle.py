@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from shoprec.features.idmap import IdMap
 from shoprec.models import load_model
 from shoprec.models.base import Recommender, top_k
+from shoprec.models.content import ContentRecommender
 from shoprec.models.popularity import Popularity
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class ModelBundle:
         history: Users x items weighted interactions (the model's training rows).
         fallback: Popularity over the same items, for shoppers with no usable history.
         meta: Free-form description (candidate, family, metrics...).
+        search: Content model over the same items that answers ``query`` requests,
+            whatever family won.
+        titles: Item titles in index order, returned with recommendations.
     """
 
     model: Recommender
@@ -48,6 +52,8 @@ class ModelBundle:
     history: sp.csr_matrix
     fallback: Popularity
     meta: dict[str, Any]
+    search: ContentRecommender | None = None
+    titles: list[str] | None = None
 
     def save(self, path: str | Path) -> Path:
         """Write the bundle into the folder ``path``."""
@@ -59,6 +65,10 @@ class ModelBundle:
         self.items.save(folder / "items.json")
         sp.save_npz(folder / "history.npz", self.history.tocsr())
         (folder / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+        if self.search is not None:
+            self.search.save(folder / "search")
+        if self.titles is not None:
+            (folder / "titles.json").write_text(json.dumps(self.titles), encoding="utf-8")
         return folder
 
     @classmethod
@@ -73,6 +83,10 @@ class ModelBundle:
             history=sp.load_npz(folder / "history.npz").tocsr(),
             fallback=Popularity.load(folder / "fallback"),
             meta=meta,
+            search=ContentRecommender.load(folder / "search")
+            if (folder / "search").exists() else None,
+            titles=json.loads((folder / "titles.json").read_text(encoding="utf-8"))
+            if (folder / "titles.json").exists() else None,
         )
 
     def request_rows(self, user_ids: list[Any], recent: list[Any]) -> sp.csr_matrix:
@@ -101,35 +115,54 @@ class ModelBundle:
 
         Args:
             requests: One row per request; optional columns ``user_id``, ``recent_items``
-                (list of item ids) and ``k``.
+                (list of item ids), ``query`` (search text) and ``k``.
 
         Returns:
-            One row per request: ``item_ids`` and ``scores`` lists, best first, and
-            ``source`` (``model`` or ``popularity`` for shoppers with no usable history).
+            One row per request: ``item_ids``, ``scores`` and ``titles`` lists, best first,
+            and ``source``: ``search`` for a query (personalised by the shopper's history
+            when there is one), ``model``, or ``popularity`` for a shopper with no usable
+            history.
         """
         n = len(requests)
         users = requests["user_id"].tolist() if "user_id" in requests else [None] * n
         recent = requests["recent_items"].tolist() if "recent_items" in requests else [None] * n
+        queries = [_text(q).strip() for q in (
+            requests["query"].tolist() if "query" in requests else [None] * n)]
         ks = [_k(v) for v in (requests["k"].tolist() if "k" in requests else [None] * n)]
         rows = self.request_rows(users, recent)
         max_k = max(ks) if ks else DEFAULT_K
         has_history = np.diff(rows.indptr) > 0
+        is_search = np.array([bool(q) for q in queries], dtype=bool)
+        if is_search.any() and self.search is None:
+            raise ValueError("this model has no search index; 'query' is not supported")
         top = np.full((n, max_k), -1, dtype=np.int64)
         values = np.full((n, max_k), -np.inf, dtype=np.float32)
-        personal = np.flatnonzero(has_history)
+        source = np.where(has_history, "model", "popularity").astype(object)
+        for group in (np.flatnonzero(is_search & has_history),
+                      np.flatnonzero(is_search & ~has_history)):
+            if len(group):
+                personal_rows = rows[group] if has_history[group[0]] else None
+                top[group], values[group] = self.search.search(
+                    [queries[i] for i in group], max_k, personal_rows)
+                source[group] = "search"
+        personal = np.flatnonzero(~is_search & has_history)
         if len(personal):
             top[personal], values[personal] = self.model.recommend(rows[personal], k=max_k)
-        cold = np.flatnonzero(~has_history)
+        cold = np.flatnonzero(~is_search & ~has_history)
         if len(cold):
             top[cold], values[cold] = top_k(self.fallback.score(rows[cold]), max_k)
         ids = self.items.ids
-        out_ids, out_scores = [], []
+        titles = np.array(self.titles if self.titles is not None else [""] * len(ids),
+                          dtype=object)
+        out_ids, out_scores, out_titles = [], [], []
         for r in range(n):
-            keep = top[r, : ks[r]] >= 0
-            out_ids.append([str(x) for x in ids[top[r, : ks[r]][keep]]])
-            out_scores.append([float(x) for x in values[r, : ks[r]][keep]])
-        return pd.DataFrame({"item_ids": out_ids, "scores": out_scores,
-                             "source": np.where(has_history, "model", "popularity")})
+            chosen = top[r, : ks[r]]
+            chosen = chosen[chosen >= 0]
+            out_ids.append([str(x) for x in ids[chosen]])
+            out_scores.append([float(x) for x in values[r, : len(chosen)]])
+            out_titles.append([str(x) for x in titles[chosen]])
+        return pd.DataFrame({"item_ids": out_ids, "scores": out_scores, "titles": out_titles,
+                             "source": source.astype(str)})
 
 
 def _text(value: Any) -> str:

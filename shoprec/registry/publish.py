@@ -135,7 +135,7 @@ def evaluate_pyfunc(model: Any, encoded: EncodedSplit, ks: list[int],
     return evaluate_ranker(rank, encoded.test, ks, batch_size)
 
 
-def signature_and_example(user_id: str, item_ids: list[str]):
+def signature_and_example(user_id: str, item_ids: list[str], query: str = ""):
     """The pyfunc signature (DESIGN.md request schema) and a small input example."""
     from mlflow.models import ModelSignature
     from mlflow.types import DataType
@@ -144,15 +144,18 @@ def signature_and_example(user_id: str, item_ids: list[str]):
     inputs = Schema([
         ColSpec(DataType.string, "user_id", required=False),
         ColSpec(Array(DataType.string), "recent_items", required=False),
+        ColSpec(DataType.string, "query", required=False),
         ColSpec(DataType.long, "k", required=False),
     ])
     outputs = Schema([
         ColSpec(Array(DataType.string), "item_ids"),
         ColSpec(Array(DataType.double), "scores"),
+        ColSpec(Array(DataType.string), "titles"),
         ColSpec(DataType.string, "source"),
     ])
-    example = pd.DataFrame({"user_id": [user_id, "new-shopper"],
-                            "recent_items": [[], item_ids[:2]], "k": [5, 5]})
+    example = pd.DataFrame({"user_id": [user_id, "new-shopper", user_id],
+                            "recent_items": [[], item_ids[:2], []],
+                            "query": ["", "", query], "k": [5, 5, 5]})
     return ModelSignature(inputs=inputs, outputs=outputs), example
 
 
@@ -177,7 +180,8 @@ def _requirements() -> list[str]:
 
 
 def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerdict,
-            tags: dict[str, str], example_user: str, example_items: list[str]) -> dict[str, Any]:
+            tags: dict[str, str], example_user: str, example_items: list[str],
+            example_query: str = "") -> dict[str, Any]:
     """Log the bundle as a pyfunc model in ``run_id``, register it and set its aliases.
 
     Args:
@@ -188,6 +192,7 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
         tags: Version tags (data fingerprint, git commit, flow run id, ...).
         example_user: A known user id for the input example.
         example_items: Known item ids for the input example.
+        example_query: A search text for the input example.
 
     Returns:
         ``{"name", "version", "aliases", "model_uri"}``.
@@ -196,7 +201,7 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     mlflow.set_registry_uri(tracking.tracking_uri())
-    signature, example = signature_and_example(example_user, example_items)
+    signature, example = signature_and_example(example_user, example_items, example_query)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
