@@ -113,10 +113,9 @@ def main() -> None:
     print("| --- | --- | " + " | ".join("---:" for _ in metrics) + " | ---: | ---: |")
     pop = next((e for e in summary["leaderboard"] if e["model"] == "popularity"), None)
     for entry in summary["leaderboard"]:
-        cells = [f"{entry['test'].get(m, float('nan')):.4f}" for m in metrics]
+        cells = [_fmt(entry["test"].get(m)) for m in metrics]
         print(f"| {entry['model']} | {entry['status']} | " + " | ".join(cells)
-              + f" | {entry['validation'].get(primary, float('nan')):.4f} | "
-              f"{entry['train_seconds']:.1f} |")
+              + f" | {_fmt(entry['validation'].get(primary))} | {entry['train_seconds']:.1f} |")
     if pop and pop["test"].get(primary):
         ratios = ", ".join(f"{e['model']} {e['test'][primary] / pop['test'][primary]:.2f}x"
                            for e in summary["leaderboard"]
@@ -128,6 +127,10 @@ def main() -> None:
     print("| --- | ---: |")
     for step in steps:
         print(f"| {step['task']} | {step['seconds']:.1f} |")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 if __name__ == "__main__":

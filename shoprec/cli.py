@@ -201,9 +201,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       _fmt(entry["validation"].get(primary)),
                       *[_fmt(entry["test"].get(m)) for m in shown],
                       f"{entry['train_seconds']:.1f}")
-        if entry.get("error"):
-            board.add_row("", "", "", f"[red]{entry['error'][:80]}[/]")
     console.print(board)
+    for entry in summary["leaderboard"]:
+        if entry.get("error"):
+            console.print(f"  {entry['model']} {entry['status']}: {entry['error']}",
+                          highlight=False)
     registered = summary["registered"]
     gate = summary["gate"]
     console.print(f"winner: [bold]{summary['winner']}[/]; registered "
@@ -374,6 +376,47 @@ def train(
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary, indent=2, default=str))
         console.print(f"summary written to {summary_json}")
+
+
+@app.command()
+@_handle_errors
+def recommend(
+    user: Annotated[str | None, typer.Option("--user", help="A known shopper id.")] = None,
+    recent: Annotated[str | None, typer.Option(
+        "--recent", help="Item ids the shopper just touched, comma-separated.")] = None,
+    query: Annotated[str | None, typer.Option("--query", help="Search text.")] = None,
+    k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
+    model_name: Annotated[str, typer.Option(
+        "--registered-model-name", help="MLflow registered model.")] = "shoprec-recommender",
+    alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
+) -> None:
+    """Ask a registered model (default: the champion) for recommendations or search results."""
+    import pandas as pd
+
+    from shoprec.registry.publish import load_alias
+
+    if k < 1:
+        raise ConfigError("--k must be at least 1")
+    model = load_alias(model_name, alias)
+    if model is None:
+        raise ConfigError(f"no version of {model_name!r} has the alias {alias!r} in "
+                          "the MLflow registry at MLFLOW_TRACKING_URI (default "
+                          "sqlite:///mlflow.db); run `shoprec train` first")
+    items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
+    request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
+                            "query": [query or ""], "k": [k]})
+    response = model.predict(request).iloc[0]
+    what = f"search {query!r}" if query else "recommendations"
+    who = f" for user {user}" if user else (" for a new shopper" if items else "")
+    table = Table(title=f"{model_name}@{alias}: {what}{who} ({response['source']})")
+    for column in ("rank", "item_id", "title", "score"):
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    for rank, (item, title, score) in enumerate(zip(response["item_ids"], response["titles"],
+                                                    response["scores"], strict=True), 1):
+        table.add_row(str(rank), item, title, f"{score:.4f}")
+    console.print(table)
+    if not response["item_ids"]:
+        console.print("nothing matched")
 
 
 def main() -> None:

@@ -144,12 +144,17 @@ class SplitConfig(_Model):
         return self
 
 
+#: Every candidate, in leaderboard order (kept equal to ``shoprec.models.CANDIDATES`` by a
+#: test; spelled out here because the models import the configuration).
+DEFAULT_MODELS: tuple[str, ...] = ("popularity", "mf", "mf-ratings", "content")
+
+
 class TrainingConfig(_Model):
     """Which candidates to train, how to judge them and where to publish the winner."""
 
     models: list[str] = Field(
-        default_factory=lambda: ["popularity", "mf"],
-        description="Candidates to train, e.g. ['popularity', 'mf'].",
+        default_factory=lambda: list(DEFAULT_MODELS),
+        description="Candidates to train (default: all), e.g. ['popularity', 'mf'].",
     )
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -38,8 +38,7 @@ class ContentRecommender(Recommender):
         brand_weight: Weight of the brand one-hot block.
         price_weight: Weight of the price-bucket block.
         personalisation_weight: In search, weight of the shopper's profile similarity added
-            to text relevance when re-ranking matches.
-        search_candidates: In search, how many best text matches are re-ranked.
+            to text relevance when the page of best text matches is re-ordered.
     """
 
     family = "content"
@@ -50,7 +49,7 @@ class ContentRecommender(Recommender):
                  word_weight: float = 1.0,
                  char_weight: float = 0.5, category_weight: float = 0.5,
                  brand_weight: float = 0.3, price_weight: float = 0.2,
-                 personalisation_weight: float = 0.3, search_candidates: int = 50) -> None:
+                 personalisation_weight: float = 0.3) -> None:
         self.popularity_smoothing = popularity_smoothing
         self.smoothing_grid = smoothing_grid
         self.word_weight = word_weight
@@ -59,7 +58,6 @@ class ContentRecommender(Recommender):
         self.brand_weight = brand_weight
         self.price_weight = price_weight
         self.personalisation_weight = personalisation_weight
-        self.search_candidates = search_candidates
 
     def fit(self, interactions: sp.csr_matrix,
             context: FitContext | None = None) -> ContentRecommender:
@@ -133,9 +131,11 @@ class ContentRecommender(Recommender):
         Args:
             queries: Search texts.
             k: Results per query.
-            user_rows: One interaction row per query, or ``None``. With a row, the best
-                ``search_candidates`` text matches are re-ranked by relevance plus
-                ``personalisation_weight`` x similarity to the shopper's profile.
+            user_rows: One interaction row per query, or ``None``. With a row, the ``k``
+                best text matches are re-ordered by relevance plus
+                ``personalisation_weight`` x similarity to the shopper's profile: the
+                shopper's taste decides the order among relevant products, and never swaps
+                a relevant product for a weaker match.
 
         Returns:
             ``(indices, scores)`` of shape ``(len(queries), k)``; items with no text match
@@ -146,11 +146,11 @@ class ContentRecommender(Recommender):
         relevance[relevance <= 0] = -np.inf
         if user_rows is None or self.personalisation_weight == 0:
             return top_k(relevance, k)
-        candidates, _ = top_k(relevance, max(k, self.search_candidates))
+        page, _ = top_k(relevance, k)
         profiles = self.profiles(user_rows)
         scores = np.full_like(relevance, -np.inf)
         for r in range(len(queries)):
-            found = candidates[r][candidates[r] >= 0]
+            found = page[r][page[r] >= 0]
             personal = (profiles[r] @ self.item_vectors_[found].T).toarray().ravel()
             scores[r, found] = relevance[r, found] + self.personalisation_weight * personal
         return top_k(scores, k)

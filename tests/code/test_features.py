@@ -60,3 +60,11 @@ def test_item_frame_is_aligned_with_the_index() -> None:
     out = item_frame(catalogue, IdMap(["y", "new", "x"]))
     assert out["item_id"].tolist() == ["y", "new", "x"]
     assert out["text"].tolist() == ["Tea Pot", "", "Red Mug kitchen"]
+
+
+def test_default_models_are_every_candidate() -> None:
+    from shoprec.config import DEFAULT_MODELS, TrainingConfig
+    from shoprec.models import CANDIDATES
+
+    assert set(DEFAULT_MODELS) == set(CANDIDATES)
+    assert TrainingConfig().models == list(DEFAULT_MODELS)

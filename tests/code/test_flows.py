@@ -55,14 +55,18 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     name = "e2e-model"
     summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
                                                                ks=[5, 10]))
+    board = {e["model"]: e for e in summary["leaderboard"]}
+    assert set(board) == {"popularity", "mf", "content", "mf-ratings"}
+    assert board["mf-ratings"]["status"] == "skipped"  # shop events, no ratings
+    best = max((e for e in board.values() if e["status"] == "ok"),
+               key=lambda e: e["validation"]["ndcg@10"])
     counts = summary["data"]
     assert counts["rows_in"] == counts["rows_clean"] + counts["rows_quarantined"] == 15_000
-    assert summary["winner"] == "mf"
+    assert summary["winner"] == best["model"] != "popularity"
     assert summary["registered"]["version"] == "1"
     assert set(summary["registered"]["aliases"]) == {"champion", "challenger"}
-    board = {e["model"]: e for e in summary["leaderboard"]}
-    assert set(board) == {"popularity", "mf"}
-    assert board["mf"]["test"]["ndcg@10"] > board["popularity"]["test"]["ndcg@10"]
+    for model in ("mf", "content"):
+        assert board[model]["test"]["ndcg@10"] > board["popularity"]["test"]["ndcg@10"]
     assert {"ndcg@5", "map@10", "coverage@10", "f1@5"} <= set(board["mf"]["test"])
 
     client = MlflowClient(tracking_uri=env, registry_uri=env)
@@ -73,12 +77,11 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert version.run_id == summary["mlflow_run_id"]
     parent = client.get_run(summary["mlflow_run_id"])
     # The version's run carries the winner's test metrics under MLflow names.
-    assert parent.data.metrics["test_ndcg_at_10"] == pytest.approx(
-        board["mf"]["test"]["ndcg@10"])
+    assert parent.data.metrics["test_ndcg_at_10"] == pytest.approx(best["test"]["ndcg@10"])
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     nested = {r.info.run_name: r for r in children}
-    assert set(nested) == {"popularity", "mf"}
+    assert set(nested) == {"popularity", "mf", "content", "mf-ratings"}
     assert nested["mf"].data.metrics["test_ndcg_at_10"] == pytest.approx(
         board["mf"]["test"]["ndcg@10"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -89,12 +92,18 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     mlflow.set_tracking_uri(env)
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     known = pd.read_parquet(synthetic_dir / "interactions.parquet")["user_id"].iloc[0]
-    requests = pd.DataFrame({"user_id": [known, None, "nobody"],
-                             "recent_items": [[], ["I010", "I020"], []], "k": [5, 3, 4]})
+    items = pd.read_parquet(synthetic_dir / "items.parquet")
+    title = items["title"].iloc[42]
+    requests = pd.DataFrame({"user_id": [known, None, "nobody", None],
+                             "recent_items": [[], ["I010", "I020"], [], []],
+                             "query": ["", "", "", title], "k": [5, 3, 4, 3]})
     response = model.predict(requests)
-    assert [len(ids) for ids in response["item_ids"]] == [5, 3, 4]
-    assert list(response["source"]) == ["model", "model", "popularity"]
+    assert [len(ids) for ids in response["item_ids"]] == [5, 3, 4, 3]
+    assert list(response["source"]) == ["model", "model", "popularity", "search"]
     assert "I010" not in response["item_ids"][1]  # what the shopper just touched is excluded
+    # Search works whatever family won: the exact title finds its product first.
+    assert response["item_ids"][3][0] == items["item_id"].iloc[42]
+    assert response["titles"][3][0] == title
 
     flow_run, task_runs, prefect_artifacts = asyncio.run(
         _flow_run_details(summary["prefect_flow_run_id"]))
@@ -110,13 +119,15 @@ def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
     from mlflow import MlflowClient
 
     name = "second-run-model"
-    first = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name))
+    first = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
+                                                             models=["popularity", "mf"]))
     assert "champion" in first["registered"]["aliases"]
 
     # mf with an impossible setting fails; the run goes on and publishes popularity, which
     # cannot beat itself, so the new version stays challenger.
     second = run_flow(synthetic_dir, tmp_path, TrainingConfig(
-        registered_model_name=name, params={"mf": {"factors": -1}}))
+        registered_model_name=name, models=["popularity", "mf"],
+        params={"mf": {"factors": -1}}))
     board = {e["model"]: e for e in second["leaderboard"]}
     assert board["mf"]["status"] == "failed" and board["mf"]["error"]
     assert second["winner"] == "popularity"

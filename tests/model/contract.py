@@ -9,10 +9,24 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from shoprec.models.base import Recommender
+from shoprec.models.base import FitContext, Recommender
+
+
+def block_items() -> pd.DataFrame:
+    """Item frame of the block matrix: items 0-4 are kitchen things, 5-9 garden things."""
+    words = ["mug", "teapot", "spoon", "plate", "bowl", "rake", "spade", "hose", "pot", "seed"]
+    return pd.DataFrame({
+        "item_id": [f"i{i}" for i in range(10)],
+        "title": [f"{'KITCHEN' if i < 5 else 'GARDEN'} {w.upper()}" for i, w in enumerate(words)],
+        "category": ["kitchen"] * 5 + ["garden"] * 5,
+        "brand": ["acme", "bolt"] * 5,
+        "price": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
+        "text": [f"{'kitchen' if i < 5 else 'garden'} {w}" for i, w in enumerate(words)],
+    })
 
 
 def block_matrix() -> sp.csr_matrix:
@@ -32,10 +46,14 @@ class RecommenderContract:
     def make(self) -> Recommender:  # pragma: no cover - supplied by subclasses
         raise NotImplementedError
 
+    def context(self) -> FitContext | None:
+        """What the model needs besides the matrix (item frame...); none by default."""
+        return None
+
     @pytest.fixture()
     def fitted(self) -> Recommender:
         model = self.make()
-        assert model.fit(block_matrix()) is model
+        assert model.fit(block_matrix(), self.context()) is model
         return model
 
     def test_scores_have_the_right_shape(self, fitted: Recommender) -> None:

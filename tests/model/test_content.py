@@ -1,0 +1,127 @@
+"""Content model and product search: contract, learning, new products, search behaviour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from shoprec.config import DataConfig, SplitConfig
+from shoprec.evaluation import evaluate
+from shoprec.features import item_frame
+from shoprec.models import ContentRecommender, FitContext, Popularity
+from shoprec.pipeline import prepare
+from tests.model.contract import RecommenderContract, block_items, block_matrix
+
+
+class TestContentContract(RecommenderContract):
+    def make(self) -> ContentRecommender:
+        return ContentRecommender(popularity_smoothing=0.5)
+
+    def context(self) -> FitContext:
+        return FitContext(items=block_items())
+
+
+def test_content_needs_the_item_frame() -> None:
+    from shoprec.errors import ModelFitError
+
+    with pytest.raises(ModelFitError, match="item frame"):
+        ContentRecommender().fit(block_matrix())
+
+
+def test_profile_follows_the_block() -> None:
+    model = ContentRecommender(popularity_smoothing=10).fit(block_matrix(),
+                                                             FitContext(items=block_items()))
+    top, _ = model.recommend(block_matrix()[[0, 11]], k=1)
+    assert top[0, 0] < 5 and top[1, 0] >= 5  # kitchen shopper -> kitchen, garden -> garden
+    similar, _ = model.similar_items(1, k=4)
+    assert set(similar) == {0, 2, 3, 4}  # "customers also looked at" stays in the block
+
+
+@pytest.fixture(scope="module")
+def planted(synthetic_dir: Path):
+    prepared = prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
+                                  items=str(synthetic_dir / "items.parquet")),
+                       split_config=SplitConfig(method="temporal", test_days=20,
+                                                validation_days=20))
+    return prepared, item_frame(prepared.data.items, prepared.encoded.items)
+
+
+def test_content_beats_popularity_on_planted_data(planted) -> None:
+    prepared, items = planted
+    encoded = prepared.encoded
+    context = FitContext(items=items, validation_history=encoded.train,
+                         validation_relevance=encoded.validation)
+    model = ContentRecommender().fit(encoded.train, context)
+    assert model.smoothing_ in model.smoothing_grid
+    content = evaluate(model, encoded.test_history, encoded.test)
+    pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
+    assert content["ndcg@10"] > 1.1 * pop["ndcg@10"]
+
+
+def test_a_new_product_reaches_a_matching_shopper(planted) -> None:
+    prepared, items = planted
+    encoded = prepared.encoded
+    # Add a product nobody has touched, written in the vocabulary of one category.
+    category = items["category"].value_counts().index[-1]
+    same = items[items["category"] == category]
+    words = " ".join(same["title"].str.split().str[1:].explode().value_counts().index[:3])
+    new = pd.DataFrame({"item_id": ["NEW-1"], "title": [f"NEW {words}"],
+                        "description": [same["description"].iloc[0]], "category": [category],
+                        "brand": [same["brand"].iloc[0]], "price": [same["price"].median()]})
+    catalogue = pd.concat([items.drop(columns=["text"]), new], ignore_index=True)
+    matrix = sp.hstack([encoded.train, sp.csr_matrix((encoded.train.shape[0], 1))]).tocsr()
+    model = ContentRecommender(popularity_smoothing=1.0).fit(matrix,
+                                                             FitContext(items=catalogue))
+    # A shopper who bought three items of that category.
+    picks = np.flatnonzero(catalogue["category"].to_numpy() == category)[:3]
+    row = sp.csr_matrix((np.ones(3, np.float32), (np.zeros(3, int), picks)),
+                        shape=(1, len(catalogue)))
+    top, _ = model.recommend(row, k=10)
+    assert len(catalogue) - 1 in top[0]  # the new product's column
+
+
+@pytest.fixture(scope="module")
+def catalogue_model():
+    titles = ["WHITE HANGING HEART T-LIGHT HOLDER", "RED HANGING HEART T-LIGHT HOLDER",
+              "JUMBO BAG RED RETROSPOT", "LUNCH BAG BLACK SKULL", "REGENCY CAKESTAND 3 TIER",
+              "PARTY BUNTING", "ASSORTED COLOUR BIRD ORNAMENT", "PACK OF 72 RETROSPOT CAKE CASES",
+              "BLUE CERAMIC MUG", "PINK CERAMIC MUG"]
+    categories = ["lights", "lights", "bags", "bags", "kitchen", "party", "decor", "baking",
+                  "kitchen", "garden"]
+    items = pd.DataFrame({"item_id": [f"p{i}" for i in range(10)], "title": titles,
+                          "category": categories})
+    matrix = sp.csr_matrix(np.eye(10, dtype=np.float32))
+    return ContentRecommender(popularity_smoothing=1.0).fit(matrix, FitContext(items=items))
+
+
+def test_exact_title_comes_first(catalogue_model: ContentRecommender) -> None:
+    top, scores = catalogue_model.search(["REGENCY CAKESTAND 3 TIER", "party bunting"], k=3)
+    assert top[0, 0] == 4 and top[1, 0] == 5
+    assert scores[0, 0] > scores[0, 1]
+
+
+def test_a_typo_still_finds_it(catalogue_model: ContentRecommender) -> None:
+    for query, expected in [("regency cakestnad", 4), ("assorted colour brid ornament", 6),
+                            ("white hanging heart tlight holder", 0)]:
+        top, _ = catalogue_model.search([query], k=3)
+        assert expected in top[0], query
+
+
+def test_personalised_search_prefers_the_shoppers_category(
+        catalogue_model: ContentRecommender) -> None:
+    # "ceramic mug" matches items 8 (kitchen) and 9 (garden) equally well.
+    plain, _ = catalogue_model.search(["ceramic mug"], k=2)
+    assert set(plain[0]) == {8, 9}
+    garden_fan = sp.csr_matrix(np.array([[0, 0, 0, 0, 0, 0, 0, 0, 0, 3]], np.float32))
+    kitchen_fan = sp.csr_matrix(np.array([[0, 0, 0, 0, 4, 0, 0, 0, 0, 0]], np.float32))
+    assert catalogue_model.search(["ceramic mug"], 2, garden_fan)[0][0, 0] == 9
+    assert catalogue_model.search(["ceramic mug"], 2, kitchen_fan)[0][0, 0] == 8
+
+
+def test_no_match_returns_nothing(catalogue_model: ContentRecommender) -> None:
+    top, scores = catalogue_model.search(["zzzz qqqq"], k=3)
+    assert (top == -1).all() and np.isneginf(scores).all()
