@@ -54,6 +54,14 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     assert set(entry) >= {"model", "family", "validation", "test", "train_seconds"}
     assert "ndcg@10" in entry["test"]
     assert "Leaderboard" in done.stdout
+
+    # The champion answers a search, whatever family won.
+    done = run("recommend", "--registered-model-name", "cli-sample", "--query",
+               "heart t-light holder", "--k", "5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "(search)" in done.stdout and done.stdout.count("T-LIGHT HOLDER") >= 3
+    done = run("recommend", "--registered-model-name", "no-such-model", cwd=tmp_path)
+    assert done.returncode == 2 and "run `shoprec train` first" in done.stderr
     assert (tmp_path / "runs" / "train" / "quarantine_interactions.parquet").exists()
 
 
