@@ -102,6 +102,11 @@ class WeightingConfig(_Model):
         "log",
         description="How the quantity of shop events is damped: log2(1+q), sqrt(q), q, or 1.",
     )
+    recency_half_life_days: float | None = Field(
+        None, gt=0,
+        description="If set, an event's weight halves for every this many days it lies "
+        "before the latest event the model is trained on (recency decay); empty: no decay.",
+    )
 
     @field_validator("event_weights")
     @classmethod

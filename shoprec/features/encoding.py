@@ -75,10 +75,21 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
     repeat = split.config.repeat_items if repeat_items is None else repeat_items
     users = IdMap.from_values(split.train["user_id"])
     items = IdMap.from_values(split.train["item_id"])
-    train = interaction_matrix(split.train, users, items, event_weights(split.train, weighting))
-    validation_weighted = interaction_matrix(split.validation, users, items,
-                                             event_weights(split.validation, weighting))
-    history = (train + validation_weighted).tocsr()
+    # Recency decay counts back from the end of the training part for training rows (what
+    # validation is scored from) and from the end of validation for the test history.
+    train_end = split.train["timestamp"].max()
+    history_end = max(train_end, split.validation["timestamp"].max()) \
+        if len(split.validation) else train_end
+    train = interaction_matrix(split.train, users, items,
+                               event_weights(split.train, weighting, train_end))
+    validation_weighted = interaction_matrix(
+        split.validation, users, items, event_weights(split.validation, weighting, history_end))
+    if weighting.recency_half_life_days:
+        train_for_test = interaction_matrix(split.train, users, items,
+                                            event_weights(split.train, weighting, history_end))
+    else:
+        train_for_test = train
+    history = (train_for_test + validation_weighted).tocsr()
     dropped: dict[str, int] = {}
     validation = _relevance(split.validation, users, items, train, repeat, "validation", dropped)
     test = _relevance(split.test, users, items, history, repeat, "test", dropped)

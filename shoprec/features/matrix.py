@@ -10,16 +10,19 @@ from shoprec.config import WeightingConfig
 from shoprec.features.idmap import IdMap
 
 
-def event_weights(interactions: pd.DataFrame, config: WeightingConfig | None = None) -> np.ndarray:
+def event_weights(interactions: pd.DataFrame, config: WeightingConfig | None = None,
+                  reference: pd.Timestamp | None = None) -> np.ndarray:
     """Implicit-feedback weight of each interaction.
 
     Shop events weigh ``event_weights[event] * damp(quantity)`` with ``damp`` one of
     ``log2(1+q)`` (default; 1 for a single item), ``sqrt(q)``, ``q`` or 1. A rating weighs
-    ``event_weights["rating"] * rating``.
+    ``event_weights["rating"] * rating``. With a recency half-life, each weight is also
+    multiplied by ``0.5 ** (age_days / half_life)``, the age counted back from ``reference``.
 
     Args:
         interactions: Canonical interactions.
-        config: Event weights and damping; defaults if ``None``.
+        config: Event weights, damping and recency decay; defaults if ``None``.
+        reference: The "now" of the recency decay; the latest timestamp if ``None``.
 
     Returns:
         float32 weights aligned with the rows.
@@ -35,6 +38,10 @@ def event_weights(interactions: pd.DataFrame, config: WeightingConfig | None = N
         "binary": np.ones_like(values),
     }[config.quantity_damping]
     weight = np.where(events == "rating", values, damping) * base
+    if config.recency_half_life_days and len(interactions):
+        now = reference if reference is not None else interactions["timestamp"].max()
+        age_days = ((now - interactions["timestamp"]).dt.total_seconds() / 86400).to_numpy()
+        weight = weight * np.power(0.5, np.maximum(age_days, 0) / config.recency_half_life_days)
     return weight.astype(np.float32)
 
 

@@ -68,3 +68,15 @@ def test_default_models_are_every_candidate() -> None:
 
     assert set(DEFAULT_MODELS) == set(CANDIDATES)
     assert TrainingConfig().models == list(DEFAULT_MODELS)
+
+
+def test_recency_decay_halves_per_half_life() -> None:
+    data = frame([("u", "i", "purchase", 1), ("u", "j", "purchase", 1)])
+    data["timestamp"] = pd.to_datetime(["2024-01-01", "2024-01-15"], utc=True)
+    plain = event_weights(data)
+    decayed = event_weights(data, WeightingConfig(recency_half_life_days=14))
+    assert decayed[1] == pytest.approx(plain[1])  # the latest event keeps its weight
+    assert decayed[0] == pytest.approx(plain[0] / 2)  # two weeks older: half
+    later = event_weights(data, WeightingConfig(recency_half_life_days=14),
+                          reference=pd.Timestamp("2024-01-29", tz="UTC"))
+    assert later[1] == pytest.approx(plain[1] / 2)
