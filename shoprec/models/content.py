@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,6 +44,10 @@ class ContentRecommender(Recommender):
 
     family = "content"
     name = "content"
+    #: Up to this many items, item-item similarities are kept as a dense matrix (float32:
+    #: 1.6 GB at the limit) and scoring is one sparse x dense product per batch; above it,
+    #: scoring multiplies sparse profiles by the sparse item vectors, which is much slower.
+    dense_similarity_items: ClassVar[int] = 20_000
 
     def __init__(self, popularity_smoothing: float | None = None,
                  smoothing_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
@@ -76,6 +81,7 @@ class ContentRecommender(Recommender):
                                       self.brand_weight, self.price_weight).fit(items)
         self.item_vectors_ = self.features_.transform(items)
         self.text_vectors_ = self.features_.query_vectors(item_texts(items))
+        self._prepare()
         counts = np.bincount(interactions.indices, minlength=interactions.shape[1])
         self.popularity_ = (counts / counts.max() if counts.max() else counts).astype(np.float32)
         if not self.item_vectors_.nnz:
@@ -106,14 +112,30 @@ class ContentRecommender(Recommender):
                 best, best_score = float(value), score
         return best
 
+    def _prepare(self) -> None:
+        n_items = self.item_vectors_.shape[0]
+        self.similarity_ = ((self.item_vectors_ @ self.item_vectors_.T).toarray()
+                            if n_items <= self.dense_similarity_items else None)
+
     def profiles(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
         """Weighted mean of the item vectors in each row, L2-normalised."""
         return normalize(sp.csr_matrix(user_rows, dtype=np.float32) @ self.item_vectors_,
                          norm="l2", copy=False)
 
+    def cosine(self, user_rows: sp.csr_matrix) -> np.ndarray:
+        """Cosine similarity of each row's profile to every item (dense, batch x items)."""
+        rows = sp.csr_matrix(user_rows, dtype=np.float32)
+        if self.similarity_ is None:
+            return (self.profiles(rows) @ self.item_vectors_.T).toarray()
+        # profile = r V, so profile . v_i = (r S)_i with S = V V^T, and |profile|^2 = r S r^T.
+        raw = np.asarray(rows @ self.similarity_)
+        norms = np.sqrt(np.maximum(np.asarray(rows.multiply(raw).sum(axis=1)).ravel(), 0))
+        return np.divide(raw, norms[:, None], out=np.zeros_like(raw),
+                         where=norms[:, None] > 0)
+
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Cosine similarity of each profile to every item, times the smoothed popularity."""
-        similarity = (self.profiles(user_rows) @ self.item_vectors_.T).toarray()
+        similarity = self.cosine(user_rows)
         scores = np.maximum(similarity, 0.0) * (self.smoothing_ + self.popularity_[None, :])
         return check_finite(scores.astype(np.float32), self.name)
 
@@ -171,6 +193,7 @@ class ContentRecommender(Recommender):
         self.features_ = ItemFeatures.load(folder / "features")
         self.item_vectors_ = sp.load_npz(folder / "item_vectors.npz").tocsr()
         self.text_vectors_ = sp.load_npz(folder / "text_vectors.npz").tocsr()
+        self._prepare()
         self.popularity_ = np.load(folder / "popularity.npy")
         self.smoothing_ = float(np.load(folder / "smoothing.npy"))
 

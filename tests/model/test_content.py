@@ -125,3 +125,14 @@ def test_personalised_search_prefers_the_shoppers_category(
 def test_no_match_returns_nothing(catalogue_model: ContentRecommender) -> None:
     top, scores = catalogue_model.search(["zzzz qqqq"], k=3)
     assert (top == -1).all() and np.isneginf(scores).all()
+
+
+def test_dense_and_sparse_scoring_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    dense = ContentRecommender(popularity_smoothing=0.5).fit(block_matrix(),
+                                                             FitContext(items=block_items()))
+    monkeypatch.setattr(ContentRecommender, "dense_similarity_items", 0)
+    sparse = ContentRecommender(popularity_smoothing=0.5).fit(block_matrix(),
+                                                              FitContext(items=block_items()))
+    assert dense.similarity_ is not None and sparse.similarity_ is None
+    np.testing.assert_allclose(dense.score(block_matrix()), sparse.score(block_matrix()),
+                               rtol=1e-5, atol=1e-6)
