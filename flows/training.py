@@ -27,7 +27,13 @@ from shoprec.pipeline import PreparedRun
 from shoprec.registry import runs
 from shoprec.registry.publish import gate, git_commit
 from shoprec.runtime import apply_runtime_defaults
-from shoprec.training import failed_result, leaderboard_frame, model_params, select_winner
+from shoprec.training import (
+    CandidateResult,
+    failed_result,
+    leaderboard_frame,
+    model_params,
+    select_winner,
+)
 from tasks.data import (
     chain_key,
     clean_data,
@@ -162,7 +168,7 @@ def training_pipeline(
     return summary
 
 
-def _entry(result) -> dict[str, Any]:  # noqa: ANN001
+def _entry(result: CandidateResult) -> dict[str, Any]:
     """A leaderboard entry in the summary schema of DESIGN.md."""
     drop = {"users"}
     return {"model": result.model, "family": result.family, "status": result.status,

@@ -42,3 +42,7 @@ class DataValidationError(DataError):
 
 class ModelFitError(ShopRecError):
     """A model failed to fit (numerical failure, divergence, collapse)."""
+
+
+class ModelSkippedError(ModelFitError):
+    """A candidate does not apply to this data (over its item limit, no ratings...)."""

@@ -17,7 +17,7 @@ import pandas as pd
 
 from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
-from shoprec.errors import ModelFitError
+from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.evaluation import evaluate, rmse
 from shoprec.features import IdMap, event_weights, interaction_matrix, item_frame
 from shoprec.features.encoding import EncodedSplit
@@ -86,8 +86,8 @@ def fit_candidate(name: str, params: dict[str, Any], interactions, items: pd.Dat
     model = make_model(name, params)
     n_items = interactions.shape[1]
     if model.max_items is not None and n_items > model.max_items:
-        raise ModelFitError(f"{name} is limited to {model.max_items:,} items and the data has "
-                            f"{n_items:,}; skipped")
+        raise ModelSkippedError(f"{name} is limited to {model.max_items:,} items and the data "
+                                f"has {n_items:,}; skipped")
     context = FitContext(items=items, has_ratings=has_ratings)
     if encoded is not None:
         context.validation_history = encoded.train
@@ -133,7 +133,7 @@ def failed_result(name: str, params: dict[str, Any], error: BaseException) -> Ca
     """A leaderboard row for a candidate that failed or was skipped."""
     family = CANDIDATES[name].family if name in CANDIDATES else "unknown"
     message = f"{type(error).__name__}: {error}"
-    status = "skipped" if "skipped" in str(error) else "failed"
+    status = "skipped" if isinstance(error, ModelSkippedError) else "failed"
     return CandidateResult(model=name, family=family, status=status, params=params,
                            error=message)
 

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from shoprec.errors import ModelFitError
+from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.models.base import FitContext, Recommender, check_finite
 
 logger = logging.getLogger(__name__)
@@ -180,8 +180,8 @@ class RatingsMF(Recommender):
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> RatingsMF:
         """Alternate ridge regressions for users and items on the observed ratings."""
         if context is not None and not context.has_ratings:
-            raise ModelFitError("mf-ratings fits rating values and the data have no rating "
-                                "events; skipped")
+            raise ModelSkippedError("mf-ratings fits rating values and the data have no "
+                                    "rating events; skipped")
         ratings = sp.csr_matrix(interactions, dtype=np.float64)
         if ratings.nnz == 0:
             raise ModelFitError("no ratings to fit")

@@ -68,9 +68,9 @@ def test_leaderboard_shows_rmse_for_rating_data(prepared) -> None:
 
 
 def test_mf_ratings_is_skipped_on_shop_events(synthetic_dir: Path) -> None:
-    from shoprec.errors import ModelFitError
+    from shoprec.errors import ModelSkippedError
 
     shop = prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet")),
                    split_config=SplitConfig(method="random"))
-    with pytest.raises(ModelFitError, match="skipped"):
+    with pytest.raises(ModelSkippedError, match="no rating events"):
         train_and_evaluate("mf-ratings", {}, shop.encoded, None, [10])
