@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoprec.errors import ConfigError
+from shoprec.models.autoencoder import EASE
 from shoprec.models.base import FitContext, Recommender
 from shoprec.models.content import ContentRecommender
 from shoprec.models.mf import ImplicitALS, RatingsMF
@@ -16,6 +17,7 @@ CANDIDATES: dict[str, type[Recommender]] = {
     ImplicitALS.name: ImplicitALS,
     RatingsMF.name: RatingsMF,
     ContentRecommender.name: ContentRecommender,
+    EASE.name: EASE,
 }
 
 
@@ -41,6 +43,7 @@ def load_model(path: str, name: str) -> Recommender:
 __all__ = [
     "CANDIDATES",
     "ContentRecommender",
+    "EASE",
     "FitContext",
     "ImplicitALS",
     "Popularity",

@@ -56,7 +56,7 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
                                                                ks=[5, 10]))
     board = {e["model"]: e for e in summary["leaderboard"]}
-    assert set(board) == {"popularity", "mf", "content", "mf-ratings"}
+    assert set(board) == {"popularity", "mf", "content", "mf-ratings", "ease"}
     assert board["mf-ratings"]["status"] == "skipped"  # shop events, no ratings
     best = max((e for e in board.values() if e["status"] == "ok"),
                key=lambda e: e["validation"]["ndcg@10"])
@@ -65,7 +65,7 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert summary["winner"] == best["model"] != "popularity"
     assert summary["registered"]["version"] == "1"
     assert set(summary["registered"]["aliases"]) == {"champion", "challenger"}
-    for model in ("mf", "content"):
+    for model in ("mf", "content", "ease"):
         assert board[model]["test"]["ndcg@10"] > board["popularity"]["test"]["ndcg@10"]
     assert {"ndcg@5", "map@10", "coverage@10", "f1@5"} <= set(board["mf"]["test"])
 
@@ -81,7 +81,7 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     nested = {r.info.run_name: r for r in children}
-    assert set(nested) == {"popularity", "mf", "content", "mf-ratings"}
+    assert set(nested) == {"popularity", "mf", "content", "mf-ratings", "ease"}
     assert nested["mf"].data.metrics["test_ndcg_at_10"] == pytest.approx(
         board["mf"]["test"]["ndcg@10"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}

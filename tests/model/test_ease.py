@@ -1,0 +1,58 @@
+"""EASE: contract, closed form, learning on planted data, the item limit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from shoprec.config import DataConfig, SplitConfig
+from shoprec.errors import ModelSkippedError
+from shoprec.evaluation import evaluate
+from shoprec.models import EASE, FitContext, Popularity
+from shoprec.pipeline import prepare
+from shoprec.training import failed_result, fit_candidate
+from tests.model.contract import RecommenderContract, block_matrix
+
+
+class TestEASEContract(RecommenderContract):
+    def make(self) -> EASE:
+        return EASE(regularization=1.0)
+
+
+def test_closed_form_matches_the_definition() -> None:
+    x = block_matrix().toarray()
+    x[x > 0] = 1.0
+    lam = 2.0
+    p = np.linalg.inv(x.T @ x + lam * np.eye(x.shape[1]))
+    expected = np.eye(x.shape[1]) - p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    model = EASE(regularization=lam).fit(block_matrix())
+    np.testing.assert_allclose(model.weights_, expected, rtol=1e-4, atol=1e-5)
+    assert np.all(np.diag(model.weights_) == 0)
+
+
+def test_ease_beats_popularity_on_planted_data(synthetic_dir) -> None:
+    prepared = prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet")),
+                       split_config=SplitConfig(test_days=20, validation_days=20))
+    encoded = prepared.encoded
+    model = EASE().fit(encoded.train, FitContext(validation_history=encoded.train,
+                                                 validation_relevance=encoded.validation))
+    assert model.regularization_ in model.regularization_grid
+    ease = evaluate(model, encoded.test_history, encoded.test)
+    pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
+    assert ease["ndcg@10"] > 1.2 * pop["ndcg@10"]
+
+
+def test_above_the_item_limit_it_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(EASE, "max_items", 5)
+    with pytest.raises(ModelSkippedError, match="limited to 5 items") as info:
+        fit_candidate("ease", {}, block_matrix(), None)
+    assert failed_result("ease", {}, info.value).status == "skipped"
+
+
+def test_a_new_row_is_scored_from_its_items() -> None:
+    model = EASE(regularization=1.0).fit(block_matrix())
+    row = sp.csr_matrix(np.array([[0, 0, 0, 0, 0, 0, 1, 0, 0, 0]], np.float32))
+    top, _ = model.recommend(row, k=4)
+    assert set(top[0]) <= {5, 7, 8, 9}  # its own block
