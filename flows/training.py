@@ -114,7 +114,7 @@ def training_pipeline(
     futures = {}
     with threadpool_limits(threads):
         for name in training.models:
-            params = model_params(name, training)
+            params = model_params(name, training, threads)
             futures[name] = (params, train_candidate.submit(name, params, encoded, items,
                                                             training.ks))
         results, models = [], {}

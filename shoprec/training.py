@@ -47,6 +47,7 @@ class CandidateResult:
         train_seconds: Time spent fitting.
         params: Hyperparameters.
         error: Why it failed or was skipped.
+        curves: Per-epoch training curves (loss, validation ndcg@10) of iterative models.
     """
 
     model: str
@@ -57,18 +58,23 @@ class CandidateResult:
     train_seconds: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    curves: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the summary's leaderboard entry)."""
         return asdict(self)
 
 
-def model_params(name: str, config: TrainingConfig) -> dict[str, Any]:
-    """Hyperparameters of candidate ``name``: configured ones, plus the run's seed."""
+def model_params(name: str, config: TrainingConfig,
+                 threads: int | None = None) -> dict[str, Any]:
+    """Hyperparameters of candidate ``name``: configured ones, plus the run's seed and, for
+    models that take it, their share of the cores."""
     params = dict(config.params.get(name, {}))
-    model_class = CANDIDATES[name]
-    if "seed" in inspect.signature(model_class.__init__).parameters:
+    accepted = inspect.signature(CANDIDATES[name].__init__).parameters
+    if "seed" in accepted:
         params.setdefault("seed", config.seed)
+    if threads is not None and "threads" in accepted:
+        params.setdefault("threads", threads)
     return params
 
 
@@ -122,9 +128,12 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
             raise ModelFitError(f"{name} gave non-finite {part} metrics")
     # Hyperparameters the model chose on validation are kept for the refit.
     chosen = {**params, **getattr(model, "selected_params_", {})}
+    history = getattr(model, "history_", None) or []
+    curves = {key: [float(r[key]) for r in history if key in r]
+              for key in dict.fromkeys(k for r in history for k in r if k != "epoch")}
     result = CandidateResult(model=name, family=model.family, validation=validation, test=test,
                              train_seconds=round(seconds, 3),
-                             params={**model.get_params(), **chosen})
+                             params={**model.get_params(), **chosen}, curves=curves)
     logger.info("%s: validation %s, test %s, %.1f s", name, validation, test, seconds)
     return result, model
 

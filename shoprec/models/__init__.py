@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoprec.errors import ConfigError
-from shoprec.models.autoencoder import EASE
+from shoprec.models.autoencoder import EASE, MultDAE, MultVAE
 from shoprec.models.base import FitContext, Recommender
 from shoprec.models.content import ContentRecommender
 from shoprec.models.mf import ImplicitALS, RatingsMF
@@ -18,6 +18,8 @@ CANDIDATES: dict[str, type[Recommender]] = {
     RatingsMF.name: RatingsMF,
     ContentRecommender.name: ContentRecommender,
     EASE.name: EASE,
+    MultVAE.name: MultVAE,
+    MultDAE.name: MultDAE,
 }
 
 
@@ -49,6 +51,8 @@ __all__ = [
     "Popularity",
     "RatingsMF",
     "Recommender",
+    "MultDAE",
+    "MultVAE",
     "load_model",
     "make_model",
 ]

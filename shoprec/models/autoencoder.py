@@ -1,14 +1,18 @@
-"""Autoencoder family. EASE: the closed-form shallow autoencoder (Steck, WWW 2019).
+"""Autoencoder family: EASE (closed form), Mult-DAE and Mult-VAE (TensorFlow).
 
+EASE is the closed-form shallow autoencoder (Steck, WWW 2019):
 ``B = I - P diag(1/diag(P))`` with ``P = (XᵀX + λI)⁻¹`` and a zero diagonal; a row is
 scored as ``x B``, so any interaction row, including a new shopper's, is scored directly.
 Memory grows with items², hence a declared item limit above which the pipeline skips it.
+TensorFlow is imported only inside the neural models' methods.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -112,3 +116,215 @@ class EASE(Recommender):
         with np.load(folder / "state.npz") as state:
             self.weights_ = state["weights"]
             self.regularization_ = float(state["regularization"])
+
+
+def _configure_tensorflow(threads: int) -> None:
+    """Cap TensorFlow's thread pools so parallel candidates share the cores.
+
+    The pools can only be sized before TensorFlow starts its runtime; later calls keep the
+    first setting (a RuntimeError from TensorFlow says so, and is ignored here).
+    """
+    import tensorflow as tf
+
+    if threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            logger.debug("TensorFlow threads already configured")
+
+
+class _MultAutoencoder(Recommender):
+    """Mult-DAE / Mult-VAE (Liang et al., WWW 2018) in Keras 3 on TensorFlow.
+
+    The input is a user's L2-normalised binary interaction row with dropout; a dense tanh
+    encoder and decoder map it to logits over all items, trained with the multinomial
+    log-likelihood (plus, for the VAE, a KL term annealed up to ``beta_cap``). Batches are
+    built from CSR rows. With validation data, training stops early on validation
+    ndcg@10 and keeps the best epoch's weights.
+
+    Args:
+        hidden: Width of the hidden layers.
+        latent: Width of the code.
+        dropout: Dropout rate on the input.
+        epochs: Maximum epochs.
+        batch_size: Users per batch.
+        learning_rate: Adam learning rate.
+        beta_cap: VAE: largest weight of the KL term.
+        anneal_steps: VAE: batches over which the KL weight grows from 0 to ``beta_cap``.
+        weight_decay: L2 penalty on the weights.
+        patience: Epochs without validation improvement before stopping.
+        seed: Seed of initialisation, dropout, sampling and batch order.
+        threads: TensorFlow threads (0: TensorFlow's default).
+    """
+
+    family = "autoencoder"
+    variational: ClassVar[bool] = False
+
+    def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
+                 epochs: int = 50, batch_size: int = 256, learning_rate: float = 1e-3,
+                 beta_cap: float = 0.2, anneal_steps: int = 2000, weight_decay: float = 0.0,
+                 patience: int = 5, seed: int = 0, threads: int = 0) -> None:
+        self.hidden = hidden
+        self.latent = latent
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.beta_cap = beta_cap
+        self.anneal_steps = anneal_steps
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.seed = seed
+        self.threads = threads
+
+    def _build(self, n_items: int) -> None:
+        import keras
+
+        regularizer = keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
+        dense = dict(kernel_regularizer=regularizer)
+        inputs = keras.Input((n_items,))
+        hidden = keras.layers.Dense(self.hidden, activation="tanh", **dense)(inputs)
+        if self.variational:
+            outputs = [keras.layers.Dense(self.latent, **dense)(hidden),
+                       keras.layers.Dense(self.latent, **dense)(hidden)]
+        else:
+            outputs = keras.layers.Dense(self.latent, activation="tanh", **dense)(hidden)
+        self.encoder_ = keras.Model(inputs, outputs, name="encoder")
+        code = keras.Input((self.latent,))
+        hidden = keras.layers.Dense(self.hidden, activation="tanh", **dense)(code)
+        self.decoder_ = keras.Model(code, keras.layers.Dense(n_items, **dense)(hidden),
+                                    name="decoder")
+
+    def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None):
+        """Train with Adam on batches of rows; early-stop on validation ndcg@10."""
+        _configure_tensorflow(self.threads)
+        import keras
+        import tensorflow as tf
+
+        keras.utils.set_random_seed(self.seed)
+        matrix = sp.csr_matrix(interactions, dtype=np.float32)
+        matrix.data[:] = 1.0
+        users = np.flatnonzero(np.diff(matrix.indptr) > 0)
+        if not len(users):
+            raise ModelFitError(f"{self.name}: no interactions to train on")
+        self._build(matrix.shape[1])
+        optimizer = keras.optimizers.Adam(self.learning_rate)
+        variables = self.encoder_.trainable_variables + self.decoder_.trainable_variables
+        variational = self.variational
+        dropout = self.dropout
+
+        @tf.function(reduce_retracing=True)
+        def train_step(batch: tf.Tensor, beta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                noisy = tf.nn.dropout(tf.math.l2_normalize(batch, axis=1), rate=dropout)
+                if variational:
+                    mean, log_var = self.encoder_(noisy, training=True)
+                    code = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
+                    kl = tf.reduce_mean(tf.reduce_sum(
+                        0.5 * (tf.exp(log_var) + tf.square(mean) - 1.0 - log_var), axis=1))
+                else:
+                    code = self.encoder_(noisy, training=True)
+                    kl = tf.constant(0.0)
+                logits = self.decoder_(code, training=True)
+                nll = -tf.reduce_mean(tf.reduce_sum(tf.nn.log_softmax(logits) * batch, axis=1))
+                loss = nll + beta * kl + tf.add_n(
+                    [0.0, *self.encoder_.losses, *self.decoder_.losses])
+            gradients = tape.gradient(loss, variables)
+            optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            return loss, nll
+
+        rng = np.random.default_rng(self.seed)
+        validate = context is not None and context.validation_relevance is not None
+        best_score, best_weights, waited, step = -1.0, None, 0, 0
+        self.history_: list[dict[str, float]] = []
+        for epoch in range(self.epochs):
+            order = rng.permutation(users)
+            losses = []
+            for start in range(0, len(order), self.batch_size):
+                batch = matrix[order[start:start + self.batch_size]].toarray()
+                beta = min(self.beta_cap, step / max(self.anneal_steps, 1)) if variational else 0
+                loss, _ = train_step(tf.constant(batch), tf.constant(beta, tf.float32))
+                losses.append(float(loss))
+                step += 1
+            record = {"epoch": float(epoch), "loss": float(np.mean(losses))}
+            if not np.isfinite(record["loss"]):
+                raise ModelFitError(f"{self.name}: the training loss became {record['loss']} "
+                                    f"at epoch {epoch}; lower learning_rate")
+            if validate:
+                from shoprec.evaluation.evaluate import evaluate
+
+                score = evaluate(self, context.validation_history,
+                                 context.validation_relevance, ks=(10,))["ndcg@10"]
+                record["validation_ndcg_at_10"] = score
+                if score > best_score:
+                    best_score, waited = score, 0
+                    best_weights = ([w.copy() for w in self.encoder_.get_weights()],
+                                    [w.copy() for w in self.decoder_.get_weights()])
+                else:
+                    waited += 1
+            self.history_.append(record)
+            if context is not None and context.progress is not None:
+                context.progress(epoch, record)
+            logger.info("%s epoch %d: %s", self.name, epoch, record)
+            if validate and waited >= self.patience:
+                break
+        if best_weights is not None:
+            self.encoder_.set_weights(best_weights[0])
+            self.decoder_.set_weights(best_weights[1])
+        self.best_epoch_ = int(np.argmax([r.get("validation_ndcg_at_10", -1)
+                                          for r in self.history_])) if validate else epoch
+        return self
+
+    @property
+    def selected_params_(self) -> dict[str, int]:
+        """The refit trains as many epochs as early stopping kept."""
+        return {"epochs": self.best_epoch_ + 1}
+
+    def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
+        """Logits over all items from each row (the code's mean for the VAE; no dropout)."""
+        import tensorflow as tf
+
+        rows = sp.csr_matrix(user_rows, dtype=np.float32)
+        rows.data[:] = 1.0
+        out = np.empty(rows.shape, dtype=np.float32)
+        for start in range(0, rows.shape[0], 1024):
+            batch = tf.math.l2_normalize(tf.constant(rows[start:start + 1024].toarray()), axis=1)
+            code = self.encoder_(batch, training=False)
+            if self.variational:
+                code = code[0]
+            out[start:start + 1024] = np.asarray(self.decoder_(code, training=False))
+        return check_finite(out, self.name)
+
+    @property
+    def n_items_(self) -> int:
+        """Number of items the model scores."""
+        return int(self.decoder_.output_shape[-1])
+
+    def _save_state(self, folder: Path) -> None:
+        self.encoder_.save(folder / "encoder.keras")
+        self.decoder_.save(folder / "decoder.keras")
+        (folder / "history.json").write_text(json.dumps({"history": self.history_,
+                                                         "best_epoch": self.best_epoch_}))
+
+    def _load_state(self, folder: Path) -> None:
+        import keras
+
+        self.encoder_ = keras.models.load_model(folder / "encoder.keras", compile=False)
+        self.decoder_ = keras.models.load_model(folder / "decoder.keras", compile=False)
+        state = json.loads((folder / "history.json").read_text())
+        self.history_, self.best_epoch_ = state["history"], state["best_epoch"]
+
+
+class MultVAE(_MultAutoencoder):
+    """Mult-VAE: the variational autoencoder of Liang et al. (candidate ``vae``)."""
+
+    name = "vae"
+    variational = True
+
+
+class MultDAE(_MultAutoencoder):
+    """Mult-DAE: the denoising autoencoder of Liang et al. (candidate ``dae``)."""
+
+    name = "dae"
+    variational = False

@@ -41,6 +41,10 @@ def log_candidate(parent_run_id: str, result: Any) -> str:
         metrics.update({mlflow_name(k, prefix): v for k, v in values.items()})
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))
+    for key, values in result.curves.items():
+        # Training curves: one point per epoch, so MLflow draws them over steps.
+        for step, value in enumerate(values):
+            client.log_metric(run_id, f"curve_{key}", float(value), step=step)
     if result.error:
         client.set_tag(run_id, "error", result.error[:5000])
     client.set_terminated(run_id, "FINISHED" if result.status == "ok" else "FAILED")
