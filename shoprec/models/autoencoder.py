@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from shoprec.errors import ModelFitError
-from shoprec.models.base import FitContext, Recommender, check_finite
+from shoprec.models.base import FitContext, Recommender, check_finite, select_on_validation
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +52,18 @@ class EASE(Recommender):
         if self.binary:
             matrix.data[:] = 1.0
         gram = (matrix.T @ matrix).toarray()
-        if self.regularization is not None:
-            self.regularization_ = float(self.regularization)
-            self.weights_ = self._solve(gram, self.regularization_)
-        elif context is not None and context.validation_relevance is not None:
-            self.regularization_, self.weights_ = self._select(gram, context)
+        if self.regularization is None and context is not None \
+                and context.validation_relevance is not None:
+            def apply(value: float) -> np.ndarray:
+                self.weights_ = self._solve(gram, value)
+                return self.weights_
+
+            self.regularization_, self.weights_ = select_on_validation(
+                self, self.regularization_grid, apply, context, "regularization")
         else:
-            self.regularization_ = float(self.regularization_grid[1])
+            self.regularization_ = float(self.regularization_grid[1]
+                                         if self.regularization is None
+                                         else self.regularization)
             self.weights_ = self._solve(gram, self.regularization_)
         return self
 
@@ -66,19 +71,6 @@ class EASE(Recommender):
     def selected_params_(self) -> dict[str, float]:
         """Hyperparameters chosen during :meth:`fit`, to reuse when refitting."""
         return {"regularization": self.regularization_}
-
-    def _select(self, gram: np.ndarray, context: FitContext) -> tuple[float, np.ndarray]:
-        from shoprec.evaluation.evaluate import evaluate
-
-        best = (-1.0, 0.0, None)
-        for value in self.regularization_grid:
-            self.weights_ = self._solve(gram, float(value))
-            score = evaluate(self, context.validation_history, context.validation_relevance,
-                             ks=(10,))["ndcg@10"]
-            logger.info("ease regularization %g: validation ndcg@10 %.4f", value, score)
-            if score > best[0]:
-                best = (score, float(value), self.weights_)
-        return best[1], best[2]
 
     @staticmethod
     def _solve(gram: np.ndarray, regularization: float) -> np.ndarray:

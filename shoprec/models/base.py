@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -139,6 +140,39 @@ class Recommender(ABC):
     def n_items_(self) -> int:
         """Number of items the model scores."""
         raise NotImplementedError
+
+
+def select_on_validation(model: Recommender, grid: Sequence[float],
+                         apply: Callable[[float], Any], context: FitContext,
+                         what: str) -> tuple[float, Any]:
+    """Pick a hyperparameter value by validation ndcg@10.
+
+    Args:
+        model: The model being fitted; scored after each ``apply``.
+        grid: Values to try.
+        apply: Puts the model in the state of one value and returns that state.
+        context: Holds the validation rows and relevance.
+        what: The hyperparameter's name, for logs and the progress callback.
+
+    Returns:
+        The best value and the state ``apply`` returned for it (the caller restores it, so
+        the winning value is not fitted twice).
+    """
+    from shoprec.evaluation.evaluate import evaluate
+
+    best: tuple[float, float, Any] | None = None
+    for value in grid:
+        state = apply(float(value))
+        score = evaluate(model, context.validation_history, context.validation_relevance,
+                         ks=(10,))["ndcg@10"]
+        logger.info("%s %s %g: validation ndcg@10 %.4f", model.name, what, value, score)
+        if context.progress is not None:
+            context.progress(value, {f"validation_ndcg_at_10_by_{what}": score})
+        if best is None or score > best[0]:
+            best = (score, float(value), state)
+    if best is None:
+        raise ValueError(f"{model.name}: empty grid for {what}")
+    return best[1], best[2]
 
 
 def mask_seen(scores: np.ndarray, user_rows: sp.csr_matrix) -> None:

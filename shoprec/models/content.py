@@ -19,7 +19,13 @@ from sklearn.preprocessing import normalize
 
 from shoprec.errors import ModelFitError
 from shoprec.features.text import ItemFeatures, item_texts
-from shoprec.models.base import FitContext, Recommender, check_finite, top_k
+from shoprec.models.base import (
+    FitContext,
+    Recommender,
+    check_finite,
+    select_on_validation,
+    top_k,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,31 +92,22 @@ class ContentRecommender(Recommender):
         self.popularity_ = (counts / counts.max() if counts.max() else counts).astype(np.float32)
         if not self.item_vectors_.nnz:
             raise ModelFitError("content: the items have no text, category or brand to use")
-        if self.popularity_smoothing is not None:
-            self.smoothing_ = float(self.popularity_smoothing)
-        elif context is not None and context.validation_relevance is not None:
-            self.smoothing_ = self._select_smoothing(context)
+        if self.popularity_smoothing is None and context.validation_relevance is not None:
+            def apply(value: float) -> float:
+                self.smoothing_ = value
+                return value
+
+            self.smoothing_, _ = select_on_validation(self, self.smoothing_grid, apply,
+                                                      context, "popularity_smoothing")
         else:
-            self.smoothing_ = 0.1
+            self.smoothing_ = float(0.1 if self.popularity_smoothing is None
+                                    else self.popularity_smoothing)
         return self
 
     @property
     def selected_params_(self) -> dict[str, float]:
         """Hyperparameters chosen during :meth:`fit`, to reuse when refitting."""
         return {"popularity_smoothing": self.smoothing_}
-
-    def _select_smoothing(self, context: FitContext) -> float:
-        from shoprec.evaluation.evaluate import evaluate
-
-        best, best_score = float(self.smoothing_grid[0]), -1.0
-        for value in self.smoothing_grid:
-            self.smoothing_ = float(value)
-            score = evaluate(self, context.validation_history, context.validation_relevance,
-                             ks=(10,))["ndcg@10"]
-            logger.info("content smoothing %g: validation ndcg@10 %.4f", value, score)
-            if score > best_score:
-                best, best_score = float(value), score
-        return best
 
     def _prepare(self) -> None:
         n_items = self.item_vectors_.shape[0]

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from shoprec.errors import ModelFitError, ModelSkippedError
-from shoprec.models.base import FitContext, Recommender, check_finite
+from shoprec.models.base import FitContext, Recommender, check_finite, select_on_validation
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +57,20 @@ class ImplicitALS(Recommender):
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> ImplicitALS:
         """Run ALS on the weighted matrix, choosing the penalty on validation if asked."""
-        if self.regularization is not None:
-            self.regularization_ = float(self.regularization)
-        elif context is not None and context.validation_relevance is not None:
-            self.regularization_ = self._select_regularization(interactions, context)
+        if self.regularization is None and context is not None \
+                and context.validation_relevance is not None:
+            def apply(value: float) -> np.ndarray:
+                self.regularization_ = value
+                self.item_factors_ = self._solve(interactions, value)
+                self._prepare()
+                return self.item_factors_
+
+            self.regularization_, self.item_factors_ = select_on_validation(
+                self, self.regularization_grid, apply, context, "regularization")
         else:
-            self.regularization_ = 10.0
-        self.item_factors_ = self._solve(interactions, self.regularization_)
+            self.regularization_ = float(10.0 if self.regularization is None
+                                         else self.regularization)
+            self.item_factors_ = self._solve(interactions, self.regularization_)
         self._prepare()
         return self
 
@@ -71,23 +78,6 @@ class ImplicitALS(Recommender):
     def selected_params_(self) -> dict[str, float]:
         """Hyperparameters chosen during :meth:`fit`, to reuse when refitting."""
         return {"regularization": self.regularization_}
-
-    def _select_regularization(self, interactions: sp.csr_matrix, context: FitContext) -> float:
-        from shoprec.evaluation.evaluate import evaluate
-
-        best, best_score = float(self.regularization_grid[0]), -1.0
-        for value in self.regularization_grid:
-            self.regularization_ = float(value)
-            self.item_factors_ = self._solve(interactions, self.regularization_)
-            self._prepare()
-            score = evaluate(self, context.validation_history, context.validation_relevance,
-                             ks=(10,))["ndcg@10"]
-            logger.info("mf regularization %g: validation ndcg@10 %.4f", value, score)
-            if context.progress is not None:
-                context.progress(value, {"validation_ndcg_at_10": score})
-            if score > best_score:
-                best, best_score = float(value), score
-        return best
 
     def _solve(self, interactions: sp.csr_matrix, regularization: float) -> np.ndarray:
         from implicit.cpu.als import AlternatingLeastSquares
