@@ -97,13 +97,14 @@ def training_pipeline(
     encoded = encode_data(parts, weighting, chain_key(split_key, weighting))
     summary = PreparedRun(clean, report, parts, encoded, quarantine).summary()
     run_id = str(flow_run.id)
+    commit = git_commit()
 
     parent = start_mlflow_run(
         training, f"training-{flow_run.name or run_id[:8]}",
         {"data": data.model_dump(mode="json"), "split": split.model_dump(mode="json"),
          "training": training.model_dump(mode="json")},
         {"prefect_flow_run_id": run_id, "data_fingerprint": fingerprint,
-         "git_commit": git_commit()},
+         "git_commit": commit},
     )
 
     # Every candidate is its own task run, submitted at once; threads are shared out so
@@ -140,7 +141,7 @@ def training_pipeline(
                            "validation": winner.validation, "flow_run_id": run_id})
     registered = publish_model(
         bundle, parent, training.registered_model_name, verdict,
-        {"data_fingerprint": fingerprint, "git_commit": git_commit(),
+        {"data_fingerprint": fingerprint, "git_commit": commit,
          "prefect_flow_run_id": run_id, "primary_metric": primary,
          "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model},
     )

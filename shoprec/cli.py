@@ -275,29 +275,28 @@ def validate(
 ) -> None:
     """Validate and clean a data set; print the report (exit 0 valid, 1 rejected, 2 usage)."""
     from shoprec.config import CleaningConfig
-    from shoprec.data.adapters import load
-    from shoprec.data.cleaning import clean
-    from shoprec.validation import SuiteRunner, raise_if_rejected, validate_clean, validate_raw
+    from shoprec.validation import load_and_validate
 
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items)
     began = time.perf_counter()
-    raw = load(data_config)
-    runner = SuiteRunner(output_dir / "data_docs" if data_docs else None)
-    report = validate_raw(raw, runner)
-    data = None
-    if report.passed:
-        data = clean(raw, cleaning_config)
-        validate_clean(data, cleaning_config, runner, report)
-        paths = data.write_quarantine(str(output_dir))
-    report.data_docs = runner.docs_index()
-    if report_json:
-        report_json.parent.mkdir(parents=True, exist_ok=True)
-        report_json.write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    raise_if_rejected(report)
-    _print_report(report)
-    console.print(f"quarantine written to {paths['interactions']}")
+
+    def write_report(report: Any) -> None:
+        if report_json and report is not None:
+            report_json.parent.mkdir(parents=True, exist_ok=True)
+            report_json.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+
+    try:
+        prepared = load_and_validate(data_config, cleaning_config,
+                                     docs_dir=output_dir / "data_docs" if data_docs else None,
+                                     quarantine_dir=output_dir)
+    except DataValidationError as exc:
+        write_report(exc.report)
+        raise
+    write_report(prepared.report)
+    _print_report(prepared.report)
+    console.print(f"quarantine written to {prepared.quarantine_paths['interactions']}")
     console.print(f"[green]valid[/] in {time.perf_counter() - began:.1f} s")
 
 

@@ -93,8 +93,7 @@ def prepare(data_config: DataConfig, cleaning_config: CleaningConfig | None = No
         DataError: The input cannot be read.
         DataValidationError: The data was rejected; nothing was trained.
     """
-    prepared = load_and_validate(data_config, cleaning_config)
-    paths = prepared.data.write_quarantine(str(output_dir)) if output_dir else None
+    prepared = load_and_validate(data_config, cleaning_config, quarantine_dir=output_dir)
     split = split_interactions(prepared.data.interactions, split_config)
     encoded = encode_split(split, weighting)
-    return PreparedRun(prepared.data, prepared.report, split, encoded, paths)
+    return PreparedRun(prepared.data, prepared.report, split, encoded, prepared.quarantine_paths)

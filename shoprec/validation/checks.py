@@ -94,27 +94,32 @@ def raise_if_rejected(report: ValidationReport) -> None:
 
 @dataclass
 class PreparedData:
-    """Clean data that passed validation, with its report."""
+    """Clean data that passed validation, with its report and quarantine files."""
 
     data: CleanData
     report: ValidationReport
+    quarantine_paths: dict[str, str] | None = None
 
 
 def load_and_validate(data_config: DataConfig, cleaning_config: CleaningConfig | None = None,
-                      docs_dir: str | Path | None = None) -> PreparedData:
+                      docs_dir: str | Path | None = None,
+                      quarantine_dir: str | Path | None = None) -> PreparedData:
     """Load, validate raw, clean with quarantine, validate clean; stop on rejection.
 
     Args:
         data_config: Where the data is.
         cleaning_config: Cleaning rules and rejection thresholds.
         docs_dir: Folder for GX Data Docs, or ``None``.
+        quarantine_dir: Where to write the quarantine files (also when the clean data is
+            then rejected, so the user can see why), or ``None``.
 
     Returns:
-        The clean data and the full report.
+        The clean data, the full report and the quarantine paths.
 
     Raises:
         DataError: A file cannot be read.
-        DataValidationError: The data was rejected; the message lists every failure.
+        DataValidationError: The data was rejected; the message lists every failure and
+            the exception carries the report.
     """
     cleaning_config = cleaning_config or CleaningConfig()
     raw = load(data_config)
@@ -124,7 +129,8 @@ def load_and_validate(data_config: DataConfig, cleaning_config: CleaningConfig |
         report.data_docs = runner.docs_index()
         raise_if_rejected(report)
     data = clean(raw, cleaning_config)
+    paths = data.write_quarantine(str(quarantine_dir)) if quarantine_dir else None
     validate_clean(data, cleaning_config, runner, report)
     report.data_docs = runner.docs_index()
     raise_if_rejected(report)
-    return PreparedData(data, report)
+    return PreparedData(data, report, paths)
