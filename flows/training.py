@@ -107,65 +107,67 @@ def training_pipeline(
          "git_commit": commit},
     )
 
-    # Every candidate is its own task run, submitted at once; threads are shared out so
-    # that parallel candidates do not oversubscribe the cores.
-    items = item_frame(clean.items, encoded.items)
-    workers = min(training.max_workers, len(training.models))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    futures = {}
-    with threadpool_limits(threads):
-        for name in training.models:
-            params = model_params(name, training, threads)
-            futures[name] = (params, train_candidate.submit(name, params, encoded, items,
-                                                            training.ks))
-        results, models = [], {}
-        for name, (params, future) in futures.items():
-            outcome = future.result(raise_on_failure=False)
-            if isinstance(outcome, BaseException):
-                results.append(failed_result(name, params, outcome))
-            else:
-                results.append(outcome[0])
-                models[name] = outcome[1]
-    log_candidates(parent, results)
+    try:
+        # Every candidate is its own task run, submitted at once; threads are shared out so
+        # that parallel candidates do not oversubscribe the cores.
+        items = item_frame(clean.items, encoded.items)
+        workers = min(training.max_workers, len(training.models))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        futures = {}
+        with threadpool_limits(threads):
+            for name in training.models:
+                params = model_params(name, training, threads)
+                futures[name] = (params, train_candidate.submit(name, params, encoded, items,
+                                                                training.ks))
+            results = []
+            for name, (params, future) in futures.items():
+                outcome = future.result(raise_on_failure=False)
+                results.append(failed_result(name, params, outcome)
+                               if isinstance(outcome, BaseException) else outcome)
+        log_candidates(parent, results)
 
-    primary = training.primary_metric
-    leaderboard = leaderboard_frame(results, primary)
-    winner = select_winner(results, primary)
-    popularity = next((r.test for r in results if r.model == "popularity" and r.status == "ok"),
-                      None)
-    champion = score_champion(training.registered_model_name, encoded, training.ks)
-    verdict = gate(primary, winner.test, popularity, champion, training.gate_margin)
+        primary = training.primary_metric
+        leaderboard = leaderboard_frame(results, primary)
+        winner = select_winner(results, primary)
+        popularity = next((r.test for r in results if r.model == "popularity" and r.status == "ok"),
+                          None)
+        champion = score_champion(training.registered_model_name, encoded, training.ks)
+        verdict = gate(primary, winner.test, popularity, champion, training.gate_margin)
 
-    bundle = refit_winner(winner.model, winner.params, clean, weighting,
-                          {"primary_metric": primary, "test": winner.test,
-                           "validation": winner.validation, "flow_run_id": run_id})
-    registered = publish_model(
-        bundle, parent, training.registered_model_name, verdict,
-        {"data_fingerprint": fingerprint, "git_commit": commit,
-         "prefect_flow_run_id": run_id, "primary_metric": primary,
-         "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model},
-    )
-    summary.update(
-        k=training.ks,
-        primary_metric=primary,
-        leaderboard=[_entry(r) for r in sorted(
-            results, key=lambda r: -r.validation.get(primary, float("-inf")))],
-        winner=winner.model,
-        winner_test=winner.test,
-        gate=verdict.to_dict(),
-        champion_before=champion,
-        registered=registered,
-        mlflow_run_id=parent,
-        prefect_flow_run_id=run_id,
-    )
-    log_artifacts(parent, leaderboard, primary,
-                  {"validation_report.json": report.to_dict(),
-                   "quarantine_counts.json": summary["data"]["quarantined_by_reason"],
-                   "summary.json": summary},
-                  {**{mlflow_name(k, "validation"): v for k, v in winner.validation.items()},
-                   **{mlflow_name(k, "test"): v for k, v in winner.test.items()}})
-    report_artifacts(leaderboard, summary, verdict, runs.run_url(parent))
-    runs.finish_run(parent, ok=True)
+        bundle = refit_winner(winner.model, winner.params, clean, weighting,
+                              {"primary_metric": primary, "test": winner.test,
+                               "validation": winner.validation, "flow_run_id": run_id})
+        registered = publish_model(
+            bundle, parent, training.registered_model_name, verdict,
+            {"data_fingerprint": fingerprint, "git_commit": commit,
+             "prefect_flow_run_id": run_id, "primary_metric": primary,
+             "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model},
+        )
+        summary.update(
+            k=training.ks,
+            primary_metric=primary,
+            leaderboard=[_entry(r) for r in sorted(
+                results, key=lambda r: -r.validation.get(primary, float("-inf")))],
+            winner=winner.model,
+            winner_test=winner.test,
+            gate=verdict.to_dict(),
+            champion_before=champion,
+            registered=registered,
+            mlflow_run_id=parent,
+            prefect_flow_run_id=run_id,
+        )
+        log_artifacts(parent, leaderboard, primary,
+                      {"validation_report.json": report.to_dict(),
+                       "quarantine_counts.json": summary["data"]["quarantined_by_reason"],
+                       "summary.json": summary},
+                      {**{mlflow_name(k, "validation"): v for k, v in winner.validation.items()},
+                       **{mlflow_name(k, "test"): v for k, v in winner.test.items()}})
+        report_artifacts(leaderboard, summary, verdict, runs.run_url(parent))
+        runs.finish_run(parent, ok=True)
+    except BaseException:
+        # The MLflow run must not stay "running" when the flow fails after opening it.
+        runs.finish_run(parent, ok=False)
+        raise
     return summary
 
 

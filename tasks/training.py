@@ -12,7 +12,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
 from shoprec.features.encoding import EncodedSplit
-from shoprec.models.base import Recommender
 from shoprec.registry import runs
 from shoprec.registry.bundle import ModelBundle
 from shoprec.registry.publish import GateVerdict, evaluate_pyfunc, load_alias, publish
@@ -31,10 +30,13 @@ def start_mlflow_run(config: TrainingConfig, run_name: str, params: dict[str, An
 
 @task(name="train-candidate", task_run_name="train-{name}")
 def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
-                    items: pd.DataFrame | None, ks: list[int]
-                    ) -> tuple[CandidateResult, Recommender]:
-    """Fit one candidate and score it on validation and test (never retried)."""
-    return train_and_evaluate(name, params, encoded, items, ks)
+                    items: pd.DataFrame | None, ks: list[int]) -> CandidateResult:
+    """Fit one candidate and score it on validation and test (never retried).
+
+    Only the leaderboard row leaves the task: the winner is refitted on all data, so the
+    fitted model is not kept.
+    """
+    return train_and_evaluate(name, params, encoded, items, ks)[0]
 
 
 @task(name="log-candidates", retries=2, retry_delay_seconds=2)
