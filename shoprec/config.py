@@ -152,7 +152,7 @@ class SplitConfig(_Model):
 #: Every candidate, in leaderboard order (kept equal to ``shoprec.models.CANDIDATES`` by a
 #: test; spelled out here because the models import the configuration).
 DEFAULT_MODELS: tuple[str, ...] = ("popularity", "mf", "mf-ratings", "content", "ease", "vae",
-                                   "dae")
+                                   "dae", "cfgan")
 
 
 class TrainingConfig(_Model):

@@ -8,6 +8,7 @@ from shoprec.errors import ConfigError
 from shoprec.models.autoencoder import EASE, MultDAE, MultVAE
 from shoprec.models.base import FitContext, Recommender
 from shoprec.models.content import ContentRecommender
+from shoprec.models.gan import CFGAN
 from shoprec.models.mf import ImplicitALS, RatingsMF
 from shoprec.models.popularity import Popularity
 
@@ -20,6 +21,7 @@ CANDIDATES: dict[str, type[Recommender]] = {
     EASE.name: EASE,
     MultVAE.name: MultVAE,
     MultDAE.name: MultDAE,
+    CFGAN.name: CFGAN,
 }
 
 
@@ -44,6 +46,7 @@ def load_model(path: str, name: str) -> Recommender:
 
 __all__ = [
     "CANDIDATES",
+    "CFGAN",
     "ContentRecommender",
     "EASE",
     "FitContext",

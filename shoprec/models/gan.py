@@ -1,0 +1,282 @@
+"""GAN family: CFGAN (Chae et al., CIKM 2018) in Keras 3 on TensorFlow.
+
+CFGAN works on implicit feedback because of two choices this module keeps:
+
+* *Vector-wise* adversarial training: the generator maps a shopper's condition vector
+  (their binary interaction row) to a real-valued vector over all items, and the
+  discriminator judges whole purchase vectors, real against generated, both conditioned
+  on the same row. The generated vector is masked to the shopper's interacted items before
+  the discriminator sees it, so the generator is not asked to produce discrete samples.
+* *ZR* and *PM*: on their own, masked vectors let the generator output 1 everywhere. Each
+  step samples negative items (items the shopper has not touched): the generator's output
+  on a ``zr_ratio`` share of them is pulled to zero (zero-reconstruction), and a
+  ``pm_ratio`` share is left unmasked in the vector shown to the discriminator (partial
+  masking), where the real vector is 0.
+
+Scoring is one forward pass of the generator over the shopper's row, so new shoppers are
+folded in without retraining. TensorFlow is imported inside the methods only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from shoprec.errors import ModelFitError
+from shoprec.models.autoencoder import _configure_tensorflow
+from shoprec.models.base import FitContext, Recommender, check_finite
+
+logger = logging.getLogger(__name__)
+
+
+class CFGAN(Recommender):
+    """Collaborative filtering GAN with zero-reconstruction and partial masking.
+
+    Both networks are multi-layer perceptrons with sigmoid hidden layers and a linear
+    output (a bounded output layer saturates and stalls training), trained alternately with
+    Adam on batches of shoppers: one discriminator step, then one generator step, each with
+    freshly sampled negative items. The generator uses the non-saturating loss
+    ``-log D(G(c)|c)`` plus ``zr_coefficient`` times the squared outputs on the ZR sample
+    (summed over items, averaged over shoppers, as in the paper). With validation data,
+    training stops early on validation ndcg@10 and keeps the best epoch's generator.
+
+    Every epoch checks for divergence: a non-finite loss, or a generator whose outputs no
+    longer depend on the shopper (on a fixed probe of shoppers, the mean over items of the
+    standard deviation across shoppers, divided by the standard deviation of all outputs,
+    below ``collapse_tolerance``). Either raises :class:`ModelFitError`,
+    which the pipeline records as a failed candidate.
+
+    Args:
+        generator_hidden: Widths of the generator's hidden layers.
+        discriminator_hidden: Widths of the discriminator's hidden layers.
+        zr_ratio: Share of each shopper's negative items in the zero-reconstruction sample.
+        pm_ratio: Share of each shopper's negative items left unmasked for the discriminator.
+        zr_coefficient: Weight of the zero-reconstruction term (α in the paper).
+        epochs: Maximum epochs.
+        batch_size: Shoppers per step.
+        learning_rate: Adam learning rate of both networks.
+        weight_decay: L2 penalty on both networks' kernels.
+        patience: Epochs without validation improvement before stopping.
+        collapse_tolerance: Smallest acceptable dependence of the outputs on the shopper.
+        seed: Seed of initialisation, negative sampling and batch order.
+        threads: TensorFlow threads (0: TensorFlow's default).
+    """
+
+    family = "gan"
+    name = "cfgan"
+
+    def __init__(self, generator_hidden: tuple[int, ...] | list[int] = (256,),
+                 discriminator_hidden: tuple[int, ...] | list[int] = (128,),
+                 zr_ratio: float = 0.5, pm_ratio: float = 0.5, zr_coefficient: float = 0.1,
+                 epochs: int = 60, batch_size: int = 64, learning_rate: float = 1e-3,
+                 weight_decay: float = 0.0, patience: int = 8,
+                 collapse_tolerance: float = 1e-3, seed: int = 0, threads: int = 0) -> None:
+        self.generator_hidden = generator_hidden
+        self.discriminator_hidden = discriminator_hidden
+        self.zr_ratio = zr_ratio
+        self.pm_ratio = pm_ratio
+        self.zr_coefficient = zr_coefficient
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.collapse_tolerance = collapse_tolerance
+        self.seed = seed
+        self.threads = threads
+
+    def _check_params(self) -> None:
+        for what in ("zr_ratio", "pm_ratio"):
+            value = getattr(self, what)
+            if not 0.0 <= value <= 1.0:
+                raise ModelFitError(f"cfgan: {what} must be in [0, 1], got {value}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ModelFitError("cfgan: batch_size and epochs must be at least 1")
+
+    def _mlp(self, inputs: int, hidden: tuple[int, ...] | list[int], outputs: int, name: str):
+        """Sigmoid hidden layers and a linear output, as in the paper's networks."""
+        import keras
+
+        regularizer = keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
+        layers = [keras.Input((inputs,))]
+        layers += [keras.layers.Dense(int(width), activation="sigmoid",
+                                      kernel_regularizer=regularizer) for width in hidden]
+        layers.append(keras.layers.Dense(outputs, kernel_regularizer=regularizer))
+        return keras.Sequential(layers, name=name)
+
+    def _build(self, n_items: int) -> None:
+        self.generator_ = self._mlp(n_items, self.generator_hidden, n_items, "generator")
+        # The discriminator reads a purchase vector next to its condition vector; it
+        # returns a logit, so the losses use the numerically stable logit form.
+        self.discriminator_ = self._mlp(2 * n_items, self.discriminator_hidden, 1,
+                                        "discriminator")
+
+    def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> CFGAN:
+        """Train the generator and discriminator alternately; early-stop on validation.
+
+        Raises:
+            ModelFitError: Bad hyperparameters, no data, non-finite losses or a collapsed
+                generator.
+        """
+        self._check_params()
+        _configure_tensorflow(self.threads)
+        import keras
+        import tensorflow as tf
+
+        keras.utils.set_random_seed(self.seed)
+        matrix = sp.csr_matrix(interactions, dtype=np.float32)
+        matrix.data[:] = 1.0
+        users = np.flatnonzero(np.diff(matrix.indptr) > 0)
+        if not len(users):
+            raise ModelFitError("cfgan: no interactions to train on")
+        self._build(matrix.shape[1])
+        generator, discriminator = self.generator_, self.discriminator_
+        g_optimizer = keras.optimizers.Adam(self.learning_rate)
+        d_optimizer = keras.optimizers.Adam(self.learning_rate)
+        sampler = tf.random.Generator.from_seed(self.seed)
+        zr_ratio, pm_ratio = float(self.zr_ratio), float(self.pm_ratio)
+        zr_coefficient = float(self.zr_coefficient)
+
+        def cross_entropy(logits: tf.Tensor, label: float) -> tf.Tensor:
+            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.fill(tf.shape(logits), label), logits=logits))
+
+        @tf.function(reduce_retracing=True)
+        def train_step(real: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            negatives = 1.0 - real
+            shape = tf.shape(real)
+            # Negative items sampled afresh for each step: PM for the discriminator's view,
+            # ZR for the generator's reconstruction penalty.
+            pm = tf.cast(sampler.uniform(shape) < pm_ratio, tf.float32) * negatives
+            zr = tf.cast(sampler.uniform(shape) < zr_ratio, tf.float32) * negatives
+            shown = real + pm
+            with tf.GradientTape() as tape:
+                fake = tf.stop_gradient(generator(real, training=True)) * shown
+                d_real = discriminator(tf.concat([real, real], axis=1), training=True)
+                d_fake = discriminator(tf.concat([fake, real], axis=1), training=True)
+                d_loss = cross_entropy(d_real, 1.0) + cross_entropy(d_fake, 0.0) + tf.add_n(
+                    [0.0, *discriminator.losses])
+            d_variables = discriminator.trainable_variables
+            d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_variables), d_variables,
+                                            strict=True))
+            with tf.GradientTape() as tape:
+                generated = generator(real, training=True)
+                d_fake = discriminator(tf.concat([generated * shown, real], axis=1),
+                                       training=True)
+                adversarial = cross_entropy(d_fake, 1.0)
+                reconstruction = tf.reduce_mean(tf.reduce_sum(zr * tf.square(generated), axis=1))
+                g_loss = adversarial + zr_coefficient * reconstruction + tf.add_n(
+                    [0.0, *generator.losses])
+            g_variables = generator.trainable_variables
+            g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_variables), g_variables,
+                                            strict=True))
+            return d_loss, g_loss, reconstruction
+
+        rng = np.random.default_rng(self.seed)
+        probe = matrix[np.sort(rng.choice(users, size=min(len(users), 256), replace=False))]
+        validate = context is not None and context.validation_relevance is not None
+        best_score, best_weights, waited = -1.0, None, 0
+        self.history_: list[dict[str, float]] = []
+        for epoch in range(self.epochs):
+            order = rng.permutation(users)
+            losses = []
+            for start in range(0, len(order), self.batch_size):
+                batch = matrix[order[start:start + self.batch_size]].toarray()
+                losses.append([float(v) for v in train_step(tf.constant(batch))])
+            d_loss, g_loss, reconstruction = np.mean(losses, axis=0)
+            record = {"epoch": float(epoch), "discriminator_loss": float(d_loss),
+                      "generator_loss": float(g_loss),
+                      "zero_reconstruction": float(reconstruction)}
+            self._check_divergence(epoch, record, probe)
+            if validate:
+                from shoprec.evaluation.evaluate import evaluate
+
+                score = evaluate(self, context.validation_history,
+                                 context.validation_relevance, ks=(10,))["ndcg@10"]
+                record["validation_ndcg_at_10"] = score
+                if score > best_score:
+                    best_score, waited = score, 0
+                    best_weights = [w.copy() for w in generator.get_weights()]
+                else:
+                    waited += 1
+            self.history_.append(record)
+            if context is not None and context.progress is not None:
+                context.progress(epoch, record)
+            logger.info("cfgan epoch %d: %s", epoch, record)
+            if validate and waited >= self.patience:
+                break
+        if best_weights is not None:
+            generator.set_weights(best_weights)
+        self.best_epoch_ = int(np.argmax([r.get("validation_ndcg_at_10", -1)
+                                          for r in self.history_])) if validate else epoch
+        return self
+
+    def _check_divergence(self, epoch: int, record: dict[str, float],
+                          probe: sp.csr_matrix) -> None:
+        """Raise :class:`ModelFitError` on non-finite losses or a collapsed generator."""
+        bad = [k for k, v in record.items() if not np.isfinite(v)]
+        if bad:
+            raise ModelFitError(
+                f"cfgan diverged at epoch {epoch}: {', '.join(bad)} became NaN or infinite; "
+                "lower learning_rate or zr_coefficient")
+        outputs = self._generate(probe)
+        if not np.all(np.isfinite(outputs)):
+            raise ModelFitError(f"cfgan diverged at epoch {epoch}: the generator's outputs "
+                                "are NaN or infinite; lower learning_rate")
+        # A collapsed generator gives (nearly) the same vector to every shopper: the spread
+        # of each item's output across shoppers vanishes next to the spread of all outputs.
+        # The ratio is scale-free (the output layer is linear); all-constant output is 0.
+        total = float(outputs.std())
+        dependence = float(outputs.std(axis=0).mean()) / total if total > 0 else 0.0
+        record["user_dependence"] = dependence
+        if len(outputs) > 1 and dependence < self.collapse_tolerance:
+            raise ModelFitError(
+                f"cfgan collapsed at epoch {epoch}: the generator's outputs no longer depend "
+                f"on the shopper (spread across shoppers / spread of all outputs = "
+                f"{dependence:.2e} < collapse_tolerance {self.collapse_tolerance:g}); lower "
+                "learning_rate or weight_decay, or change zr_coefficient")
+
+    def _generate(self, rows: sp.csr_matrix) -> np.ndarray:
+        import tensorflow as tf
+
+        rows = sp.csr_matrix(rows, dtype=np.float32)
+        rows.data[:] = 1.0
+        out = np.empty(rows.shape, dtype=np.float32)
+        for start in range(0, rows.shape[0], 1024):
+            batch = tf.constant(rows[start:start + 1024].toarray())
+            out[start:start + 1024] = np.asarray(self.generator_(batch, training=False))
+        return out
+
+    @property
+    def selected_params_(self) -> dict[str, int]:
+        """The refit trains as many epochs as early stopping kept."""
+        return {"epochs": self.best_epoch_ + 1}
+
+    def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
+        """The generator's output for each (binarised) row: one forward pass."""
+        return check_finite(self._generate(user_rows), self.name)
+
+    @property
+    def n_items_(self) -> int:
+        """Number of items the model scores."""
+        return int(self.generator_.output_shape[-1])
+
+    def _save_state(self, folder: Path) -> None:
+        # Only the generator scores; its weights go to a plain .npz, layer by layer.
+        weights = self.generator_.get_weights()
+        np.savez(folder / "generator.npz", **{f"w{i:03d}": w for i, w in enumerate(weights)})
+        (folder / "history.json").write_text(json.dumps({"history": self.history_,
+                                                         "best_epoch": self.best_epoch_}))
+
+    def _load_state(self, folder: Path) -> None:
+        with np.load(folder / "generator.npz") as state:
+            weights = [state[key] for key in sorted(state.files)]
+        n_items = weights[0].shape[0]
+        self.generator_ = self._mlp(n_items, self.generator_hidden, n_items, "generator")
+        self.generator_.set_weights(weights)
+        state = json.loads((folder / "history.json").read_text())
+        self.history_, self.best_epoch_ = state["history"], state["best_epoch"]
