@@ -23,6 +23,7 @@ from shoprec.config import (
 )
 from shoprec.evaluation import mlflow_name
 from shoprec.features import item_frame
+from shoprec.models import CANDIDATES
 from shoprec.pipeline import PreparedRun
 from shoprec.registry import runs
 from shoprec.registry.publish import gate, git_commit
@@ -115,12 +116,15 @@ def training_pipeline(
         threads = max(1, (os.cpu_count() or 1) // workers)
         futures = {}
         with threadpool_limits(threads):
-            for name in training.models:
+            # Slow (neural) candidates first, so the run does not end waiting on one of them.
+            for name in sorted(training.models,
+                               key=lambda m: not getattr(CANDIDATES.get(m), "slow_to_train", 0)):
                 params = model_params(name, training, threads)
                 futures[name] = (params, train_candidate.submit(name, params, encoded, items,
                                                                 training.ks))
             results = []
-            for name, (params, future) in futures.items():
+            for name in training.models:
+                params, future = futures[name]
                 outcome = future.result(raise_on_failure=False)
                 results.append(failed_result(name, params, outcome)
                                if isinstance(outcome, BaseException) else outcome)

@@ -151,6 +151,7 @@ class _MultAutoencoder(Recommender):
     """
 
     family = "autoencoder"
+    slow_to_train = True
     variational: ClassVar[bool] = False
 
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,

@@ -60,6 +60,9 @@ class Recommender(ABC):
     name: ClassVar[str]
     #: Largest catalogue the family can handle on one machine; ``None`` means no limit.
     max_items: ClassVar[int | None] = None
+    #: Trains for many epochs; the pipeline starts such candidates first so that the run
+    #: is not left waiting on one long task at the end.
+    slow_to_train: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """Return the hyperparameters given to ``__init__``."""

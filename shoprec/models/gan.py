@@ -68,9 +68,10 @@ class CFGAN(Recommender):
 
     family = "gan"
     name = "cfgan"
+    slow_to_train = True
 
-    def __init__(self, generator_hidden: tuple[int, ...] | list[int] = (256,),
-                 discriminator_hidden: tuple[int, ...] | list[int] = (128,),
+    def __init__(self, generator_hidden: tuple[int, ...] | list[int] = (128,),
+                 discriminator_hidden: tuple[int, ...] | list[int] = (64,),
                  zr_ratio: float = 0.5, pm_ratio: float = 0.5, zr_coefficient: float = 0.1,
                  epochs: int = 60, batch_size: int = 64, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, patience: int = 8,
@@ -154,17 +155,25 @@ class CFGAN(Recommender):
             pm = tf.cast(sampler.uniform(shape) < pm_ratio, tf.float32) * negatives
             zr = tf.cast(sampler.uniform(shape) < zr_ratio, tf.float32) * negatives
             shown = real + pm
-            with tf.GradientTape() as tape:
-                fake = tf.stop_gradient(generator(real, training=True)) * shown
-                d_real = discriminator(tf.concat([real, real], axis=1), training=True)
-                d_fake = discriminator(tf.concat([fake, real], axis=1), training=True)
-                d_loss = cross_entropy(d_real, 1.0) + cross_entropy(d_fake, 0.0) + tf.add_n(
-                    [0.0, *discriminator.losses])
-            d_variables = discriminator.trainable_variables
-            d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_variables), d_variables,
-                                            strict=True))
-            with tf.GradientTape() as tape:
+            size = tf.shape(real)[0]
+            with tf.GradientTape() as g_tape:
+                # One generator pass serves both steps: its weights do not change during
+                # the discriminator step.
                 generated = generator(real, training=True)
+                with g_tape.stop_recording(), tf.GradientTape() as d_tape:
+                    # Real and generated vectors, each next to its condition, in one batch.
+                    fake = tf.stop_gradient(generated) * shown
+                    logits = discriminator(tf.concat([tf.concat([real, real], axis=1),
+                                                      tf.concat([fake, real], axis=1)], axis=0),
+                                           training=True)
+                    d_loss = (cross_entropy(logits[:size], 1.0)
+                              + cross_entropy(logits[size:], 0.0)
+                              + tf.add_n([0.0, *discriminator.losses]))
+                d_variables = discriminator.trainable_variables
+                with g_tape.stop_recording():
+                    d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_variables),
+                                                    d_variables, strict=True))
+                # The generator step sees the discriminator just updated.
                 d_fake = discriminator(tf.concat([generated * shown, real], axis=1),
                                        training=True)
                 adversarial = cross_entropy(d_fake, 1.0)
@@ -172,7 +181,7 @@ class CFGAN(Recommender):
                 g_loss = adversarial + zr_coefficient * reconstruction + tf.add_n(
                     [0.0, *generator.losses])
             g_variables = generator.trainable_variables
-            g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_variables), g_variables,
+            g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_variables), g_variables,
                                             strict=True))
             return d_loss, g_loss, reconstruction
 

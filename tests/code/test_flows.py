@@ -93,6 +93,8 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     # Iterative models log their training curves per epoch.
     vae_curve = client.get_metric_history(nested["vae"].info.run_id, "curve_loss")
     assert len(vae_curve) >= 2 and [m.step for m in vae_curve] == list(range(len(vae_curve)))
+    for curve in ("curve_generator_loss", "curve_discriminator_loss"):  # both GAN networks
+        assert len(client.get_metric_history(nested["cfgan"].info.run_id, curve)) >= 2, curve
     assert nested["mf"].data.metrics["test_ndcg_at_10"] == pytest.approx(
         board["mf"]["test"]["ndcg@10"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -134,13 +136,18 @@ def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
                                                              models=["popularity", "mf"]))
     assert "champion" in first["registered"]["aliases"]
 
-    # mf with an impossible setting fails; the run goes on and publishes popularity, which
-    # cannot beat itself, so the new version stays challenger.
+    # mf with an impossible setting fails, and cfgan with a configuration that collapses
+    # its generator is stopped by the collapse detector; the run goes on and publishes
+    # popularity, which cannot beat itself, so the new version stays challenger.
     second = run_flow(synthetic_dir, tmp_path, TrainingConfig(
-        registered_model_name=name, models=["popularity", "mf"],
-        params={"mf": {"factors": -1}}))
+        registered_model_name=name, models=["popularity", "mf", "cfgan"],
+        params={"mf": {"factors": -1},
+                "cfgan": {"weight_decay": 100.0, "learning_rate": 0.05, "batch_size": 8,
+                          "generator_hidden": [8], "discriminator_hidden": [4]}}))
     board = {e["model"]: e for e in second["leaderboard"]}
     assert board["mf"]["status"] == "failed" and board["mf"]["error"]
+    assert board["cfgan"]["status"] == "failed"
+    assert "collapsed" in board["cfgan"]["error"], board["cfgan"]["error"]
     assert second["winner"] == "popularity"
     assert second["registered"]["version"] == "2"
     assert second["registered"]["aliases"] == ["challenger"]

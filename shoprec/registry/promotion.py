@@ -1,0 +1,317 @@
+"""Promotion and rollback through MLflow registry aliases, as explicit, logged operations.
+
+* ``champion`` serves; ``challenger`` is the latest trained version; ``previous-champion``
+  is the version ``champion`` pointed at before the last promotion, so a rollback has
+  somewhere to go.
+* A promotion scores the candidate and the current champion on the same (latest) test
+  split through their own pyfunc models, and passes when the candidate is no worse on the
+  primary metric; every metric is reported with its delta. A failed decision moves nothing
+  unless forced, and forcing needs a reason.
+* Every alias move is written to the registered model's tags (``alias_move.<time>``: a
+  JSON record of alias, from, to, action, who, when, why) and to the promoted or demoted
+  version's tags.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shoprec.errors import ConfigError, ShopRecError
+from shoprec.registry import tracking
+from shoprec.registry.publish import CHALLENGER, CHAMPION
+
+logger = logging.getLogger(__name__)
+
+PREVIOUS_CHAMPION = "previous-champion"
+
+
+class PromotionError(ShopRecError):
+    """A promotion or rollback that cannot be done (nothing to promote or roll back to)."""
+
+
+class PromotionRefused(ShopRecError):
+    """The candidate failed the comparison with the champion and ``force`` was not given.
+
+    Attributes:
+        decision: The decision with its per-metric report.
+    """
+
+    def __init__(self, decision: PromotionDecision) -> None:
+        super().__init__(f"promotion of {decision.name} version {decision.candidate_version} "
+                         f"refused: {decision.why}. Pass --force --reason TEXT to override.")
+        self.decision = decision
+
+
+@dataclass
+class MetricComparison:
+    """One metric of the candidate against the champion on the same test split."""
+
+    metric: str
+    candidate: float
+    champion: float | None
+    delta: float | None
+    decides: bool
+
+    @property
+    def verdict(self) -> str:
+        """``better``, ``equal``, ``worse`` or ``no champion``."""
+        if self.delta is None:
+            return "no champion"
+        return "better" if self.delta > 0 else "equal" if self.delta == 0 else "worse"
+
+
+@dataclass
+class PromotionDecision:
+    """The decision on a promotion and why.
+
+    Attributes:
+        name: Registered model name.
+        candidate_version: The version asked to become champion.
+        champion_version: The current champion, ``None`` if there is none.
+        primary_metric: The metric that decides.
+        margin: Relative margin the candidate must clear over the champion.
+        passed: Whether the comparison passed.
+        why: One sentence: the deciding comparison.
+        comparisons: Every metric, candidate against champion.
+        forced: Promoted although the comparison failed.
+        reason: The operator's reason (required when forced).
+        actor: Who asked.
+        at: When (UTC, ISO 8601).
+        promoted: Whether the aliases were moved.
+        users: Test users the comparison was made on.
+    """
+
+    name: str
+    candidate_version: str
+    champion_version: str | None
+    primary_metric: str
+    margin: float
+    passed: bool
+    why: str
+    comparisons: list[MetricComparison] = field(default_factory=list)
+    forced: bool = False
+    reason: str = ""
+    actor: str = ""
+    at: str = ""
+    promoted: bool = False
+    users: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        out = asdict(self)
+        for entry, comparison in zip(out["comparisons"], self.comparisons, strict=True):
+            entry["verdict"] = comparison.verdict
+        return out
+
+    def to_markdown(self) -> str:
+        """The per-metric report as Markdown (Prefect artifact, CLI)."""
+        outcome = ("promoted (forced)" if self.forced and self.promoted else
+                   "promoted" if self.promoted else "refused")
+        lines = [f"# Promotion of {self.name} version {self.candidate_version}: {outcome}", "",
+                 f"- decision: {'pass' if self.passed else 'fail'}: {self.why}",
+                 f"- current champion: "
+                 f"{'version ' + self.champion_version if self.champion_version else 'none'}",
+                 f"- compared on {self.users:,} test users of the latest data",
+                 f"- by {self.actor} at {self.at}"]
+        if self.reason:
+            lines.append(f"- reason: {self.reason}")
+        lines += ["", "| metric | candidate | champion | delta | verdict |",
+                  "| --- | ---: | ---: | ---: | --- |"]
+        for c in self.comparisons:
+            champion = "-" if c.champion is None else f"{c.champion:.4f}"
+            delta = "-" if c.delta is None else f"{c.delta:+.4f}"
+            name = f"**{c.metric}** (decides)" if c.decides else c.metric
+            lines.append(f"| {name} | {c.candidate:.4f} | {champion} | {delta} | {c.verdict} |")
+        return "\n".join(lines)
+
+
+def decide(name: str, candidate_version: str, champion_version: str | None,
+           candidate: dict[str, float], champion: dict[str, float] | None, primary: str,
+           margin: float = 0.0) -> PromotionDecision:
+    """Compare a candidate's test metrics with the champion's on the same split.
+
+    The candidate passes when its primary metric is at least the champion's times
+    ``1 + margin`` (always, when there is no champion). Every other metric is reported.
+
+    Args:
+        name: Registered model name.
+        candidate_version: Version asked to become champion.
+        champion_version: Current champion version, or ``None``.
+        candidate: Candidate's metrics (``ndcg@10`` ...).
+        champion: Champion's metrics on the same split, or ``None``.
+        primary: Deciding metric.
+        margin: Relative margin over the champion (0 means "no worse").
+
+    Raises:
+        ConfigError: ``primary`` is not among the metrics.
+    """
+    if primary not in candidate:
+        raise ConfigError(f"primary metric {primary!r} is not among the computed metrics "
+                          f"({', '.join(sorted(candidate))}); check --k and --primary-metric")
+    comparisons = []
+    for metric in sorted(k for k in candidate if k != "users"):
+        reference = None if champion is None else float(champion[metric])
+        comparisons.append(MetricComparison(
+            metric, float(candidate[metric]), reference,
+            None if reference is None else float(candidate[metric]) - reference,
+            metric == primary))
+    value = float(candidate[primary])
+    if champion is None:
+        passed, why = True, "there is no champion yet"
+    else:
+        bar = float(champion[primary]) * (1.0 + margin)
+        passed = value >= bar
+        why = (f"{primary} {value:.4f} {'>=' if passed else '<'} champion version "
+               f"{champion_version}'s {float(champion[primary]):.4f}"
+               + (f" x {1 + margin:.2f} = {bar:.4f}" if margin else ""))
+    return PromotionDecision(name, str(candidate_version), champion_version, primary, margin,
+                             passed, why, comparisons, users=int(candidate.get("users", 0)))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version ``alias`` points at, or ``None`` if it is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(tracking.client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def resolve_candidate(name: str, version: str | None) -> str:
+    """The version to promote: ``version`` if given, else the current ``challenger``.
+
+    Raises:
+        PromotionError: The version or the challenger does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if version is None:
+        found = alias_version(name, CHALLENGER)
+        if found is None:
+            raise PromotionError(f"{name} has no '{CHALLENGER}' version to promote; train a "
+                                 "model first or pass --version N")
+        return found
+    try:
+        tracking.client().get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise PromotionError(f"{name} has no version {version}: check the registry "
+                             "(mlflow ui, Models tab)") from exc
+    return str(version)
+
+
+def log_alias_move(name: str, alias: str, before: str | None, after: str | None,
+                   action: str, actor: str, reason: str, at: str, **extra: Any) -> None:
+    """Record one alias move in the registered model's tags."""
+    record = {"alias": alias, "from": before, "to": after, "action": action, "by": actor,
+              "at": at, "reason": reason, **extra}
+    # Tag keys must be unique and sortable, in MLflow's key alphabet: a compact UTC time
+    # (to the microsecond) plus the alias keeps the log ordered.
+    stamp = datetime.fromisoformat(at).strftime("%Y%m%dT%H%M%S%fZ")
+    key = f"alias_move.{stamp}.{alias}"
+    tracking.client().set_registered_model_tag(name, key, json.dumps(record)[:5000])
+    logger.info("%s: alias %s moved %s -> %s (%s by %s)", name, alias, before, after, action,
+                actor)
+
+
+def apply_promotion(decision: PromotionDecision, force: bool = False, reason: str = "",
+                    actor: str | None = None) -> PromotionDecision:
+    """Move the aliases if the decision passed (or ``force``), and log everything.
+
+    ``champion`` moves to the candidate; the outgoing champion keeps ``previous-champion``.
+    The candidate version's tags record the decision, who, when and why.
+
+    Raises:
+        ConfigError: ``force`` without a reason.
+        PromotionError: The candidate is already the champion.
+        PromotionRefused: The decision failed and ``force`` was not given (the attempt is
+            still recorded in the candidate's tags).
+    """
+    if force and not reason.strip():
+        raise ConfigError("--force needs --reason TEXT: say why the gate is overridden")
+    if decision.champion_version == decision.candidate_version:
+        raise PromotionError(f"{decision.name} version {decision.candidate_version} is "
+                             "already the champion")
+    decision.actor = actor or _actor()
+    decision.at = _now()
+    decision.reason = reason.strip()
+    client = tracking.client()
+    name, version = decision.name, decision.candidate_version
+    tags = {"promotion_decision": "pass" if decision.passed else "fail",
+            "promotion_checked_at": decision.at, "promotion_checked_by": decision.actor,
+            "promotion_report": decision.why}
+    if not decision.passed and not force:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value[:5000])
+        raise PromotionRefused(decision)
+    decision.forced = not decision.passed
+    tags.update({"promoted_at": decision.at, "promoted_by": decision.actor,
+                 "promotion_forced": str(decision.forced).lower(),
+                 "promotion_reason": decision.reason})
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value[:5000])
+    outgoing = decision.champion_version
+    if outgoing is not None:
+        before = alias_version(name, PREVIOUS_CHAMPION)
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
+        log_alias_move(name, PREVIOUS_CHAMPION, before, outgoing, "promote", decision.actor,
+                       decision.reason, decision.at)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    log_alias_move(name, CHAMPION, outgoing, version, "promote", decision.actor,
+                   decision.reason, decision.at, forced=decision.forced, decision=decision.why)
+    decision.promoted = True
+    return decision
+
+
+def rollback(name: str, reason: str = "", actor: str | None = None) -> dict[str, Any]:
+    """Point ``champion`` back at ``previous-champion``.
+
+    The rolled-back version keeps its history in tags; ``previous-champion`` is removed, so
+    a second rollback has nowhere to go rather than flipping back to the bad version.
+
+    Returns:
+        ``{"name", "from", "to", "by", "at", "reason"}``.
+
+    Raises:
+        PromotionError: There is no previous champion.
+    """
+    client = tracking.client()
+    previous = alias_version(name, PREVIOUS_CHAMPION)
+    if previous is None:
+        raise PromotionError(f"{name} has no '{PREVIOUS_CHAMPION}' alias: nothing to roll "
+                             "back to (it is set when a promotion replaces a champion)")
+    current = alias_version(name, CHAMPION)
+    who, at = actor or _actor(), _now()
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    if current is not None:
+        for key, value in {"rolled_back_at": at, "rolled_back_by": who,
+                           "rollback_reason": reason}.items():
+            client.set_model_version_tag(name, current, key, value[:5000])
+    client.set_model_version_tag(name, previous, "restored_at", at)
+    log_alias_move(name, CHAMPION, current, previous, "rollback", who, reason, at)
+    log_alias_move(name, PREVIOUS_CHAMPION, previous, None, "rollback", who, reason, at)
+    return {"name": name, "from": current, "to": previous, "by": who, "at": at,
+            "reason": reason}
+
+
+def alias_log(name: str) -> list[dict[str, Any]]:
+    """Every logged alias move of ``name``, oldest first."""
+    tags = tracking.client().get_registered_model(name).tags
+    return [json.loads(tags[key]) for key in sorted(tags) if key.startswith("alias_move.")]
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
