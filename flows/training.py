@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from threadpoolctl import threadpool_limits
 
+from flows.preparation import prepare_data
 from shoprec.config import (
     CleaningConfig,
     DataConfig,
@@ -24,7 +25,6 @@ from shoprec.config import (
 from shoprec.evaluation import mlflow_name
 from shoprec.features import item_frame
 from shoprec.models import CANDIDATES
-from shoprec.pipeline import PreparedRun
 from shoprec.registry import runs
 from shoprec.registry.publish import gate, git_commit
 from shoprec.runtime import apply_runtime_defaults
@@ -34,17 +34,6 @@ from shoprec.training import (
     leaderboard_frame,
     model_params,
     select_winner,
-)
-from tasks.data import (
-    chain_key,
-    clean_data,
-    encode_data,
-    fingerprint_data,
-    load_data,
-    split_data,
-    validate_clean_data,
-    validate_raw_data,
-    write_quarantine,
 )
 from tasks.training import (
     log_artifacts,
@@ -86,17 +75,9 @@ def training_pipeline(
     """
     apply_runtime_defaults()
     # Data preparation, cached by the input's fingerprint and the configuration.
-    data_key = chain_key(fingerprint := fingerprint_data(data), data)
-    raw = load_data(data, data_key)
-    report = validate_raw_data(raw, data_key)
-    clean_key = chain_key(data_key, cleaning)
-    clean = clean_data(raw, cleaning, clean_key)
-    report = validate_clean_data(clean, cleaning, report, clean_key)
-    quarantine = write_quarantine(clean, output_dir) if output_dir else None
-    split_key = chain_key(clean_key, split)
-    parts = split_data(clean, split, split_key)
-    encoded = encode_data(parts, weighting, chain_key(split_key, weighting))
-    summary = PreparedRun(clean, report, parts, encoded, quarantine).summary()
+    fingerprint, prepared = prepare_data(data, cleaning, split, weighting, output_dir)
+    clean, encoded, report = prepared.data, prepared.encoded, prepared.report
+    summary = prepared.summary()
     run_id = str(flow_run.id)
     commit = git_commit()
 

@@ -21,11 +21,18 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from shoprec.errors import ConfigError, DataError, DataValidationError, InputNotFoundError
+from shoprec.errors import (
+    ConfigError,
+    DataError,
+    DataValidationError,
+    InputNotFoundError,
+    ShopRecError,
+)
 
 app = typer.Typer(
     name="shoprec",
-    help="Recommendation pipeline for online shops: generate, validate and train.",
+    help="Recommendation pipeline for online shops: generate, validate, train, promote, "
+    "roll back, recommend and serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -35,7 +42,7 @@ console = Console(width=None if Console().is_terminal else 120)
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 InteractionsOpt = Annotated[str | None, typer.Option(
     "--interactions", help="Interactions file (CSV, CSV.gz, Parquet; path or fsspec URL). "
@@ -78,6 +85,17 @@ def _handle_errors(func: F) -> F:
         except DataError as exc:
             err_console.print(f"[bold red]rejected:[/] {exc}", highlight=False)
             raise typer.Exit(EXIT_REJECTED) from None
+        except ShopRecError as exc:
+            from shoprec.registry.promotion import PromotionError, PromotionRefused
+
+            if isinstance(exc, PromotionRefused):
+                _print_decision(exc.decision.to_dict())
+                err_console.print(f"[bold red]refused:[/] {exc}", highlight=False)
+                raise typer.Exit(EXIT_REFUSED) from None
+            if isinstance(exc, PromotionError):
+                err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+                raise typer.Exit(EXIT_USAGE) from None
+            raise
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
@@ -382,7 +400,8 @@ def train(
 def recommend(
     user: Annotated[str | None, typer.Option("--user", help="A known shopper id.")] = None,
     recent: Annotated[str | None, typer.Option(
-        "--recent", help="Item ids the shopper just touched, comma-separated.")] = None,
+        "--recent-items", "--recent",
+        help="Item ids the shopper just touched, comma-separated.")] = None,
     query: Annotated[str | None, typer.Option("--query", help="Search text.")] = None,
     k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
     model_name: Annotated[str, typer.Option(
@@ -416,6 +435,157 @@ def recommend(
     console.print(table)
     if not response["item_ids"]:
         console.print("nothing matched")
+
+
+ModelNameOpt = Annotated[str, typer.Option(
+    "--registered-model-name", help="MLflow registered model.")]
+ByOpt = Annotated[str, typer.Option(
+    "--by", help="Who asks, recorded in the registry (default: the operating-system user).")]
+
+
+def _print_decision(decision: dict[str, Any]) -> None:
+    outcome = ("promoted (forced)" if decision["forced"] and decision["promoted"] else
+               "promoted" if decision["promoted"] else "refused")
+    champion = decision["champion_version"]
+    table = Table(title=f"{decision['name']} version {decision['candidate_version']} vs "
+                        f"champion {'version ' + champion if champion else '(none)'} on "
+                        f"{decision['users']:,} test users: {outcome}")
+    for column in ("metric", "candidate", "champion", "delta", "verdict"):
+        table.add_column(column, justify="left" if column in ("metric", "verdict") else "right")
+    for c in decision["comparisons"]:
+        table.add_row(c["metric"] + (" (decides)" if c["decides"] else ""),
+                      _fmt(c["candidate"]), _fmt(c["champion"]),
+                      "-" if c["delta"] is None else f"{c['delta']:+.4f}", c["verdict"])
+    console.print(table)
+    console.print(f"decision: {'pass' if decision['passed'] else 'fail'}: {decision['why']}")
+
+
+@app.command()
+@_handle_errors
+def promote(
+    version: Annotated[str | None, typer.Option(
+        "--version", help="Version to promote (default: the current challenger).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Promote even if it is worse than the champion (needs --reason).")]
+    = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the tags.")] = "",
+    by: ByOpt = "",
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    fmt: FormatOpt = None,
+    split: Annotated[str, typer.Option("--split", help="temporal, random or leave-last.")]
+    = "temporal",
+    test_days: Annotated[float, typer.Option("--test-days")] = 30.0,
+    validation_days: Annotated[float, typer.Option("--validation-days")] = 30.0,
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 10 or 5,10,20.")] = "10",
+    primary_metric: Annotated[str, typer.Option(
+        "--primary-metric", help="Metric that decides.")] = "ndcg@10",
+    margin: Annotated[float, typer.Option(
+        "--margin", help="Relative margin the candidate must clear over the champion.")] = 0.0,
+    model_name: ModelNameOpt = "shoprec-recommender",
+) -> None:
+    """Promote a version (default: the challenger) to champion after scoring it against the
+    current champion on the latest data's test split (a Prefect flow)."""
+    from shoprec.config import PromotionConfig, SplitConfig
+
+    if force and not reason.strip():
+        raise ConfigError("--force needs --reason TEXT: say why the comparison is overridden")
+    try:
+        ks = [int(x) for x in k.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--k expects integers separated by commas, got {k!r}") from None
+    config = PromotionConfig(registered_model_name=model_name, version=version, ks=ks,
+                             primary_metric=primary_metric, margin=margin, force=force,
+                             reason=reason, requested_by=by)
+    from flows.operations import promote_model
+
+    decision = promote_model(promotion=config,
+                             data=_data_config(interactions, items, fmt, None, None, "utf-8"),
+                             split=SplitConfig(method=split, test_days=test_days,
+                                               validation_days=validation_days))
+    _print_decision(decision)
+    console.print(f"champion is now {model_name} version {decision['candidate_version']}"
+                  + (f"; previous-champion is version {decision['champion_version']}"
+                     if decision["champion_version"] else ""))
+
+
+@app.command()
+@_handle_errors
+def rollback(
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the tags.")] = "",
+    by: ByOpt = "",
+    model_name: ModelNameOpt = "shoprec-recommender",
+) -> None:
+    """Point champion back at previous-champion (a Prefect flow)."""
+    from flows.operations import rollback_model
+
+    moved = rollback_model(registered_model_name=model_name, reason=reason, requested_by=by)
+    console.print(f"{model_name}: champion moved from version {moved['from']} back to version "
+                  f"{moved['to']} (by {moved['by']} at {moved['at']})")
+
+
+@app.command()
+@_handle_errors
+def batch(
+    output_dir: Annotated[str, typer.Option(
+        "--output-dir", help="Root of the date-partitioned Parquet data set.")] = "runs/batch",
+    k: Annotated[int, typer.Option("--k", help="Recommendations per user.")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Users per batch.")] = 4096,
+    model_name: ModelNameOpt = "shoprec-recommender",
+    alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
+) -> None:
+    """Write the top K of every known user as Parquet partitioned by date (a Prefect flow)."""
+    from shoprec.config import BatchConfig
+
+    config = BatchConfig(registered_model_name=model_name, alias=alias, output_dir=output_dir,
+                         k=k, batch_size=batch_size)
+    from flows.operations import batch_recommendations
+
+    result = batch_recommendations(batch=config)
+    console.print(f"{result['users']:,} users, {result['rows']:,} rows by version "
+                  f"{result['model_version']} in {result['seconds']:.1f} s "
+                  f"({result['users_per_second']:,.0f} users/s) -> {result['path']}")
+
+
+@app.command()
+@_handle_errors
+def serve(
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 5000,
+    host: Annotated[str, typer.Option(
+        "--host", help="Interface to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option("--workers", help="Server processes.")] = 1,
+    model_name: ModelNameOpt = "shoprec-recommender",
+    alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")]
+    = "champion",
+) -> None:
+    """Serve models:/NAME@ALIAS over HTTP with MLflow's model server (POST /invocations).
+
+    The alias is resolved when the server starts: restart it after a promotion or rollback.
+    """
+    import os
+
+    from shoprec.registry import tracking
+    from shoprec.registry.promotion import alias_version
+
+    version = alias_version(model_name, alias)
+    if version is None:
+        raise ConfigError(f"no version of {model_name!r} has the alias {alias!r} in the MLflow "
+                          "registry at MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); run "
+                          "`shoprec train` first")
+    uri = tracking.tracking_uri()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+               f"models:/{model_name}@{alias}", "--env-manager", "local", "--host", host,
+               "--port", str(port), "--workers", str(workers)]
+    err_console.print(f"serving {model_name}@{alias} (version {version}) on "
+                      f"http://{host}:{port}/invocations; Ctrl+C stops", highlight=False)
+    sys.stderr.flush()
+    # MLflow starts `uvicorn` from PATH: put this environment's scripts first, so the server
+    # runs from the project's environment even when it is not activated.
+    scripts = str(Path(sys.executable).parent)
+    path = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+    # The model server replaces this process, so signals reach it directly.
+    os.execve(sys.executable, command, {**os.environ, "MLFLOW_TRACKING_URI": uri,
+                                        "MLFLOW_REGISTRY_URI": uri, "PATH": path})
 
 
 def main() -> None:

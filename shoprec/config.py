@@ -198,3 +198,48 @@ class TrainingConfig(_Model):
             # The gate compares against popularity, so it always runs.
             self.models = ["popularity", *self.models]
         return self
+
+
+class PromotionConfig(_Model):
+    """Which registered version to promote to ``champion``, and how it is judged."""
+
+    registered_model_name: str = Field("shoprec-recommender",
+                                       description="MLflow registered model name.")
+    version: str | None = Field(
+        None, description="Version to promote; empty: the current 'challenger'.")
+    ks: list[int] = Field(default_factory=lambda: [10], description="Cut-offs K of the metrics.")
+    primary_metric: str = Field(
+        "ndcg@10", description="Metric that decides: the candidate must be no worse than the "
+        "champion on it (times 1 + margin).")
+    margin: float = Field(0.0, ge=0, description="Relative margin over the champion.")
+    force: bool = Field(False, description="Promote even if the comparison fails "
+                        "(needs a reason).")
+    reason: str = Field("", description="Why: required with force, recorded in the tags.")
+    requested_by: str = Field("", description="Who asks (default: the operating-system user).")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, value: list[int]) -> list[int]:
+        return TrainingConfig._positive_ks(value)
+
+    @model_validator(mode="after")
+    def _reason_with_force(self) -> PromotionConfig:
+        if self.force and not self.reason.strip():
+            raise ValueError("force needs a reason: say why the comparison is overridden")
+        name, _, k = self.primary_metric.partition("@")
+        if not k.isdigit() or int(k) not in self.ks:
+            raise ValueError(f"primary_metric {self.primary_metric!r} must be at one of the "
+                             f"computed K ({self.ks})")
+        return self
+
+
+class BatchConfig(_Model):
+    """Batch recommendations of every known user by a registered model."""
+
+    registered_model_name: str = Field("shoprec-recommender",
+                                       description="MLflow registered model name.")
+    alias: str = Field("champion", description="Registry alias of the model that scores.")
+    output_dir: str = Field("runs/batch", description="Root of the date-partitioned Parquet "
+                            "data set (generated_date=YYYY-MM-DD/recommendations.parquet).")
+    k: int = Field(10, ge=1, le=1000, description="Recommendations per user.")
+    batch_size: int = Field(4096, ge=1, description="Users scored at a time (bounds memory).")

@@ -31,7 +31,7 @@ from shoprec.validation import (
 )
 
 
-def _transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
+def transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
     """Retry reads only for I/O hiccups, never for data that is wrong."""
     try:
         state.result()
@@ -66,14 +66,14 @@ PREPARATION_CACHE = dict(
 
 
 @task(name="fingerprint-data", retries=2, retry_delay_seconds=2,
-      retry_condition_fn=_transient_io)
+      retry_condition_fn=transient_io)
 def fingerprint_data(config: DataConfig) -> str:
     """Hash the input files and the options that read them."""
     return fingerprint([config.resolved_interactions(), config.items],
                        json.dumps(config.model_dump(mode="json"), sort_keys=True))
 
 
-@task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient_io,
+@task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io,
       **PREPARATION_CACHE)
 def load_data(config: DataConfig, cache_key: str) -> RawData:
     """Read the source and map it onto canonical columns."""
@@ -95,7 +95,7 @@ def clean_data(raw: RawData, config: CleaningConfig, cache_key: str) -> CleanDat
 
 
 @task(name="write-quarantine", retries=2, retry_delay_seconds=2,
-      retry_condition_fn=_transient_io)
+      retry_condition_fn=transient_io)
 def write_quarantine(data: CleanData, output_dir: str) -> dict[str, str]:
     """Write the quarantine Parquet files."""
     return data.write_quarantine(output_dir)

@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: Default number of recommendations per request.
 DEFAULT_K = 10
+#: Fields of a request (DESIGN.md); every one is optional.
+REQUEST_FIELDS = ("user_id", "recent_items", "query", "k")
 #: Weight of an item in a request's ``recent_items`` (a view in the default weighting).
 RECENT_ITEM_WEIGHT = 1.0
 
@@ -123,6 +125,10 @@ class ModelBundle:
             when there is one), ``model``, or ``popularity`` for a shopper with no usable
             history.
         """
+        unknown = sorted(set(map(str, requests.columns)) - set(REQUEST_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown request field(s) {', '.join(unknown)}; a request has "
+                             f"{', '.join(REQUEST_FIELDS)} (all optional)")
         n = len(requests)
         users = requests["user_id"].tolist() if "user_id" in requests else [None] * n
         recent = requests["recent_items"].tolist() if "recent_items" in requests else [None] * n
@@ -176,13 +182,23 @@ def _as_list(value: Any) -> list[Any]:
         return []
     if isinstance(value, str):
         return [value]
-    return list(value)
+    try:
+        return list(value)
+    except TypeError:
+        raise ValueError(f"recent_items must be a list of item ids, got {value!r}") from None
+
+
+#: Largest ``k`` a request may ask for (a page of results, not the catalogue).
+MAX_K = 1000
 
 
 def _k(value: Any) -> int:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return DEFAULT_K
-    k = int(value)
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"k must be an integer, got {value!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
     return k

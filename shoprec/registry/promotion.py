@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shoprec.errors import ConfigError, ShopRecError
+from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import tracking
-from shoprec.registry.publish import CHALLENGER, CHAMPION
+from shoprec.registry.publish import CHALLENGER, CHAMPION, evaluate_pyfunc
 
 logger = logging.getLogger(__name__)
 
@@ -214,9 +215,10 @@ def log_alias_move(name: str, alias: str, before: str | None, after: str | None,
     """Record one alias move in the registered model's tags."""
     record = {"alias": alias, "from": before, "to": after, "action": action, "by": actor,
               "at": at, "reason": reason, **extra}
-    # Tag keys must be unique and sortable, in MLflow's key alphabet: a compact UTC time
-    # (to the microsecond) plus the alias keeps the log ordered.
-    stamp = datetime.fromisoformat(at).strftime("%Y%m%dT%H%M%S%fZ")
+    # Tag keys must be unique and sortable, in MLflow's key alphabet: the UTC time of this
+    # call (to the microsecond; registry calls take far longer) keeps the log in order
+    # even for the two moves of one operation, which share ``at``.
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     key = f"alias_move.{stamp}.{alias}"
     tracking.client().set_registered_model_tag(name, key, json.dumps(record)[:5000])
     logger.info("%s: alias %s moved %s -> %s (%s by %s)", name, alias, before, after, action,
@@ -315,3 +317,48 @@ def _actor() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def load_version(name: str, version: str):
+    """Load the pyfunc model of ``name`` version ``version``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_registry_uri(tracking.tracking_uri())
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+
+def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
+                          ks: list[int], primary: str, margin: float = 0.0) -> PromotionDecision:
+    """Score ``version`` (default: the challenger) and the champion on ``encoded``'s test split.
+
+    Both are scored through their own pyfunc models with the same requests (see
+    :func:`shoprec.registry.publish.evaluate_pyfunc`), so versions trained on different
+    data compare fairly.
+
+    Raises:
+        PromotionError: No such version, or no challenger.
+    """
+    candidate_version = resolve_candidate(name, version)
+    champion_version = alias_version(name, CHAMPION)
+    candidate = evaluate_pyfunc(load_version(name, candidate_version), encoded, ks)
+    champion = None
+    if champion_version is not None and champion_version != candidate_version:
+        champion = evaluate_pyfunc(load_version(name, champion_version), encoded, ks)
+    elif champion_version == candidate_version:
+        champion = candidate
+    return decide(name, candidate_version, champion_version, candidate, champion, primary,
+                  margin)
+
+
+def load_bundle(name: str, alias: str = CHAMPION):
+    """The :class:`~shoprec.registry.bundle.ModelBundle` behind ``name@alias``, and its version.
+
+    Raises:
+        PromotionError: The alias is not set.
+    """
+    version = alias_version(name, alias)
+    if version is None:
+        raise PromotionError(f"{name} has no '{alias}' version; train a model first "
+                             "(shoprec train) or promote one (shoprec promote)")
+    return load_version(name, version).unwrap_python_model().bundle, version

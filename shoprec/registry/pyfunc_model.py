@@ -24,8 +24,26 @@ class ShoprecModel(PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """One response row (``item_ids``, ``scores``, ``source``) per request row."""
-        return self.bundle.predict(model_input)
+        """One response row (``item_ids``, ``scores``, ``titles``, ``source``) per request.
+
+        A malformed request raises an ``MlflowException`` marked as invalid input, which
+        MLflow's model server answers with HTTP 400 and the message.
+        """
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        if len(model_input) == 0:
+            # MLflow drops fields outside the signature before this call, so a request made
+            # only of unknown fields arrives as an empty frame.
+            raise MlflowException(
+                "invalid request: no request row carries any of the fields user_id, "
+                "recent_items, query, k (fields outside these are ignored)",
+                error_code=INVALID_PARAMETER_VALUE)
+        try:
+            return self.bundle.predict(model_input)
+        except (ValueError, TypeError) as exc:
+            raise MlflowException(f"invalid request: {exc}",
+                                  error_code=INVALID_PARAMETER_VALUE) from exc
 
 
 mlflow.models.set_model(ShoprecModel())

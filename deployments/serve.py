@@ -1,0 +1,94 @@
+"""Serve every shoprec deployment, with its schedule, from this one process (no worker).
+
+    .venv/bin/python deployments/serve.py                      # bundled sample, UTC schedules
+    .venv/bin/python deployments/serve.py --dataset data/my_shop.parquet --format generic \\
+        --training-cron "30 1 * * *" --timezone Europe/Paris
+
+Uses Prefect's ``serve``: the deployments appear in the UI (training-nightly,
+promote-model, rollback-model, batch-recommendations); scheduled and manual runs execute
+here until Ctrl+C. Point ``PREFECT_API_URL`` at a Prefect server first (``prefect server
+start``); ``MLFLOW_TRACKING_URI`` chooses the registry as everywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_deployments(dataset: str = "", fmt: str | None = None, items: str | None = None,
+                      training_cron: str | None = "0 2 * * *",
+                      batch_cron: str | None = "0 5 * * *", timezone: str = "UTC") -> list:
+    """The deployments of the project as ``RunnerDeployment`` objects.
+
+    Args:
+        dataset: Interactions file the scheduled runs use; empty for the bundled sample.
+        fmt: Its format (default: detected).
+        items: Items file.
+        training_cron: Schedule of training-nightly (``None``: manual only).
+        batch_cron: Schedule of batch-recommendations (``None``: manual only).
+        timezone: Time zone of the schedules.
+    """
+    from prefect.schedules import Cron
+
+    from flows.operations import batch_recommendations, promote_model, rollback_model
+    from flows.training import training_pipeline
+
+    data = {"interactions": dataset, "format": fmt, "items": items}
+
+    def schedule(cron: str | None) -> list:
+        return [Cron(cron, timezone=timezone)] if cron else []
+
+    return [
+        training_pipeline.to_deployment(
+            name="training-nightly", schedules=schedule(training_cron), tags=["shoprec"],
+            parameters={"data": data, "output_dir": "runs/train"},
+            description="Validate, clean, train every candidate in parallel, evaluate and "
+                        "publish the winner to the MLflow registry."),
+        promote_model.to_deployment(
+            name="promote-model", tags=["shoprec"], parameters={"data": data},
+            description="Promote a version (default: the challenger) to champion after "
+                        "scoring it against the champion on the latest data."),
+        rollback_model.to_deployment(
+            name="rollback-model", tags=["shoprec"],
+            description="Point champion back at previous-champion."),
+        batch_recommendations.to_deployment(
+            name="batch-recommendations", schedules=schedule(batch_cron), tags=["shoprec"],
+            description="Top K of every known user by the champion, as Parquet "
+                        "partitioned by date."),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the options and serve until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="", help="Interactions file (default: sample).")
+    parser.add_argument("--format", default=None, help="generic, online-retail, movielens.")
+    parser.add_argument("--items", default=None, help="Items file.")
+    parser.add_argument("--training-cron", default="0 2 * * *",
+                        help="Schedule of training-nightly; 'none' for manual only.")
+    parser.add_argument("--batch-cron", default="0 5 * * *",
+                        help="Schedule of batch-recommendations; 'none' for manual only.")
+    parser.add_argument("--timezone", default="UTC")
+    args = parser.parse_args(argv)
+    # Flows import the project's packages by their top-level names, and entrypoints and
+    # relative paths (runs/, the sample) are resolved from the project root.
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    from prefect import serve
+
+    from shoprec.runtime import apply_runtime_defaults
+
+    apply_runtime_defaults()
+    serve(*build_deployments(
+        args.dataset, args.format, args.items,
+        None if args.training_cron.lower() == "none" else args.training_cron,
+        None if args.batch_cron.lower() == "none" else args.batch_cron, args.timezone))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Operations flows: promote a version to champion, roll back, write batch recommendations.
+
+Straight-line wiring of the tasks in ``tasks/operations.py``; all logic lives in ``shoprec``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.preparation import prepare_data
+from shoprec.config import (
+    BatchConfig,
+    CleaningConfig,
+    DataConfig,
+    PromotionConfig,
+    SplitConfig,
+    WeightingConfig,
+)
+from shoprec.registry.publish import DEFAULT_MODEL_NAME
+from shoprec.runtime import apply_runtime_defaults
+from tasks.operations import (
+    apply_promotion,
+    compare_with_champion,
+    load_model,
+    rollback,
+    write_batch,
+)
+
+
+@flow(name="shoprec-promote-model", log_prints=True)
+def promote_model(
+    promotion: PromotionConfig = PromotionConfig(),  # noqa: B008 - Prefect reads defaults
+    data: DataConfig = DataConfig(),  # noqa: B008
+    cleaning: CleaningConfig = CleaningConfig(),  # noqa: B008
+    split: SplitConfig = SplitConfig(),  # noqa: B008
+    weighting: WeightingConfig = WeightingConfig(),  # noqa: B008
+) -> dict[str, Any]:
+    """Promote a version (default: the challenger) to champion after scoring it against the
+    current champion on the latest data's test split.
+
+    A candidate worse on the primary metric is refused (the flow run fails with the report)
+    unless ``promotion.force`` is set with a reason. The report is the
+    ``shoprec-promotion`` artifact; the alias moves are logged in the registry's tags.
+
+    Args:
+        promotion: Which version, the deciding metric, force and reason.
+        data: The latest data; empty interactions path means the bundled sample.
+        cleaning: Cleaning rules.
+        split: The split whose test part both models are scored on.
+        weighting: Event weights (as in training).
+
+    Returns:
+        The decision with its per-metric report.
+    """
+    apply_runtime_defaults()
+    _, prepared = prepare_data(data, cleaning, split, weighting, output_dir=None)
+    decision = compare_with_champion(promotion, prepared.encoded)
+    return apply_promotion(decision, promotion).to_dict()
+
+
+@flow(name="shoprec-rollback-model", log_prints=True)
+def rollback_model(registered_model_name: str = DEFAULT_MODEL_NAME, reason: str = "",
+                   requested_by: str = "") -> dict[str, Any]:
+    """Point ``champion`` back at ``previous-champion`` (the champion before the last
+    promotion); the move is logged in the registry's tags and a ``shoprec-rollback``
+    artifact.
+
+    Args:
+        registered_model_name: MLflow registered model name.
+        reason: Why, recorded with the move.
+        requested_by: Who asks (default: the operating-system user).
+    """
+    apply_runtime_defaults()
+    return rollback(registered_model_name, reason, requested_by)
+
+
+@flow(name="shoprec-batch-recommendations", log_prints=True)
+def batch_recommendations(
+    batch: BatchConfig = BatchConfig(),  # noqa: B008 - Prefect reads defaults for its form
+) -> dict[str, Any]:
+    """Score every known user with ``models:/<name>@<alias>`` and write their top K as
+    Parquet partitioned by date (``user_id, rank, item_id, score, model_version,
+    generated_at``).
+
+    Args:
+        batch: Model, alias, output folder, K and batch size.
+    """
+    apply_runtime_defaults()
+    bundle, version = load_model(batch.registered_model_name, batch.alias)
+    return write_batch(bundle, version, batch).to_dict()

@@ -1,0 +1,36 @@
+"""Data preparation wiring shared by the flows: fingerprint -> load -> validate raw ->
+clean and quarantine -> validate clean -> split -> encode, every step a cached task."""
+
+from __future__ import annotations
+
+from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
+from shoprec.pipeline import PreparedRun
+from tasks.data import (
+    chain_key,
+    clean_data,
+    encode_data,
+    fingerprint_data,
+    load_data,
+    split_data,
+    validate_clean_data,
+    validate_raw_data,
+    write_quarantine,
+)
+
+
+def prepare_data(data: DataConfig, cleaning: CleaningConfig, split: SplitConfig,
+                 weighting: WeightingConfig,
+                 output_dir: str | None) -> tuple[str, PreparedRun]:
+    """Run the preparation tasks (called inside a flow); return the data's fingerprint and
+    the prepared run. Rejected data raises at a validation task, before any split."""
+    data_key = chain_key(fingerprint := fingerprint_data(data), data)
+    raw = load_data(data, data_key)
+    report = validate_raw_data(raw, data_key)
+    clean_key = chain_key(data_key, cleaning)
+    clean = clean_data(raw, cleaning, clean_key)
+    report = validate_clean_data(clean, cleaning, report, clean_key)
+    quarantine = write_quarantine(clean, output_dir) if output_dir else None
+    split_key = chain_key(clean_key, split)
+    parts = split_data(clean, split, split_key)
+    encoded = encode_data(parts, weighting, chain_key(split_key, weighting))
+    return fingerprint, PreparedRun(clean, report, parts, encoded, quarantine)

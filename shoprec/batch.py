@@ -1,0 +1,130 @@
+"""Batch recommendations: the top K of every known user, written as date-partitioned Parquet.
+
+Users are scored in batches straight from the bundle's stored histories (no request
+frames), ``argpartition`` picks the top K, and each batch is appended to a Parquet file,
+so memory stays bounded by one batch of users × items.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shoprec.registry.bundle import ModelBundle
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([
+    ("user_id", pa.string()),
+    ("rank", pa.int16()),
+    ("item_id", pa.string()),
+    ("score", pa.float32()),
+    ("model_version", pa.string()),
+    ("generated_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+@dataclass
+class BatchResult:
+    """What a batch run wrote.
+
+    Attributes:
+        path: The Parquet file written.
+        partition: Its date partition folder (``generated_date=YYYY-MM-DD``).
+        users: Users scored.
+        rows: Rows written (users × up to K).
+        seconds: Scoring and writing time.
+        users_per_second: ``users / seconds``.
+        model_version: The registry version that scored.
+        generated_at: The run's timestamp (UTC, ISO 8601).
+    """
+
+    path: str
+    partition: str
+    users: int
+    rows: int
+    seconds: float
+    users_per_second: float
+    model_version: str
+    generated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+
+def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 10,
+                          batch_size: int = 4096, model_version: str = "",
+                          generated_at: datetime | None = None) -> BatchResult:
+    """Score every user of ``bundle`` and write their top ``k`` as Parquet.
+
+    The file goes to ``output_dir/generated_date=YYYY-MM-DD/recommendations.parquet``
+    (Hive-style partitioning, read back with ``pandas.read_parquet(output_dir)``). It is
+    written under a temporary name and renamed at the end, so readers never see half a
+    file, and a second run on the same day replaces that day's recommendations.
+
+    Args:
+        bundle: A published model (``ModelBundle``) with its users' histories.
+        output_dir: Root of the partitioned data set.
+        k: Recommendations per user (seen items excluded).
+        batch_size: Users per scoring batch.
+        model_version: Registry version recorded in every row.
+        generated_at: Timestamp recorded in every row (default: now).
+
+    Raises:
+        ValueError: ``k`` or ``batch_size`` below 1.
+    """
+    if k < 1 or batch_size < 1:
+        raise ValueError(f"k and batch_size must be at least 1, got k={k}, "
+                         f"batch_size={batch_size}")
+    stamp = generated_at or datetime.now(UTC)
+    partition = Path(output_dir) / f"generated_date={stamp.date().isoformat()}"
+    partition.mkdir(parents=True, exist_ok=True)
+    final = partition / "recommendations.parquet"
+    temporary = partition / f".recommendations-{os.getpid()}.parquet.tmp"
+    user_ids = np.asarray(bundle.users.ids, dtype=object)
+    item_ids = np.asarray(bundle.items.ids, dtype=object)
+    n_users = len(user_ids)
+    # numpy's datetime64 carries no zone; Arrow reads it as UTC, which it is.
+    moment = np.datetime64(stamp.astimezone(UTC).replace(tzinfo=None), "us")
+    ranks = np.tile(np.arange(1, k + 1, dtype=np.int16), batch_size)
+    began = time.perf_counter()
+    rows = 0
+    try:
+        with pq.ParquetWriter(temporary, SCHEMA) as writer:
+            for start in range(0, n_users, batch_size):
+                stop = min(start + batch_size, n_users)
+                top, scores = bundle.model.recommend(bundle.history[start:stop], k=k)
+                keep = top.ravel() >= 0  # fewer than k unseen items leaves -1 padding
+                users = np.repeat(user_ids[start:stop], k)[keep]
+                table = pa.table({
+                    "user_id": pa.array(users, pa.string()),
+                    "rank": pa.array(ranks[: (stop - start) * k][keep], pa.int16()),
+                    "item_id": pa.array(item_ids[top.ravel()[keep]], pa.string()),
+                    "score": pa.array(scores.ravel()[keep], pa.float32()),
+                    "model_version": pa.array(np.full(len(users), model_version, object),
+                                              pa.string()),
+                    "generated_at": pa.array(np.full(len(users), moment),
+                                             SCHEMA.field("generated_at").type),
+                }, schema=SCHEMA)
+                writer.write_table(table)
+                rows += len(users)
+        os.replace(temporary, final)
+    finally:
+        temporary.unlink(missing_ok=True)
+    seconds = time.perf_counter() - began
+    result = BatchResult(str(final), str(partition), n_users, rows, round(seconds, 3),
+                         round(n_users / seconds, 1) if seconds > 0 else float("inf"),
+                         model_version, stamp.isoformat())
+    logger.info("batch recommendations: %d users, %d rows in %.1f s (%.0f users/s) -> %s",
+                n_users, rows, seconds, result.users_per_second, final)
+    return result

@@ -1,0 +1,74 @@
+"""Prefect tasks of day-to-day operations: promotion, rollback, batch recommendations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from shoprec.batch import BatchResult, write_recommendations
+from shoprec.config import BatchConfig, PromotionConfig
+from shoprec.features.encoding import EncodedSplit
+from shoprec.registry import promotion
+from shoprec.registry.bundle import ModelBundle
+from tasks.data import transient_io
+
+PROMOTION_KEY = "shoprec-promotion"
+ROLLBACK_KEY = "shoprec-rollback"
+BATCH_KEY = "shoprec-batch-recommendations"
+
+
+#: Registry operations must run every time, and hashing a model to build a cache key
+#: would only cost time.
+@task(name="compare-with-champion", cache_policy=NO_CACHE)
+def compare_with_champion(config: PromotionConfig,
+                          encoded: EncodedSplit) -> promotion.PromotionDecision:
+    """Score the candidate and the champion on the latest test split."""
+    return promotion.compare_with_champion(config.registered_model_name, config.version,
+                                           encoded, config.ks, config.primary_metric,
+                                           config.margin)
+
+
+@task(name="apply-promotion", cache_policy=NO_CACHE)
+def apply_promotion(decision: promotion.PromotionDecision,
+                    config: PromotionConfig) -> promotion.PromotionDecision:
+    """Move the aliases (or refuse), then publish the report whatever the outcome."""
+    try:
+        return promotion.apply_promotion(decision, config.force, config.reason,
+                                         config.requested_by or None)
+    finally:
+        create_markdown_artifact(key=PROMOTION_KEY, markdown=decision.to_markdown(),
+                                 description="Promotion decision with its per-metric report")
+
+
+@task(name="rollback", cache_policy=NO_CACHE)
+def rollback(name: str, reason: str, requested_by: str) -> dict[str, Any]:
+    """Point champion back at previous-champion and report the move."""
+    moved = promotion.rollback(name, reason, requested_by or None)
+    create_markdown_artifact(
+        key=ROLLBACK_KEY,
+        markdown=(f"# Rollback of {name}\n\n`champion`: version {moved['from']} -> version "
+                  f"{moved['to']}\n\n- by {moved['by']} at {moved['at']}\n"
+                  f"- reason: {moved['reason'] or '(none given)'}\n"),
+        description="Alias move of a rollback")
+    return moved
+
+
+@task(name="load-model", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io,
+      cache_policy=NO_CACHE)
+def load_model(name: str, alias: str) -> tuple[ModelBundle, str]:
+    """Load the bundle behind ``name@alias`` and its version."""
+    return promotion.load_bundle(name, alias)
+
+
+@task(name="write-recommendations", cache_policy=NO_CACHE)
+def write_batch(bundle: ModelBundle, version: str, config: BatchConfig) -> BatchResult:
+    """Score every known user and write the date-partitioned Parquet."""
+    result = write_recommendations(bundle, config.output_dir, config.k, config.batch_size,
+                                   model_version=version)
+    create_table_artifact(key=BATCH_KEY, table=[result.to_dict()],
+                          description=f"Top {config.k} of every known user by "
+                          f"{config.registered_model_name}@{config.alias}")
+    return result

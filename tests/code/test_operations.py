@@ -1,0 +1,286 @@
+"""Operations on a real Prefect test server and a temporary MLflow store: promotion and
+rollback, batch recommendations, deployments run through the API, the HTTP model server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shoprec.config import (
+    BatchConfig,
+    DataConfig,
+    PromotionConfig,
+    SplitConfig,
+    TrainingConfig,
+)
+from shoprec.registry.promotion import PromotionError, PromotionRefused, alias_log
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = "ops-model"
+SPLIT = SplitConfig(method="temporal", test_days=20, validation_days=20)
+
+
+def _data(synthetic_dir: Path) -> DataConfig:
+    return DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
+                      items=str(synthetic_dir / "items.parquet"))
+
+
+@pytest.fixture(scope="module")
+def registered(prefect_api: str, mlflow_store: str, synthetic_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Version 1 (mf wins, champion) and version 2 (popularity only, challenger); the alias
+    ``serving`` pins version 1 for the batch and HTTP tests, whatever promotion does."""
+    from flows.training import training_pipeline
+    from shoprec.registry import tracking
+
+    out = tmp_path_factory.mktemp("ops")
+    for models in (["popularity", "mf"], ["popularity"]):
+        training_pipeline(data=_data(synthetic_dir), split=SPLIT, output_dir=str(out),
+                          training=TrainingConfig(registered_model_name=NAME, models=models))
+    tracking.client().set_registered_model_alias(NAME, "serving", "1")
+    return mlflow_store
+
+
+def _version(alias: str) -> str | None:
+    from shoprec.registry.promotion import alias_version
+
+    return alias_version(NAME, alias)
+
+
+async def _artifacts(key: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restores(
+        registered: str, synthetic_dir: Path) -> None:
+    from flows.operations import promote_model, rollback_model
+    from shoprec.registry import tracking
+
+    client = tracking.client()
+    assert (_version("champion"), _version("challenger")) == ("1", "2")
+
+    # The popularity-only challenger is worse than the mf champion on the latest data.
+    with pytest.raises(PromotionRefused, match="refused: ndcg@10 .* < champion version 1") \
+            as refused:
+        promote_model(promotion=PromotionConfig(registered_model_name=NAME),
+                      data=_data(synthetic_dir), split=SPLIT)
+    decision = refused.value.decision
+    assert not decision.passed and not decision.promoted
+    rows = {c.metric: c for c in decision.comparisons}
+    assert rows["ndcg@10"].decides and rows["ndcg@10"].verdict == "worse"
+    assert rows["ndcg@10"].delta == pytest.approx(rows["ndcg@10"].candidate
+                                                  - rows["ndcg@10"].champion)
+    assert {"recall@10", "map@10", "coverage@10"} <= set(rows)  # every metric is reported
+    assert _version("champion") == "1"  # nothing moved
+    assert client.get_model_version(NAME, "2").tags["promotion_decision"] == "fail"
+
+    # Forcing needs a reason; with one, it promotes and records who, why and when.
+    with pytest.raises(ValueError, match="force needs a reason"):
+        PromotionConfig(registered_model_name=NAME, force=True)
+    forced = promote_model(promotion=PromotionConfig(
+        registered_model_name=NAME, force=True, reason="holiday traffic test",
+        requested_by="alice"), data=_data(synthetic_dir), split=SPLIT)
+    assert forced["promoted"] and forced["forced"] and not forced["passed"]
+    assert (_version("champion"), _version("previous-champion")) == ("2", "1")
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["promotion_forced"] == "true" and tags["promoted_by"] == "alice"
+    assert tags["promotion_reason"] == "holiday traffic test" and tags["promoted_at"]
+    # Both decisions, the refusal and the forced promotion, are Prefect artifacts.
+    reports = [a.data for a in asyncio.run(_artifacts("shoprec-promotion"))]
+    assert any(": refused" in r and "| worse |" in r for r in reports)
+    assert any("promoted (forced)" in r and "holiday traffic test" in r for r in reports)
+
+    moved = rollback_model(registered_model_name=NAME, reason="conversion dropped",
+                           requested_by="bob")
+    assert (moved["from"], moved["to"]) == ("2", "1")
+    assert _version("champion") == "1" and _version("previous-champion") is None
+    assert client.get_model_version(NAME, "2").tags["rollback_reason"] == "conversion dropped"
+    with pytest.raises(PromotionError, match="nothing to roll back to"):
+        rollback_model(registered_model_name=NAME)
+    assert asyncio.run(_artifacts("shoprec-rollback"))
+
+    # Every alias move is in the registry's log, in order.
+    log = [(m["alias"], m["from"], m["to"], m["action"]) for m in alias_log(NAME)]
+    assert log == [("previous-champion", None, "1", "promote"),
+                   ("champion", "1", "2", "promote"),
+                   ("champion", "2", "1", "rollback"),
+                   ("previous-champion", "1", None, "rollback")]
+
+
+def test_batch_recommendations_write_every_known_user(registered: str, synthetic_dir: Path,
+                                                      tmp_path: Path) -> None:
+    from flows.operations import batch_recommendations
+
+    result = batch_recommendations(batch=BatchConfig(
+        registered_model_name=NAME, alias="serving", output_dir=str(tmp_path), k=5,
+        batch_size=97))
+    assert Path(result["partition"]).name.startswith("generated_date=")
+    frame = pd.read_parquet(tmp_path)
+    assert list(frame.columns[:6]) == ["user_id", "rank", "item_id", "score", "model_version",
+                                       "generated_at"]
+    interactions = pd.read_parquet(synthetic_dir / "interactions.parquet")
+    assert frame["user_id"].nunique() == result["users"] == interactions["user_id"].nunique()
+    assert len(frame) == result["rows"] == 5 * result["users"]
+    assert set(frame["model_version"]) == {"1"}
+    assert frame.groupby("user_id")["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
+    first = frame.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)
+    assert first.all()
+    # Nothing the user already has is recommended.
+    seen = set(zip(interactions["user_id"], interactions["item_id"], strict=True))
+    assert not any((u, i) in seen for u, i in zip(frame["user_id"], frame["item_id"],
+                                                   strict=True))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, payload: bytes | dict) -> tuple[int, dict | str]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shoprec.cli", "serve", "--port", str(port), "--alias",
+         "serving", "--registered-model-name", NAME],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the model server did not start"
+            time.sleep(1)
+        url = f"http://127.0.0.1:{port}/invocations"
+        interactions = pd.read_parquet(synthetic_dir / "interactions.parquet")
+        user = str(interactions["user_id"].iloc[0])
+        others = interactions.loc[interactions["user_id"] != user, "item_id"].unique()
+
+        status, plain = _post(url, {"dataframe_records": [{"user_id": user, "k": 10}]})
+        assert status == 200, plain
+        plain = plain["predictions"][0]
+        assert len(plain["item_ids"]) == 10 and plain["source"] == "model"
+        # What the shopper just clicked changes the answer, without retraining.
+        clicks = [str(i) for i in others[:3]]
+        status, clicked = _post(url, {"dataframe_records": [
+            {"user_id": user, "recent_items": clicks, "k": 10}]})
+        assert status == 200 and clicked["predictions"][0]["item_ids"] != plain["item_ids"]
+        assert not set(clicks) & set(clicked["predictions"][0]["item_ids"])
+        # An unknown shopper with nothing recent gets popularity; a query searches.
+        status, cold = _post(url, {"dataframe_records": [{"user_id": "nobody", "k": 3},
+                                                         {"query": "mug", "k": 3}]})
+        assert status == 200
+        assert [p["source"] for p in cold["predictions"]] == ["popularity", "search"]
+
+        # Malformed requests get a 4xx with a message, never a 500.
+        for bad in (b"{not json", {"dataframe_records": [{"user_id": user, "k": 0}]},
+                    {"dataframe_records": [{"user_id": user, "k": "ten"}]},
+                    {"dataframe_records": [{"shopper": user}]},
+                    {"dataframe_records": [{"user_id": user, "recent_items": 5}]}):
+            status, message = _post(url, bad)
+            assert 400 <= status < 500, (bad, status, message)
+            assert message, bad
+    finally:
+        _stop(process)
+
+
+def test_deployments_run_through_the_prefect_api(registered: str, tmp_path: Path) -> None:
+    """The local serve script registers the deployments on the test server and runs one
+    triggered through the API, like the UI's "Run" button."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    serving = subprocess.Popen(
+        [sys.executable, "deployments/serve.py", "--training-cron", "none", "--batch-cron",
+         "none"], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        async def deployment_names() -> set[str]:
+            async with get_client() as client:
+                return {d.name for d in await client.read_deployments()}
+
+        deadline = time.monotonic() + 180
+        wanted = {"training-nightly", "promote-model", "rollback-model",
+                  "batch-recommendations"}
+        while not wanted <= asyncio.run(deployment_names()):
+            assert serving.poll() is None, "deployments/serve.py exited"
+            assert time.monotonic() < deadline, "the deployments did not appear"
+            time.sleep(1)
+        run = run_deployment(
+            "shoprec-batch-recommendations/batch-recommendations", timeout=300,
+            parameters={"batch": {"registered_model_name": NAME, "alias": "serving",
+                                  "output_dir": str(tmp_path), "k": 3}})
+        assert run.state.is_completed(), run.state
+        assert len(pd.read_parquet(tmp_path)) > 0
+    finally:
+        _stop(serving)
+
+
+def test_prefect_yaml_deploys_to_a_process_work_pool(registered: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    prefect = [sys.executable, "-m", "prefect"]
+    subprocess.run([*prefect, "work-pool", "create", "shoprec-process", "--type", "process",
+                    "--overwrite"], cwd=ROOT, check=True, capture_output=True, timeout=120)
+    done = subprocess.run([*prefect, "--no-prompt", "deploy", "--all", "--prefect-file",
+                           "deployments/prefect.yaml"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    async def deployments() -> dict:
+        async with get_client() as client:
+            return {d.name: d for d in await client.read_deployments()}
+
+    found = asyncio.run(deployments())
+    nightly = found["training-nightly"]
+    assert nightly.work_pool_name == "shoprec-process"
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    # Typed parameters: the UI builds its form from this schema, with descriptions.
+    schema = nightly.parameter_openapi_schema
+    assert {"data", "cleaning", "split", "weighting", "training"} <= set(schema["properties"])
+    promote = found["promote-model"]
+    assert not promote.schedules and "promotion" in promote.parameter_openapi_schema[
+        "properties"]
+    assert [s.schedule.cron for s in found["batch-recommendations"].schedules] == ["0 5 * * *"]
+    assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"][
+        "directory"] == str(ROOT)
