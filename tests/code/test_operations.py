@@ -284,3 +284,27 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(registered: str) -> None:
     assert [s.schedule.cron for s in found["batch-recommendations"].schedules] == ["0 5 * * *"]
     assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"][
         "directory"] == str(ROOT)
+
+
+def test_cli_promote_refuses_with_exit_4_and_rollback_without_previous_exits_2(
+        registered: str, synthetic_dir: Path) -> None:
+    def shoprec(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "shoprec.cli", *args,
+                               "--registered-model-name", NAME], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+
+    champion = _version("champion")
+    refused = shoprec("promote", "--version", "2", "--interactions",
+                      str(synthetic_dir / "interactions.parquet"), "--items",
+                      str(synthetic_dir / "items.parquet"), "--test-days", "20",
+                      "--validation-days", "20")
+    assert refused.returncode == 4, refused.stderr[-2000:]
+    assert "refused" in refused.stderr and "ndcg@10 (decides)" in refused.stdout
+    assert _version("champion") == champion
+    unforced = shoprec("promote", "--force")
+    assert unforced.returncode == 2 and "--force needs --reason" in unforced.stderr
+    nothing = shoprec("rollback")
+    assert nothing.returncode == 2 and "nothing to roll back to" in nothing.stderr
+    answer = shoprec("recommend", "--alias", "serving", "--recent-items", "I010,I020", "--k",
+                     "3")
+    assert answer.returncode == 0 and "(model)" in answer.stdout, answer.stderr[-2000:]

@@ -1,0 +1,144 @@
+"""Benchmark: real-time latency of ``shoprec serve`` on loopback.
+
+    .venv/bin/python benchmarks/serving.py [--workdir /tmp/shoprec-bench] [--requests 2000]
+
+Serves ``models:/bench-recommender@champion`` (an mf model over 10,000 items, see
+``benchmarks/champion.py``) with ``shoprec serve`` (MLflow's model server) and sends a
+bounded number of single-user requests (k=10; a known user, half of them with two recent
+items) at concurrency 1 and 8, each client thread on its own keep-alive connection.
+Reports p50/p95/p99 latency and throughput. The load generator runs on the same 2 cores.
+Targets: p50 under 10 ms and p99 under 50 ms at concurrency 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from champion import MODEL_NAME, ROOT, ensure_champion  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(port: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("the model server exited")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("the model server did not start")
+
+
+def load(port: int, bodies: list[bytes], concurrency: int) -> tuple[np.ndarray, float, int]:
+    """Send every body once, ``concurrency`` at a time; latencies (ms), seconds, errors."""
+    latencies = np.zeros(len(bodies))
+    errors = [0]
+    cursor = iter(range(len(bodies)))
+    lock = threading.Lock()
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while True:
+            with lock:
+                index = next(cursor, None)
+            if index is None:
+                break
+            began = time.perf_counter()
+            connection.request("POST", "/invocations", bodies[index],
+                               {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            latencies[index] = (time.perf_counter() - began) * 1000
+            if response.status != 200:
+                with lock:
+                    errors[0] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - began, errors[0]
+
+
+def main() -> None:
+    """Run the benchmark and print Markdown for RESULTS.md."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/shoprec-bench"))
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--interactions", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--workers", type=int, default=1, help="Server processes.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    uri, data = ensure_champion(args.workdir, args.users, args.items, args.interactions)
+
+    import pandas as pd
+
+    rng = np.random.default_rng(args.seed)
+    interactions = pd.read_parquet(data / "interactions.parquet", columns=["user_id", "item_id"])
+    users = interactions["user_id"].unique()
+    items = interactions["item_id"].unique()
+    bodies = []
+    for _ in range(args.requests + 100):
+        record = {"user_id": str(rng.choice(users)), "k": 10}
+        if rng.random() < 0.5:
+            record["recent_items"] = [str(x) for x in rng.choice(items, 2, replace=False)]
+        bodies.append(json.dumps({"dataframe_records": [record]}).encode())
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shoprec.cli", "serve", "--port", str(port),
+         "--registered-model-name", MODEL_NAME, "--workers", str(args.workers)],
+        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        began = time.perf_counter()
+        _wait_ready(port, server)
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+              f"{platform.python_version()}")
+        print(f"model: {MODEL_NAME}@champion (mf), {len(users):,} users, {len(items):,} items;"
+              f" server workers {args.workers}; ready in {time.perf_counter() - began:.1f} s\n")
+        load(port, bodies[:100], 2)  # warm-up: first requests pay for lazy imports
+        print("| concurrency | requests | p50 ms | p95 ms | p99 ms | max ms | requests/s "
+              "| errors |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            latencies, seconds, errors = load(port, bodies[100:], concurrency)
+            p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+            print(f"| {concurrency} | {len(latencies):,} | {p50:.1f} | {p95:.1f} | {p99:.1f} | "
+                  f"{latencies.max():.1f} | {len(latencies) / seconds:,.0f} | {errors} |")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
