@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shoprec.models.base import mask_seen, top_k
 from shoprec.registry.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,10 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         with pq.ParquetWriter(temporary, SCHEMA) as writer:
             for start in range(0, n_users, batch_size):
                 stop = min(start + batch_size, n_users)
-                top, scores = bundle.model.recommend(bundle.history[start:stop], k=k)
+                rows = bundle.history[start:stop]
+                scores = bundle.model.score_fitted(np.arange(start, stop), rows)
+                mask_seen(scores, rows)
+                top, scores = top_k(scores, k)
                 keep = top.ravel() >= 0  # fewer than k unseen items leaves -1 padding
                 users = np.repeat(user_ids[start:stop], k)[keep]
                 table = pa.table({

@@ -59,18 +59,20 @@ class ImplicitALS(Recommender):
         """Run ALS on the weighted matrix, choosing the penalty on validation if asked."""
         if self.regularization is None and context is not None \
                 and context.validation_relevance is not None:
-            def apply(value: float) -> np.ndarray:
+            def apply(value: float) -> tuple[np.ndarray, np.ndarray]:
                 self.regularization_ = value
-                self.item_factors_ = self._solve(interactions, value)
+                self.item_factors_, self.user_factors_ = self._solve(interactions, value)
                 self._prepare()
-                return self.item_factors_
+                return self.item_factors_, self.user_factors_
 
-            self.regularization_, self.item_factors_ = select_on_validation(
-                self, self.regularization_grid, apply, context, "regularization")
+            self.regularization_, (self.item_factors_, self.user_factors_) = \
+                select_on_validation(self, self.regularization_grid, apply, context,
+                                     "regularization")
         else:
             self.regularization_ = float(10.0 if self.regularization is None
                                          else self.regularization)
-            self.item_factors_ = self._solve(interactions, self.regularization_)
+            self.item_factors_, self.user_factors_ = self._solve(interactions,
+                                                                 self.regularization_)
         self._prepare()
         return self
 
@@ -79,7 +81,8 @@ class ImplicitALS(Recommender):
         """Hyperparameters chosen during :meth:`fit`, to reuse when refitting."""
         return {"regularization": self.regularization_}
 
-    def _solve(self, interactions: sp.csr_matrix, regularization: float) -> np.ndarray:
+    def _solve(self, interactions: sp.csr_matrix,
+               regularization: float) -> tuple[np.ndarray, np.ndarray]:
         from implicit.cpu.als import AlternatingLeastSquares
 
         # implicit's solver is threaded itself; BLAS threads on top would oversubscribe.
@@ -93,10 +96,11 @@ class ImplicitALS(Recommender):
         item_factors = np.asarray(model.item_factors, dtype=np.float32)
         if not np.all(np.isfinite(item_factors)):
             raise ModelFitError("ALS produced non-finite item factors; raise regularization")
-        return item_factors
+        return item_factors, np.asarray(model.user_factors, dtype=np.float32)
 
     def _prepare(self) -> None:
-        y = self.item_factors_.astype(np.float64)
+        self.item_factors64_ = self.item_factors_.astype(np.float64)
+        y = self.item_factors64_
         self.gram_ = y.T @ y + self.regularization_ * np.eye(y.shape[1])
 
     def user_factors(self, user_rows: sp.csr_matrix) -> np.ndarray:
@@ -106,7 +110,7 @@ class ImplicitALS(Recommender):
         confidences and ``p`` its binary preferences. An empty row gets a zero vector.
         """
         rows = sp.csr_matrix(user_rows)
-        y = self.item_factors_.astype(np.float64)
+        y = self.item_factors64_
         out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float64)
         for r in range(rows.shape[0]):
             start, end = rows.indptr[r], rows.indptr[r + 1]
@@ -122,8 +126,14 @@ class ImplicitALS(Recommender):
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Fold each row in and score every item by the dot product."""
-        scores = (self.user_factors(user_rows) @ self.item_factors_.T.astype(np.float64))
-        return check_finite(scores.astype(np.float32), self.name)
+        factors = self.user_factors(user_rows).astype(np.float32)
+        return check_finite(factors @ self.item_factors_.T, self.name)
+
+    def score_fitted(self, users: np.ndarray, user_rows: sp.csr_matrix) -> np.ndarray:
+        """Score fitted users from the factors ALS learned for them (no fold-in)."""
+        if getattr(self, "user_factors_", None) is None:
+            return self.score(user_rows)
+        return check_finite(self.user_factors_[users] @ self.item_factors_.T, self.name)
 
     @property
     def n_items_(self) -> int:
@@ -132,11 +142,14 @@ class ImplicitALS(Recommender):
 
     def _save_state(self, folder: Path) -> None:
         np.savez(folder / "state.npz", item_factors=self.item_factors_,
+                 user_factors=self.user_factors_,
                  regularization=np.float64(self.regularization_))
 
     def _load_state(self, folder: Path) -> None:
         with np.load(folder / "state.npz") as state:
             self.item_factors_ = state["item_factors"]
+            # Models saved before user factors were kept fall back to folding rows in.
+            self.user_factors_ = state["user_factors"] if "user_factors" in state else None
             self.regularization_ = float(state["regularization"])
         self._prepare()
 

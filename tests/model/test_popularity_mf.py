@@ -67,3 +67,21 @@ def test_fold_in_personalises_a_new_shopper(planted, synthetic_dir) -> None:
     # Popularity ignores the row entirely.
     pop_top, _ = Popularity().fit(encoded.train).recommend(row, k=5)
     assert np.mean(category[pop_top[0]] == target) < np.mean(category[top[0]] == target)
+
+
+def test_fitted_users_are_scored_from_their_learned_factors(planted) -> None:
+    """Batch scoring of known users skips the fold-in; the answers agree with it."""
+    rows = planted.encoded.train
+    model = ImplicitALS(regularization=100.0).fit(rows)
+    fitted = model.score_fitted(np.arange(rows.shape[0]), rows)
+    folded = model.score(rows)
+    assert np.abs(fitted - folded).max() < 0.01 * np.abs(folded).max()
+    top_fitted = np.argsort(-fitted, axis=1)[:, :10]
+    top_folded = np.argsort(-folded, axis=1)[:, :10]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_fitted, top_folded,
+                                                                    strict=True)])
+    assert overlap > 0.95
+    # A popularity model has no per-user state: it scores the rows.
+    popularity = Popularity().fit(rows)
+    np.testing.assert_array_equal(popularity.score_fitted(np.arange(5), rows[:5]),
+                                  popularity.score(rows[:5]))
