@@ -54,6 +54,9 @@ class ContentRecommender(Recommender):
     #: 1.6 GB at the limit) and scoring is one sparse x dense product per batch; above it,
     #: scoring multiplies sparse profiles by the sparse item vectors, which is much slower.
     dense_similarity_items: ClassVar[int] = 20_000
+    #: Batches smaller than this (a served request) take the sparse path: building the
+    #: dense matrix costs seconds, so it is built on the first large batch, not at load.
+    dense_batch_rows: ClassVar[int] = 64
 
     def __init__(self, popularity_smoothing: float | None = None,
                  smoothing_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
@@ -110,9 +113,7 @@ class ContentRecommender(Recommender):
         return {"popularity_smoothing": self.smoothing_}
 
     def _prepare(self) -> None:
-        n_items = self.item_vectors_.shape[0]
-        self.similarity_ = ((self.item_vectors_ @ self.item_vectors_.T).toarray()
-                            if n_items <= self.dense_similarity_items else None)
+        self.similarity_ = None  # built by the first large batch (see cosine)
 
     def profiles(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
         """Weighted mean of the item vectors in each row, L2-normalised."""
@@ -122,8 +123,11 @@ class ContentRecommender(Recommender):
     def cosine(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Cosine similarity of each row's profile to every item (dense, batch x items)."""
         rows = sp.csr_matrix(user_rows, dtype=np.float32)
-        if self.similarity_ is None:
+        if (rows.shape[0] < self.dense_batch_rows
+                or self.item_vectors_.shape[0] > self.dense_similarity_items):
             return (self.profiles(rows) @ self.item_vectors_.T).toarray()
+        if self.similarity_ is None:
+            self.similarity_ = (self.item_vectors_ @ self.item_vectors_.T).toarray()
         # profile = r V, so profile . v_i = (r S)_i with S = V V^T, and |profile|^2 = r S r^T.
         raw = np.asarray(rows @ self.similarity_)
         norms = np.sqrt(np.maximum(np.asarray(rows.multiply(raw).sum(axis=1)).ravel(), 0))

@@ -128,11 +128,17 @@ def test_no_match_returns_nothing(catalogue_model: ContentRecommender) -> None:
 
 
 def test_dense_and_sparse_scoring_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    dense = ContentRecommender(popularity_smoothing=0.5).fit(block_matrix(),
+    model = ContentRecommender(popularity_smoothing=0.5).fit(block_matrix(),
                                                              FitContext(items=block_items()))
+    # Small batches (served requests) take the sparse path and build nothing.
+    sparse = model.score(block_matrix())
+    assert model.similarity_ is None
+    monkeypatch.setattr(ContentRecommender, "dense_batch_rows", 1)
+    dense = model.score(block_matrix())
+    assert model.similarity_ is not None
+    np.testing.assert_allclose(dense, sparse, rtol=1e-5, atol=1e-6)
+    # Above the catalogue limit, even large batches stay sparse.
     monkeypatch.setattr(ContentRecommender, "dense_similarity_items", 0)
-    sparse = ContentRecommender(popularity_smoothing=0.5).fit(block_matrix(),
-                                                              FitContext(items=block_items()))
-    assert dense.similarity_ is not None and sparse.similarity_ is None
-    np.testing.assert_allclose(dense.score(block_matrix()), sparse.score(block_matrix()),
-                               rtol=1e-5, atol=1e-6)
+    model.similarity_ = None
+    np.testing.assert_allclose(model.score(block_matrix()), sparse, rtol=1e-5, atol=1e-6)
+    assert model.similarity_ is None
