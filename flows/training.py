@@ -6,7 +6,6 @@ Straight-line wiring of the tasks in ``tasks/``; all logic lives in ``shoprec``.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import flow
@@ -15,6 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from threadpoolctl import threadpool_limits
 
 from flows.preparation import prepare_data
+from flows.runners import candidate_runner, threads_per_candidate
 from shoprec.config import (
     CleaningConfig,
     DataConfig,
@@ -90,25 +90,22 @@ def training_pipeline(
     )
 
     try:
-        # Every candidate is its own task run, submitted at once; threads are shared out so
-        # that parallel candidates do not oversubscribe the cores.
+        # Every candidate is its own task run, submitted at once, on threads here or on a
+        # Dask cluster; threads are shared out so that parallel candidates do not
+        # oversubscribe the cores.
         items = item_frame(clean.items, encoded.items)
-        workers = min(training.max_workers, len(training.models))
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = threads_per_candidate(training)
         futures = {}
-        with threadpool_limits(threads):
+        with threadpool_limits(threads), candidate_runner(training) as (runner, share):
+            shared_encoded, shared_items = share(encoded), share(items)
             # Slow (neural) candidates first, so the run does not end waiting on one of them.
             for name in sorted(training.models,
                                key=lambda m: not getattr(CANDIDATES.get(m), "slow_to_train", 0)):
                 params = model_params(name, training, threads)
-                futures[name] = (params, train_candidate.submit(name, params, encoded, items,
-                                                                training.ks))
-            results = []
-            for name in training.models:
-                params, future = futures[name]
-                outcome = future.result(raise_on_failure=False)
-                results.append(failed_result(name, params, outcome)
-                               if isinstance(outcome, BaseException) else outcome)
+                futures[name] = (params, runner.submit(train_candidate, {
+                    "name": name, "params": params, "encoded": shared_encoded,
+                    "items": shared_items, "ks": training.ks, "threads": threads}))
+            results = [_outcome(name, *futures[name]) for name in training.models]
         log_candidates(parent, results)
 
         primary = training.primary_metric
@@ -154,6 +151,22 @@ def training_pipeline(
         runs.finish_run(parent, ok=False)
         raise
     return summary
+
+
+def _outcome(name: str, params: dict[str, Any], future: Any) -> CandidateResult:
+    """The candidate's leaderboard row, or a failed row if its task (or worker) died."""
+    try:
+        outcome = future.result(raise_on_failure=False)
+    except Exception as exc:  # noqa: BLE001 - a lost Dask worker surfaces here
+        outcome = exc
+        if type(exc).__module__.startswith("distributed"):
+            outcome = RuntimeError(f"lost on the Dask cluster: the worker running it died or "
+                                   f"the task was cancelled ({type(exc).__name__}: {exc})")
+    if isinstance(outcome, BaseException):
+        return failed_result(name, params, outcome)
+    if not isinstance(outcome, CandidateResult):  # a failed state handed back as is
+        return failed_result(name, params, RuntimeError(f"{name}: {outcome}"))
+    return outcome
 
 
 def _entry(result: CandidateResult) -> dict[str, Any]:

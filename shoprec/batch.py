@@ -1,8 +1,8 @@
 """Batch recommendations: the top K of every known user, written as date-partitioned Parquet.
 
 Users are scored in batches straight from the bundle's stored histories (no request
-frames), ``argpartition`` picks the top K, and each batch is appended to a Parquet file,
-so memory stays bounded by one batch of users × items.
+frames), :func:`~shoprec.models.base.top_k` picks the top K, and each batch is appended to
+a Parquet file, so memory stays bounded by a few batches of users × items.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from shoprec.models.base import mask_seen, top_k
 from shoprec.registry.bundle import ModelBundle
@@ -65,7 +68,8 @@ class BatchResult:
 
 def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 10,
                           batch_size: int = 4096, model_version: str = "",
-                          generated_at: datetime | None = None) -> BatchResult:
+                          generated_at: datetime | None = None,
+                          threads: int | None = None) -> BatchResult:
     """Score every user of ``bundle`` and write their top ``k`` as Parquet.
 
     The file goes to ``output_dir/generated_date=YYYY-MM-DD/recommendations.parquet``
@@ -80,6 +84,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         batch_size: Users per scoring batch.
         model_version: Registry version recorded in every row.
         generated_at: Timestamp recorded in every row (default: now).
+        threads: Batches scored at the same time (default: one per core).
 
     Raises:
         ValueError: ``k`` or ``batch_size`` below 1.
@@ -92,36 +97,53 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     partition.mkdir(parents=True, exist_ok=True)
     final = partition / "recommendations.parquet"
     temporary = partition / f".recommendations-{os.getpid()}.parquet.tmp"
-    user_ids = np.asarray(bundle.users.ids, dtype=object)
-    item_ids = np.asarray(bundle.items.ids, dtype=object)
+    # Ids become Arrow strings once; each batch then gathers them with a C++ take.
+    user_ids = pa.array(np.asarray(bundle.users.ids, dtype=object), pa.string())
+    item_ids = pa.array(np.asarray(bundle.items.ids, dtype=object), pa.string())
+    version = pa.array([model_version], pa.string())
     n_users = len(user_ids)
     # numpy's datetime64 carries no zone; Arrow reads it as UTC, which it is.
     moment = np.datetime64(stamp.astimezone(UTC).replace(tzinfo=None), "us")
     ranks = np.tile(np.arange(1, k + 1, dtype=np.int16), batch_size)
+
+    def score_batch(start: int) -> pa.Table:
+        stop = min(start + batch_size, n_users)
+        history = bundle.history[start:stop]
+        scores = bundle.model.score_fitted(np.arange(start, stop), history)
+        mask_seen(scores, history)
+        top, best = top_k(scores, k)
+        keep = top.ravel() >= 0  # fewer than k unseen items leaves -1 padding
+        users = np.repeat(np.arange(start, stop), k)[keep]
+        return pa.table({
+            "user_id": user_ids.take(pa.array(users)),
+            "rank": pa.array(ranks[: (stop - start) * k][keep], pa.int16()),
+            "item_id": item_ids.take(pa.array(top.ravel()[keep])),
+            "score": pa.array(best.ravel()[keep], pa.float32()),
+            "model_version": version.take(pa.array(np.zeros(len(users), np.int64))),
+            "generated_at": pa.array(np.full(len(users), moment),
+                                     SCHEMA.field("generated_at").type),
+        }, schema=SCHEMA)
+
+    workers = max(1, min(threads or os.cpu_count() or 1, -(-n_users // batch_size)))
     began = time.perf_counter()
     rows = 0
     try:
-        with pq.ParquetWriter(temporary, SCHEMA) as writer:
+        # Batches are scored in parallel threads, each with one BLAS thread (numpy and
+        # BLAS release the GIL), and written in order by this thread; at most ``workers``
+        # batches are in flight, so memory stays bounded.
+        with pq.ParquetWriter(temporary, SCHEMA) as writer, \
+                threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as pool:
+            pending: deque = deque()
             for start in range(0, n_users, batch_size):
-                stop = min(start + batch_size, n_users)
-                rows = bundle.history[start:stop]
-                scores = bundle.model.score_fitted(np.arange(start, stop), rows)
-                mask_seen(scores, rows)
-                top, scores = top_k(scores, k)
-                keep = top.ravel() >= 0  # fewer than k unseen items leaves -1 padding
-                users = np.repeat(user_ids[start:stop], k)[keep]
-                table = pa.table({
-                    "user_id": pa.array(users, pa.string()),
-                    "rank": pa.array(ranks[: (stop - start) * k][keep], pa.int16()),
-                    "item_id": pa.array(item_ids[top.ravel()[keep]], pa.string()),
-                    "score": pa.array(scores.ravel()[keep], pa.float32()),
-                    "model_version": pa.array(np.full(len(users), model_version, object),
-                                              pa.string()),
-                    "generated_at": pa.array(np.full(len(users), moment),
-                                             SCHEMA.field("generated_at").type),
-                }, schema=SCHEMA)
+                pending.append(pool.submit(score_batch, start))
+                if len(pending) >= workers:
+                    table = pending.popleft().result()
+                    writer.write_table(table)
+                    rows += table.num_rows
+            while pending:
+                table = pending.popleft().result()
                 writer.write_table(table)
-                rows += len(users)
+                rows += table.num_rows
         os.replace(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)

@@ -176,6 +176,14 @@ class TrainingConfig(_Model):
     experiment: str = Field("shoprec", description="MLflow experiment name.")
     seed: int = Field(42, description="Seed of every model.")
     max_workers: int = Field(4, ge=1, description="Candidates trained at the same time.")
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="Where candidates train: 'threads' in the flow's process, or "
+        "'dask' on a Dask cluster (a local one of dask_workers processes, or dask_address).")
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster, e.g. tcp://host:8786; "
+        "empty: start a local cluster for the run.")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask "
+                              "cluster (and the number of candidates trained at a time).")
 
     @field_validator("ks")
     @classmethod

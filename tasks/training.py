@@ -8,6 +8,8 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from threadpoolctl import threadpool_limits
 
 from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
@@ -28,15 +30,18 @@ def start_mlflow_run(config: TrainingConfig, run_name: str, params: dict[str, An
     return runs.start_parent_run(config.experiment, run_name, params, tags)
 
 
-@task(name="train-candidate", task_run_name="train-{name}")
+@task(name="train-candidate", task_run_name="train-{name}", cache_policy=NO_CACHE)
 def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
-                    items: pd.DataFrame | None, ks: list[int]) -> CandidateResult:
+                    items: pd.DataFrame | None, ks: list[int],
+                    threads: int | None = None) -> CandidateResult:
     """Fit one candidate and score it on validation and test (never retried).
 
     Only the leaderboard row leaves the task: the winner is refitted on all data, so the
-    fitted model is not kept.
+    fitted model is not kept. ``threads`` caps BLAS/OpenMP pools wherever the task runs
+    (this process or a Dask worker).
     """
-    return train_and_evaluate(name, params, encoded, items, ks)[0]
+    with threadpool_limits(threads):
+        return train_and_evaluate(name, params, encoded, items, ks)[0]
 
 
 @task(name="log-candidates", retries=2, retry_delay_seconds=2)

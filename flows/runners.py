@@ -1,0 +1,56 @@
+"""Where the training flow runs its candidate tasks: threads in the flow's process, or a
+Dask cluster through prefect-dask (a local cluster of worker processes, or an existing
+scheduler)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from shoprec.config import TrainingConfig
+
+
+def parallel_candidates(config: TrainingConfig) -> int:
+    """How many candidates train at the same time."""
+    slots = config.dask_workers if config.task_runner == "dask" else config.max_workers
+    return max(1, min(slots, len(config.models)))
+
+
+def threads_per_candidate(config: TrainingConfig) -> int:
+    """Each candidate's share of the cores (of this machine, or of a local cluster's)."""
+    return max(1, (os.cpu_count() or 1) // parallel_candidates(config))
+
+
+@contextmanager
+def candidate_runner(config: TrainingConfig) -> Iterator[tuple[TaskRunner,
+                                                               Callable[[Any], Any]]]:
+    """A started task runner for the candidates, and a function that ships a training input
+    to the workers once.
+
+    With Dask, inputs are scattered to every worker before the tasks are submitted, so each
+    task receives a reference instead of a fresh copy of the matrices; with threads they
+    are shared in memory as they are.
+    """
+    if config.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if config.dask_address:
+            runner = DaskTaskRunner(address=config.dask_address)
+        else:
+            threads = str(threads_per_candidate(config))
+            # One task per worker process at a time; BLAS and OpenMP pools sized to the
+            # worker's share of the cores.
+            runner = DaskTaskRunner(cluster_kwargs={
+                "n_workers": config.dask_workers, "threads_per_worker": 1,
+                "processes": True, "dashboard_address": None,
+                "env": {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+                        "MKL_NUM_THREADS": threads}})
+        with runner:
+            yield runner, lambda value: runner.client.scatter(value, broadcast=True)
+    else:
+        with ThreadPoolTaskRunner(max_workers=parallel_candidates(config)) as runner:
+            yield runner, lambda value: value
