@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: Up to this many values, :meth:`IdMap.encode` looks ids up in a dict.
+_FEW = 64
+
 
 class IdMap:
     """A bijection between string ids and ``0..n-1``.
@@ -21,6 +24,8 @@ class IdMap:
         self._index = pd.Index(pd.array(list(ids), dtype="string"), dtype="string")
         if not self._index.is_unique:
             raise ValueError("IdMap ids must be unique")
+        self._ids: np.ndarray | None = None
+        self._lookup: dict[str, int] | None = None
 
     @classmethod
     def from_values(cls, values: pd.Series) -> IdMap:
@@ -35,13 +40,24 @@ class IdMap:
 
     @property
     def ids(self) -> np.ndarray:
-        """The ids in index order."""
-        return self._index.to_numpy(dtype=object)
+        """The ids in index order (an object array, built once; do not modify it)."""
+        if self._ids is None:
+            self._ids = self._index.to_numpy(dtype=object)
+        return self._ids
 
     def encode(self, values: Iterable[str] | pd.Series) -> np.ndarray:
         """Return the indices of ``values``; unknown ids get -1."""
-        return self._index.get_indexer(pd.Index(pd.array(list(values) if not isinstance(
-            values, pd.Series) else values, dtype="string"))).astype(np.int64)
+        if not isinstance(values, pd.Series):
+            values = list(values)
+            if len(values) <= _FEW:
+                # A served request carries a handful of ids: a dict lookup costs
+                # microseconds where building a pandas index costs a millisecond.
+                if self._lookup is None:
+                    self._lookup = {str(v): i for i, v in enumerate(self.ids)}
+                return np.array([self._lookup.get(str(v), -1) for v in values],
+                                dtype=np.int64)
+        return self._index.get_indexer(pd.Index(pd.array(values, dtype="string"))).astype(
+            np.int64)
 
     def decode(self, indices: np.ndarray) -> np.ndarray:
         """Return the ids at ``indices``."""

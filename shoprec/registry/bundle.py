@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class ModelBundle:
     meta: dict[str, Any]
     search: ContentRecommender | None = None
     titles: list[str] | None = None
+    _titles: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def save(self, path: str | Path) -> Path:
         """Write the bundle into the folder ``path``."""
@@ -98,7 +99,6 @@ class ModelBundle:
         """
         n = len(user_ids)
         user_index = self.users.encode([_text(u) for u in user_ids])
-        rows = sp.lil_matrix((n, len(self.items)), dtype=np.float32)
         known = np.flatnonzero(user_index >= 0)
         base = sp.csr_matrix((n, len(self.items)), dtype=np.float32)
         if len(known):
@@ -106,11 +106,14 @@ class ModelBundle:
                                       (known, user_index[known])),
                                      shape=(n, len(self.users)))
             base = (selector @ self.history).tocsr()
-        for r, items in enumerate(recent):
-            for index in self.items.encode([str(i) for i in _as_list(items)]):
-                if index >= 0:
-                    rows[r, index] += RECENT_ITEM_WEIGHT
-        return (base + rows.tocsr()).tocsr()
+        lists = [[str(i) for i in _as_list(items)] for items in recent]
+        owners = np.repeat(np.arange(n), [len(x) for x in lists])
+        indices = self.items.encode([i for x in lists for i in x])
+        found = indices >= 0
+        # Duplicate (row, item) pairs are summed by the CSR conversion, like repeated clicks.
+        clicks = sp.csr_matrix((np.full(found.sum(), RECENT_ITEM_WEIGHT, np.float32),
+                                (owners[found], indices[found])), shape=base.shape)
+        return (base + clicks).tocsr()
 
     def predict(self, requests: pd.DataFrame) -> pd.DataFrame:
         """Answer a request frame (DESIGN.md request schema).
@@ -158,8 +161,10 @@ class ModelBundle:
         if len(cold):
             top[cold], values[cold] = top_k(self.fallback.score(rows[cold]), max_k)
         ids = self.items.ids
-        titles = np.array(self.titles if self.titles is not None else [""] * len(ids),
-                          dtype=object)
+        if self._titles is None:  # built once: requests only gather from it
+            self._titles = np.array(self.titles if self.titles is not None
+                                    else [""] * len(ids), dtype=object)
+        titles = self._titles
         out_ids, out_scores, out_titles = [], [], []
         for r in range(n):
             chosen = top[r, : ks[r]]
