@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_deployments(dataset: str = "", fmt: str | None = None, items: str | None = None,
                       training_cron: str | None = "0 2 * * *",
-                      batch_cron: str | None = "0 5 * * *", timezone: str = "UTC") -> list:
+                      batch_cron: str | None = "0 5 * * *", timezone: str = "UTC",
+                      dask_address: str | None = None) -> list:
     """The deployments of the project as ``RunnerDeployment`` objects.
 
     Args:
@@ -32,6 +33,7 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
         training_cron: Schedule of training-nightly (``None``: manual only).
         batch_cron: Schedule of batch-recommendations (``None``: manual only).
         timezone: Time zone of the schedules.
+        dask_address: Train training-nightly's candidates on this Dask scheduler.
     """
     from prefect.schedules import Cron
 
@@ -39,6 +41,8 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
     from flows.training import training_pipeline
 
     data = {"interactions": dataset, "format": fmt, "items": items}
+    training = ({"task_runner": "dask", "dask_address": dask_address} if dask_address
+                else {})
 
     def schedule(cron: str | None) -> list:
         return [Cron(cron, timezone=timezone)] if cron else []
@@ -46,7 +50,8 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
     return [
         training_pipeline.to_deployment(
             name="training-nightly", schedules=schedule(training_cron), tags=["shoprec"],
-            parameters={"data": data, "output_dir": "runs/train"},
+            parameters={"data": data, "output_dir": "runs/train",
+                        **({"training": training} if training else {})},
             description="Validate, clean, train every candidate in parallel, evaluate and "
                         "publish the winner to the MLflow registry."),
         promote_model.to_deployment(
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-cron", default="0 5 * * *",
                         help="Schedule of batch-recommendations; 'none' for manual only.")
     parser.add_argument("--timezone", default="UTC")
+    parser.add_argument("--dask-address", default=None,
+                        help="Train training-nightly's candidates on this Dask scheduler.")
     args = parser.parse_args(argv)
     # Flows import the project's packages by their top-level names, and entrypoints and
     # relative paths (runs/, the sample) are resolved from the project root.
@@ -87,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     serve(*build_deployments(
         args.dataset, args.format, args.items,
         None if args.training_cron.lower() == "none" else args.training_cron,
-        None if args.batch_cron.lower() == "none" else args.batch_cron, args.timezone))
+        None if args.batch_cron.lower() == "none" else args.batch_cron, args.timezone,
+        args.dask_address))
 
 
 if __name__ == "__main__":

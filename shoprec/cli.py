@@ -344,6 +344,14 @@ def train(
         "--param", help="Hyperparameter MODEL.NAME=VALUE, e.g. --param mf.factors=32 "
         "(repeatable; VALUE is read as JSON, else as text).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the models.")] = 42,
+    task_runner: Annotated[str, typer.Option(
+        "--task-runner", help="Where candidates train: threads (this process) or dask.")]
+    = "threads",
+    dask_address: Annotated[str | None, typer.Option(
+        "--dask-address", help="Dask scheduler, e.g. tcp://host:8786 (default: a local "
+        "cluster; implies --task-runner dask).")] = None,
+    dask_workers: Annotated[int, typer.Option(
+        "--dask-workers", help="Worker processes of the local Dask cluster.")] = 2,
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
     model_name: Annotated[str, typer.Option(
@@ -377,10 +385,14 @@ def train(
                                validation_n=validation_n, seed=seed)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items)
+    if task_runner not in ("threads", "dask"):
+        raise ConfigError(f"--task-runner must be threads or dask, got {task_runner!r}")
     training_config = TrainingConfig(models=chosen, ks=ks, primary_metric=primary_metric,
                                      seed=seed, gate_margin=gate_margin,
                                      registered_model_name=model_name,
-                                     params=_parse_params(param))
+                                     params=_parse_params(param),
+                                     task_runner="dask" if dask_address else task_runner,
+                                     dask_address=dask_address, dask_workers=dask_workers)
     began = time.perf_counter()
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from flows.training import training_pipeline

@@ -76,3 +76,8 @@ def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
         done = run(*args, cwd=tmp_path)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_unknown_task_runner_is_a_usage_error(tmp_path: Path) -> None:
+    done = run("train", "--task-runner", "spark", cwd=tmp_path)
+    assert done.returncode == 2 and "--task-runner must be threads or dask" in done.stderr
