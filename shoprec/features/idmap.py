@@ -27,6 +27,16 @@ class IdMap:
         self._ids: np.ndarray | None = None
         self._lookup: dict[str, int] | None = None
 
+    def __getstate__(self) -> dict:
+        # Only the index travels (Prefect's result cache, Dask): the lookups are rebuilt.
+        return {"_index": self._index}
+
+    def __setstate__(self, state: dict) -> None:
+        # Also reads maps pickled before the lookups existed (older cached results).
+        self._index = state["_index"]
+        self._ids = None
+        self._lookup = None
+
     @classmethod
     def from_values(cls, values: pd.Series) -> IdMap:
         """Build a map of the distinct values, sorted so the result is deterministic."""

@@ -80,3 +80,20 @@ def test_recency_decay_halves_per_half_life() -> None:
     later = event_weights(data, WeightingConfig(recency_half_life_days=14),
                           reference=pd.Timestamp("2024-01-29", tz="UTC"))
     assert later[1] == pytest.approx(plain[1] / 2)
+
+
+def test_id_map_pickles_without_its_caches_and_reads_older_pickles() -> None:
+    import pickle
+
+    from shoprec.features import IdMap
+
+    ids = IdMap(["b", "a", "c"])
+    assert ids.encode(["a", "zz"]).tolist() == [1, -1]  # builds the lookup
+    copy = pickle.loads(pickle.dumps(ids))
+    assert copy.__dict__.keys() == ids.__dict__.keys() and copy._lookup is None
+    assert copy.encode(["c"]).tolist() == [2] and copy.ids.tolist() == ["b", "a", "c"]
+    # A map pickled by an older version held only its index.
+    old = IdMap.__new__(IdMap)
+    old.__dict__["_index"] = ids._index
+    revived = pickle.loads(pickle.dumps(old))
+    assert revived.decode([0, 2]).tolist() == ["b", "c"]
