@@ -37,6 +37,22 @@ def child(args: argparse.Namespace) -> None:
     from shoprec.runtime import apply_runtime_defaults
 
     apply_runtime_defaults()
+    # Resident memory sampled every 0.2 s, to attribute a peak to each task's time window.
+    import threading
+
+    import psutil
+
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        process = psutil.Process()
+        while not done.is_set():
+            samples.append((time.time(), process.memory_info().rss / 2**30))
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     models = args.models.split(",") if args.models else None
     training = TrainingConfig(**({"models": models} if models else {}), seed=args.seed)
     summary = training_pipeline(
@@ -53,9 +69,11 @@ def child(args: argparse.Namespace) -> None:
                 id=FlowRunFilterId(any_=[summary["prefect_flow_run_id"]])))
         return sorted(({"task": r.name, "state": r.state.name,
                         "start": r.start_time.isoformat() if r.start_time else None,
-                        "seconds": r.total_run_time.total_seconds()} for r in runs),
+                        "seconds": r.total_run_time.total_seconds(),
+                        "peak_gb": _peak(samples, r.start_time, r.end_time)} for r in runs),
                       key=lambda r: r["start"] or "")
 
+    done.set()
     print("BENCHMARK-JSON " + json.dumps({"summary": summary, "steps": asyncio.run(timings())},
                                          default=str))
 
@@ -72,6 +90,7 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="Candidates (default: all).")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output-dir", default=None)
+    parser.add_argument("--json-out", default=None, help="Also write the figures as JSON.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -98,6 +117,10 @@ def main() -> None:
     line = next(x for x in output.splitlines() if x.startswith("BENCHMARK-JSON "))
     result = json.loads(line.removeprefix("BENCHMARK-JSON "))
     summary, steps = result["summary"], result["steps"]
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(
+            {**result, "wall_seconds": round(seconds, 1),
+             "peak_rss_gb": round(usage.ru_maxrss / 1024 / 1024, 2)}, default=str))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
     print(f"data: {summary['data']['source']}: {summary['data']['rows_in']:,} rows in, "
@@ -123,10 +146,20 @@ def main() -> None:
         print(f"\n{primary} relative to popularity: {ratios}")
     print(f"winner {summary['winner']}, registered version {summary['registered']['version']}"
           f" {summary['registered']['aliases']}\n")
-    print("| step | seconds |")
-    print("| --- | ---: |")
+    print("| step | seconds | peak RSS of the flow process during the step (GB) |")
+    print("| --- | ---: | ---: |")
     for step in steps:
-        print(f"| {step['task']} | {step['seconds']:.1f} |")
+        peak = step.get("peak_gb")
+        print(f"| {step['task']} | {step['seconds']:.1f} | "
+              f"{'-' if peak is None else f'{peak:.2f}'} |")
+
+
+def _peak(samples: list[tuple[float, float]], start, end) -> float | None:
+    """Largest RSS sample (GB) of the flow's process between ``start`` and ``end``."""
+    if start is None or end is None:
+        return None
+    inside = [gb for at, gb in samples if start.timestamp() <= at <= end.timestamp()]
+    return round(max(inside), 2) if inside else None
 
 
 def _fmt(value: float | None) -> str:
