@@ -34,13 +34,20 @@ def compare_with_champion(config: PromotionConfig,
 @task(name="apply-promotion", cache_policy=NO_CACHE)
 def apply_promotion(decision: promotion.PromotionDecision,
                     config: PromotionConfig) -> promotion.PromotionDecision:
-    """Move the aliases (or refuse), then publish the report whatever the outcome."""
+    """Move the aliases (or refuse); the decision, promoted or refused, is an artifact."""
     try:
-        return promotion.apply_promotion(decision, config.force, config.reason,
-                                         config.requested_by or None)
-    finally:
-        create_markdown_artifact(key=PROMOTION_KEY, markdown=decision.to_markdown(),
-                                 description="Promotion decision with its per-metric report")
+        decision = promotion.apply_promotion(decision, config.force, config.reason,
+                                             config.requested_by or None)
+    except promotion.PromotionRefused:
+        _report_decision(decision)
+        raise
+    _report_decision(decision)
+    return decision
+
+
+def _report_decision(decision: promotion.PromotionDecision) -> None:
+    create_markdown_artifact(key=PROMOTION_KEY, markdown=decision.to_markdown(),
+                             description="Promotion decision with its per-metric report")
 
 
 @task(name="rollback", cache_policy=NO_CACHE)
