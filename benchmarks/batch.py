@@ -22,16 +22,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from champion import MODEL_NAME, ROOT, ensure_champion  # noqa: E402
+from champion import MODEL_NAME, ROOT, add_arguments, ensure_champion  # noqa: E402
 
 
 def main() -> None:
     """Run the benchmark and print Markdown for RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/shoprec-bench"))
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--items", type=int, default=10_000)
-    parser.add_argument("--interactions", type=int, default=1_000_000)
+    add_arguments(parser)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4096)
     args = parser.parse_args()

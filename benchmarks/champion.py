@@ -52,13 +52,18 @@ def ensure_champion(workdir: Path, users: int, items: int, interactions: int,
     return uri, data
 
 
-def main() -> None:
-    """Build (or find) the champion and print its tracking URI."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose (or build) the champion: work folder and data sizes."""
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/shoprec-bench"))
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--interactions", type=int, default=1_000_000)
+
+
+def main() -> None:
+    """Build (or find) the champion and print its tracking URI."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
     args = parser.parse_args()
     print(ensure_champion(args.workdir, args.users, args.items, args.interactions)[0])
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from champion import MODEL_NAME, ROOT, ensure_champion  # noqa: E402
+from champion import MODEL_NAME, ROOT, add_arguments, ensure_champion  # noqa: E402
 
 
 def _free_port() -> int:
@@ -88,10 +88,7 @@ def load(port: int, bodies: list[bytes], concurrency: int) -> tuple[np.ndarray, 
 def main() -> None:
     """Run the benchmark and print Markdown for RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/shoprec-bench"))
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--items", type=int, default=10_000)
-    parser.add_argument("--interactions", type=int, default=1_000_000)
+    add_arguments(parser)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--workers", type=int, default=1, help="Server processes.")

@@ -20,6 +20,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from shoprec.errors import ModelFitError
 from shoprec.models.base import FitContext, Recommender, check_finite, select_on_validation
+from shoprec.models.epochs import binary_rows, train_epochs
 
 logger = logging.getLogger(__name__)
 
@@ -196,11 +197,7 @@ class _MultAutoencoder(Recommender):
         import tensorflow as tf
 
         keras.utils.set_random_seed(self.seed)
-        matrix = sp.csr_matrix(interactions, dtype=np.float32)
-        matrix.data[:] = 1.0
-        users = np.flatnonzero(np.diff(matrix.indptr) > 0)
-        if not len(users):
-            raise ModelFitError(f"{self.name}: no interactions to train on")
+        matrix, users = binary_rows(interactions, self.name)
         self._build(matrix.shape[1])
         optimizer = keras.optimizers.Adam(self.learning_rate)
         variables = self.encoder_.trainable_variables + self.decoder_.trainable_variables
@@ -228,10 +225,10 @@ class _MultAutoencoder(Recommender):
             return loss, nll
 
         rng = np.random.default_rng(self.seed)
-        validate = context is not None and context.validation_relevance is not None
-        best_score, best_weights, waited, step = -1.0, None, 0, 0
-        self.history_: list[dict[str, float]] = []
-        for epoch in range(self.epochs):
+        step = 0
+
+        def run_epoch(epoch: int) -> dict[str, float]:
+            nonlocal step
             order = rng.permutation(users)
             losses = []
             for start in range(0, len(order), self.batch_size):
@@ -240,33 +237,21 @@ class _MultAutoencoder(Recommender):
                 loss, _ = train_step(tf.constant(batch), tf.constant(beta, tf.float32))
                 losses.append(float(loss))
                 step += 1
-            record = {"epoch": float(epoch), "loss": float(np.mean(losses))}
-            if not np.isfinite(record["loss"]):
-                raise ModelFitError(f"{self.name}: the training loss became {record['loss']} "
+            loss = float(np.mean(losses))
+            if not np.isfinite(loss):
+                raise ModelFitError(f"{self.name}: the training loss became {loss} "
                                     f"at epoch {epoch}; lower learning_rate")
-            if validate:
-                from shoprec.evaluation.evaluate import evaluate
+            return {"loss": loss}
 
-                score = evaluate(self, context.validation_history,
-                                 context.validation_relevance, ks=(10,))["ndcg@10"]
-                record["validation_ndcg_at_10"] = score
-                if score > best_score:
-                    best_score, waited = score, 0
-                    best_weights = ([w.copy() for w in self.encoder_.get_weights()],
-                                    [w.copy() for w in self.decoder_.get_weights()])
-                else:
-                    waited += 1
-            self.history_.append(record)
-            if context is not None and context.progress is not None:
-                context.progress(epoch, record)
-            logger.info("%s epoch %d: %s", self.name, epoch, record)
-            if validate and waited >= self.patience:
-                break
-        if best_weights is not None:
-            self.encoder_.set_weights(best_weights[0])
-            self.decoder_.set_weights(best_weights[1])
-        self.best_epoch_ = int(np.argmax([r.get("validation_ndcg_at_10", -1)
-                                          for r in self.history_])) if validate else epoch
+        def restore(weights: tuple[list, list]) -> None:
+            self.encoder_.set_weights(weights[0])
+            self.decoder_.set_weights(weights[1])
+
+        self.history_, self.best_epoch_ = train_epochs(
+            self, self.epochs, self.patience, run_epoch,
+            lambda: ([w.copy() for w in self.encoder_.get_weights()],
+                     [w.copy() for w in self.decoder_.get_weights()]),
+            restore, context)
         return self
 
     @property

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from shoprec.errors import ModelFitError
 from shoprec.models.autoencoder import _configure_tensorflow
 from shoprec.models.base import FitContext, Recommender, check_finite
+from shoprec.models.epochs import binary_rows, train_epochs
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +130,7 @@ class CFGAN(Recommender):
         import tensorflow as tf
 
         keras.utils.set_random_seed(self.seed)
-        matrix = sp.csr_matrix(interactions, dtype=np.float32)
-        matrix.data[:] = 1.0
-        users = np.flatnonzero(np.diff(matrix.indptr) > 0)
-        if not len(users):
-            raise ModelFitError("cfgan: no interactions to train on")
+        matrix, users = binary_rows(interactions, self.name)
         self._build(matrix.shape[1])
         generator, discriminator = self.generator_, self.discriminator_
         g_optimizer = keras.optimizers.Adam(self.learning_rate)
@@ -187,41 +184,23 @@ class CFGAN(Recommender):
 
         rng = np.random.default_rng(self.seed)
         probe = matrix[np.sort(rng.choice(users, size=min(len(users), 256), replace=False))]
-        validate = context is not None and context.validation_relevance is not None
-        best_score, best_weights, waited = -1.0, None, 0
-        self.history_: list[dict[str, float]] = []
-        for epoch in range(self.epochs):
+
+        def run_epoch(epoch: int) -> dict[str, float]:
             order = rng.permutation(users)
             losses = []
             for start in range(0, len(order), self.batch_size):
                 batch = matrix[order[start:start + self.batch_size]].toarray()
                 losses.append([float(v) for v in train_step(tf.constant(batch))])
             d_loss, g_loss, reconstruction = np.mean(losses, axis=0)
-            record = {"epoch": float(epoch), "discriminator_loss": float(d_loss),
-                      "generator_loss": float(g_loss),
+            record = {"discriminator_loss": float(d_loss), "generator_loss": float(g_loss),
                       "zero_reconstruction": float(reconstruction)}
             self._check_divergence(epoch, record, probe)
-            if validate:
-                from shoprec.evaluation.evaluate import evaluate
+            return record
 
-                score = evaluate(self, context.validation_history,
-                                 context.validation_relevance, ks=(10,))["ndcg@10"]
-                record["validation_ndcg_at_10"] = score
-                if score > best_score:
-                    best_score, waited = score, 0
-                    best_weights = [w.copy() for w in generator.get_weights()]
-                else:
-                    waited += 1
-            self.history_.append(record)
-            if context is not None and context.progress is not None:
-                context.progress(epoch, record)
-            logger.info("cfgan epoch %d: %s", epoch, record)
-            if validate and waited >= self.patience:
-                break
-        if best_weights is not None:
-            generator.set_weights(best_weights)
-        self.best_epoch_ = int(np.argmax([r.get("validation_ndcg_at_10", -1)
-                                          for r in self.history_])) if validate else epoch
+        self.history_, self.best_epoch_ = train_epochs(
+            self, self.epochs, self.patience, run_epoch,
+            lambda: [w.copy() for w in generator.get_weights()], generator.set_weights,
+            context)
         return self
 
     def _check_divergence(self, epoch: int, record: dict[str, float],
