@@ -1,9 +1,10 @@
 """Benchmark: real-time latency of ``shoprec serve`` on loopback.
 
-    .venv/bin/python benchmarks/serving.py [--workdir /tmp/shoprec-bench] [--requests 2000]
+    .venv/bin/python benchmarks/serving.py [--workers 2] [--requests 5000] [--mlflow-server]
 
 Serves ``models:/bench-recommender@champion`` (an mf model over 10,000 items, see
-``benchmarks/champion.py``) with ``shoprec serve`` (MLflow's model server) and sends a
+``benchmarks/champion.py``) with ``shoprec serve`` (MLflow's scoring server app with
+shoprec's records fast path; ``--mlflow-server``: MLflow's stock server) and sends a
 bounded number of single-user requests (k=10; a known user, half of them with two recent
 items) at concurrency 1 and 8, each client thread on its own keep-alive connection.
 Reports p50/p95/p99 latency and throughput. The load generator runs on the same 2 cores.
@@ -89,10 +90,12 @@ def main() -> None:
     """Run the benchmark and print Markdown for RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--workers", type=int, default=1, help="Server processes.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mlflow-server", action="store_true",
+                        help="Serve with MLflow's stock `mlflow models serve`.")
     args = parser.parse_args()
     uri, data = ensure_champion(args.workdir, args.users, args.items, args.interactions)
 
@@ -113,7 +116,8 @@ def main() -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     server = subprocess.Popen(
         [sys.executable, "-m", "shoprec.cli", "serve", "--port", str(port),
-         "--registered-model-name", MODEL_NAME, "--workers", str(args.workers)],
+         "--registered-model-name", MODEL_NAME, "--workers", str(args.workers),
+         *(["--mlflow-server"] if args.mlflow_server else [])],
         cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
@@ -122,6 +126,7 @@ def main() -> None:
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
               f"{platform.python_version()}")
         print(f"model: {MODEL_NAME}@champion (mf), {len(users):,} users, {len(items):,} items;"
+              f" {'mlflow models serve' if args.mlflow_server else 'shoprec serve'},"
               f" server workers {args.workers}; ready in {time.perf_counter() - began:.1f} s\n")
         load(port, bodies[:100], 2)  # warm-up: first requests pay for lazy imports
         print("| concurrency | requests | p50 ms | p95 ms | p99 ms | max ms | requests/s "

@@ -569,6 +569,10 @@ def serve(
     model_name: ModelNameOpt = "shoprec-recommender",
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")]
     = "champion",
+    mlflow_server: Annotated[bool, typer.Option(
+        "--mlflow-server", help="Run MLflow's stock `mlflow models serve` instead: every "
+        "request goes through pandas and schema enforcement (several times slower).")]
+    = False,
 ) -> None:
     """Serve models:/NAME@ALIAS over HTTP with MLflow's model server (POST /invocations).
 
@@ -584,20 +588,32 @@ def serve(
         raise ConfigError(f"no version of {model_name!r} has the alias {alias!r} in the MLflow "
                           "registry at MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); run "
                           "`shoprec train` first")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     uri = tracking.tracking_uri()
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
-               f"models:/{model_name}@{alias}", "--env-manager", "local", "--host", host,
-               "--port", str(port), "--workers", str(workers)]
+    model_uri = f"models:/{model_name}@{alias}"
     err_console.print(f"serving {model_name}@{alias} (version {version}) on "
                       f"http://{host}:{port}/invocations; Ctrl+C stops", highlight=False)
     sys.stderr.flush()
-    # MLflow starts `uvicorn` from PATH: put this environment's scripts first, so the server
-    # runs from the project's environment even when it is not activated.
-    scripts = str(Path(sys.executable).parent)
-    path = os.pathsep.join([scripts, os.environ.get("PATH", "")])
-    # The model server replaces this process, so signals reach it directly.
-    os.execve(sys.executable, command, {**os.environ, "MLFLOW_TRACKING_URI": uri,
-                                        "MLFLOW_REGISTRY_URI": uri, "PATH": path})
+    environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
+    if mlflow_server:
+        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+                   "--env-manager", "local", "--host", host, "--port", str(port),
+                   "--workers", str(workers)]
+        # MLflow starts `uvicorn` from PATH: put this environment's scripts first, so the
+        # server runs from the project's environment even when it is not activated.
+        scripts = str(Path(sys.executable).parent)
+        path = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+        # The model server replaces this process, so signals reach it directly.
+        os.execve(sys.executable, command, {**os.environ, **environment, "PATH": path})
+    import uvicorn
+
+    from shoprec.serving import MODEL_URI_ENV
+
+    # The workers (separate processes when --workers > 1) read these when they start.
+    os.environ.update({**environment, MODEL_URI_ENV: model_uri})
+    uvicorn.run("shoprec.serving:create_app", factory=True, host=host, port=port,
+                workers=workers, log_level="warning", access_log=False)
 
 
 def main() -> None:

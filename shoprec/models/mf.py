@@ -109,7 +109,7 @@ class ImplicitALS(Recommender):
         Solves ``(YᵀY + λI + Yᵀ(C−I)Y) x = YᵀC p`` for each row, with ``C`` the row's
         confidences and ``p`` its binary preferences. An empty row gets a zero vector.
         """
-        rows = sp.csr_matrix(user_rows)
+        rows = user_rows if sp.isspmatrix_csr(user_rows) else sp.csr_matrix(user_rows)
         y = self.item_factors64_
         out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float64)
         for r in range(rows.shape[0]):

@@ -177,7 +177,7 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "shoprec.cli", "serve", "--port", str(port), "--alias",
-         "serving", "--registered-model-name", NAME],
+         "serving", "--registered-model-name", NAME, "--workers", "2"],
         cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
@@ -212,14 +212,30 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
         assert status == 200
         assert [p["source"] for p in cold["predictions"]] == ["popularity", "search"]
 
+        # The fast path (records straight to the bundle) and MLflow's own handler (taken
+        # for a body with "params") answer alike; so does the column-split format.
+        records = [{"user_id": user, "recent_items": clicks, "k": 5},
+                   {"user_id": "nobody", "recent_items": [], "k": 2}]
+        status, fast = _post(url, {"dataframe_records": records})
+        status_mlflow, through_mlflow = _post(url, {"dataframe_records": records,
+                                                    "params": {}})
+        assert status == status_mlflow == 200 and fast == through_mlflow
+        status, split = _post(url, {"dataframe_split": {
+            "columns": ["user_id", "recent_items", "k"],
+            "data": [[r["user_id"], r["recent_items"], r["k"]] for r in records]}})
+        assert status == 200 and split == fast
+
         # Malformed requests get a 4xx with a message, never a 500.
         for bad in (b"{not json", {"dataframe_records": [{"user_id": user, "k": 0}]},
                     {"dataframe_records": [{"user_id": user, "k": "ten"}]},
                     {"dataframe_records": [{"shopper": user}]},
-                    {"dataframe_records": [{"user_id": user, "recent_items": 5}]}):
+                    {"dataframe_records": [{"user_id": user, "recent_items": 5}]},
+                    {"dataframe_records": []}, {"dataframe_records": [["not", "a", "row"]]}):
             status, message = _post(url, bad)
             assert 400 <= status < 500, (bad, status, message)
             assert message, bad
+        status, message = _post(url, {"dataframe_records": [{"shopper": user}]})
+        assert "unknown request field(s) shopper" in message
     finally:
         _stop(process)
 

@@ -1,0 +1,79 @@
+"""ModelBundle's request paths: the pandas frame (MLflow) and the records (fast server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from shoprec.features.idmap import IdMap
+from shoprec.models import ImplicitALS, Popularity
+from shoprec.models.base import top_k
+from shoprec.registry.bundle import RECENT_ITEM_WEIGHT, ModelBundle
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    rng = np.random.default_rng(3)
+    n_users, n_items = 40, 30
+    dense = (rng.random((n_users, n_items)) < 0.2) * rng.integers(1, 4, (n_users, n_items))
+    history = sp.csr_matrix(dense.astype(np.float32))
+    model = ImplicitALS(factors=4, iterations=5, regularization=0.1, seed=1).fit(history)
+    return ModelBundle(model=model, users=IdMap([f"u{i}" for i in range(n_users)]),
+                       items=IdMap([f"i{i}" for i in range(n_items)]), history=history,
+                       fallback=Popularity().fit(history), meta={"model": "mf"},
+                       titles=[f"title {i}" for i in range(n_items)])
+
+
+def test_request_rows_add_recent_items_to_the_stored_history(bundle: ModelBundle) -> None:
+    seen = bundle.history[3].indices
+    unseen = np.setdiff1d(np.arange(30), seen)
+    recent = [f"i{seen[0]}", f"i{unseen[0]}", f"i{unseen[0]}", "no-such-item"]
+    rows = bundle.request_rows(["u3", "stranger", "u7", None], [recent, [f"i{unseen[1]}"],
+                                                                None, []])
+    expected = np.zeros((4, 30), dtype=np.float32)
+    expected[0] = bundle.history[3].toarray()[0]
+    expected[0, seen[0]] += RECENT_ITEM_WEIGHT  # a click on a bought item adds to it
+    expected[0, unseen[0]] += 2 * RECENT_ITEM_WEIGHT  # two clicks count twice
+    expected[1, unseen[1]] = RECENT_ITEM_WEIGHT  # a stranger has only their clicks
+    expected[2] = bundle.history[7].toarray()[0]
+    np.testing.assert_array_equal(rows.toarray(), expected)
+    assert rows.has_canonical_format  # sorted, no duplicates: what the models expect
+
+
+def test_records_and_frame_paths_give_the_same_answers(bundle: ModelBundle) -> None:
+    requests = [{"user_id": "u1", "k": 5},
+                {"user_id": "u2", "recent_items": ["i4", "i9"], "k": 3},
+                {"user_id": "stranger", "k": 4},
+                {"recent_items": ["i0"]},
+                {}]
+    answers = bundle.answer(requests)
+    frame = bundle.predict(pd.DataFrame(requests)).to_dict("records")
+    assert answers == frame
+    assert [len(a["item_ids"]) for a in answers] == [5, 3, 4, 10, 10]
+    assert [a["source"] for a in answers] == ["model", "model", "popularity", "model",
+                                              "popularity"]
+    # Nothing the shopper has, or just clicked, comes back.
+    assert not {"i4", "i9"} & set(answers[1]["item_ids"])
+    owned = {f"i{j}" for j in bundle.history[1].indices}
+    assert not owned & set(answers[0]["item_ids"])
+    # A shopper with no usable history gets the popularity ranking.
+    best, _ = top_k(bundle.fallback.item_scores_[None, :], 4)
+    assert answers[2]["item_ids"] == [f"i{j}" for j in best[0]]
+    assert answers[0]["titles"] == [f"title {i[1:]}" for i in answers[0]["item_ids"]]
+    assert answers[0]["scores"] == sorted(answers[0]["scores"], reverse=True)
+
+
+@pytest.mark.parametrize(("request_", "message"), [
+    ({"shopper": "u1"}, "unknown request field(s) shopper"),
+    ("u1", "a request is an object"),
+    ({"user_id": "u1", "k": 0}, "k must be between 1 and 1000"),
+    ({"user_id": "u1", "k": "ten"}, "k must be an integer"),
+    ({"user_id": "u1", "recent_items": 5}, "recent_items must be a list"),
+    ({"query": "mug"}, "no search index"),
+])
+def test_malformed_records_are_refused_with_the_reason(bundle: ModelBundle, request_,
+                                                       message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        bundle.answer([request_])
