@@ -335,6 +335,9 @@ def train(
     validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = 0.1,
     test_n: Annotated[int, typer.Option("--test-n")] = 1,
     validation_n: Annotated[int, typer.Option("--validation-n")] = 1,
+    evaluation_users: Annotated[int, typer.Option(
+        "--evaluation-users", help="Score validation and test on a seeded sample of at most "
+        "this many users (0: every user).")] = 50_000,
     k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 10 or 5,10,20.")] = "10",
     primary_metric: Annotated[str, typer.Option(
         "--primary-metric", help="Metric that selects the winner.")] = "ndcg@10",
@@ -382,7 +385,8 @@ def train(
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, test_n=test_n,
-                               validation_n=validation_n, seed=seed)
+                               validation_n=validation_n, seed=seed,
+                               evaluation_users=evaluation_users or None)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items)
     if task_runner not in ("threads", "dask"):

@@ -65,6 +65,7 @@ class PreparedRun:
             },
             "split": split,
             "evaluation_left_out": self.encoded.dropped,
+            "evaluation_users": getattr(self.encoded, "evaluation_users", {}),
             "matrix": {"users": self.encoded.shape[0], "items": self.encoded.shape[1],
                        "nnz": int(self.encoded.train.nnz)},
             "validation": {"passed": self.report.passed,

@@ -40,6 +40,9 @@ class EncodedSplit:
         validation_ratings: Rating values of the validation part (known users and items),
             for RMSE; ``None`` without rating events.
         test_ratings: The same for the test part.
+        evaluation_users: Per part, users with a relevant item and how many of them are
+            evaluated (``SplitConfig.evaluation_users``), e.g. ``{"validation": [12000,
+            12000], "test": [80000, 50000]}``.
     """
 
     users: IdMap
@@ -52,6 +55,7 @@ class EncodedSplit:
     has_ratings: bool = False
     validation_ratings: sp.csr_matrix | None = None
     test_ratings: sp.csr_matrix | None = None
+    evaluation_users: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -93,12 +97,38 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
     dropped: dict[str, int] = {}
     validation = _relevance(split.validation, users, items, train, repeat, "validation", dropped)
     test = _relevance(split.test, users, items, history, repeat, "test", dropped)
-    logger.info("encoded %d users x %d items; left out of evaluation: %s",
-                len(users), len(items), dropped)
+    limit = split.config.evaluation_users
+    rng = np.random.default_rng(split.config.seed)
+    sampled = {}
+    validation, sampled["validation"] = sample_users(validation, limit, rng)
+    test, sampled["test"] = sample_users(test, limit, rng)
+    logger.info("encoded %d users x %d items; left out of evaluation: %s; users evaluated "
+                "(of those with a relevant item): %s", len(users), len(items), dropped, sampled)
     return EncodedSplit(users, items, train, validation, history, test, dropped,
                         has_ratings=bool((split.train["event"] == "rating").any()),
                         validation_ratings=_ratings(split.validation, users, items),
-                        test_ratings=_ratings(split.test, users, items))
+                        test_ratings=_ratings(split.test, users, items),
+                        evaluation_users=sampled)
+
+
+def sample_users(relevance: sp.csr_matrix, limit: int | None,
+                 rng: np.random.Generator) -> tuple[sp.csr_matrix, list[int]]:
+    """Keep the relevance rows of at most ``limit`` users, drawn at random.
+
+    Rows of users left out become empty, so the matrix keeps its shape and the evaluation
+    skips them.
+
+    Returns:
+        The relevance matrix and ``[users with a relevant item, users kept]``.
+    """
+    users = np.flatnonzero(np.diff(relevance.indptr) > 0)
+    if limit is None or len(users) <= limit:
+        return relevance, [len(users), len(users)]
+    keep = np.zeros(relevance.shape[0], dtype=np.float32)
+    keep[rng.choice(users, size=limit, replace=False)] = 1.0
+    sampled = (sp.diags(keep) @ relevance).tocsr()
+    sampled.eliminate_zeros()
+    return sampled, [len(users), limit]
 
 
 def _ratings(part: pd.DataFrame, users: IdMap, items: IdMap) -> sp.csr_matrix | None:

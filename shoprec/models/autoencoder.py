@@ -20,7 +20,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from shoprec.errors import ModelFitError
 from shoprec.models.base import FitContext, Recommender, check_finite, select_on_validation
-from shoprec.models.epochs import binary_rows, train_epochs
+from shoprec.models.epochs import BoundedRows, train_epochs
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ class EASE(Recommender):
 
     family = "autoencoder"
     name = "ease"
-    #: items² float32 for B plus a float64 Gram matrix: about 2.4 GB at 15,000 items.
-    max_items = 15_000
+    #: float64 Gram, its regularised copy and inverse plus float32 B (28 bytes per item²:
+    #: 2.8 GB at 10,000 items) and cubic time per λ of the grid: the one-machine limit.
+    max_items = 10_000
 
     def __init__(self, regularization: float | None = None,
                  regularization_grid: tuple[float, ...] = (50.0, 200.0, 800.0, 3200.0),
@@ -127,7 +128,7 @@ def _configure_tensorflow(threads: int) -> None:
             logger.debug("TensorFlow threads already configured")
 
 
-class _MultAutoencoder(Recommender):
+class _MultAutoencoder(BoundedRows, Recommender):
     """Mult-DAE / Mult-VAE (Liang et al., WWW 2018) in Keras 3 on TensorFlow.
 
     The input is a user's L2-normalised binary interaction row with dropout; a dense tanh
@@ -149,6 +150,10 @@ class _MultAutoencoder(Recommender):
         patience: Epochs without validation improvement before stopping.
         seed: Seed of initialisation, dropout, sampling and batch order.
         threads: TensorFlow threads (0: TensorFlow's default).
+        train_users: Train on a seeded sample of at most this many shoppers' rows (``None``:
+            all); every shopper is still scored from their own row.
+        vocabulary: The network reads and scores this many most-interacted items
+            (``None``: all); others are never recommended by it.
     """
 
     family = "autoencoder"
@@ -158,7 +163,8 @@ class _MultAutoencoder(Recommender):
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
                  epochs: int = 50, batch_size: int = 256, learning_rate: float = 1e-3,
                  beta_cap: float = 0.2, anneal_steps: int = 2000, weight_decay: float = 0.0,
-                 patience: int = 5, seed: int = 0, threads: int = 0) -> None:
+                 patience: int = 5, seed: int = 0, threads: int = 0,
+                 train_users: int | None = 20_000, vocabulary: int | None = 10_000) -> None:
         self.hidden = hidden
         self.latent = latent
         self.dropout = dropout
@@ -171,6 +177,8 @@ class _MultAutoencoder(Recommender):
         self.patience = patience
         self.seed = seed
         self.threads = threads
+        self.train_users = train_users
+        self.vocabulary = vocabulary
 
     def _build(self, n_items: int) -> None:
         import keras
@@ -197,7 +205,7 @@ class _MultAutoencoder(Recommender):
         import tensorflow as tf
 
         keras.utils.set_random_seed(self.seed)
-        matrix, users = binary_rows(interactions, self.name)
+        matrix, users = self._training_rows(interactions)
         self._build(matrix.shape[1])
         optimizer = keras.optimizers.Adam(self.learning_rate)
         variables = self.encoder_.trainable_variables + self.decoder_.trainable_variables
@@ -263,8 +271,7 @@ class _MultAutoencoder(Recommender):
         """Logits over all items from each row (the code's mean for the VAE; no dropout)."""
         import tensorflow as tf
 
-        rows = sp.csr_matrix(user_rows, dtype=np.float32)
-        rows.data[:] = 1.0
+        rows = self._in_vocabulary(user_rows)
         out = np.empty(rows.shape, dtype=np.float32)
         for start in range(0, rows.shape[0], 1024):
             batch = tf.math.l2_normalize(tf.constant(rows[start:start + 1024].toarray()), axis=1)
@@ -272,14 +279,15 @@ class _MultAutoencoder(Recommender):
             if self.variational:
                 code = code[0]
             out[start:start + 1024] = np.asarray(self.decoder_(code, training=False))
-        return check_finite(out, self.name)
+        return self._to_catalogue(check_finite(out, self.name))
 
     @property
     def n_items_(self) -> int:
         """Number of items the model scores."""
-        return int(self.decoder_.output_shape[-1])
+        return self.catalogue_items_
 
     def _save_state(self, folder: Path) -> None:
+        self._save_vocabulary(folder)
         self.encoder_.save(folder / "encoder.keras")
         self.decoder_.save(folder / "decoder.keras")
         (folder / "history.json").write_text(json.dumps({"history": self.history_,
@@ -290,6 +298,7 @@ class _MultAutoencoder(Recommender):
 
         self.encoder_ = keras.models.load_model(folder / "encoder.keras", compile=False)
         self.decoder_ = keras.models.load_model(folder / "decoder.keras", compile=False)
+        self._load_vocabulary(folder, int(self.decoder_.output_shape[-1]))
         state = json.loads((folder / "history.json").read_text())
         self.history_, self.best_epoch_ = state["history"], state["best_epoch"]
 

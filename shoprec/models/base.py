@@ -154,6 +154,12 @@ class Recommender(ABC):
         raise NotImplementedError
 
 
+#: Hyperparameter grids are scored on at most this many validation users (seeded sample):
+#: a grid runs one evaluation per value, and ndcg@10 on 20,000 users has a standard error
+#: near 0.0015, finer than the steps between grid values.
+SELECTION_USERS = 20_000
+
+
 def select_on_validation(model: Recommender, grid: Sequence[float],
                          apply: Callable[[float], Any], context: FitContext,
                          what: str) -> tuple[float, Any]:
@@ -171,12 +177,14 @@ def select_on_validation(model: Recommender, grid: Sequence[float],
         the winning value is not fitted twice).
     """
     from shoprec.evaluation.evaluate import evaluate
+    from shoprec.features.encoding import sample_users
 
+    relevance, _ = sample_users(context.validation_relevance, SELECTION_USERS,
+                                np.random.default_rng(0))
     best: tuple[float, float, Any] | None = None
     for value in grid:
         state = apply(float(value))
-        score = evaluate(model, context.validation_history, context.validation_relevance,
-                         ks=(10,))["ndcg@10"]
+        score = evaluate(model, context.validation_history, relevance, ks=(10,))["ndcg@10"]
         logger.info("%s %s %g: validation ndcg@10 %.4f", model.name, what, value, score)
         if context.progress is not None:
             context.progress(value, {f"validation_ndcg_at_10_by_{what}": score})

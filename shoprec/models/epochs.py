@@ -1,5 +1,12 @@
 """What the neural families share: binary training rows and epochs with early stopping.
 
+At scale they also share a bounded training set: a seeded sample of at most ``train_users``
+shoppers' rows and a vocabulary of the ``vocabulary`` most-interacted items (what the
+network reads and scores). A network's cost per epoch grows with users x items, so both
+bounds keep it flat as the data grows; every shopper, sampled or not, is still scored by a
+forward pass of their own row (folded in), and items outside the vocabulary are never
+recommended by the network (score ``-inf``). Below both bounds nothing changes.
+
 No TensorFlow here: the models pass in their own epoch step and weight accessors.
 """
 
@@ -7,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +40,69 @@ def binary_rows(interactions: sp.csr_matrix, name: str) -> tuple[sp.csr_matrix, 
     return matrix, users
 
 
+#: Early stopping scores each epoch on at most this many validation users (seeded sample):
+#: enough to rank epochs, and an epoch's check stays cheap at any data size.
+EARLY_STOPPING_USERS = 5_000
+
+
+class BoundedRows:
+    """Mixin of the neural families: sampled training rows and an item vocabulary.
+
+    Expects the hyperparameters ``train_users``, ``vocabulary`` and ``seed``.
+    """
+
+    train_users: int | None
+    vocabulary: int | None
+    seed: int
+
+    def _training_rows(self, interactions: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Binary rows over the vocabulary, and the (sampled) rows to train on."""
+        n_items = interactions.shape[1]
+        self.catalogue_items_ = n_items
+        self.vocabulary_ = None
+        if self.vocabulary is not None and n_items > self.vocabulary:
+            counts = np.bincount(interactions.indices, minlength=n_items)
+            # Most-interacted first; ties by index, so the choice is deterministic.
+            self.vocabulary_ = np.sort(np.argsort(-counts, kind="stable")[: self.vocabulary])
+            interactions = interactions[:, self.vocabulary_]
+        matrix, users = binary_rows(interactions, self.name)
+        if self.train_users is not None and len(users) > self.train_users:
+            rng = np.random.default_rng(self.seed)
+            users = np.sort(rng.choice(users, size=self.train_users, replace=False))
+        if self.vocabulary_ is not None or len(users) < interactions.shape[0]:
+            logger.info("%s trains on %d of %d shoppers' rows over %d of %d items",
+                        self.name, len(users), interactions.shape[0], matrix.shape[1], n_items)
+        return matrix, users
+
+    def _in_vocabulary(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
+        """Binary float32 rows restricted to the vocabulary's columns."""
+        rows = sp.csr_matrix(user_rows, dtype=np.float32)
+        if getattr(self, "vocabulary_", None) is not None:
+            rows = rows[:, self.vocabulary_]
+        rows.data[:] = 1.0
+        return rows
+
+    def _to_catalogue(self, scores: np.ndarray) -> np.ndarray:
+        """Vocabulary scores spread over the whole catalogue; other items get ``-inf``."""
+        if getattr(self, "vocabulary_", None) is None:
+            return scores
+        out = np.full((scores.shape[0], self.catalogue_items_), -np.inf, dtype=np.float32)
+        out[:, self.vocabulary_] = scores
+        return out
+
+    def _save_vocabulary(self, folder: Path) -> None:
+        if self.vocabulary_ is not None:
+            np.savez(folder / "vocabulary.npz", items=self.vocabulary_,
+                     catalogue_items=np.int64(self.catalogue_items_))
+
+    def _load_vocabulary(self, folder: Path, n_outputs: int) -> None:
+        self.vocabulary_, self.catalogue_items_ = None, n_outputs
+        if (folder / "vocabulary.npz").exists():  # absent: the network covers every item
+            with np.load(folder / "vocabulary.npz") as state:
+                self.vocabulary_ = state["items"]
+                self.catalogue_items_ = int(state["catalogue_items"])
+
+
 def train_epochs(model: Recommender, epochs: int, patience: int,
                  run_epoch: Callable[[int], dict[str, float]],
                  get_weights: Callable[[], Any], set_weights: Callable[[Any], None],
@@ -48,14 +119,18 @@ def train_epochs(model: Recommender, epochs: int, patience: int,
         whose weights the model ends with.
     """
     from shoprec.evaluation.evaluate import evaluate
+    from shoprec.features.encoding import sample_users
 
     validate = context is not None and context.validation_relevance is not None
+    if validate:
+        relevance, _ = sample_users(context.validation_relevance, EARLY_STOPPING_USERS,
+                                    np.random.default_rng(0))
     best_score, best_weights, waited = -1.0, None, 0
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
         record = {"epoch": float(epoch), **run_epoch(epoch)}
         if validate:
-            score = evaluate(model, context.validation_history, context.validation_relevance,
+            score = evaluate(model, context.validation_history, relevance,
                              ks=(10,))["ndcg@10"]
             record["validation_ndcg_at_10"] = score
             if score > best_score:

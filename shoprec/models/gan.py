@@ -29,12 +29,12 @@ import scipy.sparse as sp
 from shoprec.errors import ModelFitError
 from shoprec.models.autoencoder import _configure_tensorflow
 from shoprec.models.base import FitContext, Recommender, check_finite
-from shoprec.models.epochs import binary_rows, train_epochs
+from shoprec.models.epochs import BoundedRows, train_epochs
 
 logger = logging.getLogger(__name__)
 
 
-class CFGAN(Recommender):
+class CFGAN(BoundedRows, Recommender):
     """Collaborative filtering GAN with zero-reconstruction and partial masking.
 
     Both networks are multi-layer perceptrons with sigmoid hidden layers and a linear
@@ -65,6 +65,10 @@ class CFGAN(Recommender):
         collapse_tolerance: Smallest acceptable dependence of the outputs on the shopper.
         seed: Seed of initialisation, negative sampling and batch order.
         threads: TensorFlow threads (0: TensorFlow's default).
+        train_users: Train on a seeded sample of at most this many shoppers' rows (``None``:
+            all); every shopper is still scored from their own row.
+        vocabulary: The generator reads and scores this many most-interacted items
+            (``None``: all); others are never recommended by it.
     """
 
     family = "gan"
@@ -76,7 +80,8 @@ class CFGAN(Recommender):
                  zr_ratio: float = 0.5, pm_ratio: float = 0.5, zr_coefficient: float = 0.1,
                  epochs: int = 60, batch_size: int = 64, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, patience: int = 8,
-                 collapse_tolerance: float = 1e-3, seed: int = 0, threads: int = 0) -> None:
+                 collapse_tolerance: float = 1e-3, seed: int = 0, threads: int = 0,
+                 train_users: int | None = 20_000, vocabulary: int | None = 10_000) -> None:
         self.generator_hidden = generator_hidden
         self.discriminator_hidden = discriminator_hidden
         self.zr_ratio = zr_ratio
@@ -89,6 +94,8 @@ class CFGAN(Recommender):
         self.patience = patience
         self.collapse_tolerance = collapse_tolerance
         self.seed = seed
+        self.train_users = train_users
+        self.vocabulary = vocabulary
         self.threads = threads
 
     def _check_params(self) -> None:
@@ -130,7 +137,7 @@ class CFGAN(Recommender):
         import tensorflow as tf
 
         keras.utils.set_random_seed(self.seed)
-        matrix, users = binary_rows(interactions, self.name)
+        matrix, users = self._training_rows(interactions)
         self._build(matrix.shape[1])
         generator, discriminator = self.generator_, self.discriminator_
         g_optimizer = keras.optimizers.Adam(self.learning_rate)
@@ -231,8 +238,7 @@ class CFGAN(Recommender):
     def _generate(self, rows: sp.csr_matrix) -> np.ndarray:
         import tensorflow as tf
 
-        rows = sp.csr_matrix(rows, dtype=np.float32)
-        rows.data[:] = 1.0
+        # Binary rows over the vocabulary (the training matrix, or _in_vocabulary's output).
         out = np.empty(rows.shape, dtype=np.float32)
         for start in range(0, rows.shape[0], 1024):
             batch = tf.constant(rows[start:start + 1024].toarray())
@@ -246,14 +252,16 @@ class CFGAN(Recommender):
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """The generator's output for each (binarised) row: one forward pass."""
-        return check_finite(self._generate(user_rows), self.name)
+        outputs = self._generate(self._in_vocabulary(user_rows))
+        return self._to_catalogue(check_finite(outputs, self.name))
 
     @property
     def n_items_(self) -> int:
         """Number of items the model scores."""
-        return int(self.generator_.output_shape[-1])
+        return self.catalogue_items_
 
     def _save_state(self, folder: Path) -> None:
+        self._save_vocabulary(folder)
         # Only the generator scores; its weights go to a plain .npz, layer by layer.
         weights = self.generator_.get_weights()
         np.savez(folder / "generator.npz", **{f"w{i:03d}": w for i, w in enumerate(weights)})
@@ -266,5 +274,6 @@ class CFGAN(Recommender):
         n_items = weights[0].shape[0]
         self.generator_ = self._mlp(n_items, self.generator_hidden, n_items, "generator")
         self.generator_.set_weights(weights)
+        self._load_vocabulary(folder, n_items)
         state = json.loads((folder / "history.json").read_text())
         self.history_, self.best_epoch_ = state["history"], state["best_epoch"]

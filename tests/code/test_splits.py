@@ -100,3 +100,23 @@ def test_encoding_applies_the_evaluation_rules() -> None:
     assert encoded.dropped["test_unseen_user"] == 1
     repeat = encode_split(split, repeat_items=True)
     assert repeat.test.nnz == 2
+
+
+def test_evaluation_is_scored_on_a_seeded_sample_of_users() -> None:
+    import scipy.sparse as sp
+
+    from shoprec.features.encoding import sample_users
+
+    relevance = sp.random(500, 40, density=0.05, format="csr", random_state=3,
+                          dtype=np.float32)
+    with_items = np.flatnonzero(np.diff(relevance.indptr) > 0)
+    sampled, counts = sample_users(relevance, 100, np.random.default_rng(1))
+    kept = np.flatnonzero(np.diff(sampled.indptr) > 0)
+    assert counts == [len(with_items), 100] and len(kept) == 100
+    assert sampled.shape == relevance.shape and set(kept) <= set(with_items)
+    # A kept user keeps every relevant item; the same seed draws the same users.
+    assert (sampled[kept] != relevance[kept]).nnz == 0
+    again, _ = sample_users(relevance, 100, np.random.default_rng(1))
+    assert (again != sampled).nnz == 0
+    untouched, counts = sample_users(relevance, None, np.random.default_rng(1))
+    assert untouched is relevance and counts == [len(with_items)] * 2

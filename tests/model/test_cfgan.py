@@ -73,3 +73,14 @@ def test_training_is_deterministic_given_the_seed() -> None:
     np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
     other = CFGAN(**{**TINY, "seed": 9}).fit(block_matrix()).score(block_matrix())
     assert not np.allclose(first, other)
+
+
+def test_cfgan_scores_the_whole_catalogue_from_a_vocabulary(tmp_path) -> None:
+    rows = block_matrix()
+    model = CFGAN(**{**TINY, "vocabulary": 6}).fit(rows)
+    scores = model.score(rows)
+    assert scores.shape == rows.shape and np.isinf(scores).sum(axis=1).tolist() == [
+        rows.shape[1] - 6] * rows.shape[0]
+    model.save(tmp_path / "cfgan")
+    np.testing.assert_allclose(CFGAN.load(tmp_path / "cfgan").score(rows), scores,
+                               rtol=1e-5, atol=1e-6)

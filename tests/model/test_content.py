@@ -137,8 +137,33 @@ def test_dense_and_sparse_scoring_agree(monkeypatch: pytest.MonkeyPatch) -> None
     dense = model.score(block_matrix())
     assert model.similarity_ is not None
     np.testing.assert_allclose(dense, sparse, rtol=1e-5, atol=1e-6)
-    # Above the catalogue limit, even large batches stay sparse.
+    # A model fitted above the catalogue limit scores in its item embeddings, never
+    # building the items² matrix; with as many dimensions as the item vectors' rank the
+    # embedding cosines are the exact ones.
     monkeypatch.setattr(ContentRecommender, "dense_similarity_items", 0)
-    model.similarity_ = None
-    np.testing.assert_allclose(model.score(block_matrix()), sparse, rtol=1e-5, atol=1e-6)
-    assert model.similarity_ is None
+    embedded = ContentRecommender(popularity_smoothing=0.5).fit(
+        block_matrix(), FitContext(items=block_items()))
+    assert embedded.embeddings_ is not None
+    rank = np.linalg.matrix_rank(embedded.item_vectors_.toarray())
+    assert embedded.embeddings_.shape[1] >= rank
+    np.testing.assert_allclose(embedded.score(block_matrix()), sparse, atol=1e-5)
+    assert embedded.similarity_ is None
+
+
+def test_embedded_scoring_learns_and_round_trips(planted, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the limit (lowered here), a 16-dimensional embedding still beats popularity."""
+    prepared, items = planted
+    encoded = prepared.encoded
+    monkeypatch.setattr(ContentRecommender, "dense_similarity_items", 10)
+    model = ContentRecommender(embedding_dims=16).fit(
+        encoded.train, FitContext(items=items, validation_history=encoded.train,
+                                  validation_relevance=encoded.validation))
+    assert model.embeddings_.shape == (encoded.shape[1], 16)
+    content = evaluate(model, encoded.test_history, encoded.test)
+    pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
+    assert content["ndcg@10"] > 1.1 * pop["ndcg@10"]
+    model.save(tmp_path / "content")
+    loaded = ContentRecommender.load(tmp_path / "content")
+    np.testing.assert_allclose(loaded.score(encoded.test_history[:50]),
+                               model.score(encoded.test_history[:50]), rtol=1e-5, atol=1e-6)

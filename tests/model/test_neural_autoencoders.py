@@ -53,3 +53,29 @@ def test_training_is_deterministic_given_the_seed() -> None:
     other = MultVAE(**{**TINY, "seed": 9}).fit(block_matrix()).score(block_matrix())
     assert not np.allclose(first, other)
 
+
+
+def test_bounded_training_samples_shoppers_and_keeps_a_vocabulary(planted, tmp_path) -> None:
+    """At scale the networks train on a sample of shoppers over the most-interacted items;
+    every shopper is still scored from their own row, and the model still learns."""
+    n_users, n_items = planted.train.shape
+    context = FitContext(validation_history=planted.train,
+                         validation_relevance=planted.validation)
+    model = MultDAE(epochs=30, seed=2, train_users=n_users // 2,
+                    vocabulary=n_items - 30).fit(planted.train, context)
+    counts = np.bincount(planted.train.indices, minlength=n_items)
+    assert len(model.vocabulary_) == n_items - 30
+    assert counts[model.vocabulary_].min() >= np.delete(counts, model.vocabulary_).max()
+    scores = model.score(planted.test_history)
+    outside = np.setdiff1d(np.arange(n_items), model.vocabulary_)
+    assert scores.shape == (n_users, n_items) and model.n_items_ == n_items
+    assert np.all(scores[:, outside] == -np.inf)
+    assert np.all(np.isfinite(scores[:, model.vocabulary_]))
+    result = evaluate(model, planted.test_history, planted.test)
+    pop = evaluate(Popularity().fit(planted.train), planted.test_history, planted.test)
+    assert result["ndcg@10"] > 1.2 * pop["ndcg@10"]
+    model.save(tmp_path / "dae")
+    loaded = MultDAE.load(tmp_path / "dae")
+    np.testing.assert_array_equal(loaded.vocabulary_, model.vocabulary_)
+    np.testing.assert_allclose(loaded.score(planted.test_history[:20]), scores[:20],
+                               rtol=1e-5, atol=1e-5)
