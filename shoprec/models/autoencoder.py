@@ -19,7 +19,13 @@ import scipy.sparse as sp
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from shoprec.errors import ModelFitError
-from shoprec.models.base import FitContext, Recommender, check_finite, select_on_validation
+from shoprec.models.base import (
+    FitContext,
+    Recommender,
+    binarized,
+    check_finite,
+    select_on_validation,
+)
 from shoprec.models.epochs import BoundedRows, train_epochs
 
 logger = logging.getLogger(__name__)
@@ -50,7 +56,7 @@ class EASE(Recommender):
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> EASE:
         """Solve the closed form (once per candidate λ when choosing on validation)."""
-        matrix = sp.csr_matrix(interactions, dtype=np.float64)
+        matrix = sp.csr_matrix(interactions, dtype=np.float64, copy=True)  # edited below
         if self.binary:
             matrix.data[:] = 1.0
         gram = (matrix.T @ matrix).toarray()
@@ -92,9 +98,8 @@ class EASE(Recommender):
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """``x B`` for each row (binarised like the training data)."""
-        rows = sp.csr_matrix(user_rows, dtype=np.float32)
-        if self.binary:
-            rows.data[:] = 1.0
+        rows = binarized(user_rows) if self.binary else sp.csr_matrix(user_rows,
+                                                                      dtype=np.float32)
         return check_finite(np.asarray(rows @ self.weights_, dtype=np.float32), self.name)
 
     @property

@@ -195,6 +195,18 @@ def select_on_validation(model: Recommender, grid: Sequence[float],
     return best[1], best[2]
 
 
+def binarized(rows: sp.spmatrix) -> sp.csr_matrix:
+    """A float32 CSR copy of ``rows`` with every stored value set to 1.
+
+    Always a new matrix: ``csr_matrix(x, dtype=...)`` shares ``x``'s arrays when nothing
+    needs converting, so setting ``.data`` on it would rewrite the caller's matrix (the
+    training matrix every other candidate reads).
+    """
+    rows = sp.csr_matrix(rows)
+    return sp.csr_matrix((np.ones(len(rows.data), dtype=np.float32), rows.indices.copy(),
+                          rows.indptr.copy()), shape=rows.shape)
+
+
 def mask_seen(scores: np.ndarray, user_rows: sp.csr_matrix) -> None:
     """Set the scores of items present in each row to ``-inf``, in place."""
     rows = np.repeat(np.arange(user_rows.shape[0]), np.diff(user_rows.indptr))

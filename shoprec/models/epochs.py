@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
-from shoprec.models.base import FitContext, Recommender
+from shoprec.models.base import FitContext, Recommender, binarized
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ def binary_rows(interactions: sp.csr_matrix, name: str) -> tuple[sp.csr_matrix, 
     Raises:
         ModelFitError: No row has an interaction.
     """
-    matrix = sp.csr_matrix(interactions, dtype=np.float32)
-    matrix.data[:] = 1.0
+    matrix = binarized(interactions)
     users = np.flatnonzero(np.diff(matrix.indptr) > 0)
     if not len(users):
         raise ModelFitError(f"{name}: no interactions to train on")
@@ -76,11 +75,9 @@ class BoundedRows:
 
     def _in_vocabulary(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
         """Binary float32 rows restricted to the vocabulary's columns."""
-        rows = sp.csr_matrix(user_rows, dtype=np.float32)
         if getattr(self, "vocabulary_", None) is not None:
-            rows = rows[:, self.vocabulary_]
-        rows.data[:] = 1.0
-        return rows
+            user_rows = sp.csr_matrix(user_rows)[:, self.vocabulary_]
+        return binarized(user_rows)
 
     def _to_catalogue(self, scores: np.ndarray) -> np.ndarray:
         """Vocabulary scores spread over the whole catalogue; other items get ``-inf``."""

@@ -56,6 +56,14 @@ class RecommenderContract:
         assert model.fit(block_matrix(), self.context()) is model
         return model
 
+    def test_fit_and_score_leave_the_input_untouched(self) -> None:
+        # Candidates train side by side on one shared training matrix: a model that
+        # rewrote it (binarising in place) would change every other candidate's data.
+        rows = block_matrix()
+        before = rows.copy()
+        self.make().fit(rows, self.context()).score(rows)
+        assert (rows != before).nnz == 0 and rows.dtype == before.dtype
+
     def test_scores_have_the_right_shape(self, fitted: Recommender) -> None:
         scores = fitted.score(block_matrix()[:3])
         assert scores.shape == (3, 10)
