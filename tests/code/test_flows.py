@@ -78,7 +78,7 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert {"ndcg@5", "map@10", "coverage@10", "f1@5"} <= set(board["mf"]["test"])
     # Below the evaluation sample's size every user with a relevant item is scored.
     users_with_relevant, evaluated = summary["evaluation_users"]["test"]
-    assert users_with_relevant == evaluated == board["mf"]["test"]["users"] > 0
+    assert users_with_relevant == evaluated > 0
 
     client = MlflowClient(tracking_uri=env, registry_uri=env)
     version = client.get_model_version_by_alias(name, "champion")
