@@ -65,12 +65,13 @@ class BoundedRows:
             self.vocabulary_ = np.sort(np.argsort(-counts, kind="stable")[: self.vocabulary])
             interactions = interactions[:, self.vocabulary_]
         matrix, users = binary_rows(interactions, self.name)
-        if self.train_users is not None and len(users) > self.train_users:
+        shoppers = len(users)
+        if self.train_users is not None and shoppers > self.train_users:
             rng = np.random.default_rng(self.seed)
             users = np.sort(rng.choice(users, size=self.train_users, replace=False))
-        if self.vocabulary_ is not None or len(users) < interactions.shape[0]:
+        if self.vocabulary_ is not None or len(users) < shoppers:
             logger.info("%s trains on %d of %d shoppers' rows over %d of %d items",
-                        self.name, len(users), interactions.shape[0], matrix.shape[1], n_items)
+                        self.name, len(users), shoppers, matrix.shape[1], n_items)
         return matrix, users
 
     def _in_vocabulary(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
