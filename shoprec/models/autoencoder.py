@@ -56,7 +56,8 @@ class EASE(Recommender):
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> EASE:
         """Solve the closed form (once per candidate λ when choosing on validation)."""
-        matrix = sp.csr_matrix(interactions, dtype=np.float64, copy=True)  # edited below
+        # A copy: binarising must not touch the caller's (shared) training matrix.
+        matrix = sp.csr_matrix(interactions, dtype=np.float64, copy=True)
         if self.binary:
             matrix.data[:] = 1.0
         gram = (matrix.T @ matrix).toarray()

@@ -145,7 +145,7 @@ class ContentRecommender(Recommender):
     def cosine(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Cosine similarity of each row's profile to every item (dense, batch x items)."""
         rows = sp.csr_matrix(user_rows, dtype=np.float32)
-        if getattr(self, "embeddings_", None) is not None:
+        if self.embeddings_ is not None:
             profiles = normalize(np.asarray(rows @ self.embeddings_), norm="l2")
             return profiles @ self.embeddings_.T
         if (rows.shape[0] < self.dense_batch_rows

@@ -76,13 +76,13 @@ class BoundedRows:
 
     def _in_vocabulary(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
         """Binary float32 rows restricted to the vocabulary's columns."""
-        if getattr(self, "vocabulary_", None) is not None:
+        if self.vocabulary_ is not None:
             user_rows = sp.csr_matrix(user_rows)[:, self.vocabulary_]
         return binarized(user_rows)
 
     def _to_catalogue(self, scores: np.ndarray) -> np.ndarray:
         """Vocabulary scores spread over the whole catalogue; other items get ``-inf``."""
-        if getattr(self, "vocabulary_", None) is None:
+        if self.vocabulary_ is None:
             return scores
         out = np.full((scores.shape[0], self.catalogue_items_), -np.inf, dtype=np.float32)
         out[:, self.vocabulary_] = scores
