@@ -37,8 +37,9 @@ def promote_model(
     split: SplitConfig = SplitConfig(),  # noqa: B008
     weighting: WeightingConfig = WeightingConfig(),  # noqa: B008
 ) -> dict[str, Any]:
-    """Promote a version (default: the challenger) to champion after scoring it against the
-    current champion on the latest data's test split.
+    """Promote a version (default: the challenger) to champion after comparing it with the
+    current champion like for like: both versions' recipes are retrained on the latest
+    data's training split and scored on its test users.
 
     A candidate worse on the primary metric is refused (the flow run fails with the report)
     unless ``promotion.force`` is set with a reason. The report is the
@@ -56,7 +57,7 @@ def promote_model(
     """
     apply_runtime_defaults()
     _, prepared = prepare_data(data, cleaning, split, weighting, output_dir=None)
-    decision = compare_with_champion(promotion, prepared.encoded)
+    decision = compare_with_champion(promotion, prepared.encoded, prepared.data.items)
     return apply_promotion(decision, promotion).to_dict()
 
 

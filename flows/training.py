@@ -27,23 +27,27 @@ from shoprec.features import item_frame
 from shoprec.models import CANDIDATES
 from shoprec.registry import runs
 from shoprec.registry.publish import gate, git_commit
+from shoprec.registry.recipe import Recipe
 from shoprec.runtime import apply_runtime_defaults
 from shoprec.training import (
+    CHAMPION_RECIPE,
     CandidateResult,
+    data_cutoff,
     failed_result,
     leaderboard_frame,
     model_params,
     select_winner,
 )
 from tasks.training import (
+    find_champion,
     log_artifacts,
     log_candidates,
     publish_model,
     refit_winner,
     report_artifacts,
-    score_champion,
     start_mlflow_run,
     train_candidate,
+    train_champion_recipe,
 )
 
 
@@ -90,31 +94,47 @@ def training_pipeline(
     )
 
     try:
+        # The champion to beat, looked up before training: its recipe retrains beside the
+        # candidates, on the same split, so the gate compares like with like.
+        champion = find_champion(training.registered_model_name)
         # Every candidate is its own task run, submitted at once, on threads here or on a
         # Dask cluster; threads are shared out so that parallel candidates do not
         # oversubscribe the cores.
         items = item_frame(clean.items, encoded.items)
         threads = threads_per_candidate(training)
+        jobs = {name: (train_candidate, model_params(name, training, threads), name)
+                for name in training.models}
+        if champion.recipe is not None:
+            jobs[CHAMPION_RECIPE] = (train_champion_recipe, champion.recipe.params,
+                                     champion.recipe.candidate)
         futures = {}
         with threadpool_limits(threads), candidate_runner(training) as (runner, share):
             shared_encoded, shared_items = share(encoded), share(items)
             # Slow (neural) candidates first, so the run does not end waiting on one of them.
-            for name in sorted(training.models,
-                               key=lambda m: not getattr(CANDIDATES.get(m), "slow_to_train", 0)):
-                params = model_params(name, training, threads)
-                futures[name] = (params, runner.submit(train_candidate, {
-                    "name": name, "params": params, "encoded": shared_encoded,
-                    "items": shared_items, "ks": training.ks, "threads": threads}))
-            results = [_outcome(name, *futures[name]) for name in training.models]
+            for label in sorted(jobs, key=lambda j: not getattr(CANDIDATES.get(jobs[j][2]),
+                                                                "slow_to_train", False)):
+                task, params, _ = jobs[label]
+                inputs = {"encoded": shared_encoded, "items": shared_items, "ks": training.ks,
+                          "threads": threads}
+                if label == CHAMPION_RECIPE:
+                    inputs["recipe"] = champion.recipe
+                else:
+                    inputs.update(name=label, params=params)
+                futures[label] = (params, runner.submit(task, inputs))
+            results = [_outcome(label, *futures[label]) for label in jobs]
         log_candidates(parent, results)
 
         primary = training.primary_metric
         leaderboard = leaderboard_frame(results, primary)
         winner = select_winner(results, primary)
-        popularity = next((r.test for r in results if r.model == "popularity" and r.status == "ok"),
-                          None)
-        champion = score_champion(training.registered_model_name, encoded, training.ks)
-        verdict = gate(primary, winner.test, popularity, champion, training.gate_margin)
+        by_name = {r.model: r for r in results if r.status == "ok"}
+        popularity = by_name["popularity"].test if "popularity" in by_name else None
+        reference = next((r for r in results if r.model == CHAMPION_RECIPE), None)
+        verdict = gate(primary, winner.test, popularity, training.gate_margin, champion,
+                       reference.test if reference and reference.status == "ok" else None,
+                       reference.error if reference else None)
+        recipe = Recipe(winner.model, winner.params, weighting.model_dump(mode="json"),
+                        data_cutoff(clean), fingerprint, commit)
 
         bundle = refit_winner(winner.model, winner.params, clean, weighting,
                               {"primary_metric": primary, "test": winner.test,
@@ -123,7 +143,8 @@ def training_pipeline(
             bundle, parent, training.registered_model_name, verdict,
             {"data_fingerprint": fingerprint, "git_commit": commit,
              "prefect_flow_run_id": run_id, "primary_metric": primary,
-             "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model},
+             "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model,
+             **recipe.to_tags()},
         )
         summary.update(
             k=training.ks,
@@ -133,7 +154,8 @@ def training_pipeline(
             winner=winner.model,
             winner_test=winner.test,
             gate=verdict.to_dict(),
-            champion_before=champion,
+            champion_before=champion.to_dict(),
+            recipe=recipe.to_dict(),
             registered=registered,
             mlflow_run_id=parent,
             prefect_flow_run_id=run_id,

@@ -117,10 +117,16 @@ def _parse_map(values: list[str] | None) -> dict[str, str]:
 
 
 def _parse_params(values: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``mf.factors=32`` -> ``{"mf": {"factors": 32}}``; values are JSON where they parse."""
+    """``mf.factors=32`` -> ``{"mf": {"factors": 32}}``; values are JSON where they parse.
+
+    Each value is checked against its family's declared type and range here, before any
+    data is read, and refused with the allowed range.
+    """
+    from shoprec.config import CandidateParams, allowed_range
     from shoprec.models import CANDIDATES
 
     params: dict[str, dict[str, Any]] = {}
+    given: dict[tuple[str, str], str] = {}
     for value in values or []:
         key, sep, raw = value.partition("=")
         model, dot, name = key.strip().partition(".")
@@ -133,7 +139,26 @@ def _parse_params(values: list[str] | None) -> dict[str, dict[str, Any]]:
             parsed: Any = json.loads(raw)
         except json.JSONDecodeError:
             parsed = raw
-        params.setdefault(model, {})[name] = parsed
+        params.setdefault(model, {})[name.strip()] = parsed
+        given[model, name.strip()] = raw
+    for model, values_of in params.items():
+        schema = CandidateParams.schema_of(model)
+        try:
+            schema(**values_of)
+        except ValidationError as exc:
+            problems, seen = [], set()
+            for error in exc.errors():
+                field = str(error["loc"][0])
+                if field in seen:  # one message per field is enough
+                    continue
+                seen.add(field)
+                if error["type"] == "extra_forbidden":
+                    problems.append(f"{model} has no hyperparameter {field!r}; its "
+                                    f"hyperparameters are {', '.join(schema.model_fields)}")
+                else:
+                    problems.append(f"--param {model}.{field}={given[model, field]}: "
+                                    f"{error['msg']}; allowed: {allowed_range(schema, field)}")
+            raise ConfigError("; ".join(problems)) from None
     return params
 
 

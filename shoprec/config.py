@@ -7,7 +7,7 @@ with defaults and descriptions) and the library functions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -161,6 +161,169 @@ class SplitConfig(_Model):
 DEFAULT_MODELS: tuple[str, ...] = ("popularity", "mf", "mf-ratings", "content", "ease", "vae",
                                    "dae", "cfgan")
 
+# Per-candidate hyperparameters: declared types and ranges, so a value outside them is
+# refused before any data is read (and the Prefect UI shows each family's form). The
+# defaults are the model classes' ``__init__`` defaults (a test keeps them equal). The seed
+# and thread counts are not here: they come from the run (``TrainingConfig.seed``, the
+# cores shared out between candidates).
+
+Grid = Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1, max_length=50)]
+Widths = Annotated[tuple[Annotated[int, Field(ge=1, le=65_536)], ...],
+                   Field(min_length=1, max_length=8)]
+
+
+class PopularityParams(_Model):
+    """Hyperparameters of ``popularity``."""
+
+    weighted: bool = Field(False, description="Rank by summed interaction weights instead of "
+                           "the number of shoppers.")
+
+
+class ALSParams(_Model):
+    """Hyperparameters of ``mf`` (implicit-feedback ALS)."""
+
+    factors: int = Field(64, ge=1, le=4096, description="Latent dimensions.")
+    regularization: float | None = Field(
+        None, gt=0, description="L2 penalty; empty: the best of regularization_grid on "
+        "validation.")
+    regularization_grid: Grid = Field((1.0, 10.0, 100.0, 1000.0),
+                                      description="Penalties tried on validation.")
+    alpha: float = Field(1.0, gt=0, le=1e6, description="Scale from weight to confidence.")
+    iterations: int = Field(15, ge=1, le=1000, description="ALS sweeps.")
+
+
+class RatingsMFParams(_Model):
+    """Hyperparameters of ``mf-ratings`` (explicit-rating matrix factorisation)."""
+
+    factors: int = Field(16, ge=1, le=4096, description="Latent dimensions.")
+    regularization: float = Field(5.0, ge=0, le=1e6, description="L2 penalty.")
+    iterations: int = Field(10, ge=1, le=1000, description="ALS sweeps.")
+
+
+class ContentParams(_Model):
+    """Hyperparameters of ``content`` (TF-IDF profiles and search)."""
+
+    popularity_smoothing: float | None = Field(
+        None, ge=0, description="Weight of similarity against popularity; empty: the best of "
+        "smoothing_grid on validation.")
+    smoothing_grid: Grid = Field((0.01, 0.1, 1.0, 10.0),
+                                 description="Smoothings tried on validation.")
+    word_weight: float = Field(1.0, ge=0, le=100, description="Word TF-IDF block weight.")
+    char_weight: float = Field(0.5, ge=0, le=100, description="Character n-gram block weight.")
+    category_weight: float = Field(0.5, ge=0, le=100, description="Category block weight.")
+    brand_weight: float = Field(0.3, ge=0, le=100, description="Brand block weight.")
+    price_weight: float = Field(0.2, ge=0, le=100, description="Price-bucket block weight.")
+    personalisation_weight: float = Field(
+        0.3, ge=0, le=100, description="Search: weight of the shopper's profile.")
+    embedding_dims: int = Field(256, ge=1, le=4096,
+                                description="Embedding size above 20,000 items.")
+
+
+class EASEParams(_Model):
+    """Hyperparameters of ``ease``."""
+
+    regularization: float | None = Field(
+        None, gt=0, description="L2 penalty; empty: the best of regularization_grid on "
+        "validation.")
+    regularization_grid: Grid = Field((50.0, 200.0, 800.0, 3200.0),
+                                      description="Penalties tried on validation.")
+    binary: bool = Field(True, description="Learn from 0/1 rows instead of weights.")
+
+
+class _NeuralParams(_Model):
+    epochs: int = Field(50, ge=1, le=10_000, description="Maximum epochs (early stopping "
+                        "on validation keeps the best).")
+    batch_size: int = Field(256, ge=1, le=65_536, description="Shoppers per batch.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Adam learning rate.")
+    weight_decay: float = Field(0.0, ge=0, le=1e4, description="L2 penalty on the weights.")
+    patience: int = Field(5, ge=1, le=10_000,
+                          description="Epochs without validation improvement before stopping.")
+    train_users: int | None = Field(
+        20_000, ge=1, description="Train on a seeded sample of at most this many shoppers; "
+        "empty: all.")
+    vocabulary: int | None = Field(
+        10_000, ge=1, description="Read and score the most-interacted items only; "
+        "empty: all.")
+
+
+class AutoencoderParams(_NeuralParams):
+    """Hyperparameters of ``vae`` and ``dae`` (Mult-VAE / Mult-DAE)."""
+
+    hidden: int = Field(600, ge=1, le=65_536, description="Hidden layer width.")
+    latent: int = Field(200, ge=1, le=65_536, description="Code width.")
+    dropout: float = Field(0.5, ge=0, lt=1, description="Input dropout rate.")
+    beta_cap: float = Field(0.2, ge=0, le=100, description="vae: largest KL weight.")
+    anneal_steps: int = Field(2000, ge=0, description="vae: batches to reach beta_cap.")
+
+
+class CFGANParams(_NeuralParams):
+    """Hyperparameters of ``cfgan``."""
+
+    generator_hidden: Widths = Field((128,), description="Generator hidden layer widths.")
+    discriminator_hidden: Widths = Field((64,), description="Discriminator hidden widths.")
+    zr_ratio: float = Field(0.5, ge=0, le=1, description="Share of negatives pulled to 0.")
+    pm_ratio: float = Field(0.5, ge=0, le=1, description="Share of negatives left unmasked.")
+    zr_coefficient: float = Field(0.1, ge=0, le=1e4, description="Weight of the ZR term.")
+    epochs: int = Field(60, ge=1, le=10_000, description="Maximum epochs (early stopping "
+                        "on validation keeps the best).")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Shoppers per step.")
+    patience: int = Field(8, ge=1, le=10_000,
+                          description="Epochs without validation improvement before stopping.")
+    collapse_tolerance: float = Field(1e-3, ge=0, le=1, description="Smallest acceptable "
+                                      "dependence of the outputs on the shopper.")
+
+
+class CandidateParams(BaseModel):
+    """Hyperparameters of every candidate; each defaults to its family's defaults."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_by_name=True,
+                              validate_by_alias=True, serialize_by_alias=True)
+
+    popularity: PopularityParams = Field(default_factory=PopularityParams)
+    mf: ALSParams = Field(default_factory=ALSParams)
+    mf_ratings: RatingsMFParams = Field(default_factory=RatingsMFParams, alias="mf-ratings")
+    content: ContentParams = Field(default_factory=ContentParams)
+    ease: EASEParams = Field(default_factory=EASEParams)
+    vae: AutoencoderParams = Field(default_factory=AutoencoderParams)
+    dae: AutoencoderParams = Field(default_factory=AutoencoderParams)
+    cfgan: CFGANParams = Field(default_factory=CFGANParams)
+
+    def of(self, candidate: str) -> dict[str, Any]:
+        """The keyword arguments of ``candidate``'s model class.
+
+        Raises:
+            KeyError: Unknown candidate.
+        """
+        for name, info in type(self).model_fields.items():
+            if candidate in (name, info.alias):
+                return getattr(self, name).model_dump(mode="python")
+        raise KeyError(candidate)
+
+    @classmethod
+    def schema_of(cls, candidate: str) -> type[BaseModel]:
+        """The pydantic model of ``candidate``'s hyperparameters.
+
+        Raises:
+            KeyError: Unknown candidate.
+        """
+        for name, info in cls.model_fields.items():
+            if candidate in (name, info.alias):
+                return info.annotation  # type: ignore[return-value]
+        raise KeyError(candidate)
+
+
+def allowed_range(model: type[BaseModel], field: str) -> str:
+    """A field's type and bounds in words, e.g. ``an integer >= 1 and <= 4096``."""
+    info = model.model_fields[field]
+    bounds = [f"{word} {getattr(item, attr)}" for item in info.metadata
+              for attr, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+              if getattr(item, attr, None) is not None]
+    kinds = [a for a in (get_args(info.annotation) or (info.annotation,)) if a is not type(None)]
+    names = {int: "an integer", float: "a number", bool: "true or false"}
+    kind = names.get(kinds[0], "a list of values") if kinds else "a value"
+    text = f"{kind} {' and '.join(bounds)}".strip()
+    return text + (" (or empty)" if type(None) in get_args(info.annotation) else "")
+
 
 class TrainingConfig(_Model):
     """Which candidates to train, how to judge them and where to publish the winner."""
@@ -169,9 +332,10 @@ class TrainingConfig(_Model):
         default_factory=lambda: list(DEFAULT_MODELS),
         description="Candidates to train (default: all), e.g. ['popularity', 'mf'].",
     )
-    params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="Hyperparameters per candidate, e.g. {'mf': {'factors': 32}}.",
+    params: CandidateParams = Field(
+        default_factory=CandidateParams,
+        description="Hyperparameters per candidate, e.g. {'mf': {'factors': 32}}; each is "
+        "checked against its declared range before any data is read.",
     )
     ks: list[int] = Field(default_factory=lambda: [10], description="Cut-offs K of the metrics.")
     primary_metric: str = Field("ndcg@10", description="Metric that selects the winner.")

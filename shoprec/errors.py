@@ -46,3 +46,10 @@ class ModelFitError(ShopRecError):
 
 class ModelSkippedError(ModelFitError):
     """A candidate does not apply to this data (over its item limit, no ratings...)."""
+
+
+class RegistryError(ShopRecError):
+    """The model registry could not be read or written (server down, store locked...).
+
+    Never taken to mean "no such model": decisions that need the registry fail closed.
+    """

@@ -30,8 +30,12 @@ from shoprec.models import (
     make_model,
 )
 from shoprec.registry.bundle import ModelBundle
+from shoprec.registry.recipe import Recipe
 
 logger = logging.getLogger(__name__)
+
+#: Leaderboard name of the champion's recipe retrained on the run's training split.
+CHAMPION_RECIPE = "champion-recipe"
 
 
 @dataclass
@@ -69,7 +73,7 @@ def model_params(name: str, config: TrainingConfig,
                  threads: int | None = None) -> dict[str, Any]:
     """Hyperparameters of candidate ``name``: configured ones, plus the run's seed and, for
     models that take it, their share of the cores."""
-    params = dict(config.params.get(name, {}))
+    params = config.params.of(name)
     accepted = inspect.signature(CANDIDATES[name].__init__).parameters
     if "seed" in accepted:
         params.setdefault("seed", config.seed)
@@ -138,6 +142,52 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     return result, model
 
 
+def train_candidate_row(name: str, params: dict[str, Any], encoded: EncodedSplit,
+                        items: pd.DataFrame | None, ks: list[int]) -> CandidateResult:
+    """The leaderboard row of one candidate: trained and scored, or skipped with the reason.
+
+    A candidate that does not apply to the data (no ratings, a catalogue over its limit)
+    is an expected outcome, not a failure: it comes back as a ``skipped`` row. Real
+    failures raise.
+    """
+    try:
+        return train_and_evaluate(name, params, encoded, items, ks)[0]
+    except ModelSkippedError as exc:
+        logger.info("%s skipped: %s", name, exc)
+        return failed_result(name, params, exc)
+
+
+def retrain_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | None,
+                   ks: list[int], threads: int | None = None,
+                   label: str = CHAMPION_RECIPE) -> CandidateResult:
+    """Train a registered version's recipe on this run's training split and score it on the
+    same validation and test users as every candidate.
+
+    Args:
+        recipe: The version's candidate and chosen hyperparameters.
+        encoded: This run's split.
+        items: The item frame (content features).
+        ks: Cut-offs.
+        threads: Cores for the model, where it takes a thread count.
+        label: The row's name in the leaderboard.
+
+    Returns:
+        Its leaderboard row, named ``label``; ``failed`` or ``skipped`` with the reason when
+        the recipe cannot be trained here (unknown candidate, no longer applies, failure).
+    """
+    params = recipe.training_params(threads)
+    try:
+        if recipe.candidate not in CANDIDATES:
+            raise ModelFitError(f"the recipe's candidate {recipe.candidate!r} is not one of "
+                                f"this code's ({', '.join(CANDIDATES)})")
+        result = train_candidate_row(recipe.candidate, params, encoded, items, ks)
+    except Exception as exc:  # noqa: BLE001 - the reason goes to the gate, not a traceback
+        logger.warning("the recipe of %s could not be retrained: %s", recipe.candidate, exc)
+        result = failed_result(recipe.candidate, params, exc)
+    result.model = label
+    return result
+
+
 def failed_result(name: str, params: dict[str, Any], error: BaseException) -> CandidateResult:
     """A leaderboard row for a candidate that failed or was skipped."""
     family = CANDIDATES[name].family if name in CANDIDATES else "unknown"
@@ -171,11 +221,19 @@ def select_winner(results: list[CandidateResult], primary: str) -> CandidateResu
     Raises:
         ModelFitError: No candidate succeeded.
     """
-    ok = [r for r in results if r.status == "ok"]
+    # The champion's recipe is a reference for the gate, not a candidate.
+    ok = [r for r in results if r.status == "ok" and r.model != CHAMPION_RECIPE]
     if not ok:
-        reasons = "; ".join(f"{r.model}: {r.error}" for r in results)
+        reasons = "; ".join(f"{r.model}: {r.error}" for r in results
+                            if r.model != CHAMPION_RECIPE)
         raise ModelFitError(f"every candidate failed: {reasons}")
     return max(ok, key=lambda r: r.validation[primary])
+
+
+def data_cutoff(data: CleanData) -> str | None:
+    """The latest interaction time of the clean data (UTC, ISO 8601), ``None`` if empty."""
+    latest = data.interactions["timestamp"].max() if len(data.interactions) else None
+    return None if latest is None or pd.isna(latest) else pd.Timestamp(latest).isoformat()
 
 
 def refit_bundle(name: str, params: dict[str, Any], data: CleanData,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from shoprec.batch import BatchResult, write_recommendations
 from shoprec.config import BatchConfig, PromotionConfig
+from shoprec.features import item_frame
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import promotion
 from shoprec.registry.bundle import ModelBundle
@@ -23,12 +26,14 @@ BATCH_KEY = "shoprec-batch-recommendations"
 #: Registry operations must run every time, and hashing a model to build a cache key
 #: would only cost time.
 @task(name="compare-with-champion", cache_policy=NO_CACHE)
-def compare_with_champion(config: PromotionConfig,
-                          encoded: EncodedSplit) -> promotion.PromotionDecision:
-    """Score the candidate and the champion on the latest test split."""
-    return promotion.compare_with_champion(config.registered_model_name, config.version,
-                                           encoded, config.ks, config.primary_metric,
-                                           config.margin)
+def compare_with_champion(config: PromotionConfig, encoded: EncodedSplit,
+                          items: pd.DataFrame) -> promotion.PromotionDecision:
+    """Retrain the candidate's and the champion's recipes on the latest training split and
+    compare them on its test users."""
+    return promotion.compare_with_champion(
+        config.registered_model_name, config.version, encoded,
+        item_frame(items, encoded.items), config.ks, config.primary_metric, config.margin,
+        threads=os.cpu_count())
 
 
 @task(name="apply-promotion", cache_policy=NO_CACHE)

@@ -16,8 +16,9 @@ from shoprec.data.cleaning import CleanData
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import runs
 from shoprec.registry.bundle import ModelBundle
-from shoprec.registry.publish import GateVerdict, evaluate_pyfunc, load_alias, publish
-from shoprec.training import CandidateResult, refit_bundle, train_and_evaluate
+from shoprec.registry.publish import GateVerdict, publish
+from shoprec.registry.recipe import ChampionReference, Recipe, champion_reference
+from shoprec.training import CandidateResult, refit_bundle, retrain_recipe, train_candidate_row
 
 LEADERBOARD_KEY = "shoprec-leaderboard"
 REPORT_KEY = "shoprec-run-report"
@@ -41,20 +42,29 @@ def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     (this process or a Dask worker).
     """
     with threadpool_limits(threads):
-        return train_and_evaluate(name, params, encoded, items, ks)[0]
+        return train_candidate_row(name, params, encoded, items, ks)
+
+
+@task(name="find-champion", cache_policy=NO_CACHE)
+def find_champion(name: str) -> ChampionReference:
+    """The current champion and its recipe; a registry that cannot be read is recorded in
+    the reference (and fails the gate), never taken for "no champion"."""
+    return champion_reference(name)
+
+
+@task(name="train-champion-recipe", task_run_name="train-champion-recipe-{recipe.candidate}",
+      cache_policy=NO_CACHE)
+def train_champion_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | None,
+                          ks: list[int], threads: int | None = None) -> CandidateResult:
+    """Retrain the champion's recipe on this run's training split (the gate's reference)."""
+    with threadpool_limits(threads):
+        return retrain_recipe(recipe, encoded, items, ks, threads)
 
 
 @task(name="log-candidates", retries=2, retry_delay_seconds=2)
 def log_candidates(parent_run_id: str, results: list[CandidateResult]) -> list[str]:
     """One nested MLflow run per candidate, failed ones included."""
     return [runs.log_candidate(parent_run_id, result) for result in results]
-
-
-@task(name="score-champion")
-def score_champion(name: str, encoded: EncodedSplit, ks: list[int]) -> dict[str, float] | None:
-    """The current champion's metrics on this run's test split, or ``None``."""
-    model = load_alias(name, "champion")
-    return None if model is None else evaluate_pyfunc(model, encoded, ks)
 
 
 @task(name="refit-winner")

@@ -17,6 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 RETAIL = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
 
 
+#: Fixtures that start or need a service: tests using them are integration tests.
+SERVICES = {"prefect_api", "mlflow_store", "env", "registered"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests that need a Prefect server or an MLflow store as ``integration``, so
+    ``pytest -m "not integration"`` is the fast unit loop."""
+    for item in items:
+        if SERVICES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small planted data set: 600 users, 150 items, 15,000 interactions."""

@@ -134,6 +134,24 @@ def _configure_tensorflow(threads: int) -> None:
             logger.debug("TensorFlow threads already configured")
 
 
+def seeded_initializers(seed: int):
+    """A factory of Glorot-uniform kernel initialisers, each with its own seed from ``seed``.
+
+    Unseeded Keras initialisers draw from one process-wide generator, so two networks built
+    at the same time in two threads (candidates training side by side) would take each
+    other's draws and neither would be reproducible. Integer-seeded ones are stateless.
+    """
+    import keras
+
+    streams = np.random.SeedSequence(seed)
+
+    def make() -> keras.initializers.Initializer:
+        value = int(streams.spawn(1)[0].generate_state(1)[0] % (2**31 - 1))
+        return keras.initializers.GlorotUniform(seed=value)
+
+    return make
+
+
 class _MultAutoencoder(BoundedRows, Recommender):
     """Mult-DAE / Mult-VAE (Liang et al., WWW 2018) in Keras 3 on TensorFlow.
 
@@ -190,19 +208,23 @@ class _MultAutoencoder(BoundedRows, Recommender):
         import keras
 
         regularizer = keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
-        dense = dict(kernel_regularizer=regularizer)
+        initializer = seeded_initializers(self.seed)
+
+        def dense(width: int, activation: str | None = None) -> keras.layers.Dense:
+            return keras.layers.Dense(width, activation=activation,
+                                      kernel_initializer=initializer(),
+                                      kernel_regularizer=regularizer)
+
         inputs = keras.Input((n_items,))
-        hidden = keras.layers.Dense(self.hidden, activation="tanh", **dense)(inputs)
+        hidden = dense(self.hidden, "tanh")(inputs)
         if self.variational:
-            outputs = [keras.layers.Dense(self.latent, **dense)(hidden),
-                       keras.layers.Dense(self.latent, **dense)(hidden)]
+            outputs = [dense(self.latent)(hidden), dense(self.latent)(hidden)]
         else:
-            outputs = keras.layers.Dense(self.latent, activation="tanh", **dense)(hidden)
+            outputs = dense(self.latent, "tanh")(hidden)
         self.encoder_ = keras.Model(inputs, outputs, name="encoder")
         code = keras.Input((self.latent,))
-        hidden = keras.layers.Dense(self.hidden, activation="tanh", **dense)(code)
-        self.decoder_ = keras.Model(code, keras.layers.Dense(n_items, **dense)(hidden),
-                                    name="decoder")
+        hidden = dense(self.hidden, "tanh")(code)
+        self.decoder_ = keras.Model(code, dense(n_items)(hidden), name="decoder")
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None):
         """Train with Adam on batches of rows; early-stop on validation ndcg@10."""
@@ -210,21 +232,24 @@ class _MultAutoencoder(BoundedRows, Recommender):
         import keras
         import tensorflow as tf
 
-        keras.utils.set_random_seed(self.seed)
         matrix, users = self._training_rows(interactions)
         self._build(matrix.shape[1])
         optimizer = keras.optimizers.Adam(self.learning_rate)
         variables = self.encoder_.trainable_variables + self.decoder_.trainable_variables
         variational = self.variational
-        dropout = self.dropout
+        keep = 1.0 - float(self.dropout)
+        # The model's own random stream for dropout and the VAE's sampling: TensorFlow's
+        # global one is shared by every model training in the process.
+        sampler = tf.random.Generator.from_seed(self.seed)
 
         @tf.function(reduce_retracing=True)
         def train_step(batch: tf.Tensor, beta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
-                noisy = tf.nn.dropout(tf.math.l2_normalize(batch, axis=1), rate=dropout)
+                mask = tf.cast(sampler.uniform(tf.shape(batch)) < keep, tf.float32)
+                noisy = tf.math.l2_normalize(batch, axis=1) * mask / keep
                 if variational:
                     mean, log_var = self.encoder_(noisy, training=True)
-                    code = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
+                    code = mean + tf.exp(0.5 * log_var) * sampler.normal(tf.shape(mean))
                     kl = tf.reduce_mean(tf.reduce_sum(
                         0.5 * (tf.exp(log_var) + tf.square(mean) - 1.0 - log_var), axis=1))
                 else:

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
-from shoprec.models.autoencoder import _configure_tensorflow
+from shoprec.models.autoencoder import _configure_tensorflow, seeded_initializers
 from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.models.epochs import BoundedRows, train_epochs
 
@@ -106,23 +108,28 @@ class CFGAN(BoundedRows, Recommender):
         if self.batch_size < 1 or self.epochs < 1:
             raise ModelFitError("cfgan: batch_size and epochs must be at least 1")
 
-    def _mlp(self, inputs: int, hidden: tuple[int, ...] | list[int], outputs: int, name: str):
+    def _mlp(self, inputs: int, hidden: tuple[int, ...] | list[int], outputs: int, name: str,
+             initializer: Callable[[], Any]):
         """Sigmoid hidden layers and a linear output, as in the paper's networks."""
         import keras
 
         regularizer = keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
         layers = [keras.Input((inputs,))]
         layers += [keras.layers.Dense(int(width), activation="sigmoid",
+                                      kernel_initializer=initializer(),
                                       kernel_regularizer=regularizer) for width in hidden]
-        layers.append(keras.layers.Dense(outputs, kernel_regularizer=regularizer))
+        layers.append(keras.layers.Dense(outputs, kernel_initializer=initializer(),
+                                         kernel_regularizer=regularizer))
         return keras.Sequential(layers, name=name)
 
     def _build(self, n_items: int) -> None:
-        self.generator_ = self._mlp(n_items, self.generator_hidden, n_items, "generator")
+        initializer = seeded_initializers(self.seed)
+        self.generator_ = self._mlp(n_items, self.generator_hidden, n_items, "generator",
+                                    initializer)
         # The discriminator reads a purchase vector next to its condition vector; it
         # returns a logit, so the losses use the numerically stable logit form.
         self.discriminator_ = self._mlp(2 * n_items, self.discriminator_hidden, 1,
-                                        "discriminator")
+                                        "discriminator", initializer)
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> CFGAN:
         """Train the generator and discriminator alternately; early-stop on validation.
@@ -136,7 +143,6 @@ class CFGAN(BoundedRows, Recommender):
         import keras
         import tensorflow as tf
 
-        keras.utils.set_random_seed(self.seed)
         matrix, users = self._training_rows(interactions)
         self._build(matrix.shape[1])
         generator, discriminator = self.generator_, self.discriminator_
@@ -272,7 +278,8 @@ class CFGAN(BoundedRows, Recommender):
         with np.load(folder / "generator.npz") as state:
             weights = [state[key] for key in sorted(state.files)]
         n_items = weights[0].shape[0]
-        self.generator_ = self._mlp(n_items, self.generator_hidden, n_items, "generator")
+        self.generator_ = self._mlp(n_items, self.generator_hidden, n_items, "generator",
+                                    seeded_initializers(self.seed))
         self.generator_.set_weights(weights)
         self._load_vocabulary(folder, n_items)
         state = json.loads((folder / "history.json").read_text())

@@ -3,10 +3,13 @@
 * ``champion`` serves; ``challenger`` is the latest trained version; ``previous-champion``
   is the version ``champion`` pointed at before the last promotion, so a rollback has
   somewhere to go.
-* A promotion scores the candidate and the current champion on the same (latest) test
-  split through their own pyfunc models, and passes when the candidate is no worse on the
-  primary metric; every metric is reported with its delta. A failed decision moves nothing
-  unless forced, and forcing needs a reason.
+* A promotion retrains the candidate's and the current champion's recipes (the candidate
+  and hyperparameters each version records, :mod:`shoprec.registry.recipe`) on the latest
+  data's training split and scores both on the same test users, the rule the training
+  gate uses; it passes when the candidate is no worse on the primary metric, and every
+  metric is reported with its delta. (Scoring the registered models themselves would not
+  be fair: each was refit on all the data it had, which may include the test period.) A
+  failed decision moves nothing unless forced, and forcing needs a reason.
 * Every alias move is written to the registered model's tags (``alias_move.<time>``: a
   JSON record of alias, from, to, action, who, when, why) and to the promoted or demoted
   version's tags.
@@ -14,21 +17,33 @@
 
 from __future__ import annotations
 
-import getpass
-import json
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from shoprec.errors import ConfigError, ShopRecError
+import pandas as pd
+
+from shoprec.errors import ConfigError, RegistryError, ShopRecError
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import tracking
-from shoprec.registry.publish import CHALLENGER, CHAMPION, evaluate_pyfunc
+from shoprec.registry.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS_CHAMPION,
+    actor,
+    alias_log,
+    alias_version,
+    log_alias_move,
+    move_champion,
+    now,
+)
+from shoprec.registry.recipe import read_recipe
 
 logger = logging.getLogger(__name__)
 
-PREVIOUS_CHAMPION = "previous-champion"
+__all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION", "PromotionDecision",
+           "PromotionError", "PromotionRefused", "alias_log", "alias_version",
+           "apply_promotion", "compare_with_champion", "decide", "load_bundle", "rollback"]
 
 
 class PromotionError(ShopRecError):
@@ -85,6 +100,7 @@ class PromotionDecision:
         at: When (UTC, ISO 8601).
         promoted: Whether the aliases were moved.
         users: Test users the comparison was made on.
+        basis: What was compared (which recipes, trained on what).
     """
 
     name: str
@@ -101,6 +117,7 @@ class PromotionDecision:
     at: str = ""
     promoted: bool = False
     users: int = 0
+    basis: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -117,7 +134,7 @@ class PromotionDecision:
                  f"- decision: {'pass' if self.passed else 'fail'}: {self.why}",
                  f"- current champion: "
                  f"{'version ' + self.champion_version if self.champion_version else 'none'}",
-                 f"- compared on {self.users:,} test users of the latest data",
+                 f"- compared on {self.users:,} test users of the latest data: {self.basis}",
                  f"- by {self.actor} at {self.at}"]
         if self.reason:
             lines.append(f"- reason: {self.reason}")
@@ -174,25 +191,12 @@ def decide(name: str, candidate_version: str, champion_version: str | None,
                              passed, why, comparisons, users=int(candidate.get("users", 0)))
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def alias_version(name: str, alias: str) -> str | None:
-    """The version ``alias`` points at, or ``None`` if it is not set."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(tracking.client().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
-
-
 def resolve_candidate(name: str, version: str | None) -> str:
     """The version to promote: ``version`` if given, else the current ``challenger``.
 
     Raises:
         PromotionError: The version or the challenger does not exist.
+        RegistryError: The registry could not be read.
     """
     from mlflow.exceptions import MlflowException
 
@@ -205,28 +209,16 @@ def resolve_candidate(name: str, version: str | None) -> str:
     try:
         tracking.client().get_model_version(name, str(version))
     except MlflowException as exc:
-        raise PromotionError(f"{name} has no version {version}: check the registry "
-                             "(mlflow ui, Models tab)") from exc
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise PromotionError(f"{name} has no version {version}: check the registry "
+                                 "(mlflow ui, Models tab)") from exc
+        raise RegistryError(f"could not read {name} version {version} from the MLflow "
+                            f"registry at {tracking.display_uri()}: {exc.message}") from exc
     return str(version)
 
 
-def log_alias_move(name: str, alias: str, before: str | None, after: str | None,
-                   action: str, actor: str, reason: str, at: str, **extra: Any) -> None:
-    """Record one alias move in the registered model's tags."""
-    record = {"alias": alias, "from": before, "to": after, "action": action, "by": actor,
-              "at": at, "reason": reason, **extra}
-    # Tag keys must be unique and sortable, in MLflow's key alphabet: the UTC time of this
-    # call (to the microsecond; registry calls take far longer) keeps the log in order
-    # even for the two moves of one operation, which share ``at``.
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    key = f"alias_move.{stamp}.{alias}"
-    tracking.client().set_registered_model_tag(name, key, json.dumps(record)[:5000])
-    logger.info("%s: alias %s moved %s -> %s (%s by %s)", name, alias, before, after, action,
-                actor)
-
-
 def apply_promotion(decision: PromotionDecision, force: bool = False, reason: str = "",
-                    actor: str | None = None) -> PromotionDecision:
+                    by: str | None = None) -> PromotionDecision:
     """Move the aliases if the decision passed (or ``force``), and log everything.
 
     ``champion`` moves to the candidate; the outgoing champion keeps ``previous-champion``.
@@ -243,8 +235,8 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
     if decision.champion_version == decision.candidate_version:
         raise PromotionError(f"{decision.name} version {decision.candidate_version} is "
                              "already the champion")
-    decision.actor = actor or _actor()
-    decision.at = _now()
+    decision.actor = by or actor()
+    decision.at = now()
     decision.reason = reason.strip()
     client = tracking.client()
     name, version = decision.name, decision.candidate_version
@@ -261,20 +253,13 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
                  "promotion_reason": decision.reason})
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value[:5000])
-    outgoing = decision.champion_version
-    if outgoing is not None:
-        before = alias_version(name, PREVIOUS_CHAMPION)
-        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
-        log_alias_move(name, PREVIOUS_CHAMPION, before, outgoing, "promote", decision.actor,
-                       decision.reason, decision.at)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    log_alias_move(name, CHAMPION, outgoing, version, "promote", decision.actor,
-                   decision.reason, decision.at, forced=decision.forced, decision=decision.why)
+    move_champion(name, version, decision.champion_version, "promote", decision.actor,
+                  decision.reason, decision.at, forced=decision.forced, decision=decision.why)
     decision.promoted = True
     return decision
 
 
-def rollback(name: str, reason: str = "", actor: str | None = None) -> dict[str, Any]:
+def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, Any]:
     """Point ``champion`` back at ``previous-champion``.
 
     The rolled-back version keeps its history in tags; ``previous-champion`` is removed, so
@@ -292,7 +277,7 @@ def rollback(name: str, reason: str = "", actor: str | None = None) -> dict[str,
         raise PromotionError(f"{name} has no '{PREVIOUS_CHAMPION}' alias: nothing to roll "
                              "back to (it is set when a promotion replaces a champion)")
     current = alias_version(name, CHAMPION)
-    who, at = actor or _actor(), _now()
+    who, at = by or actor(), now()
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
     if current is not None:
@@ -306,19 +291,6 @@ def rollback(name: str, reason: str = "", actor: str | None = None) -> dict[str,
             "reason": reason}
 
 
-def alias_log(name: str) -> list[dict[str, Any]]:
-    """Every logged alias move of ``name``, oldest first."""
-    tags = tracking.client().get_registered_model(name).tags
-    return [json.loads(tags[key]) for key in sorted(tags) if key.startswith("alias_move.")]
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 def load_version(name: str, version: str):
     """Load the pyfunc model of ``name`` version ``version``."""
     import mlflow
@@ -329,26 +301,50 @@ def load_version(name: str, version: str):
 
 
 def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
-                          ks: list[int], primary: str, margin: float = 0.0) -> PromotionDecision:
-    """Score ``version`` (default: the challenger) and the champion on ``encoded``'s test split.
+                          items: pd.DataFrame | None, ks: list[int], primary: str,
+                          margin: float = 0.0, threads: int | None = None) -> PromotionDecision:
+    """Compare ``version`` (default: the challenger) with the champion like for like.
 
-    Both are scored through their own pyfunc models with the same requests (see
-    :func:`shoprec.registry.publish.evaluate_pyfunc`), so versions trained on different
-    data compare fairly.
+    Both versions' recipes are retrained on ``encoded``'s training split and scored on its
+    validation and test users (:func:`shoprec.training.retrain_recipe`), the rule of the
+    training gate: neither has then seen the test period.
 
     Raises:
-        PromotionError: No such version, or no challenger.
+        PromotionError: No such version, or no challenger, or a version without a recipe.
+        RegistryError: The registry could not be read.
     """
+    from shoprec.training import retrain_recipe
+
     candidate_version = resolve_candidate(name, version)
     champion_version = alias_version(name, CHAMPION)
-    candidate = evaluate_pyfunc(load_version(name, candidate_version), encoded, ks)
-    champion = None
-    if champion_version is not None and champion_version != candidate_version:
-        champion = evaluate_pyfunc(load_version(name, champion_version), encoded, ks)
-    elif champion_version == candidate_version:
-        champion = candidate
-    return decide(name, candidate_version, champion_version, candidate, champion, primary,
-                  margin)
+    recipes = {}
+    for role, which in (("candidate", candidate_version), ("champion", champion_version)):
+        if which is None or (role == "champion" and which == candidate_version):
+            continue
+        recipe = read_recipe(name, which)
+        if recipe is None:
+            raise PromotionError(
+                f"{name} version {which} ({role}) records no recipe (registered before "
+                "shoprec recorded recipes), so it cannot be retrained for a like-for-like "
+                "comparison; promote with --force --reason TEXT")
+        recipes[role] = recipe
+    rows = {role: retrain_recipe(recipe, encoded, items, ks, threads, label=role)
+            for role, recipe in recipes.items()}
+    for role, row in rows.items():
+        if row.status != "ok":
+            raise PromotionError(f"the {role}'s recipe {recipes[role].describe()} could not be "
+                                 f"retrained on the latest data: {row.error}")
+    candidate = rows["candidate"].test
+    champion = rows["champion"].test if "champion" in rows else (
+        candidate if champion_version == candidate_version else None)
+    decision = decide(name, candidate_version, champion_version, candidate, champion, primary,
+                      margin)
+    decision.basis = (
+        f"version {candidate_version}'s recipe {recipes['candidate'].describe()}"
+        + (f" vs champion version {champion_version}'s recipe "
+           f"{recipes['champion'].describe()}" if "champion" in recipes else "")
+        + ", retrained on the latest data's training split")
+    return decision
 
 
 def load_bundle(name: str, alias: str = CHAMPION):

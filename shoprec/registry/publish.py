@@ -2,7 +2,9 @@
 
 Every new version gets the alias ``challenger``; it becomes ``champion`` only if it passes
 the gate: better than popularity by the configured margin on the primary test metric, and
-no worse than the current champion scored on the same test split.
+no worse than the current champion's recipe retrained on the same training split and scored
+on the same test users (:mod:`shoprec.registry.recipe`). When it passes, the outgoing
+champion becomes ``previous-champion`` and both moves are logged like a promotion.
 """
 
 from __future__ import annotations
@@ -14,18 +16,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from shoprec.config import repo_root
-from shoprec.evaluation.evaluate import evaluate_ranker
-from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import tracking
+from shoprec.registry.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    actor,
+    alias_version,
+    move_champion,
+    now,
+)
+from shoprec.registry.recipe import ChampionReference
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "shoprec-recommender"
-CHAMPION, CHALLENGER = "champion", "challenger"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 _REQUIREMENTS = ("numpy", "scipy", "pandas", "pyarrow", "implicit", "threadpoolctl",
                  "scikit-learn", "mlflow")
@@ -49,6 +56,7 @@ class GateVerdict:
     passed: bool
     metric: str
     checks: list[GateCheck] = field(default_factory=list)
+    champion_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -61,15 +69,24 @@ class GateVerdict:
 
 
 def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] | None,
-         champion: dict[str, float] | None, margin: float) -> GateVerdict:
+         margin: float, champion: ChampionReference | None = None,
+         champion_test: dict[str, float] | None = None,
+         champion_problem: str | None = None) -> GateVerdict:
     """Decide whether a candidate may become champion.
+
+    The champion is compared like for like: its recipe retrained on this run's training
+    split and scored on the same test users (``champion_test``), never the champion's own
+    refit, which may have been trained on this run's test period.
 
     Args:
         metric: The primary metric, e.g. ``ndcg@10``.
         candidate: The candidate's test metrics.
         popularity: Popularity's test metrics on the same split (``None`` if it failed).
-        champion: The current champion's metrics on the same split, ``None`` if none.
         margin: Relative margin over popularity (0.05 means 5% better).
+        champion: The current champion (``None`` or an unset version: there is none). A
+            reference with ``error`` set (registry unreadable, no recipe) fails the check.
+        champion_test: The champion recipe's test metrics on this run's split.
+        champion_problem: Why the recipe has no metrics (it failed or was skipped here).
 
     Returns:
         The verdict; ``passed`` only if every check passed.
@@ -85,54 +102,41 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             "beats_popularity", value > bar, value, float(popularity[metric]),
             f"{metric} {value:.4f} vs popularity {popularity[metric]:.4f} x {1 + margin:.2f}"
             f" = {bar:.4f}"))
-    if champion is None:
-        checks.append(GateCheck("not_worse_than_champion", True, value, None,
-                                "no champion yet"))
-    else:
-        reference = float(champion[metric])
+    name = "not_worse_than_champion"
+    version = None if champion is None else champion.version
+    if champion is not None and champion.error:
+        checks.append(GateCheck(name, False, value, None, champion.error))
+    elif version is None:
+        checks.append(GateCheck(name, True, value, None, "no champion yet"))
+    elif champion_test is None or metric not in champion_test:
+        what = champion.recipe.describe() if champion.recipe else "recipe"
         checks.append(GateCheck(
-            "not_worse_than_champion", value >= reference, value, reference,
-            f"{metric} {value:.4f} vs current champion {reference:.4f} on this test split"))
-    return GateVerdict(all(c.passed for c in checks), metric, checks)
+            name, False, value, None,
+            f"champion version {version}'s recipe {what} could not be retrained on this "
+            f"run's data: {champion_problem or 'no result'}"))
+    else:
+        reference = float(champion_test[metric])
+        checks.append(GateCheck(
+            name, value >= reference, value, reference,
+            f"{metric} {value:.4f} vs {reference:.4f} for champion version {version}'s recipe "
+            f"{champion.recipe.describe() if champion.recipe else ''} retrained on this run's "
+            "training split, same test users"))
+    return GateVerdict(all(c.passed for c in checks), metric, checks, version)
 
 
 def load_alias(name: str, alias: str):
-    """Load the pyfunc model of ``name@alias``, or ``None`` if the alias is not set."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """Load the pyfunc model of ``name@alias``, or ``None`` if the alias is not set.
 
-    mlflow_client = tracking.client()
-    try:
-        mlflow_client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    Raises:
+        RegistryError: The registry could not be read (never taken for "not set").
+    """
+    import mlflow
+
+    if alias_version(name, alias) is None:
         return None
     mlflow.set_tracking_uri(tracking.tracking_uri())
     mlflow.set_registry_uri(tracking.tracking_uri())
     return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-
-
-def evaluate_pyfunc(model: Any, encoded: EncodedSplit, ks: list[int],
-                    batch_size: int = 1024) -> dict[str, float]:
-    """Score a registered model on this run's test split through its request interface.
-
-    Each test user is sent as ``recent_items`` = the items of their test history (the same
-    rows the candidates were scored from), so models trained on other id spaces compare
-    fairly. Returned ids outside this run's item index count as misses.
-    """
-    history = encoded.test_history
-    item_ids = encoded.items.ids
-
-    def rank(batch: np.ndarray, k: int) -> np.ndarray:
-        recent = [item_ids[history.indices[history.indptr[u]:history.indptr[u + 1]]].tolist()
-                  for u in batch]
-        response = model.predict(pd.DataFrame({"recent_items": recent, "k": [k] * len(batch)}))
-        top = np.full((len(batch), k), -1, dtype=np.int64)
-        for r, ids in enumerate(response["item_ids"]):
-            found = encoded.items.encode([str(i) for i in ids])[:k]
-            top[r, : len(found)] = found
-        return top
-
-    return evaluate_ranker(rank, encoded.test, ks, batch_size)
 
 
 def signature_and_example(user_id: str, item_ids: list[str], query: str = ""):
@@ -215,14 +219,29 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
         )
     version = str(info.registered_model_version)
     mlflow_client = tracking.client()
-    all_tags = {**tags, "gate": "pass" if verdict.passed else "fail",
+    passed = verdict.passed
+    current = alias_version(name, CHAMPION) if passed else None
+    if passed and current != verdict.champion_version:
+        # Another run or a person moved champion while this one trained: the comparison
+        # was made against a version that no longer serves, so it does not count.
+        passed = False
+        verdict.passed = False
+        verdict.checks.append(GateCheck(
+            "champion_unchanged", False, float("nan"), None,
+            f"champion moved from version {verdict.champion_version} to {current} during "
+            "this run; compare again with `shoprec promote`"))
+    all_tags = {**tags, "gate": "pass" if passed else "fail",
                 "gate_checks": verdict.describe()}
     for key, value in all_tags.items():
         mlflow_client.set_model_version_tag(name, version, key, str(value)[:5000])
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
     aliases = [CHALLENGER]
-    if verdict.passed:
-        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    if passed:
+        run = tags.get("prefect_flow_run_id")
+        move_champion(name, version, current, "train-gate",
+                      f"flow run {run}" if run else actor(),
+                      f"gate passed: {verdict.describe()}", now())
         aliases.append(CHAMPION)
     logger.info("registered %s version %s with aliases %s", name, version, aliases)
-    return {"name": name, "version": version, "aliases": aliases, "model_uri": info.model_uri}
+    return {"name": name, "version": version, "aliases": aliases, "model_uri": info.model_uri,
+            "previous_champion": current if passed else None}

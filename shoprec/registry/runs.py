@@ -46,8 +46,11 @@ def log_candidate(parent_run_id: str, result: Any) -> str:
         for step, value in enumerate(values):
             client.log_metric(run_id, f"curve_{key}", float(value), step=step)
     if result.error:
-        client.set_tag(run_id, "error", result.error[:5000])
-    client.set_terminated(run_id, "FINISHED" if result.status == "ok" else "FAILED")
+        client.set_tag(run_id, "skip_reason" if result.status == "skipped" else "error",
+                       result.error[:5000])
+    # A skipped candidate (the data do not apply to it) is an expected outcome: its run
+    # finishes, with the reason in its tags; only a real failure is marked failed.
+    client.set_terminated(run_id, "FAILED" if result.status == "failed" else "FINISHED")
     return run_id
 
 

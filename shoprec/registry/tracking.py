@@ -22,6 +22,18 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def display_uri() -> str:
+    """The tracking URI with any password or token in it masked, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    uri = tracking_uri()
+    parts = urlsplit(uri)
+    if parts.password is None and "@" not in parts.netloc:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
 def client():
     """An ``MlflowClient`` on :func:`tracking_uri` (registry on the same store)."""
     from mlflow import MlflowClient

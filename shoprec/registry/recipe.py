@@ -1,0 +1,149 @@
+"""A registered version's *recipe*: what it takes to train that model again on other data.
+
+Every version records, as tags, its candidate (family and name), the hyperparameters
+chosen on validation, the event weighting, the cutoff and fingerprint of the data it was
+refit on and the code version. The champion comparison retrains the champion's recipe on
+the current run's training split and scores it on the same validation and test users as
+the challenger: both have then seen the same data and neither the test period, which a
+champion refit on all data of an earlier run may have (scoring that refit on a later test
+split would compare it on events it was trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shoprec.errors import RegistryError
+from shoprec.registry import tracking
+from shoprec.registry.aliases import CHAMPION, alias_version
+
+logger = logging.getLogger(__name__)
+
+RECIPE_TAG = "recipe"
+#: Execution settings, not part of what a model is: the retrain uses its own share of cores.
+EXECUTION_PARAMS = ("threads", "num_threads")
+
+
+@dataclass
+class Recipe:
+    """How a registered version was trained.
+
+    Attributes:
+        candidate: Candidate name (``ease``, ``mf``...).
+        params: Its hyperparameters as trained, with the values chosen on validation.
+        weighting: The event weighting of its training matrix.
+        data_cutoff: Latest interaction time of the data it was refit on (UTC, ISO 8601).
+        data_fingerprint: SHA-256 of its input files.
+        code_version: The git commit of the code that trained it.
+    """
+
+    candidate: str
+    params: dict[str, Any] = field(default_factory=dict)
+    weighting: dict[str, Any] = field(default_factory=dict)
+    data_cutoff: str | None = None
+    data_fingerprint: str | None = None
+    code_version: str | None = None
+
+    def training_params(self, threads: int | None = None) -> dict[str, Any]:
+        """The hyperparameters to train it with, on ``threads`` cores where it takes them."""
+        params = {k: v for k, v in self.params.items() if k not in EXECUTION_PARAMS}
+        if threads is not None:
+            for key in EXECUTION_PARAMS:
+                if key in self.params:
+                    params[key] = threads
+        return params
+
+    def describe(self) -> str:
+        """``ease (regularization=200.0)``: the candidate and its chosen values."""
+        chosen = {k: v for k, v in self.params.items()
+                  if k in ("regularization", "popularity_smoothing", "epochs")}
+        inner = ", ".join(f"{k}={v}" for k, v in chosen.items())
+        return f"{self.candidate} ({inner})" if inner else self.candidate
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (the run summary)."""
+        return json.loads(json.dumps(asdict(self), default=_plain))
+
+    def to_tags(self) -> dict[str, str]:
+        """Version tags: the whole recipe as JSON, and the cutoff on its own for the UI."""
+        return {RECIPE_TAG: json.dumps(asdict(self), default=_plain, sort_keys=True),
+                "data_cutoff": self.data_cutoff or ""}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> Recipe | None:
+        """The recipe recorded in a version's tags, or ``None`` if it has none."""
+        text = tags.get(RECIPE_TAG)
+        if not text:
+            return None
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError) as exc:
+            logger.warning("unreadable recipe tag %r: %s", text[:200], exc)
+            return None
+
+
+@dataclass
+class ChampionReference:
+    """The champion a new version is compared with.
+
+    Attributes:
+        version: The champion's version, ``None`` when the alias is not set.
+        recipe: Its recipe, when recorded.
+        error: Why it cannot be compared (registry unreadable, no recipe); ``None`` if it
+            can, or if there is no champion.
+    """
+
+    version: str | None = None
+    recipe: Recipe | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (the run summary)."""
+        return asdict(self)
+
+
+def read_recipe(name: str, version: str) -> Recipe | None:
+    """The recipe of ``name`` version ``version``; ``None`` if it records none.
+
+    Raises:
+        RegistryError: The registry could not be read, or the version does not exist.
+    """
+    try:
+        tags = tracking.client().get_model_version(name, str(version)).tags
+    except Exception as exc:  # noqa: BLE001 - any client failure is a registry fault
+        raise RegistryError(f"could not read {name} version {version} from the MLflow "
+                            f"registry at {tracking.display_uri()}: {exc}") from exc
+    return Recipe.from_tags(tags or {})
+
+
+def champion_reference(name: str) -> ChampionReference:
+    """The current champion of ``name`` and its recipe; never raises.
+
+    Only an unset alias means "no champion". A registry that cannot be read, or a champion
+    without a recipe, gives a reference with ``error`` set, which fails the gate.
+    """
+    try:
+        version = alias_version(name, CHAMPION)
+        if version is None:
+            return ChampionReference()
+        recipe = read_recipe(name, version)
+    except RegistryError as exc:
+        return ChampionReference(error=str(exc))
+    if recipe is None:
+        return ChampionReference(version, None, (
+            f"champion version {version} records no recipe (it was registered before "
+            "shoprec recorded recipes), so it cannot be retrained for a like-for-like "
+            "comparison; promote deliberately with `shoprec promote --force --reason TEXT`"))
+    return ChampionReference(version, recipe)
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and tuples inside the parameters."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
