@@ -41,10 +41,10 @@ def alias_version(name: str, alias: str) -> str | None:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise RegistryError(f"could not read {name!r} from the MLflow registry at "
-                            f"{tracking.display_uri()}: {exc.message}") from exc
+                            f"{tracking.display_uri()}: {tracking.redact(exc.message)}") from exc
     except Exception as exc:  # noqa: BLE001 - any client failure is a registry fault
         raise RegistryError(f"could not read {name!r} from the MLflow registry at "
-                            f"{tracking.display_uri()}: {type(exc).__name__}: {exc}") from exc
+                            f"{tracking.display_uri()}: {type(exc).__name__}: {tracking.redact(str(exc))}") from exc
     version = (model.aliases or {}).get(alias)
     return None if version is None else str(version)
 

@@ -213,7 +213,7 @@ def resolve_candidate(name: str, version: str | None) -> str:
             raise PromotionError(f"{name} has no version {version}: check the registry "
                                  "(mlflow ui, Models tab)") from exc
         raise RegistryError(f"could not read {name} version {version} from the MLflow "
-                            f"registry at {tracking.display_uri()}: {exc.message}") from exc
+                            f"registry at {tracking.display_uri()}: {tracking.redact(exc.message)}") from exc
     return str(version)
 
 

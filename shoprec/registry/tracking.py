@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -22,16 +23,14 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def redact(text: str) -> str:
+    """``text`` with the credentials of any URL in it (``//user:password@``) masked."""
+    return re.sub(r"(//)[^/@\s]+@", r"\1***@", text)
+
+
 def display_uri() -> str:
     """The tracking URI with any password or token in it masked, for messages and logs."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    uri = tracking_uri()
-    parts = urlsplit(uri)
-    if parts.password is None and "@" not in parts.netloc:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    return redact(tracking_uri())
 
 
 def client():

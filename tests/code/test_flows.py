@@ -37,6 +37,15 @@ async def _flow_run_details(flow_run_id: str):
     return flow_run, task_runs, artifacts
 
 
+async def _error_logs(flow_run_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
+
+    async with get_client() as client:
+        return await client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), level=LogFilterLevel(ge_=40)))
+
+
 def run_flow(synthetic_dir: Path, tmp_path: Path, training: TrainingConfig) -> dict:
     from flows.training import training_pipeline
 
@@ -126,6 +135,14 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert flow_run.state.is_completed()
     names = {t.name for t in task_runs}
     assert {"train-mf", "train-popularity"} <= names
+    # Skipped is not failed: mf-ratings' task completed, its MLflow run finished with the
+    # reason, and nothing was logged at ERROR level.
+    states = {t.name: t.state for t in task_runs}
+    assert states["train-mf-ratings"].is_completed(), states["train-mf-ratings"]
+    assert nested["mf-ratings"].info.status == "FINISHED"
+    assert "no rating events" in nested["mf-ratings"].data.tags["skip_reason"]
+    assert "no rating events" in board["mf-ratings"]["error"]
+    assert not asyncio.run(_error_logs(summary["prefect_flow_run_id"]))
     keys = {a.key for a in prefect_artifacts}
     assert {"shoprec-leaderboard", "shoprec-run-report"} <= keys
 
@@ -139,22 +156,29 @@ def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
                                                              models=["popularity", "mf"]))
     assert "champion" in first["registered"]["aliases"]
 
-    # mf with an impossible setting fails, and cfgan with a configuration that collapses
-    # its generator is stopped by the collapse detector; the run goes on and publishes
-    # popularity, which cannot beat itself, so the new version stays challenger.
+    # cfgan with a configuration that collapses its generator is stopped by the collapse
+    # detector and recorded as failed; the run goes on and publishes popularity, which
+    # cannot beat itself, nor the champion's recipe (mf) retrained on the same split, so
+    # the new version stays challenger.
     second = run_flow(synthetic_dir, tmp_path, TrainingConfig(
-        registered_model_name=name, models=["popularity", "mf", "cfgan"],
-        params={"mf": {"factors": -1},
-                "cfgan": {"weight_decay": 100.0, "learning_rate": 0.05, "batch_size": 8,
+        registered_model_name=name, models=["popularity", "cfgan"],
+        params={"cfgan": {"weight_decay": 100.0, "learning_rate": 0.05, "batch_size": 8,
                           "generator_hidden": [8], "discriminator_hidden": [4]}}))
     board = {e["model"]: e for e in second["leaderboard"]}
-    assert board["mf"]["status"] == "failed" and board["mf"]["error"]
     assert board["cfgan"]["status"] == "failed"
     assert "collapsed" in board["cfgan"]["error"], board["cfgan"]["error"]
+    assert board["champion-recipe"]["status"] == "ok"
+    assert board["champion-recipe"]["family"] == "mf"
+    # The recipe is the champion's model trained again on this split: mf's figures of run 1.
+    assert board["champion-recipe"]["test"] == pytest.approx(
+        {e["model"]: e for e in first["leaderboard"]}["mf"]["test"])
     assert second["winner"] == "popularity"
     assert second["registered"]["version"] == "2"
     assert second["registered"]["aliases"] == ["challenger"]
     assert not second["gate"]["passed"]
+    checks = {c["name"]: c for c in second["gate"]["checks"]}
+    assert not checks["not_worse_than_champion"]["passed"]
+    assert "champion version 1's recipe mf" in checks["not_worse_than_champion"]["reason"]
     client = MlflowClient(tracking_uri=env, registry_uri=env)
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
@@ -182,3 +206,68 @@ def test_rejected_data_fails_before_training_and_leaves_the_registry(
     client = MlflowClient(tracking_uri=env, registry_uri=env)
     with pytest.raises(MlflowException):
         client.get_registered_model("never-registered")
+
+
+#: Tiny neural candidates: enough epochs to exercise every random draw, fast on 2 cores.
+NEURAL = {"vae": {"epochs": 3, "patience": 3, "hidden": 32, "latent": 8},
+          "dae": {"epochs": 3, "patience": 3, "hidden": 32, "latent": 8},
+          "cfgan": {"epochs": 3, "patience": 3, "generator_hidden": [32],
+                    "discriminator_hidden": [16]}}
+
+
+def test_identical_runs_give_identical_leaderboards(env: str, synthetic_dir: Path,
+                                                    tmp_path: Path) -> None:
+    """Same data, seed and code: the same figures for every candidate, with the neural
+    ones training side by side on threads (each has its own random streams)."""
+    models = ["popularity", "mf", "vae", "dae", "cfgan"]
+    boards = []
+    for name in ("same-a", "same-b"):
+        summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(
+            registered_model_name=name, models=models, params=NEURAL, max_workers=5))
+        boards.append({e["model"]: e for e in summary["leaderboard"]})
+    first, second = boards
+    assert set(first) == set(second) == set(models)
+    for model in models:
+        assert first[model]["status"] == second[model]["status"] == "ok", first[model]
+        for part in ("validation", "test"):
+            assert first[model][part].keys() == second[model][part].keys()
+            for metric, value in first[model][part].items():
+                assert second[model][part][metric] == pytest.approx(value, abs=1e-6), (
+                    model, part, metric)
+
+
+def test_a_registry_that_fails_on_the_champion_lookup_moves_nothing(
+        env: str, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only "alias not set" means "no champion": a registry error while the champion is
+    looked up fails the gate with the reason, and champion stays where it was."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+
+    name = "flaky-registry-model"
+    first = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
+                                                             models=["popularity", "mf"]))
+    assert "champion" in first["registered"]["aliases"]
+
+    # The store is locked at the moment of the lookup (the first registry read of the
+    # run), and works again afterwards.
+    real, calls = MlflowClient.get_registered_model, []
+
+    def locked_once(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.OperationalError) database is locked",
+                                  INTERNAL_ERROR)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", locked_once)
+    second = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
+                                                              models=["popularity", "mf"]))
+    monkeypatch.undo()
+    checks = {c["name"]: c for c in second["gate"]["checks"]}
+    assert checks["beats_popularity"]["passed"]  # it would have passed on the figures
+    assert not checks["not_worse_than_champion"]["passed"]
+    assert "database is locked" in checks["not_worse_than_champion"]["reason"]
+    assert second["registered"]["aliases"] == ["challenger"]
+    client = MlflowClient(tracking_uri=env, registry_uri=env)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"

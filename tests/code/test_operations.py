@@ -118,7 +118,8 @@ def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restore
 
     # Every alias move is in the registry's log, in order.
     log = [(m["alias"], m["from"], m["to"], m["action"]) for m in alias_log(NAME)]
-    assert log == [("previous-champion", None, "1", "promote"),
+    assert log == [("champion", None, "1", "train-gate"),  # version 1 passed its gate
+                   ("previous-champion", None, "1", "promote"),
                    ("champion", "1", "2", "promote"),
                    ("champion", "2", "1", "rollback"),
                    ("previous-champion", "1", None, "rollback")]
@@ -240,14 +241,29 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
         _stop(process)
 
 
-def test_deployments_run_through_the_prefect_api(registered: str, tmp_path: Path) -> None:
-    """The local serve script registers the deployments on the test server and runs one
-    triggered through the API, like the UI's "Run" button."""
+NIGHTLY = "nightly-model"
+
+
+def test_nightly_retrains_promote_on_a_like_for_like_comparison(
+        registered: str, synthetic_dir: Path, tmp_path: Path) -> None:
+    """The life of the training-nightly deployment, run through the Prefect API like the
+    UI's "Run" button, over a data source that grows: the second version, trained by the
+    same recipe on more data, is compared with the champion's recipe retrained on the same
+    split and becomes champion; a worse third version is refused with the reasons; the batch
+    deployment then serves the new champion."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
+    from shoprec.registry import tracking
+
+    source = tmp_path / "source" / "interactions.parquet"
+    source.parent.mkdir()
+    full = pd.read_parquet(synthetic_dir / "interactions.parquet")
+    cut = full["timestamp"].max() - pd.Timedelta(days=30)
+    full[full["timestamp"] <= cut].to_parquet(source)  # the first cut: a month less
     serving = subprocess.Popen(
-        [sys.executable, "deployments/serve.py", "--training-cron", "none", "--batch-cron",
+        [sys.executable, "deployments/serve.py", "--dataset", str(source), "--items",
+         str(synthetic_dir / "items.parquet"), "--training-cron", "none", "--batch-cron",
          "none"], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
@@ -262,14 +278,83 @@ def test_deployments_run_through_the_prefect_api(registered: str, tmp_path: Path
             assert serving.poll() is None, "deployments/serve.py exited"
             assert time.monotonic() < deadline, "the deployments did not appear"
             time.sleep(1)
+
+        def nightly(models: list[str]) -> dict:
+            run = run_deployment(
+                "shoprec-training/training-nightly", timeout=600,
+                parameters={"split": SPLIT.model_dump(mode="json"), "training": {
+                    "registered_model_name": NIGHTLY, "models": models,
+                    "params": {"mf": {"regularization": 10.0, "factors": 16}}}})
+            assert run.state.is_completed(), run.state
+            return _summary_of(str(run.id))
+
+        first = nightly(["popularity", "mf"])
+        assert first["registered"]["version"] == "1"
+        assert "champion" in first["registered"]["aliases"]
+        assert first["gate"]["checks"][1]["reason"] == "no champion yet"
+        recipe = json.loads(tracking.client().get_model_version(NIGHTLY, "1").tags["recipe"])
+        assert recipe["candidate"] == "mf" and recipe["params"]["regularization"] == 10.0
+        assert recipe["data_cutoff"].startswith(str(cut.date()))
+
+        full.to_parquet(source)  # a month later, the same source has grown
+        second = nightly(["popularity", "mf"])
+        board = {e["model"]: e for e in second["leaderboard"]}
+        # The champion's recipe, retrained on this split, is the reference; same recipe and
+        # data as this run's mf, so the same figures, and the gate passes.
+        assert board["champion-recipe"]["family"] == "mf"
+        assert board["champion-recipe"]["test"] == board["mf"]["test"]
+        check = second["gate"]["checks"][1]
+        assert check["name"] == "not_worse_than_champion" and check["passed"], check
+        assert "champion version 1's recipe mf" in check["reason"]
+        assert "retrained on this run's training split" in check["reason"]
+        assert second["registered"]["version"] == "2"
+        assert second["registered"]["previous_champion"] == "1"
+        assert _alias(NIGHTLY, "champion") == "2"
+        assert _alias(NIGHTLY, "previous-champion") == "1"
+        moves = [(m["alias"], m["from"], m["to"], m["action"]) for m in alias_log(NIGHTLY)]
+        assert moves[-2:] == [("previous-champion", None, "1", "train-gate"),
+                              ("champion", "1", "2", "train-gate")]
+
+        # A worse version (popularity alone) is refused, each check with its reason.
+        third = nightly(["popularity"])
+        checks = {c["name"]: c for c in third["gate"]["checks"]}
+        assert not third["gate"]["passed"] and third["registered"]["aliases"] == ["challenger"]
+        assert not checks["beats_popularity"]["passed"]
+        assert "vs popularity" in checks["beats_popularity"]["reason"]
+        assert not checks["not_worse_than_champion"]["passed"]
+        assert "champion version 2's recipe mf" in checks["not_worse_than_champion"]["reason"]
+        assert _alias(NIGHTLY, "champion") == "2"
+        tags = tracking.client().get_model_version(NIGHTLY, "3").tags
+        assert tags["gate"] == "fail" and "not_worse_than_champion: fail" in tags["gate_checks"]
+
+        # The batch deployment serves whatever champion now is.
         run = run_deployment(
             "shoprec-batch-recommendations/batch-recommendations", timeout=300,
-            parameters={"batch": {"registered_model_name": NAME, "alias": "serving",
-                                  "output_dir": str(tmp_path), "k": 3}})
+            parameters={"batch": {"registered_model_name": NIGHTLY,
+                                  "output_dir": str(tmp_path / "batch"), "k": 3}})
         assert run.state.is_completed(), run.state
-        assert len(pd.read_parquet(tmp_path)) > 0
+        assert set(pd.read_parquet(tmp_path / "batch")["model_version"]) == {"2"}
     finally:
         _stop(serving)
+
+
+def _summary_of(flow_run_id: str) -> dict:
+    """The run summary the flow run logged to its parent MLflow run."""
+    import mlflow
+
+    from shoprec.registry import tracking
+
+    client = tracking.client()
+    experiment = client.get_experiment_by_name("shoprec").experiment_id
+    (parent,) = client.search_runs([experiment],
+                                   f"tags.prefect_flow_run_id = '{flow_run_id}'")
+    return mlflow.artifacts.load_dict(f"{parent.info.artifact_uri}/summary.json")
+
+
+def _alias(name: str, alias: str) -> str | None:
+    from shoprec.registry.promotion import alias_version
+
+    return alias_version(name, alias)
 
 
 def test_prefect_yaml_deploys_to_a_process_work_pool(registered: str) -> None:

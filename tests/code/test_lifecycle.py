@@ -1,0 +1,134 @@
+"""The pieces of a run's life after the first: typed hyperparameters, recipes, the gate's
+like-for-like comparison, and a registry that fails closed."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from shoprec.config import DEFAULT_MODELS, CandidateParams, TrainingConfig
+from shoprec.errors import RegistryError
+from shoprec.models import CANDIDATES
+from shoprec.registry.publish import gate
+from shoprec.registry.recipe import ChampionReference, Recipe, champion_reference
+
+SHOPREC = str(Path(sys.executable).with_name("shoprec"))
+RUN_SETTINGS = {"seed", "threads", "num_threads"}
+
+
+@pytest.mark.parametrize("name", DEFAULT_MODELS)
+def test_declared_hyperparameters_are_the_models_own(name: str) -> None:
+    """Every constructor argument but the run's settings is declared, with the same default."""
+    signature = inspect.signature(CANDIDATES[name].__init__).parameters
+    declared = CandidateParams().of(name)
+    assert set(declared) == set(signature) - {"self"} - RUN_SETTINGS
+    for key, value in declared.items():
+        assert value == signature[key].default, (name, key)
+    CANDIDATES[name](**declared)  # and the model takes them as they are
+
+
+@pytest.mark.parametrize("params", [
+    {"mf": {"factors": 0}}, {"mf": {"factors": 1.5}}, {"mf": {"regularization_grid": []}},
+    {"ease": {"regularization": -1}}, {"vae": {"dropout": 1.0}}, {"dae": {"epochs": 0}},
+    {"cfgan": {"zr_ratio": 1.5}}, {"cfgan": {"generator_hidden": [0]}},
+    {"content": {"embedding_dims": 0}}, {"mf-ratings": {"iterations": 0}},
+    {"mf": {"no_such_setting": 1}}, {"telepathy": {}}])
+def test_hyperparameters_outside_their_range_are_refused(params: dict) -> None:
+    with pytest.raises(ValidationError):
+        TrainingConfig(params=params)
+
+
+def test_hyperparameters_are_in_the_prefect_form_schema() -> None:
+    schema = TrainingConfig.model_json_schema()
+    candidates = schema["$defs"]["CandidateParams"]["properties"]
+    assert set(candidates) == set(DEFAULT_MODELS)
+    als = schema["$defs"]["ALSParams"]["properties"]["factors"]
+    assert (als["minimum"], als["maximum"], als["default"]) == (1, 4096, 64)
+    assert als["description"]
+
+
+def test_cli_refuses_a_bad_hyperparameter_before_reading_any_data(tmp_path: Path) -> None:
+    for value, words in (("mf.factors=0", "allowed: an integer >= 1 and <= 4096"),
+                         ("vae.dropout=1.5", "allowed: a number >= 0 and < 1"),
+                         ("mf.speed=3", "mf has no hyperparameter 'speed'")):
+        done = subprocess.run([SHOPREC, "train", "--interactions", "no-such-file.csv",
+                               "--param", value], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 2, done.stderr
+        assert words in done.stderr and "Traceback" not in done.stderr
+        assert "no-such-file" not in done.stderr  # refused before the data was looked at
+
+
+def test_a_recipe_survives_the_registry_tags() -> None:
+    recipe = Recipe("cfgan", {"generator_hidden": (16, 8), "epochs": 7, "threads": 2,
+                              "seed": 3}, {"quantity_damping": "log"}, "2011-12-09T12:50:00",
+                    "f" * 64, "abc")
+    again = Recipe.from_tags(recipe.to_tags())
+    assert again is not None and again.candidate == "cfgan" and again.data_cutoff
+    # The retrain uses its own share of cores; everything else is the recipe's.
+    assert again.training_params(threads=1) == {"generator_hidden": [16, 8], "epochs": 7,
+                                                "threads": 1, "seed": 3}
+    assert Recipe.from_tags({}) is None and Recipe.from_tags({"recipe": "{not json"}) is None
+
+
+POPULARITY = {"ndcg@10": 0.02}
+
+
+def test_gate_without_a_champion_passes_on_popularity_alone() -> None:
+    verdict = gate("ndcg@10", {"ndcg@10": 0.05}, POPULARITY, 0.05, ChampionReference())
+    assert verdict.passed and verdict.checks[1].reason == "no champion yet"
+
+
+def test_gate_compares_with_the_champions_recipe_and_names_it() -> None:
+    champion = ChampionReference("4", Recipe("ease", {"regularization": 200.0}))
+    equal = gate("ndcg@10", {"ndcg@10": 0.05}, POPULARITY, 0.05, champion, {"ndcg@10": 0.05})
+    assert equal.passed and equal.champion_version == "4"
+    assert "champion version 4's recipe ease (regularization=200.0) retrained on this " \
+           "run's training split" in equal.checks[1].reason
+    worse = gate("ndcg@10", {"ndcg@10": 0.049}, POPULARITY, 0.05, champion, {"ndcg@10": 0.05})
+    assert not worse.passed and not worse.checks[1].passed and worse.checks[0].passed
+    lost = gate("ndcg@10", {"ndcg@10": 0.05}, POPULARITY, 0.05, champion, None,
+                "ModelSkippedError: ease is limited to 10,000 items")
+    assert not lost.passed and "could not be retrained" in lost.checks[1].reason
+    assert "10,000 items" in lost.checks[1].reason
+
+
+def test_gate_fails_closed_when_the_champion_cannot_be_read() -> None:
+    broken = ChampionReference(error="could not read 'm' from the MLflow registry: timeout")
+    verdict = gate("ndcg@10", {"ndcg@10": 0.9}, POPULARITY, 0.05, broken)
+    assert not verdict.passed and "timeout" in verdict.checks[1].reason
+
+
+def test_an_unreachable_registry_is_an_error_not_an_empty_registry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tracking server that is down (nothing listens on the port) must not read as "no
+    champion": the lookup raises, and the reference carries the reason."""
+    from shoprec.registry.aliases import alias_version
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:secret@127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with pytest.raises(RegistryError, match="could not read 'm' from the MLflow registry"):
+        alias_version("m", "champion")
+    reference = champion_reference("m")
+    assert reference.version is None and reference.error
+    assert "secret" not in reference.error  # credentials never reach a message
+
+
+def test_a_missing_model_or_alias_means_no_champion(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import alias_version
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    assert alias_version("nothing-here", "champion") is None
+    tracking.client().create_registered_model("empty")
+    assert alias_version("empty", "champion") is None
+    assert champion_reference("empty") == ChampionReference()
+    assert os.path.exists(tmp_path / "mlflow.db")
