@@ -43,8 +43,9 @@ def alias_version(name: str, alias: str) -> str | None:
         raise RegistryError(f"could not read {name!r} from the MLflow registry at "
                             f"{tracking.display_uri()}: {tracking.redact(exc.message)}") from exc
     except Exception as exc:  # noqa: BLE001 - any client failure is a registry fault
+        why = tracking.redact(f"{type(exc).__name__}: {exc}")
         raise RegistryError(f"could not read {name!r} from the MLflow registry at "
-                            f"{tracking.display_uri()}: {type(exc).__name__}: {tracking.redact(str(exc))}") from exc
+                            f"{tracking.display_uri()}: {why}") from exc
     version = (model.aliases or {}).get(alias)
     return None if version is None else str(version)
 

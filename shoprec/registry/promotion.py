@@ -212,8 +212,9 @@ def resolve_candidate(name: str, version: str | None) -> str:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise PromotionError(f"{name} has no version {version}: check the registry "
                                  "(mlflow ui, Models tab)") from exc
+        why = tracking.redact(exc.message)
         raise RegistryError(f"could not read {name} version {version} from the MLflow "
-                            f"registry at {tracking.display_uri()}: {tracking.redact(exc.message)}") from exc
+                            f"registry at {tracking.display_uri()}: {why}") from exc
     return str(version)
 
 

@@ -114,8 +114,9 @@ def read_recipe(name: str, version: str) -> Recipe | None:
     try:
         tags = tracking.client().get_model_version(name, str(version)).tags
     except Exception as exc:  # noqa: BLE001 - any client failure is a registry fault
+        why = tracking.redact(str(exc))
         raise RegistryError(f"could not read {name} version {version} from the MLflow "
-                            f"registry at {tracking.display_uri()}: {tracking.redact(str(exc))}") from exc
+                            f"registry at {tracking.display_uri()}: {why}") from exc
     return Recipe.from_tags(tags or {})
 
 
