@@ -57,7 +57,8 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
         promote_model.to_deployment(
             name="promote-model", tags=["shoprec"], parameters={"data": data},
             description="Promote a version (default: the challenger) to champion after "
-                        "scoring it against the champion on the latest data."),
+                        "retraining its recipe and the champion's on the latest data's "
+                        "training split and comparing them on its test users."),
         rollback_model.to_deployment(
             name="rollback-model", tags=["shoprec"],
             description="Point champion back at previous-champion."),

@@ -26,6 +26,7 @@ from shoprec.errors import (
     DataError,
     DataValidationError,
     InputNotFoundError,
+    RegistryError,
     ShopRecError,
 )
 
@@ -95,6 +96,9 @@ def _handle_errors(func: F) -> F:
             if isinstance(exc, PromotionError):
                 err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
                 raise typer.Exit(EXIT_USAGE) from None
+            if isinstance(exc, RegistryError):  # a fault, not a mistake: no traceback
+                err_console.print(f"[bold red]registry error:[/] {exc}", highlight=False)
+                raise typer.Exit(EXIT_FAILURE) from None
             raise
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -238,7 +242,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for column in ("model", "family", "status", f"val {primary}",
                    *[f"test {m}" for m in shown], "train s"):
         board.add_column(column, justify="left" if column in ("model", "family", "status")
-                         else "right")
+                         else "right", no_wrap=column == "model")
     for entry in summary["leaderboard"]:
         board.add_row(entry["model"], entry["family"], entry["status"],
                       _fmt(entry["validation"].get(primary)),

@@ -191,8 +191,10 @@ def retrain_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | 
 def failed_result(name: str, params: dict[str, Any], error: BaseException) -> CandidateResult:
     """A leaderboard row for a candidate that failed or was skipped."""
     family = CANDIDATES[name].family if name in CANDIDATES else "unknown"
-    message = f"{type(error).__name__}: {error}"
-    status = "skipped" if isinstance(error, ModelSkippedError) else "failed"
+    skipped = isinstance(error, ModelSkippedError)
+    # A skip's reason is a sentence for the user; a failure keeps its exception type.
+    message = str(error) if skipped else f"{type(error).__name__}: {error}"
+    status = "skipped" if skipped else "failed"
     return CandidateResult(model=name, family=family, status=status, params=params,
                            error=message)
 
