@@ -468,7 +468,14 @@ def recommend(
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
     request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
                             "query": [query or ""], "k": [k]})
-    response = model.predict(request).iloc[0]
+    from mlflow.exceptions import MlflowException
+
+    try:
+        response = model.predict(request).iloc[0]
+    except MlflowException as exc:  # a request the model refuses (no search index...)
+        if exc.error_code != "INVALID_PARAMETER_VALUE":
+            raise
+        raise ConfigError(exc.message) from None
     what = f"search {query!r}" if query else "recommendations"
     who = f" for user {user}" if user else (" for a new shopper" if items else "")
     table = Table(title=f"{model_name}@{alias}: {what}{who} ({response['source']})")

@@ -259,10 +259,16 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
     matrix = interaction_matrix(interactions, users, items, event_weights(interactions, weighting))
     frame = item_frame(data.items, items)
     model, seconds = fit_candidate(name, params, matrix, frame, has_ratings=has_ratings)
+    search: ContentRecommender | None = None
     if isinstance(model, ContentRecommender):
         search = model
     else:
-        search = ContentRecommender(popularity_smoothing=0.1).fit(matrix, FitContext(items=frame))
+        try:
+            search = ContentRecommender(popularity_smoothing=0.1).fit(
+                matrix, FitContext(items=frame))
+        except ModelSkippedError as exc:
+            # Recommendations do not need item text; search does, and says so when asked.
+            logger.info("the published model has no search index: %s", exc)
     fallback = Popularity().fit(matrix)
     logger.info("refit %s on all %d interactions in %.1f s", name, matrix.nnz, seconds)
     return ModelBundle(model=model, users=users, items=items, history=matrix,

@@ -105,6 +105,8 @@ def report_artifacts(leaderboard: pd.DataFrame, summary: dict[str, Any],
     reasons = "\n".join(f"| {k} | {v:,} |" for k, v in counts["quarantined_by_reason"].items())
     checks = "\n".join(f"| {c.name} | {'pass' if c.passed else 'fail'} | {c.reason} |"
                        for c in verdict.checks)
+    untrained = "\n".join(f"- `{e['model']}` {e['status']}: {e['error']}"
+                          for e in summary["leaderboard"] if e["status"] != "ok") or "- none"
     registered = summary.get("registered") or {}
     markdown = f"""# shoprec training run
 
@@ -118,6 +120,10 @@ def report_artifacts(leaderboard: pd.DataFrame, summary: dict[str, Any],
 | check | verdict | reason |
 | --- | --- | --- |
 {checks}
+
+## Candidates skipped or failed
+
+{untrained}
 
 ## Data
 

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
-from shoprec.errors import ModelFitError
+from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.features.text import ItemFeatures, item_texts
 from shoprec.models.base import (
     FitContext,
@@ -93,6 +93,12 @@ class ContentRecommender(Recommender):
         if len(items) != interactions.shape[1]:
             raise ModelFitError(f"content: {len(items)} items in the frame but "
                                 f"{interactions.shape[1]} columns in the matrix")
+        if not any(item_texts(items)):
+            # Interactions without an items file: nothing describes the products, which
+            # is a property of the data, not a failure.
+            raise ModelSkippedError("content needs item text (title, description, category "
+                                    "or brand) and the items have none; pass --items with "
+                                    "a title column to use it; skipped")
         self.features_ = ItemFeatures(self.word_weight, self.char_weight, self.category_weight,
                                       self.brand_weight, self.price_weight).fit(items)
         self.item_vectors_ = self.features_.transform(items)

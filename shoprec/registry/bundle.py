@@ -183,7 +183,9 @@ class ModelBundle:
         has_history = np.diff(rows.indptr) > 0
         is_search = np.array([bool(q) for q in queries], dtype=bool)
         if is_search.any() and self.search is None:
-            raise ValueError("this model has no search index; 'query' is not supported")
+            raise ValueError("this model has no search index (its items had no title, "
+                             "description, category or brand; train with --items to add "
+                             "them), so 'query' is not supported")
         top = np.full((n, max_k), -1, dtype=np.int64)
         values = np.full((n, max_k), -np.inf, dtype=np.float32)
         source = ["model" if h else "popularity" for h in has_history]

@@ -19,10 +19,15 @@ logger = logging.getLogger(__name__)
 def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
                      tags: dict[str, str]) -> str:
     """Create the pipeline's parent run and return its id."""
+    from mlflow.entities import Param
+
     client = tracking.client()
     run = client.create_run(tracking.experiment_id(experiment), run_name=run_name, tags=tags)
-    for key, value in _flat(params).items():
-        client.log_param(run.info.run_id, key, str(value)[:6000])
+    flat = [Param(key, str(value)[:6000]) for key, value in _flat(params).items()]
+    # Every candidate's hyperparameters are in the configuration: one request per hundred
+    # (MLflow's batch limit) instead of one per parameter.
+    for start in range(0, len(flat), 100):
+        client.log_batch(run.info.run_id, params=flat[start:start + 100])
     return run.info.run_id
 
 

@@ -81,3 +81,32 @@ def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
 def test_unknown_task_runner_is_a_usage_error(tmp_path: Path) -> None:
     done = run("train", "--task-runner", "spark", cwd=tmp_path)
     assert done.returncode == 2 and "--task-runner must be threads or dask" in done.stderr
+
+
+def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_api: str,
+                                                      mlflow_store: str,
+                                                      synthetic_dir: Path) -> None:
+    """The most common first try: canonical columns, no items file. Nothing describes the
+    products, so content is skipped and the published model has no search index; the rest
+    trains, registers and recommends."""
+    import pandas as pd
+
+    plain = tmp_path / "base.csv"
+    pd.read_parquet(synthetic_dir / "interactions.parquet").to_csv(plain, index=False)
+    done = run("train", "--interactions", str(plain), "--models", "popularity,mf,content",
+               "--test-days", "20", "--validation-days", "20", "--registered-model-name",
+               "plain-file", "--summary-json", str(tmp_path / "s.json"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    board = {e["model"]: e for e in summary["leaderboard"]}
+    assert board["content"]["status"] == "skipped"
+    assert "items have none" in board["content"]["error"]
+    assert summary["winner"] == "mf" and summary["registered"]["version"] == "1"
+    user = str(pd.read_csv(plain, nrows=1)["user_id"].iloc[0])
+    done = run("recommend", "--registered-model-name", "plain-file", "--user", user, "--k",
+               "3", cwd=tmp_path)
+    assert done.returncode == 0 and "(model)" in done.stdout, done.stderr[-2000:]
+    done = run("recommend", "--registered-model-name", "plain-file", "--query", "mug",
+               cwd=tmp_path)
+    assert done.returncode == 2 and "no search index" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

@@ -143,6 +143,8 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert "no rating events" in nested["mf-ratings"].data.tags["skip_reason"]
     assert "no rating events" in board["mf-ratings"]["error"]
     assert not asyncio.run(_error_logs(summary["prefect_flow_run_id"]))
+    report = next(a for a in prefect_artifacts if a.key == "shoprec-run-report")
+    assert "`mf-ratings` skipped: mf-ratings fits rating values" in report.data
     keys = {a.key for a in prefect_artifacts}
     assert {"shoprec-leaderboard", "shoprec-run-report"} <= keys
 
