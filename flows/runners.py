@@ -14,19 +14,20 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from shoprec.config import TrainingConfig
 
 
-def parallel_candidates(config: TrainingConfig) -> int:
-    """How many candidates train at the same time."""
+def parallel_candidates(config: TrainingConfig, extra: int = 0) -> int:
+    """How many candidates (and ``extra`` other training jobs) train at the same time."""
     slots = config.dask_workers if config.task_runner == "dask" else config.max_workers
-    return max(1, min(slots, len(config.models)))
+    return max(1, min(slots, len(config.models) + extra))
 
 
-def threads_per_candidate(config: TrainingConfig) -> int:
-    """Each candidate's share of the cores (of this machine, or of a local cluster's)."""
-    return max(1, (os.cpu_count() or 1) // parallel_candidates(config))
+def threads_per_candidate(config: TrainingConfig, extra: int = 0) -> int:
+    """Each candidate's share of the cores (of this machine, or of a local cluster's),
+    with ``extra`` training jobs beside the candidates (the champion's recipe)."""
+    return max(1, (os.cpu_count() or 1) // parallel_candidates(config, extra))
 
 
 @contextmanager
-def candidate_runner(config: TrainingConfig) -> Iterator[tuple[TaskRunner,
+def candidate_runner(config: TrainingConfig, extra: int = 0) -> Iterator[tuple[TaskRunner,
                                                                Callable[[Any], Any]]]:
     """A started task runner for the candidates, and a function that ships a training input
     to the workers once.
@@ -41,7 +42,7 @@ def candidate_runner(config: TrainingConfig) -> Iterator[tuple[TaskRunner,
         if config.dask_address:
             runner = DaskTaskRunner(address=config.dask_address)
         else:
-            threads = str(threads_per_candidate(config))
+            threads = str(threads_per_candidate(config, extra))
             # One task per worker process at a time; BLAS and OpenMP pools sized to the
             # worker's share of the cores.
             runner = DaskTaskRunner(cluster_kwargs={
@@ -52,5 +53,5 @@ def candidate_runner(config: TrainingConfig) -> Iterator[tuple[TaskRunner,
         with runner:
             yield runner, lambda value: runner.client.scatter(value, broadcast=True)
     else:
-        with ThreadPoolTaskRunner(max_workers=parallel_candidates(config)) as runner:
+        with ThreadPoolTaskRunner(max_workers=parallel_candidates(config, extra)) as runner:
             yield runner, lambda value: value

@@ -101,14 +101,15 @@ def training_pipeline(
         # Dask cluster; threads are shared out so that parallel candidates do not
         # oversubscribe the cores.
         items = item_frame(clean.items, encoded.items)
-        threads = threads_per_candidate(training)
+        extra = int(champion.recipe is not None)
+        threads = threads_per_candidate(training, extra)
         jobs = {name: (train_candidate, model_params(name, training, threads), name)
                 for name in training.models}
         if champion.recipe is not None:
             jobs[CHAMPION_RECIPE] = (train_champion_recipe, champion.recipe.params,
                                      champion.recipe.candidate)
         futures = {}
-        with threadpool_limits(threads), candidate_runner(training) as (runner, share):
+        with threadpool_limits(threads), candidate_runner(training, extra) as (runner, share):
             shared_encoded, shared_items = share(encoded), share(items)
             # Slow (neural) candidates first, so the run does not end waiting on one of them.
             for label in sorted(jobs, key=lambda j: not getattr(CANDIDATES.get(jobs[j][2]),
@@ -130,11 +131,12 @@ def training_pipeline(
         by_name = {r.model: r for r in results if r.status == "ok"}
         popularity = by_name["popularity"].test if "popularity" in by_name else None
         reference = next((r for r in results if r.model == CHAMPION_RECIPE), None)
+        weights = weighting.model_dump(mode="json")
         verdict = gate(primary, winner.test, popularity, training.gate_margin, champion,
                        reference.test if reference and reference.status == "ok" else None,
-                       reference.error if reference else None)
-        recipe = Recipe(winner.model, winner.params, weighting.model_dump(mode="json"),
-                        data_cutoff(clean), fingerprint, commit)
+                       reference.error if reference else None, weights)
+        recipe = Recipe(winner.model, winner.params, weights, data_cutoff(clean), fingerprint,
+                        commit)
 
         bundle = refit_winner(winner.model, winner.params, clean, weighting,
                               {"primary_metric": primary, "test": winner.test,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -55,6 +56,13 @@ MapOpt = Annotated[list[str] | None, typer.Option(
     "--map", help="generic format: canonical=column, e.g. --map user_id=customer,item_id=sku.")]
 DelimiterOpt = Annotated[str | None, typer.Option("--delimiter", help="CSV delimiter.")]
 EncodingOpt = Annotated[str, typer.Option("--encoding", help="CSV text encoding.")]
+DateFormatOpt = Annotated[str | None, typer.Option(
+    "--date-format", help="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M' "
+    "(required for dates like 04/03/2024: day and month order is never guessed).")]
+TimestampUnitOpt = Annotated[str | None, typer.Option(
+    "--timestamp-unit", help="Unit of numeric (epoch) timestamps: s, ms or us.")]
+MaxValueOpt = Annotated[float, typer.Option(
+    "--max-value", help="Quarantine values (quantities, ratings) of larger magnitude.")]
 MaxQuarantineOpt = Annotated[float, typer.Option(
     "--max-quarantine", help="Reject when a larger share of rows is quarantined.")]
 MinUsersOpt = Annotated[int, typer.Option("--min-users", help="Reject with fewer clean users.")]
@@ -167,11 +175,37 @@ def _parse_params(values: list[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def _data_config(interactions: str | None, items: str | None, fmt: str | None,
-                 mapping: list[str] | None, delimiter: str | None, encoding: str):
+                 mapping: list[str] | None, delimiter: str | None, encoding: str,
+                 date_format: str | None = None, timestamp_unit: str | None = None):
     from shoprec.config import DataConfig
 
     return DataConfig(interactions=interactions, items=items, format=fmt,
-                      columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding)
+                      columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding,
+                      timestamp_format=date_format, timestamp_unit=timestamp_unit)
+
+
+def _writable_dir(path: Path, option: str) -> None:
+    """Refuse an output folder that is a file or cannot be written, before any work."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file; give a folder")
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path} cannot be written (no permission on {existing}); "
+                          "choose another folder")
+
+
+def _writable_file(path: Path | None, option: str) -> None:
+    """Refuse an output file that is a folder or cannot be written, before any work."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name")
+    _writable_dir(path.parent, f"the folder of {option}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{option} {path} cannot be written (no permission); choose another "
+                          "file")
 
 
 def _counts_table(title: str, counts: dict[str, Any]) -> Table:
@@ -270,9 +304,50 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+_VERBOSE = False
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record like ``inner`` does, leaving out its traceback (shown with -v).
+
+    The record itself is restored afterwards: other handlers (Prefect's API handler, which
+    feeds the UI) still get the full traceback.
+    """
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_tracebacks() -> None:
+    """Without -v, no console handler prints a traceback (Prefect's task and flow runs log
+    every exception with one); the one-line messages stay."""
+    if _VERBOSE:
+        return
+    loggers = [logging.getLogger(), *(logging.getLogger(name)
+                                      for name in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) \
+                    and not isinstance(handler, logging.FileHandler) \
+                    and not isinstance(handler.formatter, _WithoutTraceback):
+                handler.setFormatter(_WithoutTraceback(handler.formatter))
+
+
 def _configure_logging(verbose: bool) -> None:
+    global _VERBOSE
+    _VERBOSE = verbose
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_tracebacks()
 
 
 @app.callback()
@@ -311,6 +386,9 @@ def validate(
     mapping: MapOpt = None,
     delimiter: DelimiterOpt = None,
     encoding: EncodingOpt = "utf-8",
+    date_format: DateFormatOpt = None,
+    timestamp_unit: TimestampUnitOpt = None,
+    max_value: MaxValueOpt = 1e6,
     max_quarantine: MaxQuarantineOpt = 0.5,
     min_users: MinUsersOpt = 10,
     min_items: MinItemsOpt = 10,
@@ -324,9 +402,13 @@ def validate(
     from shoprec.config import CleaningConfig
     from shoprec.validation import load_and_validate
 
-    data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding)
+    data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
+                               date_format, timestamp_unit)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
-                                     min_users=min_users, min_items=min_items)
+                                     min_users=min_users, min_items=min_items,
+                                     max_value=max_value)
+    _writable_dir(output_dir, "--output-dir")
+    _writable_file(report_json, "--report-json")
     began = time.perf_counter()
 
     def write_report(report: Any) -> None:
@@ -356,6 +438,9 @@ def train(
     mapping: MapOpt = None,
     delimiter: DelimiterOpt = None,
     encoding: EncodingOpt = "utf-8",
+    date_format: DateFormatOpt = None,
+    timestamp_unit: TimestampUnitOpt = None,
+    max_value: MaxValueOpt = 1e6,
     split: Annotated[str, typer.Option("--split", help="temporal, random or leave-last.")]
     = "temporal",
     test_days: Annotated[float, typer.Option("--test-days")] = 30.0,
@@ -399,6 +484,8 @@ def train(
     from shoprec.config import CleaningConfig, SplitConfig, TrainingConfig
     from shoprec.models import CANDIDATES
 
+    # Everything a user typed is checked before any data is read or a server started.
+    params = _parse_params(param)
     if split not in ("temporal", "random", "leave-last"):
         raise ConfigError(f"--split must be temporal, random or leave-last, got {split!r}")
     try:
@@ -410,25 +497,31 @@ def train(
     if unknown:
         raise ConfigError(f"unknown model(s) {', '.join(unknown)} in --models; choose from "
                           f"{', '.join(CANDIDATES)}")
-    data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding)
+    data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
+                               date_format, timestamp_unit)
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, test_n=test_n,
                                validation_n=validation_n, seed=seed,
                                evaluation_users=evaluation_users or None)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
-                                     min_users=min_users, min_items=min_items)
+                                     min_users=min_users, min_items=min_items,
+                                     max_value=max_value)
     if task_runner not in ("threads", "dask"):
         raise ConfigError(f"--task-runner must be threads or dask, got {task_runner!r}")
     training_config = TrainingConfig(models=chosen, ks=ks, primary_metric=primary_metric,
                                      seed=seed, gate_margin=gate_margin,
                                      registered_model_name=model_name,
-                                     params=_parse_params(param),
+                                     params=params,
                                      task_runner="dask" if dask_address else task_runner,
                                      dask_address=dask_address, dask_workers=dask_workers)
+    _writable_dir(output_dir, "--output-dir")
+    _writable_file(summary_json, "--summary-json")
     began = time.perf_counter()
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from flows.training import training_pipeline
+
+    _quiet_tracebacks()
 
     summary = training_pipeline(data=data_config, cleaning=cleaning_config, split=split_config,
                                 training=training_config, output_dir=str(output_dir))
@@ -456,10 +549,12 @@ def recommend(
     """Ask a registered model (default: the champion) for recommendations or search results."""
     import pandas as pd
 
+    from shoprec.registry import tracking
     from shoprec.registry.publish import load_alias
 
     if k < 1:
         raise ConfigError("--k must be at least 1")
+    tracking.require_store()
     model = load_alias(model_name, alias)
     if model is None:
         raise ConfigError(f"no version of {model_name!r} has the alias {alias!r} in "
@@ -536,8 +631,9 @@ def promote(
         "--margin", help="Relative margin the candidate must clear over the champion.")] = 0.0,
     model_name: ModelNameOpt = "shoprec-recommender",
 ) -> None:
-    """Promote a version (default: the challenger) to champion after scoring it against the
-    current champion on the latest data's test split (a Prefect flow)."""
+    """Promote a version (default: the challenger) to champion after comparing it with the
+    current champion like for like: both recipes retrained on the latest data's training
+    split and scored on its test users (a Prefect flow)."""
     from shoprec.config import PromotionConfig, SplitConfig
 
     if force and not reason.strip():
@@ -549,7 +645,15 @@ def promote(
     config = PromotionConfig(registered_model_name=model_name, version=version, ks=ks,
                              primary_metric=primary_metric, margin=margin, force=force,
                              reason=reason, requested_by=by)
+    # The registry is checked before minutes of data preparation.
+    from shoprec.registry import tracking
+    from shoprec.registry.promotion import resolve_candidate
+
+    tracking.require_store()
+    resolve_candidate(model_name, version)
     from flows.operations import promote_model
+
+    _quiet_tracebacks()
 
     decision = promote_model(promotion=config,
                              data=_data_config(interactions, items, fmt, None, None, "utf-8"),
@@ -569,7 +673,16 @@ def rollback(
     model_name: ModelNameOpt = "shoprec-recommender",
 ) -> None:
     """Point champion back at previous-champion (a Prefect flow)."""
+    from shoprec.registry import tracking
+    from shoprec.registry.promotion import PREVIOUS_CHAMPION, PromotionError, alias_version
+
+    tracking.require_store()
+    if alias_version(model_name, PREVIOUS_CHAMPION) is None:
+        raise PromotionError(f"{model_name} has no '{PREVIOUS_CHAMPION}' alias: nothing to roll "
+                             "back to (it is set when a promotion replaces a champion)")
     from flows.operations import rollback_model
+
+    _quiet_tracebacks()
 
     moved = rollback_model(registered_model_name=model_name, reason=reason, requested_by=by)
     console.print(f"{model_name}: champion moved from version {moved['from']} back to version "
@@ -591,7 +704,17 @@ def batch(
 
     config = BatchConfig(registered_model_name=model_name, alias=alias, output_dir=output_dir,
                          k=k, batch_size=batch_size)
+    from shoprec.registry import tracking
+    from shoprec.registry.promotion import alias_version
+
+    tracking.require_store()
+    if alias_version(model_name, alias) is None:
+        raise ConfigError(f"no version of {model_name!r} has the alias {alias!r}; run "
+                          "`shoprec train` first")
+    _writable_dir(Path(output_dir), "--output-dir")
     from flows.operations import batch_recommendations
+
+    _quiet_tracebacks()
 
     result = batch_recommendations(batch=config)
     console.print(f"{result['users']:,} users, {result['rows']:,} rows by version "
@@ -623,6 +746,9 @@ def serve(
     from shoprec.registry import tracking
     from shoprec.registry.promotion import alias_version
 
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    tracking.require_store()
     version = alias_version(model_name, alias)
     if version is None:
         raise ConfigError(f"no version of {model_name!r} has the alias {alias!r} in the MLflow "

@@ -58,6 +58,24 @@ class DataConfig(_Model):
     default_event: str = Field(
         "purchase", description="Event type for generic files without an 'event' column."
     )
+    timestamp_format: str | None = Field(
+        None, description="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M' "
+        "(needed for dates like 04/03/2024, whose day and month order is never guessed); "
+        "empty: ISO 8601 or another unambiguous form.")
+    timestamp_unit: Literal["s", "ms", "us"] | None = Field(
+        None, description="Unit of numeric (epoch) timestamps; empty: seconds.")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}; use one Python knows, e.g. "
+                             "utf-8, latin-1, cp1252, utf-16") from None
+        return value
 
     @field_validator("default_event")
     @classmethod
@@ -88,6 +106,11 @@ class CleaningConfig(_Model):
     min_items: int = Field(10, ge=1, description="Reject when fewer clean items remain.")
     max_id_length: int = Field(
         256, ge=1, description="Longer user or item ids are quarantined as 'id_too_long'."
+    )
+    max_value: float = Field(
+        1e6, gt=0, allow_inf_nan=False,
+        description="Values (quantities, ratings) of larger magnitude are quarantined as "
+        "'value_out_of_range' (a typo or an overflow, not a purchase).",
     )
 
 
@@ -123,9 +146,11 @@ class SplitConfig(_Model):
     """How interactions are split into train, validation and test."""
 
     method: SplitMethod = Field("temporal", description="temporal, random or leave-last.")
-    test_days: float = Field(30.0, gt=0, description="temporal: length of the test period.")
+    test_days: float = Field(30.0, gt=0, le=36_500, allow_inf_nan=False,
+                             description="temporal: length of the test period.")
     validation_days: float = Field(
-        30.0, ge=0, description="temporal: length of the validation period before the test one."
+        30.0, ge=0, le=36_500, allow_inf_nan=False,
+        description="temporal: length of the validation period before the test one."
     )
     test_fraction: float = Field(0.2, ge=0, lt=1, description="random: per-user test share.")
     validation_fraction: float = Field(
@@ -135,7 +160,7 @@ class SplitConfig(_Model):
     validation_n: int = Field(
         1, ge=0, description="leave-last: interactions per user in validation."
     )
-    seed: int = Field(42, description="Seed of the random split.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of the random split.")
     repeat_items: bool = Field(
         False,
         description="Keep items a user already had in training as relevant (repeat purchase). "
@@ -322,7 +347,7 @@ def allowed_range(model: type[BaseModel], field: str) -> str:
     names = {int: "an integer", float: "a number", bool: "true or false"}
     kind = names.get(kinds[0], "a list of values") if kinds else "a value"
     text = f"{kind} {' and '.join(bounds)}".strip()
-    return text + (" (or empty)" if type(None) in get_args(info.annotation) else "")
+    return text + (" (or null)" if type(None) in get_args(info.annotation) else "")
 
 
 class TrainingConfig(_Model):
@@ -345,7 +370,7 @@ class TrainingConfig(_Model):
     registered_model_name: str = Field("shoprec-recommender",
                                        description="MLflow registered model name.")
     experiment: str = Field("shoprec", description="MLflow experiment name.")
-    seed: int = Field(42, description="Seed of every model.")
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of every model.")
     max_workers: int = Field(4, ge=1, description="Candidates trained at the same time.")
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Where candidates train: 'threads' in the flow's process, or "

@@ -74,7 +74,8 @@ def refit_winner(name: str, params: dict[str, Any], data: CleanData,
     return refit_bundle(name, params, data, weighting, meta)
 
 
-@task(name="publish-model", retries=1, retry_delay_seconds=5)
+#: Not retried: registering is not idempotent, a retry would leave a second version.
+@task(name="publish-model")
 def publish_model(bundle: ModelBundle, run_id: str, name: str, verdict: GateVerdict,
                   tags: dict[str, str]) -> dict[str, Any]:
     """Log the refit winner as a pyfunc model, register it and set its aliases."""

@@ -169,6 +169,8 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
         source=path,
         items_path=config.items,
         column_hints=hints,
+        timestamp_format=config.timestamp_format,
+        timestamp_unit=config.timestamp_unit,
     )
 
 
@@ -223,7 +225,7 @@ def _adapt_online_retail(frame: pd.DataFrame, path: str, config: DataConfig) -> 
         format="online-retail",
         source=path,
         rules=rules,
-        timestamp_format="%Y-%m-%d %H:%M:%S",
+        timestamp_format=config.timestamp_format or "%Y-%m-%d %H:%M:%S",
         column_hints=hints,
     )
 

@@ -16,8 +16,15 @@ import pandas as pd
 from shoprec.config import CleaningConfig
 from shoprec.data.adapters import RawData
 from shoprec.data.io import write_parquet
-from shoprec.data.schema import EVENTS, INTERACTION_COLUMNS, ITEM_COLUMNS, REASON, SOURCE_ROW
-from shoprec.errors import ShopRecError
+from shoprec.data.schema import (
+    EVENTS,
+    INTERACTION_COLUMNS,
+    ITEM_COLUMNS,
+    REASON,
+    SOURCE_ROW,
+    canonical_ids,
+)
+from shoprec.errors import DataError, ShopRecError
 
 logger = logging.getLogger(__name__)
 
@@ -130,51 +137,109 @@ class _Reasons:
 
 
 def normalise_ids(values: pd.Series) -> pd.Series:
-    """Return ids as stripped strings, with missing or blank ids as <NA>."""
-    ids = values.astype("string").str.strip()
-    return ids.mask(ids == "")
+    """Return ids in their canonical text form (see :func:`shoprec.data.schema.canonical_id`),
+    with missing or blank ids as <NA>."""
+    return canonical_ids(values)
+
+
+#: Timestamps outside this window are quarantined as ``timestamp_out_of_range``: no shop
+#: event predates the Unix epoch, and a date after 2200 is a unit mistake (epoch
+#: milliseconds read as seconds) or a typo; pandas cannot even hold dates past 2262.
+EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
+LATEST = pd.Timestamp("2200-01-01", tz="UTC")
+_SLASH_DATE = r"^\s*(\d{1,2})[/.](\d{1,2})[/.](\d{2,4})\b"
 
 
 def parse_timestamps(values: pd.Series, fmt: str | None = None,
                      unit: str | None = None) -> pd.Series:
-    """Parse timestamps to UTC; values that do not parse become NaT.
+    """Parse timestamps to UTC; values that do not parse, or lie outside 1970..2200, are NaT.
+
+    See :func:`parse_timestamps_checked`, which also says which were out of range.
+    """
+    return parse_timestamps_checked(values, fmt, unit)[0]
+
+
+def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
+                             unit: str | None = None) -> tuple[pd.Series, pd.Series]:
+    """Parse timestamps to UTC, telling out-of-range values from unparseable ones.
 
     Args:
         values: Datetimes, epoch numbers or strings.
         fmt: strptime format of string values, or ``None`` to accept ISO 8601 and then any
-            format dateutil understands.
-        unit: Unit of epoch numbers ("s", "ms"); numbers are read as seconds by default.
+            unambiguous format dateutil understands.
+        unit: Unit of epoch numbers ("s", "ms", "us"); numbers are read as seconds by
+            default.
 
     Returns:
-        A ``datetime64[ns, UTC]`` series aligned with ``values``.
+        A ``datetime64[ns, UTC]`` series aligned with ``values`` (NaT where a value does not
+        parse or is out of range), and the mask of values that parsed but lie outside
+        [1970-01-01, 2200-01-01).
+
+    Raises:
+        DataError: String dates like ``04/03/2024`` without ``fmt``: day and month cannot
+            be told apart, and guessing would silently move events by months.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_datetime64_dtype(values.dtype):
-        return values.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        parsed = values.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(values.dtype):
+        parsed = values.dt.tz_localize("UTC")
+    elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
         return _from_epoch(pd.to_numeric(values, errors="coerce"), unit or "s")
-    text = values.astype("string").str.strip()
-    if unit is not None:
-        return _from_epoch(pd.to_numeric(text, errors="coerce"), unit)
-    if fmt is not None:
-        return pd.to_datetime(text, format=fmt, utc=True, errors="coerce").astype(
-            "datetime64[ns, UTC]")
-    numbers = pd.to_numeric(text, errors="coerce")
-    if numbers.notna().all() and len(numbers):
-        return _from_epoch(numbers, "s")
-    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-    retry = parsed.isna() & text.notna()
-    if retry.any():
-        # Slow per-value parsing only for what ISO 8601 did not cover.
-        parsed[retry] = pd.to_datetime(text[retry], format="mixed", utc=True, errors="coerce")
-    return parsed.astype("datetime64[ns, UTC]")
+    else:
+        text = values.astype("string").str.strip()
+        numbers = pd.to_numeric(text, errors="coerce")
+        if unit is not None:
+            return _from_epoch(numbers, unit)
+        if fmt is not None:
+            parsed = pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
+        elif numbers.notna().all() and len(numbers):
+            return _from_epoch(numbers, "s")
+        else:
+            parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+            retry = parsed.isna() & text.notna()
+            if retry.any():
+                _refuse_ambiguous_dates(text[retry])
+                # Slow per-value parsing only for what ISO 8601 did not cover.
+                parsed[retry] = pd.to_datetime(text[retry], format="mixed", utc=True,
+                                               errors="coerce")
+    out = parsed.notna() & ((parsed < EARLIEST) | (parsed >= LATEST))
+    return parsed.mask(out).astype("datetime64[ns, UTC]"), out
 
 
-def _from_epoch(numbers: pd.Series, unit: str) -> pd.Series:
-    finite = numbers.where(np.isfinite(numbers.astype("float64")))
-    return pd.to_datetime(finite, unit=unit, utc=True, errors="coerce").astype(
-        "datetime64[ns, UTC]")
+def _refuse_ambiguous_dates(text: pd.Series) -> None:
+    """Raise when dates are written ``a/b/yyyy``: say which order the values suggest."""
+    parts = text.str.extract(_SLASH_DATE).dropna()
+    if parts.empty:
+        return
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    example = text.loc[parts.index[0]]
+    time_part = " %H:%M:%S" if str(example).count(":") >= 2 else (
+        " %H:%M" if ":" in str(example) else "")
+    sep = "/" if "/" in str(example) else "."
+    day_first = f"%d{sep}%m{sep}%Y{time_part}"
+    month_first = f"%m{sep}%d{sep}%Y{time_part}"
+    if (first > 12).any() and not (second > 12).any():
+        advice = f"the first field goes up to {first.max()}, so probably --date-format " \
+                 f"'{day_first}'"
+    elif (second > 12).any() and not (first > 12).any():
+        advice = f"the second field goes up to {second.max()}, so probably --date-format " \
+                 f"'{month_first}'"
+    else:
+        advice = f"pass --date-format '{day_first}' (day first) or '{month_first}' (month " \
+                 "first)"
+    raise DataError(f"{len(parts):,} timestamps are written like {example!r}, where day and "
+                    f"month cannot be told apart; shoprec does not guess: {advice}")
+
+
+def _from_epoch(numbers: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
+    numbers = numbers.astype("float64")
+    scale = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+    finite = np.isfinite(numbers)
+    out = finite & ((numbers < EARLIEST.timestamp() * scale)
+                    | (numbers >= LATEST.timestamp() * scale))
+    parsed = pd.to_datetime(numbers.where(finite & ~out), unit=unit, utc=True,
+                            errors="coerce")
+    return parsed.astype("datetime64[ns, UTC]"), pd.Series(out, index=numbers.index)
 
 
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -237,8 +302,10 @@ def clean(raw: RawData, config: CleaningConfig | None = None) -> CleanData:
 
     Reasons, in the order they are tried: ``missing_user``, ``missing_item``,
     ``id_too_long``, the source's own rules (Online Retail: ``cancellation``,
-    ``non_product``, ``negative_price``), ``unparseable_timestamp``, ``invalid_event``,
-    ``invalid_value``, ``non_positive_quantity`` (shop events), ``non_positive_rating``,
+    ``non_product``, ``negative_price``), ``timestamp_out_of_range`` (before 1970 or from
+    2200 on), ``unparseable_timestamp``, ``invalid_event``, ``invalid_value``,
+    ``value_out_of_range`` (magnitude above ``max_value``), ``non_positive_quantity`` (shop
+    events), ``non_positive_rating``,
     ``unknown_item`` (only against an items file) and ``duplicate`` (the same user, item,
     timestamp, event and value again; the first is kept).
 
@@ -267,15 +334,19 @@ def clean(raw: RawData, config: CleaningConfig | None = None) -> CleanData:
         reasons.catch(reason, rule(frame))
 
     if "timestamp" in frame:
-        timestamps = parse_timestamps(frame["timestamp"], raw.timestamp_format, raw.timestamp_unit)
+        timestamps, out_of_range = parse_timestamps_checked(
+            frame["timestamp"], raw.timestamp_format, raw.timestamp_unit)
     else:
         timestamps = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+        out_of_range = pd.Series(False, index=frame.index)
+    reasons.catch("timestamp_out_of_range", out_of_range.to_numpy())
     reasons.catch("unparseable_timestamp", timestamps.isna())
 
     events = frame["event"].astype("string").str.strip().str.lower()
     reasons.catch("invalid_event", ~events.isin(EVENTS))
     values = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
     reasons.catch("invalid_value", ~np.isfinite(values))
+    reasons.catch("value_out_of_range", values.abs() > config.max_value)
     reasons.catch("non_positive_quantity", events.isin(_SHOP_EVENTS) & (values <= 0))
     reasons.catch("non_positive_rating", (events == "rating") & (values <= 0))
 

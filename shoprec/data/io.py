@@ -78,8 +78,12 @@ def read_table(
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises a variety of types for corrupt files
-            raise DataError(f"cannot read the {what} file {path!r} as Parquet: {exc}") from exc
+            raise DataError(f"cannot read the {what} file {path!r} as Parquet: {exc}"
+                            f"{_sniff_hint(path, encoding)}") from exc
+        _refuse_duplicate_columns([str(c) for c in frame.columns], path, what)
         return frame.reset_index(drop=True)
+    if header:
+        _refuse_duplicate_columns(_csv_header(path, delimiter, encoding), path, what)
     try:
         frame = pd.read_csv(
             path,
@@ -94,13 +98,15 @@ def read_table(
             skipinitialspace=False,
         )
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"the {what} file {path!r} is not valid {encoding} text ({exc.reason} at byte "
-            f"{exc.start}); pass the file's encoding, e.g. --encoding latin-1"
-        ) from exc
+        hint = _sniff_hint(path, encoding) or \
+            "; pass the file's encoding, e.g. --encoding latin-1"
+        raise DataError(f"the {what} file {path!r} is not valid {encoding} text ({exc.reason} "
+                        f"at byte {exc.start}){hint}") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"the {what} file {path!r} has no header and no rows") from exc
     except pd.errors.ParserError as exc:
+        if hint := _sniff_hint(path, encoding):
+            raise DataError(f"cannot parse the {what} file {path!r} as CSV{hint}") from exc
         raise DataError(
             f"cannot parse the {what} file {path!r} as CSV: {exc}. Check the delimiter "
             "(--delimiter) and that quoted fields are closed"
@@ -117,6 +123,57 @@ def write_parquet(frame: pd.DataFrame, path: str) -> None:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     frame.to_parquet(path, index=False)
+
+
+def _csv_header(path: str, delimiter: str | None, encoding: str) -> list[str]:
+    """The header line's names as written (pandas would rename a repeated one ``x.1``)."""
+    import csv
+    import io
+
+    try:
+        with fsspec.open(path, "rb", compression="infer") as handle:
+            line = handle.readline(1 << 20)
+    except (OSError, EOFError, ValueError):
+        return []  # the full read reports what is wrong with the file
+    try:
+        text = line.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return []
+    return next(csv.reader(io.StringIO(text), delimiter=delimiter or ","), [])
+
+
+def _refuse_duplicate_columns(columns: list[str], path: str, what: str) -> None:
+    seen: set[str] = set()
+    repeated = sorted({c.strip() for c in columns if c.strip() in seen or seen.add(c.strip())})
+    if repeated:
+        raise DataError(f"the {what} file {path!r} has the column(s) {repeated} more than "
+                        "once; shoprec would have to pick one silently. Rename or drop the "
+                        "extra column(s)")
+
+
+def _sniff_hint(path: str, encoding: str) -> str:
+    """What the file's first bytes say it really is, as a hint ('' when nothing useful)."""
+    try:
+        with fsspec.open(path, "rb") as handle:
+            head = handle.read(4)
+        if head[:2] == b"\x1f\x8b":
+            with fsspec.open(path, "rb", compression="gzip") as handle:
+                inner = handle.read(4)
+        else:
+            inner = b""
+    except (OSError, EOFError, ValueError):
+        return ""
+    if head == b"PAR1" and not is_parquet(path):
+        return "; it is a Parquet file: give it a .parquet name"
+    if inner == b"PAR1":
+        return "; it is a gzip-compressed Parquet file: decompress it (gunzip) and read the " \
+               ".parquet file"
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") and "16" not in encoding:
+        return "; it is UTF-16 text (it starts with a UTF-16 byte-order mark): pass " \
+               "--encoding utf-16"
+    if head[:3] == b"\xef\xbb\xbf" and "utf" not in encoding.lower():
+        return "; it starts with a UTF-8 byte-order mark: pass --encoding utf-8-sig"
+    return ""
 
 
 def fingerprint(paths: list[str | None], extra: str = "") -> str:

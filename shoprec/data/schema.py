@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pandas as pd
 
 #: Event types of the canonical interactions table, weakest signal first.
@@ -35,3 +38,35 @@ def empty_interactions() -> pd.DataFrame:
             "value": pd.Series(dtype="float64"),
         }
     )
+
+
+#: A number written as a float with a zero fraction ("15443.0"): what a numeric id column
+#: becomes after a float export (Parquet float columns, spreadsheets).
+_INTEGRAL_FLOAT = re.compile(r"^-?\d+\.0+$")
+
+
+def canonical_id(value: Any) -> str:
+    """The one text form of an id, wherever it comes from (CSV, Parquet, a request).
+
+    Ids are stripped text; a numeric id that went through a float column (``15443.0``,
+    or the float ``15443.0`` itself) is the integer's text (``15443``), so the same shopper
+    read from CSV, from Parquet or sent to the server is the same id. Missing is ``""``.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    return text[: text.index(".")] if _INTEGRAL_FLOAT.match(text) else text
+
+
+def canonical_ids(values: pd.Series) -> pd.Series:
+    """:func:`canonical_id` over a column: ``string`` dtype, missing or blank as ``<NA>``."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        finite = values.where(values.notna())
+        integral = finite.dropna()
+        if len(integral) and (integral == integral.round()).all():
+            values = finite.astype("Int64")
+    ids = values.astype("string").str.strip()
+    ids = ids.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
+    return ids.mask(ids == "")

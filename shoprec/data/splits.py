@@ -77,10 +77,30 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig | None = 
     if not (part == TRAIN).any():
         raise ConfigError(f"the {config.method} split left no training data; "
                           "shorten the test and validation parts")
+    if not (part == TEST).any():
+        # Nothing to score on: a run would publish a model judged on nothing.
+        raise ConfigError(f"the {config.method} split left no test interactions; "
+                          + _empty_part_hint(interactions, config, "test"))
+    if not (part == VALIDATION).any():
+        logger.warning("the %s split left no validation interactions: hyperparameters and "
+                       "epochs are chosen without validation data (%s)", config.method,
+                       _empty_part_hint(interactions, config, "validation"))
     parts = [interactions[part == p].reset_index(drop=True) for p in (TRAIN, VALIDATION, TEST)]
     split = Split(*parts, config=config, cutoffs=cutoffs)
     logger.info("split %s", split.summary())
     return split
+
+
+def _empty_part_hint(frame: pd.DataFrame, config: SplitConfig, part: str) -> str:
+    """How to get a non-empty ``part`` with this method."""
+    if config.method == "leave-last":
+        most = int(frame.groupby("user_id", observed=True).size().max())
+        return (f"leave-last keeps users with too few interactions whole in training, and no "
+                f"user has more than {most:,}; lower --test-n and --validation-n so that "
+                f"test-n + validation-n < {most:,}")
+    if config.method == "random":
+        return f"raise --{part}-fraction above 0"
+    return f"give --{part}-days a length that holds some of the data's days"
 
 
 def _temporal(frame: pd.DataFrame, config: SplitConfig) -> tuple[np.ndarray, dict[str, str]]:

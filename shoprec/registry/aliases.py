@@ -85,11 +85,23 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
     Both moves are logged (:func:`log_alias_move`).
     """
     client = tracking.client()
-    if outgoing is not None and outgoing != version:
-        before = alias_version(name, PREVIOUS_CHAMPION)
+    before = alias_version(name, PREVIOUS_CHAMPION)
+    moves_previous = outgoing is not None and outgoing != version
+    if moves_previous:
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
+    try:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    except Exception:
+        # Champion did not move: put previous-champion back, so that a rollback does not
+        # "restore" the champion that is still serving and lose the real previous one.
+        if moves_previous:
+            if before is None:
+                client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+            else:
+                client.set_registered_model_alias(name, PREVIOUS_CHAMPION, before)
+        raise
+    if moves_previous:
         log_alias_move(name, PREVIOUS_CHAMPION, before, outgoing, action, by, reason, at)
-    client.set_registered_model_alias(name, CHAMPION, version)
     log_alias_move(name, CHAMPION, outgoing, version, action, by, reason, at, **extra)
 
 

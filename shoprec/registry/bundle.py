@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from shoprec.data.schema import canonical_id
 from shoprec.features.idmap import IdMap
 from shoprec.models import load_model
 from shoprec.models.base import Recommender, top_k
@@ -107,7 +108,7 @@ class ModelBundle:
         lengths = np.where(known, history.indptr[np.maximum(user_index, 0) + 1] - starts, 0)
         offsets = np.cumsum(lengths) - lengths
         positions = np.arange(lengths.sum()) + np.repeat(starts - offsets, lengths)
-        lists = [[str(i) for i in _as_list(items)] for items in recent]
+        lists = [[canonical_id(i) for i in _as_list(items)] for items in recent]
         clicked = self.items.encode([i for x in lists for i in x])
         owners = np.repeat(np.arange(n), [len(x) for x in lists])
         found = clicked >= 0
@@ -231,16 +232,15 @@ def _check_fields(fields: Any) -> None:
 
 
 def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value)
+    return canonical_id(value)
 
 
 def _as_list(value: Any) -> list[Any]:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
-    if isinstance(value, str):
-        return [value]
+    if isinstance(value, (str, bytes, dict)):
+        raise ValueError(f"recent_items must be a list of item ids, e.g. [\"22423\"], "
+                         f"got {type(value).__name__} {value!r}")
     try:
         return list(value)
     except TypeError:
@@ -254,9 +254,11 @@ MAX_K = 1000
 def _k(value: Any) -> int:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return DEFAULT_K
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"k must be an integer, got {value!r}")
     try:
         k = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: k = 1e400 or Infinity
         raise ValueError(f"k must be an integer, got {value!r}") from None
     if not 1 <= k <= MAX_K:
         raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")

@@ -172,7 +172,9 @@ def decide(name: str, candidate_version: str, champion_version: str | None,
         raise ConfigError(f"primary metric {primary!r} is not among the computed metrics "
                           f"({', '.join(sorted(candidate))}); check --k and --primary-metric")
     comparisons = []
-    for metric in sorted(k for k in candidate if k != "users"):
+    # Only metrics both have: a rating model adds rmse, which another family has not.
+    shared = [k for k in candidate if k != "users" and (champion is None or k in champion)]
+    for metric in sorted(shared):
         reference = None if champion is None else float(champion[metric])
         comparisons.append(MetricComparison(
             metric, float(candidate[metric]), reference,
@@ -236,6 +238,12 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
     if decision.champion_version == decision.candidate_version:
         raise PromotionError(f"{decision.name} version {decision.candidate_version} is "
                              "already the champion")
+    current = alias_version(decision.name, CHAMPION)
+    if current != decision.champion_version:
+        # The comparison took minutes; a nightly run or a person moved champion meanwhile.
+        raise PromotionError(f"{decision.name}'s champion moved from version "
+                             f"{decision.champion_version} to {current} while the comparison "
+                             "ran; run the promotion again")
     decision.actor = by or actor()
     decision.at = now()
     decision.reason = reason.strip()
@@ -308,43 +316,49 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
 
     Both versions' recipes are retrained on ``encoded``'s training split and scored on its
     validation and test users (:func:`shoprec.training.retrain_recipe`), the rule of the
-    training gate: neither has then seen the test period.
+    training gate: neither has then seen the test period. When a recipe is missing (a
+    version registered before recipes) or cannot be retrained on this data, the decision
+    fails with that reason, which a person may still override with ``force``.
 
     Raises:
-        PromotionError: No such version, or no challenger, or a version without a recipe.
+        PromotionError: No such version, or no challenger.
         RegistryError: The registry could not be read.
     """
     from shoprec.training import retrain_recipe
 
     candidate_version = resolve_candidate(name, version)
     champion_version = alias_version(name, CHAMPION)
-    recipes = {}
+    if champion_version is None or champion_version == candidate_version:
+        why = ("there is no champion yet" if champion_version is None else
+               f"version {candidate_version} is already the champion")
+        return PromotionDecision(name, candidate_version, champion_version, primary, margin,
+                                 True, why, basis="nothing to compare with")
+    recipes, problems = {}, []
     for role, which in (("candidate", candidate_version), ("champion", champion_version)):
-        if which is None or (role == "champion" and which == candidate_version):
-            continue
         recipe = read_recipe(name, which)
         if recipe is None:
-            raise PromotionError(
-                f"{name} version {which} ({role}) records no recipe (registered before "
-                "shoprec recorded recipes), so it cannot be retrained for a like-for-like "
-                "comparison; promote with --force --reason TEXT")
-        recipes[role] = recipe
-    rows = {role: retrain_recipe(recipe, encoded, items, ks, threads, label=role)
-            for role, recipe in recipes.items()}
-    for role, row in rows.items():
-        if row.status != "ok":
-            raise PromotionError(f"the {role}'s recipe {recipes[role].describe()} could not be "
-                                 f"retrained on the latest data: {row.error}")
-    candidate = rows["candidate"].test
-    champion = rows["champion"].test if "champion" in rows else (
-        candidate if champion_version == candidate_version else None)
-    decision = decide(name, candidate_version, champion_version, candidate, champion, primary,
-                      margin)
-    decision.basis = (
-        f"version {candidate_version}'s recipe {recipes['candidate'].describe()}"
-        + (f" vs champion version {champion_version}'s recipe "
-           f"{recipes['champion'].describe()}" if "champion" in recipes else "")
-        + ", retrained on the latest data's training split")
+            problems.append(f"version {which} ({role}) has no readable recipe tag (it was "
+                            "registered before shoprec recorded recipes)")
+        else:
+            recipes[role] = recipe
+    if not problems:
+        rows = {role: retrain_recipe(recipe, encoded, items, ks, threads, label=role)
+                for role, recipe in recipes.items()}
+        problems = [f"the {role}'s recipe {recipes[role].describe()} could not be retrained "
+                    f"on the latest data: {row.error}"
+                    for role, row in rows.items() if row.status != "ok"]
+    if problems:
+        return PromotionDecision(
+            name, candidate_version, champion_version, primary, margin, False,
+            "cannot compare like for like: " + "; ".join(problems)
+            + " (promote deliberately with --force --reason TEXT)",
+            basis="no comparison")
+    decision = decide(name, candidate_version, champion_version, rows["candidate"].test,
+                      rows["champion"].test, primary, margin)
+    decision.basis = (f"version {candidate_version}'s recipe {recipes['candidate'].describe()} "
+                      f"vs champion version {champion_version}'s recipe "
+                      f"{recipes['champion'].describe()}, both retrained on the latest "
+                      "data's training split")
     return decision
 
 

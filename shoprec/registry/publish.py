@@ -71,7 +71,8 @@ class GateVerdict:
 def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] | None,
          margin: float, champion: ChampionReference | None = None,
          champion_test: dict[str, float] | None = None,
-         champion_problem: str | None = None) -> GateVerdict:
+         champion_problem: str | None = None,
+         weighting: dict[str, Any] | None = None) -> GateVerdict:
     """Decide whether a candidate may become champion.
 
     The champion is compared like for like: its recipe retrained on this run's training
@@ -87,6 +88,8 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             reference with ``error`` set (registry unreadable, no recipe) fails the check.
         champion_test: The champion recipe's test metrics on this run's split.
         champion_problem: Why the recipe has no metrics (it failed or was skipped here).
+        weighting: This run's event weighting; when the champion's recipe records another,
+            the verdict says that both were compared with this run's.
 
     Returns:
         The verdict; ``passed`` only if every check passed.
@@ -116,11 +119,16 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             f"run's data: {champion_problem or 'no result'}"))
     else:
         reference = float(champion_test[metric])
+        note = ""
+        if champion.recipe and champion.recipe.weighting and weighting \
+                and champion.recipe.weighting != weighting:
+            note = ("; note: the champion was trained with another event weighting, both are "
+                    "compared with this run's")
         checks.append(GateCheck(
             name, value >= reference, value, reference,
             f"{metric} {value:.4f} vs {reference:.4f} for champion version {version}'s recipe "
             f"{champion.recipe.describe() if champion.recipe else ''} retrained on this run's "
-            "training split, same test users"))
+            f"training split, same test users{note}"))
     return GateVerdict(all(c.passed for c in checks), metric, checks, version)
 
 
@@ -199,7 +207,8 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
         example_query: A search text for the input example.
 
     Returns:
-        ``{"name", "version", "aliases", "model_uri"}``.
+        ``{"name", "version", "aliases", "model_uri", "previous_champion"}`` (the version
+        that was champion before, when this one took its place).
     """
     import mlflow
 
@@ -227,7 +236,7 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
         passed = False
         verdict.passed = False
         verdict.checks.append(GateCheck(
-            "champion_unchanged", False, float("nan"), None,
+            "champion_unchanged", False, verdict.checks[0].candidate, None,
             f"champion moved from version {verdict.champion_version} to {current} during "
             "this run; compare again with `shoprec promote`"))
     all_tags = {**tags, "gate": "pass" if passed else "fail",

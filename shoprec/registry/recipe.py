@@ -135,8 +135,8 @@ def champion_reference(name: str) -> ChampionReference:
         return ChampionReference(error=str(exc))
     if recipe is None:
         return ChampionReference(version, None, (
-            f"champion version {version} records no recipe (it was registered before "
-            "shoprec recorded recipes), so it cannot be retrained for a like-for-like "
+            f"champion version {version} has no readable recipe tag (it was registered "
+            "before shoprec recorded recipes), so it cannot be retrained for a like-for-like "
             "comparison; promote deliberately with `shoprec promote --force --reason TEXT`"))
     return ChampionReference(version, recipe)
 

@@ -33,6 +33,26 @@ def display_uri() -> str:
     return redact(tracking_uri())
 
 
+def require_store() -> None:
+    """Refuse to read a registry that is not there, instead of creating an empty one.
+
+    A SQLite tracking URI whose file does not exist would be created (empty) by the first
+    read; commands that only read the registry call this first.
+
+    Raises:
+        ConfigError: The SQLite file does not exist.
+    """
+    from shoprec.errors import ConfigError
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise ConfigError(f"there is no MLflow registry at {path} (MLFLOW_TRACKING_URI="
+                              f"{display_uri()}); run `shoprec train` first, or point "
+                              "MLFLOW_TRACKING_URI at your registry")
+
+
 def client():
     """An ``MlflowClient`` on :func:`tracking_uri` (registry on the same store)."""
     from mlflow import MlflowClient

@@ -58,6 +58,19 @@ def _missing_column_hint(column: str | None, raw: RawData, columns: list[str]) -
     return hint
 
 
+#: What to do when most rows share one reason: the likely cause, before the general advice.
+REASON_HINTS = {
+    "timestamp_out_of_range": "the timestamps fall outside 1970..2200: numbers that large "
+    "are usually epoch milliseconds (pass --timestamp-unit ms) or microseconds (us); ",
+    "unparseable_timestamp": "the timestamps do not parse: give their format with "
+    "--date-format (strptime, e.g. '%d.%m.%Y %H:%M'), or --timestamp-unit for epoch numbers; ",
+    "value_out_of_range": "the values are implausibly large: check the value column (or "
+    "its --map), or raise --max-value; ",
+    "unknown_item": "most items are not in the items file: check that both files use the "
+    "same item ids (and --map item_id=...); ",
+}
+
+
 def validate_clean(data: CleanData, config: CleaningConfig, runner: SuiteRunner,
                    report: ValidationReport) -> ValidationReport:
     """Run the clean suites and the quarantine-share check, adding to ``report``."""
@@ -79,6 +92,7 @@ def validate_clean(data: CleanData, config: CleaningConfig, runner: SuiteRunner,
             if share > config.max_quarantine_fraction else f"{share:.1%}",
             examples=[f"{k}={v}" for k, v in top],
             hint=None if share <= config.max_quarantine_fraction else
+            REASON_HINTS.get(top[0][0] if top else "", "") +
             "most rows were quarantined; look at the reasons and the quarantine file, fix the "
             "input or its options, or raise --max-quarantine",
         )

@@ -72,8 +72,31 @@ def test_records_and_frame_paths_give_the_same_answers(bundle: ModelBundle) -> N
     ({"user_id": "u1", "k": "ten"}, "k must be an integer"),
     ({"user_id": "u1", "recent_items": 5}, "recent_items must be a list"),
     ({"query": "mug"}, "no search index"),
+    ({"user_id": "u1", "recent_items": "i3"}, "recent_items must be a list of item ids"),
+    ({"user_id": "u1", "k": float("inf")}, "k must be an integer"),
+    ({"user_id": "u1", "k": 1e400}, "k must be an integer"),
+    ({"user_id": "u1", "k": 2.5}, "k must be an integer"),
+    ({"user_id": "u1", "k": True}, "k must be an integer"),
 ])
 def test_malformed_records_are_refused_with_the_reason(bundle: ModelBundle, request_,
                                                        message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         bundle.answer([request_])
+
+
+def test_ids_have_one_text_form_in_requests() -> None:
+    """A numeric id that went through a float column (15443.0) is the same shopper."""
+    rng = np.random.default_rng(5)
+    dense = (rng.random((3, 6)) < 0.5).astype(np.float32)
+    dense[1, 2] = 1.0
+    history = sp.csr_matrix(dense)
+    model = Popularity().fit(history)
+    numeric = ModelBundle(model=model, users=IdMap(["15443", "17850", "3"]),
+                          items=IdMap(["22423", "85123", "7", "8", "9", "10"]), history=history,
+                          fallback=model, meta={"model": "popularity"})
+    for same in ("17850", "17850.0", 17850.0, " 17850 "):
+        rows = numeric.request_rows([same], [["7.0"]]).toarray()[0]
+        # The stored history of 17850 plus a click on item "7".
+        expected = history[1].toarray()[0]
+        expected[2] += RECENT_ITEM_WEIGHT
+        np.testing.assert_allclose(rows, expected, err_msg=str(same))

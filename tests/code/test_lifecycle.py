@@ -4,7 +4,6 @@ like-for-like comparison, and a registry that fails closed."""
 from __future__ import annotations
 
 import inspect
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,4 +130,66 @@ def test_a_missing_model_or_alias_means_no_champion(tmp_path: Path,
     tracking.client().create_registered_model("empty")
     assert alias_version("empty", "champion") is None
     assert champion_reference("empty") == ChampionReference()
-    assert os.path.exists(tmp_path / "mlflow.db")
+
+
+@pytest.fixture()
+def two_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A SQLite registry with versions 1 (champion) and 2 (challenger), neither with a
+    recipe: what an install registered before shoprec recorded recipes."""
+    from shoprec.registry import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    client = tracking.client()
+    client.create_registered_model("legacy")
+    for _ in range(2):
+        client.create_model_version("legacy", source=str(tmp_path))
+    client.set_registered_model_alias("legacy", "champion", "1")
+    client.set_registered_model_alias("legacy", "challenger", "2")
+    return "legacy"
+
+
+def test_versions_without_a_recipe_are_refused_but_can_be_forced(two_versions: str) -> None:
+    """A legacy champion cannot be compared like for like: the decision fails with the
+    reason, and a person can still promote deliberately (or the registry would be stuck)."""
+    from shoprec.registry.aliases import alias_log, alias_version
+    from shoprec.registry.promotion import (
+        PromotionRefused,
+        apply_promotion,
+        compare_with_champion,
+    )
+
+    decision = compare_with_champion(two_versions, None, None, None, [10], "ndcg@10")
+    assert not decision.passed and "cannot compare like for like" in decision.why
+    assert "no readable recipe" in decision.why and "--force" in decision.why
+    with pytest.raises(PromotionRefused):
+        apply_promotion(decision)
+    assert alias_version(two_versions, "champion") == "1"
+    forced = apply_promotion(decision, force=True, reason="legacy upgrade", by="ops")
+    assert forced.promoted and forced.forced
+    assert alias_version(two_versions, "champion") == "2"
+    assert alias_version(two_versions, "previous-champion") == "1"
+    assert [m["action"] for m in alias_log(two_versions)] == ["promote", "promote"]
+
+
+def test_a_promotion_does_not_overwrite_a_champion_that_moved_meanwhile(
+        two_versions: str) -> None:
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import alias_version
+    from shoprec.registry.promotion import PromotionError, apply_promotion, decide
+
+    decision = decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2}, "ndcg@10")
+    tracking.client().create_model_version(two_versions, source="/tmp")
+    tracking.client().set_registered_model_alias(two_versions, "champion", "3")  # a nightly
+    with pytest.raises(PromotionError, match="moved from version 1 to 3"):
+        apply_promotion(decision)
+    assert alias_version(two_versions, "champion") == "3"
+    assert alias_version(two_versions, "previous-champion") is None
+
+
+def test_decide_compares_only_the_metrics_both_have() -> None:
+    """A rating model's rmse has no counterpart in another family's figures."""
+    from shoprec.registry.promotion import decide
+
+    decision = decide("m", "2", "1", {"ndcg@10": 0.3, "rmse": 0.9, "users": 40},
+                      {"ndcg@10": 0.2, "users": 40}, "ndcg@10")
+    assert decision.passed and [c.metric for c in decision.comparisons] == ["ndcg@10"]
