@@ -86,6 +86,26 @@ def load(port: int, bodies: list[bytes], concurrency: int) -> tuple[np.ndarray, 
     return latencies, time.perf_counter() - began, errors[0]
 
 
+def large_in_flight(port: int, body: bytes, clients: int, stop: threading.Event) -> list:
+    """Keep ``clients`` connections sending ``body`` (a large batch) until ``stop``; returns
+    the latencies (ms) of the large requests, filled as they complete."""
+    done: list[float] = []
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while not stop.is_set():
+            began = time.perf_counter()
+            connection.request("POST", "/invocations", body,
+                               {"Content-Type": "application/json"})
+            connection.getresponse().read()
+            done.append((time.perf_counter() - began) * 1000)
+        connection.close()
+
+    for _ in range(clients):
+        threading.Thread(target=client, daemon=True).start()
+    return done
+
+
 def main() -> None:
     """Run the benchmark and print Markdown for RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -94,6 +114,10 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--workers", type=int, default=1, help="Server processes.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--large-in-flight", type=int, default=0,
+                        help="Also measure while this many clients keep sending large "
+                        "batches (--large-records records, k=100 each).")
+    parser.add_argument("--large-records", type=int, default=1000)
     parser.add_argument("--mlflow-server", action="store_true",
                         help="Serve with MLflow's stock `mlflow models serve`.")
     args = parser.parse_args()
@@ -137,6 +161,25 @@ def main() -> None:
             p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
             print(f"| {concurrency} | {len(latencies):,} | {p50:.1f} | {p95:.1f} | {p99:.1f} | "
                   f"{latencies.max():.1f} | {len(latencies) / seconds:,.0f} | {errors} |")
+        if args.large_in_flight:
+            # A slow request must not block the others: small-request latency while large
+            # batches are being answered beside them.
+            large = json.dumps({"dataframe_records": [
+                {"user_id": str(u), "k": 100}
+                for u in rng.choice(users, args.large_records)]}).encode()
+            stop = threading.Event()
+            done = large_in_flight(port, large, args.large_in_flight, stop)
+            time.sleep(1.0)
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                latencies, seconds, errors = load(port, bodies[100:], concurrency)
+                p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+                print(f"| {concurrency} + {args.large_in_flight} large | {len(latencies):,} | "
+                      f"{p50:.1f} | {p95:.1f} | {p99:.1f} | {latencies.max():.1f} | "
+                      f"{len(latencies) / seconds:,.0f} | {errors} |")
+            stop.set()
+            print(f"\nlarge requests ({args.large_records} records, k=100, "
+                  f"{len(large) / 1024:.0f} KiB): {len(done)} answered, median "
+                  f"{np.median(done) if done else float('nan'):.0f} ms")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

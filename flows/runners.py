@@ -5,6 +5,7 @@ scheduler)."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -53,5 +54,18 @@ def candidate_runner(config: TrainingConfig, extra: int = 0) -> Iterator[tuple[T
         with runner:
             yield runner, lambda value: runner.client.scatter(value, broadcast=True)
     else:
-        with ThreadPoolTaskRunner(max_workers=parallel_candidates(config, extra)) as runner:
+        runner = ThreadPoolTaskRunner(max_workers=parallel_candidates(config, extra))
+        runner.__enter__()
+        try:
             yield runner, lambda value: value
+        except BaseException:
+            # Stopped (SIGTERM, Ctrl-C) or failed: do not wait for candidates still
+            # training, which can take minutes; their threads end with the process. The
+            # runner's own exit would join them.
+            executor = getattr(runner, "_executor", None)
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+                runner._executor = None  # noqa: SLF001 - nothing left for exit to join
+            runner.__exit__(*sys.exc_info())
+            raise
+        runner.__exit__(None, None, None)

@@ -6,9 +6,11 @@ Straight-line wiring of the tasks in ``tasks/``; all logic lives in ``shoprec``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import flow
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from threadpoolctl import threadpool_limits
@@ -49,6 +51,8 @@ from tasks.training import (
     train_candidate,
     train_champion_recipe,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @flow(name="shoprec-training", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
@@ -170,9 +174,14 @@ def training_pipeline(
                        **{mlflow_name(k, "test"): v for k, v in winner.test.items()}})
         report_artifacts(leaderboard, summary, verdict, runs.run_url(parent))
         runs.finish_run(parent, ok=True)
-    except BaseException:
-        # The MLflow run must not stay "running" when the flow fails after opening it.
-        runs.finish_run(parent, ok=False)
+    except BaseException as exc:
+        # The MLflow run must not stay "running" when the flow fails or is stopped after
+        # opening it; closing it must not hide why the flow ended.
+        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, TerminationSignal))
+        try:
+            runs.finish_run(parent, ok=False, status="KILLED" if stopped else None)
+        except Exception as close_error:  # noqa: BLE001 - e.g. the tracking server is gone
+            logger.warning("could not close MLflow run %s: %s", parent, close_error)
         raise
     return summary
 

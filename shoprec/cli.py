@@ -732,6 +732,13 @@ def serve(
     model_name: ModelNameOpt = "shoprec-recommender",
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")]
     = "champion",
+    max_body_bytes: Annotated[int, typer.Option(
+        "--max-body-bytes", help="Largest request body (HTTP 413 above it).")] = 1 << 20,
+    max_records: Annotated[int, typer.Option(
+        "--max-records", help="Most request records per request (HTTP 413 above it).")]
+    = 1000,
+    max_query_chars: Annotated[int, typer.Option(
+        "--max-query-chars", help="Longest search query (HTTP 400 above it).")] = 500,
     mlflow_server: Annotated[bool, typer.Option(
         "--mlflow-server", help="Run MLflow's stock `mlflow models serve` instead: every "
         "request goes through pandas and schema enforcement (several times slower).")]
@@ -748,6 +755,10 @@ def serve(
 
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    for option, value in (("--max-body-bytes", max_body_bytes), ("--max-records", max_records),
+                          ("--max-query-chars", max_query_chars)):
+        if value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}")
     tracking.require_store()
     version = alias_version(model_name, alias)
     if version is None:
@@ -774,12 +785,36 @@ def serve(
         os.execve(sys.executable, command, {**os.environ, **environment, "PATH": path})
     import uvicorn
 
-    from shoprec.serving import MODEL_URI_ENV
+    from shoprec.serving import MODEL_URI_ENV, Limits
 
     # The workers (separate processes when --workers > 1) read these when they start.
-    os.environ.update({**environment, MODEL_URI_ENV: model_uri})
+    limits = Limits(max_body_bytes, max_records, max_query_chars)
+    os.environ.update({**environment, MODEL_URI_ENV: model_uri, **limits.environment()})
     uvicorn.run("shoprec.serving:create_app", factory=True, host=host, port=port,
                 workers=workers, log_level="warning", access_log=False)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (what a process manager or a work-pool worker sends to stop a run) stops the
+    command like Ctrl-C does: the flow unwinds, its MLflow run is marked killed."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for training threads that are still running (a stopped run
+    must end within seconds), after the exit handlers that stop Prefect's temporary
+    server and flush logs."""
+    import atexit
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()  # noqa: SLF001 - the handlers interpreter exit would run
+    os._exit(code)
 
 
 def main() -> None:
@@ -787,9 +822,12 @@ def main() -> None:
     from shoprec.runtime import apply_runtime_defaults
 
     apply_runtime_defaults()
+    _stop_on_sigterm()
     try:
         app()
-    except SystemExit:
+    except SystemExit as exit_:
+        if exit_.code == 130:  # interrupted: threads may still be training
+            _exit_now(130)
         raise
     except Exception as exc:  # a bug, not a user mistake: say so briefly, exit 3
         if logging.getLogger().isEnabledFor(logging.INFO):

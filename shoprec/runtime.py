@@ -14,6 +14,14 @@ RUNTIME_DEFAULTS = {
     # Prefect's temporary server creates its database on first use, which can take longer
     # than Prefect's 20 s default on a busy 2-core machine.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # MLflow's HTTP client retries a request 7 times with exponential backoff and waits
+    # 120 s for each answer: a tracking server that went away would hold a run for many
+    # minutes. Bounded here (any of them can be set by the user): a few quick retries for
+    # a blip, then the run ends with the error.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
 
 

@@ -31,6 +31,37 @@ RECORD_KEYS = ("dataframe_records", "inputs", "instances")
 #: batch does not hold up the single-user requests behind it on the event loop.
 INLINE_RECORDS = 32
 
+
+class Limits:
+    """What one request may ask for; larger ones are refused before any work.
+
+    Read from the environment (set by ``shoprec serve``'s options), so that every server
+    worker process applies the same limits.
+
+    Attributes:
+        max_body_bytes: Largest request body (HTTP 413 above it).
+        max_records: Most request records in one body (HTTP 413 above it).
+        max_query_chars: Longest ``query`` text (HTTP 400 above it).
+    """
+
+    ENV = {"max_body_bytes": "SHOPREC_SERVE_MAX_BODY_BYTES",
+           "max_records": "SHOPREC_SERVE_MAX_RECORDS",
+           "max_query_chars": "SHOPREC_SERVE_MAX_QUERY_CHARS"}
+    DEFAULTS = {"max_body_bytes": 1 << 20, "max_records": 1000, "max_query_chars": 500}
+
+    def __init__(self, max_body_bytes: int | None = None, max_records: int | None = None,
+                 max_query_chars: int | None = None) -> None:
+        given = {"max_body_bytes": max_body_bytes, "max_records": max_records,
+                 "max_query_chars": max_query_chars}
+        for name, value in given.items():
+            if value is None:
+                value = int(os.environ.get(self.ENV[name], self.DEFAULTS[name]))
+            setattr(self, name, value)
+
+    def environment(self) -> dict[str, str]:
+        """The variables that carry these limits to the server workers."""
+        return {self.ENV[name]: str(getattr(self, name)) for name in self.ENV}
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -46,31 +77,52 @@ class RecommendationServer:
     """
 
     def __init__(self, mlflow_app: Any,
-                 answer: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None):
+                 answer: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
+                 limits: Limits | None = None):
         self.mlflow_app = mlflow_app
         self.answer = answer
+        self.limits = limits or Limits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
-        if (self.answer is None or scope["type"] != "http" or scope["path"] != "/invocations"
-                or scope["method"] != "POST" or not _is_json(scope)):
+        if scope["type"] != "http" or scope["path"] != "/invocations" \
+                or scope["method"] != "POST":
             await self.mlflow_app(scope, receive, send)
             return
-        body = await _read_body(receive)
-        records = request_records(body)
+        if _content_type(scope) is None:
+            await _send(send, *_error("invalid request: no Content-Type header; send JSON "
+                                      "with Content-Type: application/json", 415))
+            return
+        body = await _read_body(receive, self.limits.max_body_bytes)
+        if body is None:
+            await _send(send, *_error(f"request body over {self.limits.max_body_bytes:,} "
+                                      "bytes; send fewer records per request (shoprec serve "
+                                      "--max-body-bytes sets the limit)", 413))
+            return
+        try:
+            records = request_records(body) if self.answer is not None and _is_json(scope) \
+                else None
+        except ValueError as exc:
+            await _send(send, *_error(f"invalid request: {exc}"))
+            return
         if records is None:
             await self.mlflow_app(scope, _replay(body, receive), send)
             return
-        status, payload = await self._respond(records)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        await _send(send, *(await self._respond(records)))
 
     async def _respond(self, records: list[Any]) -> tuple[int, bytes]:
         if not records:
             return _error("invalid request: no request records; send e.g. "
                           '{"dataframe_records": [{"user_id": "17850", "k": 10}]}')
+        if len(records) > self.limits.max_records:
+            return _error(f"{len(records):,} request records in one body, more than the "
+                          f"{self.limits.max_records:,} allowed; split the batch (shoprec "
+                          "serve --max-records sets the limit)", 413)
+        for record in records:
+            query = record.get("query")
+            if isinstance(query, str) and len(query) > self.limits.max_query_chars:
+                return _error(f"invalid request: a query of {len(query):,} characters, more "
+                              f"than the {self.limits.max_query_chars:,} allowed")
         try:
             if len(records) > INLINE_RECORDS:
                 answers = await asyncio.to_thread(self.answer, records)
@@ -93,6 +145,8 @@ def request_records(body: bytes) -> list[Any] | None:
         payload = json.loads(body)
     except ValueError:
         return None
+    except RecursionError:
+        raise ValueError("the JSON body is nested too deeply") from None
     if not isinstance(payload, dict) or len(payload) != 1:
         return None
     key, value = next(iter(payload.items()))
@@ -126,24 +180,43 @@ def create_app() -> RecommendationServer:
     if answer is None:
         logger.warning("%s was logged without the fast request path; every request goes "
                        "through MLflow's pandas handler", uri)
-    return RecommendationServer(scoring_server.init(model), answer)
+    return RecommendationServer(scoring_server.init(model), answer, Limits())
+
+
+def _content_type(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value
+    return None
 
 
 def _is_json(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"application/json" and (
-                b"charset" not in value.lower() or b"utf-8" in value.lower())
-    return False
+    value = _content_type(scope)
+    if value is None:
+        return False
+    return value.split(b";")[0].strip().lower() == b"application/json" and (
+        b"charset" not in value.lower() or b"utf-8" in value.lower())
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or ``None`` as soon as it grows past ``limit`` bytes."""
+    chunks, size = [], 0
     while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, payload: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -160,7 +233,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _error(message: str) -> tuple[int, bytes]:
+def _error(message: str, status: int = 400) -> tuple[int, bytes]:
     # MLflow's error shape, so clients handle both paths alike.
-    return 400, json.dumps({"error_code": "INVALID_PARAMETER_VALUE",
-                            "message": message}).encode()
+    return status, json.dumps({"error_code": "INVALID_PARAMETER_VALUE",
+                               "message": message}).encode()

@@ -20,11 +20,14 @@ from shoprec.registry.publish import GateVerdict, publish
 from shoprec.registry.recipe import ChampionReference, Recipe, champion_reference
 from shoprec.training import CandidateResult, refit_bundle, retrain_recipe, train_candidate_row
 
+# MLflow tasks are not retried here: MLflow's HTTP client retries a request itself, a
+# bounded number of times (shoprec.runtime), and a second layer would multiply the wait
+# on a tracking server that is gone.
 LEADERBOARD_KEY = "shoprec-leaderboard"
 REPORT_KEY = "shoprec-run-report"
 
 
-@task(name="start-mlflow-run", retries=2, retry_delay_seconds=2)
+@task(name="start-mlflow-run")
 def start_mlflow_run(config: TrainingConfig, run_name: str, params: dict[str, Any],
                      tags: dict[str, str]) -> str:
     """Open the pipeline's parent MLflow run."""
@@ -61,7 +64,7 @@ def train_champion_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataF
         return retrain_recipe(recipe, encoded, items, ks, threads)
 
 
-@task(name="log-candidates", retries=2, retry_delay_seconds=2)
+@task(name="log-candidates")
 def log_candidates(parent_run_id: str, results: list[CandidateResult]) -> list[str]:
     """One nested MLflow run per candidate, failed ones included."""
     return [runs.log_candidate(parent_run_id, result) for result in results]
@@ -87,7 +90,7 @@ def publish_model(bundle: ModelBundle, run_id: str, name: str, verdict: GateVerd
                        example_query=next((t for t in bundle.titles or [] if t), ""))
 
 
-@task(name="log-run-artifacts", retries=2, retry_delay_seconds=2)
+@task(name="log-run-artifacts")
 def log_artifacts(run_id: str, leaderboard: pd.DataFrame, primary: str,
                   files: dict[str, Any], headline: dict[str, float]) -> None:
     """Leaderboard CSV and chart, validation report, quarantine counts, winner's metrics."""

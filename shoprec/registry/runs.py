@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,27 @@ from shoprec.registry import tracking
 logger = logging.getLogger(__name__)
 
 
+#: Tags naming the process that owns a running parent run, so a later run can tell that
+#: the process died (``kill -9``) and close the run it left RUNNING.
+HOST_TAG, PID_TAG = "shoprec.host", "shoprec.pid"
+
+
 def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
                      tags: dict[str, str]) -> str:
-    """Create the pipeline's parent run and return its id."""
+    """Create the pipeline's parent run and return its id.
+
+    Runs of this machine left RUNNING by a process that no longer exists are marked failed
+    first (see :func:`close_dead_runs`).
+    """
+    import socket
+
     from mlflow.entities import Param
 
     client = tracking.client()
-    run = client.create_run(tracking.experiment_id(experiment), run_name=run_name, tags=tags)
+    experiment_id = tracking.experiment_id(experiment)
+    close_dead_runs(experiment_id)
+    tags = {**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     flat = [Param(key, str(value)[:6000]) for key, value in _flat(params).items()]
     # Every candidate's hyperparameters are in the configuration: one request per hundred
     # (MLflow's batch limit) instead of one per parameter.
@@ -87,9 +102,43 @@ def log_summary_metrics(run_id: str, metrics: dict[str, float]) -> None:
         client.log_metric(run_id, key, float(value))
 
 
-def finish_run(run_id: str, ok: bool) -> None:
-    """Mark a run finished or failed."""
-    tracking.client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+def finish_run(run_id: str, ok: bool, status: str | None = None) -> None:
+    """Mark a run finished or failed (or ``status``: ``KILLED`` for a stopped run)."""
+    tracking.client().set_terminated(run_id, status or ("FINISHED" if ok else "FAILED"))
+
+
+def close_dead_runs(experiment_id: str) -> list[str]:
+    """Mark failed the parent runs of this machine still RUNNING whose process is gone.
+
+    A process killed with ``kill -9`` cannot close its run; the next run does. A process id
+    reused since is told apart by its start time (after the run began: not the owner).
+
+    Returns:
+        The ids of the runs closed.
+    """
+    import socket
+
+    import psutil
+
+    client = tracking.client()
+    host = socket.gethostname()
+    found = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and "
+                               f"tags.`{HOST_TAG}` = '{host}'", max_results=200)
+    closed = []
+    for run in found:
+        try:
+            pid = int(run.data.tags.get(PID_TAG, ""))
+            alive = psutil.Process(pid).create_time() * 1000 <= run.info.start_time + 1000
+        except (ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
+            alive = False
+        if not alive:
+            client.set_tag(run.info.run_id, "ended_by",
+                           "a later run: the process that ran it no longer exists")
+            client.set_terminated(run.info.run_id, "FAILED")
+            closed.append(run.info.run_id)
+            logger.warning("marked run %s failed: its process %s is gone", run.info.run_id,
+                           run.data.tags.get(PID_TAG))
+    return closed
 
 
 def run_url(run_id: str) -> str:

@@ -1,0 +1,118 @@
+"""Faults: a stopped run ends within seconds and closes what it opened; a run killed
+outright (kill -9) is closed by the next one; a registry's bounded retries."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+SHOPREC = str(Path(sys.executable).with_name("shoprec"))
+
+
+def _runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("shoprec")
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+@pytest.mark.integration
+def test_sigterm_stops_a_training_run_within_ten_seconds(tmp_path: Path,
+                                                         synthetic_dir: Path) -> None:
+    """What a process manager or a work-pool worker sends: the run stops within 10 s while a
+    candidate is still training, its MLflow run is marked KILLED, and Prefect's temporary
+    server goes with it."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # its own server
+    log = tmp_path / "output.txt"
+    children: list[psutil.Process] = []
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [SHOPREC, "train", "--interactions", str(synthetic_dir / "interactions.parquet"),
+             "--models", "popularity,vae", "--param", "vae.epochs=5000", "--param",
+             "vae.patience=5000", "--output-dir", str(tmp_path / "out")],
+            cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": uri}, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((tmp_path / "mlflow.db").exists()
+                   and any(r.info.status == "RUNNING" for r in _runs(uri))):
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run never started training"
+            time.sleep(1)
+        time.sleep(8)  # vae is training now
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children, "no temporary Prefect server"
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        stopped_in = time.monotonic() - began
+        time.sleep(2)
+        orphans = [c.pid for c in children if c.is_running() and c.status() != "zombie"]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        for child in children:
+            if child.is_running():
+                child.kill()
+    output = log.read_text()
+    assert stopped_in < 10, f"stopped after {stopped_in:.1f} s"
+    assert code == 130, output[-3000:]
+    assert "interrupted" in output and "Traceback" not in output
+    assert [r.info.status for r in _runs(uri)] == ["KILLED"]
+    assert not orphans, f"left running: {orphans}"
+
+
+def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec.registry import runs, tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    client = tracking.client()
+    experiment = tracking.experiment_id("shoprec")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs: the run's owner was kill -9ed
+    host = socket.gethostname()
+    dead = client.create_run(experiment, tags={runs.HOST_TAG: host,
+                                               runs.PID_TAG: str(gone.pid)}).info.run_id
+    elsewhere = client.create_run(experiment, tags={runs.HOST_TAG: "another-machine",
+                                                    runs.PID_TAG: str(gone.pid)}).info.run_id
+    parent = runs.start_parent_run("shoprec", "next", {}, {})
+    assert client.get_run(dead).info.status == "FAILED"
+    assert "no longer exists" in client.get_run(dead).data.tags["ended_by"]
+    # Another machine's run and this process's own run are left alone.
+    assert client.get_run(elsewhere).info.status == "RUNNING"
+    assert client.get_run(parent).info.status == "RUNNING"
+    assert runs.close_dead_runs(experiment) == []
+
+
+def test_the_registry_client_retries_a_bounded_number_of_times(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tracking server that is down ends a registry read in seconds, not minutes."""
+    from shoprec.errors import RegistryError
+    from shoprec.registry.aliases import alias_version
+    from shoprec.runtime import RUNTIME_DEFAULTS, apply_runtime_defaults
+
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(key, raising=False)
+    apply_runtime_defaults()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == \
+        RUNTIME_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once the socket is closed
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    began = time.monotonic()
+    with pytest.raises(RegistryError, match="could not read"):
+        alias_version("m", "champion")
+    assert time.monotonic() - began < 60

@@ -1,0 +1,90 @@
+"""The HTTP front of ``shoprec serve`` (its ASGI app, without a network): every malformed or
+oversized request gets a 4xx naming the problem, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from shoprec.features.idmap import IdMap
+from shoprec.models import Popularity
+from shoprec.registry.bundle import ModelBundle
+from shoprec.serving import Limits, RecommendationServer
+
+
+async def _mlflow_app(scope, receive, send) -> None:
+    """Stands in for MLflow's scoring app: says it was reached."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b'{"handled_by": "mlflow"}'})
+
+
+@pytest.fixture(scope="module")
+def app() -> RecommendationServer:
+    history = sp.csr_matrix((np.random.default_rng(1).random((20, 12)) < 0.3)
+                            .astype(np.float32))
+    model = Popularity().fit(history)
+    bundle = ModelBundle(model=model, users=IdMap([f"u{i}" for i in range(20)]),
+                         items=IdMap([f"i{i}" for i in range(12)]), history=history,
+                         fallback=model, meta={"model": "popularity"})
+    return RecommendationServer(_mlflow_app, bundle.answer,
+                                Limits(max_body_bytes=20_000, max_records=50,
+                                       max_query_chars=100))
+
+
+def post(app, body: bytes | str, headers: dict | None = None) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/invocations", content=body,
+                                     headers={"Content-Type": "application/json"}
+                                     if headers is None else headers)
+    return asyncio.run(go())
+
+
+def records(*rows: dict) -> str:
+    return json.dumps({"dataframe_records": list(rows)})
+
+
+def test_a_good_request_is_answered(app) -> None:
+    answer = post(app, records({"user_id": "u1", "k": 3}))
+    assert answer.status_code == 200 and len(answer.json()["predictions"][0]["item_ids"]) == 3
+
+
+@pytest.mark.parametrize("body, headers, status, words", [
+    (records({"user_id": "u1"}), {}, 415, "no Content-Type header"),
+    ('{"dataframe_records": [{"user_id": "u1", "k": 1e400}]}', None, 400,
+     "k must be an integer"),
+    ('{"dataframe_records": [{"user_id": "u1", "k": Infinity}]}', None, 400,
+     "k must be an integer"),
+    (records({"user_id": "u1", "recent_items": "i3"}), None, 400,
+     "recent_items must be a list of item ids"),
+    ("[" * 100_00 + "]" * 100_00, None, 400, "nested too deeply"),
+    (records(*[{"user_id": "u1"}] * 51), None, 413, "more than the 50 allowed"),
+    (records({"query": "mug " * 40}), None, 400, "a query of 160 characters"),
+    (records({"user_id": "u1", "q": "x" * 30_000}), None, 413, "request body over 20,000"),
+    (records({"shopper": "u1"}), None, 400, "unknown request field(s) shopper"),
+    (records(), None, 400, "no request records"),
+])
+def test_malformed_and_oversized_requests_get_a_4xx_naming_the_problem(
+        app, body: str, headers: dict | None, status: int, words: str) -> None:
+    answer = post(app, body, headers)
+    assert answer.status_code == status, answer.text
+    assert words in answer.json()["message"]
+
+
+def test_other_formats_still_reach_mlflows_handler(app) -> None:
+    answer = post(app, "user_id\nu1\n", {"Content-Type": "text/csv"})
+    assert answer.status_code == 200 and answer.json() == {"handled_by": "mlflow"}
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPREC_SERVE_MAX_RECORDS", "7")
+    assert Limits().max_records == 7 and Limits(max_records=3).max_records == 3
+    assert Limits(1, 2, 3).environment() == {"SHOPREC_SERVE_MAX_BODY_BYTES": "1",
+                                             "SHOPREC_SERVE_MAX_RECORDS": "2",
+                                             "SHOPREC_SERVE_MAX_QUERY_CHARS": "3"}
