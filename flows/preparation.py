@@ -11,6 +11,7 @@ from tasks.data import (
     encode_data,
     fingerprint_data,
     load_data,
+    private_result_storage,
     split_data,
     validate_clean_data,
     validate_raw_data,
@@ -23,6 +24,7 @@ def prepare_data(data: DataConfig, cleaning: CleaningConfig, split: SplitConfig,
                  output_dir: str | None) -> tuple[str, PreparedRun]:
     """Run the preparation tasks (called inside a flow); return the data's fingerprint and
     the prepared run. Rejected data raises at a validation task, before any split."""
+    private_result_storage()
     data_key = chain_key(fingerprint := fingerprint_data(data), data)
     raw = load_data(data, data_key)
     report = validate_raw_data(raw, data_key)

@@ -832,6 +832,14 @@ def main() -> None:
     except Exception as exc:  # a bug, not a user mistake: say so briefly, exit 3
         if logging.getLogger().isEnabledFor(logging.INFO):
             traceback.print_exc()
+        if type(exc).__module__.startswith("mlflow"):
+            # A fault of the tracking server or store (gone, locked), not a shoprec bug.
+            from shoprec.registry import tracking
+
+            err_console.print(f"[bold red]MLflow error:[/] {tracking.redact(str(exc))[:2000]}"
+                              f"\n(tracking URI {tracking.display_uri()}; the registry's "
+                              "aliases were not moved)", highlight=False)
+            sys.exit(EXIT_FAILURE)
         err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
                           "run again with -v for details and report it with the command used")
         sys.exit(EXIT_FAILURE)

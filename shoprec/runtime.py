@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+from pathlib import Path
 
 #: Defaults for the tools shoprec runs; a variable the user has set keeps its value.
 RUNTIME_DEFAULTS = {
@@ -29,3 +32,32 @@ def apply_runtime_defaults() -> None:
     """Set :data:`RUNTIME_DEFAULTS` in the environment where the user has not."""
     for key, value in RUNTIME_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A short hash of the installed ``shoprec`` package's source files.
+
+    Persisted intermediate results are keyed to it, so results written by other code are
+    never loaded back (a changed class could not read them, or would read them wrongly).
+    """
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def private_folder(path: str | Path) -> Path:
+    """Create ``path`` if needed and make it readable by its owner only (mode 0700).
+
+    Used for Prefect's persisted task results: they hold the customers' raw and cleaned
+    interactions, and they are pickles, loaded back on a cache hit, so nobody else may read
+    or plant files there.
+    """
+    folder = Path(path).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+    return folder

@@ -22,6 +22,7 @@ from shoprec.data.io import fingerprint
 from shoprec.data.splits import Split, split_interactions
 from shoprec.errors import DataError
 from shoprec.features.encoding import EncodedSplit, encode_split
+from shoprec.runtime import code_version, private_folder
 from shoprec.validation import (
     SuiteRunner,
     ValidationReport,
@@ -54,7 +55,15 @@ def chain_key(previous: str, *configs: Any) -> str:
 
 
 def _by_key(context, parameters: dict[str, Any]) -> str:  # noqa: ANN001 - Prefect's signature
-    return f"{context.task.name}-{parameters['cache_key']}"
+    # Keyed to the library's code too: a result pickled by other code is never loaded.
+    return f"{context.task.name}-{code_version()}-{parameters['cache_key']}"
+
+
+def private_result_storage() -> None:
+    """Make Prefect's local result storage readable by its owner only."""
+    from prefect.settings import get_current_settings
+
+    private_folder(get_current_settings().results.local_storage_path)
 
 
 #: Cached by the key the flow passes in, and invalidated when the task's code changes.

@@ -143,7 +143,8 @@ def close_dead_runs(experiment_id: str) -> list[str]:
 
 def run_url(run_id: str) -> str:
     """A link to the run: the MLflow server page, or the run's id for a local store."""
-    uri = tracking.tracking_uri()
+    # Shown in Prefect artifacts and logs: never with the URI's credentials.
+    uri = tracking.display_uri()
     client = tracking.client()
     experiment = client.get_run(run_id).info.experiment_id
     if uri.startswith(("http://", "https://")):

@@ -53,12 +53,41 @@ def require_store() -> None:
                               "MLFLOW_TRACKING_URI at your registry")
 
 
+#: SQLite stores this process has seen initialised (their schema created).
+_READY: set[str] = set()
+
+
 def client():
     """An ``MlflowClient`` on :func:`tracking_uri` (registry on the same store)."""
     from mlflow import MlflowClient
 
     uri = tracking_uri()
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        _initialise_sqlite(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _initialise_sqlite(uri: str) -> None:
+    """Create a SQLite store's schema under a file lock.
+
+    Two processes opening the same new file at once would both create the tables, and one
+    fails (``table ... already exists``); the lock makes the second wait and find them.
+    """
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            store = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            store.search_experiments(max_results=1)  # the tracking schema
+            store.search_registered_models(max_results=1)  # the registry's
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY.add(uri)
 
 
 def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:

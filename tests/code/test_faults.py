@@ -116,3 +116,100 @@ def test_the_registry_client_retries_a_bounded_number_of_times(
     with pytest.raises(RegistryError, match="could not read"):
         alias_version("m", "champion")
     assert time.monotonic() - began < 60
+
+
+def test_persisted_results_are_private_and_keyed_to_the_code(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from shoprec.runtime import code_version, private_folder
+    from tasks.data import _by_key
+
+    shared = tmp_path / "storage"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    assert private_folder(shared).stat().st_mode & 0o777 == 0o700
+    assert private_folder(tmp_path / "new" / "storage").stat().st_mode & 0o077 == 0
+    key = _by_key(SimpleNamespace(task=SimpleNamespace(name="clean")), {"cache_key": "abc"})
+    assert key == f"clean-{code_version()}-abc" and len(code_version()) == 16
+
+
+def test_credentials_never_reach_messages_or_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec.registry import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cret@mlflow.example:5000")
+    assert tracking.display_uri() == "https://***@mlflow.example:5000"
+    assert "s3cret" not in tracking.redact(
+        "GET https://alice:s3cret@mlflow.example:5000/api failed; retry https://bob:x@h/")
+
+
+def test_processes_starting_on_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Two `shoprec train` on a new SQLite store would both create its tables."""
+    code = ("from shoprec.registry import runs, tracking; "
+            "runs.start_parent_run('shoprec', 'concurrent', {}, {})")
+    uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
+    processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE,
+                                  text=True, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+                 for _ in range(3)]
+    for process in processes:
+        assert process.wait(timeout=120) == 0, process.stderr.read()[-3000:]
+    assert len(_runs(uri)) == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_a_tracking_server_killed_mid_run_ends_the_run_quickly(tmp_path: Path,
+                                                               synthetic_dir: Path) -> None:
+    """A real `mlflow server`, killed by its PID once the run has opened its MLflow run: the
+    run ends within two minutes with one clear message, and no version is registered."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination",
+         str(tmp_path / "artifacts"), "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    log = tmp_path / "output.txt"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                import urllib.request
+
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(1)
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+        with log.open("w") as out:
+            run = subprocess.Popen(
+                [SHOPREC, "train", "--interactions",
+                 str(synthetic_dir / "interactions.parquet"), "--models", "popularity,mf",
+                 "--output-dir", str(tmp_path / "out")],
+                cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": uri}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        while not any(r.info.status == "RUNNING" for r in _runs(uri)):
+            assert run.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline + 240, "the run never opened its MLflow run"
+            time.sleep(0.5)
+        os.killpg(server.pid, signal.SIGKILL)  # the tracking server is gone
+        began = time.monotonic()
+        code = run.wait(timeout=300)
+        ended_in = time.monotonic() - began
+    finally:
+        for process in (server, locals().get("run")):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert ended_in < 120, f"ended {ended_in:.0f} s after the server died"
+    assert code == 3, output[-3000:]
+    assert "MLflow error:" in output and "Traceback" not in output
+    assert "internal error" not in output
+    assert not (tmp_path / "artifacts").exists() or not any(
+        p.name == "MLmodel" for p in (tmp_path / "artifacts").rglob("*"))
