@@ -216,8 +216,9 @@ def _refuse_ambiguous_dates(text: pd.Series) -> None:
     time_part = " %H:%M:%S" if str(example).count(":") >= 2 else (
         " %H:%M" if ":" in str(example) else "")
     sep = "/" if "/" in str(example) else "."
-    day_first = f"%d{sep}%m{sep}%Y{time_part}"
-    month_first = f"%m{sep}%d{sep}%Y{time_part}"
+    year = "%Y" if len(parts[2].iloc[0]) == 4 else "%y"
+    day_first = f"%d{sep}%m{sep}{year}{time_part}"
+    month_first = f"%m{sep}%d{sep}{year}{time_part}"
     if (first > 12).any() and not (second > 12).any():
         advice = f"the first field goes up to {first.max()}, so probably --date-format " \
                  f"'{day_first}'"

@@ -25,6 +25,20 @@ def _runs(uri: str) -> list:
     return [] if experiment is None else client.search_runs([experiment.experiment_id])
 
 
+def _statuses(db: Path) -> list[str]:
+    """Run statuses read straight from the SQLite file: opening an MlflowClient while the
+    run's process is still creating the schema would race its migrations."""
+    import sqlite3
+
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            return [row[0] for row in connection.execute("SELECT status FROM runs")]
+    except sqlite3.OperationalError:  # no tables yet, or locked for a moment
+        return []
+
+
 @pytest.mark.integration
 def test_sigterm_stops_a_training_run_within_ten_seconds(tmp_path: Path,
                                                          synthetic_dir: Path) -> None:
@@ -44,8 +58,7 @@ def test_sigterm_stops_a_training_run_within_ten_seconds(tmp_path: Path,
             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not ((tmp_path / "mlflow.db").exists()
-                   and any(r.info.status == "RUNNING" for r in _runs(uri))):
+        while "RUNNING" not in _statuses(tmp_path / "mlflow.db"):
             assert process.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the run never started training"
             time.sleep(1)
