@@ -30,8 +30,9 @@ def prepare_data(data: DataConfig, cleaning: CleaningConfig, split: SplitConfig,
     report = validate_raw_data(raw, data_key)
     clean_key = chain_key(data_key, cleaning)
     clean = clean_data(raw, cleaning, clean_key)
-    report = validate_clean_data(clean, cleaning, report, clean_key)
+    # Written before the clean data is judged: rejected data is explained by these files.
     quarantine = write_quarantine(clean, output_dir) if output_dir else None
+    report = validate_clean_data(clean, cleaning, report, clean_key)
     split_key = chain_key(clean_key, split)
     parts = split_data(clean, split, split_key)
     encoded = encode_data(parts, weighting, chain_key(split_key, weighting))

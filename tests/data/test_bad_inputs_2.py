@@ -166,3 +166,16 @@ def test_a_split_that_leaves_no_test_data_is_refused_without_a_traceback(
     assert done.returncode == 2, done.stderr[-2000:]
     assert "left no test interactions" in done.stderr and "lower --test-n" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr  # Prefect's included
+
+
+def test_train_writes_the_quarantine_file_of_rejected_data(tmp_path: Path) -> None:
+    """Like `shoprec validate`: the rows that made the data fail are there to look at."""
+    extra = [f"u{i},i{i},not a date,purchase,1" for i in range(200)]
+    path = write(tmp_path / "mostly-bad.csv", canonical_csv(extra=extra))
+    done = _shoprec("train", "--interactions", str(path), "--models", "popularity",
+                    "--output-dir", "out", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "quarantined_share_at_most" in done.stdout + done.stderr
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine_interactions.parquet")
+    assert (quarantine["reason"] == "unparseable_timestamp").sum() == 200
+    assert "Traceback" not in done.stdout + done.stderr
