@@ -807,13 +807,29 @@ def _stop_on_sigterm() -> None:
 
 def _exit_now(code: int) -> None:
     """Exit without waiting for training threads that are still running (a stopped run
-    must end within seconds), after the exit handlers that stop Prefect's temporary
-    server and flush logs."""
-    import atexit
+    must end within seconds), after stopping Prefect's temporary server.
 
+    A training thread that notices the shutdown may ask Prefect for a server again, which
+    would start a new temporary one (seconds, and an orphan once this process is gone):
+    starting one is refused from here on, then every running one is stopped.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
-    atexit._run_exitfuncs()  # noqa: SLF001 - the handlers interpreter exit would run
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:  # pragma: no cover - Prefect is a dependency
+        os._exit(code)
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("shoprec is stopping: no new temporary Prefect server")
+
+    SubprocessASGIServer.start = refuse  # type: ignore[method-assign]
+    for server in list(SubprocessASGIServer._instances.values()):  # noqa: SLF001
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - exiting anyway; the next step is os._exit
+            pass
+    sys.stderr.flush()
     os._exit(code)
 
 
