@@ -807,30 +807,16 @@ def _stop_on_sigterm() -> None:
 
 def _exit_now(code: int) -> None:
     """Exit without waiting for training threads that are still running (a stopped run
-    must end within seconds), after stopping Prefect's temporary server.
-
-    A training thread that notices the shutdown may ask Prefect for a server again, which
-    would start a new temporary one (seconds, and an orphan once this process is gone):
-    starting one is refused from here on, then every running one is stopped.
-    """
+    must end within seconds), after stopping Prefect's temporary server."""
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        from prefect.server.api.server import SubprocessASGIServer
-    except ImportError:  # pragma: no cover - Prefect is a dependency
+        from flows.shutdown import stop_temporary_servers
+
+        stop_temporary_servers()
+    finally:
+        sys.stderr.flush()
         os._exit(code)
-
-    def refuse(self: Any, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("shoprec is stopping: no new temporary Prefect server")
-
-    SubprocessASGIServer.start = refuse  # type: ignore[method-assign]
-    for server in list(SubprocessASGIServer._instances.values()):  # noqa: SLF001
-        try:
-            server.stop()
-        except Exception:  # noqa: BLE001 - exiting anyway; the next step is os._exit
-            pass
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def main() -> None:

@@ -1,0 +1,24 @@
+"""Stopping a command fast: Prefect's temporary servers, without waiting for the interpreter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def stop_temporary_servers() -> None:
+    """Stop every temporary Prefect server this process started, and refuse new ones.
+
+    A training thread that notices the shutdown may ask Prefect for a server again, which
+    would start a new temporary one (seconds, and an orphan once the process is gone).
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("shoprec is stopping: no new temporary Prefect server")
+
+    SubprocessASGIServer.start = refuse  # type: ignore[method-assign]
+    for server in list(SubprocessASGIServer._instances.values()):  # noqa: SLF001
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - the process exits right after
+            pass
