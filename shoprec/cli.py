@@ -342,6 +342,16 @@ def _quiet_tracebacks() -> None:
                 handler.setFormatter(_WithoutTraceback(handler.formatter))
 
 
+def _before_flows() -> None:
+    """What every command that runs a flow needs first: quiet tracebacks, and a temporary
+    Prefect server (when no PREFECT_API_URL is set) that stops by itself if this process is
+    killed outright."""
+    from flows.server_guard import guard_temporary_servers
+
+    _quiet_tracebacks()
+    guard_temporary_servers()
+
+
 def _configure_logging(verbose: bool) -> None:
     global _VERBOSE
     _VERBOSE = verbose
@@ -521,7 +531,7 @@ def train(
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from flows.training import training_pipeline
 
-    _quiet_tracebacks()
+    _before_flows()
 
     summary = training_pipeline(data=data_config, cleaning=cleaning_config, split=split_config,
                                 training=training_config, output_dir=str(output_dir))
@@ -653,7 +663,7 @@ def promote(
     resolve_candidate(model_name, version)
     from flows.operations import promote_model
 
-    _quiet_tracebacks()
+    _before_flows()
 
     decision = promote_model(promotion=config,
                              data=_data_config(interactions, items, fmt, None, None, "utf-8"),
@@ -682,7 +692,7 @@ def rollback(
                              "back to (it is set when a promotion replaces a champion)")
     from flows.operations import rollback_model
 
-    _quiet_tracebacks()
+    _before_flows()
 
     moved = rollback_model(registered_model_name=model_name, reason=reason, requested_by=by)
     console.print(f"{model_name}: champion moved from version {moved['from']} back to version "
@@ -714,7 +724,7 @@ def batch(
     _writable_dir(Path(output_dir), "--output-dir")
     from flows.operations import batch_recommendations
 
-    _quiet_tracebacks()
+    _before_flows()
 
     result = batch_recommendations(batch=config)
     console.print(f"{result['users']:,} users, {result['rows']:,} rows by version "

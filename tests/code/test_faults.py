@@ -226,3 +226,55 @@ def test_a_tracking_server_killed_mid_run_ends_the_run_quickly(tmp_path: Path,
     assert "internal error" not in output
     assert not (tmp_path / "artifacts").exists() or not any(
         p.name == "MLmodel" for p in (tmp_path / "artifacts").rglob("*"))
+
+
+GUARDED_CLIENT = """
+import time
+from shoprec.runtime import apply_runtime_defaults
+
+apply_runtime_defaults()  # what the CLI does first, before Prefect reads its settings
+from flows.server_guard import guard_temporary_servers
+from prefect.client.orchestration import get_client
+from prefect.server.api.server import SubprocessASGIServer
+
+guard_temporary_servers()
+with get_client(sync_client=True) as client:  # starts Prefect's temporary server
+    client.api_healthcheck()
+servers = [s.server_process.pid for s in SubprocessASGIServer._instances.values()
+           if s.server_process is not None]
+print(*servers, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.integration
+def test_a_temporary_server_stops_when_its_command_is_killed_outright(tmp_path: Path) -> None:
+    """kill -9 cannot be caught: the temporary Prefect server notices its parent is gone
+    and stops by itself instead of running on as an orphan."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    process = subprocess.Popen([sys.executable, "-c", GUARDED_CLIENT], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    server = None
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # blocks until the server answered
+        assert line.strip(), process.stderr.read() if process.stderr else ""
+        server = psutil.Process(int(line.split()[0]))
+        assert server.is_running() and server.ppid() == process.pid
+        process.kill()
+        process.wait(timeout=10)
+        began = time.monotonic()
+        while server.is_running() and server.status() != psutil.STATUS_ZOMBIE \
+                and time.monotonic() - began < 15:
+            time.sleep(0.2)
+        gone_in = time.monotonic() - began
+        orphan = server.is_running() and server.status() != psutil.STATUS_ZOMBIE
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if server is not None and server.is_running():
+            server.kill()
+    assert not orphan, "the temporary server outlived its command by 15 s"
+    assert gone_in < 10, f"stopped {gone_in:.1f} s after its command died"
