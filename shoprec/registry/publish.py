@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from shoprec.config import repo_root
-from shoprec.registry import tracking
+from shoprec.registry import runs, tracking
 from shoprec.registry.aliases import (
     CHALLENGER,
     CHAMPION,
@@ -191,42 +191,21 @@ def _requirements() -> list[str]:
     return found
 
 
-def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerdict,
-            tags: dict[str, str], example_user: str, example_items: list[str],
-            example_query: str = "") -> dict[str, Any]:
-    """Log the bundle as a pyfunc model in ``run_id``, register it and set its aliases.
+def _discard_partial_upload(run_id: str) -> None:
+    """Remove what an interrupted upload left in the artifact store; when the store cannot
+    be reached now, the next run's sweep does it (:func:`runs.discard_unfinished_models`)."""
+    try:
+        experiment = tracking.client().get_run(run_id).info.experiment_id
+        runs.discard_unfinished_models(experiment, run_id=run_id)
+    except Exception as exc:  # noqa: BLE001 - the upload's own error is the one to report
+        logger.warning("could not remove the partial model of run %s now (%s); the next run "
+                       "removes it", run_id, tracking.redact(str(exc)))
 
-    Args:
-        bundle_dir: Folder written by :meth:`ModelBundle.save`.
-        run_id: The pipeline's parent MLflow run.
-        name: Registered model name.
-        verdict: The gate's decision; ``champion`` is set only if it passed.
-        tags: Version tags (data fingerprint, git commit, flow run id, ...).
-        example_user: A known user id for the input example.
-        example_items: Known item ids for the input example.
-        example_query: A search text for the input example.
 
-    Returns:
-        ``{"name", "version", "aliases", "model_uri", "previous_champion"}`` (the version
-        that was champion before, when this one took its place).
-    """
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.set_registry_uri(tracking.tracking_uri())
-    signature, example = signature_and_example(example_user, example_items, example_query)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_FILE),
-            artifacts={"bundle": str(bundle_dir)},
-            code_paths=[str(repo_root() / "shoprec")],
-            signature=signature,
-            input_example=example,
-            pip_requirements=_requirements(),
-            registered_model_name=name,
-        )
-    version = str(info.registered_model_version)
+def _label(name: str, version: str, verdict: GateVerdict, tags: dict[str, str]
+           ) -> tuple[bool, str | None, list[str]]:
+    """Tag a new version, make it challenger and, if the gate passed and champion did not
+    move meanwhile, champion. Returns (passed, the champion before, the aliases set)."""
     mlflow_client = tracking.client()
     passed = verdict.passed
     current = alias_version(name, CHAMPION) if passed else None
@@ -251,6 +230,75 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
                       f"flow run {run}" if run else actor(),
                       f"gate passed: {verdict.describe()}", now())
         aliases.append(CHAMPION)
+    return passed, current, aliases
+
+
+def _withdraw(name: str, version: str, challenger_before: str | None) -> None:
+    """Delete a version whose labelling did not finish, and put challenger back.
+
+    A version that became champion stays (champion never points at nothing); when the
+    registry cannot be reached, the version stays and the warning says so.
+    """
+    try:
+        if alias_version(name, CHAMPION) == version:
+            return
+        client = tracking.client()
+        client.delete_model_version(name, version)
+        if challenger_before is not None:
+            client.set_registered_model_alias(name, CHALLENGER, challenger_before)
+        logger.warning("withdrew %s version %s: publishing it did not finish", name, version)
+    except Exception as exc:  # noqa: BLE001 - the original error is the one to report
+        logger.warning("%s version %s was registered but not labelled, and could not be "
+                       "withdrawn (%s): delete it in the MLflow UI", name, version,
+                       tracking.redact(str(exc)))
+
+
+def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerdict,
+            tags: dict[str, str], example_user: str, example_items: list[str],
+            example_query: str = "") -> dict[str, Any]:
+    """Log the bundle as a pyfunc model in ``run_id``, register it and set its aliases.
+
+    Args:
+        bundle_dir: Folder written by :meth:`ModelBundle.save`.
+        run_id: The pipeline's parent MLflow run.
+        name: Registered model name.
+        verdict: The gate's decision; ``champion`` is set only if it passed.
+        tags: Version tags (data fingerprint, git commit, flow run id, ...).
+        example_user: A known user id for the input example.
+        example_items: Known item ids for the input example.
+        example_query: A search text for the input example.
+
+    Returns:
+        ``{"name", "version", "aliases", "model_uri", "previous_champion"}`` (the version
+        that was champion before, when this one took its place).
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_registry_uri(tracking.tracking_uri())
+    signature, example = signature_and_example(example_user, example_items, example_query)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_FILE),
+                artifacts={"bundle": str(bundle_dir)},
+                code_paths=[str(repo_root() / "shoprec")],
+                signature=signature,
+                input_example=example,
+                pip_requirements=_requirements(),
+                registered_model_name=name,
+            )
+    except BaseException:  # Ctrl-C, SIGTERM or a server gone during the upload
+        _discard_partial_upload(run_id)
+        raise
+    version = str(info.registered_model_version)
+    challenger_before = alias_version(name, CHALLENGER)
+    try:
+        passed, current, aliases = _label(name, version, verdict, tags)
+    except BaseException:  # stopped, or the registry failed: no half-labelled version left
+        _withdraw(name, version, challenger_before)
+        raise
     logger.info("registered %s version %s with aliases %s", name, version, aliases)
     return {"name": name, "version": version, "aliases": aliases, "model_uri": info.model_uri,
             "previous_champion": current if passed else None}

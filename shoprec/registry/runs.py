@@ -36,6 +36,7 @@ def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
     client = tracking.client()
     experiment_id = tracking.experiment_id(experiment)
     close_dead_runs(experiment_id)
+    discard_unfinished_models(experiment_id)
     tags = {**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     flat = [Param(key, str(value)[:6000]) for key, value in _flat(params).items()]
@@ -139,6 +140,57 @@ def close_dead_runs(experiment_id: str) -> list[str]:
             logger.warning("marked run %s failed: its process %s is gone", run.info.run_id,
                            run.data.tags.get(PID_TAG))
     return closed
+
+
+def discard_unfinished_models(experiment_id: str, run_id: str | None = None) -> list[str]:
+    """Delete the models whose upload never finished: their artifacts, then the model.
+
+    A model is uploaded before it is registered and marked READY before registration, so a
+    run stopped or killed during the upload (or whose tracking server went away) leaves a
+    partial model folder that no version points at, in status PENDING or FAILED. Only models of runs that are no longer running are touched
+    (a live run may be uploading right now), unless ``run_id`` names the caller's own run.
+
+    Args:
+        experiment_id: The experiment to sweep.
+        run_id: Only this run's unfinished models (the caller's own, after a failed upload).
+
+    Returns:
+        The ids of the models discarded.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from mlflow.entities import LoggedModelStatus
+
+    client = tracking.client()
+    # Status is filtered here, not in the query: a SQL store keeps it as a number, and a
+    # query on "status != 'READY'" matches every model there.
+    query = f"source_run_id = '{run_id}'" if run_id else None
+    discarded = []
+    for model in _logged_models(client, experiment_id, query):
+        if model.status == LoggedModelStatus.READY:
+            continue
+        if run_id is None and model.source_run_id \
+                and client.get_run(model.source_run_id).info.status == "RUNNING":
+            continue
+        get_artifact_repository(model.artifact_location).delete_artifacts()
+        client.delete_logged_model(model.model_id)
+        discarded.append(model.model_id)
+        logger.warning("removed model %s of run %s: its upload never finished (%s)",
+                       model.model_id, model.source_run_id, model.status)
+    return discarded
+
+
+def _logged_models(client: Any, experiment_id: str, query: str | None) -> list[Any]:
+    """Every logged model of the experiment matching ``query``, all pages."""
+    found: list[Any] = []
+    token = None
+    while True:
+        page = client.search_logged_models([experiment_id], query, max_results=100,
+                                           page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
 
 
 def run_url(run_id: str) -> str:

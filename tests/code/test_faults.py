@@ -278,3 +278,125 @@ def test_a_temporary_server_stops_when_its_command_is_killed_outright(tmp_path: 
             server.kill()
     assert not orphan, "the temporary server outlived its command by 15 s"
     assert gone_in < 10, f"stopped {gone_in:.1f} s after its command died"
+
+
+def _bundle(folder: Path) -> Path:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from shoprec.features.idmap import IdMap
+    from shoprec.models import Popularity
+    from shoprec.registry.bundle import ModelBundle
+
+    history = sp.csr_matrix(np.eye(6, dtype=np.float32))
+    model = Popularity().fit(history)
+    return ModelBundle(model=model, users=IdMap([f"u{i}" for i in range(6)]),
+                       items=IdMap([f"i{i}" for i in range(6)]), history=history,
+                       fallback=model, meta={"model": "popularity"}).save(folder)
+
+
+def _model_files(root: Path) -> list[Path]:
+    """Files of logged models in a SQLite store's artifact folder."""
+    return [path for path in root.glob("mlartifacts/models/*/artifacts/**/*") if path.is_file()]
+
+
+def test_an_upload_stopped_midway_leaves_no_partial_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or SIGTERM, or a server gone) while the model's files are uploading: the files
+    already uploaded are removed and the registry is as it was."""
+    from mlflow import MlflowClient
+
+    from shoprec.registry import publish, runs, tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = runs.start_parent_run("shoprec", "stopped", {}, {})
+    upload = MlflowClient.log_model_artifacts
+    uploaded: list[int] = []
+
+    def interrupted(self: MlflowClient, model_id: str, local_dir: str) -> None:
+        upload(self, model_id, local_dir)  # every file is there: then the signal comes
+        uploaded.append(len(_model_files(tmp_path)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowClient, "log_model_artifacts", interrupted)
+    verdict = publish.GateVerdict(passed=True, metric="ndcg@10")
+    with pytest.raises(KeyboardInterrupt):
+        publish.publish(_bundle(tmp_path / "bundle"), run_id=run_id, name="stopped",
+                        verdict=verdict, tags={}, example_user="u1", example_items=["i1"])
+    assert uploaded and uploaded[0] > 5  # the upload had written files
+    assert _model_files(tmp_path) == []
+    client = tracking.client()
+    experiment = tracking.experiment_id("shoprec")
+    assert list(client.search_logged_models([experiment])) == []
+    assert client.search_registered_models() == []
+
+
+def test_a_partial_model_left_by_a_killed_run_is_removed_by_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 during the upload: nothing can clean up then; the next run does, and leaves
+    a live run's upload alone."""
+    from shoprec.registry import runs, tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    client = tracking.client()
+    experiment = tracking.experiment_id("shoprec")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    partial = tmp_path / "partial"
+    (partial / "bundle").mkdir(parents=True)
+    (partial / "bundle" / "history.npz").write_bytes(b"half a file")
+    models = {}
+    for owner, pid in (("dead", gone.pid), ("live", os.getpid())):
+        run = client.create_run(experiment, tags={runs.HOST_TAG: socket.gethostname(),
+                                                  runs.PID_TAG: str(pid)}).info.run_id
+        model = client.create_logged_model(experiment, source_run_id=run)
+        client.log_model_artifacts(model.model_id, str(partial))
+        models[owner] = model
+    finished = client.create_run(experiment).info.run_id  # a complete model stays
+    models["complete"] = client.create_logged_model(experiment, source_run_id=finished)
+    client.log_model_artifacts(models["complete"].model_id, str(partial))
+    client.finalize_logged_model(models["complete"].model_id, "READY")
+    client.set_terminated(finished, "FAILED")
+    assert len(_model_files(tmp_path)) == 3
+    runs.start_parent_run("shoprec", "next", {}, {})
+    kept = {models["live"].model_id, models["complete"].model_id}
+    assert {model.model_id for model in client.search_logged_models([experiment])} == kept
+    assert {path.parts[-4] for path in _model_files(tmp_path)} == kept
+
+
+def test_a_version_stopped_while_being_labelled_is_withdrawn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after registration, before its aliases were set: the version is deleted and
+    challenger points where it pointed before."""
+    from mlflow import MlflowClient
+
+    from shoprec.registry import publish, runs, tracking
+    from shoprec.registry.aliases import CHALLENGER, CHAMPION, alias_version
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    bundle = _bundle(tmp_path / "bundle")
+    run_id = runs.start_parent_run("shoprec", "first", {}, {})
+    first = publish.publish(bundle, run_id=run_id, name="labelled", tags={},
+                            verdict=publish.GateVerdict(passed=True, metric="ndcg@10"),
+                            example_user="u1", example_items=["i1"])
+    assert first["aliases"] == [CHALLENGER, CHAMPION]
+    set_alias = MlflowClient.set_registered_model_alias
+
+    def interrupted(self: MlflowClient, name: str, alias: str, version: str) -> None:
+        if alias == CHALLENGER:
+            set_alias(self, name, alias, version)  # moved: then the signal comes
+            raise KeyboardInterrupt
+        set_alias(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", interrupted)
+    run_id = runs.start_parent_run("shoprec", "second", {}, {})
+    with pytest.raises(KeyboardInterrupt):
+        publish.publish(bundle, run_id=run_id, name="labelled", tags={},
+                        verdict=publish.GateVerdict(passed=False, metric="ndcg@10"),
+                        example_user="u1", example_items=["i1"])
+    monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    versions = tracking.client().search_model_versions("name = 'labelled'")
+    assert [str(v.version) for v in versions] == [first["version"]]
+    assert alias_version("labelled", CHALLENGER) == first["version"]
+    assert alias_version("labelled", CHAMPION) == first["version"]
