@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -185,15 +186,24 @@ def _data_config(interactions: str | None, items: str | None, fmt: str | None,
 
 
 def _writable_dir(path: Path, option: str) -> None:
-    """Refuse an output folder that is a file or cannot be written, before any work."""
+    """Refuse an output folder that is a file or cannot be written, before any work.
+
+    The folder is created now (it would be anyway): trying is the only check that also
+    holds for root, for read-only mounts and for pseudo file systems like /proc.
+    """
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{option} {path} is a file; give a folder")
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path} cannot be written (no permission on {existing}); "
-                          "choose another folder")
+    if existing.exists() and not existing.is_dir():
+        inside = "" if existing == path else f" ({existing} is a file)"
+        raise ConfigError(f"{option} {path} is a file{inside}; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".shoprec-write-check-")
+        probe.close()
+    except OSError as exc:
+        raise ConfigError(f"{option} {path} cannot be written ({exc.strerror or exc}); choose "
+                          "another folder") from None
 
 
 def _writable_file(path: Path | None, option: str) -> None:
@@ -203,9 +213,15 @@ def _writable_file(path: Path | None, option: str) -> None:
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; give a file name")
     _writable_dir(path.parent, f"the folder of {option}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ConfigError(f"{option} {path} cannot be written (no permission); choose another "
-                          "file")
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option} {path} cannot be written ({exc.strerror or exc}); choose "
+                          "another file") from None
+    if not existed:
+        path.unlink()
 
 
 def _counts_table(title: str, counts: dict[str, Any]) -> Table:
@@ -417,8 +433,8 @@ def validate(
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)
-    _writable_dir(output_dir, "--output-dir")
     _writable_file(report_json, "--report-json")
+    _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()
 
     def write_report(report: Any) -> None:
@@ -502,7 +518,12 @@ def train(
         ks = [int(x) for x in k.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(f"--k expects integers separated by commas, got {k!r}") from None
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"--k expects cut-offs of at least 1 separated by commas, got {k!r}")
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else list(CANDIDATES)
+    if not chosen:
+        raise ConfigError(f"--models names no model ({models!r}); choose from "
+                          f"{', '.join(CANDIDATES)}, separated by commas")
     unknown = [m for m in chosen if m not in CANDIDATES]
     if unknown:
         raise ConfigError(f"unknown model(s) {', '.join(unknown)} in --models; choose from "
@@ -525,8 +546,8 @@ def train(
                                      params=params,
                                      task_runner="dask" if dask_address else task_runner,
                                      dask_address=dask_address, dask_workers=dask_workers)
-    _writable_dir(output_dir, "--output-dir")
     _writable_file(summary_json, "--summary-json")
+    _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from flows.training import training_pipeline

@@ -77,6 +77,18 @@ class DataConfig(_Model):
                              "utf-8, latin-1, cp1252, utf-16") from None
         return value
 
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        # A shell passes "\t" as two characters; it means the tab everyone intends.
+        value = {"\\t": "\t", "tab": "\t"}.get(value, value)
+        if len(value) != 1:
+            raise ValueError(f"the delimiter must be one character (e.g. ';' or '\\t' for a "
+                             f"tab), got {value!r}")
+        return value
+
     @field_validator("default_event")
     @classmethod
     def _known_event(cls, value: str) -> str:

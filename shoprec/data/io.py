@@ -13,6 +13,11 @@ from shoprec.errors import DataError, InputNotFoundError
 logger = logging.getLogger(__name__)
 
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+# Formats people export to that shoprec does not read, with what they are.
+_OTHER_FORMATS = {".json": "JSON", ".jsonl": "JSON lines", ".ndjson": "JSON lines",
+                  ".xlsx": "Excel", ".xlsm": "Excel", ".xls": "Excel", ".ods": "OpenDocument",
+                  ".feather": "Feather", ".arrow": "Arrow IPC", ".avro": "Avro",
+                  ".orc": "ORC", ".db": "database", ".sqlite": "SQLite"}
 
 
 def is_parquet(path: str) -> bool:
@@ -74,6 +79,7 @@ def read_table(
         DataError: The file is missing, empty, not decodable or not parseable.
     """
     _check_readable(path, what)
+    _refuse_other_formats(path, what)
     if is_parquet(path):
         try:
             frame = pd.read_parquet(path)
@@ -149,6 +155,25 @@ def _refuse_duplicate_columns(columns: list[str], path: str, what: str) -> None:
         raise DataError(f"the {what} file {path!r} has the column(s) {repeated} more than "
                         "once; shoprec would have to pick one silently. Rename or drop the "
                         "extra column(s)")
+
+
+def _refuse_other_formats(path: str, what: str) -> None:
+    """Refuse a file in a format shoprec does not read, by its name or (office documents,
+    which are zip archives) its first bytes, before it is misread as CSV."""
+    name = PurePosixPath(path.split("?")[0]).name.lower()
+    kind = next((kind for suffix, kind in _OTHER_FORMATS.items() if name.endswith(suffix)), None)
+    if kind is None and not is_parquet(path):
+        try:
+            with fsspec.open(path, "rb") as handle:
+                head = handle.read(2048)
+        except (OSError, ValueError):
+            return
+        if head.startswith(b"PK\x03\x04") and b"[Content_Types].xml" in head:
+            kind = "Excel (or another office-document)"
+    if kind is not None:
+        raise DataError(f"the {what} file {path!r} is in {kind} format; shoprec reads CSV "
+                        "(.csv, also compressed: .csv.gz, .csv.zip, ...) and Parquet (.parquet): "
+                        "export it to one of those")
 
 
 def _sniff_hint(path: str, encoding: str) -> str:

@@ -1,0 +1,163 @@
+"""The bad-input corpus, third part: one table of broken files and options, each with the
+exit code, the words the message must hold and, where the data is accepted, the quarantine
+reasons, with every row accounted for (clean + quarantined = read)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from shoprec.cli import app
+from tests.data.test_bad_inputs import assert_nothing_lost, validate
+from tests.helpers import canonical_csv, write
+
+ROW = "2024-01-05T10:00:00Z,purchase,1"
+
+
+def _csv(tmp: Path, text: str | bytes, name: str = "x.csv") -> list[str]:
+    return ["--interactions", str(write(tmp / name, text))]
+
+
+def _parquet(tmp: Path, change: Callable[[pd.DataFrame], pd.DataFrame]) -> list[str]:
+    frame = pd.read_csv(write(tmp / "base.csv", canonical_csv()))
+    change(frame).to_parquet(tmp / "x.parquet")
+    return ["--interactions", str(tmp / "x.parquet")]
+
+
+def _with_items(tmp: Path, items: str) -> list[str]:
+    return [*_csv(tmp, canonical_csv()), "--items", str(write(tmp / "items.csv", items))]
+
+
+def _excel(tmp: Path) -> bytes:
+    """The first bytes of an .xlsx file: a zip archive starting with its content types."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp / "book.zip", "w") as book:
+        book.writestr("[Content_Types].xml", "<Types/>")
+        book.writestr("xl/workbook.xml", "<workbook/>")
+    return (tmp / "book.zip").read_bytes()
+
+
+ITEMS = "item_id,title\n" + "".join(f"i{i},thing {i}\n" for i in range(12))
+
+# name: (arguments built in a temporary folder, exit code, words in the output,
+#        quarantine reasons when accepted)
+FILES: dict[str, tuple[Callable[[Path], list[str]], int, list[str], dict[str, int] | None]] = {
+    "missing user ids": (lambda t: _csv(t, canonical_csv(extra=[f",i1,{ROW}", f"  ,i2,{ROW}"])),
+                         0, [], {"missing_user": 2}),
+    "missing item ids": (lambda t: _csv(t, canonical_csv(extra=[f"u1,,{ROW}"])),
+                         0, [], {"missing_item": 1}),
+    "an unknown event": (lambda t: _csv(t, canonical_csv(extra=[
+        "u1,i9,2024-01-05T10:00:00Z,teleport,1"])), 0, [], {"invalid_event": 1}),
+    "a zero quantity": (lambda t: _csv(t, canonical_csv(extra=[
+        "u1,i9,2024-01-05T10:00:00Z,purchase,0"])), 0, [], {"non_positive_quantity": 1}),
+    "padded ids are the same ids": (lambda t: _csv(t, canonical_csv(extra=[
+        f" u1 ,i9,{ROW}"])), 0, [], {}),
+    "Windows line endings": (lambda t: _csv(t, canonical_csv().replace("\n", "\r\n")),
+                             0, [], {}),
+    "a UTF-8 byte-order mark": (lambda t: _csv(t, "\ufeff" + canonical_csv()), 0, [], {}),
+    "semicolons, declared": (lambda t: [*_csv(t, canonical_csv().replace(",", ";")),
+                                        "--delimiter", ";"], 0, [], {}),
+    "a quoted title with a comma and a line break": (
+        lambda t: _with_items(t, ITEMS + 'i0,"mug, blue\nlarge"\n'.replace("i0", "i99")),
+        0, [], {}),
+    "an item listed twice in the items file": (
+        lambda t: _with_items(t, ITEMS + "i3,another title\n"), 0, [], {}),
+    "mixed time zones": (lambda t: _csv(t, canonical_csv(extra=[
+        "u1,i9,2024-01-05T10:00:00+02:00,purchase,1", "u2,i9,2024-01-05 10:00:00,purchase,1"])),
+        0, [], {}),
+    "a row with too many fields": (lambda t: _csv(t, canonical_csv(extra=[
+        "u1,i9,2024-01-05T10:00:00Z,purchase,1,surplus,fields"])), 1, ["line 50"], None),
+    "a row with too few fields": (lambda t: _csv(t, canonical_csv(extra=["u1,i9"])),
+                                  0, [], {"unparseable_timestamp": 1}),
+    "a format that matches no timestamp": (lambda t: [*_csv(t, canonical_csv()),
+                                                      "--date-format", "%d.%m.%Y"],
+                                           1, ["unparseable_timestamp", "--date-format"], None),
+    "an empty gzip file": (lambda t: _csv(t, gzip.compress(b""), "x.csv.gz"), 1,
+                           ["has no header and no rows"], None),
+    "a folder instead of a file": (lambda t: ["--interactions", str(t)], 1,
+                                   ["is a folder; pass the file inside it"], None),
+    "a JSON file": (lambda t: _csv(t, '[{"user_id": "u1"}]', "x.json"), 1,
+                    ["is in JSON format", "export it"], None),
+    "an Excel file": (lambda t: _csv(t, _excel(t), "x.xlsx"), 1,
+                      ["is in Excel format", "export it"], None),
+    "an Excel file named .csv": (lambda t: _csv(t, _excel(t), "x.csv"), 1,
+                                 ["is in Excel (or another office-document) format"], None),
+    "a --map naming a missing column": (lambda t: [*_csv(t, canonical_csv()), "--map",
+                                                   "user_id=customer"],
+                                        1, ["customer"], None),
+    "a --map without '='": (lambda t: [*_csv(t, canonical_csv()), "--map", "user_id"],
+                            2, ["--map expects canonical=column"], None),
+    "a delimiter of two characters": (lambda t: [*_csv(t, canonical_csv()), "--delimiter",
+                                                 ";;"], 2, ["one character"], None),
+    "a tab written as backslash-t": (lambda t: [*_csv(t, canonical_csv().replace(",", "\t")),
+                                                "--delimiter", "\\t"], 0, [], {}),
+    "an unknown timestamp unit": (lambda t: [*_csv(t, canonical_csv()), "--timestamp-unit",
+                                             "years"], 2, ["timestamp_unit", "'s', 'ms' or 'us'"], None),
+    "negative --min-users": (lambda t: [*_csv(t, canonical_csv()), "--min-users", "-2"],
+                             2, ["min_users"], None),
+    "Parquet with epoch-second timestamps": (lambda t: _parquet(t, lambda f: f.assign(
+        timestamp=pd.to_datetime(f["timestamp"]).astype("int64") // 10**9)), 0, [], {}),
+    "Parquet with naive datetimes": (lambda t: _parquet(t, lambda f: f.assign(
+        timestamp=pd.to_datetime(f["timestamp"]).dt.tz_localize(None))), 0, [], {}),
+    "Parquet with a null user": (lambda t: _parquet(t, lambda f: f.assign(
+        user_id=f["user_id"].where(f.index != 3))), 0, [], {"missing_user": 1}),
+}
+
+
+@pytest.mark.parametrize("case", list(FILES))
+def test_a_broken_file_or_option_is_explained(tmp_path: Path, case: str) -> None:
+    build, expected, words, reasons = FILES[case]
+    args = build(tmp_path)
+    code, out, report = validate(tmp_path, *args)
+    flat = " ".join(out.split())
+    assert code == expected, flat[-2000:]
+    for word in words:
+        assert word in flat, (word, flat[-2000:])
+    assert "Traceback" not in out
+    if reasons is not None:
+        assert report is not None
+        assert report["cleaning"]["quarantined_by_reason"] == reasons
+        assert report["cleaning"]["users"] == 12  # u0..u11: padded or odd forms add none
+        assert_nothing_lost(tmp_path, report)
+
+
+OPTIONS = {
+    "recommend --k 0": (["recommend", "--user", "u1", "--k", "0"], "--k must be at least 1"),
+    "batch --k 0": (["batch", "--k", "0"], "k: Input should be greater than or equal to 1"),
+    "promote --force without a reason": (["promote", "--version", "1", "--force"],
+                                         "--force needs --reason TEXT"),
+    "serve --max-body-bytes 0": (["serve", "--max-body-bytes", "0"],
+                                 "--max-body-bytes must be at least 1"),
+    "train --models ,": (["train", "--models", ","], "--models names no model"),
+    "train --models nosuch": (["train", "--models", "popularity,nosuch"],
+                              "unknown model(s) nosuch in --models"),
+    "train --k 0,10": (["train", "--k", "0,10"], "cut-offs of at least 1"),
+    "train --k ten": (["train", "--k", "ten"], "--k expects integers"),
+    "train --split weird": (["train", "--split", "weird"], "--split must be temporal, random"),
+    "train --test-fraction 1.5": (["train", "--test-fraction", "1.5"],
+                                  "test_fraction: Input should be less than 1"),
+    "train --delimiter ;;": (["train", "--delimiter", ";;"], "one character"),
+    "validate --report-json in a folder that cannot exist": (
+        ["validate", "--report-json", "/proc/no-such/report.json"], "cannot be written"),
+    "validate --output-dir under a file": (["validate", "--output-dir", "a-file/out"],
+                                           "a-file is a file); give a folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTIONS))
+def test_a_bad_option_is_refused_before_any_work(tmp_path: Path, case: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    args, words = OPTIONS[case]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    write(tmp_path / "a-file", "not a folder")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert words in " ".join(result.output.split()), result.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]  # nothing written
