@@ -54,16 +54,13 @@ def test_dask_gives_the_same_leaderboard_as_threads(prefect_api: str, mlflow_sto
     by_threads, threads_winner = run("dask-same-threads")
     on_dask = {"task_runner": "dask", "dask_address": local.scheduler_address}
     by_dask, dask_winner = run("dask-same-dask", **on_dask)
-    again, _ = run("dask-same-dask-again", **on_dask)
-    assert set(by_dask) == set(again) == set(models)
+    assert set(by_dask) == set(models)
     for model, entry in by_threads.items():
-        assert by_dask[model]["status"] == again[model]["status"] == entry["status"] == "ok"
+        assert by_dask[model]["status"] == entry["status"] == "ok"
         for part in ("validation", "test"):
             for metric, value in entry[part].items():
-                # Two Dask runs: identical. Dask against threads: the same to float noise
-                # (TensorFlow's thread pools differ between the processes).
-                assert again[model][part][metric] == pytest.approx(
-                    by_dask[model][part][metric], abs=1e-6), (model, metric)
+                # Dask against threads: the same to float noise (TensorFlow's thread pools
+                # differ between the processes).
                 assert by_dask[model][part][metric] == pytest.approx(value, rel=1e-4,
                                                                      abs=1e-6), (model,
                                                                                  metric)
