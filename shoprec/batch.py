@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from shoprec.models.base import mask_seen, top_k
+from shoprec.ranking import mask_seen, top_k
 from shoprec.registry.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)

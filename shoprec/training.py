@@ -31,6 +31,7 @@ from shoprec.models import (
 )
 from shoprec.registry.bundle import ModelBundle
 from shoprec.registry.recipe import Recipe
+from shoprec.tuning import ValidationTuner
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,9 @@ def fit_candidate(name: str, params: dict[str, Any], interactions, items: pd.Dat
     if model.max_items is not None and n_items > model.max_items:
         raise ModelSkippedError(f"{name} is limited to {model.max_items:,} items and the data "
                                 f"has {n_items:,}; skipped")
-    context = FitContext(items=items, has_ratings=has_ratings)
-    if encoded is not None:
-        context.validation_history = encoded.train
-        context.validation_relevance = encoded.validation
+    # The values the recipe leaves open are chosen on validation by the tuner.
+    tuner = ValidationTuner(encoded.train, encoded.validation) if encoded is not None else None
+    context = FitContext(items=items, has_ratings=has_ratings, tuner=tuner)
     began = time.perf_counter()
     model.fit(interactions, context)
     return model, time.perf_counter() - began

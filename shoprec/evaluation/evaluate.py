@@ -9,7 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from shoprec.evaluation.metrics import METRIC_FUNCTIONS, hits_matrix, metric_name
-from shoprec.models.base import Recommender, mask_seen, top_k
+from shoprec.models.base import Recommender
+from shoprec.ranking import mask_seen, top_k
 
 logger = logging.getLogger(__name__)
 

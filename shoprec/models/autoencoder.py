@@ -19,14 +19,9 @@ import scipy.sparse as sp
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from shoprec.errors import ModelFitError
-from shoprec.models.base import (
-    FitContext,
-    Recommender,
-    binarized,
-    check_finite,
-    select_on_validation,
-)
+from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.models.epochs import BoundedRows, train_epochs
+from shoprec.ranking import binarized
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +56,13 @@ class EASE(Recommender):
         if self.binary:
             matrix.data[:] = 1.0
         gram = (matrix.T @ matrix).toarray()
-        if self.regularization is None and context is not None \
-                and context.validation_relevance is not None:
+        if self.regularization is None and context is not None and context.tuner is not None:
             def apply(value: float) -> np.ndarray:
                 self.weights_ = self._solve(gram, value)
                 return self.weights_
 
-            self.regularization_, self.weights_ = select_on_validation(
-                self, self.regularization_grid, apply, context, "regularization")
+            self.regularization_, self.weights_ = context.tuner.select(
+                self, self.regularization_grid, apply, "regularization")
         else:
             self.regularization_ = float(self.regularization_grid[1]
                                          if self.regularization is None

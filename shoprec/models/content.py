@@ -20,13 +20,8 @@ from sklearn.preprocessing import normalize
 
 from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.features.text import ItemFeatures, item_texts
-from shoprec.models.base import (
-    FitContext,
-    Recommender,
-    check_finite,
-    select_on_validation,
-    top_k,
-)
+from shoprec.models.base import FitContext, Recommender, check_finite
+from shoprec.ranking import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +104,13 @@ class ContentRecommender(Recommender):
         self.popularity_ = (counts / counts.max() if counts.max() else counts).astype(np.float32)
         if not self.item_vectors_.nnz:
             raise ModelFitError("content: the items have no text, category or brand to use")
-        if self.popularity_smoothing is None and context.validation_relevance is not None:
+        if self.popularity_smoothing is None and context.tuner is not None:
             def apply(value: float) -> float:
                 self.smoothing_ = value
                 return value
 
-            self.smoothing_, _ = select_on_validation(self, self.smoothing_grid, apply,
-                                                      context, "popularity_smoothing")
+            self.smoothing_, _ = context.tuner.select(self, self.smoothing_grid, apply,
+                                                      "popularity_smoothing")
         else:
             self.smoothing_ = float(0.1 if self.popularity_smoothing is None
                                     else self.popularity_smoothing)

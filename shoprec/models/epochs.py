@@ -21,7 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
-from shoprec.models.base import FitContext, Recommender, binarized
+from shoprec.models.base import FitContext, Recommender
+from shoprec.ranking import binarized
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +38,6 @@ def binary_rows(interactions: sp.csr_matrix, name: str) -> tuple[sp.csr_matrix, 
     if not len(users):
         raise ModelFitError(f"{name}: no interactions to train on")
     return matrix, users
-
-
-#: Early stopping scores each epoch on at most this many validation users (seeded sample):
-#: enough to rank epochs, and an epoch's check stays cheap at any data size.
-EARLY_STOPPING_USERS = 5_000
 
 
 class BoundedRows:
@@ -105,44 +101,29 @@ def train_epochs(model: Recommender, epochs: int, patience: int,
                  run_epoch: Callable[[int], dict[str, float]],
                  get_weights: Callable[[], Any], set_weights: Callable[[Any], None],
                  context: FitContext | None) -> tuple[list[dict[str, float]], int]:
-    """Run up to ``epochs`` epochs, stopping early on validation ndcg@10.
+    """Run up to ``epochs`` epochs, stopping early when the context's tuner says so.
 
     ``run_epoch(epoch)`` trains one epoch and returns its record (losses; it raises
-    :class:`ModelFitError` on divergence). With validation data in ``context``, each epoch
-    is scored, the best epoch's weights are kept (``get_weights`` must return a copy) and
-    restored at the end, and training stops after ``patience`` epochs without improvement.
+    :class:`ModelFitError` on divergence). With a tuner in ``context``, its early-stopping
+    callback looks at each epoch (``get_weights`` must return a copy), the best epoch's
+    weights are restored at the end, and training stops after ``patience`` epochs without
+    improvement; without one, every epoch runs.
 
     Returns:
-        The per-epoch records (``epoch``, losses, ``validation_ndcg_at_10``) and the epoch
-        whose weights the model ends with.
+        The per-epoch records (``epoch``, losses, and the tuner's figures such as
+        ``validation_ndcg_at_10``) and the epoch whose weights the model ends with.
     """
-    from shoprec.evaluation.evaluate import evaluate
-    from shoprec.features.encoding import sample_users
-
-    validate = context is not None and context.validation_relevance is not None
-    if validate:
-        relevance, _ = sample_users(context.validation_relevance, EARLY_STOPPING_USERS,
-                                    np.random.default_rng(0))
-    best_score, best_weights, waited = -1.0, None, 0
+    stopper = context.tuner.early_stopping(patience) \
+        if context is not None and context.tuner is not None else None
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
         record = {"epoch": float(epoch), **run_epoch(epoch)}
-        if validate:
-            score = evaluate(model, context.validation_history, relevance,
-                             ks=(10,))["ndcg@10"]
-            record["validation_ndcg_at_10"] = score
-            if score > best_score:
-                best_score, waited, best_weights = score, 0, get_weights()
-            else:
-                waited += 1
+        stop = stopper is not None and stopper.after_epoch(model, epoch, record, get_weights)
         history.append(record)
-        if context is not None and context.progress is not None:
-            context.progress(epoch, record)
         logger.info("%s epoch %d: %s", model.name, epoch, record)
-        if validate and waited >= patience:
+        if stop:
             break
-    if best_weights is not None:
-        set_weights(best_weights)
-    best = int(np.argmax([r.get("validation_ndcg_at_10", -1) for r in history])) \
-        if validate else len(history) - 1
-    return history, best
+    if stopper is not None and stopper.best_weights is not None:
+        set_weights(stopper.best_weights)
+        return history, stopper.best_epoch
+    return history, len(history) - 1

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from shoprec.errors import ModelFitError, ModelSkippedError
-from shoprec.models.base import FitContext, Recommender, check_finite, select_on_validation
+from shoprec.models.base import FitContext, Recommender, check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ class ImplicitALS(Recommender):
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> ImplicitALS:
         """Run ALS on the weighted matrix, choosing the penalty on validation if asked."""
-        if self.regularization is None and context is not None \
-                and context.validation_relevance is not None:
+        if self.regularization is None and context is not None and context.tuner is not None:
             def apply(value: float) -> tuple[np.ndarray, np.ndarray]:
                 self.regularization_ = value
                 self.item_factors_, self.user_factors_ = self._solve(interactions, value)
@@ -66,8 +65,7 @@ class ImplicitALS(Recommender):
                 return self.item_factors_, self.user_factors_
 
             self.regularization_, (self.item_factors_, self.user_factors_) = \
-                select_on_validation(self, self.regularization_grid, apply, context,
-                                     "regularization")
+                context.tuner.select(self, self.regularization_grid, apply, "regularization")
         else:
             self.regularization_ = float(10.0 if self.regularization is None
                                          else self.regularization)

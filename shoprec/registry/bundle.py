@@ -19,9 +19,10 @@ import scipy.sparse as sp
 from shoprec.data.schema import canonical_id
 from shoprec.features.idmap import IdMap
 from shoprec.models import load_model
-from shoprec.models.base import Recommender, top_k
+from shoprec.models.base import Recommender
 from shoprec.models.content import ContentRecommender
 from shoprec.models.popularity import Popularity
+from shoprec.ranking import top_k
 
 logger = logging.getLogger(__name__)
 

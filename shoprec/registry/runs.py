@@ -147,8 +147,9 @@ def discard_unfinished_models(experiment_id: str, run_id: str | None = None) -> 
 
     A model is uploaded before it is registered and marked READY before registration, so a
     run stopped or killed during the upload (or whose tracking server went away) leaves a
-    partial model folder that no version points at, in status PENDING or FAILED. Only models of runs that are no longer running are touched
-    (a live run may be uploading right now), unless ``run_id`` names the caller's own run.
+    partial model folder that no version points at, in status PENDING or FAILED. Only
+    models of runs that are no longer running are touched (a live run may be uploading
+    right now), unless ``run_id`` names the caller's own run.
 
     Args:
         experiment_id: The experiment to sweep.
@@ -157,9 +158,8 @@ def discard_unfinished_models(experiment_id: str, run_id: str | None = None) -> 
     Returns:
         The ids of the models discarded.
     """
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     from mlflow.entities import LoggedModelStatus
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     client = tracking.client()
     # Status is filtered here, not in the query: a SQL store keeps it as a number, and a

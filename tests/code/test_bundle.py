@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from shoprec.features.idmap import IdMap
 from shoprec.models import ImplicitALS, Popularity
-from shoprec.models.base import top_k
+from shoprec.ranking import top_k
 from shoprec.registry.bundle import RECENT_ITEM_WEIGHT, ModelBundle
 
 

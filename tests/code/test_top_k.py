@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shoprec.models.base import top_k
+from shoprec.ranking import top_k
 
 
 @pytest.mark.parametrize("n_items", [5, 700, 2561, 10_000])

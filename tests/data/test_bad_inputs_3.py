@@ -5,8 +5,8 @@ reasons, with every row accounted for (clean + quarantined = read)."""
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
@@ -97,8 +97,9 @@ FILES: dict[str, tuple[Callable[[Path], list[str]], int, list[str], dict[str, in
                                                  ";;"], 2, ["one character"], None),
     "a tab written as backslash-t": (lambda t: [*_csv(t, canonical_csv().replace(",", "\t")),
                                                 "--delimiter", "\\t"], 0, [], {}),
-    "an unknown timestamp unit": (lambda t: [*_csv(t, canonical_csv()), "--timestamp-unit",
-                                             "years"], 2, ["timestamp_unit", "'s', 'ms' or 'us'"], None),
+    "an unknown timestamp unit": (
+        lambda t: [*_csv(t, canonical_csv()), "--timestamp-unit", "years"], 2,
+        ["timestamp_unit", "'s', 'ms' or 'us'"], None),
     "negative --min-users": (lambda t: [*_csv(t, canonical_csv()), "--min-users", "-2"],
                              2, ["min_users"], None),
     "Parquet with epoch-second timestamps": (lambda t: _parquet(t, lambda f: f.assign(

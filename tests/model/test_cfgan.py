@@ -11,6 +11,7 @@ from shoprec.evaluation import evaluate
 from shoprec.models import CFGAN, FitContext, Popularity
 from shoprec.pipeline import prepare
 from shoprec.training import failed_result
+from shoprec.tuning import ValidationTuner
 from tests.model.contract import RecommenderContract, block_matrix
 
 TINY = dict(generator_hidden=[8], discriminator_hidden=[4], epochs=3, batch_size=4, seed=1)
@@ -28,8 +29,7 @@ def planted(synthetic_dir):
 
 
 def test_beats_popularity_on_planted_data(planted) -> None:
-    context = FitContext(validation_history=planted.train,
-                         validation_relevance=planted.validation)
+    context = FitContext(tuner=ValidationTuner(planted.train, planted.validation))
     model = CFGAN(epochs=40, seed=2).fit(planted.train, context)
     result = evaluate(model, planted.test_history, planted.test)
     pop = evaluate(Popularity().fit(planted.train), planted.test_history, planted.test)

@@ -14,6 +14,7 @@ from shoprec.evaluation import evaluate
 from shoprec.features import item_frame
 from shoprec.models import ContentRecommender, FitContext, Popularity
 from shoprec.pipeline import prepare
+from shoprec.tuning import ValidationTuner
 from tests.model.contract import RecommenderContract, block_items, block_matrix
 
 
@@ -53,8 +54,7 @@ def planted(synthetic_dir: Path):
 def test_content_beats_popularity_on_planted_data(planted) -> None:
     prepared, items = planted
     encoded = prepared.encoded
-    context = FitContext(items=items, validation_history=encoded.train,
-                         validation_relevance=encoded.validation)
+    context = FitContext(items=items, tuner=ValidationTuner(encoded.train, encoded.validation))
     model = ContentRecommender().fit(encoded.train, context)
     assert model.smoothing_ in model.smoothing_grid
     content = evaluate(model, encoded.test_history, encoded.test)
@@ -157,8 +157,8 @@ def test_embedded_scoring_learns_and_round_trips(planted, tmp_path: Path,
     encoded = prepared.encoded
     monkeypatch.setattr(ContentRecommender, "dense_similarity_items", 10)
     model = ContentRecommender(embedding_dims=16).fit(
-        encoded.train, FitContext(items=items, validation_history=encoded.train,
-                                  validation_relevance=encoded.validation))
+        encoded.train,
+        FitContext(items=items, tuner=ValidationTuner(encoded.train, encoded.validation)))
     assert model.embeddings_.shape == (encoded.shape[1], 16)
     content = evaluate(model, encoded.test_history, encoded.test)
     pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)

@@ -12,6 +12,7 @@ from shoprec.evaluation import evaluate
 from shoprec.models import EASE, FitContext, Popularity
 from shoprec.pipeline import prepare
 from shoprec.training import failed_result, fit_candidate
+from shoprec.tuning import ValidationTuner
 from tests.model.contract import RecommenderContract, block_matrix
 
 
@@ -36,8 +37,8 @@ def test_ease_beats_popularity_on_planted_data(synthetic_dir) -> None:
     prepared = prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet")),
                        split_config=SplitConfig(test_days=20, validation_days=20))
     encoded = prepared.encoded
-    model = EASE().fit(encoded.train, FitContext(validation_history=encoded.train,
-                                                 validation_relevance=encoded.validation))
+    tuner = ValidationTuner(encoded.train, encoded.validation)
+    model = EASE().fit(encoded.train, FitContext(tuner=tuner))
     assert model.regularization_ in model.regularization_grid
     ease = evaluate(model, encoded.test_history, encoded.test)
     pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)

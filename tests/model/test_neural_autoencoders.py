@@ -9,6 +9,7 @@ from shoprec.config import DataConfig, SplitConfig
 from shoprec.evaluation import evaluate
 from shoprec.models import FitContext, MultDAE, MultVAE, Popularity
 from shoprec.pipeline import prepare
+from shoprec.tuning import ValidationTuner
 from tests.model.contract import RecommenderContract, block_matrix
 
 TINY = dict(hidden=16, latent=4, epochs=3, batch_size=4, seed=1)
@@ -32,8 +33,7 @@ def planted(synthetic_dir):
 
 @pytest.mark.parametrize("model_class", [MultVAE, MultDAE])
 def test_beats_popularity_on_planted_data(planted, model_class) -> None:
-    context = FitContext(validation_history=planted.train,
-                         validation_relevance=planted.validation)
+    context = FitContext(tuner=ValidationTuner(planted.train, planted.validation))
     model = model_class(epochs=30, seed=2).fit(planted.train, context)
     result = evaluate(model, planted.test_history, planted.test)
     pop = evaluate(Popularity().fit(planted.train), planted.test_history, planted.test)
@@ -59,8 +59,7 @@ def test_bounded_training_samples_shoppers_and_keeps_a_vocabulary(planted, tmp_p
     """At scale the networks train on a sample of shoppers over the most-interacted items;
     every shopper is still scored from their own row, and the model still learns."""
     n_users, n_items = planted.train.shape
-    context = FitContext(validation_history=planted.train,
-                         validation_relevance=planted.validation)
+    context = FitContext(tuner=ValidationTuner(planted.train, planted.validation))
     model = MultDAE(epochs=30, seed=2, train_users=n_users // 2,
                     vocabulary=n_items - 30).fit(planted.train, context)
     counts = np.bincount(planted.train.indices, minlength=n_items)

@@ -10,6 +10,7 @@ from shoprec.config import DataConfig, SplitConfig
 from shoprec.evaluation import evaluate
 from shoprec.models import FitContext, ImplicitALS, Popularity
 from shoprec.pipeline import prepare
+from shoprec.tuning import ValidationTuner
 from tests.model.contract import RecommenderContract, block_matrix
 
 
@@ -39,8 +40,7 @@ def test_popularity_ranks_by_distinct_users() -> None:
 
 def test_mf_beats_popularity_on_planted_data(planted) -> None:
     encoded = planted.encoded
-    context = FitContext(validation_history=encoded.train,
-                         validation_relevance=encoded.validation)
+    context = FitContext(tuner=ValidationTuner(encoded.train, encoded.validation))
     pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
     model = ImplicitALS(seed=3).fit(encoded.train, context)
     assert model.regularization_ in model.regularization_grid  # chosen on validation

@@ -1,0 +1,94 @@
+"""Ranking helpers: top-k selection, masking what a shopper already has, binary rows.
+
+Shared by the models, the evaluation and the serving engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def binarized(rows: sp.spmatrix) -> sp.csr_matrix:
+    """A float32 CSR copy of ``rows`` with every stored value set to 1.
+
+    Always a new matrix: ``csr_matrix(x, dtype=...)`` shares ``x``'s arrays when nothing
+    needs converting, so setting ``.data`` on it would rewrite the caller's matrix (the
+    training matrix every other candidate reads).
+    """
+    rows = sp.csr_matrix(rows)
+    return sp.csr_matrix((np.ones(len(rows.data), dtype=np.float32), rows.indices.copy(),
+                          rows.indptr.copy()), shape=rows.shape)
+
+
+def mask_seen(scores: np.ndarray, user_rows: sp.csr_matrix) -> None:
+    """Set the scores of items present in each row to ``-inf``, in place."""
+    rows = np.repeat(np.arange(user_rows.shape[0]), np.diff(user_rows.indptr))
+    scores[rows, user_rows.indices] = -np.inf
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the ``k`` best entries of each row, best first.
+
+    Exact. Wide rows go through a threshold first (see :func:`_top_k_by_threshold`), which
+    touches each score about twice instead of running a selection over the whole row;
+    narrow ones use ``argpartition``. Rows are processed in slices of a few hundred so the
+    working set stays in cache.
+    """
+    n_rows, n_items = scores.shape
+    k_eff = min(k, n_items)
+    indices = np.empty((n_rows, k_eff), dtype=np.int64)
+    values = np.empty((n_rows, k_eff), dtype=np.float32)
+    wide = n_items >= _BLOCK * 4 * max(k_eff, 1)
+    for start in range(0, n_rows, _ROWS_PER_SLICE):
+        part = scores[start:start + _ROWS_PER_SLICE]
+        pick = _top_k_by_threshold if wide else _top_k_by_partition
+        indices[start:start + len(part)], values[start:start + len(part)] = pick(part, k_eff)
+    indices = np.where(np.isfinite(values), indices, -1)
+    if k_eff < k:
+        pad = k - k_eff
+        indices = np.pad(indices, ((0, 0), (0, pad)), constant_values=-1)
+        values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return indices, values
+
+
+#: Rows per slice of :func:`top_k`, and the block width of its threshold.
+_ROWS_PER_SLICE, _BLOCK = 256, 64
+
+
+def _top_k_by_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    return (np.take_along_axis(part, order, axis=1),
+            np.take_along_axis(part_scores, order, axis=1).astype(np.float32))
+
+
+def _top_k_by_threshold(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``k`` via a lower bound on each row's k-th largest score.
+
+    The items are split into disjoint groups; the maxima of ``k`` groups are ``k``
+    distinct entries, so the k-th largest group maximum is at most the row's k-th largest
+    score: every top-k entry is at least that threshold, and usually only a handful of
+    entries are. Those candidates alone are sorted. A group is every ``groups``-th item
+    (a strided view: the maxima come from one vectorised pass).
+    """
+    n_rows, n_items = scores.shape
+    groups = n_items // _BLOCK
+    maxima = scores[:, : groups * _BLOCK].reshape(n_rows, _BLOCK, groups).max(axis=1)
+    if groups * _BLOCK < n_items:
+        maxima = np.concatenate([maxima, scores[:, groups * _BLOCK:].max(axis=1,
+                                                                          keepdims=True)], 1)
+    threshold = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
+    flat = np.flatnonzero(scores >= threshold[:, None])
+    rows, cols = np.divmod(flat, n_items)
+    found = scores[rows, cols]
+    order = np.lexsort((cols, -found, rows))  # by row, best first, ties by index
+    rows, cols, found = rows[order], cols[order], found[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    keep = rank < k
+    indices = np.full((n_rows, k), -1, dtype=np.int64)
+    values = np.full((n_rows, k), -np.inf, dtype=np.float32)
+    indices[rows[keep], rank[keep]] = cols[keep]
+    values[rows[keep], rank[keep]] = found[keep]
+    return indices, values
