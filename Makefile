@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check shoprec tasks flows tests benchmarks
+	$(BIN)/ruff check shoprec cli tasks flows tests benchmarks deployments
 
 clean:
 	rm -rf runs mlruns mlflow.db .pytest_cache

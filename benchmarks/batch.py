@@ -55,7 +55,7 @@ def main() -> None:
         env = {**os.environ, "PREFECT_LOCAL_STORAGE_PATH": f"{tmp}/prefect"}
         env.pop("PREFECT_API_URL", None)
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "shoprec.cli", "batch", "--registered-model-name",
+        subprocess.run([sys.executable, "-m", "shoprec_cli", "batch", "--registered-model-name",
                         MODEL_NAME, "--output-dir", f"{tmp}/flow", "--k", str(args.k)],
                        check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)

@@ -35,7 +35,7 @@ def ensure_champion(workdir: Path, users: int, items: int, interactions: int,
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "PREFECT_LOCAL_STORAGE_PATH": str(workdir / "prefect-storage")}
     env.pop("PREFECT_API_URL", None)
-    shoprec = [sys.executable, "-m", "shoprec.cli"]
+    shoprec = [sys.executable, "-m", "shoprec_cli"]
     subprocess.run([*shoprec, "generate", "--users", str(users), "--items", str(items),
                     "--interactions", str(interactions), "--seed", str(seed), "--out",
                     str(data)], check=True, cwd=ROOT, env=env)

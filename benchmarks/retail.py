@@ -31,8 +31,8 @@ def child(args: argparse.Namespace) -> None:
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from shoprec_flows.training import training_pipeline
 
-    from flows.training import training_pipeline
     from shoprec.config import DataConfig, SplitConfig, TrainingConfig
     from shoprec.runtime import apply_runtime_defaults
 

@@ -49,7 +49,7 @@ def main() -> None:
             users, items = size // 20, size // 200
             data = Path(tmp) / f"syn{size}"
             gen_seconds, gen_gb = _timed([
-                sys.executable, "-m", "shoprec.cli", "generate", "--users", str(users),
+                sys.executable, "-m", "shoprec_cli", "generate", "--users", str(users),
                 "--items", str(items), "--interactions", str(size), "--seed", "1",
                 "--out", str(data)])
             out = Path(tmp) / f"run{size}.json"

@@ -139,7 +139,7 @@ def main() -> None:
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     server = subprocess.Popen(
-        [sys.executable, "-m", "shoprec.cli", "serve", "--port", str(port),
+        [sys.executable, "-m", "shoprec_cli", "serve", "--port", str(port),
          "--registered-model-name", MODEL_NAME, "--workers", str(args.workers),
          *(["--mlflow-server"] if args.mlflow_server else [])],
         cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,

@@ -36,9 +36,8 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
         dask_address: Train training-nightly's candidates on this Dask scheduler.
     """
     from prefect.schedules import Cron
-
-    from flows.operations import batch_recommendations, promote_model, rollback_model
-    from flows.training import training_pipeline
+    from shoprec_flows.operations import batch_recommendations, promote_model, rollback_model
+    from shoprec_flows.training import training_pipeline
 
     data = {"interactions": dataset, "format": fmt, "items": items}
     training = ({"task_runner": "dask", "dask_address": dask_address} if dask_address

@@ -8,8 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
+from shoprec_flows.preparation import prepare_data
+from shoprec_tasks.operations import (
+    apply_promotion,
+    compare_with_champion,
+    load_model,
+    rollback,
+    write_batch,
+)
 
-from flows.preparation import prepare_data
 from shoprec.config import (
     BatchConfig,
     CleaningConfig,
@@ -20,13 +27,6 @@ from shoprec.config import (
 )
 from shoprec.registry.publish import DEFAULT_MODEL_NAME
 from shoprec.runtime import apply_runtime_defaults
-from tasks.operations import (
-    apply_promotion,
-    compare_with_champion,
-    load_model,
-    rollback,
-    write_batch,
-)
 
 
 @flow(name="shoprec-promote-model", log_prints=True)

@@ -3,9 +3,7 @@ clean and quarantine -> validate clean -> split -> encode, every step a cached t
 
 from __future__ import annotations
 
-from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
-from shoprec.pipeline import PreparedRun
-from tasks.data import (
+from shoprec_tasks.data import (
     chain_key,
     clean_data,
     encode_data,
@@ -17,6 +15,9 @@ from tasks.data import (
     validate_raw_data,
     write_quarantine,
 )
+
+from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
+from shoprec.pipeline import PreparedRun
 
 
 def prepare_data(data: DataConfig, cleaning: CleaningConfig, split: SplitConfig,

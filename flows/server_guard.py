@@ -65,7 +65,7 @@ def _guarded_uvicorn_command(self: Any) -> subprocess.Popen[Any]:
     }
     return subprocess.Popen(
         args=[sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
-              "--factory", "flows.server_guard:create_app", "--host", "127.0.0.1",
+              "--factory", "shoprec_flows.server_guard:create_app", "--host", "127.0.0.1",
               "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
         env=environment)
 

@@ -13,10 +13,21 @@ from prefect import flow
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from shoprec_flows.preparation import prepare_data
+from shoprec_flows.runners import candidate_runner, threads_per_candidate
+from shoprec_tasks.training import (
+    find_champion,
+    log_artifacts,
+    log_candidates,
+    publish_model,
+    refit_winner,
+    report_artifacts,
+    start_mlflow_run,
+    train_candidate,
+    train_champion_recipe,
+)
 from threadpoolctl import threadpool_limits
 
-from flows.preparation import prepare_data
-from flows.runners import candidate_runner, threads_per_candidate
 from shoprec.config import (
     CleaningConfig,
     DataConfig,
@@ -39,17 +50,6 @@ from shoprec.training import (
     leaderboard_frame,
     model_params,
     select_winner,
-)
-from tasks.training import (
-    find_champion,
-    log_artifacts,
-    log_candidates,
-    publish_model,
-    refit_winner,
-    report_artifacts,
-    start_mlflow_run,
-    train_candidate,
-    train_champion_recipe,
 )
 
 logger = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from shoprec_tasks.data import transient_io
 
 from shoprec.batch import BatchResult, write_recommendations
 from shoprec.config import BatchConfig, PromotionConfig
@@ -16,7 +17,6 @@ from shoprec.features import item_frame
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import promotion
 from shoprec.registry.bundle import ModelBundle
-from tasks.data import transient_io
 
 PROMOTION_KEY = "shoprec-promotion"
 ROLLBACK_KEY = "shoprec-rollback"

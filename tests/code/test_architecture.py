@@ -47,3 +47,24 @@ def test_importing_a_family_loads_no_evaluation(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_core_never_imports_the_orchestration_or_the_command_line() -> None:
+    forbidden = ("prefect", "prefect_dask", "flows", "tasks", "shoprec_flows", "shoprec_tasks",
+                 "shoprec_cli", "typer")
+    assert _offending(CORE, forbidden) == {}
+
+
+def test_tasks_never_import_flows_or_the_command_line() -> None:
+    tasks = CORE.parent / "tasks"
+    assert _offending(tasks, ("flows", "shoprec_flows", "shoprec_cli")) == {}
+
+
+def test_every_core_package_is_installed() -> None:
+    import tomllib
+
+    project = tomllib.loads((CORE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(project["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(CORE.parent).parts)
+             for path in CORE.rglob("__init__.py")}
+    assert found - listed == set(), "add them to [tool.setuptools] packages"

@@ -16,7 +16,7 @@ MODELS = ["popularity", "mf", "content", "ease"]
 
 
 def _run(synthetic_dir: Path, tmp_path: Path, training: TrainingConfig) -> dict:
-    from flows.training import training_pipeline
+    from shoprec_flows.training import training_pipeline
 
     return training_pipeline(
         data=DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),

@@ -134,8 +134,9 @@ def test_the_registry_client_retries_a_bounded_number_of_times(
 def test_persisted_results_are_private_and_keyed_to_the_code(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
+    from shoprec_tasks.data import _by_key
+
     from shoprec.runtime import code_version, private_folder
-    from tasks.data import _by_key
 
     shared = tmp_path / "storage"
     shared.mkdir(mode=0o755)
@@ -233,7 +234,7 @@ import time
 from shoprec.runtime import apply_runtime_defaults
 
 apply_runtime_defaults()  # what the CLI does first, before Prefect reads its settings
-from flows.server_guard import guard_temporary_servers
+from shoprec_flows.server_guard import guard_temporary_servers
 from prefect.client.orchestration import get_client
 from prefect.server.api.server import SubprocessASGIServer
 

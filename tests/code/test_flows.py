@@ -47,7 +47,7 @@ async def _error_logs(flow_run_id: str) -> list:
 
 
 def run_flow(synthetic_dir: Path, tmp_path: Path, training: TrainingConfig) -> dict:
-    from flows.training import training_pipeline
+    from shoprec_flows.training import training_pipeline
 
     return training_pipeline(
         data=DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
@@ -197,8 +197,7 @@ def test_rejected_data_fails_before_training_and_leaves_the_registry(
         env: str, tmp_path: Path) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-
-    from flows.training import training_pipeline
+    from shoprec_flows.training import training_pipeline
 
     path = write(tmp_path / "x.csv", canonical_csv(n_users=3))
     with pytest.raises(DataValidationError, match="too few users"):

@@ -42,7 +42,8 @@ def registered(prefect_api: str, mlflow_store: str, synthetic_dir: Path,
                tmp_path_factory: pytest.TempPathFactory) -> str:
     """Version 1 (mf wins, champion) and version 2 (popularity only, challenger); the alias
     ``serving`` pins version 1 for the batch and HTTP tests, whatever promotion does."""
-    from flows.training import training_pipeline
+    from shoprec_flows.training import training_pipeline
+
     from shoprec.registry import tracking
 
     out = tmp_path_factory.mktemp("ops")
@@ -70,7 +71,8 @@ async def _artifacts(key: str) -> list:
 
 def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restores(
         registered: str, synthetic_dir: Path) -> None:
-    from flows.operations import promote_model, rollback_model
+    from shoprec_flows.operations import promote_model, rollback_model
+
     from shoprec.registry import tracking
 
     client = tracking.client()
@@ -127,7 +129,7 @@ def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restore
 
 def test_batch_recommendations_write_every_known_user(registered: str, synthetic_dir: Path,
                                                       tmp_path: Path) -> None:
-    from flows.operations import batch_recommendations
+    from shoprec_flows.operations import batch_recommendations
 
     result = batch_recommendations(batch=BatchConfig(
         registered_model_name=NAME, alias="serving", output_dir=str(tmp_path), k=5,
@@ -177,7 +179,7 @@ def _stop(process: subprocess.Popen) -> None:
 def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path) -> None:
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "shoprec.cli", "serve", "--port", str(port), "--alias",
+        [sys.executable, "-m", "shoprec_cli", "serve", "--port", str(port), "--alias",
          "serving", "--registered-model-name", NAME, "--workers", "2"],
         cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -390,7 +392,7 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(registered: str) -> None:
 def test_cli_promote_refuses_with_exit_4_and_rollback_without_previous_exits_2(
         registered: str, synthetic_dir: Path) -> None:
     def shoprec(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "shoprec.cli", *args,
+        return subprocess.run([sys.executable, "-m", "shoprec_cli", *args,
                                "--registered-model-name", NAME], cwd=ROOT,
                               capture_output=True, text=True, timeout=600)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from shoprec_cli.app import app
 from typer.testing import CliRunner
 
-from shoprec.cli import app
 from tests.helpers import canonical_csv, retail_csv, write
 
 runner = CliRunner()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from shoprec_cli.app import app
 from typer.testing import CliRunner
 
-from shoprec.cli import app
 from tests.data.test_bad_inputs import assert_nothing_lost, validate
 from tests.helpers import canonical_csv, write
 

@@ -362,7 +362,7 @@ def _before_flows() -> None:
     """What every command that runs a flow needs first: quiet tracebacks, and a temporary
     Prefect server (when no PREFECT_API_URL is set) that stops by itself if this process is
     killed outright."""
-    from flows.server_guard import guard_temporary_servers
+    from shoprec_flows.server_guard import guard_temporary_servers
 
     _quiet_tracebacks()
     guard_temporary_servers()
@@ -550,7 +550,7 @@ def train(
     _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
-    from flows.training import training_pipeline
+    from shoprec_flows.training import training_pipeline
 
     _before_flows()
 
@@ -682,7 +682,7 @@ def promote(
 
     tracking.require_store()
     resolve_candidate(model_name, version)
-    from flows.operations import promote_model
+    from shoprec_flows.operations import promote_model
 
     _before_flows()
 
@@ -711,7 +711,7 @@ def rollback(
     if alias_version(model_name, PREVIOUS_CHAMPION) is None:
         raise PromotionError(f"{model_name} has no '{PREVIOUS_CHAMPION}' alias: nothing to roll "
                              "back to (it is set when a promotion replaces a champion)")
-    from flows.operations import rollback_model
+    from shoprec_flows.operations import rollback_model
 
     _before_flows()
 
@@ -743,7 +743,7 @@ def batch(
         raise ConfigError(f"no version of {model_name!r} has the alias {alias!r}; run "
                           "`shoprec train` first")
     _writable_dir(Path(output_dir), "--output-dir")
-    from flows.operations import batch_recommendations
+    from shoprec_flows.operations import batch_recommendations
 
     _before_flows()
 
@@ -842,7 +842,7 @@ def _exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        from flows.shutdown import stop_temporary_servers
+        from shoprec_flows.shutdown import stop_temporary_servers
 
         stop_temporary_servers()
     finally:
