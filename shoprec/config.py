@@ -18,14 +18,15 @@ Format = Literal["generic", "online-retail", "movielens"]
 SplitMethod = Literal["temporal", "random", "leave-last"]
 
 
-def repo_root() -> Path:
-    """Return the project's root folder (the one holding ``data/sample``)."""
-    return Path(__file__).resolve().parents[1]
-
-
 def bundled_sample_path() -> Path:
-    """Return the path of the bundled sample: a slice of the UCI Online Retail data."""
-    return repo_root() / "data" / "sample" / "online_retail_sample.csv.gz"
+    """Return the path of the bundled sample: a slice of the UCI Online Retail data.
+
+    It is package data (``shoprec_sample``), found the same way in a checkout and in an
+    installed wheel.
+    """
+    from importlib.resources import files
+
+    return Path(str(files("shoprec_sample") / "online_retail_sample.csv.gz"))
 
 
 class _Model(BaseModel):

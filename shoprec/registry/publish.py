@@ -9,7 +9,7 @@ champion becomes ``previous-champion`` and both moves are logged like a promotio
 
 from __future__ import annotations
 
-import importlib.metadata
+import json
 import logging
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-from shoprec.config import repo_root
 from shoprec.registry import runs, tracking
 from shoprec.registry.aliases import (
     CHALLENGER,
@@ -29,13 +28,14 @@ from shoprec.registry.aliases import (
     now,
 )
 from shoprec.registry.recipe import ChampionReference
+from shoprec.registry.requirements import model_requirements
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "shoprec-recommender"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
-_REQUIREMENTS = ("numpy", "scipy", "pandas", "pyarrow", "implicit", "threadpoolctl",
-                 "scikit-learn", "mlflow")
+#: The shoprec package folder, copied into every registered model (MLflow code_paths).
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -174,21 +174,24 @@ def signature_and_example(user_id: str, item_ids: list[str], query: str = ""):
 def git_commit() -> str:
     """The project's git commit, or ``unknown`` outside a checkout."""
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True,
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True,
                               text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
-def _requirements() -> list[str]:
-    found = []
-    for package in _REQUIREMENTS:
-        try:
-            found.append(f"{package}=={importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+def bundle_requirements(bundle_dir: str | Path) -> list[str]:
+    """The pip requirements of the bundle's models: the winner, its popularity fallback and
+    the search model when there is one (see :mod:`shoprec.registry.requirements`)."""
+    from shoprec.models import CANDIDATES, ContentRecommender, Popularity
+
+    folder = Path(bundle_dir)
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    classes = [CANDIDATES[meta["model"]], Popularity]
+    if (folder / "search").exists():
+        classes.append(ContentRecommender)
+    return model_requirements(classes)
 
 
 def _discard_partial_upload(run_id: str) -> None:
@@ -283,10 +286,10 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
                 name="model",
                 python_model=str(PYFUNC_FILE),
                 artifacts={"bundle": str(bundle_dir)},
-                code_paths=[str(repo_root() / "shoprec")],
+                code_paths=[str(PACKAGE_DIR)],
                 signature=signature,
                 input_example=example,
-                pip_requirements=_requirements(),
+                pip_requirements=bundle_requirements(bundle_dir),
                 registered_model_name=name,
             )
     except BaseException:  # Ctrl-C, SIGTERM or a server gone during the upload

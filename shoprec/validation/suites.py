@@ -11,7 +11,6 @@ from typing import Any
 
 import pandas as pd
 
-from shoprec.config import repo_root
 from shoprec.validation.report import ExpectationOutcome
 
 logger = logging.getLogger(__name__)
@@ -22,7 +21,11 @@ MAX_EXAMPLES = 5
 
 def suites_dir() -> Path:
     """Return the folder holding the suite JSON files."""
-    return repo_root() / "expectations"
+    from importlib.resources import files
+
+    # Package data (``shoprec_expectations``): the repository's expectations/ folder in a
+    # checkout, the installed copy in a wheel.
+    return Path(str(files("shoprec_expectations")))
 
 
 @cache

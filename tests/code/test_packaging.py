@@ -1,0 +1,95 @@
+"""A package that installs anywhere: the wheel built from the repository, installed
+outside it, validates and trains from any folder (suites and sample are package data), and
+each family's model names what it needs to be served."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from shoprec.models import CANDIDATES, Popularity
+
+ROOT = Path(__file__).resolve().parents[2]
+NEURAL = {"vae", "dae", "cfgan"}
+
+
+@pytest.mark.parametrize("name", list(CANDIDATES))
+def test_each_familys_requirements_name_what_it_imports(name: str) -> None:
+    from shoprec.registry.requirements import model_requirements
+
+    names = {line.split("==")[0].lower().replace("_", "-")
+             for line in model_requirements([CANDIDATES[name], Popularity])}
+    assert {"numpy", "scipy", "pandas", "mlflow"} <= names
+    assert ("tensorflow-cpu" in names or "tensorflow" in names) == (name in NEURAL)
+    assert ("keras" in names) == (name in NEURAL)
+    assert ("implicit" in names) == (name == "mf")
+    assert "shoprec" not in names
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy of the project's files: setuptools builds in the source folder, and
+    # a stale build/ there could hand old modules to the wheel.
+    source = tmp_path_factory.mktemp("source")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in listed.splitlines():
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "--quiet", "--wheel-dir", str(out), str(source)], check=True, timeout=300,
+                   capture_output=True)
+    return next(out.glob("shoprec-*.whl"))
+
+
+def test_the_wheel_holds_the_suites_and_the_sample_and_no_generic_packages(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(
+        (".dist-info", ".data"))}
+    assert tops == {"shoprec", "shoprec_flows", "shoprec_tasks", "shoprec_cli",
+                    "shoprec_expectations", "shoprec_sample"}
+    assert "shoprec_expectations/raw_interactions.json" in names
+    assert "shoprec_sample/online_retail_sample.csv.gz" in names
+
+
+@pytest.mark.integration
+def test_the_installed_wheel_validates_and_trains_from_any_folder(wheel: Path,
+                                                                  tmp_path: Path) -> None:
+    """Installed with pip into a folder of its own and run with the dependencies of this
+    environment but not its editable checkout (no .pth files: ``-S``), from a folder that
+    is not the repository."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",
+                    "--target", str(target), str(wheel)], check=True, timeout=300,
+                   capture_output=True)
+    dependencies = sysconfig.get_paths()["purelib"]
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+           "PYTHONPATH": os.pathsep.join([str(target), dependencies]),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    where = tmp_path / "anywhere"
+    where.mkdir()
+
+    def shoprec(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-S", "-m", "shoprec_cli", *args], cwd=where,
+                              env=env, capture_output=True, text=True, timeout=600,
+                              check=False)
+
+    located = subprocess.run([sys.executable, "-S", "-c",
+                              "import shoprec; print(shoprec.__file__)"],
+                             cwd=where, env=env, capture_output=True, text=True, check=True)
+    assert located.stdout.startswith(str(target)), located.stdout  # not the checkout
+    done = shoprec("validate")  # the bundled sample and the suites, from the package
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "valid in" in done.stdout
+    done = shoprec("train", "--models", "popularity,ease", "--summary-json", "summary.json")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (where / "summary.json").exists()
