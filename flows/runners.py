@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from threadpoolctl import threadpool_limits
 
 from shoprec.config import TrainingConfig
+from shoprec.training import CandidateJob, CandidateResult, job_result, submission_order
 
 
 def parallel_candidates(config: TrainingConfig, extra: int = 0) -> int:
@@ -69,3 +71,33 @@ def candidate_runner(config: TrainingConfig, extra: int = 0) -> Iterator[tuple[T
             runner.__exit__(*sys.exc_info())
             raise
         runner.__exit__(None, None, None)
+
+
+def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
+                   config: TrainingConfig, threads: int) -> list[CandidateResult]:
+    """Run every training job as its own task, all submitted at once; return their rows in
+    leaderboard order (a job that failed, or was lost with its worker, gets a failed row).
+    """
+    from shoprec_tasks.training import train_candidate, train_champion_recipe
+
+    extra = sum(job.recipe is not None for job in jobs)
+    futures = {}
+    with threadpool_limits(threads), candidate_runner(config, extra) as (runner, share):
+        inputs = {"encoded": share(encoded), "items": share(items), "ks": config.ks,
+                  "threads": threads}
+        for job in submission_order(jobs):
+            if job.recipe is not None:
+                futures[job.label] = runner.submit(train_champion_recipe,
+                                                   {**inputs, "recipe": job.recipe})
+            else:
+                futures[job.label] = runner.submit(train_candidate, {
+                    **inputs, "name": job.candidate, "params": job.params})
+        return [job_result(job, _wait(futures[job.label])) for job in jobs]
+
+
+def _wait(future: Any) -> Any:
+    """A task's result, or the exception that lost it (a dead Dask worker raises here)."""
+    try:
+        return future.result(raise_on_failure=False)
+    except Exception as exc:  # noqa: BLE001 - recorded as the candidate's failure
+        return exc

@@ -18,7 +18,7 @@ import pandas as pd
 from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
 from shoprec.errors import ModelFitError, ModelSkippedError
-from shoprec.evaluation import evaluate, rmse
+from shoprec.evaluation import evaluate, mlflow_name, rmse
 from shoprec.features import IdMap, event_weights, interaction_matrix, item_frame
 from shoprec.features.encoding import EncodedSplit
 from shoprec.models import (
@@ -30,7 +30,8 @@ from shoprec.models import (
     make_model,
 )
 from shoprec.registry.bundle import ModelBundle
-from shoprec.registry.recipe import Recipe
+from shoprec.registry.publish import GateVerdict, gate
+from shoprec.registry.recipe import ChampionReference, Recipe
 from shoprec.tuning import ValidationTuner
 
 logger = logging.getLogger(__name__)
@@ -276,3 +277,140 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
                        titles=frame["title"].fillna("").astype(str).tolist(),
                        meta={**meta, "model": name, "family": model.family,
                              "refit_seconds": round(seconds, 3)})
+
+
+@dataclass
+class CandidateJob:
+    """One training job of a run: a candidate, or the champion's recipe retrained.
+
+    Attributes:
+        label: Its leaderboard name (``champion-recipe`` for the recipe).
+        candidate: The candidate (family member) it trains.
+        params: Hyperparameters.
+        recipe: The champion's recipe, for the reference job only.
+    """
+
+    label: str
+    candidate: str
+    params: dict[str, Any]
+    recipe: Recipe | None = None
+
+    @property
+    def slow(self) -> bool:
+        """Whether the candidate trains for minutes (the networks)."""
+        return bool(getattr(CANDIDATES.get(self.candidate), "slow_to_train", False))
+
+
+def plan_jobs(config: TrainingConfig, recipe: Recipe | None, threads: int) -> list[CandidateJob]:
+    """The run's training jobs in leaderboard order: every candidate, then the champion's
+    recipe when there is a champion (the gate's like-for-like reference)."""
+    jobs = [CandidateJob(name, name, model_params(name, config, threads))
+            for name in config.models]
+    if recipe is not None:
+        jobs.append(CandidateJob(CHAMPION_RECIPE, recipe.candidate, recipe.params, recipe))
+    return jobs
+
+
+def submission_order(jobs: list[CandidateJob]) -> list[CandidateJob]:
+    """Slow (neural) jobs first, so that a run does not end waiting on one of them."""
+    return sorted(jobs, key=lambda job: not job.slow)
+
+
+def job_result(job: CandidateJob, outcome: Any) -> CandidateResult:
+    """The leaderboard row of a finished job: its result, or a failed row when the job
+    raised, returned a failed state, or was lost with its worker."""
+    if isinstance(outcome, CandidateResult):
+        return outcome
+    if isinstance(outcome, BaseException):
+        error = outcome
+        if type(outcome).__module__.startswith("distributed"):
+            # Raised by Dask (no import here: the core does not depend on it).
+            error = RuntimeError(f"lost on the Dask cluster: the worker running it died or "
+                                 f"the task was cancelled ({type(outcome).__name__}: "
+                                 f"{outcome})")
+    else:
+        error = RuntimeError(f"{job.label}: {outcome}")
+    result = failed_result(job.candidate, job.params, error)
+    result.model = job.label
+    return result
+
+
+@dataclass
+class Selection:
+    """What the run decided: the winner, the gate's verdict, the recipe to register."""
+
+    winner: CandidateResult
+    verdict: GateVerdict
+    leaderboard: pd.DataFrame
+    recipe: Recipe
+
+
+def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
+                     champion: ChampionReference, weighting: WeightingConfig, cutoff: str | None,
+                     fingerprint: str, commit: str) -> Selection:
+    """Pick the best candidate on validation and judge it with the gate (on test, against
+    popularity and the champion's recipe retrained on the same split).
+
+    Raises:
+        ModelFitError: No candidate succeeded.
+    """
+    primary = config.primary_metric
+    winner = select_winner(results, primary)
+    by_name = {r.model: r for r in results if r.status == "ok"}
+    popularity = by_name["popularity"].test if "popularity" in by_name else None
+    reference = next((r for r in results if r.model == CHAMPION_RECIPE), None)
+    weights = weighting.model_dump(mode="json")
+    verdict = gate(primary, winner.test, popularity, config.gate_margin, champion,
+                   reference.test if reference and reference.status == "ok" else None,
+                   reference.error if reference else None, weights)
+    recipe = Recipe(winner.model, winner.params, weights, cutoff, fingerprint, commit)
+    return Selection(winner, verdict, leaderboard_frame(results, primary), recipe)
+
+
+def version_tags(selection: Selection, primary: str, fingerprint: str, commit: str,
+                 flow_run_id: str) -> dict[str, str]:
+    """The tags of the version a run registers: where it came from and its recipe."""
+    winner = selection.winner
+    return {"data_fingerprint": fingerprint, "git_commit": commit,
+            "prefect_flow_run_id": flow_run_id, "primary_metric": primary,
+            "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model,
+            **selection.recipe.to_tags()}
+
+
+def headline_metrics(winner: CandidateResult) -> dict[str, float]:
+    """The winner's metrics under MLflow names (``validation_ndcg_at_10`` ...)."""
+    return {**{mlflow_name(k, "validation"): v for k, v in winner.validation.items()},
+            **{mlflow_name(k, "test"): v for k, v in winner.test.items()}}
+
+
+def run_summary(data_summary: dict[str, Any], config: TrainingConfig,
+                results: list[CandidateResult], selection: Selection,
+                champion: ChampionReference,
+                registered: dict[str, Any], mlflow_run_id: str,
+                flow_run_id: str) -> dict[str, Any]:
+    """The run summary of DESIGN.md (``--summary-json``, the run report)."""
+    primary = config.primary_metric
+    return {
+        **data_summary,
+        "k": config.ks,
+        "primary_metric": primary,
+        "leaderboard": [_entry(r) for r in sorted(
+            results, key=lambda r: -r.validation.get(primary, float("-inf")))],
+        "winner": selection.winner.model,
+        "winner_test": selection.winner.test,
+        "gate": selection.verdict.to_dict(),
+        "champion_before": champion.to_dict(),
+        "recipe": selection.recipe.to_dict(),
+        "registered": registered,
+        "mlflow_run_id": mlflow_run_id,
+        "prefect_flow_run_id": flow_run_id,
+    }
+
+
+def _entry(result: CandidateResult) -> dict[str, Any]:
+    """A leaderboard entry in the summary schema of DESIGN.md."""
+    drop = {"users"}
+    return {"model": result.model, "family": result.family, "status": result.status,
+            "validation": {k: v for k, v in result.validation.items() if k not in drop},
+            "test": {k: v for k, v in result.test.items() if k not in drop},
+            "train_seconds": result.train_seconds, "error": result.error}
