@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -31,6 +31,9 @@ from shoprec.errors import (
     RegistryError,
     ShopRecError,
 )
+
+if TYPE_CHECKING:
+    from shoprec.config import DataConfig
 
 app = typer.Typer(
     name="shoprec",
@@ -177,7 +180,7 @@ def _parse_params(values: list[str] | None) -> dict[str, dict[str, Any]]:
 
 def _data_config(interactions: str | None, items: str | None, fmt: str | None,
                  mapping: list[str] | None, delimiter: str | None, encoding: str,
-                 date_format: str | None = None, timestamp_unit: str | None = None):
+                 date_format: str | None = None, timestamp_unit: str | None = None) -> DataConfig:
     from shoprec.config import DataConfig
 
     return DataConfig(interactions=interactions, items=items, format=fmt,
@@ -344,8 +347,11 @@ class _WithoutTraceback(logging.Formatter):
 
 
 def _quiet_tracebacks() -> None:
-    """Without -v, no console handler prints a traceback (Prefect's task and flow runs log
-    every exception with one); the one-line messages stay."""
+    """Keep tracebacks off the console unless -v is given.
+
+    Without -v, no console handler prints a traceback (Prefect's task and flow runs log every
+    exception with one); the one-line messages stay.
+    """
     if _VERBOSE:
         return
     loggers = [logging.getLogger(), *(logging.getLogger(name)
@@ -359,9 +365,11 @@ def _quiet_tracebacks() -> None:
 
 
 def _before_flows() -> None:
-    """What every command that runs a flow needs first: quiet tracebacks, and a temporary
-    Prefect server (when no PREFECT_API_URL is set) that stops by itself if this process is
-    killed outright."""
+    """What every command that runs a flow needs first.
+
+    Quiet tracebacks, and a temporary Prefect server (when no PREFECT_API_URL is set) that stops by
+    itself if this process is killed outright.
+    """
     from shoprec_flows.server_guard import guard_temporary_servers
 
     _quiet_tracebacks()
@@ -662,9 +670,12 @@ def promote(
         "--margin", help="Relative margin the candidate must clear over the champion.")] = 0.0,
     model_name: ModelNameOpt = "shoprec-recommender",
 ) -> None:
-    """Promote a version (default: the challenger) to champion after comparing it with the
-    current champion like for like: both recipes retrained on the latest data's training
-    split and scored on its test users (a Prefect flow)."""
+    """Promote a version (default.
+
+    The challenger) to champion after comparing it with the current champion like for like: both
+    recipes retrained on the latest data's training split and scored on its test users (a Prefect
+    flow).
+    """
     from shoprec.config import PromotionConfig, SplitConfig
 
     if force and not reason.strip():
@@ -826,8 +837,11 @@ def serve(
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM (what a process manager or a work-pool worker sends to stop a run) stops the
-    command like Ctrl-C does: the flow unwinds, its MLflow run is marked killed."""
+    """Make SIGTERM stop a command like Ctrl-C does.
+
+    SIGTERM (what a process manager or a work-pool worker sends to stop a run) stops the command
+    like Ctrl-C does: the flow unwinds, its MLflow run is marked killed.
+    """
     import signal
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -837,8 +851,11 @@ def _stop_on_sigterm() -> None:
 
 
 def _exit_now(code: int) -> None:
-    """Exit without waiting for training threads that are still running (a stopped run
-    must end within seconds), after stopping Prefect's temporary server."""
+    """Exit now, after stopping Prefect's temporary server.
+
+    Exit without waiting for training threads that are still running (a stopped run must end within
+    seconds), after stopping Prefect's temporary server.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     try:

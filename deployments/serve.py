@@ -1,4 +1,4 @@
-"""Serve every shoprec deployment, with its schedule, from this one process (no worker).
+r"""Serve every shoprec deployment, with its schedule, from this one process (no worker).
 
     .venv/bin/python deployments/serve.py                      # bundled sample, UTC schedules
     .venv/bin/python deployments/serve.py --dataset data/my_shop.parquet --format generic \\

@@ -37,9 +37,11 @@ def promote_model(
     split: SplitConfig = SplitConfig(),  # noqa: B008
     weighting: WeightingConfig = WeightingConfig(),  # noqa: B008
 ) -> dict[str, Any]:
-    """Promote a version (default: the challenger) to champion after comparing it with the
-    current champion like for like: both versions' recipes are retrained on the latest
-    data's training split and scored on its test users.
+    """Promote a version (default.
+
+    The challenger) to champion after comparing it with the current champion like for like: both
+    versions' recipes are retrained on the latest data's training split and scored on its test
+    users.
 
     A candidate worse on the primary metric is refused (the flow run fails with the report)
     unless ``promotion.force`` is set with a reason. The report is the
@@ -64,9 +66,10 @@ def promote_model(
 @flow(name="shoprec-rollback-model", log_prints=True)
 def rollback_model(registered_model_name: str = DEFAULT_MODEL_NAME, reason: str = "",
                    requested_by: str = "") -> dict[str, Any]:
-    """Point ``champion`` back at ``previous-champion`` (the champion before the last
-    promotion); the move is logged in the registry's tags and a ``shoprec-rollback``
-    artifact.
+    """Roll the champion back to the previous champion.
+
+    Point ``champion`` back at ``previous-champion`` (the champion before the last promotion); the
+    move is logged in the registry's tags and a ``shoprec-rollback`` artifact.
 
     Args:
         registered_model_name: MLflow registered model name.
@@ -81,9 +84,10 @@ def rollback_model(registered_model_name: str = DEFAULT_MODEL_NAME, reason: str 
 def batch_recommendations(
     batch: BatchConfig = BatchConfig(),  # noqa: B008 - Prefect reads defaults for its form
 ) -> dict[str, Any]:
-    """Score every known user with ``models:/<name>@<alias>`` and write their top K as
-    Parquet partitioned by date (``user_id, rank, item_id, score, model_version,
-    generated_at``).
+    """Write every known user's top K from a registered model.
+
+    Score every known user with ``models:/<name>@<alias>`` and write their top K as Parquet
+    partitioned by date (``user_id, rank, item_id, score, model_version, generated_at``).
 
     Args:
         batch: Model, alias, output folder, K and batch size.

@@ -1,5 +1,8 @@
-"""Data preparation wiring shared by the flows: fingerprint -> load -> validate raw ->
-clean and quarantine -> validate clean -> split -> encode, every step a cached task."""
+"""Data preparation wiring shared by the flows.
+
+Fingerprint -> load -> validate raw -> clean and quarantine -> validate clean -> split -> encode,
+every step a cached task.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +26,11 @@ from shoprec.pipeline import PreparedRun
 def prepare_data(data: DataConfig, cleaning: CleaningConfig, split: SplitConfig,
                  weighting: WeightingConfig,
                  output_dir: str | None) -> tuple[str, PreparedRun]:
-    """Run the preparation tasks (called inside a flow); return the data's fingerprint and
-    the prepared run. Rejected data raises at a validation task, before any split."""
+    """Run the preparation tasks inside a flow.
+
+    Run the preparation tasks (called inside a flow); return the data's fingerprint and the prepared
+    run. Rejected data raises at a validation task, before any split.
+    """
     private_result_storage()
     data_key = chain_key(fingerprint := fingerprint_data(data), data)
     raw = load_data(data, data_key)

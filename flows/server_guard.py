@@ -39,8 +39,11 @@ def create_app() -> Any:
 
 
 def _watch_parent(parent: int) -> None:
-    """Stop this server once ``parent`` no longer is its parent (it died; the orphan was
-    handed to init or a subreaper)."""
+    """Stop this server once its parent is gone.
+
+    Stop this server once ``parent`` no longer is its parent (it died; the orphan was handed to init
+    or a subreaper).
+    """
     while os.getppid() == parent:
         time.sleep(POLL_SECONDS)
     logger.warning("the command that started this Prefect server is gone; stopping")
@@ -71,8 +74,11 @@ def _guarded_uvicorn_command(self: Any) -> subprocess.Popen[Any]:
 
 
 def guard_temporary_servers() -> None:
-    """Make every temporary Prefect server this process starts from now on stop by itself
-    when the process dies. Servers given by ``PREFECT_API_URL`` are not touched."""
+    """Make this process's temporary Prefect servers stop when it dies.
+
+    Make every temporary Prefect server this process starts from now on stop by itself when the
+    process dies. Servers given by ``PREFECT_API_URL`` are not touched.
+    """
     from prefect.server.api.server import SubprocessASGIServer
 
     SubprocessASGIServer._run_uvicorn_command = _guarded_uvicorn_command  # type: ignore[method-assign]  # noqa: SLF001

@@ -1,5 +1,7 @@
-"""The training pipeline: validation -> cleaning -> features -> parallel training ->
-evaluation and selection -> refit -> publication to the MLflow registry.
+"""The training pipeline.
+
+Validation -> cleaning -> features -> parallel training -> evaluation and selection -> refit ->
+publication to the MLflow registry.
 
 Straight-line wiring of the tasks in ``tasks/``; all logic lives in ``shoprec``.
 """

@@ -49,6 +49,10 @@ class Limits:
            "max_query_chars": "SHOPREC_SERVE_MAX_QUERY_CHARS"}
     DEFAULTS = {"max_body_bytes": 1 << 20, "max_records": 1000, "max_query_chars": 500}
 
+    max_body_bytes: int
+    max_records: int
+    max_query_chars: int
+
     def __init__(self, max_body_bytes: int | None = None, max_records: int | None = None,
                  max_query_chars: int | None = None) -> None:
         given = {"max_body_bytes": max_body_bytes, "max_records": max_records,
@@ -78,7 +82,7 @@ class RecommendationServer:
 
     def __init__(self, mlflow_app: Any,
                  answer: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None) -> None:
         self.mlflow_app = mlflow_app
         self.answer = answer
         self.limits = limits or Limits()
@@ -123,6 +127,8 @@ class RecommendationServer:
             if isinstance(query, str) and len(query) > self.limits.max_query_chars:
                 return _error(f"invalid request: a query of {len(query):,} characters, more "
                               f"than the {self.limits.max_query_chars:,} allowed")
+        if self.answer is None:  # no fast path: such requests went to MLflow's handler
+            return _error("invalid request: this server only answers through MLflow")
         try:
             if len(records) > INLINE_RECORDS:
                 answers = await asyncio.to_thread(self.answer, records)

@@ -73,8 +73,10 @@ class CandidateResult:
 
 def model_params(name: str, config: TrainingConfig,
                  threads: int | None = None) -> dict[str, Any]:
-    """Hyperparameters of candidate ``name``: configured ones, plus the run's seed and, for
-    models that take it, their share of the cores."""
+    """Hyperparameters of candidate ``name``.
+
+    Configured ones, plus the run's seed and, for models that take it, their share of the cores.
+    """
     params = config.params.of(name)
     accepted = inspect.signature(CANDIDATES[name].__init__).parameters
     if "seed" in accepted:
@@ -84,7 +86,8 @@ def model_params(name: str, config: TrainingConfig,
     return params
 
 
-def fit_candidate(name: str, params: dict[str, Any], interactions, items: pd.DataFrame | None,
+def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
+                  items: pd.DataFrame | None,
                   encoded: EncodedSplit | None = None,
                   has_ratings: bool = True) -> tuple[Recommender, float]:
     """Build and fit one candidate.
@@ -161,8 +164,10 @@ def train_candidate_row(name: str, params: dict[str, Any], encoded: EncodedSplit
 def retrain_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | None,
                    ks: list[int], threads: int | None = None,
                    label: str = CHAMPION_RECIPE) -> CandidateResult:
-    """Train a registered version's recipe on this run's training split and score it on the
-    same validation and test users as every candidate.
+    """Retrain a registered version's recipe on this run's split.
+
+    Train a registered version's recipe on this run's training split and score it on the same
+    validation and test users as every candidate.
 
     Args:
         recipe: The version's candidate and chosen hyperparameters.
@@ -302,8 +307,11 @@ class CandidateJob:
 
 
 def plan_jobs(config: TrainingConfig, recipe: Recipe | None, threads: int) -> list[CandidateJob]:
-    """The run's training jobs in leaderboard order: every candidate, then the champion's
-    recipe when there is a champion (the gate's like-for-like reference)."""
+    """The run's training jobs in leaderboard order.
+
+    Every candidate, then the champion's recipe when there is a champion (the gate's like-for-like
+    reference).
+    """
     jobs = [CandidateJob(name, name, model_params(name, config, threads))
             for name in config.models]
     if recipe is not None:
@@ -317,8 +325,11 @@ def submission_order(jobs: list[CandidateJob]) -> list[CandidateJob]:
 
 
 def job_result(job: CandidateJob, outcome: Any) -> CandidateResult:
-    """The leaderboard row of a finished job: its result, or a failed row when the job
-    raised, returned a failed state, or was lost with its worker."""
+    """The leaderboard row of a finished job.
+
+    Its result, or a failed row when the job raised, returned a failed state, or was lost with its
+    worker.
+    """
     if isinstance(outcome, CandidateResult):
         return outcome
     if isinstance(outcome, BaseException):
@@ -348,8 +359,10 @@ class Selection:
 def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                      champion: ChampionReference, weighting: WeightingConfig, cutoff: str | None,
                      fingerprint: str, commit: str) -> Selection:
-    """Pick the best candidate on validation and judge it with the gate (on test, against
-    popularity and the champion's recipe retrained on the same split).
+    """Pick the best candidate on validation and judge it with the gate.
+
+    Pick the best candidate on validation and judge it with the gate (on test, against popularity
+    and the champion's recipe retrained on the same split).
 
     Raises:
         ModelFitError: No candidate succeeded.

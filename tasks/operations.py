@@ -28,8 +28,11 @@ BATCH_KEY = "shoprec-batch-recommendations"
 @task(name="compare-with-champion", cache_policy=NO_CACHE)
 def compare_with_champion(config: PromotionConfig, encoded: EncodedSplit,
                           items: pd.DataFrame) -> promotion.PromotionDecision:
-    """Retrain the candidate's and the champion's recipes on the latest training split and
-    compare them on its test users."""
+    """Compare a candidate with the champion, recipe against recipe.
+
+    Retrain the candidate's and the champion's recipes on the latest training split and compare them
+    on its test users.
+    """
     return promotion.compare_with_champion(
         config.registered_model_name, config.version, encoded,
         item_frame(items, encoded.items), config.ks, config.primary_metric, config.margin,

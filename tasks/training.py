@@ -50,8 +50,11 @@ def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
 
 @task(name="find-champion", cache_policy=NO_CACHE)
 def find_champion(name: str) -> ChampionReference:
-    """The current champion and its recipe; a registry that cannot be read is recorded in
-    the reference (and fails the gate), never taken for "no champion"."""
+    """Look up the current champion and its recipe.
+
+    The current champion and its recipe; a registry that cannot be read is recorded in the reference
+    (and fails the gate), never taken for "no champion".
+    """
     return champion_reference(name)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from shoprec.config import DataConfig
+from shoprec.config import DataConfig, Format
 from shoprec.data.io import is_parquet, path_exists, read_table
 from shoprec.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, SOURCE_ROW
 from shoprec.errors import ConfigError
@@ -83,7 +83,7 @@ class RawData:
     column_hints: dict[str, str] = field(default_factory=dict)
 
 
-def detect_format(columns: list[str], path: str) -> str:
+def detect_format(columns: list[str], path: str) -> Format:
     """Guess the layout of a file from its column names and file name."""
     names = set(columns)
     if {"InvoiceNo", "StockCode", "CustomerID"} <= names:

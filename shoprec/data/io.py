@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import PurePosixPath
 
 import fsspec
@@ -149,8 +150,8 @@ def _csv_header(path: str, delimiter: str | None, encoding: str) -> list[str]:
 
 
 def _refuse_duplicate_columns(columns: list[str], path: str, what: str) -> None:
-    seen: set[str] = set()
-    repeated = sorted({c.strip() for c in columns if c.strip() in seen or seen.add(c.strip())})
+    counts = Counter(c.strip() for c in columns)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
         raise DataError(f"the {what} file {path!r} has the column(s) {repeated} more than "
                         "once; shoprec would have to pick one silently. Rename or drop the "
@@ -158,8 +159,11 @@ def _refuse_duplicate_columns(columns: list[str], path: str, what: str) -> None:
 
 
 def _refuse_other_formats(path: str, what: str) -> None:
-    """Refuse a file in a format shoprec does not read, by its name or (office documents,
-    which are zip archives) its first bytes, before it is misread as CSV."""
+    """Refuse a file in a format shoprec does not read.
+
+    Refuse a file in a format shoprec does not read, by its name or (office documents, which are zip
+    archives) its first bytes, before it is misread as CSV.
+    """
     name = PurePosixPath(path.split("?")[0]).name.lower()
     kind = next((kind for suffix, kind in _OTHER_FORMATS.items() if name.endswith(suffix)), None)
     if kind is None and not is_parquet(path):

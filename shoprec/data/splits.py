@@ -85,8 +85,9 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig | None = 
         logger.warning("the %s split left no validation interactions: hyperparameters and "
                        "epochs are chosen without validation data (%s)", config.method,
                        _empty_part_hint(interactions, config, "validation"))
-    parts = [interactions[part == p].reset_index(drop=True) for p in (TRAIN, VALIDATION, TEST)]
-    split = Split(*parts, config=config, cutoffs=cutoffs)
+    train, validation, test = (interactions[part == p].reset_index(drop=True)
+                               for p in (TRAIN, VALIDATION, TEST))
+    split = Split(train, validation, test, config=config, cutoffs=cutoffs)
     logger.info("split %s", split.summary())
     return split
 

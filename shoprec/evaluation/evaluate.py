@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,7 +84,15 @@ def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp
     return result
 
 
-def rmse(model: Recommender, history: sp.csr_matrix, ratings: sp.csr_matrix,
+class RatingPredictor(Protocol):
+    """A model that predicts rating values (``mf-ratings``)."""
+
+    def predict_pairs(self, user_rows: sp.csr_matrix, rows: np.ndarray,
+                      items: np.ndarray) -> np.ndarray:
+        """Predicted ratings of the (row, item) pairs, given the users' rows."""
+
+
+def rmse(model: RatingPredictor, history: sp.csr_matrix, ratings: sp.csr_matrix,
          batch_size: int = 2048) -> float:
     """Root mean squared error of a rating model on the observed entries of ``ratings``.
 

@@ -57,12 +57,12 @@ def reciprocal_rank(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndar
     """1 / rank of the first hit within ``k``, 0 if none. Range [0, 1]."""
     top = hits[:, :k]
     first = top.argmax(axis=1)
-    return np.where(top.any(axis=1), 1.0 / (first + 1), 0.0)
+    return np.asarray(np.where(top.any(axis=1), 1.0 / (first + 1), 0.0), dtype=np.float64)
 
 
 def hit_rate(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     """1 if any of the top ``k`` is relevant, else 0."""
-    return hits[:, :k].any(axis=1).astype(np.float64)
+    return np.asarray(hits[:, :k].any(axis=1), dtype=np.float64)
 
 
 METRIC_FUNCTIONS = {

@@ -32,7 +32,8 @@ def item_texts(items: pd.DataFrame) -> list[str]:
     """One text per item: title, description, category and brand joined."""
     if "text" in items:
         return items["text"].fillna("").astype(str).tolist()
-    parts = [items[c].fillna("").astype(str) if c in items else "" for c in _TEXT_FIELDS]
+    empty = pd.Series("", index=items.index, dtype=object)
+    parts = [items[c].fillna("").astype(str) if c in items else empty for c in _TEXT_FIELDS]
     joined = parts[0]
     for part in parts[1:]:
         joined = joined + " " + part

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -128,7 +129,7 @@ def _configure_tensorflow(threads: int) -> None:
             logger.debug("TensorFlow threads already configured")
 
 
-def seeded_initializers(seed: int):
+def seeded_initializers(seed: int) -> Callable[[], Any]:
     """A factory of Glorot-uniform kernel initialisers, each with its own seed from ``seed``.
 
     Unseeded Keras initialisers draw from one process-wide generator, so two networks built
@@ -220,7 +221,8 @@ class _MultAutoencoder(BoundedRows, Recommender):
         hidden = dense(self.hidden, "tanh")(code)
         self.decoder_ = keras.Model(code, dense(n_items)(hidden), name="decoder")
 
-    def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None):
+    def fit(self, interactions: sp.csr_matrix,
+            context: FitContext | None = None) -> _MultAutoencoder:
         """Train with Adam on batches of rows; early-stop on validation ndcg@10."""
         _configure_tensorflow(self.threads)
         import keras

@@ -104,7 +104,7 @@ class ContentRecommender(Recommender):
         self.popularity_ = (counts / counts.max() if counts.max() else counts).astype(np.float32)
         if not self.item_vectors_.nnz:
             raise ModelFitError("content: the items have no text, category or brand to use")
-        if self.popularity_smoothing is None and context.tuner is not None:
+        if self.popularity_smoothing is None and context is not None and context.tuner is not None:
             def apply(value: float) -> float:
                 self.smoothing_ = value
                 return value

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -46,6 +46,7 @@ class BoundedRows:
     Expects the hyperparameters ``train_users``, ``vocabulary`` and ``seed``.
     """
 
+    name: ClassVar[str]
     train_users: int | None
     vocabulary: int | None
     seed: int

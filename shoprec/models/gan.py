@@ -109,7 +109,7 @@ class CFGAN(BoundedRows, Recommender):
             raise ModelFitError("cfgan: batch_size and epochs must be at least 1")
 
     def _mlp(self, inputs: int, hidden: tuple[int, ...] | list[int], outputs: int, name: str,
-             initializer: Callable[[], Any]):
+             initializer: Callable[[], Any]) -> Any:
         """Sigmoid hidden layers and a linear output, as in the paper's networks."""
         import keras
 

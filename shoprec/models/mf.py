@@ -146,8 +146,7 @@ class ImplicitALS(Recommender):
     def _load_state(self, folder: Path) -> None:
         with np.load(folder / "state.npz") as state:
             self.item_factors_ = state["item_factors"]
-            # Models saved before user factors were kept fall back to folding rows in.
-            self.user_factors_ = state["user_factors"] if "user_factors" in state else None
+            self.user_factors_ = state["user_factors"]
             self.regularization_ = float(state["regularization"])
         self._prepare()
 

@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -54,7 +54,7 @@ class ModelBundle:
     users: IdMap
     items: IdMap
     history: sp.csr_matrix
-    fallback: Popularity
+    fallback: Recommender
     meta: dict[str, Any]
     search: ContentRecommender | None = None
     titles: list[str] | None = None
@@ -88,7 +88,7 @@ class ModelBundle:
             history=sp.load_npz(folder / "history.npz").tocsr(),
             fallback=Popularity.load(folder / "fallback"),
             meta=meta,
-            search=ContentRecommender.load(folder / "search")
+            search=cast(ContentRecommender, ContentRecommender.load(folder / "search"))
             if (folder / "search").exists() else None,
             titles=json.loads((folder / "titles.json").read_text(encoding="utf-8"))
             if (folder / "titles.json").exists() else None,
@@ -184,7 +184,8 @@ class ModelBundle:
         max_k = max(ks) if ks else DEFAULT_K
         has_history = np.diff(rows.indptr) > 0
         is_search = np.array([bool(q) for q in queries], dtype=bool)
-        if is_search.any() and self.search is None:
+        search = self.search
+        if is_search.any() and search is None:
             raise ValueError("this model has no search index (its items had no title, "
                              "description, category or brand; train with --items to add "
                              "them), so 'query' is not supported")
@@ -195,7 +196,8 @@ class ModelBundle:
                       np.flatnonzero(is_search & ~has_history)):
             if len(group):
                 personal_rows = rows[group] if has_history[group[0]] else None
-                top[group], values[group] = self.search.search(
+                assert search is not None  # refused above when a query has no index
+                top[group], values[group] = search.search(
                     [queries[i] for i in group], max_k, personal_rows)
                 for i in group:
                     source[i] = "search"

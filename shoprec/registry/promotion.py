@@ -300,7 +300,7 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
             "reason": reason}
 
 
-def load_version(name: str, version: str):
+def load_version(name: str, version: str) -> Any:
     """Load the pyfunc model of ``name`` version ``version``."""
     import mlflow
 
@@ -362,7 +362,7 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
     return decision
 
 
-def load_bundle(name: str, alias: str = CHAMPION):
+def load_bundle(name: str, alias: str = CHAMPION) -> tuple[Any, str]:
     """The :class:`~shoprec.registry.bundle.ModelBundle` behind ``name@alias``, and its version.
 
     Raises:

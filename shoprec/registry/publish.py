@@ -109,7 +109,7 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
     version = None if champion is None else champion.version
     if champion is not None and champion.error:
         checks.append(GateCheck(name, False, value, None, champion.error))
-    elif version is None:
+    elif champion is None or version is None:
         checks.append(GateCheck(name, True, value, None, "no champion yet"))
     elif champion_test is None or metric not in champion_test:
         what = champion.recipe.describe() if champion.recipe else "recipe"
@@ -132,7 +132,7 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
     return GateVerdict(all(c.passed for c in checks), metric, checks, version)
 
 
-def load_alias(name: str, alias: str):
+def load_alias(name: str, alias: str) -> Any:
     """Load the pyfunc model of ``name@alias``, or ``None`` if the alias is not set.
 
     Raises:
@@ -147,7 +147,8 @@ def load_alias(name: str, alias: str):
     return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
 
 
-def signature_and_example(user_id: str, item_ids: list[str], query: str = ""):
+def signature_and_example(user_id: str, item_ids: list[str], query: str = ""
+                          ) -> tuple[Any, pd.DataFrame]:
     """The pyfunc signature (DESIGN.md request schema) and a small input example."""
     from mlflow.models import ModelSignature
     from mlflow.types import DataType
@@ -182,21 +183,27 @@ def git_commit() -> str:
 
 
 def bundle_requirements(bundle_dir: str | Path) -> list[str]:
-    """The pip requirements of the bundle's models: the winner, its popularity fallback and
-    the search model when there is one (see :mod:`shoprec.registry.requirements`)."""
-    from shoprec.models import CANDIDATES, ContentRecommender, Popularity
+    """The pip requirements of the bundle's models.
+
+    The winner, its popularity fallback and the search model when there is one (see
+    :mod:`shoprec.registry.requirements`).
+    """
+    from shoprec.models import CANDIDATES, ContentRecommender, Popularity, Recommender
 
     folder = Path(bundle_dir)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    classes = [CANDIDATES[meta["model"]], Popularity]
+    classes: list[type[Recommender]] = [CANDIDATES[meta["model"]], Popularity]
     if (folder / "search").exists():
         classes.append(ContentRecommender)
     return model_requirements(classes)
 
 
 def _discard_partial_upload(run_id: str) -> None:
-    """Remove what an interrupted upload left in the artifact store; when the store cannot
-    be reached now, the next run's sweep does it (:func:`runs.discard_unfinished_models`)."""
+    """Remove what an interrupted upload left in the artifact store.
+
+    Remove what an interrupted upload left in the artifact store; when the store cannot be reached
+    now, the next run's sweep does it (:func:`runs.discard_unfinished_models`).
+    """
     try:
         experiment = tracking.client().get_run(run_id).info.experiment_id
         runs.discard_unfinished_models(experiment, run_id=run_id)
@@ -207,8 +214,11 @@ def _discard_partial_upload(run_id: str) -> None:
 
 def _label(name: str, version: str, verdict: GateVerdict, tags: dict[str, str]
            ) -> tuple[bool, str | None, list[str]]:
-    """Tag a new version, make it challenger and, if the gate passed and champion did not
-    move meanwhile, champion. Returns (passed, the champion before, the aliases set)."""
+    """Tag a new version and set its aliases.
+
+    Tag a new version, make it challenger and, if the gate passed and champion did not move
+    meanwhile, champion. Returns (passed, the champion before, the aliases set).
+    """
     mlflow_client = tracking.client()
     passed = verdict.passed
     current = alias_version(name, CHAMPION) if passed else None

@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def _imported(nodes: list[ast.stmt] | ast.AST, module: str, top_only: bool) -> s
                 # "from shoprec.models import x" may name a submodule.
                 found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, (ast.If, ast.Try)) and top_only:
-            found |= _imported(list(ast.iter_child_nodes(node)), module, top_only=False)
+            # Guarded imports at the top level (try: import x / if ...: import y).
+            found |= _imported(node, module, top_only=False)
     return found
 
 
@@ -98,7 +100,7 @@ def _external_modules(start: list[str], classes: list[type]) -> set[str]:
 
 
 @functools.cache
-def _distributions() -> dict[str, list[str]]:
+def _distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def require_store() -> None:
 _READY: set[str] = set()
 
 
-def client():
+def client() -> Any:
     """An ``MlflowClient`` on :func:`tracking_uri` (registry on the same store)."""
     from mlflow import MlflowClient
 
