@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint clean
+.PHONY: install run test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shoprec needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -25,8 +25,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## Unit tests only: no Prefect or MLflow server, no subprocess of the CLI, no network
+## training beyond a few steps (under 2 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+## Ruff (style, Google docstrings, type hints) and mypy on the core.
 lint: $(STAMP)
-	$(BIN)/ruff check shoprec cli tasks flows tests benchmarks deployments
+	$(BIN)/ruff check shoprec cli tasks flows tests benchmarks deployments data
+	$(BIN)/mypy
 
 clean:
 	rm -rf runs mlruns mlflow.db .pytest_cache

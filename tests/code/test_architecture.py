@@ -40,6 +40,7 @@ def test_the_models_do_not_import_evaluation_or_tuning() -> None:
 
 @pytest.mark.parametrize("module", ["shoprec.models", "shoprec.models.autoencoder",
                                     "shoprec.models.gan"])
+@pytest.mark.slow
 def test_importing_a_family_loads_no_evaluation(module: str) -> None:
     code = (f"import sys, {module}; "
             "print(sorted(m for m in sys.modules if m.startswith(('shoprec.evaluation', "

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
 
 
@@ -17,6 +19,7 @@ def run(*args: str, cwd: Path, env: dict[str, str] | None = None
                           timeout=300, check=False, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_generate_then_validate(tmp_path: Path) -> None:
     out = tmp_path / "gen"
     done = run("generate", "--users", "300", "--items", "60", "--interactions", "4000",
@@ -69,6 +72,7 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     assert (tmp_path / "runs" / "train" / "quarantine_interactions.parquet").exists()
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     for args in (["validate", "--interactions", "missing.csv"],
                  ["train", "--split", "sideways"],
@@ -82,6 +86,7 @@ def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_unknown_task_runner_is_a_usage_error(tmp_path: Path) -> None:
     done = run("train", "--task-runner", "spark", cwd=tmp_path)
     assert done.returncode == 2 and "--task-runner must be threads or dask" in done.stderr

@@ -85,6 +85,7 @@ def test_sigterm_stops_a_training_run_within_ten_seconds(tmp_path: Path,
     assert not orphans, f"left running: {orphans}"
 
 
+@pytest.mark.slow
 def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from shoprec.registry import runs, tracking
@@ -108,6 +109,7 @@ def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(
     assert runs.close_dead_runs(experiment) == []
 
 
+@pytest.mark.slow
 def test_the_registry_client_retries_a_bounded_number_of_times(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A tracking server that is down ends a registry read in seconds, not minutes."""
@@ -131,6 +133,7 @@ def test_the_registry_client_retries_a_bounded_number_of_times(
     assert time.monotonic() - began < 60
 
 
+@pytest.mark.slow
 def test_persisted_results_are_private_and_keyed_to_the_code(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
@@ -156,6 +159,7 @@ def test_credentials_never_reach_messages_or_links(monkeypatch: pytest.MonkeyPat
         "GET https://alice:s3cret@mlflow.example:5000/api failed; retry https://bob:x@h/")
 
 
+@pytest.mark.slow
 def test_processes_starting_on_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
     """Two `shoprec train` on a new SQLite store would both create its tables."""
     code = ("from shoprec.registry import runs, tracking; "
@@ -301,6 +305,7 @@ def _model_files(root: Path) -> list[Path]:
     return [path for path in root.glob("mlartifacts/models/*/artifacts/**/*") if path.is_file()]
 
 
+@pytest.mark.slow
 def test_an_upload_stopped_midway_leaves_no_partial_model(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C (or SIGTERM, or a server gone) while the model's files are uploading: the files
@@ -332,6 +337,7 @@ def test_an_upload_stopped_midway_leaves_no_partial_model(
     assert client.search_registered_models() == []
 
 
+@pytest.mark.slow
 def test_a_partial_model_left_by_a_killed_run_is_removed_by_the_next(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """kill -9 during the upload: nothing can clean up then; the next run does, and leaves
@@ -365,6 +371,7 @@ def test_a_partial_model_left_by_a_killed_run_is_removed_by_the_next(
     assert {path.parts[-4] for path in _model_files(tmp_path)} == kept
 
 
+@pytest.mark.slow
 def test_a_version_stopped_while_being_labelled_is_withdrawn(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped after registration, before its aliases were set: the version is deleted and

@@ -52,6 +52,7 @@ def test_hyperparameters_are_in_the_prefect_form_schema() -> None:
     assert als["description"]
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bad_hyperparameter_before_reading_any_data(tmp_path: Path) -> None:
     for value, words in (("mf.factors=0", "allowed: an integer >= 1 and <= 4096"),
                          ("vae.dropout=1.5", "allowed: a number >= 0 and < 1"),
@@ -120,6 +121,7 @@ def test_an_unreachable_registry_is_an_error_not_an_empty_registry(
     assert "secret" not in reference.error  # credentials never reach a message
 
 
+@pytest.mark.slow
 def test_a_missing_model_or_alias_means_no_champion(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from shoprec.registry import tracking

@@ -15,6 +15,7 @@ from shoprec.validation.suites import load_suite_definition, suites_dir
 from tests.helpers import canonical_csv, write
 
 
+@pytest.mark.slow
 def test_every_suite_file_is_valid_gx_json() -> None:
     import great_expectations as gx
 
@@ -51,6 +52,7 @@ def test_rejection_lists_every_failure(tmp_path: Path) -> None:
     json.dumps(info.value.report.to_dict(), default=str)  # serialisable for artifacts
 
 
+@pytest.mark.slow
 def test_data_docs_are_rendered(tmp_path: Path) -> None:
     path = write(tmp_path / "x.csv", canonical_csv())
     prepared = load_and_validate(DataConfig(interactions=str(path)), docs_dir=tmp_path / "docs")

@@ -131,6 +131,7 @@ def _shoprec(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
     (["--summary-json", "."], "--summary-json . is a folder"),
     (["--param", "mf.factors=0"], "allowed: an integer >= 1 and <= 4096"),
 ])
+@pytest.mark.slow
 def test_train_options_are_checked_before_any_work(tmp_path: Path, args: list[str],
                                                    words: str) -> None:
     write(tmp_path / "data.csv", canonical_csv())
@@ -144,6 +145,7 @@ def test_train_options_are_checked_before_any_work(tmp_path: Path, args: list[st
 @pytest.mark.parametrize("args", [["promote", "--version", "99"], ["rollback"],
                                   ["recommend", "--user", "u1"], ["batch"],
                                   ["serve", "--port", "5999"]])
+@pytest.mark.slow
 def test_registry_commands_on_no_registry_create_nothing(tmp_path: Path,
                                                          args: list[str]) -> None:
     done = _shoprec(*args, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""})
@@ -153,11 +155,13 @@ def test_registry_commands_on_no_registry_create_nothing(tmp_path: Path,
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_serve_refuses_an_impossible_port(tmp_path: Path) -> None:
     done = _shoprec("serve", "--port", "99999", cwd=tmp_path)
     assert done.returncode == 2 and "--port must be between 1 and 65535" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_split_that_leaves_no_test_data_is_refused_without_a_traceback(
         tmp_path: Path, synthetic_dir: Path) -> None:
     done = _shoprec("train", "--interactions", str(synthetic_dir / "interactions.parquet"),
@@ -168,6 +172,7 @@ def test_a_split_that_leaves_no_test_data_is_refused_without_a_traceback(
     assert "Traceback" not in done.stdout + done.stderr  # Prefect's included
 
 
+@pytest.mark.slow
 def test_train_writes_the_quarantine_file_of_rejected_data(tmp_path: Path) -> None:
     """Like `shoprec validate`: the rows that made the data fail are there to look at."""
     extra = [f"u{i},i{i},not a date,purchase,1" for i in range(200)]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from shoprec.config import DataConfig, bundled_sample_path
 from shoprec.validation import load_and_validate
 
 
+@pytest.mark.slow
 def test_full_online_retail_is_accounted_for_row_by_row(retail_path: Path) -> None:
     prepared = load_and_validate(DataConfig(interactions=str(retail_path),
                                             format="online-retail"))
@@ -23,6 +26,7 @@ def test_full_online_retail_is_accounted_for_row_by_row(retail_path: Path) -> No
     assert prepared.report.passed
 
 
+@pytest.mark.slow
 def test_bundled_sample_is_small_real_and_attributed() -> None:
     sample = bundled_sample_path()
     assert sample.stat().st_size < 2_100_000

@@ -14,6 +14,9 @@ from shoprec.training import failed_result
 from shoprec.tuning import ValidationTuner
 from tests.model.contract import RecommenderContract, block_matrix
 
+#: TensorFlow: importing it and training a network take seconds.
+pytestmark = pytest.mark.slow
+
 TINY = dict(generator_hidden=[8], discriminator_hidden=[4], epochs=3, batch_size=4, seed=1)
 
 

@@ -12,6 +12,9 @@ from shoprec.pipeline import prepare
 from shoprec.tuning import ValidationTuner
 from tests.model.contract import RecommenderContract, block_matrix
 
+#: TensorFlow: importing it and training a network take seconds.
+pytestmark = pytest.mark.slow
+
 TINY = dict(hidden=16, latent=4, epochs=3, batch_size=4, seed=1)
 
 
