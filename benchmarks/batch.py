@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from champion import MODEL_NAME, ROOT, add_arguments, ensure_champion  # noqa: E402
+from champion import MODEL_NAME, ROOT, add_arguments, ensure_champion
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from champion import MODEL_NAME, ROOT, add_arguments, ensure_champion  # noqa: E402
+from champion import MODEL_NAME, ROOT, add_arguments, ensure_champion
 
 
 def _free_port() -> int:

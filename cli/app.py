@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from shoprec.config import DEFAULT_MODEL_NAME
 from shoprec.errors import (
     ConfigError,
     DataError,
@@ -506,7 +507,7 @@ def train(
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
     model_name: Annotated[str, typer.Option(
-        "--registered-model-name", help="MLflow registered model.")] = "shoprec-recommender",
+        "--registered-model-name", help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
     max_quarantine: MaxQuarantineOpt = 0.5,
     min_users: MinUsersOpt = 10,
     min_items: MinItemsOpt = 10,
@@ -582,7 +583,7 @@ def recommend(
     query: Annotated[str | None, typer.Option("--query", help="Search text.")] = None,
     k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
     model_name: Annotated[str, typer.Option(
-        "--registered-model-name", help="MLflow registered model.")] = "shoprec-recommender",
+        "--registered-model-name", help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
 ) -> None:
     """Ask a registered model (default: the champion) for recommendations or search results."""
@@ -668,7 +669,7 @@ def promote(
         "--primary-metric", help="Metric that decides.")] = "ndcg@10",
     margin: Annotated[float, typer.Option(
         "--margin", help="Relative margin the candidate must clear over the champion.")] = 0.0,
-    model_name: ModelNameOpt = "shoprec-recommender",
+    model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
 ) -> None:
     """Promote a version (default.
 
@@ -712,7 +713,7 @@ def promote(
 def rollback(
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the tags.")] = "",
     by: ByOpt = "",
-    model_name: ModelNameOpt = "shoprec-recommender",
+    model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
 ) -> None:
     """Point champion back at previous-champion (a Prefect flow)."""
     from shoprec.registry import tracking
@@ -738,7 +739,7 @@ def batch(
         "--output-dir", help="Root of the date-partitioned Parquet data set.")] = "runs/batch",
     k: Annotated[int, typer.Option("--k", help="Recommendations per user.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per batch.")] = 4096,
-    model_name: ModelNameOpt = "shoprec-recommender",
+    model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
 ) -> None:
     """Write the top K of every known user as Parquet partitioned by date (a Prefect flow)."""
@@ -771,7 +772,7 @@ def serve(
     host: Annotated[str, typer.Option(
         "--host", help="Interface to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
     workers: Annotated[int, typer.Option("--workers", help="Server processes.")] = 1,
-    model_name: ModelNameOpt = "shoprec-recommender",
+    model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")]
     = "champion",
     max_body_bytes: Annotated[int, typer.Option(
@@ -879,7 +880,7 @@ def main() -> None:
         if exit_.code == 130:  # interrupted: threads may still be training
             _exit_now(130)
         raise
-    except Exception as exc:  # a bug, not a user mistake: say so briefly, exit 3
+    except Exception as exc:  # noqa: BLE001 - a bug, not a user mistake: say so, exit 3
         if logging.getLogger().isEnabledFor(logging.INFO):
             traceback.print_exc()
         if type(exc).__module__.startswith("mlflow"):

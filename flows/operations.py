@@ -18,6 +18,7 @@ from shoprec_tasks.operations import (
 )
 
 from shoprec.config import (
+    DEFAULT_MODEL_NAME,
     BatchConfig,
     CleaningConfig,
     DataConfig,
@@ -25,17 +26,16 @@ from shoprec.config import (
     SplitConfig,
     WeightingConfig,
 )
-from shoprec.registry.publish import DEFAULT_MODEL_NAME
 from shoprec.runtime import apply_runtime_defaults
 
 
 @flow(name="shoprec-promote-model", log_prints=True)
 def promote_model(
-    promotion: PromotionConfig = PromotionConfig(),  # noqa: B008 - Prefect reads defaults
-    data: DataConfig = DataConfig(),  # noqa: B008
-    cleaning: CleaningConfig = CleaningConfig(),  # noqa: B008
-    split: SplitConfig = SplitConfig(),  # noqa: B008
-    weighting: WeightingConfig = WeightingConfig(),  # noqa: B008
+    promotion: PromotionConfig = PromotionConfig(),
+    data: DataConfig = DataConfig(),
+    cleaning: CleaningConfig = CleaningConfig(),
+    split: SplitConfig = SplitConfig(),
+    weighting: WeightingConfig = WeightingConfig(),
 ) -> dict[str, Any]:
     """Promote a version (default.
 
@@ -82,7 +82,7 @@ def rollback_model(registered_model_name: str = DEFAULT_MODEL_NAME, reason: str 
 
 @flow(name="shoprec-batch-recommendations", log_prints=True)
 def batch_recommendations(
-    batch: BatchConfig = BatchConfig(),  # noqa: B008 - Prefect reads defaults for its form
+    batch: BatchConfig = BatchConfig(),
 ) -> dict[str, Any]:
     """Write every known user's top K from a registered model.
 

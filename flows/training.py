@@ -52,11 +52,11 @@ logger = logging.getLogger(__name__)
 
 @flow(name="shoprec-training", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def training_pipeline(
-    data: DataConfig = DataConfig(),  # noqa: B008 - Prefect reads defaults for its UI form
-    cleaning: CleaningConfig = CleaningConfig(),  # noqa: B008
-    split: SplitConfig = SplitConfig(),  # noqa: B008
-    weighting: WeightingConfig = WeightingConfig(),  # noqa: B008
-    training: TrainingConfig = TrainingConfig(),  # noqa: B008
+    data: DataConfig = DataConfig(),
+    cleaning: CleaningConfig = CleaningConfig(),
+    split: SplitConfig = SplitConfig(),
+    weighting: WeightingConfig = WeightingConfig(),
+    training: TrainingConfig = TrainingConfig(),
     output_dir: str | None = "runs/train",
 ) -> dict[str, Any]:
     """Train every candidate, select the best, publish it to the MLflow registry.

@@ -13,6 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shoprec.data.schema import EVENTS
 
+#: The registered model every command uses unless told another name.
+DEFAULT_MODEL_NAME = "shoprec-recommender"
+
+def positive_ks(value: list[int]) -> list[int]:
+    """The cut-offs ``K``, sorted and unique; refused when empty or below 1."""
+    if not value or any(k < 1 for k in value):
+        raise ValueError("ks must be a non-empty list of positive integers")
+    return sorted(set(value))
+
+
 #: Names of the supported input layouts.
 Format = Literal["generic", "online-retail", "movielens"]
 SplitMethod = Literal["temporal", "random", "leave-last"]
@@ -380,7 +390,7 @@ class TrainingConfig(_Model):
     gate_margin: float = Field(
         0.05, ge=0, description="A new champion must beat popularity by this relative margin."
     )
-    registered_model_name: str = Field("shoprec-recommender",
+    registered_model_name: str = Field(DEFAULT_MODEL_NAME,
                                        description="MLflow registered model name.")
     experiment: str = Field("shoprec", description="MLflow experiment name.")
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of every model.")
@@ -397,9 +407,7 @@ class TrainingConfig(_Model):
     @field_validator("ks")
     @classmethod
     def _positive_ks(cls, value: list[int]) -> list[int]:
-        if not value or any(k < 1 for k in value):
-            raise ValueError("ks must be a non-empty list of positive integers")
-        return sorted(set(value))
+        return positive_ks(value)
 
     @model_validator(mode="after")
     def _primary_is_computed(self) -> TrainingConfig:
@@ -420,7 +428,7 @@ class TrainingConfig(_Model):
 class PromotionConfig(_Model):
     """Which registered version to promote to ``champion``, and how it is judged."""
 
-    registered_model_name: str = Field("shoprec-recommender",
+    registered_model_name: str = Field(DEFAULT_MODEL_NAME,
                                        description="MLflow registered model name.")
     version: str | None = Field(
         None, description="Version to promote; empty: the current 'challenger'.")
@@ -437,7 +445,7 @@ class PromotionConfig(_Model):
     @field_validator("ks")
     @classmethod
     def _positive_ks(cls, value: list[int]) -> list[int]:
-        return TrainingConfig._positive_ks(value)
+        return positive_ks(value)
 
     @model_validator(mode="after")
     def _reason_with_force(self) -> PromotionConfig:
@@ -453,7 +461,7 @@ class PromotionConfig(_Model):
 class BatchConfig(_Model):
     """Batch recommendations of every known user by a registered model."""
 
-    registered_model_name: str = Field("shoprec-recommender",
+    registered_model_name: str = Field(DEFAULT_MODEL_NAME,
                                        description="MLflow registered model name.")
     alias: str = Field("champion", description="Registry alias of the model that scores.")
     output_dir: str = Field("runs/batch", description="Root of the date-partitioned Parquet "

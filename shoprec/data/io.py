@@ -126,7 +126,7 @@ def read_table(
 def write_parquet(frame: pd.DataFrame, path: str) -> None:
     """Write ``frame`` to a Parquet file at a local path or fsspec URL, making folders."""
     fs, fs_path = fsspec.core.url_to_fs(path)
-    parent = fs._parent(fs_path)
+    parent = fs_path.rstrip("/").rpartition("/")[0]  # fsspec paths use "/" everywhere
     if parent:
         fs.makedirs(parent, exist_ok=True)
     frame.to_parquet(path, index=False)

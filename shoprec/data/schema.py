@@ -27,19 +27,6 @@ SOURCE_ROW = "source_row"
 REASON = "reason"
 
 
-def empty_interactions() -> pd.DataFrame:
-    """Return an empty canonical interactions table with the right dtypes."""
-    return pd.DataFrame(
-        {
-            "user_id": pd.Series(dtype="string"),
-            "item_id": pd.Series(dtype="string"),
-            "timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
-            "event": pd.Series(dtype="string"),
-            "value": pd.Series(dtype="float64"),
-        }
-    )
-
-
 #: A number written as a float with a zero fraction ("15443.0"): what a numeric id column
 #: becomes after a float export (Parquet float columns, spreadsheets).
 _INTEGRAL_FLOAT = re.compile(r"^-?\d+\.0+$")

@@ -143,10 +143,6 @@ class ItemFeatures:
         return normalize(sp.hstack(blocks, format="csr"), norm="l2", copy=False).astype(
             np.float32)
 
-    def text_block_width(self) -> int:
-        """Number of columns of the two text blocks (they come first)."""
-        return len(self.word_.vocabulary) + len(self.char_.vocabulary)
-
     def _price_block(self, items: pd.DataFrame) -> sp.csr_matrix:
         log_price = _log_price(items)
         width = len(self.price_edges_) + 1

@@ -36,8 +36,8 @@ class ImplicitALS(Recommender):
         alpha: Scale from interaction weight to confidence.
         iterations: ALS sweeps.
         seed: Seed of the factor initialisation.
-        num_threads: Threads of the ALS solver (1 keeps parallel candidates from
-            oversubscribing the cores).
+        threads: Threads of the ALS solver (the run gives each candidate its share of the
+            cores; the factors do not depend on it).
     """
 
     family = "mf"
@@ -46,14 +46,14 @@ class ImplicitALS(Recommender):
     def __init__(self, factors: int = 64, regularization: float | None = None,
                  regularization_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0),
                  alpha: float = 1.0, iterations: int = 15, seed: int = 0,
-                 num_threads: int = 1) -> None:
+                 threads: int = 1) -> None:
         self.factors = factors
         self.regularization = regularization
         self.regularization_grid = regularization_grid
         self.alpha = alpha
         self.iterations = iterations
         self.seed = seed
-        self.num_threads = num_threads
+        self.threads = threads
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> ImplicitALS:
         """Run ALS on the weighted matrix, choosing the penalty on validation if asked."""
@@ -88,7 +88,7 @@ class ImplicitALS(Recommender):
             model = AlternatingLeastSquares(
                 factors=self.factors, regularization=regularization, alpha=self.alpha,
                 iterations=self.iterations, random_state=self.seed,
-                num_threads=self.num_threads, calculate_training_loss=False,
+                num_threads=self.threads, calculate_training_loss=False,
             )
             model.fit(sp.csr_matrix(interactions, dtype=np.float32), show_progress=False)
         item_factors = np.asarray(model.item_factors, dtype=np.float32)

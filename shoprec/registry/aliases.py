@@ -42,7 +42,7 @@ def alias_version(name: str, alias: str) -> str | None:
             return None
         raise RegistryError(f"could not read {name!r} from the MLflow registry at "
                             f"{tracking.display_uri()}: {tracking.redact(exc.message)}") from exc
-    except Exception as exc:  # noqa: BLE001 - any client failure is a registry fault
+    except Exception as exc:  # any client failure is a registry fault
         why = tracking.redact(f"{type(exc).__name__}: {exc}")
         raise RegistryError(f"could not read {name!r} from the MLflow registry at "
                             f"{tracking.display_uri()}: {why}") from exc

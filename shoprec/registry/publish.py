@@ -32,7 +32,6 @@ from shoprec.registry.requirements import model_requirements
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "shoprec-recommender"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 #: The shoprec package folder, copied into every registered model (MLflow code_paths).
 PACKAGE_DIR = Path(__file__).resolve().parents[1]

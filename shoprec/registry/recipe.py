@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 RECIPE_TAG = "recipe"
 #: Execution settings, not part of what a model is: the retrain uses its own share of cores.
-EXECUTION_PARAMS = ("threads", "num_threads")
+EXECUTION_PARAMS = ("threads",)
 
 
 @dataclass
@@ -113,7 +113,7 @@ def read_recipe(name: str, version: str) -> Recipe | None:
     """
     try:
         tags = tracking.client().get_model_version(name, str(version)).tags
-    except Exception as exc:  # noqa: BLE001 - any client failure is a registry fault
+    except Exception as exc:  # any client failure is a registry fault
         why = tracking.redact(str(exc))
         raise RegistryError(f"could not read {name} version {version} from the MLflow "
                             f"registry at {tracking.display_uri()}: {why}") from exc

@@ -18,7 +18,7 @@ from shoprec.registry.publish import gate
 from shoprec.registry.recipe import ChampionReference, Recipe, champion_reference
 
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
-RUN_SETTINGS = {"seed", "threads", "num_threads"}
+RUN_SETTINGS = {"seed", "threads"}
 
 
 @pytest.mark.parametrize("name", DEFAULT_MODELS)
