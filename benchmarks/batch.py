@@ -36,7 +36,7 @@ def main() -> None:
     os.environ["MLFLOW_TRACKING_URI"] = uri
 
     from shoprec.batch import write_recommendations
-    from shoprec.registry.promotion import load_bundle
+    from shoprec.registry.loading import load_bundle
 
     began = time.perf_counter()
     bundle, version = load_bundle(MODEL_NAME)

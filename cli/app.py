@@ -590,16 +590,12 @@ def recommend(
     import pandas as pd
 
     from shoprec.registry import tracking
-    from shoprec.registry.publish import load_alias
+    from shoprec.registry.loading import load_pyfunc
 
     if k < 1:
         raise ConfigError("--k must be at least 1")
     tracking.require_store()
-    model = load_alias(model_name, alias)
-    if model is None:
-        raise ConfigError(f"no version of {model_name!r} has the alias {alias!r} in "
-                          "the MLflow registry at MLFLOW_TRACKING_URI (default "
-                          "sqlite:///mlflow.db); run `shoprec train` first")
+    model, _ = load_pyfunc(model_name, alias=alias)
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
     request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
                             "query": [query or ""], "k": [k]})
@@ -828,12 +824,12 @@ def serve(
         os.execve(sys.executable, command, {**os.environ, **environment, "PATH": path})
     import uvicorn
 
-    from shoprec.serving import MODEL_URI_ENV, Limits
+    from shoprec.serving.server import MODEL_URI_ENV, Limits
 
     # The workers (separate processes when --workers > 1) read these when they start.
     limits = Limits(max_body_bytes, max_records, max_query_chars)
     os.environ.update({**environment, MODEL_URI_ENV: model_uri, **limits.environment()})
-    uvicorn.run("shoprec.serving:create_app", factory=True, host=host, port=port,
+    uvicorn.run("shoprec.serving.server:create_app", factory=True, host=host, port=port,
                 workers=workers, log_level="warning", access_log=False)
 
 

@@ -53,3 +53,7 @@ class RegistryError(ShopRecError):
 
     Never taken to mean "no such model": decisions that need the registry fail closed.
     """
+
+
+class ModelNotRegisteredError(ConfigError):
+    """No registered version answers to the name and alias (or version) asked for."""

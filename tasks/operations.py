@@ -15,7 +15,7 @@ from shoprec.batch import BatchResult, write_recommendations
 from shoprec.config import BatchConfig, PromotionConfig
 from shoprec.features import item_frame
 from shoprec.features.encoding import EncodedSplit
-from shoprec.registry import promotion
+from shoprec.registry import loading, promotion
 from shoprec.registry.bundle import ModelBundle
 
 PROMOTION_KEY = "shoprec-promotion"
@@ -75,7 +75,7 @@ def rollback(name: str, reason: str, requested_by: str) -> dict[str, Any]:
       cache_policy=NO_CACHE)
 def load_model(name: str, alias: str) -> tuple[ModelBundle, str]:
     """Load the bundle behind ``name@alias`` and its version."""
-    return promotion.load_bundle(name, alias)
+    return loading.load_bundle(name, alias=alias)
 
 
 @task(name="write-recommendations", cache_policy=NO_CACHE)

@@ -16,23 +16,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from shoprec.data.schema import canonical_id
 from shoprec.features.idmap import IdMap
 from shoprec.models import load_model
 from shoprec.models.base import Recommender
 from shoprec.models.content import ContentRecommender
 from shoprec.models.popularity import Popularity
-from shoprec.ranking import top_k
 
 logger = logging.getLogger(__name__)
-
-#: Default number of recommendations per request.
-DEFAULT_K = 10
-#: Fields of a request (DESIGN.md); every one is optional.
-REQUEST_FIELDS = ("user_id", "recent_items", "query", "k")
-#: Weight of an item in a request's ``recent_items`` (a view in the default weighting).
-RECENT_ITEM_WEIGHT = 1.0
-
 
 @dataclass
 class ModelBundle:
@@ -94,175 +84,28 @@ class ModelBundle:
             if (folder / "titles.json").exists() else None,
         )
 
-    def request_rows(self, user_ids: list[Any], recent: list[Any]) -> sp.csr_matrix:
-        """Interaction rows for requests: the user's stored history plus recent items.
+    @property
+    def title_array(self) -> np.ndarray:
+        """Item titles in index order as an array (built once; requests gather from it)."""
+        if self._titles is None:
+            self._titles = np.array(self.titles if self.titles is not None
+                                    else [""] * len(self.items.ids), dtype=object)
+        return self._titles
 
-        Unknown users and unknown item ids contribute nothing.
-        """
-        n = len(user_ids)
-        user_index = self.users.encode([_text(u) for u in user_ids])
-        history = self.history
-        # Gathered from the CSR arrays directly: a served request is one row, and each
-        # scipy constructor or fancy index costs tens of microseconds.
-        known = user_index >= 0
-        starts = np.where(known, history.indptr[np.maximum(user_index, 0)], 0)
-        lengths = np.where(known, history.indptr[np.maximum(user_index, 0) + 1] - starts, 0)
-        offsets = np.cumsum(lengths) - lengths
-        positions = np.arange(lengths.sum()) + np.repeat(starts - offsets, lengths)
-        lists = [[canonical_id(i) for i in _as_list(items)] for items in recent]
-        clicked = self.items.encode([i for x in lists for i in x])
-        owners = np.repeat(np.arange(n), [len(x) for x in lists])
-        found = clicked >= 0
-        rows = np.concatenate([np.repeat(np.arange(n), lengths), owners[found]])
-        cols = np.concatenate([history.indices[positions], clicked[found]])
-        data = np.concatenate([history.data[positions],
-                               np.full(found.sum(), RECENT_ITEM_WEIGHT, np.float32)])
-        # Duplicate (row, item) pairs are summed, like repeated clicks; sorted keys give
-        # canonical CSR (sorted indices, no duplicates) in one pass.
-        keys, inverse = np.unique(rows.astype(np.int64) * len(self.items) + cols,
-                                  return_inverse=True)
-        summed = np.bincount(inverse, weights=data, minlength=len(keys)).astype(np.float32)
-        key_rows, key_cols = np.divmod(keys, len(self.items))
-        indptr = np.searchsorted(key_rows, np.arange(n + 1))
-        return sp.csr_matrix((summed, key_cols.astype(np.int32), indptr),
-                             shape=(n, len(self.items)))
+    def request_rows(self, user_ids: list[Any], recent: list[Any]) -> sp.csr_matrix:
+        """Interaction rows for requests (see :func:`shoprec.serving.engine.request_rows`)."""
+        from shoprec.serving import engine
+
+        return engine.request_rows(self, user_ids, recent)
 
     def answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Answer request records without pandas (the real-time server's path).
+        """Answer request records (see :func:`shoprec.serving.engine.answer`)."""
+        from shoprec.serving import engine
 
-        Args:
-            requests: One dict per request with the optional keys of DESIGN.md's request
-                schema (``user_id``, ``recent_items``, ``query``, ``k``).
-
-        Returns:
-            One dict per request with ``item_ids``, ``scores``, ``titles`` and ``source``,
-            as in :meth:`predict`.
-
-        Raises:
-            ValueError: A request is not a mapping, has a field outside the schema or a
-                malformed value.
-        """
-        for request in requests:
-            if not isinstance(request, dict):
-                raise ValueError(f"a request is an object with the fields "
-                                 f"{', '.join(REQUEST_FIELDS)}, got {request!r}")
-            _check_fields(request)
-        columns = {f: [r.get(f) for r in requests] for f in REQUEST_FIELDS}
-        ids, scores, titles, source = self._rank(**columns)
-        return [{"item_ids": i, "scores": s, "titles": t, "source": c}
-                for i, s, t, c in zip(ids, scores, titles, source, strict=True)]
+        return engine.answer(self, requests)
 
     def predict(self, requests: pd.DataFrame) -> pd.DataFrame:
-        """Answer a request frame (DESIGN.md request schema).
+        """Answer a request frame (see :func:`shoprec.serving.engine.predict`)."""
+        from shoprec.serving import engine
 
-        Args:
-            requests: One row per request; optional columns ``user_id``, ``recent_items``
-                (list of item ids), ``query`` (search text) and ``k``.
-
-        Returns:
-            One row per request: ``item_ids``, ``scores`` and ``titles`` lists, best first,
-            and ``source``: ``search`` for a query (personalised by the shopper's history
-            when there is one), ``model``, or ``popularity`` for a shopper with no usable
-            history.
-        """
-        _check_fields(requests.columns)
-        n = len(requests)
-        columns = {f: requests[f].tolist() if f in requests else [None] * n
-                   for f in REQUEST_FIELDS}
-        ids, scores, titles, source = self._rank(**columns)
-        return pd.DataFrame({"item_ids": ids, "scores": scores, "titles": titles,
-                             "source": source})
-
-    def _rank(self, user_id: list[Any], recent_items: list[Any], query: list[Any],
-              k: list[Any]) -> tuple[list[list[str]], list[list[float]], list[list[str]],
-                                     list[str]]:
-        """Rank items for requests given field by field; one list entry per request."""
-        n = len(user_id)
-        queries = [_text(q).strip() for q in query]
-        ks = [_k(v) for v in k]
-        rows = self.request_rows(user_id, recent_items)
-        max_k = max(ks) if ks else DEFAULT_K
-        has_history = np.diff(rows.indptr) > 0
-        is_search = np.array([bool(q) for q in queries], dtype=bool)
-        search = self.search
-        if is_search.any() and search is None:
-            raise ValueError("this model has no search index (its items had no title, "
-                             "description, category or brand; train with --items to add "
-                             "them), so 'query' is not supported")
-        top = np.full((n, max_k), -1, dtype=np.int64)
-        values = np.full((n, max_k), -np.inf, dtype=np.float32)
-        source = ["model" if h else "popularity" for h in has_history]
-        for group in (np.flatnonzero(is_search & has_history),
-                      np.flatnonzero(is_search & ~has_history)):
-            if len(group):
-                personal_rows = rows[group] if has_history[group[0]] else None
-                assert search is not None  # refused above when a query has no index
-                top[group], values[group] = search.search(
-                    [queries[i] for i in group], max_k, personal_rows)
-                for i in group:
-                    source[i] = "search"
-        personal = np.flatnonzero(~is_search & has_history)
-        if len(personal):
-            subset = rows if len(personal) == n else rows[personal]
-            top[personal], values[personal] = self.model.recommend(subset, k=max_k)
-        cold = np.flatnonzero(~is_search & ~has_history)
-        if len(cold):
-            top[cold], values[cold] = self._popular(rows[cold], max_k)
-        ids = self.items.ids
-        if self._titles is None:  # built once: requests only gather from it
-            self._titles = np.array(self.titles if self.titles is not None
-                                    else [""] * len(ids), dtype=object)
-        out_ids, out_scores, out_titles = [], [], []
-        for r in range(n):
-            chosen = top[r, : ks[r]]
-            chosen = chosen[chosen >= 0]
-            out_ids.append(ids[chosen].tolist())
-            out_scores.append(values[r, : len(chosen)].tolist())
-            out_titles.append(self._titles[chosen].tolist())
-        return out_ids, out_scores, out_titles, source
-
-    def _popular(self, rows: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` by popularity; every cold row gets the same answer, ranked once."""
-        top, values = top_k(self.fallback.score(rows[:1]), k)
-        return np.repeat(top, rows.shape[0], axis=0), np.repeat(values, rows.shape[0], axis=0)
-
-
-def _check_fields(fields: Any) -> None:
-    unknown = sorted(set(map(str, fields)) - set(REQUEST_FIELDS))
-    if unknown:
-        raise ValueError(f"unknown request field(s) {', '.join(unknown)}; a request has "
-                         f"{', '.join(REQUEST_FIELDS)} (all optional)")
-
-
-def _text(value: Any) -> str:
-    return canonical_id(value)
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return []
-    if isinstance(value, (str, bytes, dict)):
-        raise ValueError(f"recent_items must be a list of item ids, e.g. [\"22423\"], "
-                         f"got {type(value).__name__} {value!r}")
-    try:
-        return list(value)
-    except TypeError:
-        raise ValueError(f"recent_items must be a list of item ids, got {value!r}") from None
-
-
-#: Largest ``k`` a request may ask for (a page of results, not the catalogue).
-MAX_K = 1000
-
-
-def _k(value: Any) -> int:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return DEFAULT_K
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"k must be an integer, got {value!r}")
-    try:
-        k = int(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: k = 1e400 or Infinity
-        raise ValueError(f"k must be an integer, got {value!r}") from None
-    if not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
-    return k
+        return engine.predict(self, requests)

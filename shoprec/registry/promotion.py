@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION", "PromotionDecision",
            "PromotionError", "PromotionRefused", "alias_log", "alias_version",
-           "apply_promotion", "compare_with_champion", "decide", "load_bundle", "rollback"]
+           "apply_promotion", "compare_with_champion", "decide", "rollback"]
 
 
 class PromotionError(ShopRecError):
@@ -300,15 +300,6 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
             "reason": reason}
 
 
-def load_version(name: str, version: str) -> Any:
-    """Load the pyfunc model of ``name`` version ``version``."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.set_registry_uri(tracking.tracking_uri())
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-
-
 def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
                           items: pd.DataFrame | None, ks: list[int], primary: str,
                           margin: float = 0.0, threads: int | None = None) -> PromotionDecision:
@@ -360,16 +351,3 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
                       f"{recipes['champion'].describe()}, both retrained on the latest "
                       "data's training split")
     return decision
-
-
-def load_bundle(name: str, alias: str = CHAMPION) -> tuple[Any, str]:
-    """The :class:`~shoprec.registry.bundle.ModelBundle` behind ``name@alias``, and its version.
-
-    Raises:
-        PromotionError: The alias is not set.
-    """
-    version = alias_version(name, alias)
-    if version is None:
-        raise PromotionError(f"{name} has no '{alias}' version; train a model first "
-                             "(shoprec train) or promote one (shoprec promote)")
-    return load_version(name, version).unwrap_python_model().bundle, version

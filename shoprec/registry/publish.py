@@ -131,21 +131,6 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
     return GateVerdict(all(c.passed for c in checks), metric, checks, version)
 
 
-def load_alias(name: str, alias: str) -> Any:
-    """Load the pyfunc model of ``name@alias``, or ``None`` if the alias is not set.
-
-    Raises:
-        RegistryError: The registry could not be read (never taken for "not set").
-    """
-    import mlflow
-
-    if alias_version(name, alias) is None:
-        return None
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.set_registry_uri(tracking.tracking_uri())
-    return mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-
-
 def signature_and_example(user_id: str, item_ids: list[str], query: str = ""
                           ) -> tuple[Any, pd.DataFrame]:
     """The pyfunc signature (DESIGN.md request schema) and a small input example."""

@@ -22,8 +22,10 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-#: Where loading a registered model starts: the pyfunc wrapper MLflow imports.
-ENTRY_MODULES = ("shoprec.registry.pyfunc_model", "shoprec.registry.bundle")
+#: Where loading a registered model starts: the pyfunc wrapper MLflow imports, the bundle
+#: and the engine that answers its requests.
+ENTRY_MODULES = ("shoprec.registry.pyfunc_model", "shoprec.registry.bundle",
+                 "shoprec.serving.engine")
 
 
 def _source(module: str) -> tuple[ast.Module, Path] | None:

@@ -10,7 +10,8 @@ import scipy.sparse as sp
 from shoprec.features.idmap import IdMap
 from shoprec.models import ImplicitALS, Popularity
 from shoprec.ranking import top_k
-from shoprec.registry.bundle import RECENT_ITEM_WEIGHT, ModelBundle
+from shoprec.registry.bundle import ModelBundle
+from shoprec.serving.engine import RECENT_ITEM_WEIGHT
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from shoprec.features.idmap import IdMap
 from shoprec.models import Popularity
 from shoprec.registry.bundle import ModelBundle
-from shoprec.serving import Limits, RecommendationServer
+from shoprec.serving.server import Limits, RecommendationServer
 
 
 async def _mlflow_app(scope, receive, send) -> None:

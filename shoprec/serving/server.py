@@ -172,15 +172,16 @@ def create_app() -> RecommendationServer:
 
     Called by uvicorn in each server worker process (``factory=True``).
     """
-    import mlflow
     from mlflow.pyfunc import scoring_server
     from threadpoolctl import threadpool_limits
+
+    from shoprec.registry.loading import load_uri
 
     # One request is a vector-matrix product: BLAS threads only contend with the other
     # worker processes and the event loop.
     threadpool_limits(1)
     uri = os.environ[MODEL_URI_ENV]
-    model = mlflow.pyfunc.load_model(uri)
+    model = load_uri(uri)
     bundle = getattr(model.unwrap_python_model(), "bundle", None)
     answer = getattr(bundle, "answer", None)
     if answer is None:

@@ -1,0 +1,79 @@
+"""Loading a registered model: one way, by alias or by version.
+
+Every command that uses a registered model (``recommend``, ``serve``, ``batch``, the
+promotion's comparison) loads it through :func:`load_pyfunc` or :func:`load_bundle`; an
+alias is read fail-closed (:func:`shoprec.registry.aliases.alias_version`), so a registry
+that cannot be read is an error, never "no model".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoprec.errors import ModelNotRegisteredError
+from shoprec.registry import tracking
+from shoprec.registry.aliases import CHAMPION, alias_version
+from shoprec.registry.bundle import ModelBundle
+
+
+def resolve_version(name: str, alias: str | None = None, version: str | None = None) -> str:
+    """The version number behind ``name@alias``, or ``version`` checked to exist.
+
+    Args:
+        name: Registered model name.
+        alias: Alias to resolve (default ``champion`` when no version is given).
+        version: A version number, instead of an alias.
+
+    Raises:
+        ModelNotRegisteredError: The alias is not set, or there is no such version.
+        RegistryError: The registry could not be read.
+    """
+    if version is not None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tracking.client().get_model_version(name, str(version))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise ModelNotRegisteredError(f"{name} has no version {version}") from None
+        return str(version)
+    alias = alias or CHAMPION
+    found = alias_version(name, alias)
+    if found is None:
+        raise ModelNotRegisteredError(
+            f"no version of {name!r} has the alias {alias!r} in the MLflow registry at "
+            "MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); run `shoprec train` first, "
+            "or promote one with `shoprec promote`")
+    return found
+
+
+def load_uri(uri: str) -> Any:
+    """Load the pyfunc model at ``uri`` from the configured tracking store.
+
+    Args:
+        uri: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_registry_uri(tracking.tracking_uri())
+    return mlflow.pyfunc.load_model(uri)
+
+
+def load_pyfunc(name: str, alias: str | None = None,
+                version: str | None = None) -> tuple[Any, str]:
+    """The pyfunc model of ``name@alias`` or ``name/version``, and its version number.
+
+    The alias defaults to ``champion``; errors are those of :func:`resolve_version`.
+    """
+    found = resolve_version(name, alias, version)
+    # By version, not alias: the alias may move between the lookup and the load.
+    return load_uri(f"models:/{name}/{found}"), found
+
+
+def load_bundle(name: str, alias: str | None = None,
+                version: str | None = None) -> tuple[ModelBundle, str]:
+    """The :class:`ModelBundle` behind ``name@alias`` or ``name/version``, and its version."""
+    model, found = load_pyfunc(name, alias, version)
+    return model.unwrap_python_model().bundle, found
