@@ -38,6 +38,7 @@ from shoprec.registry.aliases import (
     now,
 )
 from shoprec.registry.recipe import read_recipe
+from shoprec.registry.rule import replaces_champion
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +185,7 @@ def decide(name: str, candidate_version: str, champion_version: str | None,
     if champion is None:
         passed, why = True, "there is no champion yet"
     else:
-        bar = float(champion[primary]) * (1.0 + margin)
-        passed = value >= bar
+        passed, bar = replaces_champion(value, float(champion[primary]), margin)
         why = (f"{primary} {value:.4f} {'>=' if passed else '<'} champion version "
                f"{champion_version}'s {float(champion[primary]):.4f}"
                + (f" x {1 + margin:.2f} = {bar:.4f}" if margin else ""))

@@ -29,6 +29,7 @@ from shoprec.registry.aliases import (
 )
 from shoprec.registry.recipe import ChampionReference
 from shoprec.registry.requirements import model_requirements
+from shoprec.registry.rule import replaces_champion
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             note = ("; note: the champion was trained with another event weighting, both are "
                     "compared with this run's")
         checks.append(GateCheck(
-            name, value >= reference, value, reference,
+            name, replaces_champion(value, reference)[0], value, reference,
             f"{metric} {value:.4f} vs {reference:.4f} for champion version {version}'s recipe "
             f"{champion.recipe.describe() if champion.recipe else ''} retrained on this run's "
             f"training split, same test users{note}"))

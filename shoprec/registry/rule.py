@@ -1,0 +1,23 @@
+"""The one rule that lets a version replace the champion.
+
+The training gate and ``shoprec promote`` both apply it, and both compare like for like: the two recipes retrained on the same training split and
+scored on the same test users (see :mod:`shoprec.registry.recipe`).
+"""
+
+from __future__ import annotations
+
+
+def replaces_champion(value: float, champion: float, margin: float = 0.0) -> tuple[bool, float]:
+    """Whether a primary-metric ``value`` may replace the champion's, and the bar it met.
+
+    Args:
+        value: The candidate's primary metric on test.
+        champion: The champion recipe's primary metric on the same test users.
+        margin: Relative margin over the champion (0: "no worse" wins, so a retrain of the
+            same recipe on the same data, which ties, takes over).
+
+    Returns:
+        ``(passed, bar)`` with ``bar = champion * (1 + margin)`` and ``passed = value >= bar``.
+    """
+    bar = float(champion) * (1.0 + margin)
+    return float(value) >= bar, bar
