@@ -1,7 +1,8 @@
 """The one rule that lets a version replace the champion.
 
-The training gate and ``shoprec promote`` both apply it, and both compare like for like: the two recipes retrained on the same training split and
-scored on the same test users (see :mod:`shoprec.registry.recipe`).
+The training gate and ``shoprec promote`` both apply it, and both compare like for like:
+the two recipes retrained on the same training split and scored on the same test users
+(see :mod:`shoprec.registry.recipe`).
 """
 
 from __future__ import annotations
