@@ -350,8 +350,8 @@ class _WithoutTraceback(logging.Formatter):
 def _quiet_tracebacks() -> None:
     """Keep tracebacks off the console unless -v is given.
 
-    Without -v, no console handler prints a traceback (Prefect's task and flow runs log every
-    exception with one); the one-line messages stay.
+    Prefect's task and flow runs log every exception with a traceback; without -v the
+    console handlers keep the one-line messages only.
     """
     if _VERBOSE:
         return
@@ -836,8 +836,8 @@ def serve(
 def _stop_on_sigterm() -> None:
     """Make SIGTERM stop a command like Ctrl-C does.
 
-    SIGTERM (what a process manager or a work-pool worker sends to stop a run) stops the command
-    like Ctrl-C does: the flow unwinds, its MLflow run is marked killed.
+    SIGTERM is what a process manager or a work-pool worker sends to stop a run: the flow
+    unwinds and its MLflow run is marked killed.
     """
     import signal
 
@@ -850,8 +850,8 @@ def _stop_on_sigterm() -> None:
 def _exit_now(code: int) -> None:
     """Exit now, after stopping Prefect's temporary server.
 
-    Exit without waiting for training threads that are still running (a stopped run must end within
-    seconds), after stopping Prefect's temporary server.
+    Training threads that are still running are not waited for: a stopped run must end
+    within seconds.
     """
     sys.stdout.flush()
     sys.stderr.flush()

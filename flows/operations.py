@@ -68,8 +68,9 @@ def rollback_model(registered_model_name: str = DEFAULT_MODEL_NAME, reason: str 
                    requested_by: str = "") -> dict[str, Any]:
     """Roll the champion back to the previous champion.
 
-    Point ``champion`` back at ``previous-champion`` (the champion before the last promotion); the
-    move is logged in the registry's tags and a ``shoprec-rollback`` artifact.
+    ``champion`` points back at ``previous-champion`` (the champion before the last
+    promotion); the move is logged in the registry's tags and a ``shoprec-rollback``
+    artifact.
 
     Args:
         registered_model_name: MLflow registered model name.
@@ -86,8 +87,9 @@ def batch_recommendations(
 ) -> dict[str, Any]:
     """Write every known user's top K from a registered model.
 
-    Score every known user with ``models:/<name>@<alias>`` and write their top K as Parquet
-    partitioned by date (``user_id, rank, item_id, score, model_version, generated_at``).
+    Every known user is scored with ``models:/<name>@<alias>``; their top K is written as
+    Parquet partitioned by date (``user_id, rank, item_id, score, model_version,
+    generated_at``).
 
     Args:
         batch: Model, alias, output folder, K and batch size.

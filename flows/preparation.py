@@ -28,8 +28,8 @@ def prepare_data(data: DataConfig, cleaning: CleaningConfig, split: SplitConfig,
                  output_dir: str | None) -> tuple[str, PreparedRun]:
     """Run the preparation tasks inside a flow.
 
-    Run the preparation tasks (called inside a flow); return the data's fingerprint and the prepared
-    run. Rejected data raises at a validation task, before any split.
+    Returns the data's fingerprint and the prepared run. Rejected data raises at a
+    validation task, before any split.
     """
     private_result_storage()
     data_key = chain_key(fingerprint := fingerprint_data(data), data)

@@ -28,8 +28,8 @@ def parallel_candidates(config: TrainingConfig, extra: int = 0) -> int:
 def threads_per_candidate(config: TrainingConfig, extra: int = 0) -> int:
     """Each candidate's share of the cores.
 
-    Each candidate's share of the cores (of this machine, or of a local cluster's), with ``extra``
-    training jobs beside the candidates (the champion's recipe).
+    Of this machine, or of a local cluster's, with ``extra`` training jobs beside the
+    candidates (the champion's recipe).
     """
     return max(1, (os.cpu_count() or 1) // parallel_candidates(config, extra))
 
@@ -39,8 +39,7 @@ def candidate_runner(config: TrainingConfig, extra: int = 0) -> Iterator[tuple[T
                                                                Callable[[Any], Any]]]:
     """A started task runner for the candidates, and a way to share inputs.
 
-    A started task runner for the candidates, and a function that ships a training input to the
-    workers once.
+    The second item ships a training input to the workers once.
 
     With Dask, inputs are scattered to every worker before the tasks are submitted, so each
     task receives a reference instead of a fresh copy of the matrices; with threads they
@@ -84,8 +83,8 @@ def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
                    config: TrainingConfig, threads: int) -> list[CandidateResult]:
     """Run every training job as its own task; return the rows.
 
-    Run every training job as its own task, all submitted at once; return their rows in leaderboard
-    order (a job that failed, or was lost with its worker, gets a failed row).
+    All jobs are submitted at once; their rows come back in leaderboard order, and a job
+    that failed, or was lost with its worker, gets a failed row.
     """
     from shoprec_tasks.training import train_candidate, train_champion_recipe
 

@@ -41,8 +41,8 @@ def create_app() -> Any:
 def _watch_parent(parent: int) -> None:
     """Stop this server once its parent is gone.
 
-    Stop this server once ``parent`` no longer is its parent (it died; the orphan was handed to init
-    or a subreaper).
+    The parent died when this process is no longer its child (the orphan was handed to
+    init or a subreaper).
     """
     while os.getppid() == parent:
         time.sleep(POLL_SECONDS)
@@ -76,8 +76,8 @@ def _guarded_uvicorn_command(self: Any) -> subprocess.Popen[Any]:
 def guard_temporary_servers() -> None:
     """Make this process's temporary Prefect servers stop when it dies.
 
-    Make every temporary Prefect server this process starts from now on stop by itself when the
-    process dies. Servers given by ``PREFECT_API_URL`` are not touched.
+    Applies to every temporary server started from now on; servers given by
+    ``PREFECT_API_URL`` are not touched.
     """
     from prefect.server.api.server import SubprocessASGIServer
 

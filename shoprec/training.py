@@ -166,8 +166,7 @@ def retrain_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | 
                    label: str = CHAMPION_RECIPE) -> CandidateResult:
     """Retrain a registered version's recipe on this run's split.
 
-    Train a registered version's recipe on this run's training split and score it on the same
-    validation and test users as every candidate.
+    It is scored on the same validation and test users as every candidate.
 
     Args:
         recipe: The version's candidate and chosen hyperparameters.
@@ -361,8 +360,8 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                      fingerprint: str, commit: str) -> Selection:
     """Pick the best candidate on validation and judge it with the gate.
 
-    Pick the best candidate on validation and judge it with the gate (on test, against popularity
-    and the champion's recipe retrained on the same split).
+    The gate compares on test, against popularity and the champion's recipe retrained on
+    the same split.
 
     Raises:
         ModelFitError: No candidate succeeded.

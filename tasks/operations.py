@@ -30,8 +30,8 @@ def compare_with_champion(config: PromotionConfig, encoded: EncodedSplit,
                           items: pd.DataFrame) -> promotion.PromotionDecision:
     """Compare a candidate with the champion, recipe against recipe.
 
-    Retrain the candidate's and the champion's recipes on the latest training split and compare them
-    on its test users.
+    Both recipes are retrained on the latest training split and compared on its test
+    users.
     """
     return promotion.compare_with_champion(
         config.registered_model_name, config.version, encoded,

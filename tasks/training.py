@@ -52,8 +52,8 @@ def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
 def find_champion(name: str) -> ChampionReference:
     """Look up the current champion and its recipe.
 
-    The current champion and its recipe; a registry that cannot be read is recorded in the reference
-    (and fails the gate), never taken for "no champion".
+    A registry that cannot be read is recorded in the reference (and fails the gate),
+    never taken for "no champion".
     """
     return champion_reference(name)
 

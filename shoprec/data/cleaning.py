@@ -139,8 +139,7 @@ class _Reasons:
 def normalise_ids(values: pd.Series) -> pd.Series:
     """Return ids in their canonical text form.
 
-    Return ids in their canonical text form (see :func:`shoprec.data.schema.canonical_id`), with
-    missing or blank ids as <NA>.
+    See :func:`shoprec.data.schema.canonical_id`; missing or blank ids become <NA>.
     """
     return canonical_ids(values)
 

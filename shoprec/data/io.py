@@ -161,8 +161,8 @@ def _refuse_duplicate_columns(columns: list[str], path: str, what: str) -> None:
 def _refuse_other_formats(path: str, what: str) -> None:
     """Refuse a file in a format shoprec does not read.
 
-    Refuse a file in a format shoprec does not read, by its name or (office documents, which are zip
-    archives) its first bytes, before it is misread as CSV.
+    Told by its name, or for office documents (zip archives) by its first bytes, before
+    it is misread as CSV.
     """
     name = PurePosixPath(path.split("?")[0]).name.lower()
     kind = next((kind for suffix, kind in _OTHER_FORMATS.items() if name.endswith(suffix)), None)

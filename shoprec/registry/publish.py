@@ -186,8 +186,8 @@ def bundle_requirements(bundle_dir: str | Path) -> list[str]:
 def _discard_partial_upload(run_id: str) -> None:
     """Remove what an interrupted upload left in the artifact store.
 
-    Remove what an interrupted upload left in the artifact store; when the store cannot be reached
-    now, the next run's sweep does it (:func:`runs.discard_unfinished_models`).
+    When the store cannot be reached now, the next run's sweep does it
+    (:func:`runs.discard_unfinished_models`).
     """
     try:
         experiment = tracking.client().get_run(run_id).info.experiment_id
@@ -201,7 +201,7 @@ def _label(name: str, version: str, verdict: GateVerdict, tags: dict[str, str]
            ) -> tuple[bool, str | None, list[str]]:
     """Tag a new version and set its aliases.
 
-    Tag a new version, make it challenger and, if the gate passed and champion did not move
+    The version becomes challenger and, if the gate passed and champion did not move
     meanwhile, champion. Returns (passed, the champion before, the aliases set).
     """
     mlflow_client = tracking.client()
