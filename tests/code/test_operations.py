@@ -251,8 +251,7 @@ def test_nightly_retrains_promote_on_a_like_for_like_comparison(
     """The life of the training-nightly deployment, run through the Prefect API like the
     UI's "Run" button, over a data source that grows: the second version, trained by the
     same recipe on more data, is compared with the champion's recipe retrained on the same
-    split and becomes champion; a worse third version is refused with the reasons; the batch
-    deployment then serves the new champion."""
+    split and becomes champion; the batch deployment then serves the new champion."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
@@ -317,17 +316,7 @@ def test_nightly_retrains_promote_on_a_like_for_like_comparison(
         assert moves[-2:] == [("previous-champion", None, "1", "train-gate"),
                               ("champion", "1", "2", "train-gate")]
 
-        # A worse version (popularity alone) is refused, each check with its reason.
-        third = nightly(["popularity"])
-        checks = {c["name"]: c for c in third["gate"]["checks"]}
-        assert not third["gate"]["passed"] and third["registered"]["aliases"] == ["challenger"]
-        assert not checks["beats_popularity"]["passed"]
-        assert "vs popularity" in checks["beats_popularity"]["reason"]
-        assert not checks["not_worse_than_champion"]["passed"]
-        assert "champion version 2's recipe mf" in checks["not_worse_than_champion"]["reason"]
-        assert _alias(NIGHTLY, "champion") == "2"
-        tags = tracking.client().get_model_version(NIGHTLY, "3").tags
-        assert tags["gate"] == "fail" and "not_worse_than_champion: fail" in tags["gate_checks"]
+        # (A worse version refused with each check's reason: test_flows, in-process.)
 
         # The batch deployment serves whatever champion now is.
         run = run_deployment(
