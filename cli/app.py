@@ -807,7 +807,9 @@ def serve(
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     uri = tracking.tracking_uri()
-    model_uri = f"models:/{model_name}@{alias}"
+    # By version: every worker (and one uvicorn restarts) serves the version announced,
+    # even if the alias moves meanwhile.
+    model_uri = f"models:/{model_name}/{version}"
     err_console.print(f"serving {model_name}@{alias} (version {version}) on "
                       f"http://{host}:{port}/invocations; Ctrl+C stops", highlight=False)
     sys.stderr.flush()

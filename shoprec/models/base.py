@@ -160,12 +160,21 @@ class Recommender(ABC):
         (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         self._save_state(folder)
 
+    #: Hyperparameters saved under an older name -> their name now. Registered models and
+    #: recipes outlive code versions: a model saved before a rename must still load.
+    renamed_params: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def current_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with names saved by an older version mapped to today's."""
+        return {cls.renamed_params.get(key, key): value for key, value in params.items()}
+
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
         """Read a model written by :meth:`save` (no pickles)."""
         folder = Path(path)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        model = cls(**config["params"])
+        model = cls(**cls.current_params(config["params"]))
         model._load_state(folder)
         return model
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,6 +43,8 @@ class ImplicitALS(Recommender):
 
     family = "mf"
     name = "mf"
+    renamed_params: ClassVar[dict[str, str]] = {"num_threads": "threads"}
+    user_factors_: np.ndarray | None
 
     def __init__(self, factors: int = 64, regularization: float | None = None,
                  regularization_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0),
@@ -129,9 +132,10 @@ class ImplicitALS(Recommender):
 
     def score_fitted(self, users: np.ndarray, user_rows: sp.csr_matrix) -> np.ndarray:
         """Score fitted users from the factors ALS learned for them (no fold-in)."""
-        if getattr(self, "user_factors_", None) is None:
+        learned = getattr(self, "user_factors_", None)
+        if learned is None:
             return self.score(user_rows)
-        return check_finite(self.user_factors_[users] @ self.item_factors_.T, self.name)
+        return check_finite(learned[users] @ self.item_factors_.T, self.name)
 
     @property
     def n_items_(self) -> int:
@@ -139,14 +143,17 @@ class ImplicitALS(Recommender):
         return self.item_factors_.shape[0]
 
     def _save_state(self, folder: Path) -> None:
-        np.savez(folder / "state.npz", item_factors=self.item_factors_,
-                 user_factors=self.user_factors_,
-                 regularization=np.float64(self.regularization_))
+        state: dict[str, Any] = {"item_factors": self.item_factors_,
+                                 "regularization": np.float64(self.regularization_)}
+        if self.user_factors_ is not None:
+            state["user_factors"] = self.user_factors_
+        np.savez(folder / "state.npz", **state)
 
     def _load_state(self, folder: Path) -> None:
         with np.load(folder / "state.npz") as state:
             self.item_factors_ = state["item_factors"]
-            self.user_factors_ = state["user_factors"]
+            # Saved before user factors were kept: known users are folded in instead.
+            self.user_factors_ = state["user_factors"] if "user_factors" in state else None
             self.regularization_ = float(state["regularization"])
         self._prepare()
 

@@ -91,7 +91,7 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
     try:
         client.set_registered_model_alias(name, CHAMPION, version)
-    except Exception:
+    except BaseException:  # a stop signal too: previous-champion must not be left moved
         # Champion did not move: put previous-champion back, so that a rollback does not
         # "restore" the champion that is still serving and lose the real previous one.
         if moves_previous:

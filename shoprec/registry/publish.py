@@ -183,15 +183,21 @@ def bundle_requirements(bundle_dir: str | Path) -> list[str]:
     return model_requirements(classes)
 
 
-def _discard_partial_upload(run_id: str) -> None:
+def _discard_partial_upload(run_id: str, name: str) -> None:
     """Remove what an interrupted upload left in the artifact store.
 
     When the store cannot be reached now, the next run's sweep does it
     (:func:`runs.discard_unfinished_models`).
     """
     try:
-        experiment = tracking.client().get_run(run_id).info.experiment_id
+        client = tracking.client()
+        experiment = client.get_run(run_id).info.experiment_id
         runs.discard_unfinished_models(experiment, run_id=run_id)
+        # Registration may have happened before the failure (MLflow makes more calls after
+        # it): a version of this run that was never labelled is withdrawn too.
+        for found in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+            if "gate" not in (found.tags or {}):
+                _withdraw(name, str(found.version), alias_version(name, CHALLENGER))
     except Exception as exc:  # noqa: BLE001 - the upload's own error is the one to report
         logger.warning("could not remove the partial model of run %s now (%s); the next run "
                        "removes it", run_id, tracking.redact(str(exc)))
@@ -242,7 +248,10 @@ def _withdraw(name: str, version: str, challenger_before: str | None) -> None:
             return
         client = tracking.client()
         client.delete_model_version(name, version)
-        if challenger_before is not None:
+        # Put challenger back only if nobody moved it meanwhile (deleting the version
+        # removed the alias if it pointed there).
+        if challenger_before is not None and challenger_before != version \
+                and alias_version(name, CHALLENGER) is None:
             client.set_registered_model_alias(name, CHALLENGER, challenger_before)
         logger.warning("withdrew %s version %s: publishing it did not finish", name, version)
     except Exception as exc:  # noqa: BLE001 - the original error is the one to report
@@ -288,11 +297,12 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
                 registered_model_name=name,
             )
     except BaseException:  # Ctrl-C, SIGTERM or a server gone during the upload
-        _discard_partial_upload(run_id)
+        _discard_partial_upload(run_id, name)
         raise
     version = str(info.registered_model_version)
-    challenger_before = alias_version(name, CHALLENGER)
+    challenger_before = None
     try:
+        challenger_before = alias_version(name, CHALLENGER)
         passed, current, aliases = _label(name, version, verdict, tags)
     except BaseException:  # stopped, or the registry failed: no half-labelled version left
         _withdraw(name, version, challenger_before)

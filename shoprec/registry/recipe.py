@@ -49,10 +49,15 @@ class Recipe:
 
     def training_params(self, threads: int | None = None) -> dict[str, Any]:
         """The hyperparameters to train it with, on ``threads`` cores where it takes them."""
-        params = {k: v for k, v in self.params.items() if k not in EXECUTION_PARAMS}
+        from shoprec.models import CANDIDATES
+
+        recorded = dict(self.params)
+        if self.candidate in CANDIDATES:  # names an older version recorded, mapped
+            recorded = CANDIDATES[self.candidate].current_params(recorded)
+        params = {k: v for k, v in recorded.items() if k not in EXECUTION_PARAMS}
         if threads is not None:
             for key in EXECUTION_PARAMS:
-                if key in self.params:
+                if key in recorded:
                     params[key] = threads
         return params
 

@@ -36,7 +36,10 @@ def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
     client = tracking.client()
     experiment_id = tracking.experiment_id(experiment)
     close_dead_runs(experiment_id)
-    discard_unfinished_models(experiment_id)
+    try:
+        discard_unfinished_models(experiment_id)
+    except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a run
+        logger.warning("could not sweep unfinished model uploads: %s", tracking.redact(str(exc)))
     tags = {**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     flat = [Param(key, str(value)[:6000]) for key, value in _flat(params).items()]
@@ -167,13 +170,19 @@ def discard_unfinished_models(experiment_id: str, run_id: str | None = None) -> 
     query = f"source_run_id = '{run_id}'" if run_id else None
     discarded = []
     for model in _logged_models(client, experiment_id, query):
-        if model.status == LoggedModelStatus.READY:
+        # Only an upload that never finished; READY and any other state are left alone.
+        if model.status not in (LoggedModelStatus.PENDING, LoggedModelStatus.FAILED):
             continue
-        if run_id is None and model.source_run_id \
-                and client.get_run(model.source_run_id).info.status == "RUNNING":
+        try:
+            if run_id is None and model.source_run_id \
+                    and client.get_run(model.source_run_id).info.status == "RUNNING":
+                continue
+            get_artifact_repository(model.artifact_location).delete_artifacts()
+            client.delete_logged_model(model.model_id)
+        except Exception as exc:  # noqa: BLE001 - a sweep must never stop a run
+            logger.warning("could not remove the unfinished model %s (%s); left as it is",
+                           model.model_id, tracking.redact(str(exc)))
             continue
-        get_artifact_repository(model.artifact_location).delete_artifacts()
-        client.delete_logged_model(model.model_id)
         discarded.append(model.model_id)
         logger.warning("removed model %s of run %s: its upload never finished (%s)",
                        model.model_id, model.source_run_id, model.status)

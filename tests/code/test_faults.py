@@ -408,3 +408,28 @@ def test_a_version_stopped_while_being_labelled_is_withdrawn(
     assert [str(v.version) for v in versions] == [first["version"]]
     assert alias_version("labelled", CHALLENGER) == first["version"]
     assert alias_version("labelled", CHAMPION) == first["version"]
+
+
+@pytest.mark.slow
+def test_a_version_registered_just_before_a_stop_is_withdrawn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow registers the version inside log_model and then makes more calls: a stop
+    there leaves a version nobody labelled, which publish withdraws."""
+    import mlflow.tracking._model_registry.fluent as registry_fluent
+
+    from shoprec.registry import publish, runs, tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    register = registry_fluent._register_model
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        register(*args, **kwargs)  # the version exists: then the signal comes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry_fluent, "_register_model", interrupted)
+    run_id = runs.start_parent_run("shoprec", "stopped", {}, {})
+    with pytest.raises(KeyboardInterrupt):
+        publish.publish(_bundle(tmp_path / "bundle"), run_id=run_id, name="late",
+                        verdict=publish.GateVerdict(passed=True, metric="ndcg@10"), tags={},
+                        example_user="u1", example_items=["i1"])
+    assert tracking.client().search_model_versions("name = 'late'") == []

@@ -195,3 +195,25 @@ def test_decide_compares_only_the_metrics_both_have() -> None:
     decision = decide("m", "2", "1", {"ndcg@10": 0.3, "rmse": 0.9, "users": 40},
                       {"ndcg@10": 0.2, "users": 40}, "ndcg@10")
     assert decision.passed and [c.metric for c in decision.comparisons] == ["ndcg@10"]
+
+
+def test_models_and_recipes_saved_under_an_older_parameter_name_still_work(
+        tmp_path: Path) -> None:
+    """ALS called its thread count num_threads before 0.1's rename to threads: a model or
+    a champion recipe registered then must still load and retrain."""
+    import json
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from shoprec.models import ImplicitALS
+
+    matrix = sp.random(40, 20, density=0.2, random_state=1, format="csr", dtype=np.float32)
+    ImplicitALS(factors=4, regularization=1.0, iterations=2).fit(matrix).save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["params"]["num_threads"] = config["params"].pop("threads")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    loaded = ImplicitALS.load(tmp_path / "m")
+    assert loaded.threads == 1 and loaded.score(matrix[:2]).shape == (2, 20)
+    old = Recipe("mf", {"factors": 4, "num_threads": 1, "seed": 0}, {}, None, "f" * 64, "abc")
+    assert old.training_params(threads=2) == {"factors": 4, "threads": 2, "seed": 0}
