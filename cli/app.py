@@ -435,7 +435,7 @@ def validate(
 ) -> None:
     """Validate and clean a data set; print the report (exit 0 valid, 1 rejected, 2 usage)."""
     from shoprec.config import CleaningConfig
-    from shoprec.validation import load_and_validate
+    from shoprec.pipeline import PreparationSteps, load_and_validate
 
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                date_format, timestamp_unit)
@@ -452,9 +452,8 @@ def validate(
             report_json.write_text(json.dumps(report.to_dict(), indent=2, default=str))
 
     try:
-        prepared = load_and_validate(data_config, cleaning_config,
-                                     docs_dir=output_dir / "data_docs" if data_docs else None,
-                                     quarantine_dir=output_dir)
+        steps = PreparationSteps(output_dir / "data_docs" if data_docs else None)
+        prepared = load_and_validate(data_config, cleaning_config, output_dir, steps)
     except DataValidationError as exc:
         write_report(exc.report)
         raise
@@ -667,11 +666,10 @@ def promote(
         "--margin", help="Relative margin the candidate must clear over the champion.")] = 0.0,
     model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
 ) -> None:
-    """Promote a version (default.
+    """Promote a version (by default the challenger) to champion, compared like for like.
 
-    The challenger) to champion after comparing it with the current champion like for like: both
-    recipes retrained on the latest data's training split and scored on its test users (a Prefect
-    flow).
+    Both recipes are retrained on the latest data's training split and scored on its test users
+    (a Prefect flow).
     """
     from shoprec.config import PromotionConfig, SplitConfig
 

@@ -37,11 +37,10 @@ def promote_model(
     split: SplitConfig = SplitConfig(),
     weighting: WeightingConfig = WeightingConfig(),
 ) -> dict[str, Any]:
-    """Promote a version (default.
+    """Promote a version (by default the challenger) to champion, compared like for like.
 
-    The challenger) to champion after comparing it with the current champion like for like: both
-    versions' recipes are retrained on the latest data's training split and scored on its test
-    users.
+    Both the version's recipe and the current champion's are retrained on the latest data's
+    training split and scored on its test users.
 
     A candidate worse on the primary metric is refused (the flow run fails with the report)
     unless ``promotion.force`` is set with a reason. The report is the
@@ -58,7 +57,7 @@ def promote_model(
         The decision with its per-metric report.
     """
     apply_runtime_defaults()
-    _, prepared = prepare_data(data, cleaning, split, weighting, output_dir=None)
+    prepared = prepare_data(data, cleaning, split, weighting, output_dir=None)
     decision = compare_with_champion(promotion, prepared.encoded, prepared.data.items)
     return apply_promotion(decision, promotion).to_dict()
 

@@ -1,7 +1,8 @@
-"""Data preparation wiring shared by the flows.
+"""Data preparation inside a flow: the core's one sequence, every step a cached task.
 
-Fingerprint -> load -> validate raw -> clean and quarantine -> validate clean -> split -> encode,
-every step a cached task.
+The order of the steps, and what happens to rejected data, is ``shoprec.pipeline``'s;
+this module only swaps each step for its Prefect task and threads the cache key through
+(the input's fingerprint, then every configuration applied so far).
 """
 
 from __future__ import annotations
@@ -18,29 +19,72 @@ from shoprec_tasks.data import (
     validate_raw_data,
     write_quarantine,
 )
+from typing_extensions import override
 
 from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
-from shoprec.pipeline import PreparedRun
+from shoprec.data.adapters import RawData
+from shoprec.data.cleaning import CleanData
+from shoprec.data.splits import Split
+from shoprec.features.encoding import EncodedSplit
+from shoprec.pipeline import PreparationSteps, PreparedRun, prepare
+from shoprec.validation import ValidationReport
+
+
+class TaskSteps(PreparationSteps):
+    """Preparation steps run as Prefect tasks, cached by the chain of inputs that shaped them.
+
+    The validation tasks raise on rejected data themselves, so the flow run fails at the
+    task that rejected it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._key = ""
+
+    def _extend(self, *configs: object) -> str:
+        self._key = chain_key(self._key, *configs)
+        return self._key
+
+    @override
+    def fingerprint(self, data: DataConfig) -> str:
+        self._key = fingerprint_data(data)
+        return self._key
+
+    @override
+    def load(self, data: DataConfig) -> RawData:
+        return load_data(data, self._extend(data))
+
+    @override
+    def validate_raw(self, raw: RawData) -> ValidationReport:
+        return validate_raw_data(raw, self._key)
+
+    @override
+    def clean(self, raw: RawData, cleaning: CleaningConfig) -> CleanData:
+        return clean_data(raw, cleaning, self._extend(cleaning))
+
+    @override
+    def write_quarantine(self, data: CleanData, output_dir: str) -> dict[str, str]:
+        return write_quarantine(data, output_dir)
+
+    @override
+    def validate_clean(self, data: CleanData, cleaning: CleaningConfig,
+                       report: ValidationReport) -> ValidationReport:
+        return validate_clean_data(data, cleaning, report, self._key)
+
+    @override
+    def split(self, data: CleanData, split: SplitConfig) -> Split:
+        return split_data(data, split, self._extend(split))
+
+    @override
+    def encode(self, parts: Split, weighting: WeightingConfig) -> EncodedSplit:
+        return encode_data(parts, weighting, self._extend(weighting))
 
 
 def prepare_data(data: DataConfig, cleaning: CleaningConfig, split: SplitConfig,
-                 weighting: WeightingConfig,
-                 output_dir: str | None) -> tuple[str, PreparedRun]:
-    """Run the preparation tasks inside a flow.
+                 weighting: WeightingConfig, output_dir: str | None) -> PreparedRun:
+    """Run the preparation sequence as tasks inside a flow.
 
-    Returns the data's fingerprint and the prepared run. Rejected data raises at a
-    validation task, before any split.
+    Rejected data raises at a validation task, before any split.
     """
     private_result_storage()
-    data_key = chain_key(fingerprint := fingerprint_data(data), data)
-    raw = load_data(data, data_key)
-    report = validate_raw_data(raw, data_key)
-    clean_key = chain_key(data_key, cleaning)
-    clean = clean_data(raw, cleaning, clean_key)
-    # Written before the clean data is judged: rejected data is explained by these files.
-    quarantine = write_quarantine(clean, output_dir) if output_dir else None
-    report = validate_clean_data(clean, cleaning, report, clean_key)
-    split_key = chain_key(clean_key, split)
-    parts = split_data(clean, split, split_key)
-    encoded = encode_data(parts, weighting, chain_key(split_key, weighting))
-    return fingerprint, PreparedRun(clean, report, parts, encoded, quarantine)
+    return prepare(data, cleaning, split, weighting, output_dir or None, TaskSteps())

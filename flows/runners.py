@@ -1,22 +1,55 @@
-"""Where the training flow runs its candidate tasks.
+"""Where the training flow's candidates run: the ``shoprec-candidates`` flow and its runner.
 
-Threads in the flow's process, or a Dask cluster through prefect-dask (a local cluster of worker
-processes, or an existing scheduler).
+The candidates train as tasks of a nested flow whose task runner is chosen from the run's
+configuration with ``with_options``: threads in the flow's process, or a Dask cluster
+through prefect-dask (a local cluster of worker processes, or an existing scheduler).
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
+from prefect import flow
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from threadpoolctl import threadpool_limits
 
 from shoprec.config import TrainingConfig
 from shoprec.training import CandidateJob, CandidateResult, job_result, submission_order
+
+
+class CandidateThreads(ThreadPoolTaskRunner):
+    """A thread pool that a stopped flow does not wait for.
+
+    Prefect's thread pool joins its threads on exit, and a candidate can train for minutes:
+    on SIGTERM or Ctrl-C the flow must end within seconds, so the threads are left to end
+    with the process. A normal exit still waits for every task.
+    """
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if exc_type is not None and self._executor is not None:
+            for event in self._cancel_events.values():
+                event.set()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        super().__exit__(exc_type, exc_value, traceback)
+
+
+class TrainingInputs:
+    """The training matrices and item table, handed to the candidates flow by reference.
+
+    Prefect records every flow parameter as JSON; a value it cannot encode is stored as a
+    placeholder. Without ``__dict__`` (slots) this object is refused at once, instead of
+    the matrices being deep-copied on their way to that refusal.
+    """
+
+    __slots__ = ("encoded", "items")
+
+    def __init__(self, encoded: Any, items: Any) -> None:
+        self.encoded = encoded
+        self.items = items
 
 
 def parallel_candidates(config: TrainingConfig, extra: int = 0) -> int:
@@ -34,73 +67,65 @@ def threads_per_candidate(config: TrainingConfig, extra: int = 0) -> int:
     return max(1, (os.cpu_count() or 1) // parallel_candidates(config, extra))
 
 
-@contextmanager
-def candidate_runner(config: TrainingConfig, extra: int = 0) -> Iterator[tuple[TaskRunner,
-                                                               Callable[[Any], Any]]]:
-    """A started task runner for the candidates, and a way to share inputs.
+def task_runner_for(config: TrainingConfig, extra: int = 0) -> TaskRunner:
+    """The task runner the configuration asks for, sized for the candidates."""
+    if config.task_runner != "dask":
+        return CandidateThreads(max_workers=parallel_candidates(config, extra))
+    from prefect_dask import DaskTaskRunner
 
-    The second item ships a training input to the workers once.
+    if config.dask_address:
+        return DaskTaskRunner(address=config.dask_address)
+    threads = str(threads_per_candidate(config, extra))
+    # One task per worker process at a time; BLAS and OpenMP pools sized to the worker's
+    # share of the cores.
+    return DaskTaskRunner(cluster_kwargs={
+        "n_workers": config.dask_workers, "threads_per_worker": 1, "processes": True,
+        "dashboard_address": None,
+        "env": {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads}})
 
-    With Dask, inputs are scattered to every worker before the tasks are submitted, so each
-    task receives a reference instead of a fresh copy of the matrices; with threads they
-    are shared in memory as they are.
+
+def _shared(value: Any) -> Any:
+    """``value`` as the tasks should receive it.
+
+    On Dask it is scattered to every worker once, so each task gets a reference instead of
+    its own copy of the matrices; with threads it is shared in memory as it is.
     """
-    if config.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner
+    context = FlowRunContext.get()
+    client = getattr(context.task_runner, "client", None) if context else None
+    return value if client is None else client.scatter(value, broadcast=True)
 
-        if config.dask_address:
-            runner = DaskTaskRunner(address=config.dask_address)
-        else:
-            threads = str(threads_per_candidate(config, extra))
-            # One task per worker process at a time; BLAS and OpenMP pools sized to the
-            # worker's share of the cores.
-            runner = DaskTaskRunner(cluster_kwargs={
-                "n_workers": config.dask_workers, "threads_per_worker": 1,
-                "processes": True, "dashboard_address": None,
-                "env": {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-                        "MKL_NUM_THREADS": threads}})
-        with runner:
-            yield runner, lambda value: runner.client.scatter(value, broadcast=True)
-    else:
-        runner = ThreadPoolTaskRunner(max_workers=parallel_candidates(config, extra))
-        runner.__enter__()
-        try:
-            yield runner, lambda value: value
-        except BaseException:
-            # Stopped (SIGTERM, Ctrl-C) or failed: do not wait for candidates still
-            # training, which can take minutes; their threads end with the process. The
-            # runner's own exit would join them.
-            executor = getattr(runner, "_executor", None)
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
-                runner._executor = None  # noqa: SLF001 - nothing left for exit to join
-            runner.__exit__(*sys.exc_info())
-            raise
-        runner.__exit__(None, None, None)
+
+@flow(name="shoprec-candidates", task_runner=CandidateThreads(max_workers=4),
+      validate_parameters=False)
+def train_candidates(jobs: list[CandidateJob], inputs: TrainingInputs, ks: list[int],
+                     threads: int) -> list[CandidateResult]:
+    """Train every job as its own task, all submitted at once; return the rows.
+
+    Rows come back in the jobs' order; a job that failed, or was lost with its worker,
+    gets a failed row. ``threads`` caps each job's BLAS and OpenMP pools.
+    """
+    from shoprec_tasks.training import train_candidate, train_champion_recipe
+
+    with threadpool_limits(threads):
+        common = {"encoded": _shared(inputs.encoded), "items": _shared(inputs.items),
+                  "ks": ks, "threads": threads}
+        futures: dict[str, PrefectFuture[CandidateResult]] = {}
+        for job in submission_order(jobs):
+            if job.recipe is not None:
+                futures[job.label] = train_champion_recipe.submit(recipe=job.recipe, **common)
+            else:
+                futures[job.label] = train_candidate.submit(name=job.candidate,
+                                                            params=job.params, **common)
+        return [job_result(job, _wait(futures[job.label])) for job in jobs]
 
 
 def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
                    config: TrainingConfig, threads: int) -> list[CandidateResult]:
-    """Run every training job as its own task; return the rows.
-
-    All jobs are submitted at once; their rows come back in leaderboard order, and a job
-    that failed, or was lost with its worker, gets a failed row.
-    """
-    from shoprec_tasks.training import train_candidate, train_champion_recipe
-
+    """Run the candidates flow on the task runner ``config`` asks for."""
     extra = sum(job.recipe is not None for job in jobs)
-    futures = {}
-    with threadpool_limits(threads), candidate_runner(config, extra) as (runner, share):
-        inputs = {"encoded": share(encoded), "items": share(items), "ks": config.ks,
-                  "threads": threads}
-        for job in submission_order(jobs):
-            if job.recipe is not None:
-                futures[job.label] = runner.submit(train_champion_recipe,
-                                                   {**inputs, "recipe": job.recipe})
-            else:
-                futures[job.label] = runner.submit(train_candidate, {
-                    **inputs, "name": job.candidate, "params": job.params})
-        return [job_result(job, _wait(futures[job.label])) for job in jobs]
+    on_runner = train_candidates.with_options(task_runner=task_runner_for(config, extra))
+    return on_runner(jobs, TrainingInputs(encoded, items), config.ks, threads)
 
 
 def _wait(future: Any) -> Any:

@@ -14,7 +14,6 @@ from typing import Any
 from prefect import flow
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from shoprec_flows.preparation import prepare_data
 from shoprec_flows.runners import run_candidates, threads_per_candidate
 from shoprec_tasks.training import (
@@ -50,7 +49,7 @@ from shoprec.training import (
 logger = logging.getLogger(__name__)
 
 
-@flow(name="shoprec-training", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="shoprec-training", log_prints=True)
 def training_pipeline(
     data: DataConfig = DataConfig(),
     cleaning: CleaningConfig = CleaningConfig(),
@@ -78,7 +77,8 @@ def training_pipeline(
     """
     apply_runtime_defaults()
     # Data preparation, cached by the input's fingerprint and the configuration.
-    fingerprint, prepared = prepare_data(data, cleaning, split, weighting, output_dir)
+    prepared = prepare_data(data, cleaning, split, weighting, output_dir)
+    fingerprint = prepared.fingerprint
     clean, encoded = prepared.data, prepared.encoded
     run_id, commit = str(flow_run.id), git_commit()
     parent = start_mlflow_run(

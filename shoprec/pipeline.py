@@ -1,11 +1,17 @@
-"""Data preparation as plain functions: load -> validate -> clean -> split -> encode.
+"""Data preparation, the one sequence every command and flow runs.
 
-The Prefect flow wires the same steps as tasks; this module lets the command line, a
-notebook or a test run them without Prefect.
+fingerprint -> load -> validate raw -> clean and quarantine -> write the quarantine ->
+validate clean -> split -> encode.
+
+:func:`load_and_validate` runs it up to the clean validation (``shoprec validate``),
+:func:`prepare` to the end (training, promotion). Each step is a method of
+:class:`PreparationSteps`; the Prefect flows pass a subclass whose steps are cached tasks,
+so the order, and what happens to rejected data, is written once, here.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +20,101 @@ from typing import Any
 import numpy as np
 
 from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
-from shoprec.data.cleaning import CleanData
+from shoprec.data.adapters import RawData, load
+from shoprec.data.cleaning import CleanData, clean
+from shoprec.data.io import fingerprint
 from shoprec.data.splits import Split, split_interactions
 from shoprec.features.encoding import EncodedSplit, encode_split
-from shoprec.validation import ValidationReport, load_and_validate
+from shoprec.validation import (
+    SuiteRunner,
+    ValidationReport,
+    raise_if_rejected,
+    validate_clean,
+    validate_raw,
+)
 
 logger = logging.getLogger(__name__)
+
+
+class PreparationSteps:
+    """The steps of data preparation, run in this process.
+
+    Args:
+        docs_dir: Folder for Great Expectations Data Docs, or ``None``.
+    """
+
+    def __init__(self, docs_dir: str | Path | None = None) -> None:
+        self.docs_dir = docs_dir
+        self._runner: SuiteRunner | None = None
+
+    @property
+    def runner(self) -> SuiteRunner:
+        """The Great Expectations suite runner, made on first use (it is slow to start)."""
+        if self._runner is None:
+            self._runner = SuiteRunner(self.docs_dir)
+        return self._runner
+
+    def fingerprint(self, data: DataConfig) -> str:
+        """Hash the input files and the options that read them (the data's identity)."""
+        return data_fingerprint(data)
+
+    def load(self, data: DataConfig) -> RawData:
+        """Read the source and map it onto canonical columns."""
+        return load(data)
+
+    def validate_raw(self, raw: RawData) -> ValidationReport:
+        """Run the raw suites."""
+        return validate_raw(raw, self.runner)
+
+    def clean(self, raw: RawData, cleaning: CleaningConfig) -> CleanData:
+        """Clean with quarantine."""
+        return clean(raw, cleaning)
+
+    def write_quarantine(self, data: CleanData, output_dir: str) -> dict[str, str]:
+        """Write the quarantine Parquet files."""
+        return data.write_quarantine(output_dir)
+
+    def validate_clean(self, data: CleanData, cleaning: CleaningConfig,
+                       report: ValidationReport) -> ValidationReport:
+        """Run the clean suites and the quarantine-share check."""
+        return validate_clean(data, cleaning, self.runner, report)
+
+    def split(self, data: CleanData, split: SplitConfig) -> Split:
+        """Split the clean interactions."""
+        return split_interactions(data.interactions, split)
+
+    def encode(self, parts: Split, weighting: WeightingConfig) -> EncodedSplit:
+        """Build id maps, the weighted training matrix and the relevance matrices."""
+        return encode_split(parts, weighting)
+
+    def reject(self, report: ValidationReport) -> None:
+        """Stop on rejected data (raise :class:`DataValidationError`), Data Docs attached."""
+        if self.docs_dir:
+            report.data_docs = self.runner.docs_index()
+        raise_if_rejected(report)
+
+
+def data_fingerprint(data: DataConfig) -> str:
+    """SHA-256 of the input files and the options that read them (the data's identity)."""
+    return fingerprint([data.resolved_interactions(), data.items],
+                       json.dumps(data.model_dump(mode="json"), sort_keys=True))
+
+
+@dataclass
+class PreparedData:
+    """Clean data that passed validation, with its report and quarantine files.
+
+    Attributes:
+        data: The clean tables and the cleaning report.
+        report: The validation report.
+        quarantine_paths: Where the quarantine tables were written, if anywhere.
+        fingerprint: The input's identity (files and reading options).
+    """
+
+    data: CleanData
+    report: ValidationReport
+    quarantine_paths: dict[str, str] | None
+    fingerprint: str
 
 
 @dataclass
@@ -32,13 +127,15 @@ class PreparedRun:
         split: The split interactions.
         encoded: The split as sparse matrices.
         quarantine_paths: Where the quarantine tables were written, if anywhere.
+        fingerprint: The input's identity (files and reading options).
     """
 
     data: CleanData
     report: ValidationReport
     split: Split
     encoded: EncodedSplit
-    quarantine_paths: dict[str, str] | None = None
+    quarantine_paths: dict[str, str] | None
+    fingerprint: str
 
     def summary(self) -> dict[str, Any]:
         """The data part of the run summary, as JSON-serialisable data."""
@@ -74,10 +171,45 @@ class PreparedRun:
         }
 
 
+def load_and_validate(data_config: DataConfig, cleaning_config: CleaningConfig | None = None,
+                      quarantine_dir: str | Path | None = None,
+                      steps: PreparationSteps | None = None) -> PreparedData:
+    """Load, validate raw, clean with quarantine, validate clean; stop on rejection.
+
+    Args:
+        data_config: Where the data is.
+        cleaning_config: Cleaning rules and rejection thresholds.
+        quarantine_dir: Where to write the quarantine files (also when the clean data is
+            then rejected, so the user can see why), or ``None``.
+        steps: How each step runs (default: in this process, no Data Docs).
+
+    Returns:
+        The clean data, the full report, the quarantine paths and the fingerprint.
+
+    Raises:
+        DataError: A file cannot be read.
+        DataValidationError: The data was rejected; the message lists every failure and
+            the exception carries the report.
+    """
+    cleaning_config = cleaning_config or CleaningConfig()
+    steps = steps or PreparationSteps()
+    identity = steps.fingerprint(data_config)
+    raw = steps.load(data_config)
+    report = steps.validate_raw(raw)
+    if not report.passed:
+        steps.reject(report)
+    data = steps.clean(raw, cleaning_config)
+    paths = steps.write_quarantine(data, str(quarantine_dir)) if quarantine_dir else None
+    report = steps.validate_clean(data, cleaning_config, report)
+    steps.reject(report)
+    return PreparedData(data, report, paths, identity)
+
+
 def prepare(data_config: DataConfig, cleaning_config: CleaningConfig | None = None,
             split_config: SplitConfig | None = None,
             weighting: WeightingConfig | None = None,
-            output_dir: str | Path | None = None) -> PreparedRun:
+            output_dir: str | Path | None = None,
+            steps: PreparationSteps | None = None) -> PreparedRun:
     """Run data preparation end to end.
 
     Args:
@@ -86,6 +218,7 @@ def prepare(data_config: DataConfig, cleaning_config: CleaningConfig | None = No
         split_config: How to split.
         weighting: Event weights of the training matrix.
         output_dir: Where to write the quarantine files; nothing written if ``None``.
+        steps: How each step runs (default: in this process).
 
     Returns:
         The prepared run.
@@ -94,7 +227,9 @@ def prepare(data_config: DataConfig, cleaning_config: CleaningConfig | None = No
         DataError: The input cannot be read.
         DataValidationError: The data was rejected; nothing was trained.
     """
-    prepared = load_and_validate(data_config, cleaning_config, quarantine_dir=output_dir)
-    split = split_interactions(prepared.data.interactions, split_config)
-    encoded = encode_split(split, weighting)
-    return PreparedRun(prepared.data, prepared.report, split, encoded, prepared.quarantine_paths)
+    steps = steps or PreparationSteps()
+    prepared = load_and_validate(data_config, cleaning_config, output_dir, steps)
+    parts = steps.split(prepared.data, split_config or SplitConfig())
+    encoded = steps.encode(parts, weighting or WeightingConfig())
+    return PreparedRun(prepared.data, prepared.report, parts, encoded,
+                       prepared.quarantine_paths, prepared.fingerprint)

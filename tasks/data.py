@@ -18,10 +18,10 @@ from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
 from shoprec.data.adapters import RawData, load
 from shoprec.data.cleaning import CleanData, clean
-from shoprec.data.io import fingerprint
 from shoprec.data.splits import Split, split_interactions
 from shoprec.errors import DataError
 from shoprec.features.encoding import EncodedSplit, encode_split
+from shoprec.pipeline import data_fingerprint
 from shoprec.runtime import code_version, private_folder
 from shoprec.validation import (
     SuiteRunner,
@@ -78,8 +78,7 @@ PREPARATION_CACHE = dict(
       retry_condition_fn=transient_io)
 def fingerprint_data(config: DataConfig) -> str:
     """Hash the input files and the options that read them."""
-    return fingerprint([config.resolved_interactions(), config.items],
-                       json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    return data_fingerprint(config)
 
 
 @task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io,

@@ -1,8 +1,6 @@
 """Validation with Great Expectations 1.x: the suites in ``expectations/`` and shoprec's checks."""
 
 from shoprec.validation.checks import (
-    PreparedData,
-    load_and_validate,
     raise_if_rejected,
     validate_clean,
     validate_raw,
@@ -12,10 +10,8 @@ from shoprec.validation.suites import SuiteRunner
 
 __all__ = [
     "ExpectationOutcome",
-    "PreparedData",
     "SuiteRunner",
     "ValidationReport",
-    "load_and_validate",
     "raise_if_rejected",
     "validate_clean",
     "validate_raw",

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 
-from shoprec.config import CleaningConfig, DataConfig
-from shoprec.data.adapters import RawData, load
-from shoprec.data.cleaning import CleanData, clean
+from shoprec.config import CleaningConfig
+from shoprec.data.adapters import RawData
+from shoprec.data.cleaning import CleanData
 from shoprec.errors import DataValidationError
 from shoprec.validation.report import ExpectationOutcome, ValidationReport
 from shoprec.validation.suites import SuiteRunner
@@ -104,47 +102,3 @@ def raise_if_rejected(report: ValidationReport) -> None:
     """Raise :class:`DataValidationError` listing every failure if the data is rejected."""
     if not report.passed:
         raise DataValidationError(report.failure_message(), report)
-
-
-@dataclass
-class PreparedData:
-    """Clean data that passed validation, with its report and quarantine files."""
-
-    data: CleanData
-    report: ValidationReport
-    quarantine_paths: dict[str, str] | None = None
-
-
-def load_and_validate(data_config: DataConfig, cleaning_config: CleaningConfig | None = None,
-                      docs_dir: str | Path | None = None,
-                      quarantine_dir: str | Path | None = None) -> PreparedData:
-    """Load, validate raw, clean with quarantine, validate clean; stop on rejection.
-
-    Args:
-        data_config: Where the data is.
-        cleaning_config: Cleaning rules and rejection thresholds.
-        docs_dir: Folder for GX Data Docs, or ``None``.
-        quarantine_dir: Where to write the quarantine files (also when the clean data is
-            then rejected, so the user can see why), or ``None``.
-
-    Returns:
-        The clean data, the full report and the quarantine paths.
-
-    Raises:
-        DataError: A file cannot be read.
-        DataValidationError: The data was rejected; the message lists every failure and
-            the exception carries the report.
-    """
-    cleaning_config = cleaning_config or CleaningConfig()
-    raw = load(data_config)
-    runner = SuiteRunner(docs_dir)
-    report = validate_raw(raw, runner)
-    if not report.passed:
-        report.data_docs = runner.docs_index()
-        raise_if_rejected(report)
-    data = clean(raw, cleaning_config)
-    paths = data.write_quarantine(str(quarantine_dir)) if quarantine_dir else None
-    validate_clean(data, cleaning_config, runner, report)
-    report.data_docs = runner.docs_index()
-    raise_if_rejected(report)
-    return PreparedData(data, report, paths)

@@ -19,6 +19,24 @@ from shoprec.errors import DataValidationError
 from tests.helpers import canonical_csv, write
 
 
+async def _with_nested(client, flow_run_id: str) -> list[str]:
+    """The flow run and its nested runs (the candidates train in ``shoprec-candidates``)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    nested = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+    return [flow_run_id, *(str(run.id) for run in nested)]
+
+
+async def _nested_runs(flow_run_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async with get_client() as client:
+        return await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+
+
 async def _flow_run_details(flow_run_id: str):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -30,8 +48,8 @@ async def _flow_run_details(flow_run_id: str):
 
     async with get_client() as client:
         flow_run = await client.read_flow_run(flow_run_id)
-        task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=await _with_nested(client, flow_run_id))))
         artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     return flow_run, task_runs, artifacts
@@ -42,8 +60,9 @@ async def _error_logs(flow_run_id: str) -> list:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
 
     async with get_client() as client:
+        runs = await _with_nested(client, flow_run_id)
         return await client.read_logs(log_filter=LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), level=LogFilterLevel(ge_=40)))
+            flow_run_id=LogFilterFlowRunId(any_=runs), level=LogFilterLevel(ge_=40)))
 
 
 def run_flow(synthetic_dir: Path, tmp_path: Path, training: TrainingConfig) -> dict:
@@ -135,6 +154,12 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert flow_run.state.is_completed()
     names = {t.name for t in task_runs}
     assert {"train-mf", "train-popularity"} <= names
+    # The candidates are a nested flow run; their matrices are not copied into its
+    # recorded parameters.
+    (candidates,) = asyncio.run(_nested_runs(summary["prefect_flow_run_id"]))
+    assert candidates.state.is_completed()
+    assert candidates.parameters["inputs"] == "<TrainingInputs>"
+    assert [job["candidate"] for job in candidates.parameters["jobs"]] == list(DEFAULT_MODELS)
     # Skipped is not failed: mf-ratings' task completed, its MLflow run finished with the
     # reason, and nothing was logged at ERROR level.
     states = {t.name: t.state for t in task_runs}

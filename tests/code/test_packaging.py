@@ -64,29 +64,35 @@ def test_the_wheel_holds_the_suites_and_the_sample_and_no_generic_packages(wheel
 @pytest.mark.integration
 def test_the_installed_wheel_validates_and_trains_from_any_folder(wheel: Path,
                                                                   tmp_path: Path) -> None:
-    """Installed with pip into a folder of its own and run with the dependencies of this
-    environment but not its editable checkout (no .pth files: ``-S``), from a folder that
-    is not the repository."""
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",
-                    "--target", str(target), str(wheel)], check=True, timeout=300,
+    """Installed with pip into a fresh virtual environment and run through its own console
+    script, from a folder that is not the repository. The environment reaches this one's
+    dependencies through a path file (installing TensorFlow again would take minutes), and
+    not its editable checkout: a plain path line does not run the checkout's ``.pth`` hook."""
+    fresh = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True,
+                   timeout=120)
+    python = fresh / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; "
+                           "print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                    "--no-deps", "--quiet", str(wheel)], check=True, timeout=300,
                    capture_output=True)
-    dependencies = sysconfig.get_paths()["purelib"]
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-           "PYTHONPATH": os.pathsep.join([str(target), dependencies]),
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     where = tmp_path / "anywhere"
     where.mkdir()
 
     def shoprec(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-S", "-m", "shoprec_cli", *args], cwd=where,
-                              env=env, capture_output=True, text=True, timeout=600,
-                              check=False)
+        return subprocess.run([str(fresh / "bin" / "shoprec"), *args], cwd=where, env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
 
-    located = subprocess.run([sys.executable, "-S", "-c",
-                              "import shoprec; print(shoprec.__file__)"],
+    located = subprocess.run([str(python), "-c", "import shoprec, shoprec_flows; "
+                              "print(shoprec.__file__, shoprec_flows.__file__)"],
                              cwd=where, env=env, capture_output=True, text=True, check=True)
-    assert located.stdout.startswith(str(target)), located.stdout  # not the checkout
+    assert all(path.startswith(site) for path in located.stdout.split()), located.stdout
     done = shoprec("validate")  # the bundled sample and the suites, from the package
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "valid in" in done.stdout

@@ -10,7 +10,8 @@ import pytest
 
 from shoprec.config import CleaningConfig, DataConfig
 from shoprec.errors import DataValidationError
-from shoprec.validation import SuiteRunner, load_and_validate
+from shoprec.pipeline import PreparationSteps, load_and_validate
+from shoprec.validation import SuiteRunner
 from shoprec.validation.suites import load_suite_definition, suites_dir
 from tests.helpers import canonical_csv, write
 
@@ -55,7 +56,8 @@ def test_rejection_lists_every_failure(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_data_docs_are_rendered(tmp_path: Path) -> None:
     path = write(tmp_path / "x.csv", canonical_csv())
-    prepared = load_and_validate(DataConfig(interactions=str(path)), docs_dir=tmp_path / "docs")
+    prepared = load_and_validate(DataConfig(interactions=str(path)),
+                                 steps=PreparationSteps(docs_dir=tmp_path / "docs"))
     assert prepared.report.passed
     index = Path(prepared.report.data_docs)
     assert index.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shoprec.config import DataConfig, bundled_sample_path
-from shoprec.validation import load_and_validate
+from shoprec.pipeline import load_and_validate
 
 
 @pytest.mark.slow
