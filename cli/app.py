@@ -76,6 +76,28 @@ OutOpt = Annotated[Path, typer.Option(
     "--output-dir", help="Where quarantine files and reports are written.")]
 
 
+#: Configuration fields whose command-line option is not ``--`` + the name with dashes.
+_OPTION_OF_FIELD = {"method": "--split", "ks": "--k",
+                    "max_quarantine_fraction": "--max-quarantine", "requested_by": "--by"}
+
+
+def _explain(error: ValidationError) -> str:
+    """A configuration error in the command line's terms: the option, the field, the rule.
+
+    The options are checked by the configuration models (the same rules as the Prefect
+    form); this only says which option a refused field came from.
+    """
+    problems = []
+    for detail in error.errors():
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        if detail["loc"]:
+            field = str(detail["loc"][0])
+            option = _OPTION_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+            message = f"{option} ({field}): {message}"
+        problems.append(message)
+    return "; ".join(problems)
+
+
 def _handle_errors(func: F) -> F:
     """Turn shoprec's errors into messages and exit codes."""
 
@@ -92,9 +114,8 @@ def _handle_errors(func: F) -> F:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(EXIT_USAGE) from None
         except ValidationError as exc:
-            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                for e in exc.errors())
-            err_console.print(f"[bold red]error:[/] invalid option: {details}", highlight=False)
+            err_console.print(f"[bold red]error:[/] invalid option: {_explain(exc)}",
+                              highlight=False)
             raise typer.Exit(EXIT_USAGE) from None
         except DataError as exc:
             err_console.print(f"[bold red]rejected:[/] {exc}", highlight=False)
@@ -187,6 +208,14 @@ def _data_config(interactions: str | None, items: str | None, fmt: str | None,
     return DataConfig(interactions=interactions, items=items, format=fmt,
                       columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding,
                       timestamp_format=date_format, timestamp_unit=timestamp_unit)
+
+
+def _cutoffs(text: str) -> list[int]:
+    """The cut-offs of ``--k`` (``10`` or ``5,10,20``); their range is the configuration's."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--k expects integers separated by commas, got {text!r}") from None
 
 
 def _writable_dir(path: Path, option: str) -> None:
@@ -520,22 +549,8 @@ def train(
 
     # Everything a user typed is checked before any data is read or a server started.
     params = _parse_params(param)
-    if split not in ("temporal", "random", "leave-last"):
-        raise ConfigError(f"--split must be temporal, random or leave-last, got {split!r}")
-    try:
-        ks = [int(x) for x in k.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--k expects integers separated by commas, got {k!r}") from None
-    if not ks or min(ks) < 1:
-        raise ConfigError(f"--k expects cut-offs of at least 1 separated by commas, got {k!r}")
-    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else list(CANDIDATES)
-    if not chosen:
-        raise ConfigError(f"--models names no model ({models!r}); choose from "
-                          f"{', '.join(CANDIDATES)}, separated by commas")
-    unknown = [m for m in chosen if m not in CANDIDATES]
-    if unknown:
-        raise ConfigError(f"unknown model(s) {', '.join(unknown)} in --models; choose from "
-                          f"{', '.join(CANDIDATES)}")
+    ks = _cutoffs(k)
+    chosen = models.split(",") if models is not None else list(CANDIDATES)
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                date_format, timestamp_unit)
     split_config = SplitConfig(method=split, test_days=test_days,
@@ -546,8 +561,6 @@ def train(
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)
-    if task_runner not in ("threads", "dask"):
-        raise ConfigError(f"--task-runner must be threads or dask, got {task_runner!r}")
     training_config = TrainingConfig(models=chosen, ks=ks, primary_metric=primary_metric,
                                      seed=seed, gate_margin=gate_margin,
                                      registered_model_name=model_name,
@@ -580,7 +593,7 @@ def recommend(
         "--recent-items", "--recent",
         help="Item ids the shopper just touched, comma-separated.")] = None,
     query: Annotated[str | None, typer.Option("--query", help="Search text.")] = None,
-    k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
+    k: Annotated[int, typer.Option("--k", min=1, help="How many items.")] = 10,
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
@@ -591,8 +604,6 @@ def recommend(
     from shoprec.registry import tracking
     from shoprec.registry.loading import load_pyfunc
 
-    if k < 1:
-        raise ConfigError("--k must be at least 1")
     tracking.require_store()
     model, _ = load_pyfunc(model_name, alias=alias)
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
@@ -673,13 +684,7 @@ def promote(
     """
     from shoprec.config import PromotionConfig, SplitConfig
 
-    if force and not reason.strip():
-        raise ConfigError("--force needs --reason TEXT: say why the comparison is overridden")
-    try:
-        ks = [int(x) for x in k.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--k expects integers separated by commas, got {k!r}") from None
-    config = PromotionConfig(registered_model_name=model_name, version=version, ks=ks,
+    config = PromotionConfig(registered_model_name=model_name, version=version, ks=_cutoffs(k),
                              primary_metric=primary_metric, margin=margin, force=force,
                              reason=reason, requested_by=by)
     # The registry is checked before minutes of data preparation.
@@ -762,20 +767,21 @@ def batch(
 @app.command()
 @_handle_errors
 def serve(
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 5000,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535,
+                                      help="Port to listen on.")] = 5000,
     host: Annotated[str, typer.Option(
         "--host", help="Interface to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
-    workers: Annotated[int, typer.Option("--workers", help="Server processes.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes.")] = 1,
     model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")]
     = "champion",
     max_body_bytes: Annotated[int, typer.Option(
-        "--max-body-bytes", help="Largest request body (HTTP 413 above it).")] = 1 << 20,
+        "--max-body-bytes", min=1, help="Largest request body (HTTP 413 above it).")] = 1 << 20,
     max_records: Annotated[int, typer.Option(
-        "--max-records", help="Most request records per request (HTTP 413 above it).")]
+        "--max-records", min=1, help="Most request records per request (HTTP 413 above it).")]
     = 1000,
     max_query_chars: Annotated[int, typer.Option(
-        "--max-query-chars", help="Longest search query (HTTP 400 above it).")] = 500,
+        "--max-query-chars", min=1, help="Longest search query (HTTP 400 above it).")] = 500,
     mlflow_server: Annotated[bool, typer.Option(
         "--mlflow-server", help="Run MLflow's stock `mlflow models serve` instead: every "
         "request goes through pandas and schema enforcement (several times slower).")]
@@ -790,20 +796,12 @@ def serve(
     from shoprec.registry import tracking
     from shoprec.registry.promotion import alias_version
 
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
-    for option, value in (("--max-body-bytes", max_body_bytes), ("--max-records", max_records),
-                          ("--max-query-chars", max_query_chars)):
-        if value < 1:
-            raise ConfigError(f"{option} must be at least 1, got {value}")
     tracking.require_store()
     version = alias_version(model_name, alias)
     if version is None:
         raise ConfigError(f"no version of {model_name!r} has the alias {alias!r} in the MLflow "
                           "registry at MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); run "
                           "`shoprec train` first")
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
     uri = tracking.tracking_uri()
     # By version: every worker (and one uvicorn restarts) serves the version announced,
     # even if the alias moves meanwhile.

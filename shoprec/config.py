@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shoprec.data.schema import EVENTS
 
@@ -409,6 +416,18 @@ class TrainingConfig(_Model):
     def _positive_ks(cls, value: list[int]) -> list[int]:
         return positive_ks(value)
 
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        chosen = [name.strip() for name in value if name.strip()]
+        if not chosen:
+            raise ValueError(f"names no model; choose from {', '.join(DEFAULT_MODELS)}")
+        unknown = [name for name in chosen if name not in DEFAULT_MODELS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(DEFAULT_MODELS)}")
+        return chosen
+
     @model_validator(mode="after")
     def _primary_is_computed(self) -> TrainingConfig:
         from shoprec.evaluation.metrics import METRICS
@@ -447,10 +466,15 @@ class PromotionConfig(_Model):
     def _positive_ks(cls, value: list[int]) -> list[int]:
         return positive_ks(value)
 
-    @model_validator(mode="after")
-    def _reason_with_force(self) -> PromotionConfig:
-        if self.force and not self.reason.strip():
+    @field_validator("reason")
+    @classmethod
+    def _reason_with_force(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("force") and not value.strip():
             raise ValueError("force needs a reason: say why the comparison is overridden")
+        return value
+
+    @model_validator(mode="after")
+    def _primary_at_a_computed_k(self) -> PromotionConfig:
         name, _, k = self.primary_metric.partition("@")
         if not k.isdigit() or int(k) not in self.ks:
             raise ValueError(f"primary_metric {self.primary_metric!r} must be at one of the "

@@ -29,8 +29,6 @@ def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
     Runs of this machine left RUNNING by a process that no longer exists are marked failed
     first (see :func:`close_dead_runs`).
     """
-    import socket
-
     from mlflow.entities import Param
 
     client = tracking.client()
@@ -40,7 +38,7 @@ def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
         discard_unfinished_models(experiment_id)
     except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a run
         logger.warning("could not sweep unfinished model uploads: %s", tracking.redact(str(exc)))
-    tags = {**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    tags = {**tags, HOST_TAG: process_space(), PID_TAG: str(os.getpid())}
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     flat = [Param(key, str(value)[:6000]) for key, value in _flat(params).items()]
     # Every candidate's hyperparameters are in the configuration: one request per hundred
@@ -111,6 +109,24 @@ def finish_run(run_id: str, ok: bool, status: str | None = None) -> None:
     tracking.client().set_terminated(run_id, status or ("FINISHED" if ok else "FAILED"))
 
 
+def process_space() -> str:
+    """Where this process's id means something: the host, its boot and the PID namespace.
+
+    Two containers can share a host name (and a kernel) yet number their processes apart;
+    a process id is only compared with another from the same space.
+    """
+    import socket
+
+    space = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            space.append(Path(path).read_text().strip() if "boot" in path
+                         else os.readlink(path))
+        except OSError:  # not Linux: the host name is all there is
+            pass
+    return "|".join(space)
+
+
 def close_dead_runs(experiment_id: str) -> list[str]:
     """Mark failed the parent runs of this machine still RUNNING whose process is gone.
 
@@ -120,12 +136,10 @@ def close_dead_runs(experiment_id: str) -> list[str]:
     Returns:
         The ids of the runs closed.
     """
-    import socket
-
     import psutil
 
     client = tracking.client()
-    host = socket.gethostname()
+    host = process_space()
     found = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and "
                                f"tags.`{HOST_TAG}` = '{host}'", max_results=200)
     closed = []

@@ -95,16 +95,20 @@ def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(
     experiment = tracking.experiment_id("shoprec")
     gone = subprocess.Popen(["true"])
     gone.wait()  # a process id that no longer runs: the run's owner was kill -9ed
-    host = socket.gethostname()
-    dead = client.create_run(experiment, tags={runs.HOST_TAG: host,
+    space = runs.process_space()
+    if Path("/proc/self/ns/pid").exists():  # Linux: process ids are per PID namespace
+        assert space.endswith(os.readlink("/proc/self/ns/pid"))
+    dead = client.create_run(experiment, tags={runs.HOST_TAG: space,
                                                runs.PID_TAG: str(gone.pid)}).info.run_id
-    elsewhere = client.create_run(experiment, tags={runs.HOST_TAG: "another-machine",
-                                                    runs.PID_TAG: str(gone.pid)}).info.run_id
+    # Another machine, and a container with this host name but its own process ids.
+    others = [client.create_run(experiment, tags={runs.HOST_TAG: where,
+                                                  runs.PID_TAG: str(gone.pid)}).info.run_id
+              for where in ("another-machine", f"{socket.gethostname()}|pid:[1]")]
     parent = runs.start_parent_run("shoprec", "next", {}, {})
     assert client.get_run(dead).info.status == "FAILED"
     assert "no longer exists" in client.get_run(dead).data.tags["ended_by"]
-    # Another machine's run and this process's own run are left alone.
-    assert client.get_run(elsewhere).info.status == "RUNNING"
+    # Other process spaces' runs and this process's own run are left alone.
+    assert [client.get_run(other).info.status for other in others] == ["RUNNING"] * 2
     assert client.get_run(parent).info.status == "RUNNING"
     assert runs.close_dead_runs(experiment) == []
 
@@ -354,7 +358,7 @@ def test_a_partial_model_left_by_a_killed_run_is_removed_by_the_next(
     (partial / "bundle" / "history.npz").write_bytes(b"half a file")
     models = {}
     for owner, pid in (("dead", gone.pid), ("live", os.getpid())):
-        run = client.create_run(experiment, tags={runs.HOST_TAG: socket.gethostname(),
+        run = client.create_run(experiment, tags={runs.HOST_TAG: runs.process_space(),
                                                   runs.PID_TAG: str(pid)}).info.run_id
         model = client.create_logged_model(experiment, source_run_id=run)
         client.log_model_artifacts(model.model_id, str(partial))

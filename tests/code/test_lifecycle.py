@@ -43,6 +43,16 @@ def test_hyperparameters_outside_their_range_are_refused(params: dict) -> None:
         TrainingConfig(params=params)
 
 
+@pytest.mark.parametrize(("models", "words"), [
+    (["popularity", "nosuch"], "unknown model(s) nosuch; choose from popularity, mf"),
+    ([" ", ""], "names no model; choose from")])
+def test_the_prefect_form_refuses_unknown_or_no_models(models: list[str], words: str) -> None:
+    """The form's rules are the command line's: both build this configuration."""
+    with pytest.raises(ValidationError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        TrainingConfig(models=models)
+    assert TrainingConfig(models=[" ease "]).models == ["popularity", "ease"]
+
+
 def test_hyperparameters_are_in_the_prefect_form_schema() -> None:
     schema = TrainingConfig.model_json_schema()
     candidates = schema["$defs"]["CandidateParams"]["properties"]

@@ -394,7 +394,7 @@ def test_cli_promote_refuses_with_exit_4_and_rollback_without_previous_exits_2(
     assert "refused" in refused.stderr and "ndcg@10 (decides)" in refused.stdout
     assert _version("champion") == champion
     unforced = shoprec("promote", "--force")
-    assert unforced.returncode == 2 and "--force needs --reason" in unforced.stderr
+    assert unforced.returncode == 2 and "--reason (reason): force needs a reason" in unforced.stderr
     nothing = shoprec("rollback")
     assert nothing.returncode == 2 and "nothing to roll back to" in nothing.stderr
     answer = shoprec("recommend", "--alias", "serving", "--recent-items", "I010,I020", "--k",
