@@ -30,7 +30,11 @@ def child(args: argparse.Namespace) -> None:
     import asyncio
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
     from shoprec_flows.training import training_pipeline
 
     from shoprec.config import DataConfig, SplitConfig, TrainingConfig
@@ -64,9 +68,13 @@ def child(args: argparse.Namespace) -> None:
     )
 
     async def timings() -> list[dict]:
+        parent = summary["prefect_flow_run_id"]
         async with get_client() as client:
+            # The candidates' tasks belong to the nested flow run shoprec-candidates.
+            nested = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])))
             runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[summary["prefect_flow_run_id"]])))
+                id=FlowRunFilterId(any_=[parent, *(str(run.id) for run in nested)])))
         return sorted(({"task": r.name, "state": r.state.name,
                         "start": r.start_time.isoformat() if r.start_time else None,
                         "seconds": r.total_run_time.total_seconds(),
