@@ -602,21 +602,19 @@ def recommend(
     import pandas as pd
 
     from shoprec.registry import tracking
-    from shoprec.registry.loading import load_pyfunc
+    from shoprec.registry.loading import load_bundle
 
     tracking.require_store()
-    model, _ = load_pyfunc(model_name, alias=alias)
+    # The same answer as the served model's, from its bundle read directly and lazily: one
+    # request needs neither the pyfunc wrapper nor the parts it does not use.
+    bundle, _ = load_bundle(model_name, alias=alias, lazy=True)
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
     request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
                             "query": [query or ""], "k": [k]})
-    from mlflow.exceptions import MlflowException
-
     try:
-        response = model.predict(request).iloc[0]
-    except MlflowException as exc:  # a request the model refuses (no search index...)
-        if exc.error_code != "INVALID_PARAMETER_VALUE":
-            raise
-        raise ConfigError(exc.message) from None
+        response = bundle.predict(request).iloc[0]
+    except (ValueError, TypeError) as exc:  # a request the model refuses (no search index...)
+        raise ConfigError(f"invalid request: {exc}") from None
     what = f"search {query!r}" if query else "recommendations"
     who = f" for user {user}" if user else (" for a new shopper" if items else "")
     table = Table(title=f"{model_name}@{alias}: {what}{who} ({response['source']})")

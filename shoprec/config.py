@@ -458,7 +458,9 @@ class PromotionConfig(_Model):
     margin: float = Field(0.0, ge=0, description="Relative margin over the champion.")
     force: bool = Field(False, description="Promote even if the comparison fails "
                         "(needs a reason).")
-    reason: str = Field("", description="Why: required with force, recorded in the tags.")
+    # Checked even when left out: force without any reason is the mistake to catch.
+    reason: str = Field("", validate_default=True,
+                        description="Why: required with force, recorded in the tags.")
     requested_by: str = Field("", description="Who asks (default: the operating-system user).")
 
     @field_validator("ks")

@@ -15,10 +15,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.preprocessing import normalize
 
 logger = logging.getLogger(__name__)
+
+
+def l2_rows(matrix: Any, **kwargs: Any) -> Any:
+    """Rows scaled to unit L2 norm (scikit-learn's ``normalize``).
+
+    scikit-learn is imported here, not with the module: it takes over a second to import,
+    and loading a published model to answer one request needs none of it.
+    """
+    from sklearn.preprocessing import normalize
+
+    return normalize(matrix, **kwargs)
 
 #: Word uni- and bi-grams; character 3-5-grams within word boundaries (typos, "T-LIGHT" vs
 #: "TLIGHT"). Tokens keep letters and digits only, so punctuation variants match.
@@ -56,10 +65,14 @@ class _FixedTfidf:
         self.vocabulary = vocabulary
         self.idf = idf
         counter_settings = {k: v for k, v in settings.items() if k != "min_df"}
+        from sklearn.feature_extraction.text import CountVectorizer
+
         self._counter = CountVectorizer(vocabulary=vocabulary, **counter_settings)
 
     @classmethod
     def fit(cls, settings: dict[str, Any], texts: list[str]) -> _FixedTfidf:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         vectorizer = TfidfVectorizer(sublinear_tf=True, **settings)
         vectorizer.fit(texts)
         vocabulary = {term: int(i) for term, i in vectorizer.vocabulary_.items()}
@@ -68,7 +81,7 @@ class _FixedTfidf:
     def transform(self, texts: list[str]) -> sp.csr_matrix:
         counts = self._counter.transform(texts).astype(np.float32)
         counts.data = 1.0 + np.log(counts.data)
-        return normalize(counts @ sp.diags(self.idf), norm="l2", copy=False).tocsr()
+        return l2_rows(counts @ sp.diags(self.idf), norm="l2", copy=False).tocsr()
 
     def to_json(self) -> dict[str, Any]:
         settings = {k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()}
@@ -131,7 +144,7 @@ class ItemFeatures:
                   self.category_weight * _one_hot(items, "category", self.categories_),
                   self.brand_weight * _one_hot(items, "brand", self.brands_),
                   self.price_weight * self._price_block(items)]
-        return normalize(sp.hstack(blocks, format="csr"), norm="l2", copy=False).astype(
+        return l2_rows(sp.hstack(blocks, format="csr"), norm="l2", copy=False).astype(
             np.float32)
 
     def query_vectors(self, queries: list[str]) -> sp.csr_matrix:
@@ -140,7 +153,7 @@ class ItemFeatures:
         blocks = [self.word_weight * self.word_.transform(queries),
                   self.char_weight * self.char_.transform(_clean_char_text(queries)),
                   sp.csr_matrix((len(queries), n_rest), dtype=np.float32)]
-        return normalize(sp.hstack(blocks, format="csr"), norm="l2", copy=False).astype(
+        return l2_rows(sp.hstack(blocks, format="csr"), norm="l2", copy=False).astype(
             np.float32)
 
     def _price_block(self, items: pd.DataFrame) -> sp.csr_matrix:

@@ -16,10 +16,9 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.preprocessing import normalize
 
 from shoprec.errors import ModelFitError, ModelSkippedError
-from shoprec.features.text import ItemFeatures, item_texts
+from shoprec.features.text import ItemFeatures, item_texts, l2_rows
 from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.ranking import top_k
 
@@ -136,18 +135,18 @@ class ContentRecommender(Recommender):
         embedded = TruncatedSVD(dims, random_state=0).fit_transform(vectors)
         logger.info("content: %d items embedded in %d dimensions (truncated SVD) in %.1f s",
                     n_items, dims, time.perf_counter() - began)
-        return normalize(embedded, norm="l2").astype(np.float32)
+        return l2_rows(embedded, norm="l2").astype(np.float32)
 
     def profiles(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
         """Weighted mean of the item vectors in each row, L2-normalised."""
-        return normalize(sp.csr_matrix(user_rows, dtype=np.float32) @ self.item_vectors_,
+        return l2_rows(sp.csr_matrix(user_rows, dtype=np.float32) @ self.item_vectors_,
                          norm="l2", copy=False)
 
     def cosine(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Cosine similarity of each row's profile to every item (dense, batch x items)."""
         rows = sp.csr_matrix(user_rows, dtype=np.float32)
         if self.embeddings_ is not None:
-            profiles = normalize(np.asarray(rows @ self.embeddings_), norm="l2")
+            profiles = l2_rows(np.asarray(rows @ self.embeddings_), norm="l2")
             return profiles @ self.embeddings_.T
         if (rows.shape[0] < self.dense_batch_rows
                 or self.item_vectors_.shape[0] > self.dense_similarity_items):

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from shoprec.features.idmap import IdMap
-from shoprec.models import load_model
 from shoprec.models.base import Recommender
-from shoprec.models.content import ContentRecommender
 from shoprec.models.popularity import Popularity
+
+if TYPE_CHECKING:
+    from shoprec.models.content import ContentRecommender
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,15 @@ class ModelBundle:
     search: ContentRecommender | None = None
     titles: list[str] | None = None
     _titles: np.ndarray | None = field(default=None, init=False, repr=False)
+    _pending: dict[str, Callable[[], Any]] = field(default_factory=dict, init=False, repr=False)
+
+    def __getattribute__(self, name: str) -> Any:
+        # A part loaded lazily (load(lazy=True)) is read from disk on first use.
+        if name in ("model", "search"):
+            pending = object.__getattribute__(self, "_pending")
+            if name in pending:
+                object.__setattr__(self, name, pending.pop(name)())
+        return object.__getattribute__(self, name)
 
     def save(self, path: str | Path) -> Path:
         """Write the bundle into the folder ``path``."""
@@ -67,22 +78,44 @@ class ModelBundle:
         return folder
 
     @classmethod
-    def load(cls, path: str | Path) -> ModelBundle:
-        """Read a bundle written by :meth:`save`."""
+    def load(cls, path: str | Path, lazy: bool = False) -> ModelBundle:
+        """Read a bundle written by :meth:`save`.
+
+        Args:
+            path: The bundle's folder.
+            lazy: Read the model and the search index when first used rather than now: a
+                single search needs no network (nor TensorFlow), a single recommendation no
+                search index.
+        """
         folder = Path(path)
         meta = json.loads((folder / "meta.json").read_text())
-        return cls(
-            model=load_model(str(folder / "model"), meta["model"]),
+
+        def model() -> Recommender:
+            from shoprec.models import load_model
+
+            return load_model(str(folder / "model"), meta["model"])
+
+        def search() -> ContentRecommender | None:
+            if not (folder / "search").exists():
+                return None
+            from shoprec.models.content import ContentRecommender
+
+            return cast(ContentRecommender, ContentRecommender.load(folder / "search"))
+
+        bundle = cls(
+            model=cast(Recommender, None) if lazy else model(),
             users=IdMap.load(folder / "users.json"),
             items=IdMap.load(folder / "items.json"),
             history=sp.load_npz(folder / "history.npz").tocsr(),
             fallback=Popularity.load(folder / "fallback"),
             meta=meta,
-            search=cast(ContentRecommender, ContentRecommender.load(folder / "search"))
-            if (folder / "search").exists() else None,
+            search=None if lazy else search(),
             titles=json.loads((folder / "titles.json").read_text(encoding="utf-8"))
             if (folder / "titles.json").exists() else None,
         )
+        if lazy:
+            bundle._pending.update(model=model, search=search)
+        return bundle
 
     @property
     def title_array(self) -> np.ndarray:

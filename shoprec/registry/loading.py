@@ -72,8 +72,30 @@ def load_pyfunc(name: str, alias: str | None = None,
     return load_uri(f"models:/{name}/{found}"), found
 
 
-def load_bundle(name: str, alias: str | None = None,
-                version: str | None = None) -> tuple[ModelBundle, str]:
-    """The :class:`ModelBundle` behind ``name@alias`` or ``name/version``, and its version."""
-    model, found = load_pyfunc(name, alias, version)
-    return model.unwrap_python_model().bundle, found
+def load_bundle(name: str, alias: str | None = None, version: str | None = None,
+                lazy: bool = False) -> tuple[ModelBundle, str]:
+    """The :class:`ModelBundle` behind ``name@alias`` or ``name/version``, and its version.
+
+    Read from the model's artifacts directly, without building the pyfunc model (MLflow's
+    loader also checks the installed packages against the model's requirements, which takes
+    longer than reading most bundles).
+
+    Args:
+        name: Registered model name.
+        alias: Alias to resolve (default ``champion`` when no version is given).
+        version: A version number, instead of an alias.
+        lazy: Read the model and the search index on first use (see
+            :meth:`ModelBundle.load`): what a single request needs.
+    """
+    import mlflow
+    from mlflow.models import Model
+
+    found = resolve_version(name, alias, version)
+    root, uri = f"models:/{name}/{found}", tracking.tracking_uri()
+    mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel",
+                                                  tracking_uri=uri)
+    # Where log_model put the bundle inside the model (a folder named at logging time).
+    relative = Model.load(mlmodel).flavors["python_function"]["artifacts"]["bundle"]["path"]
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{relative}",
+                                                 tracking_uri=uri)
+    return ModelBundle.load(folder, lazy=lazy), found

@@ -121,7 +121,8 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
     max_k = max(ks) if ks else DEFAULT_K
     has_history = np.diff(rows.indptr) > 0
     is_search = np.array([bool(q) for q in queries], dtype=bool)
-    search = bundle.search
+    # Read only when asked: a bundle loaded lazily then never loads its search index.
+    search = bundle.search if is_search.any() else None
     if is_search.any() and search is None:
         raise ValueError("this model has no search index (its items had no title, "
                          "description, category or brand; train with --items to add "

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,3 +105,42 @@ def test_ids_have_one_text_form_in_requests() -> None:
         expected = history[1].toarray()[0]
         expected[2] += RECENT_ITEM_WEIGHT
         np.testing.assert_allclose(rows, expected, err_msg=str(same))
+
+
+def test_a_lazy_bundle_reads_only_the_parts_a_request_uses(tmp_path: Path) -> None:
+    """What ``shoprec recommend`` loads: a recommendation never reads the search index (nor
+    scikit-learn), a search never reads the model (nor TensorFlow); the answers are the
+    eagerly loaded bundle's."""
+    from shoprec.models import ContentRecommender
+    from shoprec.models.base import FitContext
+
+    rng = np.random.default_rng(5)
+    history = sp.csr_matrix((rng.random((30, 12)) < 0.3).astype(np.float32))
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(12)],
+                          "title": [f"red mug {i}" if i % 2 else f"blue lamp {i}"
+                                    for i in range(12)]})
+    eager = ModelBundle(
+        model=ImplicitALS(factors=3, iterations=3, seed=1).fit(history),
+        users=IdMap([f"u{i}" for i in range(30)]), items=IdMap(items["item_id"].tolist()),
+        history=history, fallback=Popularity().fit(history), meta={"model": "mf"},
+        search=ContentRecommender().fit(history, FitContext(items=items)),
+        titles=items["title"].tolist())
+    eager.save(tmp_path / "bundle")
+    requests = [{"user_id": "u1", "k": 3}, {"query": "red mug", "k": 3}]
+    expected = ModelBundle.load(tmp_path / "bundle").answer(requests)
+
+    lazy = ModelBundle.load(tmp_path / "bundle", lazy=True)
+    assert lazy.answer(requests[:1]) == expected[:1]
+    assert set(lazy._pending) == {"search"}  # the model was read, the index was not
+    lazy = ModelBundle.load(tmp_path / "bundle", lazy=True)
+    assert lazy.answer(requests[1:]) == expected[1:]
+    assert set(lazy._pending) == {"model"}
+    assert lazy.answer(requests) == expected
+    assert not lazy._pending
+    # In a fresh interpreter, a recommendation from a lazy bundle imports no scikit-learn.
+    script = ("import sys; from shoprec.registry.bundle import ModelBundle; "
+              f"b = ModelBundle.load({str(tmp_path / 'bundle')!r}, lazy=True); "
+              "b.answer([{'user_id': 'u1'}]); print('sklearn' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
