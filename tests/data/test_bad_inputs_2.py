@@ -124,8 +124,8 @@ def _shoprec(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--seed", "-1"], "seed: Input should be greater than or equal to 0"),
-    (["--test-days", "inf"], "test_days: Input should be a finite number"),
+    (["--seed", "-1"], "--seed (seed): Input should be greater than or equal to 0"),
+    (["--test-days", "inf"], "--test-days (test_days): Input should be a finite number"),
     (["--encoding", "klingon-8"], "unknown text encoding 'klingon-8'"),
     (["--output-dir", "data.csv"], "--output-dir data.csv is a file"),
     (["--summary-json", "."], "--summary-json . is a folder"),
