@@ -570,10 +570,17 @@ def train(
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()
+    _before_flows()
+    # The temporary Prefect server starts while the flow, and what its candidates need
+    # (TensorFlow for the networks), are imported.
+    from shoprec_flows.server_guard import start_while_importing
+
+    networks = any(getattr(CANDIDATES[m], "slow_to_train", False)
+                   for m in training_config.models)
+    start_while_importing(["shoprec_flows.training", "mlflow",
+                           *(["tensorflow", "keras"] if networks else [])])
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from shoprec_flows.training import training_pipeline
-
-    _before_flows()
 
     summary = training_pipeline(data=data_config, cleaning=cleaning_config, split=split_config,
                                 training=training_config, output_dir=str(output_dir))

@@ -82,3 +82,34 @@ def guard_temporary_servers() -> None:
     from prefect.server.api.server import SubprocessASGIServer
 
     SubprocessASGIServer._run_uvicorn_command = _guarded_uvicorn_command  # type: ignore[method-assign]  # noqa: SLF001
+
+
+def start_while_importing(modules: list[str]) -> None:
+    """Start the temporary Prefect server now, importing ``modules`` meanwhile.
+
+    Prefect starts its temporary server on the first API call and waits seconds for it,
+    idle; a training run then spends seconds more importing what it will use (MLflow,
+    TensorFlow). Here the two overlap: the server starts in its own process while a thread
+    of this one imports. Nothing is done when ``PREFECT_API_URL`` names a server or
+    temporary servers are disabled; an import that fails is left for its real import to
+    report.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return
+    threading.Thread(target=_import_quietly, args=(modules,), name="prewarm",
+                     daemon=True).start()
+    SubprocessASGIServer().start()
+
+
+def _import_quietly(modules: list[str]) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - reported again where it is really imported
+            logger.debug("prewarming %s failed: %s", name, exc)

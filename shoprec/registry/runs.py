@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +51,29 @@ def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
 
 def log_candidate(parent_run_id: str, result: Any) -> str:
     """Log one candidate as a nested run: parameters, metrics, train time, status."""
+    from mlflow.entities import Metric, Param
+
     client = tracking.client()
     parent = client.get_run(parent_run_id)
     run = client.create_run(parent.info.experiment_id, run_name=result.model,
                             tags={"mlflow.parentRunId": parent_run_id,
                                   "family": result.family, "status": result.status})
     run_id = run.info.run_id
-    for key, value in result.params.items():
-        client.log_param(run_id, key, str(value))
+    now = int(time.time() * 1000)
     metrics = {"train_seconds": result.train_seconds}
     for prefix, values in (("validation", result.validation), ("test", result.test)):
         metrics.update({mlflow_name(k, prefix): v for k, v in values.items()})
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value))
-    for key, values in result.curves.items():
-        # Training curves: one point per epoch, so MLflow draws them over steps.
-        for step, value in enumerate(values):
-            client.log_metric(run_id, f"curve_{key}", float(value), step=step)
+    points = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
+    # Training curves: one point per epoch, so MLflow draws them over steps.
+    points += [Metric(f"curve_{key}", float(value), now, step)
+               for key, values in result.curves.items() for step, value in enumerate(values)]
+    params = [Param(key, str(value)[:6000]) for key, value in result.params.items()]
+    # Batched within MLflow's limits (100 parameters, 1,000 metrics a request): a network's
+    # curves are hundreds of points, one transaction (or HTTP request) each otherwise.
+    for start in range(0, max(len(params), 1), 100):
+        client.log_batch(run_id, params=params[start:start + 100])
+    for start in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[start:start + 1000])
     if result.error:
         client.set_tag(run_id, "skip_reason" if result.status == "skipped" else "error",
                        result.error[:5000])
