@@ -615,6 +615,8 @@ def recommend(
     # The same answer as the served model's, from its bundle read directly and lazily: one
     # request needs neither the pyfunc wrapper nor the parts it does not use.
     bundle, _ = load_bundle(model_name, alias=alias, lazy=True)
+    # Read the part this request uses now: a model that cannot be read is not a bad request.
+    _ = bundle.search if query else bundle.model
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
     request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
                             "query": [query or ""], "k": [k]})

@@ -42,7 +42,8 @@ class TrainingInputs:
 
     Prefect records every flow parameter as JSON; a value it cannot encode is stored as a
     placeholder. Without ``__dict__`` (slots) this object is refused at once, instead of
-    the matrices being deep-copied on their way to that refusal.
+    the matrices being deep-copied on their way to that refusal. And it pickles empty (the
+    flow run's context, parameters included, is shipped with every Dask task).
     """
 
     __slots__ = ("encoded", "items")
@@ -50,6 +51,11 @@ class TrainingInputs:
     def __init__(self, encoded: Any, items: Any) -> None:
         self.encoded = encoded
         self.items = items
+
+    def __reduce__(self) -> tuple[type[TrainingInputs], tuple[None, None]]:
+        # The candidates flow's parameters travel with every task's context to Dask workers,
+        # which read the scattered copies instead: pickled, this holder is empty.
+        return TrainingInputs, (None, None)
 
 
 def parallel_candidates(config: TrainingConfig, extra: int = 0) -> int:

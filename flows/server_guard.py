@@ -100,9 +100,12 @@ def start_while_importing(modules: list[str]) -> None:
     settings = get_current_settings()
     if settings.api.url or not settings.server.ephemeral.enabled:
         return
-    threading.Thread(target=_import_quietly, args=(modules,), name="prewarm",
-                     daemon=True).start()
+    importer = threading.Thread(target=_import_quietly, args=(modules,), name="prewarm",
+                                daemon=True)
+    importer.start()
     SubprocessASGIServer().start()
+    # Joined before the flow runs, so no module is imported by two threads at once.
+    importer.join()
 
 
 def _import_quietly(modules: list[str]) -> None:

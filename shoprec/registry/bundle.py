@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from shoprec.models.content import ContentRecommender
 
 logger = logging.getLogger(__name__)
+#: Serialises lazy loads (rare; one lock for every bundle keeps bundles picklable).
+_LOADING = threading.Lock()
 
 @dataclass
 class ModelBundle:
@@ -54,11 +57,14 @@ class ModelBundle:
     _pending: dict[str, Callable[[], Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __getattribute__(self, name: str) -> Any:
-        # A part loaded lazily (load(lazy=True)) is read from disk on first use.
-        if name in ("model", "search"):
-            pending = object.__getattribute__(self, "_pending")
-            if name in pending:
-                object.__setattr__(self, name, pending.pop(name)())
+        # A part loaded lazily (load(lazy=True)) is read from disk on first use, once, and
+        # stays pending if reading it fails (the next use raises the same error again).
+        if name in ("model", "search") and object.__getattribute__(self, "_pending"):
+            with _LOADING:
+                pending = object.__getattribute__(self, "_pending")
+                if name in pending:
+                    object.__setattr__(self, name, pending[name]())
+                    del pending[name]
         return object.__getattribute__(self, name)
 
     def save(self, path: str | Path) -> Path:

@@ -93,9 +93,9 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
     found = resolve_version(name, alias, version)
     root, uri = f"models:/{name}/{found}", tracking.tracking_uri()
     mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel",
-                                                  tracking_uri=uri)
+                                                  tracking_uri=uri, registry_uri=uri)
     # Where log_model put the bundle inside the model (a folder named at logging time).
     relative = Model.load(mlmodel).flavors["python_function"]["artifacts"]["bundle"]["path"]
     folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{relative}",
-                                                 tracking_uri=uri)
+                                                 tracking_uri=uri, registry_uri=uri)
     return ModelBundle.load(folder, lazy=lazy), found

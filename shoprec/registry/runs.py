@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 #: Tags naming the process that owns a running parent run, so a later run can tell that
 #: the process died (``kill -9``) and close the run it left RUNNING.
 HOST_TAG, PID_TAG = "shoprec.host", "shoprec.pid"
+#: The kernel boot and PID namespace the process id belongs to (see :func:`process_space`).
+BOOT_TAG, NAMESPACE_TAG = "shoprec.boot", "shoprec.pid_namespace"
 
 
 def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
@@ -39,7 +41,7 @@ def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
         discard_unfinished_models(experiment_id)
     except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a run
         logger.warning("could not sweep unfinished model uploads: %s", tracking.redact(str(exc)))
-    tags = {**tags, HOST_TAG: process_space(), PID_TAG: str(os.getpid())}
+    tags = {**tags, **process_space(), PID_TAG: str(os.getpid())}
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     flat = [Param(key, str(value)[:6000]) for key, value in _flat(params).items()]
     # Every candidate's hyperparameters are in the configuration: one request per hundred
@@ -116,29 +118,32 @@ def finish_run(run_id: str, ok: bool, status: str | None = None) -> None:
     tracking.client().set_terminated(run_id, status or ("FINISHED" if ok else "FAILED"))
 
 
-def process_space() -> str:
+def process_space() -> dict[str, str]:
     """Where this process's id means something: the host, its boot and the PID namespace.
 
-    Two containers can share a host name (and a kernel) yet number their processes apart;
-    a process id is only compared with another from the same space.
+    As run tags. Two containers can share a host name (and a kernel) yet number their
+    processes apart; a process id is only compared with another from the same space.
+    Outside Linux only the host name is known.
     """
     import socket
 
-    space = [socket.gethostname()]
-    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+    space = {HOST_TAG: socket.gethostname()}
+    for tag, read in ((BOOT_TAG, lambda: Path("/proc/sys/kernel/random/boot_id").read_text()),
+                      (NAMESPACE_TAG, lambda: os.readlink("/proc/self/ns/pid"))):
         try:
-            space.append(Path(path).read_text().strip() if "boot" in path
-                         else os.readlink(path))
-        except OSError:  # not Linux: the host name is all there is
+            space[tag] = read().strip()
+        except OSError:
             pass
-    return "|".join(space)
+    return space
 
 
 def close_dead_runs(experiment_id: str) -> list[str]:
     """Mark failed the parent runs of this machine still RUNNING whose process is gone.
 
-    A process killed with ``kill -9`` cannot close its run; the next run does. A process id
-    reused since is told apart by its start time (after the run began: not the owner).
+    A process killed with ``kill -9`` cannot close its run; the next run does. A run of an
+    earlier boot of this host is dead; a run of another PID namespace on this boot (another
+    container with this host name) is left to its own kind. A process id reused since is
+    told apart by its start time (after the run began: not the owner).
 
     Returns:
         The ids of the runs closed.
@@ -146,14 +151,21 @@ def close_dead_runs(experiment_id: str) -> list[str]:
     import psutil
 
     client = tracking.client()
-    host = process_space()
+    here = process_space()
     found = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and "
-                               f"tags.`{HOST_TAG}` = '{host}'", max_results=200)
+                               f"tags.`{HOST_TAG}` = '{here[HOST_TAG]}'", max_results=200)
     closed = []
     for run in found:
+        tags = run.data.tags
+        # Runs tagged before boots and namespaces were recorded have only the host.
+        rebooted = BOOT_TAG in tags and BOOT_TAG in here and tags[BOOT_TAG] != here[BOOT_TAG]
+        if not rebooted and tags.get(NAMESPACE_TAG, here.get(NAMESPACE_TAG)) != here.get(
+                NAMESPACE_TAG):
+            continue  # another container's process ids: not comparable with ours
         try:
-            pid = int(run.data.tags.get(PID_TAG, ""))
-            alive = psutil.Process(pid).create_time() * 1000 <= run.info.start_time + 1000
+            pid = int(tags.get(PID_TAG, ""))
+            alive = not rebooted and (psutil.Process(pid).create_time() * 1000
+                                      <= run.info.start_time + 1000)
         except (ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
             alive = False
         if not alive:

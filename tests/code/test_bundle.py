@@ -137,6 +137,21 @@ def test_a_lazy_bundle_reads_only_the_parts_a_request_uses(tmp_path: Path) -> No
     assert set(lazy._pending) == {"model"}
     assert lazy.answer(requests) == expected
     assert not lazy._pending
+    # A part that fails to load stays pending: the next use tries again, never sees None.
+    lazy = ModelBundle.load(tmp_path / "bundle", lazy=True)
+    attempts = []
+    read = lazy._pending["model"]
+
+    def flaky() -> object:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("disk hiccup")
+        return read()
+
+    lazy._pending["model"] = flaky
+    with pytest.raises(OSError, match="disk hiccup"):
+        lazy.answer(requests[:1])
+    assert lazy.answer(requests[:1]) == expected[:1] and len(attempts) == 2
     # In a fresh interpreter, a recommendation from a lazy bundle imports no scikit-learn.
     script = ("import sys; from shoprec.registry.bundle import ModelBundle; "
               f"b = ModelBundle.load({str(tmp_path / 'bundle')!r}, lazy=True); "

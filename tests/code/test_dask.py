@@ -110,3 +110,17 @@ def test_a_killed_worker_does_not_sink_the_run(prefect_api: str, mlflow_store: s
         assert board["dae"]["error"]
     assert board["mf"]["status"] == "ok"
     assert summary["registered"]["version"] and summary["winner"] in board
+
+
+def test_the_candidates_inputs_travel_to_workers_only_once() -> None:
+    """The flow run's parameters go with every Dask task's context: the inputs' holder
+    pickles empty (the tasks get the scattered copies), so the matrices are not resent."""
+    import pickle
+
+    import numpy as np
+    from shoprec_flows.runners import TrainingInputs
+
+    inputs = TrainingInputs(np.ones((1000, 100)), "items")
+    assert len(pickle.dumps(inputs)) < 200
+    restored = pickle.loads(pickle.dumps(inputs))
+    assert (restored.encoded, restored.items) == (None, None)

@@ -97,16 +97,22 @@ def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(
     gone.wait()  # a process id that no longer runs: the run's owner was kill -9ed
     space = runs.process_space()
     if Path("/proc/self/ns/pid").exists():  # Linux: process ids are per PID namespace
-        assert space.endswith(os.readlink("/proc/self/ns/pid"))
-    dead = client.create_run(experiment, tags={runs.HOST_TAG: space,
-                                               runs.PID_TAG: str(gone.pid)}).info.run_id
+        assert space[runs.NAMESPACE_TAG] == os.readlink("/proc/self/ns/pid")
+
+    def run_of(tags: dict[str, str], pid: int = gone.pid) -> str:
+        return client.create_run(experiment, tags={**tags, runs.PID_TAG: str(pid)}).info.run_id
+
+    dead = run_of(space)
+    legacy = run_of({runs.HOST_TAG: socket.gethostname()})  # tagged by the host alone
+    # A run of an earlier boot is dead even if its process id is in use now (ours).
+    rebooted = run_of({**space, runs.BOOT_TAG: "an-earlier-boot"}, pid=os.getpid())
     # Another machine, and a container with this host name but its own process ids.
-    others = [client.create_run(experiment, tags={runs.HOST_TAG: where,
-                                                  runs.PID_TAG: str(gone.pid)}).info.run_id
-              for where in ("another-machine", f"{socket.gethostname()}|pid:[1]")]
+    others = [run_of({**space, runs.HOST_TAG: "another-machine"}),
+              run_of({**space, runs.NAMESPACE_TAG: "pid:[1]"})]
     parent = runs.start_parent_run("shoprec", "next", {}, {})
-    assert client.get_run(dead).info.status == "FAILED"
-    assert "no longer exists" in client.get_run(dead).data.tags["ended_by"]
+    for closed in (dead, legacy, rebooted):
+        assert client.get_run(closed).info.status == "FAILED"
+        assert "no longer exists" in client.get_run(closed).data.tags["ended_by"]
     # Other process spaces' runs and this process's own run are left alone.
     assert [client.get_run(other).info.status for other in others] == ["RUNNING"] * 2
     assert client.get_run(parent).info.status == "RUNNING"
@@ -358,7 +364,7 @@ def test_a_partial_model_left_by_a_killed_run_is_removed_by_the_next(
     (partial / "bundle" / "history.npz").write_bytes(b"half a file")
     models = {}
     for owner, pid in (("dead", gone.pid), ("live", os.getpid())):
-        run = client.create_run(experiment, tags={runs.HOST_TAG: runs.process_space(),
+        run = client.create_run(experiment, tags={**runs.process_space(),
                                                   runs.PID_TAG: str(pid)}).info.run_id
         model = client.create_logged_model(experiment, source_run_id=run)
         client.log_model_artifacts(model.model_id, str(partial))
