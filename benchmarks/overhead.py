@@ -59,7 +59,11 @@ def run_direct(args: argparse.Namespace) -> dict:
     """The same preparation, training, selection and refit, without Prefect or MLflow."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from shoprec_flows.runners import parallel_candidates, threads_per_candidate
+    from shoprec_flows.runners import (
+        parallel_candidates,
+        process_threads,
+        threads_per_candidate,
+    )
     from threadpoolctl import threadpool_limits
 
     from shoprec.config import CleaningConfig, WeightingConfig
@@ -79,7 +83,7 @@ def run_direct(args: argparse.Namespace) -> dict:
     encoded = prepared.encoded
     items = item_frame(prepared.data.items, encoded.items)
     threads = threads_per_candidate(training)
-    jobs = plan_jobs(training, None, threads)
+    jobs = plan_jobs(training, None, threads, process_threads(training))
 
     def train(job: object) -> object:
         with threadpool_limits(threads):

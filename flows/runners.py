@@ -73,6 +73,17 @@ def threads_per_candidate(config: TrainingConfig, extra: int = 0) -> int:
     return max(1, (os.cpu_count() or 1) // parallel_candidates(config, extra))
 
 
+def process_threads(config: TrainingConfig, extra: int = 0) -> int:
+    """Cores of the process a candidate trains in.
+
+    All of this machine's with threads; a Dask worker's share on a local cluster (one task
+    per worker).
+    """
+    if config.task_runner == "dask":
+        return threads_per_candidate(config, extra)
+    return os.cpu_count() or 1
+
+
 def task_runner_for(config: TrainingConfig, extra: int = 0) -> TaskRunner:
     """The task runner the configuration asks for, sized for the candidates."""
     if config.task_runner != "dask":

@@ -15,7 +15,7 @@ from prefect import flow
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from shoprec_flows.preparation import prepare_data
-from shoprec_flows.runners import run_candidates, threads_per_candidate
+from shoprec_flows.runners import process_threads, run_candidates, threads_per_candidate
 from shoprec_tasks.training import (
     find_champion,
     log_artifacts,
@@ -89,8 +89,9 @@ def training_pipeline(
     try:
         # The champion's recipe retrains beside the candidates, on the same split.
         champion = find_champion(training.registered_model_name)
-        threads = threads_per_candidate(training, int(champion.recipe is not None))
-        jobs = plan_jobs(training, champion.recipe, threads)
+        extra = int(champion.recipe is not None)
+        threads = threads_per_candidate(training, extra)
+        jobs = plan_jobs(training, champion.recipe, threads, process_threads(training, extra))
         results = run_candidates(jobs, encoded, item_frame(clean.items, encoded.items),
                                  training, threads)
         log_candidates(parent, results)

@@ -305,14 +305,19 @@ class CandidateJob:
         return bool(getattr(CANDIDATES.get(self.candidate), "slow_to_train", False))
 
 
-def plan_jobs(config: TrainingConfig, recipe: Recipe | None, threads: int) -> list[CandidateJob]:
+def plan_jobs(config: TrainingConfig, recipe: Recipe | None, threads: int,
+              process_threads: int | None = None) -> list[CandidateJob]:
     """The run's training jobs in leaderboard order.
 
     Every candidate, then the champion's recipe when there is a champion (the gate's like-for-like
-    reference).
+    reference). A candidate gets ``threads`` (its share of the cores), or ``process_threads``
+    when its thread pools are the process's (TensorFlow: one pool that all the networks
+    training side by side share; sized to a share, it left cores idle once the others were
+    done).
     """
-    jobs = [CandidateJob(name, name, model_params(name, config, threads))
-            for name in config.models]
+    jobs = [CandidateJob(name, name, model_params(
+        name, config, process_threads if process_threads and CANDIDATES[name].threads_per_process
+        else threads)) for name in config.models]
     if recipe is not None:
         jobs.append(CandidateJob(CHAMPION_RECIPE, recipe.candidate, recipe.params, recipe))
     return jobs

@@ -177,6 +177,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
 
     family = "autoencoder"
     slow_to_train = True
+    threads_per_process = True
     variational: ClassVar[bool] = False
 
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,

@@ -92,6 +92,9 @@ class Recommender(ABC):
     #: Trains for many epochs; the pipeline starts such candidates first so that the run
     #: is not left waiting on one long task at the end.
     slow_to_train: ClassVar[bool] = False
+    #: Its thread pools belong to the process (TensorFlow's): every candidate training in
+    #: the process shares them, so it is given the process's cores, not a candidate's share.
+    threads_per_process: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """Return the hyperparameters given to ``__init__``."""

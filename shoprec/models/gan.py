@@ -76,6 +76,7 @@ class CFGAN(BoundedRows, Recommender):
     family = "gan"
     name = "cfgan"
     slow_to_train = True
+    threads_per_process = True
 
     def __init__(self, generator_hidden: tuple[int, ...] | list[int] = (128,),
                  discriminator_hidden: tuple[int, ...] | list[int] = (64,),
