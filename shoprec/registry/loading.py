@@ -1,7 +1,8 @@
 """Loading a registered model: one way, by alias or by version.
 
 Every command that uses a registered model (``recommend``, ``serve``, ``batch``, the
-promotion's comparison) loads it through :func:`load_pyfunc` or :func:`load_bundle`; an
+promotion's comparison) resolves it with :func:`resolve_version` and loads it through
+:func:`load_uri` (the pyfunc model, to serve) or :func:`load_bundle` (its bundle); an
 alias is read fail-closed (:func:`shoprec.registry.aliases.alias_version`), so a registry
 that cannot be read is an error, never "no model".
 """
@@ -59,17 +60,6 @@ def load_uri(uri: str) -> Any:
     mlflow.set_tracking_uri(tracking.tracking_uri())
     mlflow.set_registry_uri(tracking.tracking_uri())
     return mlflow.pyfunc.load_model(uri)
-
-
-def load_pyfunc(name: str, alias: str | None = None,
-                version: str | None = None) -> tuple[Any, str]:
-    """The pyfunc model of ``name@alias`` or ``name/version``, and its version number.
-
-    The alias defaults to ``champion``; errors are those of :func:`resolve_version`.
-    """
-    found = resolve_version(name, alias, version)
-    # By version, not alias: the alias may move between the lookup and the load.
-    return load_uri(f"models:/{name}/{found}"), found
 
 
 def load_bundle(name: str, alias: str | None = None, version: str | None = None,
