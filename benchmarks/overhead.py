@@ -57,7 +57,7 @@ def run_flow(args: argparse.Namespace) -> dict:
 
 def run_direct(args: argparse.Namespace) -> dict:
     """The same preparation, training, selection and refit, without Prefect or MLflow."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     from shoprec_flows.runners import (
         parallel_candidates,
@@ -74,6 +74,7 @@ def run_direct(args: argparse.Namespace) -> dict:
         plan_jobs,
         refit_bundle,
         select_winner,
+        start_after,
         submission_order,
         train_candidate_row,
     )
@@ -85,12 +86,19 @@ def run_direct(args: argparse.Namespace) -> dict:
     threads = threads_per_candidate(training)
     jobs = plan_jobs(training, None, threads, process_threads(training))
 
+    # The flow's schedule: networks wait for the one before them (network_slots).
+    after = start_after(jobs, training.network_slots)
+    futures: dict = {}
+
     def train(job: object) -> object:
+        if job.label in after:
+            wait([futures[after[job.label]]])
         with threadpool_limits(threads):
             return train_candidate_row(job.candidate, job.params, encoded, items, training.ks)
 
     with ThreadPoolExecutor(parallel_candidates(training)) as pool:
-        futures = {job.label: pool.submit(train, job) for job in submission_order(jobs)}
+        for job in submission_order(jobs):
+            futures[job.label] = pool.submit(train, job)
         results = [job_result(job, futures[job.label].exception()
                               or futures[job.label].result()) for job in jobs]
     winner = select_winner(results, training.primary_metric)

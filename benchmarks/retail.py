@@ -58,7 +58,8 @@ def child(args: argparse.Namespace) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     models = args.models.split(",") if args.models else None
-    training = TrainingConfig(**({"models": models} if models else {}), seed=args.seed)
+    training = TrainingConfig(**({"models": models} if models else {}), seed=args.seed,
+                              network_slots=args.network_slots or None)
     summary = training_pipeline(
         data=DataConfig(interactions=args.interactions, items=args.items, format=args.format),
         split=SplitConfig(method=args.split, test_days=args.test_days,
@@ -97,6 +98,8 @@ def main() -> None:
     parser.add_argument("--validation-days", type=float, default=30)
     parser.add_argument("--models", default=None, help="Candidates (default: all).")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--network-slots", type=int, default=1,
+                        help="Networks trained at a time (0: no limit).")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--json-out", default=None, help="Also write the figures as JSON.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

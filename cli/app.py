@@ -532,6 +532,9 @@ def train(
         "cluster; implies --task-runner dask).")] = None,
     dask_workers: Annotated[int, typer.Option(
         "--dask-workers", help="Worker processes of the local Dask cluster.")] = 2,
+    network_slots: Annotated[int, typer.Option(
+        "--network-slots", min=0, help="Networks (vae, dae, cfgan) trained at a time with "
+        "--task-runner threads, the other candidates beside them (0: no limit).")] = 1,
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
     model_name: Annotated[str, typer.Option(
@@ -566,7 +569,8 @@ def train(
                                      registered_model_name=model_name,
                                      params=params,
                                      task_runner="dask" if dask_address else task_runner,
-                                     dask_address=dask_address, dask_workers=dask_workers)
+                                     dask_address=dask_address, dask_workers=dask_workers,
+                                     network_slots=network_slots or None)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()

@@ -14,10 +14,17 @@ from prefect import flow
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import allow_failure
 from threadpoolctl import threadpool_limits
 
 from shoprec.config import TrainingConfig
-from shoprec.training import CandidateJob, CandidateResult, job_result, submission_order
+from shoprec.training import (
+    CandidateJob,
+    CandidateResult,
+    job_result,
+    start_after,
+    submission_order,
+)
 
 
 class CandidateThreads(ThreadPoolTaskRunner):
@@ -116,24 +123,30 @@ def _shared(value: Any) -> Any:
 @flow(name="shoprec-candidates", task_runner=CandidateThreads(max_workers=4),
       validate_parameters=False)
 def train_candidates(jobs: list[CandidateJob], inputs: TrainingInputs, ks: list[int],
-                     threads: int) -> list[CandidateResult]:
+                     threads: int, after: dict[str, str] | None = None) -> list[CandidateResult]:
     """Train every job as its own task, all submitted at once; return the rows.
 
     Rows come back in the jobs' order; a job that failed, or was lost with its worker,
-    gets a failed row. ``threads`` caps each job's BLAS and OpenMP pools.
+    gets a failed row. ``threads`` caps each job's BLAS and OpenMP pools. A job named in
+    ``after`` starts once the job it names has ended, failed or not (Prefect's ``wait_for``:
+    the dependency shows in the run's graph).
     """
     from shoprec_tasks.training import train_candidate, train_champion_recipe
 
+    after = after or {}
     with threadpool_limits(threads):
         common = {"encoded": _shared(inputs.encoded), "items": _shared(inputs.items),
                   "ks": ks, "threads": threads}
         futures: dict[str, PrefectFuture[CandidateResult]] = {}
         for job in submission_order(jobs):
+            # submission_order puts every job after the one it waits for.
+            wait_for = [allow_failure(futures[after[job.label]])] if job.label in after else None
             if job.recipe is not None:
-                futures[job.label] = train_champion_recipe.submit(recipe=job.recipe, **common)
+                futures[job.label] = train_champion_recipe.submit(
+                    recipe=job.recipe, wait_for=wait_for, **common)
             else:
-                futures[job.label] = train_candidate.submit(name=job.candidate,
-                                                            params=job.params, **common)
+                futures[job.label] = train_candidate.submit(
+                    name=job.candidate, params=job.params, wait_for=wait_for, **common)
         return [job_result(job, _wait(futures[job.label])) for job in jobs]
 
 
@@ -142,7 +155,10 @@ def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
     """Run the candidates flow on the task runner ``config`` asks for."""
     extra = sum(job.recipe is not None for job in jobs)
     on_runner = train_candidates.with_options(task_runner=task_runner_for(config, extra))
-    return on_runner(jobs, TrainingInputs(encoded, items), config.ks, threads)
+    # Dask workers are processes of their own: their networks do not share thread pools.
+    slots = config.network_slots if config.task_runner == "threads" else None
+    return on_runner(jobs, TrainingInputs(encoded, items), config.ks, threads,
+                     start_after(jobs, slots))
 
 
 def _wait(future: Any) -> Any:

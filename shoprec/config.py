@@ -402,6 +402,12 @@ class TrainingConfig(_Model):
     experiment: str = Field("shoprec", description="MLflow experiment name.")
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of every model.")
     max_workers: int = Field(4, ge=1, description="Candidates trained at the same time.")
+    network_slots: int | None = Field(
+        1, ge=1, description="Networks (vae, dae, cfgan) trained at the same time in the "
+        "flow's process; the other candidates train beside them. TensorFlow's thread pools "
+        "are the process's: networks side by side split them, and on 2 cores one at a time "
+        "finished sooner (benchmarks/RESULTS.md). Empty: no limit. Dask workers are "
+        "processes of their own and are not limited.")
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Where candidates train: 'threads' in the flow's process, or "
         "'dask' on a Dask cluster (a local one of dask_workers processes, or dask_address).")

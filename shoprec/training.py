@@ -304,6 +304,11 @@ class CandidateJob:
         """Whether the candidate trains for minutes (the networks)."""
         return bool(getattr(CANDIDATES.get(self.candidate), "slow_to_train", False))
 
+    @property
+    def process_pools(self) -> bool:
+        """Whether its thread pools are the process's (TensorFlow's), not its own."""
+        return bool(getattr(CANDIDATES.get(self.candidate), "threads_per_process", False))
+
 
 def plan_jobs(config: TrainingConfig, recipe: Recipe | None, threads: int,
               process_threads: int | None = None) -> list[CandidateJob]:
@@ -326,6 +331,27 @@ def plan_jobs(config: TrainingConfig, recipe: Recipe | None, threads: int,
 def submission_order(jobs: list[CandidateJob]) -> list[CandidateJob]:
     """Slow (neural) jobs first, so that a run does not end waiting on one of them."""
     return sorted(jobs, key=lambda job: not job.slow)
+
+
+def start_after(jobs: list[CandidateJob], slots: int | None) -> dict[str, str]:
+    """The job each job must wait for, so that at most ``slots`` networks train at a time.
+
+    Networks share one set of thread pools per process (TensorFlow's) and the interpreter's
+    lock: side by side each one slows down more than the others gain. Jobs whose pools are
+    the process's form ``slots`` chains in :func:`submission_order`, each starting when the
+    one ``slots`` places before it has ended (failed or not); other jobs wait for nothing.
+
+    Args:
+        jobs: The run's jobs.
+        slots: How many networks may train at once; ``None``: no limit.
+
+    Returns:
+        Label of a waiting job -> label of the job it starts after.
+    """
+    if slots is None:
+        return {}
+    chained = [job.label for job in submission_order(jobs) if job.process_pools]
+    return {label: chained[i - slots] for i, label in enumerate(chained) if i >= slots}
 
 
 def job_result(job: CandidateJob, outcome: Any) -> CandidateResult:

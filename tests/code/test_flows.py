@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -160,6 +161,16 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert candidates.state.is_completed()
     assert candidates.parameters["inputs"] == "<TrainingInputs>"
     assert [job["candidate"] for job in candidates.parameters["jobs"]] == list(DEFAULT_MODELS)
+    # The networks trained one at a time (network_slots=1), each task waiting for the one
+    # before it in Prefect's graph; the other candidates did not wait.
+    networks = sorted((t for t in task_runs if t.name in ("train-vae", "train-dae",
+                                                           "train-cfgan")),
+                      key=lambda t: t.start_time)
+    assert [t.name for t in networks] == ["train-vae", "train-dae", "train-cfgan"]
+    for before, after in itertools.pairwise(networks):
+        assert after.start_time >= before.end_time, (before.name, after.name)
+        assert [i.id for i in after.task_inputs["wait_for"]] == [before.id]
+    assert not next(t for t in task_runs if t.name == "train-mf").task_inputs.get("wait_for")
     # Skipped is not failed: mf-ratings' task completed, its MLflow run finished with the
     # reason, and nothing was logged at ERROR level.
     states = {t.name: t.state for t in task_runs}

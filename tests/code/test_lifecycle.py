@@ -242,3 +242,20 @@ def test_networks_get_the_processs_cores_and_the_others_their_share() -> None:
                        "cfgan": 8}
     alone = {job.candidate: job.params.get("threads") for job in plan_jobs(config, None, 1)}
     assert alone["vae"] == alone["mf"] == 1  # no process figure given: the share
+
+
+def test_networks_train_slots_at_a_time_beside_the_other_candidates() -> None:
+    """Side by side, three networks on 2 cores took 93 s to the last one's end on Online
+    Retail; one at a time 69 s (benchmarks/RESULTS.md): they wait in chains."""
+    from shoprec.registry.recipe import Recipe
+    from shoprec.training import plan_jobs, start_after
+
+    config = TrainingConfig(models=["popularity", "vae", "mf", "dae", "cfgan", "ease"])
+    recipe = Recipe("dae", {"epochs": 3}, {}, None, "f" * 64, "abc")
+    jobs = plan_jobs(config, recipe, 1, 2)
+    assert start_after(jobs, 1) == {"dae": "vae", "cfgan": "dae", "champion-recipe": "cfgan"}
+    assert start_after(jobs, 2) == {"cfgan": "vae", "champion-recipe": "dae"}
+    assert start_after(jobs, 4) == start_after(jobs, None) == {}
+    assert start_after(plan_jobs(TrainingConfig(models=["mf", "ease"]), None, 1), 1) == {}
+    with pytest.raises(ValidationError):
+        TrainingConfig(network_slots=0)
