@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,3000000,10000000")
     parser.add_argument("--models", default=None, help="Candidates (default: all).")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--network-slots", type=int, default=None,
+                        help="Networks trained at a time (0: no limit; default: the flow's).")
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     rows = []
@@ -58,6 +60,8 @@ def main() -> None:
                        str(data / "items.parquet"), "--json-out", str(out)]
             if args.models:
                 command += ["--models", args.models]
+            if args.network_slots is not None:
+                command += ["--network-slots", str(args.network_slots)]
             subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
             result = json.loads(out.read_text())
             rows.append((size, users, items, gen_seconds, gen_gb, result))

@@ -21,6 +21,14 @@ RETAIL = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
 SERVICES = {"prefect_api", "mlflow_store", "env", "registered"}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The registry memo of this session's commands goes to a folder of its own, not to the
+    user's cache (subprocesses of the CLI inherit it)."""
+    import tempfile
+
+    os.environ["SHOPREC_CACHE_DIR"] = tempfile.mkdtemp(prefix="shoprec-test-cache-")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests that need a Prefect server or an MLflow store as ``integration``, so
     ``pytest -m "not integration"`` is the fast unit loop."""

@@ -9,12 +9,15 @@ that cannot be read is an error, never "no model".
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from shoprec.errors import ModelNotRegisteredError
-from shoprec.registry import tracking
+from shoprec.registry import memo, tracking
 from shoprec.registry.aliases import CHAMPION, alias_version
 from shoprec.registry.bundle import ModelBundle
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_version(name: str, alias: str | None = None, version: str | None = None) -> str:
@@ -68,7 +71,8 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
 
     Read from the model's artifacts directly, without building the pyfunc model (MLflow's
     loader also checks the installed packages against the model's requirements, which takes
-    longer than reading most bundles).
+    longer than reading most bundles). With a SQLite registry that nobody wrote since the
+    last call, the answer is taken from :mod:`shoprec.registry.memo` without importing MLflow.
 
     Args:
         name: Registered model name.
@@ -77,6 +81,16 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
         lazy: Read the model and the search index on first use (see
             :meth:`ModelBundle.load`): what a single request needs.
     """
+    alias = None if version is not None else (alias or CHAMPION)
+    remembered = memo.recall(name, alias, version)
+    if remembered is not None:
+        try:
+            return ModelBundle.load(remembered[0], lazy=lazy), remembered[1]
+        except (OSError, ValueError, KeyError) as exc:  # a folder tidied away meanwhile
+            logger.info("the bundle remembered at %s could not be read (%s); asking the "
+                        "registry", remembered[0], exc)
+    # Taken before the registry is asked: a write meanwhile makes the memo entry stale.
+    stamp = memo.store_stamp()
     import mlflow
     from mlflow.models import Model
 
@@ -88,4 +102,6 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
     relative = Model.load(mlmodel).flavors["python_function"]["artifacts"]["bundle"]["path"]
     folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{relative}",
                                                  tracking_uri=uri, registry_uri=uri)
-    return ModelBundle.load(folder, lazy=lazy), found
+    bundle = ModelBundle.load(folder, lazy=lazy)
+    memo.remember(stamp, name, alias, version, folder, found)
+    return bundle, found

@@ -151,6 +151,35 @@ def test_batch_recommendations_write_every_known_user(registered: str, synthetic
                                                    strict=True))
 
 
+def test_an_unwritten_registry_is_not_asked_again_and_a_moved_alias_is_seen(
+        registered: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One `shoprec recommend` spent most of its time importing MLflow and opening its store;
+    a SQLite registry nobody wrote since the last call is not asked again."""
+    from shoprec.registry import loading, memo, tracking
+
+    monkeypatch.setenv("SHOPREC_CACHE_DIR", str(tmp_path))
+    first, version = loading.load_bundle(NAME, alias="serving")
+    assert version == "1" and memo.recall(NAME, "serving", None) is not None
+
+    def unreachable(*args: object, **kwargs: object) -> str:
+        raise AssertionError("the registry was asked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(loading, "resolve_version", unreachable)
+        again, version = loading.load_bundle(NAME, alias="serving", lazy=True)
+    assert version == "1" and again.meta == first.meta
+    assert again.model.name == first.model.name == "mf"
+
+    # Moving the alias writes the registry: the memo is not trusted, the new version loads.
+    try:
+        tracking.client().set_registered_model_alias(NAME, "serving", "2")
+        assert memo.recall(NAME, "serving", None) is None
+        moved, version = loading.load_bundle(NAME, alias="serving")
+        assert version == "2" and moved.meta["model"] == "popularity"
+    finally:
+        tracking.client().set_registered_model_alias(NAME, "serving", "1")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
