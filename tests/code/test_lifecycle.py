@@ -245,8 +245,7 @@ def test_networks_get_the_processs_cores_and_the_others_their_share() -> None:
 
 
 def test_networks_train_slots_at_a_time_beside_the_other_candidates() -> None:
-    """Side by side, three networks on 2 cores took 93 s to the last one's end on Online
-    Retail; one at a time 69 s (benchmarks/RESULTS.md): they wait in chains."""
+    """Networks wait in chains of ``network_slots``; the other candidates never wait."""
     from shoprec.registry.recipe import Recipe
     from shoprec.training import plan_jobs, start_after
 
