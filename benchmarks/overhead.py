@@ -43,12 +43,20 @@ def _configs(args: argparse.Namespace) -> tuple:
 
 def run_flow(args: argparse.Namespace) -> dict:
     """The training flow, as ``shoprec train`` runs it."""
-    from shoprec_flows.training import training_pipeline
+    from shoprec_flows.server_guard import start_while_importing
 
+    from shoprec.models import CANDIDATES
     from shoprec.runtime import apply_runtime_defaults
 
     apply_runtime_defaults()
     data, split, training = _configs(args)
+    # As the CLI does: the temporary server starts while the flow, MLflow and (with a
+    # network among the candidates) TensorFlow are imported.
+    networks = any(getattr(CANDIDATES[m], "slow_to_train", False) for m in training.models)
+    start_while_importing(["shoprec_flows.training", "mlflow",
+                           *(["tensorflow", "keras"] if networks else [])])
+    from shoprec_flows.training import training_pipeline
+
     summary = training_pipeline(data=data, split=split, training=training, output_dir=None)
     return {"winner": summary["winner"],
             "validation": {e["model"]: e["validation"].get("ndcg@10")

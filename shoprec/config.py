@@ -405,9 +405,10 @@ class TrainingConfig(_Model):
     network_slots: int | None = Field(
         1, ge=1, description="Networks (vae, dae, cfgan) trained at the same time in the "
         "flow's process; the other candidates train beside them. TensorFlow's thread pools "
-        "are the process's: networks side by side split them, and on 2 cores one at a time "
-        "finished sooner (benchmarks/RESULTS.md). Empty: no limit. Dask workers are "
-        "processes of their own and are not limited.")
+        "are the process's, so networks side by side only split them: on 2 cores one at a "
+        "time took as long as three at once, with a lower memory peak "
+        "(benchmarks/RESULTS.md). Empty: no limit. Dask workers are processes of their own "
+        "and are not limited.")
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Where candidates train: 'threads' in the flow's process, or "
         "'dask' on a Dask cluster (a local one of dask_workers processes, or dask_address).")

@@ -336,10 +336,11 @@ def submission_order(jobs: list[CandidateJob]) -> list[CandidateJob]:
 def start_after(jobs: list[CandidateJob], slots: int | None) -> dict[str, str]:
     """The job each job must wait for, so that at most ``slots`` networks train at a time.
 
-    Networks share one set of thread pools per process (TensorFlow's) and the interpreter's
-    lock: side by side each one slows down more than the others gain. Jobs whose pools are
-    the process's form ``slots`` chains in :func:`submission_order`, each starting when the
-    one ``slots`` places before it has ended (failed or not); other jobs wait for nothing.
+    Networks share one set of thread pools per process (TensorFlow's): side by side they
+    only split those pools, while each holds its batches, weights and optimizer state in
+    memory. Jobs whose pools are the process's form ``slots`` chains in
+    :func:`submission_order`, each starting when the one ``slots`` places before it has
+    ended (failed or not); other jobs wait for nothing.
 
     Args:
         jobs: The run's jobs.
