@@ -104,7 +104,8 @@ def run_direct(args: argparse.Namespace) -> dict:
         with threadpool_limits(threads):
             return train_candidate_row(job.candidate, job.params, encoded, items, training.ks)
 
-    with ThreadPoolExecutor(parallel_candidates(training)) as pool:
+    # As the flow's runner: a thread more for each job that waits in its thread.
+    with ThreadPoolExecutor(parallel_candidates(training) + len(after)) as pool:
         for job in submission_order(jobs):
             futures[job.label] = pool.submit(train, job)
         results = [job_result(job, futures[job.label].exception()

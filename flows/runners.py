@@ -91,10 +91,15 @@ def process_threads(config: TrainingConfig, extra: int = 0) -> int:
     return os.cpu_count() or 1
 
 
-def task_runner_for(config: TrainingConfig, extra: int = 0) -> TaskRunner:
-    """The task runner the configuration asks for, sized for the candidates."""
+def task_runner_for(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> TaskRunner:
+    """The task runner the configuration asks for, sized for the candidates.
+
+    ``waiting`` jobs wait for another job in their thread (Prefect resolves ``wait_for``
+    inside the worker): each gets a thread of its own, so the candidates that do not wait
+    still train as many at a time as configured.
+    """
     if config.task_runner != "dask":
-        return CandidateThreads(max_workers=parallel_candidates(config, extra))
+        return CandidateThreads(max_workers=parallel_candidates(config, extra) + waiting)
     from prefect_dask import DaskTaskRunner
 
     if config.dask_address:
@@ -154,11 +159,12 @@ def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
                    config: TrainingConfig, threads: int) -> list[CandidateResult]:
     """Run the candidates flow on the task runner ``config`` asks for."""
     extra = sum(job.recipe is not None for job in jobs)
-    on_runner = train_candidates.with_options(task_runner=task_runner_for(config, extra))
     # Dask workers are processes of their own: their networks do not share thread pools.
     slots = config.network_slots if config.task_runner == "threads" else None
-    return on_runner(jobs, TrainingInputs(encoded, items), config.ks, threads,
-                     start_after(jobs, slots))
+    after = start_after(jobs, slots)
+    on_runner = train_candidates.with_options(
+        task_runner=task_runner_for(config, extra, waiting=len(after)))
+    return on_runner(jobs, TrainingInputs(encoded, items), config.ks, threads, after)
 
 
 def _wait(future: Any) -> Any:

@@ -7,8 +7,8 @@ long as the database has not been written: SQLite increments the file change cou
 the database header (bytes 24-27) on every committed write transaction in rollback-journal
 mode, which is how MLflow opens it. Moving an alias, deleting a version or registering a
 new one are writes, and so is any training run, so a remembered answer is used only while
-the counter, the file's size and its modification time are all what they were *before*
-the registry was asked. Anything else (a tracking server, a database in WAL mode or with
+the counter, the file's size, times and identity (inode, device) are all what they were
+*before* the registry was asked. Anything else (a tracking server, a database in WAL mode or with
 a write in progress, a bundle folder that is gone) is asked through MLflow every time.
 
 The memo is a JSON file in ``$SHOPREC_CACHE_DIR`` (default ``$XDG_CACHE_HOME/shoprec`` or
@@ -49,11 +49,12 @@ def _database() -> Path | None:
 
 
 def store_stamp() -> list[int] | None:
-    """The registry database's change counter, size and modification time, or ``None``.
+    """The registry database's change counter, size, times and identity, or ``None``.
 
     ``None`` when the store is not a SQLite file, when SQLite would not keep the counter
-    (WAL mode: a ``-wal`` file), when a write is in progress (a ``-journal`` file), or when
-    the file cannot be read: then nothing is remembered or recalled.
+    (WAL mode: the header says so, or a ``-wal`` file exists), when a write is in progress
+    (a ``-journal`` file), or when the file cannot be read: then nothing is remembered or
+    recalled.
     """
     path = _database()
     if path is None:
@@ -66,9 +67,14 @@ def store_stamp() -> list[int] | None:
             info = os.fstat(handle.fileno())
     except OSError:
         return None
-    if len(header) < 28 or not header.startswith(_HEADER):
+    # Bytes 18-19 are 2 in WAL mode, which does not keep the counter (its -wal file is
+    # gone once the last connection closes).
+    if len(header) < 28 or not header.startswith(_HEADER) or 2 in header[18:20]:
         return None
-    return [int.from_bytes(header[24:28], "big"), info.st_size, info.st_mtime_ns]
+    # The file's identity too: another registry copied over this path with its times kept
+    # (cp -p, rsync -a, tar) may carry the same counter, size and modification time.
+    return [int.from_bytes(header[24:28], "big"), info.st_size, info.st_mtime_ns,
+            info.st_ino, info.st_dev, info.st_ctime_ns]
 
 
 def _key(name: str, alias: str | None, version: str | None) -> str:

@@ -258,3 +258,10 @@ def test_networks_train_slots_at_a_time_beside_the_other_candidates() -> None:
     assert start_after(plan_jobs(TrainingConfig(models=["mf", "ease"]), None, 1), 1) == {}
     with pytest.raises(ValidationError):
         TrainingConfig(network_slots=0)
+    # A waiting job holds its worker thread (Prefect resolves wait_for inside it): the pool
+    # has a thread more per waiting job, so the others still train four at a time.
+    from shoprec_flows.runners import task_runner_for
+
+    assert task_runner_for(config, 1, waiting=3)._max_workers == 4 + 3
+    few = TrainingConfig(models=["mf", "ease"])  # popularity joins: the gate needs it
+    assert task_runner_for(few)._max_workers == len(few.models) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -71,6 +73,27 @@ def test_no_memo_for_servers_wal_databases_writes_in_progress_or_missing_bundles
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert memo.store_stamp() is None and memo.recall("m", "champion", None) is None
+
+
+def test_no_memo_for_a_wal_database_even_without_its_wal_file(database: Path) -> None:
+    with sqlite3.connect(database) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("INSERT INTO aliases VALUES ('champion', '4')")
+    connection.close()  # the last connection closed: the -wal file is gone
+    assert not Path(f"{database}-wal").exists()
+    assert memo.store_stamp() is None
+
+
+def test_another_registry_copied_over_the_path_with_its_times_is_not_trusted(
+        database: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "meta.json").write_text("{}")
+    copy = tmp_path / "copy.db"
+    shutil.copy2(database, copy)  # same counter, size and modification time
+    memo.remember(memo.store_stamp(), "m", "champion", None, bundle, "3")
+    os.replace(copy, database)
+    assert memo.recall("m", "champion", None) is None
 
 
 def test_an_unwritable_cache_is_ignored(database: Path, tmp_path: Path,
