@@ -43,18 +43,14 @@ def _configs(args: argparse.Namespace) -> tuple:
 
 def run_flow(args: argparse.Namespace) -> dict:
     """The training flow, as ``shoprec train`` runs it."""
-    from shoprec_flows.server_guard import start_while_importing
+    from shoprec_flows.server_guard import start_for_training
 
-    from shoprec.models import CANDIDATES
     from shoprec.runtime import apply_runtime_defaults
 
     apply_runtime_defaults()
     data, split, training = _configs(args)
-    # As the CLI does: the temporary server starts while the flow, MLflow and (with a
-    # network among the candidates) TensorFlow are imported.
-    networks = any(getattr(CANDIDATES[m], "slow_to_train", False) for m in training.models)
-    start_while_importing(["shoprec_flows.training", "mlflow",
-                           *(["tensorflow", "keras"] if networks else [])])
+    # As the CLI does: the temporary server starts while the flow and what it needs import.
+    start_for_training(training.models)
     from shoprec_flows.training import training_pipeline
 
     summary = training_pipeline(data=data, split=split, training=training, output_dir=None)
@@ -68,8 +64,8 @@ def run_direct(args: argparse.Namespace) -> dict:
     from concurrent.futures import ThreadPoolExecutor, wait
 
     from shoprec_flows.runners import (
-        parallel_candidates,
         process_threads,
+        thread_workers,
         threads_per_candidate,
     )
     from threadpoolctl import threadpool_limits
@@ -104,8 +100,7 @@ def run_direct(args: argparse.Namespace) -> dict:
         with threadpool_limits(threads):
             return train_candidate_row(job.candidate, job.params, encoded, items, training.ks)
 
-    # As the flow's runner: a thread more for each job that waits in its thread.
-    with ThreadPoolExecutor(parallel_candidates(training) + len(after)) as pool:
+    with ThreadPoolExecutor(thread_workers(training, waiting=len(after))) as pool:
         for job in submission_order(jobs):
             futures[job.label] = pool.submit(train, job)
         results = [job_result(job, futures[job.label].exception()

@@ -577,12 +577,9 @@ def train(
     _before_flows()
     # The temporary Prefect server starts while the flow, and what its candidates need
     # (TensorFlow for the networks), are imported.
-    from shoprec_flows.server_guard import start_while_importing
+    from shoprec_flows.server_guard import start_for_training
 
-    networks = any(getattr(CANDIDATES[m], "slow_to_train", False)
-                   for m in training_config.models)
-    start_while_importing(["shoprec_flows.training", "mlflow",
-                           *(["tensorflow", "keras"] if networks else [])])
+    start_for_training(training_config.models)
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from shoprec_flows.training import training_pipeline
 

@@ -91,15 +91,20 @@ def process_threads(config: TrainingConfig, extra: int = 0) -> int:
     return os.cpu_count() or 1
 
 
-def task_runner_for(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> TaskRunner:
-    """The task runner the configuration asks for, sized for the candidates.
+def thread_workers(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> int:
+    """Threads of the candidates' pool.
 
     ``waiting`` jobs wait for another job in their thread (Prefect resolves ``wait_for``
     inside the worker): each gets a thread of its own, so the candidates that do not wait
     still train as many at a time as configured.
     """
+    return parallel_candidates(config, extra) + waiting
+
+
+def task_runner_for(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> TaskRunner:
+    """The task runner the configuration asks for, sized for the candidates."""
     if config.task_runner != "dask":
-        return CandidateThreads(max_workers=parallel_candidates(config, extra) + waiting)
+        return CandidateThreads(max_workers=thread_workers(config, extra, waiting))
     from prefect_dask import DaskTaskRunner
 
     if config.dask_address:

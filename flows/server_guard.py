@@ -108,6 +108,18 @@ def start_while_importing(modules: list[str]) -> None:
     importer.join()
 
 
+def start_for_training(models: list[str]) -> None:
+    """:func:`start_while_importing` what a training run of ``models`` will import.
+
+    The flow and MLflow always; TensorFlow when a network is among the candidates.
+    """
+    from shoprec.models import CANDIDATES
+
+    networks = any(getattr(CANDIDATES[m], "slow_to_train", False) for m in models)
+    start_while_importing(["shoprec_flows.training", "mlflow",
+                           *(["tensorflow", "keras"] if networks else [])])
+
+
 def _import_quietly(modules: list[str]) -> None:
     import importlib
 
