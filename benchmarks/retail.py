@@ -143,13 +143,14 @@ def main() -> None:
     primary = summary["primary_metric"]
     metrics = [primary, "recall@10", "map@10", "hit_rate@10", "coverage@10"]
     print("| model | status | " + " | ".join(f"test {m}" for m in metrics)
-          + f" | val {primary} | train s |")
-    print("| --- | --- | " + " | ".join("---:" for _ in metrics) + " | ---: | ---: |")
+          + f" | val {primary} | train s | refit s |")
+    print("| --- | --- | " + " | ".join("---:" for _ in metrics) + " | ---: | ---: | ---: |")
     pop = next((e for e in summary["leaderboard"] if e["model"] == "popularity"), None)
     for entry in summary["leaderboard"]:
         cells = [_fmt(entry["test"].get(m)) for m in metrics]
         print(f"| {entry['model']} | {entry['status']} | " + " | ".join(cells)
-              + f" | {_fmt(entry['validation'].get(primary))} | {entry['train_seconds']:.1f} |")
+              + f" | {_fmt(entry['validation'].get(primary))} | {entry['train_seconds']:.1f} | "
+              f"{entry.get('refit_seconds', 0.0):.1f} |")
     if pop and pop["test"].get(primary):
         ratios = ", ".join(f"{e['model']} {e['test'][primary] / pop['test'][primary]:.2f}x"
                            for e in summary["leaderboard"]

@@ -84,13 +84,13 @@ def _print_size(size: int, users: int, items: int, gen_seconds: float, gen_gb: f
     print(f"generate: {gen_seconds:.1f} s, peak {gen_gb:.2f} GB; pipeline: "
           f"{result['wall_seconds']:.1f} s, peak {result['peak_rss_gb']:.2f} GB; winner "
           f"{summary['winner']}\n")
-    print("| model | status | test ndcg@10 | train s | note |")
-    print("| --- | --- | ---: | ---: | --- |")
+    print("| model | status | test ndcg@10 | train s | refit s | note |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
     for entry in summary["leaderboard"]:
         value = entry["test"].get("ndcg@10")
         print(f"| {entry['model']} | {entry['status']} | "
               f"{'-' if value is None else f'{value:.4f}'} | {entry['train_seconds']:.1f} | "
-              f"{(entry.get('error') or '')[:80]} |")
+              f"{entry.get('refit_seconds', 0.0):.1f} | {(entry.get('error') or '')[:80]} |")
     print("\n| step | seconds | peak GB |")
     print("| --- | ---: | ---: |")
     for step in result["steps"]:

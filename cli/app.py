@@ -323,14 +323,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if any("rmse" in e["test"] for e in summary["leaderboard"]):
         shown.append("rmse")
     for column in ("model", "family", "status", f"val {primary}",
-                   *[f"test {m}" for m in shown], "train s"):
+                   *[f"test {m}" for m in shown], "train s", "refit s"):
         board.add_column(column, justify="left" if column in ("model", "family", "status")
                          else "right", no_wrap=column == "model")
     for entry in summary["leaderboard"]:
         board.add_row(entry["model"], entry["family"], entry["status"],
                       _fmt(entry["validation"].get(primary)),
                       *[_fmt(entry["test"].get(m)) for m in shown],
-                      f"{entry['train_seconds']:.1f}")
+                      f"{entry['train_seconds']:.1f}", f"{entry.get('refit_seconds', 0.0):.1f}")
     console.print(board)
     for entry in summary["leaderboard"]:
         if entry.get("error"):

@@ -62,7 +62,8 @@ def log_candidate(parent_run_id: str, result: Any) -> str:
                                   "family": result.family, "status": result.status})
     run_id = run.info.run_id
     now = int(time.time() * 1000)
-    metrics = {"train_seconds": result.train_seconds}
+    metrics = {"train_seconds": result.train_seconds,
+               "refit_seconds": result.refit_seconds}
     for prefix, values in (("validation", result.validation), ("test", result.test)):
         metrics.update({mlflow_name(k, prefix): v for k, v in values.items()})
     points = [Metric(key, float(value), now, 0) for key, value in metrics.items()]

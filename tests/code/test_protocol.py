@@ -1,0 +1,105 @@
+"""The evaluation protocol: choices on validation only, test figures from a refit.
+
+DESIGN.md: validation is for early stopping and model selection, and only validation; the
+test figures come from each candidate refit on training + validation with what validation
+chose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shoprec.config import SplitConfig, TrainingConfig, WeightingConfig
+from shoprec.data.splits import split_interactions
+from shoprec.evaluation import evaluate
+from shoprec.features import encode_split
+from shoprec.features.encoding import EncodedSplit
+from shoprec.models import EASE
+from shoprec.training import select_winner, train_and_evaluate, train_candidate_row
+
+
+def planted(seed: int = 0, users: int = 300, groups: int = 5, per_group: int = 12,
+            hits: int = 4) -> pd.DataFrame:
+    """Shoppers whose validation month and test month disagree on what matters.
+
+    Each shopper belongs to a taste group and buys six of its twelve items and one of four
+    best-sellers in the training period; in the validation month each buys another
+    best-seller (popularity's strength), in the test month one more item of their own
+    group (a personalised model's). So validation prefers popularity and test prefers a
+    model that learnt the groups: a selection that peeked at test would choose otherwise.
+    """
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    rows: list[tuple[str, str, pd.Timestamp]] = []
+
+    def buy(user: int, item: str, low: float, high: float) -> None:
+        rows.append((f"u{user}", item, start + pd.Timedelta(days=float(rng.uniform(low, high)))))
+
+    for user in range(users):
+        own = [f"g{user % groups}-{j}" for j in rng.permutation(per_group)]
+        best = [f"h{j}" for j in rng.permutation(hits)]
+        for item in own[:6]:
+            buy(user, item, 0, 58)
+        buy(user, best[0], 0, 58)
+        buy(user, best[1], 62, 88)  # validation month
+        buy(user, own[6], 92, 118)  # test month
+    # The last event fixes the cut-offs at days 60 and 90 (the split counts back from it).
+    buy(0, "g0-anchor", 120, 120)
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    frame["event"] = "purchase"
+    frame["quantity"] = 1.0
+    frame["value"] = np.nan
+    return frame
+
+
+@pytest.fixture(scope="module")
+def encoded() -> EncodedSplit:
+    split = split_interactions(planted(), SplitConfig(method="temporal", test_days=30,
+                                                      validation_days=30))
+    assert split.summary()["validation"]["rows"] == 300
+    assert split.summary()["test"]["rows"] == 301
+    return encode_split(split, WeightingConfig())
+
+
+def test_selection_never_looks_at_test(encoded: EncodedSplit) -> None:
+    results = [train_candidate_row(name, {}, encoded, None, [10])
+               for name in ("popularity", "ease")]
+    by_name = {r.model: r for r in results}
+    popularity, ease = by_name["popularity"], by_name["ease"]
+    # The plant works: each part prefers another candidate, by far.
+    assert popularity.validation["ndcg@10"] > 1.5 * ease.validation["ndcg@10"]
+    assert ease.test["ndcg@10"] > 3 * popularity.test["ndcg@10"]
+    # Validation decides, whatever test says.
+    primary = TrainingConfig().primary_metric
+    assert select_winner(results, primary).model == "popularity"
+
+
+def test_test_figures_come_from_a_refit_on_training_and_validation(
+        encoded: EncodedSplit) -> None:
+    result, refit = train_and_evaluate("ease", {}, encoded, None, [10])
+    chosen = result.params["regularization"]
+    assert chosen in result.params["regularization_grid"]
+    # The refit: the chosen value, nothing chosen again, on training + validation.
+    assert isinstance(refit, EASE) and refit.regularization_ == chosen
+    again = EASE(regularization=chosen).fit(encoded.test_history)
+    expected = evaluate(again, encoded.test_history, encoded.test, [10])
+    assert result.test == pytest.approx(expected, abs=1e-9)
+    # ... which is not what the model fitted on training alone scores on test.
+    alone = EASE(regularization=chosen).fit(encoded.train)
+    before = evaluate(alone, encoded.test_history, encoded.test, [10])
+    assert result.test["ndcg@10"] != pytest.approx(before["ndcg@10"], abs=1e-6)
+
+
+@pytest.mark.slow  # TensorFlow
+def test_a_network_is_refit_for_the_epochs_early_stopping_kept(encoded: EncodedSplit) -> None:
+    params = dict(hidden=16, latent=4, epochs=8, patience=2, batch_size=32, seed=1)
+    result, refit = train_and_evaluate("vae", params, encoded, None, [10])
+    kept = result.params["epochs"]
+    assert 1 <= kept <= 8
+    assert len(result.curves["validation_ndcg_at_10"]) >= kept  # epochs of the first fit
+    # The refit trains exactly that many epochs, with no early stopping to watch.
+    assert len(refit.history_) == kept
+    assert "validation_ndcg_at_10" not in refit.history_[0]
+    assert result.refit_seconds > 0
