@@ -535,6 +535,17 @@ def train(
     network_slots: Annotated[int, typer.Option(
         "--network-slots", min=0, help="Networks (vae, dae, cfgan) trained at a time with "
         "--task-runner threads, the other candidates beside them (0: no limit).")] = 1,
+    tune_trials: Annotated[int, typer.Option(
+        "--tune-trials", min=0, help="Hyperparameter search before training: most trials "
+        "per family, on validation only (0: none; the configured values are trial 0).")] = 0,
+    tune_seconds: Annotated[float | None, typer.Option(
+        "--tune-seconds", help="Wall-time budget of each family's search (default: trials "
+        "only).")] = None,
+    tune_parallel: Annotated[int, typer.Option(
+        "--tune-parallel", min=1, help="Trials run at a time.")] = 2,
+    tune_models: Annotated[str | None, typer.Option(
+        "--tune-models", help="Families to search, e.g. ease,mf (default: every candidate "
+        "with a search space).")] = None,
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
     model_name: Annotated[str, typer.Option(
@@ -570,7 +581,11 @@ def train(
                                      params=params,
                                      task_runner="dask" if dask_address else task_runner,
                                      dask_address=dask_address, dask_workers=dask_workers,
-                                     network_slots=network_slots or None)
+                                     network_slots=network_slots or None,
+                                     tune_trials=tune_trials, tune_seconds=tune_seconds,
+                                     tune_parallel=tune_parallel,
+                                     tune_models=tune_models.split(",") if tune_models
+                                     else None)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()

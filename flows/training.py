@@ -1,7 +1,7 @@
 """The training pipeline.
 
-Validation -> cleaning -> features -> parallel training -> evaluation and selection -> refit ->
-publication to the MLflow registry.
+Validation -> cleaning -> features -> (hyperparameter search) -> parallel training ->
+evaluation and selection -> refit -> publication to the MLflow registry.
 
 Straight-line wiring of the tasks in ``tasks/``; all logic lives in ``shoprec``.
 """
@@ -9,6 +9,7 @@ Straight-line wiring of the tasks in ``tasks/``; all logic lives in ``shoprec``.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from prefect import flow
@@ -16,6 +17,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from shoprec_flows.preparation import prepare_data
 from shoprec_flows.runners import process_threads, run_candidates, threads_per_candidate
+from shoprec_flows.tuning import run_tuning
 from shoprec_tasks.training import (
     find_champion,
     log_artifacts,
@@ -89,11 +91,16 @@ def training_pipeline(
     try:
         # The champion's recipe retrains beside the candidates, on the same split.
         champion = find_champion(training.registered_model_name)
+        items = item_frame(clean.items, encoded.items)
+        # The search stage, when asked for: each family's values chosen on validation.
+        searches = run_tuning(training, encoded, items, parent,
+                              max(1, (os.cpu_count() or 1) // training.tune_parallel),
+                              process_threads(training)) if training.tuned_models() else {}
         extra = int(champion.recipe is not None)
         threads = threads_per_candidate(training, extra)
-        jobs = plan_jobs(training, champion.recipe, threads, process_threads(training, extra))
-        results = run_candidates(jobs, encoded, item_frame(clean.items, encoded.items),
-                                 training, threads)
+        jobs = plan_jobs(training, champion.recipe, threads, process_threads(training, extra),
+                         {name: found.tuned_params() for name, found in searches.items()})
+        results = run_candidates(jobs, encoded, items, training, threads)
         log_candidates(parent, results)
         chosen = select_and_judge(results, training, champion, weighting, data_cutoff(clean),
                                   fingerprint, commit)
@@ -105,7 +112,8 @@ def training_pipeline(
                                    chosen.verdict,
                                    version_tags(chosen, primary, fingerprint, commit, run_id))
         summary = run_summary(prepared.summary(), training, results, chosen, champion,
-                              registered, parent, run_id)
+                              registered, parent, run_id,
+                              {name: found.to_dict() for name, found in searches.items()})
         log_artifacts(parent, chosen.leaderboard, primary,
                       {"validation_report.json": prepared.report.to_dict(),
                        "quarantine_counts.json": summary["data"]["quarantined_by_reason"],

@@ -417,6 +417,20 @@ class TrainingConfig(_Model):
         "empty: start a local cluster for the run.")
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask "
                               "cluster (and the number of candidates trained at a time).")
+    tune_trials: int = Field(
+        0, ge=0, le=10_000, description="Hyperparameter search before training: most trials "
+        "per family (Optuna, on validation only; the configured values are the first "
+        "trial). 0: no search, the families choose within their own grids. Off by default: "
+        "the default run already fills its time budget (benchmarks/RESULTS.md).")
+    tune_seconds: float | None = Field(
+        None, gt=0, description="Wall-time budget of each family's search in seconds; no "
+        "trial starts after it (the trial count then depends on the machine). Empty: trials "
+        "only.")
+    tune_parallel: int = Field(2, ge=1, le=64, description="Trials of a search run at a "
+                               "time, as tasks of the tuning flow.")
+    tune_models: list[str] | None = Field(
+        None, description="Families to search (default: every candidate with a declared "
+        "space, shoprec/tuning/search.py).")
 
     @field_validator("ks")
     @classmethod
@@ -434,6 +448,29 @@ class TrainingConfig(_Model):
             raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(DEFAULT_MODELS)}")
         return chosen
+
+    @field_validator("tune_models")
+    @classmethod
+    def _tunable_models(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        from shoprec.tuning.search import SPACES
+
+        chosen = [name.strip() for name in value if name.strip()]
+        wrong = [name for name in chosen if name not in SPACES]
+        if wrong:
+            raise ValueError(f"no search space for {', '.join(wrong)}; families with one: "
+                             f"{', '.join(SPACES)}")
+        return chosen
+
+    def tuned_models(self) -> list[str]:
+        """The candidates a search runs for (none when ``tune_trials`` is 0)."""
+        from shoprec.tuning.search import SPACES
+
+        if self.tune_trials == 0:
+            return []
+        wanted = self.tune_models if self.tune_models is not None else list(SPACES)
+        return [name for name in self.models if name in wanted and name in SPACES]
 
     @model_validator(mode="after")
     def _primary_is_computed(self) -> TrainingConfig:

@@ -92,8 +92,12 @@ def model_params(name: str, config: TrainingConfig,
 def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
                   items: pd.DataFrame | None,
                   encoded: EncodedSplit | None = None,
-                  has_ratings: bool = True) -> tuple[Recommender, float]:
+                  has_ratings: bool = True,
+                  tuner: ValidationTuner | None = None) -> tuple[Recommender, float]:
     """Build and fit one candidate.
+
+    With ``encoded``, the values the recipe leaves open are chosen on its validation part
+    (by ``tuner`` when given, e.g. one that reports epochs to a search's pruner).
 
     Returns:
         The fitted model and the seconds spent fitting.
@@ -107,7 +111,8 @@ def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
         raise ModelSkippedError(f"{name} is limited to {model.max_items:,} items and the data "
                                 f"has {n_items:,}; skipped")
     # The values the recipe leaves open are chosen on validation by the tuner.
-    tuner = ValidationTuner(encoded.train, encoded.validation) if encoded is not None else None
+    if tuner is None and encoded is not None:
+        tuner = ValidationTuner(encoded.train, encoded.validation)
     context = FitContext(items=items, has_ratings=has_ratings, tuner=tuner)
     began = time.perf_counter()
     model.fit(interactions, context)
@@ -332,18 +337,21 @@ class CandidateJob:
 
 
 def plan_jobs(config: TrainingConfig, recipe: Recipe | None, threads: int,
-              process_threads: int | None = None) -> list[CandidateJob]:
+              process_threads: int | None = None,
+              tuned: dict[str, dict[str, Any]] | None = None) -> list[CandidateJob]:
     """The run's training jobs in leaderboard order.
 
     Every candidate, then the champion's recipe when there is a champion (the gate's like-for-like
     reference). A candidate gets ``threads`` (its share of the cores), or ``process_threads``
     when its thread pools are the process's (TensorFlow: one pool that all the networks
     training side by side share; sized to a share, it left cores idle once the others were
-    done).
+    done). ``tuned`` holds, per candidate, the values a hyperparameter search chose; they
+    replace the configured ones (and so enter the recipe of the version registered).
     """
-    jobs = [CandidateJob(name, name, model_params(
+    tuned = tuned or {}
+    jobs = [CandidateJob(name, name, {**model_params(
         name, config, process_threads if process_threads and CANDIDATES[name].threads_per_process
-        else threads)) for name in config.models]
+        else threads), **tuned.get(name, {})}) for name in config.models]
     if recipe is not None:
         jobs.append(CandidateJob(CHAMPION_RECIPE, recipe.candidate, recipe.params, recipe))
     return jobs
@@ -452,8 +460,12 @@ def run_summary(data_summary: dict[str, Any], config: TrainingConfig,
                 results: list[CandidateResult], selection: Selection,
                 champion: ChampionReference,
                 registered: dict[str, Any], mlflow_run_id: str,
-                flow_run_id: str) -> dict[str, Any]:
-    """The run summary of DESIGN.md (``--summary-json``, the run report)."""
+                flow_run_id: str, tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run summary of DESIGN.md (``--summary-json``, the run report).
+
+    ``tuning`` holds each searched family's summary (trials, best values) when the run
+    had a search stage.
+    """
     primary = config.primary_metric
     return {
         **data_summary,
@@ -469,6 +481,7 @@ def run_summary(data_summary: dict[str, Any], config: TrainingConfig,
         "registered": registered,
         "mlflow_run_id": mlflow_run_id,
         "prefect_flow_run_id": flow_run_id,
+        **({"tuning": tuning} if tuning else {}),
     }
 
 

@@ -86,6 +86,90 @@ def log_candidate(parent_run_id: str, result: Any) -> str:
     return run_id
 
 
+def log_search(parent_run_id: str, result: Any, primary: str) -> str:
+    """Log one family's hyperparameter search as a nested run ``tune-<candidate>``.
+
+    The chosen values as parameters; the best and the configured values' validation score
+    and the trial counts as metrics, with one ``trial_value`` point per trial; artifacts
+    ``trials.csv`` (the trial table), ``history.png`` (each trial's score and the best so
+    far) and, when Optuna could estimate them, ``importance.png``.
+
+    Args:
+        parent_run_id: The pipeline's parent run.
+        result: A :class:`shoprec.tuning.search.SearchResult`.
+        primary: The metric searched on (validation).
+    """
+    from mlflow.entities import Metric, Param
+
+    client = tracking.client()
+    parent = client.get_run(parent_run_id)
+    summary = result.to_dict()
+    run = client.create_run(parent.info.experiment_id, run_name=f"tune-{result.candidate}",
+                            tags={"mlflow.parentRunId": parent_run_id, "stage": "tuning",
+                                  "candidate": result.candidate})
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    name = mlflow_name(primary, "validation")
+    values = {f"best_{name}": summary["best_value"],
+              f"configured_{name}": summary["configured_value"],
+              "trials": summary["trials"], "trials_complete": summary["complete"],
+              "trials_pruned": summary["pruned"], "trials_failed": summary["failed"],
+              "search_seconds": summary["seconds"]}
+    points = [Metric(key, float(value), now, 0) for key, value in values.items()
+              if value is not None]
+    points += [Metric(f"trial_{name}", float(trial.value), now, trial.number)
+               for trial in result.trials if trial.value is not None]
+    params = [Param(key, str(value)[:6000]) for key, value in summary["best_params"].items()]
+    for start in range(0, max(len(params), 1), 100):
+        client.log_batch(run_id, params=params[start:start + 100])
+    for start in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[start:start + 1000])
+    if summary["skipped"]:
+        client.set_tag(run_id, "skip_reason", summary["skipped"][:5000])
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        result.frame().to_csv(folder / "trials.csv", index=False)
+        (folder / "search.json").write_text(json.dumps(summary, indent=2, default=str))
+        _search_charts(result, primary, folder)
+        for path in sorted(folder.iterdir()):
+            client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _search_charts(result: Any, primary: str, folder: Path) -> None:
+    """``history.png`` (score per trial, best so far) and ``importance.png`` if known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in result.trials if t.value is not None]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    if done:
+        numbers = [t.number for t in done]
+        scores = [t.value for t in done]
+        best = [max(scores[:i + 1]) for i in range(len(scores))]
+        axis.scatter(numbers, scores, s=14, label="trial")
+        axis.step(numbers, best, where="post", color="tab:orange", label="best so far")
+        axis.legend(loc="lower right")
+    axis.set_xlabel("trial (0: configured values)")
+    axis.set_ylabel(f"validation {primary}")
+    axis.set_title(f"{result.candidate}: search history")
+    figure.tight_layout()
+    figure.savefig(folder / "history.png", dpi=100)
+    plt.close(figure)
+    if result.importances:
+        names = list(result.importances)[::-1]
+        figure, axis = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
+        axis.barh(names, [result.importances[n] for n in names])
+        axis.set_xlabel("share of the score's variance (fANOVA)")
+        axis.set_title(f"{result.candidate}: hyperparameter importance")
+        figure.tight_layout()
+        figure.savefig(folder / "importance.png", dpi=100)
+        plt.close(figure)
+
+
 def log_run_artifacts(run_id: str, leaderboard: pd.DataFrame, primary: str,
                       files: dict[str, Any]) -> None:
     """Attach the leaderboard (CSV and a PNG chart) and JSON files to a run.

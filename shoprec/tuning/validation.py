@@ -31,13 +31,17 @@ class ValidationTuner:
         history: Rows the model sees when scored (the training part).
         relevance: Binary relevance of the validation part.
         progress: Callback ``(step, metrics)`` for curves (MLflow, Prefect); optional.
+        on_epoch: Called with ``(epoch, validation ndcg@10)`` after each scored epoch; it
+            may raise to stop training (a search's pruner does). Optional.
     """
 
     def __init__(self, history: sp.csr_matrix, relevance: sp.csr_matrix,
-                 progress: Callable[[float, dict[str, float]], None] | None = None) -> None:
+                 progress: Callable[[float, dict[str, float]], None] | None = None,
+                 on_epoch: Callable[[int, float], None] | None = None) -> None:
         self.history = history
         self.relevance = relevance
         self.progress = progress
+        self.on_epoch = on_epoch
 
     def score(self, model: Recommender, users: int) -> float:
         """Validation ndcg@10 of ``model`` on a seeded sample of at most ``users`` users."""
@@ -105,4 +109,6 @@ class EarlyStopping:
             self.best_weights = get_weights()
         else:
             self.waited += 1
+        if self.tuner.on_epoch is not None:
+            self.tuner.on_epoch(epoch, score)
         return self.waited >= self.patience

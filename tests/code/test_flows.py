@@ -309,3 +309,51 @@ def test_a_registry_that_fails_on_the_champion_lookup_moves_nothing(
     assert second["registered"]["aliases"] == ["challenger"]
     client = MlflowClient(tracking_uri=env, registry_uri=env)
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+
+def test_search_stage_tunes_logs_and_feeds_the_candidates(env: str, synthetic_dir: Path,
+                                                          tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    name = "tuned-model"
+    summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(
+        registered_model_name=name, models=["popularity", "ease", "content"], tune_trials=3,
+        tune_parallel=2))
+    tuning = summary["tuning"]
+    assert set(tuning) == {"ease", "content"}  # popularity has no space
+    for family in ("ease", "content"):
+        assert tuning[family]["trials"] == 3 and tuning[family]["complete"] == 3
+        assert tuning[family]["best_value"] >= tuning[family]["configured_value"]
+    # The candidates trained with what the search chose (and the recipe records it).
+    (tune_flow, candidates) = sorted(asyncio.run(_nested_runs(summary["prefect_flow_run_id"])),
+                                     key=lambda run: run.start_time)
+    assert tune_flow.flow_id != candidates.flow_id and tune_flow.state.is_completed()
+    jobs = {job["candidate"]: job["params"] for job in candidates.parameters["jobs"]}
+    for family in ("ease", "content"):
+        for key, value in tuning[family]["best_params"].items():
+            assert jobs[family][key] == value, (family, key)
+    winner = summary["winner"]
+    if winner in tuning:
+        for key, value in tuning[winner]["best_params"].items():
+            # None: the configured values won and left this one to the family's own grid;
+            # the recipe then holds the value the grid chose.
+            assert summary["recipe"]["params"][key] == value or (
+                value is None and summary["recipe"]["params"][key] is not None), key
+    # Each trial was a task of the tuning flow; each family's search a nested MLflow run.
+    _, task_runs, _ = asyncio.run(_flow_run_details(summary["prefect_flow_run_id"]))
+    names = {t.name for t in task_runs}
+    assert {f"tune-{f}-{n}" for f in ("ease", "content") for n in range(3)} <= names
+    client = MlflowClient(tracking_uri=env, registry_uri=env)
+    parent = client.get_run(summary["mlflow_run_id"])
+    children = {r.info.run_name: r for r in client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    assert {"tune-ease", "tune-content", "ease", "content", "popularity"} <= set(children)
+    search_run = children["tune-ease"]
+    assert search_run.data.metrics["best_validation_ndcg_at_10"] == pytest.approx(
+        tuning["ease"]["best_value"])
+    assert len(client.get_metric_history(search_run.info.run_id,
+                                         "trial_validation_ndcg_at_10")) == 3
+    artifacts = {a.path for a in client.list_artifacts(search_run.info.run_id)}
+    assert {"trials.csv", "history.png", "search.json"} <= artifacts
+    assert "importance.png" in {a.path for a in client.list_artifacts(
+        children["tune-content"].info.run_id)}

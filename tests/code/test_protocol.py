@@ -49,8 +49,7 @@ def planted(seed: int = 0, users: int = 300, groups: int = 5, per_group: int = 1
     buy(0, "g0-anchor", 120, 120)
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
     frame["event"] = "purchase"
-    frame["quantity"] = 1.0
-    frame["value"] = np.nan
+    frame["value"] = 1.0  # one unit each
     return frame
 
 

@@ -130,6 +130,8 @@ def _shoprec(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
     (["--output-dir", "data.csv"], "--output-dir data.csv is a file"),
     (["--summary-json", "."], "--summary-json . is a folder"),
     (["--param", "mf.factors=0"], "allowed: an integer >= 1 and <= 4096"),
+    (["--tune-models", "popularity"], "no search space for popularity"),
+    (["--tune-trials", "2", "--tune-seconds", "0"], "Input should be greater than 0"),
 ])
 @pytest.mark.slow
 def test_train_options_are_checked_before_any_work(tmp_path: Path, args: list[str],
