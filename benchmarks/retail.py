@@ -59,7 +59,10 @@ def child(args: argparse.Namespace) -> None:
     sampler.start()
     models = args.models.split(",") if args.models else None
     training = TrainingConfig(**({"models": models} if models else {}), seed=args.seed,
-                              network_slots=args.network_slots or None)
+                              network_slots=args.network_slots or None,
+                              tune_trials=args.tune_trials, tune_seconds=args.tune_seconds,
+                              tune_models=args.tune_models.split(",") if args.tune_models
+                              else None)
     summary = training_pipeline(
         data=DataConfig(interactions=args.interactions, items=args.items, format=args.format),
         split=SplitConfig(method=args.split, test_days=args.test_days,
@@ -100,6 +103,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--network-slots", type=int, default=1,
                         help="Networks trained at a time (0: no limit).")
+    parser.add_argument("--tune-trials", type=int, default=0,
+                        help="Search trials per family (0: no search stage).")
+    parser.add_argument("--tune-seconds", type=float, default=None)
+    parser.add_argument("--tune-models", default=None, help="Families to search.")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--json-out", default=None, help="Also write the figures as JSON.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -156,6 +163,11 @@ def main() -> None:
                            for e in summary["leaderboard"]
                            if e["status"] == "ok" and e["model"] != "popularity")
         print(f"\n{primary} relative to popularity: {ratios}")
+    for family, found in summary.get("tuning", {}).items():
+        print(f"search {family}: {found['trials']} trials ({found['pruned']} pruned, "
+              f"{found['failed']} failed) in {found['seconds']:.1f} s; validation "
+              f"{_fmt(found['configured_value'])} configured -> {_fmt(found['best_value'])}; "
+              f"chose {found['best_params']}")
     print(f"winner {summary['winner']}, registered version {summary['registered']['version']}"
           f" {summary['registered']['aliases']}\n")
     print("| step | seconds | peak RSS of the flow process during the step (GB) |")
