@@ -429,9 +429,13 @@ def generate(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the Parquet files to.")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     days: Annotated[int, typer.Option("--days", help="Length of the period.")] = 180,
+    movielens: Annotated[bool, typer.Option(
+        "--movielens", help="Also write ratings.csv and movies.csv in MovieLens' layout "
+        "(one rating per shopper and item).")] = False,
 ) -> None:
     """Write synthetic interactions.parquet and items.parquet with planted taste segments."""
     from shoprec.data.synthetic import generate as run_generate
+    from shoprec.data.synthetic import write_movielens
 
     summary = run_generate(out, users=users, items=items, interactions=interactions,
                            seed=seed, days=days)
@@ -439,6 +443,8 @@ def generate(
                   f"over {summary.items:,} items ({summary.segments} taste segments, "
                   f"{summary.categories} categories) in {summary.seconds:.1f} s")
     console.print(f"  {summary.interactions_path}\n  {summary.items_path}")
+    if movielens:
+        console.print("  {}\n  {}".format(*write_movielens(summary, out)))
 
 
 @app.command()
