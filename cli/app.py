@@ -160,8 +160,7 @@ def _parse_params(values: list[str] | None) -> dict[str, dict[str, Any]]:
     Each value is checked against its family's declared type and range here, before any
     data is read, and refused with the allowed range.
     """
-    from shoprec.config import CandidateParams, allowed_range
-    from shoprec.models import CANDIDATES
+    from shoprec.config import DEFAULT_MODELS, CandidateParams, allowed_range
 
     params: dict[str, dict[str, Any]] = {}
     given: dict[tuple[str, str], str] = {}
@@ -170,9 +169,9 @@ def _parse_params(values: list[str] | None) -> dict[str, dict[str, Any]]:
         model, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"--param expects MODEL.NAME=VALUE, got {value!r}")
-        if model not in CANDIDATES:
+        if model not in DEFAULT_MODELS:
             raise ConfigError(f"--param names unknown model {model!r}; choose from "
-                              f"{', '.join(CANDIDATES)}")
+                              f"{', '.join(DEFAULT_MODELS)}")
         try:
             parsed: Any = json.loads(raw)
         except json.JSONDecodeError:
@@ -541,6 +540,9 @@ def train(
     network_slots: Annotated[int, typer.Option(
         "--network-slots", min=0, help="Networks (vae, dae, cfgan) trained at a time with "
         "--task-runner threads, the other candidates beside them (0: no limit).")] = 1,
+    blend: Annotated[int, typer.Option(
+        "--blend", min=0, max=8, help="Also train a blend of the best N candidates (weights "
+        "chosen on validation; 0: none).")] = 0,
     tune_trials: Annotated[int, typer.Option(
         "--tune-trials", min=0, help="Hyperparameter search before training: most trials "
         "per family, on validation only (0: none; the configured values are trial 0).")] = 0,
@@ -564,13 +566,12 @@ def train(
         "--summary-json", help="Write the run summary as JSON.")] = None,
 ) -> None:
     """Run the training pipeline (a Prefect flow) and publish the winner to MLflow."""
-    from shoprec.config import CleaningConfig, SplitConfig, TrainingConfig
-    from shoprec.models import CANDIDATES
+    from shoprec.config import DEFAULT_MODELS, CleaningConfig, SplitConfig, TrainingConfig
 
     # Everything a user typed is checked before any data is read or a server started.
     params = _parse_params(param)
     ks = _cutoffs(k)
-    chosen = models.split(",") if models is not None else list(CANDIDATES)
+    chosen = models.split(",") if models is not None else list(DEFAULT_MODELS)
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                date_format, timestamp_unit)
     split_config = SplitConfig(method=split, test_days=test_days,
@@ -588,6 +589,7 @@ def train(
                                      task_runner="dask" if dask_address else task_runner,
                                      dask_address=dask_address, dask_workers=dask_workers,
                                      network_slots=network_slots or None,
+                                     blend=blend,
                                      tune_trials=tune_trials, tune_seconds=tune_seconds,
                                      tune_parallel=tune_parallel,
                                      tune_models=tune_models.split(",") if tune_models

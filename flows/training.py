@@ -40,6 +40,7 @@ from shoprec.registry import runs
 from shoprec.registry.publish import git_commit
 from shoprec.runtime import apply_runtime_defaults
 from shoprec.training import (
+    blend_job,
     data_cutoff,
     headline_metrics,
     plan_jobs,
@@ -101,6 +102,11 @@ def training_pipeline(
         jobs = plan_jobs(training, champion.recipe, threads, process_threads(training, extra),
                          {name: found.tuned_params() for name, found in searches.items()})
         results = run_candidates(jobs, encoded, items, training, threads)
+        # The blend needs the candidates' choices, so it trains after them, alone.
+        blend = blend_job(results, training)
+        if blend is not None:
+            results += run_candidates([blend], encoded, items, training,
+                                      process_threads(training))
         log_candidates(parent, results)
         chosen = select_and_judge(results, training, champion, weighting, data_cutoff(clean),
                                   fingerprint, commit)

@@ -211,8 +211,9 @@ class SplitConfig(_Model):
         return self
 
 
-#: Every candidate, in leaderboard order (kept equal to ``shoprec.models.CANDIDATES`` by a
-#: test; spelled out here because the models import the configuration).
+#: Every candidate, in leaderboard order (``shoprec.models.CANDIDATES`` holds these and the
+#: blend, which is built from them; a test keeps the two in step; spelled out here because
+#: the models import the configuration).
 DEFAULT_MODELS: tuple[str, ...] = ("popularity", "mf", "mf-ratings", "content", "ease", "vae",
                                    "dae", "cfgan")
 
@@ -417,6 +418,10 @@ class TrainingConfig(_Model):
         "empty: start a local cluster for the run.")
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask "
                               "cluster (and the number of candidates trained at a time).")
+    blend: int = Field(
+        0, ge=0, le=8, description="After the candidates, also train 'blend': a weighted "
+        "sum of the standardised scores of the best N of them on validation (weights chosen "
+        "on validation), scored and published like any candidate. 0: no blend.")
     tune_trials: int = Field(
         0, ge=0, le=10_000, description="Hyperparameter search before training: most trials "
         "per family (Optuna, on validation only; the configured values are the first "

@@ -357,6 +357,25 @@ def plan_jobs(config: TrainingConfig, recipe: Recipe | None, threads: int,
     return jobs
 
 
+def blend_job(results: list[CandidateResult], config: TrainingConfig) -> CandidateJob | None:
+    """The blend of the ``config.blend`` best candidates on validation, if there are two.
+
+    Its members keep the values their own runs chose (``CandidateResult.params``); the
+    champion's recipe, a reference for the gate, is never a member.
+    """
+    if config.blend < 2:
+        return None
+    primary = config.primary_metric
+    ok = sorted((r for r in results if r.status == "ok" and r.model != CHAMPION_RECIPE
+                 and r.model in CANDIDATES and r.model != "blend"),
+                key=lambda r: -r.validation[primary])[:config.blend]
+    if len(ok) < 2:
+        logger.info("blend skipped: fewer than two candidates succeeded")
+        return None
+    members = [{"name": r.model, "params": dict(r.params)} for r in ok]
+    return CandidateJob("blend", "blend", {"members": members})
+
+
 def submission_order(jobs: list[CandidateJob]) -> list[CandidateJob]:
     """Slow (neural) jobs first, so that a run does not end waiting on one of them."""
     return sorted(jobs, key=lambda job: not job.slow)

@@ -7,6 +7,7 @@ from typing import Any
 from shoprec.errors import ConfigError
 from shoprec.models.autoencoder import EASE, MultDAE, MultVAE
 from shoprec.models.base import FitContext, Recommender
+from shoprec.models.blend import Blend
 from shoprec.models.content import ContentRecommender
 from shoprec.models.gan import CFGAN
 from shoprec.models.mf import ImplicitALS, RatingsMF
@@ -22,6 +23,8 @@ CANDIDATES: dict[str, type[Recommender]] = {
     MultVAE.name: MultVAE,
     MultDAE.name: MultDAE,
     CFGAN.name: CFGAN,
+    # Built from the others after they trained (TrainingConfig.blend), never a --models name.
+    Blend.name: Blend,
 }
 
 
@@ -45,6 +48,7 @@ def load_model(path: str, name: str) -> Recommender:
 
 
 __all__ = [
+    "Blend",
     "CANDIDATES",
     "CFGAN",
     "ContentRecommender",

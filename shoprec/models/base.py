@@ -57,6 +57,11 @@ class Tuner(Protocol):
     def early_stopping(self, patience: int) -> EpochCallback:
         """A fresh epoch callback that stops after ``patience`` epochs without gain."""
 
+    def select_weights(self, model: Recommender,
+                       parts: Callable[[sp.csr_matrix], list[np.ndarray]],
+                       combos: Sequence[Sequence[float]]) -> Sequence[float]:
+        """The best weight vector of ``combos`` for a weighted sum of score ``parts``."""
+
 
 @dataclass
 class FitContext:

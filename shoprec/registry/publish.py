@@ -178,6 +178,10 @@ def bundle_requirements(bundle_dir: str | Path) -> list[str]:
     folder = Path(bundle_dir)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     classes: list[type[Recommender]] = [CANDIDATES[meta["model"]], Popularity]
+    if meta["model"] == "blend":
+        # A blend scores through its members: their families' imports are its own.
+        config = json.loads((folder / "model" / "config.json").read_text(encoding="utf-8"))
+        classes += [CANDIDATES[member["name"]] for member in config["params"]["members"]]
     if (folder / "search").exists():
         classes.append(ContentRecommender)
     return model_requirements(classes)

@@ -311,22 +311,28 @@ def test_a_registry_that_fails_on_the_champion_lookup_moves_nothing(
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
 
-def test_search_stage_tunes_logs_and_feeds_the_candidates(env: str, synthetic_dir: Path,
+def test_search_stage_and_blend(env: str, synthetic_dir: Path,
                                                           tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     name = "tuned-model"
     summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(
         registered_model_name=name, models=["popularity", "ease", "content"], tune_trials=3,
-        tune_parallel=2))
+        tune_parallel=2, blend=2))
     tuning = summary["tuning"]
     assert set(tuning) == {"ease", "content"}  # popularity has no space
     for family in ("ease", "content"):
         assert tuning[family]["trials"] == 3 and tuning[family]["complete"] == 3
         assert tuning[family]["best_value"] >= tuning[family]["configured_value"]
+    # The blend of the two best trained after them, in a candidates flow of its own.
+    board = {e["model"]: e for e in summary["leaderboard"]}
+    assert board["blend"]["status"] == "ok", board["blend"]
+    best = max(board[m]["validation"]["ndcg@10"] for m in ("popularity", "ease", "content"))
+    assert board["blend"]["validation"]["ndcg@10"] >= best - 1e-9
     # The candidates trained with what the search chose (and the recipe records it).
-    (tune_flow, candidates) = sorted(asyncio.run(_nested_runs(summary["prefect_flow_run_id"])),
-                                     key=lambda run: run.start_time)
+    (tune_flow, candidates, _) = sorted(
+        asyncio.run(_nested_runs(summary["prefect_flow_run_id"])),
+        key=lambda run: run.start_time)
     assert tune_flow.flow_id != candidates.flow_id and tune_flow.state.is_completed()
     jobs = {job["candidate"]: job["params"] for job in candidates.parameters["jobs"]}
     for family in ("ease", "content"):
@@ -347,7 +353,8 @@ def test_search_stage_tunes_logs_and_feeds_the_candidates(env: str, synthetic_di
     parent = client.get_run(summary["mlflow_run_id"])
     children = {r.info.run_name: r for r in client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
-    assert {"tune-ease", "tune-content", "ease", "content", "popularity"} <= set(children)
+    assert {"tune-ease", "tune-content", "ease", "content", "popularity",
+            "blend"} <= set(children)
     search_run = children["tune-ease"]
     assert search_run.data.metrics["best_validation_ndcg_at_10"] == pytest.approx(
         tuning["ease"]["best_value"])

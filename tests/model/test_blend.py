@@ -1,0 +1,99 @@
+"""The blend: contract, weights chosen on validation, never worse there than its members."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shoprec.config import DataConfig, SplitConfig, TrainingConfig
+from shoprec.features import item_frame
+from shoprec.models import Blend
+from shoprec.models.blend import simplex_grid, standardised
+from shoprec.pipeline import prepare
+from shoprec.training import blend_job, train_and_evaluate, train_candidate_row
+from tests.model.contract import RecommenderContract
+
+MEMBERS = [{"name": "popularity", "params": {}},
+           {"name": "ease", "params": {"regularization": 10.0}}]
+
+
+class TestBlendContract(RecommenderContract):
+    def make(self) -> Blend:
+        return Blend(members=MEMBERS, weights=[0.3, 0.7])
+
+
+def test_the_grid_covers_the_simplex() -> None:
+    grid = simplex_grid(3, 0.1)
+    assert len(grid) == 66 and (1.0, 0.0, 0.0) in grid
+    assert all(abs(sum(w) - 1) < 1e-9 and min(w) >= 0 for w in grid)
+
+
+def test_standardised_rows_and_unscorable_items() -> None:
+    scores = np.array([[1.0, 2.0, 3.0, -np.inf], [5.0, 5.0, 5.0, 5.0]], dtype=np.float32)
+    out = standardised(scores)
+    assert np.isfinite(out).all()
+    assert out[0, 3] == out[0, 0] < out[0, 1] < out[0, 2]  # the unscorable takes the lowest
+    assert np.allclose(out[0].mean(), 0, atol=1e-6) and np.allclose(out[1], 0)
+
+
+@pytest.fixture(scope="module")
+def prepared(synthetic_dir: Path):
+    return prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
+                              items=str(synthetic_dir / "items.parquet")),
+                   split_config=SplitConfig(method="temporal", test_days=20,
+                                            validation_days=20))
+
+
+def test_a_blend_is_never_worse_than_its_members_on_validation(prepared) -> None:
+    encoded = prepared.encoded
+    items = item_frame(prepared.data.items, encoded.items)
+    config = TrainingConfig(blend=3)
+    rows = [train_candidate_row(name, {}, encoded, items, [10])
+            for name in ("popularity", "ease", "content")]
+    job = blend_job(rows, config)
+    assert job is not None
+    # The best three on validation, with the values they chose.
+    ranked = sorted(rows, key=lambda r: -r.validation["ndcg@10"])
+    assert [m["name"] for m in job.params["members"]] == [r.model for r in ranked]
+    assert job.params["members"][0]["params"] == ranked[0].params
+    result, refit = train_and_evaluate("blend", job.params, encoded, items, [10])
+    weights = result.params["weights"]
+    assert len(weights) == 3 and abs(sum(weights) - 1) < 1e-9
+    # Each member alone is one point of the grid, and validation is scored on every user
+    # here: the chosen weights cannot do worse than the best member.
+    best_member = max(r.validation["ndcg@10"] for r in rows)
+    assert result.validation["ndcg@10"] >= best_member - 1e-9
+    assert result.test["ndcg@10"] > 1.2 * next(
+        r.test["ndcg@10"] for r in rows if r.model == "popularity")
+    # The refit keeps the weights: nothing chosen again on training + validation.
+    assert refit.weights_ == weights
+
+
+def test_no_blend_without_two_members(prepared) -> None:
+    encoded = prepared.encoded
+    rows = [train_candidate_row("popularity", {}, encoded, None, [10])]
+    assert blend_job(rows, TrainingConfig(blend=3)) is None
+    assert blend_job(rows * 2, TrainingConfig(blend=0)) is None
+
+
+def test_a_published_blend_loads_scores_and_names_its_members_requirements(
+        prepared, tmp_path: Path) -> None:
+    from shoprec.config import WeightingConfig
+    from shoprec.registry.bundle import ModelBundle
+    from shoprec.registry.publish import bundle_requirements
+    from shoprec.training import refit_bundle
+
+    params = {"members": [{"name": "mf", "params": {"factors": 8, "regularization": 10.0,
+                                                   "iterations": 3, "threads": 1}},
+                          {"name": "ease", "params": {"regularization": 200.0}}],
+              "weights": [0.4, 0.6]}
+    bundle = refit_bundle("blend", params, prepared.data, WeightingConfig(), {})
+    folder = bundle.save(tmp_path / "bundle")
+    again = ModelBundle.load(folder)
+    rows = bundle.history[:5]
+    assert np.allclose(again.model.score(rows), bundle.model.score(rows), atol=1e-5)
+    assert again.model.weights_ == [0.4, 0.6]
+    names = {line.split("==")[0].lower() for line in bundle_requirements(folder)}
+    assert "implicit" in names  # the mf member's
