@@ -59,7 +59,7 @@ def child(args: argparse.Namespace) -> None:
     sampler.start()
     models = args.models.split(",") if args.models else None
     training = TrainingConfig(**({"models": models} if models else {}), seed=args.seed,
-                              network_slots=args.network_slots or None,
+                              network_slots=args.network_slots or None, blend=args.blend,
                               tune_trials=args.tune_trials, tune_seconds=args.tune_seconds,
                               tune_models=args.tune_models.split(",") if args.tune_models
                               else None)
@@ -107,6 +107,8 @@ def main() -> None:
                         help="Search trials per family (0: no search stage).")
     parser.add_argument("--tune-seconds", type=float, default=None)
     parser.add_argument("--tune-models", default=None, help="Families to search.")
+    parser.add_argument("--blend", type=int, default=0,
+                        help="Also blend the best N candidates (0: no blend).")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--json-out", default=None, help="Also write the figures as JSON.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
