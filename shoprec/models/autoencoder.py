@@ -3,7 +3,9 @@
 EASE is the closed-form shallow autoencoder (Steck, WWW 2019):
 ``B = I - P diag(1/diag(P))`` with ``P = (XᵀX + λI)⁻¹`` and a zero diagonal; a row is
 scored as ``x B``, so any interaction row, including a new shopper's, is scored directly.
-Memory grows with items², hence a declared item limit above which the pipeline skips it.
+Memory grows with items² and time with items³: above the limit this machine allows
+(:func:`ease_item_limit`), the most-interacted items are modelled and the rest ranked after
+them by popularity.
 TensorFlow is imported only inside the neural models' methods.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,34 +38,57 @@ class EASE(Recommender):
             of ``regularization_grid`` on the validation data given to :meth:`fit`.
         regularization_grid: Candidate values when ``regularization`` is ``None``.
         binary: Fit on 0/1 interactions instead of the weights.
+        vocabulary: Most items modelled (the most interacted); ``None``: the limit of this
+            machine (:func:`ease_item_limit`).
     """
 
     family = "autoencoder"
     name = "ease"
-    #: float64 Gram, its regularised copy and inverse plus float32 B (28 bytes per item²:
-    #: 2.8 GB at 10,000 items) and cubic time per λ of the grid: the one-machine limit.
-    max_items = 10_000
 
     def __init__(self, regularization: float | None = None,
                  regularization_grid: tuple[float, ...] = (50.0, 200.0, 800.0, 3200.0),
-                 binary: bool = True) -> None:
+                 binary: bool = True, vocabulary: int | None = None) -> None:
         self.regularization = regularization
         self.regularization_grid = regularization_grid
         self.binary = binary
+        self.vocabulary = vocabulary
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> EASE:
-        """Solve the closed form (once per candidate λ when choosing on validation)."""
+        """Solve the closed form (once per candidate λ when choosing on validation).
+
+        On a catalogue over :func:`ease_item_limit` (or ``vocabulary``), the most-interacted
+        items that fit are modelled and the others ranked after them by popularity.
+        """
+        tuner = context.tuner if context is not None else None
+        choosing = self.regularization is None and tuner is not None
+        n_items = interactions.shape[1]
+        counts = np.diff(sp.csc_matrix(interactions).indptr)
+        limit = self.vocabulary or ease_item_limit(len(self.regularization_grid)
+                                                   if choosing else 1)
+        if n_items > limit:
+            # Most-interacted first; ties by index, so the same data keep the same items.
+            keep = np.sort(np.argsort(-counts, kind="stable")[:limit])
+            logger.info("ease: %d items over its limit of %d on this machine (memory and "
+                        "time); modelling the %d most-interacted, the rest ranked after "
+                        "them by popularity", n_items, limit, limit)
+            self.vocabulary_: np.ndarray | None = keep
+        else:
+            self.vocabulary_ = None
+        self.catalogue_items_ = n_items
+        self.popularity_ = (counts / max(1, counts.max())).astype(np.float32)
         # A copy: binarising must not touch the caller's (shared) training matrix.
         matrix = sp.csr_matrix(interactions, dtype=np.float64, copy=True)
+        if self.vocabulary_ is not None:
+            matrix = matrix[:, self.vocabulary_]
         if self.binary:
             matrix.data[:] = 1.0
         gram = (matrix.T @ matrix).toarray()
-        if self.regularization is None and context is not None and context.tuner is not None:
+        if choosing and tuner is not None:
             def apply(value: float) -> np.ndarray:
                 self.weights_ = self._solve(gram, value)
                 return self.weights_
 
-            self.regularization_, self.weights_ = context.tuner.select(
+            self.regularization_, self.weights_ = tuner.select(
                 self, self.regularization_grid, apply, "regularization")
         else:
             self.regularization_ = float(self.regularization_grid[1]
@@ -72,9 +98,16 @@ class EASE(Recommender):
         return self
 
     @property
-    def selected_params_(self) -> dict[str, float]:
-        """Hyperparameters chosen during :meth:`fit`, to reuse when refitting."""
-        return {"regularization": self.regularization_}
+    def selected_params_(self) -> dict[str, Any]:
+        """Hyperparameters chosen during :meth:`fit`, to reuse when refitting.
+
+        The vocabulary's size too when the catalogue was over the limit, so the refits
+        model as many items on any machine.
+        """
+        chosen: dict[str, Any] = {"regularization": self.regularization_}
+        if self.vocabulary_ is not None:
+            chosen["vocabulary"] = len(self.vocabulary_)
+        return chosen
 
     @staticmethod
     def _solve(gram: np.ndarray, regularization: float) -> np.ndarray:
@@ -93,24 +126,74 @@ class EASE(Recommender):
         return weights.astype(np.float32)
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
-        """``x B`` for each row (binarised like the training data)."""
+        """``x B`` for each row (binarised like the training data).
+
+        Items outside the vocabulary score below every modelled item of the row, in order
+        of popularity.
+        """
         rows = binarized(user_rows) if self.binary else sp.csr_matrix(user_rows,
                                                                       dtype=np.float32)
-        return check_finite(np.asarray(rows @ self.weights_, dtype=np.float32), self.name)
+        vocabulary = getattr(self, "vocabulary_", None)
+        if vocabulary is None:
+            return check_finite(np.asarray(rows @ self.weights_, dtype=np.float32), self.name)
+        modelled = np.asarray(rows[:, vocabulary] @ self.weights_, dtype=np.float32)
+        floor = modelled.min(axis=1, keepdims=True) - 1.0
+        scores = floor + 0.5 * self.popularity_[None, :]  # below every modelled item
+        scores[:, vocabulary] = modelled
+        return check_finite(scores, self.name)
 
     @property
     def n_items_(self) -> int:
         """Number of items the model scores."""
-        return self.weights_.shape[0]
+        return self.catalogue_items_
 
     def _save_state(self, folder: Path) -> None:
+        extra = {} if self.vocabulary_ is None else {
+            "vocabulary": self.vocabulary_, "popularity": self.popularity_}
         np.savez(folder / "state.npz", weights=self.weights_,
-                 regularization=np.float64(self.regularization_))
+                 regularization=np.float64(self.regularization_),
+                 catalogue_items=np.int64(self.catalogue_items_), **extra)
 
     def _load_state(self, folder: Path) -> None:
         with np.load(folder / "state.npz") as state:
             self.weights_ = state["weights"]
             self.regularization_ = float(state["regularization"])
+            # Saved before the vocabulary existed: the whole catalogue was modelled.
+            self.catalogue_items_ = int(state["catalogue_items"]) \
+                if "catalogue_items" in state else self.weights_.shape[0]
+            self.vocabulary_ = state["vocabulary"] if "vocabulary" in state else None
+            if self.vocabulary_ is not None:
+                self.popularity_ = state["popularity"]
+
+
+#: Bytes per item² while EASE solves: the float64 Gram matrix, its regularised copy and
+#: its inverse, plus the float32 weights.
+EASE_BYTES_PER_ITEM2 = 28
+#: Share of the machine's memory EASE may take (candidates train beside it).
+EASE_MEMORY_SHARE = 0.4
+#: Items³ per second one core solves (Cholesky inverse of the regularised Gram matrix;
+#: 6,000 items took 5.9 s on 2 cores of the reference machine, benchmarks/RESULTS.md).
+EASE_CUBE_PER_CORE_SECOND = 1.8e10
+#: Seconds EASE may spend solving, all values of its grid together.
+EASE_SECONDS = 120.0
+
+
+def ease_item_limit(solves: int = 4) -> int:
+    """Most items EASE models on this machine, from its memory and its cores.
+
+    The smaller of what fits in :data:`EASE_MEMORY_SHARE` of the machine's memory and what
+    ``solves`` Cholesky inverses do in :data:`EASE_SECONDS` on its cores, rounded down to a
+    multiple of 500. Both come from the machine's size (total memory, core count), not
+    from a timing, so the same machine always gives the same limit. 2 cores and 24 GB:
+    10,000 with a grid of four, 16,000 for one value.
+    """
+    import psutil
+
+    memory = int((EASE_MEMORY_SHARE * psutil.virtual_memory().total
+                  / EASE_BYTES_PER_ITEM2) ** 0.5)
+    cores = os.cpu_count() or 1
+    time = int((EASE_SECONDS * EASE_CUBE_PER_CORE_SECOND * cores / max(1, solves)) ** (1 / 3))
+    return max(500, min(memory, time) // 500 * 500)
 
 
 def _configure_tensorflow(threads: int) -> None:

@@ -57,3 +57,55 @@ def test_a_new_row_is_scored_from_its_items() -> None:
     row = sp.csr_matrix(np.array([[0, 0, 0, 0, 0, 0, 1, 0, 0, 0]], np.float32))
     top, _ = model.recommend(row, k=4)
     assert set(top[0]) <= {5, 7, 8, 9}  # its own block
+
+
+def test_over_its_limit_it_models_the_most_interacted_items() -> None:
+    matrix = block_matrix()
+    counts = np.diff(matrix.tocsc().indptr)
+    model = EASE(regularization=1.0, vocabulary=6).fit(matrix)
+    kept = model.vocabulary_
+    assert len(kept) == 6 and model.n_items_ == 10
+    assert counts[kept].min() >= np.delete(counts, kept).max()
+    assert model.selected_params_ == {"regularization": 1.0, "vocabulary": 6}
+    scores = model.score(matrix)
+    rest = np.setdiff1d(np.arange(10), kept)
+    # Every item has a score; the unmodelled ones rank after the modelled, by popularity.
+    assert np.isfinite(scores).all()
+    assert (scores[:, rest].max(axis=1) < scores[:, kept].min(axis=1)).all()
+    by_popularity = rest[np.argsort(-counts[rest], kind="stable")]
+    assert (np.diff(scores[0, by_popularity]) <= 0).all()
+
+
+def test_the_item_limit_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    from shoprec.models import autoencoder
+
+    class Memory:
+        total = 24 * 2**30
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory())
+    monkeypatch.setattr(autoencoder.os, "cpu_count", lambda: 2)
+    assert autoencoder.ease_item_limit(4) == 10_000  # time-bound
+    assert autoencoder.ease_item_limit(1) == 16_000
+    monkeypatch.setattr(autoencoder.os, "cpu_count", lambda: 64)
+    assert autoencoder.ease_item_limit(4) == 19_000  # memory-bound: 40% of 24 GB
+    Memory.total = 2 * 2**30
+    assert autoencoder.ease_item_limit(4) == 5_500
+
+
+def test_a_trimmed_model_still_learns_and_round_trips(synthetic_dir, tmp_path) -> None:
+    prepared = prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet")),
+                       split_config=SplitConfig(test_days=20, validation_days=20))
+    encoded = prepared.encoded
+    half = encoded.shape[1] // 2
+    model = EASE(vocabulary=half).fit(
+        encoded.train, FitContext(tuner=ValidationTuner(encoded.train, encoded.validation)))
+    assert len(model.vocabulary_) == half
+    ease = evaluate(model, encoded.test_history, encoded.test)
+    pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
+    assert ease["ndcg@10"] > 1.2 * pop["ndcg@10"]
+    model.save(tmp_path / "ease")
+    again = EASE.load(tmp_path / "ease")
+    rows = encoded.train[:20]
+    assert np.array_equal(again.score(rows), model.score(rows))
