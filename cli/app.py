@@ -541,7 +541,7 @@ def train(
         "--network-slots", min=0, help="Networks (vae, dae, cfgan) trained at a time with "
         "--task-runner threads, the other candidates beside them (0: no limit).")] = 1,
     blend: Annotated[int, typer.Option(
-        "--blend", min=0, max=8, help="Also train a blend of the best N candidates (weights "
+        "--blend", min=0, max=4, help="Also train a blend of the best N candidates (weights "
         "chosen on validation; 0: none).")] = 0,
     tune_trials: Annotated[int, typer.Option(
         "--tune-trials", min=0, help="Hyperparameter search before training: most trials "

@@ -423,7 +423,7 @@ class TrainingConfig(_Model):
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask "
                               "cluster (and the number of candidates trained at a time).")
     blend: int = Field(
-        0, ge=0, le=8, description="After the candidates, also train 'blend': a weighted "
+        0, ge=0, le=4, description="After the candidates, also train 'blend': a weighted "
         "sum of the standardised scores of the best N of them on validation (weights chosen "
         "on validation), scored and published like any candidate. 0: no blend.")
     tune_trials: int = Field(

@@ -236,7 +236,8 @@ def leaderboard_frame(results: list[CandidateResult], primary: str) -> pd.DataFr
     for result in results:
         row: dict[str, Any] = {"model": result.model, "family": result.family,
                                "status": result.status,
-                               "train_seconds": result.train_seconds}
+                               "train_seconds": result.train_seconds,
+                               "refit_seconds": result.refit_seconds}
         row.update({f"validation_{k}": v for k, v in result.validation.items() if k != "users"})
         row.update({f"test_{k}": v for k, v in result.test.items() if k != "users"})
         row["error"] = result.error or ""

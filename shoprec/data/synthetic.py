@@ -266,7 +266,7 @@ def write_movielens(generated: GeneratedData, out_dir: str | Path) -> tuple[str,
         "userId": pairs["user_id"].map(users).astype(np.int64),
         "movieId": pairs["item_id"].map(movies).astype(np.int64),
         "rating": pairs["rating"],
-        "timestamp": pairs["timestamp"].astype("int64") // 10**6,  # microseconds -> s
+        "timestamp": (pairs["timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1),
     })
     ratings_path, movies_path = out / "ratings.csv", out / "movies.csv"
     ratings.to_csv(ratings_path, index=False)

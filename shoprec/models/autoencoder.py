@@ -63,8 +63,9 @@ class EASE(Recommender):
         choosing = self.regularization is None and tuner is not None
         n_items = interactions.shape[1]
         counts = np.diff(sp.csc_matrix(interactions).indptr)
-        limit = self.vocabulary or ease_item_limit(len(self.regularization_grid)
-                                                   if choosing else 1)
+        # The grid's limit even for one λ: a run's trials, its refits and a search's trials
+        # (several at a time) all model as many items.
+        limit = self.vocabulary or ease_item_limit(len(self.regularization_grid))
         if n_items > limit:
             # Most-interacted first; ties by index, so the same data keep the same items.
             keep = np.sort(np.argsort(-counts, kind="stable")[:limit])
@@ -166,9 +167,10 @@ class EASE(Recommender):
                 self.popularity_ = state["popularity"]
 
 
-#: Bytes per item² while EASE solves: the float64 Gram matrix, its regularised copy and
-#: its inverse, plus the float32 weights.
-EASE_BYTES_PER_ITEM2 = 28
+#: Peak bytes per item² while EASE chooses λ (measured): the float64 Gram matrix, its
+#: regularised copy, the Cholesky factor and inverse, the float32 weights of the value being
+#: solved and of the best one so far.
+EASE_BYTES_PER_ITEM2 = 50
 #: Share of the machine's memory EASE may take (candidates train beside it).
 EASE_MEMORY_SHARE = 0.4
 #: Items³ per second one core solves (Cholesky inverse of the regularised Gram matrix;
@@ -181,19 +183,31 @@ EASE_SECONDS = 120.0
 def ease_item_limit(solves: int = 4) -> int:
     """Most items EASE models on this machine, from its memory and its cores.
 
-    The smaller of what fits in :data:`EASE_MEMORY_SHARE` of the machine's memory and what
-    ``solves`` Cholesky inverses do in :data:`EASE_SECONDS` on its cores, rounded down to a
-    multiple of 500. Both come from the machine's size (total memory, core count), not
-    from a timing, so the same machine always gives the same limit. 2 cores and 24 GB:
-    10,000 with a grid of four, 16,000 for one value.
+    The smaller of what fits in :data:`EASE_MEMORY_SHARE` of the memory (the container's
+    limit where there is one) and what ``solves`` Cholesky inverses do in
+    :data:`EASE_SECONDS` on its cores, rounded down to a multiple of 500. Both come from
+    the machine's size, not from a timing, so the same machine always gives the same
+    limit: 10,000 items with a grid of four on 2 cores and 24 GB.
     """
-    import psutil
-
-    memory = int((EASE_MEMORY_SHARE * psutil.virtual_memory().total
-                  / EASE_BYTES_PER_ITEM2) ** 0.5)
+    memory = int((EASE_MEMORY_SHARE * machine_memory() / EASE_BYTES_PER_ITEM2) ** 0.5)
     cores = os.cpu_count() or 1
     time = int((EASE_SECONDS * EASE_CUBE_PER_CORE_SECOND * cores / max(1, solves)) ** (1 / 3))
     return max(500, min(memory, time) // 500 * 500)
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or its container's limit."""
+    import psutil
+
+    total = int(psutil.virtual_memory().total)
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
 
 
 def _configure_tensorflow(threads: int) -> None:

@@ -11,9 +11,9 @@ from it, and the other members can still rank it.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,25 +27,42 @@ logger = logging.getLogger(__name__)
 
 
 def simplex_grid(members: int, step: float) -> list[tuple[float, ...]]:
-    """Every weight vector of ``members`` non-negative multiples of ``step`` summing to 1."""
+    """Every weight vector of ``members`` non-negative multiples of ``step`` summing to 1.
+
+    The first is all the weight on the first member (the best one: a tie keeps it), then
+    weight moves towards the later members.
+    """
     parts = round(1 / step)
-    return [tuple(c / parts for c in combo)
-            for combo in itertools.product(range(parts + 1), repeat=members)
-            if sum(combo) == parts]
+
+    def compositions(total: int, slots: int) -> list[tuple[int, ...]]:
+        if slots == 1:
+            return [(total,)]
+        return [(first, *rest) for first in range(total, -1, -1)
+                for rest in compositions(total - first, slots - 1)]
+
+    return [tuple(c / parts for c in combo) for combo in compositions(parts, members)]
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:
-    """Each row's scores as z-scores over the finite ones; the others take the row's minimum."""
+    """Each row's scores as z-scores over its finite ones; the others take the row's lowest."""
     scores = np.array(scores, dtype=np.float32, copy=True)
     finite = np.isfinite(scores)
-    if not finite.all():
-        lowest = np.where(finite, scores, np.inf).min(axis=1, keepdims=True)
-        lowest[~np.isfinite(lowest)] = 0.0
-        scores = np.where(finite, scores, lowest)
-    mean = scores.mean(axis=1, keepdims=True)
-    spread = scores.std(axis=1, keepdims=True)
+    if finite.all():
+        mean = scores.mean(axis=1, keepdims=True)
+        spread = scores.std(axis=1, keepdims=True)
+    else:
+        masked = np.where(finite, scores, np.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a row with no finite score
+            mean = np.nan_to_num(np.nanmean(masked, axis=1, keepdims=True))
+            spread = np.nan_to_num(np.nanstd(masked, axis=1, keepdims=True))
     spread[spread == 0] = 1.0
-    return (scores - mean) / spread
+    out = (scores - mean) / spread
+    if not finite.all():
+        lowest = np.where(finite, out, np.inf).min(axis=1, keepdims=True)
+        lowest[~np.isfinite(lowest)] = 0.0
+        out = np.where(finite, out, lowest)
+    return out
 
 
 class Blend(Recommender):
@@ -80,24 +97,30 @@ class Blend(Recommender):
         # The members choose nothing again: no tuner reaches them.
         plain = FitContext(items=context.items if context else None,
                            has_ratings=context.has_ratings if context else True)
+        self.members_ = [dict(m) for m in self.members]
         self.models_ = []
-        for member in self.members:
+        for member in self.members_:
             model = make_model(member["name"], member.get("params") or {})
             self.models_.append(model.fit(interactions, plain))
         if self.weights is None and context is not None and context.tuner is not None:
             self.weights_ = list(context.tuner.select_weights(
                 self, self._parts, simplex_grid(len(self.members), self.weight_step)))
+            # A member without weight is not kept: not refit, saved or required.
+            kept = [i for i, weight in enumerate(self.weights_) if weight > 0]
+            self.members_ = [self.members_[i] for i in kept]
+            self.models_ = [self.models_[i] for i in kept]
+            self.weights_ = [self.weights_[i] for i in kept]
         else:
             given = self.weights or [1.0 / len(self.members)] * len(self.members)
             self.weights_ = [float(w) for w in given]
-        logger.info("blend of %s with weights %s", [m["name"] for m in self.members],
+        logger.info("blend of %s with weights %s", [m["name"] for m in self.members_],
                     self.weights_)
         return self
 
     @property
     def selected_params_(self) -> dict[str, Any]:
-        """The weights chosen, for the refits."""
-        return {"weights": list(self.weights_)}
+        """The members kept and their weights, for the refits."""
+        return {"members": [dict(m) for m in self.members_], "weights": list(self.weights_)}
 
     def _parts(self, user_rows: sp.csr_matrix) -> list[np.ndarray]:
         return [standardised(model.score(user_rows)) for model in self.models_]
@@ -115,16 +138,19 @@ class Blend(Recommender):
         return total.astype(np.float32, copy=False)
 
     def _save_state(self, folder: Path) -> None:
-        (folder / "weights.json").write_text(json.dumps(self.weights_), encoding="utf-8")
+        (folder / "blend.json").write_text(json.dumps(
+            {"members": self.members_, "weights": self.weights_}, default=str),
+            encoding="utf-8")
         for position, model in enumerate(self.models_):
             model.save(folder / f"member-{position}")
 
     def _load_state(self, folder: Path) -> None:
         from shoprec.models import load_model
 
-        self.weights_ = json.loads((folder / "weights.json").read_text(encoding="utf-8"))
+        state = json.loads((folder / "blend.json").read_text(encoding="utf-8"))
+        self.members_, self.weights_ = state["members"], state["weights"]
         self.models_ = [load_model(str(folder / f"member-{position}"), member["name"])
-                        for position, member in enumerate(self.members)]
+                        for position, member in enumerate(self.members_)]
 
     @property
     def n_items_(self) -> int:

@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 #: a grid runs one evaluation per value, and ndcg@10 on 20,000 users has a standard error
 #: near 0.0015, finer than the steps between grid values.
 SELECTION_USERS = 20_000
-#: Memory for the cached member scores when weights are chosen (a blend): the validation
-#: sample shrinks on wide catalogues to stay within it.
+#: Memory for one batch of part scores when weights are chosen (a blend): batches shrink
+#: on wide catalogues to stay within it.
 WEIGHTS_MEMORY_BYTES = 256 * 2**20
 #: Early stopping scores each epoch on at most this many validation users (seeded sample):
 #: enough to rank epochs, and an epoch's check stays cheap at any data size.
@@ -88,47 +88,54 @@ class ValidationTuner:
                        combos: Sequence[Sequence[float]]) -> Sequence[float]:
         """Pick the weights of a weighted sum of score parts by validation ndcg@10.
 
-        The parts are scored once, for a seeded sample of validation users (at most
-        :data:`SELECTION_USERS`, fewer when their scores would not fit in
-        :data:`WEIGHTS_MEMORY_BYTES`); every combination is ranked from those scores.
+        The parts are scored once per batch of a seeded sample of at most
+        :data:`SELECTION_USERS` validation users, and every combination is ranked from
+        those scores; a batch's scores stay within :data:`WEIGHTS_MEMORY_BYTES`.
 
         Args:
             model: The model choosing (for logs).
             parts: Scores each part for a batch of history rows.
-            combos: Candidate weight vectors, one weight per part.
+            combos: Candidate weight vectors, one weight per part; the first wins ties
+                (and is returned when no validation user has a relevant item).
 
         Returns:
-            The best combination (the first of equals).
+            The best combination.
         """
         n_parts, n_items = len(combos[0]), self.relevance.shape[1]
-        limit = max(1, min(SELECTION_USERS,
-                           WEIGHTS_MEMORY_BYTES // (4 * n_items * (n_parts + 1))))
-        relevance, _ = sample_users(self.relevance, limit, np.random.default_rng(0))
+        relevance, _ = sample_users(self.relevance, SELECTION_USERS, np.random.default_rng(0))
         users = np.flatnonzero(np.diff(relevance.indptr) > 0)
-        rows = self.history[users]
-        scored = parts(rows)
+        if len(users) == 0:
+            logger.info("%s: no validation user to choose weights on; %s kept", model.name,
+                        list(combos[0]))
+            return combos[0]
+        size = max(1, min(2048, WEIGHTS_MEMORY_BYTES // (4 * n_items * (n_parts + 1))))
+        totals = np.zeros(len(combos))
+        for start in range(0, len(users), size):
+            chunk = users[start:start + size]
+            rows, relevant = self.history[chunk], relevance[chunk]
+            scored = parts(rows)
 
-        def ranker(combo: Sequence[float]) -> Callable[[np.ndarray, int], np.ndarray]:
-            def rank(batch: np.ndarray, k: int) -> np.ndarray:
-                at = np.searchsorted(users, batch)
-                scores = np.zeros((len(at), n_items), dtype=np.float32)
-                for weight, part in zip(combo, scored, strict=True):
-                    if weight:
-                        scores += weight * part[at]
-                mask_seen(scores, rows[at])
-                return top_k(scores, k)[0]
-            return rank
+            def ranker(combo: Sequence[float],
+                       rows: sp.csr_matrix = rows,
+                       scored: list[np.ndarray] = scored) -> Callable[[np.ndarray, int],
+                                                                       np.ndarray]:
+                def rank(at: np.ndarray, k: int) -> np.ndarray:
+                    scores = np.zeros((len(at), n_items), dtype=np.float32)
+                    for weight, part in zip(combo, scored, strict=True):
+                        if weight:
+                            scores += weight * part[at]
+                    mask_seen(scores, rows[at])
+                    return top_k(scores, k)[0]
+                return rank
 
-        best: tuple[float, Sequence[float]] | None = None
-        for combo in combos:
-            score = evaluate_ranker(ranker(combo), relevance, (10,))["ndcg@10"]
-            if best is None or score > best[0]:
-                best = (score, combo)
-        if best is None:
-            raise ValueError(f"{model.name}: no weights to choose from")
+            for position, combo in enumerate(combos):
+                found = evaluate_ranker(ranker(combo), relevant, (10,), batch_size=len(chunk))
+                totals[position] += found["ndcg@10"] * found["users"]
+        best = int(np.argmax(totals))  # the first of equals
         logger.info("%s weights %s: validation ndcg@10 %.4f (%d combinations, %d users)",
-                    model.name, list(best[1]), best[0], len(combos), len(users))
-        return best[1]
+                    model.name, list(combos[best]), totals[best] / len(users), len(combos),
+                    len(users))
+        return combos[best]
 
     def early_stopping(self, patience: int) -> EarlyStopping:
         """A fresh epoch callback that stops after ``patience`` epochs without gain."""

@@ -35,7 +35,15 @@ def test_standardised_rows_and_unscorable_items() -> None:
     out = standardised(scores)
     assert np.isfinite(out).all()
     assert out[0, 3] == out[0, 0] < out[0, 1] < out[0, 2]  # the unscorable takes the lowest
-    assert np.allclose(out[0].mean(), 0, atol=1e-6) and np.allclose(out[1], 0)
+    # Standardised over the finite scores only: the unscorable item does not shift them.
+    assert np.allclose(out[0, :3], [-1.2247449, 0, 1.2247449], atol=1e-6)
+    assert np.allclose(out[1], 0)
+
+
+def test_ties_and_no_validation_keep_the_best_member() -> None:
+    grid = simplex_grid(3, 0.5)
+    assert grid[0] == (1.0, 0.0, 0.0)  # all on the first (best) member first
+    assert len(grid) == 6 and len(set(grid)) == 6
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +67,12 @@ def test_a_blend_is_never_worse_than_its_members_on_validation(prepared) -> None
     assert [m["name"] for m in job.params["members"]] == [r.model for r in ranked]
     assert job.params["members"][0]["params"] == ranked[0].params
     result, refit = train_and_evaluate("blend", job.params, encoded, items, [10])
-    weights = result.params["weights"]
-    assert len(weights) == 3 and abs(sum(weights) - 1) < 1e-9
+    weights, kept = result.params["weights"], result.params["members"]
+    # Members without weight are dropped: the refits train only the others.
+    assert 1 <= len(weights) == len(kept) <= 3 and abs(sum(weights) - 1) < 1e-9
+    assert all(w > 0 for w in weights)
+    assert [m["name"] for m in kept] == [m["name"] for m in job.params["members"]
+                                         if m["name"] in {k["name"] for k in kept}]
     # Each member alone is one point of the grid, and validation is scored on every user
     # here: the chosen weights cannot do worse than the best member.
     best_member = max(r.validation["ndcg@10"] for r in rows)
@@ -68,7 +80,7 @@ def test_a_blend_is_never_worse_than_its_members_on_validation(prepared) -> None
     assert result.test["ndcg@10"] > 1.2 * next(
         r.test["ndcg@10"] for r in rows if r.model == "popularity")
     # The refit keeps the weights: nothing chosen again on training + validation.
-    assert refit.weights_ == weights
+    assert refit.weights_ == weights and len(refit.models_) == len(kept)
 
 
 def test_no_blend_without_two_members(prepared) -> None:

@@ -77,21 +77,24 @@ def test_over_its_limit_it_models_the_most_interacted_items() -> None:
 
 
 def test_the_item_limit_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    import psutil
-
     from shoprec.models import autoencoder
 
-    class Memory:
-        total = 24 * 2**30
-
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory())
+    memory = {"bytes": 24 * 2**30}
+    monkeypatch.setattr(autoencoder, "machine_memory", lambda: memory["bytes"])
     monkeypatch.setattr(autoencoder.os, "cpu_count", lambda: 2)
     assert autoencoder.ease_item_limit(4) == 10_000  # time-bound
-    assert autoencoder.ease_item_limit(1) == 16_000
     monkeypatch.setattr(autoencoder.os, "cpu_count", lambda: 64)
-    assert autoencoder.ease_item_limit(4) == 19_000  # memory-bound: 40% of 24 GB
-    Memory.total = 2 * 2**30
-    assert autoencoder.ease_item_limit(4) == 5_500
+    assert autoencoder.ease_item_limit(4) == 14_000  # memory-bound: 40% of 24 GB
+    memory["bytes"] = 2 * 2**30
+    assert autoencoder.ease_item_limit(4) == 4_000
+
+
+def test_the_memory_is_the_machine_s_or_its_container_s() -> None:
+    import psutil
+
+    from shoprec.models.autoencoder import machine_memory
+
+    assert 0 < machine_memory() <= psutil.virtual_memory().total
 
 
 def test_a_trimmed_model_still_learns_and_round_trips(synthetic_dir, tmp_path) -> None:
