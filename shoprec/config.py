@@ -458,6 +458,20 @@ class TrainingConfig(_Model):
                              f"{', '.join(DEFAULT_MODELS)}")
         return chosen
 
+    @field_validator("blend")
+    @classmethod
+    def _blend_of_two(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("a blend needs at least 2 candidates; give 2 to 4, or 0 for none")
+        return value
+
+    @model_validator(mode="after")
+    def _search_asked_for(self) -> TrainingConfig:
+        if self.tune_models is not None and self.tune_trials == 0:
+            raise ValueError("tune_models names families to search, but tune_trials is 0; "
+                             "give --tune-trials N")
+        return self
+
     @field_validator("tune_models")
     @classmethod
     def _tunable_models(cls, value: list[str] | None) -> list[str] | None:

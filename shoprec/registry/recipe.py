@@ -49,17 +49,7 @@ class Recipe:
 
     def training_params(self, threads: int | None = None) -> dict[str, Any]:
         """The hyperparameters to train it with, on ``threads`` cores where it takes them."""
-        from shoprec.models import CANDIDATES
-
-        recorded = dict(self.params)
-        if self.candidate in CANDIDATES:  # names an older version recorded, mapped
-            recorded = CANDIDATES[self.candidate].current_params(recorded)
-        params = {k: v for k, v in recorded.items() if k not in EXECUTION_PARAMS}
-        if threads is not None:
-            for key in EXECUTION_PARAMS:
-                if key in recorded:
-                    params[key] = threads
-        return params
+        return _for_this_machine(self.candidate, self.params, threads)
 
     def describe(self) -> str:
         """``ease (regularization=200.0)``: the candidate and its chosen values."""
@@ -153,3 +143,26 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     return str(value)
+
+
+def _for_this_machine(candidate: str, recorded: dict[str, Any],
+                      threads: int | None) -> dict[str, Any]:
+    """Recorded hyperparameters with today's names and this machine's thread counts.
+
+    A blend's members are recorded inside its parameters: they get the same treatment.
+    """
+    from shoprec.models import CANDIDATES
+
+    recorded = dict(recorded)
+    if candidate in CANDIDATES:  # names an older version recorded, mapped
+        recorded = CANDIDATES[candidate].current_params(recorded)
+    params = {k: v for k, v in recorded.items() if k not in EXECUTION_PARAMS}
+    if threads is not None:
+        for key in EXECUTION_PARAMS:
+            if key in recorded:
+                params[key] = threads
+    if isinstance(params.get("members"), list):
+        params["members"] = [{**member, "params": _for_this_machine(
+            member["name"], member.get("params") or {}, threads)}
+            for member in params["members"]]
+    return params

@@ -131,6 +131,8 @@ def _shoprec(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
     (["--summary-json", "."], "--summary-json . is a folder"),
     (["--param", "mf.factors=0"], "allowed: an integer >= 1 and <= 4096"),
     (["--tune-models", "popularity"], "no search space for popularity"),
+    (["--tune-models", "ease"], "tune_trials is 0; give --tune-trials N"),
+    (["--blend", "1"], "a blend needs at least 2 candidates"),
     (["--tune-trials", "2", "--tune-seconds", "0"], "Input should be greater than 0"),
 ])
 @pytest.mark.slow

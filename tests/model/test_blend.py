@@ -109,3 +109,15 @@ def test_a_published_blend_loads_scores_and_names_its_members_requirements(
     assert again.model.weights_ == [0.4, 0.6]
     names = {line.split("==")[0].lower() for line in bundle_requirements(folder)}
     assert "implicit" in names  # the mf member's
+
+
+def test_a_blend_recipe_retrains_with_this_machine_s_threads() -> None:
+    from shoprec.registry.recipe import Recipe
+
+    params = {"members": [{"name": "mf", "params": {"factors": 8, "threads": 16}},
+                          {"name": "ease", "params": {"regularization": 200.0}}],
+              "weights": [0.5, 0.5]}
+    trained = Recipe("blend", params, {}, None, "x", "y").training_params(threads=2)
+    assert trained["members"][0]["params"] == {"factors": 8, "threads": 2}
+    assert trained["members"][1]["params"] == {"regularization": 200.0}
+    assert trained["weights"] == [0.5, 0.5]
