@@ -103,11 +103,6 @@ SPACES: dict[str, dict[str, Dimension]] = {
 _WIDTHS = {"generator_hidden", "discriminator_hidden"}
 
 
-def tunable(candidate: str) -> bool:
-    """Whether ``candidate`` has a declared search space."""
-    return candidate in SPACES
-
-
 def model_value(name: str, value: Any) -> Any:
     """A sampled value as the model's ``__init__`` takes it."""
     return (int(value),) if name in _WIDTHS else value
@@ -280,8 +275,8 @@ class FamilySearch:
 
         self.outcomes.append(outcome)
         if outcome.state == "skipped":
-            # The family does not apply to this data (a catalogue over its limit, no
-            # ratings): no other trial would, so the search ends.
+            # The family does not apply to this data (no ratings, say): no other trial
+            # would, so the search ends.
             self.trials = 0
             if not isinstance(trial, Configured):
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
