@@ -91,6 +91,11 @@ def process_threads(config: TrainingConfig, extra: int = 0) -> int:
     return os.cpu_count() or 1
 
 
+def threads_per_trial(config: TrainingConfig) -> int:
+    """Each search trial's share of the cores (``tune_parallel`` trials at a time)."""
+    return max(1, (os.cpu_count() or 1) // config.tune_parallel)
+
+
 def thread_workers(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> int:
     """Threads of the candidates' pool.
 

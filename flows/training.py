@@ -9,14 +9,18 @@ Straight-line wiring of the tasks in ``tasks/``; all logic lives in ``shoprec``.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from prefect import flow
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from shoprec_flows.preparation import prepare_data
-from shoprec_flows.runners import process_threads, run_candidates, threads_per_candidate
+from shoprec_flows.runners import (
+    process_threads,
+    run_candidates,
+    threads_per_candidate,
+    threads_per_trial,
+)
 from shoprec_flows.tuning import run_tuning
 from shoprec_tasks.training import (
     find_champion,
@@ -94,8 +98,7 @@ def training_pipeline(
         champion = find_champion(training.registered_model_name)
         items = item_frame(clean.items, encoded.items)
         # The search stage, when asked for: each family's values chosen on validation.
-        searches = run_tuning(training, encoded, items, parent,
-                              max(1, (os.cpu_count() or 1) // training.tune_parallel),
+        searches = run_tuning(training, encoded, items, parent, threads_per_trial(training),
                               process_threads(training)) if training.tuned_models() else {}
         extra = int(champion.recipe is not None)
         threads = threads_per_candidate(training, extra)

@@ -62,7 +62,8 @@ class EASE(Recommender):
         tuner = context.tuner if context is not None else None
         choosing = self.regularization is None and tuner is not None
         n_items = interactions.shape[1]
-        counts = np.diff(sp.csc_matrix(interactions).indptr)
+        # Stored entries per item, without a column-major copy of the matrix.
+        counts = np.bincount(sp.csr_matrix(interactions).indices, minlength=n_items)
         # The grid's limit even for one λ: a run's trials, its refits and a search's trials
         # (several at a time) all model as many items.
         limit = self.vocabulary or ease_item_limit(len(self.regularization_grid))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +73,7 @@ def log_candidate(parent_run_id: str, result: Any) -> str:
     points += [Metric(f"curve_{key}", float(value), now, step)
                for key, values in result.curves.items() for step, value in enumerate(values)]
     params = [Param(key, str(value)[:6000]) for key, value in result.params.items()]
-    # Batched within MLflow's limits (100 parameters, 1,000 metrics a request): a network's
-    # curves are hundreds of points, one transaction (or HTTP request) each otherwise.
-    for start in range(0, max(len(params), 1), 100):
-        client.log_batch(run_id, params=params[start:start + 100])
-    for start in range(0, len(points), 1000):
-        client.log_batch(run_id, metrics=points[start:start + 1000])
+    _log_batched(client, run_id, params, points)
     if result.error:
         client.set_tag(run_id, "skip_reason" if result.status == "skipped" else "error",
                        result.error[:5000])
@@ -120,19 +117,16 @@ def log_search(parent_run_id: str, result: Any, primary: str) -> str:
     points += [Metric(f"trial_{name}", float(trial.value), now, trial.number)
                for trial in result.trials if trial.value is not None]
     params = [Param(key, str(value)[:6000]) for key, value in summary["best_params"].items()]
-    for start in range(0, max(len(params), 1), 100):
-        client.log_batch(run_id, params=params[start:start + 100])
-    for start in range(0, len(points), 1000):
-        client.log_batch(run_id, metrics=points[start:start + 1000])
+    _log_batched(client, run_id, params, points)
     if summary["skipped"]:
         client.set_tag(run_id, "skip_reason", summary["skipped"][:5000])
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+
+    def write(folder: Path) -> None:
         result.frame().to_csv(folder / "trials.csv", index=False)
         (folder / "search.json").write_text(json.dumps(summary, indent=2, default=str))
         _search_charts(result, primary, folder)
-        for path in sorted(folder.iterdir()):
-            client.log_artifact(run_id, str(path))
+
+    _upload(client, run_id, write)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -149,7 +143,7 @@ def _search_charts(result: Any, primary: str, folder: Path) -> None:
     if done:
         numbers = [t.number for t in done]
         scores = [t.value for t in done]
-        best = [max(scores[:i + 1]) for i in range(len(scores))]
+        best = list(itertools.accumulate(scores, max))
         axis.scatter(numbers, scores, s=14, label="trial")
         axis.step(numbers, best, where="post", color="tab:orange", label="best so far")
         axis.legend(loc="lower right")
@@ -180,13 +174,32 @@ def log_run_artifacts(run_id: str, leaderboard: pd.DataFrame, primary: str,
         primary: The primary metric, charted per candidate.
         files: File name -> JSON-serialisable content (validation report, quarantine...).
     """
-    client = tracking.client()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+    def write(folder: Path) -> None:
         leaderboard.to_csv(folder / "leaderboard.csv", index=False)
         _chart(leaderboard, primary, folder / "leaderboard.png")
         for name, content in files.items():
             (folder / name).write_text(json.dumps(content, indent=2, default=str))
+
+    _upload(tracking.client(), run_id, write)
+
+
+def _log_batched(client: Any, run_id: str, params: list[Any], metrics: list[Any]) -> None:
+    """Log parameters and metric points in batches within MLflow's limits.
+
+    100 parameters and 1,000 metric points a request: a network's curves or a search's
+    trials are hundreds of points, one transaction (or HTTP request) each otherwise.
+    """
+    for start in range(0, max(len(params), 1), 100):
+        client.log_batch(run_id, params=params[start:start + 100])
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+
+def _upload(client: Any, run_id: str, write: Callable[[Path], None]) -> None:
+    """Attach to the run every file ``write`` puts in a temporary folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write(folder)
         for path in sorted(folder.iterdir()):
             client.log_artifact(run_id, str(path))
 

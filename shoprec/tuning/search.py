@@ -26,6 +26,7 @@ import pandas as pd
 from shoprec.errors import ModelSkippedError
 from shoprec.evaluation import evaluate
 from shoprec.features.encoding import EncodedSplit
+from shoprec.training import fit_candidate
 from shoprec.tuning.validation import ValidationTuner
 
 logger = logging.getLogger(__name__)
@@ -374,8 +375,6 @@ def run_trial(candidate: str, trial: Any, params: dict[str, Any], encoded: Encod
               chosen: dict[str, Any] | None = None) -> TrialOutcome:
         return TrialOutcome(number, params, value, state, time.perf_counter() - began, error,
                             len(epochs) or None, chosen or {})
-
-    from shoprec.training import fit_candidate
 
     _, _, k = primary.partition("@")
     try:
