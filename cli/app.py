@@ -628,6 +628,8 @@ def recommend(
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Show the history items behind each recommendation.")] = False,
 ) -> None:
     """Ask a registered model (default: the champion) for recommendations or search results."""
     import pandas as pd
@@ -643,7 +645,7 @@ def recommend(
     _ = bundle.search if query else bundle.model
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
     request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
-                            "query": [query or ""], "k": [k]})
+                            "query": [query or ""], "k": [k], "explain": [explain]})
     try:
         response = bundle.predict(request).iloc[0]
     except (ValueError, TypeError) as exc:  # a request the model refuses (no search index...)
@@ -651,11 +653,18 @@ def recommend(
     what = f"search {query!r}" if query else "recommendations"
     who = f" for user {user}" if user else (" for a new shopper" if items else "")
     table = Table(title=f"{model_name}@{alias}: {what}{who} ({response['source']})")
-    for column in ("rank", "item_id", "title", "score"):
+    columns = ("rank", "item_id", "title", "score") + (("because",) if explain else ())
+    for column in columns:
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
-    for rank, (item, title, score) in enumerate(zip(response["item_ids"], response["titles"],
-                                                    response["scores"], strict=True), 1):
-        table.add_row(str(rank), item, title, f"{score:.4f}")
+    reasons = response["explanations"] if explain else [None] * len(response["item_ids"])
+    for rank, (item, title, score, why) in enumerate(zip(
+            response["item_ids"], response["titles"], response["scores"], reasons,
+            strict=True), 1):
+        cells = [str(rank), item, title, f"{score:.4f}"]
+        if explain:
+            cells.append("; ".join(f"{r['title'] or r['item_id']} ({r['share']:.0%})"
+                                   for r in why) or "-")
+        table.add_row(*cells)
     console.print(table)
     if not response["item_ids"]:
         console.print("nothing matched")
@@ -771,12 +780,15 @@ def batch(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per batch.")] = 4096,
     model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Add a 'because' column: the history items behind each row.")]
+    = False,
 ) -> None:
     """Write the top K of every known user as Parquet partitioned by date (a Prefect flow)."""
     from shoprec.config import BatchConfig
 
     config = BatchConfig(registered_model_name=model_name, alias=alias, output_dir=output_dir,
-                         k=k, batch_size=batch_size)
+                         k=k, batch_size=batch_size, explain=explain)
     from shoprec.registry import tracking
     from shoprec.registry.promotion import alias_version
 

@@ -35,6 +35,11 @@ SCHEMA = pa.schema([
     ("model_version", pa.string()),
     ("generated_at", pa.timestamp("us", tz="UTC")),
 ])
+#: The column added with ``explain``: the history items behind each recommendation.
+BECAUSE = pa.field("because", pa.list_(pa.struct([("item_id", pa.string()),
+                                                   ("share", pa.float32())])))
+#: History items named per explained recommendation.
+EXPLAIN_TOP = 3
 
 
 @dataclass
@@ -69,7 +74,7 @@ class BatchResult:
 def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 10,
                           batch_size: int = 4096, model_version: str = "",
                           generated_at: datetime | None = None,
-                          threads: int | None = None) -> BatchResult:
+                          threads: int | None = None, explain: bool = False) -> BatchResult:
     """Score every user of ``bundle`` and write their top ``k`` as Parquet.
 
     The file goes to ``output_dir/generated_date=YYYY-MM-DD/recommendations.parquet``
@@ -85,6 +90,9 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         model_version: Registry version recorded in every row.
         generated_at: Timestamp recorded in every row (default: now).
         threads: Batches scored at the same time (default: one per core).
+        explain: Add a ``because`` column: for each row, up to three of the user's history
+            items that raised the recommendation, with their shares (see
+            :meth:`~shoprec.models.base.Recommender.explain`; costs a model call per user).
 
     Raises:
         ValueError: ``k`` or ``batch_size`` below 1.
@@ -105,6 +113,17 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     # numpy's datetime64 carries no zone; Arrow reads it as UTC, which it is.
     moment = np.datetime64(stamp.astimezone(UTC).replace(tzinfo=None), "us")
     ranks = np.tile(np.arange(1, k + 1, dtype=np.int16), batch_size)
+    schema = SCHEMA.append(BECAUSE) if explain else SCHEMA
+
+    def because(history: Any, top: np.ndarray) -> pa.Array:
+        """The explanations of a batch's rows, in row order (user by user, best first)."""
+        ids = bundle.items.ids
+        out = []
+        for user in range(len(top)):
+            chosen = top[user][top[user] >= 0]
+            out += [[{"item_id": str(ids[h]), "share": share} for h, share in reasons]
+                    for reasons in bundle.model.explain(history[user], chosen, EXPLAIN_TOP)]
+        return pa.array(out, BECAUSE.type)
 
     def score_batch(start: int) -> pa.Table:
         stop = min(start + batch_size, n_users)
@@ -114,7 +133,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         top, best = top_k(scores, k)
         keep = top.ravel() >= 0  # fewer than k unseen items leaves -1 padding
         users = np.repeat(np.arange(start, stop), k)[keep]
-        return pa.table({
+        columns = {
             "user_id": user_ids.take(pa.array(users)),
             "rank": pa.array(ranks[: (stop - start) * k][keep], pa.int16()),
             "item_id": item_ids.take(pa.array(top.ravel()[keep])),
@@ -122,7 +141,10 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
             "model_version": version.take(pa.array(np.zeros(len(users), np.int64))),
             "generated_at": pa.array(np.full(len(users), moment),
                                      SCHEMA.field("generated_at").type),
-        }, schema=SCHEMA)
+        }
+        if explain:
+            columns["because"] = because(history, top)
+        return pa.table(columns, schema=schema)
 
     workers = max(1, min(threads or os.cpu_count() or 1, -(-n_users // batch_size)))
     began = time.perf_counter()
@@ -131,7 +153,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         # Batches are scored in parallel threads, each with one BLAS thread (numpy and
         # BLAS release the GIL), and written in order by this thread; at most ``workers``
         # batches are in flight, so memory stays bounded.
-        with pq.ParquetWriter(temporary, SCHEMA) as writer, \
+        with pq.ParquetWriter(temporary, schema) as writer, \
                 threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as pool:
             pending: deque = deque()
             for start in range(0, n_users, batch_size):

@@ -561,3 +561,6 @@ class BatchConfig(_Model):
                             "data set (generated_date=YYYY-MM-DD/recommendations.parquet).")
     k: int = Field(10, ge=1, le=1000, description="Recommendations per user.")
     batch_size: int = Field(4096, ge=1, description="Users scored at a time (bounds memory).")
+    explain: bool = Field(False, description="Add a 'because' column: the history items "
+                          "behind each recommendation, with their shares (a model call per "
+                          "user).")

@@ -125,7 +125,10 @@ class EASE(Recommender):
                                 "raise regularization") from exc
         weights = -inverse / np.diag(inverse)[None, :]
         np.fill_diagonal(weights, 0.0)
-        return weights.astype(np.float32)
+        # Row-major: the inverse comes back column-major, and a sparse row times a
+        # column-major matrix copies the whole matrix on every call (55 ms per served
+        # request at 3,000 items, against 0.07 ms).
+        return np.ascontiguousarray(weights, dtype=np.float32)
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """``x B`` for each row (binarised like the training data).
@@ -144,6 +147,29 @@ class EASE(Recommender):
         scores[:, vocabulary] = modelled
         return check_finite(scores, self.name)
 
+    def contributions(self, user_row: sp.csr_matrix,
+                      items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact contributions: history item ``h`` adds ``x_h B[h, j]`` to item ``j``.
+
+        Item ``j``'s score is ``sum_h x_h B[h, j]``. Items outside the vocabulary are ranked
+        by popularity: nothing in the history adds to them.
+        """
+        row = binarized(user_row) if self.binary else sp.csr_matrix(user_row,
+                                                                    dtype=np.float32)
+        history, values = row.indices, row.data.astype(np.float64)
+        out = np.zeros((len(items), len(history)))
+        vocabulary = getattr(self, "vocabulary_", None)
+        if vocabulary is None:
+            out[:] = (values[:, None] * self.weights_[np.ix_(history, items)]).T
+            return history, out
+        # Positions in the vocabulary (-1: not modelled) of the history and of the items.
+        where = np.full(self.catalogue_items_, -1)
+        where[vocabulary] = np.arange(len(vocabulary))
+        h, i = where[history], where[items]
+        hk, ik = np.flatnonzero(h >= 0), np.flatnonzero(i >= 0)
+        out[np.ix_(ik, hk)] = (values[hk, None] * self.weights_[np.ix_(h[hk], i[ik])]).T
+        return history, out
+
     @property
     def n_items_(self) -> int:
         """Number of items the model scores."""
@@ -158,7 +184,8 @@ class EASE(Recommender):
 
     def _load_state(self, folder: Path) -> None:
         with np.load(folder / "state.npz") as state:
-            self.weights_ = state["weights"]
+            # Models saved before the row-major fix hold a column-major matrix.
+            self.weights_ = np.ascontiguousarray(state["weights"])
             self.regularization_ = float(state["regularization"])
             # Saved before the vocabulary existed: the whole catalogue was modelled.
             self.catalogue_items_ = int(state["catalogue_items"]) \

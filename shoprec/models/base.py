@@ -160,6 +160,62 @@ class Recommender(ABC):
             mask_seen(scores, user_rows)
         return top_k(scores, k)
 
+    def contributions(self, user_row: sp.csr_matrix,
+                      items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How much each of one shopper's history items adds to the scores of ``items``.
+
+        The model-agnostic default is leave-one-out: the row is scored once whole and once
+        without each history item, and an item's contribution to a recommendation is the
+        score it loses when that item is left out. It costs one batch of (history + 1)
+        rows, so at most :data:`EXPLAIN_HISTORY_LIMIT` history items are weighed (those
+        with the largest weights; the rest count as zero). Families with an exact
+        decomposition of their score override this.
+
+        Args:
+            user_row: One interaction row (CSR, 1 x n_items).
+            items: Indices of the items to explain (usually the recommended ones).
+
+        Returns:
+            ``(history, matrix)``: the history item indices weighed, and a float array of
+            shape ``(len(items), len(history))``.
+        """
+        row = sp.csr_matrix(user_row)
+        history, weights = row.indices, row.data
+        if len(history) > EXPLAIN_HISTORY_LIMIT:
+            keep = np.lexsort((history, -weights))[:EXPLAIN_HISTORY_LIMIT]
+            history = history[np.sort(keep)]
+        n = len(history)
+        if n == 0:
+            return history, np.zeros((len(items), 0))
+        # Row 0: the whole history; row 1 + h: the history without item h.
+        variants = sp.vstack([row] * (n + 1), format="lil")
+        variants[np.arange(1, n + 1), history] = 0
+        variants = sp.csr_matrix(variants)
+        variants.eliminate_zeros()
+        scores = self.score(variants)[:, items].astype(np.float64)
+        return history, (scores[0][:, None] - scores[1:].T)
+
+    def explain(self, user_row: sp.csr_matrix, items: np.ndarray,
+                top: int = 3) -> list[list[tuple[int, float]]]:
+        """The history items behind each recommended item, with their shares.
+
+        A share is the item's positive contribution (:meth:`contributions`) divided by
+        the sum of all positive contributions to that recommendation: "because you bought
+        X" counts what pushed the item up, not what held it back.
+
+        Args:
+            user_row: One interaction row (CSR, 1 x n_items).
+            items: The recommended items' indices.
+            top: At most this many history items per recommendation.
+
+        Returns:
+            One list per item of ``(history item index, share)``, largest share first;
+            empty when nothing in the history raised the item's score (popularity, or an
+            item the model ranks by popularity).
+        """
+        history, matrix = self.contributions(user_row, np.asarray(items, dtype=np.int64))
+        return shares(history, matrix, top)
+
     def save(self, path: str | Path) -> None:
         """Write the model to a folder: ``config.json`` plus plain state files."""
         folder = Path(path)
@@ -198,6 +254,30 @@ class Recommender(ABC):
     def n_items_(self) -> int:
         """Number of items the model scores."""
         raise NotImplementedError
+
+
+#: Most history items the model-agnostic explanation weighs (one scored row each).
+EXPLAIN_HISTORY_LIMIT = 50
+
+
+def shares(history: np.ndarray, matrix: np.ndarray,
+           top: int) -> list[list[tuple[int, float]]]:
+    """The ``top`` largest positive contributions of each row, as shares.
+
+    A share is relative to the row's positive total (see :meth:`Recommender.explain`).
+    """
+    out: list[list[tuple[int, float]]] = []
+    for row in np.atleast_2d(matrix):
+        positive = np.maximum(np.nan_to_num(row, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+        total = positive.sum()
+        if total <= 0:
+            out.append([])
+            continue
+        # Largest first; ties by item index, so the answer is deterministic.
+        order = np.lexsort((history, -positive))[:top]
+        out.append([(int(history[i]), float(positive[i] / total))
+                    for i in order if positive[i] > 0])
+    return out
 
 
 def check_finite(scores: np.ndarray, model: str) -> np.ndarray:

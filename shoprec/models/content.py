@@ -165,6 +165,30 @@ class ContentRecommender(Recommender):
         scores = np.maximum(similarity, 0.0) * (self.smoothing_ + self.popularity_[None, :])
         return check_finite(scores.astype(np.float32), self.name)
 
+    def contributions(self, user_row: sp.csr_matrix,
+                      items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact contributions of each history item to the cosine score.
+
+        The profile is ``sum_h r_h v_h / |p|``, so history item ``h`` adds
+        ``r_h (v_h . v_j) / |p|`` to the cosine, times the item's smoothed popularity; an
+        item whose cosine is not positive scores 0 and has no contributions.
+        """
+        row = sp.csr_matrix(user_row, dtype=np.float32)
+        history, values = row.indices, row.data.astype(np.float64)
+        vectors = self.embeddings_ if self.embeddings_ is not None else self.item_vectors_
+        own, targets = vectors[history], vectors[items]
+        dots = own @ targets.T
+        dots = np.asarray(dots.toarray() if sp.issparse(dots) else dots, dtype=np.float64)
+        profile = values @ (own.toarray() if sp.issparse(own) else own)
+        norm = float(np.linalg.norm(profile))
+        out = np.zeros((len(items), len(history)))
+        if norm > 0:
+            raw = values[:, None] * dots / norm  # (history, items)
+            positive = raw.sum(axis=0) > 0
+            weight = self.smoothing_ + self.popularity_[items]
+            out[positive] = (raw[:, positive] * weight[positive]).T
+        return history, out
+
     def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Items most similar in content to ``item`` ("customers also looked at")."""
         similarity = (self.item_vectors_[item] @ self.item_vectors_.T).toarray()

@@ -125,6 +125,25 @@ class ImplicitALS(Recommender):
             out[r] = np.linalg.solve(a, b)
         return out
 
+    def contributions(self, user_row: sp.csr_matrix,
+                      items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact contributions through the fold-in.
+
+        The user vector is ``A⁻¹ sum_h c_h y_h`` (``A`` the row's system of
+        :meth:`user_factors`), so history item ``h`` adds ``c_h y_j A⁻¹ y_h`` to item
+        ``j``'s score (the decomposition in Hu, Koren and Volinsky's section 5).
+        """
+        row = sp.csr_matrix(user_row)
+        history = row.indices
+        if not len(history):
+            return history, np.zeros((len(items), 0))
+        y = self.item_factors64_
+        confidence = self.alpha * row.data.astype(np.float64)
+        factors = y[history]
+        a = self.gram_ + factors.T @ ((confidence - 1.0)[:, None] * factors)
+        solved = np.linalg.solve(a, factors.T)  # A⁻¹ y_h for every history item
+        return history, (y[items] @ solved) * confidence[None, :]
+
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Fold each row in and score every item by the dot product."""
         factors = self.user_factors(user_rows).astype(np.float32)

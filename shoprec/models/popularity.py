@@ -38,6 +38,12 @@ class Popularity(Recommender):
         """Every row gets the same popularity scores."""
         return np.tile(self.item_scores_, (user_rows.shape[0], 1))
 
+    def contributions(self, user_row: sp.csr_matrix,
+                      items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nothing in a shopper's history changes a popularity score."""
+        history = sp.csr_matrix(user_row).indices
+        return history, np.zeros((len(items), len(history)))
+
     @property
     def n_items_(self) -> int:
         """Number of items the model scores."""

@@ -137,19 +137,24 @@ def signature_and_example(user_id: str, item_ids: list[str], query: str = ""
     """The pyfunc signature (DESIGN.md request schema) and a small input example."""
     from mlflow.models import ModelSignature
     from mlflow.types import DataType
-    from mlflow.types.schema import Array, ColSpec, Schema
+    from mlflow.types.schema import Array, ColSpec, Object, Property, Schema
 
     inputs = Schema([
         ColSpec(DataType.string, "user_id", required=False),
         ColSpec(Array(DataType.string), "recent_items", required=False),
         ColSpec(DataType.string, "query", required=False),
         ColSpec(DataType.long, "k", required=False),
+        ColSpec(DataType.boolean, "explain", required=False),
     ])
+    reason = Object([Property("item_id", DataType.string), Property("title", DataType.string),
+                     Property("share", DataType.double)])
     outputs = Schema([
         ColSpec(Array(DataType.string), "item_ids"),
         ColSpec(Array(DataType.double), "scores"),
         ColSpec(Array(DataType.string), "titles"),
         ColSpec(DataType.string, "source"),
+        # Present when a request sets explain: per recommended item, the history behind it.
+        ColSpec(Array(Array(reason)), "explanations", required=False),
     ])
     example = pd.DataFrame({"user_id": [user_id, "new-shopper", user_id],
                             "recent_items": [[], item_ids[:2], []],

@@ -37,7 +37,7 @@ class ShoprecModel(PythonModel):
             # only of unknown fields arrives as an empty frame.
             raise MlflowException(
                 "invalid request: no request row carries any of the fields user_id, "
-                "recent_items, query, k (fields outside these are ignored)",
+                "recent_items, query, k, explain (fields outside these are ignored)",
                 error_code=INVALID_PARAMETER_VALUE)
         try:
             return self.bundle.predict(model_input)

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 #: Default number of recommendations per request.
 DEFAULT_K = 10
 #: Fields of a request (DESIGN.md); every one is optional.
-REQUEST_FIELDS = ("user_id", "recent_items", "query", "k")
+REQUEST_FIELDS = ("user_id", "recent_items", "query", "k", "explain")
+#: History items named per explained recommendation.
+EXPLAIN_TOP = 3
 #: Weight of an item in a request's ``recent_items`` (a view in the default weighting).
 RECENT_ITEM_WEIGHT = 1.0
 
@@ -84,9 +86,13 @@ def answer(bundle: ModelBundle, requests: list[dict[str, Any]]) -> list[dict[str
                              f"{', '.join(REQUEST_FIELDS)}, got {request!r}")
         _check_fields(request)
     columns = {f: [r.get(f) for r in requests] for f in REQUEST_FIELDS}
-    ids, scores, titles, source = _rank(bundle, **columns)
-    return [{"item_ids": i, "scores": s, "titles": t, "source": c}
-            for i, s, t, c in zip(ids, scores, titles, source, strict=True)]
+    ids, scores, titles, source, why = _rank(bundle, **columns)
+    out = [{"item_ids": i, "scores": s, "titles": t, "source": c}
+           for i, s, t, c in zip(ids, scores, titles, source, strict=True)]
+    for response, explanation in zip(out, why, strict=True):
+        if explanation is not None:
+            response["explanations"] = explanation
+    return out
 
 def predict(bundle: ModelBundle, requests: pd.DataFrame) -> pd.DataFrame:
     """Answer a request frame (DESIGN.md request schema).
@@ -100,23 +106,29 @@ def predict(bundle: ModelBundle, requests: pd.DataFrame) -> pd.DataFrame:
         One row per request: ``item_ids``, ``scores`` and ``titles`` lists, best first,
         and ``source``: ``search`` for a query (personalised by the shopper's history
         when there is one), ``model``, or ``popularity`` for a shopper with no usable
-        history.
+        history. When a request sets ``explain``, an ``explanations`` column too: for
+        each recommended item, the history items behind it (see :func:`_explanations`).
     """
     _check_fields(requests.columns)
     n = len(requests)
     columns = {f: requests[f].tolist() if f in requests else [None] * n
                for f in REQUEST_FIELDS}
-    ids, scores, titles, source = _rank(bundle, **columns)
-    return pd.DataFrame({"item_ids": ids, "scores": scores, "titles": titles,
-                         "source": source})
+    ids, scores, titles, source, why = _rank(bundle, **columns)
+    frame = pd.DataFrame({"item_ids": ids, "scores": scores, "titles": titles,
+                          "source": source})
+    if any(w is not None for w in why):
+        frame["explanations"] = why
+    return frame
 
 def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], query: list[Any],
-          k: list[Any]) -> tuple[list[list[str]], list[list[float]], list[list[str]],
-                                 list[str]]:
+          k: list[Any], explain: list[Any]) -> tuple[list[list[str]], list[list[float]],
+                                                     list[list[str]], list[str],
+                                                     list[list[list[dict[str, Any]]] | None]]:
     """Rank items for requests given field by field; one list entry per request."""
     n = len(user_id)
     queries = [_text(q).strip() for q in query]
     ks = [_k(v) for v in k]
+    explains = [_flag(v, "explain") for v in explain]
     rows = request_rows(bundle, user_id, recent_items)
     max_k = max(ks) if ks else DEFAULT_K
     has_history = np.diff(rows.indptr) > 0
@@ -149,13 +161,31 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
     ids = bundle.items.ids
     titles = bundle.title_array
     out_ids, out_scores, out_titles = [], [], []
+    why: list[list[list[dict[str, Any]]] | None] = []
     for r in range(n):
         chosen = top[r, : ks[r]]
         chosen = chosen[chosen >= 0]
         out_ids.append(ids[chosen].tolist())
         out_scores.append(values[r, : len(chosen)].tolist())
         out_titles.append(titles[chosen].tolist())
-    return out_ids, out_scores, out_titles, source
+        why.append(None if not explains[r] else
+                   _explanations(bundle, rows[r], chosen) if source[r] == "model" else
+                   [[] for _ in chosen])
+    return out_ids, out_scores, out_titles, source, why
+
+
+def _explanations(bundle: ModelBundle, row: sp.csr_matrix,
+                  chosen: np.ndarray) -> list[list[dict[str, Any]]]:
+    """For each recommended item, the history items that raised it most, with shares.
+
+    Only the model's answers are explained (a search or popularity answer does not come
+    from the shopper's items, so its entries are empty); the model's own
+    :meth:`~shoprec.models.base.Recommender.explain` decides how.
+    """
+    ids, titles = bundle.items.ids, bundle.title_array
+    return [[{"item_id": str(ids[h]), "title": str(titles[h]), "share": round(share, 4)}
+             for h, share in because]
+            for because in bundle.model.explain(row, chosen, top=EXPLAIN_TOP)]
 
 def _popular(bundle: ModelBundle, rows: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` by popularity; every cold row gets the same answer, ranked once."""
@@ -185,6 +215,16 @@ def _as_list(value: Any) -> list[Any]:
         return list(value)
     except TypeError:
         raise ValueError(f"recent_items must be a list of item ids, got {value!r}") from None
+
+
+def _flag(value: Any, name: str) -> bool:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return False
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 #: Largest ``k`` a request may ask for (a page of results, not the catalogue).

@@ -70,6 +70,31 @@ def test_records_and_frame_paths_give_the_same_answers(bundle: ModelBundle) -> N
     assert answers[0]["scores"] == sorted(answers[0]["scores"], reverse=True)
 
 
+def test_explained_answers_name_the_shoppers_own_items(bundle: ModelBundle) -> None:
+    requests = [{"user_id": "u1", "k": 4, "explain": True},
+                {"user_id": "stranger", "recent_items": ["i4", "i9"], "k": 3, "explain": True},
+                {"user_id": "nobody", "k": 2, "explain": True}]
+    answers = bundle.answer(requests)
+    assert answers == bundle.predict(pd.DataFrame(requests)).to_dict("records")
+    owned = [{f"i{j}" for j in bundle.history[1].indices}, {"i4", "i9"}]
+    for answer, mine in zip(answers[:2], owned, strict=True):
+        assert answer["source"] == "model"
+        assert len(answer["explanations"]) == len(answer["item_ids"])
+        assert all(answer["explanations"]), "every ALS recommendation has a reason"
+        for reasons in answer["explanations"]:
+            assert {r["item_id"] for r in reasons} <= mine
+            assert all(r["title"] == f"title {r['item_id'][1:]}" and 0 < r["share"] <= 1
+                       for r in reasons)
+    # Popularity answers do not come from the shopper's items: nothing to explain.
+    assert answers[2]["source"] == "popularity" and answers[2]["explanations"] == [[], []]
+    # Without the flag the answer is as before; in a frame, such rows hold None.
+    plain = bundle.answer([{"user_id": "u1", "k": 4}])[0]
+    assert "explanations" not in plain and plain["item_ids"] == answers[0]["item_ids"]
+    mixed = bundle.predict(pd.DataFrame([{"user_id": "u1", "explain": False},
+                                         {"user_id": "u1", "explain": True}]))
+    assert mixed["explanations"][0] is None and len(mixed["explanations"][1]) == 10
+
+
 @pytest.mark.parametrize(("request_", "message"), [
     ({"shopper": "u1"}, "unknown request field(s) shopper"),
     ("u1", "a request is an object"),
@@ -82,6 +107,7 @@ def test_records_and_frame_paths_give_the_same_answers(bundle: ModelBundle) -> N
     ({"user_id": "u1", "k": 1e400}, "k must be an integer"),
     ({"user_id": "u1", "k": 2.5}, "k must be an integer"),
     ({"user_id": "u1", "k": True}, "k must be an integer"),
+    ({"user_id": "u1", "explain": "yes"}, "explain must be true or false"),
 ])
 def test_malformed_records_are_refused_with_the_reason(bundle: ModelBundle, request_,
                                                        message: str) -> None:

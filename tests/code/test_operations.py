@@ -151,6 +151,26 @@ def test_batch_recommendations_write_every_known_user(registered: str, synthetic
                                                    strict=True))
 
 
+def test_batch_recommendations_explain_each_row_from_the_users_history(
+        registered: str, synthetic_dir: Path, tmp_path: Path) -> None:
+    from shoprec_flows.operations import batch_recommendations
+
+    batch_recommendations(batch=BatchConfig(
+        registered_model_name=NAME, alias="serving", output_dir=str(tmp_path), k=3,
+        batch_size=97, explain=True))
+    frame = pd.read_parquet(tmp_path)
+    assert "because" in frame.columns
+    interactions = pd.read_parquet(synthetic_dir / "interactions.parquet")
+    owned = interactions.groupby(interactions["user_id"].astype(str))["item_id"].agg(
+        lambda items: set(items.astype(str)))
+    named = 0
+    for user, because in zip(frame["user_id"], frame["because"], strict=True):
+        assert {r["item_id"] for r in because} <= owned[user]
+        assert all(0 < r["share"] <= 1 for r in because)
+        named += bool(len(because))
+    assert named > 0.9 * len(frame)  # ALS explains (almost) every row
+
+
 def test_an_unwritten_registry_is_not_asked_again_and_a_moved_alias_is_seen(
         registered: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One `shoprec recommend` spent most of its time importing MLflow and opening its store;
@@ -256,6 +276,18 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
             "columns": ["user_id", "recent_items", "k"],
             "data": [[r["user_id"], r["recent_items"], r["k"]] for r in records]}})
         assert status == 200 and split == fast
+
+        # Explanations: the same through both paths, naming the shopper's own items.
+        explained = [{"user_id": user, "k": 3, "explain": True}]
+        status, fast = _post(url, {"dataframe_records": explained})
+        status_mlflow, through_mlflow = _post(url, {"dataframe_records": explained,
+                                                    "params": {}})
+        assert status == status_mlflow == 200 and fast == through_mlflow, through_mlflow
+        reasons = fast["predictions"][0]["explanations"]
+        owned = set(interactions.loc[interactions["user_id"].astype(str) == user, "item_id"]
+                    .astype(str))
+        assert len(reasons) == 3 and all(reasons)
+        assert {r["item_id"] for because in reasons for r in because} <= owned
 
         # Malformed requests get a 4xx with a message, never a 500.
         for bad in (b"{not json", {"dataframe_records": [{"user_id": user, "k": 0}]},

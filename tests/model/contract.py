@@ -101,3 +101,32 @@ class RecommenderContract:
     def test_an_empty_row_gets_scores(self, fitted: Recommender) -> None:
         scores = fitted.score(sp.csr_matrix((1, 10), dtype=np.float32))
         assert scores.shape == (1, 10) and np.all(np.isfinite(scores))
+
+    #: Whether the family decomposes its score exactly (its contributions sum to it).
+    exact_explanations = False
+
+    def test_explanations_name_history_items_with_shares(self, fitted: Recommender) -> None:
+        # A shopper with two items of each block: each recommendation is explained by
+        # items of that history, shares in (0, 1], largest first, summing to at most 1.
+        row = sp.csr_matrix(np.array([[1, 2, 0, 0, 0, 1, 1, 0, 0, 0]], dtype=np.float32))
+        indices, _ = fitted.recommend(row, k=4)
+        items = indices[0][indices[0] >= 0]
+        explanations = fitted.explain(row, items, top=3)
+        assert len(explanations) == len(items)
+        for because in explanations:
+            shares = [share for _, share in because]
+            assert {item for item, _ in because} <= {0, 1, 5, 6}
+            assert all(0 < s <= 1 for s in shares) and sum(shares) <= 1 + 1e-9
+            assert shares == sorted(shares, reverse=True) and len(because) <= 3
+
+    def test_exact_contributions_sum_to_the_score(self, fitted: Recommender) -> None:
+        if not self.exact_explanations:
+            pytest.skip("leave-one-out explanations do not decompose the score")
+        row = sp.csr_matrix(np.array([[1, 2, 0, 0, 0, 1, 0, 0, 0, 0]], dtype=np.float32))
+        items = np.arange(10)
+        history, matrix = fitted.contributions(row, items)
+        scores = fitted.score(row)[0]
+        assert sorted(history.tolist()) == [0, 1, 5]
+        np.testing.assert_allclose(matrix.sum(axis=1), np.where(scores > 0, scores, 0)
+                                   if fitted.family == "content" else scores,
+                                   rtol=1e-4, atol=1e-5)

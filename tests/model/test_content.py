@@ -19,6 +19,8 @@ from tests.model.contract import RecommenderContract, block_items, block_matrix
 
 
 class TestContentContract(RecommenderContract):
+    exact_explanations = True
+
     def make(self) -> ContentRecommender:
         return ContentRecommender(popularity_smoothing=0.5)
 

@@ -17,6 +17,8 @@ from tests.model.contract import RecommenderContract, block_matrix
 
 
 class TestEASEContract(RecommenderContract):
+    exact_explanations = True
+
     def make(self) -> EASE:
         return EASE(regularization=1.0)
 

@@ -20,6 +20,8 @@ class TestPopularityContract(RecommenderContract):
 
 
 class TestALSContract(RecommenderContract):
+    exact_explanations = True
+
     def make(self) -> ImplicitALS:
         return ImplicitALS(factors=4, iterations=5, regularization=0.1, seed=1)
 
