@@ -165,6 +165,27 @@ def main() -> None:
                            for e in summary["leaderboard"]
                            if e["status"] == "ok" and e["model"] != "popularity")
         print(f"\n{primary} relative to popularity: {ratios}")
+    bias = ["novelty@10", "avg_popularity@10", "gini@10", "long_tail@10", "ndcg_light@10",
+            "ndcg_medium@10", "ndcg_heavy@10"]
+    if any("novelty@10" in e["test"] for e in summary["leaderboard"]):
+        print("\nBeyond accuracy (test):\n")
+        print("| model | " + " | ".join(bias) + " |")
+        print("| --- | " + " | ".join("---:" for _ in bias) + " |")
+        for entry in summary["leaderboard"]:
+            if "novelty@10" in entry["test"]:
+                print(f"| {entry['model']} | "
+                      + " | ".join(_fmt(entry["test"].get(m)) for m in bias) + " |")
+    curves = [e for e in summary["leaderboard"] if e.get("diversity")]
+    if curves:
+        print("\nAccuracy/novelty trade-off of --diversity on test (ndcg@10 / novelty@10 / "
+              "long_tail@10 at each weight):\n")
+        weights = [p["weight"] for p in curves[0]["diversity"]]
+        print("| model | " + " | ".join(f"{w:g}" for w in weights) + " |")
+        print("| --- | " + " | ".join("---" for _ in weights) + " |")
+        for entry in curves:
+            print(f"| {entry['model']} | " + " | ".join(
+                f"{p['ndcg@10']:.4f} / {p['novelty@10']:.2f} / {p['long_tail@10']:.2f}"
+                for p in entry["diversity"]) + " |")
     for family, found in summary.get("tuning", {}).items():
         print(f"search {family}: {found['trials']} trials ({found['pruned']} pruned, "
               f"{found['failed']} failed) in {found['seconds']:.1f} s; validation "

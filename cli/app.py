@@ -299,6 +299,24 @@ def _print_report(report: Any) -> None:
         console.print(f"Data Docs: {report.data_docs}")
 
 
+def _print_bias(leaderboard: list[dict[str, Any]]) -> None:
+    """Beyond accuracy, on test at 10: what each candidate exposes, and for whom it works."""
+    from shoprec.evaluation.metrics import ACTIVITY_GROUPS, BIAS_METRICS
+
+    shown = [f"{m}@10" for m in BIAS_METRICS] + [f"ndcg_{g}@10" for g in ACTIVITY_GROUPS]
+    rows = [e for e in leaderboard if "novelty@10" in e["test"]]
+    if not rows:
+        return
+    table = Table(title="Beyond accuracy (test): novelty, popularity, exposure Gini, "
+                        "long-tail share; ndcg of light, medium and heavy shoppers")
+    table.add_column("model", no_wrap=True)
+    for metric in shown:
+        table.add_column(metric, justify="right")
+    for entry in rows:
+        table.add_row(entry["model"], *[_fmt(entry["test"].get(m)) for m in shown])
+    console.print(table)
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     """Print the data counts, the split, the leaderboard and the gate of a pipeline run."""
     counts = summary["data"]
@@ -331,6 +349,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       *[_fmt(entry["test"].get(m)) for m in shown],
                       f"{entry['train_seconds']:.1f}", f"{entry.get('refit_seconds', 0.0):.1f}")
     console.print(board)
+    _print_bias(summary["leaderboard"])
     for entry in summary["leaderboard"]:
         if entry.get("error"):
             console.print(f"  {entry['model']} {entry['status']}: {entry['error']}",
@@ -630,6 +649,10 @@ def recommend(
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show the history items behind each recommendation.")] = False,
+    diversity: Annotated[float, typer.Option(
+        "--diversity", min=0.0, max=1.0,
+        help="Re-rank the model's answer towards less popular items (0: its own order).")]
+    = 0.0,
 ) -> None:
     """Ask a registered model (default: the champion) for recommendations or search results."""
     import pandas as pd
@@ -645,7 +668,8 @@ def recommend(
     _ = bundle.search if query else bundle.model
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
     request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
-                            "query": [query or ""], "k": [k], "explain": [explain]})
+                            "query": [query or ""], "k": [k], "explain": [explain],
+                            "diversity": [diversity]})
     try:
         response = bundle.predict(request).iloc[0]
     except (ValueError, TypeError) as exc:  # a request the model refuses (no search index...)
@@ -783,12 +807,16 @@ def batch(
     explain: Annotated[bool, typer.Option(
         "--explain", help="Add a 'because' column: the history items behind each row.")]
     = False,
+    diversity: Annotated[float, typer.Option(
+        "--diversity", min=0.0, max=1.0,
+        help="Re-rank each user's list towards less popular items (0: the model's order).")]
+    = 0.0,
 ) -> None:
     """Write the top K of every known user as Parquet partitioned by date (a Prefect flow)."""
     from shoprec.config import BatchConfig
 
     config = BatchConfig(registered_model_name=model_name, alias=alias, output_dir=output_dir,
-                         k=k, batch_size=batch_size, explain=explain)
+                         k=k, batch_size=batch_size, explain=explain, diversity=diversity)
     from shoprec.registry import tracking
     from shoprec.registry.promotion import alias_version
 
@@ -829,6 +857,10 @@ def serve(
         "--mlflow-server", help="Run MLflow's stock `mlflow models serve` instead: every "
         "request goes through pandas and schema enforcement (several times slower).")]
     = False,
+    diversity: Annotated[float, typer.Option(
+        "--diversity", min=0.0, max=1.0,
+        help="Default weight of the novelty re-ranking (0: the model's order; a request's "
+        "own 'diversity' field wins).")] = 0.0,
 ) -> None:
     """Serve models:/NAME@ALIAS over HTTP with MLflow's model server (POST /invocations).
 
@@ -852,7 +884,10 @@ def serve(
     err_console.print(f"serving {model_name}@{alias} (version {version}) on "
                       f"http://{host}:{port}/invocations; Ctrl+C stops", highlight=False)
     sys.stderr.flush()
-    environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
+    from shoprec.serving.engine import DIVERSITY_ENV
+
+    environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+                   DIVERSITY_ENV: str(diversity)}
     if mlflow_server:
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
                    "--env-manager", "local", "--host", host, "--port", str(port),

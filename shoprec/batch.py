@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from shoprec.ranking import mask_seen, top_k
+from shoprec.ranking import diversity_pool, mask_seen, rerank_for_novelty, top_k
 from shoprec.registry.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class BatchResult:
 def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 10,
                           batch_size: int = 4096, model_version: str = "",
                           generated_at: datetime | None = None,
-                          threads: int | None = None, explain: bool = False) -> BatchResult:
+                          threads: int | None = None, explain: bool = False,
+                          diversity: float = 0.0) -> BatchResult:
     """Score every user of ``bundle`` and write their top ``k`` as Parquet.
 
     The file goes to ``output_dir/generated_date=YYYY-MM-DD/recommendations.parquet``
@@ -93,6 +94,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         explain: Add a ``because`` column: for each row, up to three of the user's history
             items that raised the recommendation, with their shares (see
             :meth:`~shoprec.models.base.Recommender.explain`; costs a model call per user).
+        diversity: Weight of the novelty re-ranking of each list (0: the model's order; see
+            :func:`~shoprec.ranking.rerank_for_novelty`); scores are then the blend.
 
     Raises:
         ValueError: ``k`` or ``batch_size`` below 1.
@@ -100,6 +103,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     if k < 1 or batch_size < 1:
         raise ValueError(f"k and batch_size must be at least 1, got k={k}, "
                          f"batch_size={batch_size}")
+    if not 0.0 <= diversity <= 1.0:
+        raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
     stamp = generated_at or datetime.now(UTC)
     partition = Path(output_dir) / f"generated_date={stamp.date().isoformat()}"
     partition.mkdir(parents=True, exist_ok=True)
@@ -130,7 +135,11 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         history = bundle.history[start:stop]
         scores = bundle.model.score_fitted(np.arange(start, stop), history)
         mask_seen(scores, history)
-        top, best = top_k(scores, k)
+        if diversity > 0:
+            pool, values = top_k(scores, diversity_pool(k))
+            top, best = rerank_for_novelty(pool, values, bundle.novelty, k, diversity)
+        else:
+            top, best = top_k(scores, k)
         keep = top.ravel() >= 0  # fewer than k unseen items leaves -1 padding
         users = np.repeat(np.arange(start, stop), k)[keep]
         columns = {

@@ -564,3 +564,5 @@ class BatchConfig(_Model):
     explain: bool = Field(False, description="Add a 'because' column: the history items "
                           "behind each recommendation, with their shares (a model call per "
                           "user).")
+    diversity: float = Field(0.0, ge=0.0, le=1.0, description="Weight of the novelty "
+                             "re-ranking of each user's list (0: the model's order).")

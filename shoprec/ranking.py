@@ -92,3 +92,73 @@ def _top_k_by_threshold(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     indices[rows[keep], rank[keep]] = cols[keep]
     values[rows[keep], rank[keep]] = found[keep]
     return indices, values
+
+
+#: Candidates re-ranked per row for diversity: this many times ``k``, at least
+#: :data:`DIVERSITY_MIN_POOL`.
+DIVERSITY_POOL_FACTOR, DIVERSITY_MIN_POOL = 5, 50
+
+
+def diversity_pool(k: int) -> int:
+    """How many of the model's best items a diversity re-ranking chooses ``k`` from."""
+    return max(DIVERSITY_POOL_FACTOR * k, DIVERSITY_MIN_POOL)
+
+
+def novelty_scale(popularity: np.ndarray) -> np.ndarray:
+    """Each item's self-information ``-log p(i)``, scaled to [0, 1] over the catalogue.
+
+    ``popularity`` is any non-negative per-item count or share; items never seen get the
+    information of half the rarest seen item's share. 1 is the rarest item, 0 the most
+    popular.
+    """
+    values = np.asarray(popularity, dtype=np.float64)
+    total = values.sum()
+    if total <= 0:
+        return np.zeros(len(values))
+    share = values / total
+    floor = share[share > 0].min() / 2
+    information = -np.log(share + floor)
+    low, high = information.min(), information.max()
+    return (information - low) / (high - low) if high > low else np.zeros(len(values))
+
+
+def rerank_for_novelty(indices: np.ndarray, scores: np.ndarray, novelty: np.ndarray,
+                       k: int, weight: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trade accuracy for novelty: re-rank each row's candidates, keep the best ``k``.
+
+    A candidate's new score is ``(1 - weight) * relevance + weight * novelty``, where
+    relevance is its model score scaled to [0, 1] among the row's candidates and novelty
+    comes from :func:`novelty_scale`. ``weight`` 0 keeps the model's order; 1 ranks the
+    candidates by rarity alone. It is a popularity penalty applied to a pool of the
+    model's best items (:func:`diversity_pool`), so nothing from outside that pool is
+    promoted.
+
+    Args:
+        indices: ``(rows, pool)`` candidate item indices, best first (``-1``: padding).
+        scores: Their model scores.
+        novelty: Per-item novelty in [0, 1] (:func:`novelty_scale`).
+        k: How many to keep per row.
+        weight: In [0, 1]; one per row, or one for all.
+
+    Returns:
+        ``(indices, scores)`` of shape ``(rows, k)``, the scores being the blended ones.
+    """
+    valid = indices >= 0
+    safe = np.where(valid, scores, np.nan).astype(np.float64)
+    with np.errstate(all="ignore"):
+        low = np.nanmin(np.where(valid, safe, np.inf), axis=1, keepdims=True)
+        high = np.nanmax(np.where(valid, safe, -np.inf), axis=1, keepdims=True)
+        spread = np.where(high > low, high - low, 1.0)
+        relevance = np.where(high > low, (safe - low) / spread, 1.0)
+    w = np.asarray(weight, dtype=np.float64).reshape(-1, 1) if np.ndim(weight) else weight
+    blended = (1 - w) * relevance + w * novelty[np.where(valid, indices, 0)]
+    blended = np.where(valid, blended, -np.inf)
+    # Ties keep the model's order (stable sort on the candidates, which are best first).
+    order = np.argsort(-blended, axis=1, kind="stable")[:, :k]
+    picked = np.take_along_axis(indices, order, axis=1)
+    values = np.take_along_axis(blended, order, axis=1).astype(np.float32)
+    if picked.shape[1] < k:
+        pad = k - picked.shape[1]
+        picked = np.pad(picked, ((0, 0), (0, pad)), constant_values=-1)
+        values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return np.where(np.isfinite(values), picked, -1), values

@@ -19,6 +19,7 @@ from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
 from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.evaluation import evaluate, mlflow_name, rmse
+from shoprec.evaluation.evaluate import novelty_tradeoff
 from shoprec.features import IdMap, event_weights, interaction_matrix, item_frame
 from shoprec.features.encoding import EncodedSplit
 from shoprec.models import (
@@ -56,6 +57,8 @@ class CandidateResult:
         params: Hyperparameters.
         error: Why it failed or was skipped.
         curves: Per-epoch training curves (loss, validation ndcg@10) of iterative models.
+        diversity: The accuracy/novelty trade-off on test: one mapping per weight of the
+            novelty re-ranking (:func:`~shoprec.evaluation.evaluate.novelty_tradeoff`).
     """
 
     model: str
@@ -68,6 +71,7 @@ class CandidateResult:
     params: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     curves: dict[str, list[float]] = field(default_factory=dict)
+    diversity: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the summary's leaderboard entry)."""
@@ -149,10 +153,12 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
                                          has_ratings=encoded.has_ratings)
     test = _scored(name, "test", refit, encoded.test_history, encoded.test,
                    encoded.test_ratings, ks)
+    # What --diversity would cost and buy: one more scoring of the test users.
+    diversity = novelty_tradeoff(refit, encoded.test_history, encoded.test)
     result = CandidateResult(model=name, family=refit.family, validation=validation, test=test,
                              train_seconds=round(seconds, 3),
                              refit_seconds=round(refit_seconds, 3), params=reported,
-                             curves=curves)
+                             curves=curves, diversity=diversity)
     logger.info("%s: validation %s, test %s (refit on training + validation), %.1f + %.1f s",
                 name, validation, test, seconds, refit_seconds)
     return result, refit
@@ -161,7 +167,7 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
 def _scored(name: str, part: str, model: Recommender, history: Any, relevant: Any,
             ratings: Any, ks: list[int]) -> dict[str, float]:
     """The ranking metrics of one part, RMSE too for rating models; all must be finite."""
-    metrics = evaluate(model, history, relevant, ks)
+    metrics = evaluate(model, history, relevant, ks, beyond_accuracy=True)
     if hasattr(model, "predict_pairs") and ratings is not None:
         # Rating models are also judged on the rating values they predict.
         value = rmse(model, history, ratings)
@@ -512,4 +518,6 @@ def _entry(result: CandidateResult) -> dict[str, Any]:
             "validation": {k: v for k, v in result.validation.items() if k not in drop},
             "test": {k: v for k, v in result.test.items() if k not in drop},
             "train_seconds": result.train_seconds, "refit_seconds": result.refit_seconds,
-            "error": result.error}
+            "error": result.error,
+            "diversity": [{k: v for k, v in point.items() if k not in drop}
+                          for point in result.diversity]}

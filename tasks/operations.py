@@ -82,7 +82,8 @@ def load_model(name: str, alias: str) -> tuple[ModelBundle, str]:
 def write_batch(bundle: ModelBundle, version: str, config: BatchConfig) -> BatchResult:
     """Score every known user and write the date-partitioned Parquet."""
     result = write_recommendations(bundle, config.output_dir, config.k, config.batch_size,
-                                   model_version=version, explain=config.explain)
+                                   model_version=version, explain=config.explain,
+                                   diversity=config.diversity)
     create_table_artifact(key=BATCH_KEY, table=[result.to_dict()],
                           description=f"Top {config.k} of every known user by "
                           f"{config.registered_model_name}@{config.alias}")

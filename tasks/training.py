@@ -69,8 +69,10 @@ def train_champion_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataF
 
 @task(name="log-candidates")
 def log_candidates(parent_run_id: str, results: list[CandidateResult]) -> list[str]:
-    """One nested MLflow run per candidate, failed ones included."""
-    return [runs.log_candidate(parent_run_id, result) for result in results]
+    """One nested MLflow run per candidate, failed ones included; the trade-off chart."""
+    ids = [runs.log_candidate(parent_run_id, result) for result in results]
+    runs.log_tradeoff(parent_run_id, results)
+    return ids
 
 
 @task(name="refit-winner")

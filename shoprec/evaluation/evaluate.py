@@ -9,16 +9,16 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from shoprec.evaluation.metrics import METRIC_FUNCTIONS, hits_matrix, metric_name
+from shoprec.evaluation.metrics import METRIC_FUNCTIONS, Exposure, hits_matrix, metric_name
 from shoprec.models.base import Recommender
-from shoprec.ranking import mask_seen, top_k
+from shoprec.ranking import diversity_pool, mask_seen, novelty_scale, rerank_for_novelty, top_k
 
 logger = logging.getLogger(__name__)
 
 
 def evaluate(model: Recommender, history: sp.csr_matrix, relevance: sp.csr_matrix,
              ks: Sequence[int] = (10,), batch_size: int = 2048,
-             exclude_seen: bool = True) -> dict[str, float]:
+             exclude_seen: bool = True, beyond_accuracy: bool = False) -> dict[str, float]:
     """Rank the full catalogue for every user with a relevant item and average the metrics.
 
     Only one batch of users is ever scored densely at a time; the top K comes from
@@ -31,6 +31,9 @@ def evaluate(model: Recommender, history: sp.csr_matrix, relevance: sp.csr_matri
         ks: Cut-offs.
         batch_size: Users scored at once.
         exclude_seen: Leave items in ``history`` out of the ranking.
+        beyond_accuracy: Add novelty, average popularity, Gini of exposure, long-tail
+            share and ndcg per activity group (see
+            :class:`~shoprec.evaluation.metrics.Exposure`), against ``history``.
 
     Returns:
         ``{"ndcg@10": ..., "coverage@10": ..., ...}`` and ``"users"``: how many users were
@@ -43,11 +46,15 @@ def evaluate(model: Recommender, history: sp.csr_matrix, relevance: sp.csr_matri
             mask_seen(scores, rows)
         return top_k(scores, k)[0]
 
-    return evaluate_ranker(rank, relevance, ks, batch_size)
+    activity = np.diff(history.indptr) if beyond_accuracy else None
+    return evaluate_ranker(rank, relevance, ks, batch_size, history=history
+                           if beyond_accuracy else None, activity=activity)
 
 
 def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp.csr_matrix,
-                    ks: Sequence[int] = (10,), batch_size: int = 2048) -> dict[str, float]:
+                    ks: Sequence[int] = (10,), batch_size: int = 2048,
+                    history: sp.csr_matrix | None = None,
+                    activity: np.ndarray | None = None) -> dict[str, float]:
     """Average the metrics of any ranking function over users with a relevant item.
 
     Args:
@@ -56,6 +63,8 @@ def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp
         relevance: Binary relevance rows.
         ks: Cut-offs.
         batch_size: Users ranked at once.
+        history: With ``activity``, add the beyond-accuracy figures against it.
+        activity: History size of each row of ``relevance``.
 
     Returns:
         The same mapping as :func:`evaluate`.
@@ -65,6 +74,8 @@ def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp
     n_items = relevance.shape[1]
     sums = {metric_name(m, k): 0.0 for m in METRIC_FUNCTIONS for k in ks}
     covered = {k: np.zeros(n_items, dtype=bool) for k in ks}
+    exposure = Exposure(history, ks, activity[users]) \
+        if history is not None and activity is not None else None
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
         top = rank(batch, ks[-1])
@@ -76,12 +87,59 @@ def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp
                 sums[metric_name(metric, k)] += float(function(hits, n_relevant, k).sum())
             shown = top[:, :k]
             covered[k][shown[shown >= 0]] = True
+        if exposure is not None and activity is not None:
+            exposure.add(top, hits, n_relevant, activity[batch])
     n = len(users)
     result = {name: (total / n if n else 0.0) for name, total in sums.items()}
     for k in ks:
         result[metric_name("coverage", k)] = float(covered[k].mean()) if n_items else 0.0
+    if exposure is not None:
+        result.update(exposure.result())
     result["users"] = float(n)
     return result
+
+
+#: Weights of the accuracy/novelty trade-off curve (0: the model's own ranking).
+TRADEOFF_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+def novelty_tradeoff(model: Recommender, history: sp.csr_matrix, relevance: sp.csr_matrix,
+                     weights: Sequence[float] = TRADEOFF_WEIGHTS, k: int = 10,
+                     batch_size: int = 2048) -> list[dict[str, float]]:
+    """Accuracy and exposure at each weight of the novelty re-ranking (``--diversity``).
+
+    The model scores every evaluated user once; its best :func:`diversity_pool` items
+    are kept and re-ranked at each weight (:func:`~shoprec.ranking.rerank_for_novelty`,
+    with the novelty of the items' popularity in ``history``), and each ranking is
+    evaluated like :func:`evaluate` with the beyond-accuracy figures.
+
+    Returns:
+        One mapping per weight: ``weight`` and the metrics at ``k``.
+    """
+    users = np.flatnonzero(np.diff(relevance.indptr) > 0)
+    pool = diversity_pool(k)
+    candidates = np.empty((len(users), min(pool, relevance.shape[1])), dtype=np.int64)
+    values = np.empty(candidates.shape, dtype=np.float32)
+    for start in range(0, len(users), batch_size):
+        rows = history[users[start:start + batch_size]]
+        scores = model.score(rows)
+        mask_seen(scores, rows)
+        found, best = top_k(scores, candidates.shape[1])
+        candidates[start:start + len(found)], values[start:start + len(found)] = found, best
+    position = np.full(relevance.shape[0], -1, dtype=np.int64)
+    position[users] = np.arange(len(users))
+    novelty = novelty_scale(np.bincount(history.indices, minlength=history.shape[1]))
+    activity = np.diff(history.indptr)
+    curve = []
+    for weight in weights:
+        def rank(batch: np.ndarray, cut: int, weight: float = weight) -> np.ndarray:
+            at = position[batch]
+            return rerank_for_novelty(candidates[at], values[at], novelty, cut, weight)[0]
+
+        metrics = evaluate_ranker(rank, relevance, [k], batch_size, history=history,
+                                  activity=activity)
+        curve.append({"weight": float(weight), **metrics})
+    return curve
 
 
 class RatingPredictor(Protocol):

@@ -43,6 +43,8 @@ class ModelBundle:
         search: Content model over the same items that answers ``query`` requests,
             whatever family won.
         titles: Item titles in index order, returned with recommendations.
+        diversity: Weight of the novelty re-ranking for requests that do not set one
+            (0: the model's order; ``shoprec serve --diversity`` sets it).
     """
 
     model: Recommender
@@ -53,7 +55,9 @@ class ModelBundle:
     meta: dict[str, Any]
     search: ContentRecommender | None = None
     titles: list[str] | None = None
+    diversity: float = 0.0
     _titles: np.ndarray | None = field(default=None, init=False, repr=False)
+    _novelty: np.ndarray | None = field(default=None, init=False, repr=False)
     _pending: dict[str, Callable[[], Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __getattribute__(self, name: str) -> Any:
@@ -130,6 +134,18 @@ class ModelBundle:
             self._titles = np.array(self.titles if self.titles is not None
                                     else [""] * len(self.items.ids), dtype=object)
         return self._titles
+
+    @property
+    def novelty(self) -> np.ndarray:
+        """Each item's novelty in [0, 1] from its popularity (built once).
+
+        See :func:`shoprec.ranking.novelty_scale`.
+        """
+        if self._novelty is None:
+            from shoprec.ranking import novelty_scale
+
+            self._novelty = novelty_scale(cast(Popularity, self.fallback).item_scores_)
+        return self._novelty
 
     def request_rows(self, user_ids: list[Any], recent: list[Any]) -> sp.csr_matrix:
         """Interaction rows for requests (see :func:`shoprec.serving.engine.request_rows`)."""

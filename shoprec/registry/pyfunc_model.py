@@ -6,6 +6,7 @@ MLflow logs this file's source instead of a pickle; loading runs it and calls
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import mlflow
@@ -21,6 +22,10 @@ class ShoprecModel(PythonModel):
         from shoprec.registry.bundle import ModelBundle
 
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
+        # `shoprec serve --diversity W` hands its workers the default re-ranking weight.
+        from shoprec.serving.engine import DIVERSITY_ENV, default_diversity
+
+        self.bundle.diversity = default_diversity(os.environ.get(DIVERSITY_ENV))
 
     def predict(self, context: Any, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -37,7 +42,8 @@ class ShoprecModel(PythonModel):
             # only of unknown fields arrives as an empty frame.
             raise MlflowException(
                 "invalid request: no request row carries any of the fields user_id, "
-                "recent_items, query, k, explain (fields outside these are ignored)",
+                "recent_items, query, k, explain, diversity (fields outside these are "
+                "ignored)",
                 error_code=INVALID_PARAMETER_VALUE)
         try:
             return self.bundle.predict(model_input)

@@ -74,6 +74,8 @@ def log_candidate(parent_run_id: str, result: Any) -> str:
                for key, values in result.curves.items() for step, value in enumerate(values)]
     params = [Param(key, str(value)[:6000]) for key, value in result.params.items()]
     _log_batched(client, run_id, params, points)
+    if result.diversity:
+        _upload(client, run_id, lambda folder: _tradeoff_files([result], folder))
     if result.error:
         client.set_tag(run_id, "skip_reason" if result.status == "skipped" else "error",
                        result.error[:5000])
@@ -81,6 +83,44 @@ def log_candidate(parent_run_id: str, result: Any) -> str:
     # finishes, with the reason in its tags; only a real failure is marked failed.
     client.set_terminated(run_id, "FAILED" if result.status == "failed" else "FINISHED")
     return run_id
+
+
+def log_tradeoff(parent_run_id: str, results: list[Any]) -> None:
+    """Attach every candidate's accuracy/novelty trade-off to the parent run.
+
+    ``diversity.csv`` (one row per candidate and weight of the novelty re-ranking) and
+    ``diversity.png`` (test ndcg@10 against novelty@10, one line per candidate, from
+    weight 0 at its accurate end).
+    """
+    if any(r.diversity for r in results):
+        _upload(tracking.client(), parent_run_id,
+                lambda folder: _tradeoff_files([r for r in results if r.diversity], folder))
+
+
+def _tradeoff_files(results: list[Any], folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [{"model": r.model, **point} for r in results for point in r.diversity]
+    pd.DataFrame(rows).to_csv(folder / "diversity.csv", index=False)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for result in results:
+        novelty = [p["novelty@10"] for p in result.diversity]
+        accuracy = [p["ndcg@10"] for p in result.diversity]
+        axis.plot(novelty, accuracy, marker="o", markersize=3, label=result.model)
+        for point, x, y in zip(result.diversity, novelty, accuracy, strict=True):
+            if point["weight"] in (0.0, 0.5, 1.0):
+                axis.annotate(f"{point['weight']:g}", (x, y), fontsize=7,
+                              textcoords="offset points", xytext=(3, 3))
+    axis.set_xlabel("novelty@10 (mean self-information, bits)")
+    axis.set_ylabel("test ndcg@10")
+    axis.set_title("Accuracy against novelty, by --diversity weight")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(folder / "diversity.png", dpi=100)
+    plt.close(figure)
 
 
 def log_search(parent_run_id: str, result: Any, primary: str) -> str:

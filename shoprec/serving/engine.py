@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from shoprec.data.schema import canonical_id
-from shoprec.ranking import top_k
+from shoprec.ranking import diversity_pool, rerank_for_novelty, top_k
 
 if TYPE_CHECKING:
     from shoprec.registry.bundle import ModelBundle
@@ -24,9 +24,26 @@ if TYPE_CHECKING:
 #: Default number of recommendations per request.
 DEFAULT_K = 10
 #: Fields of a request (DESIGN.md); every one is optional.
-REQUEST_FIELDS = ("user_id", "recent_items", "query", "k", "explain")
+REQUEST_FIELDS = ("user_id", "recent_items", "query", "k", "explain", "diversity")
 #: History items named per explained recommendation.
 EXPLAIN_TOP = 3
+#: Environment variable with the server's default diversity weight (``serve --diversity``).
+DIVERSITY_ENV = "SHOPREC_DIVERSITY"
+
+
+def default_diversity(value: str | None) -> float:
+    """The default re-ranking weight from its environment variable's text (unset: 0).
+
+    Raises:
+        ValueError: Not a number between 0 and 1.
+    """
+    if value is None or not value.strip():
+        return 0.0
+    try:
+        return _weight(float(value), 0.0)
+    except ValueError:
+        raise ValueError(f"{DIVERSITY_ENV} must be a number between 0 and 1, got "
+                         f"{value!r}") from None
 #: Weight of an item in a request's ``recent_items`` (a view in the default weighting).
 RECENT_ITEM_WEIGHT = 1.0
 
@@ -70,11 +87,12 @@ def answer(bundle: ModelBundle, requests: list[dict[str, Any]]) -> list[dict[str
     Args:
         bundle: The registered model's bundle.
         requests: One dict per request with the optional keys of DESIGN.md's request
-            schema (``user_id``, ``recent_items``, ``query``, ``k``).
+            schema (``user_id``, ``recent_items``, ``query``, ``k``, ``explain``,
+            ``diversity``).
 
     Returns:
         One dict per request with ``item_ids``, ``scores``, ``titles`` and ``source``,
-        as in :func:`predict`.
+        as in :func:`predict`, and ``explanations`` when the request set ``explain``.
 
     Raises:
         ValueError: A request is not a mapping, has a field outside the schema or a
@@ -100,7 +118,11 @@ def predict(bundle: ModelBundle, requests: pd.DataFrame) -> pd.DataFrame:
     Args:
         bundle: The registered model's bundle.
         requests: One row per request; optional columns ``user_id``, ``recent_items``
-            (list of item ids), ``query`` (search text) and ``k``.
+            (list of item ids), ``query`` (search text), ``k``, ``explain`` (bool) and
+            ``diversity`` (weight in [0, 1] of the novelty re-ranking of the model's
+            answers, :func:`~shoprec.ranking.rerank_for_novelty`; default: the bundle's
+            ``diversity``, 0 unless the server was started with ``--diversity``). With a
+            weight above 0, ``scores`` are the re-ranked blend, not the model's scores.
 
     Returns:
         One row per request: ``item_ids``, ``scores`` and ``titles`` lists, best first,
@@ -120,15 +142,19 @@ def predict(bundle: ModelBundle, requests: pd.DataFrame) -> pd.DataFrame:
         frame["explanations"] = why
     return frame
 
+#: What :func:`_rank` returns per request: ids, scores, titles, source, explanations.
+Ranked = tuple[list[list[str]], list[list[float]], list[list[str]], list[str],
+               list[list[list[dict[str, Any]]] | None]]
+
+
 def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], query: list[Any],
-          k: list[Any], explain: list[Any]) -> tuple[list[list[str]], list[list[float]],
-                                                     list[list[str]], list[str],
-                                                     list[list[list[dict[str, Any]]] | None]]:
+          k: list[Any], explain: list[Any], diversity: list[Any]) -> Ranked:
     """Rank items for requests given field by field; one list entry per request."""
     n = len(user_id)
     queries = [_text(q).strip() for q in query]
     ks = [_k(v) for v in k]
     explains = [_flag(v, "explain") for v in explain]
+    weights = np.array([_weight(v, bundle.diversity) for v in diversity])
     rows = request_rows(bundle, user_id, recent_items)
     max_k = max(ks) if ks else DEFAULT_K
     has_history = np.diff(rows.indptr) > 0
@@ -154,7 +180,13 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
     personal = np.flatnonzero(~is_search & has_history)
     if len(personal):
         subset = rows if len(personal) == n else rows[personal]
-        top[personal], values[personal] = bundle.model.recommend(subset, k=max_k)
+        if (weights[personal] > 0).any():
+            # Re-ranked for novelty: the model's best items, then the blend with rarity.
+            pool, pool_values = bundle.model.recommend(subset, k=diversity_pool(max_k))
+            top[personal], values[personal] = rerank_for_novelty(
+                pool, pool_values, bundle.novelty, max_k, weights[personal])
+        else:
+            top[personal], values[personal] = bundle.model.recommend(subset, k=max_k)
     cold = np.flatnonzero(~is_search & ~has_history)
     if len(cold):
         top[cold], values[cold] = _popular(bundle, rows[cold], max_k)
@@ -215,6 +247,16 @@ def _as_list(value: Any) -> list[Any]:
         return list(value)
     except TypeError:
         raise ValueError(f"recent_items must be a list of item ids, got {value!r}") from None
+
+
+def _weight(value: Any, default: float) -> float:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return default
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+            or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"diversity must be a number between 0 and 1 (0: the model's "
+                         f"order), got {value!r}")
+    return float(value)
 
 
 def _flag(value: Any, name: str) -> bool:

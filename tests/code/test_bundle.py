@@ -95,6 +95,40 @@ def test_explained_answers_name_the_shoppers_own_items(bundle: ModelBundle) -> N
     assert mixed["explanations"][0] is None and len(mixed["explanations"][1]) == 10
 
 
+def test_diversity_reranks_the_models_answer_towards_rarer_items(
+        bundle: ModelBundle, tmp_path: Path) -> None:
+    users = [{"user_id": f"u{i}", "k": 5} for i in range(20)]
+    plain = bundle.answer(users)
+    diverse = bundle.answer([{**r, "diversity": 1.0} for r in users])
+    assert diverse == bundle.predict(pd.DataFrame([{**r, "diversity": 1.0} for r in users])
+                                     ).to_dict("records")
+    index = {f"i{j}": j for j in range(30)}
+
+    def novelty(answers: list[dict]) -> float:
+        return float(np.mean([bundle.novelty[index[i]] for a in answers for i in a["item_ids"]]))
+
+    assert novelty(diverse) > novelty(plain)
+    # Never an item the shopper has; the pool is the model's best items, so with k=5 of
+    # 30 items something changes for at least one shopper.
+    for answer, user in zip(diverse, range(20), strict=True):
+        assert not {f"i{j}" for j in bundle.history[user].indices} & set(answer["item_ids"])
+    assert any(d["item_ids"] != p["item_ids"] for d, p in zip(diverse, plain, strict=True))
+    # Weight 0 is the model's own answer; the bundle's default applies when unset.
+    assert bundle.answer([{**r, "diversity": 0} for r in users]) == plain
+    bundle.diversity = 1.0
+    try:
+        assert bundle.answer(users) == diverse
+    finally:
+        bundle.diversity = 0.0
+    # Batch scoring re-ranks the same way (stored histories, the same pool and weights).
+    from shoprec.batch import write_recommendations
+
+    write_recommendations(bundle, tmp_path, k=5, diversity=1.0)
+    frame = pd.read_parquet(tmp_path)
+    first = frame[frame["user_id"] == "u0"].sort_values("rank")["item_id"].tolist()
+    assert first == diverse[0]["item_ids"]
+
+
 @pytest.mark.parametrize(("request_", "message"), [
     ({"shopper": "u1"}, "unknown request field(s) shopper"),
     ("u1", "a request is an object"),
@@ -108,6 +142,8 @@ def test_explained_answers_name_the_shoppers_own_items(bundle: ModelBundle) -> N
     ({"user_id": "u1", "k": 2.5}, "k must be an integer"),
     ({"user_id": "u1", "k": True}, "k must be an integer"),
     ({"user_id": "u1", "explain": "yes"}, "explain must be true or false"),
+    ({"user_id": "u1", "diversity": 1.5}, "diversity must be a number between 0 and 1"),
+    ({"user_id": "u1", "diversity": "high"}, "diversity must be a number between 0 and 1"),
 ])
 def test_malformed_records_are_refused_with_the_reason(bundle: ModelBundle, request_,
                                                        message: str) -> None:

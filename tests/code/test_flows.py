@@ -131,7 +131,16 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
         board["mf"]["test"]["ndcg@10"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"leaderboard.csv", "leaderboard.png", "validation_report.json",
-            "quarantine_counts.json"} <= artifacts
+            "quarantine_counts.json", "diversity.csv", "diversity.png"} <= artifacts
+    assert {"diversity.csv", "diversity.png"} <= {
+        a.path for a in client.list_artifacts(nested["mf"].info.run_id)}
+    # Beyond accuracy, and the trade-off of --diversity from weight 0 (the model's figures).
+    assert {"novelty@10", "gini@10", "long_tail@10", "ndcg_light@10"} <= set(
+        board["mf"]["test"])
+    curve = board["mf"]["diversity"]
+    assert curve[0]["weight"] == 0.0
+    assert curve[0]["ndcg@10"] == pytest.approx(board["mf"]["test"]["ndcg@10"])
+    assert curve[-1]["novelty@10"] > curve[0]["novelty@10"]
 
     # The registered pyfunc answers the request schema: known user, new shopper, unknown.
     mlflow.set_tracking_uri(env)

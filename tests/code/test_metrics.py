@@ -92,3 +92,79 @@ def test_evaluate_excludes_seen_and_counts_coverage() -> None:
     assert result["coverage@1"] == pytest.approx(2 / 4)
     assert result["coverage@2"] == pytest.approx(3 / 4)  # items 1, 2 and 3
     assert evaluate(model, train, relevance, ks=(1,), exclude_seen=False)["hit_rate@1"] == 0
+
+
+def test_gini_of_exposure() -> None:
+    from shoprec.evaluation.metrics import gini
+
+    assert gini(np.array([5, 5, 5, 5])) == 0.0
+    assert gini(np.array([0, 0, 0, 8])) == pytest.approx(0.75)  # (n - 1) / n: all on one
+    assert gini(np.array([1, 2, 3, 4])) == pytest.approx(0.25)  # sum|xi-xj| / (2 n^2 mean)
+    assert gini(np.zeros(3)) == 0.0
+
+
+class _Fixed:
+    """A 'model' that recommends the same ranked list to everyone."""
+
+    def __init__(self, order: list[int], n_items: int) -> None:
+        self.order, self.n_items = order, n_items
+
+    def score(self, rows: sp.csr_matrix) -> np.ndarray:
+        scores = np.full((rows.shape[0], self.n_items), -1.0, dtype=np.float32)
+        scores[:, self.order] = np.arange(len(self.order), 0, -1, dtype=np.float32)
+        return scores
+
+
+def test_beyond_accuracy_figures_by_hand() -> None:
+    # Six users; item 0 in everyone's history, item 1 in two, items 2-3 in nobody's.
+    history = np.zeros((6, 4), dtype=np.float32)
+    history[:, 0] = 1
+    history[:2, 1] = 1
+    history[5, 1] = 1
+    history = sp.csr_matrix(history)
+    relevance = sp.csr_matrix(np.array([[0, 0, 1, 0]] * 3 + [[0, 0, 0, 1]] * 3,
+                                       dtype=np.float32))
+    # Everyone is shown items 2 and 3 (0 and 1 are seen or ranked below).
+    found = evaluate(_Fixed([2, 3], 4), history, relevance, ks=[2], exclude_seen=True,
+                     beyond_accuracy=True)
+    # p(i) = (users with i + 1) / (6 + 1) = 1/7 for items 2 and 3.
+    assert found["novelty@2"] == pytest.approx(math.log2(7))
+    assert found["avg_popularity@2"] == 0.0
+    # Head: items 0 and 1 (9 interactions, 80% reached at item 1); 2 and 3 are tail.
+    assert found["long_tail@2"] == 1.0
+    # Exposure: items 2 and 3 six times each, 0 and 1 never: Gini of [0, 0, 6, 6] = 0.5.
+    assert found["gini@2"] == pytest.approx(0.5)
+    # Activity: users 0, 1 and 5 have two items, 2, 3 and 4 one; the terciles are 1 and 2,
+    # so 2, 3, 4 are light (at most 1) and 0, 1, 5 medium (above 1, at most 2); nobody is
+    # heavy. Relevant: item 2 (rank 1) for users 0-2, item 3 (rank 2) for users 3-5.
+    second = 1 / math.log2(3)
+    assert found["ndcg_light@2"] == pytest.approx((1.0 + 2 * second) / 3)
+    assert found["ndcg_medium@2"] == pytest.approx((2.0 + second) / 3)
+    assert found["ndcg_heavy@2"] == 0.0
+    # Without the flag, only the accuracy figures.
+    assert "novelty@2" not in evaluate(_Fixed([2, 3], 4), history, relevance, ks=[2])
+
+
+def test_the_tradeoff_curve_starts_at_the_models_figures_and_buys_novelty() -> None:
+    from shoprec.evaluation.evaluate import novelty_tradeoff
+    from shoprec.models import ImplicitALS
+
+    rng = np.random.default_rng(5)
+    # Popularity skewed like a shop's: item i is chosen with weight 1 / (i + 1).
+    p = 1 / np.arange(1, 121)
+    rows = [rng.choice(120, size=8, replace=False, p=p / p.sum()) for _ in range(300)]
+    dense = np.zeros((300, 120), dtype=np.float32)
+    for user, items in enumerate(rows):
+        dense[user, items] = 1
+    history = sp.csr_matrix(dense * (rng.random(dense.shape) < 0.7))
+    relevance = sp.csr_matrix(dense - history.toarray())
+    model = ImplicitALS(factors=8, regularization=1.0, iterations=8, seed=1).fit(history)
+    curve = novelty_tradeoff(model, history, relevance, weights=(0.0, 0.5, 1.0), k=10)
+    plain = evaluate(model, history, relevance, ks=[10], beyond_accuracy=True)
+    assert [c["weight"] for c in curve] == [0.0, 0.5, 1.0]
+    for name in ("ndcg@10", "novelty@10", "gini@10", "long_tail@10", "coverage@10"):
+        assert curve[0][name] == pytest.approx(plain[name]), name
+    novelty = [c["novelty@10"] for c in curve]
+    popularity = [c["avg_popularity@10"] for c in curve]
+    assert novelty[0] < novelty[1] < novelty[2]
+    assert popularity[0] > popularity[1] > popularity[2]

@@ -289,6 +289,14 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
         assert len(reasons) == 3 and all(reasons)
         assert {r["item_id"] for because in reasons for r in because} <= owned
 
+        # A re-ranked answer: the same through both paths, scores the blended ones.
+        diverse = [{"user_id": user, "k": 5, "diversity": 0.6}]
+        status, fast = _post(url, {"dataframe_records": diverse})
+        status_mlflow, through_mlflow = _post(url, {"dataframe_records": diverse,
+                                                    "params": {}})
+        assert status == status_mlflow == 200 and fast == through_mlflow, through_mlflow
+        assert all(0 <= s <= 1 for s in fast["predictions"][0]["scores"])
+
         # Malformed requests get a 4xx with a message, never a 500.
         for bad in (b"{not json", {"dataframe_records": [{"user_id": user, "k": 0}]},
                     {"dataframe_records": [{"user_id": user, "k": "ten"}]},
@@ -302,6 +310,18 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
         assert "unknown request field(s) shopper" in message
     finally:
         _stop(process)
+
+
+def test_the_servers_diversity_default_reaches_every_loaded_model(
+        registered: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec.registry.loading import load_uri
+
+    # What `shoprec serve --diversity 0.4` hands its workers.
+    monkeypatch.setenv("SHOPREC_DIVERSITY", "0.4")
+    assert load_uri(f"models:/{NAME}/1").unwrap_python_model().bundle.diversity == 0.4
+    monkeypatch.setenv("SHOPREC_DIVERSITY", "2")
+    with pytest.raises(ValueError, match="SHOPREC_DIVERSITY must be a number between 0 and 1"):
+        load_uri(f"models:/{NAME}/1")
 
 
 NIGHTLY = "nightly-model"
