@@ -583,6 +583,15 @@ def train(
     output_dir: OutOpt = Path("runs/train"),
     summary_json: Annotated[Path | None, typer.Option(
         "--summary-json", help="Write the run summary as JSON.")] = None,
+    pseudonymize: Annotated[bool, typer.Option(
+        "--pseudonymize", help="Replace user ids at ingestion with keyed pseudonyms (key: "
+        "SHOPREC_PSEUDONYM_KEY, or --pseudonym-secret).")] = False,
+    pseudonym_secret: Annotated[str | None, typer.Option(
+        "--pseudonym-secret", help="Prefect Secret block holding the pseudonymisation key "
+        "(implies --pseudonymize).")] = None,
+    popularity_epsilon: Annotated[float | None, typer.Option(
+        "--popularity-epsilon", min=0.0, help="Differentially private popularity counts "
+        "(the baseline and the served fallback) with this epsilon (default: exact).")] = None,
 ) -> None:
     """Run the training pipeline (a Prefect flow) and publish the winner to MLflow."""
     from shoprec.config import DEFAULT_MODELS, CleaningConfig, SplitConfig, TrainingConfig
@@ -592,7 +601,13 @@ def train(
     ks = _cutoffs(k)
     chosen = models.split(",") if models is not None else list(DEFAULT_MODELS)
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
-                               date_format, timestamp_unit)
+                               date_format, timestamp_unit).model_copy(update={
+        "pseudonymize": pseudonymize or bool(pseudonym_secret),
+        "pseudonym_secret": pseudonym_secret})
+    if data_config.pseudonymize and not pseudonym_secret:
+        from shoprec.privacy import KEY_ENV, make_key
+
+        make_key(os.environ.get(KEY_ENV), KEY_ENV)  # no key: a usage error, before any work
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, test_n=test_n,
@@ -612,7 +627,7 @@ def train(
                                      tune_trials=tune_trials, tune_seconds=tune_seconds,
                                      tune_parallel=tune_parallel,
                                      tune_models=tune_models.split(",") if tune_models
-                                     else None)
+                                     else None, popularity_epsilon=popularity_epsilon)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()
@@ -692,6 +707,30 @@ def recommend(
     console.print(table)
     if not response["item_ids"]:
         console.print("nothing matched")
+
+
+@app.command()
+@_handle_errors
+def forget(
+    user: Annotated[str, typer.Argument(help="The shopper's id (raw, or its pseudonym).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded.")] = "",
+    by: Annotated[str, typer.Option(
+        "--by", help="Who asks, recorded (default: the operating-system user).")] = "",
+) -> None:
+    """Erase a shopper: no served answer uses their history from now, no training their rows.
+
+    Appends a record to the suppression list (SHOPREC_SUPPRESSIONS, default
+    ./suppressions.jsonl): a hash of the id, never the id, with who asked, when and why.
+    """
+    from shoprec.privacy import SuppressionList, key_from_environment
+
+    suppressions = SuppressionList()
+    record = suppressions.add(user, by or None, reason, key_from_environment())
+    console.print(f"erasure recorded in {suppressions.path} at {record['requested_at']} by "
+                  f"{record['requested_by']} ({len(record['subjects'])} subject hash"
+                  f"{'es' if len(record['subjects']) > 1 else ''}); served models stop using "
+                  "the shopper's history on their next request, and the next training "
+                  "quarantines their rows as 'erased'", highlight=False)
 
 
 ModelNameOpt = Annotated[str, typer.Option(

@@ -14,6 +14,7 @@ from shoprec_tasks.data import (
     fingerprint_data,
     load_data,
     private_result_storage,
+    resolve_pseudonym_key,
     split_data,
     validate_clean_data,
     validate_raw_data,
@@ -27,6 +28,7 @@ from shoprec.data.cleaning import CleanData
 from shoprec.data.splits import Split
 from shoprec.features.encoding import EncodedSplit
 from shoprec.pipeline import PreparationSteps, PreparedRun, prepare
+from shoprec.privacy import PseudonymKey
 from shoprec.validation import ValidationReport
 
 
@@ -52,7 +54,16 @@ class TaskSteps(PreparationSteps):
 
     @override
     def load(self, data: DataConfig) -> RawData:
-        return load_data(data, self._extend(data))
+        if not data.pseudonymize:
+            return load_data(data, None, self._extend(data))
+        key = self.pseudonym_key(data)
+        self.key_id = key.id
+        # The key's fingerprint, not the key, shapes the cache of every later step.
+        return load_data(data, key, self._extend(data, {"pseudonym_key_id": key.id}))
+
+    @override
+    def pseudonym_key(self, data: DataConfig) -> PseudonymKey:
+        return resolve_pseudonym_key(data)
 
     @override
     def validate_raw(self, raw: RawData) -> ValidationReport:
@@ -60,7 +71,10 @@ class TaskSteps(PreparationSteps):
 
     @override
     def clean(self, raw: RawData, cleaning: CleaningConfig) -> CleanData:
-        return clean_data(raw, cleaning, self._extend(cleaning))
+        erased = self.erased()
+        # A new erasure request must not meet a cached cleaning that predates it.
+        extra = [{"erased": chain_key("", sorted(erased))}] if erased else []
+        return clean_data(raw, cleaning, erased, self._extend(cleaning, *extra))
 
     @override
     def write_quarantine(self, data: CleanData, output_dir: str) -> dict[str, str]:

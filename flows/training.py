@@ -47,6 +47,7 @@ from shoprec.training import (
     blend_job,
     data_cutoff,
     headline_metrics,
+    model_params,
     plan_jobs,
     run_summary,
     select_and_judge,
@@ -116,7 +117,10 @@ def training_pipeline(
         winner, primary = chosen.winner, training.primary_metric
         bundle = refit_winner(winner.model, winner.params, clean, weighting,
                               {"primary_metric": primary, "test": winner.test,
-                               "validation": winner.validation, "flow_run_id": run_id})
+                               "validation": winner.validation, "flow_run_id": run_id,
+                               "pseudonym_key_id": prepared.pseudonym_key_id,
+                               "popularity_epsilon": training.popularity_epsilon},
+                              model_params("popularity", training))
         registered = publish_model(bundle, parent, training.registered_model_name,
                                    chosen.verdict,
                                    version_tags(chosen, primary, fingerprint, commit, run_id))

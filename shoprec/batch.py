@@ -130,6 +130,9 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
                     for reasons in bundle.model.explain(history[user], chosen, EXPLAIN_TOP)]
         return pa.array(out, BECAUSE.type)
 
+    # Erased shoppers get no rows (the suppression list as it is when the run starts).
+    suppressed = bundle.suppressed()
+
     def score_batch(start: int) -> pa.Table:
         stop = min(start + batch_size, n_users)
         history = bundle.history[start:stop]
@@ -140,7 +143,10 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
             top, best = rerank_for_novelty(pool, values, bundle.novelty, k, diversity)
         else:
             top, best = top_k(scores, k)
-        keep = top.ravel() >= 0  # fewer than k unseen items leaves -1 padding
+        # Fewer than k unseen items leaves -1 padding; erased shoppers are left out.
+        keep = (top >= 0) & ~suppressed[start:stop, None]
+        top = np.where(keep, top, -1)
+        keep = keep.ravel()
         users = np.repeat(np.arange(start, stop), k)[keep]
         columns = {
             "user_id": user_ids.take(pa.array(users)),
@@ -179,7 +185,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     finally:
         temporary.unlink(missing_ok=True)
     seconds = time.perf_counter() - began
-    result = BatchResult(str(final), str(partition), n_users, rows, round(seconds, 3),
+    result = BatchResult(str(final), str(partition), n_users - int(suppressed.sum()), rows,
+                         round(seconds, 3),
                          round(n_users / seconds, 1) if seconds > 0 else float("inf"),
                          model_version, stamp.isoformat())
     logger.info("batch recommendations: %d users, %d rows in %.1f s (%.0f users/s) -> %s",

@@ -82,6 +82,13 @@ class DataConfig(_Model):
         "empty: ISO 8601 or another unambiguous form.")
     timestamp_unit: Literal["s", "ms", "us"] | None = Field(
         None, description="Unit of numeric (epoch) timestamps; empty: seconds.")
+    pseudonymize: bool = Field(
+        False, description="Replace user ids at ingestion with keyed pseudonyms (HMAC-SHA256);"
+        " the key comes from SHOPREC_PSEUDONYM_KEY or the Prefect Secret block "
+        "pseudonym_secret, and is never logged.")
+    pseudonym_secret: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the pseudonymisation key "
+        "(flows only; default: the SHOPREC_PSEUDONYM_KEY environment variable).")
 
     @field_validator("encoding")
     @classmethod
@@ -422,6 +429,10 @@ class TrainingConfig(_Model):
         "empty: start a local cluster for the run.")
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask "
                               "cluster (and the number of candidates trained at a time).")
+    popularity_epsilon: float | None = Field(
+        None, gt=0, description="Differential privacy of the popularity counts (the "
+        "popularity candidate and the published model's fallback for new shoppers): the "
+        "epsilon of the Laplace mechanism, recorded with the run. Empty: exact counts.")
     blend: int = Field(
         0, ge=0, le=4, description="After the candidates, also train 'blend': a weighted "
         "sum of the standardised scores of the best N of them on validation (weights chosen "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from shoprec.data.adapters import RawData, load
 from shoprec.data.cleaning import CleanData, clean
 from shoprec.data.io import fingerprint
 from shoprec.data.splits import Split, split_interactions
+from shoprec.errors import ConfigError
 from shoprec.features.encoding import EncodedSplit, encode_split
+from shoprec.privacy import KEY_ENV, PseudonymKey, SuppressionList, make_key, pseudonymize
 from shoprec.validation import (
     SuiteRunner,
     ValidationReport,
@@ -46,6 +49,8 @@ class PreparationSteps:
     def __init__(self, docs_dir: str | Path | None = None) -> None:
         self.docs_dir = docs_dir
         self._runner: SuiteRunner | None = None
+        #: Fingerprint of the key the user ids were pseudonymised with (``None``: not).
+        self.key_id: str | None = None
 
     @property
     def runner(self) -> SuiteRunner:
@@ -59,16 +64,36 @@ class PreparationSteps:
         return data_fingerprint(data)
 
     def load(self, data: DataConfig) -> RawData:
-        """Read the source and map it onto canonical columns."""
-        return load(data)
+        """Read the source and map it onto canonical columns; pseudonymise if asked."""
+        raw = load(data)
+        if data.pseudonymize:
+            key = self.pseudonym_key(data)
+            self.key_id = key.id
+            raw = pseudonymize(raw, key)
+        return raw
+
+    def pseudonym_key(self, data: DataConfig) -> PseudonymKey:
+        """The pseudonymisation key (here: from the environment).
+
+        Raises:
+            ConfigError: No key, or one too short.
+        """
+        if data.pseudonym_secret:
+            raise ConfigError("--pseudonym-secret names a Prefect Secret block, which only "
+                              f"the Prefect flows read; set {KEY_ENV} instead")
+        return make_key(os.environ.get(KEY_ENV), KEY_ENV)
+
+    def erased(self) -> frozenset[str]:
+        """The suppression list's subjects (:class:`shoprec.privacy.SuppressionList`)."""
+        return SuppressionList().subjects()
 
     def validate_raw(self, raw: RawData) -> ValidationReport:
         """Run the raw suites."""
         return validate_raw(raw, self.runner)
 
     def clean(self, raw: RawData, cleaning: CleaningConfig) -> CleanData:
-        """Clean with quarantine."""
-        return clean(raw, cleaning)
+        """Clean with quarantine (erased shoppers included)."""
+        return clean(raw, cleaning, self.erased())
 
     def write_quarantine(self, data: CleanData, output_dir: str) -> dict[str, str]:
         """Write the quarantine Parquet files."""
@@ -128,6 +153,8 @@ class PreparedRun:
         encoded: The split as sparse matrices.
         quarantine_paths: Where the quarantine tables were written, if anywhere.
         fingerprint: The input's identity (files and reading options).
+        pseudonym_key_id: Fingerprint of the key the user ids were pseudonymised with,
+            or ``None`` when they were not.
     """
 
     data: CleanData
@@ -136,6 +163,7 @@ class PreparedRun:
     encoded: EncodedSplit
     quarantine_paths: dict[str, str] | None
     fingerprint: str
+    pseudonym_key_id: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """The data part of the run summary, as JSON-serialisable data."""
@@ -232,4 +260,4 @@ def prepare(data_config: DataConfig, cleaning_config: CleaningConfig | None = No
     parts = steps.split(prepared.data, split_config or SplitConfig())
     encoded = steps.encode(parts, weighting or WeightingConfig())
     return PreparedRun(prepared.data, prepared.report, parts, encoded,
-                       prepared.quarantine_paths, prepared.fingerprint)
+                       prepared.quarantine_paths, prepared.fingerprint, steps.key_id)

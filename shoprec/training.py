@@ -90,6 +90,8 @@ def model_params(name: str, config: TrainingConfig,
         params.setdefault("seed", config.seed)
     if threads is not None and "threads" in accepted:
         params.setdefault("threads", threads)
+    if name == "popularity" and config.popularity_epsilon is not None:
+        params.setdefault("epsilon", config.popularity_epsilon)
     return params
 
 
@@ -277,7 +279,8 @@ def data_cutoff(data: CleanData) -> str | None:
 
 
 def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
-                 weighting: WeightingConfig, meta: dict[str, Any]) -> ModelBundle:
+                 weighting: WeightingConfig, meta: dict[str, Any],
+                 fallback_params: dict[str, Any] | None = None) -> ModelBundle:
     """Refit the winner on all clean data and bundle it for serving.
 
     The item index covers the whole catalogue, products nobody has bought yet included, and
@@ -289,6 +292,7 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
         data: All clean interactions and the catalogue.
         weighting: Event weights.
         meta: Description stored in the bundle.
+        fallback_params: Hyperparameters of the popularity fallback (its ``epsilon``).
     """
     interactions = data.interactions
     has_ratings = bool((interactions["event"] == "rating").any())
@@ -307,7 +311,7 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
         except ModelSkippedError as exc:
             # Recommendations do not need item text; search does, and says so when asked.
             logger.info("the published model has no search index: %s", exc)
-    fallback = Popularity().fit(matrix)
+    fallback = Popularity(**(fallback_params or {})).fit(matrix)
     logger.info("refit %s on all %d interactions in %.1f s", name, matrix.nnz, seconds)
     return ModelBundle(model=model, users=users, items=items, history=matrix,
                        fallback=fallback, search=search,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -19,9 +20,10 @@ from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingCon
 from shoprec.data.adapters import RawData, load
 from shoprec.data.cleaning import CleanData, clean
 from shoprec.data.splits import Split, split_interactions
-from shoprec.errors import DataError
+from shoprec.errors import ConfigError, DataError
 from shoprec.features.encoding import EncodedSplit, encode_split
 from shoprec.pipeline import data_fingerprint
+from shoprec.privacy import KEY_ENV, PseudonymKey, make_key, pseudonymize
 from shoprec.runtime import code_version, private_folder
 from shoprec.validation import (
     SuiteRunner,
@@ -87,9 +89,29 @@ def fingerprint_data(config: DataConfig) -> str:
 # does (1.4 s); the steps after it stay cached, so a rerun still skips their work.
 @task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io,
       cache_policy=NO_CACHE, persist_result=False)
-def load_data(config: DataConfig, cache_key: str) -> RawData:
-    """Read the source and map it onto canonical columns."""
-    return load(config)
+def load_data(config: DataConfig, key: PseudonymKey | None, cache_key: str) -> RawData:
+    """Read the source and map it onto canonical columns; pseudonymise with ``key``."""
+    raw = load(config)
+    return pseudonymize(raw, key) if key is not None else raw
+
+
+def resolve_pseudonym_key(config: DataConfig) -> PseudonymKey:
+    """The key of ``--pseudonymize``: the named Prefect Secret block's, else the environment's.
+
+    Raises:
+        ConfigError: No key, a key too short, or a Secret block that cannot be read.
+    """
+    if config.pseudonym_secret:
+        from prefect.blocks.system import Secret
+
+        try:
+            value = Secret.load(config.pseudonym_secret).get()
+        except ValueError as exc:
+            raise ConfigError(f"cannot read the Prefect Secret block "
+                              f"{config.pseudonym_secret!r}: {exc}; create it in the UI or "
+                              "with Secret(value=...).save(name)") from None
+        return make_key(str(value), f"Prefect Secret block {config.pseudonym_secret!r}")
+    return make_key(os.environ.get(KEY_ENV), KEY_ENV)
 
 
 @task(name="validate-raw", **PREPARATION_CACHE)
@@ -101,9 +123,10 @@ def validate_raw_data(raw: RawData, cache_key: str) -> ValidationReport:
 
 
 @task(name="clean-and-quarantine", **PREPARATION_CACHE)
-def clean_data(raw: RawData, config: CleaningConfig, cache_key: str) -> CleanData:
-    """Clean with quarantine."""
-    return clean(raw, config)
+def clean_data(raw: RawData, config: CleaningConfig, erased: frozenset[str],
+               cache_key: str) -> CleanData:
+    """Clean with quarantine; the suppression list's shoppers are quarantined as erased."""
+    return clean(raw, config, erased)
 
 
 @task(name="write-quarantine", retries=2, retry_delay_seconds=2,

@@ -77,9 +77,10 @@ def log_candidates(parent_run_id: str, results: list[CandidateResult]) -> list[s
 
 @task(name="refit-winner")
 def refit_winner(name: str, params: dict[str, Any], data: CleanData,
-                 weighting: WeightingConfig, meta: dict[str, Any]) -> ModelBundle:
+                 weighting: WeightingConfig, meta: dict[str, Any],
+                 fallback_params: dict[str, Any] | None = None) -> ModelBundle:
     """Refit the winner on all clean data."""
-    return refit_bundle(name, params, data, weighting, meta)
+    return refit_bundle(name, params, data, weighting, meta, fallback_params)
 
 
 #: Not retried: registering is not idempotent, a retry would leave a second version.

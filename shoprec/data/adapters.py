@@ -67,6 +67,8 @@ class RawData:
         timestamp_format: strptime format of the timestamp column, or ``None`` to infer.
         timestamp_unit: Unit of numeric timestamps ("s", "ms"), or ``None``.
         column_hints: Canonical column -> where it comes from in the source, for messages.
+        user_column: The column of ``source_frame`` holding the user ids (replaced too when
+            the ids are pseudonymised), or ``None``.
     """
 
     interactions: pd.DataFrame
@@ -81,6 +83,7 @@ class RawData:
     timestamp_format: str | None = None
     timestamp_unit: str | None = None
     column_hints: dict[str, str] = field(default_factory=dict)
+    user_column: str | None = None
 
 
 def detect_format(columns: list[str], path: str) -> Format:
@@ -169,6 +172,7 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
         source=path,
         items_path=config.items,
         column_hints=hints,
+        user_column=mapping.get("user_id", "user_id"),
         timestamp_format=config.timestamp_format,
         timestamp_unit=config.timestamp_unit,
     )
@@ -227,6 +231,7 @@ def _adapt_online_retail(frame: pd.DataFrame, path: str, config: DataConfig) -> 
         rules=rules,
         timestamp_format=config.timestamp_format or "%Y-%m-%d %H:%M:%S",
         column_hints=hints,
+        user_column="CustomerID",
     )
 
 
@@ -297,6 +302,7 @@ def _load_movielens(path: str, config: DataConfig, ratings: pd.DataFrame | None 
         items_path=items_path if items is not None else None,
         timestamp_unit="s",
         column_hints=hints,
+        user_column="user_id" if "user_id" in ratings.columns else "userId",
     )
 
 

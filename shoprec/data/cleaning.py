@@ -300,10 +300,13 @@ def clean_items(raw: RawData, config: CleaningConfig
     return clean.reset_index(drop=True), quarantine, reasons.counts()
 
 
-def clean(raw: RawData, config: CleaningConfig | None = None) -> CleanData:
+def clean(raw: RawData, config: CleaningConfig | None = None,
+          erased: frozenset[str] = frozenset()) -> CleanData:
     """Split raw interactions into clean rows and quarantined rows with reasons.
 
-    Reasons, in the order they are tried: ``missing_user``, ``missing_item``,
+    Reasons, in the order they are tried: ``erased`` (a shopper on the suppression list,
+    see :mod:`shoprec.privacy`: the quarantined row keeps only its number and the reason),
+    ``missing_user``, ``missing_item``,
     ``id_too_long``, the source's own rules (Online Retail: ``cancellation``,
     ``non_product``, ``negative_price``), ``timestamp_out_of_range`` (before 1970 or from
     2200 on), ``unparseable_timestamp``, ``invalid_event``, ``invalid_value``,
@@ -315,6 +318,8 @@ def clean(raw: RawData, config: CleaningConfig | None = None) -> CleanData:
     Args:
         raw: Output of :func:`shoprec.data.adapters.load`.
         config: Cleaning rules; defaults if ``None``.
+        erased: Subjects of the suppression list
+            (:meth:`shoprec.privacy.SuppressionList.subjects`).
 
     Returns:
         The clean tables, the quarantine tables and the report.
@@ -329,6 +334,10 @@ def clean(raw: RawData, config: CleaningConfig | None = None) -> CleanData:
     missing = pd.Series(pd.NA, index=frame.index, dtype="string")
     users = normalise_ids(frame["user_id"]) if "user_id" in frame else missing
     items = normalise_ids(frame["item_id"]) if "item_id" in frame else missing
+    if erased:
+        from shoprec.privacy import ERASED, erased_mask
+
+        reasons.catch(ERASED, erased_mask(users, erased))
     reasons.catch("missing_user", users.isna())
     reasons.catch("missing_item", items.isna())
     reasons.catch("id_too_long", (users.str.len() > config.max_id_length)
@@ -377,6 +386,11 @@ def clean(raw: RawData, config: CleaningConfig | None = None) -> CleanData:
         catalogue = _derived_catalogue(raw, interactions)
 
     quarantine = _quarantine_table(raw.source_frame, np.flatnonzero(~keep), reasons.labels()[~keep])
+    if erased:
+        # Erased means gone: the row is accounted for, its content is not kept.
+        blank = (quarantine[REASON] == "erased").to_numpy()
+        content = [c for c in quarantine.columns if c not in (SOURCE_ROW, REASON)]
+        quarantine.loc[blank, content] = pd.NA
     by_reason = reasons.counts()
     report = CleaningReport(
         rows_in=n,

@@ -7,25 +7,47 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from shoprec.errors import ModelFitError
 from shoprec.models.base import FitContext, Recommender
 
 
 class Popularity(Recommender):
     """Ranks items by how many training users interacted with them.
 
+    With ``epsilon``, the counts are differentially private at the level of a shopper: each
+    shopper counts for at most ``max_items_per_user`` items (a seeded sample of theirs when
+    they have more), so adding or removing one shopper changes the counts by at most that
+    much in L1, and every count gets Laplace noise of scale ``max_items_per_user /
+    epsilon`` (the Laplace mechanism); negative counts become 0, which, like the ranking,
+    is post-processing and costs no privacy.
+
     Args:
-        weighted: Count summed event weights instead of distinct users.
+        weighted: Count summed event weights instead of distinct users (not with
+            ``epsilon``).
+        epsilon: Privacy budget of the counts (``None``: exact counts).
+        max_items_per_user: A shopper's largest contribution under ``epsilon``.
+        seed: Seed of the per-shopper sampling and the noise.
     """
 
     family = "popularity"
     name = "popularity"
 
-    def __init__(self, weighted: bool = False) -> None:
+    def __init__(self, weighted: bool = False, epsilon: float | None = None,
+                 max_items_per_user: int = 50, seed: int = 0) -> None:
         self.weighted = weighted
+        self.epsilon = epsilon
+        self.max_items_per_user = max_items_per_user
+        self.seed = seed
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> Popularity:
-        """Count interactions per item."""
-        if self.weighted:
+        """Count interactions per item (with noise under ``epsilon``).
+
+        Raises:
+            ModelFitError: ``epsilon`` not positive, or given with ``weighted``.
+        """
+        if self.epsilon is not None:
+            counts = self._private_counts(sp.csr_matrix(interactions))
+        elif self.weighted:
             counts = np.asarray(interactions.sum(axis=0)).ravel()
         else:
             counts = np.bincount(interactions.indices, minlength=interactions.shape[1])
@@ -33,6 +55,22 @@ class Popularity(Recommender):
         total = counts.sum()
         self.item_scores_ = (counts / total if total else counts).astype(np.float32)
         return self
+
+    def _private_counts(self, matrix: sp.csr_matrix) -> np.ndarray:
+        if self.weighted or not self.epsilon or self.epsilon <= 0 \
+                or self.max_items_per_user < 1:
+            raise ModelFitError("popularity: epsilon must be positive, max_items_per_user at "
+                                "least 1, and weighted counts cannot be made private here")
+        rng = np.random.default_rng(self.seed)
+        lengths = np.diff(matrix.indptr)
+        keep = np.ones(matrix.nnz, dtype=bool)
+        for row in np.flatnonzero(lengths > self.max_items_per_user):
+            start = matrix.indptr[row]
+            dropped = rng.permutation(lengths[row])[self.max_items_per_user:]
+            keep[start + dropped] = False
+        counts = np.bincount(matrix.indices[keep], minlength=matrix.shape[1]).astype(float)
+        noisy = counts + rng.laplace(0.0, self.max_items_per_user / self.epsilon, len(counts))
+        return np.maximum(noisy, 0.0)
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Every row gets the same popularity scores."""

@@ -58,6 +58,8 @@ class ModelBundle:
     diversity: float = 0.0
     _titles: np.ndarray | None = field(default=None, init=False, repr=False)
     _novelty: np.ndarray | None = field(default=None, init=False, repr=False)
+    _user_key: Any = field(default=None, init=False, repr=False)
+    _suppressed: tuple[Any, np.ndarray] | None = field(default=None, init=False, repr=False)
     _pending: dict[str, Callable[[], Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __getattribute__(self, name: str) -> Any:
@@ -146,6 +148,44 @@ class ModelBundle:
 
             self._novelty = novelty_scale(cast(Popularity, self.fallback).item_scores_)
         return self._novelty
+
+    @property
+    def user_key(self) -> Any:
+        """The key that turns raw user ids of requests into this model's pseudonyms.
+
+        ``None`` when the model's ids are not pseudonyms, or when this process has no key
+        (:data:`shoprec.privacy.KEY_ENV`): requests must then carry pseudonyms.
+
+        Raises:
+            ConfigError: The process's key is not the one the model was trained with.
+        """
+        if self._user_key is None:
+            from shoprec.errors import ConfigError
+            from shoprec.privacy import KEY_ENV, key_from_environment
+
+            wanted = self.meta.get("pseudonym_key_id")
+            key = key_from_environment() if wanted else None
+            if key is not None and key.id != wanted:
+                raise ConfigError(f"{KEY_ENV} is not the key this model's user ids were "
+                                  f"pseudonymised with (fingerprint {key.id}, the model's "
+                                  f"{wanted}); set the training run's key")
+            self._user_key = (key,)
+        return self._user_key[0]
+
+    def suppressed(self) -> np.ndarray:
+        """Which stored users are on the suppression list, re-read when the file changes.
+
+        A ``stat`` per call: an erasure request reaches the next answer.
+        """
+        from shoprec.privacy import SuppressionList, erased_mask
+
+        suppressions = SuppressionList()
+        stamp = (str(suppressions.path), suppressions.stamp())
+        if self._suppressed is None or self._suppressed[0] != stamp:
+            subjects = suppressions.subjects() if stamp[1] is not None else frozenset()
+            mask = erased_mask(pd.Series(self.users.ids, dtype="string"), subjects)
+            self._suppressed = (stamp, mask)
+        return self._suppressed[1]
 
     def request_rows(self, user_ids: list[Any], recent: list[Any]) -> sp.csr_matrix:
         """Interaction rows for requests (see :func:`shoprec.serving.engine.request_rows`)."""

@@ -26,6 +26,8 @@ class ShoprecModel(PythonModel):
         from shoprec.serving.engine import DIVERSITY_ENV, default_diversity
 
         self.bundle.diversity = default_diversity(os.environ.get(DIVERSITY_ENV))
+        # A server holding another pseudonymisation key than the model's fails here.
+        _ = self.bundle.user_key
 
     def predict(self, context: Any, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:

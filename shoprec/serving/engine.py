@@ -54,7 +54,17 @@ def request_rows(bundle: ModelBundle, user_ids: list[Any], recent: list[Any]) ->
     Unknown users and unknown item ids contribute nothing.
     """
     n = len(user_ids)
-    user_index = bundle.users.encode([_text(u) for u in user_ids])
+    texts = [_text(u) for u in user_ids]
+    key = bundle.user_key
+    if key is not None:
+        # Raw ids become the model's pseudonyms; a pseudonym is taken as it is.
+        texts = [t if not t or _is_pseudonym(t) else key.pseudonyms([t])[0] for t in texts]
+    user_index = bundle.users.encode(texts)
+    # An erased shopper's stored history is no longer used (what they send still is).
+    suppressed = bundle.suppressed()
+    if suppressed.any():
+        user_index = np.where((user_index >= 0) & suppressed[np.maximum(user_index, 0)], -1,
+                              user_index)
     history = bundle.history
     # Gathered from the CSR arrays directly: a served request is one row, and each
     # scipy constructor or fancy index costs tens of microseconds.
@@ -231,6 +241,10 @@ def _check_fields(fields: Any) -> None:
     if unknown:
         raise ValueError(f"unknown request field(s) {', '.join(unknown)}; a request has "
                          f"{', '.join(REQUEST_FIELDS)} (all optional)")
+
+
+def _is_pseudonym(text: str) -> bool:
+    return len(text) == 34 and text.startswith("p_")
 
 
 def _text(value: Any) -> str:

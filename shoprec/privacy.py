@@ -1,0 +1,229 @@
+"""Shoppers' privacy: keyed pseudonyms at ingestion and erasure requests.
+
+* **Pseudonyms.** With ``--pseudonymize``, every user id is replaced right after reading by
+  ``p_`` + the first 32 hex digits of HMAC-SHA256(key, id), so nothing downstream (the
+  validation reports, the quarantine files, the model's stored histories, MLflow, Prefect,
+  batch output, logs) ever holds a raw id. The key comes from the environment
+  (:data:`KEY_ENV`) or a Prefect Secret block (resolved by the flow, never by this module);
+  it is never logged or stored: the published model records only its fingerprint
+  (:func:`key_id`), so a server holding the same key can turn the raw ids of requests into
+  pseudonyms, and one holding another key refuses to start.
+* **Erasure.** ``shoprec forget USER`` appends a record to the suppression list (a JSON
+  Lines file, :data:`SUPPRESSIONS_ENV`): not the id itself but its hash
+  (:func:`subject`), with who asked, when and why. Cleaning quarantines the shopper's rows
+  with the reason ``erased`` (their content blanked: only the row number and the reason
+  stay), and the served model stops using the shopper's stored history on the next request.
+
+The subject hash is unkeyed (the list must work without pseudonyms): a short numeric id can
+be found again by hashing every candidate id, so the list is kept as private as the data.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from shoprec.data.schema import canonical_id, canonical_ids
+from shoprec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shoprec.data.adapters import RawData
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable holding the pseudonymisation key (at least 16 characters).
+KEY_ENV = "SHOPREC_PSEUDONYM_KEY"
+#: Environment variable naming the suppression list file.
+SUPPRESSIONS_ENV = "SHOPREC_SUPPRESSIONS"
+#: Default suppression list, in the working directory (beside the default ``mlflow.db``).
+DEFAULT_SUPPRESSIONS = "suppressions.jsonl"
+#: Quarantine reason of an erased shopper's rows.
+ERASED = "erased"
+#: Shortest key accepted.
+MIN_KEY_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class PseudonymKey:
+    """The pseudonymisation key; its ``repr`` shows the fingerprint only.
+
+    Attributes:
+        secret: The key's bytes.
+    """
+
+    secret: bytes
+
+    @property
+    def id(self) -> str:
+        """The key's fingerprint (safe to record)."""
+        return key_id(self.secret)
+
+    def __repr__(self) -> str:
+        return f"PseudonymKey(id={self.id})"
+
+    def pseudonyms(self, ids: Iterable[str]) -> list[str]:
+        """The pseudonym of each (canonical) id."""
+        return [pseudonym(i, self.secret) for i in ids]
+
+
+def make_key(value: str | bytes | None, source: str) -> PseudonymKey:
+    """Check a key's text and wrap it.
+
+    Raises:
+        ConfigError: No key, or a key shorter than :data:`MIN_KEY_LENGTH` characters.
+    """
+    if value is None or not str(value if isinstance(value, str) else value.decode()).strip():
+        raise ConfigError(f"--pseudonymize needs a key: set {KEY_ENV} (at least "
+                          f"{MIN_KEY_LENGTH} characters, e.g. from `openssl rand -hex 32`) or "
+                          "name a Prefect Secret block with --pseudonym-secret")
+    secret = value.encode() if isinstance(value, str) else bytes(value)
+    if len(secret) < MIN_KEY_LENGTH:
+        raise ConfigError(f"the pseudonymisation key from {source} is {len(secret)} "
+                          f"characters; use at least {MIN_KEY_LENGTH}")
+    return PseudonymKey(secret)
+
+
+def key_from_environment() -> PseudonymKey | None:
+    """The key in :data:`KEY_ENV`, or ``None`` when it is not set."""
+    value = os.environ.get(KEY_ENV)
+    return make_key(value, KEY_ENV) if value else None
+
+
+def key_id(secret: bytes) -> str:
+    """A fingerprint of the key: which key made the pseudonyms, without revealing it."""
+    return hashlib.sha256(b"shoprec-pseudonym-key:" + secret).hexdigest()[:16]
+
+
+def pseudonym(user_id: str, secret: bytes) -> str:
+    """``p_`` + 32 hex digits of HMAC-SHA256(key, id): stable, not reversible without it."""
+    return "p_" + hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def pseudonymize(raw: RawData, key: PseudonymKey) -> RawData:
+    """Replace every user id of a raw table by its pseudonym, in place of the original.
+
+    Both the canonical column and the source column it came from (kept for quarantine)
+    are replaced; missing ids stay missing, so cleaning still quarantines them.
+    """
+    interactions = raw.interactions.copy()
+    if "user_id" not in interactions:
+        return raw
+    ids = canonical_ids(interactions["user_id"])
+    known = ids.notna()
+    unique = pd.unique(ids[known])
+    mapping = dict(zip(unique, key.pseudonyms(unique), strict=True))
+    hidden = pd.Series(pd.NA, index=ids.index, dtype="string")
+    hidden[known] = ids[known].map(mapping)
+    interactions["user_id"] = hidden
+    source = raw.source_frame
+    if raw.user_column is not None and raw.user_column in source:
+        # One row per input row, in order: the source's column gets the same pseudonyms.
+        source = source.copy()
+        source[raw.user_column] = hidden.to_numpy()
+    logger.info("pseudonymised %d user ids with key %s", len(unique), key.id)
+    return replace(raw, interactions=interactions, source_frame=source)
+
+
+def subject(user_id: str) -> str:
+    """What the suppression list stores for a shopper: a hash of the id as stored."""
+    return hashlib.sha256(b"shoprec-erasure:" + canonical_id(user_id).encode()).hexdigest()
+
+
+def subjects_of(ids: pd.Series) -> pd.Series:
+    """:func:`subject` of every id (each distinct id hashed once)."""
+    unique = pd.unique(ids.dropna())
+    mapping = {u: subject(str(u)) for u in unique}
+    return ids.map(mapping)
+
+
+class SuppressionList:
+    """The erasure requests: a JSON Lines file of subjects (see :func:`subject`).
+
+    Args:
+        path: The file (default: :data:`SUPPRESSIONS_ENV`, else :data:`DEFAULT_SUPPRESSIONS`).
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path or os.environ.get(SUPPRESSIONS_ENV) or DEFAULT_SUPPRESSIONS)
+
+    def stamp(self) -> tuple[int, int] | None:
+        """The file's modification time and size (``None``: no file), to notice changes."""
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every request recorded, oldest first.
+
+        Raises:
+            ConfigError: A line is not a record of this list.
+        """
+        if not self.path.exists():
+            return []
+        out = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("subjects"),
+                                                                  list):
+                    raise ValueError("no subjects")
+            except ValueError as exc:
+                raise ConfigError(f"{self.path}, line {number}: not an erasure record "
+                                  f"({exc}); fix or remove the line") from None
+            out.append(record)
+        return out
+
+    def subjects(self) -> frozenset[str]:
+        """The hashes of every erased shopper."""
+        return frozenset(s for record in self.records() for s in record["subjects"])
+
+    def add(self, user_id: str, requested_by: str | None = None, reason: str = "",
+            key: PseudonymKey | None = None) -> dict[str, Any]:
+        """Record an erasure request for ``user_id`` (a raw id or a pseudonym).
+
+        With the pseudonymisation key, the pseudonym's subject is recorded too, so the
+        request reaches pseudonymised data and models as well as plain ones.
+
+        Returns:
+            The record written (hashes, who, when, why; never the id).
+
+        Raises:
+            ConfigError: The id is empty.
+        """
+        user = canonical_id(user_id)
+        if not user:
+            raise ConfigError("shoprec forget needs a user id")
+        subjects = [subject(user)]
+        if key is not None and not user.startswith("p_"):
+            subjects.append(subject(pseudonym(user, key.secret)))
+        record = {"subjects": subjects, "requested_at": datetime.now(UTC).isoformat(),
+                  "requested_by": requested_by or getpass.getuser(), "reason": reason,
+                  "key_id": key.id if key is not None else None}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One line per request, appended: a concurrent writer never interleaves within it.
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        return record
+
+
+def erased_mask(ids: pd.Series, subjects: frozenset[str]) -> np.ndarray:
+    """Which ids belong to an erased shopper."""
+    if not subjects:
+        return np.zeros(len(ids), dtype=bool)
+    return subjects_of(ids).isin(subjects).to_numpy(dtype=bool)

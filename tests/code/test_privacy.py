@@ -1,0 +1,303 @@
+"""Privacy: pseudonyms at ingestion, erasure requests, private popularity counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from shoprec.config import CleaningConfig, DataConfig, SplitConfig, TrainingConfig
+from shoprec.data.adapters import load
+from shoprec.data.cleaning import clean
+from shoprec.errors import ConfigError, ModelFitError
+from shoprec.models import Popularity
+from shoprec.privacy import (
+    KEY_ENV,
+    SUPPRESSIONS_ENV,
+    SuppressionList,
+    make_key,
+    pseudonym,
+    pseudonymize,
+    subject,
+)
+
+#: Raw ids no other test uses, so finding one anywhere means it leaked from this test.
+RAW = "zz-private-shopper-"
+KEY = "an-example-key-of-32-characters!"
+
+
+def _csv(tmp_path: Path, rows: list[tuple[str | None, str, str, str]]) -> Path:
+    path = tmp_path / "events.csv"
+    pd.DataFrame(rows, columns=["shopper", "item_id", "timestamp", "event"]).to_csv(
+        path, index=False)
+    return path
+
+
+def test_pseudonyms_replace_the_ids_in_the_table_and_in_the_source_rows(
+        tmp_path: Path) -> None:
+    path = _csv(tmp_path, [("alice", "i1", "2024-01-01", "purchase"),
+                           ("bob", "i2", "2024-01-02", "purchase"),
+                           (None, "i3", "2024-01-03", "purchase"),
+                           ("alice", "i4", "2024-01-04", "teleport")])
+    raw = load(DataConfig(interactions=str(path), columns={"user_id": "shopper"}))
+    key = make_key(KEY, "test")
+    hidden = pseudonymize(raw, key)
+    expected = [pseudonym("alice", key.secret), pseudonym("bob", key.secret), None,
+                pseudonym("alice", key.secret)]
+    assert hidden.interactions["user_id"].tolist()[:2] == expected[:2]
+    assert pd.isna(hidden.interactions["user_id"].iloc[2])
+    assert hidden.source_frame["shopper"].tolist()[3] == expected[3]
+    assert all(p.startswith("p_") and len(p) == 34 for p in expected if p)
+    # Cleaning quarantines from the source rows: no raw id there either.
+    data = clean(hidden, CleaningConfig())
+    assert set(data.quarantine["reason"]) == {"missing_user", "invalid_event"}
+    assert "alice" not in data.quarantine.to_csv() and "bob" not in data.interactions.to_csv()
+    # Another key, other pseudonyms; the key itself shows only its fingerprint.
+    assert pseudonym("alice", b"x" * 16) != expected[0]
+    assert KEY not in repr(key) and key.id in repr(key)
+    with pytest.raises(ConfigError, match="at least 16"):
+        make_key("short", "test")
+    with pytest.raises(ConfigError, match=KEY_ENV):
+        make_key(None, KEY_ENV)
+
+
+def test_an_erased_shopper_is_quarantined_without_content(tmp_path: Path) -> None:
+    path = _csv(tmp_path, [("alice", "i1", "2024-01-01", "purchase"),
+                           ("bob", "i2", "2024-01-02", "purchase"),
+                           ("alice", "i3", "2024-01-03", "purchase")])
+    suppressions = SuppressionList(tmp_path / "erase.jsonl")
+    record = suppressions.add("alice", "dpo", "article 17 request")
+    assert "alice" not in (tmp_path / "erase.jsonl").read_text()
+    assert record["subjects"] == [subject("alice")] and record["requested_by"] == "dpo"
+    data = clean(load(DataConfig(interactions=str(path), columns={"user_id": "shopper"})),
+                 CleaningConfig(), suppressions.subjects())
+    assert data.interactions["user_id"].tolist() == ["bob"]
+    assert data.report.quarantined_by_reason == {"erased": 2}
+    erased = data.quarantine
+    assert erased["source_row"].tolist() == [0, 2] and set(erased["reason"]) == {"erased"}
+    content = erased.drop(columns=["source_row", "reason"])
+    assert content.isna().all().all()  # accounted for, nothing of theirs kept
+    # With the key, the pseudonym's subject is recorded too.
+    keyed = suppressions.add("carol", key=make_key(KEY, "test"))
+    assert keyed["subjects"][1] == subject(pseudonym("carol", KEY.encode()))
+    (tmp_path / "erase.jsonl").write_text("not json\n")
+    with pytest.raises(ConfigError, match="line 1: not an erasure record"):
+        suppressions.subjects()
+
+
+def test_private_popularity_counts() -> None:
+    rng = np.random.default_rng(0)
+    # Item i is bought by about 1000 / (i + 1) of 2,000 shoppers.
+    p = 1 / np.arange(1, 51)
+    dense = rng.random((2000, 50)) < np.clip(p / p[0] * 0.5, 0, 1)
+    matrix = sp.csr_matrix(dense.astype(np.float32))
+    exact = Popularity().fit(matrix).item_scores_
+    loose = Popularity(epsilon=50.0, seed=1).fit(matrix)
+    tight = Popularity(epsilon=0.05, seed=1).fit(matrix)
+    # A generous budget keeps the head of the ranking; a tight one blurs it.
+    top = np.argsort(-exact)[:5]
+    assert set(np.argsort(-loose.item_scores_)[:5]) == set(top)
+    assert np.abs(tight.item_scores_ - exact).sum() > np.abs(loose.item_scores_ - exact).sum()
+    # Seeded: the same figures again; recorded with the model's parameters.
+    again = Popularity(epsilon=50.0, seed=1).fit(matrix)
+    np.testing.assert_array_equal(again.item_scores_, loose.item_scores_)
+    assert loose.get_params()["epsilon"] == 50.0
+    with pytest.raises(ModelFitError, match="weighted"):
+        Popularity(weighted=True, epsilon=1.0).fit(matrix)
+
+
+@pytest.fixture(scope="module")
+def private_run(prefect_api: str, mlflow_store: str, synthetic_dir: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Synthetic data with distinctive raw ids (and rows to quarantine), trained with
+    --pseudonymize, then scored in batch; every log record of the process kept."""
+    import io
+    from datetime import UTC, datetime
+
+    from shoprec_flows.operations import batch_recommendations
+    from shoprec_flows.training import training_pipeline
+
+    from shoprec.config import BatchConfig
+
+    source = tmp_path_factory.mktemp("private-source")
+    work = tmp_path_factory.mktemp("private-work")
+    frame = pd.read_parquet(synthetic_dir / "interactions.parquet")
+    ids = {u: f"{RAW}{n:04d}" for n, u in enumerate(sorted(frame["user_id"].unique()))}
+    frame["user_id"] = frame["user_id"].map(ids)
+    bad = frame.head(4).assign(event="teleport")  # quarantined: raw ids in source rows
+    path = source / "interactions.csv"
+    pd.concat([frame, bad]).to_csv(path, index=False)
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    level = root.level
+    began = datetime.now(UTC)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(KEY_ENV, KEY)
+        patch.setenv(SUPPRESSIONS_ENV, str(work / "suppressions.jsonl"))
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+        try:
+            data = DataConfig(interactions=str(path),
+                              items=str(synthetic_dir / "items.parquet"), pseudonymize=True)
+            split = SplitConfig(method="temporal", test_days=20, validation_days=20)
+            training = TrainingConfig(registered_model_name="private-model",
+                                      models=["popularity", "mf"], popularity_epsilon=5.0)
+            summary = training_pipeline(data=data, split=split, training=training,
+                                        output_dir=str(work / "train"))
+            batch = batch_recommendations(batch=BatchConfig(
+                registered_model_name="private-model", output_dir=str(work / "batch"), k=3,
+                explain=True))
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(level)
+        yield {"summary": summary, "batch": batch, "work": work, "source": path,
+               "raw_ids": sorted(ids.values()), "data": data, "split": split,
+               "training": training, "mlflow": mlflow_store, "began": began,
+               "logs": captured.getvalue()}
+
+
+def _files_with(root: Path, needles: list[bytes]) -> list[str]:
+    found = []
+    for file in root.rglob("*"):
+        if file.is_file():
+            content = file.read_bytes()
+            if any(n in content for n in needles):
+                found.append(str(file))
+    return found
+
+
+async def _prefect_records(since: object) -> str:
+    """Every flow run started since ``since``, with its artifacts and logs, as JSON."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    async with get_client() as client:
+        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            start_time=FlowRunFilterStartTime(after_=since)))
+        every = [r.id for r in runs]
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=every)))
+        logs: list = []
+        while True:  # the API answers in pages
+            page = await client.read_logs(log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=every)), offset=len(logs), limit=200)
+            logs += page
+            if len(page) < 200:
+                break
+    return json.dumps([r.model_dump(mode="json") for r in runs]
+                      + [a.model_dump(mode="json") for a in artifacts]
+                      + [entry.model_dump(mode="json") for entry in logs])
+
+
+def test_no_raw_user_id_reaches_any_output_and_the_served_model_hashes_requests(
+        private_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec.registry.loading import load_bundle
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    summary, work = private_run["summary"], private_run["work"]
+    raw_ids = private_run["raw_ids"]
+    needles = [RAW.encode()]
+    # The scanner finds what is there: the input file holds the raw ids.
+    assert _files_with(private_run["source"].parent, needles)
+    assert summary["data"]["rows_quarantined"] == 4
+    # Quarantine files, batch output, the MLflow store and its artifacts (models, bundles,
+    # reports), Prefect's persisted results: no raw id anywhere.
+    mlflow_folder = Path(private_run["mlflow"].removeprefix("sqlite:///")).parent
+    storage = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
+    for root in (work, mlflow_folder, storage):
+        assert not _files_with(root, needles), root
+    # ... where the ids would be: the published bundle's users, the quarantine rows.
+    users = [f for f in mlflow_folder.rglob("users.json") if b"p_" in f.read_bytes()]
+    assert users, "no published bundle found to scan"
+    assert _files_with(work / "train", [b"p_"]) and any(storage.iterdir())
+    # The Prefect runs' parameters, artifacts and logs, and this process's log records.
+    records = asyncio.run(_prefect_records(private_run["began"]))
+    assert summary["prefect_flow_run_id"] in records and "batch" in records
+    logs = private_run["logs"]
+    assert "pseudonymised" in logs  # the records were captured
+    assert RAW not in records and RAW not in logs
+    assert KEY not in records and KEY not in logs
+    # The pseudonyms are where the ids were.
+    batch = pd.read_parquet(work / "batch")
+    key = make_key(KEY, "test")
+    assert set(batch["user_id"]) <= set(key.pseudonyms(raw_ids))
+
+    # A server holding the key accepts raw ids (and pseudonyms); without it, only
+    # pseudonyms; with another key, it refuses to answer.
+    bundle, _ = load_bundle("private-model", alias="champion")
+    user = next(r for r in raw_ids if key.pseudonyms([r])[0] in set(batch["user_id"]))
+    assert bundle.meta["pseudonym_key_id"] == key.id
+    assert bundle.answer([{"user_id": user}])[0]["source"] == "model"
+    monkeypatch.delenv(KEY_ENV)
+    bundle, _ = load_bundle("private-model", alias="champion")
+    assert bundle.answer([{"user_id": user}])[0]["source"] == "popularity"
+    assert bundle.answer([{"user_id": key.pseudonyms([user])[0]}])[0]["source"] == "model"
+    monkeypatch.setenv(KEY_ENV, "another-key-of-enough-length")
+    bundle, _ = load_bundle("private-model", alias="champion")
+    with pytest.raises(ConfigError, match="not the key"):
+        bundle.answer([{"user_id": user}])
+    # The popularity fallback's privacy budget is recorded with the model.
+    assert bundle.meta["popularity_epsilon"] == 5.0 and bundle.fallback.epsilon == 5.0
+
+
+def test_forget_reaches_the_served_model_at_once_and_every_later_training(
+        private_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec_flows.operations import batch_recommendations
+    from shoprec_flows.training import training_pipeline
+
+    from shoprec.config import BatchConfig
+    from shoprec.registry.loading import load_bundle
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv(SUPPRESSIONS_ENV, str(private_run["work"] / "suppressions.jsonl"))
+    key = make_key(KEY, "test")
+    batch = pd.read_parquet(private_run["work"] / "batch")
+    user = next(r for r in private_run["raw_ids"]
+                if key.pseudonyms([r])[0] in set(batch["user_id"]))
+    hidden = key.pseudonyms([user])[0]
+    bundle, _ = load_bundle("private-model", alias="champion")
+    before = bundle.answer([{"user_id": user}])[0]
+    assert before["source"] == "model"
+
+    # `shoprec forget USER`, through the CLI's own code path.
+    from shoprec_cli.app import app
+    from typer.testing import CliRunner
+
+    done = CliRunner().invoke(app, ["forget", user, "--reason", "test", "--by", "dpo"])
+    assert done.exit_code == 0, done.output
+    assert user not in Path(os.environ[SUPPRESSIONS_ENV]).read_text()
+    # The same loaded model stops using the stored history on its next request.
+    assert bundle.answer([{"user_id": user}])[0]["source"] == "popularity"
+    assert bundle.answer([{"user_id": hidden}])[0]["source"] == "popularity"
+    # Batch output leaves the shopper out.
+    out = batch_recommendations(batch=BatchConfig(
+        registered_model_name="private-model", output_dir=str(private_run["work"] / "b2"),
+        k=3))
+    assert hidden not in set(pd.read_parquet(private_run["work"] / "b2")["user_id"])
+    assert out["users"] == batch["user_id"].nunique() - 1
+    # The next training quarantines their rows as erased, content blanked.
+    rows = (pd.read_csv(private_run["source"])["user_id"] == user).sum()
+    summary = training_pipeline(data=private_run["data"], split=private_run["split"],
+                                training=private_run["training"],
+                                output_dir=str(private_run["work"] / "train2"))
+    assert summary["data"]["quarantined_by_reason"]["erased"] == rows
+    quarantine = pd.read_parquet(summary["data"]["quarantine_files"]["interactions"])
+    erased = quarantine[quarantine["reason"] == "erased"]
+    assert len(erased) == rows
+    assert erased.drop(columns=["source_row", "reason"]).isna().all().all()
