@@ -46,7 +46,8 @@ def main() -> None:
         pseudonymize(raw, key)
         hidden.append(time.perf_counter() - began)
     users = raw.interactions["user_id"].nunique()
-    print(f"| step | seconds (best of 3) |\n| --- | ---: |\n| read and map {len(raw.interactions):,} "
+    rows = len(raw.interactions)
+    print(f"| step | seconds (best of 3) |\n| --- | ---: |\n| read and map {rows:,} "
           f"rows | {min(plain):.2f} |\n| pseudonymise {users:,} distinct ids in those rows | "
           f"{min(hidden):.2f} |\n")
 

@@ -589,6 +589,12 @@ def train(
     pseudonym_secret: Annotated[str | None, typer.Option(
         "--pseudonym-secret", help="Prefect Secret block holding the pseudonymisation key "
         "(implies --pseudonymize).")] = None,
+    quantize: Annotated[str | None, typer.Option(
+        "--quantize", help="Store the published model at float16 or int8 (smaller, same "
+        "answers' form).")] = None,
+    prune_top: Annotated[int | None, typer.Option(
+        "--prune-top", min=1, help="Keep an ease winner's N largest weights per item.")]
+    = None,
     popularity_epsilon: Annotated[float | None, typer.Option(
         "--popularity-epsilon", min=0.0, help="Differentially private popularity counts "
         "(the baseline and the served fallback) with this epsilon (default: exact).")] = None,
@@ -627,7 +633,8 @@ def train(
                                      tune_trials=tune_trials, tune_seconds=tune_seconds,
                                      tune_parallel=tune_parallel,
                                      tune_models=tune_models.split(",") if tune_models
-                                     else None, popularity_epsilon=popularity_epsilon)
+                                     else None, popularity_epsilon=popularity_epsilon,
+                                     quantize=quantize, prune_top=prune_top)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()

@@ -120,7 +120,8 @@ def training_pipeline(
                                "validation": winner.validation, "flow_run_id": run_id,
                                "pseudonym_key_id": prepared.pseudonym_key_id,
                                "popularity_epsilon": training.popularity_epsilon},
-                              model_params("popularity", training))
+                              model_params("popularity", training), training.quantize,
+                              training.prune_top)
         registered = publish_model(bundle, parent, training.registered_model_name,
                                    chosen.verdict,
                                    version_tags(chosen, primary, fingerprint, commit, run_id))

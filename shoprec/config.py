@@ -429,6 +429,13 @@ class TrainingConfig(_Model):
         "empty: start a local cluster for the run.")
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask "
                               "cluster (and the number of candidates trained at a time).")
+    quantize: Literal["float16", "int8"] | None = Field(
+        None, description="Store the published model's large arrays at this precision "
+        "(float16, or int8 with a scale per row), read back as float32: a smaller artifact "
+        "that answers in the same form. Empty: as trained.")
+    prune_top: int | None = Field(
+        None, ge=1, description="Prune a published ease model's item-item weights to the "
+        "largest N in magnitude per item (sparse). Empty: keep them all.")
     popularity_epsilon: float | None = Field(
         None, gt=0, description="Differential privacy of the popularity counts (the "
         "popularity candidate and the published model's fallback for new shoppers): the "

@@ -280,7 +280,8 @@ def data_cutoff(data: CleanData) -> str | None:
 
 def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
                  weighting: WeightingConfig, meta: dict[str, Any],
-                 fallback_params: dict[str, Any] | None = None) -> ModelBundle:
+                 fallback_params: dict[str, Any] | None = None,
+                 quantize: str | None = None, prune_top: int | None = None) -> ModelBundle:
     """Refit the winner on all clean data and bundle it for serving.
 
     The item index covers the whole catalogue, products nobody has bought yet included, and
@@ -293,6 +294,9 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
         weighting: Event weights.
         meta: Description stored in the bundle.
         fallback_params: Hyperparameters of the popularity fallback (its ``epsilon``).
+        quantize: Precision the published model's arrays are stored at (see
+            :meth:`~shoprec.models.base.Recommender.compress`).
+        prune_top: Weights kept per item by an ease model (or an ease member of a blend).
     """
     interactions = data.interactions
     has_ratings = bool((interactions["event"] == "rating").any())
@@ -313,11 +317,17 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
             logger.info("the published model has no search index: %s", exc)
     fallback = Popularity(**(fallback_params or {})).fit(matrix)
     logger.info("refit %s on all %d interactions in %.1f s", name, matrix.nnz, seconds)
+    if quantize is not None or prune_top is not None:
+        # A blend prunes its ease member; any other family refuses --prune-top by name.
+        model.compress(quantize, prune_top if name in ("ease", "blend") else None)
+        if prune_top is not None and name not in ("ease", "blend"):
+            logger.info("--prune-top left the %s winner as it is (ease weights only)", name)
     return ModelBundle(model=model, users=users, items=items, history=matrix,
                        fallback=fallback, search=search,
                        titles=frame["title"].fillna("").astype(str).tolist(),
                        meta={**meta, "model": name, "family": model.family,
-                             "refit_seconds": round(seconds, 3)})
+                             "refit_seconds": round(seconds, 3),
+                             "compression": {"quantize": quantize, "prune_top": prune_top}})
 
 
 @dataclass

@@ -78,9 +78,11 @@ def log_candidates(parent_run_id: str, results: list[CandidateResult]) -> list[s
 @task(name="refit-winner")
 def refit_winner(name: str, params: dict[str, Any], data: CleanData,
                  weighting: WeightingConfig, meta: dict[str, Any],
-                 fallback_params: dict[str, Any] | None = None) -> ModelBundle:
-    """Refit the winner on all clean data."""
-    return refit_bundle(name, params, data, weighting, meta, fallback_params)
+                 fallback_params: dict[str, Any] | None = None,
+                 quantize: str | None = None, prune_top: int | None = None) -> ModelBundle:
+    """Refit the winner on all clean data (compressed if asked)."""
+    return refit_bundle(name, params, data, weighting, meta, fallback_params, quantize,
+                        prune_top)
 
 
 #: Not retried: registering is not idempotent, a retry would leave a second version.

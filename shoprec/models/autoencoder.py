@@ -25,6 +25,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from shoprec.errors import ModelFitError
 from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.models.epochs import BoundedRows, train_epochs
+from shoprec.models.storage import load_arrays, load_sparse, save_arrays, save_sparse
 from shoprec.ranking import binarized
 
 logger = logging.getLogger(__name__)
@@ -140,8 +141,8 @@ class EASE(Recommender):
                                                                       dtype=np.float32)
         vocabulary = getattr(self, "vocabulary_", None)
         if vocabulary is None:
-            return check_finite(np.asarray(rows @ self.weights_, dtype=np.float32), self.name)
-        modelled = np.asarray(rows[:, vocabulary] @ self.weights_, dtype=np.float32)
+            return check_finite(_dense(rows @ self.weights_), self.name)
+        modelled = _dense(rows[:, vocabulary] @ self.weights_)
         floor = modelled.min(axis=1, keepdims=True) - 1.0
         scores = floor + 0.5 * self.popularity_[None, :]  # below every modelled item
         scores[:, vocabulary] = modelled
@@ -160,39 +161,85 @@ class EASE(Recommender):
         out = np.zeros((len(items), len(history)))
         vocabulary = getattr(self, "vocabulary_", None)
         if vocabulary is None:
-            out[:] = (values[:, None] * self.weights_[np.ix_(history, items)]).T
+            out[:] = (values[:, None] * self._block(history, items)).T
             return history, out
         # Positions in the vocabulary (-1: not modelled) of the history and of the items.
         where = np.full(self.catalogue_items_, -1)
         where[vocabulary] = np.arange(len(vocabulary))
         h, i = where[history], where[items]
         hk, ik = np.flatnonzero(h >= 0), np.flatnonzero(i >= 0)
-        out[np.ix_(ik, hk)] = (values[hk, None] * self.weights_[np.ix_(h[hk], i[ik])]).T
+        out[np.ix_(ik, hk)] = (values[hk, None] * self._block(h[hk], i[ik])).T
         return history, out
+
+    def _block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``B[rows][:, cols]`` as a dense array, whether ``B`` is dense or pruned."""
+        if sp.issparse(self.weights_):
+            return self.weights_[rows][:, cols].toarray()
+        return np.asarray(self.weights_[np.ix_(rows, cols)])
 
     @property
     def n_items_(self) -> int:
         """Number of items the model scores."""
         return self.catalogue_items_
 
+    def compress(self, precision: str | None = None, prune_top: int | None = None) -> None:
+        """Round the weights (see the base class) and keep ``prune_top`` per item.
+
+        Pruning keeps, in each item's row of ``B`` (what that item adds to the others), the
+        ``prune_top`` weights largest in magnitude; the matrix becomes sparse, and scoring
+        a shopper costs their items' rows only.
+
+        Raises:
+            ConfigError: A bad precision, or ``prune_top`` below 1.
+        """
+        from shoprec.errors import ConfigError
+
+        super().compress(precision)
+        if prune_top is None:
+            return
+        if prune_top < 1:
+            raise ConfigError(f"--prune-top must be at least 1, got {prune_top}")
+        current: Any = self.weights_
+        weights = np.asarray(current.toarray() if sp.issparse(current) else current)
+        n = weights.shape[1]
+        if prune_top < n:
+            keep = np.argpartition(-np.abs(weights), prune_top - 1, axis=1)[:, :prune_top]
+            rows = np.repeat(np.arange(weights.shape[0]), prune_top)
+            cols = keep.ravel()
+            pruned = sp.csr_matrix((weights[rows, cols], (rows, cols)), shape=weights.shape,
+                                   dtype=np.float32)
+        else:
+            pruned = sp.csr_matrix(weights, dtype=np.float32)
+        pruned.eliminate_zeros()
+        pruned.sort_indices()
+        self.weights_ = pruned
+
     def _save_state(self, folder: Path) -> None:
         extra = {} if self.vocabulary_ is None else {
             "vocabulary": self.vocabulary_, "popularity": self.popularity_}
-        np.savez(folder / "state.npz", weights=self.weights_,
-                 regularization=np.float64(self.regularization_),
-                 catalogue_items=np.int64(self.catalogue_items_), **extra)
+        precision = self.storage_precision_
+        if sp.issparse(self.weights_):
+            save_sparse(folder / "weights_sparse.npz", self.weights_, precision)
+        else:
+            extra["weights"] = self.weights_
+        save_arrays(folder / "state.npz", {
+            "regularization": np.float64(self.regularization_),
+            "catalogue_items": np.int64(self.catalogue_items_), **extra}, precision)
 
     def _load_state(self, folder: Path) -> None:
-        with np.load(folder / "state.npz") as state:
-            # Models saved before the row-major fix hold a column-major matrix.
-            self.weights_ = np.ascontiguousarray(state["weights"])
-            self.regularization_ = float(state["regularization"])
-            # Saved before the vocabulary existed: the whole catalogue was modelled.
-            self.catalogue_items_ = int(state["catalogue_items"]) \
-                if "catalogue_items" in state else self.weights_.shape[0]
-            self.vocabulary_ = state["vocabulary"] if "vocabulary" in state else None
-            if self.vocabulary_ is not None:
-                self.popularity_ = state["popularity"]
+        state = load_arrays(folder / "state.npz")
+        # Pruned weights are sparse; models saved before the row-major fix hold a
+        # column-major matrix.
+        sparse = folder / "weights_sparse.npz"
+        self.weights_ = load_sparse(sparse) if sparse.exists() \
+            else np.ascontiguousarray(state["weights"])
+        self.regularization_ = float(state["regularization"])
+        # Saved before the vocabulary existed: the whole catalogue was modelled.
+        self.catalogue_items_ = int(state["catalogue_items"]) \
+            if "catalogue_items" in state else self.weights_.shape[0]
+        self.vocabulary_ = state["vocabulary"] if "vocabulary" in state else None
+        if self.vocabulary_ is not None:
+            self.popularity_ = state["popularity"]
 
 
 #: Peak bytes per item² while EASE chooses λ (measured): the float64 Gram matrix, its
@@ -206,6 +253,13 @@ EASE_MEMORY_SHARE = 0.4
 EASE_CUBE_PER_CORE_SECOND = 1.8e10
 #: Seconds EASE may spend solving, all values of its grid together.
 EASE_SECONDS = 120.0
+
+
+def _dense(product: Any) -> np.ndarray:
+    """A score block as dense float32 (a pruned, sparse ``B`` gives a sparse product)."""
+    if sp.issparse(product):
+        product = product.toarray()
+    return np.asarray(product, dtype=np.float32)
 
 
 def ease_item_limit(solves: int = 4) -> int:
@@ -441,16 +495,30 @@ class _MultAutoencoder(BoundedRows, Recommender):
 
     def _save_state(self, folder: Path) -> None:
         self._save_vocabulary(folder)
-        self.encoder_.save(folder / "encoder.keras")
-        self.decoder_.save(folder / "decoder.keras")
+        if self.storage_precision_ is None:
+            self.encoder_.save(folder / "encoder.keras")
+            self.decoder_.save(folder / "decoder.keras")
+        else:
+            # Compressed: the weights alone, rounded; the networks are rebuilt at load.
+            for part, network in (("encoder", self.encoder_), ("decoder", self.decoder_)):
+                save_arrays(folder / f"{part}.npz", {f"w{i:03d}": w for i, w in
+                                                     enumerate(network.get_weights())},
+                            self.storage_precision_)
         (folder / "history.json").write_text(json.dumps({"history": self.history_,
                                                          "best_epoch": self.best_epoch_}))
 
     def _load_state(self, folder: Path) -> None:
         import keras
 
-        self.encoder_ = keras.models.load_model(folder / "encoder.keras", compile=False)
-        self.decoder_ = keras.models.load_model(folder / "decoder.keras", compile=False)
+        if (folder / "encoder.npz").exists():
+            parts = {part: load_arrays(folder / f"{part}.npz") for part in ("encoder", "decoder")}
+            weights = {part: [state[k] for k in sorted(state)] for part, state in parts.items()}
+            self._build(int(weights["encoder"][0].shape[0]))
+            self.encoder_.set_weights(weights["encoder"])
+            self.decoder_.set_weights(weights["decoder"])
+        else:
+            self.encoder_ = keras.models.load_model(folder / "encoder.keras", compile=False)
+            self.decoder_ = keras.models.load_model(folder / "decoder.keras", compile=False)
         self._load_vocabulary(folder, int(self.decoder_.output_shape[-1]))
         state = json.loads((folder / "history.json").read_text())
         self.history_, self.best_epoch_ = state["history"], state["best_epoch"]

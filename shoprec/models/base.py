@@ -216,11 +216,37 @@ class Recommender(ABC):
         history, matrix = self.contributions(user_row, np.asarray(items, dtype=np.int64))
         return shares(history, matrix, top)
 
+    #: Precision its large arrays are saved at (``None``: as trained); see :meth:`compress`.
+    storage_precision_: str | None = None
+
+    def compress(self, precision: str | None = None, prune_top: int | None = None) -> None:
+        """Make the saved model smaller: round its large arrays, prune its weights.
+
+        The model then saves its large float arrays at ``precision`` (``float16``, or
+        ``int8`` with a scale per row; :mod:`shoprec.models.storage`) and reads them back
+        as float32, so it answers in the same form from rounded weights. Only ease prunes
+        (``prune_top``: its weights to the ``prune_top`` largest in magnitude per item).
+
+        Raises:
+            ConfigError: An unknown precision, or pruning asked of another family.
+        """
+        from shoprec.errors import ConfigError
+        from shoprec.models.storage import PRECISIONS
+
+        if precision is not None and precision not in PRECISIONS:
+            raise ConfigError(f"--quantize must be one of {', '.join(PRECISIONS)}, got "
+                              f"{precision!r}")
+        if prune_top is not None:
+            raise ConfigError(f"--prune-top applies to ease's item-item weights; the "
+                              f"{self.name} model has none")
+        self.storage_precision_ = precision
+
     def save(self, path: str | Path) -> None:
         """Write the model to a folder: ``config.json`` plus plain state files."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        config = {"name": self.name, "family": self.family, "params": self.get_params()}
+        config = {"name": self.name, "family": self.family, "params": self.get_params(),
+                  "storage_precision": self.storage_precision_}
         (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         self._save_state(folder)
 

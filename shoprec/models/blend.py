@@ -137,6 +137,12 @@ class Blend(Recommender):
             raise ModelFitError("blend: every weight is zero")
         return total.astype(np.float32, copy=False)
 
+    def compress(self, precision: str | None = None, prune_top: int | None = None) -> None:
+        """Compress every member (pruning reaches an ease member only)."""
+        super().compress(precision)
+        for model in self.models_:
+            model.compress(precision, prune_top if model.name == "ease" else None)
+
     def _save_state(self, folder: Path) -> None:
         (folder / "blend.json").write_text(json.dumps(
             {"members": self.members_, "weights": self.weights_}, default=str),

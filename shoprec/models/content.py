@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.features.text import ItemFeatures, item_texts, l2_rows
 from shoprec.models.base import FitContext, Recommender, check_finite
+from shoprec.models.storage import load_arrays, load_sparse, save_arrays, save_sparse
 from shoprec.ranking import top_k
 
 logger = logging.getLogger(__name__)
@@ -234,20 +235,23 @@ class ContentRecommender(Recommender):
 
     def _save_state(self, folder: Path) -> None:
         self.features_.save(folder / "features")
-        sp.save_npz(folder / "item_vectors.npz", self.item_vectors_)
-        sp.save_npz(folder / "text_vectors.npz", self.text_vectors_)
+        precision = self.storage_precision_
+        save_sparse(folder / "item_vectors.npz", self.item_vectors_, precision)
+        save_sparse(folder / "text_vectors.npz", self.text_vectors_, precision)
         np.save(folder / "popularity.npy", self.popularity_)
         np.save(folder / "smoothing.npy", np.float64(self.smoothing_))
         if self.embeddings_ is not None:
-            np.save(folder / "embeddings.npy", self.embeddings_)
+            save_arrays(folder / "embeddings.npz", {"embeddings": self.embeddings_}, precision)
 
     def _load_state(self, folder: Path) -> None:
         self.features_ = ItemFeatures.load(folder / "features")
-        self.item_vectors_ = sp.load_npz(folder / "item_vectors.npz").tocsr()
-        self.text_vectors_ = sp.load_npz(folder / "text_vectors.npz").tocsr()
+        self.item_vectors_ = load_sparse(folder / "item_vectors.npz")
+        self.text_vectors_ = load_sparse(folder / "text_vectors.npz")
         self._prepare()
         self.popularity_ = np.load(folder / "popularity.npy")
         self.smoothing_ = float(np.load(folder / "smoothing.npy"))
-        self.embeddings_ = np.load(folder / "embeddings.npy") \
+        # Saved as .npy before compression existed, as .npz since.
+        self.embeddings_ = load_arrays(folder / "embeddings.npz")["embeddings"] \
+            if (folder / "embeddings.npz").exists() else np.load(folder / "embeddings.npy") \
             if (folder / "embeddings.npy").exists() else None
 

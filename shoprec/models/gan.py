@@ -32,6 +32,7 @@ from shoprec.errors import ModelFitError
 from shoprec.models.autoencoder import _configure_tensorflow, seeded_initializers
 from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.models.epochs import BoundedRows, train_epochs
+from shoprec.models.storage import load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -271,13 +272,14 @@ class CFGAN(BoundedRows, Recommender):
         self._save_vocabulary(folder)
         # Only the generator scores; its weights go to a plain .npz, layer by layer.
         weights = self.generator_.get_weights()
-        np.savez(folder / "generator.npz", **{f"w{i:03d}": w for i, w in enumerate(weights)})
+        save_arrays(folder / "generator.npz", {f"w{i:03d}": w for i, w in enumerate(weights)},
+                    self.storage_precision_)
         (folder / "history.json").write_text(json.dumps({"history": self.history_,
                                                          "best_epoch": self.best_epoch_}))
 
     def _load_state(self, folder: Path) -> None:
-        with np.load(folder / "generator.npz") as state:
-            weights = [state[key] for key in sorted(state.files)]
+        state = load_arrays(folder / "generator.npz")
+        weights = [state[key] for key in sorted(state)]
         n_items = weights[0].shape[0]
         self.generator_ = self._mlp(n_items, self.generator_hidden, n_items, "generator",
                                     seeded_initializers(self.seed))

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.models.base import FitContext, Recommender, check_finite
+from shoprec.models.storage import load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +167,14 @@ class ImplicitALS(Recommender):
                                  "regularization": np.float64(self.regularization_)}
         if self.user_factors_ is not None:
             state["user_factors"] = self.user_factors_
-        np.savez(folder / "state.npz", **state)
+        save_arrays(folder / "state.npz", state, self.storage_precision_)
 
     def _load_state(self, folder: Path) -> None:
-        with np.load(folder / "state.npz") as state:
-            self.item_factors_ = state["item_factors"]
-            # Saved before user factors were kept: known users are folded in instead.
-            self.user_factors_ = state["user_factors"] if "user_factors" in state else None
-            self.regularization_ = float(state["regularization"])
+        state = load_arrays(folder / "state.npz")
+        self.item_factors_ = state["item_factors"]
+        # Saved before user factors were kept: known users are folded in instead.
+        self.user_factors_ = state["user_factors"] if "user_factors" in state else None
+        self.regularization_ = float(state["regularization"])
         self._prepare()
 
 
@@ -267,11 +268,13 @@ class RatingsMF(Recommender):
         return self.item_factors_.shape[0]
 
     def _save_state(self, folder: Path) -> None:
-        np.savez(folder / "state.npz", item_factors=self.item_factors_,
-                 item_bias=self.item_bias_, mean=np.float64(self.mean_))
+        save_arrays(folder / "state.npz", {"item_factors": self.item_factors_,
+                                           "item_bias": self.item_bias_,
+                                           "mean": np.float64(self.mean_)},
+                    self.storage_precision_)
 
     def _load_state(self, folder: Path) -> None:
-        with np.load(folder / "state.npz") as state:
-            self.item_factors_ = state["item_factors"]
-            self.item_bias_ = state["item_bias"]
-            self.mean_ = float(state["mean"])
+        state = load_arrays(folder / "state.npz")
+        self.item_factors_ = state["item_factors"]
+        self.item_bias_ = state["item_bias"]
+        self.mean_ = float(state["mean"])

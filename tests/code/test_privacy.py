@@ -149,8 +149,10 @@ def private_run(prefect_api: str, mlflow_store: str, synthetic_dir: Path,
             data = DataConfig(interactions=str(path),
                               items=str(synthetic_dir / "items.parquet"), pseudonymize=True)
             split = SplitConfig(method="temporal", test_days=20, validation_days=20)
+            # Published compressed as well (issue 18's point 4 through the same flow).
             training = TrainingConfig(registered_model_name="private-model",
-                                      models=["popularity", "mf"], popularity_epsilon=5.0)
+                                      models=["popularity", "mf"], popularity_epsilon=5.0,
+                                      quantize="int8")
             summary = training_pipeline(data=data, split=split, training=training,
                                         output_dir=str(work / "train"))
             batch = batch_recommendations(batch=BatchConfig(
@@ -254,6 +256,17 @@ def test_no_raw_user_id_reaches_any_output_and_the_served_model_hashes_requests(
         bundle.answer([{"user_id": user}])
     # The popularity fallback's privacy budget is recorded with the model.
     assert bundle.meta["popularity_epsilon"] == 5.0 and bundle.fallback.epsilon == 5.0
+    # The published model was stored at int8 and answers in the usual form.
+    assert bundle.meta["compression"] == {"quantize": "int8", "prune_top": None}
+    monkeypatch.setenv(KEY_ENV, KEY)
+    bundle, _ = load_bundle("private-model", alias="champion")
+    mlflow_folder = Path(private_run["mlflow"].removeprefix("sqlite:///")).parent
+    stored = [f for f in mlflow_folder.rglob("state.npz")
+              if b"item_factors__q8__" in f.read_bytes()]
+    assert stored, "no int8 mf state in the published artifacts"
+    answer = bundle.answer([{"user_id": user, "k": 3, "explain": True}])[0]
+    assert set(answer) == {"item_ids", "scores", "titles", "source", "explanations"}
+    assert len(answer["item_ids"]) == 3 and answer["source"] == "model"
 
 
 def test_forget_reaches_the_served_model_at_once_and_every_later_training(

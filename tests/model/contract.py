@@ -130,3 +130,20 @@ class RecommenderContract:
         np.testing.assert_allclose(matrix.sum(axis=1), np.where(scores > 0, scores, 0)
                                    if fitted.family == "content" else scores,
                                    rtol=1e-4, atol=1e-5)
+
+    @pytest.mark.parametrize("precision", ["float16", "int8"])
+    def test_a_compressed_model_loads_and_answers_alike(self, fitted: Recommender,
+                                                        tmp_path: Path, precision: str) -> None:
+        rows = block_matrix()
+        before = fitted.score(rows)
+        fitted.compress(precision)
+        fitted.save(tmp_path / "model")
+        config = json.loads((tmp_path / "model" / "config.json").read_text())
+        assert config["storage_precision"] == precision
+        loaded = type(fitted).load(tmp_path / "model")
+        after = loaded.score(rows)
+        assert after.shape == before.shape and after.dtype == np.float32
+        # Rounded weights: the same scores within the precision's step.
+        scale = float(np.abs(before).max()) or 1.0
+        np.testing.assert_allclose(after, before, atol=0.02 * scale, rtol=0.02)
+        assert not list((tmp_path / "model").glob("*.keras"))  # weights only, rounded
