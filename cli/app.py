@@ -723,16 +723,32 @@ def forget(
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded.")] = "",
     by: Annotated[str, typer.Option(
         "--by", help="Who asks, recorded (default: the operating-system user).")] = "",
+    pseudonym_secret: Annotated[str | None, typer.Option(
+        "--pseudonym-secret", help="Prefect Secret block with the pseudonymisation key "
+        "(default: SHOPREC_PSEUDONYM_KEY), so pseudonymised data is reached too.")] = None,
 ) -> None:
     """Erase a shopper: no served answer uses their history from now, no training their rows.
 
     Appends a record to the suppression list (SHOPREC_SUPPRESSIONS, default
     ./suppressions.jsonl): a hash of the id, never the id, with who asked, when and why.
+    Models and Prefect results made before stay as they are until the next training.
     """
-    from shoprec.privacy import SuppressionList, key_from_environment
+    from shoprec.config import DataConfig
+    from shoprec.privacy import SuppressionList, is_pseudonym, key_from_environment
 
+    key = key_from_environment()
+    if pseudonym_secret:
+        from shoprec_tasks.data import resolve_pseudonym_key
+
+        key = resolve_pseudonym_key(DataConfig(pseudonymize=True,
+                                               pseudonym_secret=pseudonym_secret))
     suppressions = SuppressionList()
-    record = suppressions.add(user, by or None, reason, key_from_environment())
+    record = suppressions.add(user, by or None, reason, key)
+    if key is None and not is_pseudonym(user):
+        err_console.print("note: no pseudonymisation key (SHOPREC_PSEUDONYM_KEY or "
+                          "--pseudonym-secret), so only the id as given was recorded; data "
+                          "and models trained with --pseudonymize hold its pseudonym: run "
+                          "again with the key, or pass the pseudonym", highlight=False)
     console.print(f"erasure recorded in {suppressions.path} at {record['requested_at']} by "
                   f"{record['requested_by']} ({len(record['subjects'])} subject hash"
                   f"{'es' if len(record['subjects']) > 1 else ''}); served models stop using "
@@ -907,6 +923,9 @@ def serve(
         "--diversity", min=0.0, max=1.0,
         help="Default weight of the novelty re-ranking (0: the model's order; a request's "
         "own 'diversity' field wins).")] = 0.0,
+    explanations: Annotated[bool, typer.Option(
+        "--explanations", help="Answer requests with 'explain': true (an explanation names "
+        "the shopper's past purchases to whoever can reach the server).")] = False,
 ) -> None:
     """Serve models:/NAME@ALIAS over HTTP with MLflow's model server (POST /invocations).
 
@@ -930,10 +949,10 @@ def serve(
     err_console.print(f"serving {model_name}@{alias} (version {version}) on "
                       f"http://{host}:{port}/invocations; Ctrl+C stops", highlight=False)
     sys.stderr.flush()
-    from shoprec.serving.engine import DIVERSITY_ENV
+    from shoprec.serving.engine import DIVERSITY_ENV, EXPLANATIONS_ENV
 
     environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
-                   DIVERSITY_ENV: str(diversity)}
+                   DIVERSITY_ENV: str(diversity), EXPLANATIONS_ENV: "1" if explanations else "0"}
     if mlflow_server:
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
                    "--env-manager", "local", "--host", host, "--port", str(port),

@@ -45,6 +45,7 @@ from shoprec.registry.publish import git_commit
 from shoprec.runtime import apply_runtime_defaults
 from shoprec.training import (
     blend_job,
+    compression_tag,
     data_cutoff,
     headline_metrics,
     model_params,
@@ -124,7 +125,8 @@ def training_pipeline(
                               training.prune_top)
         registered = publish_model(bundle, parent, training.registered_model_name,
                                    chosen.verdict,
-                                   version_tags(chosen, primary, fingerprint, commit, run_id))
+                                   version_tags(chosen, primary, fingerprint, commit, run_id,
+                                                compression_tag(training)))
         summary = run_summary(prepared.summary(), training, results, chosen, champion,
                               registered, parent, run_id,
                               {name: found.to_dict() for name, found in searches.items()})

@@ -131,7 +131,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         return pa.array(out, BECAUSE.type)
 
     # Erased shoppers get no rows (the suppression list as it is when the run starts).
-    suppressed = bundle.suppressed()
+    suppressed = np.zeros(n_users, dtype=bool)
+    suppressed[bundle.suppressed_rows()] = True
 
     def score_batch(start: int) -> pa.Table:
         stop = min(start + batch_size, n_users)

@@ -240,6 +240,11 @@ class PopularityParams(_Model):
 
     weighted: bool = Field(False, description="Rank by summed interaction weights instead of "
                            "the number of shoppers.")
+    epsilon: float | None = Field(
+        None, gt=0, description="Differential privacy of the counts (Laplace mechanism); "
+        "empty: exact counts. --popularity-epsilon sets it for the fallback too.")
+    max_items_per_user: int = Field(50, ge=1, le=100_000, description="A shopper's largest "
+                                    "contribution to the counts under epsilon.")
 
 
 class ALSParams(_Model):
@@ -482,6 +487,14 @@ class TrainingConfig(_Model):
         if value == 1:
             raise ValueError("a blend needs at least 2 candidates; give 2 to 4, or 0 for none")
         return value
+
+    @model_validator(mode="after")
+    def _private_counts_are_unweighted(self) -> TrainingConfig:
+        if self.popularity_epsilon is not None and self.params.of("popularity").get("weighted"):
+            raise ValueError("--popularity-epsilon makes the shopper counts private; weighted "
+                             "popularity (summed event weights) cannot be: drop "
+                             "popularity.weighted")
+        return self
 
     @model_validator(mode="after")
     def _search_asked_for(self) -> TrainingConfig:

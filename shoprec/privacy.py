@@ -136,6 +136,12 @@ def pseudonymize(raw: RawData, key: PseudonymKey) -> RawData:
     return replace(raw, interactions=interactions, source_frame=source)
 
 
+def is_pseudonym(text: str) -> bool:
+    """Whether ``text`` has the form of a pseudonym (``p_`` and 32 hex digits)."""
+    return len(text) == 34 and text.startswith("p_") and all(
+        c in "0123456789abcdef" for c in text[2:])
+
+
 def subject(user_id: str) -> str:
     """What the suppression list stores for a shopper: a hash of the id as stored."""
     return hashlib.sha256(b"shoprec-erasure:" + canonical_id(user_id).encode()).hexdigest()
@@ -174,8 +180,13 @@ class SuppressionList:
         """
         if not self.path.exists():
             return []
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        # The last piece has no newline yet when a request is being appended right now:
+        # it is read next time, complete.
+        lines = lines[:-1]
         out = []
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -210,7 +221,7 @@ class SuppressionList:
         if not user:
             raise ConfigError("shoprec forget needs a user id")
         subjects = [subject(user)]
-        if key is not None and not user.startswith("p_"):
+        if key is not None and not is_pseudonym(user):
             subjects.append(subject(pseudonym(user, key.secret)))
         record = {"subjects": subjects, "requested_at": datetime.now(UTC).isoformat(),
                   "requested_by": requested_by or getpass.getuser(), "reason": reason,

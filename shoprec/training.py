@@ -90,8 +90,9 @@ def model_params(name: str, config: TrainingConfig,
         params.setdefault("seed", config.seed)
     if threads is not None and "threads" in accepted:
         params.setdefault("threads", threads)
-    if name == "popularity" and config.popularity_epsilon is not None:
-        params.setdefault("epsilon", config.popularity_epsilon)
+    if name == "popularity" and config.popularity_epsilon is not None \
+            and params.get("epsilon") is None:
+        params["epsilon"] = config.popularity_epsilon
     return params
 
 
@@ -481,13 +482,25 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
 
 
 def version_tags(selection: Selection, primary: str, fingerprint: str, commit: str,
-                 flow_run_id: str) -> dict[str, str]:
-    """The tags of the version a run registers: where it came from and its recipe."""
+                 flow_run_id: str, compression: str = "") -> dict[str, str]:
+    """The tags of the version a run registers: where it came from and its recipe.
+
+    ``compression`` (e.g. ``int8, prune_top=200``) says how the published model was
+    stored: its test figures are the uncompressed candidate's (see the README).
+    """
     winner = selection.winner
     return {"data_fingerprint": fingerprint, "git_commit": commit,
             "prefect_flow_run_id": flow_run_id, "primary_metric": primary,
             "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model,
+            **({"compression": compression} if compression else {}),
             **selection.recipe.to_tags()}
+
+
+def compression_tag(config: TrainingConfig) -> str:
+    """How the published model is stored (``""``: as trained)."""
+    parts = [config.quantize or ""] + ([f"prune_top={config.prune_top}"]
+                                        if config.prune_top else [])
+    return ", ".join(p for p in parts if p)
 
 
 def headline_metrics(winner: CandidateResult) -> dict[str, float]:

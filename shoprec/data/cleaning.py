@@ -69,8 +69,14 @@ class CleaningReport:
 
     @property
     def quarantined_fraction(self) -> float:
-        """Share of input rows that were quarantined (0 for an empty input)."""
-        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+        """Share of input rows quarantined for a fault of the data (0 for an empty input).
+
+        Erased shoppers' rows are not a fault: they count neither as quarantined nor in
+        the input, so many erasure requests never reject a clean data set.
+        """
+        erased = self.quarantined_by_reason.get("erased", 0)
+        rows = self.rows_in - erased
+        return (self.rows_quarantined - erased) / rows if rows else 0.0
 
     def to_dict(self) -> dict:
         """Return the report as plain JSON-serialisable data."""

@@ -200,16 +200,21 @@ class EASE(Recommender):
         if prune_top < 1:
             raise ConfigError(f"--prune-top must be at least 1, got {prune_top}")
         current: Any = self.weights_
-        weights = np.asarray(current.toarray() if sp.issparse(current) else current)
-        n = weights.shape[1]
-        if prune_top < n:
-            keep = np.argpartition(-np.abs(weights), prune_top - 1, axis=1)[:, :prune_top]
-            rows = np.repeat(np.arange(weights.shape[0]), prune_top)
-            cols = keep.ravel()
-            pruned = sp.csr_matrix((weights[rows, cols], (rows, cols)), shape=weights.shape,
-                                   dtype=np.float32)
-        else:
-            pruned = sp.csr_matrix(weights, dtype=np.float32)
+        n_rows, n = current.shape
+        top = min(prune_top, n)
+        blocks = []
+        # A block of rows at a time: the magnitudes and the partition's indices of the
+        # whole matrix would be three times its size again.
+        for start in range(0, n_rows, 1024):
+            block = current[start:start + 1024]
+            block = np.asarray(block.toarray() if sp.issparse(block) else block)
+            keep = np.argpartition(-np.abs(block), top - 1, axis=1)[:, :top] if top < n \
+                else np.broadcast_to(np.arange(n), block.shape)
+            rows = np.repeat(np.arange(len(block)), top)
+            cols = np.asarray(keep).ravel()
+            blocks.append(sp.csr_matrix((block[rows, cols], (rows, cols)), shape=block.shape,
+                                        dtype=np.float32))
+        pruned = sp.vstack(blocks, format="csr")
         pruned.eliminate_zeros()
         pruned.sort_indices()
         self.weights_ = pruned

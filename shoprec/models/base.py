@@ -266,6 +266,8 @@ class Recommender(ABC):
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         model = cls(**cls.current_params(config["params"]))
         model._load_state(folder)
+        # Saved again, a compressed model stays compressed.
+        model.storage_precision_ = config.get("storage_precision")
         return model
 
     @abstractmethod

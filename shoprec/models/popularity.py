@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,17 @@ class Popularity(Recommender):
     they have more), so adding or removing one shopper changes the counts by at most that
     much in L1, and every count gets Laplace noise of scale ``max_items_per_user /
     epsilon`` (the Laplace mechanism); negative counts become 0, which, like the ranking,
-    is post-processing and costs no privacy.
+    is post-processing and costs no privacy. The noise is drawn from the operating
+    system's entropy, never from ``seed``: noise anyone could regenerate from the recorded
+    seed would protect nobody. So private counts are the one figure of a run that differs
+    between two runs on the same data.
 
     Args:
         weighted: Count summed event weights instead of distinct users (not with
             ``epsilon``).
         epsilon: Privacy budget of the counts (``None``: exact counts).
         max_items_per_user: A shopper's largest contribution under ``epsilon``.
-        seed: Seed of the per-shopper sampling and the noise.
+        seed: Seed of the per-shopper sampling (not of the noise).
     """
 
     family = "popularity"
@@ -69,7 +73,8 @@ class Popularity(Recommender):
             dropped = rng.permutation(lengths[row])[self.max_items_per_user:]
             keep[start + dropped] = False
         counts = np.bincount(matrix.indices[keep], minlength=matrix.shape[1]).astype(float)
-        noisy = counts + rng.laplace(0.0, self.max_items_per_user / self.epsilon, len(counts))
+        noise = np.random.default_rng(secrets.randbits(128))  # unpredictable on purpose
+        noisy = counts + noise.laplace(0.0, self.max_items_per_user / self.epsilon, len(counts))
         return np.maximum(noisy, 0.0)
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:

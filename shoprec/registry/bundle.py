@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 #: Serialises lazy loads (rare; one lock for every bundle keeps bundles picklable).
 _LOADING = threading.Lock()
+#: Serialises re-reading the suppression list (rare: when its file changed).
+_SUPPRESSIONS = threading.Lock()
 
 @dataclass
 class ModelBundle:
@@ -45,6 +47,9 @@ class ModelBundle:
         titles: Item titles in index order, returned with recommendations.
         diversity: Weight of the novelty re-ranking for requests that do not set one
             (0: the model's order; ``shoprec serve --diversity`` sets it).
+        explanations: Whether ``explain`` requests are answered (an explanation names the
+            shopper's past purchases; a server answers them only when started with
+            ``--explanations``).
     """
 
     model: Recommender
@@ -56,10 +61,12 @@ class ModelBundle:
     search: ContentRecommender | None = None
     titles: list[str] | None = None
     diversity: float = 0.0
+    explanations: bool = True
     _titles: np.ndarray | None = field(default=None, init=False, repr=False)
     _novelty: np.ndarray | None = field(default=None, init=False, repr=False)
     _user_key: Any = field(default=None, init=False, repr=False)
     _suppressed: tuple[Any, np.ndarray] | None = field(default=None, init=False, repr=False)
+    _subjects: dict[str, int] | None = field(default=None, init=False, repr=False)
     _pending: dict[str, Callable[[], Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __getattribute__(self, name: str) -> Any:
@@ -172,20 +179,48 @@ class ModelBundle:
             self._user_key = (key,)
         return self._user_key[0]
 
-    def suppressed(self) -> np.ndarray:
-        """Which stored users are on the suppression list, re-read when the file changes.
+    def suppressed_rows(self) -> np.ndarray:
+        """The stored users on the suppression list (sorted row numbers).
 
-        A ``stat`` per call: an erasure request reaches the next answer.
+        The list's file is looked at (one ``stat``) on every call, so an erasure request
+        reaches the next answer; it is read again only when it changed, and every stored
+        user's subject is hashed once per bundle, the first time the list is not empty.
+
+        Raises:
+            RuntimeError: The list exists but cannot be read (a server fault, not a bad
+                request).
         """
-        from shoprec.privacy import SuppressionList, erased_mask
+        from shoprec.errors import ConfigError
+        from shoprec.privacy import SuppressionList
 
         suppressions = SuppressionList()
         stamp = (str(suppressions.path), suppressions.stamp())
-        if self._suppressed is None or self._suppressed[0] != stamp:
-            subjects = suppressions.subjects() if stamp[1] is not None else frozenset()
-            mask = erased_mask(pd.Series(self.users.ids, dtype="string"), subjects)
-            self._suppressed = (stamp, mask)
-        return self._suppressed[1]
+        cached = self._suppressed
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        with _SUPPRESSIONS:
+            cached = self._suppressed
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            try:
+                subjects = suppressions.subjects() if stamp[1] is not None else frozenset()
+            except ConfigError as exc:
+                raise RuntimeError(f"the suppression list cannot be read: {exc}") from None
+            rows = np.empty(0, dtype=np.int64)
+            if subjects:
+                index = self._subject_index()
+                rows = np.array(sorted(index[s] for s in subjects if s in index),
+                                dtype=np.int64)
+            self._suppressed = (stamp, rows)
+            return rows
+
+    def _subject_index(self) -> dict[str, int]:
+        if self._subjects is None:
+            from shoprec.privacy import subjects_of
+
+            hashed = subjects_of(pd.Series(self.users.ids, dtype="string"))
+            self._subjects = {str(h): row for row, h in enumerate(hashed)}
+        return self._subjects
 
     def request_rows(self, user_ids: list[Any], recent: list[Any]) -> sp.csr_matrix:
         """Interaction rows for requests (see :func:`shoprec.serving.engine.request_rows`)."""

@@ -23,9 +23,11 @@ class ShoprecModel(PythonModel):
 
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
         # `shoprec serve --diversity W` hands its workers the default re-ranking weight.
-        from shoprec.serving.engine import DIVERSITY_ENV, default_diversity
+        from shoprec.serving.engine import DIVERSITY_ENV, EXPLANATIONS_ENV, default_diversity
 
         self.bundle.diversity = default_diversity(os.environ.get(DIVERSITY_ENV))
+        # A served model names shoppers' past purchases only when its operator allows it.
+        self.bundle.explanations = os.environ.get(EXPLANATIONS_ENV) == "1"
         # A server holding another pseudonymisation key than the model's fails here.
         _ = self.bundle.user_key
 

@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from shoprec.data.schema import canonical_id
+from shoprec.privacy import is_pseudonym
 from shoprec.ranking import diversity_pool, rerank_for_novelty, top_k
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ REQUEST_FIELDS = ("user_id", "recent_items", "query", "k", "explain", "diversity
 EXPLAIN_TOP = 3
 #: Environment variable with the server's default diversity weight (``serve --diversity``).
 DIVERSITY_ENV = "SHOPREC_DIVERSITY"
+#: Environment variable set to 1 by ``serve --explanations``: ``explain`` is answered.
+EXPLANATIONS_ENV = "SHOPREC_EXPLANATIONS"
 
 
 def default_diversity(value: str | None) -> float:
@@ -58,13 +61,12 @@ def request_rows(bundle: ModelBundle, user_ids: list[Any], recent: list[Any]) ->
     key = bundle.user_key
     if key is not None:
         # Raw ids become the model's pseudonyms; a pseudonym is taken as it is.
-        texts = [t if not t or _is_pseudonym(t) else key.pseudonyms([t])[0] for t in texts]
+        texts = [t if not t or is_pseudonym(t) else key.pseudonyms([t])[0] for t in texts]
     user_index = bundle.users.encode(texts)
     # An erased shopper's stored history is no longer used (what they send still is).
-    suppressed = bundle.suppressed()
-    if suppressed.any():
-        user_index = np.where((user_index >= 0) & suppressed[np.maximum(user_index, 0)], -1,
-                              user_index)
+    erased = bundle.suppressed_rows()
+    if len(erased):
+        user_index = np.where(np.isin(user_index, erased), -1, user_index)
     history = bundle.history
     # Gathered from the CSR arrays directly: a served request is one row, and each
     # scipy constructor or fancy index costs tens of microseconds.
@@ -164,6 +166,10 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
     queries = [_text(q).strip() for q in query]
     ks = [_k(v) for v in k]
     explains = [_flag(v, "explain") for v in explain]
+    if any(explains) and not bundle.explanations:
+        raise ValueError("this server does not explain recommendations (an explanation names "
+                         "the shopper's past purchases to whoever asks); start it with "
+                         "`shoprec serve --explanations` to allow it")
     weights = np.array([_weight(v, bundle.diversity) for v in diversity])
     rows = request_rows(bundle, user_id, recent_items)
     max_k = max(ks) if ks else DEFAULT_K
@@ -190,11 +196,16 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
     personal = np.flatnonzero(~is_search & has_history)
     if len(personal):
         subset = rows if len(personal) == n else rows[personal]
-        if (weights[personal] > 0).any():
-            # Re-ranked for novelty: the model's best items, then the blend with rarity.
+        asked = weights[personal] > 0
+        if asked.any():
+            # The model's best items; rows that asked for diversity are re-ranked with
+            # rarity, the others keep the model's own order and scores.
             pool, pool_values = bundle.model.recommend(subset, k=diversity_pool(max_k))
-            top[personal], values[personal] = rerank_for_novelty(
-                pool, pool_values, bundle.novelty, max_k, weights[personal])
+            top[personal], values[personal] = pool[:, :max_k], pool_values[:, :max_k]
+            mixed = personal[asked]
+            top[mixed], values[mixed] = rerank_for_novelty(
+                pool[asked], pool_values[asked], bundle.novelty, max_k,
+                weights[personal][asked])
         else:
             top[personal], values[personal] = bundle.model.recommend(subset, k=max_k)
     cold = np.flatnonzero(~is_search & ~has_history)
@@ -241,10 +252,6 @@ def _check_fields(fields: Any) -> None:
     if unknown:
         raise ValueError(f"unknown request field(s) {', '.join(unknown)}; a request has "
                          f"{', '.join(REQUEST_FIELDS)} (all optional)")
-
-
-def _is_pseudonym(text: str) -> bool:
-    return len(text) == 34 and text.startswith("p_")
 
 
 def _text(value: Any) -> str:

@@ -130,12 +130,18 @@ class RecommendationServer:
         if self.answer is None:  # no fast path: such requests went to MLflow's handler
             return _error("invalid request: this server only answers through MLflow")
         try:
-            if len(records) > INLINE_RECORDS:
+            # Large batches and explanations (a model call per request) leave the event
+            # loop free for the small requests beside them.
+            if len(records) > INLINE_RECORDS or any(
+                    isinstance(r, dict) and r.get("explain") for r in records):
                 answers = await asyncio.to_thread(self.answer, records)
             else:
                 answers = self.answer(records)
         except (ValueError, TypeError) as exc:
             return _error(f"invalid request: {exc}")
+        except RuntimeError as exc:  # the server's own fault (an unreadable erasure list)
+            logger.error("request failed: %s", exc)
+            return _error(f"server error: {exc}", 500)
         return 200, json.dumps({"predictions": answers}).encode()
 
 

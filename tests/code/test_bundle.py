@@ -113,6 +113,9 @@ def test_diversity_reranks_the_models_answer_towards_rarer_items(
     for answer, user in zip(diverse, range(20), strict=True):
         assert not {f"i{j}" for j in bundle.history[user].indices} & set(answer["item_ids"])
     assert any(d["item_ids"] != p["item_ids"] for d, p in zip(diverse, plain, strict=True))
+    # In one batch, a request without diversity keeps the model's own scores and order.
+    mixed = bundle.answer([{**users[0], "diversity": 1.0}, users[1]])
+    assert mixed == [diverse[0], plain[1]]
     # Weight 0 is the model's own answer; the bundle's default applies when unset.
     assert bundle.answer([{**r, "diversity": 0} for r in users]) == plain
     bundle.diversity = 1.0

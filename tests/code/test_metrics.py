@@ -141,6 +141,11 @@ def test_beyond_accuracy_figures_by_hand() -> None:
     assert found["ndcg_light@2"] == pytest.approx((1.0 + 2 * second) / 3)
     assert found["ndcg_medium@2"] == pytest.approx((2.0 + second) / 3)
     assert found["ndcg_heavy@2"] == 0.0
+    # Item 1 sits in the head (the cut at 80% of 9 interactions falls on it): showing it
+    # is not long tail.
+    head = evaluate(_Fixed([1, 2], 4), history, relevance, ks=[2], exclude_seen=False,
+                    beyond_accuracy=True)
+    assert head["long_tail@2"] == 0.5
     # Without the flag, only the accuracy figures.
     assert "novelty@2" not in evaluate(_Fixed([2, 3], 4), history, relevance, ks=[2])
 

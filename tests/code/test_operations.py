@@ -229,7 +229,7 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "shoprec_cli", "serve", "--port", str(port), "--alias",
-         "serving", "--registered-model-name", NAME, "--workers", "2"],
+         "serving", "--registered-model-name", NAME, "--workers", "2", "--explanations"],
         cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
@@ -319,6 +319,13 @@ def test_the_servers_diversity_default_reaches_every_loaded_model(
     # What `shoprec serve --diversity 0.4` hands its workers.
     monkeypatch.setenv("SHOPREC_DIVERSITY", "0.4")
     assert load_uri(f"models:/{NAME}/1").unwrap_python_model().bundle.diversity == 0.4
+    # Explanations name past purchases: a served model gives them only when allowed.
+    bundle = load_uri(f"models:/{NAME}/1").unwrap_python_model().bundle
+    assert bundle.explanations is False
+    with pytest.raises(ValueError, match="shoprec serve --explanations"):
+        bundle.answer([{"user_id": "anyone", "explain": True}])
+    monkeypatch.setenv("SHOPREC_EXPLANATIONS", "1")
+    assert load_uri(f"models:/{NAME}/1").unwrap_python_model().bundle.explanations is True
     monkeypatch.setenv("SHOPREC_DIVERSITY", "2")
     with pytest.raises(ValueError, match="SHOPREC_DIVERSITY must be a number between 0 and 1"):
         load_uri(f"models:/{NAME}/1")

@@ -87,6 +87,10 @@ def test_an_erased_shopper_is_quarantined_without_content(tmp_path: Path) -> Non
     # With the key, the pseudonym's subject is recorded too.
     keyed = suppressions.add("carol", key=make_key(KEY, "test"))
     assert keyed["subjects"][1] == subject(pseudonym("carol", KEY.encode()))
+    # A request being appended right now (no newline yet) is read next time, complete.
+    with (tmp_path / "erase.jsonl").open("a") as handle:
+        handle.write('{"subjects": ["half-writ')
+    assert suppressions.subjects() == {subject("alice"), subject("carol"), keyed["subjects"][1]}
     (tmp_path / "erase.jsonl").write_text("not json\n")
     with pytest.raises(ConfigError, match="line 1: not an erasure record"):
         suppressions.subjects()
@@ -97,18 +101,25 @@ def test_private_popularity_counts() -> None:
     # Item i is bought by about 1000 / (i + 1) of 2,000 shoppers.
     p = 1 / np.arange(1, 51)
     dense = rng.random((2000, 50)) < np.clip(p / p[0] * 0.5, 0, 1)
+    dense[:10] = True  # ten shoppers bought everything: capped at max_items_per_user
     matrix = sp.csr_matrix(dense.astype(np.float32))
     exact = Popularity().fit(matrix).item_scores_
-    loose = Popularity(epsilon=50.0, seed=1).fit(matrix)
-    tight = Popularity(epsilon=0.05, seed=1).fit(matrix)
+    loose = Popularity(epsilon=50.0, max_items_per_user=20, seed=1).fit(matrix)
+    tight = Popularity(epsilon=0.05, max_items_per_user=20, seed=1).fit(matrix)
     # A generous budget keeps the head of the ranking; a tight one blurs it.
     top = np.argsort(-exact)[:5]
     assert set(np.argsort(-loose.item_scores_)[:5]) == set(top)
     assert np.abs(tight.item_scores_ - exact).sum() > np.abs(loose.item_scores_ - exact).sum()
-    # Seeded: the same figures again; recorded with the model's parameters.
-    again = Popularity(epsilon=50.0, seed=1).fit(matrix)
-    np.testing.assert_array_equal(again.item_scores_, loose.item_scores_)
+    # The noise is not the seed's: the same seed twice gives other counts, so nobody can
+    # regenerate it from the recorded parameters.
+    again = Popularity(epsilon=50.0, max_items_per_user=20, seed=1).fit(matrix)
+    assert not np.array_equal(again.item_scores_, loose.item_scores_)
     assert loose.get_params()["epsilon"] == 50.0
+    # Each shopper counts for at most max_items_per_user items: with no noise to speak of,
+    # the ten who bought all 50 items add 20 each, not 50.
+    capped = Popularity(epsilon=1e9, max_items_per_user=20, seed=1)
+    counts = capped._private_counts(sp.csr_matrix(np.ones((10, 50), dtype=np.float32)))
+    assert counts.sum() == pytest.approx(200, abs=1e-3)  # 10 x 20, not 10 x 50
     with pytest.raises(ModelFitError, match="weighted"):
         Popularity(weighted=True, epsilon=1.0).fit(matrix)
 
@@ -258,6 +269,10 @@ def test_no_raw_user_id_reaches_any_output_and_the_served_model_hashes_requests(
     assert bundle.meta["popularity_epsilon"] == 5.0 and bundle.fallback.epsilon == 5.0
     # The published model was stored at int8 and answers in the usual form.
     assert bundle.meta["compression"] == {"quantize": "int8", "prune_top": None}
+    from mlflow import MlflowClient
+
+    version = MlflowClient().get_model_version_by_alias("private-model", "champion")
+    assert version.tags["compression"] == "int8"
     monkeypatch.setenv(KEY_ENV, KEY)
     bundle, _ = load_bundle("private-model", alias="champion")
     mlflow_folder = Path(private_run["mlflow"].removeprefix("sqlite:///")).parent

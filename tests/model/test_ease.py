@@ -114,3 +114,19 @@ def test_a_trimmed_model_still_learns_and_round_trips(synthetic_dir, tmp_path) -
     again = EASE.load(tmp_path / "ease")
     rows = encoded.train[:20]
     assert np.array_equal(again.score(rows), model.score(rows))
+
+
+def test_contributions_are_exact_with_a_vocabulary() -> None:
+    # Six of the ten items modelled: their scores decompose over the modelled history;
+    # the others are ranked by popularity and explained by nothing.
+    model = EASE(regularization=1.0, vocabulary=6).fit(block_matrix())
+    row = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 1, 1, 0, 0, 0]], dtype=np.float32))
+    history, matrix = model.contributions(row, np.arange(10))
+    scores = model.score(row)[0]
+    modelled = np.zeros(10, dtype=bool)
+    modelled[model.vocabulary_] = True
+    np.testing.assert_allclose(matrix[modelled].sum(axis=1), scores[modelled], rtol=1e-4,
+                               atol=1e-5)
+    assert not matrix[~modelled].any()
+    outside = [h for h in history if h not in set(model.vocabulary_)]
+    assert outside and not matrix[:, np.isin(history, outside)].any()

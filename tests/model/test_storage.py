@@ -77,10 +77,13 @@ def test_pruned_ease_keeps_the_top_weights_and_still_learns(planted, tmp_path: P
     assert sp.issparse(loaded.weights_)
     found = evaluate(loaded, planted.train, planted.validation)["ndcg@10"]
     assert found > 0.9 * base, (found, base)
-    # Explanations read the pruned weights too.
+    # Explanations read the pruned weights too: still an exact decomposition.
     user = planted.train[:1]
     items = loaded.recommend(user, k=3)[0][0]
     assert len(loaded.explain(user, items)) == 3
+    _, matrix = loaded.contributions(user, np.arange(n))
+    np.testing.assert_allclose(matrix.sum(axis=1), loaded.score(user)[0], rtol=1e-4,
+                               atol=1e-5)
     # Keeping every weight changes nothing.
     whole = EASE(regularization=100.0).fit(planted.train)
     whole.compress(prune_top=n)
