@@ -6,7 +6,7 @@
   keyed hash of every distinct user id), best of three.
 * Private popularity: test ndcg@10 of the popularity baseline (temporal 30/30, scored
   from training + validation like the pipeline's refit) with exact counts and at several
-  epsilons, five noise seeds each (mean and range).
+  epsilons, five runs each (the noise is drawn afresh every time; mean and range).
 Prints Markdown for RESULTS.md.
 """
 
@@ -54,7 +54,7 @@ def main() -> None:
     prepared = prepare(config, CleaningConfig(), SplitConfig(method="temporal"),
                        WeightingConfig())
     encoded = prepared.encoded
-    print("| popularity counts | test ndcg@10 (mean of 5 seeds) | min | max |")
+    print("| popularity counts | test ndcg@10 (mean of 5 runs) | min | max |")
     print("| --- | ---: | ---: | ---: |")
     exact = evaluate(Popularity().fit(encoded.test_history), encoded.test_history,
                      encoded.test, [10])["ndcg@10"]
