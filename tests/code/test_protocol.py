@@ -83,7 +83,7 @@ def test_test_figures_come_from_a_refit_on_training_and_validation(
     # The refit: the chosen value, nothing chosen again, on training + validation.
     assert isinstance(refit, EASE) and refit.regularization_ == chosen
     again = EASE(regularization=chosen).fit(encoded.test_history)
-    expected = evaluate(again, encoded.test_history, encoded.test, [10])
+    expected = evaluate(again, encoded.test_history, encoded.test, [10], beyond_accuracy=True)
     assert result.test == pytest.approx(expected, abs=1e-9)
     # ... which is not what the model fitted on training alone scores on test.
     alone = EASE(regularization=chosen).fit(encoded.train)
