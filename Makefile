@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast lint clean browser
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shoprec needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -21,9 +21,18 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/shoprec train --summary-json runs/train/summary.json
 
-## Run the test suite.
-test: $(STAMP)
+## Run the test suite (installs Debian's Chromium for the browser test when it is missing).
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Debian's Chromium, which the storefront page's browser test drives (Playwright uses it
+## as it is: no browser download). Needs root or sudo, and Debian's package mirror.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the storefront's browser test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 ## Unit tests only: no Prefect or MLflow server, no subprocess of the CLI, no network
 ## training beyond a few steps (under 2 minutes on 2 cores).

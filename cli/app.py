@@ -15,6 +15,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -923,11 +924,16 @@ def serve(
         "--diversity", min=0.0, max=1.0,
         help="Default weight of the novelty re-ranking (0: the model's order; a request's "
         "own 'diversity' field wins).")] = 0.0,
-    explanations: Annotated[bool, typer.Option(
-        "--explanations", help="Answer requests with 'explain': true (an explanation names "
-        "the shopper's past purchases to whoever can reach the server).")] = False,
+    explanations: Annotated[bool | None, typer.Option(
+        "--explanations/--no-explanations", help="Serve shopper data: 'explain': true, and "
+        "the storefront page's shopper list and histories (default: only on a loopback "
+        "--host, since they name shoppers' past purchases to whoever can reach the server).")]
+    = None,
+    sessions: Annotated[str, typer.Option(
+        "--sessions", help="SQLite file of the live sessions fed by POST /events ('' turns "
+        "them off).")] = "sessions.sqlite",
 ) -> None:
-    """Serve models:/NAME@ALIAS over HTTP with MLflow's model server (POST /invocations).
+    """Serve models:/NAME@ALIAS over HTTP: /invocations, /events and a storefront page at /.
 
     The alias is resolved when the server starts: restart it after a promotion or rollback.
     """
@@ -950,9 +956,20 @@ def serve(
                       f"http://{host}:{port}/invocations; Ctrl+C stops", highlight=False)
     sys.stderr.flush()
     from shoprec.serving.engine import DIVERSITY_ENV, EXPLANATIONS_ENV
+    from shoprec.serving.server import MODEL_INFO_ENV
+    from shoprec.serving.sessions import SESSIONS_ENV
 
+    if explanations is None:  # personal data stays on this machine unless allowed
+        explanations = host in ("127.0.0.1", "localhost", "::1")
+    registered = tracking.client().get_model_version(model_name, version)
+    when = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).isoformat()
     environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
-                   DIVERSITY_ENV: str(diversity), EXPLANATIONS_ENV: "1" if explanations else "0"}
+                   DIVERSITY_ENV: str(diversity), EXPLANATIONS_ENV: "1" if explanations else "0",
+                   SESSIONS_ENV: str(Path(sessions).resolve()) if sessions else "",
+                   MODEL_INFO_ENV: json.dumps({"name": model_name, "alias": alias,
+                                               "version": str(version), "registered_at": when})}
+    if not mlflow_server:
+        err_console.print(f"storefront preview: http://{host}:{port}/", highlight=False)
     if mlflow_server:
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
                    "--env-manager", "local", "--host", host, "--port", str(port),

@@ -26,7 +26,7 @@ from shoprec.errors import ModelFitError
 from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.models.epochs import BoundedRows, train_epochs
 from shoprec.models.storage import load_arrays, load_sparse, save_arrays, save_sparse
-from shoprec.ranking import binarized
+from shoprec.ranking import binarized, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,31 @@ class EASE(Recommender):
         hk, ik = np.flatnonzero(h >= 0), np.flatnonzero(i >= 0)
         out[np.ix_(ik, hk)] = (values[hk, None] * self._block(h[hk], i[ik])).T
         return history, out
+
+    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
+        """The items ``item`` raises most: its row of ``B``.
+
+        ``None`` for an item outside the vocabulary.
+        """
+        vocabulary = getattr(self, "vocabulary_", None)
+        position = item
+        if vocabulary is not None:
+            found = np.flatnonzero(vocabulary == item)
+            if not len(found):
+                return None
+            position = int(found[0])
+        row: Any = self.weights_[position]
+        weights = np.asarray(row.toarray() if sp.issparse(row) else row,
+                             dtype=np.float32).reshape(1, -1)
+        scores = np.full((1, self.catalogue_items_), -np.inf, dtype=np.float32)
+        targets = vocabulary if vocabulary is not None else np.arange(weights.shape[1])
+        scores[0, targets] = weights[0]
+        scores[0, item] = -np.inf
+        # Only items it actually raises: a pruned or negative weight is no relation.
+        scores[scores <= 0] = -np.inf
+        indices, values = top_k(scores, k)
+        keep = indices[0] >= 0
+        return indices[0][keep], values[0][keep]
 
     def _block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``B[rows][:, cols]`` as a dense array, whether ``B`` is dense or pruned."""

@@ -160,6 +160,17 @@ class Recommender(ABC):
             mask_seen(scores, user_rows)
         return top_k(scores, k)
 
+    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
+        """Items related to ``item`` through the model's own item-item structure.
+
+        ``None`` when the family has none (the networks, popularity): the serving engine
+        then answers from the content model ("customers also looked at").
+
+        Returns:
+            ``(indices, scores)`` of at most ``k`` items, best first, ``item`` left out.
+        """
+        return None
+
     def contributions(self, user_row: sp.csr_matrix,
                       items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """How much each of one shopper's history items adds to the scores of ``items``.

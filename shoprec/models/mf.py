@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.models.storage import load_arrays, save_arrays
+from shoprec.ranking import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,17 @@ class ImplicitALS(Recommender):
         a = self.gram_ + factors.T @ ((confidence - 1.0)[:, None] * factors)
         solved = np.linalg.solve(a, factors.T)  # A⁻¹ y_h for every history item
         return history, (y[items] @ solved) * confidence[None, :]
+
+    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
+        """The items whose factors point the same way as ``item``'s (cosine)."""
+        factors = self.item_factors_
+        norms = np.linalg.norm(factors, axis=1)
+        norms[norms == 0] = 1.0
+        scores = ((factors @ factors[item]) / (norms * norms[item])).astype(np.float32)
+        scores[item] = -np.inf
+        indices, values = top_k(scores[None, :], k)
+        keep = indices[0] >= 0
+        return indices[0][keep], values[0][keep]
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Fold each row in and score every item by the dot product."""

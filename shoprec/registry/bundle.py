@@ -50,6 +50,8 @@ class ModelBundle:
         explanations: Whether ``explain`` requests are answered (an explanation names the
             shopper's past purchases; a server answers them only when started with
             ``--explanations``).
+        sessions: Live sessions (:class:`shoprec.serving.sessions.SessionStore`) whose
+            events count as each shopper's recent items, or ``None``.
     """
 
     model: Recommender
@@ -62,11 +64,13 @@ class ModelBundle:
     titles: list[str] | None = None
     diversity: float = 0.0
     explanations: bool = True
+    sessions: Any = None
     _titles: np.ndarray | None = field(default=None, init=False, repr=False)
     _novelty: np.ndarray | None = field(default=None, init=False, repr=False)
     _user_key: Any = field(default=None, init=False, repr=False)
     _suppressed: tuple[Any, np.ndarray] | None = field(default=None, init=False, repr=False)
     _subjects: dict[str, int] | None = field(default=None, init=False, repr=False)
+    _sorted_users: np.ndarray | None = field(default=None, init=False, repr=False)
     _pending: dict[str, Callable[[], Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __getattribute__(self, name: str) -> Any:
@@ -213,6 +217,12 @@ class ModelBundle:
                                 dtype=np.int64)
             self._suppressed = (stamp, rows)
             return rows
+
+    def sorted_user_ids(self) -> np.ndarray:
+        """The stored user ids in sorted order (built once), for prefix lookups."""
+        if self._sorted_users is None:
+            self._sorted_users = np.sort(np.asarray(self.users.ids, dtype=str))
+        return self._sorted_users
 
     def _subject_index(self) -> dict[str, int]:
         if self._subjects is None:

@@ -146,6 +146,7 @@ def signature_and_example(user_id: str, item_ids: list[str], query: str = ""
         ColSpec(DataType.long, "k", required=False),
         ColSpec(DataType.boolean, "explain", required=False),
         ColSpec(DataType.double, "diversity", required=False),
+        ColSpec(DataType.string, "item_id", required=False),
     ])
     reason = Object([Property("item_id", DataType.string), Property("title", DataType.string),
                      Property("share", DataType.double)])

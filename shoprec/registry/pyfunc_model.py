@@ -30,6 +30,11 @@ class ShoprecModel(PythonModel):
         self.bundle.explanations = os.environ.get(EXPLANATIONS_ENV) == "1"
         # A server holding another pseudonymisation key than the model's fails here.
         _ = self.bundle.user_key
+        # `shoprec serve` keeps live sessions (POST /events) in this SQLite file.
+        from shoprec.serving.sessions import SESSIONS_ENV, SessionStore
+
+        if os.environ.get(SESSIONS_ENV):
+            self.bundle.sessions = SessionStore(os.environ[SESSIONS_ENV])
 
     def predict(self, context: Any, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -46,8 +51,8 @@ class ShoprecModel(PythonModel):
             # only of unknown fields arrives as an empty frame.
             raise MlflowException(
                 "invalid request: no request row carries any of the fields user_id, "
-                "recent_items, query, k, explain, diversity (fields outside these are "
-                "ignored)",
+                "recent_items, query, k, explain, diversity, item_id (fields outside these "
+                "are ignored)",
                 error_code=INVALID_PARAMETER_VALUE)
         try:
             return self.bundle.predict(model_input)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 #: Default number of recommendations per request.
 DEFAULT_K = 10
 #: Fields of a request (DESIGN.md); every one is optional.
-REQUEST_FIELDS = ("user_id", "recent_items", "query", "k", "explain", "diversity")
+REQUEST_FIELDS = ("user_id", "recent_items", "query", "k", "explain", "diversity", "item_id")
 #: History items named per explained recommendation.
 EXPLAIN_TOP = 3
 #: Environment variable with the server's default diversity weight (``serve --diversity``).
@@ -51,18 +51,26 @@ def default_diversity(value: str | None) -> float:
 RECENT_ITEM_WEIGHT = 1.0
 
 
+def stored_user_ids(bundle: ModelBundle, user_ids: list[Any]) -> list[str]:
+    """User ids as the model stores them: canonical text, pseudonymised when it is.
+
+    With the key (see :attr:`ModelBundle.user_key`) a raw id becomes its pseudonym and a
+    pseudonym is taken as it is; without it, ids are taken as given.
+    """
+    texts = [_text(u) for u in user_ids]
+    key = bundle.user_key
+    if key is not None:
+        texts = [t if not t or is_pseudonym(t) else key.pseudonyms([t])[0] for t in texts]
+    return texts
+
+
 def request_rows(bundle: ModelBundle, user_ids: list[Any], recent: list[Any]) -> sp.csr_matrix:
     """Interaction rows for requests: the user's stored history plus recent items.
 
     Unknown users and unknown item ids contribute nothing.
     """
     n = len(user_ids)
-    texts = [_text(u) for u in user_ids]
-    key = bundle.user_key
-    if key is not None:
-        # Raw ids become the model's pseudonyms; a pseudonym is taken as it is.
-        texts = [t if not t or is_pseudonym(t) else key.pseudonyms([t])[0] for t in texts]
-    user_index = bundle.users.encode(texts)
+    user_index = bundle.users.encode(stored_user_ids(bundle, user_ids))
     # An erased shopper's stored history is no longer used (what they send still is).
     erased = bundle.suppressed_rows()
     if len(erased):
@@ -160,10 +168,14 @@ Ranked = tuple[list[list[str]], list[list[float]], list[list[str]], list[str],
 
 
 def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], query: list[Any],
-          k: list[Any], explain: list[Any], diversity: list[Any]) -> Ranked:
+          k: list[Any], explain: list[Any], diversity: list[Any],
+          item_id: list[Any]) -> Ranked:
     """Rank items for requests given field by field; one list entry per request."""
     n = len(user_id)
+    if bundle.sessions is not None:
+        recent_items = _with_sessions(bundle, user_id, recent_items)
     queries = [_text(q).strip() for q in query]
+    related = ["" if q else _text(i).strip() for q, i in zip(queries, item_id, strict=True)]
     ks = [_k(v) for v in k]
     explains = [_flag(v, "explain") for v in explain]
     if any(explains) and not bundle.explanations:
@@ -193,6 +205,11 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
                 [queries[i] for i in group], max_k, personal_rows)
             for i in group:
                 source[i] = "search"
+    is_similar = np.array([bool(i) for i in related], dtype=bool)
+    for asked_row in np.flatnonzero(is_similar):
+        top[asked_row], values[asked_row], source[asked_row] = _similar(
+            bundle, related[asked_row], max_k)
+    is_search = is_search | is_similar  # neither is a recommendation for the shopper
     personal = np.flatnonzero(~is_search & has_history)
     if len(personal):
         subset = rows if len(personal) == n else rows[personal]
@@ -239,6 +256,42 @@ def _explanations(bundle: ModelBundle, row: sp.csr_matrix,
     return [[{"item_id": str(ids[h]), "title": str(titles[h]), "share": round(share, 4)}
              for h, share in because]
             for because in bundle.model.explain(row, chosen, top=EXPLAIN_TOP)]
+
+def _similar(bundle: ModelBundle, item: str, k: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Cross-sell: items related to ``item``.
+
+    By the model's item-item structure where it has one (``source`` ``similar:<model>``),
+    else by content (``similar:content``).
+    """
+    index = int(bundle.items.encode([item])[0])
+    if index < 0:
+        raise ValueError(f"unknown item_id {item!r}: not in this model's catalogue")
+    found = bundle.model.similar_items(index, k)
+    source = f"similar:{bundle.model.name}"
+    if found is None or not len(found[0]):
+        if bundle.search is None:
+            raise ValueError("this model has no item-item structure and no content index "
+                             "(train with --items), so 'item_id' is not supported")
+        found, source = bundle.search.similar_items(index, k), "similar:content"
+    indices = np.full(k, -1, dtype=np.int64)
+    scores = np.full(k, -np.inf, dtype=np.float32)
+    chosen = np.asarray(found[0])[:k]
+    indices[: len(chosen)] = chosen
+    scores[: len(chosen)] = np.asarray(found[1])[:k]
+    return indices, scores, source
+
+
+def _with_sessions(bundle: ModelBundle, user_ids: list[Any],
+                   recent: list[Any]) -> list[Any]:
+    """Each request's recent items plus what its shopper did in their live session."""
+    assert bundle.sessions is not None
+    stored = stored_user_ids(bundle, user_ids)
+    sessions = bundle.sessions.recent([u for u in stored if u])
+    if not sessions:
+        return recent
+    return [[*_as_list(items), *sessions.get(user, [])] if user in sessions else items
+            for user, items in zip(stored, recent, strict=True)]
+
 
 def _popular(bundle: ModelBundle, rows: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` by popularity; every cold row gets the same answer, ranked once."""

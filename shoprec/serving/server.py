@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable holding the model URI the server workers load.
 MODEL_URI_ENV = "SHOPREC_SERVE_MODEL_URI"
+#: Environment variable with what the storefront page shows of the model (JSON).
+MODEL_INFO_ENV = "SHOPREC_SERVE_MODEL_INFO"
 #: JSON keys under which MLflow's server accepts a list of request records.
 RECORD_KEYS = ("dataframe_records", "inputs", "instances")
 #: Requests with more records than this are answered on a worker thread, so that one large
@@ -82,13 +84,24 @@ class RecommendationServer:
 
     def __init__(self, mlflow_app: Any,
                  answer: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, bundle: Any = None,
+                 info: dict[str, Any] | None = None) -> None:
         self.mlflow_app = mlflow_app
         self.answer = answer
         self.limits = limits or Limits()
+        self.bundle = bundle
+        self.info = info or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
+        if scope["type"] == "http" and self.bundle is not None \
+                and (scope["path"] == "/" or scope["path"].startswith("/api/")
+                     or scope["path"] == "/events"):
+            from shoprec.serving import storefront
+
+            status, payload, kind = await storefront.handle(self, scope, receive)
+            await _send(send, status, payload, kind)
+            return
         if scope["type"] != "http" or scope["path"] != "/invocations" \
                 or scope["method"] != "POST":
             await self.mlflow_app(scope, receive, send)
@@ -193,7 +206,9 @@ def create_app() -> RecommendationServer:
     if answer is None:
         logger.warning("%s was logged without the fast request path; every request goes "
                        "through MLflow's pandas handler", uri)
-    return RecommendationServer(scoring_server.init(model), answer, Limits())
+    info = json.loads(os.environ.get(MODEL_INFO_ENV) or "{}")
+    return RecommendationServer(scoring_server.init(model), answer, Limits(),
+                                bundle if answer is not None else None, info)
 
 
 def _content_type(scope: Scope) -> bytes | None:
@@ -225,9 +240,10 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _send(send: Send, status: int, payload: bytes) -> None:
+async def _send(send: Send, status: int, payload: bytes,
+                kind: bytes = b"application/json") -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
+                "headers": [(b"content-type", kind),
                             (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
 

@@ -225,11 +225,13 @@ def _stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path) -> None:
+def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path,
+                                            tmp_path: Path) -> None:
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "shoprec_cli", "serve", "--port", str(port), "--alias",
-         "serving", "--registered-model-name", NAME, "--workers", "2", "--explanations"],
+         "serving", "--registered-model-name", NAME, "--workers", "2", "--explanations",
+         "--sessions", str(tmp_path / "sessions.sqlite")],
         cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180

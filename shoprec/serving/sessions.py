@@ -1,0 +1,118 @@
+"""Live shopper sessions: what a shopper just did, kept by the server between requests.
+
+``POST /events`` appends a shopper's event (an item viewed, added to the basket,
+bought) to their session; a later request with only their ``user_id`` is answered from
+their stored history plus the session's items, as if it carried them in
+``recent_items``. Sessions are bounded (the last :data:`MAX_EVENTS` events of a shopper,
+none older than :data:`MAX_AGE_SECONDS`) and kept in an embedded SQLite file
+(``SHOPREC_SESSIONS``, default ``sessions.sqlite`` in the working directory), so a
+restarted server loses nothing recent and every worker process of one server sees the
+same sessions (SQLite serialises their writes).
+
+What this does not do: share sessions between servers on different machines (point them
+at a shared database instead; see the README), or feed events into training (the next
+nightly run learns from the shop's own event log).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from shoprec.data.schema import EVENTS, canonical_id
+
+#: Environment variable naming the session database.
+SESSIONS_ENV = "SHOPREC_SESSIONS"
+#: Default session database, in the working directory.
+DEFAULT_SESSIONS = "sessions.sqlite"
+#: Events kept per shopper (the most recent).
+MAX_EVENTS = 50
+#: Events older than this are forgotten (seconds).
+MAX_AGE_SECONDS = 24 * 3600
+#: Longest id accepted in an event.
+MAX_ID_CHARS = 200
+
+
+class SessionStore:
+    """Per-shopper recent events in an SQLite file.
+
+    Args:
+        path: The database file (default: ``SHOPREC_SESSIONS``, else
+            :data:`DEFAULT_SESSIONS`); ``":memory:"`` for a private in-memory store.
+        max_events: Events kept per shopper.
+        max_age: Seconds an event is kept.
+    """
+
+    def __init__(self, path: str | Path | None = None, max_events: int = MAX_EVENTS,
+                 max_age: float = MAX_AGE_SECONDS) -> None:
+        self.path = str(path or os.environ.get(SESSIONS_ENV) or DEFAULT_SESSIONS)
+        self.max_events, self.max_age = max_events, max_age
+        self._local = threading.local()
+        with self._connection() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS events (user_id TEXT NOT NULL, "
+                       "item_id TEXT NOT NULL, event TEXT NOT NULL, at REAL NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS events_user ON events (user_id, at)")
+
+    def _connection(self) -> sqlite3.Connection:
+        # One connection per thread: sqlite3 connections are not shared across threads.
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            if self.path != ":memory:":
+                db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def add(self, user_id: Any, item_id: Any, event: Any = "view",
+            at: float | None = None) -> dict[str, Any]:
+        """Record one event and trim the shopper's session.
+
+        Raises:
+            ValueError: A missing or over-long id, or an unknown event type.
+        """
+        user, item = canonical_id(user_id), canonical_id(item_id)
+        kind = str(event or "view").strip().lower()
+        if not user or not item:
+            raise ValueError("an event needs user_id and item_id")
+        if len(user) > MAX_ID_CHARS or len(item) > MAX_ID_CHARS:
+            raise ValueError(f"ids are at most {MAX_ID_CHARS} characters")
+        if kind not in EVENTS:
+            raise ValueError(f"event must be one of {', '.join(sorted(EVENTS))}, got {event!r}")
+        moment = time.time() if at is None else float(at)
+        db = self._connection()
+        with db:  # one transaction: insert, then keep the newest max_events
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (user, item, kind, moment))
+            db.execute("DELETE FROM events WHERE user_id = ? AND rowid NOT IN (SELECT rowid "
+                       "FROM events WHERE user_id = ? ORDER BY at DESC, rowid DESC LIMIT ?)",
+                       (user, user, self.max_events))
+            db.execute("DELETE FROM events WHERE at < ?", (time.time() - self.max_age,))
+        return {"user_id": user, "item_id": item, "event": kind, "at": moment}
+
+    def recent(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """Each shopper's session items, oldest first (unknown shoppers: absent)."""
+        wanted = [u for u in dict.fromkeys(user_ids) if u]
+        if not wanted:
+            return {}
+        cutoff = time.time() - self.max_age
+        out: dict[str, list[str]] = {}
+        db = self._connection()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for user, item in db.execute(
+                    f"SELECT user_id, item_id FROM events WHERE user_id IN ({marks}) "
+                    f"AND at >= ? ORDER BY at, rowid", (*chunk, cutoff)):
+                out.setdefault(user, []).append(item)
+        return out
+
+    def forget(self, user_id: str) -> None:
+        """Drop a shopper's session (an erasure request)."""
+        db = self._connection()
+        with db:
+            db.execute("DELETE FROM events WHERE user_id = ?", (canonical_id(user_id),))

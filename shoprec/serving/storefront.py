@@ -1,0 +1,161 @@
+"""The storefront preview page and the small endpoints it uses, served by ``shoprec serve``.
+
+* ``GET /``: one self-contained HTML page (plain JavaScript, no external assets) that calls
+  the endpoints below and ``POST /invocations`` like any client.
+* ``GET /api/info``: which registered model answers (name, alias, version, family, when it
+  was registered) and what the server allows.
+* ``GET /api/shoppers?q=PREFIX``: known shopper ids starting with ``PREFIX`` (at most 20).
+* ``GET /api/history?user_id=ID``: a shopper's stored history and live session, with titles.
+* ``POST /events``: a shopper's event (``user_id``, ``item_id``, ``event``: view, cart or
+  purchase), appended to their live session (:mod:`shoprec.serving.sessions`), so the next
+  request with their ``user_id`` reflects it without retraining.
+
+Shopper ids and histories are personal data: ``/api/shoppers`` and ``/api/history`` answer
+only where explanations are allowed (``shoprec serve --explanations``, the default on a
+loopback address), and 403 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from shoprec.serving.server import Receive, RecommendationServer, Scope
+
+#: Shopper ids listed per ``/api/shoppers`` call.
+SHOPPERS_LISTED = 20
+#: Events accepted in one ``POST /events`` body.
+MAX_EVENTS_PER_BODY = 100
+_JSON, _HTML = b"application/json", b"text/html; charset=utf-8"
+
+
+async def handle(server: RecommendationServer, scope: Scope,
+                 receive: Receive) -> tuple[int, bytes, bytes]:
+    """Answer one request to the page or its endpoints: status, body and content type."""
+    from shoprec.serving.server import _read_body
+
+    path, method = scope["path"], scope["method"]
+    bundle = server.bundle
+    try:
+        if path == "/" and method in ("GET", "HEAD"):
+            page = resources.files("shoprec.serving").joinpath("storefront.html")
+            return 200, page.read_bytes(), _HTML
+        if path == "/events":
+            if method != "POST":
+                return _fail(405, "POST events here")
+            if bundle.sessions is None:
+                return _fail(503, "live sessions are off on this server")
+            body = await _read_body(receive, server.limits.max_body_bytes)
+            if body is None:
+                return _fail(413, "request body too large")
+            return 200, json.dumps(record_events(bundle, body)).encode(), _JSON
+        if method != "GET":
+            return _fail(405, f"{path} answers GET")
+        query = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))
+        if path == "/api/info":
+            return 200, json.dumps(info(server)).encode(), _JSON
+        if path in ("/api/shoppers", "/api/history"):
+            if not bundle.explanations:
+                return _fail(403, "shopper data is not served here; start the server with "
+                             "`shoprec serve --explanations` to allow it")
+            if path == "/api/shoppers":
+                found = shoppers(bundle, query.get("q", [""])[0])
+                return 200, json.dumps({"shoppers": found}).encode(), _JSON
+            return 200, json.dumps(history(bundle, query.get("user_id", [""])[0])).encode(), \
+                _JSON
+        return _fail(404, f"nothing at {path}")
+    except ValueError as exc:
+        return _fail(400, f"invalid request: {exc}")
+
+
+def info(server: RecommendationServer) -> dict[str, Any]:
+    """What the page shows of the model and of the server's settings."""
+    bundle = server.bundle
+    return {**server.info, "model": bundle.meta.get("model"),
+            "family": bundle.meta.get("family"), "explanations": bool(bundle.explanations),
+            "sessions": bundle.sessions is not None,
+            "search": bundle.search is not None}
+
+
+def shoppers(bundle: Any, prefix: str, limit: int = SHOPPERS_LISTED) -> list[str]:
+    """Known shopper ids starting with ``prefix``, in sorted order."""
+    ordered = bundle.sorted_user_ids()
+    prefix = prefix.strip()
+    start = int(np.searchsorted(ordered, prefix, side="left"))
+    out = []
+    for value in ordered[start:start + limit]:
+        if not str(value).startswith(prefix):
+            break
+        out.append(str(value))
+    return out
+
+
+def history(bundle: Any, user_id: str) -> dict[str, Any]:
+    """A shopper's stored items (most weight first) and live-session items, with titles."""
+    from shoprec.serving.engine import stored_user_ids
+
+    if not user_id.strip():
+        raise ValueError("user_id is required")
+    stored = stored_user_ids(bundle, [user_id])[0]
+    index = int(bundle.users.encode([stored])[0])
+    erased = bundle.suppressed_rows()
+    items: list[int] = []
+    if index >= 0 and index not in set(erased.tolist()):
+        row = bundle.history[index]
+        items = row.indices[np.argsort(-row.data, kind="stable")].tolist()
+    session = bundle.sessions.recent([stored]).get(stored, []) if bundle.sessions else []
+    titles = bundle.title_array
+    ids = bundle.items.ids
+    return {"user_id": user_id, "known": index >= 0,
+            "items": [{"item_id": str(ids[i]), "title": str(titles[i])} for i in items],
+            "session": [{"item_id": i, "title": _title(bundle, i)} for i in session]}
+
+
+def record_events(bundle: Any, body: bytes) -> dict[str, Any]:
+    """Append the events of a ``POST /events`` body (one object or a list of them).
+
+    Raises:
+        ValueError: Not JSON, not events, or too many in one body.
+    """
+    from shoprec.serving.engine import stored_user_ids
+
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ValueError("the body is not JSON; send {\"user_id\": ..., \"item_id\": ..., "
+                         "\"event\": \"view\"}") from None
+    events = payload if isinstance(payload, list) else [payload]
+    if not events or len(events) > MAX_EVENTS_PER_BODY \
+            or not all(isinstance(e, dict) for e in events):
+        raise ValueError(f"send one event object or a list of 1 to {MAX_EVENTS_PER_BODY}")
+    unknown = sorted({k for e in events for k in e} - {"user_id", "item_id", "event",
+                                                      "timestamp"})
+    if unknown:
+        raise ValueError(f"unknown event field(s) {', '.join(unknown)}; an event has "
+                         "user_id, item_id, event and optionally timestamp (epoch seconds)")
+    recorded = []
+    for event in events:
+        # Stored under the id the model knows (a pseudonym when it uses them).
+        user = stored_user_ids(bundle, [event.get("user_id")])[0]
+        at = event.get("timestamp")
+        if at is not None and (isinstance(at, bool) or not isinstance(at, (int, float))):
+            raise ValueError("timestamp is epoch seconds (a number)")
+        recorded.append(bundle.sessions.add(user, event.get("item_id"),
+                                            event.get("event") or "view", at))
+    return {"recorded": len(recorded)}
+
+
+def _title(bundle: Any, item: str) -> str:
+    index = int(bundle.items.encode([item])[0])
+    return str(bundle.title_array[index]) if index >= 0 else ""
+
+
+def _fail(status: int, message: str) -> tuple[int, bytes, bytes]:
+    return status, json.dumps({"error_code": "INVALID_PARAMETER_VALUE" if status < 500
+                               else "TEMPORARILY_UNAVAILABLE",
+                               "message": message}).encode(), _JSON

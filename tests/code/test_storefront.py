@@ -1,0 +1,187 @@
+"""The service layer a person can see: live events, cross-selling, and the storefront page
+driven in a real browser (Debian's Chromium through Playwright)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shoprec.config import DataConfig, SplitConfig, TrainingConfig
+from tests.code.test_operations import _free_port, _post, _stop
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = "storefront-model"
+#: Screenshots of each step of the browser test (a test artifact; runs/ is not committed).
+SHOTS = ROOT / "runs" / "test-artifacts" / "storefront"
+
+
+@pytest.fixture(scope="module")
+def storefront(prefect_api: str, mlflow_store: str, synthetic_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An ease champion on the planted data, served on a loopback port with sessions."""
+    from shoprec_flows.training import training_pipeline
+
+    out = tmp_path_factory.mktemp("storefront")
+    training_pipeline(
+        data=DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
+                        items=str(synthetic_dir / "items.parquet")),
+        split=SplitConfig(method="temporal", test_days=20, validation_days=20),
+        training=TrainingConfig(registered_model_name=NAME, models=["popularity", "ease"]),
+        output_dir=str(out / "train"))
+    sessions = out / "sessions.sqlite"
+    server = _Server(sessions)
+    yield {"server": server, "sessions": sessions, "synthetic": synthetic_dir}
+    server.stop()
+
+
+class _Server:
+    """``shoprec serve`` in a subprocess; restartable on the same session file."""
+
+    def __init__(self, sessions: Path) -> None:
+        self.sessions = sessions
+        self.start()
+
+    def start(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shoprec_cli", "serve", "--port", str(self.port),
+             "--registered-model-name", NAME, "--sessions", str(self.sessions)],
+            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            assert self.process.poll() is None, self.process.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:
+            return json.loads(response.read())
+
+    def ask(self, record: dict) -> dict:
+        status, answer = _post(f"{self.url}/invocations", {"dataframe_records": [record]})
+        assert status == 200, answer
+        return answer["predictions"][0]
+
+
+def test_events_reach_the_next_answer_and_survive_a_restart(storefront: dict) -> None:
+    server = storefront["server"]
+    interactions = pd.read_parquet(storefront["synthetic"] / "interactions.parquet")
+    user = str(interactions["user_id"].iloc[0])
+    before = server.ask({"user_id": user, "k": 10})
+    owned = set(interactions.loc[interactions["user_id"] == user, "item_id"].astype(str))
+    clicks = [i for i in before["item_ids"][:3]]
+    for item in clicks:
+        status, answer = _post(f"{server.url}/events",
+                               {"user_id": user, "item_id": item, "event": "cart"})
+        assert status == 200 and answer == {"recorded": 1}, answer
+    # The next request carries only the user id, and reflects what they just did.
+    after = server.ask({"user_id": user, "k": 10})
+    assert after["item_ids"] != before["item_ids"]
+    assert not set(clicks) & set(after["item_ids"])  # already in their basket
+    history = server.get(f"/api/history?user_id={user}")
+    assert [s["item_id"] for s in history["session"]] == clicks
+    assert {i["item_id"] for i in history["items"]} <= owned
+    # A restarted server keeps the sessions (SQLite file).
+    server.stop()
+    server.start()
+    assert server.ask({"user_id": user, "k": 10}) == after
+    # Bad events are refused with the reason.
+    status, message = _post(f"{server.url}/events", {"user_id": user, "item_id": "x",
+                                                      "event": "teleport"})
+    assert status == 400 and "event must be one of" in message
+    status, message = _post(f"{server.url}/events", {"user": user})
+    assert status == 400 and "unknown event field(s) user" in message
+
+
+def test_cross_selling_says_where_it_comes_from(storefront: dict) -> None:
+    server = storefront["server"]
+    info = server.get("/api/info")
+    assert info["name"] == NAME and info["family"] == "autoencoder" and info["model"] == "ease"
+    assert info["version"] and info["registered_at"] and info["explanations"] is True
+    interactions = pd.read_parquet(storefront["synthetic"] / "interactions.parquet")
+    item = str(interactions["item_id"].value_counts().index[0])
+    similar = server.ask({"item_id": item, "k": 5})
+    assert similar["source"] == "similar:ease" and len(similar["item_ids"]) == 5
+    assert item not in similar["item_ids"]
+    status, message = _post(f"{server.url}/invocations",
+                            {"dataframe_records": [{"item_id": "no-such-item"}]})
+    assert status == 400 and "unknown item_id" in message
+    user = str(interactions["user_id"].iloc[0])
+    found = server.get(f"/api/shoppers?q={user[:2]}")["shoppers"]
+    assert found == sorted(found) and 0 < len(found) <= 20
+    assert all(f.startswith(user[:2]) for f in found)
+    assert server.get(f"/api/shoppers?q={user}")["shoppers"][0] == user
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is missing: `make browser` installs it")
+def test_the_storefront_page_in_a_real_browser(storefront: dict) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    server = storefront["server"]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    interactions = pd.read_parquet(storefront["synthetic"] / "interactions.parquet")
+    user = str(interactions["user_id"].iloc[-1])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server.url + "/")
+            expect(page.locator("#model")).to_contain_text(f"{NAME}@champion")
+            page.screenshot(path=str(SHOTS / "1-opened.png"))
+            # Pick a shopper with the keyboard only: type, then Enter submits the form.
+            page.locator("#shopper-input").fill(user)
+            page.keyboard.press("Enter")
+            recs = page.locator("#recs li")
+            expect(recs).to_have_count(8)
+            expect(page.locator("#recs-status")).to_contain_text("(model)")
+            expect(page.locator("#recs .why").first).to_contain_text("because of")
+            before = recs.locator(".title").all_inner_texts()
+            page.screenshot(path=str(SHOTS / "2-shopper.png"), full_page=True)
+            # Add the first recommendation to the basket: the list changes, no retraining.
+            recs.first.get_by_role("button", name="Add").click()
+            expect(page.locator("#shopper-status")).to_contain_text("added")
+            page.wait_for_function(
+                "titles => [...document.querySelectorAll('#recs .title')]"
+                ".map(n => n.textContent).join('|') !== titles.join('|')", arg=before)
+            expect(page.locator("#history")).to_contain_text("(just now)")
+            page.screenshot(path=str(SHOTS / "3-basket.png"), full_page=True)
+            # Search, personalised for the shopper.
+            page.locator("#search-input").fill(before[0].split()[-1].lower())
+            page.locator("#search-button").click()
+            expect(page.locator("#results li").first).to_be_visible()
+            page.screenshot(path=str(SHOTS / "4-search.png"), full_page=True)
+            # Open a product: what goes with it (cross-sell).
+            page.locator("#results li").first.get_by_role("button", name="View").click()
+            expect(page.locator("#similar li")).to_have_count(6)
+            page.screenshot(path=str(SHOTS / "5-product.png"), full_page=True)
+            # A narrow screen: the sections stack, nothing overflows sideways.
+            page.set_viewport_size({"width": 390, "height": 844})
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, width
+            page.screenshot(path=str(SHOTS / "6-narrow.png"), full_page=True)
+        finally:
+            browser.close()
