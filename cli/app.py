@@ -676,6 +676,8 @@ def recommend(
         "--diversity", min=0.0, max=1.0,
         help="Re-rank the model's answer towards less popular items (0: its own order).")]
     = 0.0,
+    similar_to: Annotated[str | None, typer.Option(
+        "--similar-to", help="An item id: the items that go with it (cross-sell).")] = None,
 ) -> None:
     """Ask a registered model (default: the champion) for recommendations or search results."""
     import pandas as pd
@@ -692,12 +694,13 @@ def recommend(
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
     request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
                             "query": [query or ""], "k": [k], "explain": [explain],
-                            "diversity": [diversity]})
+                            "diversity": [diversity], "item_id": [similar_to or ""]})
     try:
         response = bundle.predict(request).iloc[0]
     except (ValueError, TypeError) as exc:  # a request the model refuses (no search index...)
         raise ConfigError(f"invalid request: {exc}") from None
-    what = f"search {query!r}" if query else "recommendations"
+    what = f"search {query!r}" if query else f"items that go with {similar_to}" \
+        if similar_to else "recommendations"
     who = f" for user {user}" if user else (" for a new shopper" if items else "")
     table = Table(title=f"{model_name}@{alias}: {what}{who} ({response['source']})")
     columns = ("rank", "item_id", "title", "score") + (("because",) if explain else ())

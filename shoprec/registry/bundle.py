@@ -68,7 +68,8 @@ class ModelBundle:
     _titles: np.ndarray | None = field(default=None, init=False, repr=False)
     _novelty: np.ndarray | None = field(default=None, init=False, repr=False)
     _user_key: Any = field(default=None, init=False, repr=False)
-    _suppressed: tuple[Any, np.ndarray] | None = field(default=None, init=False, repr=False)
+    _suppressed: tuple[Any, np.ndarray, frozenset[str]] | None = field(default=None, init=False,
+                                                                     repr=False)
     _subjects: dict[str, int] | None = field(default=None, init=False, repr=False)
     _sorted_users: np.ndarray | None = field(default=None, init=False, repr=False)
     _pending: dict[str, Callable[[], Any]] = field(default_factory=dict, init=False, repr=False)
@@ -194,6 +195,18 @@ class ModelBundle:
             RuntimeError: The list exists but cannot be read (a server fault, not a bad
                 request).
         """
+        return self._suppression()[1]
+
+    def erased(self, stored_ids: list[str]) -> list[bool]:
+        """Which of these ids (as stored: see ``stored_user_ids``) were erased."""
+        subjects = self._suppression()[2]
+        if not subjects:
+            return [False] * len(stored_ids)
+        from shoprec.privacy import subject
+
+        return [bool(i) and subject(i) in subjects for i in stored_ids]
+
+    def _suppression(self) -> tuple[Any, np.ndarray, frozenset[str]]:
         from shoprec.errors import ConfigError
         from shoprec.privacy import SuppressionList
 
@@ -201,11 +214,11 @@ class ModelBundle:
         stamp = (str(suppressions.path), suppressions.stamp())
         cached = self._suppressed
         if cached is not None and cached[0] == stamp:
-            return cached[1]
+            return cached
         with _SUPPRESSIONS:
             cached = self._suppressed
             if cached is not None and cached[0] == stamp:
-                return cached[1]
+                return cached
             try:
                 subjects = suppressions.subjects() if stamp[1] is not None else frozenset()
             except ConfigError as exc:
@@ -215,8 +228,8 @@ class ModelBundle:
                 index = self._subject_index()
                 rows = np.array(sorted(index[s] for s in subjects if s in index),
                                 dtype=np.int64)
-            self._suppressed = (stamp, rows)
-            return rows
+            self._suppressed = (stamp, rows, subjects)
+            return self._suppressed
 
     def sorted_user_ids(self) -> np.ndarray:
         """The stored user ids in sorted order (built once), for prefix lookups."""

@@ -286,6 +286,9 @@ def _with_sessions(bundle: ModelBundle, user_ids: list[Any],
     """Each request's recent items plus what its shopper did in their live session."""
     assert bundle.sessions is not None
     stored = stored_user_ids(bundle, user_ids)
+    # An erased shopper's live session is not used either.
+    stored = [u if not gone else "" for u, gone in zip(stored, bundle.erased(stored),
+                                                       strict=True)]
     sessions = bundle.sessions.recent([u for u in stored if u])
     if not sessions:
         return recent

@@ -224,3 +224,48 @@ def test_a_lazy_bundle_reads_only_the_parts_a_request_uses(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_similar_items_come_from_the_model_or_from_content(bundle: ModelBundle) -> None:
+    # ALS has item-item structure: its factors' cosine.
+    answer = bundle.answer([{"item_id": "i3", "k": 4}])[0]
+    assert answer["source"] == "similar:mf" and len(answer["item_ids"]) == 4
+    assert "i3" not in answer["item_ids"]
+    factors = bundle.model.item_factors_
+    cosine = factors @ factors[3] / (np.linalg.norm(factors, axis=1) * np.linalg.norm(factors[3]))
+    cosine[3] = -np.inf
+    assert answer["item_ids"][0] == f"i{int(np.argmax(cosine))}"
+    # A family without it (popularity) and no content index: refused, saying why.
+    plain = ModelBundle(model=bundle.fallback, users=bundle.users, items=bundle.items,
+                        history=bundle.history, fallback=bundle.fallback, meta={})
+    with pytest.raises(ValueError, match="no item-item structure and no content index"):
+        plain.answer([{"item_id": "i3"}])
+    with pytest.raises(ValueError, match="unknown item_id"):
+        bundle.answer([{"item_id": "nope"}])
+
+
+def test_live_sessions_count_as_recent_items(bundle: ModelBundle, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec.privacy import SUPPRESSIONS_ENV, SuppressionList
+    from shoprec.serving.sessions import SessionStore
+
+    monkeypatch.setenv(SUPPRESSIONS_ENV, str(tmp_path / "erase.jsonl"))
+    store = SessionStore(tmp_path / "sessions.sqlite", max_events=3)
+    bundle.sessions = store
+    try:
+        plain = bundle.answer([{"user_id": "u5"}])[0]
+        for item in ("i1", "i2", "i7", "i8"):
+            store.add("u5", item, "cart")
+        # Bounded: the newest three events only.
+        assert store.recent(["u5"]) == {"u5": ["i2", "i7", "i8"]}
+        bundle.sessions = None
+        expected = bundle.answer([{"user_id": "u5", "recent_items": ["i2", "i7", "i8"]}])
+        bundle.sessions = store
+        assert bundle.answer([{"user_id": "u5"}]) == expected != [plain]
+        with pytest.raises(ValueError, match="event must be one of"):
+            store.add("u5", "i1", "teleport")
+        # An erased shopper's session is not used either.
+        SuppressionList().add("u5")
+        assert bundle.answer([{"user_id": "u5"}])[0]["source"] == "popularity"
+    finally:
+        bundle.sessions = None
