@@ -58,6 +58,7 @@ def test_the_wheel_holds_the_suites_and_the_sample_and_no_generic_packages(wheel
     assert tops == {"shoprec", "shoprec_flows", "shoprec_tasks", "shoprec_cli",
                     "shoprec_expectations", "shoprec_sample"}
     assert "shoprec_expectations/raw_interactions.json" in names
+    assert "shoprec/serving/storefront.html" in names  # the page shoprec serve serves
     assert "shoprec_sample/online_retail_sample.csv.gz" in names
 
 
