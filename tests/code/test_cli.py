@@ -120,6 +120,10 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
                "3", "--explain", cwd=tmp_path)
     assert done.returncode == 0 and "because" in done.stdout, done.stderr[-2000:]
     assert "%)" in done.stdout  # each row names a history item with its share
+    item = str(pd.read_csv(plain, nrows=1)["item_id"].iloc[0])
+    done = run("recommend", "--registered-model-name", "plain-file", "--similar-to", item,
+               "--k", "3", cwd=tmp_path)
+    assert done.returncode == 0 and "(similar:mf)" in done.stdout, done.stderr[-2000:]
     done = run("recommend", "--registered-model-name", "plain-file", "--query", "mug",
                cwd=tmp_path)
     assert done.returncode == 2 and "no search index" in done.stderr, done.stderr[-2000:]

@@ -149,6 +149,8 @@ def test_the_storefront_page_in_a_real_browser(storefront: dict) -> None:
                   "--disable-sync"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
             page.goto(server.url + "/")
             expect(page.locator("#model")).to_contain_text(f"{NAME}@champion")
             page.screenshot(path=str(SHOTS / "1-opened.png"))
@@ -171,7 +173,7 @@ def test_the_storefront_page_in_a_real_browser(storefront: dict) -> None:
             page.screenshot(path=str(SHOTS / "3-basket.png"), full_page=True)
             # Search, personalised for the shopper.
             page.locator("#search-input").fill(before[0].split()[-1].lower())
-            page.locator("#search-button").click()
+            page.keyboard.press("Enter")
             expect(page.locator("#results li").first).to_be_visible()
             page.screenshot(path=str(SHOTS / "4-search.png"), full_page=True)
             # Open a product: what goes with it (cross-sell).
@@ -183,5 +185,8 @@ def test_the_storefront_page_in_a_real_browser(storefront: dict) -> None:
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, width
             page.screenshot(path=str(SHOTS / "6-narrow.png"), full_page=True)
+            # Everything came from this server: no CDN, no external asset.
+            assert requested and all(url.startswith(server.url) for url in requested), \
+                [url for url in requested if not url.startswith(server.url)]
         finally:
             browser.close()
