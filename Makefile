@@ -26,23 +26,13 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Debian's Chromium, which the storefront page's browser test drives (Playwright uses it
-## as it is: no browser download). Needs root or sudo, and Debian's package mirror.
+## as it is: no browser download). Needs root or password-less sudo, apt and Debian's
+## package mirror; where it cannot install, it says so and the browser test is skipped
+## (CI sets SHOPREC_REQUIRE_BROWSER=1, which makes that a failure instead).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the storefront's browser test"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
-
-## Unit tests only: no Prefect or MLflow server, no subprocess of the CLI, no network
-## training beyond a few steps (under 2 minutes on 2 cores).
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
-
-## Ruff (style, Google docstrings, type hints) and mypy on the core.
-lint: $(STAMP)
-	$(BIN)/ruff check shoprec cli tasks flows tests benchmarks deployments data
-	$(BIN)/mypy
-
-clean:
-	rm -rf runs mlruns mlflow.db .pytest_cache
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  { command -v apt-get >/dev/null 2>&1 && $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; } || \
+	  echo "warning: could not install chromium; the browser test will be skipped"; }

@@ -962,15 +962,31 @@ def serve(
     from shoprec.serving.server import MODEL_INFO_ENV
     from shoprec.serving.sessions import SESSIONS_ENV
 
-    if explanations is None:  # personal data stays on this machine unless allowed
-        explanations = host in ("127.0.0.1", "localhost", "::1")
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    shopper_data = "on" if explanations else "off" if explanations is False else \
+        "loopback" if loopback else "off"
+    explanations = shopper_data != "off"  # personal data stays on this machine unless allowed
+    if sessions and not mlflow_server:
+        # Made (or checked) once here: a worker should not die on an unwritable folder.
+        import sqlite3
+
+        from shoprec.serving.sessions import SessionStore
+
+        try:
+            SessionStore(sessions)
+        except (sqlite3.Error, ValueError) as exc:
+            raise ConfigError(f"--sessions {sessions}: cannot use it ({exc}); give a writable "
+                              "file, or --sessions '' to turn live sessions off") from None
     registered = tracking.client().get_model_version(model_name, version)
     when = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).isoformat()
     environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
                    DIVERSITY_ENV: str(diversity), EXPLANATIONS_ENV: "1" if explanations else "0",
-                   SESSIONS_ENV: str(Path(sessions).resolve()) if sessions else "",
+                   # Stock MLflow has no POST /events: no sessions to look up there.
+                   SESSIONS_ENV: str(Path(sessions).resolve())
+                   if sessions and not mlflow_server else "",
                    MODEL_INFO_ENV: json.dumps({"name": model_name, "alias": alias,
-                                               "version": str(version), "registered_at": when})}
+                                               "version": str(version), "registered_at": when,
+                                               "shopper_data": shopper_data})}
     if not mlflow_server:
         err_console.print(f"storefront preview: http://{host}:{port}/", highlight=False)
     if mlflow_server:

@@ -194,8 +194,10 @@ class ContentRecommender(Recommender):
         """Items most similar in content to ``item`` ("customers also looked at")."""
         similarity = (self.item_vectors_[item] @ self.item_vectors_.T).toarray()
         similarity[0, item] = -np.inf
+        similarity[similarity <= 0] = -np.inf  # nothing in common is no recommendation
         indices, scores = top_k(similarity, k)
-        return indices[0], scores[0]
+        keep = indices[0] >= 0
+        return indices[0][keep], scores[0][keep]
 
     def search(self, queries: list[str], k: int = 10,
                user_rows: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -103,6 +103,7 @@ class ImplicitALS(Recommender):
 
     def _prepare(self) -> None:
         self.item_factors64_ = self.item_factors_.astype(np.float64)
+        self.item_norms_ = np.linalg.norm(self.item_factors_, axis=1)
         y = self.item_factors64_
         self.gram_ = y.T @ y + self.regularization_ * np.eye(y.shape[1])
 
@@ -149,9 +150,12 @@ class ImplicitALS(Recommender):
     def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
         """The items whose factors point the same way as ``item``'s (cosine)."""
         factors = self.item_factors_
-        norms = np.linalg.norm(factors, axis=1)
-        norms[norms == 0] = 1.0
-        scores = ((factors @ factors[item]) / (norms * norms[item])).astype(np.float32)
+        norms = self.item_norms_
+        if norms[item] == 0:
+            return None  # nothing learned about it: the content model answers
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scores = ((factors @ factors[item]) / (norms * norms[item])).astype(np.float32)
+        scores[~np.isfinite(scores) | (norms == 0)] = -np.inf
         scores[item] = -np.inf
         indices, values = top_k(scores[None, :], k)
         keep = indices[0] >= 0

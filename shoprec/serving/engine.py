@@ -9,6 +9,7 @@ through it.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +22,8 @@ from shoprec.ranking import diversity_pool, rerank_for_novelty, top_k
 
 if TYPE_CHECKING:
     from shoprec.registry.bundle import ModelBundle
+
+logger = logging.getLogger(__name__)
 
 #: Default number of recommendations per request.
 DEFAULT_K = 10
@@ -64,13 +67,16 @@ def stored_user_ids(bundle: ModelBundle, user_ids: list[Any]) -> list[str]:
     return texts
 
 
-def request_rows(bundle: ModelBundle, user_ids: list[Any], recent: list[Any]) -> sp.csr_matrix:
+def request_rows(bundle: ModelBundle, user_ids: list[Any], recent: list[Any],
+                 stored: list[str] | None = None) -> sp.csr_matrix:
     """Interaction rows for requests: the user's stored history plus recent items.
 
-    Unknown users and unknown item ids contribute nothing.
+    Unknown users and unknown item ids contribute nothing. ``stored``: the ids as the model
+    stores them, when the caller has them already (:func:`stored_user_ids`).
     """
     n = len(user_ids)
-    user_index = bundle.users.encode(stored_user_ids(bundle, user_ids))
+    user_index = bundle.users.encode(stored if stored is not None
+                                     else stored_user_ids(bundle, user_ids))
     # An erased shopper's stored history is no longer used (what they send still is).
     erased = bundle.suppressed_rows()
     if len(erased):
@@ -172,8 +178,9 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
           item_id: list[Any]) -> Ranked:
     """Rank items for requests given field by field; one list entry per request."""
     n = len(user_id)
+    stored = stored_user_ids(bundle, user_id)
     if bundle.sessions is not None:
-        recent_items = _with_sessions(bundle, user_id, recent_items)
+        recent_items = _with_sessions(bundle, stored, recent_items)
     queries = [_text(q).strip() for q in query]
     related = ["" if q else _text(i).strip() for q, i in zip(queries, item_id, strict=True)]
     ks = [_k(v) for v in k]
@@ -183,7 +190,7 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
                          "the shopper's past purchases to whoever asks); start it with "
                          "`shoprec serve --explanations` to allow it")
     weights = np.array([_weight(v, bundle.diversity) for v in diversity])
-    rows = request_rows(bundle, user_id, recent_items)
+    rows = request_rows(bundle, user_id, recent_items, stored)
     max_k = max(ks) if ks else DEFAULT_K
     has_history = np.diff(rows.indptr) > 0
     is_search = np.array([bool(q) for q in queries], dtype=bool)
@@ -261,39 +268,63 @@ def _similar(bundle: ModelBundle, item: str, k: int) -> tuple[np.ndarray, np.nda
     """Cross-sell: items related to ``item``.
 
     By the model's item-item structure where it has one (``source`` ``similar:<model>``),
-    else by content (``similar:content``).
+    else by content (``similar:content``); a short list from the model (a pruned ease) is
+    topped up by content (``similar:<model>+content``). A known item nothing relates to
+    gets an empty list.
+
+    Raises:
+        ValueError: The item is not in the catalogue, or the model has no item-item
+            structure and there is no content index.
     """
     index = int(bundle.items.encode([item])[0])
     if index < 0:
         raise ValueError(f"unknown item_id {item!r}: not in this model's catalogue")
     found = bundle.model.similar_items(index, k)
-    source = f"similar:{bundle.model.name}"
-    if found is None or not len(found[0]):
-        if bundle.search is None:
-            raise ValueError("this model has no item-item structure and no content index "
-                             "(train with --items), so 'item_id' is not supported")
-        found, source = bundle.search.similar_items(index, k), "similar:content"
+    name = bundle.model.name
+    chosen: list[int] = list(found[0]) if found is not None else []
+    values: list[float] = list(found[1]) if found is not None else []
+    if found is None and bundle.search is None:
+        raise ValueError("this model has no item-item structure and no content index "
+                         "(train with --items), so 'item_id' is not supported")
+    source = f"similar:{name}" if found is not None else "similar:content"
+    if len(chosen) < k and bundle.search is not None:
+        extra, extra_values = bundle.search.similar_items(index, k)
+        added = [(int(i), float(v)) for i, v in zip(extra, extra_values, strict=True)
+                 if int(i) not in set(chosen)][: k - len(chosen)]
+        if added and found is not None and chosen:
+            source = f"similar:{name}+content"
+        elif added and not chosen:
+            source = "similar:content"
+        chosen += [i for i, _ in added]
+        values += [v for _, v in added]
     indices = np.full(k, -1, dtype=np.int64)
     scores = np.full(k, -np.inf, dtype=np.float32)
-    chosen = np.asarray(found[0])[:k]
-    indices[: len(chosen)] = chosen
-    scores[: len(chosen)] = np.asarray(found[1])[:k]
+    indices[: len(chosen)] = chosen[:k]
+    scores[: len(chosen)] = values[:k]
     return indices, scores, source
 
 
-def _with_sessions(bundle: ModelBundle, user_ids: list[Any],
-                   recent: list[Any]) -> list[Any]:
-    """Each request's recent items plus what its shopper did in their live session."""
+def _with_sessions(bundle: ModelBundle, stored: list[str], recent: list[Any]) -> list[Any]:
+    """Each request's recent items plus what its shopper did in their live session.
+
+    A session store that cannot be read (locked, gone) is logged and left out: the answer
+    comes from the stored history and the request alone.
+    """
+    import sqlite3
+
     assert bundle.sessions is not None
-    stored = stored_user_ids(bundle, user_ids)
     # An erased shopper's live session is not used either.
-    stored = [u if not gone else "" for u, gone in zip(stored, bundle.erased(stored),
-                                                       strict=True)]
-    sessions = bundle.sessions.recent([u for u in stored if u])
+    asking = [u if u and not gone else "" for u, gone in zip(stored, bundle.erased(stored),
+                                                            strict=True)]
+    try:
+        sessions = bundle.sessions.recent([u for u in asking if u])
+    except sqlite3.Error as exc:
+        logger.warning("live sessions left out of an answer: %s", exc)
+        return recent
     if not sessions:
         return recent
     return [[*_as_list(items), *sessions.get(user, [])] if user in sessions else items
-            for user, items in zip(stored, recent, strict=True)]
+            for user, items in zip(asking, recent, strict=True)]
 
 
 def _popular(bundle: ModelBundle, rows: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:

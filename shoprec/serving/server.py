@@ -94,6 +94,14 @@ class RecommendationServer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
+        if scope["type"] == "http" and self.info.get("shopper_data") == "loopback" \
+                and not _to_loopback(scope):
+            # Shopper data is on because the server listens on loopback; a request for
+            # another host name reached it through a proxy or a rebound DNS name.
+            await _send(send, *_error("this server answers requests to 127.0.0.1, localhost "
+                                      "or [::1] only; start it with --explanations (or "
+                                      "--no-explanations) to serve another host name", 403))
+            return
         if scope["type"] == "http" and self.bundle is not None \
                 and (scope["path"] == "/" or scope["path"].startswith("/api/")
                      or scope["path"] == "/events"):
@@ -209,6 +217,16 @@ def create_app() -> RecommendationServer:
     info = json.loads(os.environ.get(MODEL_INFO_ENV) or "{}")
     return RecommendationServer(scoring_server.init(model), answer, Limits(),
                                 bundle if answer is not None else None, info)
+
+
+def _to_loopback(scope: Scope) -> bool:
+    """Whether the request's ``Host`` header names a loopback address (or is absent)."""
+    host = dict(scope.get("headers", [])).get(b"host")
+    if host is None:
+        return True  # HTTP/1.0 without Host: not a browser's request
+    text = host.decode("latin-1").strip().lower()
+    name = text.split("]")[0] + "]" if text.startswith("[") else text.rsplit(":", 1)[0]
+    return name in ("127.0.0.1", "localhost", "[::1]")
 
 
 def _content_type(scope: Scope) -> bytes | None:

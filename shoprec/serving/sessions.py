@@ -16,6 +16,7 @@ nightly run learns from the shop's own event log).
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -35,6 +36,10 @@ MAX_EVENTS = 50
 MAX_AGE_SECONDS = 24 * 3600
 #: Longest id accepted in an event.
 MAX_ID_CHARS = 200
+#: Events kept in all, across shoppers.
+MAX_ROWS = 1_000_000
+#: Seconds between sweeps of expired events.
+SWEEP_SECONDS = 60.0
 
 
 class SessionStore:
@@ -42,57 +47,96 @@ class SessionStore:
 
     Args:
         path: The database file (default: ``SHOPREC_SESSIONS``, else
-            :data:`DEFAULT_SESSIONS`); ``":memory:"`` for a private in-memory store.
+            :data:`DEFAULT_SESSIONS`).
         max_events: Events kept per shopper.
         max_age: Seconds an event is kept.
+        max_rows: Events kept in all (the oldest go first), whatever the shoppers.
+
+    Raises:
+        ValueError: ``:memory:`` (each thread would see a database of its own).
+        sqlite3.Error: The file cannot be created or opened.
     """
 
     def __init__(self, path: str | Path | None = None, max_events: int = MAX_EVENTS,
-                 max_age: float = MAX_AGE_SECONDS) -> None:
+                 max_age: float = MAX_AGE_SECONDS, max_rows: int = MAX_ROWS) -> None:
         self.path = str(path or os.environ.get(SESSIONS_ENV) or DEFAULT_SESSIONS)
-        self.max_events, self.max_age = max_events, max_age
+        if self.path == ":memory:":
+            raise ValueError("sessions need a file: threads of one server each get their own "
+                             "in-memory database")
+        self.max_events, self.max_age, self.max_rows = max_events, max_age, max_rows
         self._local = threading.local()
-        with self._connection() as db:
+        self._swept = 0.0
+        db = self._connection()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
             db.execute("CREATE TABLE IF NOT EXISTS events (user_id TEXT NOT NULL, "
                        "item_id TEXT NOT NULL, event TEXT NOT NULL, at REAL NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS events_user ON events (user_id, at)")
+            db.execute("CREATE INDEX IF NOT EXISTS events_at ON events (at)")
 
     def _connection(self) -> sqlite3.Connection:
         # One connection per thread: sqlite3 connections are not shared across threads.
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-            if self.path != ":memory:":
-                db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+            # A short wait for another worker's write: an answer must not hang on it.
+            db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
 
     def add(self, user_id: Any, item_id: Any, event: Any = "view",
             at: float | None = None) -> dict[str, Any]:
-        """Record one event and trim the shopper's session.
+        """Record one event (see :meth:`add_many`)."""
+        return self.add_many([(user_id, item_id, event, at)])[0]
+
+    def add_many(self, events: list[tuple[Any, Any, Any, float | None]]) -> list[dict[str, Any]]:
+        """Record events ``(user_id, item_id, event, at)``, all or none, and trim sessions.
+
+        A timestamp (epoch seconds) more than a minute ahead is taken as a minute ahead (an
+        event dated in the far future would never expire), and one older than
+        :attr:`max_age` as now: either is a client's clock gone wrong, and the event did
+        just happen.
 
         Raises:
-            ValueError: A missing or over-long id, or an unknown event type.
+            ValueError: A missing or over-long id, an unknown event type or a timestamp that
+                is not a finite number; nothing is recorded then.
         """
-        user, item = canonical_id(user_id), canonical_id(item_id)
-        kind = str(event or "view").strip().lower()
-        if not user or not item:
-            raise ValueError("an event needs user_id and item_id")
-        if len(user) > MAX_ID_CHARS or len(item) > MAX_ID_CHARS:
-            raise ValueError(f"ids are at most {MAX_ID_CHARS} characters")
-        if kind not in EVENTS:
-            raise ValueError(f"event must be one of {', '.join(sorted(EVENTS))}, got {event!r}")
-        moment = time.time() if at is None else float(at)
+        now = time.time()
+        rows = []
+        for user_id, item_id, event, at in events:
+            user, item = canonical_id(user_id), canonical_id(item_id)
+            kind = str(event or "view").strip().lower()
+            if not user or not item:
+                raise ValueError("an event needs user_id and item_id")
+            if len(user) > MAX_ID_CHARS or len(item) > MAX_ID_CHARS:
+                raise ValueError(f"ids are at most {MAX_ID_CHARS} characters")
+            if kind not in EVENTS:
+                raise ValueError(f"event must be one of {', '.join(sorted(EVENTS))}, got "
+                                 f"{event!r}")
+            moment = now
+            if at is not None:
+                if isinstance(at, bool) or not isinstance(at, (int, float)) \
+                        or not math.isfinite(float(at)):
+                    raise ValueError("timestamp is epoch seconds (a finite number)")
+                moment = float(at) if float(at) >= now - self.max_age else now
+                moment = min(moment, now + 60.0)
+            rows.append((user, item, kind, moment))
         db = self._connection()
-        with db:  # one transaction: insert, then keep the newest max_events
+        with db:  # one transaction: the events, then each shopper's newest max_events
             db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (user, item, kind, moment))
-            db.execute("DELETE FROM events WHERE user_id = ? AND rowid NOT IN (SELECT rowid "
-                       "FROM events WHERE user_id = ? ORDER BY at DESC, rowid DESC LIMIT ?)",
-                       (user, user, self.max_events))
-            db.execute("DELETE FROM events WHERE at < ?", (time.time() - self.max_age,))
-        return {"user_id": user, "item_id": item, "event": kind, "at": moment}
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+            for user in {r[0] for r in rows}:
+                db.execute("DELETE FROM events WHERE user_id = ? AND rowid NOT IN (SELECT "
+                           "rowid FROM events WHERE user_id = ? ORDER BY at DESC, rowid DESC "
+                           "LIMIT ?)", (user, user, self.max_events))
+            if now - self._swept > SWEEP_SECONDS:
+                # Expired events, and the oldest beyond the cap, now and then (indexed).
+                self._swept = now
+                db.execute("DELETE FROM events WHERE at < ?", (now - self.max_age,))
+                db.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events "
+                           "ORDER BY at DESC LIMIT -1 OFFSET ?)", (self.max_rows,))
+        return [{"user_id": u, "item_id": i, "event": e, "at": a} for u, i, e, a in rows]
 
     def recent(self, user_ids: list[str]) -> dict[str, list[str]]:
         """Each shopper's session items, oldest first (unknown shoppers: absent)."""
@@ -111,8 +155,10 @@ class SessionStore:
                 out.setdefault(user, []).append(item)
         return out
 
-    def forget(self, user_id: str) -> None:
-        """Drop a shopper's session (an erasure request)."""
+    def forget(self, user_ids: list[str]) -> int:
+        """Drop shoppers' sessions (erasure); returns the events deleted."""
         db = self._connection()
         with db:
-            db.execute("DELETE FROM events WHERE user_id = ?", (canonical_id(user_id),))
+            db.execute("BEGIN IMMEDIATE")
+            return sum(db.execute("DELETE FROM events WHERE user_id = ?",
+                                  (canonical_id(u),)).rowcount for u in user_ids)

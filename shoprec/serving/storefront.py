@@ -11,8 +11,10 @@
   request with their ``user_id`` reflects it without retraining.
 
 Shopper ids and histories are personal data: ``/api/shoppers`` and ``/api/history`` answer
-only where explanations are allowed (``shoprec serve --explanations``, the default on a
-loopback address), and 403 otherwise.
+only where explanations are allowed (``shoprec serve --explanations``; by default, a server
+listening on a loopback address, and then only to requests whose ``Host`` is a loopback
+name, so that another site cannot reach them by pointing its own name at 127.0.0.1), and
+403 otherwise. ``POST /events`` takes JSON only, which keeps other sites' forms out.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from shoprec.data.schema import canonical_id
+
 if TYPE_CHECKING:
     from shoprec.serving.server import Receive, RecommendationServer, Scope
 
@@ -31,46 +35,80 @@ if TYPE_CHECKING:
 SHOPPERS_LISTED = 20
 #: Events accepted in one ``POST /events`` body.
 MAX_EVENTS_PER_BODY = 100
+#: Stored history items returned by ``/api/history`` (the heaviest first).
+HISTORY_SHOWN = 100
 _JSON, _HTML = b"application/json", b"text/html; charset=utf-8"
 
 
 async def handle(server: RecommendationServer, scope: Scope,
                  receive: Receive) -> tuple[int, bytes, bytes]:
     """Answer one request to the page or its endpoints: status, body and content type."""
-    from shoprec.serving.server import _read_body
+    import asyncio
+    import sqlite3
+
+    from shoprec.serving.server import _content_type, _read_body
 
     path, method = scope["path"], scope["method"]
     bundle = server.bundle
     try:
         if path == "/" and method in ("GET", "HEAD"):
-            page = resources.files("shoprec.serving").joinpath("storefront.html")
-            return 200, page.read_bytes(), _HTML
+            return 200, _page(), _HTML
         if path == "/events":
             if method != "POST":
                 return _fail(405, "POST events here")
             if bundle.sessions is None:
-                return _fail(503, "live sessions are off on this server")
+                return _fail(404, "live sessions are off on this server (shoprec serve "
+                             "--sessions FILE turns them on)")
+            kind = (_content_type(scope) or b"").split(b";")[0].strip().lower()
+            if kind != b"application/json":
+                # Also what keeps other web sites' forms from posting here.
+                return _fail(415, "send events as JSON with Content-Type: application/json")
             body = await _read_body(receive, server.limits.max_body_bytes)
             if body is None:
                 return _fail(413, "request body too large")
-            return 200, json.dumps(record_events(bundle, body)).encode(), _JSON
+            recorded = await asyncio.to_thread(record_events, bundle, body)
+            return 200, json.dumps(recorded).encode(), _JSON
         if method != "GET":
             return _fail(405, f"{path} answers GET")
         query = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))
         if path == "/api/info":
             return 200, json.dumps(info(server)).encode(), _JSON
         if path in ("/api/shoppers", "/api/history"):
-            if not bundle.explanations:
-                return _fail(403, "shopper data is not served here; start the server with "
-                             "`shoprec serve --explanations` to allow it")
+            refusal = _shopper_data_refusal(server)
+            if refusal:
+                return _fail(403, refusal)
             if path == "/api/shoppers":
-                found = shoppers(bundle, query.get("q", [""])[0])
+                found = await asyncio.to_thread(shoppers, bundle, query.get("q", [""])[0])
                 return 200, json.dumps({"shoppers": found}).encode(), _JSON
-            return 200, json.dumps(history(bundle, query.get("user_id", [""])[0])).encode(), \
-                _JSON
+            past = await asyncio.to_thread(history, bundle, query.get("user_id", [""])[0])
+            return 200, json.dumps(past).encode(), _JSON
         return _fail(404, f"nothing at {path}")
-    except ValueError as exc:
+    except (ValueError, RecursionError, OverflowError) as exc:
         return _fail(400, f"invalid request: {exc}")
+    except sqlite3.Error as exc:
+        return _fail(503, f"the live sessions cannot be used right now: {exc}")
+    except RuntimeError as exc:
+        return _fail(500, f"server error: {exc}")
+
+
+def _shopper_data_refusal(server: RecommendationServer) -> str | None:
+    """Why shopper ids and histories are not served to this request, or ``None``."""
+    if not server.bundle.explanations:
+        return ("shopper data is not served here; start the server with `shoprec serve "
+                "--explanations` to allow it")
+    # (A server that serves it because it listens on loopback has already refused requests
+    # for any other host name: see RecommendationServer.)
+    return None
+
+
+_PAGE: bytes | None = None
+
+
+def _page() -> bytes:
+    global _PAGE
+    if _PAGE is None:  # read once per process
+        _PAGE = resources.files("shoprec.serving").joinpath("storefront.html").read_bytes()
+    return _PAGE
 
 
 def info(server: RecommendationServer) -> dict[str, Any]:
@@ -83,16 +121,16 @@ def info(server: RecommendationServer) -> dict[str, Any]:
 
 
 def shoppers(bundle: Any, prefix: str, limit: int = SHOPPERS_LISTED) -> list[str]:
-    """Known shopper ids starting with ``prefix``, in sorted order."""
+    """Known shopper ids starting with ``prefix``, in sorted order (erased ones left out)."""
     ordered = bundle.sorted_user_ids()
     prefix = prefix.strip()
     start = int(np.searchsorted(ordered, prefix, side="left"))
     out = []
-    for value in ordered[start:start + limit]:
+    for value in ordered[start:start + 2 * limit]:
         if not str(value).startswith(prefix):
             break
         out.append(str(value))
-    return out
+    return [u for u, gone in zip(out, bundle.erased(out), strict=True) if not gone][:limit]
 
 
 def history(bundle: Any, user_id: str) -> dict[str, Any]:
@@ -102,12 +140,13 @@ def history(bundle: Any, user_id: str) -> dict[str, Any]:
     if not user_id.strip():
         raise ValueError("user_id is required")
     stored = stored_user_ids(bundle, [user_id])[0]
+    if bundle.erased([stored])[0]:
+        return {"user_id": user_id, "known": False, "items": [], "session": []}
     index = int(bundle.users.encode([stored])[0])
-    erased = bundle.suppressed_rows()
     items: list[int] = []
-    if index >= 0 and index not in set(erased.tolist()):
+    if index >= 0:
         row = bundle.history[index]
-        items = row.indices[np.argsort(-row.data, kind="stable")].tolist()
+        items = row.indices[np.argsort(-row.data, kind="stable")][:HISTORY_SHOWN].tolist()
     session = bundle.sessions.recent([stored]).get(stored, []) if bundle.sessions else []
     titles = bundle.title_array
     ids = bundle.items.ids
@@ -138,16 +177,21 @@ def record_events(bundle: Any, body: bytes) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown event field(s) {', '.join(unknown)}; an event has "
                          "user_id, item_id, event and optionally timestamp (epoch seconds)")
-    recorded = []
-    for event in events:
-        # Stored under the id the model knows (a pseudonym when it uses them).
-        user = stored_user_ids(bundle, [event.get("user_id")])[0]
-        at = event.get("timestamp")
-        if at is not None and (isinstance(at, bool) or not isinstance(at, (int, float))):
-            raise ValueError("timestamp is epoch seconds (a number)")
-        recorded.append(bundle.sessions.add(user, event.get("item_id"),
-                                            event.get("event") or "view", at))
-    return {"recorded": len(recorded)}
+    # Stored under the id the model knows (a pseudonym when it uses them).
+    users = stored_user_ids(bundle, [e.get("user_id") for e in events])
+    items = [canonical_id(e.get("item_id")) for e in events]
+    unknown_items = sorted({i for i, at in zip(items, bundle.items.encode(items), strict=True)
+                            if i and at < 0})
+    if unknown_items:
+        raise ValueError(f"unknown item_id(s) {', '.join(unknown_items[:5])}: not in this "
+                         "model's catalogue")
+    erased = bundle.erased(users)
+    # An erased shopper's events are not kept.
+    kept = [(u, i, e.get("event") or "view", e.get("timestamp"))
+            for u, i, e, gone in zip(users, items, events, erased, strict=True) if not gone]
+    if kept:
+        bundle.sessions.add_many(kept)
+    return {"recorded": len(kept), "ignored": len(events) - len(kept)}
 
 
 def _title(bundle: Any, item: str) -> str:

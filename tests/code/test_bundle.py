@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -263,7 +264,15 @@ def test_live_sessions_count_as_recent_items(bundle: ModelBundle, tmp_path: Path
         bundle.sessions = store
         assert bundle.answer([{"user_id": "u5"}]) == expected != [plain]
         with pytest.raises(ValueError, match="event must be one of"):
-            store.add("u5", "i1", "teleport")
+            store.add_many([("u6", "i1", "view", None), ("u6", "i2", "teleport", None)])
+        assert store.recent(["u6"]) == {}  # all or nothing
+        with pytest.raises(ValueError, match="finite"):
+            store.add("u6", "i1", "view", float("nan"))
+        # A clock far off: the event neither expires at once nor never.
+        late = store.add("u7", "i1", "view", 1e12)
+        early = store.add("u7", "i2", "view", 0.0)
+        assert late["at"] <= time.time() + 61 and early["at"] >= time.time() - 5
+        assert store.recent(["u7"]) == {"u7": ["i2", "i1"]}
         # An erased shopper's session is not used either.
         SuppressionList().add("u5")
         assert bundle.answer([{"user_id": "u5"}])[0]["source"] == "popularity"
