@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--workers", type=int, default=1, help="Server processes.")
+    parser.add_argument("--no-sessions", action="store_true",
+                        help="Serve with live sessions off (--sessions '').")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--large-in-flight", type=int, default=0,
                         help="Also measure while this many clients keep sending large "
@@ -153,7 +155,7 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "shoprec_cli", "serve", "--port", str(port),
          "--registered-model-name", MODEL_NAME, "--workers", str(args.workers),
-         "--sessions", f"{sessions}/sessions.sqlite",
+         "--sessions", "" if args.no_sessions else f"{sessions}/sessions.sqlite",
          *(["--mlflow-server"] if args.mlflow_server else [])],
         cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
@@ -165,7 +167,7 @@ def main() -> None:
         print(f"model: {MODEL_NAME}@champion (mf), {len(users):,} users, {len(items):,} items;"
               f" {'mlflow models serve' if args.mlflow_server else 'shoprec serve'},"
               f" server workers {args.workers}; ready in {time.perf_counter() - began:.1f} s\n")
-        if not args.mlflow_server:
+        if not args.mlflow_server and not args.no_sessions:
             # Live sessions on, as `shoprec serve` runs by default: 500 events from 250
             # shoppers first, so that answers look sessions up and find some.
             shoppers = rng.choice(users, 250, replace=False)
