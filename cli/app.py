@@ -722,6 +722,57 @@ def recommend(
 
 @app.command()
 @_handle_errors
+def forecast(
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    fmt: FormatOpt = None,
+    mapping: MapOpt = None,
+    delimiter: DelimiterOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    date_format: DateFormatOpt = None,
+    timestamp_unit: TimestampUnitOpt = None,
+    test_weeks: Annotated[int, typer.Option("--test-weeks", min=1, max=52,
+                                            help="Weeks held out to score.")] = 8,
+    horizon: Annotated[int, typer.Option("--horizon", min=1, max=26,
+                                         help="Weeks forecast ahead.")] = 4,
+    output_dir: Annotated[str, typer.Option(
+        "--output-dir", help="Root of the forecast's Parquet data set.")] = "runs/forecast",
+    summary_json: Annotated[Path | None, typer.Option(
+        "--summary-json", help="Write the run summary as JSON.")] = None,
+) -> None:
+    """Forecast each product's weekly units (a Prefect flow): backtest, then the next weeks."""
+    from shoprec.config import ForecastConfig
+
+    data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
+                               date_format, timestamp_unit)
+    config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir)
+    _writable_file(summary_json, "--summary-json")
+    _writable_dir(Path(output_dir), "--output-dir")
+    from shoprec.registry import tracking
+
+    tracking.require_store()
+    from shoprec_flows.forecast import demand_forecast
+
+    _before_flows()
+    began = time.perf_counter()
+    summary = demand_forecast(data=data_config, forecast=config)
+    table = Table(title=f"Demand forecast: {summary['products']:,} products x "
+                        f"{summary['weeks']} weeks, last {test_weeks} held out")
+    for column in ("method", "wape", "mae", "bias"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for method, values in sorted(summary["test"].items(), key=lambda kv: kv[1]["wape"]):
+        table.add_row(method, f"{values['wape']:.4f}", f"{values['mae']:.2f}",
+                      f"{values['bias']:+.4f}")
+    console.print(table)
+    console.print(f"forecast of the next {horizon} weeks -> {summary['forecast_file']}; "
+                  f"MLflow run {summary['mlflow_run_id']} (experiment {config.experiment}); "
+                  f"{time.perf_counter() - began:.1f} s", highlight=False)
+    if summary_json:
+        summary_json.write_text(json.dumps(summary, indent=2, default=str))
+
+
+@app.command()
+@_handle_errors
 def forget(
     user: Annotated[str, typer.Argument(help="The shopper's id (raw, or its pseudonym).")],
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded.")] = "",

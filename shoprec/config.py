@@ -582,6 +582,21 @@ class PromotionConfig(_Model):
         return self
 
 
+class ForecastConfig(_Model):
+    """The demand forecast: held-out weeks, horizon, which products, where it goes."""
+
+    test_weeks: int = Field(8, ge=1, le=52, description="Weeks held out at the end to "
+                            "score every method.")
+    horizon: int = Field(4, ge=1, le=26, description="Weeks forecast ahead.")
+    min_week_share: float = Field(0.5, ge=0.0, le=1.0, description="Keep products sold in "
+                                  "at least this share of the weeks.")
+    quantile: float = Field(0.9, gt=0.5, lt=1.0, description="Quantile of the upper bound.")
+    seed: int = Field(42, description="Seed of the boosting models.")
+    experiment: str = Field("shoprec-demand", description="MLflow experiment name.")
+    output_dir: str = Field("runs/forecast", description="Root of the Parquet data set "
+                            "(forecast_date=YYYY-MM-DD/forecast.parquet).")
+
+
 class BatchConfig(_Model):
     """Batch recommendations of every known user by a registered model."""
 

@@ -411,3 +411,61 @@ def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def log_forecast(experiment: str, run_name: str, result: Any, params: dict[str, Any],
+                 tags: dict[str, str]) -> str:
+    """Log a demand backtest as an MLflow run; returns its id.
+
+    Metrics ``test_<method>_{wape,mae,bias}``, ``horizon_<method>_wape`` per horizon (as
+    steps) and ``test_model_upper_coverage``; the artifact ``actual_vs_forecast.png`` (the
+    held-out weeks of the top products).
+
+    Args:
+        experiment: The MLflow experiment.
+        run_name: The run's name.
+        result: A :class:`shoprec.forecast.Backtest`.
+        params: Parameters to record.
+        tags: Tags to record.
+    """
+    from mlflow.entities import Metric, Param
+
+    client = tracking.client()
+    run = client.create_run(tracking.experiment_id(experiment), run_name=run_name, tags=tags)
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"test_{method}_{name}", float(value), now, 0)
+               for method, values in result.test.items() for name, value in values.items()]
+    metrics += [Metric(f"horizon_{method}_wape", float(h["wape"]), now, step + 1)
+                for method, hs in result.per_horizon.items() for step, h in enumerate(hs)]
+    metrics.append(Metric("test_model_upper_coverage", float(result.coverage), now, 0))
+    _log_batched(client, run.info.run_id, [Param(k, str(v)[:6000]) for k, v in params.items()],
+                 metrics)
+    _upload(client, run.info.run_id,
+            lambda folder: _forecast_chart(result, folder / "actual_vs_forecast.png"))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return str(run.info.run_id)
+
+
+def _forecast_chart(result: Any, path: Path, products: int = 6) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = result.forecasts
+    top = list(frame.groupby("item_id")["actual"].sum().nlargest(products).index)
+    figure, axes = plt.subplots(max(len(top), 1), 1, figsize=(7, 1.8 * max(len(top), 1)),
+                                sharex=True, squeeze=False)
+    for axis, item in zip(axes[:, 0], top, strict=False):
+        part = frame[frame["item_id"] == item]
+        axis.plot(part["week"], part["actual"], marker="o", label="actual")
+        axis.plot(part["week"], part["model"], marker="o", label="model")
+        axis.plot(part["week"], part[result.best_naive()], linestyle="--",
+                  label=result.best_naive())
+        axis.fill_between(part["week"], 0, part["upper"], alpha=0.15, label="upper bound")
+        axis.set_ylabel(str(item))
+    axes[0, 0].legend(fontsize=7, ncol=4)
+    figure.suptitle("Held-out weeks: actual against forecast (top products)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

@@ -1,0 +1,98 @@
+"""Demand forecast on planted data: seasonal products, where the model must beat the naive
+baselines, and the shapes of what it returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shoprec.errors import DataError
+from shoprec.forecast import ForecastSettings, backtest, forecast_next, scores, weekly_panel
+
+
+def planted(weeks: int = 80, products: int = 60, seed: int = 3) -> pd.DataFrame:
+    """Purchases with a trend, a yearly season and a 4-week promotion cycle per product."""
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2022-01-03", tz="UTC")  # a Monday
+    rows = []
+    for product in range(products):
+        level = rng.uniform(5, 40)
+        phase = rng.integers(0, 4)
+        for week in range(weeks):
+            season = 1 + 0.5 * np.sin(2 * np.pi * week / 52)
+            promotion = 2.0 if (week + phase) % 4 == 0 else 1.0
+            units = rng.poisson(level * season * promotion * (1 + 0.005 * week))
+            for _ in range(int(units > 0)):
+                rows.append((f"u{rng.integers(1000)}", f"p{product:03d}",
+                             start + pd.Timedelta(weeks=week, days=int(rng.integers(0, 5))),
+                             "purchase", float(units)))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event", "value"])
+
+
+def test_the_model_beats_every_naive_baseline_on_planted_seasons() -> None:
+    panel = weekly_panel(planted())
+    assert panel.units.shape == (60, 80)
+    result = backtest(panel, ForecastSettings(test_weeks=8))
+    naive = {m for m in result.test if m.startswith("naive_")}
+    assert naive == {"naive_last_week", "naive_mean_4", "naive_same_week_last_year"}
+    best = result.best_naive()
+    assert result.test["model"]["wape"] < 0.9 * result.test[best]["wape"], result.test
+    for method in result.test:
+        assert len(result.per_horizon[method]) == 8
+    assert 0.5 < result.coverage <= 1.0  # the 0.9 quantile bounds most weeks
+    assert set(result.forecasts.columns) >= {"item_id", "week", "actual", "model", "upper"}
+    assert len(result.forecasts) == 60 * 8
+
+
+def test_forecast_next_covers_every_product_and_week() -> None:
+    panel = weekly_panel(planted(weeks=40, products=10))
+    ahead = forecast_next(panel, ForecastSettings(horizon=4))
+    assert len(ahead) == 10 * 4 and (ahead["forecast"] >= 0).all()
+    assert (ahead["upper"] >= ahead["forecast"]).all()
+    assert ahead["week"].min() == panel.weeks[-1] + pd.Timedelta(weeks=1)
+
+
+def test_scores_by_hand_and_refusals() -> None:
+    found = scores(np.array([10.0, 0.0, 30.0]), np.array([12.0, 1.0, 24.0]))
+    assert found == pytest.approx({"wape": 9 / 40, "mae": 3.0, "bias": -3 / 40})
+    frame = planted(weeks=6, products=3)
+    with pytest.raises(DataError, match="at least 10"):
+        weekly_panel(frame)
+    with pytest.raises(DataError, match="no purchase events"):
+        weekly_panel(frame.assign(event="view"))
+
+
+def test_the_flow_and_the_command_line_write_the_forecast_and_its_run(
+        prefect_api: str, mlflow_store: str, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+    from shoprec_flows.forecast import demand_forecast
+
+    from shoprec.config import DataConfig, ForecastConfig
+
+    source = tmp_path / "purchases.parquet"
+    planted(weeks=70, products=20).to_parquet(source)
+    summary = demand_forecast(data=DataConfig(interactions=str(source)),
+                              forecast=ForecastConfig(output_dir=str(tmp_path / "out")))
+    assert set(summary["test"]) == {"model", "naive_last_week", "naive_mean_4",
+                                    "naive_same_week_last_year"}
+    assert all(set(v) == {"wape", "mae", "bias"} for v in summary["test"].values())
+    ahead = pd.read_parquet(tmp_path / "out")
+    assert len(ahead) == 20 * 4 and "forecast_date" in ahead.columns
+    run = MlflowClient().get_run(summary["mlflow_run_id"])
+    assert run.data.metrics["test_model_wape"] == pytest.approx(summary["test"]["model"]["wape"])
+    assert "actual_vs_forecast.png" in {a.path for a in MlflowClient().list_artifacts(
+        run.info.run_id)}
+    # The command line: the same flow, its summary as JSON.
+    done = subprocess.run(
+        [sys.executable, "-m", "shoprec_cli", "forecast", "--interactions", str(source),
+         "--output-dir", str(tmp_path / "cli"), "--summary-json", str(tmp_path / "s.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert written["test"]["model"]["wape"] == pytest.approx(summary["test"]["model"]["wape"])
+    assert "naive_mean_4" in done.stdout
