@@ -748,9 +748,6 @@ def forecast(
     config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(Path(output_dir), "--output-dir")
-    from shoprec.registry import tracking
-
-    tracking.require_store()
     from shoprec_flows.forecast import demand_forecast
 
     _before_flows()
