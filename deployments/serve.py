@@ -5,9 +5,10 @@ r"""Serve every shoprec deployment, with its schedule, from this one process (no
         --training-cron "30 1 * * *" --timezone Europe/Paris
 
 Uses Prefect's ``serve``: the deployments appear in the UI (training-nightly,
-promote-model, rollback-model, batch-recommendations); scheduled and manual runs execute
-here until Ctrl+C. Point ``PREFECT_API_URL`` at a Prefect server first (``prefect server
-start``); ``MLFLOW_TRACKING_URI`` chooses the registry as everywhere else.
+promote-model, rollback-model, batch-recommendations, demand-forecast); scheduled and
+manual runs execute here until Ctrl+C. Point ``PREFECT_API_URL`` at a Prefect server first
+(``prefect server start``); ``MLFLOW_TRACKING_URI`` chooses the registry as everywhere
+else.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def build_deployments(dataset: str = "", fmt: str | None = None, items: str | None = None,
                       training_cron: str | None = "0 2 * * *",
                       batch_cron: str | None = "0 5 * * *", timezone: str = "UTC",
-                      dask_address: str | None = None) -> list:
+                      dask_address: str | None = None,
+                      forecast_cron: str | None = "0 3 * * 1") -> list:
     """The deployments of the project as ``RunnerDeployment`` objects.
 
     Args:
@@ -34,8 +36,10 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
         batch_cron: Schedule of batch-recommendations (``None``: manual only).
         timezone: Time zone of the schedules.
         dask_address: Train training-nightly's candidates on this Dask scheduler.
+        forecast_cron: Schedule of demand-forecast (``None``: manual only).
     """
     from prefect.schedules import Cron
+    from shoprec_flows.forecast import demand_forecast
     from shoprec_flows.operations import batch_recommendations, promote_model, rollback_model
     from shoprec_flows.training import training_pipeline
 
@@ -65,6 +69,11 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
             name="batch-recommendations", schedules=schedule(batch_cron), tags=["shoprec"],
             description="Top K of every known user by the champion, as Parquet "
                         "partitioned by date."),
+        demand_forecast.to_deployment(
+            name="demand-forecast", schedules=schedule(forecast_cron), tags=["shoprec"],
+            parameters={"data": data},
+            description="Weekly units per product: baselines and a boosted model scored on "
+                        "the last weeks, then the next weeks' forecast."),
     ]
 
 
@@ -78,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Schedule of training-nightly; 'none' for manual only.")
     parser.add_argument("--batch-cron", default="0 5 * * *",
                         help="Schedule of batch-recommendations; 'none' for manual only.")
+    parser.add_argument("--forecast-cron", default="0 3 * * 1",
+                        help="Schedule of demand-forecast; 'none' for manual only.")
     parser.add_argument("--timezone", default="UTC")
     parser.add_argument("--dask-address", default=None,
                         help="Train training-nightly's candidates on this Dask scheduler.")
@@ -95,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         args.dataset, args.format, args.items,
         None if args.training_cron.lower() == "none" else args.training_cron,
         None if args.batch_cron.lower() == "none" else args.batch_cron, args.timezone,
-        args.dask_address))
+        args.dask_address,
+        None if args.forecast_cron.lower() == "none" else args.forecast_cron))
 
 
 if __name__ == "__main__":

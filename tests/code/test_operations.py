@@ -355,8 +355,8 @@ def test_nightly_retrains_promote_on_a_like_for_like_comparison(
     serving = subprocess.Popen(
         [sys.executable, "deployments/serve.py", "--dataset", str(source), "--items",
          str(synthetic_dir / "items.parquet"), "--training-cron", "none", "--batch-cron",
-         "none"], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+         "none", "--forecast-cron", "none"], cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async def deployment_names() -> set[str]:
             async with get_client() as client:
@@ -364,7 +364,7 @@ def test_nightly_retrains_promote_on_a_like_for_like_comparison(
 
         deadline = time.monotonic() + 180
         wanted = {"training-nightly", "promote-model", "rollback-model",
-                  "batch-recommendations"}
+                  "batch-recommendations", "demand-forecast"}
         while not wanted <= asyncio.run(deployment_names()):
             assert serving.poll() is None, "deployments/serve.py exited"
             assert time.monotonic() < deadline, "the deployments did not appear"
@@ -464,6 +464,7 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(registered: str) -> None:
     assert not promote.schedules and "promotion" in promote.parameter_openapi_schema[
         "properties"]
     assert [s.schedule.cron for s in found["batch-recommendations"].schedules] == ["0 5 * * *"]
+    assert [s.schedule.cron for s in found["demand-forecast"].schedules] == ["0 3 * * 1"]
     assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"][
         "directory"] == str(ROOT)
 
