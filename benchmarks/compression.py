@@ -24,6 +24,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from retail_parts import temporal_parts  # noqa: E402
+
 RETAIL = ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
 
 
@@ -38,19 +41,11 @@ def main() -> None:
     parser.add_argument("--models", default="ease,mf,content,vae,dae,cfgan")
     args = parser.parse_args()
 
-    from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
     from shoprec.evaluation import evaluate
-    from shoprec.features import item_frame
     from shoprec.models import load_model
-    from shoprec.pipeline import prepare
-    from shoprec.runtime import apply_runtime_defaults
     from shoprec.training import fit_candidate
 
-    apply_runtime_defaults()
-    prepared = prepare(DataConfig(interactions=args.interactions), CleaningConfig(),
-                       SplitConfig(method="temporal"), WeightingConfig())
-    encoded = prepared.encoded
-    items = item_frame(prepared.data.items, encoded.items)
+    encoded, items = temporal_parts(args.interactions)
     history = encoded.test_history
     users = np.flatnonzero(np.diff(history.indptr) > 0)
     asked = np.random.default_rng(0).choice(users, size=200, replace=False)

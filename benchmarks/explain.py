@@ -25,6 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from retail_parts import temporal_parts  # noqa: E402
+
 RETAIL = ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
 
 FAMILIES = ("popularity", "ease", "mf", "content", "vae", "dae", "cfgan")
@@ -39,19 +42,11 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(FAMILIES))
     args = parser.parse_args()
 
-    from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
-    from shoprec.features import item_frame
     from shoprec.models import Popularity
-    from shoprec.pipeline import prepare
     from shoprec.registry.bundle import ModelBundle
-    from shoprec.runtime import apply_runtime_defaults
     from shoprec.training import fit_candidate
 
-    apply_runtime_defaults()
-    prepared = prepare(DataConfig(interactions=args.interactions), CleaningConfig(),
-                       SplitConfig(method="temporal"), WeightingConfig())
-    encoded = prepared.encoded
-    items = item_frame(prepared.data.items, encoded.items)
+    encoded, items = temporal_parts(args.interactions)
     history = encoded.train
     users = np.flatnonzero(np.diff(history.indptr) > 0)
     rng = np.random.default_rng(0)

@@ -25,6 +25,7 @@ from shoprec.data.schema import (
     canonical_ids,
 )
 from shoprec.errors import DataError, ShopRecError
+from shoprec.privacy import ERASED, erased_mask
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class CleaningReport:
         Erased shoppers' rows are not a fault: they count neither as quarantined nor in
         the input, so many erasure requests never reject a clean data set.
         """
-        erased = self.quarantined_by_reason.get("erased", 0)
+        erased = self.quarantined_by_reason.get(ERASED, 0)
         rows = self.rows_in - erased
         return (self.rows_quarantined - erased) / rows if rows else 0.0
 
@@ -341,8 +342,6 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     users = normalise_ids(frame["user_id"]) if "user_id" in frame else missing
     items = normalise_ids(frame["item_id"]) if "item_id" in frame else missing
     if erased:
-        from shoprec.privacy import ERASED, erased_mask
-
         reasons.catch(ERASED, erased_mask(users, erased))
     reasons.catch("missing_user", users.isna())
     reasons.catch("missing_item", items.isna())
@@ -394,7 +393,7 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     quarantine = _quarantine_table(raw.source_frame, np.flatnonzero(~keep), reasons.labels()[~keep])
     if erased:
         # Erased means gone: the row is accounted for, its content is not kept.
-        blank = (quarantine[REASON] == "erased").to_numpy()
+        blank = (quarantine[REASON] == ERASED).to_numpy()
         content = [c for c in quarantine.columns if c not in (SOURCE_ROW, REASON)]
         quarantine.loc[blank, content] = pd.NA
     by_reason = reasons.counts()

@@ -217,6 +217,21 @@ def _post(url: str, payload: bytes | dict) -> tuple[int, dict | str]:
         return error.code, error.read().decode()
 
 
+def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Wait until the server at ``url`` answers ``/ping`` (its stderr if it exits first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "the model server did not start"
+        time.sleep(0.5)
+
+
 def _stop(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGTERM)
@@ -234,17 +249,7 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
          "--sessions", str(tmp_path / "sessions.sqlite")],
         cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the model server did not start"
-            time.sleep(1)
+        _wait_ready(f"http://127.0.0.1:{port}", process)
         url = f"http://127.0.0.1:{port}/invocations"
         interactions = pd.read_parquet(synthetic_dir / "interactions.parquet")
         user = str(interactions["user_id"].iloc[0])

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 
 from shoprec.config import DataConfig, SplitConfig, TrainingConfig
-from tests.code.test_operations import _free_port, _post, _stop
+from tests.code.test_operations import _free_port, _post, _stop, _wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "storefront-model"
@@ -59,17 +58,7 @@ class _Server:
              "--registered-model-name", NAME, "--sessions", str(self.sessions)],
             cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            assert self.process.poll() is None, self.process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.5)
+        _wait_ready(self.url, self.process)
 
     def stop(self) -> None:
         _stop(self.process)
