@@ -36,3 +36,16 @@ browser:
 	  { command -v apt-get >/dev/null 2>&1 && $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; } || \
 	  echo "warning: could not install chromium; the browser test will be skipped"; }
+
+## Unit tests only: no Prefect or MLflow server, no subprocess of the CLI, no network
+## training beyond a few steps (under 2 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+## Ruff (style, Google docstrings, type hints) and mypy on the core.
+lint: $(STAMP)
+	$(BIN)/ruff check shoprec cli tasks flows tests benchmarks deployments data
+	$(BIN)/mypy
+
+clean:
+	rm -rf runs mlruns mlflow.db .pytest_cache

@@ -737,15 +737,26 @@ def forecast(
                                          help="Weeks forecast ahead.")] = 4,
     output_dir: Annotated[str, typer.Option(
         "--output-dir", help="Root of the forecast's Parquet data set.")] = "runs/forecast",
+    gate_margin: Annotated[float, typer.Option(
+        "--gate-margin", min=0.0, max=0.99, help="How much lower (relative) than the best "
+        "naive baseline's the model's WAPE must be to become champion.")] = 0.05,
+    model_name: Annotated[str, typer.Option(
+        "--registered-model-name", help="MLflow registered model of the forecast.")]
+    = "shoprec-demand",
     summary_json: Annotated[Path | None, typer.Option(
         "--summary-json", help="Write the run summary as JSON.")] = None,
 ) -> None:
-    """Forecast each product's weekly units (a Prefect flow): backtest, then the next weeks."""
+    """Forecast each product's weekly units (a Prefect flow): backtest, then the next weeks.
+
+    The forecast is registered as a version of shoprec-demand (alias challenger) and becomes
+    champion when it passes the gate.
+    """
     from shoprec.config import ForecastConfig
 
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                date_format, timestamp_unit)
-    config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir)
+    config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir,
+                            gate_margin=gate_margin, registered_model_name=model_name)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(Path(output_dir), "--output-dir")
     from shoprec_flows.forecast import demand_forecast
@@ -764,6 +775,12 @@ def forecast(
     console.print(f"forecast of the next {horizon} weeks -> {summary['forecast_file']}; "
                   f"MLflow run {summary['mlflow_run_id']} (experiment {config.experiment}); "
                   f"{time.perf_counter() - began:.1f} s", highlight=False)
+    registered, gate = summary["registered"], summary["gate"]
+    console.print(f"registered {registered['name']} version {registered['version']} with "
+                  f"aliases {', '.join(registered['aliases'])}; gate "
+                  f"{'pass' if gate['passed'] else 'fail'}: "
+                  + "; ".join(f"{c['name']}: {'pass' if c['passed'] else 'fail'} ({c['reason']})"
+                              for c in gate["checks"]), highlight=False)
     if summary_json:
         summary_json.write_text(json.dumps(summary, indent=2, default=str))
 
@@ -909,6 +926,15 @@ def rollback(
                   f"{moved['to']} (by {moved['by']} at {moved['at']})")
 
 
+def _model_and_alias(uri: str) -> tuple[str, str]:
+    """``models:/name@alias`` -> (name, alias); other URIs are refused."""
+    name, _, alias = uri.removeprefix("models:/").partition("@")
+    if not uri.startswith("models:/") or not name or not alias:
+        raise ConfigError(f"--forecast {uri!r}: give models:/NAME@ALIAS or the forecast's "
+                          "Parquet file or folder")
+    return name, alias
+
+
 @app.command()
 @_handle_errors
 def batch(
@@ -925,12 +951,27 @@ def batch(
         "--diversity", min=0.0, max=1.0,
         help="Re-rank each user's list towards less popular items (0: the model's order).")]
     = 0.0,
+    stock: Annotated[Path | None, typer.Option(
+        "--stock", help="CSV or Parquet with item_id and units on hand: down-weight products "
+        "forecast to sell out beyond it.")] = None,
+    forecast: Annotated[str, typer.Option(
+        "--forecast", help="The demand forecast used with --stock: a model URI or the "
+        "forecast's Parquet file or folder.")] = "models:/shoprec-demand@champion",
+    stock_weeks: Annotated[int, typer.Option(
+        "--stock-weeks", min=0, max=26, help="Forecast weeks the stock must last (0: all).")]
+    = 0,
 ) -> None:
-    """Write the top K of every known user as Parquet partitioned by date (a Prefect flow)."""
+    """Write the top K of every known user as Parquet partitioned by date (a Prefect flow).
+
+    With --stock, each product's relevance is multiplied by the share of its forecast
+    demand that its stock covers (products with none left are not recommended).
+    """
     from shoprec.config import BatchConfig
 
     config = BatchConfig(registered_model_name=model_name, alias=alias, output_dir=output_dir,
-                         k=k, batch_size=batch_size, explain=explain, diversity=diversity)
+                         k=k, batch_size=batch_size, explain=explain, diversity=diversity,
+                         stock_path=str(stock or ""), forecast=forecast,
+                         stock_weeks=stock_weeks)
     from shoprec.registry import tracking
     from shoprec.registry.promotion import alias_version
 
@@ -939,6 +980,17 @@ def batch(
         raise ConfigError(f"no version of {model_name!r} has the alias {alias!r}; run "
                           "`shoprec train` first")
     _writable_dir(Path(output_dir), "--output-dir")
+    if stock is not None:
+        from shoprec.inventory import read_forecast, read_stock
+
+        # Bad stock or a missing forecast is reported before the model is loaded.
+        read_stock(stock)
+        if ":/" not in forecast:
+            read_forecast(forecast)
+        elif alias_version(*_model_and_alias(forecast)) is None:
+            raise ConfigError(f"the demand forecast {forecast!r} does not exist in the "
+                              "registry; run `shoprec forecast` first, or pass --forecast "
+                              "PATH of its Parquet output")
     from shoprec_flows.operations import batch_recommendations
 
     _before_flows()
@@ -946,7 +998,9 @@ def batch(
     result = batch_recommendations(batch=config)
     console.print(f"{result['users']:,} users, {result['rows']:,} rows by version "
                   f"{result['model_version']} in {result['seconds']:.1f} s "
-                  f"({result['users_per_second']:,.0f} users/s) -> {result['path']}")
+                  f"({result['users_per_second']:,.0f} users/s) -> {result['path']}"
+                  + (f"; {result['stock_limited']:,} products down-weighted for stock"
+                     if stock is not None else ""))
 
 
 @app.command()

@@ -13,8 +13,13 @@ from shoprec_flows.preparation import TaskSteps
 from shoprec_tasks.data import private_result_storage
 from shoprec_tasks.forecast import (
     build_panel,
+    find_demand_champion,
     forecast_ahead,
+    forecast_categories,
+    judge_forecast,
     log_forecast_run,
+    publish_demand,
+    retrain_champion,
     run_backtest,
     write_forecast,
 )
@@ -22,6 +27,7 @@ from shoprec_tasks.forecast import (
 from shoprec.config import CleaningConfig, DataConfig, ForecastConfig
 from shoprec.forecast import summary
 from shoprec.pipeline import load_and_validate
+from shoprec.registry.publish import git_commit
 from shoprec.runtime import apply_runtime_defaults
 
 
@@ -36,7 +42,9 @@ def demand_forecast(
     The same load, validation, cleaning and quarantine as training (cached by the same
     keys), then the weekly panel, the backtest (naive baselines and the boosted model),
     the refit on every week and the forecast of the next ``forecast.horizon`` weeks,
-    written as Parquet, a Prefect table artifact and an MLflow run.
+    written as Parquet, a Prefect table artifact and an MLflow run, and registered as a
+    version of ``shoprec-demand`` that becomes champion if it passes the gate
+    (:mod:`shoprec.registry.demand`).
 
     Args:
         data: Where the purchases are; empty interactions path means the bundled sample.
@@ -44,15 +52,26 @@ def demand_forecast(
         forecast: Held-out weeks, horizon, products kept, where the forecast goes.
 
     Returns:
-        The summary: each method's held-out WAPE, MAE and bias, the forecast's file.
+        The summary: each method's held-out WAPE, MAE and bias, the forecast's file, the
+        gate's verdict and the registered version.
     """
     apply_runtime_defaults()
     private_result_storage()
     prepared = load_and_validate(data, cleaning, None, TaskSteps())
     panel = build_panel(prepared.data, forecast)
+    champion = find_demand_champion(forecast)
     result = run_backtest(panel, forecast)
+    champion_test, problem = retrain_champion(panel, forecast, champion, result)
+    verdict = judge_forecast(result, forecast, champion, champion_test, problem)
     ahead = forecast_ahead(panel, forecast)
-    path = write_forecast(ahead, forecast)
-    run_id = str(flow_run.id)
+    path = write_forecast(ahead, forecast_categories(ahead, panel, prepared.data), forecast)
+    run_id, commit = str(flow_run.id), git_commit()
     mlflow_run = log_forecast_run(result, forecast, panel, prepared.fingerprint, run_id)
-    return summary(result, panel, path, mlflow_run, run_id)
+    registered = publish_demand(path, mlflow_run, forecast, verdict, {
+        "prefect_flow_run_id": run_id, "data_fingerprint": prepared.fingerprint,
+        "git_commit": commit, "test_model_wape": f"{result.test['model']['wape']:.6f}",
+        "best_naive": result.best_naive(),
+        "test_best_naive_wape": f"{result.test[result.best_naive()]['wape']:.6f}"})
+    return {**summary(result, panel, path, mlflow_run, run_id),
+            "gate": verdict.to_dict(), "champion_before": champion.to_dict(),
+            "champion_test": champion_test, "registered": registered}

@@ -55,6 +55,7 @@ class BatchResult:
         users_per_second: ``users / seconds``.
         model_version: The registry version that scored.
         generated_at: The run's timestamp (UTC, ISO 8601).
+        stock_limited: Catalogue items down-weighted for stock (forecast to sell out).
     """
 
     path: str
@@ -65,6 +66,7 @@ class BatchResult:
     users_per_second: float
     model_version: str
     generated_at: str
+    stock_limited: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -75,7 +77,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
                           batch_size: int = 4096, model_version: str = "",
                           generated_at: datetime | None = None,
                           threads: int | None = None, explain: bool = False,
-                          diversity: float = 0.0) -> BatchResult:
+                          diversity: float = 0.0,
+                          availability: np.ndarray | None = None) -> BatchResult:
     """Score every user of ``bundle`` and write their top ``k`` as Parquet.
 
     The file goes to ``output_dir/generated_date=YYYY-MM-DD/recommendations.parquet``
@@ -96,6 +99,11 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
             :meth:`~shoprec.models.base.Recommender.explain`; costs a model call per user).
         diversity: Weight of the novelty re-ranking of each list (0: the model's order; see
             :func:`~shoprec.ranking.rerank_for_novelty`); scores are then the blend.
+        availability: Per item (the bundle's item order), the share in [0, 1] of its
+            forecast demand that the stock covers (:func:`shoprec.inventory.availability`);
+            each list is re-ranked with relevance times availability, so products forecast
+            to sell out move down and those with no units leave. Scores are then the
+            re-ranked ones.
 
     Raises:
         ValueError: ``k`` or ``batch_size`` below 1.
@@ -139,9 +147,10 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         history = bundle.history[start:stop]
         scores = bundle.model.score_fitted(np.arange(start, stop), history)
         mask_seen(scores, history)
-        if diversity > 0:
+        if diversity > 0 or availability is not None:
             pool, values = top_k(scores, diversity_pool(k))
-            top, best = rerank_for_novelty(pool, values, bundle.novelty, k, diversity)
+            top, best = rerank_for_novelty(pool, values, bundle.novelty, k, diversity,
+                                           availability)
         else:
             top, best = top_k(scores, k)
         # Fewer than k unseen items leaves -1 padding; erased shoppers are left out.
@@ -189,7 +198,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     result = BatchResult(str(final), str(partition), n_users - int(suppressed.sum()), rows,
                          round(seconds, 3),
                          round(n_users / seconds, 1) if seconds > 0 else float("inf"),
-                         model_version, stamp.isoformat())
+                         model_version, stamp.isoformat(),
+                         0 if availability is None else int((availability < 1).sum()))
     logger.info("batch recommendations: %d users, %d rows in %.1f s (%.0f users/s) -> %s",
                 n_users, rows, seconds, result.users_per_second, final)
     return result

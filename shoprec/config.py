@@ -592,9 +592,20 @@ class ForecastConfig(_Model):
                                   "at least this share of the weeks.")
     quantile: float = Field(0.9, gt=0.5, lt=1.0, description="Quantile of the upper bound.")
     seed: int = Field(42, description="Seed of the boosting models.")
+    max_iter: int = Field(300, ge=1, le=5000, description="Boosting iterations.")
+    learning_rate: float = Field(0.05, gt=0.0, le=1.0, description="Boosting learning rate.")
+    min_samples_leaf: int = Field(40, ge=1, description="Smallest leaf of the boosted trees.")
     experiment: str = Field("shoprec-demand", description="MLflow experiment name.")
     output_dir: str = Field("runs/forecast", description="Root of the Parquet data set "
                             "(forecast_date=YYYY-MM-DD/forecast.parquet).")
+    category_output_dir: str = Field("runs/forecast_by_category", description="Root of the "
+                                     "weekly forecast per category (same layout; empty: not "
+                                     "written).")
+    registered_model_name: str = Field("shoprec-demand", description="MLflow registered "
+                                       "model of the forecast.")
+    gate_margin: float = Field(0.05, ge=0.0, lt=1.0, description="The model's held-out WAPE "
+                               "must be at least this much (relative) under the best naive "
+                               "baseline's to become champion.")
 
 
 class BatchConfig(_Model):
@@ -612,3 +623,11 @@ class BatchConfig(_Model):
                           "user).")
     diversity: float = Field(0.0, ge=0.0, le=1.0, description="Weight of the novelty "
                              "re-ranking of each user's list (0: the model's order).")
+    stock_path: str = Field("", description="CSV or Parquet file with item_id and units on "
+                            "hand: products forecast to sell out beyond it are down-weighted "
+                            "(empty: stock is not considered).")
+    forecast: str = Field("models:/shoprec-demand@champion", description="The demand "
+                          "forecast used with stock_path: a model URI, or the forecast's "
+                          "Parquet file or data set root.")
+    stock_weeks: int = Field(0, ge=0, le=26, description="Forecast weeks the stock must last "
+                             "(0: every week of the forecast).")

@@ -23,7 +23,7 @@ The methods compared are these.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,9 @@ class ForecastSettings:
         quantile: The upper bound's quantile.
         lags: Lag features (weeks before the forecast origin).
         seed: Seed of the boosting models.
+        max_iter: Boosting iterations.
+        learning_rate: Boosting learning rate.
+        min_samples_leaf: Smallest leaf of the boosted trees.
     """
 
     test_weeks: int = 8
@@ -57,6 +60,28 @@ class ForecastSettings:
     quantile: float = 0.9
     lags: tuple[int, ...] = (0, 1, 2, 3, 4, 8, 12)
     seed: int = 42
+    max_iter: int = 300
+    learning_rate: float = 0.05
+    min_samples_leaf: int = 40
+
+    def recipe(self) -> dict[str, Any]:
+        """What makes the model what it is (:data:`RECIPE_FIELDS`), recorded per version.
+
+        The held-out weeks, the horizon and the products kept describe the comparison and
+        the data, not the model: a champion's recipe is retrained with this run's.
+        """
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in asdict(self).items() if name in RECIPE_FIELDS}
+
+    def with_recipe(self, recipe: dict[str, Any]) -> ForecastSettings:
+        """These settings with another version's model (``recipe``); unknown keys ignored."""
+        known: dict[str, Any] = {k: tuple(v) if k == "lags" else v
+                                 for k, v in recipe.items() if k in RECIPE_FIELDS}
+        return replace(self, **known)
+
+
+#: The settings that define the model (see :meth:`ForecastSettings.recipe`).
+RECIPE_FIELDS = ("quantile", "lags", "seed", "max_iter", "learning_rate", "min_samples_leaf")
 
 
 @dataclass
@@ -148,9 +173,10 @@ def _boosting(loss: str, settings: ForecastSettings, quantile: float | None = No
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     extra = {"quantile": quantile} if quantile is not None else {}
-    return HistGradientBoostingRegressor(loss=loss, max_iter=300, learning_rate=0.05,
-                                         min_samples_leaf=40, random_state=settings.seed,
-                                         **extra)
+    return HistGradientBoostingRegressor(loss=loss, max_iter=settings.max_iter,
+                                         learning_rate=settings.learning_rate,
+                                         min_samples_leaf=settings.min_samples_leaf,
+                                         random_state=settings.seed, **extra)
 
 
 def scores(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -172,17 +198,60 @@ class Backtest:
         coverage: Share of held-out product-weeks at or under the model's upper bound.
         forecasts: The model's and the baselines' forecasts of the held-out weeks
             (long table: item_id, week, actual, one column per method, upper).
+        by_category: Method -> the same figures on weekly units per category (the
+            products' forecasts summed); empty when the products have no categories.
     """
 
     test: dict[str, dict[str, float]]
     per_horizon: dict[str, list[dict[str, float]]]
     coverage: float
     forecasts: pd.DataFrame
+    by_category: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def best_naive(self) -> str:
         """The naive baseline with the lowest WAPE."""
         return min((m for m in self.test if m.startswith("naive_")),
                    key=lambda m: self.test[m]["wape"])
+
+
+def _origin(panel: Panel, settings: ForecastSettings) -> int:
+    """The last week every method may see in the backtest.
+
+    Raises:
+        DataError: Too few weeks for the held-out part and the lags.
+    """
+    n_weeks = panel.units.shape[1]
+    origin = n_weeks - settings.test_weeks - 1
+    if origin < 12:
+        raise DataError(f"{n_weeks} weeks are too few to hold out {settings.test_weeks}")
+    return origin
+
+
+def _held_out_model(panel: Panel, origin: int, settings: ForecastSettings,
+                    upper: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model trained on the weeks up to ``origin``, on the held-out weeks.
+
+    Returns its point forecasts (products x held-out weeks) and, when ``upper``, its
+    quantile bound.
+    """
+    horizons = range(1, settings.test_weeks + 1)
+    features, targets = _training_set(panel, origin, settings.test_weeks, settings.lags)
+    point = _boosting(POINT_LOSS, settings).fit(features, targets)
+    test_features = [_features(panel, origin, h, settings.lags) for h in horizons]
+    predicted = np.column_stack([point.predict(f) for f in test_features])
+    if not upper:
+        return predicted, None
+    bound = _boosting("quantile", settings, settings.quantile).fit(features, targets)
+    return predicted, np.column_stack([bound.predict(f) for f in test_features])
+
+
+def _per_category(panel: Panel, values: np.ndarray) -> np.ndarray:
+    """Rows summed per category (products without one left out)."""
+    known = panel.categories >= 0
+    codes = panel.categories[known]
+    totals = np.zeros((int(codes.max()) + 1 if len(codes) else 0, values.shape[1]))
+    np.add.at(totals, codes, values[known])
+    return totals[np.unique(codes)]
 
 
 def backtest(panel: Panel, settings: ForecastSettings = ForecastSettings()) -> Backtest:
@@ -191,10 +260,7 @@ def backtest(panel: Panel, settings: ForecastSettings = ForecastSettings()) -> B
     Raises:
         DataError: Too few weeks for the held-out part and the lags.
     """
-    n_weeks = panel.units.shape[1]
-    origin = n_weeks - settings.test_weeks - 1  # the last week every method may see
-    if origin < 12:
-        raise DataError(f"{n_weeks} weeks are too few to hold out {settings.test_weeks}")
+    origin = _origin(panel, settings)
     horizons = range(1, settings.test_weeks + 1)
     actual = np.column_stack([panel.units[:, origin + h] for h in horizons])
     seen = panel.units[:, : origin + 1]
@@ -205,24 +271,37 @@ def backtest(panel: Panel, settings: ForecastSettings = ForecastSettings()) -> B
     if origin + 1 - 52 >= 0:
         predictions["naive_same_week_last_year"] = np.column_stack(
             [panel.units[:, origin + h - 52] for h in horizons])
-    features, targets = _training_set(panel, origin, settings.test_weeks, settings.lags)
-    point = _boosting(POINT_LOSS, settings).fit(features, targets)
-    upper = _boosting("quantile", settings, settings.quantile).fit(features, targets)
-    test_features = [_features(panel, origin, h, settings.lags) for h in horizons]
-    predictions["model"] = np.column_stack([point.predict(f) for f in test_features])
-    bound = np.column_stack([upper.predict(f) for f in test_features])
+    predictions["model"], quantile = _held_out_model(panel, origin, settings, upper=True)
+    assert quantile is not None
+    bound = np.maximum(quantile, predictions["model"])
     test = {name: scores(actual, p) for name, p in predictions.items()}
     per_horizon = {name: [scores(actual[:, h], p[:, h]) for h in range(len(horizons))]
                    for name, p in predictions.items()}
+    by_category = {}
+    if (panel.categories >= 0).any():
+        totals = _per_category(panel, actual)
+        by_category = {name: scores(totals, _per_category(panel, p))
+                       for name, p in predictions.items()}
     long = pd.DataFrame({
         "item_id": np.repeat(panel.items, len(horizons)),
         "week": np.tile(panel.weeks[origin + 1: origin + 1 + len(horizons)], len(panel.items)),
         "actual": actual.ravel(), **{name: p.ravel() for name, p in predictions.items()},
-        "upper": np.maximum(bound, predictions["model"]).ravel()})
-    coverage = float((actual <= np.maximum(bound, predictions["model"])).mean())
+        "upper": bound.ravel()})
+    coverage = float((actual <= bound).mean())
     logger.info("demand backtest over %d weeks: %s", settings.test_weeks,
                 {m: round(v["wape"], 4) for m, v in test.items()})
-    return Backtest(test, per_horizon, coverage, long)
+    return Backtest(test, per_horizon, coverage, long, by_category)
+
+
+def backtest_model(panel: Panel, settings: ForecastSettings) -> dict[str, float]:
+    """The model's held-out ``wape``, ``mae`` and ``bias`` alone (no baselines, no bound).
+
+    What a champion's recipe is judged by when it is retrained on this run's weeks.
+    """
+    origin = _origin(panel, settings)
+    actual = np.column_stack([panel.units[:, origin + h]
+                              for h in range(1, settings.test_weeks + 1)])
+    return scores(actual, _held_out_model(panel, origin, settings, upper=False)[0])
 
 
 def forecast_next(panel: Panel, settings: ForecastSettings = ForecastSettings()
@@ -247,14 +326,32 @@ def forecast_next(panel: Panel, settings: ForecastSettings = ForecastSettings()
     return pd.concat(rows, ignore_index=True)
 
 
+def category_forecast(ahead: pd.DataFrame, panel: Panel,
+                      items: pd.DataFrame | None) -> pd.DataFrame:
+    """Weekly units per category: the products' point forecasts summed.
+
+    The upper bounds are not summed (a sum of per-product quantiles is not the quantile of
+    the sum). Empty when the catalogue has no categories.
+    """
+    if items is None or "category" not in items or not (panel.categories >= 0).any():
+        return pd.DataFrame(columns=["category", "week", "forecast", "products"])
+    category = items.set_index(items["item_id"].astype(str))["category"]
+    frame = ahead.assign(category=ahead["item_id"].map(category)).dropna(subset=["category"])
+    return (frame.groupby(["category", "week"], observed=True)
+            .agg(forecast=("forecast", "sum"), products=("item_id", "nunique"))
+            .reset_index())
+
+
 def summary(result: Backtest, panel: Panel, path: str, mlflow_run_id: str,
             flow_run_id: str) -> dict[str, Any]:
     """The forecast run's summary (``shoprec forecast --summary-json``).
 
     ``test`` holds one entry per method (``model`` and each ``naive_...``) with its
-    ``wape``, ``mae`` and ``bias`` on the held-out weeks.
+    ``wape``, ``mae`` and ``bias`` on the held-out weeks; ``test_by_category`` the same on
+    weekly units per category.
     """
-    return {"test": result.test, "per_horizon": result.per_horizon,
+    return {"test": result.test, "test_by_category": result.by_category,
+            "per_horizon": result.per_horizon,
             "best_naive": result.best_naive(), "upper_coverage": result.coverage,
             "products": len(panel.items), "weeks": len(panel.weeks),
             "forecast_file": path, "mlflow_run_id": mlflow_run_id,

@@ -123,7 +123,9 @@ def novelty_scale(popularity: np.ndarray) -> np.ndarray:
 
 
 def rerank_for_novelty(indices: np.ndarray, scores: np.ndarray, novelty: np.ndarray,
-                       k: int, weight: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                       k: int, weight: float | np.ndarray,
+                       availability: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Trade accuracy for novelty: re-rank each row's candidates, keep the best ``k``.
 
     A candidate's new score is ``(1 - weight) * relevance + weight * novelty``, where
@@ -131,7 +133,9 @@ def rerank_for_novelty(indices: np.ndarray, scores: np.ndarray, novelty: np.ndar
     comes from :func:`novelty_scale`. ``weight`` 0 keeps the model's order; 1 ranks the
     candidates by rarity alone. It is a popularity penalty applied to a pool of the
     model's best items (:func:`diversity_pool`), so nothing from outside that pool is
-    promoted.
+    promoted. With ``availability`` (per item, in [0, 1]: the share of its forecast demand
+    the stock covers, :mod:`shoprec.inventory`) the new score is also multiplied by it,
+    and items with none left are dropped.
 
     Args:
         indices: ``(rows, pool)`` candidate item indices, best first (``-1``: padding).
@@ -139,6 +143,7 @@ def rerank_for_novelty(indices: np.ndarray, scores: np.ndarray, novelty: np.ndar
         novelty: Per-item novelty in [0, 1] (:func:`novelty_scale`).
         k: How many to keep per row.
         weight: In [0, 1]; one per row, or one for all.
+        availability: Per-item factor in [0, 1], or ``None``.
 
     Returns:
         ``(indices, scores)`` of shape ``(rows, k)``, the scores being the blended ones.
@@ -152,6 +157,10 @@ def rerank_for_novelty(indices: np.ndarray, scores: np.ndarray, novelty: np.ndar
         relevance = np.where(high > low, (safe - low) / spread, 1.0)
     w = np.asarray(weight, dtype=np.float64).reshape(-1, 1) if np.ndim(weight) else weight
     blended = (1 - w) * relevance + w * novelty[np.where(valid, indices, 0)]
+    if availability is not None:
+        # An item with no units left is not recommended at all.
+        share = availability[np.where(valid, indices, 0)]
+        blended = np.where(share > 0, blended * share, -np.inf)
     blended = np.where(valid, blended, -np.inf)
     # Ties keep the model's order (stable sort on the candidates, which are best first).
     order = np.argsort(-blended, axis=1, kind="stable")[:, :k]

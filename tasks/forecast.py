@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import task
@@ -17,10 +18,19 @@ from shoprec.forecast import (
     ForecastSettings,
     Panel,
     backtest,
+    backtest_model,
+    category_forecast,
     forecast_next,
     weekly_panel,
 )
 from shoprec.registry import runs
+from shoprec.registry.demand import (
+    DemandChampion,
+    demand_champion,
+    demand_gate,
+    publish_forecast,
+)
+from shoprec.registry.publish import GateVerdict
 
 #: Prefect artifact key of the forecast table.
 FORECAST_KEY = "shoprec-demand-forecast"
@@ -30,7 +40,14 @@ def settings(config: ForecastConfig) -> ForecastSettings:
     """The core's settings from the flow's configuration."""
     return ForecastSettings(test_weeks=config.test_weeks, horizon=config.horizon,
                             min_week_share=config.min_week_share, quantile=config.quantile,
-                            seed=config.seed)
+                            seed=config.seed, max_iter=config.max_iter,
+                            learning_rate=config.learning_rate,
+                            min_samples_leaf=config.min_samples_leaf)
+
+
+def recipe(config: ForecastConfig) -> dict[str, Any]:
+    """The model's recipe under this configuration (recorded with its version)."""
+    return settings(config).recipe()
 
 
 @task(name="weekly-panel", cache_policy=NO_CACHE)
@@ -51,14 +68,77 @@ def forecast_ahead(panel: Panel, config: ForecastConfig) -> pd.DataFrame:
     return forecast_next(panel, settings(config))
 
 
+@task(name="category-forecast", cache_policy=NO_CACHE)
+def forecast_categories(ahead: pd.DataFrame, panel: Panel, data: CleanData) -> pd.DataFrame:
+    """The weekly forecast per category (the products' forecasts summed)."""
+    return category_forecast(ahead, panel, data.items)
+
+
+@task(name="find-demand-champion", cache_policy=NO_CACHE)
+def find_demand_champion(config: ForecastConfig) -> DemandChampion:
+    """The registered champion forecast and its recipe (an error if unreadable)."""
+    return demand_champion(config.registered_model_name)
+
+
+@task(name="retrain-demand-champion", cache_policy=NO_CACHE)
+def retrain_champion(panel: Panel, config: ForecastConfig, champion: DemandChampion,
+                     result: Backtest) -> tuple[dict[str, float] | None, str | None]:
+    """The champion's recipe on this run's weeks: its held-out figures, or why there are none.
+
+    A recipe equal to this run's is not trained twice: the same seed on the same weeks
+    gives the same figures.
+    """
+    if champion.recipe is None:
+        return None, None
+    if champion.recipe == recipe(config):
+        return result.test["model"], None
+    try:
+        return backtest_model(panel, settings(config).with_recipe(champion.recipe)), None
+    except (ValueError, TypeError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+@task(name="demand-gate", cache_policy=NO_CACHE)
+def judge_forecast(result: Backtest, config: ForecastConfig, champion: DemandChampion,
+                   champion_test: dict[str, float] | None, problem: str | None) -> GateVerdict:
+    """Beats the best naive baseline by the margin, and is no worse than the champion."""
+    return demand_gate(result.test, result.best_naive(), config.gate_margin, champion,
+                       champion_test, problem, same_recipe=champion.recipe == recipe(config))
+
+
+@task(name="publish-forecast", cache_policy=NO_CACHE)
+def publish_demand(path: str, run_id: str, config: ForecastConfig, verdict: GateVerdict,
+                   tags: dict[str, str]) -> dict[str, Any]:
+    """Register the forecast as a version of ``shoprec-demand`` and set its aliases."""
+    return publish_forecast(Path(path).parent, run_id=run_id,
+                            name=config.registered_model_name, verdict=verdict,
+                            recipe=recipe(config), tags=tags)
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write under a temporary name, then rename: readers never see half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(temporary, index=False)
+    temporary.replace(path)
+
+
 @task(name="write-forecast", cache_policy=NO_CACHE)
-def write_forecast(ahead: pd.DataFrame, config: ForecastConfig) -> str:
-    """Write ``forecast_date=YYYY-MM-DD/forecast.parquet`` (replaced by a rerun that day)."""
-    folder = Path(config.output_dir) / f"forecast_date={datetime.now(UTC).date().isoformat()}"
+def write_forecast(ahead: pd.DataFrame, categories: pd.DataFrame,
+                   config: ForecastConfig) -> str:
+    """Write ``forecast_date=YYYY-MM-DD/forecast.parquet`` (replaced by a rerun that day).
+
+    The weekly forecast per category, when the catalogue has categories, goes to the same
+    partition of its own data set (``category_output_dir``), so each reads back whole with
+    ``pandas.read_parquet(root)``.
+    """
+    partition = f"forecast_date={datetime.now(UTC).date().isoformat()}"
+    folder = Path(config.output_dir) / partition
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / ".forecast.parquet.tmp"
-    ahead.to_parquet(temporary, index=False)
-    temporary.replace(folder / "forecast.parquet")
+    _write_parquet(ahead, folder / "forecast.parquet")
+    if len(categories) and config.category_output_dir:
+        by_category = Path(config.category_output_dir) / partition
+        by_category.mkdir(parents=True, exist_ok=True)
+        _write_parquet(categories, by_category / "forecast.parquet")
     create_table_artifact(key=FORECAST_KEY, table=ahead.head(200).assign(
         week=ahead["week"].astype(str).head(200)).round(2).to_dict(orient="records"),
         description=f"Demand forecast, next {config.horizon} weeks (first 200 rows)")

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from shoprec_tasks.data import transient_io
 
+from shoprec import inventory
 from shoprec.batch import BatchResult, write_recommendations
 from shoprec.config import BatchConfig, PromotionConfig
 from shoprec.features import item_frame
@@ -81,9 +82,14 @@ def load_model(name: str, alias: str) -> tuple[ModelBundle, str]:
 @task(name="write-recommendations", cache_policy=NO_CACHE)
 def write_batch(bundle: ModelBundle, version: str, config: BatchConfig) -> BatchResult:
     """Score every known user and write the date-partitioned Parquet."""
+    share = None
+    if config.stock_path:
+        share = inventory.availability(
+            bundle.items.ids, inventory.read_stock(config.stock_path),
+            inventory.read_forecast(config.forecast, bundle.items.ids), config.stock_weeks)
     result = write_recommendations(bundle, config.output_dir, config.k, config.batch_size,
                                    model_version=version, explain=config.explain,
-                                   diversity=config.diversity)
+                                   diversity=config.diversity, availability=share)
     create_table_artifact(key=BATCH_KEY, table=[result.to_dict()],
                           description=f"Top {config.k} of every known user by "
                           f"{config.registered_model_name}@{config.alias}")

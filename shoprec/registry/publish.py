@@ -271,20 +271,16 @@ def _withdraw(name: str, version: str, challenger_before: str | None) -> None:
                        tracking.redact(str(exc)))
 
 
-def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerdict,
-            tags: dict[str, str], example_user: str, example_items: list[str],
-            example_query: str = "") -> dict[str, Any]:
-    """Log the bundle as a pyfunc model in ``run_id``, register it and set its aliases.
+def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[str, str],
+                    python_model: Path, artifacts: dict[str, str], signature: Any,
+                    example: pd.DataFrame, requirements: list[str],
+                    code_paths: list[str] | None = None) -> dict[str, Any]:
+    """Log a models-from-code pyfunc in ``run_id``, register it and set its aliases.
 
-    Args:
-        bundle_dir: Folder written by :meth:`ModelBundle.save`.
-        run_id: The pipeline's parent MLflow run.
-        name: Registered model name.
-        verdict: The gate's decision; ``champion`` is set only if it passed.
-        tags: Version tags (data fingerprint, git commit, flow run id, ...).
-        example_user: A known user id for the input example.
-        example_items: Known item ids for the input example.
-        example_query: A search text for the input example.
+    The recommender and the demand forecast publish through here, under the same rules: a
+    version whose upload or labelling did not finish is withdrawn, the registry left as it
+    was (:func:`_discard_partial_upload`, :func:`_withdraw`); ``champion`` moves only when
+    the gate passed and nobody moved it meanwhile (:func:`_label`).
 
     Returns:
         ``{"name", "version", "aliases", "model_uri", "previous_champion"}`` (the version
@@ -294,17 +290,16 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     mlflow.set_registry_uri(tracking.tracking_uri())
-    signature, example = signature_and_example(example_user, example_items, example_query)
     try:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=str(PYFUNC_FILE),
-                artifacts={"bundle": str(bundle_dir)},
-                code_paths=[str(PACKAGE_DIR)],
+                python_model=str(python_model),
+                artifacts=artifacts,
+                code_paths=code_paths,
                 signature=signature,
                 input_example=example,
-                pip_requirements=bundle_requirements(bundle_dir),
+                pip_requirements=requirements,
                 registered_model_name=name,
             )
     except BaseException:  # Ctrl-C, SIGTERM or a server gone during the upload
@@ -321,3 +316,29 @@ def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerd
     logger.info("registered %s version %s with aliases %s", name, version, aliases)
     return {"name": name, "version": version, "aliases": aliases, "model_uri": info.model_uri,
             "previous_champion": current if passed else None}
+
+
+def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerdict,
+            tags: dict[str, str], example_user: str, example_items: list[str],
+            example_query: str = "") -> dict[str, Any]:
+    """Log the bundle as a pyfunc model in ``run_id``, register it and set its aliases.
+
+    Args:
+        bundle_dir: Folder written by :meth:`ModelBundle.save`.
+        run_id: The pipeline's parent MLflow run.
+        name: Registered model name.
+        verdict: The gate's decision; ``champion`` is set only if it passed.
+        tags: Version tags (data fingerprint, git commit, flow run id, ...).
+        example_user: A known user id for the input example.
+        example_items: Known item ids for the input example.
+        example_query: A search text for the input example.
+
+    Returns:
+        See :func:`register_pyfunc`.
+    """
+    signature, example = signature_and_example(example_user, example_items, example_query)
+    return register_pyfunc(run_id=run_id, name=name, verdict=verdict, tags=tags,
+                           python_model=PYFUNC_FILE, artifacts={"bundle": str(bundle_dir)},
+                           signature=signature, example=example,
+                           requirements=bundle_requirements(bundle_dir),
+                           code_paths=[str(PACKAGE_DIR)])

@@ -418,7 +418,8 @@ def log_forecast(experiment: str, run_name: str, result: Any, params: dict[str, 
     """Log a demand backtest as an MLflow run; returns its id.
 
     Metrics ``test_<method>_{wape,mae,bias}``, ``horizon_<method>_wape`` per horizon (as
-    steps) and ``test_model_upper_coverage``; the artifact ``actual_vs_forecast.png`` (the
+    steps), ``test_category_<method>_{wape,mae,bias}`` on weekly units per category and
+    ``test_model_upper_coverage``; the artifact ``actual_vs_forecast.png`` (the
     held-out weeks of the top products).
 
     Args:
@@ -437,6 +438,9 @@ def log_forecast(experiment: str, run_name: str, result: Any, params: dict[str, 
                for method, values in result.test.items() for name, value in values.items()]
     metrics += [Metric(f"horizon_{method}_wape", float(h["wape"]), now, step + 1)
                 for method, hs in result.per_horizon.items() for step, h in enumerate(hs)]
+    metrics += [Metric(f"test_category_{method}_{name}", float(value), now, 0)
+                for method, values in result.by_category.items()
+                for name, value in values.items()]
     metrics.append(Metric("test_model_upper_coverage", float(result.coverage), now, 0))
     _log_batched(client, run.info.run_id, [Param(k, str(v)[:6000]) for k, v in params.items()],
                  metrics)

@@ -96,3 +96,72 @@ def test_the_flow_and_the_command_line_write_the_forecast_and_its_run(
     written = json.loads((tmp_path / "s.json").read_text())
     assert written["test"]["model"]["wape"] == pytest.approx(summary["test"]["model"]["wape"])
     assert "naive_mean_4" in done.stdout
+    assert "registered shoprec-demand version 2" in done.stdout
+
+
+def test_forecast_versions_pass_the_gate_and_serve_their_forecast(
+        prefect_api: str, mlflow_store: str, tmp_path, monkeypatch) -> None:
+    """Version 1 becomes champion; a worse recipe is registered as challenger only, judged
+    against the champion's recipe retrained on the same weeks; a fault while labelling
+    leaves the registry as it was; the model answers with the published forecast."""
+    import mlflow
+    from shoprec_flows.forecast import demand_forecast
+
+    from shoprec.config import DataConfig, ForecastConfig
+    from shoprec.inventory import read_forecast
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import CHALLENGER, CHAMPION, alias_version
+
+    name = "demand-gate-test"
+    source = tmp_path / "purchases.parquet"
+    planted(weeks=70, products=20).to_parquet(source)
+    data = DataConfig(interactions=str(source))
+
+    runs = iter(range(10))
+
+    def run(**settings) -> dict:
+        # Each run its own output folder: a rerun on the same day replaces the day's file.
+        return demand_forecast(data=data, forecast=ForecastConfig(
+            output_dir=str(tmp_path / f"out{next(runs)}"), registered_model_name=name,
+            **settings))
+
+    first = run()
+    assert first["gate"]["passed"] and first["registered"]["aliases"] == [CHALLENGER, CHAMPION]
+    # Three boosting iterations: a much worse model than the champion's recipe.
+    worse = run(max_iter=3)
+    checks = {c["name"]: c for c in worse["gate"]["checks"]}
+    assert not checks["not_worse_than_champion"]["passed"]
+    assert checks["not_worse_than_champion"]["reference"] == pytest.approx(
+        first["test"]["model"]["wape"])
+    assert worse["registered"]["aliases"] == [CHALLENGER]
+    assert (alias_version(name, CHAMPION), alias_version(name, CHALLENGER)) == ("1", "2")
+    # The margin over the best naive baseline is part of the gate.
+    strict = run(gate_margin=0.99)
+    assert not strict["gate"]["passed"]
+    assert {c["name"]: c["passed"] for c in strict["gate"]["checks"]} == {
+        "beats_best_naive": False, "not_worse_than_champion": True}
+    assert alias_version(name, CHAMPION) == "1"
+    # A registry fault while labelling the new version: it is withdrawn, aliases stay.
+    client = tracking.client()
+    before = {v.version for v in client.search_model_versions(f"name = '{name}'")}
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("tracking server gone")
+
+    monkeypatch.setattr(type(client), "set_model_version_tag", refuse)
+    with pytest.raises(Exception, match="tracking server gone"):
+        run()
+    monkeypatch.undo()
+    assert {v.version for v in client.search_model_versions(f"name = '{name}'")} == before
+    assert (alias_version(name, CHAMPION), alias_version(name, CHALLENGER)) == ("1", "3")
+    # The champion answers with the forecast its run published.
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    published = pd.read_parquet(first["forecast_file"])
+    item = str(published["item_id"].iloc[0])
+    answer = model.predict(pd.DataFrame({"item_id": [item, "no-such-product"]}))
+    assert answer["known"].tolist() == [True, False]
+    expected = published[published["item_id"] == item].sort_values("week")
+    assert answer["forecast"].iloc[0] == pytest.approx(expected["forecast"].tolist())
+    through_model = read_forecast(f"models:/{name}@champion", published["item_id"].unique())
+    assert len(through_model) == len(published)

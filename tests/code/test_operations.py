@@ -171,6 +171,39 @@ def test_batch_recommendations_explain_each_row_from_the_users_history(
     assert named > 0.9 * len(frame)  # ALS explains (almost) every row
 
 
+def test_batch_recommendations_hold_back_products_forecast_to_sell_out(
+        registered: str, synthetic_dir: Path, tmp_path: Path) -> None:
+    """The demand forecast's registered model and a stock file steer the batch: the most
+    recommended product, forecast to sell and out of stock, leaves every list."""
+    from shoprec_flows.forecast import demand_forecast
+    from shoprec_flows.operations import batch_recommendations
+
+    from shoprec.config import ForecastConfig
+
+    demand = demand_forecast(data=_data(synthetic_dir), forecast=ForecastConfig(
+        test_weeks=4, min_week_share=0.2, output_dir=str(tmp_path / "forecast"),
+        category_output_dir=str(tmp_path / "categories"), registered_model_name="ops-demand"))
+    assert list(pd.read_parquet(tmp_path / "categories").columns[:3]) == [
+        "category", "week", "forecast"]
+    config = {"registered_model_name": NAME, "alias": "serving", "k": 5}
+    batch_recommendations(batch=BatchConfig(**config, output_dir=str(tmp_path / "plain")))
+    plain = pd.read_parquet(tmp_path / "plain")
+    forecast = pd.read_parquet(demand["forecast_file"])
+    selling = set(forecast.groupby("item_id")["forecast"].sum().loc[lambda s: s > 0].index)
+    counts = plain[plain["item_id"].isin(selling)]["item_id"].value_counts()
+    gone = counts.index[0]
+    stock = tmp_path / "stock.csv"
+    stock.write_text(f"item_id,units\n{gone},0\n")
+    # The challenger: whether this small forecast passed its gate does not matter here.
+    result = batch_recommendations(batch=BatchConfig(
+        **config, output_dir=str(tmp_path / "stock"), stock_path=str(stock),
+        forecast="models:/ops-demand@challenger"))
+    limited = pd.read_parquet(tmp_path / "stock")
+    assert result["stock_limited"] == 1
+    assert gone not in set(limited["item_id"])
+    assert len(limited) == len(plain)  # the lists stay full: the next product moves up
+
+
 def test_an_unwritten_registry_is_not_asked_again_and_a_moved_alias_is_seen(
         registered: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One `shoprec recommend` spent most of its time importing MLflow and opening its store;

@@ -100,3 +100,13 @@ def test_the_installed_wheel_validates_and_trains_from_any_folder(wheel: Path,
     done = shoprec("train", "--models", "popularity,ease", "--summary-json", "summary.json")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert (where / "summary.json").exists()
+
+
+def test_every_make_target_the_readme_and_ci_name_has_a_recipe() -> None:
+    """A ``.PHONY`` target whose rule was lost makes ``make lint`` succeed doing nothing."""
+    root = Path(__file__).resolve().parents[2]
+    for target, expected in (("lint", "ruff check"), ("test-fast", "not integration"),
+                             ("test", "pytest"), ("run", "shoprec train")):
+        done = subprocess.run(["make", "-n", "-W", "pyproject.toml", target], cwd=root,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert expected in done.stdout, (target, done.stdout, done.stderr)

@@ -1,0 +1,154 @@
+"""Stock-aware recommendations: down-weight products forecast to sell out beyond stock.
+
+A stock file (``item_id, units``: units on hand) and a demand forecast (the
+``shoprec-demand`` model or its Parquet output) give each product its *availability*: the
+share of its forecast demand over the coming weeks that the stock covers,
+``min(1, units / demand)``. A product with stock for all of its forecast demand, or with no
+stock record or no forecast, keeps 1; one with no units left gets 0. The batch multiplies
+each candidate's relevance by its availability (:func:`shoprec.ranking.rerank_for_novelty`),
+so a product about to sell out drops down the lists of the shoppers it would disappoint,
+and one nobody can buy leaves them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shoprec.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+#: How many offending rows an error message names.
+_SHOWN = 5
+
+
+def read_stock(path: str | Path) -> pd.Series:
+    """Units on hand per product from a CSV or Parquet file with ``item_id`` and ``units``.
+
+    Returns:
+        Units (float) indexed by item id (string).
+
+    Raises:
+        ConfigError: The file does not exist.
+        DataError: A column is missing, a unit count is not a non-negative number, or an
+            item appears twice; the message names the rows (1-based, as a spreadsheet
+            counts them after the header).
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"stock file {str(source)!r} does not exist; give a CSV or Parquet "
+                          "file with columns item_id and units")
+    try:
+        frame = (pd.read_parquet(source) if source.suffix.lower() in (".parquet", ".pq")
+                 else pd.read_csv(source, dtype={"item_id": str}))
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"stock file {str(source)!r} could not be read as "
+                        f"{'Parquet' if source.suffix.lower() == '.parquet' else 'CSV'}: "
+                        f"{exc}") from exc
+    missing = [c for c in ("item_id", "units") if c not in frame.columns]
+    if missing:
+        raise DataError(f"stock file {str(source)!r} lacks the column(s) {', '.join(missing)} "
+                        f"(it has {', '.join(map(str, frame.columns))}); it needs item_id and "
+                        "units")
+    units = pd.to_numeric(frame["units"], errors="coerce")
+    bad = frame.index[units.isna() | (units < 0) | ~np.isfinite(units.fillna(0))
+                      | frame["item_id"].isna()]
+    if len(bad):
+        rows = ", ".join(str(i + 2) for i in bad[:_SHOWN])
+        raise DataError(f"stock file {str(source)!r}: {len(bad)} row(s) without an item_id or "
+                        f"with units that are not a non-negative number (lines {rows}"
+                        f"{', ...' if len(bad) > _SHOWN else ''}); fix or remove them")
+    ids = frame["item_id"].astype(str)
+    repeated = ids[ids.duplicated(keep=False)]
+    if len(repeated):
+        names = ", ".join(sorted(set(repeated))[:_SHOWN])
+        raise DataError(f"stock file {str(source)!r}: item(s) listed more than once ({names}"
+                        f"{', ...' if repeated.nunique() > _SHOWN else ''}); give one row per "
+                        "item with its total units")
+    return pd.Series(units.to_numpy(dtype=float), index=ids.to_numpy(), name="units")
+
+
+def read_forecast(source: str, item_ids: np.ndarray | None = None) -> pd.DataFrame:
+    """The latest demand forecast: ``item_id, week, forecast``.
+
+    Args:
+        source: A model URI of the ``shoprec-demand`` model (``models:/shoprec-demand@
+            champion``), answered through its pyfunc interface; a ``forecast.parquet``
+            file; or the root of the forecast data set (its latest ``forecast_date=``
+            partition is read).
+        item_ids: The products to ask a model about (every one of the file otherwise).
+
+    Raises:
+        ConfigError: The source does not exist or holds no forecast.
+    """
+    if ":/" in source:
+        return _forecast_from_model(source, item_ids)
+    path = Path(source)
+    if path.is_dir():
+        partitions = sorted(path.glob("forecast_date=*/forecast.parquet"))
+        if not partitions:
+            raise ConfigError(f"{source!r} holds no forecast_date=*/forecast.parquet; run "
+                              "`shoprec forecast` first")
+        path = partitions[-1]
+    if not path.is_file():
+        raise ConfigError(f"demand forecast {str(path)!r} does not exist; run `shoprec "
+                          "forecast` first")
+    frame = pd.read_parquet(path, columns=["item_id", "week", "forecast"])
+    return frame.assign(item_id=frame["item_id"].astype(str))
+
+
+def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
+    import mlflow
+
+    from shoprec.registry import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_registry_uri(tracking.tracking_uri())
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MLflow raises many kinds; all mean "not there"
+        raise ConfigError(f"could not load the demand forecast {uri!r}: "
+                          f"{tracking.redact(str(exc))}; run `shoprec forecast` first, or "
+                          "pass --forecast PATH of its Parquet output") from exc
+    ids = [] if item_ids is None else [str(i) for i in item_ids]
+    if not ids:
+        return pd.DataFrame({"item_id": [], "week": [], "forecast": []})
+    answer = model.predict(pd.DataFrame({"item_id": ids}))
+    answer = answer[answer["known"]]
+    rows = answer[["item_id", "weeks", "forecast"]].explode(["weeks", "forecast"])
+    return pd.DataFrame({"item_id": rows["item_id"].astype(str).to_numpy(),
+                         "week": pd.to_datetime(rows["weeks"]).to_numpy(),
+                         "forecast": rows["forecast"].astype(float).to_numpy()})
+
+
+def availability(item_ids: np.ndarray, stock: pd.Series, forecast: pd.DataFrame,
+                 weeks: int = 0) -> np.ndarray:
+    """Each product's share of forecast demand its stock covers, in [0, 1].
+
+    Args:
+        item_ids: The catalogue, in the model's item order.
+        stock: Units on hand per item id (:func:`read_stock`).
+        forecast: ``item_id, week, forecast`` (:func:`read_forecast`).
+        weeks: Forecast weeks the stock must last (0: every week of the forecast).
+
+    Returns:
+        One float per catalogue item: ``min(1, units / demand)`` where both are known and
+        the demand is positive, else 1.
+    """
+    if weeks > 0:
+        first = np.sort(forecast["week"].unique())[:weeks]
+        forecast = forecast[forecast["week"].isin(first)]
+    demand = forecast.groupby("item_id")["forecast"].sum()
+    ids = pd.Index(np.asarray(item_ids).astype(str))
+    need = demand.reindex(ids).to_numpy(dtype=float)
+    have = stock.reindex(ids).to_numpy(dtype=float)
+    known = np.isfinite(need) & np.isfinite(have) & (need > 0)
+    share = np.ones(len(ids))
+    share[known] = np.minimum(1.0, have[known] / need[known])
+    logger.info("stock: %d of %d catalogue items forecast to sell out (%d with no units)",
+                int((share < 1).sum()), len(ids), int((share == 0).sum()))
+    return share

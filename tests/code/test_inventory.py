@@ -1,0 +1,112 @@
+"""Stock-aware batch recommendations on planted data: products forecast to sell out move
+down or leave the lists, the others keep their order; bad stock files are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from shoprec.batch import write_recommendations
+from shoprec.errors import ConfigError, DataError
+from shoprec.features.idmap import IdMap
+from shoprec.inventory import availability, read_forecast, read_stock
+from shoprec.models import Popularity
+from shoprec.models.mf import ImplicitALS
+from shoprec.registry.bundle import ModelBundle
+
+WEEKS = pd.date_range("2025-01-06", periods=4, freq="7D")
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    """Two planted shopper groups, each buying within its own half of the catalogue."""
+    rng = np.random.default_rng(5)
+    n_users, n_items = 120, 40
+    group = np.arange(n_users) % 2
+    half = np.arange(n_items) // (n_items // 2)
+    likes = (group[:, None] == half[None, :]) * 0.3 + 0.01
+    dense = (rng.random((n_users, n_items)) < likes).astype(np.float32)
+    history = sp.csr_matrix(dense)
+    model = ImplicitALS(factors=4, iterations=10, regularization=0.1, seed=1).fit(history)
+    return ModelBundle(model=model, users=IdMap([f"u{i}" for i in range(n_users)]),
+                       items=IdMap([f"i{i}" for i in range(n_items)]), history=history,
+                       fallback=Popularity().fit(history), meta={"model": "mf"})
+
+
+def _forecast(demand: dict[str, float]) -> pd.DataFrame:
+    """A planted forecast: each product's demand spread evenly over four weeks."""
+    return pd.DataFrame([(item, week, units / len(WEEKS)) for item, units in demand.items()
+                         for week in WEEKS], columns=["item_id", "week", "forecast"])
+
+
+def _lists(bundle: ModelBundle, folder: Path, share: np.ndarray | None) -> pd.DataFrame:
+    write_recommendations(bundle, folder, k=5, availability=share)
+    return pd.read_parquet(folder).sort_values(["user_id", "rank"])
+
+
+def test_availability_is_the_share_of_forecast_demand_the_stock_covers() -> None:
+    ids = np.array(["a", "b", "c", "d", "e"])
+    stock = pd.Series({"a": 100.0, "b": 10.0, "c": 0.0, "e": 5.0})
+    forecast = _forecast({"a": 40.0, "b": 40.0, "c": 8.0, "d": 80.0})
+    # a: plenty; b: a quarter; c: none left; d: no stock record; e: no forecast.
+    assert availability(ids, stock, forecast).tolist() == [1.0, 0.25, 0.0, 1.0, 1.0]
+    # Stock that must last only the first week: b's 10 units cover its 10.
+    assert availability(ids, stock, forecast, weeks=1).tolist() == [1.0, 1.0, 0.0, 1.0, 1.0]
+
+
+def test_products_forecast_to_sell_out_move_down_and_empty_ones_leave(
+        bundle: ModelBundle, tmp_path: Path) -> None:
+    plain = _lists(bundle, tmp_path / "plain", None)
+    ids = np.asarray(bundle.items.ids)
+    firsts = plain[plain["rank"] == 1]["item_id"].value_counts()
+    gone, scarce = firsts.index[0], firsts.index[1]  # the two most frequent first choices
+    stock = pd.Series({gone: 0.0, scarce: 10.0, **{i: 1000.0 for i in ids
+                                                    if i not in (gone, scarce)}})
+    forecast = _forecast({i: 40.0 for i in ids})
+    share = availability(ids, stock, forecast)
+    assert share[list(ids).index(scarce)] == pytest.approx(0.25)
+    limited = _lists(bundle, tmp_path / "stock", share)
+    assert gone in set(plain["item_id"]) and gone not in set(limited["item_id"])
+
+    def mean_rank(frame: pd.DataFrame, item: str) -> float:
+        # Users whose list lacks the item count it at rank 6 (just below a list of five).
+        ranks = frame[frame["item_id"] == item].set_index("user_id")["rank"]
+        return float(ranks.reindex(plain["user_id"].unique()).fillna(6).mean())
+
+    assert mean_rank(limited, scarce) > mean_rank(plain, scarce) + 0.5
+    # Every list stays full, and the well-stocked products keep their relative order.
+    assert (limited.groupby("user_id").size() == 5).all()
+    for user, frame in plain.groupby("user_id"):
+        kept = [i for i in frame["item_id"] if i not in (gone, scarce)]
+        now = limited[limited["user_id"] == user]["item_id"].tolist()
+        assert [i for i in now if i in kept] == kept[:len([i for i in now if i in kept])]
+
+
+def test_bad_stock_files_are_refused_with_the_rows_to_fix(tmp_path: Path) -> None:
+    cases = {
+        "missing.csv": ("item_id,count\na,1\n", "lacks the column.s. units"),
+        "negative.csv": ("item_id,units\na,1\nb,-3\nc,many\n", "2 row.s. .*lines 3, 4"),
+        "twice.csv": ("item_id,units\na,1\na,2\n", "more than once .a."),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=message):
+            read_stock(tmp_path / name)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_stock(tmp_path / "nope.csv")
+    (tmp_path / "good.csv").write_text("item_id,units\n007,3\nb,0\n")
+    assert read_stock(tmp_path / "good.csv").to_dict() == {"007": 3.0, "b": 0.0}
+
+
+def test_the_forecast_is_read_from_its_latest_partition(tmp_path: Path) -> None:
+    for day, units in (("2025-01-01", 1.0), ("2025-01-08", 2.0)):
+        folder = tmp_path / f"forecast_date={day}"
+        folder.mkdir()
+        _forecast({"a": units * 4}).assign(upper=9.0).to_parquet(folder / "forecast.parquet")
+    assert read_forecast(str(tmp_path))["forecast"].tolist() == [2.0] * 4
+    with pytest.raises(ConfigError, match="run `shoprec forecast` first"):
+        read_forecast(str(tmp_path / "empty"))
