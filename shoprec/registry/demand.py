@@ -129,12 +129,12 @@ def demand_gate(test: dict[str, dict[str, float]], best_naive: str, margin: floa
             f"not be retrained on this run's weeks: {champion_problem or 'no result'}"))
     else:
         reference = float(champion_test["wape"])
-        how = ("the same recipe as this run's, so the same model on this run's weeks"
-               if same_recipe else "recipe retrained on this run's weeks, same held-out weeks")
+        how = ("(the same recipe as this run's: the same model on the same weeks)"
+               if same_recipe else "retrained on this run's weeks, same held-out weeks")
         checks.append(GateCheck(
             name, value <= reference, value, reference,
             f"wape {value:.4f} vs {reference:.4f} for champion version {champion.version}'s "
-            f"{how}"))
+            f"recipe {how}"))
     return GateVerdict(all(c.passed for c in checks), "wape", checks, champion.version)
 
 
