@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint clean browser
+.PHONY: install run test test-fast lint clean browser postgres
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shoprec needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -21,8 +21,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/shoprec train --summary-json runs/train/summary.json
 
-## Run the test suite (installs Debian's Chromium for the browser test when it is missing).
-test: $(STAMP) browser
+## Run the test suite (installs Debian's Chromium for the browser test and Debian's
+## PostgreSQL for the production-stack test when they are missing).
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Debian's Chromium, which the storefront page's browser test drives (Playwright uses it
@@ -36,6 +37,18 @@ browser:
 	  { command -v apt-get >/dev/null 2>&1 && $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; } || \
 	  echo "warning: could not install chromium; the browser test will be skipped"; }
+
+## Debian's PostgreSQL server, which deployments/stack.py runs (as its own processes, on its
+## own port and data folder: the package's default cluster is not used). Best-effort like
+## `browser` (CI sets SHOPREC_REQUIRE_POSTGRES=1).
+postgres:
+	@{ command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || { \
+	  echo "installing Debian's postgresql for the production-stack test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  { command -v apt-get >/dev/null 2>&1 && $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	      postgresql; } || \
+	  echo "warning: could not install postgresql; the stack test will be skipped"; }
 
 ## Unit tests only: no Prefect or MLflow server, no subprocess of the CLI, no network
 ## training beyond a few steps (under 2 minutes on 2 cores).

@@ -18,7 +18,7 @@ RETAIL = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
 
 
 #: Fixtures that start or need a service: tests using them are integration tests.
-SERVICES = {"prefect_api", "mlflow_store", "env", "registered"}
+SERVICES = {"prefect_api", "mlflow_store", "env", "registered", "stack"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,0 +1,468 @@
+"""The production topology on one machine: PostgreSQL, Prefect and MLflow servers, a worker.
+
+    python deployments/stack.py up        # start what is not running (idempotent)
+    python deployments/stack.py status    # each service: running and healthy? (exit 1 if not)
+    python deployments/stack.py env       # the two variables a client needs, as exports
+    python deployments/stack.py down      # stop everything it started (--purge: and its data)
+
+What ``up`` starts, each as a process with its log under ``<dir>/logs`` and its pid under
+``<dir>/run`` (``<dir>`` is ``SHOPREC_STACK_DIR``, default ``.stack``):
+
+* **PostgreSQL** (the system's binaries: ``SHOPREC_PG_BIN``, else ``pg_ctl`` on the
+  ``PATH``, else Debian's newest ``/usr/lib/postgresql/*/bin``; ``make postgres`` installs
+  Debian's package) with its data in ``<dir>/pgdata``, listening on 127.0.0.1 only, password
+  authentication, and two databases: ``prefect`` and ``mlflow``;
+* the **Prefect server** on that PostgreSQL (``PREFECT_API_DATABASE_CONNECTION_URL``);
+* the **MLflow tracking server** on that PostgreSQL, with the artifact root
+  ``SHOPREC_STACK_ARTIFACTS`` (a path or any URL ``mlflow server --artifacts-destination``
+  takes, e.g. ``s3://bucket/shoprec``; default ``<dir>/artifacts``) served through MLflow's
+  artifact proxy, so clients need no storage credentials;
+* the process **work pool** ``shoprec-process``, the deployments of
+  ``deployments/prefect.yaml``, and a **worker** that runs them with the tracking server as
+  its ``MLFLOW_TRACKING_URI``.
+
+Ports: ``SHOPREC_STACK_PG_PORT`` (54329), ``SHOPREC_STACK_PREFECT_PORT`` (4200),
+``SHOPREC_STACK_MLFLOW_PORT`` (5050). The database password is ``SHOPREC_STACK_DB_PASSWORD``;
+without it ``up`` generates one into ``<dir>/secrets/db-password`` (mode 0600, outside the
+repository's files: ``.stack`` is ignored by git). Secrets reach the servers through their
+environment, never their command lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+POOL = "shoprec-process"
+#: How long a service may take to answer its health check after starting.
+START_TIMEOUT_S = 120.0
+#: How long a service gets to stop on SIGTERM before it is killed.
+STOP_TIMEOUT_S = 20.0
+#: The system user PostgreSQL runs as when this script runs as root (it refuses root).
+PG_SYSTEM_USER = "postgres"
+DB_USER = "shoprec"
+
+
+class StackError(RuntimeError):
+    """A service could not be started or reached; the message says what to do."""
+
+
+@dataclass
+class Stack:
+    """Where the stack lives and which ports it uses."""
+
+    folder: Path
+    pg_port: int
+    prefect_port: int
+    mlflow_port: int
+    artifacts: str
+
+    @classmethod
+    def from_environment(cls, folder: str | None = None) -> Stack:
+        """Settings from the ``SHOPREC_STACK_*`` variables (``folder`` overrides the dir)."""
+        root = Path(folder or os.environ.get("SHOPREC_STACK_DIR", ".stack")).resolve()
+        return cls(root, int(os.environ.get("SHOPREC_STACK_PG_PORT", "54329")),
+                   int(os.environ.get("SHOPREC_STACK_PREFECT_PORT", "4200")),
+                   int(os.environ.get("SHOPREC_STACK_MLFLOW_PORT", "5050")),
+                   os.environ.get("SHOPREC_STACK_ARTIFACTS", str(root / "artifacts")))
+
+    def log(self, name: str) -> Path:
+        """The log file of a service."""
+        return self.folder / "logs" / f"{name}.log"
+
+    def pidfile(self, name: str) -> Path:
+        """Where a service's pid and start time are recorded."""
+        return self.folder / "run" / f"{name}.json"
+
+    @property
+    def pgdata(self) -> Path:
+        """PostgreSQL's data folder."""
+        return self.folder / "pgdata"
+
+    @property
+    def prefect_api(self) -> str:
+        """The Prefect server's API URL."""
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking server's URL."""
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def client_env(self) -> dict[str, str]:
+        """What a ``shoprec`` command, a worker or a server process needs to use the stack."""
+        return {"PREFECT_API_URL": self.prefect_api, "MLFLOW_TRACKING_URI": self.tracking_uri}
+
+    def password(self) -> str:
+        """The database password: ``SHOPREC_STACK_DB_PASSWORD``, else one generated once."""
+        given = os.environ.get("SHOPREC_STACK_DB_PASSWORD")
+        if given:
+            return given
+        path = self.folder / "secrets" / "db-password"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.chmod(0o700)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(secrets.token_urlsafe(24))
+        return path.read_text().strip()
+
+    def database_url(self, driver: str, database: str) -> str:
+        """A SQLAlchemy URL of one of the stack's databases, password included."""
+        secret = urllib.parse.quote(self.password(), safe="")
+        return f"postgresql+{driver}://{DB_USER}:{secret}@127.0.0.1:{self.pg_port}/{database}"
+
+
+# Processes ---------------------------------------------------------------------------------
+
+def _recorded(stack: Stack, name: str) -> psutil.Process | None:
+    """The live process ``name`` was started as, or ``None`` (also for a reused pid)."""
+    path = stack.pidfile(name)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    try:
+        process = psutil.Process(record["pid"])
+        if abs(process.create_time() - record["created"]) > 1.0:
+            return None  # the pid now belongs to another process
+        return process if process.status() != psutil.STATUS_ZOMBIE else None
+    except psutil.Error:
+        return None
+
+
+def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> None:
+    """Start ``command`` in its own session, output to its log, and record its pid."""
+    stack.log(name).parent.mkdir(parents=True, exist_ok=True)
+    stack.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
+    with open(stack.log(name), "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env={**os.environ, **env},
+                                   cwd=ROOT, start_new_session=True)
+    created = psutil.Process(process.pid).create_time()
+    stack.pidfile(name).write_text(json.dumps({"pid": process.pid, "created": created}))
+
+
+def _stop(stack: Stack, name: str) -> bool:
+    """SIGTERM the process group of ``name``, SIGKILL what is left after a while."""
+    process = _recorded(stack, name)
+    stack_pid = stack.pidfile(name)
+    if process is None:
+        stack_pid.unlink(missing_ok=True)
+        return False
+    family = [process, *process.children(recursive=True)]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=STOP_TIMEOUT_S)
+    for left in alive:
+        with contextlib.suppress(psutil.Error):
+            left.kill()
+    psutil.wait_procs(alive, timeout=5)
+    stack_pid.unlink(missing_ok=True)
+    return True
+
+
+def _get(url: str, timeout: float = 3.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return answer.status, answer.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except (urllib.error.URLError, OSError):
+        return 0, ""
+
+
+def _wait(what: str, check: Callable[[], bool], log: Path,
+          timeout: float = START_TIMEOUT_S) -> None:
+    """Poll ``check`` until it is true; on time-out, raise with the log's last lines."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+    raise StackError(f"{what} did not become healthy within {timeout:.0f} s; its log "
+                     f"({log}) ends with:\n" + "\n".join(tail))
+
+
+# PostgreSQL --------------------------------------------------------------------------------
+
+def pg_bin() -> Path:
+    """The folder of PostgreSQL's server binaries.
+
+    Raises:
+        StackError: None found.
+    """
+    if os.environ.get("SHOPREC_PG_BIN"):
+        return Path(os.environ["SHOPREC_PG_BIN"])
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+                      key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    if versions:
+        return Path(versions[-1]).parent
+    raise StackError("PostgreSQL's server binaries were not found: run `make postgres` "
+                     "(Debian's postgresql package), or set SHOPREC_PG_BIN to the folder "
+                     "holding pg_ctl and initdb")
+
+
+def _as_postgres() -> dict:
+    """``subprocess`` arguments that run PostgreSQL's tools as a non-root user."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER],
+                       check=True, capture_output=True)
+    return {"user": PG_SYSTEM_USER, "group": pwd.getpwnam(PG_SYSTEM_USER).pw_gid}
+
+
+def _hand_over(path: Path) -> None:
+    """Give ``path`` to the PostgreSQL user (when running as root)."""
+    if os.geteuid() == 0:
+        shutil.chown(path, PG_SYSTEM_USER, _as_postgres()["group"])
+
+
+def _check_reachable(stack: Stack) -> None:
+    """As root, the PostgreSQL user must be able to walk down to the data folder."""
+    if os.geteuid() != 0:
+        return
+    stack.folder.chmod(stack.folder.stat().st_mode | 0o011)
+    for parent in stack.folder.parents:
+        if not parent.stat().st_mode & 0o001:
+            raise StackError(f"{parent} is not searchable by other users, so PostgreSQL (which "
+                             f"runs as '{PG_SYSTEM_USER}', never root) cannot reach "
+                             f"{stack.pgdata}: set SHOPREC_STACK_DIR to a folder under /tmp or "
+                             "another searchable path")
+
+
+def _pg_ready(stack: Stack) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(host="127.0.0.1", port=stack.pg_port, user=DB_USER,
+                             password=stack.password(), dbname="postgres", connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def start_postgres(stack: Stack) -> None:
+    """Initialise the cluster if needed, start it if it is not running, create the databases."""
+    binaries = pg_bin()
+    run_as = _as_postgres()
+    _check_reachable(stack)
+    if not (stack.pgdata / "PG_VERSION").exists():
+        stack.pgdata.mkdir(parents=True, exist_ok=True)
+        stack.pgdata.chmod(0o700)
+        _hand_over(stack.pgdata)
+        # initdb reads the password from a file: one only the PostgreSQL user can read, in
+        # a folder of its own (initdb wants an empty data folder), removed straight after.
+        handover = stack.folder / "initdb"
+        shutil.rmtree(handover, ignore_errors=True)
+        handover.mkdir(mode=0o700)
+        _hand_over(handover)
+        secret = handover / "password"
+        descriptor = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(stack.password())
+        _hand_over(secret)
+        try:
+            subprocess.run([str(binaries / "initdb"), "-D", str(stack.pgdata), "-U", DB_USER,
+                            f"--pwfile={secret}", "--auth-host=scram-sha-256",
+                            "--auth-local=scram-sha-256", "-E", "UTF8"],
+                           check=True, capture_output=True, text=True, **run_as)
+        except subprocess.CalledProcessError as exc:
+            raise StackError(f"initdb failed: {exc.stderr[-2000:]}") from exc
+        finally:
+            shutil.rmtree(handover, ignore_errors=True)
+    if not _pg_ready(stack):
+        log = stack.log("postgres")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.touch()
+        _hand_over(log)
+        started = subprocess.run(
+            [str(binaries / "pg_ctl"), "-D", str(stack.pgdata), "-l", str(log), "-w", "-t",
+             "60", "-o", f"-h 127.0.0.1 -p {stack.pg_port} -k {stack.pgdata}", "start"],
+            capture_output=True, text=True, **run_as)
+        if started.returncode != 0:
+            tail = log.read_text(errors="replace").splitlines()[-10:]
+            raise StackError(f"PostgreSQL did not start on port {stack.pg_port}: "
+                             f"{started.stderr.strip()}\n" + "\n".join(tail))
+    _wait("PostgreSQL", lambda: _pg_ready(stack), stack.log("postgres"), 60)
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=stack.pg_port, user=DB_USER,
+                         password=stack.password(), dbname="postgres",
+                         autocommit=True) as connection:
+        present = {row[0] for row in connection.execute("SELECT datname FROM pg_database")}
+        for database in ("prefect", "mlflow"):
+            if database not in present:
+                connection.execute(f'CREATE DATABASE "{database}"')
+
+
+def stop_postgres(stack: Stack) -> bool:
+    """Stop the cluster (fast shutdown: open sessions are ended)."""
+    if not (stack.pgdata / "postmaster.pid").exists():
+        return False
+    subprocess.run([str(pg_bin() / "pg_ctl"), "-D", str(stack.pgdata), "-m", "fast", "-w",
+                    "-t", "60", "stop"], capture_output=True, text=True, **_as_postgres())
+    return True
+
+
+# The servers and the worker ----------------------------------------------------------------
+
+def _prefect_healthy(stack: Stack) -> bool:
+    return _get(f"{stack.prefect_api}/health")[0] == 200
+
+
+def _mlflow_healthy(stack: Stack) -> bool:
+    return _get(f"{stack.tracking_uri}/health")[0] == 200
+
+
+def _worker_online(stack: Stack) -> bool:
+    status, body = _get(f"{stack.prefect_api}/work_pools/{POOL}")
+    return status == 200 and json.loads(body).get("status") == "READY"
+
+
+def _server_env(stack: Stack) -> dict[str, str]:
+    return {"PREFECT_HOME": str(stack.folder / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": stack.database_url("asyncpg", "prefect")}
+
+
+def _client_env(stack: Stack) -> dict[str, str]:
+    return {**stack.client_env(), "PREFECT_HOME": str(stack.folder / "prefect-client")}
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (the one running this file)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def start_service(stack: Stack, name: str) -> None:
+    """Start ``prefect``, ``mlflow`` or ``worker`` unless it already runs and is healthy."""
+    healthy = {"prefect": _prefect_healthy, "mlflow": _mlflow_healthy,
+               "worker": _worker_online}[name]
+    if _recorded(stack, name) is not None and healthy(stack):
+        return
+    _stop(stack, name)  # a recorded process that is not healthy is replaced
+    if name == "prefect":
+        command = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                   str(stack.prefect_port)]
+        env = _server_env(stack)
+    elif name == "mlflow":
+        command = [_bin("mlflow"), "server", "--host", "127.0.0.1", "--port",
+                   str(stack.mlflow_port), "--serve-artifacts", "--workers", "1"]
+        env = {"MLFLOW_BACKEND_STORE_URI": stack.database_url("psycopg", "mlflow"),
+               "MLFLOW_ARTIFACTS_DESTINATION": stack.artifacts}
+    else:
+        command = [_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
+        env = _client_env(stack)
+    _spawn(stack, name, command, env)
+    _wait(f"the {name} service", lambda: healthy(stack), stack.log(name))
+
+
+def deploy(stack: Stack) -> None:
+    """Create the work pool (if missing) and apply ``deployments/prefect.yaml``."""
+    env = {**os.environ, **_client_env(stack)}
+    if _get(f"{stack.prefect_api}/work_pools/{POOL}")[0] != 200:
+        subprocess.run([_bin("prefect"), "work-pool", "create", POOL, "--type", "process"],
+                       check=True, capture_output=True, env=env, cwd=ROOT, timeout=120)
+    done = subprocess.run([_bin("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
+                           "deployments/prefect.yaml"], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+    if done.returncode != 0:
+        raise StackError(f"prefect deploy failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def up(stack: Stack, worker: bool = True) -> None:
+    """Start every service that is not running; leave running ones alone."""
+    stack.folder.mkdir(parents=True, exist_ok=True)
+    start_postgres(stack)
+    print(f"postgres  ready on 127.0.0.1:{stack.pg_port} (databases prefect, mlflow)")
+    start_service(stack, "prefect")
+    print(f"prefect   {stack.prefect_api.removesuffix('/api')}")
+    start_service(stack, "mlflow")
+    print(f"mlflow    {stack.tracking_uri} (artifacts: {stack.artifacts})")
+    deploy(stack)
+    print(f"deployed  deployments/prefect.yaml to the work pool {POOL}")
+    if worker:
+        start_service(stack, "worker")
+        print(f"worker    online in {POOL}")
+
+
+def down(stack: Stack, purge: bool = False) -> None:
+    """Stop the worker, the servers and PostgreSQL, in that order."""
+    for name in ("worker", "mlflow", "prefect"):
+        print(f"{name:9s} {'stopped' if _stop(stack, name) else 'not running'}")
+    print(f"{'postgres':9s} {'stopped' if stop_postgres(stack) else 'not running'}")
+    if purge and stack.folder.exists():
+        shutil.rmtree(stack.folder)
+        print(f"removed   {stack.folder}")
+
+
+def status(stack: Stack) -> bool:
+    """Print each service's state; true when every one runs and is healthy."""
+    checks = {"postgres": lambda: _pg_ready(stack), "prefect": lambda: _prefect_healthy(stack),
+              "mlflow": lambda: _mlflow_healthy(stack), "worker": lambda: _worker_online(stack)}
+    ok = True
+    for name, check in checks.items():
+        try:
+            healthy = check()
+        except Exception:  # noqa: BLE001 - any failure of a probe means "not healthy"
+            healthy = False
+        ok &= healthy
+        print(f"{name:9s} {'healthy' if healthy else 'down'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: ``up``, ``down``, ``status`` or ``env``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("--dir", help="State folder (default SHOPREC_STACK_DIR or .stack).")
+    parser.add_argument("--no-worker", action="store_true", help="up: start no worker.")
+    parser.add_argument("--purge", action="store_true",
+                        help="down: also delete the state folder (databases, artifacts, logs).")
+    args = parser.parse_args(argv)
+    stack = Stack.from_environment(args.dir)
+    try:
+        if args.command == "up":
+            up(stack, worker=not args.no_worker)
+            print("\n" + "\n".join(f"export {k}={v}" for k, v in stack.client_env().items()))
+        elif args.command == "down":
+            down(stack, args.purge)
+        elif args.command == "env":
+            print("\n".join(f"export {k}={v}" for k, v in stack.client_env().items()))
+        else:
+            return 0 if status(stack) else 1
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

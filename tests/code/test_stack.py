@@ -1,0 +1,180 @@
+"""The production topology for real: PostgreSQL, the Prefect and MLflow servers on it, a
+process worker running the deployments, and a model server loading the champion from the
+tracking server; brought up and taken down by ``deployments/stack.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = [sys.executable, str(ROOT / "deployments" / "stack.py")]
+NAME = "stack-model"
+TRAINING = "shoprec-training/training-nightly"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _postgres_available() -> bool:
+    sys.path.insert(0, str(ROOT / "deployments"))
+    try:
+        from stack import StackError, pg_bin
+
+        try:
+            return (pg_bin() / "initdb").exists()
+        except StackError:
+            return False
+    finally:
+        sys.path.pop(0)
+
+
+def _run(command: list[str], env: dict[str, str], timeout: float = 600
+         ) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[dict[str, str]]:
+    """The stack on free loopback ports, in a folder PostgreSQL's user can reach."""
+    if not _postgres_available():
+        if os.environ.get("SHOPREC_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL's server binaries are missing: `make postgres` installs "
+                        "Debian's package")
+        pytest.skip("PostgreSQL's server binaries are missing (`make postgres`)")
+    folder = Path(tempfile.mkdtemp(prefix="shoprec-stack-", dir="/tmp"))
+    env = {**os.environ, "SHOPREC_STACK_DIR": str(folder),
+           "SHOPREC_STACK_PG_PORT": str(_free_port()),
+           "SHOPREC_STACK_PREFECT_PORT": str(_free_port()),
+           "SHOPREC_STACK_MLFLOW_PORT": str(_free_port())}
+    env.pop("SHOPREC_STACK_DB_PASSWORD", None)
+    try:
+        started = _run([*STACK, "up"], env)
+        assert started.returncode == 0, started.stdout + started.stderr
+        exports = dict(line.removeprefix("export ").split("=", 1)
+                       for line in started.stdout.splitlines() if line.startswith("export "))
+        yield {**env, **exports, "PREFECT_HOME": str(folder / "client")}
+    finally:
+        stopped = _run([*STACK, "down"], env, timeout=180)
+        records = list((folder / "run").glob("*.json"))
+        shutil.rmtree(folder, ignore_errors=True)
+        assert stopped.returncode == 0, stopped.stderr
+        assert not records, f"pid files left after down: {records}"
+
+
+def _pids(env: dict[str, str]) -> dict[str, int]:
+    folder = Path(env["SHOPREC_STACK_DIR"]) / "run"
+    return {p.stem: json.loads(p.read_text())["pid"] for p in folder.glob("*.json")}
+
+
+def _train(env: dict[str, str], data: Path, output: Path) -> subprocess.Popen:
+    """A run of the training-nightly deployment, executed by the stack's worker."""
+    params = {"data": {"interactions": str(data / "interactions.parquet"),
+                       "items": str(data / "items.parquet")},
+              "split": {"method": "temporal", "test_days": 20, "validation_days": 20},
+              "training": {"models": ["popularity", "ease"], "registered_model_name": NAME},
+              "output_dir": str(output)}
+    return subprocess.Popen([sys.executable, "-m", "prefect", "deployment", "run", TRAINING,
+                             "--params", json.dumps(params), "--watch",
+                             "--watch-timeout", "400"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _finished(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=450)
+    assert process.returncode == 0 and "Completed" in output, output[-3000:]
+    return output
+
+
+def test_the_stack_trains_through_its_worker_promotes_and_serves(
+        stack: dict[str, str], synthetic_dir: Path, tmp_path: Path) -> None:
+    import psycopg
+    from mlflow import MlflowClient
+
+    # up is idempotent: a second call leaves the running services alone.
+    before = _pids(stack)
+    assert set(before) == {"prefect", "mlflow", "worker"}
+    again = _run([*STACK, "up"], stack)
+    assert again.returncode == 0, again.stderr
+    assert _pids(stack) == before
+    assert _run([*STACK, "status"], stack).returncode == 0
+
+    # The nightly deployment, run by the worker, records to the tracking server.
+    _finished(_train(stack, synthetic_dir, tmp_path / "first"))
+    client = MlflowClient(tracking_uri=stack["MLFLOW_TRACKING_URI"])
+    assert client.get_model_version_by_alias(NAME, "champion").version == "1"
+    # Two trainings at once: both finish, both register.
+    pair = [_train(stack, synthetic_dir, tmp_path / name) for name in ("a", "b")]
+    for process in pair:
+        _finished(process)
+    versions = {v.version for v in client.search_model_versions(f"name = '{NAME}'")}
+    assert versions == {"1", "2", "3"}
+    # ... and all of it lives in PostgreSQL (the tracking server's backend store).
+    folder = Path(stack["SHOPREC_STACK_DIR"])
+    password = (folder / "secrets" / "db-password").read_text().strip()
+    with psycopg.connect(host="127.0.0.1", port=int(stack["SHOPREC_STACK_PG_PORT"]),
+                         user="shoprec", password=password, dbname="mlflow") as connection:
+        rows = connection.execute("SELECT count(*) FROM model_versions WHERE name = %s",
+                                  (NAME,)).fetchone()
+        assert rows is not None and rows[0] == 3
+    with psycopg.connect(host="127.0.0.1", port=int(stack["SHOPREC_STACK_PG_PORT"]),
+                         user="shoprec", password=password, dbname="prefect") as connection:
+        rows = connection.execute("SELECT count(*) FROM flow_run WHERE state_type = "
+                                  "'COMPLETED'").fetchone()
+        assert rows is not None and rows[0] >= 3
+
+    # Promotion through the command line, pointed at the stack by the two variables alone.
+    promoted = _run([sys.executable, "-m", "shoprec_cli", "promote", "--version", "1",
+                     "--registered-model-name", NAME, "--interactions",
+                     str(synthetic_dir / "interactions.parquet"), "--items",
+                     str(synthetic_dir / "items.parquet"), "--test-days", "20",
+                     "--validation-days", "20", "--force", "--reason", "stack test"], stack)
+    champion = client.get_model_version_by_alias(NAME, "champion").version
+    assert promoted.returncode == 0 and champion == "1", promoted.stdout + promoted.stderr
+
+    # A model server loads the champion from the tracking server (artifacts through its
+    # proxy) and answers.
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "shoprec_cli", "serve", "--port",
+                               str(port), "--registered-model-name", NAME],
+                              env=stack, cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                assert time.monotonic() < deadline, "the model server did not start"
+                time.sleep(0.5)
+        user = str(pd.read_parquet(synthetic_dir / "interactions.parquet")["user_id"].iloc[0])
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", method="POST",
+            data=json.dumps({"dataframe_records": [{"user_id": user, "k": 3}]}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            predictions = json.loads(answer.read())["predictions"]
+        assert len(predictions[0]["item_ids"]) == 3 and predictions[0]["source"] == "model"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
