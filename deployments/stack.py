@@ -37,7 +37,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -160,23 +159,52 @@ def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> 
     stack.pidfile(name).write_text(json.dumps({"pid": process.pid, "created": created}))
 
 
+def _members(stack: Stack, name: str) -> list[psutil.Process]:
+    """Every live process of the session ``name`` was started in.
+
+    Its leader may be gone: ``mlflow server`` runs uvicorn as a child, which outlives a
+    killed parent.
+    """
+    path = stack.pidfile(name)
+    if not path.exists():
+        return []
+    record = json.loads(path.read_text())
+    found = []
+    for process in psutil.process_iter():
+        try:
+            # The session's processes started after its leader; an older process with a
+            # reused group id is not one of them.
+            if os.getpgid(process.pid) == record["pid"] \
+                    and process.create_time() >= record["created"] - 1.0 \
+                    and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def _stop(stack: Stack, name: str) -> bool:
-    """SIGTERM the process group of ``name``, SIGKILL what is left after a while."""
-    process = _recorded(stack, name)
-    stack_pid = stack.pidfile(name)
-    if process is None:
-        stack_pid.unlink(missing_ok=True)
-        return False
-    family = [process, *process.children(recursive=True)]
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
+    """SIGTERM every process of ``name``'s session, SIGKILL what is left after a while."""
+    family = _members(stack, name)
+    for process in family:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
     _, alive = psutil.wait_procs(family, timeout=STOP_TIMEOUT_S)
     for left in alive:
         with contextlib.suppress(psutil.Error):
             left.kill()
     psutil.wait_procs(alive, timeout=5)
-    stack_pid.unlink(missing_ok=True)
-    return True
+    stack.pidfile(name).unlink(missing_ok=True)
+    return bool(family)
+
+
+def _port_in_use(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _get(url: str, timeout: float = 3.0) -> tuple[int, str]:
@@ -368,6 +396,11 @@ def start_service(stack: Stack, name: str) -> None:
     if _recorded(stack, name) is not None and healthy(stack):
         return
     _stop(stack, name)  # a recorded process that is not healthy is replaced
+    port = {"prefect": stack.prefect_port, "mlflow": stack.mlflow_port}.get(name)
+    if port is not None and _port_in_use(port):
+        variable = f"SHOPREC_STACK_{name.upper()}_PORT"
+        raise StackError(f"port {port} is in use by another program, so the {name} server "
+                         f"cannot listen there: stop it, or set {variable} to a free port")
     if name == "prefect":
         command = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                    str(stack.prefect_port)]
@@ -375,13 +408,24 @@ def start_service(stack: Stack, name: str) -> None:
     elif name == "mlflow":
         command = [_bin("mlflow"), "server", "--host", "127.0.0.1", "--port",
                    str(stack.mlflow_port), "--serve-artifacts", "--workers", "1"]
+        # MLflow's job runner (GenAI evaluation jobs, unused here) would add seven
+        # processes of about 250 MB each.
         env = {"MLFLOW_BACKEND_STORE_URI": stack.database_url("psycopg", "mlflow"),
-               "MLFLOW_ARTIFACTS_DESTINATION": stack.artifacts}
+               "MLFLOW_ARTIFACTS_DESTINATION": stack.artifacts,
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     else:
         command = [_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
         env = _client_env(stack)
     _spawn(stack, name, command, env)
-    _wait(f"the {name} service", lambda: healthy(stack), stack.log(name))
+
+    def ready() -> bool:
+        if _recorded(stack, name) is None:
+            raise StackError(f"the {name} service exited while starting; see its log "
+                             f"{stack.log(name)}:\n" + "\n".join(
+                                 stack.log(name).read_text(errors="replace").splitlines()[-15:]))
+        return healthy(stack)
+
+    _wait(f"the {name} service", ready, stack.log(name))
 
 
 def deploy(stack: Stack) -> None:

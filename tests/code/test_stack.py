@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,11 +73,22 @@ def stack() -> Iterator[dict[str, str]]:
                        for line in started.stdout.splitlines() if line.startswith("export "))
         yield {**env, **exports, "PREFECT_HOME": str(folder / "client")}
     finally:
+        sessions = _pids(env)
         stopped = _run([*STACK, "down"], env, timeout=180)
         records = list((folder / "run").glob("*.json"))
+        left = [p.info for p in psutil.process_iter(["pid", "cmdline"])
+                if _session(p.pid) in sessions.values()]
         shutil.rmtree(folder, ignore_errors=True)
         assert stopped.returncode == 0, stopped.stderr
         assert not records, f"pid files left after down: {records}"
+        assert not left, f"processes left after down: {left}"
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _pids(env: dict[str, str]) -> dict[str, int]:
@@ -140,6 +152,17 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
         rows = connection.execute("SELECT count(*) FROM flow_run WHERE state_type = "
                                   "'COMPLETED'").fetchone()
         assert rows is not None and rows[0] >= 3
+
+    # A killed tracking server shows in status; up starts it again, on the same data.
+    os.killpg(_pids(stack)["mlflow"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _run([*STACK, "status"], stack).returncode == 0:
+        assert time.monotonic() < deadline, "status did not see the killed server"
+        time.sleep(1)
+    restarted = _run([*STACK, "up"], stack)
+    assert restarted.returncode == 0, restarted.stderr
+    assert _pids(stack)["mlflow"] != before["mlflow"]
+    assert {v.version for v in client.search_model_versions(f"name = '{NAME}'")} == versions
 
     # Promotion through the command line, pointed at the stack by the two variables alone.
     promoted = _run([sys.executable, "-m", "shoprec_cli", "promote", "--version", "1",
