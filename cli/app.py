@@ -887,7 +887,14 @@ def promote(
     from shoprec.registry.promotion import resolve_candidate
 
     tracking.require_store()
-    resolve_candidate(model_name, version)
+    chosen = resolve_candidate(model_name, version)
+    from shoprec.registry.demand import KIND, KIND_TAG
+
+    if (tracking.client().get_model_version(model_name, chosen).tags or {}).get(KIND_TAG) == KIND:
+        raise ConfigError(f"{model_name} version {chosen} is a demand forecast: `shoprec "
+                          "promote` compares recommenders. A forecast becomes champion through "
+                          "the gate of `shoprec forecast`; `shoprec rollback "
+                          f"--registered-model-name {model_name}` restores the previous one")
     from shoprec_flows.operations import promote_model
 
     _before_flows()
@@ -987,10 +994,20 @@ def batch(
         read_stock(stock)
         if ":/" not in forecast:
             read_forecast(forecast)
-        elif alias_version(*_model_and_alias(forecast)) is None:
-            raise ConfigError(f"the demand forecast {forecast!r} does not exist in the "
-                              "registry; run `shoprec forecast` first, or pass --forecast "
-                              "PATH of its Parquet output")
+        else:
+            from shoprec.registry.demand import KIND, KIND_TAG
+
+            demand_name, demand_alias = _model_and_alias(forecast)
+            found = alias_version(demand_name, demand_alias)
+            if found is None:
+                raise ConfigError(f"the demand forecast {forecast!r} does not exist in the "
+                                  "registry; run `shoprec forecast` first, or pass --forecast "
+                                  "PATH of its Parquet output")
+            tags = tracking.client().get_model_version(demand_name, found).tags or {}
+            if tags.get(KIND_TAG) != KIND:
+                raise ConfigError(f"--forecast {forecast!r} is version {found} of "
+                                  f"{demand_name}, which is not a demand forecast; give "
+                                  "models:/shoprec-demand@champion or a forecast file")
     from shoprec_flows.operations import batch_recommendations
 
     _before_flows()

@@ -6,7 +6,7 @@
     python deployments/stack.py down      # stop everything it started (--purge: and its data)
 
 What ``up`` starts, each as a process with its log under ``<dir>/logs`` and its pid under
-``<dir>/run`` (``<dir>`` is ``SHOPREC_STACK_DIR``, default ``.stack``):
+``<dir>/run`` (``<dir>`` is ``SHOPREC_STACK_DIR``, default ``.stack`` in the project):
 
 * **PostgreSQL** (the system's binaries: ``SHOPREC_PG_BIN``, else ``pg_ctl`` on the
   ``PATH``, else Debian's newest ``/usr/lib/postgresql/*/bin``; ``make postgres`` installs
@@ -43,9 +43,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -77,7 +78,8 @@ class Stack:
     @classmethod
     def from_environment(cls, folder: str | None = None) -> Stack:
         """Settings from the ``SHOPREC_STACK_*`` variables (``folder`` overrides the dir)."""
-        root = Path(folder or os.environ.get("SHOPREC_STACK_DIR", ".stack")).resolve()
+        root = Path(folder or os.environ.get("SHOPREC_STACK_DIR", "") or ROOT / ".stack"
+                    ).resolve()
         return cls(root, int(os.environ.get("SHOPREC_STACK_PG_PORT", "54329")),
                    int(os.environ.get("SHOPREC_STACK_PREFECT_PORT", "4200")),
                    int(os.environ.get("SHOPREC_STACK_MLFLOW_PORT", "5050")),
@@ -110,18 +112,32 @@ class Stack:
         """What a ``shoprec`` command, a worker or a server process needs to use the stack."""
         return {"PREFECT_API_URL": self.prefect_api, "MLFLOW_TRACKING_URI": self.tracking_uri}
 
-    def password(self) -> str:
-        """The database password: ``SHOPREC_STACK_DB_PASSWORD``, else one generated once."""
+    def password(self, create: bool = True) -> str:
+        """The database password: ``SHOPREC_STACK_DB_PASSWORD``, else one generated once.
+
+        Raises:
+            StackError: ``create`` is false and there is none yet.
+        """
         given = os.environ.get("SHOPREC_STACK_DB_PASSWORD")
         if given:
             return given
         path = self.folder / "secrets" / "db-password"
+        if not path.exists() and not create:
+            raise StackError(f"no stack in {self.folder} (no database password yet): run "
+                             "`stack.py up` first")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.parent.chmod(0o700)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Written under another name and renamed: a second `up` at the same moment
+            # reads one whole password, never a half-written or missing one.
+            draft = path.with_name(f".db-password-{os.getpid()}")
+            descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "w") as out:
                 out.write(secrets.token_urlsafe(24))
+            if path.exists():
+                draft.unlink()
+            else:
+                draft.replace(path)
         return path.read_text().strip()
 
     def database_url(self, driver: str, database: str) -> str:
@@ -132,12 +148,25 @@ class Stack:
 
 # Processes ---------------------------------------------------------------------------------
 
+#: Set in the environment of every process the stack starts (and so of the flow runs its
+#: worker starts): how ``down`` finds all of them, whatever session or parent they have.
+MARKER = "SHOPREC_STACK_SERVICE"
+
+
+def _record(stack: Stack, name: str) -> dict | None:
+    """The recorded pid and start time of ``name``, or ``None`` (none, or unreadable)."""
+    try:
+        record = json.loads(stack.pidfile(name).read_text())
+        return record if isinstance(record, dict) and "pid" in record else None
+    except (OSError, ValueError):
+        return None
+
+
 def _recorded(stack: Stack, name: str) -> psutil.Process | None:
     """The live process ``name`` was started as, or ``None`` (also for a reused pid)."""
-    path = stack.pidfile(name)
-    if not path.exists():
+    record = _record(stack, name)
+    if record is None:
         return None
-    record = json.loads(path.read_text())
     try:
         process = psutil.Process(record["pid"])
         if abs(process.create_time() - record["created"]) > 1.0:
@@ -147,36 +176,40 @@ def _recorded(stack: Stack, name: str) -> psutil.Process | None:
         return None
 
 
+def _tag(stack: Stack, name: str) -> str:
+    return f"{stack.folder}:{name}"
+
+
 def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> None:
-    """Start ``command`` in its own session, output to its log, and record its pid."""
+    """Start ``command`` in its own session, output to its log, and record its pid.
+
+    The database password never reaches a process through the inherited environment: the
+    two servers get their own database URL in ``env``, nobody else needs it.
+    """
     stack.log(name).parent.mkdir(parents=True, exist_ok=True)
     stack.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
+    inherited = {k: v for k, v in os.environ.items() if k != "SHOPREC_STACK_DB_PASSWORD"}
     with open(stack.log(name), "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env={**os.environ, **env},
+                                   stdin=subprocess.DEVNULL,
+                                   env={**inherited, **env, MARKER: _tag(stack, name)},
                                    cwd=ROOT, start_new_session=True)
     created = psutil.Process(process.pid).create_time()
     stack.pidfile(name).write_text(json.dumps({"pid": process.pid, "created": created}))
 
 
-def _members(stack: Stack, name: str) -> list[psutil.Process]:
-    """Every live process of the session ``name`` was started in.
+def members(stack: Stack, name: str) -> list[psutil.Process]:
+    """Every live process started by the service ``name`` of this stack.
 
-    Its leader may be gone: ``mlflow server`` runs uvicorn as a child, which outlives a
-    killed parent.
+    Found by the marker in their environment, so the children a killed leader left behind
+    (``mlflow server`` runs uvicorn as a child) and the flow runs the worker started in
+    sessions of their own are found too.
     """
-    path = stack.pidfile(name)
-    if not path.exists():
-        return []
-    record = json.loads(path.read_text())
+    tag = _tag(stack, name)
     found = []
     for process in psutil.process_iter():
         try:
-            # The session's processes started after its leader; an older process with a
-            # reused group id is not one of them.
-            if os.getpgid(process.pid) == record["pid"] \
-                    and process.create_time() >= record["created"] - 1.0 \
-                    and process.status() != psutil.STATUS_ZOMBIE:
+            if process.status() != psutil.STATUS_ZOMBIE and process.environ().get(MARKER) == tag:
                 found.append(process)
         except (psutil.Error, OSError):
             continue
@@ -184,8 +217,8 @@ def _members(stack: Stack, name: str) -> list[psutil.Process]:
 
 
 def _stop(stack: Stack, name: str) -> bool:
-    """SIGTERM every process of ``name``'s session, SIGKILL what is left after a while."""
-    family = _members(stack, name)
+    """SIGTERM every process of ``name``, SIGKILL what is left after a while."""
+    family = members(stack, name)
     for process in family:
         with contextlib.suppress(psutil.Error):
             process.terminate()
@@ -261,8 +294,12 @@ def _as_postgres() -> dict:
     try:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER],
-                       check=True, capture_output=True)
+        made = subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER],
+                              capture_output=True, text=True, check=False)
+        if made.returncode != 0:
+            raise StackError(f"PostgreSQL refuses to run as root and the system user "
+                             f"'{PG_SYSTEM_USER}' could not be created: {made.stderr.strip()}"
+                             ) from None
     return {"user": PG_SYSTEM_USER, "group": pwd.getpwnam(PG_SYSTEM_USER).pw_gid}
 
 
@@ -285,14 +322,40 @@ def _check_reachable(stack: Stack) -> None:
                              "another searchable path")
 
 
-def _pg_ready(stack: Stack) -> bool:
+def _pg_running(stack: Stack) -> bool:
+    """Whether the cluster in ``pgdata`` runs (``pg_ctl status``: no password involved)."""
+    if not (stack.pgdata / "PG_VERSION").exists():
+        return False
+    done = subprocess.run([str(pg_bin() / "pg_ctl"), "-D", str(stack.pgdata), "status"],
+                          capture_output=True, text=True, check=False, **_as_postgres())
+    return done.returncode == 0
+
+
+def _pg_connect(stack: Stack, database: str = "postgres", create: bool = True) -> Any:
+    import psycopg
+
+    return psycopg.connect(host="127.0.0.1", port=stack.pg_port, user=DB_USER,
+                           password=stack.password(create), dbname=database,
+                           connect_timeout=5, autocommit=True)
+
+
+def _pg_ready(stack: Stack, create: bool = True) -> bool:
+    """Whether the cluster accepts the stack's password.
+
+    Raises:
+        StackError: It answers but refuses the password (``SHOPREC_STACK_DB_PASSWORD``
+            differs from the one the cluster was made with).
+    """
     import psycopg
 
     try:
-        with psycopg.connect(host="127.0.0.1", port=stack.pg_port, user=DB_USER,
-                             password=stack.password(), dbname="postgres", connect_timeout=3):
+        with _pg_connect(stack, create=create):
             return True
-    except psycopg.Error:
+    except psycopg.OperationalError as exc:
+        if "password authentication failed" in str(exc):
+            raise StackError(f"PostgreSQL on port {stack.pg_port} refuses the password: "
+                             "SHOPREC_STACK_DB_PASSWORD is not the one the stack was made with "
+                             "(unset it to use the generated one)") from None
         return False
 
 
@@ -322,10 +385,12 @@ def start_postgres(stack: Stack) -> None:
                             "--auth-local=scram-sha-256", "-E", "UTF8"],
                            check=True, capture_output=True, text=True, **run_as)
         except subprocess.CalledProcessError as exc:
+            # A half-made data folder would make every later initdb refuse ("not empty").
+            shutil.rmtree(stack.pgdata, ignore_errors=True)
             raise StackError(f"initdb failed: {exc.stderr[-2000:]}") from exc
         finally:
             shutil.rmtree(handover, ignore_errors=True)
-    if not _pg_ready(stack):
+    if not _pg_running(stack):
         log = stack.log("postgres")
         log.parent.mkdir(parents=True, exist_ok=True)
         log.touch()
@@ -341,21 +406,30 @@ def start_postgres(stack: Stack) -> None:
     _wait("PostgreSQL", lambda: _pg_ready(stack), stack.log("postgres"), 60)
     import psycopg
 
-    with psycopg.connect(host="127.0.0.1", port=stack.pg_port, user=DB_USER,
-                         password=stack.password(), dbname="postgres",
-                         autocommit=True) as connection:
-        present = {row[0] for row in connection.execute("SELECT datname FROM pg_database")}
-        for database in ("prefect", "mlflow"):
-            if database not in present:
-                connection.execute(f'CREATE DATABASE "{database}"')
+    try:
+        with _pg_connect(stack) as connection:
+            present = {row[0] for row in connection.execute("SELECT datname FROM pg_database")}
+            for database in ("prefect", "mlflow"):
+                if database not in present:
+                    connection.execute(f'CREATE DATABASE "{database}"')
+    except psycopg.Error as exc:
+        raise StackError(f"could not create the databases on port {stack.pg_port}: {exc}"
+                         ) from exc
 
 
 def stop_postgres(stack: Stack) -> bool:
-    """Stop the cluster (fast shutdown: open sessions are ended)."""
-    if not (stack.pgdata / "postmaster.pid").exists():
+    """Stop the cluster (fast shutdown: open sessions are ended).
+
+    Raises:
+        StackError: It still runs after ``pg_ctl stop``.
+    """
+    if not _pg_running(stack):
         return False
-    subprocess.run([str(pg_bin() / "pg_ctl"), "-D", str(stack.pgdata), "-m", "fast", "-w",
-                    "-t", "60", "stop"], capture_output=True, text=True, **_as_postgres())
+    done = subprocess.run([str(pg_bin() / "pg_ctl"), "-D", str(stack.pgdata), "-m", "fast",
+                           "-w", "-t", "60", "stop"], capture_output=True, text=True,
+                          check=False, **_as_postgres())
+    if done.returncode != 0 and _pg_running(stack):
+        raise StackError(f"PostgreSQL did not stop: {done.stderr.strip()}")
     return True
 
 
@@ -371,7 +445,10 @@ def _mlflow_healthy(stack: Stack) -> bool:
 
 def _worker_online(stack: Stack) -> bool:
     status, body = _get(f"{stack.prefect_api}/work_pools/{POOL}")
-    return status == 200 and json.loads(body).get("status") == "READY"
+    try:
+        return status == 200 and json.loads(body).get("status") == "READY"
+    except ValueError:
+        return False
 
 
 def _server_env(stack: Stack) -> dict[str, str]:
@@ -384,29 +461,34 @@ def _client_env(stack: Stack) -> dict[str, str]:
     return {**stack.client_env(), "PREFECT_HOME": str(stack.folder / "prefect-client")}
 
 
-def _bin(name: str) -> str:
-    """A console script of this environment (the one running this file)."""
-    return str(Path(sys.executable).with_name(name))
+def _tool(name: str) -> list[str]:
+    """``prefect`` or ``mlflow`` of this environment (the one running this file)."""
+    return [sys.executable, "-m", name]
 
 
 def start_service(stack: Stack, name: str) -> None:
     """Start ``prefect``, ``mlflow`` or ``worker`` unless it already runs and is healthy."""
     healthy = {"prefect": _prefect_healthy, "mlflow": _mlflow_healthy,
                "worker": _worker_online}[name]
-    if _recorded(stack, name) is not None and healthy(stack):
-        return
-    _stop(stack, name)  # a recorded process that is not healthy is replaced
+    if _recorded(stack, name) is not None:
+        # A busy machine can make a live service slow to answer: ask a few times before
+        # replacing it.
+        for attempt in range(3):
+            if healthy(stack):
+                return
+            time.sleep(2.0 * (attempt + 1))
+    _stop(stack, name)  # what is left of a dead or unhealthy service is replaced
     port = {"prefect": stack.prefect_port, "mlflow": stack.mlflow_port}.get(name)
     if port is not None and _port_in_use(port):
         variable = f"SHOPREC_STACK_{name.upper()}_PORT"
         raise StackError(f"port {port} is in use by another program, so the {name} server "
                          f"cannot listen there: stop it, or set {variable} to a free port")
     if name == "prefect":
-        command = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+        command = [*_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                    str(stack.prefect_port)]
         env = _server_env(stack)
     elif name == "mlflow":
-        command = [_bin("mlflow"), "server", "--host", "127.0.0.1", "--port",
+        command = [*_tool("mlflow"), "server", "--host", "127.0.0.1", "--port",
                    str(stack.mlflow_port), "--serve-artifacts", "--workers", "1"]
         # MLflow's job runner (GenAI evaluation jobs, unused here) would add seven
         # processes of about 250 MB each.
@@ -414,7 +496,7 @@ def start_service(stack: Stack, name: str) -> None:
                "MLFLOW_ARTIFACTS_DESTINATION": stack.artifacts,
                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     else:
-        command = [_bin("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
+        command = [*_tool("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
         env = _client_env(stack)
     _spawn(stack, name, command, env)
 
@@ -430,20 +512,45 @@ def start_service(stack: Stack, name: str) -> None:
 
 def deploy(stack: Stack) -> None:
     """Create the work pool (if missing) and apply ``deployments/prefect.yaml``."""
-    env = {**os.environ, **_client_env(stack)}
+    env = {**{k: v for k, v in os.environ.items() if k != "SHOPREC_STACK_DB_PASSWORD"},
+           **_client_env(stack)}
+    steps = [[*_tool("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
+              "deployments/prefect.yaml"]]
     if _get(f"{stack.prefect_api}/work_pools/{POOL}")[0] != 200:
-        subprocess.run([_bin("prefect"), "work-pool", "create", POOL, "--type", "process"],
-                       check=True, capture_output=True, env=env, cwd=ROOT, timeout=120)
-    done = subprocess.run([_bin("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
-                           "deployments/prefect.yaml"], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
-    if done.returncode != 0:
-        raise StackError(f"prefect deploy failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        steps.insert(0, [*_tool("prefect"), "work-pool", "create", POOL, "--type", "process"])
+    for command in steps:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
+                                  timeout=300, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(f"`{' '.join(command[2:5])}` did not finish within 300 s") from exc
+        if done.returncode != 0:
+            raise StackError(f"`{' '.join(command[2:5])}` failed:\n{done.stdout[-2000:]}"
+                             f"{done.stderr[-2000:]}")
+
+
+#: Written by ``up`` into the stack folder: ``down --purge`` deletes only a folder with it.
+STACK_MARK = ".shoprec-stack"
+
+
+@contextlib.contextmanager
+def _locked(stack: Stack) -> Iterator[None]:
+    """One ``up`` or ``down`` of a stack at a time (a second one waits)."""
+    import fcntl
+
+    stack.folder.mkdir(parents=True, exist_ok=True)
+    with open(stack.folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def up(stack: Stack, worker: bool = True) -> None:
     """Start every service that is not running; leave running ones alone."""
     stack.folder.mkdir(parents=True, exist_ok=True)
+    (stack.folder / STACK_MARK).touch()
     start_postgres(stack)
     print(f"postgres  ready on 127.0.0.1:{stack.pg_port} (databases prefect, mlflow)")
     start_service(stack, "prefect")
@@ -463,14 +570,25 @@ def down(stack: Stack, purge: bool = False) -> None:
         print(f"{name:9s} {'stopped' if _stop(stack, name) else 'not running'}")
     print(f"{'postgres':9s} {'stopped' if stop_postgres(stack) else 'not running'}")
     if purge and stack.folder.exists():
+        if not (stack.folder / STACK_MARK).exists():
+            raise StackError(f"{stack.folder} was not made by `stack.py up`; not deleting it")
         shutil.rmtree(stack.folder)
         print(f"removed   {stack.folder}")
 
 
 def status(stack: Stack) -> bool:
-    """Print each service's state; true when every one runs and is healthy."""
-    checks = {"postgres": lambda: _pg_ready(stack), "prefect": lambda: _prefect_healthy(stack),
-              "mlflow": lambda: _mlflow_healthy(stack), "worker": lambda: _worker_online(stack)}
+    """Print each service's state; true when every one runs and is healthy.
+
+    A service is healthy when the process ``up`` started is alive and its check passes (an
+    answer on its port alone may come from an orphan or another program).
+    """
+    def ours(name: str, check: Callable[[Stack], bool]) -> Callable[[], bool]:
+        return lambda: _recorded(stack, name) is not None and check(stack)
+
+    checks = {"postgres": lambda: _pg_running(stack) and _pg_ready(stack, create=False),
+              "prefect": ours("prefect", _prefect_healthy),
+              "mlflow": ours("mlflow", _mlflow_healthy),
+              "worker": ours("worker", _worker_online)}
     ok = True
     for name, check in checks.items():
         try:
@@ -494,10 +612,18 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack.from_environment(args.dir)
     try:
         if args.command == "up":
-            up(stack, worker=not args.no_worker)
+            with _locked(stack):
+                try:
+                    up(stack, worker=not args.no_worker)
+                except StackError as exc:
+                    raise StackError(f"{exc}\n(what did start is still running: "
+                                     "`stack.py status` shows it, `stack.py down` stops it)"
+                                     ) from exc
             print("\n" + "\n".join(f"export {k}={v}" for k, v in stack.client_env().items()))
         elif args.command == "down":
-            down(stack, args.purge)
+            if stack.folder.exists():
+                with _locked(stack):
+                    down(stack, args.purge)
         elif args.command == "env":
             print("\n".join(f"export {k}={v}" for k, v in stack.client_env().items()))
         else:

@@ -67,7 +67,7 @@ def demand_forecast(
     path = write_forecast(ahead, forecast_categories(ahead, panel, prepared.data), forecast)
     run_id, commit = str(flow_run.id), git_commit()
     mlflow_run = log_forecast_run(result, forecast, panel, prepared.fingerprint, run_id)
-    registered = publish_demand(path, mlflow_run, forecast, verdict, {
+    registered = publish_demand(ahead, mlflow_run, forecast, verdict, {
         "prefect_flow_run_id": run_id, "data_fingerprint": prepared.fingerprint,
         "git_commit": commit, "test_model_wape": f"{result.test['model']['wape']:.6f}",
         "best_naive": result.best_naive(),

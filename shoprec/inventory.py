@@ -97,7 +97,12 @@ def read_forecast(source: str, item_ids: np.ndarray | None = None) -> pd.DataFra
     if not path.is_file():
         raise ConfigError(f"demand forecast {str(path)!r} does not exist; run `shoprec "
                           "forecast` first")
-    frame = pd.read_parquet(path, columns=["item_id", "week", "forecast"])
+    try:
+        frame = pd.read_parquet(path, columns=["item_id", "week", "forecast"])
+    except (ValueError, KeyError, OSError) as exc:  # pyarrow's errors derive from these
+        raise ConfigError(f"{str(path)!r} is not a demand forecast (it needs the columns "
+                          f"item_id, week and forecast that `shoprec forecast` writes): {exc}"
+                          ) from exc
     return frame.assign(item_id=frame["item_id"].astype(str))
 
 
@@ -117,8 +122,12 @@ def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
     ids = [] if item_ids is None else [str(i) for i in item_ids]
     if not ids:
         return pd.DataFrame({"item_id": [], "week": [], "forecast": []})
-    answer = model.predict(pd.DataFrame({"item_id": ids}))
-    answer = answer[answer["known"]]
+    try:
+        answer = model.predict(pd.DataFrame({"item_id": ids}))
+        answer = answer[answer["known"].astype(bool)]
+    except Exception as exc:  # a model of another kind fails in its own ways
+        raise ConfigError(f"{uri!r} did not answer like the demand forecast (shoprec-demand): "
+                          f"{tracking.redact(str(exc))[:500]}") from exc
     rows = answer[["item_id", "weeks", "forecast"]].explode(["weeks", "forecast"])
     return pd.DataFrame({"item_id": rows["item_id"].astype(str).to_numpy(),
                          "week": pd.to_datetime(rows["weeks"]).to_numpy(),
@@ -139,6 +148,15 @@ def availability(item_ids: np.ndarray, stock: pd.Series, forecast: pd.DataFrame,
         One float per catalogue item: ``min(1, units / demand)`` where both are known and
         the demand is positive, else 1.
     """
+    if len(forecast):
+        last = pd.Timestamp(forecast["week"].max())
+        last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
+        if last + pd.Timedelta(weeks=1) < pd.Timestamp.now(tz="UTC"):
+            # A forecast is a frozen table: the champion only moves when a new one passes
+            # its gate. Weeks already past still describe the demand it expected.
+            logger.warning("the demand forecast ends with the week of %s, already past; run "
+                           "`shoprec forecast` on recent sales for current weeks",
+                           last.date().isoformat())
     if weeks > 0:
         first = np.sort(forecast["week"].unique())[:weeks]
         forecast = forecast[forecast["week"].isin(first)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -107,17 +109,25 @@ def judge_forecast(result: Backtest, config: ForecastConfig, champion: DemandCha
 
 
 @task(name="publish-forecast", cache_policy=NO_CACHE)
-def publish_demand(path: str, run_id: str, config: ForecastConfig, verdict: GateVerdict,
-                   tags: dict[str, str]) -> dict[str, Any]:
-    """Register the forecast as a version of ``shoprec-demand`` and set its aliases."""
-    return publish_forecast(Path(path).parent, run_id=run_id,
-                            name=config.registered_model_name, verdict=verdict,
-                            recipe=recipe(config), tags=tags)
+def publish_demand(ahead: pd.DataFrame, run_id: str, config: ForecastConfig,
+                   verdict: GateVerdict, tags: dict[str, str]) -> dict[str, Any]:
+    """Register the forecast as a version of ``shoprec-demand`` and set its aliases.
+
+    The version is made from this run's own forecast in a private folder, never from the
+    day's shared partition, which another run the same day may have rewritten meanwhile.
+    """
+    with tempfile.TemporaryDirectory(prefix="shoprec-demand-") as folder:
+        own = Path(folder) / "forecast"
+        own.mkdir()
+        ahead.to_parquet(own / "forecast.parquet", index=False)
+        return publish_forecast(own, run_id=run_id, name=config.registered_model_name,
+                                verdict=verdict, recipe=recipe(config), tags=tags)
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write under a temporary name, then rename: readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    # A name of this write's own: two runs on the same day never share a half-written file.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     frame.to_parquet(temporary, index=False)
     temporary.replace(path)
 

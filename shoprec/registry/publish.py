@@ -232,7 +232,8 @@ def _label(name: str, version: str, verdict: GateVerdict, tags: dict[str, str]
         verdict.checks.append(GateCheck(
             "champion_unchanged", False, verdict.checks[0].candidate, None,
             f"champion moved from version {verdict.champion_version} to {current} during "
-            "this run; compare again with `shoprec promote`"))
+            "this run; this version stays challenger: compare again (`shoprec promote` for "
+            "a recommender, another `shoprec forecast` for the demand forecast)"))
     all_tags = {**tags, "gate": "pass" if passed else "fail",
                 "gate_checks": verdict.describe()}
     for key, value in all_tags.items():

@@ -73,22 +73,28 @@ def stack() -> Iterator[dict[str, str]]:
                        for line in started.stdout.splitlines() if line.startswith("export "))
         yield {**env, **exports, "PREFECT_HOME": str(folder / "client")}
     finally:
-        sessions = _pids(env)
         stopped = _run([*STACK, "down"], env, timeout=180)
         records = list((folder / "run").glob("*.json"))
-        left = [p.info for p in psutil.process_iter(["pid", "cmdline"])
-                if _session(p.pid) in sessions.values()]
+        left = _processes_of(folder)
+        postgres_left = (folder / "pgdata" / "postmaster.pid").exists()
         shutil.rmtree(folder, ignore_errors=True)
         assert stopped.returncode == 0, stopped.stderr
         assert not records, f"pid files left after down: {records}"
         assert not left, f"processes left after down: {left}"
+        assert not postgres_left, "PostgreSQL still runs after down"
 
 
-def _session(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
+def _processes_of(folder: Path) -> list[dict]:
+    """Processes the stack in ``folder`` started, and theirs (by its environment marker)."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            marker = process.environ().get("SHOPREC_STACK_SERVICE", "")
+        except (psutil.Error, OSError):
+            continue
+        if marker.startswith(f"{folder}:"):
+            found.append(process.info)
+    return found
 
 
 def _pids(env: dict[str, str]) -> dict[str, int]:
@@ -111,7 +117,10 @@ def _train(env: dict[str, str], data: Path, output: Path) -> subprocess.Popen:
 
 
 def _finished(process: subprocess.Popen) -> str:
-    output, _ = process.communicate(timeout=450)
+    try:
+        output, _ = process.communicate(timeout=450)
+    finally:
+        process.kill()
     assert process.returncode == 0 and "Completed" in output, output[-3000:]
     return output
 
@@ -131,12 +140,18 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
 
     # The nightly deployment, run by the worker, records to the tracking server.
     _finished(_train(stack, synthetic_dir, tmp_path / "first"))
-    client = MlflowClient(tracking_uri=stack["MLFLOW_TRACKING_URI"])
+    # Both URIs: an earlier test in this process may have set a global registry URI.
+    client = MlflowClient(tracking_uri=stack["MLFLOW_TRACKING_URI"],
+                          registry_uri=stack["MLFLOW_TRACKING_URI"])
     assert client.get_model_version_by_alias(NAME, "champion").version == "1"
     # Two trainings at once: both finish, both register.
     pair = [_train(stack, synthetic_dir, tmp_path / name) for name in ("a", "b")]
-    for process in pair:
-        _finished(process)
+    try:
+        for process in pair:
+            _finished(process)
+    finally:
+        for process in pair:
+            process.kill()
     versions = {v.version for v in client.search_model_versions(f"name = '{NAME}'")}
     assert versions == {"1", "2", "3"}
     # ... and all of it lives in PostgreSQL (the tracking server's backend store).
@@ -153,8 +168,9 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
                                   "'COMPLETED'").fetchone()
         assert rows is not None and rows[0] >= 3
 
-    # A killed tracking server shows in status; up starts it again, on the same data.
-    os.killpg(_pids(stack)["mlflow"], signal.SIGKILL)
+    # A killed tracking server shows in status, though the uvicorn it ran still answers;
+    # up replaces what is left of it, on the same data.
+    os.kill(_pids(stack)["mlflow"], signal.SIGKILL)
     deadline = time.monotonic() + 30
     while _run([*STACK, "status"], stack).returncode == 0:
         assert time.monotonic() < deadline, "status did not see the killed server"
@@ -176,10 +192,11 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     # A model server loads the champion from the tracking server (artifacts through its
     # proxy) and answers.
     port = _free_port()
+    log = tmp_path / "serve.log"
     server = subprocess.Popen([sys.executable, "-m", "shoprec_cli", "serve", "--port",
                                str(port), "--registered-model-name", NAME],
                               env=stack, cwd=tmp_path, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -187,7 +204,7 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
                     break
             except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                assert server.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, "the model server did not start"
                 time.sleep(0.5)
         user = str(pd.read_parquet(synthetic_dir / "interactions.parquet")["user_id"].iloc[0])
