@@ -180,7 +180,8 @@ def _tag(stack: Stack, name: str) -> str:
     return f"{stack.folder}:{name}"
 
 
-def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> None:
+def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str],
+           **extra: str) -> None:
     """Start ``command`` in its own session, output to its log, and record its pid.
 
     The database password never reaches a process through the inherited environment: the
@@ -195,7 +196,8 @@ def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> 
                                    env={**inherited, **env, MARKER: _tag(stack, name)},
                                    cwd=ROOT, start_new_session=True)
     created = psutil.Process(process.pid).create_time()
-    stack.pidfile(name).write_text(json.dumps({"pid": process.pid, "created": created}))
+    stack.pidfile(name).write_text(json.dumps({"pid": process.pid, "created": created,
+                                                **extra}))
 
 
 def members(stack: Stack, name: str) -> list[psutil.Process]:
@@ -444,11 +446,24 @@ def _mlflow_healthy(stack: Stack) -> bool:
 
 
 def _worker_online(stack: Stack) -> bool:
-    status, body = _get(f"{stack.prefect_api}/work_pools/{POOL}")
-    try:
-        return status == 200 and json.loads(body).get("status") == "READY"
-    except ValueError:
+    """Whether the worker ``up`` started (by its recorded name) is online in the pool.
+
+    The pool's own status stays ``READY`` for a while after its last worker died, so it
+    is not asked.
+    """
+    name = (_record(stack, "worker") or {}).get("worker_name")
+    if not name:
         return False
+    request = urllib.request.Request(
+        f"{stack.prefect_api}/work_pools/{POOL}/workers/filter", method="POST",
+        data=b"{}",
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=3) as answer:
+            workers = json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return any(w.get("name") == name and w.get("status") == "ONLINE" for w in workers)
 
 
 def _server_env(stack: Stack) -> dict[str, str]:
@@ -483,6 +498,7 @@ def start_service(stack: Stack, name: str) -> None:
         variable = f"SHOPREC_STACK_{name.upper()}_PORT"
         raise StackError(f"port {port} is in use by another program, so the {name} server "
                          f"cannot listen there: stop it, or set {variable} to a free port")
+    extra: dict[str, str] = {}
     if name == "prefect":
         command = [*_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                    str(stack.prefect_port)]
@@ -496,9 +512,11 @@ def start_service(stack: Stack, name: str) -> None:
                "MLFLOW_ARTIFACTS_DESTINATION": stack.artifacts,
                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     else:
-        command = [*_tool("prefect"), "worker", "start", "--pool", POOL, "--type", "process"]
+        extra["worker_name"] = f"shoprec-stack-{secrets.token_hex(4)}"
+        command = [*_tool("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
+                   "--name", extra["worker_name"]]
         env = _client_env(stack)
-    _spawn(stack, name, command, env)
+    _spawn(stack, name, command, env, **extra)
 
     def ready() -> bool:
         if _recorded(stack, name) is None:
