@@ -888,9 +888,9 @@ def promote(
 
     tracking.require_store()
     chosen = resolve_candidate(model_name, version)
-    from shoprec.registry.demand import KIND, KIND_TAG
+    from shoprec.registry.demand import is_forecast_version
 
-    if (tracking.client().get_model_version(model_name, chosen).tags or {}).get(KIND_TAG) == KIND:
+    if is_forecast_version(model_name, chosen):
         raise ConfigError(f"{model_name} version {chosen} is a demand forecast: `shoprec "
                           "promote` compares recommenders. A forecast becomes champion through "
                           "the gate of `shoprec forecast`; `shoprec rollback "
@@ -995,7 +995,7 @@ def batch(
         if ":/" not in forecast:
             read_forecast(forecast)
         else:
-            from shoprec.registry.demand import KIND, KIND_TAG
+            from shoprec.registry.demand import is_forecast_version
 
             demand_name, demand_alias = _model_and_alias(forecast)
             found = alias_version(demand_name, demand_alias)
@@ -1003,8 +1003,7 @@ def batch(
                 raise ConfigError(f"the demand forecast {forecast!r} does not exist in the "
                                   "registry; run `shoprec forecast` first, or pass --forecast "
                                   "PATH of its Parquet output")
-            tags = tracking.client().get_model_version(demand_name, found).tags or {}
-            if tags.get(KIND_TAG) != KIND:
+            if not is_forecast_version(demand_name, found):
                 raise ConfigError(f"--forecast {forecast!r} is version {found} of "
                                   f"{demand_name}, which is not a demand forecast; give "
                                   "models:/shoprec-demand@champion or a forecast file")

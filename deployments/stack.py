@@ -260,9 +260,14 @@ def _wait(what: str, check: Callable[[], bool], log: Path,
         if check():
             return
         time.sleep(0.5)
-    tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
     raise StackError(f"{what} did not become healthy within {timeout:.0f} s; its log "
-                     f"({log}) ends with:\n" + "\n".join(tail))
+                     f"({log}) ends with:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    """The last lines of a log, for an error message."""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) \
+        if log.exists() else ""
 
 
 # PostgreSQL --------------------------------------------------------------------------------
@@ -402,9 +407,8 @@ def start_postgres(stack: Stack) -> None:
              "60", "-o", f"-h 127.0.0.1 -p {stack.pg_port} -k {stack.pgdata}", "start"],
             capture_output=True, text=True, **run_as)
         if started.returncode != 0:
-            tail = log.read_text(errors="replace").splitlines()[-10:]
             raise StackError(f"PostgreSQL did not start on port {stack.pg_port}: "
-                             f"{started.stderr.strip()}\n" + "\n".join(tail))
+                             f"{started.stderr.strip()}\n{_tail(log, 10)}")
     _wait("PostgreSQL", lambda: _pg_ready(stack), stack.log("postgres"), 60)
     import psycopg
 
@@ -521,8 +525,7 @@ def start_service(stack: Stack, name: str) -> None:
     def ready() -> bool:
         if _recorded(stack, name) is None:
             raise StackError(f"the {name} service exited while starting; see its log "
-                             f"{stack.log(name)}:\n" + "\n".join(
-                                 stack.log(name).read_text(errors="replace").splitlines()[-15:]))
+                             f"{stack.log(name)}:\n{_tail(stack.log(name))}")
         return healthy(stack)
 
     _wait(f"the {name} service", ready, stack.log(name))

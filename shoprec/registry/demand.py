@@ -94,6 +94,12 @@ def demand_champion(name: str = DEMAND_MODEL_NAME) -> DemandChampion:
     return DemandChampion(version, recipe)
 
 
+def is_forecast_version(name: str, version: str) -> bool:
+    """Whether ``name`` version ``version`` is a demand forecast (its ``shoprec_kind`` tag)."""
+    tags = tracking.client().get_model_version(name, str(version)).tags or {}
+    return tags.get(KIND_TAG) == KIND
+
+
 def demand_gate(test: dict[str, dict[str, float]], best_naive: str, margin: float,
                 champion: DemandChampion, champion_test: dict[str, float] | None = None,
                 champion_problem: str | None = None, same_recipe: bool = False) -> GateVerdict:
