@@ -258,6 +258,11 @@ class ALSParams(_Model):
                                       description="Penalties tried on validation.")
     alpha: float = Field(1.0, gt=0, le=1e6, description="Scale from weight to confidence.")
     iterations: int = Field(15, ge=1, le=1000, description="ALS sweeps.")
+    search_iterations: int | None = Field(
+        5, ge=1, le=1000, description="ALS sweeps of each fit made while choosing the "
+        "penalty (the chosen one is fitted with iterations); empty: iterations.")
+    refine_steps: int = Field(2, ge=0, le=10, description="Log-scale refinements of the "
+                              "penalty after the grid, each halving the step.")
 
 
 class RatingsMFParams(_Model):

@@ -51,8 +51,8 @@ class Tuner(Protocol):
     """
 
     def select(self, model: Recommender, grid: Sequence[float],
-               apply: Callable[[float], Any], what: str) -> tuple[float, Any]:
-        """The best value of ``grid`` and the state ``apply`` returned for it."""
+               apply: Callable[[float], Any], what: str, refine: int = 0) -> tuple[float, Any]:
+        """The best value of ``grid`` (refined ``refine`` times on a log scale) and its state."""
 
     def early_stopping(self, patience: int) -> EpochCallback:
         """A fresh epoch callback that stops after ``patience`` epochs without gain."""

@@ -53,7 +53,7 @@ class ValidationTuner:
         return evaluate(model, self.history, relevance, ks=(10,))["ndcg@10"]
 
     def select(self, model: Recommender, grid: Sequence[float],
-               apply: Callable[[float], Any], what: str) -> tuple[float, Any]:
+               apply: Callable[[float], Any], what: str, refine: int = 0) -> tuple[float, Any]:
         """Pick a hyperparameter value by validation ndcg@10.
 
         Args:
@@ -62,6 +62,11 @@ class ValidationTuner:
             apply: Puts the model in the state of one value and returns that state (the
                 family knows how, e.g. EASE solves once per value on one Gram matrix).
             what: The hyperparameter's name, for logs and the progress callback.
+            refine: Steps of a log-scale refinement after the grid (positive values only):
+                each tries the best value so far times and divided by half the previous
+                step's ratio, starting from the grid's spacing around its best. A penalty
+                whose good range is narrower than the grid's spacing is found this way
+                (ALS's λ: a decade off the best is no better than popularity).
 
         Returns:
             The best value and the state ``apply`` returned for it (the caller restores it,
@@ -71,16 +76,36 @@ class ValidationTuner:
             ValueError: The grid is empty.
         """
         best: tuple[float, float, Any] | None = None
-        for value in grid:
-            state = apply(float(value))
+        tried: list[float] = []
+
+        def attempt(value: float) -> None:
+            nonlocal best
+            state = apply(value)
             score = self.score(model, SELECTION_USERS)
+            tried.append(value)
             logger.info("%s %s %g: validation ndcg@10 %.4f", model.name, what, value, score)
             if self.progress is not None:
                 self.progress(value, {f"validation_ndcg_at_10_by_{what}": score})
             if best is None or score > best[0]:
-                best = (score, float(value), state)
+                best = (score, value, state)
+
+        for value in grid:
+            attempt(float(value))
         if best is None:
             raise ValueError(f"{model.name}: empty grid for {what}")
+        values = sorted(set(tried))
+        if refine > 0 and len(values) > 1 and values[0] > 0:
+            position = values.index(best[1])
+            # The grid's log-spacing next to its best value; each step halves it.
+            step = min(abs(np.log(values[i] / best[1])) for i in (position - 1, position + 1)
+                       if 0 <= i < len(values))
+            for _ in range(refine):
+                step /= 2
+                centre = best[1]
+                for value in (centre / np.exp(step), centre * np.exp(step)):
+                    value = float(f"{value:.4g}")  # readable in logs and the recipe
+                    if all(abs(np.log(value / seen)) > step / 4 for seen in tried):
+                        attempt(value)
         return best[1], best[2]
 
     def select_weights(self, model: Recommender,

@@ -42,10 +42,16 @@ def test_popularity_ranks_by_distinct_users() -> None:
 
 def test_mf_beats_popularity_on_planted_data(planted) -> None:
     encoded = planted.encoded
-    context = FitContext(tuner=ValidationTuner(encoded.train, encoded.validation))
+    tried: dict[float, float] = {}
+    context = FitContext(tuner=ValidationTuner(
+        encoded.train, encoded.validation,
+        progress=lambda value, m: tried.update(
+            {value: m["validation_ndcg_at_10_by_regularization"]})))
     pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
     model = ImplicitALS(seed=3).fit(encoded.train, context)
-    assert model.regularization_ in model.regularization_grid  # chosen on validation
+    # Chosen on validation: the grid, then two refinements around its best.
+    assert set(model.regularization_grid) < set(tried) and len(tried) <= 8
+    assert tried[model.regularization_] == max(tried.values())
     mf = evaluate(model, encoded.test_history, encoded.test)
     assert mf["users"] > 300
     assert mf["ndcg@10"] > 1.2 * pop["ndcg@10"]

@@ -1,0 +1,91 @@
+"""The validation tuner's grid search and its log-scale refinement."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from shoprec.models.base import Recommender
+from shoprec.tuning.validation import ValidationTuner
+
+N_USERS, N_ITEMS = 40, 60
+PEAK, WIDTH = 300.0, 0.7  # the best value, and how many decades away it stops helping
+
+
+def _one_per_user(offset: int) -> sp.csr_matrix:
+    users = np.arange(N_USERS)
+    return sp.csr_matrix((np.ones(N_USERS, np.float32), (users, users + offset)),
+                         shape=(N_USERS, N_ITEMS))
+
+
+class Peaked(Recommender):
+    """Ranks each user's next item higher the closer its value is to ``PEAK`` (log scale).
+
+    User ``u`` has item ``u`` in history and item ``u + 1`` relevant; items past the users'
+    range are decoys with graded scores, so ndcg@10 grows smoothly with the value's quality.
+    """
+
+    family = "test"
+    name = "peaked"
+
+    def __init__(self) -> None:
+        self.value = 1.0
+
+    def fit(self, interactions: sp.csr_matrix, context: object = None) -> Peaked:
+        return self
+
+    def quality(self) -> float:
+        return max(0.0, 1.0 - abs(np.log10(self.value / PEAK)) / WIDTH)
+
+    def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
+        shift = sp.eye(N_ITEMS, N_ITEMS, k=1, format="csr", dtype=np.float32)
+        scores = (user_rows @ shift).toarray() * self.quality()
+        decoys = np.zeros(N_ITEMS, np.float32)
+        decoys[N_USERS + 1:] = np.linspace(0.5, 0.0, N_ITEMS - N_USERS - 1)
+        return scores + decoys[None, :]
+
+    @property
+    def n_items_(self) -> int:
+        return N_ITEMS
+
+    def _save_state(self, folder: object) -> None:
+        raise NotImplementedError
+
+    def _load_state(self, folder: object) -> None:
+        raise NotImplementedError
+
+
+def _select(refine: int) -> tuple[float, object, list[tuple[float, float]], ValidationTuner]:
+    model = Peaked()
+    seen: list[tuple[float, float]] = []
+    tuner = ValidationTuner(_one_per_user(0), _one_per_user(1),
+                            progress=lambda value, m: seen.append(
+                                (value, m["validation_ndcg_at_10_by_regularization"])))
+
+    def apply(value: float) -> str:
+        model.value = value
+        return f"state of {value:g}"
+
+    value, state = tuner.select(model, (1.0, 10.0, 100.0, 1000.0), apply, "regularization",
+                                refine=refine)
+    model.value = value
+    return value, state, seen, tuner
+
+
+def test_a_decade_grid_alone_keeps_its_best_point() -> None:
+    value, state, seen, _ = _select(refine=0)
+    assert value == 100.0 and state == "state of 100"
+    assert [v for v, _ in seen] == [1.0, 10.0, 100.0, 1000.0]
+
+
+def test_refinement_finds_a_peak_between_grid_points() -> None:
+    grid_value, _, grid_seen, _ = _select(refine=0)
+    value, state, seen, tuner = _select(refine=2)
+    scores = dict(seen)
+    assert value not in (1.0, 10.0, 100.0, 1000.0)
+    assert abs(np.log10(value / PEAK)) < 0.1  # within a quarter decade's half-step
+    assert state == f"state of {value:g}"  # the state of the value returned
+    assert scores[value] == max(scores.values()) > dict(grid_seen)[grid_value]
+    # Two steps: half a decade each side of 100, then a quarter decade each side of the best.
+    assert len(seen) == 4 + 4
+    assert sorted(v for v, _ in seen[4:6]) == [31.62, 316.2]
