@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.exceptions import TerminationSignal
+from prefect.futures import wait
 from prefect.runtime import flow_run
 from shoprec_flows.preparation import prepare_data
 from shoprec_flows.runners import (
@@ -95,6 +96,7 @@ def training_pipeline(
         {"data": data.model_dump(mode="json"), "split": split.model_dump(mode="json"),
          "training": training.model_dump(mode="json")},
         {"prefect_flow_run_id": run_id, "data_fingerprint": fingerprint, "git_commit": commit})
+    logged = None
     try:
         # The champion's recipe retrains beside the candidates, on the same split.
         champion = find_champion(training.registered_model_name)
@@ -112,7 +114,8 @@ def training_pipeline(
         if blend is not None:
             results += run_candidates([blend], encoded, items, training,
                                       process_threads(training))
-        log_candidates(parent, results)
+        # Logging the candidates' runs overlaps the selection and the winner's refit.
+        logged = log_candidates.submit(parent, results)
         chosen = select_and_judge(results, training, champion, weighting, data_cutoff(clean),
                                   fingerprint, commit)
         winner, primary = chosen.winner, training.primary_metric
@@ -123,6 +126,7 @@ def training_pipeline(
                                "popularity_epsilon": training.popularity_epsilon},
                               model_params("popularity", training), training.quantize,
                               training.prune_top)
+        logged.result()  # nothing is published when the candidates could not be logged
         registered = publish_model(bundle, parent, training.registered_model_name,
                                    chosen.verdict,
                                    version_tags(chosen, primary, fingerprint, commit, run_id,
@@ -140,6 +144,8 @@ def training_pipeline(
         # The MLflow run must not stay "running" when the flow fails or is stopped after
         # opening it; closing it must not hide why the flow ended.
         stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, TerminationSignal))
+        if logged is not None and not stopped:
+            wait([logged])  # the nested runs are written before their parent is closed
         try:
             runs.finish_run(parent, ok=False, status="KILLED" if stopped else None)
         except Exception as close_error:  # noqa: BLE001 - e.g. the tracking server is gone

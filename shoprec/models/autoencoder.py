@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import LinAlgError, cho_factor, cho_solve
+from scipy.linalg.lapack import dpotrf as potrf
+from scipy.linalg.lapack import dpotri as potri
 
 from shoprec.errors import ModelFitError
 from shoprec.models.base import FitContext, Recommender, check_finite
@@ -116,20 +117,28 @@ class EASE(Recommender):
     def _solve(gram: np.ndarray, regularization: float) -> np.ndarray:
         regularized = gram.copy()
         regularized[np.diag_indices_from(regularized)] += regularization
-        try:
-            # The regularised Gram matrix is symmetric positive definite: Cholesky is the
-            # cheapest stable inverse.
-            inverse = cho_solve(cho_factor(regularized, lower=True, check_finite=False),
-                                np.eye(len(regularized)), check_finite=False)
-        except LinAlgError as exc:
-            raise ModelFitError(f"EASE: the Gram matrix is not positive definite ({exc}); "
-                                "raise regularization") from exc
-        weights = -inverse / np.diag(inverse)[None, :]
-        np.fill_diagonal(weights, 0.0)
+        # The regularised Gram matrix is symmetric positive definite: its Cholesky factor
+        # is inverted in place by LAPACK (potrf, then potri). Solving against an identity
+        # matrix instead costs about twice the time and a third more memory at 10,000
+        # items (benchmarks/RESULTS.md). The transpose is the same matrix in the
+        # column-major order LAPACK works in, so neither call copies it.
+        factor, info = potrf(regularized.T, lower=True, clean=False, overwrite_a=True)
+        if info == 0:
+            inverse, info = potri(factor, lower=True, overwrite_c=True)
+        if info != 0:
+            raise ModelFitError(f"EASE: the Gram matrix is not positive definite (LAPACK "
+                                f"info {info}); raise regularization")
+        del regularized, factor
+        # potri fills the lower triangle only; the inverse is symmetric.
+        inverse = np.tril(inverse)
+        inverse += np.tril(inverse, -1).T
+        diagonal = np.diag(inverse).copy()
+        inverse /= -diagonal[None, :]
+        np.fill_diagonal(inverse, 0.0)
         # Row-major: the inverse comes back column-major, and a sparse row times a
         # column-major matrix copies the whole matrix on every call (55 ms per served
         # request at 3,000 items, against 0.07 ms).
-        return np.ascontiguousarray(weights, dtype=np.float32)
+        return np.ascontiguousarray(inverse, dtype=np.float32)
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """``x B`` for each row (binarised like the training data).
@@ -272,15 +281,16 @@ class EASE(Recommender):
             self.popularity_ = state["popularity"]
 
 
-#: Peak bytes per item² while EASE chooses λ (measured): the float64 Gram matrix, its
-#: regularised copy, the Cholesky factor and inverse, the float32 weights of the value being
-#: solved and of the best one so far.
-EASE_BYTES_PER_ITEM2 = 50
+#: Peak bytes per item² while EASE chooses λ: the float64 Gram matrix, its regularised copy
+#: (factored and inverted in place), one triangle's copy while it is mirrored, the float32
+#: weights of the value being solved and of the best one so far. Measured 29.7 over a grid
+#: of four at 5,972 items (benchmarks/RESULTS.md); 35 leaves a margin.
+EASE_BYTES_PER_ITEM2 = 35
 #: Share of the machine's memory EASE may take (candidates train beside it).
 EASE_MEMORY_SHARE = 0.4
 #: Items³ per second one core solves (Cholesky inverse of the regularised Gram matrix;
-#: 6,000 items took 5.9 s on 2 cores of the reference machine, benchmarks/RESULTS.md).
-EASE_CUBE_PER_CORE_SECOND = 1.8e10
+#: 6,000 items took 3.6 s on 2 cores of the reference machine, benchmarks/RESULTS.md).
+EASE_CUBE_PER_CORE_SECOND = 3.0e10
 #: Seconds EASE may spend solving, all values of its grid together.
 EASE_SECONDS = 120.0
 
@@ -299,7 +309,7 @@ def ease_item_limit(solves: int = 4) -> int:
     limit where there is one) and what ``solves`` Cholesky inverses do in
     :data:`EASE_SECONDS` on its cores, rounded down to a multiple of 500. Both come from
     the machine's size, not from a timing, so the same machine always gives the same
-    limit: 10,000 items with a grid of four on 2 cores and 24 GB.
+    limit: 12,000 items with a grid of four on 2 cores and 24 GB.
     """
     memory = int((EASE_MEMORY_SHARE * machine_memory() / EASE_BYTES_PER_ITEM2) ** 0.5)
     cores = os.cpu_count() or 1

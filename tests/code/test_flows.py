@@ -320,6 +320,34 @@ def test_a_registry_that_fails_on_the_champion_lookup_moves_nothing(
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
 
+def test_candidates_that_cannot_be_logged_publish_nothing(
+        env: str, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logging the candidates overlaps the winner's refit, yet publication waits for it: a
+    tracking error while logging fails the run, with no version registered."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+
+    from shoprec.registry import runs
+
+    def broken(parent_run_id: str, result: object) -> str:
+        raise MlflowException("(sqlite3.OperationalError) disk I/O error", INTERNAL_ERROR)
+
+    monkeypatch.setattr(runs, "log_candidate", broken)
+    name = "unlogged-model"
+    with pytest.raises(MlflowException, match="disk I/O error"):
+        run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
+                                                         models=["popularity", "mf"]))
+    monkeypatch.undo()
+    client = MlflowClient(tracking_uri=env, registry_uri=env)
+    assert client.search_model_versions(f"name = '{name}'") == []
+    parents = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        "tags.`mlflow.runName` LIKE 'training-%'", order_by=["attributes.start_time DESC"],
+        max_results=1)
+    assert parents[0].info.status == "FAILED"
+
+
 def test_search_stage_and_blend(env: str, synthetic_dir: Path,
                                                           tmp_path: Path) -> None:
     from mlflow import MlflowClient

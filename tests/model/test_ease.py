@@ -84,11 +84,11 @@ def test_the_item_limit_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -> 
     memory = {"bytes": 24 * 2**30}
     monkeypatch.setattr(autoencoder, "machine_memory", lambda: memory["bytes"])
     monkeypatch.setattr(autoencoder.os, "cpu_count", lambda: 2)
-    assert autoencoder.ease_item_limit(4) == 10_000  # time-bound
+    assert autoencoder.ease_item_limit(4) == 12_000  # time-bound
     monkeypatch.setattr(autoencoder.os, "cpu_count", lambda: 64)
-    assert autoencoder.ease_item_limit(4) == 14_000  # memory-bound: 40% of 24 GB
+    assert autoencoder.ease_item_limit(4) == 17_000  # memory-bound: 40% of 24 GB
     memory["bytes"] = 2 * 2**30
-    assert autoencoder.ease_item_limit(4) == 4_000
+    assert autoencoder.ease_item_limit(4) == 4_500
 
 
 def test_the_memory_is_the_machine_s_or_its_container_s() -> None:
