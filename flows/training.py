@@ -144,9 +144,9 @@ def training_pipeline(
         # The MLflow run must not stay "running" when the flow fails or is stopped after
         # opening it; closing it must not hide why the flow ended.
         stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, TerminationSignal))
-        if logged is not None and not stopped:
-            wait([logged])  # the nested runs are written before their parent is closed
         try:
+            if logged is not None and not stopped:
+                wait([logged])  # the nested runs are written before their parent is closed
             runs.finish_run(parent, ok=False, status="KILLED" if stopped else None)
         except Exception as close_error:  # noqa: BLE001 - e.g. the tracking server is gone
             logger.warning("could not close MLflow run %s: %s", parent, close_error)

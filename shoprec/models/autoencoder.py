@@ -129,9 +129,14 @@ class EASE(Recommender):
             raise ModelFitError(f"EASE: the Gram matrix is not positive definite (LAPACK "
                                 f"info {info}); raise regularization")
         del regularized, factor
-        # potri fills the lower triangle only; the inverse is symmetric.
-        inverse = np.tril(inverse)
-        inverse += np.tril(inverse, -1).T
+        # potri fills the lower triangle only; the inverse is symmetric. Mirrored by blocks
+        # of rows, so no second n x n array is ever made.
+        n = len(inverse)
+        for start in range(0, n, EASE_MIRROR_ROWS):
+            stop = min(n, start + EASE_MIRROR_ROWS)
+            inverse[start:stop, stop:] = inverse[stop:, start:stop].T
+            block = inverse[start:stop, start:stop]
+            block[np.triu_indices(stop - start, 1)] = block.T[np.triu_indices(stop - start, 1)]
         diagonal = np.diag(inverse).copy()
         inverse /= -diagonal[None, :]
         np.fill_diagonal(inverse, 0.0)
@@ -282,10 +287,12 @@ class EASE(Recommender):
 
 
 #: Peak bytes per item² while EASE chooses λ: the float64 Gram matrix, its regularised copy
-#: (factored and inverted in place), one triangle's copy while it is mirrored, the float32
-#: weights of the value being solved and of the best one so far. Measured 29.7 over a grid
-#: of four at 5,972 items (benchmarks/RESULTS.md); 35 leaves a margin.
+#: (factored, inverted and mirrored in place), the float32 weights of the value being solved
+#: and of the best one so far: 24, plus the scoring's batches. Measured over a grid of four
+#: at 5,972 items in benchmarks/RESULTS.md; 35 leaves a margin.
 EASE_BYTES_PER_ITEM2 = 35
+#: Rows of the inverse mirrored at a time (their temporary copy: this many x items floats).
+EASE_MIRROR_ROWS = 1024
 #: Share of the machine's memory EASE may take (candidates train beside it).
 EASE_MEMORY_SHARE = 0.4
 #: Items³ per second one core solves (Cholesky inverse of the regularised Gram matrix;

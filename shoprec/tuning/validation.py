@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from shoprec.errors import ModelFitError
 from shoprec.evaluation.evaluate import evaluate, evaluate_ranker
 from shoprec.features.encoding import sample_users
 from shoprec.models.base import Recommender
@@ -104,8 +105,16 @@ class ValidationTuner:
                 centre = best[1]
                 for value in (centre / np.exp(step), centre * np.exp(step)):
                     value = float(f"{value:.4g}")  # readable in logs and the recipe
-                    if all(abs(np.log(value / seen)) > step / 4 for seen in tried):
+                    if any(abs(np.log(value / seen)) <= step / 4 for seen in tried):
+                        continue
+                    try:
                         attempt(value)
+                    except ModelFitError as exc:
+                        # Past the configured grid a value may not fit (a tiny penalty);
+                        # the ones that did still stand.
+                        tried.append(value)
+                        logger.warning("%s %s %g: not fitted (%s); left out", model.name,
+                                       what, value, exc)
         return best[1], best[2]
 
     def select_weights(self, model: Recommender,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
+from shoprec.errors import ModelFitError
 from shoprec.models.base import Recommender
 from shoprec.tuning.validation import ValidationTuner
 
@@ -55,7 +57,8 @@ class Peaked(Recommender):
         raise NotImplementedError
 
 
-def _select(refine: int) -> tuple[float, object, list[tuple[float, float]], ValidationTuner]:
+def _select(refine: int, fails: tuple[float, float] = (0.0, 0.0)
+            ) -> tuple[float, object, list[tuple[float, float]], ValidationTuner]:
     model = Peaked()
     seen: list[tuple[float, float]] = []
     tuner = ValidationTuner(_one_per_user(0), _one_per_user(1),
@@ -63,6 +66,8 @@ def _select(refine: int) -> tuple[float, object, list[tuple[float, float]], Vali
                                 (value, m["validation_ndcg_at_10_by_regularization"])))
 
     def apply(value: float) -> str:
+        if fails[0] < value < fails[1]:
+            raise ModelFitError(f"no fit at {value}")
         model.value = value
         return f"state of {value:g}"
 
@@ -89,3 +94,14 @@ def test_refinement_finds_a_peak_between_grid_points() -> None:
     # Two steps: half a decade each side of 100, then a quarter decade each side of the best.
     assert len(seen) == 4 + 4
     assert sorted(v for v, _ in seen[4:6]) == [31.62, 316.2]
+
+
+def test_a_refinement_value_that_does_not_fit_is_left_out() -> None:
+    value, state, seen, _ = _select(refine=2, fails=(20.0, 50.0))  # 31.62 cannot be fitted
+    assert abs(np.log10(value / PEAK)) < 0.1 and state == f"state of {value:g}"
+    assert 31.62 not in dict(seen)  # tried, failed, not scored
+
+
+def test_a_grid_value_that_does_not_fit_still_fails_the_fit() -> None:
+    with pytest.raises(ModelFitError):
+        _select(refine=0, fails=(5.0, 50.0))  # 10 cannot be fitted

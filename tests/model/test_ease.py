@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from shoprec.config import DataConfig, SplitConfig
-from shoprec.errors import ModelSkippedError
+from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.evaluation import evaluate
 from shoprec.models import EASE, FitContext, Popularity
 from shoprec.pipeline import prepare
@@ -130,3 +130,25 @@ def test_contributions_are_exact_with_a_vocabulary() -> None:
     assert not matrix[~modelled].any()
     outside = [h for h in history if h not in set(model.vocabulary_)]
     assert outside and not matrix[:, np.isin(history, outside)].any()
+
+
+def test_a_gram_matrix_that_is_not_positive_definite_is_a_clear_error() -> None:
+    gram = np.diag([1.0, 2.0, 3.0])
+    with pytest.raises(ModelFitError, match="not positive definite"):
+        EASE._solve(gram, -2.5)
+
+
+def test_the_inverse_is_mirrored_across_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec.models import autoencoder
+
+    rng = np.random.default_rng(4)
+    x = (rng.random((300, 37)) < 0.2).astype(np.float64)
+    gram = x.T @ x
+    whole = EASE._solve(gram, 5.0)
+    monkeypatch.setattr(autoencoder, "EASE_MIRROR_ROWS", 8)  # blocks that do not divide 37
+    blocks = EASE._solve(gram, 5.0)
+    inverse = np.linalg.inv(gram + 5.0 * np.eye(37))
+    expected = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(blocks, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(blocks, whole)
