@@ -119,7 +119,7 @@ class EASE(Recommender):
         regularized[np.diag_indices_from(regularized)] += regularization
         # The regularised Gram matrix is symmetric positive definite: its Cholesky factor
         # is inverted in place by LAPACK (potrf, then potri). Solving against an identity
-        # matrix instead costs about twice the time and a third more memory at 10,000
+        # matrix instead took twice the time and two thirds more memory at 10,000
         # items (benchmarks/RESULTS.md). The transpose is the same matrix in the
         # column-major order LAPACK works in, so neither call copies it.
         factor, info = potrf(regularized.T, lower=True, clean=False, overwrite_a=True)
