@@ -135,8 +135,8 @@ class EASE(Recommender):
         for start in range(0, n, EASE_MIRROR_ROWS):
             stop = min(n, start + EASE_MIRROR_ROWS)
             inverse[start:stop, stop:] = inverse[stop:, start:stop].T
-            block = inverse[start:stop, start:stop]
-            block[np.triu_indices(stop - start, 1)] = block.T[np.triu_indices(stop - start, 1)]
+            block, upper = inverse[start:stop, start:stop], np.triu_indices(stop - start, 1)
+            block[upper] = block.T[upper]
         diagonal = np.diag(inverse).copy()
         inverse /= -diagonal[None, :]
         np.fill_diagonal(inverse, 0.0)

@@ -75,17 +75,18 @@ class ImplicitALS(Recommender):
         if self.regularization is None and context is not None and context.tuner is not None:
             sweeps = min(self.search_iterations or self.iterations, self.iterations)
 
-            previous: list[tuple[np.ndarray, np.ndarray]] = []
+            previous: tuple[np.ndarray, np.ndarray] | None = None
 
             def apply(value: float) -> tuple[np.ndarray, np.ndarray]:
+                nonlocal previous
                 # Each fit starts from the previous one's factors: a few sweeps from there
                 # land near the converged solution, where a few from random ones stop
                 # short of it and would favour smaller penalties.
-                warm = previous[-1] if previous and sweeps < self.iterations else None
+                warm = previous if sweeps < self.iterations else None
                 self.regularization_ = value
                 self.item_factors_, self.user_factors_ = self._solve(interactions, value,
                                                                      sweeps, warm)
-                previous[:] = [(self.item_factors_, self.user_factors_)]
+                previous = (self.item_factors_, self.user_factors_)
                 self._prepare()
                 return self.item_factors_, self.user_factors_
 
