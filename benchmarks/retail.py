@@ -37,7 +37,7 @@ def child(args: argparse.Namespace) -> None:
     )
     from shoprec_flows.training import training_pipeline
 
-    from shoprec.config import DataConfig, SplitConfig, TrainingConfig
+    from shoprec.config import DataConfig, SplitConfig, TrainingConfig, WeightingConfig
     from shoprec.runtime import apply_runtime_defaults
 
     apply_runtime_defaults()
@@ -68,6 +68,9 @@ def child(args: argparse.Namespace) -> None:
         split=SplitConfig(method=args.split, test_days=args.test_days,
                           validation_days=args.validation_days, seed=args.seed),
         training=training,
+        weighting=WeightingConfig(recency_half_life_days=args.recency_half_life_days,
+                                  repeats=args.repeats,
+                                  quantity_damping=args.quantity_damping),
         output_dir=args.output_dir,
     )
 
@@ -109,6 +112,10 @@ def main() -> None:
     parser.add_argument("--tune-models", default=None, help="Families to search.")
     parser.add_argument("--blend", type=int, default=0,
                         help="Also blend the best N candidates (0: no blend).")
+    parser.add_argument("--recency-half-life-days", type=float, default=None,
+                        help="Event weighting (as `shoprec train`): recency decay.")
+    parser.add_argument("--repeats", default="sum", help="sum or max.")
+    parser.add_argument("--quantity-damping", default="log")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--json-out", default=None, help="Also write the figures as JSON.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

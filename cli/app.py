@@ -599,9 +599,24 @@ def train(
     popularity_epsilon: Annotated[float | None, typer.Option(
         "--popularity-epsilon", min=0.0, help="Differentially private popularity counts "
         "(the baseline and the served fallback) with this epsilon (default: exact).")] = None,
+    recency_half_life_days: Annotated[float | None, typer.Option(
+        "--recency-half-life-days", help="An event's weight halves for every this many days "
+        "before the latest event trained on (default: no decay).")] = None,
+    repeats: Annotated[str, typer.Option(
+        "--repeats", help="A shopper's repeated events on one item: sum their weights, or "
+        "keep the largest (max; with decay, about the latest).")] = "sum",
+    quantity_damping: Annotated[str, typer.Option(
+        "--quantity-damping", help="How quantities weigh: log (log2(1+q)), sqrt, none (q) "
+        "or binary (1).")] = "log",
 ) -> None:
     """Run the training pipeline (a Prefect flow) and publish the winner to MLflow."""
-    from shoprec.config import DEFAULT_MODELS, CleaningConfig, SplitConfig, TrainingConfig
+    from shoprec.config import (
+        DEFAULT_MODELS,
+        CleaningConfig,
+        SplitConfig,
+        TrainingConfig,
+        WeightingConfig,
+    )
 
     # Everything a user typed is checked before any data is read or a server started.
     params = _parse_params(param)
@@ -623,6 +638,9 @@ def train(
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)
+    weighting = WeightingConfig(recency_half_life_days=recency_half_life_days,
+                                repeats=repeats,  # type: ignore[arg-type]
+                                quantity_damping=quantity_damping)  # type: ignore[arg-type]
     training_config = TrainingConfig(models=chosen, ks=ks, primary_metric=primary_metric,
                                      seed=seed, gate_margin=gate_margin,
                                      registered_model_name=model_name,
@@ -649,7 +667,8 @@ def train(
     from shoprec_flows.training import training_pipeline
 
     summary = training_pipeline(data=data_config, cleaning=cleaning_config, split=split_config,
-                                training=training_config, output_dir=str(output_dir))
+                                weighting=weighting, training=training_config,
+                                output_dir=str(output_dir))
     _print_summary(summary)
     console.print(f"pipeline finished in {time.perf_counter() - began:.1f} s")
     if summary_json:

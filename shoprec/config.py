@@ -167,6 +167,11 @@ class WeightingConfig(_Model):
         description="If set, an event's weight halves for every this many days it lies "
         "before the latest event the model is trained on (recency decay); empty: no decay.",
     )
+    repeats: Literal["sum", "max"] = Field(
+        "sum",
+        description="How a shopper's repeated events on one item combine: 'sum' adds "
+        "their weights; 'max' keeps the largest (with recency decay, about the latest).",
+    )
 
     @field_validator("event_weights")
     @classmethod
@@ -304,7 +309,11 @@ class EASEParams(_Model):
     vocabulary: int | None = Field(
         None, ge=2, le=200_000, description="Model at most this many items, the most "
         "interacted (the others rank after them by popularity); empty: as many as this "
-        "machine's memory and cores allow (10,000 with the grid on 2 cores and 24 GB).")
+        "machine's memory and cores allow (12,000 with the grid on 2 cores and 24 GB).")
+    history_weights: bool | None = Field(
+        None, description="Score a shopper's row with its weights (recency decay, event "
+        "type; each row divided by its largest) instead of as 0/1; empty: whichever is "
+        "better on validation.")
 
 
 class _NeuralParams(_Model):
@@ -321,6 +330,10 @@ class _NeuralParams(_Model):
     vocabulary: int | None = Field(
         10_000, ge=1, description="Read and score the most-interacted items only; "
         "empty: all.")
+    history_weights: bool | None = Field(
+        None, description="Score a shopper's row with its weights (recency decay, event "
+        "type; each row divided by its largest) instead of as 0/1; empty: whichever is "
+        "better on validation.")
 
 
 class AutoencoderParams(_NeuralParams):

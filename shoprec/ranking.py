@@ -21,6 +21,21 @@ def binarized(rows: sp.spmatrix) -> sp.csr_matrix:
                           rows.indptr.copy()), shape=rows.shape)
 
 
+def max_scaled(rows: sp.spmatrix) -> sp.csr_matrix:
+    """A float32 CSR copy of ``rows`` with each row divided by its largest value.
+
+    How a model trained on 0/1 rows reads a weighted history: the strongest (with recency
+    decay, the latest) interaction counts 1 and the others their share of it.
+    """
+    rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)
+    lengths = np.diff(rows.indptr)
+    if rows.nnz:
+        largest = np.maximum.reduceat(rows.data, rows.indptr[:-1][lengths > 0])
+        scale = np.repeat(largest, lengths[lengths > 0])
+        rows.data = np.divide(rows.data, scale, out=np.ones_like(rows.data), where=scale > 0)
+    return rows
+
+
 def mask_seen(scores: np.ndarray, user_rows: sp.csr_matrix) -> None:
     """Set the scores of items present in each row to ``-inf``, in place."""
     rows = np.repeat(np.arange(user_rows.shape[0]), np.diff(user_rows.indptr))

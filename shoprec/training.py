@@ -303,7 +303,8 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
     has_ratings = bool((interactions["event"] == "rating").any())
     users = IdMap.from_values(interactions["user_id"])
     items = IdMap.from_values(pd.concat([interactions["item_id"], data.items["item_id"]]))
-    matrix = interaction_matrix(interactions, users, items, event_weights(interactions, weighting))
+    matrix = interaction_matrix(interactions, users, items, event_weights(interactions, weighting),
+                                weighting.repeats)
     frame = item_frame(data.items, items)
     model, seconds = fit_candidate(name, params, matrix, frame, has_ratings=has_ratings)
     search: ContentRecommender | None = None
@@ -328,6 +329,8 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
                        titles=frame["title"].fillna("").astype(str).tolist(),
                        meta={**meta, "model": name, "family": model.family,
                              "refit_seconds": round(seconds, 3),
+                             # How served requests combine an item's events (engine).
+                             "repeats": weighting.repeats,
                              "compression": {"quantize": quantize, "prune_top": prune_top}})
 
 

@@ -46,8 +46,9 @@ def event_weights(interactions: pd.DataFrame, config: WeightingConfig | None = N
 
 
 def interaction_matrix(interactions: pd.DataFrame, users: IdMap, items: IdMap,
-                       weights: np.ndarray | None = None) -> sp.csr_matrix:
-    """Build a users x items CSR matrix, summing repeated (user, item) pairs.
+                       weights: np.ndarray | None = None,
+                       repeats: str = "sum") -> sp.csr_matrix:
+    """Build a users x items CSR matrix, combining repeated (user, item) pairs.
 
     Rows whose user or item is not in the maps are left out (the caller decides what that
     means and counts it).
@@ -57,6 +58,7 @@ def interaction_matrix(interactions: pd.DataFrame, users: IdMap, items: IdMap,
         users: Row index.
         items: Column index.
         weights: Value per row; 1.0 each if ``None``.
+        repeats: ``"sum"`` adds a pair's values; ``"max"`` keeps its largest.
 
     Returns:
         A float32 CSR matrix of shape ``(len(users), len(items))`` with sorted indices.
@@ -65,11 +67,17 @@ def interaction_matrix(interactions: pd.DataFrame, users: IdMap, items: IdMap,
     cols = items.encode(interactions["item_id"])
     known = (rows >= 0) & (cols >= 0)
     data = np.ones(len(interactions), np.float32) if weights is None else weights
-    matrix = sp.csr_matrix(
-        (data[known].astype(np.float32), (rows[known], cols[known])),
-        shape=(len(users), len(items)),
-        dtype=np.float32,
-    )
+    rows, cols, data = rows[known], cols[known], data[known].astype(np.float32)
+    if repeats == "max" and len(rows):
+        # One entry per pair, its largest value: sort by pair, then reduce each run.
+        order = np.lexsort((cols, rows))
+        rows, cols, data = rows[order], cols[order], data[order]
+        first = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])])
+        rows, cols, data = rows[first], cols[first], np.maximum.reduceat(data, first)
+    elif repeats not in ("sum", "max"):
+        raise ValueError(f"repeats must be 'sum' or 'max', not {repeats!r}")
+    matrix = sp.csr_matrix((data, (rows, cols)), shape=(len(users), len(items)),
+                           dtype=np.float32)
     matrix.sum_duplicates()
     matrix.sort_indices()
     return matrix

@@ -24,15 +24,15 @@ from scipy.linalg.lapack import dpotrf as potrf
 from scipy.linalg.lapack import dpotri as potri
 
 from shoprec.errors import ModelFitError
-from shoprec.models.base import FitContext, Recommender, check_finite
+from shoprec.models.base import FitContext, HistoryWeights, Recommender, check_finite
 from shoprec.models.epochs import BoundedRows, train_epochs
 from shoprec.models.storage import load_arrays, load_sparse, save_arrays, save_sparse
-from shoprec.ranking import binarized, top_k
+from shoprec.ranking import top_k
 
 logger = logging.getLogger(__name__)
 
 
-class EASE(Recommender):
+class EASE(HistoryWeights, Recommender):
     """Embarrassingly Shallow Autoencoder.
 
     Args:
@@ -42,6 +42,9 @@ class EASE(Recommender):
         binary: Fit on 0/1 interactions instead of the weights.
         vocabulary: Most items modelled (the most interacted); ``None``: the limit of this
             machine (:func:`ease_item_limit`).
+        history_weights: With ``binary``, score a shopper's row with its weights (each row
+            divided by its largest) instead of as 0/1; ``None``: whichever is better on
+            validation (0/1 without validation data). See :class:`HistoryWeights`.
     """
 
     family = "autoencoder"
@@ -49,11 +52,13 @@ class EASE(Recommender):
 
     def __init__(self, regularization: float | None = None,
                  regularization_grid: tuple[float, ...] = (50.0, 200.0, 800.0, 3200.0),
-                 binary: bool = True, vocabulary: int | None = None) -> None:
+                 binary: bool = True, vocabulary: int | None = None,
+                 history_weights: bool | None = None) -> None:
         self.regularization = regularization
         self.regularization_grid = regularization_grid
         self.binary = binary
         self.vocabulary = vocabulary
+        self.history_weights = history_weights
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> EASE:
         """Solve the closed form (once per candidate λ when choosing on validation).
@@ -63,6 +68,7 @@ class EASE(Recommender):
         """
         tuner = context.tuner if context is not None else None
         choosing = self.regularization is None and tuner is not None
+        self.history_weights_ = None  # 0/1 rows while λ is chosen
         n_items = interactions.shape[1]
         # Stored entries per item, without a column-major copy of the matrix.
         counts = np.bincount(sp.csr_matrix(interactions).indices, minlength=n_items)
@@ -99,6 +105,9 @@ class EASE(Recommender):
                                          if self.regularization is None
                                          else self.regularization)
             self.weights_ = self._solve(gram, self.regularization_)
+        del gram
+        if self.binary:
+            self._choose_history_weights(context)
         return self
 
     @property
@@ -109,6 +118,8 @@ class EASE(Recommender):
         model as many items on any machine.
         """
         chosen: dict[str, Any] = {"regularization": self.regularization_}
+        if self.binary:
+            chosen["history_weights"] = self._reads_weights()
         if self.vocabulary_ is not None:
             chosen["vocabulary"] = len(self.vocabulary_)
         return chosen
@@ -146,13 +157,12 @@ class EASE(Recommender):
         return np.ascontiguousarray(inverse, dtype=np.float32)
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
-        """``x B`` for each row (binarised like the training data).
+        """``x B`` for each row (read as 0/1 like the training data, or weighted).
 
         Items outside the vocabulary score below every modelled item of the row, in order
         of popularity.
         """
-        rows = binarized(user_rows) if self.binary else sp.csr_matrix(user_rows,
-                                                                      dtype=np.float32)
+        rows = self._rows(user_rows)
         vocabulary = getattr(self, "vocabulary_", None)
         if vocabulary is None:
             return check_finite(_dense(rows @ self.weights_), self.name)
@@ -162,6 +172,11 @@ class EASE(Recommender):
         scores[:, vocabulary] = modelled
         return check_finite(scores, self.name)
 
+    def _rows(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
+        if self.binary:
+            return self._history_rows(user_rows)
+        return sp.csr_matrix(user_rows, dtype=np.float32)
+
     def contributions(self, user_row: sp.csr_matrix,
                       items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact contributions: history item ``h`` adds ``x_h B[h, j]`` to item ``j``.
@@ -169,8 +184,7 @@ class EASE(Recommender):
         Item ``j``'s score is ``sum_h x_h B[h, j]``. Items outside the vocabulary are ranked
         by popularity: nothing in the history adds to them.
         """
-        row = binarized(user_row) if self.binary else sp.csr_matrix(user_row,
-                                                                    dtype=np.float32)
+        row = self._rows(user_row)
         history, values = row.indices, row.data.astype(np.float64)
         out = np.zeros((len(items), len(history)))
         vocabulary = getattr(self, "vocabulary_", None)
@@ -399,6 +413,9 @@ class _MultAutoencoder(BoundedRows, Recommender):
             all); every shopper is still scored from their own row.
         vocabulary: The network reads and scores this many most-interacted items
             (``None``: all); others are never recommended by it.
+        history_weights: Score a shopper's row with its weights (each row divided by its
+            largest) instead of as 0/1; ``None``: whichever is better on validation (0/1
+            without validation data). See :class:`~shoprec.models.base.HistoryWeights`.
     """
 
     family = "autoencoder"
@@ -410,7 +427,9 @@ class _MultAutoencoder(BoundedRows, Recommender):
                  epochs: int = 50, batch_size: int = 256, learning_rate: float = 1e-3,
                  beta_cap: float = 0.2, anneal_steps: int = 2000, weight_decay: float = 0.0,
                  patience: int = 5, seed: int = 0, threads: int = 0,
-                 train_users: int | None = 20_000, vocabulary: int | None = 10_000) -> None:
+                 train_users: int | None = 20_000, vocabulary: int | None = 10_000,
+                 history_weights: bool | None = None) -> None:
+        self.history_weights = history_weights
         self.hidden = hidden
         self.latent = latent
         self.dropout = dropout
@@ -455,6 +474,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
         import keras
         import tensorflow as tf
 
+        self.history_weights_ = None  # early stopping scores 0/1 rows (unless told)
         matrix, users = self._training_rows(interactions)
         self._build(matrix.shape[1])
         optimizer = keras.optimizers.Adam(self.learning_rate)
@@ -514,12 +534,13 @@ class _MultAutoencoder(BoundedRows, Recommender):
             lambda: ([w.copy() for w in self.encoder_.get_weights()],
                      [w.copy() for w in self.decoder_.get_weights()]),
             restore, context)
+        self._choose_history_weights(context)
         return self
 
     @property
-    def selected_params_(self) -> dict[str, int]:
-        """The refit trains as many epochs as early stopping kept."""
-        return {"epochs": self.best_epoch_ + 1}
+    def selected_params_(self) -> dict[str, Any]:
+        """The refit trains as many epochs as early stopping kept, reading rows alike."""
+        return {"epochs": self.best_epoch_ + 1, "history_weights": self._reads_weights()}
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Logits over all items from each row (the code's mean for the VAE; no dropout)."""

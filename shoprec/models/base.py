@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
-from shoprec.ranking import mask_seen, top_k
+from shoprec.ranking import binarized, mask_seen, max_scaled, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +293,45 @@ class Recommender(ABC):
     def n_items_(self) -> int:
         """Number of items the model scores."""
         raise NotImplementedError
+
+
+class HistoryWeights:
+    """Mixin of the families trained on 0/1 rows: how they read a shopper's history.
+
+    A 0/1 row forgets what the weights know: the event type and, with recency decay, how
+    long ago (the shopper's latest purchases say most about the next one). With
+    ``history_weights`` the row is read with its weights, each row divided by its largest,
+    so the model still sees the scale it was trained on; ``None`` lets validation choose.
+    """
+
+    name: ClassVar[str]
+    history_weights: bool | None
+
+    def _reads_weights(self) -> bool:
+        chosen = getattr(self, "history_weights_", None)
+        return bool(self.history_weights if chosen is None else chosen)
+
+    def _history_rows(self, user_rows: sp.spmatrix) -> sp.csr_matrix:
+        """The rows as the model scores them: 0/1, or weights scaled to at most 1."""
+        return max_scaled(user_rows) if self._reads_weights() else binarized(user_rows)
+
+    def _choose_history_weights(self, context: FitContext | None) -> None:
+        """Settle ``history_weights_`` after fitting: given, or the better on validation.
+
+        Ties keep 0/1 rows, so weights that carry nothing (every event alike, no recency
+        decay) change nothing.
+        """
+        self.history_weights_: bool | None = None
+        if self.history_weights is not None or context is None or context.tuner is None:
+            self.history_weights_ = bool(self.history_weights)
+            return
+
+        def apply(value: float) -> None:
+            self.history_weights_ = bool(value)
+
+        value, _ = context.tuner.select(self, (0.0, 1.0), apply,  # type: ignore[arg-type]
+                                        "history_weights")
+        self.history_weights_ = bool(value)
 
 
 #: Most history items the model-agnostic explanation weighs (one scored row each).

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
-from shoprec.models.base import FitContext, Recommender
+from shoprec.models.base import FitContext, HistoryWeights, Recommender
 from shoprec.ranking import binarized
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,11 @@ def binary_rows(interactions: sp.csr_matrix, name: str) -> tuple[sp.csr_matrix, 
     return matrix, users
 
 
-class BoundedRows:
+class BoundedRows(HistoryWeights):
     """Mixin of the neural families: sampled training rows and an item vocabulary.
 
-    Expects the hyperparameters ``train_users``, ``vocabulary`` and ``seed``.
+    Expects the hyperparameters ``train_users``, ``vocabulary``, ``seed`` and
+    ``history_weights`` (how a scored row is read: :class:`HistoryWeights`).
     """
 
     name: ClassVar[str]
@@ -72,10 +73,10 @@ class BoundedRows:
         return matrix, users
 
     def _in_vocabulary(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
-        """Binary float32 rows restricted to the vocabulary's columns."""
+        """Scored rows (0/1, or weighted) restricted to the vocabulary's columns."""
         if self.vocabulary_ is not None:
             user_rows = sp.csr_matrix(user_rows)[:, self.vocabulary_]
-        return binarized(user_rows)
+        return self._history_rows(user_rows)
 
     def _to_catalogue(self, scores: np.ndarray) -> np.ndarray:
         """Vocabulary scores spread over the whole catalogue; other items get ``-inf``."""

@@ -72,6 +72,9 @@ class CFGAN(BoundedRows, Recommender):
             all); every shopper is still scored from their own row.
         vocabulary: The generator reads and scores this many most-interacted items
             (``None``: all); others are never recommended by it.
+        history_weights: Score a shopper's row with its weights (each row divided by its
+            largest) instead of as 0/1; ``None``: whichever is better on validation (0/1
+            without validation data). See :class:`~shoprec.models.base.HistoryWeights`.
     """
 
     family = "gan"
@@ -85,7 +88,9 @@ class CFGAN(BoundedRows, Recommender):
                  epochs: int = 60, batch_size: int = 64, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, patience: int = 8,
                  collapse_tolerance: float = 1e-3, seed: int = 0, threads: int = 0,
-                 train_users: int | None = 20_000, vocabulary: int | None = 10_000) -> None:
+                 train_users: int | None = 20_000, vocabulary: int | None = 10_000,
+                 history_weights: bool | None = None) -> None:
+        self.history_weights = history_weights
         self.generator_hidden = generator_hidden
         self.discriminator_hidden = discriminator_hidden
         self.zr_ratio = zr_ratio
@@ -145,6 +150,7 @@ class CFGAN(BoundedRows, Recommender):
         import keras
         import tensorflow as tf
 
+        self.history_weights_ = None  # early stopping scores 0/1 rows (unless told)
         matrix, users = self._training_rows(interactions)
         self._build(matrix.shape[1])
         generator, discriminator = self.generator_, self.discriminator_
@@ -216,6 +222,7 @@ class CFGAN(BoundedRows, Recommender):
             self, self.epochs, self.patience, run_epoch,
             lambda: [w.copy() for w in generator.get_weights()], generator.set_weights,
             context)
+        self._choose_history_weights(context)
         return self
 
     def _check_divergence(self, epoch: int, record: dict[str, float],
@@ -246,7 +253,7 @@ class CFGAN(BoundedRows, Recommender):
     def _generate(self, rows: sp.csr_matrix) -> np.ndarray:
         import tensorflow as tf
 
-        # Binary rows over the vocabulary (the training matrix, or _in_vocabulary's output).
+        # Rows over the vocabulary (the 0/1 training matrix, or _in_vocabulary's output).
         out = np.empty(rows.shape, dtype=np.float32)
         for start in range(0, rows.shape[0], 1024):
             batch = tf.constant(rows[start:start + 1024].toarray())
@@ -254,12 +261,12 @@ class CFGAN(BoundedRows, Recommender):
         return out
 
     @property
-    def selected_params_(self) -> dict[str, int]:
-        """The refit trains as many epochs as early stopping kept."""
-        return {"epochs": self.best_epoch_ + 1}
+    def selected_params_(self) -> dict[str, Any]:
+        """The refit trains as many epochs as early stopping kept, reading rows alike."""
+        return {"epochs": self.best_epoch_ + 1, "history_weights": self._reads_weights()}
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
-        """The generator's output for each (binarised) row: one forward pass."""
+        """The generator's output for each row (0/1 or weighted): one forward pass."""
         outputs = self._generate(self._in_vocabulary(user_rows))
         return self._to_catalogue(check_finite(outputs, self.name))
 

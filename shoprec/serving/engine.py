@@ -97,11 +97,16 @@ def request_rows(bundle: ModelBundle, user_ids: list[Any], recent: list[Any],
     cols = np.concatenate([history.indices[positions], clicked[found]])
     data = np.concatenate([history.data[positions],
                            np.full(found.sum(), RECENT_ITEM_WEIGHT, np.float32)])
-    # Duplicate (row, item) pairs are summed, like repeated clicks; sorted keys give
-    # canonical CSR (sorted indices, no duplicates) in one pass.
+    # Duplicate (row, item) pairs combine as the training matrix's repeated events did
+    # (summed, like repeated clicks, or the largest kept); sorted keys give canonical CSR
+    # (sorted indices, no duplicates) in one pass.
     keys, inverse = np.unique(rows.astype(np.int64) * len(bundle.items) + cols,
                               return_inverse=True)
-    summed = np.bincount(inverse, weights=data, minlength=len(keys)).astype(np.float32)
+    if bundle.meta.get("repeats", "sum") == "max":
+        summed = np.zeros(len(keys), np.float32)
+        np.maximum.at(summed, inverse, data)
+    else:
+        summed = np.bincount(inverse, weights=data, minlength=len(keys)).astype(np.float32)
     key_rows, key_cols = np.divmod(keys, len(bundle.items))
     indptr = np.searchsorted(key_rows, np.arange(n + 1))
     return sp.csr_matrix((summed, key_cols.astype(np.int32), indptr),

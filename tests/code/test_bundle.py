@@ -48,6 +48,21 @@ def test_request_rows_add_recent_items_to_the_stored_history(bundle: ModelBundle
     assert rows.has_canonical_format  # sorted, no duplicates: what the models expect
 
 
+def test_request_rows_keep_the_largest_weight_when_trained_so(bundle: ModelBundle) -> None:
+    """A model trained with ``repeats="max"`` has never seen summed weights."""
+    from dataclasses import replace
+
+    keeping = replace(bundle, meta={**bundle.meta, "repeats": "max"})
+    seen = bundle.history[3].indices
+    unseen = np.setdiff1d(np.arange(30), seen)
+    rows = keeping.request_rows(["u3"], [[f"i{seen[0]}", f"i{unseen[0]}", f"i{unseen[0]}"]])
+    expected = bundle.history[3].toarray()[0]
+    expected[seen[0]] = max(expected[seen[0]], RECENT_ITEM_WEIGHT)
+    expected[unseen[0]] = RECENT_ITEM_WEIGHT  # two clicks: still one click's weight
+    np.testing.assert_array_equal(rows.toarray()[0], expected)
+    assert rows.has_canonical_format
+
+
 def test_records_and_frame_paths_give_the_same_answers(bundle: ModelBundle) -> None:
     requests = [{"user_id": "u1", "k": 5},
                 {"user_id": "u2", "recent_items": ["i4", "i9"], "k": 3},

@@ -91,6 +91,12 @@ def test_unknown_task_runner_is_a_usage_error(tmp_path: Path) -> None:
     done = run("train", "--task-runner", "spark", cwd=tmp_path)
     assert done.returncode == 2
     assert "--task-runner (task_runner): Input should be 'threads' or 'dask'" in done.stderr
+    done = run("train", "--repeats", "mean", cwd=tmp_path)
+    assert done.returncode == 2 and "--repeats (repeats): Input should be 'sum' or 'max'" \
+        in done.stderr, done.stderr
+    done = run("train", "--recency-half-life-days", "0", cwd=tmp_path)
+    assert done.returncode == 2 and "--recency-half-life-days" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_api: str,

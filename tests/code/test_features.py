@@ -98,3 +98,41 @@ def test_id_map_pickles_without_its_caches_and_reads_older_pickles() -> None:
     old.__dict__["_index"] = ids._index
     revived = pickle.loads(pickle.dumps(old))
     assert revived.decode([0, 2]).tolist() == ["b", "c"]
+
+
+def test_matrix_keeps_the_largest_of_repeats_when_asked() -> None:
+    data = frame([("a", "x", "purchase", 1), ("a", "x", "view", 1), ("b", "y", "view", 1),
+                  ("a", "y", "cart", 1), ("b", "y", "purchase", 1)])
+    users, items = IdMap(["a", "b"]), IdMap(["x", "y"])
+    weights = np.array([4, 1, 1, 2, 0.5], np.float32)
+    matrix = interaction_matrix(data, users, items, weights, repeats="max")
+    assert matrix.toarray().tolist() == [[4.0, 2.0], [0.0, 1.0]]
+    assert matrix.has_canonical_format
+    with pytest.raises(ValueError, match="repeats"):
+        interaction_matrix(data, users, items, weights, repeats="mean")
+
+
+def test_repeats_max_with_decay_keeps_about_the_latest_event_across_parts() -> None:
+    from shoprec.config import SplitConfig
+    from shoprec.data.splits import split_interactions
+    from shoprec.features import encode_split
+
+    days = pd.to_datetime(["2024-01-01", "2024-01-10", "2024-01-20", "2024-01-30",
+                           "2024-02-10", "2024-02-20"], utc=True)
+    data = frame([("u", "i", "purchase", 3), ("u", "j", "purchase", 1),
+                  ("u", "i", "purchase", 1), ("v", "i", "purchase", 1),
+                  ("u", "j", "purchase", 1), ("u", "k", "purchase", 1)])
+    data["timestamp"] = days
+    parts = split_interactions(data, SplitConfig(method="temporal", test_days=5,
+                                                 validation_days=15))
+    weighting = WeightingConfig(recency_half_life_days=10, repeats="max",
+                                quantity_damping="binary")
+    encoded = encode_split(parts, weighting)
+    i, j = encoded.items.encode(["i", "j"])
+    u = encoded.users.encode(["u"])[0]
+    # Training ends on 30 Jan: i's latest purchase (20 Jan) is one half-life old.
+    assert encoded.train[u, i] == pytest.approx(4 * 0.5)
+    # The test history ends on 10 Feb: j's validation purchase that day counts in full,
+    # not added to its older one.
+    assert encoded.test_history[u, j] == pytest.approx(4.0)
+    assert encoded.test_history[u, i] == pytest.approx(4 * 0.5 ** 2.1)
