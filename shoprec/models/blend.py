@@ -69,7 +69,8 @@ class Blend(Recommender):
     """A weighted sum of member candidates' standardised scores.
 
     Args:
-        members: ``[{"name": candidate, "params": hyperparameters}, ...]``, at least two.
+        members: ``[{"name": candidate, "params": hyperparameters}, ...]``: at least two
+            when the weights are chosen, at least one when they are given.
         weights: One per member, summing to 1; ``None``: chosen on validation.
         weight_step: Step of the simplex grid the weights are chosen from.
     """
@@ -90,8 +91,10 @@ class Blend(Recommender):
         """Fit every member with its own values, then choose the weights on validation."""
         from shoprec.models import make_model
 
-        if len(self.members) < 2:
-            raise ModelFitError("blend needs at least two members")
+        # Weights are chosen among two or more; chosen, they may leave one member (the
+        # others earned no weight on validation), and its refit is that member alone.
+        if len(self.members) < (2 if self.weights is None else 1):
+            raise ModelFitError("blend needs at least two members to choose weights for")
         if self.weights is not None and len(self.weights) != len(self.members):
             raise ModelFitError("blend: one weight per member")
         # The members choose nothing again: no tuner reaches them.

@@ -83,6 +83,24 @@ def test_a_blend_is_never_worse_than_its_members_on_validation(prepared) -> None
     assert refit.weights_ == weights and len(refit.models_) == len(kept)
 
 
+def test_a_blend_left_with_one_member_refits_as_that_member() -> None:
+    """Validation may give every other member no weight (on Online Retail with recency
+    decay, mf alone); the refit is then that member, not a failure."""
+    from shoprec.errors import ModelFitError
+    from shoprec.models import EASE, FitContext
+    from shoprec.tuning import ValidationTuner
+    from tests.model.contract import block_matrix
+
+    matrix = block_matrix()
+    alone = Blend(members=[MEMBERS[1]], weights=[1.0]).fit(matrix)
+    ease = EASE(regularization=10.0).fit(matrix)
+    np.testing.assert_array_equal(alone.recommend(matrix, k=3)[0],
+                                  ease.recommend(matrix, k=3)[0])
+    with pytest.raises(ModelFitError, match="at least two members"):
+        Blend(members=[MEMBERS[1]]).fit(matrix, FitContext(tuner=ValidationTuner(matrix,
+                                                                                 matrix)))
+
+
 def test_no_blend_without_two_members(prepared) -> None:
     encoded = prepared.encoded
     rows = [train_candidate_row("popularity", {}, encoded, None, [10])]
