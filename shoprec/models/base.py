@@ -51,8 +51,12 @@ class Tuner(Protocol):
     """
 
     def select(self, model: Recommender, grid: Sequence[float],
-               apply: Callable[[float], Any], what: str, refine: int = 0) -> tuple[float, Any]:
-        """The best value of ``grid`` (refined ``refine`` times on a log scale) and its state."""
+               apply: Callable[[float], Any], what: str, refine: int = 0,
+               quick: bool = False) -> tuple[float, Any]:
+        """The best value of ``grid`` (refined ``refine`` times on a log scale) and its state.
+
+        ``quick``: scored on a smaller sample of validation users (a coarse choice).
+        """
 
     def early_stopping(self, patience: int) -> EpochCallback:
         """A fresh epoch callback that stops after ``patience`` epochs without gain."""
@@ -329,8 +333,9 @@ class HistoryWeights:
         def apply(value: float) -> None:
             self.history_weights_ = bool(value)
 
+        # A coarse choice: scored on early stopping's sample, so it costs two epoch checks.
         value, _ = context.tuner.select(self, (0.0, 1.0), apply,  # type: ignore[arg-type]
-                                        "history_weights")
+                                        "history_weights", quick=True)
         self.history_weights_ = bool(value)
 
 

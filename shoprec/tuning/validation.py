@@ -54,7 +54,8 @@ class ValidationTuner:
         return evaluate(model, self.history, relevance, ks=(10,))["ndcg@10"]
 
     def select(self, model: Recommender, grid: Sequence[float],
-               apply: Callable[[float], Any], what: str, refine: int = 0) -> tuple[float, Any]:
+               apply: Callable[[float], Any], what: str, refine: int = 0,
+               quick: bool = False) -> tuple[float, Any]:
         """Pick a hyperparameter value by validation ndcg@10.
 
         Args:
@@ -68,6 +69,9 @@ class ValidationTuner:
                 step's ratio, starting from the grid's spacing around its best. A penalty
                 whose good range is narrower than the grid's spacing is found this way
                 (ALS's λ: a decade off the best is no better than popularity).
+            quick: Score on early stopping's sample (:data:`EARLY_STOPPING_USERS`) instead
+                of :data:`SELECTION_USERS`: for a coarse choice made after a fit, whose
+                cost should stay that of an epoch's check.
 
         Returns:
             The best value and the state ``apply`` returned for it (the caller restores it,
@@ -82,7 +86,7 @@ class ValidationTuner:
         def attempt(value: float) -> None:
             nonlocal best
             state = apply(value)
-            score = self.score(model, SELECTION_USERS)
+            score = self.score(model, EARLY_STOPPING_USERS if quick else SELECTION_USERS)
             tried.append(value)
             logger.info("%s %s %g: validation ndcg@10 %.4f", model.name, what, value, score)
             if self.progress is not None:
