@@ -105,7 +105,6 @@ class EASE(HistoryWeights, Recommender):
                                          if self.regularization is None
                                          else self.regularization)
             self.weights_ = self._solve(gram, self.regularization_)
-        del gram
         if self.binary:
             self._choose_history_weights(context)
         return self

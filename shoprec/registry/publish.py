@@ -121,7 +121,7 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
         reference = float(champion_test[metric])
         note = ""
         if champion.recipe and champion.recipe.weighting and weighting \
-                and champion.recipe.weighting != weighting:
+                and _with_defaults(champion.recipe.weighting) != _with_defaults(weighting):
             note = ("; note: the champion was trained with another event weighting, both are "
                     "compared with this run's")
         checks.append(GateCheck(
@@ -130,6 +130,19 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             f"{champion.recipe.describe() if champion.recipe else ''} retrained on this run's "
             f"training split, same test users{note}"))
     return GateVerdict(all(c.passed for c in checks), metric, checks, version)
+
+
+def _with_defaults(weighting: dict[str, Any]) -> dict[str, Any]:
+    """A recorded weighting, with fields added since it was recorded at their defaults.
+
+    Their defaults are how it was weighted; a record that cannot be read is compared as is.
+    """
+    from shoprec.config import WeightingConfig
+
+    try:
+        return WeightingConfig(**weighting).model_dump()
+    except (TypeError, ValueError):
+        return dict(weighting)
 
 
 def signature_and_example(user_id: str, item_ids: list[str], query: str = ""

@@ -109,6 +109,19 @@ def test_gate_compares_with_the_champions_recipe_and_names_it() -> None:
     assert "10,000 items" in lost.checks[1].reason
 
 
+def test_gate_notes_another_weighting_but_not_a_field_added_since() -> None:
+    from shoprec.config import WeightingConfig
+
+    now = WeightingConfig().model_dump()
+    # Recorded before `repeats` existed: the same weighting (summed repeats).
+    older = {k: v for k, v in now.items() if k != "repeats"}
+    for recorded, noted in ((older, False), ({**now, "recency_half_life_days": 30.0}, True)):
+        champion = ChampionReference("4", Recipe("ease", {"regularization": 200.0}, recorded))
+        verdict = gate("ndcg@10", {"ndcg@10": 0.05}, POPULARITY, 0.05, champion,
+                       {"ndcg@10": 0.05}, weighting=now)
+        assert ("another event weighting" in verdict.checks[1].reason) is noted
+
+
 def test_gate_fails_closed_when_the_champion_cannot_be_read() -> None:
     broken = ChampionReference(error="could not read 'm' from the MLflow registry: timeout")
     verdict = gate("ndcg@10", {"ndcg@10": 0.9}, POPULARITY, 0.05, broken)
