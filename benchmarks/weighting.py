@@ -7,7 +7,7 @@
 
 The weighting is a choice about the data, made before any candidate trains: recency decay
 pays where tastes drift and costs where they do not. This runs the core's preparation
-once per weighting and trains each family through ``train_and_evaluate`` (its own choices
+once per weighting and trains each family through ``train_candidate_row`` (its own choices
 on validation, then the refit), no Prefect or MLflow. It prints validation ndcg@10, the
 figure to choose by, with test ndcg@10 beside it, as a Markdown table for RESULTS.md.
 """
@@ -57,7 +57,7 @@ def main() -> None:
     from shoprec.features import item_frame
     from shoprec.pipeline import PreparationSteps, load_and_validate
     from shoprec.runtime import apply_runtime_defaults
-    from shoprec.training import train_and_evaluate
+    from shoprec.training import train_candidate_row
 
     apply_runtime_defaults()
     half_lives = [None if h.strip().lower() == "none" else float(h)
@@ -80,8 +80,9 @@ def main() -> None:
         items = item_frame(prepared.data.items, encoded.items)
         cells = []
         for name in models:
-            row, _ = train_and_evaluate(name, {}, encoded, items, [10])
-            cells.append(f"{row.validation['ndcg@10']:.4f} ({row.test['ndcg@10']:.4f})")
+            row = train_candidate_row(name, {}, encoded, items, [10])
+            cells.append(f"{row.validation['ndcg@10']:.4f} ({row.test['ndcg@10']:.4f})"
+                         if row.status == "ok" else row.status)
         label = ", ".join(f"{k}={v}" for k, v in option.items()) or "default"
         print(f"| {label} | " + " | ".join(cells)
               + f" | {time.perf_counter() - began:.0f} |", flush=True)

@@ -73,6 +73,15 @@ MaxQuarantineOpt = Annotated[float, typer.Option(
     "--max-quarantine", help="Reject when a larger share of rows is quarantined.")]
 MinUsersOpt = Annotated[int, typer.Option("--min-users", help="Reject with fewer clean users.")]
 MinItemsOpt = Annotated[int, typer.Option("--min-items", help="Reject with fewer clean items.")]
+HalfLifeOpt = Annotated[float | None, typer.Option(
+    "--recency-half-life-days", help="An event's weight halves for every this many days "
+    "before the latest event trained on (default: no decay).")]
+RepeatsOpt = Annotated[str | None, typer.Option(
+    "--repeats", help="A shopper's repeated events on one item: sum their weights, or "
+    "keep the largest (max; with decay, about the latest). Default: sum.")]
+DampingOpt = Annotated[str | None, typer.Option(
+    "--quantity-damping", help="How quantities weigh: log (log2(1+q), the default), sqrt, "
+    "none (q) or binary (1).")]
 OutOpt = Annotated[Path, typer.Option(
     "--output-dir", help="Where quarantine files and reports are written.")]
 
@@ -80,6 +89,31 @@ OutOpt = Annotated[Path, typer.Option(
 #: Configuration fields whose command-line option is not ``--`` + the name with dashes.
 _OPTION_OF_FIELD = {"method": "--split", "ks": "--k",
                     "max_quarantine_fraction": "--max-quarantine", "requested_by": "--by"}
+
+
+def _weighting(half_life: float | None, repeats: str | None,
+               damping: str | None) -> Any:
+    """The event weighting the options ask for; ``None`` when none of them is given."""
+    from shoprec.config import WeightingConfig
+
+    given = {key: value for key, value in (("recency_half_life_days", half_life),
+                                           ("repeats", repeats), ("quantity_damping", damping))
+             if value is not None}
+    return WeightingConfig(**given) if given else None
+
+
+def _recorded_weighting(name: str, version: str) -> Any:
+    """The weighting recorded in a version's recipe; the default when there is none."""
+    from shoprec.config import WeightingConfig
+    from shoprec.registry.recipe import read_recipe
+
+    recipe = read_recipe(name, version)
+    try:
+        return WeightingConfig(**(recipe.weighting if recipe else {}))
+    except ValidationError:
+        console.print(f"[yellow]version {version}'s recorded weighting cannot be read; "
+                      "the default weighting is used[/]")
+        return WeightingConfig()
 
 
 def _explain(error: ValidationError) -> str:
@@ -599,15 +633,9 @@ def train(
     popularity_epsilon: Annotated[float | None, typer.Option(
         "--popularity-epsilon", min=0.0, help="Differentially private popularity counts "
         "(the baseline and the served fallback) with this epsilon (default: exact).")] = None,
-    recency_half_life_days: Annotated[float | None, typer.Option(
-        "--recency-half-life-days", help="An event's weight halves for every this many days "
-        "before the latest event trained on (default: no decay).")] = None,
-    repeats: Annotated[str, typer.Option(
-        "--repeats", help="A shopper's repeated events on one item: sum their weights, or "
-        "keep the largest (max; with decay, about the latest).")] = "sum",
-    quantity_damping: Annotated[str, typer.Option(
-        "--quantity-damping", help="How quantities weigh: log (log2(1+q)), sqrt, none (q) "
-        "or binary (1).")] = "log",
+    recency_half_life_days: HalfLifeOpt = None,
+    repeats: RepeatsOpt = None,
+    quantity_damping: DampingOpt = None,
 ) -> None:
     """Run the training pipeline (a Prefect flow) and publish the winner to MLflow."""
     from shoprec.config import (
@@ -638,9 +666,8 @@ def train(
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)
-    weighting = WeightingConfig(recency_half_life_days=recency_half_life_days,
-                                repeats=repeats,  # type: ignore[arg-type]
-                                quantity_damping=quantity_damping)  # type: ignore[arg-type]
+    weighting = _weighting(recency_half_life_days, repeats, quantity_damping) \
+        or WeightingConfig()
     training_config = TrainingConfig(models=chosen, ks=ks, primary_metric=primary_metric,
                                      seed=seed, gate_margin=gate_margin,
                                      registered_model_name=model_name,
@@ -890,6 +917,9 @@ def promote(
     margin: Annotated[float, typer.Option(
         "--margin", help="Relative margin the candidate must clear over the champion.")] = 0.0,
     model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
+    recency_half_life_days: HalfLifeOpt = None,
+    repeats: RepeatsOpt = None,
+    quantity_damping: DampingOpt = None,
 ) -> None:
     """Promote a version (by default the challenger) to champion, compared like for like.
 
@@ -918,10 +948,14 @@ def promote(
 
     _before_flows()
 
+    # Weighted as the version was trained (its recipe), unless told otherwise.
+    weighting = _weighting(recency_half_life_days, repeats, quantity_damping) \
+        or _recorded_weighting(model_name, chosen)
     decision = promote_model(promotion=config,
                              data=_data_config(interactions, items, fmt, None, None, "utf-8"),
                              split=SplitConfig(method=split, test_days=test_days,
-                                               validation_days=validation_days))
+                                               validation_days=validation_days),
+                             weighting=weighting)
     _print_decision(decision)
     console.print(f"champion is now {model_name} version {decision['candidate_version']}"
                   + (f"; previous-champion is version {decision['champion_version']}"

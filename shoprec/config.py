@@ -311,9 +311,9 @@ class EASEParams(_Model):
         "interacted (the others rank after them by popularity); empty: as many as this "
         "machine's memory and cores allow (12,000 with the grid on 2 cores and 24 GB).")
     history_weights: bool | None = Field(
-        None, description="Score a shopper's row with its weights (recency decay, event "
-        "type; each row divided by its largest) instead of as 0/1; empty: whichever is "
-        "better on validation.")
+        None, description="With binary: score a shopper's row with its weights (recency "
+        "decay, event type; each row divided by its largest) instead of as 0/1; empty: "
+        "whichever is better on validation.")
 
 
 class _NeuralParams(_Model):

@@ -68,7 +68,7 @@ class EASE(HistoryWeights, Recommender):
         """
         tuner = context.tuner if context is not None else None
         choosing = self.regularization is None and tuner is not None
-        self.history_weights_ = None  # 0/1 rows while λ is chosen
+        self.history_weights_ = None  # λ is chosen reading rows as given (None: 0/1)
         n_items = interactions.shape[1]
         # Stored entries per item, without a column-major copy of the matrix.
         counts = np.bincount(sp.csr_matrix(interactions).indices, minlength=n_items)

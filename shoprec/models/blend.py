@@ -93,7 +93,9 @@ class Blend(Recommender):
 
         # Weights are chosen among two or more; chosen, they may leave one member (the
         # others earned no weight on validation), and its refit is that member alone.
-        if len(self.members) < (2 if self.weights is None else 1):
+        if not self.members:
+            raise ModelFitError("blend needs members")
+        if self.weights is None and len(self.members) < 2:
             raise ModelFitError("blend needs at least two members to choose weights for")
         if self.weights is not None and len(self.weights) != len(self.members):
             raise ModelFitError("blend: one weight per member")

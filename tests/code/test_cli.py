@@ -134,3 +134,21 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
                cwd=tmp_path)
     assert done.returncode == 2 and "no search index" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+def test_promote_weighs_the_data_as_the_version_was_trained(monkeypatch) -> None:
+    """`shoprec promote` retrains both recipes on data weighted as the version's recipe
+    records, unless the weighting options say otherwise."""
+    from cli import app as cli_app
+    from shoprec.config import WeightingConfig
+    from shoprec.registry import recipe as recipes
+
+    recorded = recipes.Recipe("mf", {}, WeightingConfig(recency_half_life_days=30,
+                                                        repeats="max").model_dump())
+    monkeypatch.setattr(recipes, "read_recipe", lambda name, version: recorded)
+    assert cli_app._weighting(None, None, None) is None
+    assert cli_app._recorded_weighting("m", "2") == WeightingConfig(
+        recency_half_life_days=30, repeats="max")
+    assert cli_app._weighting(None, "sum", None) == WeightingConfig()
+    monkeypatch.setattr(recipes, "read_recipe", lambda name, version: None)
+    assert cli_app._recorded_weighting("m", "1") == WeightingConfig()

@@ -40,7 +40,8 @@ def test_beats_popularity_on_planted_data(planted) -> None:
     # Early stopping kept the best validation epoch; both networks' losses are recorded.
     scores = [r["validation_ndcg_at_10"] for r in model.history_]
     assert model.best_epoch_ == int(np.argmax(scores))
-    assert model.selected_params_ == {"epochs": model.best_epoch_ + 1}
+    assert model.selected_params_ == {"epochs": model.best_epoch_ + 1,
+                                      "history_weights": model._reads_weights()}
     for key in ("generator_loss", "discriminator_loss", "user_dependence"):
         assert all(np.isfinite(r[key]) for r in model.history_), key
 
