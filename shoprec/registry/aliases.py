@@ -50,6 +50,36 @@ def alias_version(name: str, alias: str) -> str | None:
     return None if version is None else str(version)
 
 
+#: How many times an alias is set when another writer keeps creating it at the same moment.
+ALIAS_ATTEMPTS = 3
+
+#: What the registry's stores say when two writers create one alias at once (PostgreSQL,
+#: MySQL, SQLite): MLflow sets an alias by reading, then inserting when it read nothing.
+_ALIAS_CONFLICT = ("UniqueViolation", "Duplicate entry", "UNIQUE constraint failed",
+                   "registered_model_alias_pk")
+
+
+def set_alias(client: Any, name: str, alias: str, version: str) -> None:
+    """Point ``name@alias`` at ``version``, whoever else sets that alias at the same time.
+
+    MLflow reads the alias, then inserts it if it read nothing; two writers doing so at
+    once (two trainings publishing together, the first time ``previous-champion`` or
+    ``challenger`` is set) make one of them fail on the table's key. The other writer has
+    by then created the row, so setting it again updates it: the last writer wins, as
+    it would one after the other. Any other failure (a server gone) raises at once.
+    """
+    for attempt in range(ALIAS_ATTEMPTS):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except Exception as exc:
+            if attempt + 1 == ALIAS_ATTEMPTS or not any(
+                    sign in str(exc) for sign in _ALIAS_CONFLICT):
+                raise
+            logger.info("%s: alias %s was being created by another writer; setting it again",
+                        name, alias)
+
+
 def now() -> str:
     """The current UTC time, ISO 8601 to the microsecond."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -87,10 +117,10 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
     client = tracking.client()
     before = alias_version(name, PREVIOUS_CHAMPION)
     moves_previous = outgoing is not None and outgoing != version
-    if moves_previous:
-        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, outgoing)
+    if outgoing is not None and moves_previous:
+        set_alias(client, name, PREVIOUS_CHAMPION, outgoing)
     try:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        set_alias(client, name, CHAMPION, version)
     except BaseException:  # a stop signal too: previous-champion must not be left moved
         # Champion did not move: put previous-champion back, so that a rollback does not
         # "restore" the champion that is still serving and lose the real previous one.
@@ -98,7 +128,7 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
             if before is None:
                 client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
             else:
-                client.set_registered_model_alias(name, PREVIOUS_CHAMPION, before)
+                set_alias(client, name, PREVIOUS_CHAMPION, before)
         raise
     if moves_previous:
         log_alias_move(name, PREVIOUS_CHAMPION, before, outgoing, action, by, reason, at)

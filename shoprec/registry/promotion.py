@@ -36,6 +36,7 @@ from shoprec.registry.aliases import (
     log_alias_move,
     move_champion,
     now,
+    set_alias,
 )
 from shoprec.registry.recipe import read_recipe
 from shoprec.registry.rule import replaces_champion
@@ -287,7 +288,7 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
                              "back to (it is set when a promotion replaces a champion)")
     current = alias_version(name, CHAMPION)
     who, at = by or actor(), now()
-    client.set_registered_model_alias(name, CHAMPION, previous)
+    set_alias(client, name, CHAMPION, previous)
     client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
     if current is not None:
         for key, value in {"rolled_back_at": at, "rolled_back_by": who,

