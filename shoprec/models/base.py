@@ -268,11 +268,15 @@ class Recommender(ABC):
     #: Hyperparameters saved under an older name -> their name now. Registered models and
     #: recipes outlive code versions: a model saved before a rename must still load.
     renamed_params: ClassVar[dict[str, str]] = {}
+    #: Hyperparameters added since an older version saved a model or recipe -> the value
+    #: that reproduces how it behaved then (a default of ``None`` may now mean "choose").
+    added_params: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def current_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """``params`` with names saved by an older version mapped to today's."""
-        return {cls.renamed_params.get(key, key): value for key, value in params.items()}
+        """``params`` as an older version saved them, in today's names and parameters."""
+        current = {cls.renamed_params.get(key, key): value for key, value in params.items()}
+        return {**cls.added_params, **current}
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -310,6 +314,9 @@ class HistoryWeights:
 
     name: ClassVar[str]
     history_weights: bool | None
+    history_weights_: bool | None
+    #: Saved before the choice existed, these families read rows as 0/1: so they still do.
+    added_params: ClassVar[dict[str, Any]] = {"history_weights": False}
 
     def _reads_weights(self) -> bool:
         chosen = getattr(self, "history_weights_", None)
@@ -325,7 +332,6 @@ class HistoryWeights:
         Ties keep 0/1 rows, so weights that carry nothing (every event alike, no recency
         decay) change nothing.
         """
-        self.history_weights_: bool | None = None
         if self.history_weights is not None or context is None or context.tuner is None:
             self.history_weights_ = bool(self.history_weights)
             return

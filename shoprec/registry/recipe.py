@@ -153,16 +153,10 @@ def _for_this_machine(candidate: str, recorded: dict[str, Any],
     A blend's members are recorded inside its parameters: they get the same treatment.
     """
     from shoprec.models import CANDIDATES
-    from shoprec.models.base import HistoryWeights
 
     recorded = dict(recorded)
-    if candidate in CANDIDATES:  # names an older version recorded, mapped
+    if candidate in CANDIDATES:  # what an older version recorded, in today's terms
         recorded = CANDIDATES[candidate].current_params(recorded)
-        # Recorded before the 0/1 families chose how to read a row: they read it as 0/1,
-        # and the retrain must too, not choose again.
-        if issubclass(CANDIDATES[candidate], HistoryWeights) and recorded \
-                and "history_weights" not in recorded:
-            recorded["history_weights"] = False
     params = {k: v for k, v in recorded.items() if k not in EXECUTION_PARAMS}
     if threads is not None:
         for key in EXECUTION_PARAMS:

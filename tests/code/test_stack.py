@@ -117,7 +117,7 @@ def _train(env: dict[str, str], data: Path, output: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _finished(process: subprocess.Popen, env: dict[str, str] | None = None) -> str:
+def _finished(process: subprocess.Popen, env: dict[str, str]) -> str:
     try:
         output, _ = process.communicate(timeout=450)
     finally:
@@ -126,7 +126,7 @@ def _finished(process: subprocess.Popen, env: dict[str, str] | None = None) -> s
         # The watch shows states only; the failed run's own logs say why.
         found = re.search(r"UUID: ([0-9a-f-]{36})", output)
         logs = _run([sys.executable, "-m", "prefect", "flow-run", "logs", found.group(1)],
-                    env).stdout[-6000:] if found and env is not None else ""
+                    env).stdout[-6000:] if found else ""
         pytest.fail(f"the flow run failed:\n{output[-3000:]}\nits logs:\n{logs}")
     return output
 
