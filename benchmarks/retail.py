@@ -35,12 +35,26 @@ def child(args: argparse.Namespace) -> None:
         FlowRunFilterId,
         FlowRunFilterParentFlowRunId,
     )
-    from shoprec_flows.training import training_pipeline
+    from shoprec_flows.server_guard import guard_temporary_servers, start_for_training
 
     from shoprec.config import DataConfig, SplitConfig, TrainingConfig, WeightingConfig
     from shoprec.runtime import apply_runtime_defaults
 
     apply_runtime_defaults()
+    models = args.models.split(",") if args.models else None
+    # --network-slots: the flow's default unless given; 0 for no limit.
+    slots = {} if args.network_slots is None else {"network_slots": args.network_slots or None}
+    training = TrainingConfig(**({"models": models} if models else {}), **slots, seed=args.seed,
+                              blend=args.blend,
+                              tune_trials=args.tune_trials, tune_seconds=args.tune_seconds,
+                              tune_models=args.tune_models.split(",") if args.tune_models
+                              else None)
+    # As `shoprec train` does: the temporary server starts while the flow, and what its
+    # candidates need, are imported (and stops if this process is killed).
+    guard_temporary_servers()
+    start_for_training(training.models)
+    from shoprec_flows.training import training_pipeline
+
     # Resident memory sampled every 0.2 s, to attribute a peak to each task's time window.
     import threading
 
@@ -57,12 +71,6 @@ def child(args: argparse.Namespace) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    models = args.models.split(",") if args.models else None
-    training = TrainingConfig(**({"models": models} if models else {}), seed=args.seed,
-                              network_slots=args.network_slots or None, blend=args.blend,
-                              tune_trials=args.tune_trials, tune_seconds=args.tune_seconds,
-                              tune_models=args.tune_models.split(",") if args.tune_models
-                              else None)
     summary = training_pipeline(
         data=DataConfig(interactions=args.interactions, items=args.items, format=args.format),
         split=SplitConfig(method=args.split, test_days=args.test_days,
@@ -104,8 +112,8 @@ def main() -> None:
     parser.add_argument("--validation-days", type=float, default=30)
     parser.add_argument("--models", default=None, help="Candidates (default: all).")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--network-slots", type=int, default=1,
-                        help="Networks trained at a time (0: no limit).")
+    parser.add_argument("--network-slots", type=int, default=None,
+                        help="Networks trained at a time (0: no limit; default: the flow's).")
     parser.add_argument("--tune-trials", type=int, default=0,
                         help="Search trials per family (0: no search stage).")
     parser.add_argument("--tune-seconds", type=float, default=None)

@@ -593,7 +593,7 @@ def train(
         "--dask-workers", help="Worker processes of the local Dask cluster.")] = 2,
     network_slots: Annotated[int, typer.Option(
         "--network-slots", min=0, help="Networks (vae, dae, cfgan) trained at a time with "
-        "--task-runner threads, the other candidates beside them (0: no limit).")] = 1,
+        "--task-runner threads, the other candidates beside them (0: no limit).")] = 0,
     blend: Annotated[int, typer.Option(
         "--blend", min=0, max=4, help="Also train a blend of the best N candidates (weights "
         "chosen on validation; 0: none).")] = 0,

@@ -442,12 +442,13 @@ class TrainingConfig(_Model):
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of every model.")
     max_workers: int = Field(4, ge=1, description="Candidates trained at the same time.")
     network_slots: int | None = Field(
-        1, ge=1, description="Networks (vae, dae, cfgan) trained at the same time in the "
+        None, ge=1, description="Networks (vae, dae, cfgan) trained at the same time in the "
         "flow's process; the other candidates train beside them. TensorFlow's thread pools "
-        "are the process's, so networks side by side only split them: on 2 cores one at a "
-        "time took as long as three at once, with a lower memory peak "
-        "(benchmarks/RESULTS.md). Empty: no limit. Dask workers are processes of their own "
-        "and are not limited.")
+        "are the process's, so networks side by side split them; on 2 cores all at once "
+        "kept both cores busier than one at a time (Online Retail: 122 s against 130 s, "
+        "the same figures and memory peak; benchmarks/RESULTS.md). A limit bounds the "
+        "networks' memory on a machine short of it. Empty: no limit. Dask workers are "
+        "processes of their own and are not limited.")
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Where candidates train: 'threads' in the flow's process, or "
         "'dask' on a Dask cluster (a local one of dask_workers processes, or dask_address).")

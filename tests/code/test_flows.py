@@ -88,8 +88,9 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     from mlflow import MlflowClient
 
     name = "e2e-model"
+    # One network at a time (the default has no limit), to see the slots in Prefect's graph.
     summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
-                                                               ks=[5, 10]))
+                                                               ks=[5, 10], network_slots=1))
     board = {e["model"]: e for e in summary["leaderboard"]}
     assert set(board) == set(DEFAULT_MODELS)
     assert board["mf-ratings"]["status"] == "skipped"  # shop events, no ratings
