@@ -350,8 +350,8 @@ class CFGANParams(_NeuralParams):
     """Hyperparameters of ``cfgan``."""
 
     # Defaults: the search stage's best trial on Online Retail, then checked against the
-    # earlier ones (128, 0.5, 0.5, 0.1, lr 0.001) on validation at 1M and 10M synthetic
-    # interactions and over three seeds (benchmarks/RESULTS.md, "CFGAN's defaults").
+    # earlier ones (128, 0.5, 0.5, 0.1, lr 0.001) on validation over three seeds there and
+    # at 1M and 10M synthetic interactions (benchmarks/RESULTS.md, "CFGAN's defaults").
     generator_hidden: Widths = Field((256,), description="Generator hidden layer widths.")
     discriminator_hidden: Widths = Field((64,), description="Discriminator hidden widths.")
     zr_ratio: float = Field(0.8, ge=0, le=1, description="Share of negatives pulled to 0.")
