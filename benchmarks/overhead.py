@@ -90,7 +90,7 @@ def run_direct(args: argparse.Namespace) -> dict:
     threads = threads_per_candidate(training)
     jobs = plan_jobs(training, None, threads, process_threads(training))
 
-    # The flow's schedule: networks wait for the one before them (network_slots).
+    # The flow's schedule: with network_slots set, networks wait for the one before them.
     after = start_after(jobs, training.network_slots)
     futures: dict = {}
 
