@@ -28,7 +28,9 @@ RETAIL = ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
 def child(args: argparse.Namespace) -> None:
     """Run the flow in this process and print its summary and task timings as JSON."""
     import asyncio
+    import threading
 
+    import psutil
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -56,10 +58,6 @@ def child(args: argparse.Namespace) -> None:
     from shoprec_flows.training import training_pipeline
 
     # Resident memory sampled every 0.2 s, to attribute a peak to each task's time window.
-    import threading
-
-    import psutil
-
     samples: list[tuple[float, float]] = []
     done = threading.Event()
 

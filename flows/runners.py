@@ -106,6 +106,21 @@ def thread_workers(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> 
     return parallel_candidates(config, extra) + waiting
 
 
+def extra_threads(jobs: list[CandidateJob], config: TrainingConfig,
+                  after: dict[str, str]) -> int:
+    """Threads the candidates' pool needs beyond ``max_workers``.
+
+    One per job that waits for another (it holds its thread while waiting). With the networks
+    all at once (no slot limit), enough for the networks to leave a thread to the others: the
+    networks go first, and a network champion's recipe would otherwise fill the pool.
+    """
+    waiting = len(after)
+    if not after:
+        networks = sum(job.process_pools for job in jobs)
+        waiting = max(0, networks + 1 - config.max_workers)
+    return waiting
+
+
 def task_runner_for(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> TaskRunner:
     """The task runner the configuration asks for, sized for the candidates."""
     if config.task_runner != "dask":
@@ -173,7 +188,7 @@ def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
     slots = config.network_slots if config.task_runner == "threads" else None
     after = start_after(jobs, slots)
     on_runner = train_candidates.with_options(
-        task_runner=task_runner_for(config, extra, waiting=len(after)))
+        task_runner=task_runner_for(config, extra, waiting=extra_threads(jobs, config, after)))
     return on_runner(jobs, TrainingInputs(encoded, items), config.ks, threads, after)
 
 

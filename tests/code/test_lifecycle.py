@@ -282,5 +282,12 @@ def test_networks_train_slots_at_a_time_beside_the_other_candidates() -> None:
     from shoprec_flows.runners import task_runner_for
 
     assert task_runner_for(config, 1, waiting=3)._max_workers == 4 + 3
+    from shoprec_flows.runners import extra_threads
+
+    # One thread per waiting job; with the networks all at once (the default), enough for
+    # the four networks (a network champion's recipe among them) to leave one to the others.
+    assert extra_threads(jobs, config, start_after(jobs, 1)) == 3
+    assert extra_threads(jobs, config, start_after(jobs, None)) == 1
+    assert extra_threads(plan_jobs(config, None, 1, 2), config, {}) == 0  # three networks
     few = TrainingConfig(models=["mf", "ease"])  # popularity joins: the gate needs it
     assert task_runner_for(few)._max_workers == len(few.models) == 3
