@@ -64,6 +64,7 @@ def run_direct(args: argparse.Namespace) -> dict:
     from concurrent.futures import ThreadPoolExecutor, wait
 
     from shoprec_flows.runners import (
+        extra_threads,
         process_threads,
         thread_workers,
         threads_per_candidate,
@@ -100,7 +101,8 @@ def run_direct(args: argparse.Namespace) -> dict:
         with threadpool_limits(threads):
             return train_candidate_row(job.candidate, job.params, encoded, items, training.ks)
 
-    with ThreadPoolExecutor(thread_workers(training, waiting=len(after))) as pool:
+    with ThreadPoolExecutor(thread_workers(training, waiting=extra_threads(jobs, training, after))
+                            ) as pool:
         for job in submission_order(jobs):
             futures[job.label] = pool.submit(train, job)
         results = [job_result(job, futures[job.label].exception()

@@ -108,7 +108,7 @@ def thread_workers(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> 
 
 def extra_threads(jobs: list[CandidateJob], config: TrainingConfig,
                   after: dict[str, str]) -> int:
-    """Threads the candidates' pool needs beyond ``max_workers``.
+    """Threads the candidates' pool needs beyond :func:`parallel_candidates`.
 
     One per job that waits for another (it holds its thread while waiting). With the networks
     all at once (no slot limit), enough for the networks to leave a thread to the others: the
