@@ -101,8 +101,8 @@ def run_direct(args: argparse.Namespace) -> dict:
         with threadpool_limits(threads):
             return train_candidate_row(job.candidate, job.params, encoded, items, training.ks)
 
-    with ThreadPoolExecutor(thread_workers(training, waiting=extra_threads(jobs, training, after))
-                            ) as pool:
+    pool_size = thread_workers(training, waiting=extra_threads(jobs, training, after))
+    with ThreadPoolExecutor(pool_size) as pool:
         for job in submission_order(jobs):
             futures[job.label] = pool.submit(train, job)
         results = [job_result(job, futures[job.label].exception()
