@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
-from shoprec.models.autoencoder import _configure_tensorflow, seeded_initializers
+from shoprec.models.autoencoder import FusedAdam, _configure_tensorflow, seeded_initializers
 from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.models.epochs import BoundedRows, train_epochs
 from shoprec.models.storage import load_arrays, save_arrays
@@ -147,15 +147,16 @@ class CFGAN(BoundedRows, Recommender):
         """
         self._check_params()
         _configure_tensorflow(self.threads)
-        import keras
         import tensorflow as tf
 
         self.history_weights_ = None  # early stopping scores 0/1 rows (unless told)
         matrix, users = self._training_rows(interactions)
         self._build(matrix.shape[1])
         generator, discriminator = self.generator_, self.discriminator_
-        g_optimizer = keras.optimizers.Adam(self.learning_rate)
-        d_optimizer = keras.optimizers.Adam(self.learning_rate)
+        g_variables = generator.trainable_variables
+        d_variables = discriminator.trainable_variables
+        g_optimizer = FusedAdam(g_variables, self.learning_rate)
+        d_optimizer = FusedAdam(d_variables, self.learning_rate)
         sampler = tf.random.Generator.from_seed(self.seed)
         zr_ratio, pm_ratio = float(self.zr_ratio), float(self.pm_ratio)
         zr_coefficient = float(self.zr_coefficient)
@@ -187,10 +188,8 @@ class CFGAN(BoundedRows, Recommender):
                     d_loss = (cross_entropy(logits[:size], 1.0)
                               + cross_entropy(logits[size:], 0.0)
                               + tf.add_n([0.0, *discriminator.losses]))
-                d_variables = discriminator.trainable_variables
                 with g_tape.stop_recording():
-                    d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_variables),
-                                                    d_variables, strict=True))
+                    d_optimizer.apply(d_tape.gradient(d_loss, d_variables))
                 # The generator step sees the discriminator just updated.
                 d_fake = discriminator(tf.concat([generated * shown, real], axis=1),
                                        training=True)
@@ -198,9 +197,7 @@ class CFGAN(BoundedRows, Recommender):
                 reconstruction = tf.reduce_mean(tf.reduce_sum(zr * tf.square(generated), axis=1))
                 g_loss = adversarial + zr_coefficient * reconstruction + tf.add_n(
                     [0.0, *generator.losses])
-            g_variables = generator.trainable_variables
-            g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_variables), g_variables,
-                                            strict=True))
+            g_optimizer.apply(g_tape.gradient(g_loss, g_variables))
             return d_loss, g_loss, reconstruction
 
         rng = np.random.default_rng(self.seed)

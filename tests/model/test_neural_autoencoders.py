@@ -81,3 +81,26 @@ def test_bounded_training_samples_shoppers_and_keeps_a_vocabulary(planted, tmp_p
     np.testing.assert_array_equal(loaded.vocabulary_, model.vocabulary_)
     np.testing.assert_allclose(loaded.score(planted.test_history[:20]), scores[:20],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_fused_adam_makes_keras_adams_update() -> None:
+    """The fused kernel is an optimisation only: the same steps as ``keras.optimizers.Adam``."""
+    import keras
+    import tensorflow as tf
+
+    from shoprec.models.autoencoder import FusedAdam
+
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=shape).astype(np.float32) for shape in ((7, 5), (5,))]
+    ours = [keras.Variable(w) for w in start]
+    theirs = [keras.Variable(w) for w in start]
+    fused, reference = FusedAdam(ours, 0.01), keras.optimizers.Adam(0.01)
+    apply = tf.function(fused.apply)
+    for _ in range(5):
+        gradients = [tf.constant(rng.normal(size=w.shape).astype(np.float32)) for w in start]
+        apply(gradients)
+        reference.apply_gradients(zip(gradients, theirs, strict=True))
+    for mine, keras_own, first in zip(ours, theirs, start, strict=True):
+        assert not np.allclose(np.asarray(mine), first)  # it moved
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(keras_own), rtol=1e-5,
+                                   atol=1e-6)
