@@ -22,3 +22,23 @@ def stop_temporary_servers() -> None:
             server.stop()
         except Exception:  # noqa: BLE001 - the process exits right after
             pass
+
+
+#: Seconds to wait for Prefect's log and event workers to send what they hold.
+DRAIN_SECONDS = 10.0
+
+
+def drain_and_stop() -> None:
+    """Send what Prefect still holds (flow logs, events), then stop the temporary servers.
+
+    What the interpreter's own exit would do (Prefect registers the same drains), in the
+    order that lets a temporary server receive the last records before it stops.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        APILogWorker.drain_all(timeout=DRAIN_SECONDS)
+        EventsWorker.drain_all(timeout=DRAIN_SECONDS)
+    finally:
+        stop_temporary_servers()
