@@ -415,7 +415,7 @@ class FusedAdam:
         self._constants = (learning_rate, beta_1, beta_2, epsilon)
 
     def apply(self, gradients: list[Any]) -> None:
-        """One Adam step with ``gradients`` (one per variable, dense)."""
+        """One Adam step with ``gradients`` (one per variable, dense, or ``None``)."""
         import tensorflow as tf
 
         learning_rate, beta_1, beta_2, epsilon = self._constants
@@ -423,6 +423,8 @@ class FusedAdam:
         beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
         for handle, (m, v), gradient in zip(self._handles, self._moments, gradients,
                                             strict=True):
+            if gradient is None:  # a variable the loss does not reach: left as it is
+                continue
             tf.raw_ops.ResourceApplyAdam(
                 var=handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
                 beta2_power=beta_2_power, lr=learning_rate, beta1=beta_1, beta2=beta_2,
