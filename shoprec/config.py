@@ -361,7 +361,7 @@ class CFGANParams(_NeuralParams):
     epochs: int = Field(60, ge=1, le=10_000, description="Maximum epochs (early stopping "
                         "on validation keeps the best).")
     batch_size: int = Field(64, ge=1, le=65_536, description="Shoppers per step.")
-    patience: int = Field(8, ge=1, le=10_000,
+    patience: int = Field(5, ge=1, le=10_000,
                           description="Epochs without validation improvement before stopping.")
     collapse_tolerance: float = Field(1e-3, ge=0, le=1, description="Smallest acceptable "
                                       "dependence of the outputs on the shopper.")
