@@ -1213,21 +1213,26 @@ def _exit_now(code: int) -> None:
 
 
 def _finish_now() -> None:
-    """End a command that ran a flow: send Prefect's last records, then exit at once.
+    """End a command that imported Prefect: send Prefect's last records, then exit at once.
 
     The interpreter's own exit after a training run took 2.5 s more (tearing down
     TensorFlow, MLflow and Prefect's threads; benchmarks/RESULTS.md). Everything the
-    command writes is closed by then; what Prefect still holds (flow logs, events) is sent
+    commands write is closed by then; what Prefect still holds (flow logs, events) is sent
     first, and the logging handlers flushed.
     """
-    from shoprec_flows.shutdown import drain_and_stop
+    from shoprec_flows.shutdown import DRAIN_SECONDS, drain_and_stop
 
     try:
-        drain_and_stop()
-    finally:
+        if not drain_and_stop():
+            err_console.print(f"warning: Prefect's last logs or events were not all sent "
+                              f"within {DRAIN_SECONDS:.0f} s")
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be written
+                pass
         os._exit(0)
 
 

@@ -28,17 +28,20 @@ def stop_temporary_servers() -> None:
 DRAIN_SECONDS = 10.0
 
 
-def drain_and_stop() -> None:
+def drain_and_stop() -> bool:
     """Send what Prefect still holds (flow logs, events), then stop the temporary servers.
 
-    What the interpreter's own exit would do (Prefect registers the same drains), in the
-    order that lets a temporary server receive the last records before it stops.
+    What the interpreter's own exit would do (Prefect registers the same drain), in the
+    order that lets a temporary server receive the last records before it stops. Every
+    Prefect queue service (the log and the event workers) is drained by the one call.
+
+    Returns:
+        Whether everything was sent within :data:`DRAIN_SECONDS`.
     """
-    from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
     try:
-        APILogWorker.drain_all(timeout=DRAIN_SECONDS)
-        EventsWorker.drain_all(timeout=DRAIN_SECONDS)
+        _, pending = APILogWorker.drain_all(timeout=DRAIN_SECONDS)  # type: ignore[misc]
+        return not pending
     finally:
         stop_temporary_servers()

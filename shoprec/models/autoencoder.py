@@ -387,27 +387,37 @@ def seeded_initializers(seed: int) -> Callable[[], Any]:
 
 
 class FusedAdam:
-    """Adam over a fixed list of variables, one TensorFlow kernel per variable.
+    """Adam over a fixed list of float32 variables, one TensorFlow kernel per variable.
 
     The same update as ``keras.optimizers.Adam`` (Keras' defaults: β₁ 0.9, β₂ 0.999,
     ε 1e-7; ``m += (g - m)(1 - β₁)``, ``v += (g² - v)(1 - β₂)``,
     ``w -= α m / (√v + ε)`` with ``α = lr √(1 - β₂ᵗ) / (1 - β₁ᵗ)``), done by TensorFlow's
     fused ``ResourceApplyAdam`` kernel. Keras 3 runs it as about ten separate element-wise
-    operations per variable, each a pass over the weights: on a Mult-VAE step over 3,541
-    items that was 20 of 73 ms on one thread, and 6.5 ms fused (benchmarks/RESULTS.md).
+    operations per variable, each a pass over the weights: for a Mult-VAE over 3,541 items
+    that was 20 ms of a 79 ms step on one thread, and 6.5 ms fused (benchmarks/RESULTS.md).
     The moments are created here, eagerly, so :meth:`apply` may run inside ``tf.function``.
 
     Args:
-        variables: The trainable variables (Keras or TensorFlow), in gradient order.
+        variables: The trainable variables (Keras' or TensorFlow's), in gradient order.
         learning_rate: Step size.
+        beta_1: Decay of the first moment.
+        beta_2: Decay of the second moment.
+        epsilon: Added to the second moment's root.
+
+    Raises:
+        ModelFitError: A variable is not float32 (the kernel's type here).
     """
 
     def __init__(self, variables: list[Any], learning_rate: float,
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7) -> None:
         import tensorflow as tf
 
-        # Keras variables wrap a TensorFlow resource variable; the kernel takes its handle.
-        self._handles = [getattr(v, "value", v).handle for v in variables]
+        wrong = [v.name for v in variables if v.dtype != "float32"]
+        if wrong:
+            raise ModelFitError(f"Adam expects float32 weights; {', '.join(wrong)} are not "
+                                "(is Keras' floatx or a mixed-precision policy set?)")
+        # The variables are kept so their resources live as long as the handles used here.
+        self._variables = list(variables)
         self._moments = [(tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False),
                           tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False))
                          for v in variables]
@@ -415,18 +425,31 @@ class FusedAdam:
         self._constants = (learning_rate, beta_1, beta_2, epsilon)
 
     def apply(self, gradients: list[Any]) -> None:
-        """One Adam step with ``gradients`` (one per variable, dense, or ``None``)."""
+        """One Adam step.
+
+        Args:
+            gradients: One per variable, dense; ``None`` for a variable the loss does not
+                reach, which is left as it is (with a warning, as Keras gives).
+
+        Raises:
+            ValueError: No variable has a gradient (the loss reaches none of them).
+        """
         import tensorflow as tf
 
+        missing = [v.name for v, g in zip(self._variables, gradients, strict=True) if g is None]
+        if len(missing) == len(self._variables):
+            raise ValueError("no gradients for any variable: the loss does not depend on them")
+        if missing:  # checked when the step is traced, not at every step
+            logger.warning("no gradient for %s; left unchanged", ", ".join(missing))
         learning_rate, beta_1, beta_2, epsilon = self._constants
         step = self._step.assign_add(1.0)
         beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
-        for handle, (m, v), gradient in zip(self._handles, self._moments, gradients,
-                                            strict=True):
-            if gradient is None:  # a variable the loss does not reach: left as it is
+        for variable, (m, v), gradient in zip(self._variables, self._moments, gradients,
+                                              strict=True):
+            if gradient is None:
                 continue
             tf.raw_ops.ResourceApplyAdam(
-                var=handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
+                var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
                 beta2_power=beta_2_power, lr=learning_rate, beta1=beta_1, beta2=beta_2,
                 epsilon=epsilon, grad=tf.convert_to_tensor(gradient))
 

@@ -62,14 +62,16 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     assert "ndcg@10" in entry["test"]
     assert "Leaderboard" in done.stdout
     # The command ends without the interpreter's teardown (os._exit); the flow run's
-    # records are on the server all the same, to the last one.
+    # records are on the server all the same, to its own last one.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
 
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
-            any_=[data["prefect_flow_run_id"]])))
-    assert logs and "Finished in state Completed" in logs[-1].message
+        last = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[data["prefect_flow_run_id"]])), sort=LogSort.TIMESTAMP_DESC, limit=1)
+    assert last and last[0].task_run_id is None
+    assert "Finished in state Completed" in last[0].message
 
     # The champion answers a search, whatever family won.
     done = run("recommend", "--registered-model-name", "cli-sample", "--query",

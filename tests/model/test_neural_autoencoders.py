@@ -96,8 +96,10 @@ def test_fused_adam_makes_keras_adams_update() -> None:
     theirs = [keras.Variable(w) for w in start]
     fused, reference = FusedAdam(ours, 0.01), keras.optimizers.Adam(0.01)
     apply = tf.function(fused.apply)
-    for _ in range(5):
-        gradients = [tf.constant(rng.normal(size=w.shape).astype(np.float32)) for w in start]
+    # Tiny gradients in the last steps, where ε (1e-7, Keras') weighs on the step size.
+    for scale in (1.0, 1.0, 1.0, 1e-6, 1e-6, 1e-6):
+        gradients = [tf.constant(scale * rng.normal(size=w.shape).astype(np.float32))
+                     for w in start]
         apply(gradients)
         reference.apply_gradients(zip(gradients, theirs, strict=True))
     for mine, keras_own, first in zip(ours, theirs, start, strict=True):
