@@ -1222,18 +1222,21 @@ def _finish_now() -> None:
     """
     from shoprec_flows.shutdown import DRAIN_SECONDS, drain_and_stop
 
+    code = 0
     try:
         if not drain_and_stop():
             err_console.print(f"warning: Prefect's last logs or events were not all sent "
                               f"within {DRAIN_SECONDS:.0f} s")
         logging.shutdown()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while draining: stopped, not a success
+        code = 130
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):  # a closed pipe: nothing more can be written
                 pass
-        os._exit(0)
+        os._exit(code)
 
 
 def main() -> None:
