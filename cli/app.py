@@ -1201,15 +1201,22 @@ def _exit_now(code: int) -> None:
     Training threads that are still running are not waited for: a stopped run must end
     within seconds.
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush_stdio()
     try:
         from shoprec_flows.shutdown import stop_temporary_servers
 
         stop_temporary_servers()
     finally:
-        sys.stderr.flush()
+        _flush_stdio()
         os._exit(code)
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be written
+            pass
 
 
 def _finish_now() -> None:
@@ -1220,23 +1227,18 @@ def _finish_now() -> None:
     commands write is closed by then; what Prefect still holds (flow logs, events) is sent
     first, and the logging handlers flushed.
     """
-    from shoprec_flows.shutdown import DRAIN_SECONDS, drain_and_stop
+    from shoprec_flows.shutdown import DRAIN_SECONDS, drain_prefect
 
     code = 0
     try:
-        if not drain_and_stop():
+        if not drain_prefect():
             err_console.print(f"warning: Prefect's last logs or events were not all sent "
                               f"within {DRAIN_SECONDS:.0f} s")
         logging.shutdown()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM while draining: stopped, not a success
         code = 130
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # a closed pipe: nothing more can be written
-                pass
-        os._exit(code)
+        _exit_now(code)
 
 
 def main() -> None:

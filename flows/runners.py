@@ -114,11 +114,10 @@ def extra_threads(jobs: list[CandidateJob], config: TrainingConfig,
     all at once (no slot limit), enough for the networks to leave a thread to the others: the
     networks go first, and a network champion's recipe would otherwise fill the pool.
     """
-    waiting = len(after)
-    if not after:
-        networks = sum(job.process_pools for job in jobs)
-        waiting = max(0, networks + 1 - config.max_workers)
-    return waiting
+    if after:
+        return len(after)
+    networks = sum(job.process_pools for job in jobs)
+    return max(0, networks + 1 - config.max_workers)
 
 
 def task_runner_for(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> TaskRunner:

@@ -28,20 +28,17 @@ def stop_temporary_servers() -> None:
 DRAIN_SECONDS = 10.0
 
 
-def drain_and_stop() -> bool:
-    """Send what Prefect still holds (flow logs, events), then stop the temporary servers.
+def drain_prefect() -> bool:
+    """Send what Prefect still holds (flow logs, events) while its server is still up.
 
-    What the interpreter's own exit would do (Prefect registers the same drain), in the
-    order that lets a temporary server receive the last records before it stops. Every
+    What the interpreter's own exit would do (Prefect registers the same drain); every
     Prefect queue service (the log and the event workers) is drained by the one call.
+    :func:`stop_temporary_servers` comes after.
 
     Returns:
         Whether everything was sent within :data:`DRAIN_SECONDS`.
     """
     from prefect.logging.handlers import APILogWorker
 
-    try:
-        _, pending = APILogWorker.drain_all(timeout=DRAIN_SECONDS)  # type: ignore[misc]
-        return not pending
-    finally:
-        stop_temporary_servers()
+    _, pending = APILogWorker.drain_all(timeout=DRAIN_SECONDS)  # type: ignore[misc]
+    return not pending
