@@ -83,6 +83,32 @@ def test_bounded_training_samples_shoppers_and_keeps_a_vocabulary(planted, tmp_p
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("model_class", [MultVAE, MultDAE])
+def test_sparse_rows_train_the_same_model(planted, model_class, monkeypatch) -> None:
+    """Below SPARSE_INPUT_DENSITY the networks train on sparse rows: without dropout the
+    same weights as from dense rows, and with it a model that learns as well."""
+    from shoprec.models import autoencoder
+
+    def train(density: float, **params: object) -> MultDAE | MultVAE:
+        monkeypatch.setattr(autoencoder, "SPARSE_INPUT_DENSITY", density)
+        context = FitContext(tuner=ValidationTuner(planted.train, planted.validation))
+        return model_class(**{"epochs": 30, "seed": 2, **params}).fit(planted.train, context)
+
+    # The planted rows are 15% dense: dense below the default threshold.
+    assert not train(autoencoder.SPARSE_INPUT_DENSITY, epochs=1).sparse_input_
+    sparse = train(1.0)
+    assert sparse.sparse_input_
+    result = evaluate(sparse, planted.test_history, planted.test)
+    pop = evaluate(Popularity().fit(planted.train), planted.test_history, planted.test)
+    assert result["ndcg@10"] > 1.2 * pop["ndcg@10"]
+    if model_class is MultDAE:  # the VAE's sampling follows the dropout draws
+        exact = {"dropout": 0.0, "epochs": 3}
+        dense, sparse = train(0.0, **exact), train(1.0, **exact)
+        assert not dense.sparse_input_ and sparse.sparse_input_
+        np.testing.assert_allclose(sparse.score(planted.test_history),
+                                   dense.score(planted.test_history), rtol=1e-4, atol=1e-4)
+
+
 def test_fused_adam_makes_keras_adams_update() -> None:
     """The fused kernel is an optimisation only: the same steps as ``keras.optimizers.Adam``."""
     import keras
