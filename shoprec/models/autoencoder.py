@@ -25,7 +25,7 @@ from scipy.linalg.lapack import dpotri as potri
 
 from shoprec.errors import ModelFitError
 from shoprec.models.base import FitContext, HistoryWeights, Recommender, check_finite
-from shoprec.models.epochs import BoundedRows, train_epochs
+from shoprec.models.epochs import BoundedRows, train_epochs, trains_on_sparse_rows
 from shoprec.models.storage import load_arrays, load_sparse, save_arrays, save_sparse
 from shoprec.ranking import top_k
 
@@ -313,11 +313,6 @@ EASE_MEMORY_SHARE = 0.4
 EASE_CUBE_PER_CORE_SECOND = 3.0e10
 #: Seconds EASE may spend solving, all values of its grid together.
 EASE_SECONDS = 120.0
-#: vae and dae train on sparse rows below this share of non-zero entries (interactions
-#: over shoppers x items): a step with 256 shoppers over the vocabulary took 113 instead of
-#: 159 ms at 0.08% (10,000 items), 60 instead of 81 ms at 0.25% (1M synthetic), and 60
-#: instead of 57 ms at 1.5% (Online Retail) on one thread (benchmarks/RESULTS.md).
-SPARSE_INPUT_DENSITY = 0.01
 
 
 def _dense(product: Any) -> np.ndarray:
@@ -562,8 +557,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
         # Sparse rows skip the batch x items input: the first layer becomes a sparse
         # product and dropout is drawn at the row's items only. The same model (dropout
         # keeps each of a row's items with the same chance), another random stream.
-        self.sparse_input_ = bool(matrix.nnz < SPARSE_INPUT_DENSITY * matrix.shape[0]
-                                  * matrix.shape[1])
+        self.sparse_input_ = trains_on_sparse_rows(matrix)
         first, heads = self._encoder_layers
 
         def encode(noisy: Any) -> Any:

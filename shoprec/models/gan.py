@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from shoprec.errors import ModelFitError
 from shoprec.models.autoencoder import FusedAdam, _configure_tensorflow, seeded_initializers
 from shoprec.models.base import FitContext, Recommender, check_finite
-from shoprec.models.epochs import BoundedRows, train_epochs
+from shoprec.models.epochs import BoundedRows, train_epochs, trains_on_sparse_rows
 from shoprec.models.storage import load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
@@ -165,8 +165,42 @@ class CFGAN(BoundedRows, Recommender):
             return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
                 labels=tf.fill(tf.shape(logits), label), logits=logits))
 
-        @tf.function(reduce_retracing=True)
-        def train_step(real: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        # Sparse rows (below SPARSE_INPUT_DENSITY): the products of the 0/1 condition
+        # with the generator's first layer and the discriminator's condition half, and of
+        # the real purchase vector with the discriminator, become sparse products. The
+        # same step up to rounding: the masks are drawn alike from the dense rows.
+        self.sparse_input_ = trains_on_sparse_rows(matrix)
+        n_items = matrix.shape[1]
+        g_first, *g_rest = generator.layers
+        d_first, *d_rest = discriminator.layers
+
+        def generate(real: tf.Tensor, condition: tf.SparseTensor | None) -> tf.Tensor:
+            if condition is None:
+                return generator(real, training=True)
+            hidden = g_first.activation(
+                tf.sparse.sparse_dense_matmul(condition, g_first.kernel) + g_first.bias)
+            for layer in g_rest:
+                hidden = layer(hidden, training=True)
+            return hidden
+
+        def judge(vectors: list[tf.Tensor | tf.SparseTensor], real: tf.Tensor,
+                  condition: tf.SparseTensor | None) -> tf.Tensor:
+            """The discriminator's logits of each vector next to the batch's condition."""
+            if condition is None:
+                return discriminator(tf.concat([tf.concat([v, real], axis=1) for v in vectors],
+                                               axis=0), training=True)
+            kernel = d_first.kernel
+            top, bottom = kernel[:n_items], kernel[n_items:]
+            conditioned = tf.sparse.sparse_dense_matmul(condition, bottom) + d_first.bias
+            hidden = d_first.activation(tf.concat([
+                (tf.sparse.sparse_dense_matmul(v, top) if isinstance(v, tf.SparseTensor)
+                 else tf.matmul(v, top)) + conditioned for v in vectors], axis=0))
+            for layer in d_rest:
+                hidden = layer(hidden, training=True)
+            return hidden
+
+        def step(real: tf.Tensor, condition: tf.SparseTensor | None,
+                 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             negatives = 1.0 - real
             shape = tf.shape(real)
             # Negative items sampled afresh for each step: PM for the discriminator's view,
@@ -178,27 +212,37 @@ class CFGAN(BoundedRows, Recommender):
             with tf.GradientTape() as g_tape:
                 # One generator pass serves both steps: its weights do not change during
                 # the discriminator step.
-                generated = generator(real, training=True)
+                generated = generate(real, condition)
                 with g_tape.stop_recording(), tf.GradientTape() as d_tape:
                     # Real and generated vectors, each next to its condition, in one batch.
                     fake = tf.stop_gradient(generated) * shown
-                    logits = discriminator(tf.concat([tf.concat([real, real], axis=1),
-                                                      tf.concat([fake, real], axis=1)], axis=0),
-                                           training=True)
+                    logits = judge([real if condition is None else condition, fake], real,
+                                   condition)
                     d_loss = (cross_entropy(logits[:size], 1.0)
                               + cross_entropy(logits[size:], 0.0)
                               + tf.add_n([0.0, *discriminator.losses]))
                 with g_tape.stop_recording():
                     d_optimizer.apply(d_tape.gradient(d_loss, d_variables))
                 # The generator step sees the discriminator just updated.
-                d_fake = discriminator(tf.concat([generated * shown, real], axis=1),
-                                       training=True)
+                d_fake = judge([generated * shown], real, condition)
                 adversarial = cross_entropy(d_fake, 1.0)
                 reconstruction = tf.reduce_mean(tf.reduce_sum(zr * tf.square(generated), axis=1))
                 g_loss = adversarial + zr_coefficient * reconstruction + tf.add_n(
                     [0.0, *generator.losses])
             g_optimizer.apply(g_tape.gradient(g_loss, g_variables))
             return d_loss, g_loss, reconstruction
+
+        @tf.function(reduce_retracing=True)
+        def train_step(real: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            return step(real, None)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
+                                      tf.TensorSpec([None, 2], tf.int64)])
+        def sparse_step(real: tf.Tensor, indices: tf.Tensor,
+                        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            condition = tf.SparseTensor(indices, tf.ones(tf.shape(indices)[:1]),
+                                        tf.shape(real, out_type=tf.int64))
+            return step(real, condition)
 
         rng = np.random.default_rng(self.seed)
         probe = matrix[np.sort(rng.choice(users, size=min(len(users), 256), replace=False))]
@@ -207,8 +251,14 @@ class CFGAN(BoundedRows, Recommender):
             order = rng.permutation(users)
             losses = []
             for start in range(0, len(order), self.batch_size):
-                batch = matrix[order[start:start + self.batch_size]].toarray()
-                losses.append([float(v) for v in train_step(tf.constant(batch))])
+                rows = matrix[order[start:start + self.batch_size]]
+                if self.sparse_input_:
+                    coo = rows.tocoo()
+                    result = sparse_step(tf.constant(rows.toarray()), tf.constant(
+                        np.stack([coo.row, coo.col], axis=1).astype(np.int64)))
+                else:
+                    result = train_step(tf.constant(rows.toarray()))
+                losses.append([float(v) for v in result])
             d_loss, g_loss, reconstruction = np.mean(losses, axis=0)
             record = {"discriminator_loss": float(d_loss), "generator_loss": float(g_loss),
                       "zero_reconstruction": float(reconstruction)}

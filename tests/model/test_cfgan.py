@@ -46,6 +46,27 @@ def test_beats_popularity_on_planted_data(planted) -> None:
         assert all(np.isfinite(r[key]) for r in model.history_), key
 
 
+def test_sparse_rows_train_the_same_networks(planted, monkeypatch) -> None:
+    """Below SPARSE_INPUT_DENSITY cfgan's products with its 0/1 rows are sparse: the same
+    training up to rounding (the masks are drawn alike), and a weight decay still applies."""
+    from shoprec.models import epochs
+
+    def train(density: float) -> CFGAN:
+        monkeypatch.setattr(epochs, "SPARSE_INPUT_DENSITY", density)
+        return CFGAN(epochs=3, seed=2, weight_decay=1e-4).fit(planted.train)
+
+    dense, sparse = train(0.0), train(1.0)
+    assert not dense.sparse_input_ and sparse.sparse_input_
+    for key in ("generator_loss", "discriminator_loss", "zero_reconstruction"):
+        np.testing.assert_allclose([r[key] for r in sparse.history_],
+                                   [r[key] for r in dense.history_], rtol=1e-4)
+    np.testing.assert_allclose(sparse.score(planted.test_history),
+                               dense.score(planted.test_history), rtol=1e-3, atol=1e-3)
+    # The planted rows are 15% dense: dense rows at the default threshold.
+    monkeypatch.undo()
+    assert not CFGAN(epochs=1, seed=2).fit(planted.train).sparse_input_
+
+
 def test_collapse_detector_fires_on_a_broken_configuration() -> None:
     # Heavy weight decay with a fast optimiser drives every kernel to zero: the generator
     # then gives every shopper the same vector (its biases).

@@ -87,15 +87,15 @@ def test_bounded_training_samples_shoppers_and_keeps_a_vocabulary(planted, tmp_p
 def test_sparse_rows_train_the_same_model(planted, model_class, monkeypatch) -> None:
     """Below SPARSE_INPUT_DENSITY the networks train on sparse rows: without dropout the
     same weights as from dense rows, and with it a model that learns as well."""
-    from shoprec.models import autoencoder
+    from shoprec.models import epochs
 
     def train(density: float, **params: object) -> MultDAE | MultVAE:
-        monkeypatch.setattr(autoencoder, "SPARSE_INPUT_DENSITY", density)
+        monkeypatch.setattr(epochs, "SPARSE_INPUT_DENSITY", density)
         context = FitContext(tuner=ValidationTuner(planted.train, planted.validation))
         return model_class(**{"epochs": 30, "seed": 2, **params}).fit(planted.train, context)
 
     # The planted rows are 15% dense: dense below the default threshold.
-    assert not train(autoencoder.SPARSE_INPUT_DENSITY, epochs=1).sparse_input_
+    assert not train(epochs.SPARSE_INPUT_DENSITY, epochs=1).sparse_input_
     sparse = train(1.0)
     assert sparse.sparse_input_
     result = evaluate(sparse, planted.test_history, planted.test)
