@@ -295,6 +295,10 @@ class ContentParams(_Model):
         0.3, ge=0, le=100, description="Search: weight of the shopper's profile.")
     embedding_dims: int = Field(256, ge=1, le=4096,
                                 description="Embedding size above 20,000 items.")
+    similarity_exponent: float | None = Field(
+        None, ge=0.1, le=20, description="Power of each item-item cosine in the score (1: the "
+        "cosine to the shopper's profile); empty: the best of exponent_grid on validation.")
+    exponent_grid: Grid = Field((1.0, 2.0, 3.0), description="Exponents tried on validation.")
 
 
 class EASEParams(_Model):

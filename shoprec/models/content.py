@@ -5,6 +5,11 @@ TF-IDF words and character n-grams, category, brand, price bucket). A shopper's 
 the weighted mean of the vectors of the items in their interaction row; items are scored by
 cosine similarity to it, weighted by a smoothed popularity prior. Items nobody has touched
 yet keep the smoothing share of their similarity, so new products are recommendable.
+
+The cosine to the profile is a sum over the shopper's items of their cosines to the
+candidate (divided by the profile's length). Raising each of those item-item cosines to a
+``similarity_exponent`` above 1 before summing sharpens it: a near-copy of a bought item (a
+colour variant) outweighs many items that share a word or a category with the history.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.linalg import norm as sparse_norm
 
 from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.features.text import ItemFeatures, item_texts, l2_rows
@@ -44,6 +50,11 @@ class ContentRecommender(Recommender):
             to text relevance when the page of best text matches is re-ordered.
         embedding_dims: Above ``dense_similarity_items`` items, the dimensions of the
             item embeddings cosines are computed in.
+        similarity_exponent: Power of each item-item cosine in the score (1: the cosine to
+            the profile). ``None`` picks the best of ``exponent_grid`` on validation (1
+            without). Above ``dense_similarity_items`` items it is always 1: the embedding
+            path never forms item-item cosines.
+        exponent_grid: Candidate exponents when ``similarity_exponent`` is ``None``.
     """
 
     family = "content"
@@ -58,14 +69,20 @@ class ContentRecommender(Recommender):
     #: Batches smaller than this (a served request) take the sparse path: building the
     #: dense matrix costs seconds, so it is built on the first large batch, not at load.
     dense_batch_rows: ClassVar[int] = 64
+    #: The items x items similarities (cosines, raised to the exponent), once built.
+    similarity_: np.ndarray | None
 
     def __init__(self, popularity_smoothing: float | None = None,
                  smoothing_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
                  word_weight: float = 1.0,
                  char_weight: float = 0.5, category_weight: float = 0.5,
                  brand_weight: float = 0.3, price_weight: float = 0.2,
-                 personalisation_weight: float = 0.3, embedding_dims: int = 256) -> None:
+                 personalisation_weight: float = 0.3, embedding_dims: int = 256,
+                 similarity_exponent: float | None = None,
+                 exponent_grid: tuple[float, ...] = (1.0, 2.0, 3.0)) -> None:
         self.popularity_smoothing = popularity_smoothing
+        self.similarity_exponent = similarity_exponent
+        self.exponent_grid = exponent_grid
         self.smoothing_grid = smoothing_grid
         self.word_weight = word_weight
         self.char_weight = char_weight
@@ -104,25 +121,49 @@ class ContentRecommender(Recommender):
         self.popularity_ = (counts / counts.max() if counts.max() else counts).astype(np.float32)
         if not self.item_vectors_.nnz:
             raise ModelFitError("content: the items have no text, category or brand to use")
-        if self.popularity_smoothing is None and context is not None and context.tuner is not None:
+        tuner = context.tuner if context is not None else None
+        self.smoothing_ = float(0.1 if self.popularity_smoothing is None
+                                else self.popularity_smoothing)
+        self.exponent_ = float(1.0 if self.similarity_exponent is None
+                               else self.similarity_exponent)
+        if self.embeddings_ is not None and self.exponent_ != 1.0:
+            logger.info("content: similarity_exponent %g left at 1 above %d items (embedded "
+                        "cosines)", self.exponent_, self.dense_similarity_items)
+            self.exponent_ = 1.0
+        if self.similarity_exponent is None and self.embeddings_ is None and tuner is not None:
+            # The exponent first, at the configured (or default) smoothing; one items² matrix
+            # of cosines serves every value.
+            base = self._cosines()
+
+            def sharpen(value: float) -> float:
+                self.exponent_ = value
+                self.similarity_ = base if value == 1.0 else _power(base.copy(), value)
+                return value
+
+            self.exponent_, _ = tuner.select(self, self.exponent_grid, sharpen,
+                                             "similarity_exponent")
+            sharpen(self.exponent_)
+            del base
+        if self.popularity_smoothing is None and tuner is not None:
             def apply(value: float) -> float:
                 self.smoothing_ = value
                 return value
 
-            self.smoothing_, _ = context.tuner.select(self, self.smoothing_grid, apply,
-                                                      "popularity_smoothing")
-        else:
-            self.smoothing_ = float(0.1 if self.popularity_smoothing is None
-                                    else self.popularity_smoothing)
+            self.smoothing_, _ = tuner.select(self, self.smoothing_grid, apply,
+                                              "popularity_smoothing")
         return self
 
     @property
     def selected_params_(self) -> dict[str, float]:
         """Hyperparameters chosen during :meth:`fit`, to reuse when refitting."""
-        return {"popularity_smoothing": self.smoothing_}
+        return {"popularity_smoothing": self.smoothing_, "similarity_exponent": self.exponent_}
 
     def _prepare(self) -> None:
         self.similarity_ = None  # built by the first large batch (see cosine)
+
+    def _cosines(self) -> np.ndarray:
+        """The items x items cosines of the item vectors (dense float32)."""
+        return (self.item_vectors_ @ self.item_vectors_.T).toarray()
 
     def _embed(self, vectors: sp.csr_matrix) -> np.ndarray | None:
         """Unit-length low-rank item embeddings for large catalogues, else ``None``."""
@@ -144,19 +185,41 @@ class ContentRecommender(Recommender):
                          norm="l2", copy=False)
 
     def cosine(self, user_rows: sp.csr_matrix) -> np.ndarray:
-        """Cosine similarity of each row's profile to every item (dense, batch x items)."""
+        """Each row's similarity to every item (dense, batch x items).
+
+        With exponent 1 the cosine of the row's profile to the item: ``sum_h r_h c_hj / |p|``
+        over the row's items ``h``, ``c`` the item-item cosines and ``|p|`` the profile's
+        length. With exponent ``e``: ``sum_h r_h c_hj^e / |p|``.
+        """
         rows = sp.csr_matrix(user_rows, dtype=np.float32)
         if self.embeddings_ is not None:
             profiles = l2_rows(np.asarray(rows @ self.embeddings_), norm="l2")
             return profiles @ self.embeddings_.T
+        exponent = self.exponent_
         if (rows.shape[0] < self.dense_batch_rows
                 or self.item_vectors_.shape[0] > self.dense_similarity_items):
-            return (self.profiles(rows) @ self.item_vectors_.T).toarray()
+            if exponent == 1.0:
+                return (self.profiles(rows) @ self.item_vectors_.T).toarray()
+            # A served request: the cosines of the row's own items only.
+            touched = np.unique(rows.indices)
+            cosines = (self.item_vectors_[touched] @ self.item_vectors_.T).power(exponent)
+            raw = (rows[:, touched] @ cosines).toarray()
+            return self._per_profile(raw, rows)
         if self.similarity_ is None:
-            self.similarity_ = (self.item_vectors_ @ self.item_vectors_.T).toarray()
-        # profile = r V, so profile . v_i = (r S)_i with S = V V^T, and |profile|^2 = r S r^T.
+            self.similarity_ = self._cosines()
+            if exponent != 1.0:
+                _power(self.similarity_, exponent)
         raw = np.asarray(rows @ self.similarity_)
+        if exponent != 1.0:
+            return self._per_profile(raw, rows)
+        # profile = r V, so profile . v_i = (r S)_i with S = V V^T, and |profile|^2 = r S r^T.
         norms = np.sqrt(np.maximum(np.asarray(rows.multiply(raw).sum(axis=1)).ravel(), 0))
+        return np.divide(raw, norms[:, None], out=np.zeros_like(raw),
+                         where=norms[:, None] > 0)
+
+    def _per_profile(self, raw: np.ndarray, rows: sp.csr_matrix) -> np.ndarray:
+        """``raw`` divided by each row's profile length (0 for an empty profile)."""
+        norms = sparse_norm(rows @ self.item_vectors_, axis=1).astype(np.float32)
         return np.divide(raw, norms[:, None], out=np.zeros_like(raw),
                          where=norms[:, None] > 0)
 
@@ -180,6 +243,9 @@ class ContentRecommender(Recommender):
         own, targets = vectors[history], vectors[items]
         dots = own @ targets.T
         dots = np.asarray(dots.toarray() if sp.issparse(dots) else dots, dtype=np.float64)
+        exponent = self.exponent_ if self.embeddings_ is None else 1.0
+        if exponent != 1.0:
+            dots = np.power(np.maximum(dots, 0.0), exponent)
         profile = values @ (own.toarray() if sp.issparse(own) else own)
         norm = float(np.linalg.norm(profile))
         out = np.zeros((len(items), len(history)))
@@ -242,6 +308,7 @@ class ContentRecommender(Recommender):
         save_sparse(folder / "text_vectors.npz", self.text_vectors_, precision)
         np.save(folder / "popularity.npy", self.popularity_)
         np.save(folder / "smoothing.npy", np.float64(self.smoothing_))
+        np.save(folder / "exponent.npy", np.float64(self.exponent_))
         if self.embeddings_ is not None:
             save_arrays(folder / "embeddings.npz", {"embeddings": self.embeddings_}, precision)
 
@@ -252,8 +319,16 @@ class ContentRecommender(Recommender):
         self._prepare()
         self.popularity_ = np.load(folder / "popularity.npy")
         self.smoothing_ = float(np.load(folder / "smoothing.npy"))
+        # Saved before the exponent existed: the cosine to the profile.
+        self.exponent_ = float(np.load(folder / "exponent.npy")) \
+            if (folder / "exponent.npy").exists() else 1.0
         # Saved as .npy before compression existed, as .npz since.
         self.embeddings_ = load_arrays(folder / "embeddings.npz")["embeddings"] \
             if (folder / "embeddings.npz").exists() else np.load(folder / "embeddings.npy") \
             if (folder / "embeddings.npy").exists() else None
 
+
+def _power(cosines: np.ndarray, exponent: float) -> np.ndarray:
+    """``max(cosines, 0) ** exponent``, in place."""
+    np.maximum(cosines, 0.0, out=cosines)
+    return np.power(cosines, exponent, out=cosines)

@@ -54,7 +54,8 @@ class Recipe:
     def describe(self) -> str:
         """``ease (regularization=200.0)``: the candidate and its chosen values."""
         chosen = {k: v for k, v in self.params.items()
-                  if k in ("regularization", "popularity_smoothing", "epochs")
+                  if k in ("regularization", "popularity_smoothing", "similarity_exponent",
+                           "epochs")
                   or (k == "history_weights" and v)}
         inner = ", ".join(f"{k}={v}" for k, v in chosen.items())
         return f"{self.candidate} ({inner})" if inner else self.candidate

@@ -83,6 +83,7 @@ SPACES: dict[str, dict[str, Dimension]] = {
     "ease": {"regularization": Real(10.0, 10_000.0, log=True)},
     "content": {
         "popularity_smoothing": Real(1e-3, 100.0, log=True),
+        "similarity_exponent": Real(1.0, 4.0),
         "word_weight": Real(0.1, 3.0),
         "char_weight": Real(0.0, 2.0),
         "category_weight": Real(0.0, 2.0),

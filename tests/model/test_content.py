@@ -28,6 +28,13 @@ class TestContentContract(RecommenderContract):
         return FitContext(items=block_items())
 
 
+class TestSharpenedContentContract(TestContentContract):
+    """Item-item cosines squared: still exact explanations, round trips and compression."""
+
+    def make(self) -> ContentRecommender:
+        return ContentRecommender(popularity_smoothing=0.5, similarity_exponent=2.0)
+
+
 def test_content_needs_the_item_frame() -> None:
     from shoprec.errors import ModelFitError
 
@@ -59,6 +66,9 @@ def test_content_beats_popularity_on_planted_data(planted) -> None:
     context = FitContext(items=items, tuner=ValidationTuner(encoded.train, encoded.validation))
     model = ContentRecommender().fit(encoded.train, context)
     assert model.smoothing_ in model.smoothing_grid
+    assert model.exponent_ in model.exponent_grid
+    assert model.selected_params_ == {"popularity_smoothing": model.smoothing_,
+                                      "similarity_exponent": model.exponent_}
     content = evaluate(model, encoded.test_history, encoded.test)
     pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
     assert content["ndcg@10"] > 1.1 * pop["ndcg@10"]
@@ -127,6 +137,31 @@ def test_personalised_search_prefers_the_shoppers_category(
 def test_no_match_returns_nothing(catalogue_model: ContentRecommender) -> None:
     top, scores = catalogue_model.search(["zzzz qqqq"], k=3)
     assert (top == -1).all() and np.isneginf(scores).all()
+
+
+@pytest.mark.parametrize("exponent", [2.0, 0.5])
+def test_sharpened_scores_agree_across_paths_and_bundles(
+        exponent: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an exponent the score is sum_h r_h cos(h, j)^e / |profile|, the same on the
+    served (sparse) path and the batch (dense) path; a bundle saved before the exponent
+    existed loads as exponent 1."""
+    rows = block_matrix()
+    model = ContentRecommender(popularity_smoothing=0.5, similarity_exponent=exponent).fit(
+        rows, FitContext(items=block_items()))
+    vectors = model.item_vectors_.toarray()
+    cosines = np.maximum(vectors @ vectors.T, 0) ** exponent
+    profiles = np.linalg.norm(rows.toarray() @ vectors, axis=1)
+    expected = (rows.toarray() @ cosines) / profiles[:, None] * (0.5 + model.popularity_)
+    sparse = model.score(rows)
+    assert model.similarity_ is None
+    np.testing.assert_allclose(sparse, expected, rtol=1e-4, atol=1e-6)
+    monkeypatch.setattr(ContentRecommender, "dense_batch_rows", 1)
+    np.testing.assert_allclose(model.score(rows), expected, rtol=1e-4, atol=1e-6)
+    assert model.similarity_ is not None
+    model.save(tmp_path / "sharp")
+    assert ContentRecommender.load(tmp_path / "sharp").exponent_ == exponent
+    (tmp_path / "sharp" / "exponent.npy").unlink()
+    assert ContentRecommender.load(tmp_path / "sharp").exponent_ == 1.0
 
 
 def test_dense_and_sparse_scoring_agree(monkeypatch: pytest.MonkeyPatch) -> None:
