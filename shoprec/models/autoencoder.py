@@ -557,7 +557,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
         # Sparse rows skip the batch x items input: the first layer becomes a sparse
         # product and dropout is drawn at the row's items only. The same model (dropout
         # keeps each of a row's items with the same chance), another random stream.
-        self.sparse_input_ = trains_on_sparse_rows(matrix)
+        self.sparse_input_ = trains_on_sparse_rows(matrix, users)
         first, heads = self._encoder_layers
 
         def encode(noisy: Any) -> Any:

@@ -17,11 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import norm as sparse_norm
 
 from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.features.text import ItemFeatures, item_texts, l2_rows
@@ -71,6 +70,8 @@ class ContentRecommender(Recommender):
     dense_batch_rows: ClassVar[int] = 64
     #: The items x items similarities (cosines, raised to the exponent), once built.
     similarity_: np.ndarray | None
+    #: Recipes and bundles from before the exponent existed scored by the profile's cosine.
+    added_params: ClassVar[dict[str, Any]] = {"similarity_exponent": 1.0}
 
     def __init__(self, popularity_smoothing: float | None = None,
                  smoothing_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
@@ -132,17 +133,18 @@ class ContentRecommender(Recommender):
             self.exponent_ = 1.0
         if self.similarity_exponent is None and self.embeddings_ is None and tuner is not None:
             # The exponent first, at the configured (or default) smoothing; one items² matrix
-            # of cosines serves every value.
+            # of cosines serves every value, and at most one sharpened copy lives beside it.
             base = self._cosines()
 
             def sharpen(value: float) -> float:
                 self.exponent_ = value
+                self.similarity_ = None
                 self.similarity_ = base if value == 1.0 else _power(base.copy(), value)
                 return value
 
-            self.exponent_, _ = tuner.select(self, self.exponent_grid, sharpen,
-                                             "similarity_exponent")
-            sharpen(self.exponent_)
+            best, _ = tuner.select(self, self.exponent_grid, sharpen, "similarity_exponent")
+            if best != self.exponent_:  # the last value tried was not the best
+                sharpen(best)
             del base
         if self.popularity_smoothing is None and tuner is not None:
             def apply(value: float) -> float:
@@ -200,10 +202,13 @@ class ContentRecommender(Recommender):
                 or self.item_vectors_.shape[0] > self.dense_similarity_items):
             if exponent == 1.0:
                 return (self.profiles(rows) @ self.item_vectors_.T).toarray()
+            if self.similarity_ is not None:  # built already: one row of it per item
+                return self._per_profile(np.asarray(rows @ self.similarity_), rows)
             # A served request: the cosines of the row's own items only.
             touched = np.unique(rows.indices)
-            cosines = (self.item_vectors_[touched] @ self.item_vectors_.T).power(exponent)
-            raw = (rows[:, touched] @ cosines).toarray()
+            cosines = (self.item_vectors_[touched] @ self.item_vectors_.T).tocsr()
+            np.maximum(cosines.data, 0.0, out=cosines.data)
+            raw = (rows[:, touched] @ cosines.power(exponent)).toarray()
             return self._per_profile(raw, rows)
         if self.similarity_ is None:
             self.similarity_ = self._cosines()
@@ -219,23 +224,26 @@ class ContentRecommender(Recommender):
 
     def _per_profile(self, raw: np.ndarray, rows: sp.csr_matrix) -> np.ndarray:
         """``raw`` divided by each row's profile length (0 for an empty profile)."""
-        norms = sparse_norm(rows @ self.item_vectors_, axis=1).astype(np.float32)
+        profiles = sp.csr_matrix(rows @ self.item_vectors_)
+        norms = np.sqrt(np.asarray(profiles.multiply(profiles).sum(axis=1)).ravel()
+                        ).astype(np.float32)
         return np.divide(raw, norms[:, None], out=np.zeros_like(raw),
                          where=norms[:, None] > 0)
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
-        """Cosine similarity of each profile to every item, times the smoothed popularity."""
+        """Each row's similarity to every item (:meth:`cosine`), times the smoothed popularity."""
         similarity = self.cosine(user_rows)
         scores = np.maximum(similarity, 0.0) * (self.smoothing_ + self.popularity_[None, :])
         return check_finite(scores.astype(np.float32), self.name)
 
     def contributions(self, user_row: sp.csr_matrix,
                       items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact contributions of each history item to the cosine score.
+        """Exact contributions of each history item to the score.
 
-        The profile is ``sum_h r_h v_h / |p|``, so history item ``h`` adds
-        ``r_h (v_h . v_j) / |p|`` to the cosine, times the item's smoothed popularity; an
-        item whose cosine is not positive scores 0 and has no contributions.
+        The similarity is ``sum_h r_h (v_h . v_j)^e / |p|`` (:meth:`cosine`; ``e`` the
+        exponent, 1 in the embedding), so history item ``h`` adds ``r_h (v_h . v_j)^e / |p|``
+        to it, times the item's smoothed popularity; an item whose similarity is not
+        positive scores 0 and has no contributions.
         """
         row = sp.csr_matrix(user_row, dtype=np.float32)
         history, values = row.indices, row.data.astype(np.float64)

@@ -27,16 +27,20 @@ from shoprec.ranking import binarized
 logger = logging.getLogger(__name__)
 
 #: The networks train on sparse rows below this share of non-zero entries (interactions
-#: over shoppers x items): a step with 256 shoppers over the vocabulary took 113 instead of
-#: 159 ms at 0.08% (10,000 items), 60 instead of 81 ms at 0.25% (1M synthetic), and 60
-#: instead of 57 ms at 1.5% (Online Retail) on one thread, for a Mult-VAE
+#: over the trained shoppers x items): a step of 256 shoppers over the vocabulary took 113
+#: instead of 159 ms at 0.08% (10,000 items), 60 instead of 81 ms at 0.25% (1M synthetic),
+#: and 60 instead of 57 ms at 1.5% (Online Retail) on one thread, for a Mult-VAE
 #: (benchmarks/RESULTS.md, where cfgan's figures are too).
 SPARSE_INPUT_DENSITY = 0.01
 
 
-def trains_on_sparse_rows(matrix: sp.csr_matrix) -> bool:
-    """Whether a network trains on ``matrix``'s rows as sparse tensors (by its density)."""
-    return bool(matrix.nnz < SPARSE_INPUT_DENSITY * matrix.shape[0] * matrix.shape[1])
+def trains_on_sparse_rows(matrix: sp.csr_matrix, users: np.ndarray) -> bool:
+    """Whether a network trains on the rows ``users`` of ``matrix`` as sparse tensors.
+
+    By the density of those rows (shoppers with no interaction are never trained on).
+    """
+    touched = int(np.diff(matrix.indptr)[users].sum())
+    return bool(touched < SPARSE_INPUT_DENSITY * len(users) * matrix.shape[1])
 
 
 def binary_rows(interactions: sp.csr_matrix, name: str) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -169,7 +169,7 @@ class CFGAN(BoundedRows, Recommender):
         # with the generator's first layer and the discriminator's condition half, and of
         # the real purchase vector with the discriminator, become sparse products. The
         # same step up to rounding: the masks are drawn alike from the dense rows.
-        self.sparse_input_ = trains_on_sparse_rows(matrix)
+        self.sparse_input_ = trains_on_sparse_rows(matrix, users)
         n_items = matrix.shape[1]
         g_first, *g_rest = generator.layers
         d_first, *d_rest = discriminator.layers

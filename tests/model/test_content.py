@@ -69,6 +69,19 @@ def test_content_beats_popularity_on_planted_data(planted) -> None:
     assert model.exponent_ in model.exponent_grid
     assert model.selected_params_ == {"popularity_smoothing": model.smoothing_,
                                       "similarity_exponent": model.exponent_}
+    # The choice leaves the chosen exponent's similarities behind (whether or not it was
+    # the last one tried): the batch (dense) path and a served request's path score alike.
+    model = ContentRecommender(exponent_grid=(2.0, 12.0, 1.0)).fit(encoded.train, context)
+    assert model.similarity_ is not None
+    batch = model.score(encoded.test_history[:100])
+    served = np.vstack([model.score(encoded.test_history[i:i + 5]) for i in range(0, 100, 5)])
+    np.testing.assert_allclose(served, batch, rtol=1e-4, atol=1e-6)
+    model.similarity_ = None
+    np.testing.assert_allclose(model.score(encoded.test_history[:5]), batch[:5], rtol=1e-4,
+                               atol=1e-6)
+    # Recipes and bundles from before the exponent existed keep the profile's cosine.
+    assert ContentRecommender.current_params({"popularity_smoothing": 0.1}) == {
+        "popularity_smoothing": 0.1, "similarity_exponent": 1.0}
     content = evaluate(model, encoded.test_history, encoded.test)
     pop = evaluate(Popularity().fit(encoded.train), encoded.test_history, encoded.test)
     assert content["ndcg@10"] > 1.1 * pop["ndcg@10"]
