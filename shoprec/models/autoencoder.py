@@ -567,7 +567,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
                 return [head(hidden) for head in heads] if variational else heads[0](hidden)
             return self.encoder_(noisy, training=True)
 
-        def losses(noisy: Any, likelihood: Callable[[tf.Tensor], tf.Tensor],
+        def objective(noisy: Any, likelihood: Callable[[tf.Tensor], tf.Tensor],
                    beta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             """The loss and the NLL; ``likelihood(log_softmax)``: the rows' mean log-likelihood."""
             if variational:
@@ -589,7 +589,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
             with tf.GradientTape() as tape:
                 mask = tf.cast(sampler.uniform(tf.shape(batch)) < keep, tf.float32)
                 noisy = tf.math.l2_normalize(batch, axis=1) * mask / keep
-                loss, nll = losses(
+                loss, nll = objective(
                     noisy, lambda log_p: tf.reduce_mean(tf.reduce_sum(log_p * batch, axis=1)),
                     beta)
             optimizer.apply(tape.gradient(loss, variables))
@@ -607,7 +607,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
             mask = tf.cast(sampler.uniform(tf.shape(values)) < keep, tf.float32)
             noisy = tf.SparseTensor(indices, normalised * mask / keep, shape)
             with tf.GradientTape() as tape:
-                loss, nll = losses(
+                loss, nll = objective(
                     noisy, lambda log_p: tf.reduce_sum(tf.gather_nd(log_p, indices) * values)
                     / tf.cast(shape[0], tf.float32), beta)
             optimizer.apply(tape.gradient(loss, variables))
