@@ -25,7 +25,12 @@ from scipy.linalg.lapack import dpotri as potri
 
 from shoprec.errors import ModelFitError
 from shoprec.models.base import FitContext, HistoryWeights, Recommender, check_finite
-from shoprec.models.epochs import BoundedRows, train_epochs, trains_on_sparse_rows
+from shoprec.models.epochs import (
+    BoundedRows,
+    coo_indices,
+    train_epochs,
+    trains_on_sparse_rows,
+)
 from shoprec.models.storage import load_arrays, load_sparse, save_arrays, save_sparse
 from shoprec.ranking import top_k
 
@@ -386,6 +391,16 @@ def seeded_initializers(seed: int) -> Callable[[], Any]:
     return make
 
 
+def sparse_dense(layer: Any, rows: Any) -> Any:
+    """A Keras ``Dense`` layer applied to a ``tf.SparseTensor`` of rows.
+
+    ``layer(rows)`` as one sparse product with its kernel (Dense needs the rows dense).
+    """
+    import tensorflow as tf
+
+    return layer.activation(tf.sparse.sparse_dense_matmul(rows, layer.kernel) + layer.bias)
+
+
 class FusedAdam:
     """Adam over a fixed list of float32 variables, one TensorFlow kernel per variable.
 
@@ -562,13 +577,12 @@ class _MultAutoencoder(BoundedRows, Recommender):
 
         def encode(noisy: Any) -> Any:
             if isinstance(noisy, tf.SparseTensor):
-                hidden = first.activation(
-                    tf.sparse.sparse_dense_matmul(noisy, first.kernel) + first.bias)
+                hidden = sparse_dense(first, noisy)
                 return [head(hidden) for head in heads] if variational else heads[0](hidden)
             return self.encoder_(noisy, training=True)
 
         def objective(noisy: Any, likelihood: Callable[[tf.Tensor], tf.Tensor],
-                   beta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                      beta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             """The loss and the NLL; ``likelihood(log_softmax)``: the rows' mean log-likelihood."""
             if variational:
                 mean, log_var = encode(noisy)
@@ -625,10 +639,9 @@ class _MultAutoencoder(BoundedRows, Recommender):
                 beta = tf.constant(min(self.beta_cap, step / max(self.anneal_steps, 1))
                                    if variational else 0, tf.float32)
                 if self.sparse_input_:
-                    coo = rows.tocoo()
-                    loss, _ = sparse_step(
-                        tf.constant(np.stack([coo.row, coo.col], axis=1).astype(np.int64)),
-                        tf.constant(coo.data), tf.constant(coo.shape, tf.int64), beta)
+                    loss, _ = sparse_step(tf.constant(coo_indices(rows)),
+                                          tf.constant(rows.data),
+                                          tf.constant(rows.shape, tf.int64), beta)
                 else:
                     loss, _ = train_step(tf.constant(rows.toarray()), beta)
                 losses.append(float(loss))

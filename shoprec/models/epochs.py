@@ -43,6 +43,15 @@ def trains_on_sparse_rows(matrix: sp.csr_matrix, users: np.ndarray) -> bool:
     return bool(touched < SPARSE_INPUT_DENSITY * len(users) * matrix.shape[1])
 
 
+def coo_indices(rows: sp.csr_matrix) -> np.ndarray:
+    """The (row, column) pairs of ``rows``' stored entries, int64, in storage order.
+
+    The indices of a ``tf.SparseTensor`` whose values are ``rows.data``.
+    """
+    coo = rows.tocoo()
+    return np.stack([coo.row, coo.col], axis=1).astype(np.int64)
+
+
 def binary_rows(interactions: sp.csr_matrix, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
     """The matrix as float32 0/1 rows, and the indices of the rows with an interaction.
 

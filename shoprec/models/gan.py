@@ -29,9 +29,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
-from shoprec.models.autoencoder import FusedAdam, _configure_tensorflow, seeded_initializers
+from shoprec.models.autoencoder import (
+    FusedAdam,
+    _configure_tensorflow,
+    seeded_initializers,
+    sparse_dense,
+)
 from shoprec.models.base import FitContext, Recommender, check_finite
-from shoprec.models.epochs import BoundedRows, train_epochs, trains_on_sparse_rows
+from shoprec.models.epochs import BoundedRows, coo_indices, train_epochs, trains_on_sparse_rows
 from shoprec.models.storage import load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
@@ -177,8 +182,7 @@ class CFGAN(BoundedRows, Recommender):
         def generate(real: tf.Tensor, condition: tf.SparseTensor | None) -> tf.Tensor:
             if condition is None:
                 return generator(real, training=True)
-            hidden = g_first.activation(
-                tf.sparse.sparse_dense_matmul(condition, g_first.kernel) + g_first.bias)
+            hidden = sparse_dense(g_first, condition)
             for layer in g_rest:
                 hidden = layer(hidden, training=True)
             return hidden
@@ -253,9 +257,8 @@ class CFGAN(BoundedRows, Recommender):
             for start in range(0, len(order), self.batch_size):
                 rows = matrix[order[start:start + self.batch_size]]
                 if self.sparse_input_:
-                    coo = rows.tocoo()
-                    result = sparse_step(tf.constant(rows.toarray()), tf.constant(
-                        np.stack([coo.row, coo.col], axis=1).astype(np.int64)))
+                    result = sparse_step(tf.constant(rows.toarray()),
+                                         tf.constant(coo_indices(rows)))
                 else:
                     result = train_step(tf.constant(rows.toarray()))
                 losses.append([float(v) for v in result])
