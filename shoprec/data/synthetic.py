@@ -147,16 +147,13 @@ def generate(out_dir: str | Path, users: int, items: int, interactions: int, see
         raise ConfigError("--users, --items and --interactions must all be at least 1")
     if days < 1:
         raise ConfigError("days must be at least 1")
-    n_categories = categories or int(np.clip(items // 25, 4, 40))
-    n_categories = min(n_categories, items)
-    n_segments = segments or max(2, min(12, n_categories))
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    catalogue = make_items(rng, items, n_categories)
-    category = pd.Categorical(catalogue["category"], categories=_category_names(n_categories)).codes
-    popularity = 1.0 / np.power(rng.permutation(items) + 1.0, 0.9)
+    catalogue, category, popularity, preferences, user_segment = _plant(
+        rng, users, items, segments, categories)
+    n_categories, n_segments = preferences.shape[1], preferences.shape[0]
     global_cdf = np.cumsum(popularity) / popularity.sum()
     # Items sorted by category; within each category a CDF shifted by the category number,
     # so one searchsorted over "category + u" draws an item of that category.
@@ -170,14 +167,11 @@ def generate(out_dir: str | Path, users: int, items: int, interactions: int, see
     shifted_cdf[np.r_[np.flatnonzero(np.diff(sorted_cat)), len(sorted_cat) - 1]] = (
         sorted_cat[np.r_[np.flatnonzero(np.diff(sorted_cat)), len(sorted_cat) - 1]] + 1.0)
 
-    preferences = rng.dirichlet(np.full(n_categories, 0.15), size=n_segments)
     preference_cdf = np.cumsum(preferences, axis=1)
     preference_cdf[:, -1] = 1.0
-    user_segment = rng.integers(0, n_segments, size=users)
     activity = rng.lognormal(0.0, 1.0, size=users)
     counts = rng.multinomial(interactions, activity / activity.sum())
-    width = len(str(users))
-    user_ids = np.array([f"U{u:0{width}d}" for u in range(users)], dtype=object)
+    user_ids = _user_ids(users)
     item_ids = catalogue["item_id"].to_numpy(dtype=object)
     start_ts = pd.Timestamp(start, tz="UTC").value // 1000  # microseconds
     period_us = days * 86_400 * 1_000_000
@@ -208,6 +202,67 @@ def generate(out_dir: str | Path, users: int, items: int, interactions: int, see
                             round(time.perf_counter() - began, 2))
     logger.info("generated %s", summary)
     return summary
+
+
+def _user_ids(users: int) -> np.ndarray:
+    width = len(str(users))
+    return np.array([f"U{u:0{width}d}" for u in range(users)], dtype=object)
+
+
+def _plant(rng: np.random.Generator, users: int, items: int, segments: int | None,
+           categories: int | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray,
+                                           np.ndarray]:
+    """The planted structure, drawn first from the generator's stream.
+
+    Returns:
+        The catalogue, each item's category code, each item's popularity weight, the
+        segments' category preferences (segments x categories) and each user's segment.
+    """
+    n_categories = min(categories or int(np.clip(items // 25, 4, 40)), items)
+    n_segments = segments or max(2, min(12, n_categories))
+    catalogue = make_items(rng, items, n_categories)
+    category = pd.Categorical(catalogue["category"], categories=_category_names(n_categories)).codes
+    popularity = 1.0 / np.power(rng.permutation(items) + 1.0, 0.9)
+    preferences = rng.dirichlet(np.full(n_categories, 0.15), size=n_segments)
+    user_segment = rng.integers(0, n_segments, size=users)
+    return catalogue, np.asarray(category), popularity, preferences, user_segment
+
+
+@dataclass
+class PlantedModel:
+    """The model :func:`generate` draws interactions from, for measuring a ceiling.
+
+    Attributes:
+        user_ids: Every user's id, in the generator's order.
+        item_ids: Every item's id, in the generator's order.
+        segments: Each user's taste segment.
+        probabilities: Chance of each item for a row of each segment (segments x items).
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    segments: np.ndarray
+    probabilities: np.ndarray
+
+
+def planted_model(users: int, items: int, seed: int = 0, segments: int | None = None,
+                  categories: int | None = None, exploration: float = 0.15) -> PlantedModel:
+    """What :func:`generate` planted for the same arguments, without writing anything.
+
+    A row of a user of segment ``s`` is an item of category ``c`` with chance
+    ``(1 - exploration) * preferences[s, c]``, then an item of that category by popularity;
+    or, with chance ``exploration``, any item by popularity. Ranking a user's items by
+    these chances is the best any model can do knowing the segment; from a history alone
+    the best is the segment's posterior (``benchmarks/ceiling.py``).
+    """
+    rng = np.random.default_rng(seed)
+    catalogue, category, popularity, preferences, user_segment = _plant(
+        rng, users, items, segments, categories)
+    within = popularity / np.bincount(category, weights=popularity)[category]
+    probabilities = ((1.0 - exploration) * preferences[:, category] * within[None, :]
+                     + exploration * (popularity / popularity.sum())[None, :])
+    return PlantedModel(_user_ids(users), catalogue["item_id"].to_numpy(dtype=object), user_segment,
+                        probabilities)
 
 
 def _chunk(rng: np.random.Generator, rows_user: np.ndarray, user_segment: np.ndarray,

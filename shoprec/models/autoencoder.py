@@ -414,7 +414,7 @@ class FusedAdam:
 
     Args:
         variables: The trainable variables (Keras' or TensorFlow's), in gradient order.
-        learning_rate: Step size.
+        learning_rate: Step size (changed between steps with :meth:`set_learning_rate`).
         beta_1: Decay of the first moment.
         beta_2: Decay of the second moment.
         epsilon: Added to the second moment's root.
@@ -437,7 +437,13 @@ class FusedAdam:
                           tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False))
                          for v in variables]
         self._step = tf.Variable(0.0, trainable=False)
-        self._constants = (learning_rate, beta_1, beta_2, epsilon)
+        # A variable, so a schedule can change it without retracing the compiled step.
+        self._learning_rate = tf.Variable(learning_rate, dtype=tf.float32, trainable=False)
+        self._constants = (beta_1, beta_2, epsilon)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Use ``learning_rate`` from the next step on (the moments are kept)."""
+        self._learning_rate.assign(learning_rate)
 
     def apply(self, gradients: list[Any]) -> None:
         """One Adam step.
@@ -456,7 +462,7 @@ class FusedAdam:
             raise ValueError("no gradients for any variable: the loss does not depend on them")
         if missing:  # checked when the step is traced, not at every step
             logger.warning("no gradient for %s; left unchanged", ", ".join(missing))
-        learning_rate, beta_1, beta_2, epsilon = self._constants
+        beta_1, beta_2, epsilon = self._constants
         step = self._step.assign_add(1.0)
         beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
         for variable, (m, v), gradient in zip(self._variables, self._moments, gradients,
@@ -465,7 +471,7 @@ class FusedAdam:
                 continue
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
-                beta2_power=beta_2_power, lr=learning_rate, beta1=beta_1, beta2=beta_2,
+                beta2_power=beta_2_power, lr=self._learning_rate, beta1=beta_1, beta2=beta_2,
                 epsilon=epsilon, grad=tf.convert_to_tensor(gradient))
 
 

@@ -98,6 +98,7 @@ SPACES: dict[str, dict[str, Dimension]] = {
         "pm_ratio": Real(0.1, 0.9),
         "zr_coefficient": Real(0.01, 1.0, log=True),
         "learning_rate": Real(3e-4, 3e-3, log=True),
+        "learning_rate_half_life": Integer(100, 3000, log=True),
     },
 }
 

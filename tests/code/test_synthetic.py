@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shoprec.data.synthetic import generate
+from shoprec.data.synthetic import generate, planted_model
 
 
 def test_sizes_schema_and_determinism(tmp_path: Path) -> None:
@@ -26,6 +26,29 @@ def test_sizes_schema_and_determinism(tmp_path: Path) -> None:
     items = pd.read_parquet(a.items_path)
     assert items["item_id"].is_unique and len(items) == 80
     assert set(frame["item_id"]) <= set(items["item_id"])
+
+
+def test_planted_model_is_what_the_generator_draws_from(tmp_path: Path) -> None:
+    """The model benchmarks/ceiling.py ranks by: each segment's rows follow its chances."""
+    summary = generate(tmp_path, users=400, items=100, interactions=40_000, seed=5)
+    planted = planted_model(400, 100, seed=5)
+    frame = pd.read_parquet(summary.interactions_path)
+    user = pd.Index(planted.user_ids).get_indexer(frame["user_id"])
+    item = pd.Index(planted.item_ids).get_indexer(frame["item_id"])
+    assert (user >= 0).all() and (item >= 0).all()
+    np.testing.assert_allclose(planted.probabilities.sum(axis=1), 1.0)
+    counts = np.zeros_like(planted.probabilities)
+    np.add.at(counts, (planted.segments[user], item), 1)
+    empirical = counts / counts.sum(axis=1, keepdims=True)
+    checked = 0
+    for segment, rows in enumerate(counts.sum(axis=1)):
+        if rows < 2000:
+            continue
+        distance = 0.5 * np.abs(empirical[segment] - planted.probabilities).sum(axis=1)
+        # Close to its own chances (sampling noise only), farther from every other segment's.
+        assert distance[segment] < 0.12 and distance.argmin() == segment, distance
+        checked += 1
+    assert checked >= 2
 
 
 def test_chunked_writing_gives_exact_counts(tmp_path: Path, monkeypatch) -> None:

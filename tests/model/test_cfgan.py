@@ -92,6 +92,33 @@ def test_bad_ratios_are_refused() -> None:
         CFGAN(zr_ratio=1.5).fit(block_matrix())
 
 
+def test_learning_rate_halves_every_half_life_of_steps() -> None:
+    # 12 shoppers in batches of 4: 3 steps an epoch. The record keeps each epoch's last rate.
+    decayed = CFGAN(**{**TINY, "learning_rate_half_life": 3}).fit(block_matrix())
+    np.testing.assert_allclose([r["learning_rate"] for r in decayed.history_],
+                               [2.6e-3 * 0.5 ** (last / 3) for last in (2, 5, 8)], rtol=1e-6)
+    constant = CFGAN(**{**TINY, "learning_rate_half_life": None}).fit(block_matrix())
+    assert [r["learning_rate"] for r in constant.history_] == [2.6e-3] * 3
+    # The optimisers really took the smaller steps: the networks differ from a constant
+    # rate, and a half-life far beyond the run trains what the constant rate trains.
+    assert not np.allclose(decayed.score(block_matrix()), constant.score(block_matrix()),
+                           rtol=1e-3, atol=1e-4)
+    slow = CFGAN(**{**TINY, "learning_rate_half_life": 10**9}).fit(block_matrix())
+    np.testing.assert_allclose(slow.score(block_matrix()), constant.score(block_matrix()),
+                               rtol=1e-4, atol=1e-5)
+    # No epoch starts once the rate is under 1% of the first (log2(100) = 6.64 half-lives,
+    # 19.9 steps here): epoch 6 starts at step 18, epoch 7 would start at step 21.
+    capped = CFGAN(**{**TINY, "epochs": 50, "learning_rate_half_life": 3}).fit(block_matrix())
+    assert len(capped.history_) == 7
+    assert len(CFGAN(**{**TINY, "epochs": 50, "learning_rate_half_life": None}).fit(
+        block_matrix()).history_) == 50
+    # A recipe or bundle saved before the schedule existed keeps its constant rate.
+    assert CFGAN.current_params({"epochs": 7})["learning_rate_half_life"] is None
+    assert CFGAN.current_params({})["history_weights"] is False
+    with pytest.raises(ModelFitError, match="learning_rate_half_life must be at least 1"):
+        CFGAN(learning_rate_half_life=0).fit(block_matrix())
+
+
 def test_training_is_deterministic_given_the_seed() -> None:
     first = CFGAN(**TINY).fit(block_matrix()).score(block_matrix())
     second = CFGAN(**TINY).fit(block_matrix()).score(block_matrix())
