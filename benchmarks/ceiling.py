@@ -11,8 +11,10 @@ ndcg@10, items seen in the history excluded):
 
 - *segment known*: each user's items ranked by their segment's chances (an oracle);
 - *posterior*: the segment inferred from the user's history alone by Bayes' rule
-  (history items taken once each), the items ranked by the expected chances. This is the
-  ceiling for a model that sees only the history, as the families do.
+  (history items taken once each), the items ranked by the expected chances. About the
+  best a model that sees only the history can do, as the families do; not a strict bound
+  (it ignores how often an item was repeated, and ranks by the chance of one row rather
+  than of the item turning up in the test period), but the data leave little room above.
 
 Both are printed next to popularity, so a target such as "2x popularity" can be set beside
 what the data allows. Prints Markdown.

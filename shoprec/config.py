@@ -370,7 +370,8 @@ class CFGANParams(_NeuralParams):
         400, ge=1, le=10_000_000, description="Steps over which the learning rate halves "
         "(null: constant).")
     epochs: int = Field(60, ge=1, le=10_000, description="Maximum epochs (early stopping "
-                        "on validation keeps the best).")
+                        "on validation keeps the best; none starts once the decaying "
+                        "learning rate is under 1% of the first).")
     batch_size: int = Field(64, ge=1, le=65_536, description="Shoppers per step.")
     patience: int = Field(3, ge=1, le=10_000,
                           description="Epochs without validation improvement before stopping.")

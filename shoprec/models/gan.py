@@ -69,7 +69,7 @@ class CFGAN(BoundedRows, Recommender):
         zr_ratio: Share of each shopper's negative items in the zero-reconstruction sample.
         pm_ratio: Share of each shopper's negative items left unmasked for the discriminator.
         zr_coefficient: Weight of the zero-reconstruction term (α in the paper).
-        epochs: Maximum epochs.
+        epochs: Maximum epochs (fewer with a half-life: see ``learning_rate_half_life``).
         batch_size: Shoppers per step.
         learning_rate: Adam learning rate of both networks at the first step.
         learning_rate_half_life: Steps over which the learning rate halves (exponential
@@ -78,7 +78,8 @@ class CFGAN(BoundedRows, Recommender):
             stopping stops, and what a refit for that many epochs lands on, is partly
             chance; a decaying rate lets the two networks settle. Counted in steps, not
             epochs, because an epoch is 60 steps on one shop and 300 on another. The refit
-            replays the same schedule.
+            replays the same schedule. No epoch starts once the rate is under 1% of the
+            first (6.6 half-lives), whatever ``epochs`` allows.
         weight_decay: L2 penalty on both networks' kernels.
         patience: Epochs without validation improvement before stopping.
         collapse_tolerance: Smallest acceptable dependence of the outputs on the shopper.
@@ -317,7 +318,12 @@ class CFGAN(BoundedRows, Recommender):
             return self.epochs
         steps_per_epoch = -(-shoppers // self.batch_size)
         last_step = math.log2(1 / SCHEDULE_END) * self.learning_rate_half_life
-        return max(1, min(self.epochs, math.ceil(last_step / steps_per_epoch)))
+        scheduled = max(1, math.ceil(last_step / steps_per_epoch))
+        if scheduled < self.epochs:
+            logger.info("cfgan trains at most %d of its %d epochs: its learning rate is under "
+                        "%g of the first after %d steps (%d an epoch)", scheduled,
+                        self.epochs, SCHEDULE_END, math.ceil(last_step), steps_per_epoch)
+        return min(self.epochs, scheduled)
 
     def _check_divergence(self, epoch: int, record: dict[str, float],
                           probe: sp.csr_matrix) -> None:

@@ -28,6 +28,19 @@ def test_sizes_schema_and_determinism(tmp_path: Path) -> None:
     assert set(frame["item_id"]) <= set(items["item_id"])
 
 
+def test_the_files_are_the_ones_earlier_versions_wrote(tmp_path: Path) -> None:
+    """Benchmarks compare figures across sessions on generated data: the same arguments
+    must keep writing the same rows (hashes taken from the generator as of 5047a57)."""
+    summary = generate(tmp_path, users=300, items=80, interactions=5000, seed=11)
+
+    def digest(path: str) -> int:
+        frame = pd.read_parquet(path)
+        return int(pd.util.hash_pandas_object(frame, index=False).sum() % 2**63)
+
+    assert digest(summary.interactions_path) == 2949285894539603028
+    assert digest(summary.items_path) == 7224247770351213196
+
+
 def test_planted_model_is_what_the_generator_draws_from(tmp_path: Path) -> None:
     """The model benchmarks/ceiling.py ranks by: each segment's rows follow its chances."""
     summary = generate(tmp_path, users=400, items=100, interactions=40_000, seed=5)

@@ -119,6 +119,14 @@ def test_learning_rate_halves_every_half_life_of_steps() -> None:
         CFGAN(learning_rate_half_life=0).fit(block_matrix())
 
 
+def test_a_shorter_run_replays_the_start_of_a_longer_one() -> None:
+    """The refit trains the epochs early stopping kept: the schedule must not depend on how
+    many epochs the run is allowed, so its epochs are the longer run's first ones."""
+    longer = CFGAN(**{**TINY, "epochs": 5, "learning_rate_half_life": 3}).fit(block_matrix())
+    shorter = CFGAN(**{**TINY, "epochs": 3, "learning_rate_half_life": 3}).fit(block_matrix())
+    assert shorter.history_ == longer.history_[:3]
+
+
 def test_training_is_deterministic_given_the_seed() -> None:
     first = CFGAN(**TINY).fit(block_matrix()).score(block_matrix())
     second = CFGAN(**TINY).fit(block_matrix()).score(block_matrix())

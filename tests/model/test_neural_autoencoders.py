@@ -122,8 +122,12 @@ def test_fused_adam_makes_keras_adams_update() -> None:
     theirs = [keras.Variable(w) for w in start]
     fused, reference = FusedAdam(ours, 0.01), keras.optimizers.Adam(0.01)
     apply = tf.function(fused.apply)
-    # Tiny gradients in the last steps, where ε (1e-7, Keras') weighs on the step size.
-    for scale in (1.0, 1.0, 1.0, 1e-6, 1e-6, 1e-6):
+    # Tiny gradients in the last steps, where ε (1e-7, Keras') weighs on the step size; the
+    # rate changed between steps (a schedule, as cfgan's) is the rate the next step takes.
+    for step, scale in enumerate((1.0, 1.0, 1.0, 1e-6, 1e-6, 1e-6)):
+        if step == 2:
+            fused.set_learning_rate(0.003)
+            reference.learning_rate = 0.003
         gradients = [tf.constant(scale * rng.normal(size=w.shape).astype(np.float32))
                      for w in start]
         apply(gradients)
