@@ -82,10 +82,12 @@ def test_a_recipe_survives_the_registry_tags() -> None:
     again = Recipe.from_tags(recipe.to_tags())
     assert again is not None and again.candidate == "cfgan" and again.data_cutoff
     # The retrain uses its own share of cores; everything else is the recipe's.
-    # Recorded before the 0/1 families chose how to read rows: it read them as 0/1.
+    # Recorded before the 0/1 families chose how to read rows: it read them as 0/1; and
+    # before cfgan's learning rate decayed: it trained at a constant rate.
     assert again.training_params(threads=1) == {"generator_hidden": [16, 8], "epochs": 7,
                                                 "threads": 1, "seed": 3,
-                                                "history_weights": False}
+                                                "history_weights": False,
+                                                "learning_rate_half_life": None}
     chose = Recipe("ease", {"regularization": 200.0, "history_weights": True})
     assert chose.training_params()["history_weights"] is True
     assert "history_weights=True" in chose.describe()
