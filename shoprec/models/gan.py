@@ -107,7 +107,7 @@ class CFGAN(BoundedRows, Recommender):
                  zr_ratio: float = 0.8, pm_ratio: float = 0.11, zr_coefficient: float = 0.011,
                  epochs: int = 60, batch_size: int = 64, learning_rate: float = 2.6e-3,
                  learning_rate_half_life: int | None = 400,
-                 weight_decay: float = 0.0, patience: int = 3,
+                 weight_decay: float = 0.0, patience: int = 5,
                  collapse_tolerance: float = 1e-3, seed: int = 0, threads: int = 0,
                  train_users: int | None = 20_000, vocabulary: int | None = 10_000,
                  history_weights: bool | None = None) -> None:
