@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,8 @@ def ceiling(size: int, workdir: Path) -> dict[str, float]:
     posterior = np.exp(log_likelihood)
     posterior /= posterior.sum(axis=1, keepdims=True)
 
-    def ranker(scores_of: object) -> object:
+    def ranker(scores_of: Callable[[np.ndarray], np.ndarray],
+               ) -> Callable[[np.ndarray, int], np.ndarray]:
         def rank(batch: np.ndarray, k: int) -> np.ndarray:
             scores = scores_of(batch)
             mask_seen(scores, history[batch])
