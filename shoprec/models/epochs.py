@@ -13,6 +13,7 @@ No TensorFlow here: the models pass in their own epoch step and weight accessors
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 #: and 60 instead of 57 ms at 1.5% (Online Retail) on one thread, for a Mult-VAE
 #: (benchmarks/RESULTS.md, where cfgan's figures are too).
 SPARSE_INPUT_DENSITY = 0.01
+#: A decaying learning rate has run its course below this share of the first step's.
+SCHEDULE_END = 0.01
 
 
 def trains_on_sparse_rows(matrix: sp.csr_matrix, users: np.ndarray) -> bool:
@@ -122,6 +125,43 @@ class BoundedRows(HistoryWeights):
             with np.load(folder / "vocabulary.npz") as state:
                 self.vocabulary_ = state["items"]
                 self.catalogue_items_ = int(state["catalogue_items"])
+
+
+def decayed_rate(learning_rate: float, half_life: int | None, steps: int) -> float:
+    """The learning rate after ``steps`` steps: halved every ``half_life`` steps, smoothly.
+
+    ``half_life`` ``None``: constant. Counted in steps rather than epochs because an epoch is
+    18 steps on one shop and 313 on another.
+    """
+    if half_life is None:
+        return learning_rate
+    return learning_rate * 0.5 ** (steps / half_life)
+
+
+def scheduled_epochs(name: str, epochs: int, half_life: int | None, shoppers: int,
+                     batch_size: int) -> int:
+    """``epochs``, or fewer: no epoch starts once the rate is under :data:`SCHEDULE_END`.
+
+    By then the network barely moves, and early stopping would wait ``patience`` epochs on
+    gains in the fourth decimal. Logged when it cuts ``epochs``.
+    """
+    if half_life is None:
+        return epochs
+    steps_per_epoch = -(-shoppers // batch_size)
+    last_step = math.log2(1 / SCHEDULE_END) * half_life
+    scheduled = max(1, math.ceil(last_step / steps_per_epoch))
+    if scheduled < epochs:
+        logger.info("%s trains at most %d of its %d epochs: its learning rate is under %g of "
+                    "the first after %d steps (%d an epoch)", name, scheduled, epochs,
+                    SCHEDULE_END, math.ceil(last_step), steps_per_epoch)
+    return min(epochs, scheduled)
+
+
+def check_half_life(name: str, half_life: int | None) -> None:
+    """Raise :class:`ModelFitError` unless ``half_life`` is ``None`` or at least one step."""
+    if half_life is not None and half_life < 1:
+        raise ModelFitError(f"{name}: learning_rate_half_life must be at least 1 step (null "
+                            f"for a constant rate), got {half_life}")
 
 
 def train_epochs(model: Recommender, epochs: int, patience: int,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,14 +36,18 @@ from shoprec.models.autoencoder import (
     sparse_dense,
 )
 from shoprec.models.base import FitContext, Recommender, check_finite
-from shoprec.models.epochs import BoundedRows, coo_indices, train_epochs, trains_on_sparse_rows
+from shoprec.models.epochs import (
+    BoundedRows,
+    check_half_life,
+    coo_indices,
+    decayed_rate,
+    scheduled_epochs,
+    train_epochs,
+    trains_on_sparse_rows,
+)
 from shoprec.models.storage import load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
-
-#: A decaying learning rate has run its course below this share of the first step's.
-SCHEDULE_END = 0.01
-
 
 class CFGAN(BoundedRows, Recommender):
     """Collaborative filtering GAN with zero-reconstruction and partial masking.
@@ -136,9 +139,7 @@ class CFGAN(BoundedRows, Recommender):
                 raise ModelFitError(f"cfgan: {what} must be in [0, 1], got {value}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ModelFitError("cfgan: batch_size and epochs must be at least 1")
-        if self.learning_rate_half_life is not None and self.learning_rate_half_life < 1:
-            raise ModelFitError("cfgan: learning_rate_half_life must be at least 1 step (null for "
-                                f"a constant rate), got {self.learning_rate_half_life}")
+        check_half_life(self.name, self.learning_rate_half_life)
 
     def _mlp(self, inputs: int, hidden: tuple[int, ...] | list[int], outputs: int, name: str,
              initializer: Callable[[], Any]) -> Any:
@@ -274,9 +275,8 @@ class CFGAN(BoundedRows, Recommender):
         steps = 0
 
         def set_rate() -> float:
-            rate = self.learning_rate
+            rate = decayed_rate(self.learning_rate, self.learning_rate_half_life, steps)
             if self.learning_rate_half_life is not None:
-                rate *= 0.5 ** (steps / self.learning_rate_half_life)
                 g_optimizer.set_learning_rate(rate)
                 d_optimizer.set_learning_rate(rate)
             return rate
@@ -309,21 +309,9 @@ class CFGAN(BoundedRows, Recommender):
         return self
 
     def _scheduled_epochs(self, shoppers: int) -> int:
-        """``epochs``, or fewer: no epoch starts once the rate is below 1% of the first.
-
-        By then the networks barely move, and early stopping would wait ``patience``
-        epochs on gains in the fourth decimal.
-        """
-        if self.learning_rate_half_life is None:
-            return self.epochs
-        steps_per_epoch = -(-shoppers // self.batch_size)
-        last_step = math.log2(1 / SCHEDULE_END) * self.learning_rate_half_life
-        scheduled = max(1, math.ceil(last_step / steps_per_epoch))
-        if scheduled < self.epochs:
-            logger.info("cfgan trains at most %d of its %d epochs: its learning rate is under "
-                        "%g of the first after %d steps (%d an epoch)", scheduled,
-                        self.epochs, SCHEDULE_END, math.ceil(last_step), steps_per_epoch)
-        return min(self.epochs, scheduled)
+        """``epochs``, or fewer once the decaying rate has run its course."""
+        return scheduled_epochs(self.name, self.epochs, self.learning_rate_half_life, shoppers,
+                                self.batch_size)
 
     def _check_divergence(self, epoch: int, record: dict[str, float],
                           probe: sp.csr_matrix) -> None:

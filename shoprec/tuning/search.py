@@ -63,7 +63,8 @@ _AUTOENCODER: dict[str, Dimension] = {
     "hidden": Choice((200, 400, 600)),
     "latent": Choice((64, 128, 200)),
     "dropout": Real(0.2, 0.7),
-    "learning_rate": Real(3e-4, 3e-3, log=True),
+    "learning_rate": Real(3e-4, 1e-2, log=True),
+    "learning_rate_half_life": Integer(30, 1000, log=True),
     "batch_size": Choice((128, 256, 512)),
 }
 

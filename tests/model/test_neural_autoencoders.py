@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from shoprec.config import DataConfig, SplitConfig
+from shoprec.errors import ModelFitError
 from shoprec.evaluation import evaluate
 from shoprec.models import FitContext, MultDAE, MultVAE, Popularity
 from shoprec.pipeline import prepare
@@ -55,6 +56,37 @@ def test_training_is_deterministic_given_the_seed() -> None:
     np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
     other = MultVAE(**{**TINY, "seed": 9}).fit(block_matrix()).score(block_matrix())
     assert not np.allclose(first, other)
+
+
+@pytest.mark.parametrize("model_class", [MultVAE, MultDAE])
+def test_learning_rate_halves_every_half_life_of_steps(model_class) -> None:
+    # 12 shoppers in batches of 4: 3 steps an epoch. The record keeps each epoch's last rate.
+    base = {**TINY, "learning_rate": 1e-3, "learning_rate_half_life": None}
+    decayed = model_class(**{**base, "learning_rate_half_life": 3}).fit(block_matrix())
+    np.testing.assert_allclose([r["learning_rate"] for r in decayed.history_],
+                               [1e-3 * 0.5 ** (last / 3) for last in (2, 5, 8)], rtol=1e-6)
+    constant = model_class(**base).fit(block_matrix())
+    assert all("learning_rate" not in r for r in constant.history_)
+    # The optimiser really took the smaller steps, and a half-life far beyond the run trains
+    # what the constant rate trains.
+    assert not np.allclose(decayed.score(block_matrix()), constant.score(block_matrix()),
+                           rtol=1e-3, atol=1e-4)
+    slow = model_class(**{**base, "learning_rate_half_life": 10**9}).fit(block_matrix())
+    np.testing.assert_allclose(slow.score(block_matrix()), constant.score(block_matrix()),
+                               rtol=1e-4, atol=1e-5)
+    # No epoch starts once the rate is under 1% of the first (19.9 steps here).
+    capped = model_class(**{**base, "epochs": 50, "learning_rate_half_life": 3}).fit(
+        block_matrix())
+    assert len(capped.history_) == 7
+    # The refit trains the epochs early stopping kept: a shorter run replays a longer one's
+    # first epochs.
+    shorter = model_class(**{**base, "epochs": 2, "learning_rate_half_life": 3}).fit(
+        block_matrix())
+    assert shorter.history_ == decayed.history_[:2]
+    # A recipe or bundle saved before the schedule existed keeps its constant rate.
+    assert model_class.current_params({"epochs": 7})["learning_rate_half_life"] is None
+    with pytest.raises(ModelFitError, match="learning_rate_half_life must be at least 1"):
+        model_class(learning_rate_half_life=0).fit(block_matrix())
 
 
 
