@@ -341,7 +341,7 @@ class _NeuralParams(_Model):
 
 
 class AutoencoderParams(_NeuralParams):
-    """Hyperparameters of ``dae`` (Mult-DAE), and the base of ``vae``'s."""
+    """Hyperparameters of ``vae`` and ``dae`` (Mult-VAE / Mult-DAE)."""
 
     hidden: int = Field(600, ge=1, le=65_536, description="Hidden layer width.")
     latent: int = Field(200, ge=1, le=65_536, description="Code width.")
@@ -350,19 +350,6 @@ class AutoencoderParams(_NeuralParams):
     anneal_steps: int = Field(2000, ge=0, description="vae: batches to reach beta_cap.")
     learning_rate_half_life: int | None = Field(
         None, ge=1, le=10_000_000, description="Steps over which the learning rate halves "
-        "(null: constant); no epoch starts once it is under 1% of the first.")
-
-
-class VAEParams(AutoencoderParams):
-    """Hyperparameters of ``vae``: the DAE's, with a faster, decaying learning rate."""
-
-    # Against the constant 0.001: validation held or rose on Online Retail, 1M synthetic and
-    # the wide catalogue, a third of the training time on Online Retail (RESULTS.md,
-    # eleventh session). The DAE lost on validation at scale with it and keeps its rate.
-    learning_rate: float = Field(3e-3, gt=0, le=10, description="Adam learning rate (the "
-                                 "first step's).")
-    learning_rate_half_life: int | None = Field(
-        100, ge=1, le=10_000_000, description="Steps over which the learning rate halves "
         "(null: constant); no epoch starts once it is under 1% of the first.")
 
 
@@ -406,7 +393,7 @@ class CandidateParams(BaseModel):
     mf_ratings: RatingsMFParams = Field(default_factory=RatingsMFParams, alias="mf-ratings")
     content: ContentParams = Field(default_factory=ContentParams)
     ease: EASEParams = Field(default_factory=EASEParams)
-    vae: VAEParams = Field(default_factory=VAEParams)
+    vae: AutoencoderParams = Field(default_factory=AutoencoderParams)
     dae: AutoencoderParams = Field(default_factory=AutoencoderParams)
     cfgan: CFGANParams = Field(default_factory=CFGANParams)
 

@@ -746,32 +746,10 @@ class _MultAutoencoder(BoundedRows, Recommender):
 
 
 class MultVAE(_MultAutoencoder):
-    """Mult-VAE: the variational autoencoder of Liang et al. (candidate ``vae``).
-
-    Its own defaults: a learning rate three times the DAE's that halves every 100 steps.
-    Against the constant 0.001, validation ndcg@10 held or rose on Online Retail, 1M
-    synthetic interactions and the wide catalogue, in a third of the training time on
-    Online Retail (benchmarks/RESULTS.md, eleventh session); the DAE lost on validation
-    at scale with it, so it keeps the constant rate.
-    """
+    """Mult-VAE: the variational autoencoder of Liang et al. (candidate ``vae``)."""
 
     name = "vae"
     variational = True
-
-    def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
-                 epochs: int = 50, batch_size: int = 256, learning_rate: float = 3e-3,
-                 learning_rate_half_life: int | None = 100, beta_cap: float = 0.2,
-                 anneal_steps: int = 2000, weight_decay: float = 0.0,
-                 patience: int = 5, seed: int = 0, threads: int = 0,
-                 train_users: int | None = 20_000, vocabulary: int | None = 10_000,
-                 history_weights: bool | None = None) -> None:
-        super().__init__(
-            hidden=hidden, latent=latent, dropout=dropout, epochs=epochs,
-            batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_half_life=learning_rate_half_life, beta_cap=beta_cap,
-            anneal_steps=anneal_steps, weight_decay=weight_decay, patience=patience,
-            seed=seed, threads=threads, train_users=train_users, vocabulary=vocabulary,
-            history_weights=history_weights)
 
 
 class MultDAE(_MultAutoencoder):
