@@ -37,6 +37,7 @@ def child(args: argparse.Namespace) -> None:
         FlowRunFilterId,
         FlowRunFilterParentFlowRunId,
     )
+    from shoprec_cli.app import _parse_params
     from shoprec_flows.server_guard import guard_temporary_servers, start_for_training
 
     from shoprec.config import DataConfig, SplitConfig, TrainingConfig, WeightingConfig
@@ -47,7 +48,7 @@ def child(args: argparse.Namespace) -> None:
     # --network-slots: the flow's default unless given; 0 for no limit.
     slots = {} if args.network_slots is None else {"network_slots": args.network_slots or None}
     training = TrainingConfig(**({"models": models} if models else {}), **slots, seed=args.seed,
-                              blend=args.blend,
+                              blend=args.blend, params=_parse_params(args.param),
                               tune_trials=args.tune_trials, tune_seconds=args.tune_seconds,
                               tune_models=args.tune_models.split(",") if args.tune_models
                               else None)
@@ -122,6 +123,8 @@ def main() -> None:
                         help="Event weighting (as `shoprec train`): recency decay.")
     parser.add_argument("--repeats", default="sum", help="sum or max.")
     parser.add_argument("--quantity-damping", default="log")
+    parser.add_argument("--param", action="append", default=None,
+                        help="Hyperparameter MODEL.NAME=VALUE, as `shoprec train --param`.")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--json-out", default=None, help="Also write the figures as JSON.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
