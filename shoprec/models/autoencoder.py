@@ -496,7 +496,8 @@ class _MultAutoencoder(BoundedRows, Recommender):
         learning_rate: Adam learning rate (the first step's, with a half-life).
         learning_rate_half_life: Steps over which the learning rate halves (exponential
             decay; ``None``: constant). No epoch starts once the rate is under 1% of the
-            first, and the refit replays the same schedule.
+            first. The refit follows the same schedule in steps (its epochs, over training
+            + validation, may hold more steps each).
         beta_cap: VAE: largest weight of the KL term.
         anneal_steps: VAE: batches over which the KL weight grows from 0 to ``beta_cap``.
         weight_decay: L2 penalty on the weights.

@@ -49,6 +49,7 @@ from shoprec.models.storage import load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
 
+
 class CFGAN(BoundedRows, Recommender):
     """Collaborative filtering GAN with zero-reconstruction and partial masking.
 

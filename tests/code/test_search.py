@@ -50,6 +50,19 @@ def test_every_space_lies_inside_its_family_s_declared_ranges() -> None:
             assert isinstance(dimension, (Real, Integer, Choice))
 
 
+def test_the_networks_configured_values_join_their_study() -> None:
+    """Trial 0 (the configured values) is told to the sampler only when every value lies in
+    the space; the networks' defaults must, or their searches start blind."""
+    from shoprec.tuning.search import _distribution, _inside, space_value
+
+    for candidate in ("vae", "dae", "cfgan"):
+        configured = CandidateParams().of(candidate)
+        for name, dimension in SPACES[candidate].items():
+            value = space_value(name, configured[name])
+            assert _inside(_distribution(dimension), value), (candidate, name, value)
+    assert not _inside(_distribution(SPACES["ease"]["regularization"]), None)
+
+
 def test_the_search_is_seeded_budgeted_and_never_reads_test(blind: EncodedSplit) -> None:
     base = model_params("mf", TrainingConfig(), threads=1)
     first = search("mf", base, blind, None, "ndcg@10", trials=5, seconds=None, seed=7,

@@ -78,6 +78,7 @@ def test_learning_rate_halves_every_half_life_of_steps(model_class) -> None:
     capped = model_class(**{**base, "epochs": 50, "learning_rate_half_life": 3}).fit(
         block_matrix())
     assert len(capped.history_) == 7
+    assert len(model_class(**{**base, "epochs": 50}).fit(block_matrix()).history_) == 50
     # The refit trains the epochs early stopping kept: a shorter run replays a longer one's
     # first epochs.
     shorter = model_class(**{**base, "epochs": 2, "learning_rate_half_life": 3}).fit(
