@@ -303,16 +303,12 @@ class CFGAN(BoundedRows, Recommender):
             return record
 
         self.history_, self.best_epoch_ = train_epochs(
-            self, self._scheduled_epochs(len(users)), self.patience, run_epoch,
+            self, scheduled_epochs(self.name, self.epochs, self.learning_rate_half_life,
+                                   len(users), self.batch_size), self.patience, run_epoch,
             lambda: [w.copy() for w in generator.get_weights()], generator.set_weights,
             context)
         self._choose_history_weights(context)
         return self
-
-    def _scheduled_epochs(self, shoppers: int) -> int:
-        """``epochs``, or fewer once the decaying rate has run its course."""
-        return scheduled_epochs(self.name, self.epochs, self.learning_rate_half_life, shoppers,
-                                self.batch_size)
 
     def _check_divergence(self, epoch: int, record: dict[str, float],
                           probe: sp.csr_matrix) -> None:
