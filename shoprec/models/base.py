@@ -51,11 +51,12 @@ class Tuner(Protocol):
     """
 
     def select(self, model: Recommender, grid: Sequence[float],
-               apply: Callable[[float], Any], what: str, refine: int = 0,
-               quick: bool = False) -> tuple[float, Any]:
+               apply: Callable[..., Any], what: str, refine: int = 0,
+               quick: bool = False, warm: bool = False) -> tuple[float, Any]:
         """The best value of ``grid`` (refined ``refine`` times on a log scale) and its state.
 
         ``quick``: scored on a smaller sample of validation users (a coarse choice).
+        ``warm``: ``apply(value, start)`` gets the state of a value next to it to start from.
         """
 
     def early_stopping(self, patience: int) -> EpochCallback:

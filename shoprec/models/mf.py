@@ -27,7 +27,8 @@ class ImplicitALS(Recommender):
     """Implicit-feedback ALS.
 
     The confidence of an observed (user, item) is ``alpha * weight``, with ``weight`` the
-    entry of the interaction matrix; unobserved entries have preference 0 and confidence 1.
+    entry of the interaction matrix, or that entry reweighted by BM25 (``weighting``);
+    unobserved entries have preference 0 and confidence 1.
 
     Args:
         factors: Latent dimensions.
@@ -45,6 +46,16 @@ class ImplicitALS(Recommender):
             is where the full fits put it, at a third of the cost. ``None``: ``iterations``.
         refine_steps: Refinements after the grid, each halving the log-step (two: a
             decade grid ends at quarter decades).
+        weighting: ``"bm25"``: each entry ``x`` of a shopper's row becomes
+            ``x (k1 + 1) / (k1 (1 - b + b n / n̄) + x) idf``, with ``n`` the row's sum,
+            ``n̄`` its mean over the training rows and ``idf = log(1 + (N - m + 0.5) /
+            (m + 0.5))`` for an item ``m`` of ``N`` shoppers have (Lucene's, positive
+            even for an item everyone has), before the confidence scaling: a popular item's rows
+            weigh less (it says little about a taste), and so does each row of a shopper
+            who bought much. ``"none"``: the entries as they are. The statistics come from
+            the training rows and are kept, so a folded-in row is weighted the same way.
+        bm25_k1: BM25's saturation of an entry (large: nearly linear in ``x``).
+        bm25_b: BM25's length normalisation (0: none, 1: by the whole row sum).
         seed: Seed of the factor initialisation.
         threads: Threads of the ALS solver (the run gives each candidate its share of the
             cores; the factors do not depend on it).
@@ -53,13 +64,18 @@ class ImplicitALS(Recommender):
     family = "mf"
     name = "mf"
     renamed_params: ClassVar[dict[str, str]] = {"num_threads": "threads"}
+    #: Saved before BM25 existed, a model read its entries as they were: so it still does.
+    added_params: ClassVar[dict[str, Any]] = {"weighting": "none"}
     user_factors_: np.ndarray | None
+    item_idf_: np.ndarray | None = None
+    average_length_: float | None = None
 
     def __init__(self, factors: int = 64, regularization: float | None = None,
                  regularization_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0),
                  alpha: float = 1.0, iterations: int = 15,
-                 search_iterations: int | None = 5, refine_steps: int = 2, seed: int = 0,
-                 threads: int = 1) -> None:
+                 search_iterations: int | None = 5, refine_steps: int = 2,
+                 weighting: str = "bm25", bm25_k1: float = 10.0, bm25_b: float = 0.8,
+                 seed: int = 0, threads: int = 1) -> None:
         self.factors = factors
         self.regularization = regularization
         self.regularization_grid = regularization_grid
@@ -67,32 +83,44 @@ class ImplicitALS(Recommender):
         self.iterations = iterations
         self.search_iterations = search_iterations
         self.refine_steps = refine_steps
+        self.weighting = weighting
+        self.bm25_k1 = bm25_k1
+        self.bm25_b = bm25_b
         self.seed = seed
         self.threads = threads
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> ImplicitALS:
         """Run ALS on the weighted matrix, choosing the penalty on validation if asked."""
+        if self.weighting not in ("none", "bm25"):
+            raise ValueError(f"mf: weighting must be 'none' or 'bm25', not {self.weighting!r}")
+        interactions = sp.csr_matrix(interactions)
+        if self.weighting == "bm25":
+            # The statistics of the rows the factors are learned from, kept for fold-ins.
+            shoppers = np.bincount(interactions.indices, minlength=interactions.shape[1])
+            n = interactions.shape[0]
+            self.item_idf_ = np.log1p((n - shoppers + 0.5) / (shoppers + 0.5))
+            lengths = np.asarray(interactions.sum(axis=1), dtype=np.float64).ravel()
+            self.average_length_ = float(lengths.mean()) if len(lengths) else 1.0
+        interactions = self._weighted(interactions)
         if self.regularization is None and context is not None and context.tuner is not None:
             sweeps = min(self.search_iterations or self.iterations, self.iterations)
 
-            previous: tuple[np.ndarray, np.ndarray] | None = None
-
-            def apply(value: float) -> tuple[np.ndarray, np.ndarray]:
-                nonlocal previous
-                # Each fit starts from the previous one's factors: a few sweeps from there
-                # land near the converged solution, where a few from random ones stop
-                # short of it and would favour smaller penalties.
-                warm = previous if sweeps < self.iterations else None
+            def apply(value: float, start: tuple[np.ndarray, np.ndarray] | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+                # Each fit starts from the factors of the nearest penalty tried (the
+                # tuner's ``warm``): a few sweeps from there land near the converged
+                # solution, where a few from random ones stop short of it and would favour
+                # smaller penalties.
+                warm = start if sweeps < self.iterations else None
                 self.regularization_ = value
                 self.item_factors_, self.user_factors_ = self._solve(interactions, value,
                                                                      sweeps, warm)
-                previous = (self.item_factors_, self.user_factors_)
                 self._prepare()
                 return self.item_factors_, self.user_factors_
 
             self.regularization_, (self.item_factors_, self.user_factors_) = \
                 context.tuner.select(self, self.regularization_grid, apply, "regularization",
-                                     refine=self.refine_steps)
+                                     refine=self.refine_steps, warm=True)
             if sweeps < self.iterations:
                 self.item_factors_, self.user_factors_ = self._solve(
                     interactions, self.regularization_, self.iterations)
@@ -109,6 +137,19 @@ class ImplicitALS(Recommender):
     def selected_params_(self) -> dict[str, float]:
         """Hyperparameters chosen during :meth:`fit`, to reuse when refitting."""
         return {"regularization": self.regularization_}
+
+    def _weighted(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        """``rows`` as the factors read them: BM25-weighted, or as they are."""
+        rows = rows if sp.isspmatrix_csr(rows) else sp.csr_matrix(rows)
+        if self.weighting != "bm25" or self.item_idf_ is None:
+            return rows
+        k1, b = self.bm25_k1, self.bm25_b
+        x = rows.data.astype(np.float64)
+        lengths = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+        norm = (1.0 - b) + b * lengths / max(self.average_length_ or 1.0, 1e-12)
+        norm = np.repeat(norm, np.diff(rows.indptr))
+        data = x * (k1 + 1.0) / (k1 * norm + x) * self.item_idf_[rows.indices]
+        return sp.csr_matrix((data, rows.indices, rows.indptr), shape=rows.shape)
 
     def _solve(self, interactions: sp.csr_matrix, regularization: float, iterations: int,
                warm: tuple[np.ndarray, np.ndarray] | None = None
@@ -143,7 +184,7 @@ class ImplicitALS(Recommender):
         Solves ``(YᵀY + λI + Yᵀ(C−I)Y) x = YᵀC p`` for each row, with ``C`` the row's
         confidences and ``p`` its binary preferences. An empty row gets a zero vector.
         """
-        rows = user_rows if sp.isspmatrix_csr(user_rows) else sp.csr_matrix(user_rows)
+        rows = self._weighted(user_rows)
         y = self.item_factors64_
         out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float64)
         for r in range(rows.shape[0]):
@@ -166,7 +207,7 @@ class ImplicitALS(Recommender):
         :meth:`user_factors`), so history item ``h`` adds ``c_h y_j A⁻¹ y_h`` to item
         ``j``'s score (the decomposition in Hu, Koren and Volinsky's section 5).
         """
-        row = sp.csr_matrix(user_row)
+        row = self._weighted(sp.csr_matrix(user_row))
         history = row.indices
         if not len(history):
             return history, np.zeros((len(items), 0))
@@ -213,6 +254,9 @@ class ImplicitALS(Recommender):
                                  "regularization": np.float64(self.regularization_)}
         if self.user_factors_ is not None:
             state["user_factors"] = self.user_factors_
+        if self.item_idf_ is not None:
+            state["item_idf"] = self.item_idf_
+            state["average_length"] = np.float64(self.average_length_)
         save_arrays(folder / "state.npz", state, self.storage_precision_)
 
     def _load_state(self, folder: Path) -> None:
@@ -221,6 +265,9 @@ class ImplicitALS(Recommender):
         # Saved before user factors were kept: known users are folded in instead.
         self.user_factors_ = state["user_factors"] if "user_factors" in state else None
         self.regularization_ = float(state["regularization"])
+        if "item_idf" in state:
+            self.item_idf_ = state["item_idf"].astype(np.float64)
+            self.average_length_ = float(state["average_length"])
         self._prepare()
 
 

@@ -76,9 +76,10 @@ _AUTOENCODER: dict[str, Dimension] = {
 SPACES: dict[str, dict[str, Dimension]] = {
     "mf": {
         "factors": Integer(16, 256, log=True),
-        "regularization": Real(0.1, 1000.0, log=True),
+        "regularization": Real(0.1, 3000.0, log=True),
         "alpha": Real(0.3, 30.0, log=True),
         "iterations": Integer(5, 30),
+        "weighting": Choice(("bm25", "none")),
     },
     "mf-ratings": {
         "factors": Integer(4, 64, log=True),

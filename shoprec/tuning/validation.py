@@ -54,8 +54,8 @@ class ValidationTuner:
         return evaluate(model, self.history, relevance, ks=(10,))["ndcg@10"]
 
     def select(self, model: Recommender, grid: Sequence[float],
-               apply: Callable[[float], Any], what: str, refine: int = 0,
-               quick: bool = False) -> tuple[float, Any]:
+               apply: Callable[..., Any], what: str, refine: int = 0,
+               quick: bool = False, warm: bool = False) -> tuple[float, Any]:
         """Pick a hyperparameter value by validation ndcg@10.
 
         Args:
@@ -72,6 +72,12 @@ class ValidationTuner:
             quick: Score on early stopping's sample (:data:`EARLY_STOPPING_USERS`) instead
                 of :data:`SELECTION_USERS`: for a coarse choice made after a fit, whose
                 cost should stay that of an epoch's check.
+            warm: Call ``apply(value, start)``, ``start`` the state of a value next to it
+                (``None`` first): on the grid the previous value's, in a refinement step
+                that of its centre (the best value when the step began). A family whose
+                fit is iterative starts there: from the last value tried instead, a
+                refinement would start from the far end of the grid, and a short fit from
+                there scores where it started, not where it would converge.
 
         Returns:
             The best value and the state ``apply`` returned for it (the caller restores it,
@@ -82,10 +88,12 @@ class ValidationTuner:
         """
         best: tuple[float, float, Any] | None = None
         tried: list[float] = []
+        last: Any = None
 
-        def attempt(value: float) -> None:
-            nonlocal best
-            state = apply(value)
+        def attempt(value: float, start: Any = None) -> None:
+            nonlocal best, last
+            state = apply(value, start) if warm else apply(value)
+            last = state
             score = self.score(model, EARLY_STOPPING_USERS if quick else SELECTION_USERS)
             tried.append(value)
             logger.info("%s %s %g: validation ndcg@10 %.4f", model.name, what, value, score)
@@ -95,7 +103,7 @@ class ValidationTuner:
                 best = (score, value, state)
 
         for value in grid:
-            attempt(float(value))
+            attempt(float(value), last)
         if best is None:
             raise ValueError(f"{model.name}: empty grid for {what}")
         values = sorted(set(tried))
@@ -106,13 +114,13 @@ class ValidationTuner:
                        if 0 <= i < len(values))
             for _ in range(refine):
                 step /= 2
-                centre = best[1]
+                centre, centre_state = best[1], best[2]
                 for value in (centre / np.exp(step), centre * np.exp(step)):
                     value = float(f"{value:.4g}")  # readable in logs and the recipe
                     if any(abs(np.log(value / seen)) <= step / 4 for seen in tried):
                         continue
                     try:
-                        attempt(value)
+                        attempt(value, centre_state)
                     except ModelFitError as exc:
                         # Past the configured grid a value may not fit (a tiny penalty);
                         # the ones that did still stand.

@@ -105,3 +105,25 @@ def test_a_refinement_value_that_does_not_fit_is_left_out() -> None:
 def test_a_grid_value_that_does_not_fit_still_fails_the_fit() -> None:
     with pytest.raises(ModelFitError):
         _select(refine=0, fails=(5.0, 50.0))  # 10 cannot be fitted
+
+
+def test_a_warm_start_is_the_nearest_value_tried() -> None:
+    """On the grid each value starts from the previous one; a refinement from the best."""
+    model = Peaked()
+    starts: list[tuple[float, object]] = []
+    tuner = ValidationTuner(_one_per_user(0), _one_per_user(1))
+
+    def apply(value: float, start: object) -> float:
+        starts.append((value, start))
+        model.value = value
+        return value  # the state is the value it was fitted at
+
+    value, state = tuner.select(model, (1.0, 10.0, 100.0, 1000.0), apply, "regularization",
+                                refine=2, warm=True)
+    assert value == state and abs(np.log10(value / PEAK)) < 0.1
+    assert starts[:4] == [(1.0, None), (10.0, 1.0), (100.0, 10.0), (1000.0, 100.0)]
+    # Half a decade each side of 100 (the grid's best), both from 100: the last value
+    # fitted, 1000, is a decade from the first of them and would be a poor start.
+    assert starts[4:6] == [(31.62, 100.0), (316.2, 100.0)]
+    # Then a quarter decade each side of the new best, 316.2, from it.
+    assert [s for _, s in starts[6:]] == [316.2] * len(starts[6:]) and len(starts) > 6

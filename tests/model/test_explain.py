@@ -44,7 +44,7 @@ def shopper() -> sp.csr_matrix:
 
 @pytest.mark.parametrize("make", [
     pytest.param(lambda: EASE(regularization=10.0), id="ease"),
-    pytest.param(lambda: ImplicitALS(factors=8, regularization=0.1, iterations=10, seed=1),
+    pytest.param(lambda: ImplicitALS(factors=8, regularization=1.0, iterations=10, seed=1),
                  id="mf"),
     pytest.param(lambda: ContentRecommender(popularity_smoothing=1.0), id="content"),
     pytest.param(lambda: MultVAE(hidden=32, latent=8, epochs=40, batch_size=50, seed=1),

@@ -26,6 +26,14 @@ class TestALSContract(RecommenderContract):
         return ImplicitALS(factors=4, iterations=5, regularization=0.1, seed=1)
 
 
+class TestUnweightedALSContract(RecommenderContract):
+    exact_explanations = True
+
+    def make(self) -> ImplicitALS:
+        return ImplicitALS(factors=4, iterations=5, regularization=0.1, seed=1,
+                           weighting="none")
+
+
 @pytest.fixture(scope="module")
 def planted(synthetic_dir):
     return prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
@@ -77,10 +85,11 @@ def test_fold_in_personalises_a_new_shopper(planted, synthetic_dir) -> None:
     assert np.mean(category[pop_top[0]] == target) < np.mean(category[top[0]] == target)
 
 
-def test_fitted_users_are_scored_from_their_learned_factors(planted) -> None:
+@pytest.mark.parametrize("weighting", ["bm25", "none"])
+def test_fitted_users_are_scored_from_their_learned_factors(planted, weighting) -> None:
     """Batch scoring of known users skips the fold-in; the answers agree with it."""
     rows = planted.encoded.train
-    model = ImplicitALS(regularization=100.0).fit(rows)
+    model = ImplicitALS(regularization=100.0, weighting=weighting).fit(rows)
     fitted = model.score_fitted(np.arange(rows.shape[0]), rows)
     folded = model.score(rows)
     assert np.abs(fitted - folded).max() < 0.01 * np.abs(folded).max()
@@ -93,3 +102,38 @@ def test_fitted_users_are_scored_from_their_learned_factors(planted) -> None:
     popularity = Popularity().fit(rows)
     np.testing.assert_array_equal(popularity.score_fitted(np.arange(5), rows[:5]),
                                   popularity.score(rows[:5]))
+
+
+def test_bm25_weighs_popular_items_and_long_histories_less() -> None:
+    # Item 0 is in three rows of four, item 2 in one; shopper 2 has three entries.
+    rows = sp.csr_matrix(np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1], [0, 1, 0]],
+                                  dtype=np.float32))
+    model = ImplicitALS(factors=2, iterations=2, regularization=1.0, weighting="bm25",
+                        bm25_k1=10.0, bm25_b=0.8).fit(rows)
+    shoppers = np.array([3, 3, 1])
+    idf = np.log1p((4 - shoppers + 0.5) / (shoppers + 0.5))
+    np.testing.assert_allclose(model.item_idf_, idf)
+    assert model.average_length_ == 1.75
+    weighted = model._weighted(rows).toarray()
+    # x (k1 + 1) / (k1 (1 - b + b n / n̄) + x) idf, entry by entry.
+    norm = 0.2 + 0.8 * np.array([1, 2, 3, 1]) / 1.75
+    expected = (rows.toarray() * 11.0 / (10.0 * norm[:, None] + rows.toarray())) * idf
+    np.testing.assert_allclose(weighted, expected, rtol=1e-6)
+    assert (weighted[rows.nonzero()] > 0).all()  # popular items still count
+    assert weighted[2, 2] > weighted[2, 0]  # the rare item outweighs the popular one
+    assert weighted[0, 0] > weighted[2, 0]  # one entry of three weighs less than one of one
+    # "none" keeps the entries, and a recipe saved before the choice existed means "none".
+    plain = ImplicitALS(factors=2, iterations=2, regularization=1.0, weighting="none")
+    np.testing.assert_array_equal(plain.fit(rows)._weighted(rows).toarray(), rows.toarray())
+    assert ImplicitALS.current_params({"factors": 2})["weighting"] == "none"
+    with pytest.raises(ValueError, match="weighting must be"):
+        ImplicitALS(weighting="tfidf").fit(rows)
+
+
+def test_a_saved_bm25_model_folds_rows_in_as_before(tmp_path, planted) -> None:
+    rows = planted.encoded.train
+    model = ImplicitALS(regularization=100.0, iterations=3).fit(rows)
+    model.save(tmp_path / "mf")
+    loaded = ImplicitALS.load(tmp_path / "mf")
+    assert loaded.weighting == "bm25" and loaded.average_length_ == model.average_length_
+    np.testing.assert_allclose(loaded.score(rows[:50]), model.score(rows[:50]), rtol=1e-5)
