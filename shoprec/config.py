@@ -271,7 +271,7 @@ class ALSParams(_Model):
     weighting: Literal["bm25", "none"] = Field(
         "bm25", description="bm25: each entry reweighted by BM25 before the confidence "
         "scaling (popular items and long histories weigh less); none: entries as they are.")
-    bm25_k1: float = Field(10.0, gt=0, le=1e6, description="BM25's saturation of an entry.")
+    bm25_k1: float = Field(3.0, gt=0, le=1e6, description="BM25's saturation of an entry.")
     bm25_b: float = Field(0.8, ge=0, le=1, description="BM25's length normalisation.")
 
 
