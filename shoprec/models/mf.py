@@ -50,10 +50,11 @@ class ImplicitALS(Recommender):
             ``x (k1 + 1) / (k1 (1 - b + b n / n̄) + x) idf``, with ``n`` the row's sum,
             ``n̄`` its mean over the training rows and ``idf = log(1 + (N - m + 0.5) /
             (m + 0.5))`` for an item ``m`` of ``N`` shoppers have (Lucene's, positive
-            even for an item everyone has), before the confidence scaling: a popular item's rows
-            weigh less (it says little about a taste), and so does each row of a shopper
-            who bought much. ``"none"``: the entries as they are. The statistics come from
-            the training rows and are kept, so a folded-in row is weighted the same way.
+            even for an item everyone has), before the confidence scaling: an entry of a
+            popular item weighs less (it says little about a taste), and so does each
+            entry of a shopper who bought much. ``"none"``: the entries as they are. The
+            statistics come from the training rows and are kept, so a folded-in row is
+            weighted the same way.
         bm25_k1: BM25's saturation of an entry (large: nearly linear in ``x``). Shop
             weights run from 1 to tens (purchases times damped quantities, summed over
             repeats), and ALS given confidences that large leans on the heavy entries: on
