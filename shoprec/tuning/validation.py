@@ -93,7 +93,8 @@ class ValidationTuner:
         def attempt(value: float, start: Any = None) -> None:
             nonlocal best, last
             state = apply(value, start) if warm else apply(value)
-            last = state
+            if warm:
+                last = state
             score = self.score(model, EARLY_STOPPING_USERS if quick else SELECTION_USERS)
             tried.append(value)
             logger.info("%s %s %g: validation ndcg@10 %.4f", model.name, what, value, score)
@@ -102,7 +103,8 @@ class ValidationTuner:
             if best is None or score > best[0]:
                 best = (score, value, state)
 
-        for value in grid:
+        # Warm: in increasing order, so each grid value starts from its neighbour's state.
+        for value in sorted(grid) if warm else grid:
             attempt(float(value), last)
         if best is None:
             raise ValueError(f"{model.name}: empty grid for {what}")

@@ -118,7 +118,8 @@ def test_a_warm_start_is_the_nearest_value_tried() -> None:
         model.value = value
         return value  # the state is the value it was fitted at
 
-    value, state = tuner.select(model, (1.0, 10.0, 100.0, 1000.0), apply, "regularization",
+    # Given out of order, the grid is fitted in increasing order, each from its neighbour.
+    value, state = tuner.select(model, (100.0, 1.0, 1000.0, 10.0), apply, "regularization",
                                 refine=2, warm=True)
     assert value == state and abs(np.log10(value / PEAK)) < 0.1
     assert starts[:4] == [(1.0, None), (10.0, 1.0), (100.0, 10.0), (1000.0, 100.0)]

@@ -136,7 +136,8 @@ def test_a_blend_recipe_retrains_with_this_machine_s_threads() -> None:
                           {"name": "ease", "params": {"regularization": 200.0}}],
               "weights": [0.5, 0.5]}
     trained = Recipe("blend", params, {}, None, "x", "y").training_params(threads=2)
-    assert trained["members"][0]["params"] == {"factors": 8, "threads": 2}
+    assert trained["members"][0]["params"] == {"factors": 8, "threads": 2,
+                                               "weighting": "none"}
     # Recorded before ease chose how to read rows: its member reads 0/1 rows, as it did.
     assert trained["members"][1]["params"] == {"regularization": 200.0,
                                                "history_weights": False}

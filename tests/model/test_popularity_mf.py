@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from shoprec.config import DataConfig, SplitConfig
+from shoprec.errors import ModelFitError
 from shoprec.evaluation import evaluate
 from shoprec.models import FitContext, ImplicitALS, Popularity
 from shoprec.pipeline import prepare
@@ -140,3 +141,35 @@ def test_a_saved_bm25_model_folds_rows_in_as_before(tmp_path, planted) -> None:
     loaded = ImplicitALS.load(tmp_path / "mf")
     assert loaded.weighting == "bm25" and loaded.average_length_ == model.average_length_
     np.testing.assert_allclose(loaded.score(rows[:50]), model.score(rows[:50]), rtol=1e-5)
+
+
+def test_a_bundle_saved_before_bm25_scores_its_rows_unweighted(tmp_path, planted) -> None:
+    import json
+
+    rows = planted.encoded.train
+    model = ImplicitALS(regularization=100.0, iterations=3, weighting="none").fit(rows)
+    model.save(tmp_path / "mf")
+    config = json.loads((tmp_path / "mf" / "config.json").read_text())
+    for key in ("weighting", "bm25_k1", "bm25_b"):  # as an older version wrote it
+        del config["params"][key]
+    (tmp_path / "mf" / "config.json").write_text(json.dumps(config))
+    loaded = ImplicitALS.load(tmp_path / "mf")
+    assert loaded.weighting == "none" and loaded.item_idf_ is None
+    np.testing.assert_allclose(loaded.score(rows[:50]), model.score(rows[:50]), rtol=1e-5)
+    # A BM25 bundle that lost its statistics is refused, not scored unweighted.
+    config["params"]["weighting"] = "bm25"
+    (tmp_path / "mf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFitError, match="without its statistics"):
+        ImplicitALS.load(tmp_path / "mf")
+
+
+def test_stored_zeros_are_no_shoppers_and_stay_zero() -> None:
+    rows = sp.csr_matrix((np.array([1.0, 0.0, 0.0, 2.0], np.float32),
+                          (np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]))), shape=(3, 3))
+    assert rows.nnz == 4  # the two zeros are stored
+    model = ImplicitALS(factors=2, iterations=2, regularization=1.0, bm25_b=1.0).fit(rows)
+    expected_idf = np.log1p((3 - np.array([1, 0, 1]) + 0.5) / (np.array([1, 0, 1]) + 0.5))
+    np.testing.assert_allclose(model.item_idf_, expected_idf)
+    weighted = model._weighted(rows)  # row 1 is all zeros: with b = 1 its norm is 0
+    assert np.isfinite(weighted.data).all() and weighted[1].sum() == 0
+    assert np.isfinite(model.score(rows)).all()
