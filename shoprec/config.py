@@ -7,7 +7,7 @@ with defaults and descriptions) and the library functions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -429,6 +429,8 @@ class CandidateParams(BaseModel):
 def allowed_range(model: type[BaseModel], field: str) -> str:
     """A field's type and bounds in words, e.g. ``an integer >= 1 and <= 4096``."""
     info = model.model_fields[field]
+    if get_origin(info.annotation) is Literal:
+        return "one of " + ", ".join(str(choice) for choice in get_args(info.annotation))
     bounds = [f"{word} {getattr(item, attr)}" for item in info.metadata
               for attr, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
               if getattr(item, attr, None) is not None]

@@ -130,6 +130,8 @@ def _shoprec(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
     (["--output-dir", "data.csv"], "--output-dir data.csv is a file"),
     (["--summary-json", "."], "--summary-json . is a folder"),
     (["--param", "mf.factors=0"], "allowed: an integer >= 1 and <= 4096"),
+    (["--param", "mf.weighting=tfidf"], "Input should be 'bm25' or 'none'; allowed: one of "
+     "bm25, none"),
     (["--tune-models", "popularity"], "no search space for popularity"),
     (["--tune-models", "ease"], "tune_trials is 0; give --tune-trials N"),
     (["--blend", "1"], "a blend needs at least 2 candidates"),
