@@ -292,8 +292,17 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
         assert status == 200, plain
         plain = plain["predictions"][0]
         assert len(plain["item_ids"]) == 10 and plain["source"] == "model"
-        # What the shopper just clicked changes the answer, without retraining.
-        clicks = [str(i) for i in others[:3]]
+        # What the shopper just clicked changes the answer, without retraining: three
+        # clicks in a category new to them (three random ones can leave a long history's
+        # top ten as it was).
+        catalogue = pd.read_parquet(synthetic_dir / "items.parquet")
+        seen = set(catalogue.loc[catalogue["item_id"].isin(
+            interactions.loc[interactions["user_id"] == user, "item_id"]), "category"])
+        new = catalogue[~catalogue["category"].isin(seen)
+                        & catalogue["item_id"].isin(others)]
+        clicks = [str(i) for i in new[new["category"] == new["category"].iloc[0]]
+                  ["item_id"].iloc[:3]]
+        assert len(clicks) == 3
         status, clicked = _post(url, {"dataframe_records": [
             {"user_id": user, "recent_items": clicks, "k": 10}]})
         assert status == 200 and clicked["predictions"][0]["item_ids"] != plain["item_ids"]
