@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -144,8 +146,6 @@ def test_a_saved_bm25_model_folds_rows_in_as_before(tmp_path, planted) -> None:
 
 
 def test_a_bundle_saved_before_bm25_scores_its_rows_unweighted(tmp_path, planted) -> None:
-    import json
-
     rows = planted.encoded.train
     model = ImplicitALS(regularization=100.0, iterations=3, weighting="none").fit(rows)
     model.save(tmp_path / "mf")
