@@ -22,6 +22,12 @@ from shoprec.ranking import top_k
 
 logger = logging.getLogger(__name__)
 
+#: Rows folded in together at most (:meth:`ImplicitALS.user_factors`).
+FOLD_IN_ROWS = 512
+#: Values (rows x longest row x factors) of one fold-in group's padded block: 4M float64,
+#: 32 MB, with two more arrays of its size while the systems are formed.
+FOLD_IN_BLOCK_VALUES = 4 * 2**20
+
 
 class ImplicitALS(Recommender):
     """Implicit-feedback ALS.
@@ -192,27 +198,76 @@ class ImplicitALS(Recommender):
         self.item_norms_ = np.linalg.norm(self.item_factors_, axis=1)
         y = self.item_factors64_
         self.gram_ = y.T @ y + self.regularization_ * np.eye(y.shape[1])
+        # Symmetric positive definite (λ > 0): the fold-in of short rows works from it.
+        self.gram_inverse_ = np.linalg.inv(self.gram_)
 
     def user_factors(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Fold rows in: the least-squares user vector ALS would give each row.
 
         Solves ``(YᵀY + λI + Yᵀ(C−I)Y) x = YᵀC p`` for each row, with ``C`` the row's
         confidences and ``p`` its binary preferences. An empty row gets a zero vector.
+
+        Rows of similar length are solved together: each group's items are gathered into
+        one zero-padded block (a padded slot is a zero factor, so it adds nothing), its
+        systems formed by one batched product and solved by one batched call. Row by row,
+        the Python loop and LAPACK's per-call cost took most of an evaluation's time (at
+        1M interactions, 11 of mf's 32 s of fitting went to folding validation rows in).
         """
         rows = self._weighted(user_rows)
         y = self.item_factors64_
-        out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float64)
-        for r in range(rows.shape[0]):
-            start, end = rows.indptr[r], rows.indptr[r + 1]
-            if start == end:
-                continue
-            idx = rows.indices[start:end]
-            confidence = self.alpha * rows.data[start:end].astype(np.float64)
-            factors = y[idx]
-            a = self.gram_ + factors.T @ ((confidence - 1.0)[:, None] * factors)
-            b = factors.T @ confidence
-            out[r] = np.linalg.solve(a, b)
+        dims = y.shape[1]
+        out = np.zeros((rows.shape[0], dims), dtype=np.float64)
+        lengths = np.diff(rows.indptr)
+        active = np.flatnonzero(lengths)
+        if not len(active):
+            return out
+        padded = np.vstack([y, np.zeros((1, dims))])  # the last row: a padded slot
+        order = active[np.argsort(lengths[active], kind="stable")]
+        # Rows up to half the dims long are solved through their items (_fold_short).
+        split = int(np.searchsorted(lengths[order], dims // 2, side="right"))
+        for part, fold in ((order[:split], self._fold_short), (order[split:], self._fold_long)):
+            start = 0
+            while start < len(part):
+                longest = int(lengths[part[min(len(part), start + FOLD_IN_ROWS) - 1]])
+                # As many rows as fit the block's memory (one long row alone, if need be).
+                count = max(1, min(FOLD_IN_ROWS, FOLD_IN_BLOCK_VALUES // (longest * dims)))
+                group = part[start:start + count]
+                start += count
+                slots = np.arange(int(lengths[group[-1]]))
+                present = slots[None, :] < lengths[group][:, None]
+                at = np.minimum(rows.indptr[group][:, None] + slots[None, :], rows.nnz - 1)
+                factors = padded[np.where(present, rows.indices[at], y.shape[0])]
+                confidence = self.alpha * np.where(present, rows.data[at], 0.0)
+                out[group] = fold(factors, confidence.astype(np.float64))
         return out
+
+    def _fold_long(self, factors: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """The fold-in's systems as they are: ``A = G + Fᵀ(C−I)F``, ``A x = Fᵀc``.
+
+        ``factors`` (rows, slots, dims) and ``confidence`` (rows, slots), zero-padded.
+        """
+        systems = self.gram_ + np.matmul(factors.transpose(0, 2, 1),
+                                         (confidence - 1.0)[:, :, None] * factors)
+        targets = np.einsum("glf,gl->gf", factors, confidence)
+        return np.linalg.solve(systems, targets[:, :, None])[:, :, 0]
+
+    def _fold_short(self, factors: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """The same solution through the row's items, for rows shorter than half the dims.
+
+        ``A = G + FᵀDF`` with ``D = C − I`` is a low-rank update of ``G``, whose inverse
+        ``H`` is kept: by Woodbury's identity (the form that needs no ``D⁻¹``, which a
+        confidence of 1 would lack) ``A⁻¹ = H − PᵀD(I + KD)⁻¹P`` with ``P = FH`` and
+        ``K = PFᵀ``, so ``x = A⁻¹Fᵀc = Pᵀ(c − Dz)`` with ``(I + KD) z = Kc``: a
+        slots x slots system per row instead of dims x dims. A padded slot (zero factor)
+        gives a zero row and column of ``K``, an identity row of ``I + KD``, and ``z = 0``.
+        """
+        rows, slots, dims = factors.shape
+        projected = (factors.reshape(-1, dims) @ self.gram_inverse_).reshape(rows, slots, dims)
+        kernel = np.matmul(projected, factors.transpose(0, 2, 1))
+        scale = confidence - 1.0
+        systems = kernel * scale[:, None, :] + np.eye(slots)
+        solved = np.linalg.solve(systems, np.einsum("gij,gj->gi", kernel, confidence)[:, :, None])
+        return np.einsum("glf,gl->gf", projected, confidence - scale * solved[:, :, 0])
 
     def contributions(self, user_row: sp.csr_matrix,
                       items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
