@@ -64,8 +64,13 @@ class Tuner(Protocol):
 
     def select_weights(self, model: Recommender,
                        parts: Callable[[sp.csr_matrix], list[np.ndarray]],
-                       combos: Sequence[Sequence[float]]) -> Sequence[float]:
-        """The best weight vector of ``combos`` for a weighted sum of score ``parts``."""
+                       combos: Sequence[Sequence[float]], what: str | None = None,
+                       values: Sequence[float] | None = None) -> Sequence[float]:
+        """The best weight vector of ``combos`` for a weighted sum of score ``parts``.
+
+        ``what``/``values``: the hyperparameter and value each combination stands for, to
+        be logged as :meth:`select` logs its values.
+        """
 
 
 @dataclass

@@ -147,12 +147,17 @@ class ContentRecommender(Recommender):
                 sharpen(best)
             del base
         if self.popularity_smoothing is None and tuner is not None:
-            def apply(value: float) -> float:
-                self.smoothing_ = value
-                return value
+            # The score is ``s * max(cosine, 0) + max(cosine, 0) * popularity``: a weighted
+            # sum of two parts, so the cosines are computed once for every smoothing.
+            grid = [float(value) for value in self.smoothing_grid]
 
-            self.smoothing_, _ = tuner.select(self, self.smoothing_grid, apply,
-                                              "popularity_smoothing")
+            def parts(rows: sp.csr_matrix) -> list[np.ndarray]:
+                similarity = np.maximum(self.cosine(rows), 0.0)
+                return [similarity, similarity * self.popularity_[None, :]]
+
+            chosen = tuner.select_weights(self, parts, [(value, 1.0) for value in grid],
+                                          "popularity_smoothing", grid)
+            self.smoothing_ = float(chosen[0])
         return self
 
     @property

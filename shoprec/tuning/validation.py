@@ -133,18 +133,24 @@ class ValidationTuner:
 
     def select_weights(self, model: Recommender,
                        parts: Callable[[sp.csr_matrix], list[np.ndarray]],
-                       combos: Sequence[Sequence[float]]) -> Sequence[float]:
+                       combos: Sequence[Sequence[float]], what: str | None = None,
+                       values: Sequence[float] | None = None) -> Sequence[float]:
         """Pick the weights of a weighted sum of score parts by validation ndcg@10.
 
         The parts are scored once per batch of a seeded sample of at most
-        :data:`SELECTION_USERS` validation users, and every combination is ranked from
-        those scores; a batch's scores stay within :data:`WEIGHTS_MEMORY_BYTES`.
+        :data:`SELECTION_USERS` validation users (the sample :meth:`select` scores), and
+        every combination is ranked from those scores; a batch's scores stay within
+        :data:`WEIGHTS_MEMORY_BYTES`. A hyperparameter that only weighs parts of a score
+        is chosen this way at the cost of one scoring, not one per value.
 
         Args:
             model: The model choosing (for logs).
             parts: Scores each part for a batch of history rows.
             combos: Candidate weight vectors, one weight per part; the first wins ties
                 (and is returned when no validation user has a relevant item).
+            what: The hyperparameter the combinations stand for: each one's figure is
+                then logged and sent to the progress callback, as :meth:`select` does.
+            values: That hyperparameter's value for each combination (with ``what``).
 
         Returns:
             The best combination.
@@ -179,6 +185,12 @@ class ValidationTuner:
             for position, combo in enumerate(combos):
                 found = evaluate_ranker(ranker(combo), relevant, (10,), batch_size=len(chunk))
                 totals[position] += found["ndcg@10"] * found["users"]
+        if what is not None:
+            for position, value in enumerate(values or range(len(combos))):
+                figure = totals[position] / len(users)
+                logger.info("%s %s %g: validation ndcg@10 %.4f", model.name, what, value, figure)
+                if self.progress is not None:
+                    self.progress(value, {f"validation_ndcg_at_10_by_{what}": figure})
         best = int(np.argmax(totals))  # the first of equals
         logger.info("%s weights %s: validation ndcg@10 %.4f (%d combinations, %d users)",
                     model.name, list(combos[best]), totals[best] / len(users), len(combos),

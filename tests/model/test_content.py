@@ -87,6 +87,28 @@ def test_content_beats_popularity_on_planted_data(planted) -> None:
     assert content["ndcg@10"] > 1.1 * pop["ndcg@10"]
 
 
+def test_the_smoothing_is_chosen_from_one_scoring_as_from_one_per_value(planted) -> None:
+    """Each smoothing's figure, from the cosines computed once, is the model's own figure.
+
+    The choice reports every value (the run's curve) and keeps the best of them.
+    """
+    prepared, items = planted
+    encoded = prepared.encoded
+    reported: dict[float, float] = {}
+    tuner = ValidationTuner(encoded.train, encoded.validation,
+                            progress=lambda value, m: reported.update(
+                                {value: m["validation_ndcg_at_10_by_popularity_smoothing"]}))
+    grid = (0.01, 0.3, 3.0, 30.0)
+    model = ContentRecommender(similarity_exponent=2.0, smoothing_grid=grid).fit(
+        encoded.train, FitContext(items=items, tuner=tuner))
+    assert sorted(reported) == sorted(grid)
+    assert reported[model.smoothing_] == max(reported.values())
+    assert len(set(np.round(list(reported.values()), 4))) > 1  # the values do differ
+    for value in grid:
+        model.smoothing_ = value
+        assert tuner.score(model, 20_000) == pytest.approx(reported[value], abs=1e-6)
+
+
 def test_a_new_product_reaches_a_matching_shopper(planted) -> None:
     prepared, items = planted
     encoded = prepared.encoded
