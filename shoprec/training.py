@@ -19,7 +19,7 @@ from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
 from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.evaluation import evaluate, mlflow_name, rmse
-from shoprec.evaluation.evaluate import novelty_tradeoff
+from shoprec.evaluation.evaluate import evaluate_with_tradeoff
 from shoprec.features import IdMap, event_weights, interaction_matrix, item_frame
 from shoprec.features.encoding import EncodedSplit
 from shoprec.models import (
@@ -143,8 +143,8 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     """
     model, seconds = fit_candidate(name, params, encoded.train, items, encoded,
                                    has_ratings=encoded.has_ratings)
-    validation = _scored(name, "validation", model, encoded.train, encoded.validation,
-                         encoded.validation_ratings, ks)
+    validation, _ = _scored(name, "validation", model, encoded.train, encoded.validation,
+                            encoded.validation_ratings, ks)
     # Hyperparameters the model chose on validation are kept for the refits.
     chosen = {**params, **getattr(model, "selected_params_", {})}
     history = getattr(model, "history_", None) or []
@@ -154,10 +154,9 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     del model  # one of the candidate's models in memory at a time
     refit, refit_seconds = fit_candidate(name, chosen, encoded.test_history, items,
                                          has_ratings=encoded.has_ratings)
-    test = _scored(name, "test", refit, encoded.test_history, encoded.test,
-                   encoded.test_ratings, ks)
-    # What --diversity would cost and buy: one more scoring of the test users.
-    diversity = novelty_tradeoff(refit, encoded.test_history, encoded.test)
+    # And what --diversity would cost and buy, from the same scoring of the test users.
+    test, diversity = _scored(name, "test", refit, encoded.test_history, encoded.test,
+                              encoded.test_ratings, ks, tradeoff=True)
     result = CandidateResult(model=name, family=refit.family, validation=validation, test=test,
                              train_seconds=round(seconds, 3),
                              refit_seconds=round(refit_seconds, 3), params=reported,
@@ -168,9 +167,16 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
 
 
 def _scored(name: str, part: str, model: Recommender, history: Any, relevant: Any,
-            ratings: Any, ks: list[int]) -> dict[str, float]:
-    """The ranking metrics of one part, RMSE too for rating models; all must be finite."""
-    metrics = evaluate(model, history, relevant, ks, beyond_accuracy=True)
+            ratings: Any, ks: list[int], tradeoff: bool = False
+            ) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The ranking metrics of one part, RMSE too for rating models; all must be finite.
+
+    With ``tradeoff``, also the accuracy/novelty curve of ``--diversity`` (else empty).
+    """
+    if tradeoff:
+        metrics, curve = evaluate_with_tradeoff(model, history, relevant, ks)
+    else:
+        metrics, curve = evaluate(model, history, relevant, ks, beyond_accuracy=True), []
     if hasattr(model, "predict_pairs") and ratings is not None:
         # Rating models are also judged on the rating values they predict.
         value = rmse(model, history, ratings)
@@ -178,7 +184,7 @@ def _scored(name: str, part: str, model: Recommender, history: Any, relevant: An
             metrics["rmse"] = value
     if not all(np.isfinite(v) for v in metrics.values()):
         raise ModelFitError(f"{name} gave non-finite {part} metrics")
-    return metrics
+    return metrics, curve
 
 
 def train_candidate_row(name: str, params: dict[str, Any], encoded: EncodedSplit,

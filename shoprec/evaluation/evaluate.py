@@ -116,30 +116,51 @@ def novelty_tradeoff(model: Recommender, history: sp.csr_matrix, relevance: sp.c
     Returns:
         One mapping per weight: ``weight`` and the metrics at ``k``.
     """
+    return evaluate_with_tradeoff(model, history, relevance, [k], weights, k, batch_size)[1]
+
+
+def evaluate_with_tradeoff(model: Recommender, history: sp.csr_matrix,
+                           relevance: sp.csr_matrix, ks: Sequence[int] = (10,),
+                           weights: Sequence[float] = TRADEOFF_WEIGHTS, k: int = 10,
+                           batch_size: int = 2048) -> tuple[dict[str, float],
+                                                            list[dict[str, float]]]:
+    """:func:`evaluate` with the beyond-accuracy figures, and :func:`novelty_tradeoff`.
+
+    Both from one scoring of the users: each batch's scores give the top ``max(ks)``
+    that :func:`evaluate` ranks by and the pool the re-ranking chooses from, so the
+    figures are those of the two calls, at the cost of one (the scoring is most of an
+    evaluation's time: a fold-in, a network's forward pass).
+    """
     users = np.flatnonzero(np.diff(relevance.indptr) > 0)
-    pool = diversity_pool(k)
-    candidates = np.empty((len(users), min(pool, relevance.shape[1])), dtype=np.int64)
+    candidates = np.empty((len(users), min(diversity_pool(k), relevance.shape[1])),
+                          dtype=np.int64)
     values = np.empty(candidates.shape, dtype=np.float32)
-    for start in range(0, len(users), batch_size):
-        rows = history[users[start:start + batch_size]]
-        scores = model.score(rows)
-        mask_seen(scores, rows)
-        found, best = top_k(scores, candidates.shape[1])
-        candidates[start:start + len(found)], values[start:start + len(found)] = found, best
     position = np.full(relevance.shape[0], -1, dtype=np.int64)
     position[users] = np.arange(len(users))
-    novelty = novelty_scale(np.bincount(history.indices, minlength=history.shape[1]))
+
+    def rank(batch: np.ndarray, cut: int) -> np.ndarray:
+        rows = history[batch]
+        scores = model.score(rows)
+        mask_seen(scores, rows)
+        at = position[batch]
+        candidates[at], values[at] = top_k(scores, candidates.shape[1])
+        return top_k(scores, cut)[0]
+
     activity = np.diff(history.indptr)
+    # Every user with a relevant item is ranked here, so the pool is filled for the curve.
+    metrics = evaluate_ranker(rank, relevance, ks, batch_size, history=history,
+                              activity=activity)
+    novelty = novelty_scale(np.bincount(history.indices, minlength=history.shape[1]))
     curve = []
     for weight in weights:
-        def rank(batch: np.ndarray, cut: int, weight: float = weight) -> np.ndarray:
+        def rerank(batch: np.ndarray, cut: int, weight: float = weight) -> np.ndarray:
             at = position[batch]
             return rerank_for_novelty(candidates[at], values[at], novelty, cut, weight)[0]
 
-        metrics = evaluate_ranker(rank, relevance, [k], batch_size, history=history,
-                                  activity=activity)
-        curve.append({"weight": float(weight), **metrics})
-    return curve
+        found = evaluate_ranker(rerank, relevance, [k], batch_size, history=history,
+                                activity=activity)
+        curve.append({"weight": float(weight), **found})
+    return metrics, curve
 
 
 class RatingPredictor(Protocol):

@@ -151,7 +151,7 @@ def test_beyond_accuracy_figures_by_hand() -> None:
 
 
 def test_the_tradeoff_curve_starts_at_the_models_figures_and_buys_novelty() -> None:
-    from shoprec.evaluation.evaluate import novelty_tradeoff
+    from shoprec.evaluation.evaluate import evaluate_with_tradeoff, novelty_tradeoff
     from shoprec.models import ImplicitALS
 
     rng = np.random.default_rng(5)
@@ -173,3 +173,20 @@ def test_the_tradeoff_curve_starts_at_the_models_figures_and_buys_novelty() -> N
     popularity = [c["avg_popularity@10"] for c in curve]
     assert novelty[0] < novelty[1] < novelty[2]
     assert popularity[0] > popularity[1] > popularity[2]
+    # The leaderboard's test figures and curve come from one scoring: the same figures as
+    # the two calls, with cut-offs on both sides of the curve's.
+    calls = []
+
+    class Counted(ImplicitALS):
+        def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
+            calls.append(user_rows.shape[0])
+            return super().score(user_rows)
+
+    counted = Counted(factors=8, regularization=1.0, iterations=8, seed=1).fit(history)
+    both, shared = evaluate_with_tradeoff(counted, history, relevance, ks=[5, 20],
+                                          weights=(0.0, 0.5, 1.0), k=10, batch_size=128)
+    assert sum(calls) == int((np.diff(relevance.indptr) > 0).sum())  # each user once
+    assert both == evaluate(model, history, relevance, ks=[5, 20], batch_size=128,
+                            beyond_accuracy=True)
+    assert shared == novelty_tradeoff(model, history, relevance, weights=(0.0, 0.5, 1.0),
+                                      k=10, batch_size=128)
