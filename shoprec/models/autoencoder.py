@@ -617,8 +617,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
                 [0.0, *self.encoder_.losses, *self.decoder_.losses])
             return loss, nll
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
-                                      tf.TensorSpec([], tf.float32)])
+        @tf.function(reduce_retracing=True)
         def train_step(batch: tf.Tensor, beta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
                 mask = tf.cast(sampler.uniform(tf.shape(batch)) < keep, tf.float32)
@@ -647,9 +646,6 @@ class _MultAutoencoder(BoundedRows, Recommender):
             optimizer.apply(tape.gradient(loss, variables))
             return loss, nll
 
-        # Called as a traced graph: tf.function's per-call dispatch (matching the arguments
-        # to a trace) is a millisecond or more of Python per step.
-        run_step = (sparse_step if self.sparse_input_ else train_step).get_concrete_function()
         rng = np.random.default_rng(self.seed)
         step = 0
 
@@ -665,10 +661,11 @@ class _MultAutoencoder(BoundedRows, Recommender):
                 if self.learning_rate_half_life is not None:
                     optimizer.set_learning_rate(rate)
                 if self.sparse_input_:
-                    loss, _ = run_step(tf.constant(coo_indices(rows)), tf.constant(rows.data),
-                                       tf.constant(rows.shape, tf.int64), beta)
+                    loss, _ = sparse_step(tf.constant(coo_indices(rows)),
+                                          tf.constant(rows.data),
+                                          tf.constant(rows.shape, tf.int64), beta)
                 else:
-                    loss, _ = run_step(tf.constant(rows.toarray()), beta)
+                    loss, _ = train_step(tf.constant(rows.toarray()), beta)
                 losses.append(float(loss))
                 step += 1
             loss = float(np.mean(losses))
