@@ -168,7 +168,10 @@ def _handle_errors(func: F) -> F:
             if isinstance(exc, RegistryError):  # a fault, not a mistake: no traceback
                 err_console.print(f"[bold red]registry error:[/] {exc}", highlight=False)
                 raise typer.Exit(EXIT_FAILURE) from None
-            raise
+            # Any other: a model that cannot be read or trained (a damaged bundle, a
+            # candidate that failed); the message says what, a traceback would not help.
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_FAILURE) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None

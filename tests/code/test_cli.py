@@ -145,6 +145,22 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
                cwd=tmp_path)
     assert done.returncode == 2 and "no search index" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+    # A damaged bundle (mf's BM25 statistics gone from its state) is a fault, not a bug of
+    # shoprec's: exit 3 with what is wrong and what to do, no traceback.
+    import numpy as np
+
+    from shoprec.registry import memo
+
+    folder = memo.recall("plain-file", "champion", None)[0]
+    (state,) = [p for p in Path(folder).rglob("state.npz") if "item_idf" in np.load(p).files]
+    with np.load(state) as stored:
+        kept = {key: stored[key] for key in stored.files if key != "item_idf"}
+    np.savez(state, **kept)
+    done = run("recommend", "--registered-model-name", "plain-file", "--user", user, "--k",
+               "3", cwd=tmp_path)
+    assert done.returncode == 3, (done.stdout, done.stderr[-2000:])
+    assert "without its statistics (item_idf); retrain it" in done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
 
 
 def test_promote_weighs_the_data_as_the_version_was_trained(monkeypatch) -> None:
