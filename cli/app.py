@@ -169,7 +169,9 @@ def _handle_errors(func: F) -> F:
                 err_console.print(f"[bold red]registry error:[/] {exc}", highlight=False)
                 raise typer.Exit(EXIT_FAILURE) from None
             # Any other: a model that cannot be read or trained (a damaged bundle, a
-            # candidate that failed); the message says what, a traceback would not help.
+            # candidate that failed); the message says what (the traceback with -v).
+            if logging.getLogger().isEnabledFor(logging.INFO):
+                traceback.print_exc()
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(EXIT_FAILURE) from None
         except KeyboardInterrupt:

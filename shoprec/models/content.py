@@ -148,7 +148,8 @@ class ContentRecommender(Recommender):
             del base
         if self.popularity_smoothing is None and tuner is not None:
             # The score is ``s * max(cosine, 0) + max(cosine, 0) * popularity``: a weighted
-            # sum of two parts, so the cosines are computed once for every smoothing.
+            # sum of two parts, so the cosines are computed once for every smoothing (the
+            # sum is rounded apart from score()'s product: a near-tie may rank otherwise).
             grid = [float(value) for value in self.smoothing_grid]
 
             def parts(rows: sp.csr_matrix) -> list[np.ndarray]:

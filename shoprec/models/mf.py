@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 #: Rows folded in together at most (:meth:`ImplicitALS.user_factors`).
 FOLD_IN_ROWS = 512
 #: Values (rows x longest row x factors) of one fold-in group's padded block: 4M float64,
-#: 32 MB, with two more arrays of its size while the systems are formed.
+#: 32 MB; forming the systems takes a few arrays of about its size more.
 FOLD_IN_BLOCK_VALUES = 4 * 2**20
 
 
@@ -194,7 +194,12 @@ class ImplicitALS(Recommender):
         return item_factors, np.asarray(model.user_factors, dtype=np.float32)
 
     def _prepare(self) -> None:
-        self.item_factors64_ = self.item_factors_.astype(np.float64)
+        # One zero row after the factors: the padded slot of the fold-in's blocks (built
+        # here once; a served request folds one row in).
+        padded = np.zeros((self.item_factors_.shape[0] + 1, self.item_factors_.shape[1]))
+        padded[:-1] = self.item_factors_
+        self.item_factors_padded_ = padded
+        self.item_factors64_ = padded[:-1]
         self.item_norms_ = np.linalg.norm(self.item_factors_, axis=1)
         y = self.item_factors64_
         self.gram_ = y.T @ y + self.regularization_ * np.eye(y.shape[1])
@@ -221,9 +226,11 @@ class ImplicitALS(Recommender):
         active = np.flatnonzero(lengths)
         if not len(active):
             return out
-        padded = np.vstack([y, np.zeros((1, dims))])  # the last row: a padded slot
+        if rows.indices.max() >= y.shape[0]:
+            raise ValueError(f"mf: an item index past the model's {y.shape[0]} items")
+        padded = self.item_factors_padded_
         order = active[np.argsort(lengths[active], kind="stable")]
-        # Rows up to half the dims long are solved through their items (_fold_short).
+        # Rows at most half the dims long are solved through their items (_fold_short).
         split = int(np.searchsorted(lengths[order], dims // 2, side="right"))
         for part, fold in ((order[:split], self._fold_short), (order[split:], self._fold_long)):
             start = 0
@@ -237,8 +244,8 @@ class ImplicitALS(Recommender):
                 present = slots[None, :] < lengths[group][:, None]
                 at = np.minimum(rows.indptr[group][:, None] + slots[None, :], rows.nnz - 1)
                 factors = padded[np.where(present, rows.indices[at], y.shape[0])]
-                confidence = self.alpha * np.where(present, rows.data[at], 0.0)
-                out[group] = fold(factors, confidence.astype(np.float64))
+                weights = np.where(present, rows.data[at].astype(np.float64), 0.0)
+                out[group] = fold(factors, self.alpha * weights)
         return out
 
     def _fold_long(self, factors: np.ndarray, confidence: np.ndarray) -> np.ndarray:
@@ -252,7 +259,7 @@ class ImplicitALS(Recommender):
         return np.linalg.solve(systems, targets[:, :, None])[:, :, 0]
 
     def _fold_short(self, factors: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        """The same solution through the row's items, for rows shorter than half the dims.
+        """The same solution through the row's items, for rows at most half the dims long.
 
         ``A = G + FᵀDF`` with ``D = C − I`` is a low-rank update of ``G``, whose inverse
         ``H`` is kept: by Woodbury's identity (the form that needs no ``D⁻¹``, which a

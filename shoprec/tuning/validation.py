@@ -158,12 +158,13 @@ class ValidationTuner:
         n_parts, n_items = len(combos[0]), self.relevance.shape[1]
         relevance, _ = sample_users(self.relevance, SELECTION_USERS, np.random.default_rng(0))
         users = np.flatnonzero(np.diff(relevance.indptr) > 0)
+        totals = np.zeros(len(combos))
         if len(users) == 0:
             logger.info("%s: no validation user to choose weights on; %s kept", model.name,
                         list(combos[0]))
+            self._report(model, totals, 1, what, values)  # every figure 0, as select's
             return combos[0]
         size = max(1, min(2048, WEIGHTS_MEMORY_BYTES // (4 * n_items * (n_parts + 1))))
-        totals = np.zeros(len(combos))
         for start in range(0, len(users), size):
             chunk = users[start:start + size]
             rows, relevant = self.history[chunk], relevance[chunk]
@@ -185,17 +186,23 @@ class ValidationTuner:
             for position, combo in enumerate(combos):
                 found = evaluate_ranker(ranker(combo), relevant, (10,), batch_size=len(chunk))
                 totals[position] += found["ndcg@10"] * found["users"]
-        if what is not None:
-            for position, value in enumerate(values or range(len(combos))):
-                figure = totals[position] / len(users)
-                logger.info("%s %s %g: validation ndcg@10 %.4f", model.name, what, value, figure)
-                if self.progress is not None:
-                    self.progress(value, {f"validation_ndcg_at_10_by_{what}": figure})
+        self._report(model, totals, len(users), what, values)
         best = int(np.argmax(totals))  # the first of equals
         logger.info("%s weights %s: validation ndcg@10 %.4f (%d combinations, %d users)",
                     model.name, list(combos[best]), totals[best] / len(users), len(combos),
                     len(users))
         return combos[best]
+
+    def _report(self, model: Recommender, totals: np.ndarray, users: int, what: str | None,
+                values: Sequence[float] | None) -> None:
+        """Log each combination's figure (``totals`` over ``users``) as ``what``'s values."""
+        if what is None:
+            return
+        for position, value in enumerate(range(len(totals)) if values is None else values):
+            figure = float(totals[position] / users)
+            logger.info("%s %s %g: validation ndcg@10 %.4f", model.name, what, value, figure)
+            if self.progress is not None:
+                self.progress(value, {f"validation_ndcg_at_10_by_{what}": figure})
 
     def early_stopping(self, patience: int) -> EarlyStopping:
         """A fresh epoch callback that stops after ``patience`` epochs without gain."""

@@ -128,3 +128,19 @@ def test_a_warm_start_is_the_nearest_value_tried() -> None:
     assert starts[4:6] == [(31.62, 100.0), (316.2, 100.0)]
     # Then a quarter decade each side of the new best, 316.2, from it.
     assert [s for _, s in starts[6:]] == [316.2] * len(starts[6:]) and len(starts) > 6
+
+
+def test_weights_chosen_without_validation_users_report_every_value_as_zero() -> None:
+    """As :meth:`select` does when nothing can be scored: each value's curve point is 0."""
+    from shoprec.models import Popularity
+
+    history = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    reported: dict[float, float] = {}
+    tuner = ValidationTuner(history, sp.csr_matrix((4, 4), dtype=np.float32),
+                            progress=lambda value, m: reported.update(
+                                {value: m["validation_ndcg_at_10_by_smoothing"]}))
+    model = Popularity().fit(history)
+    chosen = tuner.select_weights(model, lambda rows: [model.score(rows)], [(1.0,), (2.0,)],
+                                  "smoothing", [0.5, 5.0])
+    assert chosen == (1.0,)
+    assert reported == {0.5: 0.0, 5.0: 0.0}

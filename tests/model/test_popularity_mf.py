@@ -88,18 +88,28 @@ def test_fold_in_personalises_a_new_shopper(planted, synthetic_dir) -> None:
     assert np.mean(category[pop_top[0]] == target) < np.mean(category[top[0]] == target)
 
 
-@pytest.mark.parametrize("weighting", ["bm25", "none"])
-def test_fold_in_solves_each_rows_normal_equations(weighting) -> None:
+@pytest.mark.parametrize(("weighting", "small_groups"),
+                         [("bm25", False), ("none", False), ("bm25", True)])
+def test_fold_in_solves_each_rows_normal_equations(weighting, small_groups,
+                                                   monkeypatch) -> None:
     """The grouped fold-in gives each row the solution of its own system.
 
     Rows of every length from empty to longer than the factors (both ways of solving),
-    weights under 1 (BM25 confidences below an unobserved item's), in shuffled order.
+    weights under 1 (BM25 confidences below an unobserved item's), in shuffled order; in
+    one group per way, or in groups of at most 3 rows and a block too small for a row of
+    more than 10 items (such a row alone).
     """
+    if small_groups:
+        from shoprec.models import mf
+
+        monkeypatch.setattr(mf, "FOLD_IN_ROWS", 3)
+        monkeypatch.setattr(mf, "FOLD_IN_BLOCK_VALUES", 80)
     rng = np.random.default_rng(5)
     n_items, factors = 120, 8
     lengths = rng.permutation(np.r_[0, 0, np.arange(1, 40), 90])
     cols = [rng.choice(n_items, size=n, replace=False) for n in lengths]
-    rows = sp.csr_matrix((np.concatenate([rng.uniform(0.2, 6.0, n) for n in lengths]),
+    rows = sp.csr_matrix((np.concatenate([rng.uniform(0.2, 6.0, n) for n in lengths]
+                                         ).astype(np.float32),
                           np.concatenate(cols).astype(np.int64),
                           np.r_[0, np.cumsum(lengths)]), shape=(len(lengths), n_items))
     model = ImplicitALS(factors=factors, regularization=1.0, iterations=3, alpha=2.0,
@@ -111,7 +121,7 @@ def test_fold_in_solves_each_rows_normal_equations(weighting) -> None:
             assert not got[r].any()
             continue
         at = slice(weighted.indptr[r], weighted.indptr[r + 1])
-        c, f = model.alpha * weighted.data[at], y[weighted.indices[at]]
+        c, f = model.alpha * weighted.data[at].astype(np.float64), y[weighted.indices[at]]
         want = np.linalg.solve(y.T @ y + np.eye(factors) + f.T @ ((c - 1)[:, None] * f),
                                f.T @ c)
         np.testing.assert_allclose(got[r], want, rtol=1e-9, atol=1e-12)
