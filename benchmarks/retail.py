@@ -38,7 +38,7 @@ def child(args: argparse.Namespace) -> None:
         FlowRunFilterParentFlowRunId,
     )
     from shoprec_cli.app import _parse_params
-    from shoprec_flows.server_guard import guard_temporary_servers, start_for_training
+    from shoprec_flows.server_guard import start_for_training
 
     from shoprec.config import DataConfig, SplitConfig, TrainingConfig, WeightingConfig
     from shoprec.runtime import apply_runtime_defaults
@@ -54,7 +54,6 @@ def child(args: argparse.Namespace) -> None:
                               else None)
     # As `shoprec train` does: the temporary server starts while the flow, and what its
     # candidates need, are imported (and stops if this process is killed).
-    guard_temporary_servers()
     start_for_training(training.models)
     from shoprec_flows.training import training_pipeline
 

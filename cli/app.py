@@ -452,16 +452,17 @@ def _quiet_tracebacks() -> None:
                 handler.setFormatter(_WithoutTraceback(handler.formatter))
 
 
-def _before_flows() -> None:
+def _before_flows(*modules: str) -> None:
     """What every command that runs a flow needs first.
 
-    Quiet tracebacks, and a temporary Prefect server (when no PREFECT_API_URL is set) that stops by
+    Quiet tracebacks, and a temporary Prefect server (when no PREFECT_API_URL is set) that
+    starts while ``modules`` (the command's flow, what it runs) are imported, and stops by
     itself if this process is killed outright.
     """
-    from shoprec_flows.server_guard import guard_temporary_servers
+    from shoprec_flows.server_guard import start_while_importing
 
     _quiet_tracebacks()
-    guard_temporary_servers()
+    start_while_importing(list(modules))
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -689,12 +690,11 @@ def train(
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()
-    _before_flows()
     # The temporary Prefect server starts while the flow, and what its candidates need
     # (TensorFlow for the networks), are imported.
-    from shoprec_flows.server_guard import start_for_training
+    from shoprec_flows.server_guard import training_modules
 
-    start_for_training(training_config.models)
+    _before_flows(*training_modules(training_config.models))
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from shoprec_flows.training import training_pipeline
 
@@ -810,9 +810,8 @@ def forecast(
                             gate_margin=gate_margin, registered_model_name=model_name)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(Path(output_dir), "--output-dir")
+    _before_flows("shoprec_flows.forecast")
     from shoprec_flows.forecast import demand_forecast
-
-    _before_flows()
     began = time.perf_counter()
     summary = demand_forecast(data=data_config, forecast=config)
     table = Table(title=f"Demand forecast: {summary['products']:,} products x "
@@ -949,9 +948,8 @@ def promote(
                           "promote` compares recommenders. A forecast becomes champion through "
                           "the gate of `shoprec forecast`; `shoprec rollback "
                           f"--registered-model-name {model_name}` restores the previous one")
+    _before_flows("shoprec_flows.operations")
     from shoprec_flows.operations import promote_model
-
-    _before_flows()
 
     # Weighted as the version was trained (its recipe), unless told otherwise.
     weighting = _weighting(recency_half_life_days, repeats, quantity_damping) \
@@ -982,9 +980,8 @@ def rollback(
     if alias_version(model_name, PREVIOUS_CHAMPION) is None:
         raise PromotionError(f"{model_name} has no '{PREVIOUS_CHAMPION}' alias: nothing to roll "
                              "back to (it is set when a promotion replaces a champion)")
+    _before_flows("shoprec_flows.operations")
     from shoprec_flows.operations import rollback_model
-
-    _before_flows()
 
     moved = rollback_model(registered_model_name=model_name, reason=reason, requested_by=by)
     console.print(f"{model_name}: champion moved from version {moved['from']} back to version "
@@ -1065,9 +1062,8 @@ def batch(
                 raise ConfigError(f"--forecast {forecast!r} is version {found} of "
                                   f"{demand_name}, which is not a demand forecast; give "
                                   "models:/shoprec-demand@champion or a forecast file")
+    _before_flows("shoprec_flows.operations")
     from shoprec_flows.operations import batch_recommendations
-
-    _before_flows()
 
     result = batch_recommendations(batch=config)
     console.print(f"{result['users']:,} users, {result['rows']:,} rows by version "

@@ -1,23 +1,41 @@
-"""Prefect's temporary server, made to stop when the command that started it dies.
+"""Prefect's temporary server for one command: started early, stopped when the command dies.
 
-Prefect starts a temporary API server (a ``uvicorn`` subprocess) for a command run without
-``PREFECT_API_URL``. It is stopped when the command exits normally, but a command killed
-outright (``kill -9``, the out-of-memory killer) cannot stop it, and it would run on as an
-orphan holding a port and the Prefect database. The server started through
-:func:`guard_temporary_servers` watches its parent instead and shuts itself down when the
-parent is gone.
+Without ``PREFECT_API_URL``, Prefect starts a temporary API server (a ``uvicorn``
+subprocess) on a command's first API call. shoprec starts that server itself instead, for
+two reasons:
+
+- **Sooner.** Prefect's own start first imports its whole server package in the command's
+  process (about 3 s) and only then launches the subprocess, which imports it again. Here
+  the subprocess is launched as soon as Prefect's settings are read, and the command imports
+  what it will run (the flow, MLflow, TensorFlow) on the other core meanwhile; the command
+  itself never imports Prefect's server package. This process is then pointed at the server
+  through ``PREFECT_API_URL``, so Prefect never starts one of its own.
+- **Never an orphan.** A command killed outright (``kill -9``, the out-of-memory killer)
+  cannot stop its server; this server watches its parent and shuts itself down when the
+  parent is gone.
+
+It runs Prefect's own app in Prefect's temporary-server mode (no UI), on Prefect's database,
+and waits ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` for it, as Prefect does.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import importlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from typing import Any
+import urllib.error
+import urllib.request
+from typing import Any, ClassVar
+
+from shoprec.errors import ShopRecError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +43,12 @@ PARENT_ENV = "SHOPREC_SERVER_PARENT_PID"
 # Seconds between looks at the parent, and the grace a clean uvicorn shutdown gets.
 POLL_SECONDS = 0.5
 GRACE_SECONDS = 5.0
+#: uvicorn's exit status when its port was taken meanwhile; another port is tried.
+PORT_TAKEN = 3
+
+
+class ServerStartError(ShopRecError):
+    """The temporary Prefect server did not answer in time."""
 
 
 def create_app() -> Any:
@@ -52,79 +76,172 @@ def _watch_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _guarded_uvicorn_command(self: Any) -> subprocess.Popen[Any]:
-    """Prefect's temporary-server command, with the guarded app factory."""
-    import prefect
-    from prefect.settings import get_current_settings
-
-    environment = {
-        **os.environ,
-        # What Prefect sets for its temporary server (no UI, ephemeral mode).
-        "PREFECT_UI_ENABLED": "0",
-        "PREFECT__SERVER_EPHEMERAL": "1",
-        "PREFECT__SERVER_FINAL": "1",
-        **get_current_settings().to_environment_variables(exclude_unset=True),
-        PARENT_ENV: str(os.getpid()),
-    }
-    return subprocess.Popen(
-        args=[sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
-              "--factory", "shoprec_flows.server_guard:create_app", "--host", "127.0.0.1",
-              "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-        env=environment)
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def guard_temporary_servers() -> None:
-    """Make this process's temporary Prefect servers stop when it dies.
+class TemporaryServer:
+    """This command's temporary Prefect server (at most one per process).
 
-    Applies to every temporary server started from now on; servers given by
-    ``PREFECT_API_URL`` are not touched.
+    Args:
+        environment: The server process's environment.
+        timeout: Seconds to wait for it to answer.
     """
-    from prefect.server.api.server import SubprocessASGIServer
 
-    SubprocessASGIServer._run_uvicorn_command = _guarded_uvicorn_command  # type: ignore[method-assign]  # noqa: SLF001
+    current: ClassVar[TemporaryServer | None] = None
+
+    def __init__(self, environment: dict[str, str], timeout: float) -> None:
+        self.environment = environment
+        self.timeout = timeout
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        """The server's API address."""
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def launch(self) -> None:
+        """Start the server process; :meth:`wait` is what waits for it."""
+        import prefect
+
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+             "--factory",
+             "shoprec_flows.server_guard:create_app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            env=self.environment)
+        TemporaryServer.current = self
+        atexit.register(self.stop)
+
+    def wait(self) -> None:
+        """Wait until the server answers its health check.
+
+        Raises:
+            ServerStartError: It did not answer within the timeout, or its process ended.
+        """
+        # The server is local: no HTTP proxy from the environment may stand in between.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            code = self.process.poll()
+            if code == PORT_TAKEN:  # the free port was taken before uvicorn bound it
+                self.launch()
+                continue
+            if code is not None:
+                break
+            try:
+                with opener.open(f"{self.api_url}/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        ended = self.process.poll() if self.process is not None else None
+        self.stop()
+        raise ServerStartError(
+            "the temporary Prefect server did not answer within "
+            f"{self.timeout:.0f} s" + (f" (its process exited with {ended})"
+                                      if ended is not None else "")
+            + "; set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher on a slow "
+            "machine, or point PREFECT_API_URL at a running server (`prefect server start`)")
+
+    def stop(self) -> None:
+        """Stop the server: uvicorn's clean shutdown, then a kill after the grace."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            logging.getLogger("prefect").info("Stopping temporary server on %s",
+                                              self.api_url.removesuffix("/api"))
+            process.terminate()
+            try:
+                process.wait(timeout=GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if TemporaryServer.current is self:
+            TemporaryServer.current = None
+
+
+def _use_server(api_url: str) -> None:
+    """Point this process's Prefect (and its children) at ``api_url``.
+
+    The UI address is set empty: the temporary server has no UI, so Prefect prints no
+    "View at" link to it.
+    """
+    import prefect.context
+
+    os.environ["PREFECT_API_URL"] = api_url
+    os.environ["PREFECT_UI_URL"] = ""
+    # Prefect reads its settings once, at import; this is how its plugins make it read
+    # the environment again (the function is newer than Prefect 3.4: the same by hand).
+    refresh = getattr(prefect.context, "refresh_global_settings_context", None)
+    if refresh is not None:
+        refresh()
+    else:
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
 
 
 def start_while_importing(modules: list[str]) -> None:
     """Start the temporary Prefect server now, importing ``modules`` meanwhile.
 
-    Prefect starts its temporary server on the first API call and waits seconds for it,
-    idle; a training run then spends seconds more importing what it will use (MLflow,
-    TensorFlow). Here the two overlap: the server starts in its own process while a thread
-    of this one imports. Nothing is done when ``PREFECT_API_URL`` names a server or
-    temporary servers are disabled; an import that fails is left for its real import to
-    report.
+    Nothing is started when ``PREFECT_API_URL`` names a server, temporary servers are
+    disabled, or this process already started one; the modules are imported in any case.
+    An import that fails is left for its real import to report.
+
+    Raises:
+        ServerStartError: The server did not answer in time.
     """
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
-    if settings.api.url or not settings.server.ephemeral.enabled:
-        return
-    importer = threading.Thread(target=_import_quietly, args=(modules,), name="prewarm",
-                                daemon=True)
-    importer.start()
-    SubprocessASGIServer().start()
-    # Joined before the flow runs, so no module is imported by two threads at once.
-    importer.join()
+    server = None
+    if not settings.api.url and settings.server.ephemeral.enabled \
+            and TemporaryServer.current is None:
+        environment = {
+            **os.environ,
+            # What Prefect sets for its temporary server (no UI, temporary mode).
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **settings.to_environment_variables(exclude_unset=True),
+            PARENT_ENV: str(os.getpid()),
+        }
+        server = TemporaryServer(environment,
+                                 settings.server.ephemeral.startup_timeout_seconds)
+        server.launch()
+    # The server process starts on one core while this one imports on the other.
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - reported again where it is really imported
+            logger.debug("prewarming %s failed: %s", name, exc)
+    if server is not None:
+        # Logged once the flow's import has set up Prefect's console logging.
+        logging.getLogger("prefect").info(
+            "Starting temporary server on %s\nSee https://docs.prefect.io/v3/concepts/server "
+            "for running a dedicated Prefect server (PREFECT_API_URL)",
+            server.api_url.removesuffix("/api"))
+        server.wait()
+        _use_server(server.api_url)
 
 
-def start_for_training(models: list[str]) -> None:
-    """:func:`start_while_importing` what a training run of ``models`` will import.
+def training_modules(models: list[str]) -> list[str]:
+    """What a training run of ``models`` will import.
 
     The flow and MLflow always; TensorFlow when a network is among the candidates.
     """
     from shoprec.models import CANDIDATES
 
     networks = any(getattr(CANDIDATES[m], "slow_to_train", False) for m in models)
-    start_while_importing(["shoprec_flows.training", "mlflow",
-                           *(["tensorflow", "keras"] if networks else [])])
+    return ["shoprec_flows.training", "mlflow", *(["tensorflow", "keras"] if networks else [])]
 
 
-def _import_quietly(modules: list[str]) -> None:
-    import importlib
-
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - reported again where it is really imported
-            logger.debug("prewarming %s failed: %s", name, exc)
+def start_for_training(models: list[str]) -> None:
+    """:func:`start_while_importing` what a training run of ``models`` will import."""
+    start_while_importing(training_modules(models))

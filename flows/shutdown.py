@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -11,6 +12,12 @@ def stop_temporary_servers() -> None:
     A training thread that notices the shutdown may ask Prefect for a server again, which
     would start a new temporary one (seconds, and an orphan once the process is gone).
     """
+    from shoprec_flows.server_guard import TemporaryServer
+
+    if TemporaryServer.current is not None:
+        TemporaryServer.current.stop()
+    if "prefect.server.api.server" not in sys.modules:
+        return  # Prefect never started one of its own in this process
     from prefect.server.api.server import SubprocessASGIServer
 
     def refuse(self: Any, *args: Any, **kwargs: Any) -> None:

@@ -96,6 +96,10 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
 
     found = resolve_version(name, alias, version)
     root, uri = f"models:/{name}/{found}", tracking.tracking_uri()
+    # MLflow resolves "models:/" through the process's registry URI whatever is passed
+    # below: a MLFLOW_REGISTRY_URI naming another store would not find the version.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel",
                                                   tracking_uri=uri, registry_uri=uri)
     # Where log_model put the bundle inside the model (a folder named at logging time).

@@ -133,6 +133,12 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
     done = run("recommend", "--registered-model-name", "plain-file", "--user", user, "--k",
                "3", cwd=tmp_path)
     assert done.returncode == 0 and "(model)" in done.stdout, done.stderr[-2000:]
+    # shoprec's registry is its tracking store: a MLFLOW_REGISTRY_URI left naming another
+    # store (MLflow's loaders read it) does not hide the version (asked of MLflow: no memo).
+    done = run("recommend", "--registered-model-name", "plain-file", "--user", user, "--k",
+               "3", cwd=tmp_path, env={"MLFLOW_REGISTRY_URI": f"sqlite:///{tmp_path}/other.db",
+                                       "SHOPREC_CACHE_DIR": str(tmp_path / "no-memo")})
+    assert done.returncode == 0 and "(model)" in done.stdout, done.stderr[-2000:]
     done = run("recommend", "--registered-model-name", "plain-file", "--user", user, "--k",
                "3", "--explain", cwd=tmp_path)
     assert done.returncode == 0 and "because" in done.stdout, done.stderr[-2000:]

@@ -244,20 +244,19 @@ def test_a_tracking_server_killed_mid_run_ends_the_run_quickly(tmp_path: Path,
 
 
 GUARDED_CLIENT = """
-import time
+import sys, time
 from shoprec.runtime import apply_runtime_defaults
 
 apply_runtime_defaults()  # what the CLI does first, before Prefect reads its settings
-from shoprec_flows.server_guard import guard_temporary_servers
+from shoprec_flows.server_guard import TemporaryServer, start_while_importing
 from prefect.client.orchestration import get_client
-from prefect.server.api.server import SubprocessASGIServer
 
-guard_temporary_servers()
-with get_client(sync_client=True) as client:  # starts Prefect's temporary server
+start_while_importing(["mlflow"])  # as the CLI's flow commands do
+with get_client(sync_client=True) as client:  # must use that server, not start another
     client.api_healthcheck()
-servers = [s.server_process.pid for s in SubprocessASGIServer._instances.values()
-           if s.server_process is not None]
-print(*servers, flush=True)
+# Prefect's own temporary server was never started (nor its server package imported here).
+print(TemporaryServer.current.process.pid, "prefect.server.api.server" in sys.modules,
+      flush=True)
 time.sleep(600)
 """
 
@@ -276,7 +275,9 @@ def test_a_temporary_server_stops_when_its_command_is_killed_outright(tmp_path: 
         assert process.stdout is not None
         line = process.stdout.readline()  # blocks until the server answered
         assert line.strip(), process.stderr.read() if process.stderr else ""
-        server = psutil.Process(int(line.split()[0]))
+        pid, imported = line.split()
+        assert imported == "False"
+        server = psutil.Process(int(pid))
         assert server.is_running() and server.ppid() == process.pid
         process.kill()
         process.wait(timeout=10)
@@ -293,6 +294,23 @@ def test_a_temporary_server_stops_when_its_command_is_killed_outright(tmp_path: 
             server.kill()
     assert not orphan, "the temporary server outlived its command by 15 s"
     assert gone_in < 10, f"stopped {gone_in:.1f} s after its command died"
+
+
+def test_a_temporary_server_that_does_not_answer_in_time_is_stopped_with_a_clear_error(
+        ) -> None:
+    """PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS is honoured: past it, the command
+    gets an error saying what to change, and the server process is not left behind."""
+    from shoprec_flows.server_guard import ServerStartError, TemporaryServer
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    server = TemporaryServer(env, timeout=0.3)  # far less than its start takes
+    server.launch()
+    process = server.process
+    assert process is not None
+    with pytest.raises(ServerStartError, match="PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT"):
+        server.wait()
+    assert process.poll() is not None  # stopped, and reaped
+    assert server.process is None and TemporaryServer.current is None
 
 
 def _bundle(folder: Path) -> Path:
