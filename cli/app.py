@@ -948,16 +948,17 @@ def promote(
                           "promote` compares recommenders. A forecast becomes champion through "
                           "the gate of `shoprec forecast`; `shoprec rollback "
                           f"--registered-model-name {model_name}` restores the previous one")
-    _before_flows("shoprec_flows.operations")
-    from shoprec_flows.operations import promote_model
-
     # Weighted as the version was trained (its recipe), unless told otherwise.
     weighting = _weighting(recency_half_life_days, repeats, quantity_damping) \
         or _recorded_weighting(model_name, chosen)
-    decision = promote_model(promotion=config,
-                             data=_data_config(interactions, items, fmt, None, None, "utf-8"),
-                             split=SplitConfig(method=split, test_days=test_days,
-                                               validation_days=validation_days),
+    data = _data_config(interactions, items, fmt, None, None, "utf-8")
+    split_config = SplitConfig(method=split, test_days=test_days,
+                               validation_days=validation_days)
+    # Every option is checked before the temporary Prefect server starts.
+    _before_flows("shoprec_flows.operations")
+    from shoprec_flows.operations import promote_model
+
+    decision = promote_model(promotion=config, data=data, split=split_config,
                              weighting=weighting)
     _print_decision(decision)
     console.print(f"champion is now {model_name} version {decision['candidate_version']}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import http.client
 import importlib
 import logging
 import os
@@ -43,8 +44,10 @@ PARENT_ENV = "SHOPREC_SERVER_PARENT_PID"
 # Seconds between looks at the parent, and the grace a clean uvicorn shutdown gets.
 POLL_SECONDS = 0.5
 GRACE_SECONDS = 5.0
-#: uvicorn's exit status when its port was taken meanwhile; another port is tried.
-PORT_TAKEN = 3
+#: uvicorn's exit status when its app could not start: its port was taken meanwhile, or
+#: Prefect's database could not be opened; another port is tried this many times.
+STARTUP_FAILED = 3
+RELAUNCHES = 2
 
 
 class ServerStartError(ShopRecError):
@@ -97,6 +100,9 @@ class TemporaryServer:
         self.timeout = timeout
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.launched = 0.0
+        # The variables this process had before it was pointed at the server.
+        self._previous: dict[str, str | None] | None = None
 
     @property
     def api_url(self) -> str:
@@ -114,8 +120,10 @@ class TemporaryServer:
              "shoprec_flows.server_guard:create_app", "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
             env=self.environment)
+        if not self.launched:  # the timeout counts from the first launch, as Prefect's does
+            self.launched = time.monotonic()
+            atexit.register(self.stop)
         TemporaryServer.current = self
-        atexit.register(self.stop)
 
     def wait(self) -> None:
         """Wait until the server answers its health check.
@@ -125,30 +133,39 @@ class TemporaryServer:
         """
         # The server is local: no HTTP proxy from the environment may stand in between.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
+        relaunches = RELAUNCHES
+        while time.monotonic() < self.launched + self.timeout:
             assert self.process is not None
             code = self.process.poll()
-            if code == PORT_TAKEN:  # the free port was taken before uvicorn bound it
+            if code == STARTUP_FAILED and relaunches:  # e.g. the port was taken meanwhile
+                relaunches -= 1
                 self.launch()
+                logger.info("the temporary Prefect server could not start; trying port %d",
+                            self.port)
                 continue
             if code is not None:
                 break
             try:
                 with opener.open(f"{self.api_url}/health", timeout=1) as answer:
-                    if answer.status == 200:
+                    # Another program could answer on the port before ours has bound it.
+                    if answer.status == 200 and self.process.poll() is None:
                         return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError,
+                    TimeoutError):
                 pass
             time.sleep(0.1)
         ended = self.process.poll() if self.process is not None else None
         self.stop()
+        if ended is not None:
+            raise ServerStartError(
+                f"the temporary Prefect server exited with status {ended} before answering "
+                "(its messages are above; Prefect's database is under PREFECT_HOME, "
+                "~/.prefect by default); point PREFECT_API_URL at a running server "
+                "(`prefect server start`) to use that instead")
         raise ServerStartError(
-            "the temporary Prefect server did not answer within "
-            f"{self.timeout:.0f} s" + (f" (its process exited with {ended})"
-                                      if ended is not None else "")
-            + "; set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher on a slow "
-            "machine, or point PREFECT_API_URL at a running server (`prefect server start`)")
+            f"the temporary Prefect server did not answer within {self.timeout:.0f} s; set "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher on a slow machine, or "
+            "point PREFECT_API_URL at a running server (`prefect server start`)")
 
     def stop(self) -> None:
         """Stop the server: uvicorn's clean shutdown, then a kill after the grace."""
@@ -166,18 +183,30 @@ class TemporaryServer:
                 process.wait()
         if TemporaryServer.current is self:
             TemporaryServer.current = None
+        if self._previous is not None:  # this process no longer points at a stopped server
+            _point_prefect(self._previous)
+            self._previous = None
+
+    def use(self) -> None:
+        """Point this process's Prefect (and its children) at this server.
+
+        The UI address is set empty: the temporary server has no UI, so Prefect prints no
+        "View at" link to it.
+        """
+        self._previous = {key: os.environ.get(key) for key in ("PREFECT_API_URL",
+                                                                "PREFECT_UI_URL")}
+        _point_prefect({"PREFECT_API_URL": self.api_url, "PREFECT_UI_URL": ""})
 
 
-def _use_server(api_url: str) -> None:
-    """Point this process's Prefect (and its children) at ``api_url``.
-
-    The UI address is set empty: the temporary server has no UI, so Prefect prints no
-    "View at" link to it.
-    """
+def _point_prefect(variables: dict[str, str | None]) -> None:
+    """Set (or, for ``None``, remove) Prefect's ``variables`` and make Prefect read them."""
     import prefect.context
 
-    os.environ["PREFECT_API_URL"] = api_url
-    os.environ["PREFECT_UI_URL"] = ""
+    for key, value in variables.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     # Prefect reads its settings once, at import; this is how its plugins make it read
     # the environment again (the function is newer than Prefect 3.4: the same by hand).
     refresh = getattr(prefect.context, "refresh_global_settings_context", None)
@@ -228,7 +257,7 @@ def start_while_importing(modules: list[str]) -> None:
             "for running a dedicated Prefect server (PREFECT_API_URL)",
             server.api_url.removesuffix("/api"))
         server.wait()
-        _use_server(server.api_url)
+        server.use()
 
 
 def training_modules(models: list[str]) -> list[str]:
