@@ -51,7 +51,7 @@ RELAUNCHES = 2
 
 
 class ServerStartError(ShopRecError):
-    """The temporary Prefect server did not answer in time."""
+    """The temporary Prefect server did not answer in time, or exited before it did."""
 
 
 def create_app() -> Any:
