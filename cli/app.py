@@ -689,6 +689,10 @@ def train(
                                      quantize=quantize, prune_top=prune_top)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
+    if dask_address:
+        from shoprec_flows.server_guard import check_dask_workers_reach_prefect
+
+        check_dask_workers_reach_prefect(dask_address)
     began = time.perf_counter()
     # The temporary Prefect server starts while the flow, and what its candidates need
     # (TensorFlow for the networks), are imported.

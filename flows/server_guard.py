@@ -260,6 +260,40 @@ def start_while_importing(modules: list[str]) -> None:
         server.use()
 
 
+def _is_loopback(address: str) -> bool:
+    """Whether a Dask scheduler address (``tcp://host:port``) names this machine."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(address if "://" in address else f"tcp://{address}").hostname or ""
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):  # a name that does not resolve here: not this machine's
+        return False
+
+
+def check_dask_workers_reach_prefect(address: str) -> None:
+    """Refuse a remote Dask cluster when the run would use a temporary Prefect server.
+
+    Every task reports its state to the flow's Prefect API; a temporary server listens on
+    127.0.0.1 of this machine, which another machine's workers cannot reach.
+
+    Raises:
+        ConfigError: ``address`` is not this machine and no ``PREFECT_API_URL`` is set.
+    """
+    from prefect.settings import get_current_settings
+
+    from shoprec.errors import ConfigError
+
+    if get_current_settings().api.url or _is_loopback(address):
+        return
+    raise ConfigError(f"--dask-address {address}: the workers of a remote Dask cluster report "
+                      "each task to the flow's Prefect server, and without PREFECT_API_URL "
+                      "the run would have a temporary one on this machine's 127.0.0.1, out of "
+                      "their reach; set PREFECT_API_URL to a Prefect server they can reach "
+                      "(`prefect server start --host 0.0.0.0`)")
+
+
 def training_modules(models: list[str]) -> list[str]:
     """What a training run of ``models`` will import.
 

@@ -148,6 +148,25 @@ def test_train_options_are_checked_before_any_work(tmp_path: Path, args: list[st
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
+def test_a_remote_dask_cluster_without_a_prefect_server_is_refused(tmp_path: Path) -> None:
+    """Its workers could not reach a temporary server on this machine's 127.0.0.1: refused
+    with what to set, before any work; a cluster on this machine is not refused."""
+    from shoprec_flows.server_guard import _is_loopback
+
+    write(tmp_path / "data.csv", canonical_csv())
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    done = subprocess.run([SHOPREC, "train", "--interactions", "data.csv", "--dask-address",
+                           "tcp://192.0.2.1:8786"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, check=False, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "set PREFECT_API_URL to a Prefect server they can reach" in done.stderr
+    assert "temporary server" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    assert _is_loopback("tcp://127.0.0.1:8786") and _is_loopback("localhost:8786")
+    assert not _is_loopback("tcp://192.0.2.1:8786")  # TEST-NET-1: never this machine
+
+
 @pytest.mark.parametrize("args", [["promote", "--version", "99"], ["rollback"],
                                   ["recommend", "--user", "u1"], ["batch"],
                                   ["serve", "--port", "5999"]])
