@@ -43,6 +43,7 @@ from shoprec.config import (
 from shoprec.features import item_frame
 from shoprec.registry import runs
 from shoprec.registry.publish import git_commit
+from shoprec.registry.tracking import initialise_store_in_background
 from shoprec.runtime import apply_runtime_defaults
 from shoprec.training import (
     blend_job,
@@ -86,6 +87,8 @@ def training_pipeline(
         The run summary (DESIGN.md, ``--summary-json``).
     """
     apply_runtime_defaults()
+    # A new MLflow store's schema is made on the idle core while the data is prepared.
+    initialise_store_in_background()
     # Data preparation, cached by the input's fingerprint and the configuration.
     prepared = prepare_data(data, cleaning, split, weighting, output_dir)
     fingerprint = prepared.fingerprint

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,11 @@ def require_store() -> None:
 
 #: SQLite stores this process has seen initialised (their schema created).
 _READY: set[str] = set()
+#: Seconds :func:`client` waits for the child creating a store in the background; past
+#: them it goes on to the store's file lock, which the child holds while it migrates.
+BACKGROUND_WAIT_SECONDS = 60.0
+#: The children creating stores in the background, by URI.
+_CREATING: dict[str, subprocess.Popen[bytes]] = {}
 
 
 def client() -> Any:
@@ -64,8 +71,50 @@ def client() -> Any:
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and uri not in _READY:
+        _join_background(uri)
         _initialise_sqlite(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def initialise_store_in_background() -> None:
+    """Start creating a new SQLite store's schema in a child process.
+
+    MLflow creates a new store's tables by running its schema migrations, 1.5-2 s of one
+    core. A run that first needs the store after its data preparation calls this before
+    it: the child does that work on the other core meanwhile, and :func:`client` then
+    finds the tables (it waits for the child, then takes the same file lock). Nothing
+    starts for a store that exists or is not a SQLite file. The child is in its own
+    session, so a Ctrl-C meant for the command does not stop it mid-migration; a child
+    that fails changes nothing, since :func:`client` creates the schema itself and reports
+    its own errors.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///") or uri in _READY or uri in _CREATING \
+            or Path(uri.removeprefix("sqlite:///")).exists():
+        return
+    try:
+        _CREATING[uri] = subprocess.Popen(
+            [sys.executable, "-m", "shoprec.registry.tracking", uri],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+    except OSError as exc:  # the store is then created in this process, as before
+        logger.debug("could not start creating %s in the background: %s", uri, exc)
+
+
+def _join_background(uri: str) -> None:
+    """Wait, bounded, for the child creating ``uri``'s schema, if one was started.
+
+    The child is never killed: stopped mid-migration it would leave a half-made schema.
+    """
+    child = _CREATING.get(uri)
+    if child is None:
+        return
+    try:
+        child.wait(timeout=BACKGROUND_WAIT_SECONDS)
+        del _CREATING[uri]
+    except subprocess.TimeoutExpired:
+        logger.warning("creating the MLflow store %s in the background has taken over %.0f s",
+                       redact(uri), BACKGROUND_WAIT_SECONDS)
 
 
 def _initialise_sqlite(uri: str) -> None:
@@ -107,3 +156,7 @@ def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
         db = Path(uri.removeprefix("sqlite:///"))
         location = (db.resolve().parent / "mlartifacts").as_uri()
     return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+if __name__ == "__main__":  # the child of initialise_store_in_background
+    _initialise_sqlite(sys.argv[1])

@@ -183,6 +183,35 @@ def test_processes_starting_on_a_fresh_store_at_once_all_succeed(tmp_path: Path)
     assert len(_runs(uri)) == 3
 
 
+@pytest.mark.integration
+def test_a_new_store_is_created_in_the_background_and_then_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training flow makes a new SQLite store's schema in a child while it prepares."""
+    import sqlite3
+
+    from shoprec.registry import tracking
+
+    db = tmp_path / "fresh" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    tracking.initialise_store_in_background()
+    child = tracking._CREATING[f"sqlite:///{db}"]
+    # Its own session: a Ctrl-C for the command does not stop it mid-migration.
+    assert os.getsid(child.pid) == child.pid
+    assert child.wait(timeout=120) == 0
+    with sqlite3.connect(db) as connection:  # made by the child, not by this process
+        tables = {row[0] for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"experiments", "runs", "registered_models", "alembic_version"} <= tables
+    assert tracking.client().search_experiments()  # the child's store, as MLflow reads it
+    assert f"sqlite:///{db}" not in tracking._CREATING
+    # Nothing starts for a store that exists, or one that is not a SQLite file.
+    tracking._READY.discard(f"sqlite:///{db}")
+    tracking.initialise_store_in_background()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    tracking.initialise_store_in_background()
+    assert not tracking._CREATING
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
