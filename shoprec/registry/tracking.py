@@ -58,10 +58,7 @@ def require_store() -> None:
 
 #: SQLite stores this process has seen initialised (their schema created).
 _READY: set[str] = set()
-#: Seconds :func:`client` waits for the child creating a store in the background; past
-#: them it goes on to the store's file lock, which the child holds while it migrates.
-BACKGROUND_WAIT_SECONDS = 60.0
-#: The children creating stores in the background, by URI.
+#: The children creating stores in the background, by URI (kept so that each is made once).
 _CREATING: dict[str, subprocess.Popen[bytes]] = {}
 
 
@@ -71,7 +68,9 @@ def client() -> Any:
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and uri not in _READY:
-        _join_background(uri)
+        # A child of initialise_store_in_background holds the store's lock while it
+        # migrates, so this waits for it; or this process gets the lock first (the child
+        # is still starting) and makes the schema, and the child finds it made.
         _initialise_sqlite(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -81,12 +80,13 @@ def initialise_store_in_background() -> None:
 
     MLflow creates a new store's tables by running its schema migrations, 1.5-2 s of one
     core. A run that first needs the store after its data preparation calls this before
-    it: the child does that work on the other core meanwhile, and :func:`client` then
-    finds the tables (it waits for the child, then takes the same file lock). Nothing
-    starts for a store that exists or is not a SQLite file. The child is in its own
-    session, so a Ctrl-C meant for the command does not stop it mid-migration; a child
-    that fails changes nothing, since :func:`client` creates the schema itself and reports
-    its own errors.
+    it: the child does that work on the other core meanwhile, under the store's file lock,
+    and :func:`client` then finds the tables. When the preparation is shorter than the
+    child's start, :func:`client` takes the lock first and makes the schema itself, as
+    without a child. Nothing starts for a store that exists or is not a SQLite file. The
+    child is in its own session, so a Ctrl-C meant for the command does not stop it
+    mid-migration, and it is never killed; a child that fails changes nothing, since
+    :func:`client` then creates the schema itself and reports its own errors.
     """
     uri = tracking_uri()
     if not uri.startswith("sqlite:///") or uri in _READY or uri in _CREATING \
@@ -99,22 +99,6 @@ def initialise_store_in_background() -> None:
             start_new_session=True)
     except OSError as exc:  # the store is then created in this process, as before
         logger.debug("could not start creating %s in the background: %s", uri, exc)
-
-
-def _join_background(uri: str) -> None:
-    """Wait, bounded, for the child creating ``uri``'s schema, if one was started.
-
-    The child is never killed: stopped mid-migration it would leave a half-made schema.
-    """
-    child = _CREATING.get(uri)
-    if child is None:
-        return
-    try:
-        child.wait(timeout=BACKGROUND_WAIT_SECONDS)
-        del _CREATING[uri]
-    except subprocess.TimeoutExpired:
-        logger.warning("creating the MLflow store %s in the background has taken over %.0f s",
-                       redact(uri), BACKGROUND_WAIT_SECONDS)
 
 
 def _initialise_sqlite(uri: str) -> None:

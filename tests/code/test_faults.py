@@ -203,13 +203,28 @@ def test_a_new_store_is_created_in_the_background_and_then_used(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"experiments", "runs", "registered_models", "alembic_version"} <= tables
     assert tracking.client().search_experiments()  # the child's store, as MLflow reads it
-    assert f"sqlite:///{db}" not in tracking._CREATING
     # Nothing starts for a store that exists, or one that is not a SQLite file.
+    tracking._CREATING.clear()
     tracking._READY.discard(f"sqlite:///{db}")
     tracking.initialise_store_in_background()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     tracking.initialise_store_in_background()
     assert not tracking._CREATING
+
+
+@pytest.mark.integration
+def test_a_store_needed_before_its_background_child_started_is_made_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short preparation: this process takes the lock first; the child finds the tables."""
+    from shoprec.registry import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.initialise_store_in_background()
+    child = tracking._CREATING.pop(uri)
+    runs = tracking.client().search_experiments()  # at once, while the child still starts
+    assert child.wait(timeout=120) == 0  # it found the schema made, or made it first
+    assert [e.name for e in runs] == ["Default"]
 
 
 def _free_port() -> int:
