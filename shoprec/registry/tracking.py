@@ -58,8 +58,10 @@ def require_store() -> None:
 
 #: SQLite stores this process has seen initialised (their schema created).
 _READY: set[str] = set()
-#: The children creating stores in the background, by URI (kept so that each is made once).
+#: The children creating stores in the background, by URI, until they are reaped.
 _CREATING: dict[str, subprocess.Popen[bytes]] = {}
+#: The stores a child was started for (each once per process).
+_STARTED: set[str] = set()
 
 
 def client() -> Any:
@@ -72,6 +74,9 @@ def client() -> Any:
         # migrates, so this waits for it; or this process gets the lock first (the child
         # is still starting) and makes the schema, and the child finds it made.
         _initialise_sqlite(uri)
+        child = _CREATING.get(uri)
+        if child is not None and child.poll() is not None:  # reaped, when it has ended
+            del _CREATING[uri]
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -86,15 +91,21 @@ def initialise_store_in_background() -> None:
     without a child. Nothing starts for a store that exists or is not a SQLite file. The
     child is in its own session, so a Ctrl-C meant for the command does not stop it
     mid-migration, and it is never killed; a child that fails changes nothing, since
-    :func:`client` then creates the schema itself and reports its own errors.
+    :func:`client` then creates the schema itself and reports its own errors. A run that
+    fails before its first MLflow call (data rejected by validation) may leave the new
+    store behind, empty.
     """
     uri = tracking_uri()
-    if not uri.startswith("sqlite:///") or uri in _READY or uri in _CREATING \
-            or Path(uri.removeprefix("sqlite:///")).exists():
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if not uri.startswith("sqlite:///") or uri in _READY or uri in _STARTED \
+            or not sys.executable or Path(path).exists():
         return
+    _STARTED.add(uri)
     try:
+        # -P: the current folder is not searched first for modules, as the `shoprec`
+        # command does not search it; a file there cannot stand in for one of ours.
         _CREATING[uri] = subprocess.Popen(
-            [sys.executable, "-m", "shoprec.registry.tracking", uri],
+            [sys.executable, "-P", "-m", "shoprec.registry.tracking", uri],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
     except OSError as exc:  # the store is then created in this process, as before

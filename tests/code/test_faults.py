@@ -172,7 +172,10 @@ def test_credentials_never_reach_messages_or_links(monkeypatch: pytest.MonkeyPat
 @pytest.mark.slow
 def test_processes_starting_on_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
     """Two `shoprec train` on a new SQLite store would both create its tables."""
+    # Each as the training flow does: a child making the store meanwhile, so that three
+    # processes and their three children meet on the new file.
     code = ("from shoprec.registry import runs, tracking; "
+            "tracking.initialise_store_in_background(); "
             "runs.start_parent_run('shoprec', 'concurrent', {}, {})")
     uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
     processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE,
@@ -186,26 +189,43 @@ def test_processes_starting_on_a_fresh_store_at_once_all_succeed(tmp_path: Path)
 @pytest.mark.integration
 def test_a_new_store_is_created_in_the_background_and_then_used(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The training flow makes a new SQLite store's schema in a child while it prepares."""
+    """The training flow makes a new SQLite store's schema in a child while it prepares;
+    the first MLflow call made while the child migrates waits for it."""
+    import fcntl
     import sqlite3
 
     from shoprec.registry import tracking
 
     db = tmp_path / "fresh" / "mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.initialise_store_in_background()
-    child = tracking._CREATING[f"sqlite:///{db}"]
+    child = tracking._CREATING[uri]
     # Its own session: a Ctrl-C for the command does not stop it mid-migration.
     assert os.getsid(child.pid) == child.pid
-    assert child.wait(timeout=120) == 0
-    with sqlite3.connect(db) as connection:  # made by the child, not by this process
+    lock = Path(f"{db}.lock")
+    deadline = time.monotonic() + 120
+    while True:  # until the child holds the store's lock, migrating
+        assert child.poll() is None, "the child ended before it was seen migrating"
+        assert time.monotonic() < deadline, "the child never took the store's lock"
+        if lock.exists():
+            with open(lock) as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    break
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        time.sleep(0.005)
+    assert tracking.client().search_experiments()  # waited for the child's schema
+    assert child.wait(timeout=60) == 0
+    with sqlite3.connect(db) as connection:
         tables = {row[0] for row in connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"experiments", "runs", "registered_models", "alembic_version"} <= tables
-    assert tracking.client().search_experiments()  # the child's store, as MLflow reads it
     # Nothing starts for a store that exists, or one that is not a SQLite file.
-    tracking._CREATING.clear()
-    tracking._READY.discard(f"sqlite:///{db}")
+    tracking._READY.discard(uri)
+    tracking._STARTED.discard(uri)
+    tracking._CREATING.pop(uri, None)
     tracking.initialise_store_in_background()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     tracking.initialise_store_in_background()
@@ -213,18 +233,18 @@ def test_a_new_store_is_created_in_the_background_and_then_used(
 
 
 @pytest.mark.integration
-def test_a_store_needed_before_its_background_child_started_is_made_once(
+def test_a_store_needed_before_its_background_child_started_works(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A short preparation: this process takes the lock first; the child finds the tables."""
+    """A short preparation: the first MLflow call comes while the child still starts."""
     from shoprec.registry import tracking
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.initialise_store_in_background()
     child = tracking._CREATING.pop(uri)
-    runs = tracking.client().search_experiments()  # at once, while the child still starts
-    assert child.wait(timeout=120) == 0  # it found the schema made, or made it first
-    assert [e.name for e in runs] == ["Default"]
+    found = tracking.client().search_experiments()  # at once: this process gets the lock
+    assert child.wait(timeout=120) == 0  # and the child, after it, finds the schema made
+    assert [e.name for e in found] == ["Default"]
 
 
 def _free_port() -> int:
