@@ -58,10 +58,9 @@ def require_store() -> None:
 
 #: SQLite stores this process has seen initialised (their schema created).
 _READY: set[str] = set()
-#: The children creating stores in the background, by URI, until they are reaped.
+#: The children creating stores in the background, by URI, until :func:`client` reaps them
+#: (after which the URI is in ``_READY``: a store gets one child per process).
 _CREATING: dict[str, subprocess.Popen[bytes]] = {}
-#: The stores a child was started for (each once per process).
-_STARTED: set[str] = set()
 
 
 def client() -> Any:
@@ -97,10 +96,9 @@ def initialise_store_in_background() -> None:
     """
     uri = tracking_uri()
     path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    if not uri.startswith("sqlite:///") or uri in _READY or uri in _STARTED \
+    if not uri.startswith("sqlite:///") or uri in _READY or uri in _CREATING \
             or not sys.executable or Path(path).exists():
         return
-    _STARTED.add(uri)
     try:
         # -P: the current folder is not searched first for modules, as the `shoprec`
         # command does not search it; a file there cannot stand in for one of ours.

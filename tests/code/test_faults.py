@@ -224,7 +224,6 @@ def test_a_new_store_is_created_in_the_background_and_then_used(
     assert {"experiments", "runs", "registered_models", "alembic_version"} <= tables
     # Nothing starts for a store that exists, or one that is not a SQLite file.
     tracking._READY.discard(uri)
-    tracking._STARTED.discard(uri)
     tracking._CREATING.pop(uri, None)
     tracking.initialise_store_in_background()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
