@@ -7,11 +7,12 @@ The same work is done two ways, each in a fresh child process, on the same data,
 seed: through the training flow (``shoprec_flows.training.training_pipeline``: Prefect tasks
 on a temporary Prefect server, an MLflow parent run with one nested run per candidate, the
 winner logged and registered), and through the core functions alone (``shoprec.pipeline``'s
-preparation, the candidates trained side by side on as many threads with the same thread
-caps, the winner selected and refitted, nothing logged). The ratio of the two wall times
-is the orchestration's overhead. Wall times are taken inside each child from its first
-import of shoprec (the flow's includes starting its temporary Prefect server, as
-``shoprec train`` does); the child's start-up is excluded from both. Prints Markdown.
+preparation with the flow's default weighting search, the candidates trained side by side
+on as many threads with the same thread caps, the winner selected and refitted, nothing
+logged). The ratio of the two wall times is the orchestration's overhead. Wall times are
+taken inside each child from its first import of shoprec (the flow's includes starting its
+temporary Prefect server, as ``shoprec train`` does); the child's start-up is excluded from
+both. Prints Markdown.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def run_direct(args: argparse.Namespace) -> dict:
     )
     from threadpoolctl import threadpool_limits
 
-    from shoprec.config import CleaningConfig, WeightingConfig
+    from shoprec.config import CleaningConfig, WeightingConfig, WeightingSearch
     from shoprec.features import item_frame
     from shoprec.pipeline import prepare
     from shoprec.training import (
@@ -85,7 +86,8 @@ def run_direct(args: argparse.Namespace) -> dict:
     )
 
     data, split, training = _configs(args)
-    prepared = prepare(data, CleaningConfig(), split, WeightingConfig())
+    # The flow's default: the weighting chosen on validation first.
+    prepared = prepare(data, CleaningConfig(), split, WeightingConfig(search=WeightingSearch()))
     encoded = prepared.encoded
     items = item_frame(prepared.data.items, encoded.items)
     threads = threads_per_candidate(training)
@@ -108,7 +110,7 @@ def run_direct(args: argparse.Namespace) -> dict:
         results = [job_result(job, futures[job.label].exception()
                               or futures[job.label].result()) for job in jobs]
     winner = select_winner(results, training.primary_metric)
-    refit_bundle(winner.model, winner.params, prepared.data, WeightingConfig(), {})
+    refit_bundle(winner.model, winner.params, prepared.data, prepared.weighting, {})
     return {"winner": winner.model,
             "validation": {r.model: r.validation.get("ndcg@10") for r in results
                            if r.status == "ok"}}

@@ -37,10 +37,10 @@ def child(args: argparse.Namespace) -> None:
         FlowRunFilterId,
         FlowRunFilterParentFlowRunId,
     )
-    from shoprec_cli.app import _parse_params
+    from shoprec_cli.app import _parse_params, _training_weighting
     from shoprec_flows.server_guard import start_for_training
 
-    from shoprec.config import DataConfig, SplitConfig, TrainingConfig, WeightingConfig
+    from shoprec.config import DataConfig, SplitConfig, TrainingConfig
     from shoprec.runtime import apply_runtime_defaults
 
     apply_runtime_defaults()
@@ -74,9 +74,9 @@ def child(args: argparse.Namespace) -> None:
         split=SplitConfig(method=args.split, test_days=args.test_days,
                           validation_days=args.validation_days, seed=args.seed),
         training=training,
-        weighting=WeightingConfig(recency_half_life_days=args.recency_half_life_days,
-                                  repeats=args.repeats,
-                                  quantity_damping=args.quantity_damping),
+        weighting=_training_weighting(args.recency_half_life_days, args.repeats,
+                                      args.quantity_damping, args.choose_weighting,
+                                      args.weighting_half_lives),
         output_dir=args.output_dir,
     )
 
@@ -120,8 +120,14 @@ def main() -> None:
                         help="Also blend the best N candidates (0: no blend).")
     parser.add_argument("--recency-half-life-days", type=float, default=None,
                         help="Event weighting (as `shoprec train`): recency decay.")
-    parser.add_argument("--repeats", default="sum", help="sum or max.")
-    parser.add_argument("--quantity-damping", default="log")
+    parser.add_argument("--repeats", default=None, help="sum or max (default: sum).")
+    parser.add_argument("--quantity-damping", default=None, help="default: log.")
+    parser.add_argument("--choose-weighting", dest="choose_weighting", action="store_true",
+                        default=None, help="As `shoprec train`: the weighting is chosen on "
+                        "validation (the default unless a weighting option is given).")
+    parser.add_argument("--fixed-weighting", dest="choose_weighting", action="store_false",
+                        help="Use the weighting the options give (or the default) as is.")
+    parser.add_argument("--weighting-half-lives", default="7,30,120")
     parser.add_argument("--param", action="append", default=None,
                         help="Hyperparameter MODEL.NAME=VALUE, as `shoprec train --param`.")
     parser.add_argument("--output-dir", default=None)
@@ -162,6 +168,12 @@ def main() -> None:
           f"{summary['data']['rows_clean']:,} clean, {summary['data']['users']:,} users, "
           f"{summary['data']['items']:,} items; split {summary['split']['method']}, "
           f"test users evaluated {summary['split']['test']['evaluated_users']:,}")
+    weighting = summary.get("weighting") or {}
+    choice = weighting.get("choice") or {}
+    print(f"event weighting: {weighting.get('description')}"
+          + (f", chosen on validation in {choice['seconds']:.1f} s from: " + "; ".join(
+              f"{c['weighting']} {c['validation_ndcg@10']:.4f}" for c in choice["candidates"])
+             if choice.get("candidates") else ""))
     print(f"whole run (process start to exit, incl. Prefect server start): {seconds:.1f} s; "
           f"peak RSS {usage.ru_maxrss / 1024 / 1024:.2f} GB\n")
     primary = summary["primary_metric"]

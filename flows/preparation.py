@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from shoprec_tasks.data import (
     chain_key,
+    choose_weighting_task,
     clean_data,
     encode_data,
     fingerprint_data,
@@ -29,6 +30,7 @@ from shoprec.data.splits import Split
 from shoprec.features.encoding import EncodedSplit
 from shoprec.pipeline import PreparationSteps, PreparedRun, prepare
 from shoprec.privacy import PseudonymKey
+from shoprec.tuning.weighting import WeightingChoice
 from shoprec.validation import ValidationReport
 
 
@@ -88,6 +90,11 @@ class TaskSteps(PreparationSteps):
     @override
     def split(self, data: CleanData, split: SplitConfig) -> Split:
         return split_data(data, split, self._extend(split))
+
+    @override
+    def choose_weighting(self, parts: Split, weighting: WeightingConfig) -> WeightingChoice:
+        # The choice is keyed by the search; the encoding after it by the weighting chosen.
+        return choose_weighting_task(parts, weighting, chain_key(self._key, weighting))
 
     @override
     def encode(self, parts: Split, weighting: WeightingConfig) -> EncodedSplit:

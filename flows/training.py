@@ -39,6 +39,7 @@ from shoprec.config import (
     SplitConfig,
     TrainingConfig,
     WeightingConfig,
+    WeightingSearch,
 )
 from shoprec.features import item_frame
 from shoprec.registry import runs
@@ -65,7 +66,7 @@ def training_pipeline(
     data: DataConfig = DataConfig(),
     cleaning: CleaningConfig = CleaningConfig(),
     split: SplitConfig = SplitConfig(),
-    weighting: WeightingConfig = WeightingConfig(),
+    weighting: WeightingConfig = WeightingConfig(search=WeightingSearch()),
     training: TrainingConfig = TrainingConfig(),
     output_dir: str | None = "runs/train",
 ) -> dict[str, Any]:
@@ -79,7 +80,8 @@ def training_pipeline(
         data: Where the data is; an empty interactions path means the bundled sample.
         cleaning: Cleaning rules and the thresholds that reject a data set.
         split: How interactions are split into train, validation and test.
-        weighting: Implicit-feedback weights of the events.
+        weighting: Implicit-feedback weights of the events; with its ``search`` (the
+            default), the weighting is chosen on validation before any candidate trains.
         training: Candidates, their hyperparameters, metrics, gate and registry name.
         output_dir: Where the quarantine files are written; empty to skip writing.
 
@@ -93,10 +95,12 @@ def training_pipeline(
     prepared = prepare_data(data, cleaning, split, weighting, output_dir)
     fingerprint = prepared.fingerprint
     clean, encoded = prepared.data, prepared.encoded
+    weighting = prepared.weighting or weighting  # the chosen one, when it was chosen
     run_id, commit = str(flow_run.id), git_commit()
     parent = start_mlflow_run(
         training, f"training-{flow_run.name or run_id[:8]}",
         {"data": data.model_dump(mode="json"), "split": split.model_dump(mode="json"),
+         "weighting": weighting.model_dump(mode="json", exclude={"search"}),
          "training": training.model_dump(mode="json")},
         {"prefect_flow_run_id": run_id, "data_fingerprint": fingerprint, "git_commit": commit})
     logged = None

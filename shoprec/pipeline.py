@@ -1,7 +1,7 @@
 """Data preparation, the one sequence every command and flow runs.
 
 fingerprint -> load -> validate raw -> clean and quarantine -> write the quarantine ->
-validate clean -> split -> encode.
+validate clean -> split -> choose the weighting (when asked) -> encode.
 
 :func:`load_and_validate` runs it up to the clean validation (``shoprec validate``),
 :func:`prepare` to the end (training, promotion). Each step is a method of
@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from shoprec.validation import (
     validate_clean,
     validate_raw,
 )
+
+if TYPE_CHECKING:
+    from shoprec.tuning.weighting import WeightingChoice
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +111,13 @@ class PreparationSteps:
         """Split the clean interactions."""
         return split_interactions(data.interactions, split)
 
+    def choose_weighting(self, parts: Split, weighting: WeightingConfig) -> WeightingChoice:
+        """Choose the event weighting on validation (``weighting.search``)."""
+        # Imported here: the models it fits are not needed by the commands that only read.
+        from shoprec.tuning.weighting import choose_weighting
+
+        return choose_weighting(parts, weighting, threads=os.cpu_count() or 1)
+
     def encode(self, parts: Split, weighting: WeightingConfig) -> EncodedSplit:
         """Build id maps, the weighted training matrix and the relevance matrices."""
         return encode_split(parts, weighting)
@@ -155,6 +165,9 @@ class PreparedRun:
         fingerprint: The input's identity (files and reading options).
         pseudonym_key_id: Fingerprint of the key the user ids were pseudonymised with,
             or ``None`` when they were not.
+        weighting: The event weighting the matrices were built with (the chosen one when
+            it was chosen on validation).
+        weighting_choice: How it was chosen; ``None`` when it was configured.
     """
 
     data: CleanData
@@ -164,6 +177,8 @@ class PreparedRun:
     quarantine_paths: dict[str, str] | None
     fingerprint: str
     pseudonym_key_id: str | None = None
+    weighting: WeightingConfig | None = None
+    weighting_choice: WeightingChoice | None = None
 
     def summary(self) -> dict[str, Any]:
         """The data part of the run summary, as JSON-serialisable data."""
@@ -189,6 +204,11 @@ class PreparedRun:
                 "quarantine_files": self.quarantine_paths,
             },
             "split": split,
+            "weighting": {
+                "used": self.weighting.model_dump(mode="json") if self.weighting else None,
+                "description": self.weighting.describe() if self.weighting else None,
+                "choice": self.weighting_choice.to_dict() if self.weighting_choice else None,
+            },
             "evaluation_left_out": self.encoded.dropped,
             "evaluation_users": getattr(self.encoded, "evaluation_users", {}),
             "matrix": {"users": self.encoded.shape[0], "items": self.encoded.shape[1],
@@ -244,7 +264,8 @@ def prepare(data_config: DataConfig, cleaning_config: CleaningConfig | None = No
         data_config: Where the data is.
         cleaning_config: Cleaning rules and rejection thresholds.
         split_config: How to split.
-        weighting: Event weights of the training matrix.
+        weighting: Event weights of the training matrix; with a ``search``, chosen on
+            validation first (:func:`shoprec.tuning.weighting.choose_weighting`).
         output_dir: Where to write the quarantine files; nothing written if ``None``.
         steps: How each step runs (default: in this process).
 
@@ -258,6 +279,10 @@ def prepare(data_config: DataConfig, cleaning_config: CleaningConfig | None = No
     steps = steps or PreparationSteps()
     prepared = load_and_validate(data_config, cleaning_config, output_dir, steps)
     parts = steps.split(prepared.data, split_config or SplitConfig())
-    encoded = steps.encode(parts, weighting or WeightingConfig())
+    weighting = weighting or WeightingConfig()
+    choice = steps.choose_weighting(parts, weighting) if weighting.search else None
+    used = choice.chosen if choice else weighting
+    encoded = steps.encode(parts, used)
     return PreparedRun(prepared.data, prepared.report, parts, encoded,
-                       prepared.quarantine_paths, prepared.fingerprint, steps.key_id)
+                       prepared.quarantine_paths, prepared.fingerprint, steps.key_id,
+                       used, choice)

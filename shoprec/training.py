@@ -482,7 +482,8 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
     by_name = {r.model: r for r in results if r.status == "ok"}
     popularity = by_name["popularity"].test if "popularity" in by_name else None
     reference = next((r for r in results if r.model == CHAMPION_RECIPE), None)
-    weights = weighting.model_dump(mode="json")
+    # The weighting the matrices were built with; a search that chose it is not part of it.
+    weights = weighting.model_dump(mode="json", exclude={"search"})
     verdict = gate(primary, winner.test, popularity, config.gate_margin, champion,
                    reference.test if reference and reference.status == "ok" else None,
                    reference.error if reference else None, weights)

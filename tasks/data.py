@@ -25,6 +25,7 @@ from shoprec.features.encoding import EncodedSplit, encode_split
 from shoprec.pipeline import data_fingerprint
 from shoprec.privacy import KEY_ENV, PseudonymKey, make_key, pseudonymize
 from shoprec.runtime import code_version, private_folder
+from shoprec.tuning.weighting import WeightingChoice, choose_weighting
 from shoprec.validation import (
     SuiteRunner,
     ValidationReport,
@@ -149,6 +150,13 @@ def validate_clean_data(data: CleanData, config: CleaningConfig, report: Validat
 def split_data(data: CleanData, config: SplitConfig, cache_key: str) -> Split:
     """Split the clean interactions."""
     return split_interactions(data.interactions, config)
+
+
+@task(name="choose-weighting", **PREPARATION_CACHE)
+def choose_weighting_task(split: Split, weighting: WeightingConfig,
+                          cache_key: str) -> WeightingChoice:
+    """Choose the event weighting on validation with quick mf fits (its search)."""
+    return choose_weighting(split, weighting, threads=os.cpu_count() or 1)
 
 
 @task(name="encode", **PREPARATION_CACHE)

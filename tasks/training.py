@@ -120,6 +120,12 @@ def report_artifacts(leaderboard: pd.DataFrame, summary: dict[str, Any],
     untrained = "\n".join(f"- `{e['model']}` {e['status']}: {e['error']}"
                           for e in summary["leaderboard"] if e["status"] != "ok") or "- none"
     registered = summary.get("registered") or {}
+    weighting = summary.get("weighting") or {}
+    choice = (weighting.get("choice") or {}).get("candidates") or []
+    chosen = ("chosen on validation by a quick mf's ndcg@10:\n\n| weighting | validation "
+              "ndcg@10 |\n| --- | ---: |\n" + "\n".join(
+                  f"| {c['weighting']} | {c['validation_ndcg@10']:.4f} |" for c in choice)
+              if choice else "as configured.")
     markdown = f"""# shoprec training run
 
 **Winner:** `{summary['winner']}` — {verdict.metric} on test
@@ -145,6 +151,8 @@ quarantined; {counts['users']:,} users, {counts['items']:,} items.
 | reason | rows |
 | --- | ---: |
 {reasons}
+
+Event weighting: **{weighting.get('description')}**, {chosen}
 
 ## MLflow
 

@@ -85,8 +85,7 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
     history_end = max(train_end, split.validation["timestamp"].max()) \
         if len(split.validation) else train_end
     repeats = weighting.repeats
-    train = interaction_matrix(split.train, users, items,
-                               event_weights(split.train, weighting, train_end), repeats)
+    train = training_matrix(split, users, items, weighting)
     validation_weighted = interaction_matrix(
         split.validation, users, items, event_weights(split.validation, weighting, history_end),
         repeats)
@@ -114,6 +113,23 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
                         validation_ratings=_ratings(split.validation, users, items),
                         test_ratings=_ratings(split.test, users, items),
                         evaluation_users=sampled)
+
+
+def relevance_matrix(part: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.csr_matrix,
+                     repeat: bool) -> sp.csr_matrix:
+    """Binary relevance of ``part`` as :func:`encode_split` builds it, without sampling.
+
+    Rows of unknown users or items are left out and, unless ``repeat``, items in ``seen``.
+    """
+    return _relevance(part, users, items, seen, repeat, "part", {})
+
+
+def training_matrix(split: Split, users: IdMap, items: IdMap,
+                    weighting: WeightingConfig) -> sp.csr_matrix:
+    """The weighted training matrix of ``split`` (recency counted from its last event)."""
+    end = split.train["timestamp"].max()
+    return interaction_matrix(split.train, users, items,
+                              event_weights(split.train, weighting, end), weighting.repeats)
 
 
 def sample_users(relevance: sp.csr_matrix, limit: int | None,

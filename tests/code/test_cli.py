@@ -185,3 +185,22 @@ def test_promote_weighs_the_data_as_the_version_was_trained(monkeypatch) -> None
     assert cli_app._weighting(None, "sum", None) == WeightingConfig()
     monkeypatch.setattr(recipes, "read_recipe", lambda name, version: None)
     assert cli_app._recorded_weighting("m", "1") == WeightingConfig()
+
+
+def test_train_chooses_the_weighting_unless_one_is_given() -> None:
+    """`shoprec train` chooses the weighting on validation by default; a weighting option
+    fixes it, and --choose-weighting / --fixed-weighting decide either way."""
+    from cli import app as cli_app
+    from shoprec.config import WeightingConfig, WeightingSearch
+    from shoprec.errors import ConfigError
+
+    chosen = cli_app._training_weighting(None, None, None, None, "7,30,120")
+    assert chosen == WeightingConfig(search=WeightingSearch())
+    given = cli_app._training_weighting(15, "max", None, None, "7,30,120")
+    assert given == WeightingConfig(recency_half_life_days=15, repeats="max")
+    both = cli_app._training_weighting(15, None, None, True, "3, 60")
+    assert both.recency_half_life_days == 15 and both.search == WeightingSearch(
+        half_lives=[3, 60])
+    assert cli_app._training_weighting(None, None, None, False, "7") == WeightingConfig()
+    with pytest.raises(ConfigError, match="--weighting-half-lives expects days"):
+        cli_app._training_weighting(None, None, None, None, "7,a week")

@@ -109,6 +109,14 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     # Below the evaluation sample's size every user with a relevant item is scored.
     users_with_relevant, evaluated = summary["evaluation_users"]["test"]
     assert users_with_relevant == evaluated > 0
+    # The weighting was chosen on validation (the flow's default) among five candidates,
+    # and the one chosen is what the recipe records.
+    weighting = summary["weighting"]
+    scores = {c["weighting"]: c["validation_ndcg@10"]
+              for c in weighting["choice"]["candidates"]}
+    assert len(scores) == 5 and scores[weighting["description"]] == max(scores.values())
+    assert summary["recipe"]["weighting"] == {
+        k: v for k, v in weighting["used"].items() if k != "search"}
 
     client = MlflowClient(tracking_uri=env, registry_uri=env)
     version = client.get_model_version_by_alias(name, "champion")
@@ -117,6 +125,7 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert len(version.tags["data_fingerprint"]) == 64
     assert version.run_id == summary["mlflow_run_id"]
     parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.data.params["weighting.repeats"] == weighting["used"]["repeats"]
     # The version's run carries the winner's test metrics under MLflow names.
     assert parent.data.metrics["test_ndcg_at_10"] == pytest.approx(best["test"]["ndcg@10"])
     children = client.search_runs([parent.info.experiment_id],
@@ -165,6 +174,7 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert flow_run.state.is_completed()
     names = {t.name for t in task_runs}
     assert {"train-mf", "train-popularity"} <= names
+    assert any(n.startswith("choose-weighting") for n in names)  # a preparation task
     # The candidates are a nested flow run; their matrices are not copied into its
     # recorded parameters.
     (candidates,) = asyncio.run(_nested_runs(summary["prefect_flow_run_id"]))
@@ -191,6 +201,8 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert not asyncio.run(_error_logs(summary["prefect_flow_run_id"]))
     report = next(a for a in prefect_artifacts if a.key == "shoprec-run-report")
     assert "`mf-ratings` skipped: mf-ratings fits rating values" in report.data
+    assert f"Event weighting: **{weighting['description']}**, chosen on validation" \
+        in report.data
     keys = {a.key for a in prefect_artifacts}
     assert {"shoprec-leaderboard", "shoprec-run-report"} <= keys
 
