@@ -9,7 +9,8 @@ each user's ratings for test; of the other 80%, 10 points of the whole are valid
 candidate is fitted on the 70% training part, chooses on validation (shoprec's own grids
 and early stopping, or a search with ``--tune-trials``), is refit on training + validation
 (the 80%) with what it chose, and is scored on test at K: precision, recall and NDCG, as
-shoprec's pipeline does (every rating is an interaction weighted by its stars; the items a
+shoprec's pipeline does (every rating is an interaction weighted by its stars, under the
+default weighting, fixed: the published protocol has no recency to choose; the items a
 user rated in the 80% are excluded from that user's ranking and relevant set). Nothing is
 logged or registered: the core functions run directly, one candidate after another with
 the machine's cores. Prints Markdown; ``--json-out`` also writes the figures.

@@ -113,28 +113,22 @@ def _training_weighting(half_life: float | None, repeats: str | None, damping: s
 
     given = _weighting(half_life, repeats, damping)
     weighting = given or WeightingConfig()
-    if not (choose if choose is not None else given is None):
-        return weighting
     try:
         days = [float(x) for x in half_lives.split(",") if x.strip()]
     except ValueError:
         raise ConfigError("--weighting-half-lives expects days separated by commas, e.g. "
                           f"7,30,120; got {half_lives!r}") from None
-    return weighting.model_copy(update={"search": WeightingSearch(half_lives=days)})
+    search = WeightingSearch(half_lives=days)  # checked even when it is not used
+    if not (choose if choose is not None else given is None):
+        return weighting
+    return weighting.model_copy(update={"search": search})
 
 
 def _recorded_weighting(name: str, version: str) -> Any:
     """The weighting recorded in a version's recipe; the default when there is none."""
-    from shoprec.config import WeightingConfig
-    from shoprec.registry.recipe import read_recipe
+    from shoprec.registry.recipe import recorded_weighting
 
-    recipe = read_recipe(name, version)
-    try:
-        return WeightingConfig(**(recipe.weighting if recipe else {}))
-    except ValidationError:
-        console.print(f"[yellow]version {version}'s recorded weighting cannot be read; "
-                      "the default weighting is used[/]")
-        return WeightingConfig()
+    return recorded_weighting(name, version)
 
 
 def _explain(error: ValidationError) -> str:
@@ -389,8 +383,8 @@ def _print_weighting(weighting: dict[str, Any]) -> None:
                       f"quick mf ndcg@10: {scores})", highlight=False)
     elif weighting.get("description"):
         console.print(f"event weighting: {weighting['description']}"
-                      + (" (nothing to choose by on validation)" if choice else ""),
-                      highlight=False)
+                      + (" (kept: no validation rows to choose by, or nothing else to try)"
+                         if choice else ""), highlight=False)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

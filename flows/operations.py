@@ -11,6 +11,7 @@ from prefect import flow
 from shoprec_flows.preparation import prepare_data
 from shoprec_tasks.operations import (
     apply_promotion,
+    candidate_weighting,
     compare_with_champion,
     load_model,
     rollback,
@@ -35,7 +36,7 @@ def promote_model(
     data: DataConfig = DataConfig(),
     cleaning: CleaningConfig = CleaningConfig(),
     split: SplitConfig = SplitConfig(),
-    weighting: WeightingConfig = WeightingConfig(),
+    weighting: WeightingConfig | None = None,
 ) -> dict[str, Any]:
     """Promote a version (by default the challenger) to champion, compared like for like.
 
@@ -51,12 +52,15 @@ def promote_model(
         data: The latest data; empty interactions path means the bundled sample.
         cleaning: Cleaning rules.
         split: The split whose test part both models are scored on.
-        weighting: Event weights (as in training).
+        weighting: Event weights; empty (the default): the weighting the version's recipe
+            records, as it was trained (chosen on validation or configured).
 
     Returns:
         The decision with its per-metric report.
     """
     apply_runtime_defaults()
+    if weighting is None:
+        weighting = candidate_weighting(promotion)
     prepared = prepare_data(data, cleaning, split, weighting, output_dir=None)
     decision = compare_with_champion(promotion, prepared.encoded, prepared.data.items)
     return apply_promotion(decision, promotion).to_dict()

@@ -7,6 +7,8 @@ this module only swaps each step for its Prefect task and threads the cache key 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shoprec_tasks.data import (
     chain_key,
     choose_weighting_task,
@@ -30,8 +32,10 @@ from shoprec.data.splits import Split
 from shoprec.features.encoding import EncodedSplit
 from shoprec.pipeline import PreparationSteps, PreparedRun, prepare
 from shoprec.privacy import PseudonymKey
-from shoprec.tuning.weighting import WeightingChoice
 from shoprec.validation import ValidationReport
+
+if TYPE_CHECKING:
+    from shoprec.tuning.weighting import WeightingChoice
 
 
 class TaskSteps(PreparationSteps):

@@ -89,7 +89,8 @@ def training_pipeline(
         The run summary (DESIGN.md, ``--summary-json``).
     """
     apply_runtime_defaults()
-    # A new MLflow store's schema is made on the idle core while the data is prepared.
+    # A new MLflow store's schema is made on the other core while the data is read,
+    # validated and cleaned (single-threaded steps, before the weighting's choice).
     initialise_store_in_background()
     # Data preparation, cached by the input's fingerprint and the configuration.
     prepared = prepare_data(data, cleaning, split, weighting, output_dir)

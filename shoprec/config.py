@@ -167,7 +167,13 @@ class WeightingSearch(_Model):
     users: int = Field(
         10_000, ge=100,
         description="The choice is made on a seeded sample of at most this many training "
-        "users (and their validation rows): its cost stays bounded at any data size.",
+        "users, those with validation rows first: its cost stays bounded at any data size.",
+    )
+    margin: float = Field(
+        0.02, ge=0, le=1,
+        description="Another weighting replaces the configured one only when its "
+        "validation ndcg@10 is higher by more than this share (differences inside the "
+        "quick fit's noise change nothing).",
     )
 
 
@@ -204,9 +210,12 @@ class WeightingConfig(_Model):
         return self.model_copy(update={"search": None})
 
     def candidates(self) -> list[WeightingConfig]:
-        """The weightings the search compares: this one first, then the recency ones.
+        """The weightings the search compares.
 
-        Without a search, this one alone.
+        Returns:
+            This one (without its search) first, then binary damping with repeats max at
+            no decay and at each of the search's half-lives, without repeats; without a
+            search, this one alone.
         """
         found = [self.fixed()]
         if self.search is None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
@@ -25,7 +25,6 @@ from shoprec.features.encoding import EncodedSplit, encode_split
 from shoprec.pipeline import data_fingerprint
 from shoprec.privacy import KEY_ENV, PseudonymKey, make_key, pseudonymize
 from shoprec.runtime import code_version, private_folder
-from shoprec.tuning.weighting import WeightingChoice, choose_weighting
 from shoprec.validation import (
     SuiteRunner,
     ValidationReport,
@@ -33,6 +32,9 @@ from shoprec.validation import (
     validate_clean,
     validate_raw,
 )
+
+if TYPE_CHECKING:
+    from shoprec.tuning.weighting import WeightingChoice
 
 
 def transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
@@ -156,6 +158,9 @@ def split_data(data: CleanData, config: SplitConfig, cache_key: str) -> Split:
 def choose_weighting_task(split: Split, weighting: WeightingConfig,
                           cache_key: str) -> WeightingChoice:
     """Choose the event weighting on validation with quick mf fits (its search)."""
+    # Imported here: the flows that only prepare data (promotion, forecasts) need no models.
+    from shoprec.tuning.weighting import choose_weighting
+
     return choose_weighting(split, weighting, threads=os.cpu_count() or 1)
 
 

@@ -13,11 +13,12 @@ from shoprec_tasks.data import transient_io
 
 from shoprec import inventory
 from shoprec.batch import BatchResult, write_recommendations
-from shoprec.config import BatchConfig, PromotionConfig
+from shoprec.config import BatchConfig, PromotionConfig, WeightingConfig
 from shoprec.features import item_frame
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import loading, promotion
 from shoprec.registry.bundle import ModelBundle
+from shoprec.registry.recipe import recorded_weighting
 
 PROMOTION_KEY = "shoprec-promotion"
 ROLLBACK_KEY = "shoprec-rollback"
@@ -38,6 +39,13 @@ def compare_with_champion(config: PromotionConfig, encoded: EncodedSplit,
         config.registered_model_name, config.version, encoded,
         item_frame(items, encoded.items), config.ks, config.primary_metric, config.margin,
         threads=os.cpu_count())
+
+
+@task(name="candidate-weighting", cache_policy=NO_CACHE)
+def candidate_weighting(config: PromotionConfig) -> WeightingConfig:
+    """The event weighting the version to promote was trained with (its recipe)."""
+    version = promotion.resolve_candidate(config.registered_model_name, config.version)
+    return recorded_weighting(config.registered_model_name, version)
 
 
 @task(name="apply-promotion", cache_policy=NO_CACHE)

@@ -85,7 +85,7 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
     history_end = max(train_end, split.validation["timestamp"].max()) \
         if len(split.validation) else train_end
     repeats = weighting.repeats
-    train = training_matrix(split, users, items, weighting)
+    train = training_matrix(split.train, users, items, weighting, train_end)
     validation_weighted = interaction_matrix(
         split.validation, users, items, event_weights(split.validation, weighting, history_end),
         repeats)
@@ -119,17 +119,35 @@ def relevance_matrix(part: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.cs
                      repeat: bool) -> sp.csr_matrix:
     """Binary relevance of ``part`` as :func:`encode_split` builds it, without sampling.
 
-    Rows of unknown users or items are left out and, unless ``repeat``, items in ``seen``.
+    Args:
+        part: Interactions of the part (validation or test).
+        users: Row index; rows of other users are left out.
+        items: Column index; rows of other items are left out.
+        seen: What the model sees of each user; its items are left out unless ``repeat``.
+        repeat: Keep already-seen items relevant.
+
+    Returns:
+        A users x items CSR matrix of ones.
     """
     return _relevance(part, users, items, seen, repeat, "part", {})
 
 
-def training_matrix(split: Split, users: IdMap, items: IdMap,
-                    weighting: WeightingConfig) -> sp.csr_matrix:
-    """The weighted training matrix of ``split`` (recency counted from its last event)."""
-    end = split.train["timestamp"].max()
-    return interaction_matrix(split.train, users, items,
-                              event_weights(split.train, weighting, end), weighting.repeats)
+def training_matrix(part: pd.DataFrame, users: IdMap, items: IdMap,
+                    weighting: WeightingConfig, end: pd.Timestamp) -> sp.csr_matrix:
+    """The weighted matrix of ``part``'s interactions, as the training matrix is built.
+
+    Args:
+        part: Interactions (the training part, or some users' rows of it).
+        users: Row index.
+        items: Column index.
+        weighting: Event weights.
+        end: Where recency decay counts back from (the training part's last event).
+
+    Returns:
+        A users x items CSR matrix of weights.
+    """
+    return interaction_matrix(part, users, items, event_weights(part, weighting, end),
+                              weighting.repeats)
 
 
 def sample_users(relevance: sp.csr_matrix, limit: int | None,

@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoprec.errors import RegistryError
 from shoprec.registry import tracking
 from shoprec.registry.aliases import CHAMPION, alias_version
+
+if TYPE_CHECKING:
+    from shoprec.config import WeightingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +118,30 @@ def read_recipe(name: str, version: str) -> Recipe | None:
         raise RegistryError(f"could not read {name} version {version} from the MLflow "
                             f"registry at {tracking.display_uri()}: {why}") from exc
     return Recipe.from_tags(tags or {})
+
+
+def recorded_weighting(name: str, version: str) -> WeightingConfig:
+    """The event weighting ``name`` version ``version`` was trained with (its recipe).
+
+    Returns:
+        The recorded weighting (fields added since it was recorded at their defaults,
+        which is how it was weighted); the default weighting when the version records
+        no recipe or no weighting, or when the recorded one cannot be read (logged).
+
+    Raises:
+        RegistryError: The registry could not be read, or the version does not exist.
+    """
+    from pydantic import ValidationError
+
+    from shoprec.config import WeightingConfig
+
+    recipe = read_recipe(name, version)
+    try:
+        return WeightingConfig(**(recipe.weighting if recipe and recipe.weighting else {}))
+    except ValidationError as exc:
+        logger.warning("version %s's recorded weighting cannot be read (%s); the default "
+                       "weighting is used", version, exc.errors()[0]["msg"])
+        return WeightingConfig()
 
 
 def champion_reference(name: str) -> ChampionReference:

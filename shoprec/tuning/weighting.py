@@ -21,14 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from shoprec.config import WeightingConfig
 from shoprec.data.splits import Split
+from shoprec.errors import ModelFitError
 from shoprec.features.encoding import relevance_matrix, training_matrix
 from shoprec.features.idmap import IdMap
 from shoprec.models import make_model
 from shoprec.models.base import FitContext
-from shoprec.tuning.validation import EARLY_STOPPING_USERS, ValidationTuner
+from shoprec.tuning.validation import SELECTION_USERS, ValidationTuner
 
 logger = logging.getLogger(__name__)
 
@@ -79,38 +81,73 @@ def choose_weighting(split: Split, weighting: WeightingConfig,
         threads: Threads of the quick ``mf`` fits.
 
     Returns:
-        The choice. Ties keep the earlier candidate, so the configured weighting wins a
-        tie, and a validation part with nothing to score keeps it too.
+        The choice. Another weighting replaces the configured one only when it scores
+        higher by more than the search's ``margin``; a validation part with nothing to
+        score, or quick fits that all fail, keep the configured one too.
     """
     began = time.perf_counter()
     candidates = weighting.candidates()
-    users = IdMap.from_values(split.train["user_id"])
+    search = weighting.search
+    if search is None or len(candidates) == 1:
+        return WeightingChoice(candidates[0], [], 0, time.perf_counter() - began)
+    # Items and the recency reference come from the whole training part, as in the run;
+    # the rows only from the sampled users, so the cost stays that of the sample.
     items = IdMap.from_values(split.train["item_id"])
-    cap = weighting.search.users if weighting.search else len(users)
-    # The same seeded users for every candidate: the choice compares weightings, not samples.
-    rows = np.arange(len(users))
-    if len(users) > cap:
-        rows = np.sort(np.random.default_rng(split.config.seed).choice(
-            len(users), size=cap, replace=False))
-    first = training_matrix(split, users, items, candidates[0])
-    relevance = relevance_matrix(split.validation, users, items, first,
-                                 split.config.repeat_items)[rows]
+    end = split.train["timestamp"].max()
+    sampled = _sample_users(split, search.users)
+    train = split.train[split.train["user_id"].isin(sampled)]
+    users = IdMap.from_values(train["user_id"])
+    first = training_matrix(train, users, items, candidates[0], end)
+    relevance = relevance_matrix(split.validation[split.validation["user_id"].isin(sampled)],
+                                 users, items, first, split.config.repeat_items)
     scores: list[tuple[WeightingConfig, float]] = []
-    if len(candidates) > 1 and relevance.nnz:
-        for option in candidates:
-            train = first if option is candidates[0] else training_matrix(split, users, items,
-                                                                          option)
-            train = train[rows]
-            tuner = ValidationTuner(train, relevance)
-            model = make_model("mf", {**PROXY_PARAMS, "threads": threads})
-            model.fit(train, FitContext(tuner=tuner))
-            score = tuner.score(model, EARLY_STOPPING_USERS)
-            scores.append((option, score))
-            logger.info("weighting %s: quick mf validation ndcg@10 %.4f", option.describe(),
-                        score)
-    best = max(range(len(scores)), key=lambda i: (scores[i][1], -i)) if scores else 0
-    chosen = scores[best][0] if scores else candidates[0]
+    for option in candidates if relevance.nnz else []:
+        rows = first if option is candidates[0] else training_matrix(train, users, items,
+                                                                     option, end)
+        tuner = ValidationTuner(rows, relevance)
+        model = make_model("mf", {**PROXY_PARAMS, "threads": threads})
+        try:
+            model.fit(rows, FitContext(tuner=tuner))
+        except ModelFitError as exc:
+            # One weighting the quick fit cannot take must not stop the run: it is left out.
+            logger.warning("weighting %s left out of the choice: %s", option.describe(), exc)
+            continue
+        score = tuner.score(model, SELECTION_USERS)
+        scores.append((option, score))
+        logger.info("weighting %s: quick mf validation ndcg@10 %.4f", option.describe(), score)
+    chosen = _best(scores, candidates[0], search.margin)
     seconds = time.perf_counter() - began
-    logger.info("weighting chosen on validation (%d users, %.1f s): %s", len(rows), seconds,
+    logger.info("weighting chosen on validation (%d users, %.1f s): %s", len(users), seconds,
                 chosen.describe())
-    return WeightingChoice(chosen, scores, len(rows), seconds)
+    return WeightingChoice(chosen, scores, len(users), seconds)
+
+
+def _sample_users(split: Split, cap: int) -> pd.Index:
+    """At most ``cap`` training users, those with validation rows first (they are scored).
+
+    Seeded by the split's seed, so every candidate and every rerun sees the same users.
+    """
+    users = pd.Index(split.train["user_id"].unique())
+    if len(users) <= cap:
+        return users
+    rng = np.random.default_rng(split.config.seed)
+    validated = users.isin(split.validation["user_id"])
+    order = np.concatenate([rng.permutation(np.flatnonzero(validated)),
+                            rng.permutation(np.flatnonzero(~validated))])
+    return users[np.sort(order[:cap])]
+
+
+def _best(scores: list[tuple[WeightingConfig, float]], configured: WeightingConfig,
+          margin: float) -> WeightingConfig:
+    """The best-scoring weighting, unless the configured one is within ``margin`` of it.
+
+    A change of weighting changes every candidate's data; a difference inside the quick
+    fit's noise (at 1M synthetic interactions, 0.0923 against 0.0924) is no reason for it.
+    """
+    if not scores:
+        return configured
+    best, top = max(scores, key=lambda pair: pair[1])
+    own = next((score for option, score in scores if option == configured), None)
+    if own is not None and top <= own * (1 + margin):
+        return configured
+    return best

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
 
@@ -185,6 +186,10 @@ def test_promote_weighs_the_data_as_the_version_was_trained(monkeypatch) -> None
     assert cli_app._weighting(None, "sum", None) == WeightingConfig()
     monkeypatch.setattr(recipes, "read_recipe", lambda name, version: None)
     assert cli_app._recorded_weighting("m", "1") == WeightingConfig()
+    # A recorded weighting this code cannot read: the default, said in the log.
+    unreadable = recipes.Recipe("mf", {}, {"quantity_damping": "cube"})
+    monkeypatch.setattr(recipes, "read_recipe", lambda name, version: unreadable)
+    assert cli_app._recorded_weighting("m", "3") == WeightingConfig()
 
 
 def test_train_chooses_the_weighting_unless_one_is_given() -> None:
@@ -204,3 +209,5 @@ def test_train_chooses_the_weighting_unless_one_is_given() -> None:
     assert cli_app._training_weighting(None, None, None, False, "7") == WeightingConfig()
     with pytest.raises(ConfigError, match="--weighting-half-lives expects days"):
         cli_app._training_weighting(None, None, None, None, "7,a week")
+    with pytest.raises(ValidationError, match="greater than 0"):  # even when fixed
+        cli_app._training_weighting(15, None, None, None, "0")

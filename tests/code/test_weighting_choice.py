@@ -7,6 +7,8 @@ nothing of the test part may reach the choice.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -110,23 +112,72 @@ def test_steady_tastes_do_not_choose_a_weeks_half_life() -> None:
     assert scores["binary, max, no decay"] > scores["binary, max, half-life 7 days"], scores
 
 
+class _Sealed(Split):
+    """A split whose test part cannot be read."""
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "test":
+            raise AssertionError("the choice read the test part")
+        return super().__getattribute__(name)
+
+
 def test_the_test_part_never_reaches_the_choice(drift_split: Split) -> None:
-    # The same training and validation rows with another test month: bought from the old
-    # groups, where a choice that peeked at test would prefer no decay.
-    rng = np.random.default_rng(5)
-    test = drift_split.test.copy()
-    test["item_id"] = [f"g{rng.integers(6)}-{rng.integers(15)}" for _ in range(len(test))]
-    other = Split(drift_split.train, drift_split.validation, test, drift_split.config)
-    first, second = choose_weighting(drift_split, SEARCH), choose_weighting(other, SEARCH)
-    assert first.chosen == second.chosen
-    assert [s for _, s in first.scores] == [s for _, s in second.scores]
+    sealed = _Sealed(drift_split.train, drift_split.validation, drift_split.test,
+                     drift_split.config)
+    with pytest.raises(AssertionError, match="read the test part"):
+        sealed.test  # noqa: B018 - the double works
+    assert choose_weighting(sealed, SEARCH).chosen == choose_weighting(drift_split,
+                                                                        SEARCH).chosen
 
 
 def test_a_sample_of_users_bounds_the_choice_and_is_seeded(drift_split: Split) -> None:
+    from shoprec.tuning.weighting import _sample_users
+
     sampled = WeightingConfig(search=WeightingSearch(users=150, half_lives=[7]))
     first, second = (choose_weighting(drift_split, sampled) for _ in range(2))
     assert first.users == 150
     assert first.scores == second.scores and first.chosen == second.chosen
+    # Users with validation rows come first (they are the ones scored), in a seeded draw.
+    validated = set(drift_split.validation["user_id"])
+    some = Split(drift_split.train, drift_split.validation[
+        drift_split.validation["user_id"].isin(sorted(validated)[:100])], drift_split.test,
+        drift_split.config)
+    users = _sample_users(some, 150)
+    assert len(users) == 150 and set(sorted(validated)[:100]) <= set(users)
+    assert list(users) == list(_sample_users(some, 150))
+
+
+def test_the_configured_weighting_stays_within_the_margin() -> None:
+    from shoprec.tuning.weighting import _best
+
+    configured, other = WeightingConfig(), WeightingConfig(recency_half_life_days=7)
+    assert _best([(configured, 0.100), (other, 0.1019)], configured, 0.02) == configured
+    assert _best([(configured, 0.100), (other, 0.1030)], configured, 0.02) == other
+    assert _best([(configured, 0.100), (other, 0.1001)], configured, 0.0) == other
+    assert _best([(other, 0.05)], configured, 0.02) == other  # the configured one failed
+    assert _best([], configured, 0.02) == configured
+
+
+def test_a_weighting_the_quick_fit_cannot_take_is_left_out(drift_split: Split, monkeypatch,
+                                                           caplog) -> None:
+    from shoprec.errors import ModelFitError
+    from shoprec.models import ImplicitALS
+
+    fit = ImplicitALS.fit
+
+    def failing(self, interactions, context=None):
+        # The 7-day candidate is the only one whose rows hold weights below 1/2.
+        if 0 < interactions.data.min() < 0.5:
+            raise ModelFitError("mf: factors are not finite")
+        return fit(self, interactions, context)
+
+    monkeypatch.setattr(ImplicitALS, "fit", failing)
+    only_seven = WeightingConfig(search=WeightingSearch(half_lives=[7]))
+    choice = choose_weighting(drift_split, only_seven)
+    assert [c.describe() for c, _ in choice.scores] == ["log, sum, no decay",
+                                                        "binary, max, no decay"]
+    assert choice.chosen.recency_half_life_days is None
+    assert "half-life 7 days left out of the choice: mf: factors are not finite" in caplog.text
 
 
 def test_without_a_search_or_validation_the_configured_weighting_stays(
@@ -140,7 +191,7 @@ def test_without_a_search_or_validation_the_configured_weighting_stays(
     assert choice.chosen == WeightingConfig() and choice.scores == []
 
 
-def test_prepare_builds_the_matrices_with_the_chosen_weighting(tmp_path) -> None:
+def test_prepare_builds_the_matrices_with_the_chosen_weighting(tmp_path: Path) -> None:
     from shoprec.config import DataConfig
     from shoprec.features import encode_split
     from shoprec.pipeline import prepare
