@@ -214,8 +214,8 @@ class WeightingConfig(_Model):
 
         Returns:
             This one (without its search) first, then binary damping with repeats max at
-            no decay and at each of the search's half-lives, without repeats; without a
-            search, this one alone.
+            no decay and at each of the search's half-lives, each weighting once; without
+            a search, this one alone.
         """
         found = [self.fixed()]
         if self.search is None:
