@@ -167,7 +167,8 @@ class WeightingSearch(_Model):
     users: int = Field(
         10_000, ge=100,
         description="The choice is made on a seeded sample of at most this many training "
-        "users, those with validation rows first: its cost stays bounded at any data size.",
+        "users, those with validation rows first: its cost grows with the catalogue, not "
+        "with the shoppers.",
     )
     margin: float = Field(
         0.02, ge=0, le=1,
