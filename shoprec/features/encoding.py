@@ -84,19 +84,13 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
     train_end = split.train["timestamp"].max()
     history_end = max(train_end, split.validation["timestamp"].max()) \
         if len(split.validation) else train_end
-    repeats = weighting.repeats
     train = training_matrix(split.train, users, items, weighting, train_end)
-    validation_weighted = interaction_matrix(
-        split.validation, users, items, event_weights(split.validation, weighting, history_end),
-        repeats)
-    if weighting.recency_half_life_days:
-        train_for_test = interaction_matrix(split.train, users, items,
-                                            event_weights(split.train, weighting, history_end),
-                                            repeats)
-    else:
-        train_for_test = train
+    validation_weighted = training_matrix(split.validation, users, items, weighting,
+                                          history_end)
+    train_for_test = training_matrix(split.train, users, items, weighting, history_end) \
+        if weighting.recency_half_life_days else train
     # The test history combines the two parts as one matrix of both would.
-    history = (train_for_test.maximum(validation_weighted) if repeats == "max"
+    history = (train_for_test.maximum(validation_weighted) if weighting.repeats == "max"
                else train_for_test + validation_weighted).tocsr()
     dropped: dict[str, int] = {}
     validation = _relevance(split.validation, users, items, train, repeat, "validation", dropped)
