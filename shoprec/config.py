@@ -381,10 +381,11 @@ class EASEParams(_Model):
         None, ge=2, le=200_000, description="Model at most this many items, the most "
         "interacted (the others rank after them by popularity); empty: as many as this "
         "machine's memory and cores allow (12,000 with the grid on 2 cores and 24 GB).")
-    history_weights: bool | None = Field(
-        None, description="With binary: score a shopper's row with its weights (recency "
-        "decay, event type; each row divided by its largest) instead of as 0/1; empty: "
-        "whichever is better on validation.")
+    history_weights: float | None = Field(
+        None, ge=0, le=4, description="With binary: the power a shopper's row is read at: "
+        "its weights (recency decay, event type), each row divided by its largest, raised "
+        "to it (0: as 0/1; 1: the weights as they are; 0.5: under recency decay, as if "
+        "with twice the half-life); empty: the best of 0, 0.25, 0.5 and 1 on validation.")
 
 
 class _NeuralParams(_Model):
@@ -401,10 +402,11 @@ class _NeuralParams(_Model):
     vocabulary: int | None = Field(
         10_000, ge=1, description="Read and score the most-interacted items only; "
         "empty: all.")
-    history_weights: bool | None = Field(
-        None, description="Score a shopper's row with its weights (recency decay, event "
-        "type; each row divided by its largest) instead of as 0/1; empty: whichever is "
-        "better on validation.")
+    history_weights: float | None = Field(
+        None, ge=0, le=4, description="The power a shopper's row is read at: its weights "
+        "(recency decay, event type), each row divided by its largest, raised to it (0: as "
+        "0/1; 1: the weights as they are; 0.5: under recency decay, as if with twice the "
+        "half-life); empty: the best of 0, 0.25, 0.5 and 1 on validation.")
 
 
 class AutoencoderParams(_NeuralParams):

@@ -50,9 +50,11 @@ class EASE(HistoryWeights, Recommender):
         binary: Fit on 0/1 interactions instead of the weights.
         vocabulary: Most items modelled (the most interacted); ``None``: the limit of this
             machine (:func:`ease_item_limit`).
-        history_weights: With ``binary``, score a shopper's row with its weights (each row
-            divided by its largest) instead of as 0/1; ``None``: whichever is better on
-            validation (0/1 without validation data). See :class:`HistoryWeights`.
+        history_weights: With ``binary``, the power a shopper's row is read at: its
+            weights, each row divided by its largest, raised to it (0: as 0/1; 1: the
+            weights as they are); ``None``: the best of
+            :data:`~shoprec.models.base.READING_EXPONENTS` on validation (0/1 without
+            validation data). See :class:`HistoryWeights`.
     """
 
     family = "autoencoder"
@@ -61,7 +63,7 @@ class EASE(HistoryWeights, Recommender):
     def __init__(self, regularization: float | None = None,
                  regularization_grid: tuple[float, ...] = (50.0, 200.0, 800.0, 3200.0),
                  binary: bool = True, vocabulary: int | None = None,
-                 history_weights: bool | None = None) -> None:
+                 history_weights: float | None = None) -> None:
         self.regularization = regularization
         self.regularization_grid = regularization_grid
         self.binary = binary
@@ -126,7 +128,7 @@ class EASE(HistoryWeights, Recommender):
         """
         chosen: dict[str, Any] = {"regularization": self.regularization_}
         if self.binary:
-            chosen["history_weights"] = self._reads_weights()
+            chosen["history_weights"] = self._reading_exponent()
         if self.vocabulary_ is not None:
             chosen["vocabulary"] = len(self.vocabulary_)
         return chosen
@@ -508,9 +510,11 @@ class _MultAutoencoder(BoundedRows, Recommender):
             all); every shopper is still scored from their own row.
         vocabulary: The network reads and scores this many most-interacted items
             (``None``: all); others are never recommended by it.
-        history_weights: Score a shopper's row with its weights (each row divided by its
-            largest) instead of as 0/1; ``None``: whichever is better on validation (0/1
-            without validation data). See :class:`~shoprec.models.base.HistoryWeights`.
+        history_weights: The power a shopper's row is read at: its weights, each row
+            divided by its largest, raised to it (0: as 0/1; 1: the weights as they are);
+            ``None``: the best of :data:`~shoprec.models.base.READING_EXPONENTS` on
+            validation (0/1 without validation data). See
+            :class:`~shoprec.models.base.HistoryWeights`.
     """
 
     family = "autoencoder"
@@ -527,7 +531,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
                  anneal_steps: int = 2000, weight_decay: float = 0.0,
                  patience: int = 5, seed: int = 0, threads: int = 0,
                  train_users: int | None = 20_000, vocabulary: int | None = 10_000,
-                 history_weights: bool | None = None) -> None:
+                 history_weights: float | None = None) -> None:
         self.history_weights = history_weights
         self.hidden = hidden
         self.latent = latent
@@ -694,7 +698,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
     @property
     def selected_params_(self) -> dict[str, Any]:
         """The refit trains as many epochs as early stopping kept, reading rows alike."""
-        return {"epochs": self.best_epoch_ + 1, "history_weights": self._reads_weights()}
+        return {"epochs": self.best_epoch_ + 1, "history_weights": self._reading_exponent()}
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Logits over all items from each row (the code's mean for the VAE; no dropout)."""

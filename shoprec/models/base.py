@@ -267,9 +267,15 @@ class Recommender(ABC):
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         config = {"name": self.name, "family": self.family, "params": self.get_params(),
-                  "storage_precision": self.storage_precision_}
+                  "storage_precision": self.storage_precision_,
+                  "settled": {name: getattr(self, name) for name in self.settled_attributes
+                              if getattr(self, name, None) is not None}}
         (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         self._save_state(folder)
+
+    #: Plain values a fit settles beside its state (a choice made on validation after
+    #: fitting, that scoring reads): saved in ``config.json`` and set again on load.
+    settled_attributes: ClassVar[tuple[str, ...]] = ()
 
     #: Hyperparameters saved under an older name -> their name now. Registered models and
     #: recipes outlive code versions: a model saved before a rename must still load.
@@ -291,6 +297,9 @@ class Recommender(ABC):
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         model = cls(**cls.current_params(config["params"]))
         model._load_state(folder)
+        for name, value in config.get("settled", {}).items():
+            if name in cls.settled_attributes:
+                setattr(model, name, value)
         # Saved again, a compressed model stays compressed.
         model.storage_precision_ = config.get("storage_precision")
         return model
@@ -309,46 +318,69 @@ class Recommender(ABC):
         raise NotImplementedError
 
 
+#: The powers a weighted history is read at, tried on validation (see
+#: :class:`HistoryWeights`): 0/1 rows first (it wins ties), then the weights at a quarter,
+#: half and whole power. Under recency decay a power ``p`` reads the row as if decayed with
+#: a half-life ``1/p`` times the weighting's: the networks read best at two to four times
+#: the half-life that suits mf (benchmarks/RESULTS.md, eighteenth session).
+READING_EXPONENTS = (0.0, 0.25, 0.5, 1.0)
+
+
 class HistoryWeights:
     """Mixin of the families trained on 0/1 rows: how they read a shopper's history.
 
     A 0/1 row forgets what the weights know: the event type and, with recency decay, how
     long ago (the shopper's latest purchases say most about the next one). With
-    ``history_weights`` the row is read with its weights, each row divided by its largest,
-    so the model still sees the scale it was trained on; ``None`` lets validation choose.
+    ``history_weights`` at ``p > 0`` the row is read with its weights, each row divided by
+    its largest (so the model still sees the scale it was trained on) and raised to the
+    power ``p``; at 0 it is read as 0/1. ``None`` lets validation choose among
+    :data:`READING_EXPONENTS`. ``True`` and ``False`` (recipes and models saved before the
+    power existed) read as 1 and 0.
     """
 
     name: ClassVar[str]
-    history_weights: bool | None
-    history_weights_: bool | None
+    history_weights: float | None
+    history_weights_: float | None
     #: Saved before the choice existed, these families read rows as 0/1: so they still do.
     added_params: ClassVar[dict[str, Any]] = {"history_weights": False}
+    #: A model saved after a fit that chose its reading loads reading rows alike.
+    settled_attributes: ClassVar[tuple[str, ...]] = ("history_weights_",)
 
-    def _reads_weights(self) -> bool:
+    def _reading_exponent(self) -> float:
+        """The power the row's weights are read at (0: as 0/1)."""
         chosen = getattr(self, "history_weights_", None)
-        return bool(self.history_weights if chosen is None else chosen)
+        value = self.history_weights if chosen is None else chosen
+        return float(value or 0.0)
 
     def _history_rows(self, user_rows: sp.spmatrix) -> sp.csr_matrix:
         """The rows as the model scores them: 0/1, or weights scaled to at most 1."""
-        return max_scaled(user_rows) if self._reads_weights() else binarized(user_rows)
+        exponent = self._reading_exponent()
+        if exponent <= 0:
+            return binarized(user_rows)
+        rows = max_scaled(user_rows)
+        if exponent != 1:
+            # After the scaling: (w / max)^p is w^p / max^p, each row's largest still 1.
+            np.power(rows.data, np.float32(exponent), out=rows.data)
+        return rows
 
     def _choose_history_weights(self, context: FitContext | None) -> None:
-        """Settle ``history_weights_`` after fitting: given, or the better on validation.
+        """Settle ``history_weights_`` after fitting: given, or the best on validation.
 
         Ties keep 0/1 rows, so weights that carry nothing (every event alike, no recency
         decay) change nothing.
         """
         if self.history_weights is not None or context is None or context.tuner is None:
-            self.history_weights_ = bool(self.history_weights)
+            self.history_weights_ = float(self.history_weights or 0.0)
             return
 
         def apply(value: float) -> None:
-            self.history_weights_ = bool(value)
+            self.history_weights_ = value
 
-        # A coarse choice: scored on early stopping's sample, so it costs two epoch checks.
-        value, _ = context.tuner.select(self, (0.0, 1.0), apply,  # type: ignore[arg-type]
-                                        "history_weights", quick=True)
-        self.history_weights_ = bool(value)
+        # A coarse choice: scored on early stopping's sample, so it costs an epoch check
+        # per power.
+        value, _ = context.tuner.select(self, READING_EXPONENTS,  # type: ignore[arg-type]
+                                        apply, "history_weights", quick=True)
+        self.history_weights_ = value
 
 
 #: Most history items the model-agnostic explanation weighs (one scored row each).

@@ -93,9 +93,11 @@ class CFGAN(BoundedRows, Recommender):
             all); every shopper is still scored from their own row.
         vocabulary: The generator reads and scores this many most-interacted items
             (``None``: all); others are never recommended by it.
-        history_weights: Score a shopper's row with its weights (each row divided by its
-            largest) instead of as 0/1; ``None``: whichever is better on validation (0/1
-            without validation data). See :class:`~shoprec.models.base.HistoryWeights`.
+        history_weights: The power a shopper's row is read at: its weights, each row
+            divided by its largest, raised to it (0: as 0/1; 1: the weights as they are);
+            ``None``: the best of :data:`~shoprec.models.base.READING_EXPONENTS` on
+            validation (0/1 without validation data). See
+            :class:`~shoprec.models.base.HistoryWeights`.
     """
 
     family = "gan"
@@ -114,7 +116,7 @@ class CFGAN(BoundedRows, Recommender):
                  weight_decay: float = 0.0, patience: int = 5,
                  collapse_tolerance: float = 1e-3, seed: int = 0, threads: int = 0,
                  train_users: int | None = 20_000, vocabulary: int | None = 10_000,
-                 history_weights: bool | None = None) -> None:
+                 history_weights: float | None = None) -> None:
         self.history_weights = history_weights
         self.generator_hidden = generator_hidden
         self.discriminator_hidden = discriminator_hidden
@@ -348,7 +350,7 @@ class CFGAN(BoundedRows, Recommender):
     @property
     def selected_params_(self) -> dict[str, Any]:
         """The refit trains as many epochs as early stopping kept, reading rows alike."""
-        return {"epochs": self.best_epoch_ + 1, "history_weights": self._reads_weights()}
+        return {"epochs": self.best_epoch_ + 1, "history_weights": self._reading_exponent()}
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """The generator's output for each row (0/1 or weighted): one forward pass."""

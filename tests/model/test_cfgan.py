@@ -41,7 +41,7 @@ def test_beats_popularity_on_planted_data(planted) -> None:
     scores = [r["validation_ndcg_at_10"] for r in model.history_]
     assert model.best_epoch_ == int(np.argmax(scores))
     assert model.selected_params_ == {"epochs": model.best_epoch_ + 1,
-                                      "history_weights": model._reads_weights()}
+                                      "history_weights": model._reading_exponent()}
     for key in ("generator_loss", "discriminator_loss", "user_dependence"):
         assert all(np.isfinite(r[key]) for r in model.history_), key
 

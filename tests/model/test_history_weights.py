@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from shoprec.config import AutoencoderParams, EASEParams
 from shoprec.evaluation import evaluate
 from shoprec.models import CFGAN, EASE, FitContext, MultDAE
+from shoprec.models.base import READING_EXPONENTS
 from shoprec.ranking import max_scaled
 from shoprec.tuning import ValidationTuner
 
@@ -51,15 +53,58 @@ def test_ease_reads_recent_weights_when_validation_says_so() -> None:
     history, relevance = recency_planted()
     context = FitContext(tuner=ValidationTuner(history, relevance))
     chosen = EASE(regularization=5.0).fit(history, context)
-    assert chosen.history_weights_ is True
-    assert chosen.selected_params_["history_weights"] is True
+    assert chosen.history_weights_ > 0
+    assert chosen.selected_params_["history_weights"] == chosen.history_weights_
     weighted = evaluate(chosen, history, relevance)["ndcg@10"]
     zero_one = evaluate(EASE(regularization=5.0, history_weights=False).fit(history),
                         history, relevance)["ndcg@10"]
     assert weighted > 1.5 * zero_one
     # The refit is told the choice; without a tuner, None means 0/1 rows.
-    assert EASE(regularization=5.0).fit(history).history_weights_ is False
-    assert EASE(regularization=5.0, history_weights=True).fit(history).history_weights_
+    assert EASE(regularization=5.0).fit(history).history_weights_ == 0
+    assert EASE(regularization=5.0, history_weights=True).fit(history).history_weights_ == 1
+
+
+def test_a_power_reads_the_scaled_weights_raised_to_it() -> None:
+    rows = sp.csr_matrix(np.array([[0, 0.25, 1], [0, 0, 0], [0.5, 0, 2]], np.float32))
+    model = EASE(history_weights=0.5)
+    np.testing.assert_allclose(model._history_rows(rows).toarray(),
+                               np.sqrt(max_scaled(rows).toarray()), rtol=1e-6)
+    # True and False, as recipes saved before the power existed hold them: 1 and 0.
+    np.testing.assert_allclose(EASE(history_weights=True)._history_rows(rows).toarray(),
+                               max_scaled(rows).toarray())
+    assert EASE(history_weights=False)._history_rows(rows).toarray().tolist() == \
+        (rows.toarray() > 0).astype(float).tolist()
+    assert rows[0, 1] == np.float32(0.25)  # the caller's matrix is untouched
+
+
+def test_the_power_chosen_is_the_best_of_the_grid_on_validation() -> None:
+    """Old purchases weighted 0.05 against recent 1, and three shoppers in ten go back to
+    their old group: read as 0/1 the old group leads for everyone, read at the weights'
+    full power it is lost; a quarter power ranks both, and validation finds it."""
+    history, relevance = recency_planted(seed=2)
+    history.data[history.data < 1] = 0.05
+    rng = np.random.default_rng(5)
+    relevance = relevance.tolil()
+    for user in range(history.shape[0]):
+        if rng.random() < 0.3:
+            row = history[user]
+            group = row.indices[row.data < 1][0] // 10
+            unbought = sorted(set(range(group * 10, group * 10 + 10)) - set(row.indices))
+            relevance.rows[user], relevance.data[user] = [unbought[0]], [1.0]
+    relevance = sp.csr_matrix(relevance)
+    model = EASE(regularization=5.0).fit(history, FitContext(
+        tuner=ValidationTuner(history, relevance)))
+    chosen = model.history_weights_
+    figures = {}
+    for power in READING_EXPONENTS:
+        model.history_weights_ = power
+        figures[power] = evaluate(model, history, relevance)["ndcg@10"]
+    assert chosen == 0.25
+    assert figures[chosen] == max(figures.values()) > figures[0.0] > figures[1.0]
+    # The configuration's description names the powers tried.
+    for described in (EASEParams, AutoencoderParams):
+        text = described.model_fields["history_weights"].description
+        assert "0, 0.25, 0.5 and 1" in text and READING_EXPONENTS == (0.0, 0.25, 0.5, 1.0)
 
 
 def test_weights_that_carry_nothing_keep_zero_one_rows() -> None:
@@ -68,7 +113,7 @@ def test_weights_that_carry_nothing_keep_zero_one_rows() -> None:
     flat.data[:] = 4.0  # every event alike, no decay: the same rankings both ways (a tie)
     model = EASE(regularization=5.0).fit(flat, FitContext(tuner=ValidationTuner(flat,
                                                                                 relevance)))
-    assert model.history_weights_ is False
+    assert model.history_weights_ == 0
 
 
 @pytest.mark.slow
@@ -77,15 +122,16 @@ def test_networks_read_recent_weights_and_keep_the_choice(model_class, tmp_path)
     history, relevance = recency_planted()
     context = FitContext(tuner=ValidationTuner(history, relevance))
     model = model_class(epochs=8, seed=3, batch_size=32).fit(history, context)
-    assert model.selected_params_["history_weights"] is True
+    chosen = model.selected_params_["history_weights"]
+    assert chosen > 0
     weighted = evaluate(model, history, relevance)["ndcg@10"]
-    model.history_weights_ = False
+    model.history_weights_ = 0.0
     assert weighted > 1.1 * evaluate(model, history, relevance)["ndcg@10"]
-    model.history_weights_ = True
+    model.history_weights_ = chosen
     # Saved with the choice as a hyperparameter of the refit, it loads reading alike.
     refit = model_class(**{**model.get_params(), **model.selected_params_}).fit(history)
     refit.save(tmp_path / "m")
     loaded = type(refit).load(tmp_path / "m")
-    assert loaded._reads_weights() is True
+    assert loaded._reading_exponent() == chosen
     np.testing.assert_allclose(loaded.score(history[:20]), refit.score(history[:20]),
                                rtol=1e-5, atol=1e-5)
