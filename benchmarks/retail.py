@@ -95,8 +95,26 @@ def child(args: argparse.Namespace) -> None:
                       key=lambda r: r["start"] or "")
 
     done.set()
-    print("BENCHMARK-JSON " + json.dumps({"summary": summary, "steps": asyncio.run(timings())},
+    print("BENCHMARK-JSON " + json.dumps({"summary": summary, "steps": asyncio.run(timings()),
+                                          "chosen": _chosen(summary["mlflow_run_id"])},
                                          default=str))
+
+
+#: Hyperparameters a candidate chooses on validation, as its MLflow run logs them.
+CHOSEN = ("regularization", "popularity_smoothing", "epochs", "history_weights")
+
+
+def _chosen(parent_run_id: str) -> dict[str, dict[str, str]]:
+    """Per candidate, the values it chose on validation (from its nested MLflow run)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id],
+                              f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return {run.data.tags.get("mlflow.runName", run.info.run_id):
+            {k: run.data.params[k] for k in CHOSEN if k in run.data.params} for run in runs
+            if run.data.tags.get("status") == "ok"}
 
 
 def main() -> None:
@@ -187,6 +205,11 @@ def main() -> None:
         print(f"| {entry['model']} | {entry['status']} | " + " | ".join(cells)
               + f" | {_fmt(entry['validation'].get(primary))} | {entry['train_seconds']:.1f} | "
               f"{entry.get('refit_seconds', 0.0):.1f} |")
+    chosen = result.get("chosen") or {}
+    if any(chosen.values()):
+        print("\nchosen on validation: " + "; ".join(
+            f"{model} " + ", ".join(f"{k} {v}" for k, v in values.items())
+            for model, values in sorted(chosen.items()) if values))
     if pop and pop["test"].get(primary):
         ratios = ", ".join(f"{e['model']} {e['test'][primary] / pop['test'][primary]:.2f}x"
                            for e in summary["leaderboard"]

@@ -107,6 +107,19 @@ def test_the_power_chosen_is_the_best_of_the_grid_on_validation() -> None:
         assert "0, 0.25, 0.5 and 1" in text and READING_EXPONENTS == (0.0, 0.25, 0.5, 1.0)
 
 
+def test_a_model_saved_after_choosing_loads_reading_alike(tmp_path) -> None:
+    history, relevance = recency_planted()
+    model = EASE(regularization=5.0).fit(history, FitContext(
+        tuner=ValidationTuner(history, relevance)))
+    assert model.history_weights is None and model.history_weights_ > 0
+    model.save(tmp_path / "ease")
+    loaded = EASE.load(tmp_path / "ease")
+    assert loaded.history_weights is None  # the hyperparameter as given: still "choose"
+    assert loaded._reading_exponent() == model.history_weights_
+    np.testing.assert_allclose(loaded.score(history[:20]), model.score(history[:20]),
+                               rtol=1e-6)
+
+
 def test_weights_that_carry_nothing_keep_zero_one_rows() -> None:
     history, relevance = recency_planted()
     flat = history.copy()
