@@ -100,21 +100,29 @@ def child(args: argparse.Namespace) -> None:
                                          default=str))
 
 
-#: Hyperparameters a candidate chooses on validation, as its MLflow run logs them.
-CHOSEN = ("regularization", "popularity_smoothing", "epochs", "history_weights")
+#: Hyperparameters a candidate chooses on validation unless given, as its MLflow run logs
+#: them (a value given with --param is logged alike).
+CHOSEN = ("regularization", "popularity_smoothing", "similarity_exponent", "epochs",
+          "history_weights")
 
 
 def _chosen(parent_run_id: str) -> dict[str, dict[str, str]]:
-    """Per candidate, the values it chose on validation (from its nested MLflow run)."""
-    from mlflow import MlflowClient
+    """Per candidate that trained, those values (from its nested MLflow run); empty when
+    the store cannot be read (the figures above them still print)."""
+    try:
+        from mlflow import MlflowClient
 
-    client = MlflowClient()
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id],
-                              f"tags.mlflow.parentRunId = '{parent_run_id}'")
+        client = MlflowClient()
+        parent = client.get_run(parent_run_id)
+        runs = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    except Exception as exc:  # noqa: BLE001 - a report line, not the benchmark's figures
+        print(f"the candidates' values could not be read from MLflow: {exc}", file=sys.stderr)
+        return {}
     return {run.data.tags.get("mlflow.runName", run.info.run_id):
-            {k: run.data.params[k] for k in CHOSEN if k in run.data.params} for run in runs
-            if run.data.tags.get("status") == "ok"}
+            {k: run.data.params[k] for k in CHOSEN
+             if run.data.params.get(k) not in (None, "None")}
+            for run in runs if run.data.tags.get("status") == "ok"}
 
 
 def main() -> None:
@@ -207,7 +215,7 @@ def main() -> None:
               f"{entry.get('refit_seconds', 0.0):.1f} |")
     chosen = result.get("chosen") or {}
     if any(chosen.values()):
-        print("\nchosen on validation: " + "; ".join(
+        print("\nchosen on validation (or as given): " + "; ".join(
             f"{model} " + ", ".join(f"{k} {v}" for k, v in values.items())
             for model, values in sorted(chosen.items()) if values))
     if pop and pop["test"].get(primary):

@@ -384,8 +384,9 @@ class EASEParams(_Model):
     history_weights: float | None = Field(
         None, ge=0, le=4, description="With binary: the power a shopper's row is read at: "
         "its weights (recency decay, event type), each row divided by its largest, raised "
-        "to it (0: as 0/1; 1: the weights as they are; 0.5: under recency decay, as if "
-        "with twice the half-life); empty: the best of 0, 0.25, 0.5 and 1 on validation.")
+        "to it (0: as 0/1; 1: the weights as they are; 0.5: under recency decay with binary "
+        "damping and repeats max, as if with twice the half-life); empty: the best of 0, "
+        "0.25, 0.5 and 1 on validation.")
 
 
 class _NeuralParams(_Model):
@@ -405,8 +406,9 @@ class _NeuralParams(_Model):
     history_weights: float | None = Field(
         None, ge=0, le=4, description="The power a shopper's row is read at: its weights "
         "(recency decay, event type), each row divided by its largest, raised to it (0: as "
-        "0/1; 1: the weights as they are; 0.5: under recency decay, as if with twice the "
-        "half-life); empty: the best of 0, 0.25, 0.5 and 1 on validation.")
+        "0/1; 1: the weights as they are; 0.5: under recency decay with binary damping and "
+        "repeats max, as if with twice the half-life); empty: the best of 0, 0.25, 0.5 and 1 "
+        "on validation.")
 
 
 class AutoencoderParams(_NeuralParams):

@@ -320,9 +320,12 @@ class Recommender(ABC):
 
 #: The powers a weighted history is read at, tried on validation (see
 #: :class:`HistoryWeights`): 0/1 rows first (it wins ties), then the weights at a quarter,
-#: half and whole power. Under recency decay a power ``p`` reads the row as if decayed with
-#: a half-life ``1/p`` times the weighting's: the networks read best at two to four times
-#: the half-life that suits mf (benchmarks/RESULTS.md, eighteenth session).
+#: half and whole power. With one event type, binary damping and repeats ``max`` (the
+#: weightings the choice of :mod:`shoprec.tuning.weighting` offers), a power ``p`` reads a
+#: recency-decayed row as if decayed with a half-life ``1/p`` times the weighting's; with
+#: event types or counts in the weights it also evens those out. On Online Retail the
+#: networks read best at two to four times the half-life that suits mf
+#: (benchmarks/RESULTS.md, eighteenth session).
 READING_EXPONENTS = (0.0, 0.25, 0.5, 1.0)
 
 
@@ -335,7 +338,10 @@ class HistoryWeights:
     its largest (so the model still sees the scale it was trained on) and raised to the
     power ``p``; at 0 it is read as 0/1. ``None`` lets validation choose among
     :data:`READING_EXPONENTS`. ``True`` and ``False`` (recipes and models saved before the
-    power existed) read as 1 and 0.
+    power existed) read as 1 and 0. A power given as a hyperparameter is also how the fit
+    reads rows while it chooses (early stopping, EASE's λ); a chosen one is settled after
+    the fit, which reads 0/1 rows. A weight stored as exactly 0 reads as 1 at power 0 (the
+    entry is there) and as 0 at any other power.
     """
 
     name: ClassVar[str]
@@ -353,7 +359,7 @@ class HistoryWeights:
         return float(value or 0.0)
 
     def _history_rows(self, user_rows: sp.spmatrix) -> sp.csr_matrix:
-        """The rows as the model scores them: 0/1, or weights scaled to at most 1."""
+        """The rows as the model scores them: 0/1, or scaled weights raised to the power."""
         exponent = self._reading_exponent()
         if exponent <= 0:
             return binarized(user_rows)

@@ -6,9 +6,10 @@ costs. So the weighting is a hyperparameter of the data and is chosen like one, 
 validation ndcg@10, never by test.
 
 Each candidate weighting is scored by a quick ``mf``: ``mf`` is the family that learns from
-the weights themselves (the others fit 0/1 rows and choose for themselves whether to read
-the weighted ones), and its validation figure measured how much a weighting tells about the
-next purchases on every data set tried (``benchmarks/RESULTS.md``, seventeenth session).
+the weights themselves (the others fit 0/1 rows and choose for themselves how strongly to
+read the weighted ones: ``HistoryWeights``), and its validation figure measured how much a
+weighting tells about the next purchases on every data set tried
+(``benchmarks/RESULTS.md``, seventeenth session).
 The quick fit has fewer factors and sweeps than the candidate's, and its penalty is chosen
 on the same validation rows, so every weighting is judged at its own best penalty.
 """

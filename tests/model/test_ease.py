@@ -68,7 +68,7 @@ def test_over_its_limit_it_models_the_most_interacted_items() -> None:
     kept = model.vocabulary_
     assert len(kept) == 6 and model.n_items_ == 10
     assert counts[kept].min() >= np.delete(counts, kept).max()
-    assert model.selected_params_ == {"regularization": 1.0, "history_weights": False,
+    assert model.selected_params_ == {"regularization": 1.0, "history_weights": 0.0,
                                       "vocabulary": 6}
     scores = model.score(matrix)
     rest = np.setdiff1d(np.arange(10), kept)

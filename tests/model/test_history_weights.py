@@ -120,6 +120,24 @@ def test_a_model_saved_after_choosing_loads_reading_alike(tmp_path) -> None:
                                rtol=1e-6)
 
 
+def test_recipes_holding_true_or_false_validate_as_powers() -> None:
+    for described in (EASEParams, AutoencoderParams):
+        assert described.model_validate_json('{"history_weights": true}').history_weights == 1
+        assert described.model_validate({"history_weights": False}).history_weights == 0
+        assert described.model_validate({"history_weights": 0.25}).history_weights == 0.25
+        with pytest.raises(ValueError, match="history_weights"):
+            described.model_validate({"history_weights": -1})
+
+
+def test_ease_contributions_add_up_to_the_score_at_a_fractional_power() -> None:
+    history, _ = recency_planted()
+    model = EASE(regularization=5.0, history_weights=0.5).fit(history)
+    row = history[3]
+    items = np.arange(history.shape[1])
+    _, matrix = model.contributions(row, items)
+    np.testing.assert_allclose(matrix.sum(axis=1), model.score(row)[0], rtol=1e-4, atol=1e-5)
+
+
 def test_weights_that_carry_nothing_keep_zero_one_rows() -> None:
     history, relevance = recency_planted()
     flat = history.copy()
@@ -141,6 +159,9 @@ def test_networks_read_recent_weights_and_keep_the_choice(model_class, tmp_path)
     model.history_weights_ = 0.0
     assert weighted > 1.1 * evaluate(model, history, relevance)["ndcg@10"]
     model.history_weights_ = chosen
+    # Saved right after choosing (the hyperparameter still "choose"), it loads reading alike.
+    model.save(tmp_path / "chose")
+    assert type(model).load(tmp_path / "chose")._reading_exponent() == chosen
     # Saved with the choice as a hyperparameter of the refit, it loads reading alike.
     refit = model_class(**{**model.get_params(), **model.selected_params_}).fit(history)
     refit.save(tmp_path / "m")
