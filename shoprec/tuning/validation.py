@@ -55,7 +55,8 @@ class ValidationTuner:
 
     def select(self, model: Recommender, grid: Sequence[float],
                apply: Callable[..., Any], what: str, refine: int = 0,
-               quick: bool = False, warm: bool = False) -> tuple[float, Any]:
+               quick: bool = False, warm: bool = False,
+               margin: float = 0.0) -> tuple[float, Any]:
         """Pick a hyperparameter value by validation ndcg@10.
 
         Args:
@@ -78,6 +79,9 @@ class ValidationTuner:
                 fit is iterative starts there: from the last value tried instead, a
                 refinement would start from the far end of the grid, and a short fit from
                 there scores where it started, not where it would converge.
+            margin: The first value tried (the grid's first, or its smallest when
+                ``warm``) stands unless the best scores more than this share higher (0.01:
+                1%): for a default that should not give way to a gain inside the noise.
 
         Returns:
             The best value and the state ``apply`` returned for it (the caller restores it,
@@ -87,11 +91,12 @@ class ValidationTuner:
             ValueError: The grid is empty.
         """
         best: tuple[float, float, Any] | None = None
+        first: tuple[float, float, Any] | None = None
         tried: list[float] = []
         last: Any = None
 
         def attempt(value: float, start: Any = None) -> None:
-            nonlocal best, last
+            nonlocal best, first, last
             state = apply(value, start) if warm else apply(value)
             if warm:
                 last = state
@@ -102,6 +107,8 @@ class ValidationTuner:
                 self.progress(value, {f"validation_ndcg_at_10_by_{what}": score})
             if best is None or score > best[0]:
                 best = (score, value, state)
+            if first is None:
+                first = (score, value, state)
 
         # Warm: in increasing order, so each grid value starts from its neighbour's state.
         for value in sorted(grid) if warm else grid:
@@ -129,6 +136,12 @@ class ValidationTuner:
                         tried.append(value)
                         logger.warning("%s %s %g: not fitted (%s); left out", model.name,
                                        what, value, exc)
+        if first is not None and best[0] <= first[0] * (1 + margin):
+            if best[1] != first[1]:
+                logger.info("%s %s %g kept: %g scores %.4f against %.4f, within the %g%% "
+                            "margin", model.name, what, first[1], best[1], best[0], first[0],
+                            100 * margin)
+            return first[1], first[2]
         return best[1], best[2]
 
     def select_weights(self, model: Recommender,

@@ -57,7 +57,8 @@ class Peaked(Recommender):
         raise NotImplementedError
 
 
-def _select(refine: int, fails: tuple[float, float] = (0.0, 0.0)
+def _select(refine: int, fails: tuple[float, float] = (0.0, 0.0), margin: float = 0.0,
+            grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
             ) -> tuple[float, object, list[tuple[float, float]], ValidationTuner]:
     model = Peaked()
     seen: list[tuple[float, float]] = []
@@ -71,8 +72,8 @@ def _select(refine: int, fails: tuple[float, float] = (0.0, 0.0)
         model.value = value
         return f"state of {value:g}"
 
-    value, state = tuner.select(model, (1.0, 10.0, 100.0, 1000.0), apply, "regularization",
-                                refine=refine)
+    value, state = tuner.select(model, grid, apply, "regularization", refine=refine,
+                                margin=margin)
     model.value = value
     return value, state, seen, tuner
 
@@ -94,6 +95,20 @@ def test_refinement_finds_a_peak_between_grid_points() -> None:
     # Two steps: half a decade each side of 100, then a quarter decade each side of the best.
     assert len(seen) == 4 + 4
     assert sorted(v for v, _ in seen[4:6]) == [31.62, 316.2]
+
+
+def test_the_first_value_stands_unless_beaten_by_the_margin() -> None:
+    """100 (the first value here) ranks the next item near eighth, 300 first."""
+    _, _, seen, _ = _select(refine=0, grid=(100.0, 300.0))
+    scores = dict(seen)
+    gain = scores[300.0] / scores[100.0] - 1
+    assert gain > 1  # the figures the two margins below straddle
+    value, state, _, _ = _select(refine=0, grid=(100.0, 300.0), margin=gain / 2)
+    assert (value, state) == (300.0, "state of 300")
+    value, state, _, _ = _select(refine=0, grid=(100.0, 300.0), margin=gain * 1.01)
+    assert (value, state) == (100.0, "state of 100")  # kept, with its own state
+    # Without a margin the best wins, as before.
+    assert _select(refine=0, grid=(100.0, 300.0))[0] == 300.0
 
 
 def test_a_refinement_value_that_does_not_fit_is_left_out() -> None:

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from shoprec.config import AutoencoderParams, EASEParams
 from shoprec.evaluation import evaluate
 from shoprec.models import CFGAN, EASE, FitContext, MultDAE
-from shoprec.models.base import READING_EXPONENTS
+from shoprec.models.base import READING_EXPONENTS, READING_MARGIN
 from shoprec.ranking import max_scaled
 from shoprec.tuning import ValidationTuner
 
@@ -77,34 +77,54 @@ def test_a_power_reads_the_scaled_weights_raised_to_it() -> None:
     assert rows[0, 1] == np.float32(0.25)  # the caller's matrix is untouched
 
 
-def test_the_power_chosen_is_the_best_of_the_grid_on_validation() -> None:
-    """Old purchases weighted 0.05 against recent 1, and three shoppers in ten go back to
-    their old group: read as 0/1 the old group leads for everyone, read at the weights'
-    full power it is lost; a quarter power ranks both, and validation finds it."""
+def returning(share: float, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Old purchases weighted 0.05 against recent 1, and ``share`` of the shoppers go back
+    to their old group next: read as 0/1 the old group leads for everyone, read at the
+    weights' full power it is lost; a quarter power ranks both."""
     history, relevance = recency_planted(seed=2)
     history.data[history.data < 1] = 0.05
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     relevance = relevance.tolil()
     for user in range(history.shape[0]):
-        if rng.random() < 0.3:
+        if rng.random() < share:
             row = history[user]
             group = row.indices[row.data < 1][0] // 10
             unbought = sorted(set(range(group * 10, group * 10 + 10)) - set(row.indices))
             relevance.rows[user], relevance.data[user] = [unbought[0]], [1.0]
-    relevance = sp.csr_matrix(relevance)
-    model = EASE(regularization=5.0).fit(history, FitContext(
-        tuner=ValidationTuner(history, relevance)))
-    chosen = model.history_weights_
+    return history, sp.csr_matrix(relevance)
+
+
+def _figures(model: EASE, history: sp.csr_matrix,
+             relevance: sp.csr_matrix) -> dict[float, float]:
     figures = {}
     for power in READING_EXPONENTS:
         model.history_weights_ = power
         figures[power] = evaluate(model, history, relevance)["ndcg@10"]
+    return figures
+
+
+def test_the_power_chosen_is_the_best_of_the_grid_on_validation() -> None:
+    history, relevance = returning(0.3, seed=5)
+    model = EASE(regularization=5.0).fit(history, FitContext(
+        tuner=ValidationTuner(history, relevance)))
+    chosen = model.history_weights_
+    figures = _figures(model, history, relevance)
     assert chosen == 0.25
     assert figures[chosen] == max(figures.values()) > figures[0.0] > figures[1.0]
+    assert figures[chosen] > (1 + READING_MARGIN) * figures[0.0]
     # The configuration's description names the powers tried.
     for described in (EASEParams, AutoencoderParams):
         text = described.model_fields["history_weights"].description
         assert "0, 0.25, 0.5 and 1" in text and READING_EXPONENTS == (0.0, 0.25, 0.5, 1.0)
+
+
+def test_a_power_better_by_less_than_the_margin_keeps_zero_one_rows() -> None:
+    history, relevance = returning(0.365, seed=20)
+    model = EASE(regularization=5.0).fit(history, FitContext(
+        tuner=ValidationTuner(history, relevance)))
+    assert model.history_weights_ == 0
+    figures = _figures(model, history, relevance)
+    assert figures[0.0] < max(figures.values()) <= (1 + READING_MARGIN) * figures[0.0]
 
 
 def test_a_model_saved_after_choosing_loads_reading_alike(tmp_path) -> None:
