@@ -386,7 +386,7 @@ class EASEParams(_Model):
         "its weights (recency decay, event type), each row divided by its largest, raised "
         "to it (0: as 0/1; 1: the weights as they are; 0.5: under recency decay with binary "
         "damping and repeats max, as if with twice the half-life); empty: the best of 0, "
-        "0.25, 0.5 and 1 on validation.")
+        "0.25, 0.5 and 1 on validation (a power only when it beats 0/1 by more than 1%).")
 
 
 class _NeuralParams(_Model):
@@ -408,7 +408,7 @@ class _NeuralParams(_Model):
         "(recency decay, event type), each row divided by its largest, raised to it (0: as "
         "0/1; 1: the weights as they are; 0.5: under recency decay with binary damping and "
         "repeats max, as if with twice the half-life); empty: the best of 0, 0.25, 0.5 and 1 "
-        "on validation.")
+        "on validation (a power only when it beats 0/1 by more than 1%).")
 
 
 class AutoencoderParams(_NeuralParams):

@@ -344,11 +344,12 @@ class HistoryWeights:
     ``history_weights`` at ``p > 0`` the row is read with its weights, each row divided by
     its largest (so the model still sees the scale it was trained on) and raised to the
     power ``p``; at 0 it is read as 0/1. ``None`` lets validation choose among
-    :data:`READING_EXPONENTS`. ``True`` and ``False`` (recipes and models saved before the
-    power existed) read as 1 and 0. A power given as a hyperparameter is also how the fit
-    reads rows while it chooses (early stopping, EASE's λ); a chosen one is settled after
-    the fit, which reads 0/1 rows. A weight stored as exactly 0 reads as 1 at power 0 (the
-    entry is there) and as 0 at any other power.
+    :data:`READING_EXPONENTS` (a power only when it beats 0/1 by :data:`READING_MARGIN`).
+    ``True`` and ``False`` (recipes and models saved before the power existed) read as 1
+    and 0. A power given as a hyperparameter is also how the fit reads rows while it
+    chooses (early stopping, EASE's λ); a chosen one is settled after the fit, which reads
+    0/1 rows. A weight stored as exactly 0 reads as 1 at power 0 (the entry is there) and
+    as 0 at any other power.
     """
 
     name: ClassVar[str]
