@@ -368,6 +368,15 @@ class ContentParams(_Model):
     exponent_grid: Grid = Field((1.0, 2.0, 3.0), description="Exponents tried on validation.")
 
 
+#: ``history_weights`` of the families trained on 0/1 rows (shoprec.models.base's
+#: ``READING_EXPONENTS`` and ``READING_MARGIN``; not imported: no models at config time).
+READING_POWER = ("the power a shopper's row is read at: its weights (recency decay, event "
+                 "type), each row divided by its largest, raised to it (0: as 0/1; 1: the "
+                 "weights as they are; 0.5: under recency decay with binary damping and "
+                 "repeats max, as if with twice the half-life); empty: the best of 0, 0.25, "
+                 "0.5 and 1 on validation (a power only when it beats 0/1 by more than 1%).")
+
+
 class EASEParams(_Model):
     """Hyperparameters of ``ease``."""
 
@@ -381,12 +390,8 @@ class EASEParams(_Model):
         None, ge=2, le=200_000, description="Model at most this many items, the most "
         "interacted (the others rank after them by popularity); empty: as many as this "
         "machine's memory and cores allow (12,000 with the grid on 2 cores and 24 GB).")
-    history_weights: float | None = Field(
-        None, ge=0, le=4, description="With binary: the power a shopper's row is read at: "
-        "its weights (recency decay, event type), each row divided by its largest, raised "
-        "to it (0: as 0/1; 1: the weights as they are; 0.5: under recency decay with binary "
-        "damping and repeats max, as if with twice the half-life); empty: the best of 0, "
-        "0.25, 0.5 and 1 on validation (a power only when it beats 0/1 by more than 1%).")
+    history_weights: float | None = Field(None, ge=0, le=4,
+                                          description="With binary: " + READING_POWER)
 
 
 class _NeuralParams(_Model):
@@ -403,12 +408,8 @@ class _NeuralParams(_Model):
     vocabulary: int | None = Field(
         10_000, ge=1, description="Read and score the most-interacted items only; "
         "empty: all.")
-    history_weights: float | None = Field(
-        None, ge=0, le=4, description="The power a shopper's row is read at: its weights "
-        "(recency decay, event type), each row divided by its largest, raised to it (0: as "
-        "0/1; 1: the weights as they are; 0.5: under recency decay with binary damping and "
-        "repeats max, as if with twice the half-life); empty: the best of 0, 0.25, 0.5 and 1 "
-        "on validation (a power only when it beats 0/1 by more than 1%).")
+    history_weights: float | None = Field(None, ge=0, le=4,
+                                          description=READING_POWER[0].upper() + READING_POWER[1:])
 
 
 class AutoencoderParams(_NeuralParams):
