@@ -321,9 +321,10 @@ class Recommender(ABC):
 
 
 #: The powers a weighted history is read at, tried on validation (see
-#: :class:`HistoryWeights`): 0/1 rows first (it wins ties), then the weights at a quarter,
-#: half and whole power. With one event type, binary damping and repeats ``max`` (the
-#: weightings the choice of :mod:`shoprec.tuning.weighting` offers), a power ``p`` reads a
+#: :class:`HistoryWeights`): 0/1 rows first (they stand unless beaten by
+#: :data:`READING_MARGIN`), then the weights at a quarter, half and whole power. With one
+#: event type, binary damping and repeats ``max`` (the alternatives the choice of
+#: :mod:`shoprec.tuning.weighting` offers to the default), a power ``p`` reads a
 #: recency-decayed row as if decayed with a half-life ``1/p`` times the weighting's; with
 #: event types or counts in the weights it also evens those out. On Online Retail the
 #: networks read best at two to four times the half-life that suits mf
