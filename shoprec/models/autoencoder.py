@@ -756,6 +756,24 @@ class MultVAE(_MultAutoencoder):
     name = "vae"
     variational = True
 
+    # The same arguments as dae's, but a faster rate that halves every 100 steps by
+    # default (shoprec.config.VAEParams says why); spelt out so that get_params and the
+    # declared hyperparameters see vae's own defaults.
+    def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
+                 epochs: int = 50, batch_size: int = 256, learning_rate: float = 3e-3,
+                 learning_rate_half_life: int | None = 100, beta_cap: float = 0.2,
+                 anneal_steps: int = 2000, weight_decay: float = 0.0,
+                 patience: int = 5, seed: int = 0, threads: int = 0,
+                 train_users: int | None = 20_000, vocabulary: int | None = 10_000,
+                 history_weights: float | None = None) -> None:
+        super().__init__(hidden=hidden, latent=latent, dropout=dropout, epochs=epochs,
+                         batch_size=batch_size, learning_rate=learning_rate,
+                         learning_rate_half_life=learning_rate_half_life, beta_cap=beta_cap,
+                         anneal_steps=anneal_steps, weight_decay=weight_decay,
+                         patience=patience, seed=seed, threads=threads,
+                         train_users=train_users, vocabulary=vocabulary,
+                         history_weights=history_weights)
+
 
 class MultDAE(_MultAutoencoder):
     """Mult-DAE: the denoising autoencoder of Liang et al. (candidate ``dae``)."""

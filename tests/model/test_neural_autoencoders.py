@@ -48,6 +48,11 @@ def test_beats_popularity_on_planted_data(planted, model_class) -> None:
     if model_class is MultVAE:
         losses = [r["loss"] for r in model.history_]
         assert losses[-1] < losses[0]  # the training loss falls
+        # vae learns at its default schedule: a rate from 0.003 that decays every step.
+        rates = [r["learning_rate"] for r in model.history_]
+        assert 0 < rates[-1] < rates[0] < 0.003
+    else:  # dae's default rate is constant, so no rate is recorded
+        assert "learning_rate" not in model.history_[0]
 
 
 def test_training_is_deterministic_given_the_seed() -> None:
