@@ -380,6 +380,7 @@ READING_POWER = ("the power a shopper's row is read at: its weights (recency dec
 RATE_HALF_LIFE = ("Steps over which the learning rate halves (null: constant); no epoch "
                   "starts once it is under 1% of the first.")
 
+
 class EASEParams(_Model):
     """Hyperparameters of ``ease``."""
 
@@ -416,7 +417,7 @@ class _NeuralParams(_Model):
 
 
 class AutoencoderParams(_NeuralParams):
-    """Hyperparameters of ``vae`` and ``dae`` (Mult-VAE / Mult-DAE)."""
+    """Hyperparameters of ``dae`` (Mult-DAE), and the base of ``vae``'s."""
 
     hidden: int = Field(600, ge=1, le=65_536, description="Hidden layer width.")
     latent: int = Field(200, ge=1, le=65_536, description="Code width.")
@@ -437,7 +438,8 @@ class VAEParams(AutoencoderParams):
     a wide synthetic catalogue.
     """
 
-    learning_rate: float = Field(3e-3, gt=0, le=10, description="Adam learning rate.")
+    learning_rate: float = Field(3e-3, gt=0, le=10, description="Adam learning rate (the "
+                                 "first step's, with a half-life).")
     learning_rate_half_life: int | None = Field(
         100, ge=1, le=10_000_000, description=RATE_HALF_LIFE)
 

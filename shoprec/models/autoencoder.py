@@ -755,6 +755,10 @@ class MultVAE(_MultAutoencoder):
 
     name = "vae"
     variational = True
+    #: Recipes from before vae's rate decayed by default record a constant 0.001; one made
+    #: by hand without a rate means that too, never a setting no version was trained with.
+    added_params: ClassVar[dict[str, Any]] = {**_MultAutoencoder.added_params,
+                                              "learning_rate": 1e-3}
 
     # The same arguments as dae's, but a faster rate that halves every 100 steps by
     # default (shoprec.config.VAEParams says why); spelt out so that get_params and the

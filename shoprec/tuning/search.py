@@ -64,7 +64,7 @@ _AUTOENCODER: dict[str, Dimension] = {
     "latent": Choice((64, 128, 200)),
     "dropout": Real(0.2, 0.7),
     "learning_rate": Real(3e-4, 5e-3, log=True),
-    # None (a constant rate, the default) is a choice: trial 0 must lie inside the space to
+    # None (a constant rate, dae's default) is a choice: trial 0 must lie inside the space to
     # join the study (RESULTS.md, eleventh session: 100 steps at 0.003 won on Online Retail's
     # validation with its 15-day weighting, lost at scale for dae).
     "learning_rate_half_life": Choice((None, 30, 100, 300, 1000)),
