@@ -485,16 +485,37 @@ def _tool(name: str) -> list[str]:
     return [sys.executable, "-m", name]
 
 
+def _healthy(name: str) -> Callable[[Stack], bool]:
+    return {"prefect": _prefect_healthy, "mlflow": _mlflow_healthy,
+            "worker": _worker_online}[name]
+
+
 def start_service(stack: Stack, name: str) -> None:
     """Start ``prefect``, ``mlflow`` or ``worker`` unless it already runs and is healthy."""
-    healthy = {"prefect": _prefect_healthy, "mlflow": _mlflow_healthy,
-               "worker": _worker_online}[name]
+    if _launch(stack, name):
+        _await(stack, name)
+
+
+def start_services(stack: Stack, names: tuple[str, ...]) -> None:
+    """Start several services at once, then wait until every one is healthy.
+
+    The two servers only need PostgreSQL, and each spends most of its start importing and
+    migrating: started together they are ready in about the time of the slower one.
+    """
+    launched = [name for name in names if _launch(stack, name)]
+    for name in launched:
+        _await(stack, name)
+
+
+def _launch(stack: Stack, name: str) -> bool:
+    """Spawn ``name`` unless it already runs and is healthy; true when it was spawned."""
+    healthy = _healthy(name)
     if _recorded(stack, name) is not None:
         # A busy machine can make a live service slow to answer: ask a few times before
         # replacing it.
         for attempt in range(3):
             if healthy(stack):
-                return
+                return False
             time.sleep(2.0 * (attempt + 1))
     _stop(stack, name)  # what is left of a dead or unhealthy service is replaced
     port = {"prefect": stack.prefect_port, "mlflow": stack.mlflow_port}.get(name)
@@ -521,6 +542,12 @@ def start_service(stack: Stack, name: str) -> None:
                    "--name", extra["worker_name"]]
         env = _client_env(stack)
     _spawn(stack, name, command, env, **extra)
+    return True
+
+
+def _await(stack: Stack, name: str) -> None:
+    """Wait until the service ``name`` just spawned is healthy; raise if it exits first."""
+    healthy = _healthy(name)
 
     def ready() -> bool:
         if _recorded(stack, name) is None:
@@ -574,9 +601,8 @@ def up(stack: Stack, worker: bool = True) -> None:
     (stack.folder / STACK_MARK).touch()
     start_postgres(stack)
     print(f"postgres  ready on 127.0.0.1:{stack.pg_port} (databases prefect, mlflow)")
-    start_service(stack, "prefect")
+    start_services(stack, ("prefect", "mlflow"))
     print(f"prefect   {stack.prefect_api.removesuffix('/api')}")
-    start_service(stack, "mlflow")
     print(f"mlflow    {stack.tracking_uri} (artifacts: {stack.artifacts})")
     deploy(stack)
     print(f"deployed  deployments/prefect.yaml to the work pool {POOL}")

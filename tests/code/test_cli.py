@@ -37,10 +37,10 @@ def test_generate_then_validate(tmp_path: Path) -> None:
 def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_api: str,
                                                        mlflow_store: str) -> None:
     summary = tmp_path / "summary.json"
-    # The README's first command, with the neural families held to a few epochs: the
-    # suite's time budget (their learning is shown in tests/model).
+    # The README's first command, with the neural families held to one epoch: the suite's
+    # time budget (their learning is shown in tests/model and test_flows).
     few = [arg for name in ("vae", "dae", "cfgan") for arg in
-           ("--param", f"{name}.epochs=3")]
+           ("--param", f"{name}.epochs=1")]
     done = run("train", "--summary-json", str(summary), "--registered-model-name",
                "cli-sample", *few, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -403,6 +403,9 @@ def test_nightly_retrains_promote_on_a_like_for_like_comparison(
         [sys.executable, "deployments/serve.py", "--dataset", str(source), "--items",
          str(synthetic_dir / "items.parquet"), "--training-cron", "none", "--batch-cron",
          "none", "--forecast-cron", "none"], cwd=ROOT, start_new_session=True,
+        # Asked for runs every second, not every ten (Prefect's default): the wait for
+        # pick-up is the suite's time, not what the test is about.
+        env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async def deployment_names() -> set[str]:

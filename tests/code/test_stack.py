@@ -62,7 +62,9 @@ def stack() -> Iterator[dict[str, str]]:
                         "Debian's package")
         pytest.skip("PostgreSQL's server binaries are missing (`make postgres`)")
     folder = Path(tempfile.mkdtemp(prefix="shoprec-stack-", dir="/tmp"))
-    env = {**os.environ, "SHOPREC_STACK_DIR": str(folder),
+    # The worker asks for scheduled runs every second, not every ten (Prefect's default):
+    # the time a run waits to be picked up is the suite's, not what the test is about.
+    env = {**os.environ, "SHOPREC_STACK_DIR": str(folder), "PREFECT_WORKER_QUERY_SECONDS": "1",
            "SHOPREC_STACK_PG_PORT": str(_free_port()),
            "SHOPREC_STACK_PREFECT_PORT": str(_free_port()),
            "SHOPREC_STACK_MLFLOW_PORT": str(_free_port())}
@@ -144,13 +146,8 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     assert _pids(stack) == before
     assert _run([*STACK, "status"], stack).returncode == 0
 
-    # The nightly deployment, run by the worker, records to the tracking server.
-    _finished(_train(stack, synthetic_dir, tmp_path / "first"), stack)
-    # Both URIs: an earlier test in this process may have set a global registry URI.
-    client = MlflowClient(tracking_uri=stack["MLFLOW_TRACKING_URI"],
-                          registry_uri=stack["MLFLOW_TRACKING_URI"])
-    assert client.get_model_version_by_alias(NAME, "champion").version == "1"
-    # Two trainings at once: both finish, both register.
+    # The nightly deployment, run by the worker, records to the tracking server; two runs
+    # at once, on a name not yet registered: both finish, both register, one is champion.
     pair = [_train(stack, synthetic_dir, tmp_path / name) for name in ("a", "b")]
     try:
         for process in pair:
@@ -158,8 +155,13 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     finally:
         for process in pair:
             process.kill()
+    # Both URIs: an earlier test in this process may have set a global registry URI.
+    client = MlflowClient(tracking_uri=stack["MLFLOW_TRACKING_URI"],
+                          registry_uri=stack["MLFLOW_TRACKING_URI"])
     versions = {v.version for v in client.search_model_versions(f"name = '{NAME}'")}
-    assert versions == {"1", "2", "3"}
+    assert versions == {"1", "2"}
+    first_champion = client.get_model_version_by_alias(NAME, "champion").version
+    assert first_champion in versions
     # ... and all of it lives in PostgreSQL (the tracking server's backend store).
     folder = Path(stack["SHOPREC_STACK_DIR"])
     password = (folder / "secrets" / "db-password").read_text().strip()
@@ -167,12 +169,12 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
                          user="shoprec", password=password, dbname="mlflow") as connection:
         rows = connection.execute("SELECT count(*) FROM model_versions WHERE name = %s",
                                   (NAME,)).fetchone()
-        assert rows is not None and rows[0] == 3
+        assert rows is not None and rows[0] == 2
     with psycopg.connect(host="127.0.0.1", port=int(stack["SHOPREC_STACK_PG_PORT"]),
                          user="shoprec", password=password, dbname="prefect") as connection:
         rows = connection.execute("SELECT count(*) FROM flow_run WHERE state_type = "
                                   "'COMPLETED'").fetchone()
-        assert rows is not None and rows[0] >= 3
+        assert rows is not None and rows[0] >= 2
 
     # A killed tracking server shows in status, though the uvicorn it ran still answers;
     # up replaces what is left of it, on the same data.
@@ -187,13 +189,14 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     assert {v.version for v in client.search_model_versions(f"name = '{NAME}'")} == versions
 
     # Promotion through the command line, pointed at the stack by the two variables alone.
-    promoted = _run([sys.executable, "-m", "shoprec_cli", "promote", "--version", "1",
+    other = (versions - {first_champion}).pop()
+    promoted = _run([sys.executable, "-m", "shoprec_cli", "promote", "--version", other,
                      "--registered-model-name", NAME, "--interactions",
                      str(synthetic_dir / "interactions.parquet"), "--items",
                      str(synthetic_dir / "items.parquet"), "--test-days", "20",
                      "--validation-days", "20", "--force", "--reason", "stack test"], stack)
     champion = client.get_model_version_by_alias(NAME, "champion").version
-    assert promoted.returncode == 0 and champion == "1", promoted.stdout + promoted.stderr
+    assert promoted.returncode == 0 and champion == other, promoted.stdout + promoted.stderr
 
     # A model server loads the champion from the tracking server (artifacts through its
     # proxy) and answers.
