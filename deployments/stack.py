@@ -12,8 +12,8 @@ What ``up`` starts, each as a process with its log under ``<dir>/logs`` and its 
   ``PATH``, else Debian's newest ``/usr/lib/postgresql/*/bin``; ``make postgres`` installs
   Debian's package) with its data in ``<dir>/pgdata``, listening on 127.0.0.1 only, password
   authentication, and two databases: ``prefect`` and ``mlflow``;
-* the **Prefect server** on that PostgreSQL (``PREFECT_API_DATABASE_CONNECTION_URL``);
-* the **MLflow tracking server** on that PostgreSQL, with the artifact root
+* the **Prefect server** on that PostgreSQL (``PREFECT_API_DATABASE_CONNECTION_URL``) and,
+  started at the same time, the **MLflow tracking server** on that PostgreSQL, with the artifact root
   ``SHOPREC_STACK_ARTIFACTS`` (a path or any URL ``mlflow server --artifacts-destination``
   takes, e.g. ``s3://bucket/shoprec``; default ``<dir>/artifacts``) served through MLflow's
   artifact proxy, so clients need no storage credentials;
