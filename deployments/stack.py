@@ -13,10 +13,11 @@ What ``up`` starts, each as a process with its log under ``<dir>/logs`` and its 
   Debian's package) with its data in ``<dir>/pgdata``, listening on 127.0.0.1 only, password
   authentication, and two databases: ``prefect`` and ``mlflow``;
 * the **Prefect server** on that PostgreSQL (``PREFECT_API_DATABASE_CONNECTION_URL``) and,
-  started at the same time, the **MLflow tracking server** on that PostgreSQL, with the artifact root
-  ``SHOPREC_STACK_ARTIFACTS`` (a path or any URL ``mlflow server --artifacts-destination``
-  takes, e.g. ``s3://bucket/shoprec``; default ``<dir>/artifacts``) served through MLflow's
-  artifact proxy, so clients need no storage credentials;
+  started at the same time, the **MLflow tracking server** on that PostgreSQL, with the
+  artifact root ``SHOPREC_STACK_ARTIFACTS`` (a path or any URL
+  ``mlflow server --artifacts-destination`` takes, e.g. ``s3://bucket/shoprec``; default
+  ``<dir>/artifacts``) served through MLflow's artifact proxy, so clients need no storage
+  credentials;
 * the process **work pool** ``shoprec-process``, the deployments of
   ``deployments/prefect.yaml``, and a **worker** that runs them with the tracking server as
   its ``MLFLOW_TRACKING_URI``.
