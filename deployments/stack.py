@@ -491,17 +491,12 @@ def _healthy(name: str) -> Callable[[Stack], bool]:
             "worker": _worker_online}[name]
 
 
-def start_service(stack: Stack, name: str) -> None:
-    """Start ``prefect``, ``mlflow`` or ``worker`` unless it already runs and is healthy."""
-    if _launch(stack, name):
-        _await(stack, name)
-
-
 def start_services(stack: Stack, names: tuple[str, ...]) -> None:
-    """Start several services at once, then wait until every one is healthy.
+    """Start those of ``names`` not already healthy at once, then wait for every one.
 
-    The two servers only need PostgreSQL, and each spends most of its start importing and
-    migrating: started together they are ready in about the time of the slower one.
+    Names are ``prefect``, ``mlflow`` and ``worker``. The two servers only need
+    PostgreSQL, and each spends most of its start importing and migrating: started together
+    they are ready in about the time of the slower one.
     """
     launched = [name for name in names if _launch(stack, name)]
     for name in launched:
@@ -608,7 +603,7 @@ def up(stack: Stack, worker: bool = True) -> None:
     deploy(stack)
     print(f"deployed  deployments/prefect.yaml to the work pool {POOL}")
     if worker:
-        start_service(stack, "worker")
+        start_services(stack, ("worker",))
         print(f"worker    online in {POOL}")
 
 
