@@ -137,8 +137,11 @@ def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
     """Return the id of experiment ``name``, creating it if needed.
 
     A new experiment on a SQLite store keeps its artifacts in ``./mlartifacts`` next to
-    the database, so a local run needs no server.
+    the database, so a local run needs no server. When another process creates the same
+    experiment at the same moment, its id is returned.
     """
+    from mlflow.exceptions import MlflowException
+
     mlflow_client = client()
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
@@ -148,7 +151,18 @@ def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         location = (db.resolve().parent / "mlartifacts").as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:
+        # Two first runs against one new store race here (nightly deployments started
+        # together): the loser finds the winner's experiment rather than failing its run.
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        logger.info("experiment %s was created by another run at the same moment", name)
+        return found.experiment_id
 
 
 if __name__ == "__main__":  # the child of initialise_store_in_background

@@ -186,6 +186,29 @@ def test_processes_starting_on_a_fresh_store_at_once_all_succeed(tmp_path: Path)
     assert len(_runs(uri)) == 3
 
 
+def test_an_experiment_created_by_another_run_meanwhile_is_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two first runs on one store both find no experiment and both create it; the second
+    create fails (a unique name), and its run must go on with the first one's experiment."""
+    from mlflow import MlflowClient
+
+    from shoprec.registry import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    real_lookup = MlflowClient.get_experiment_by_name
+    created: list[str] = []
+
+    def lookup_then_lose_the_race(self: MlflowClient, name: str):  # type: ignore[no-untyped-def]
+        if not created:  # the other run creates it between this lookup and our create
+            created.append(MlflowClient(tracking_uri=uri).create_experiment(name))
+            return None
+        return real_lookup(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", lookup_then_lose_the_race)
+    assert tracking.experiment_id("shoprec") == created[0]
+
+
 @pytest.mark.integration
 def test_a_new_store_is_created_in_the_background_and_then_used(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
