@@ -196,6 +196,7 @@ class TemporaryServer:
         self._previous = {key: os.environ.get(key) for key in ("PREFECT_API_URL",
                                                                 "PREFECT_UI_URL")}
         _point_prefect({"PREFECT_API_URL": self.api_url, "PREFECT_UI_URL": ""})
+        _without_heartbeats()
 
 
 def _point_prefect(variables: dict[str, str | None]) -> None:
@@ -214,6 +215,26 @@ def _point_prefect(variables: dict[str, str | None]) -> None:
         refresh()
     else:
         prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
+
+
+def _without_heartbeats() -> None:
+    """Stop this process's flow runs sending heartbeats (until Prefect is pointed elsewhere).
+
+    Heartbeats let a lasting server mark a run whose process died as crashed; the temporary
+    server dies with this process, so none would ever be read. Each flow run ends by joining
+    its heartbeat thread, which sleeps in whole seconds: about a second per flow run (a
+    training run is two) spent waiting (``benchmarks/RESULTS.md``, twenty-first session).
+    The environment cannot say "none" (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` is at least
+    30), so the process's settings are replaced; :func:`_point_prefect` reads the
+    environment again and so brings them back.
+    """
+    import prefect.context
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    current = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.SettingsContext(
+        profile=current.profile, settings=current.settings.copy_with_update(
+            updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
 
 
 def start_while_importing(modules: list[str]) -> None:

@@ -341,8 +341,10 @@ start_while_importing(["mlflow"])  # as the CLI's flow commands do
 with get_client(sync_client=True) as client:  # must use that server, not start another
     client.api_healthcheck()
 # Prefect's own temporary server was never started (nor its server package imported here).
+# Flow runs send it no heartbeats: it dies with this process, so none would be read.
+from prefect.settings import get_current_settings
 print(TemporaryServer.current.process.pid, "prefect.server.api.server" in sys.modules,
-      flush=True)
+      get_current_settings().flows.heartbeat_frequency, flush=True)
 time.sleep(600)
 """
 
@@ -361,8 +363,8 @@ def test_a_temporary_server_stops_when_its_command_is_killed_outright(tmp_path: 
         assert process.stdout is not None
         line = process.stdout.readline()  # blocks until the server answered
         assert line.strip(), process.stderr.read() if process.stderr else ""
-        pid, imported = line.split()
-        assert imported == "False"
+        pid, imported, heartbeats = line.split()
+        assert imported == "False" and heartbeats == "None"
         server = psutil.Process(int(pid))
         assert server.is_running() and server.ppid() == process.pid
         process.kill()
@@ -380,6 +382,22 @@ def test_a_temporary_server_stops_when_its_command_is_killed_outright(tmp_path: 
             server.kill()
     assert not orphan, "the temporary server outlived its command by 15 s"
     assert gone_in < 10, f"stopped {gone_in:.1f} s after its command died"
+
+
+def test_heartbeats_come_back_when_prefect_is_pointed_elsewhere() -> None:
+    """Only the temporary server goes without heartbeats: once it stops, Prefect's
+    settings are read from the environment again, heartbeats included."""
+    from prefect.settings import get_current_settings
+    from shoprec_flows.server_guard import _point_prefect, _without_heartbeats
+
+    configured = get_current_settings().flows.heartbeat_frequency
+    assert configured is not None
+    try:
+        _without_heartbeats()
+        assert get_current_settings().flows.heartbeat_frequency is None
+    finally:
+        _point_prefect({})  # what stopping the temporary server does, with nothing to set
+    assert get_current_settings().flows.heartbeat_frequency == configured
 
 
 def test_a_temporary_server_that_does_not_answer_in_time_is_stopped_with_a_clear_error(
