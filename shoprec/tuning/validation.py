@@ -47,6 +47,10 @@ class ValidationTuner:
         self.relevance = relevance
         self.progress = progress
         self.on_epoch = on_epoch
+        #: The last :meth:`select`'s chosen value's score on :data:`SELECTION_USERS`
+        #: (``None`` before one, or after a ``quick`` one): a caller whose model ends in
+        #: that value's state need not score it again.
+        self.selected_score: float | None = None
 
     def score(self, model: Recommender, users: int) -> float:
         """Validation ndcg@10 of ``model`` on a seeded sample of at most ``users`` users."""
@@ -136,13 +140,15 @@ class ValidationTuner:
                         tried.append(value)
                         logger.warning("%s %s %g: not fitted (%s); left out", model.name,
                                        what, value, exc)
+        chosen = best
         if first is not None and best[0] <= first[0] * (1 + margin):
             if best[1] != first[1]:
                 logger.info("%s %s %g kept: %g scores %.4f against %.4f, within the %g%% "
                             "margin", model.name, what, first[1], best[1], best[0], first[0],
                             100 * margin)
-            return first[1], first[2]
-        return best[1], best[2]
+            chosen = first
+        self.selected_score = None if quick else chosen[0]
+        return chosen[1], chosen[2]
 
     def select_weights(self, model: Recommender,
                        parts: Callable[[sp.csr_matrix], list[np.ndarray]],

@@ -214,3 +214,26 @@ def test_prepare_builds_the_matrices_with_the_chosen_weighting(tmp_path: Path) -
     fixed = prepare(DataConfig(interactions=str(path)), split_config=TEMPORAL,
                     weighting=WeightingConfig(), steps=PreparationSteps())
     assert fixed.weighting_choice is None and fixed.weighting == WeightingConfig()
+
+
+def test_a_weightings_score_is_what_scoring_its_quick_fit_gives(drift_split: Split) -> None:
+    """The score kept from the quick fit's penalty search (not computed twice) is the
+    fitted proxy's own validation figure."""
+    from shoprec.features.encoding import relevance_matrix, training_matrix
+    from shoprec.features.idmap import IdMap
+    from shoprec.models import make_model
+    from shoprec.models.base import FitContext
+    from shoprec.tuning.validation import SELECTION_USERS, ValidationTuner
+    from shoprec.tuning.weighting import PROXY_PARAMS
+
+    train = drift_split.train
+    users, items = IdMap.from_values(train["user_id"]), IdMap.from_values(train["item_id"])
+    configured = SEARCH.candidates()[0]
+    rows = training_matrix(train, users, items, configured, train["timestamp"].max())
+    relevance = relevance_matrix(drift_split.validation, users, items, rows,
+                                 drift_split.config.repeat_items)
+    tuner = ValidationTuner(rows, relevance)
+    model = make_model("mf", {**PROXY_PARAMS, "threads": 1}).fit(rows, FitContext(tuner=tuner))
+    fresh = tuner.score(model, SELECTION_USERS)
+    assert tuner.selected_score == fresh
+    assert choose_weighting(drift_split, SEARCH).scores[0] == (configured, fresh)
