@@ -156,7 +156,7 @@ def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
     except MlflowException as exc:
         # Two first runs against one new store race here (nightly deployments started
         # together): the loser finds the winner's experiment rather than failing its run.
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:

@@ -94,6 +94,7 @@ class ValidationTuner:
         Raises:
             ValueError: The grid is empty.
         """
+        self.selected_score = None  # until this selection has chosen
         best: tuple[float, float, Any] | None = None
         first: tuple[float, float, Any] | None = None
         tried: list[float] = []

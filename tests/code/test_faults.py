@@ -387,17 +387,24 @@ def test_a_temporary_server_stops_when_its_command_is_killed_outright(tmp_path: 
 def test_heartbeats_come_back_when_prefect_is_pointed_elsewhere() -> None:
     """Only the temporary server goes without heartbeats: once it stops, Prefect's
     settings are read from the environment again, heartbeats included."""
+    import contextvars
+
     from prefect.settings import get_current_settings
     from shoprec_flows.server_guard import _point_prefect, _without_heartbeats
 
-    configured = get_current_settings().flows.heartbeat_frequency
-    assert configured is not None
-    try:
-        _without_heartbeats()
-        assert get_current_settings().flows.heartbeat_frequency is None
-    finally:
-        _point_prefect({})  # what stopping the temporary server does, with nothing to set
-    assert get_current_settings().flows.heartbeat_frequency == configured
+    def heartbeats() -> tuple[int | None, int | None, int | None]:
+        configured = get_current_settings().flows.heartbeat_frequency
+        try:
+            _without_heartbeats()
+            during = get_current_settings().flows.heartbeat_frequency
+        finally:
+            _point_prefect({})  # what stopping the temporary server does, with nothing to set
+        return configured, during, get_current_settings().flows.heartbeat_frequency
+
+    # In a context of its own, as the CLI's process is: the session's Prefect test server
+    # leaves a settings context entered, which would hide the process's own settings.
+    configured, during, after = contextvars.Context().run(heartbeats)
+    assert configured is not None and during is None and after == configured
 
 
 def test_a_temporary_server_that_does_not_answer_in_time_is_stopped_with_a_clear_error(
