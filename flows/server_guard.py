@@ -222,7 +222,7 @@ def _without_heartbeats() -> None:
 
     Heartbeats let a lasting server mark a run whose process died as crashed; the temporary
     server dies with this process, so none would ever be read. Each flow run ends by joining
-    its heartbeat thread, which sleeps in whole seconds: about a second per flow run (a
+    its heartbeat thread, which sleeps in whole seconds: up to a second per flow run (a
     training run is two) spent waiting (``benchmarks/RESULTS.md``, twenty-first session).
     The environment cannot say "none" (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` is at least
     30), so the process's settings are replaced; :func:`_point_prefect` reads the
