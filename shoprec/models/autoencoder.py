@@ -621,7 +621,10 @@ class _MultAutoencoder(BoundedRows, Recommender):
                 [0.0, *self.encoder_.losses, *self.decoder_.losses])
             return loss, nll
 
-        @tf.function(reduce_retracing=True)
+        # A signature with any batch size: traced once per fit, not again for an epoch's
+        # last, shorter batch (each trace took most of a second).
+        @tf.function(input_signature=[tf.TensorSpec([None, matrix.shape[1]], tf.float32),
+                                      tf.TensorSpec([], tf.float32)])
         def train_step(batch: tf.Tensor, beta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
                 mask = tf.cast(sampler.uniform(tf.shape(batch)) < keep, tf.float32)

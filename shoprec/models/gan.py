@@ -260,7 +260,9 @@ class CFGAN(BoundedRows, Recommender):
             g_optimizer.apply(g_tape.gradient(g_loss, g_variables))
             return d_loss, g_loss, reconstruction
 
-        @tf.function(reduce_retracing=True)
+        # Any batch size: traced once per fit, not again for an epoch's last, shorter batch
+        # (each trace took most of a second).
+        @tf.function(input_signature=[tf.TensorSpec([None, n_items], tf.float32)])
         def train_step(real: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             return step(real, None)
 
