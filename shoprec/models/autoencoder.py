@@ -622,9 +622,11 @@ class _MultAutoencoder(BoundedRows, Recommender):
             return loss, nll
 
         # A signature with any batch size: traced once per fit, not again for an epoch's
-        # last, shorter batch (each trace took most of a second).
-        @tf.function(input_signature=[tf.TensorSpec([None, matrix.shape[1]], tf.float32),
-                                      tf.TensorSpec([], tf.float32)])
+        # last, shorter batch (each trace took most of a second). No autograph: the steps
+        # branch on Python values only, and autograph writes each converted step to a
+        # temporary file that a process ending without teardown (the CLI's) leaves behind.
+        @tf.function(autograph=False, input_signature=[
+            tf.TensorSpec([None, matrix.shape[1]], tf.float32), tf.TensorSpec([], tf.float32)])
         def train_step(batch: tf.Tensor, beta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
                 mask = tf.cast(sampler.uniform(tf.shape(batch)) < keep, tf.float32)
@@ -635,10 +637,9 @@ class _MultAutoencoder(BoundedRows, Recommender):
             optimizer.apply(tape.gradient(loss, variables))
             return loss, nll
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.int64),
-                                      tf.TensorSpec([None], tf.float32),
-                                      tf.TensorSpec([2], tf.int64),
-                                      tf.TensorSpec([], tf.float32)])
+        @tf.function(autograph=False, input_signature=[
+            tf.TensorSpec([None, 2], tf.int64), tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.float32)])
         def sparse_step(indices: tf.Tensor, values: tf.Tensor, shape: tf.Tensor,
                         beta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             rows = indices[:, 0]

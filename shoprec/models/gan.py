@@ -261,13 +261,14 @@ class CFGAN(BoundedRows, Recommender):
             return d_loss, g_loss, reconstruction
 
         # Any batch size: traced once per fit, not again for an epoch's last, shorter batch
-        # (each trace took most of a second).
-        @tf.function(input_signature=[tf.TensorSpec([None, n_items], tf.float32)])
+        # (each trace took most of a second). No autograph: as in the autoencoders' fit.
+        @tf.function(autograph=False,
+                     input_signature=[tf.TensorSpec([None, n_items], tf.float32)])
         def train_step(real: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             return step(real, None)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
-                                      tf.TensorSpec([None, 2], tf.int64)])
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.float32),
+                                                        tf.TensorSpec([None, 2], tf.int64)])
         def sparse_step(real: tf.Tensor, indices: tf.Tensor,
                         ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             condition = tf.SparseTensor(indices, tf.ones(tf.shape(indices)[:1]),

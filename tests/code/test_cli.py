@@ -41,9 +41,14 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     # time budget (their learning is shown in tests/model and test_flows).
     few = [arg for name in ("vae", "dae", "cfgan") for arg in
            ("--param", f"{name}.epochs=1")]
+    scratch = tmp_path / "tmp"  # the command's temporary folder
+    scratch.mkdir()
     done = run("train", "--summary-json", str(summary), "--registered-model-name",
-               "cli-sample", *few, cwd=tmp_path)
+               "cli-sample", *few, cwd=tmp_path, env={"TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr
+    # Training the networks leaves no converted code behind (TensorFlow's autograph wrote
+    # a file per step function, and the command ends without the interpreter's teardown).
+    assert not list(scratch.glob("__autograph_generated_file*"))
     data = json.loads(summary.read_text())
     counts = data["data"]
     assert counts["format"] == "online-retail"
