@@ -83,7 +83,8 @@ def choose_weighting(split: Split, weighting: WeightingConfig,
         split: The split; only its training and validation parts are read.
         weighting: The configured weighting with its ``search``; without one, it is the
             only candidate and is returned as chosen.
-        threads: Weightings scored side by side (each quick ``mf`` fit on one thread).
+        threads: Cores for the choice: as many weightings are scored side by side, or
+            fewer with more cores each.
 
     Returns:
         The choice. Another weighting replaces the configured one only when it scores
@@ -105,12 +106,20 @@ def choose_weighting(split: Split, weighting: WeightingConfig,
     first = training_matrix(train, users, items, candidates[0], end)
     relevance = relevance_matrix(split.validation[split.validation["user_id"].isin(sampled)],
                                  users, items, first, split.config.repeat_items)
+    # The weightings are fitted side by side, the cores shared out among them: the fits are
+    # small (ALS over the sampled users), and on 2 cores, one weighting a core, the choice
+    # took 6.0 s on Online Retail where one weighting at a time on both took 7.2 s. Each
+    # fit is seeded on its own: the scores do not depend on the threads.
+    options = candidates if relevance.nnz else []
+    workers = max(1, min(threads, len(options)))
+    per_fit = max(1, threads // workers)
+
     def quick_score(option: WeightingConfig) -> float | None:
         """The quick ``mf``'s validation ndcg@10 under ``option`` (None: it cannot fit)."""
         rows = first if option is candidates[0] else training_matrix(train, users, items,
                                                                      option, end)
         tuner = ValidationTuner(rows, relevance)
-        model = make_model("mf", {**PROXY_PARAMS, "threads": 1})
+        model = make_model("mf", {**PROXY_PARAMS, "threads": per_fit})
         try:
             model.fit(rows, FitContext(tuner=tuner))
         except ModelFitError as exc:
@@ -123,15 +132,9 @@ def choose_weighting(split: Split, weighting: WeightingConfig,
         logger.info("weighting %s: quick mf validation ndcg@10 %.4f", option.describe(), score)
         return score
 
-    # One weighting per thread, each fit on one core: the fits are small (ALS over the
-    # sampled users), and side by side they took 5.7 s on Online Retail where each split
-    # across both cores took 7.2 s. BLAS is held to one thread around the whole pool, not
-    # in each worker: the limit is the process's, and workers restoring it in turn could
-    # leave it at either value. Each fit is seeded on its own: the scores do not depend on
-    # the threads.
-    options = candidates if relevance.nnz else []
-    with threadpool_limits(1, "blas"), \
-            ThreadPoolExecutor(max(1, min(threads, len(options)))) as pool:
+    # BLAS is held to one thread around the whole pool, not in each worker: the limit is
+    # the process's, and workers restoring it in turn could leave it at either value.
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(quick_score, options))
     scores = [(option, score) for option, score in zip(options, results, strict=True)
               if score is not None]

@@ -150,17 +150,21 @@ def test_a_sample_of_users_bounds_the_choice_and_is_seeded(drift_split: Split) -
 def test_weightings_scored_side_by_side_score_as_one_at_a_time(drift_split: Split) -> None:
     from threadpoolctl import threadpool_info
 
+    def blas() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas()
+    if not before or min(before) < 2:
+        pytest.skip("BLAS runs one thread here: a limit left behind would not show")
     alone = choose_weighting(drift_split, SEARCH, threads=1)
-    # Taken after a first fit: implicit loads its OpenMP library then.
-    before = {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}
     together = choose_weighting(drift_split, SEARCH, threads=3)
+    more = choose_weighting(drift_split, SEARCH, threads=12)  # two cores a weighting
     # The same scores in the same order (each quick fit is seeded on its own), so the same
     # choice, whatever the threads.
-    assert together.scores == alone.scores and len(alone.scores) == 5
-    assert together.chosen == alone.chosen
+    assert together.scores == alone.scores == more.scores and len(alone.scores) == 5
+    assert together.chosen == alone.chosen == more.chosen
     # The process's BLAS threads are as they were (the pool held them to one meanwhile).
-    assert {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()} == before
-    assert max(before.values()) > 1  # what could have been left at one
+    assert blas() == before
 
 
 def test_the_configured_weighting_stays_within_the_margin() -> None:
