@@ -318,12 +318,14 @@ def check_dask_workers_reach_prefect(address: str) -> None:
 def training_modules(models: list[str]) -> list[str]:
     """What a training run of ``models`` will import.
 
-    The flow and MLflow always; TensorFlow when a network is among the candidates.
+    The flow, MLflow and Great Expectations (its first validation imported it: 2.8 s on the
+    critical path) always; TensorFlow when a network is among the candidates.
     """
     from shoprec.models import CANDIDATES
 
     networks = any(getattr(CANDIDATES[m], "slow_to_train", False) for m in models)
-    return ["shoprec_flows.training", "mlflow", *(["tensorflow", "keras"] if networks else [])]
+    return ["shoprec_flows.training", "mlflow", "great_expectations",
+            *(["tensorflow", "keras"] if networks else [])]
 
 
 def start_for_training(models: list[str]) -> None:
