@@ -31,11 +31,12 @@ from shoprec.models.epochs import (
     coo_indices,
     decayed_rate,
     scheduled_epochs,
+    sparse_scored_rows,
     train_epochs,
     trains_on_sparse_rows,
 )
 from shoprec.models.storage import load_arrays, load_sparse, save_arrays, save_sparse
-from shoprec.ranking import top_k
+from shoprec.ranking import spread_columns, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +178,9 @@ class EASE(HistoryWeights, Recommender):
             return check_finite(_dense(rows @ self.weights_), self.name)
         modelled = _dense(rows[:, vocabulary] @ self.weights_)
         floor = modelled.min(axis=1, keepdims=True) - 1.0
-        scores = floor + 0.5 * self.popularity_[None, :]  # below every modelled item
-        scores[:, vocabulary] = modelled
+        others = np.delete(self.popularity_, vocabulary)
+        scores = spread_columns(modelled, vocabulary, len(self.popularity_),
+                                floor + 0.5 * others[None, :])  # below every modelled item
         return check_finite(scores, self.name)
 
     def _rows(self, user_rows: sp.csr_matrix) -> sp.csr_matrix:
@@ -710,11 +712,19 @@ class _MultAutoencoder(BoundedRows, Recommender):
 
         rows = self._in_vocabulary(user_rows)
         out = np.empty(rows.shape, dtype=np.float32)
+        # The encoder's layers in the order built (a loaded model keeps it): the first,
+        # then the code's (for the VAE, its mean's).
+        first, head = [layer for layer in self.encoder_.layers if hasattr(layer, "kernel")][:2]
         for start in range(0, rows.shape[0], 1024):
-            batch = tf.math.l2_normalize(tf.constant(rows[start:start + 1024].toarray()), axis=1)
-            code = self.encoder_(batch, training=False)
-            if self.variational:
-                code = code[0]
+            part = rows[start:start + 1024]
+            sparse = sparse_scored_rows(part, normalise=True)
+            if sparse is not None:
+                code = head(sparse_dense(first, sparse), training=False)
+            else:
+                batch = tf.math.l2_normalize(tf.constant(part.toarray()), axis=1)
+                code = self.encoder_(batch, training=False)
+                if self.variational:
+                    code = code[0]
             out[start:start + 1024] = np.asarray(self.decoder_(code, training=False))
         return self._to_catalogue(check_finite(out, self.name))
 

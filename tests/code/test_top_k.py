@@ -1,11 +1,14 @@
-"""top_k is exact: the same values as a full sort, whatever the shape, ties and -inf."""
+"""top_k is exact: the same values as a full sort, whatever the shape, ties and -inf.
+
+spread_columns places each score at its own item.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shoprec.ranking import top_k
+from shoprec.ranking import spread_columns, top_k
 
 
 @pytest.mark.parametrize("n_items", [5, 700, 2561, 10_000])
@@ -50,3 +53,26 @@ def test_novelty_reranking_trades_order_for_rarity() -> None:
     # One weight per row.
     mixed, _ = rerank_for_novelty(indices, scores, novelty, 2, np.array([0.0, 1.0]))
     np.testing.assert_array_equal(mixed, [[0, 1], [3, 2]])
+
+
+@pytest.mark.parametrize("width, kept", [(9, [0, 2, 3, 8]), (6, [5]), (5, [0, 1, 2, 3, 4]),
+                                         (700, None)])
+def test_spread_columns_places_each_score_at_its_item(width: int, kept: list[int] | None,
+                                                      ) -> None:
+    rng = np.random.default_rng(width)
+    columns = (np.array(kept) if kept is not None
+               else np.sort(rng.choice(width, 450, replace=False)))
+    inside = rng.standard_normal((7, len(columns)))  # float64 in: float32 out
+    rest = np.setdiff1d(np.arange(width), columns)
+    outside = rng.standard_normal((7, len(rest))).astype(np.float32)
+    expected = np.empty((7, width), dtype=np.float32)
+    expected[:, columns] = inside
+    expected[:, rest] = outside
+    spread = spread_columns(inside, columns, width, outside)
+    assert spread.dtype == np.float32
+    np.testing.assert_array_equal(spread, expected)
+    one = np.full((7, 1), -np.inf, dtype=np.float32)  # one score for every other item
+    expected[:, rest] = -np.inf
+    np.testing.assert_array_equal(spread_columns(inside, columns, width, one), expected)
+    with pytest.raises(ValueError, match="columns"):
+        spread_columns(inside, columns, width, np.zeros((7, len(rest) + 2)))

@@ -8,7 +8,7 @@ import pytest
 from shoprec.config import DataConfig, SplitConfig
 from shoprec.errors import ModelFitError
 from shoprec.evaluation import evaluate
-from shoprec.models import FitContext, MultDAE, MultVAE, Popularity
+from shoprec.models import CFGAN, FitContext, MultDAE, MultVAE, Popularity
 from shoprec.pipeline import prepare
 from shoprec.tuning import ValidationTuner
 from tests.model.contract import RecommenderContract, block_matrix
@@ -145,6 +145,42 @@ def test_sparse_rows_train_the_same_model(planted, model_class, monkeypatch) -> 
         assert not dense.sparse_input_ and sparse.sparse_input_
         np.testing.assert_allclose(sparse.score(planted.test_history),
                                    dense.score(planted.test_history), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_class", [MultVAE, MultDAE, CFGAN])
+def test_sparse_scored_rows_score_as_dense_ones(planted, model_class, tmp_path,
+                                               monkeypatch) -> None:
+    """Scored rows below SPARSE_INPUT_DENSITY go through the first layer as a sparse
+    product: the same scores up to rounding, for a fitted and a loaded network, over a
+    vocabulary, and for a shopper with no row."""
+    import scipy.sparse as sp
+
+    from shoprec.models import autoencoder, epochs, gan
+
+    n_items = planted.train.shape[1]
+    model = model_class(epochs=2, seed=3, vocabulary=n_items - 10).fit(planted.train)
+    model.save(tmp_path / "model")
+    loaded = model_class.load(tmp_path / "model")
+    rows = sp.vstack([planted.test_history, sp.csr_matrix((1, n_items))], format="csr")
+    products: list[object] = []
+    sparse_dense = autoencoder.sparse_dense
+
+    def counted(layer: object, batch: object) -> object:
+        products.append(batch)
+        return sparse_dense(layer, batch)
+
+    for network in (model, loaded):
+        monkeypatch.setattr(epochs, "SPARSE_INPUT_DENSITY", 0.0)  # every batch dense
+        dense = network.score(rows)
+        monkeypatch.setattr(epochs, "SPARSE_INPUT_DENSITY", 1.0)  # every batch sparse
+        for module in (autoencoder, gan):
+            monkeypatch.setattr(module, "sparse_dense", counted)
+        products.clear()
+        sparse = network.score(rows)
+        monkeypatch.undo()
+        assert products, "the sparse path was not taken"
+        assert np.isneginf(dense).sum() == 10 * rows.shape[0]  # outside the vocabulary
+        np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-5)
 
 
 def test_fused_adam_makes_keras_adams_update() -> None:
