@@ -51,6 +51,8 @@ def spread_columns(inside: np.ndarray, columns: np.ndarray, width: int,
         A new float32 ``(rows, width)`` array.
     """
     rest = width - len(columns)
+    if inside.shape[1] != len(columns):
+        raise ValueError(f"inside has {inside.shape[1]} columns for {len(columns)} items")
     if outside.shape[1] not in (1, rest):
         raise ValueError(f"outside has {outside.shape[1]} columns; expected 1 or {rest}")
     # One gather along each row from the two parts side by side: assigning into

@@ -7,7 +7,8 @@ bounds keep it flat as the data grows; every shopper, sampled or not, is still s
 forward pass of their own row (folded in), and items outside the vocabulary are never
 recommended by the network (score ``-inf``). Below both bounds nothing changes.
 
-No TensorFlow here: the models pass in their own epoch step and weight accessors.
+TensorFlow is imported only when a scored batch becomes a sparse tensor; the models pass in
+their own epoch step and weight accessors.
 """
 
 from __future__ import annotations
