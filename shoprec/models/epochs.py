@@ -7,8 +7,7 @@ bounds keep it flat as the data grows; every shopper, sampled or not, is still s
 forward pass of their own row (folded in), and items outside the vocabulary are never
 recommended by the network (score ``-inf``). Below both bounds nothing changes.
 
-TensorFlow is imported only when a scored batch becomes a sparse tensor; the models pass in
-their own epoch step and weight accessors.
+No TensorFlow here: the models pass in their own epoch step and weight accessors.
 """
 
 from __future__ import annotations
@@ -54,35 +53,6 @@ def coo_indices(rows: sp.csr_matrix) -> np.ndarray:
     """
     coo = rows.tocoo()
     return np.stack([coo.row, coo.col], axis=1).astype(np.int64)
-
-
-def sparse_scored_rows(batch: sp.csr_matrix, normalise: bool = False) -> Any:
-    """A batch of scored rows as a ``tf.SparseTensor`` when sparse as in training, else None.
-
-    Below :data:`SPARSE_INPUT_DENSITY` a network's first layer scores the rows as one
-    sparse product. Over a 10,000-item vocabulary the dense product cost as much as the
-    output layer: scoring took 18.6 of vae's 60.2 s on the wide catalogue (two epochs and
-    their refit), 10.5 of 52.6 s sparse. Denser rows keep the dense path (``None``).
-
-    Args:
-        batch: The rows; not modified.
-        normalise: Divide each row by its L2 norm (the autoencoders' input), as
-            ``tf.math.l2_normalize`` does.
-    """
-    if batch.nnz >= SPARSE_INPUT_DENSITY * batch.shape[0] * batch.shape[1]:
-        return None
-    import tensorflow as tf
-
-    batch = sp.csr_matrix(batch, dtype=np.float32, copy=True)
-    batch.sum_duplicates()  # canonical order, as a SparseTensor expects
-    indices = coo_indices(batch)
-    values = batch.data
-    if normalise:
-        squares = np.bincount(indices[:, 0], weights=np.square(values),
-                              minlength=batch.shape[0])
-        values = values * (1.0 / np.sqrt(np.maximum(squares, 1e-12))).astype(
-            np.float32)[indices[:, 0]]
-    return tf.SparseTensor(indices, values, batch.shape)
 
 
 def binary_rows(interactions: sp.csr_matrix, name: str) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -34,6 +34,7 @@ from shoprec.models.autoencoder import (
     _configure_tensorflow,
     seeded_initializers,
     sparse_dense,
+    sparse_scored_rows,
 )
 from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.models.epochs import (
@@ -42,7 +43,6 @@ from shoprec.models.epochs import (
     coo_indices,
     decayed_rate,
     scheduled_epochs,
-    sparse_scored_rows,
     train_epochs,
     trains_on_sparse_rows,
 )
