@@ -183,6 +183,36 @@ def test_sparse_scored_rows_score_as_dense_ones(planted, model_class, tmp_path,
         np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-5)
 
 
+def test_sparse_scored_rows_normalise_weighted_rows_with_duplicates(monkeypatch) -> None:
+    """Weighted rows (read at a power), with an item stored twice and a row with nothing:
+    the sparse tensor is the dense row summed and L2-normalised as ``tf.math.l2_normalize``
+    does, and the caller's matrix is left as it was."""
+    import scipy.sparse as sp
+    import tensorflow as tf
+
+    from shoprec.models import epochs
+    from shoprec.models.autoencoder import sparse_scored_rows
+
+    # Row 0 stores item 3 twice (0.5 + 0.25); row 1 is empty; row 2 has one weight.
+    data = np.array([0.5, 2.0, 0.25, 0.125, 3.0], dtype=np.float64)
+    indices = np.array([3, 1, 3, 6, 2])
+    batch = sp.csr_matrix((data, indices, np.array([0, 4, 4, 5])), shape=(3, 8))
+    before = (batch.data.copy(), batch.indices.copy())
+    monkeypatch.setattr(epochs, "SPARSE_INPUT_DENSITY", 1.0)  # every batch sparse
+    dense = np.asarray(sp.csr_matrix(batch).toarray(), dtype=np.float32)  # sums duplicates
+    for normalise in (False, True):
+        tensor = sparse_scored_rows(batch, normalise=normalise)
+        assert tensor is not None
+        got = tf.sparse.to_dense(tensor).numpy()
+        expected = tf.math.l2_normalize(dense, axis=1).numpy() if normalise else dense
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+        assert np.all(np.asarray(tensor.indices)[:, 0] != 1)  # the empty row stores nothing
+    assert np.array_equal(batch.data, before[0]) and np.array_equal(batch.indices, before[1])
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), [1.0, 0.0, 1.0], rtol=1e-6)
+    monkeypatch.setattr(epochs, "SPARSE_INPUT_DENSITY", 0.0)
+    assert sparse_scored_rows(batch, normalise=True) is None  # dense rows: the dense path
+
+
 def test_fused_adam_makes_keras_adams_update() -> None:
     """The fused kernel is an optimisation only: the same steps as ``keras.optimizers.Adam``."""
     import keras
