@@ -212,18 +212,25 @@ class CFGAN(BoundedRows, Recommender):
                 hidden = layer(hidden, training=True)
             return hidden
 
+        def product(rows: tf.Tensor | tf.SparseTensor, kernel: tf.Tensor) -> tf.Tensor:
+            if isinstance(rows, tf.SparseTensor):
+                return tf.sparse.sparse_dense_matmul(rows, kernel)
+            return tf.matmul(rows, kernel)
+
         def judge(vectors: list[tf.Tensor | tf.SparseTensor], real: tf.Tensor,
                   condition: tf.SparseTensor | None) -> tf.Tensor:
-            """The discriminator's logits of each vector next to the batch's condition."""
-            if condition is None:
-                return discriminator(tf.concat([tf.concat([v, real], axis=1) for v in vectors],
-                                               axis=0), training=True)
+            """The discriminator's logits of each vector next to the batch's condition.
+
+            Its first layer reads [vector, condition]: the vector's half and the condition's
+            half of the kernel are two products, and the condition's is made once for all
+            the vectors (three a step) rather than once with each.
+            """
             kernel = d_first.kernel
             top, bottom = kernel[:n_items], kernel[n_items:]
-            conditioned = tf.sparse.sparse_dense_matmul(condition, bottom) + d_first.bias
-            hidden = d_first.activation(tf.concat([
-                (tf.sparse.sparse_dense_matmul(v, top) if isinstance(v, tf.SparseTensor)
-                 else tf.matmul(v, top)) + conditioned for v in vectors], axis=0))
+            conditioned = product(real if condition is None else condition, bottom) \
+                + d_first.bias
+            hidden = d_first.activation(tf.concat([product(v, top) + conditioned
+                                                   for v in vectors], axis=0))
             for layer in d_rest:
                 hidden = layer(hidden, training=True)
             return hidden
