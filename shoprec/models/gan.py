@@ -222,8 +222,9 @@ class CFGAN(BoundedRows, Recommender):
             """The discriminator's logits of each vector next to the batch's condition.
 
             Its first layer reads [vector, condition]: the vector's half and the condition's
-            half of the kernel are two products, and the condition's is made once for all
-            the vectors (three a step) rather than once with each.
+            half of the kernel are two products, and the condition's is made once a call
+            (twice a step: the discriminator's weights change between its two passes)
+            rather than once with each vector (three times a step).
             """
             kernel = d_first.kernel
             top, bottom = kernel[:n_items], kernel[n_items:]
