@@ -202,37 +202,12 @@ class CFGAN(BoundedRows, Recommender):
         self.sparse_input_ = trains_on_sparse_rows(matrix, users)
         n_items = matrix.shape[1]
         g_first, *g_rest = generator.layers
-        d_first, *d_rest = discriminator.layers
 
         def generate(real: tf.Tensor, condition: tf.SparseTensor | None) -> tf.Tensor:
             if condition is None:
                 return generator(real, training=True)
             hidden = sparse_dense(g_first, condition)
             for layer in g_rest:
-                hidden = layer(hidden, training=True)
-            return hidden
-
-        def product(rows: tf.Tensor | tf.SparseTensor, kernel: tf.Tensor) -> tf.Tensor:
-            if isinstance(rows, tf.SparseTensor):
-                return tf.sparse.sparse_dense_matmul(rows, kernel)
-            return tf.matmul(rows, kernel)
-
-        def judge(vectors: list[tf.Tensor | tf.SparseTensor], real: tf.Tensor,
-                  condition: tf.SparseTensor | None) -> tf.Tensor:
-            """The discriminator's logits of each vector next to the batch's condition.
-
-            Its first layer reads [vector, condition]: the vector's half and the condition's
-            half of the kernel are two products, and the condition's is made once a call
-            (twice a step: the discriminator's weights change between its two passes)
-            rather than once with each vector (three times a step).
-            """
-            kernel = d_first.kernel
-            top, bottom = kernel[:n_items], kernel[n_items:]
-            conditioned = product(real if condition is None else condition, bottom) \
-                + d_first.bias
-            hidden = d_first.activation(tf.concat([product(v, top) + conditioned
-                                                   for v in vectors], axis=0))
-            for layer in d_rest:
                 hidden = layer(hidden, training=True)
             return hidden
 
@@ -253,15 +228,15 @@ class CFGAN(BoundedRows, Recommender):
                 with g_tape.stop_recording(), tf.GradientTape() as d_tape:
                     # Real and generated vectors, each next to its condition, in one batch.
                     fake = tf.stop_gradient(generated) * shown
-                    logits = judge([real if condition is None else condition, fake], real,
-                                   condition)
+                    vectors = [real if condition is None else condition, fake]
+                    logits = self._judge(vectors, real, condition)
                     d_loss = (cross_entropy(logits[:size], 1.0)
                               + cross_entropy(logits[size:], 0.0)
                               + tf.add_n([0.0, *discriminator.losses]))
                 with g_tape.stop_recording():
                     d_optimizer.apply(d_tape.gradient(d_loss, d_variables))
                 # The generator step sees the discriminator just updated.
-                d_fake = judge([generated * shown], real, condition)
+                d_fake = self._judge([generated * shown], real, condition)
                 adversarial = cross_entropy(d_fake, 1.0)
                 reconstruction = tf.reduce_mean(tf.reduce_sum(zr * tf.square(generated), axis=1))
                 g_loss = adversarial + zr_coefficient * reconstruction + tf.add_n(
@@ -323,6 +298,36 @@ class CFGAN(BoundedRows, Recommender):
             context)
         self._choose_history_weights(context)
         return self
+
+    def _judge(self, vectors: list[Any], real: Any, condition: Any | None) -> Any:
+        """The discriminator's logits of each vector next to the batch's condition.
+
+        Its first layer reads [vector, condition]: the vector's half and the condition's
+        half of the kernel are two products, and the condition's is made once a call
+        (twice a step: the discriminator's weights change between its two passes) rather
+        than once with each vector (three times a step).
+
+        Args:
+            vectors: Purchase vectors (dense, or the real one as a ``tf.SparseTensor``).
+            real: The batch's dense 0/1 rows.
+            condition: The same rows as a ``tf.SparseTensor`` on sparse rows, else None.
+        """
+        import tensorflow as tf
+
+        def product(rows: Any, kernel: Any) -> Any:
+            if isinstance(rows, tf.SparseTensor):
+                return tf.sparse.sparse_dense_matmul(rows, kernel)
+            return tf.matmul(rows, kernel)
+
+        first, *rest = self.discriminator_.layers
+        n_items = first.kernel.shape[0] // 2
+        top, bottom = first.kernel[:n_items], first.kernel[n_items:]
+        conditioned = product(real if condition is None else condition, bottom) + first.bias
+        hidden = first.activation(tf.concat([product(v, top) + conditioned for v in vectors],
+                                            axis=0))
+        for layer in rest:
+            hidden = layer(hidden, training=True)
+        return hidden
 
     def _check_divergence(self, epoch: int, record: dict[str, float],
                           probe: sp.csr_matrix) -> None:

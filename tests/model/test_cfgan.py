@@ -67,6 +67,29 @@ def test_sparse_rows_train_the_same_networks(planted, monkeypatch) -> None:
     assert not CFGAN(epochs=1, seed=2).fit(planted.train).sparse_input_
 
 
+def test_split_discriminator_reads_vector_and_condition_as_keras_does(planted) -> None:
+    """``_judge`` splits the first layer into the vector's and the condition's halves: the
+    logits the Keras model gives [vector, condition], for dense and sparse rows."""
+    import tensorflow as tf
+
+    model = CFGAN(epochs=1, seed=2).fit(planted.train)
+    rows = (planted.train[:40] > 0).astype(np.float32)  # 0/1, as training reads them
+    real = tf.constant(rows.toarray(), tf.float32)
+    rng = np.random.default_rng(0)
+    fake = tf.constant(rng.random(rows.shape), tf.float32)  # unlike the condition
+    expected = model.discriminator_(tf.concat([tf.concat([v, real], axis=1)
+                                               for v in (real, fake)], axis=0))
+    coo = rows.tocoo()
+    condition = tf.sparse.reorder(tf.SparseTensor(
+        np.stack([coo.row, coo.col], axis=1).astype(np.int64),
+        np.ones(coo.nnz, np.float32), rows.shape))
+    for got in (model._judge([real, fake], real, None),
+                model._judge([condition, fake], real, condition)):
+        assert got.shape == (80, 1)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4,
+                                   atol=1e-5)
+
+
 def test_collapse_detector_fires_on_a_broken_configuration() -> None:
     # Heavy weight decay with a fast optimiser drives every kernel to zero: the generator
     # then gives every shopper the same vector (its biases).
