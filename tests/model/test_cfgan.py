@@ -72,6 +72,8 @@ def test_split_discriminator_reads_vector_and_condition_as_keras_does(planted) -
     logits the Keras model gives [vector, condition], for dense and sparse rows."""
     import tensorflow as tf
 
+    from shoprec.models.epochs import coo_indices
+
     model = CFGAN(epochs=1, seed=2).fit(planted.train)
     rows = (planted.train[:40] > 0).astype(np.float32)  # 0/1, as training reads them
     real = tf.constant(rows.toarray(), tf.float32)
@@ -79,10 +81,8 @@ def test_split_discriminator_reads_vector_and_condition_as_keras_does(planted) -
     fake = tf.constant(rng.random(rows.shape), tf.float32)  # unlike the condition
     expected = model.discriminator_(tf.concat([tf.concat([v, real], axis=1)
                                                for v in (real, fake)], axis=0))
-    coo = rows.tocoo()
-    condition = tf.sparse.reorder(tf.SparseTensor(
-        np.stack([coo.row, coo.col], axis=1).astype(np.int64),
-        np.ones(coo.nnz, np.float32), rows.shape))
+    # The condition as training builds it (fit's sparse_step).
+    condition = tf.SparseTensor(coo_indices(rows), np.ones(rows.nnz, np.float32), rows.shape)
     for got in (model._judge([real, fake], real, None),
                 model._judge([condition, fake], real, condition)):
         assert got.shape == (80, 1)
