@@ -67,6 +67,7 @@ def run_direct(args: argparse.Namespace) -> dict:
     from shoprec_flows.runners import (
         extra_threads,
         process_threads,
+        share_network_pools,
         thread_workers,
         threads_per_candidate,
     )
@@ -92,6 +93,7 @@ def run_direct(args: argparse.Namespace) -> dict:
     items = item_frame(prepared.data.items, encoded.items)
     threads = threads_per_candidate(training)
     jobs = plan_jobs(training, None, threads, process_threads(training))
+    share_network_pools(jobs, training)  # TensorFlow's pools, as the flow sizes them
 
     # The flow's schedule: with network_slots set, networks wait for the one before them.
     after = start_after(jobs, training.network_slots)

@@ -22,6 +22,7 @@ from shoprec.training import (
     CandidateJob,
     CandidateResult,
     job_result,
+    networks_at_once,
     start_after,
     submission_order,
 )
@@ -94,6 +95,21 @@ def process_threads(config: TrainingConfig, extra: int = 0) -> int:
 def threads_per_trial(config: TrainingConfig) -> int:
     """Each search trial's share of the cores (``tune_parallel`` trials at a time)."""
     return max(1, (os.cpu_count() or 1) // config.tune_parallel)
+
+
+def share_network_pools(jobs: list[CandidateJob], config: TrainingConfig,
+                        extra: int = 0) -> None:
+    """Size TensorFlow's pools for the networks among ``jobs`` that train side by side.
+
+    With threads, the networks share the flow's process and its pools: each op gets its
+    network's share of the cores (:func:`~shoprec.models.autoencoder.share_tensorflow_pools`).
+    A single network keeps every core for its ops, and Dask workers size their own.
+    """
+    networks = networks_at_once(jobs, config.network_slots)
+    if config.task_runner == "threads" and networks > 1:
+        from shoprec.models.autoencoder import share_tensorflow_pools
+
+        share_tensorflow_pools(networks, process_threads(config, extra))
 
 
 def thread_workers(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> int:

@@ -19,6 +19,7 @@ from shoprec_flows.preparation import prepare_data
 from shoprec_flows.runners import (
     process_threads,
     run_candidates,
+    share_network_pools,
     threads_per_candidate,
     threads_per_trial,
 )
@@ -109,11 +110,13 @@ def training_pipeline(
         # The champion's recipe retrains beside the candidates, on the same split.
         champion = find_champion(training.registered_model_name)
         items = item_frame(clean.items, encoded.items)
+        extra = int(champion.recipe is not None)
+        threads = threads_per_candidate(training, extra)
+        # Before any network starts TensorFlow (a search's trials included).
+        share_network_pools(plan_jobs(training, champion.recipe, threads), training, extra)
         # The search stage, when asked for: each family's values chosen on validation.
         searches = run_tuning(training, encoded, items, parent, threads_per_trial(training),
                               process_threads(training)) if training.tuned_models() else {}
-        extra = int(champion.recipe is not None)
-        threads = threads_per_candidate(training, extra)
         jobs = plan_jobs(training, champion.recipe, threads, process_threads(training, extra),
                          {name: found.tuned_params() for name, found in searches.items()})
         results = run_candidates(jobs, encoded, items, training, threads)

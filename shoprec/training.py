@@ -434,6 +434,15 @@ def start_after(jobs: list[CandidateJob], slots: int | None) -> dict[str, str]:
     return {label: chained[i - slots] for i, label in enumerate(chained) if i >= slots}
 
 
+def networks_at_once(jobs: list[CandidateJob], slots: int | None) -> int:
+    """How many of ``jobs`` train at the same time on the process's pools (the networks).
+
+    All of them, or ``slots`` (:func:`start_after`) when that is fewer.
+    """
+    networks = sum(job.process_pools for job in jobs)
+    return networks if slots is None else min(networks, slots)
+
+
 def job_result(job: CandidateJob, outcome: Any) -> CandidateResult:
     """The leaderboard row of a finished job.
 

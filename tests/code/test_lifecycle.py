@@ -287,6 +287,50 @@ def test_networks_get_the_processs_cores_and_the_others_their_share() -> None:
     assert alone["vae"] == alone["mf"] == 1  # no process figure given: the share
 
 
+def test_tensorflow_pools_are_sized_for_the_networks_side_by_side(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With threads, two networks or more at once size TensorFlow's pools; else nothing does."""
+    from shoprec_flows.runners import share_network_pools
+
+    from shoprec.models import autoencoder
+    from shoprec.training import networks_at_once, plan_jobs
+
+    config = TrainingConfig(models=["popularity", "vae", "mf", "dae", "cfgan", "ease"])
+    jobs = plan_jobs(config, Recipe("dae", {"epochs": 3}, {}, None, "f" * 64, "abc"), 1, 2)
+    assert networks_at_once(jobs, None) == 4  # the three and a network champion's recipe
+    assert networks_at_once(jobs, 2) == 2
+    assert networks_at_once(plan_jobs(TrainingConfig(models=["mf", "vae"]), None, 1), None) == 1
+    calls: list[tuple[int, int]] = []
+    # Recorded instead of run: the pools are the process's, and this test process's
+    # TensorFlow may already run (the pools themselves are tested in a process of their own).
+    monkeypatch.setattr(autoencoder, "share_tensorflow_pools",
+                        lambda networks, cores: calls.append((networks, cores)))
+    share_network_pools(jobs, config, 1)
+    share_network_pools(jobs, config.model_copy(update={"network_slots": 1}), 1)
+    share_network_pools(jobs, config.model_copy(update={"task_runner": "dask"}), 1)
+    share_network_pools(plan_jobs(TrainingConfig(models=["mf", "vae"]), None, 1), config)
+    from shoprec_flows.runners import process_threads
+
+    assert calls == [(4, process_threads(config, 1))]
+
+
+def test_tensorflow_pools_give_each_network_its_share_of_the_cores() -> None:
+    """Set once, before the runtime starts: a network's own request no longer changes them."""
+    script = """
+from shoprec.models.autoencoder import _configure_tensorflow, share_tensorflow_pools
+print(share_tensorflow_pools(3, 2))
+_configure_tensorflow(2)  # what each network asks for when its fit starts
+print(share_tensorflow_pools(1, 8))  # the runtime runs: the pools stay
+"""
+    shared = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert shared.stdout.split("\n")[:2] == ["(1, 2)", "(1, 2)"]
+    wide = subprocess.run([sys.executable, "-c", "from shoprec.models.autoencoder import "
+                           "share_tensorflow_pools as s; print(s(2, 8))"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert wide.stdout.strip() == "(4, 8)"
+
+
 def test_networks_train_slots_at_a_time_beside_the_other_candidates() -> None:
     """Networks wait in chains of ``network_slots``; the other candidates never wait."""
     from shoprec.registry.recipe import Recipe
