@@ -7,6 +7,7 @@ through prefect-dask (a local cluster of worker processes, or an existing schedu
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -26,6 +27,8 @@ from shoprec.training import (
     start_after,
     submission_order,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class CandidateThreads(ThreadPoolTaskRunner):
@@ -103,13 +106,20 @@ def share_network_pools(jobs: list[CandidateJob], config: TrainingConfig,
 
     With threads, the networks share the flow's process and its pools: each op gets its
     network's share of the cores (:func:`~shoprec.models.autoencoder.share_tensorflow_pools`).
-    A single network keeps every core for its ops, and Dask workers size their own.
+    A single network keeps every core for its ops, and Dask workers size their own. A
+    TensorFlow that cannot load is logged, not raised: the networks fail as candidates.
     """
     networks = networks_at_once(jobs, config.network_slots)
     if config.task_runner == "threads" and networks > 1:
         from shoprec.models.autoencoder import share_tensorflow_pools
 
-        share_tensorflow_pools(networks, process_threads(config, extra))
+        try:
+            share_tensorflow_pools(networks, process_threads(config, extra))
+        except Exception as exc:  # noqa: BLE001 - any failure of TensorFlow to load or start
+            # The networks then fail one by one as candidates, each with this error in the
+            # leaderboard, and the other families still train: the run must not end here.
+            logger.warning("TensorFlow could not start to size its thread pools (%s); the "
+                           "networks will fail as candidates", exc)
 
 
 def thread_workers(config: TrainingConfig, extra: int = 0, waiting: int = 0) -> int:

@@ -4,6 +4,7 @@ like-for-like comparison, and a registry that fails closed."""
 from __future__ import annotations
 
 import inspect
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -312,6 +313,21 @@ def test_tensorflow_pools_are_sized_for_the_networks_side_by_side(
     from shoprec_flows.runners import process_threads
 
     assert calls == [(4, process_threads(config, 1))]
+
+
+def test_a_tensorflow_that_cannot_load_leaves_the_networks_to_fail_as_candidates(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Sizing the pools before the candidates must not end the run when TensorFlow is broken."""
+    from shoprec_flows.runners import share_network_pools
+
+    from shoprec.training import plan_jobs
+
+    config = TrainingConfig(models=["popularity", "vae", "dae"])
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # its import now raises ImportError
+    with caplog.at_level(logging.WARNING, logger="shoprec_flows.runners"):
+        share_network_pools(plan_jobs(config, None, 1), config)
+    assert "TensorFlow could not start" in caplog.text
+    assert "tensorflow" in caplog.text  # the import's own message names what failed
 
 
 def test_tensorflow_pools_give_each_network_its_share_of_the_cores() -> None:
