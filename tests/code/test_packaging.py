@@ -33,6 +33,40 @@ def test_each_familys_requirements_name_what_it_imports(name: str) -> None:
     assert "shoprec" not in names
 
 
+def test_the_packages_are_read_once_when_publishing_meets_the_background_reading(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publishing waits for the reading under way instead of repeating it; a failed
+    background reading is repeated by the real call."""
+    import importlib.metadata
+    import time
+
+    from shoprec.registry import requirements
+
+    real = importlib.metadata.packages_distributions()
+    calls: list[str] = []
+
+    def slow_read() -> dict[str, list[str]]:
+        calls.append("read")
+        time.sleep(0.5)  # long enough for the call below to arrive while it runs
+        if len(calls) == 1 and failing:
+            raise OSError("a distribution's files could not be read")
+        return real
+
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", slow_read)
+    expected = None
+    for failing in (False, True):
+        monkeypatch.setattr(requirements, "_DISTRIBUTIONS", {})
+        calls.clear()
+        thread = requirements.read_distributions_in_background()
+        time.sleep(0.1)
+        found = requirements.model_requirements([CANDIDATES["mf"], Popularity])
+        thread.join(timeout=10)
+        assert calls == (["read", "read"] if failing else ["read"])
+        assert any(line.startswith("implicit==") for line in found)
+        assert expected in (None, found)
+        expected = found
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Built from a copy of the project's files: setuptools builds in the source folder, and
