@@ -45,7 +45,6 @@ from shoprec.config import (
 from shoprec.features import item_frame
 from shoprec.registry import runs
 from shoprec.registry.publish import git_commit
-from shoprec.registry.requirements import read_distributions_in_background
 from shoprec.registry.tracking import initialise_store_in_background
 from shoprec.runtime import apply_runtime_defaults
 from shoprec.training import (
@@ -120,8 +119,8 @@ def training_pipeline(
                               process_threads(training)) if training.tuned_models() else {}
         jobs = plan_jobs(training, champion.recipe, threads, process_threads(training, extra),
                          {name: found.tuned_params() for name, found in searches.items()})
-        # Publishing's reading of the installed packages, done while the candidates train.
-        read_distributions_in_background()
+        # Logging's and publishing's one-time Python work, done while the candidates train.
+        runs.warm_up_in_background()
         results = run_candidates(jobs, encoded, items, training, threads)
         # The blend needs the candidates' choices, so it trains after them, alone.
         blend = blend_job(results, training)

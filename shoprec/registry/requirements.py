@@ -106,36 +106,17 @@ _DISTRIBUTIONS: dict[str, Mapping[str, list[str]]] = {}
 _DISTRIBUTIONS_LOCK = threading.Lock()
 
 
-def _distributions() -> Mapping[str, list[str]]:
-    # The lock makes a caller wait for a reading already under way instead of repeating it.
+def installed_distributions() -> Mapping[str, list[str]]:
+    """Which installed distributions provide each top-level module (read once a process).
+
+    Reading it opens every installed distribution's file list (about a second). A caller
+    that arrives while another thread reads it waits for that reading instead of repeating
+    it (:func:`shoprec.registry.runs.warm_up_in_background` starts one early).
+    """
     with _DISTRIBUTIONS_LOCK:
         if "map" not in _DISTRIBUTIONS:
             _DISTRIBUTIONS["map"] = importlib.metadata.packages_distributions()
         return _DISTRIBUTIONS["map"]
-
-
-def read_distributions_in_background() -> threading.Thread:
-    """Start reading which distributions provide which modules, on a thread of its own.
-
-    :func:`model_requirements` needs that map, and reading it opens every installed
-    distribution's file list: about a second of Python, which held up publishing (1.1 of
-    the sample run's 2.7 s in ``publish-model``). A run calls this when its candidates
-    start: the reading then takes turns with the candidates' training, whose products run
-    without the interpreter's lock, instead of adding to the steps after it, which are
-    Python throughout. A failure here is left to the real call to report.
-
-    Returns:
-        The started daemon thread.
-    """
-    def read() -> None:
-        try:
-            _distributions()
-        except Exception as exc:  # noqa: BLE001 - model_requirements reads again and reports
-            logger.debug("reading the installed distributions failed: %s", exc)
-
-    thread = threading.Thread(target=read, name="shoprec-distributions", daemon=True)
-    thread.start()
-    return thread
 
 
 def model_requirements(classes: list[type]) -> list[str]:
@@ -151,7 +132,7 @@ def model_requirements(classes: list[type]) -> list[str]:
     """
     found: set[str] = set()
     for module in sorted(_external_modules(list(ENTRY_MODULES), classes)):
-        names = _distributions().get(module)
+        names = installed_distributions().get(module)
         if not names:
             logger.warning("no installed distribution provides %r; not in the requirements",
                            module)

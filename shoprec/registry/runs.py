@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import pandas as pd
 
 from shoprec.evaluation.metrics import mlflow_name
 from shoprec.registry import tracking
+from shoprec.registry.requirements import installed_distributions
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,41 @@ logger = logging.getLogger(__name__)
 HOST_TAG, PID_TAG = "shoprec.host", "shoprec.pid"
 #: The kernel boot and PID namespace the process id belongs to (see :func:`process_space`).
 BOOT_TAG, NAMESPACE_TAG = "shoprec.boot", "shoprec.pid_namespace"
+
+
+def pyplot() -> Any:
+    """The ``pyplot`` module of matplotlib, drawing to files (Agg: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def warm_up_in_background() -> threading.Thread:
+    """Start the one-time Python work of logging and publishing a run, on a thread of its own.
+
+    Logging the candidates draws charts (importing matplotlib: 0.7 s), and publishing
+    pins the model's requirements (reading which installed distributions provide which
+    modules: about 1 s). Both are Python throughout, as is everything after the candidates;
+    a run calls this when its candidates start, so the work takes turns with their training,
+    whose products run without the interpreter's lock. A failure is left to the real call,
+    which repeats the work and reports it.
+
+    Returns:
+        The started daemon thread.
+    """
+    def work() -> None:
+        try:
+            pyplot()
+            installed_distributions()
+        except Exception as exc:  # noqa: BLE001 - the real call repeats it and reports
+            logger.debug("warming up logging and publishing failed: %s", exc)
+
+    thread = threading.Thread(target=work, name="shoprec-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
@@ -98,10 +135,7 @@ def log_tradeoff(parent_run_id: str, results: list[Any]) -> None:
 
 
 def _tradeoff_files(results: list[Any], folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [{"model": r.model, **point} for r in results for point in r.diversity]
     pd.DataFrame(rows).to_csv(folder / "diversity.csv", index=False)
@@ -173,10 +207,7 @@ def log_search(parent_run_id: str, result: Any, primary: str) -> str:
 
 def _search_charts(result: Any, primary: str, folder: Path) -> None:
     """``history.png`` (score per trial, best so far) and ``importance.png`` if known."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     done = [t for t in result.trials if t.value is not None]
     figure, axis = plt.subplots(figsize=(6, 3.5))
@@ -385,10 +416,7 @@ def run_url(run_id: str) -> str:
 
 
 def _chart(leaderboard: pd.DataFrame, primary: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ok = leaderboard[leaderboard["status"] == "ok"]
     columns = [c for c in (f"validation_{primary}", f"test_{primary}") if c in ok]
@@ -451,10 +479,7 @@ def log_forecast(experiment: str, run_name: str, result: Any, params: dict[str, 
 
 
 def _forecast_chart(result: Any, path: Path, products: int = 6) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     frame = result.forecasts
     top = list(frame.groupby("item_id")["actual"].sum().nlargest(products).index)

@@ -33,14 +33,14 @@ def test_each_familys_requirements_name_what_it_imports(name: str) -> None:
     assert "shoprec" not in names
 
 
-def test_the_packages_are_read_once_when_publishing_meets_the_background_reading(
+def test_the_packages_are_read_once_when_publishing_meets_the_warm_up(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Publishing waits for the reading under way instead of repeating it; a failed
     background reading is repeated by the real call."""
     import importlib.metadata
     import time
 
-    from shoprec.registry import requirements
+    from shoprec.registry import requirements, runs
 
     real = importlib.metadata.packages_distributions()
     calls: list[str] = []
@@ -57,14 +57,24 @@ def test_the_packages_are_read_once_when_publishing_meets_the_background_reading
     for failing in (False, True):
         monkeypatch.setattr(requirements, "_DISTRIBUTIONS", {})
         calls.clear()
-        thread = requirements.read_distributions_in_background()
-        time.sleep(0.1)
+        thread = runs.warm_up_in_background()
+        time.sleep(0.3)  # matplotlib is imported first (already, in this process)
         found = requirements.model_requirements([CANDIDATES["mf"], Popularity])
         thread.join(timeout=10)
         assert calls == (["read", "read"] if failing else ["read"])
         assert any(line.startswith("implicit==") for line in found)
         assert expected in (None, found)
         expected = found
+
+
+def test_the_warm_up_imports_the_charting_library() -> None:
+    """The candidates' charts find matplotlib imported, on the backend that draws to files."""
+    script = ("import sys; from shoprec.registry.runs import warm_up_in_background as w; "
+              "w().join(60); import matplotlib; "
+              "print('matplotlib.pyplot' in sys.modules, matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.lower().split() == ["true", "agg"]
 
 
 @pytest.fixture(scope="module")
