@@ -28,6 +28,7 @@ from shoprec_tasks.training import (
     find_champion,
     log_artifacts,
     log_candidates,
+    prepare_bundle,
     publish_model,
     refit_winner,
     report_artifacts,
@@ -119,7 +120,9 @@ def training_pipeline(
                               process_threads(training)) if training.tuned_models() else {}
         jobs = plan_jobs(training, champion.recipe, threads, process_threads(training, extra),
                          {name: found.tuned_params() for name, found in searches.items()})
-        # Logging's and publishing's one-time Python work, done while the candidates train.
+        # What the bundle holds besides the winner, and logging's and publishing's one-time
+        # Python work, done while the candidates train.
+        parts = prepare_bundle.submit(clean, weighting, model_params("popularity", training))
         runs.warm_up_in_background()
         results = run_candidates(jobs, encoded, items, training, threads)
         # The blend needs the candidates' choices, so it trains after them, alone.
@@ -138,7 +141,7 @@ def training_pipeline(
                                "pseudonym_key_id": prepared.pseudonym_key_id,
                                "popularity_epsilon": training.popularity_epsilon},
                               model_params("popularity", training), training.quantize,
-                              training.prune_top)
+                              training.prune_top, parts.result())
         logged.result()  # nothing is published when the candidates could not be logged
         registered = publish_model(bundle, parent, training.registered_model_name,
                                    chosen.verdict,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
@@ -285,14 +286,72 @@ def data_cutoff(data: CleanData) -> str | None:
     return None if latest is None or pd.isna(latest) else pd.Timestamp(latest).isoformat()
 
 
+@dataclass
+class BundleParts:
+    """What a published bundle holds besides its model, the same whichever family wins.
+
+    Built from all the clean data alone, so a run builds it while its candidates train
+    (:func:`bundle_parts`) and the winner's refit only fits the winner.
+
+    Attributes:
+        users: Shoppers' index.
+        items: Items' index: the whole catalogue, products nobody has bought yet included.
+        matrix: All interactions, weighted.
+        frame: The catalogue in the items' index order.
+        has_ratings: Whether the interactions hold rating events.
+        search: The content model that answers search queries (``None`` without item text).
+        fallback: The popularity fallback.
+    """
+
+    users: IdMap
+    items: IdMap
+    matrix: sp.csr_matrix
+    frame: pd.DataFrame
+    has_ratings: bool
+    search: ContentRecommender | None
+    fallback: Popularity
+
+
+def bundle_parts(data: CleanData, weighting: WeightingConfig,
+                 fallback_params: dict[str, Any] | None = None,
+                 with_search: bool = True) -> BundleParts:
+    """Index and weight all clean data, and fit the bundle's search and fallback models.
+
+    Args:
+        data: All clean interactions and the catalogue.
+        weighting: Event weights.
+        fallback_params: Hyperparameters of the popularity fallback (its ``epsilon``).
+        with_search: Whether to fit the search model (a ``content`` winner is its own).
+    """
+    interactions = data.interactions
+    users = IdMap.from_values(interactions["user_id"])
+    items = IdMap.from_values(pd.concat([interactions["item_id"], data.items["item_id"]]))
+    matrix = interaction_matrix(interactions, users, items, event_weights(interactions, weighting),
+                                weighting.repeats)
+    frame = item_frame(data.items, items)
+    search: ContentRecommender | None = None
+    try:
+        if with_search:
+            search = ContentRecommender(popularity_smoothing=0.1).fit(
+                matrix, FitContext(items=frame))
+    except ModelSkippedError as exc:
+        # Recommendations do not need item text; search does, and says so when asked.
+        logger.info("the published model has no search index: %s", exc)
+    return BundleParts(users=users, items=items, matrix=matrix, frame=frame,
+                       has_ratings=bool((interactions["event"] == "rating").any()),
+                       search=search, fallback=Popularity(**(fallback_params or {})).fit(matrix))
+
+
 def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
                  weighting: WeightingConfig, meta: dict[str, Any],
                  fallback_params: dict[str, Any] | None = None,
-                 quantize: str | None = None, prune_top: int | None = None) -> ModelBundle:
+                 quantize: str | None = None, prune_top: int | None = None,
+                 parts: BundleParts | None = None) -> ModelBundle:
     """Refit the winner on all clean data and bundle it for serving.
 
     The item index covers the whole catalogue, products nobody has bought yet included, and
-    the bundle always carries a content model for search, whatever family won.
+    the bundle always carries a content model for search, whatever family won (the winner
+    itself when it is ``content``).
 
     Args:
         name: Candidate name.
@@ -304,35 +363,23 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
         quantize: Precision the published model's arrays are stored at (see
             :meth:`~shoprec.models.base.Recommender.compress`).
         prune_top: Weights kept per item by an ease model (or an ease member of a blend).
+        parts: :func:`bundle_parts` of the same ``data``, ``weighting`` and
+            ``fallback_params``, when they were built beforehand; built here otherwise.
     """
-    interactions = data.interactions
-    has_ratings = bool((interactions["event"] == "rating").any())
-    users = IdMap.from_values(interactions["user_id"])
-    items = IdMap.from_values(pd.concat([interactions["item_id"], data.items["item_id"]]))
-    matrix = interaction_matrix(interactions, users, items, event_weights(interactions, weighting),
-                                weighting.repeats)
-    frame = item_frame(data.items, items)
-    model, seconds = fit_candidate(name, params, matrix, frame, has_ratings=has_ratings)
-    search: ContentRecommender | None = None
-    if isinstance(model, ContentRecommender):
-        search = model
-    else:
-        try:
-            search = ContentRecommender(popularity_smoothing=0.1).fit(
-                matrix, FitContext(items=frame))
-        except ModelSkippedError as exc:
-            # Recommendations do not need item text; search does, and says so when asked.
-            logger.info("the published model has no search index: %s", exc)
-    fallback = Popularity(**(fallback_params or {})).fit(matrix)
-    logger.info("refit %s on all %d interactions in %.1f s", name, matrix.nnz, seconds)
+    if parts is None:
+        parts = bundle_parts(data, weighting, fallback_params, with_search=name != "content")
+    model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,
+                                   has_ratings=parts.has_ratings)
+    search = model if isinstance(model, ContentRecommender) else parts.search
+    logger.info("refit %s on all %d interactions in %.1f s", name, parts.matrix.nnz, seconds)
     if quantize is not None or prune_top is not None:
         # A blend prunes its ease member; any other family refuses --prune-top by name.
         model.compress(quantize, prune_top if name in ("ease", "blend") else None)
         if prune_top is not None and name not in ("ease", "blend"):
             logger.info("--prune-top left the %s winner as it is (ease weights only)", name)
-    return ModelBundle(model=model, users=users, items=items, history=matrix,
-                       fallback=fallback, search=search,
-                       titles=frame["title"].fillna("").astype(str).tolist(),
+    return ModelBundle(model=model, users=parts.users, items=parts.items, history=parts.matrix,
+                       fallback=parts.fallback, search=search,
+                       titles=parts.frame["title"].fillna("").astype(str).tolist(),
                        meta={**meta, "model": name, "family": model.family,
                              "refit_seconds": round(seconds, 3),
                              # How served requests combine an item's events (engine).

@@ -18,7 +18,14 @@ from shoprec.registry import runs
 from shoprec.registry.bundle import ModelBundle
 from shoprec.registry.publish import GateVerdict, publish
 from shoprec.registry.recipe import ChampionReference, Recipe, champion_reference
-from shoprec.training import CandidateResult, refit_bundle, retrain_recipe, train_candidate_row
+from shoprec.training import (
+    BundleParts,
+    CandidateResult,
+    bundle_parts,
+    refit_bundle,
+    retrain_recipe,
+    train_candidate_row,
+)
 
 # MLflow tasks are not retried here: MLflow's HTTP client retries a request itself, a
 # bounded number of times (shoprec.runtime), and a second layer would multiply the wait
@@ -75,14 +82,22 @@ def log_candidates(parent_run_id: str, results: list[CandidateResult]) -> list[s
     return ids
 
 
+@task(name="prepare-bundle", cache_policy=NO_CACHE)
+def prepare_bundle(data: CleanData, weighting: WeightingConfig,
+                   fallback_params: dict[str, Any] | None = None) -> BundleParts:
+    """What the published bundle holds besides its model: indexes, search, fallback."""
+    return bundle_parts(data, weighting, fallback_params)
+
+
 @task(name="refit-winner")
 def refit_winner(name: str, params: dict[str, Any], data: CleanData,
                  weighting: WeightingConfig, meta: dict[str, Any],
                  fallback_params: dict[str, Any] | None = None,
-                 quantize: str | None = None, prune_top: int | None = None) -> ModelBundle:
-    """Refit the winner on all clean data (compressed if asked)."""
+                 quantize: str | None = None, prune_top: int | None = None,
+                 parts: BundleParts | None = None) -> ModelBundle:
+    """Refit the winner on all clean data (compressed if asked), into ``parts``."""
     return refit_bundle(name, params, data, weighting, meta, fallback_params, quantize,
-                        prune_top)
+                        prune_top, parts)
 
 
 #: Not retried: registering is not idempotent, a retry would leave a second version.
