@@ -77,6 +77,7 @@ def run_direct(args: argparse.Namespace) -> dict:
     from shoprec.features import item_frame
     from shoprec.pipeline import prepare
     from shoprec.training import (
+        bundle_parts,
         job_result,
         plan_jobs,
         refit_bundle,
@@ -106,13 +107,18 @@ def run_direct(args: argparse.Namespace) -> dict:
             return train_candidate_row(job.candidate, job.params, encoded, items, training.ks)
 
     pool_size = thread_workers(training, waiting=extra_threads(jobs, training, after))
+    # As the flow does: the bundle's parts are built beside the candidates.
+    beside = ThreadPoolExecutor(1)
+    parts = beside.submit(bundle_parts, prepared.data, prepared.weighting)
     with ThreadPoolExecutor(pool_size) as pool:
         for job in submission_order(jobs):
             futures[job.label] = pool.submit(train, job)
         results = [job_result(job, futures[job.label].exception()
                               or futures[job.label].result()) for job in jobs]
     winner = select_winner(results, training.primary_metric)
-    refit_bundle(winner.model, winner.params, prepared.data, prepared.weighting, {})
+    refit_bundle(winner.model, winner.params, prepared.data, prepared.weighting, {},
+                 parts=parts.result())
+    beside.shutdown()
     return {"winner": winner.model,
             "validation": {r.model: r.validation.get("ndcg@10") for r in results
                            if r.status == "ok"}}

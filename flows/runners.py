@@ -118,7 +118,7 @@ def share_network_pools(jobs: list[CandidateJob], config: TrainingConfig,
         except Exception as exc:  # noqa: BLE001 - any failure of TensorFlow to load or start
             # The networks then fail one by one as candidates, each with this error in the
             # leaderboard, and the other families still train: the run must not end here.
-            logger.warning("TensorFlow could not start to size its thread pools (%s); the "
+            logger.warning("TensorFlow could not start to size its thread pools (%r); the "
                            "networks will fail as candidates", exc)
 
 

@@ -17,6 +17,7 @@ from prefect.futures import wait
 from prefect.runtime import flow_run
 from shoprec_flows.preparation import prepare_data
 from shoprec_flows.runners import (
+    CandidateThreads,
     process_threads,
     run_candidates,
     share_network_pools,
@@ -49,6 +50,7 @@ from shoprec.registry.publish import git_commit
 from shoprec.registry.tracking import initialise_store_in_background
 from shoprec.runtime import apply_runtime_defaults
 from shoprec.training import (
+    BundleParts,
     blend_job,
     compression_tag,
     data_cutoff,
@@ -63,7 +65,9 @@ from shoprec.training import (
 logger = logging.getLogger(__name__)
 
 
-@flow(name="shoprec-training", log_prints=True)
+# A stopped run does not wait for its tasks in flight (the bundle's parts, the candidates'
+# logging): the except clause below closes the MLflow run, and the process ends.
+@flow(name="shoprec-training", log_prints=True, task_runner=CandidateThreads())
 def training_pipeline(
     data: DataConfig = DataConfig(),
     cleaning: CleaningConfig = CleaningConfig(),
@@ -141,7 +145,7 @@ def training_pipeline(
                                "pseudonym_key_id": prepared.pseudonym_key_id,
                                "popularity_epsilon": training.popularity_epsilon},
                               model_params("popularity", training), training.quantize,
-                              training.prune_top, parts.result())
+                              training.prune_top, ready_parts(parts))
         logged.result()  # nothing is published when the candidates could not be logged
         registered = publish_model(bundle, parent, training.registered_model_name,
                                    chosen.verdict,
@@ -168,3 +172,17 @@ def training_pipeline(
             logger.warning("could not close MLflow run %s: %s", parent, close_error)
         raise
     return summary
+
+
+def ready_parts(future: Any) -> BundleParts | None:
+    """The bundle's parts built beside the candidates, or ``None`` if that failed.
+
+    The refit then builds them itself: a failure beside the candidates (memory, at the
+    peak of theirs) never costs a run that building them after the candidates would finish.
+    """
+    built = future.result(raise_on_failure=False)
+    if isinstance(built, BundleParts):
+        return built
+    logger.warning("the bundle's indexes and search model could not be built beside the "
+                   "candidates (%r); the winner's refit builds them", built)
+    return None

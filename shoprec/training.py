@@ -286,7 +286,7 @@ def data_cutoff(data: CleanData) -> str | None:
     return None if latest is None or pd.isna(latest) else pd.Timestamp(latest).isoformat()
 
 
-@dataclass
+@dataclass(frozen=True)
 class BundleParts:
     """What a published bundle holds besides its model, the same whichever family wins.
 
@@ -301,6 +301,8 @@ class BundleParts:
         has_ratings: Whether the interactions hold rating events.
         search: The content model that answers search queries (``None`` without item text).
         fallback: The popularity fallback.
+        weighting: The event weights ``matrix`` was built with.
+        fallback_params: The fallback's hyperparameters.
     """
 
     users: IdMap
@@ -310,6 +312,8 @@ class BundleParts:
     has_ratings: bool
     search: ContentRecommender | None
     fallback: Popularity
+    weighting: WeightingConfig
+    fallback_params: dict[str, Any]
 
 
 def bundle_parts(data: CleanData, weighting: WeightingConfig,
@@ -322,6 +326,12 @@ def bundle_parts(data: CleanData, weighting: WeightingConfig,
         weighting: Event weights.
         fallback_params: Hyperparameters of the popularity fallback (its ``epsilon``).
         with_search: Whether to fit the search model (a ``content`` winner is its own).
+
+    Returns:
+        The parts, for :func:`refit_bundle`.
+
+    Raises:
+        ModelFitError: The search model or the fallback could not be fitted.
     """
     interactions = data.interactions
     users = IdMap.from_values(interactions["user_id"])
@@ -339,7 +349,8 @@ def bundle_parts(data: CleanData, weighting: WeightingConfig,
         logger.info("the published model has no search index: %s", exc)
     return BundleParts(users=users, items=items, matrix=matrix, frame=frame,
                        has_ratings=bool((interactions["event"] == "rating").any()),
-                       search=search, fallback=Popularity(**(fallback_params or {})).fit(matrix))
+                       search=search, fallback=Popularity(**(fallback_params or {})).fit(matrix),
+                       weighting=weighting, fallback_params=dict(fallback_params or {}))
 
 
 def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
@@ -365,9 +376,15 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
         prune_top: Weights kept per item by an ease model (or an ease member of a blend).
         parts: :func:`bundle_parts` of the same ``data``, ``weighting`` and
             ``fallback_params``, when they were built beforehand; built here otherwise.
+
+    Raises:
+        ValueError: ``parts`` were built with another weighting or fallback.
     """
     if parts is None:
         parts = bundle_parts(data, weighting, fallback_params, with_search=name != "content")
+    elif parts.weighting != weighting or parts.fallback_params != (fallback_params or {}):
+        raise ValueError("refit_bundle: the parts were built with another weighting or "
+                         "fallback than the refit's; build them with the same ones")
     model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,
                                    has_ratings=parts.has_ratings)
     search = model if isinstance(model, ContentRecommender) else parts.search

@@ -89,7 +89,9 @@ def prepare_bundle(data: CleanData, weighting: WeightingConfig,
     return bundle_parts(data, weighting, fallback_params)
 
 
-@task(name="refit-winner")
+# Not cached: the key would include the run (never reused) and hashing it reads every input,
+# the bundle's parts with all the data among them.
+@task(name="refit-winner", cache_policy=NO_CACHE)
 def refit_winner(name: str, params: dict[str, Any], data: CleanData,
                  weighting: WeightingConfig, meta: dict[str, Any],
                  fallback_params: dict[str, Any] | None = None,

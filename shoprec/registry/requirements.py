@@ -102,7 +102,7 @@ def _external_modules(start: list[str], classes: list[type]) -> set[str]:
 
 
 #: Which installed distributions provide each top-level module, read once per process.
-_DISTRIBUTIONS: dict[str, Mapping[str, list[str]]] = {}
+_DISTRIBUTIONS: Mapping[str, list[str]] | None = None
 _DISTRIBUTIONS_LOCK = threading.Lock()
 
 
@@ -113,10 +113,11 @@ def installed_distributions() -> Mapping[str, list[str]]:
     that arrives while another thread reads it waits for that reading instead of repeating
     it (:func:`shoprec.registry.runs.warm_up_in_background` starts one early).
     """
+    global _DISTRIBUTIONS
     with _DISTRIBUTIONS_LOCK:
-        if "map" not in _DISTRIBUTIONS:
-            _DISTRIBUTIONS["map"] = importlib.metadata.packages_distributions()
-        return _DISTRIBUTIONS["map"]
+        if _DISTRIBUTIONS is None:
+            _DISTRIBUTIONS = importlib.metadata.packages_distributions()
+        return _DISTRIBUTIONS
 
 
 def model_requirements(classes: list[type]) -> list[str]:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -29,7 +30,7 @@ HOST_TAG, PID_TAG = "shoprec.host", "shoprec.pid"
 BOOT_TAG, NAMESPACE_TAG = "shoprec.boot", "shoprec.pid_namespace"
 
 
-def pyplot() -> Any:
+def pyplot() -> ModuleType:
     """The ``pyplot`` module of matplotlib, drawing to files (Agg: no display needed)."""
     import matplotlib
 

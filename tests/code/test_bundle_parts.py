@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,43 @@ def test_a_content_winner_answers_search_itself(prepared) -> None:
     assert ahead.search is ahead.model and inside.search is inside.model
     assert parts.search is not None and parts.search is not ahead.model
     assert bundle_parts(prepared.data, weighting, with_search=False).search is None
+
+
+def test_parts_built_with_another_weighting_are_refused(prepared) -> None:
+    parts = bundle_parts(prepared.data, WeightingConfig())
+    with pytest.raises(ValueError, match="another weighting or fallback"):
+        refit_bundle("popularity", {}, prepared.data, WeightingConfig(repeats="max"), {},
+                     parts=parts)
+    with pytest.raises(ValueError, match="another weighting or fallback"):
+        refit_bundle("popularity", {}, prepared.data, WeightingConfig(), {},
+                     {"max_items_per_user": 3}, parts=parts)
+
+
+class _Done:
+    """A finished task's future, as ``ready_parts`` reads it."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def result(self, raise_on_failure: bool = True) -> object:
+        assert raise_on_failure is False  # a failure must come back, not be raised
+        return self.value
+
+
+def test_the_refit_builds_the_parts_itself_when_building_them_beside_failed(prepared) -> None:
+    from shoprec_flows.training import ready_parts
+
+    parts = bundle_parts(prepared.data, WeightingConfig())
+    assert ready_parts(_Done(parts)) is parts
+    # Prefect's logging setup stops these records before pytest's capture: read them here.
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("shoprec_flows.training")
+    logger.addHandler(handler)
+    try:
+        assert ready_parts(_Done(MemoryError("no room for the matrix"))) is None
+    finally:
+        logger.removeHandler(handler)
+    text = " ".join(record.getMessage() for record in records)
+    assert "the winner's refit builds them" in text and "MemoryError" in text

@@ -33,38 +33,47 @@ def test_each_familys_requirements_name_what_it_imports(name: str) -> None:
     assert "shoprec" not in names
 
 
-def test_the_packages_are_read_once_when_publishing_meets_the_warm_up(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Publishing waits for the reading under way instead of repeating it; a failed
-    background reading is repeated by the real call."""
+@pytest.mark.parametrize("warm_up_fails", [False, True])
+def test_publishing_waits_for_the_warm_ups_reading_of_the_packages(
+        monkeypatch: pytest.MonkeyPatch, warm_up_fails: bool) -> None:
+    """A publisher arriving during the warm-up's reading waits for it instead of reading
+    again; when that reading fails, the publisher reads again and succeeds."""
     import importlib.metadata
+    import threading
     import time
 
     from shoprec.registry import requirements, runs
 
     real = importlib.metadata.packages_distributions()
+    reading, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
-    def slow_read() -> dict[str, list[str]]:
-        calls.append("read")
-        time.sleep(0.5)  # long enough for the call below to arrive while it runs
-        if len(calls) == 1 and failing:
-            raise OSError("a distribution's files could not be read")
+    def held_read() -> object:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:  # the warm-up's reading, held until the publisher is waiting
+            reading.set()
+            release.wait(30)
+            if warm_up_fails:
+                raise OSError("a distribution's files could not be read")
         return real
 
-    monkeypatch.setattr(importlib.metadata, "packages_distributions", slow_read)
-    expected = None
-    for failing in (False, True):
-        monkeypatch.setattr(requirements, "_DISTRIBUTIONS", {})
-        calls.clear()
-        thread = runs.warm_up_in_background()
-        time.sleep(0.3)  # matplotlib is imported first (already, in this process)
-        found = requirements.model_requirements([CANDIDATES["mf"], Popularity])
-        thread.join(timeout=10)
-        assert calls == (["read", "read"] if failing else ["read"])
-        assert any(line.startswith("implicit==") for line in found)
-        assert expected in (None, found)
-        expected = found
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", held_read)
+    monkeypatch.setattr(requirements, "_DISTRIBUTIONS", None)
+    warm = runs.warm_up_in_background()
+    assert reading.wait(60)
+    found: list[list[str]] = []
+    publisher = threading.Thread(target=lambda: found.append(
+        requirements.model_requirements([CANDIDATES["mf"], Popularity])))
+    publisher.start()
+    time.sleep(0.3)
+    assert publisher.is_alive()  # waiting for the reading under way, not reading itself
+    release.set()
+    publisher.join(60)
+    warm.join(60)
+    assert not publisher.is_alive() and not warm.is_alive()
+    assert calls[0] == "shoprec-warm-up"
+    assert len(calls) == (2 if warm_up_fails else 1)
+    assert any(line.startswith("implicit==") for line in found[0])
 
 
 def test_the_warm_up_imports_the_charting_library() -> None:
