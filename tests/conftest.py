@@ -62,6 +62,18 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_prepared(synthetic_dir: Path):
+    """The small planted set prepared as the flow does, temporal split of 20 + 20 days."""
+    from shoprec.config import DataConfig, SplitConfig
+    from shoprec.pipeline import prepare
+
+    return prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
+                              items=str(synthetic_dir / "items.parquet")),
+                   split_config=SplitConfig(method="temporal", test_days=20,
+                                            validation_days=20))
+
+
+@pytest.fixture(scope="session")
 def suite_runner():
     """One ephemeral GX context for the whole session (creating one takes a second)."""
     from shoprec.validation import SuiteRunner

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from shoprec.config import DataConfig, SplitConfig, WeightingConfig
-from shoprec.pipeline import prepare
+from shoprec.config import WeightingConfig
 from shoprec.training import bundle_parts, refit_bundle
 
 
 @pytest.fixture(scope="module")
-def prepared(synthetic_dir: Path):
-    return prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
-                              items=str(synthetic_dir / "items.parquet")),
-                   split_config=SplitConfig(method="temporal", test_days=20,
-                                            validation_days=20))
+def prepared(synthetic_prepared):
+    return synthetic_prepared
 
 
 def test_a_refit_into_parts_built_beforehand_is_the_refit_that_builds_them(prepared) -> None:

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shoprec.config import DataConfig, SplitConfig, TrainingConfig
+from shoprec.config import TrainingConfig
 from shoprec.features import item_frame
 from shoprec.models import Blend
 from shoprec.models.blend import simplex_grid, standardised
-from shoprec.pipeline import prepare
 from shoprec.training import blend_job, train_and_evaluate, train_candidate_row
 from tests.model.contract import RecommenderContract
 
@@ -47,11 +46,8 @@ def test_ties_and_no_validation_keep_the_best_member() -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(synthetic_dir: Path):
-    return prepare(DataConfig(interactions=str(synthetic_dir / "interactions.parquet"),
-                              items=str(synthetic_dir / "items.parquet")),
-                   split_config=SplitConfig(method="temporal", test_days=20,
-                                            validation_days=20))
+def prepared(synthetic_prepared):
+    return synthetic_prepared
 
 
 def test_a_blend_is_never_worse_than_its_members_on_validation(prepared) -> None:
