@@ -126,7 +126,8 @@ def training_pipeline(
                          {name: found.tuned_params() for name, found in searches.items()})
         # What the bundle holds besides the winner, and logging's and publishing's one-time
         # Python work, done while the candidates train.
-        parts = prepare_bundle.submit(clean, weighting, model_params("popularity", training))
+        fallback = model_params("popularity", training)  # the same for parts and refit
+        parts = prepare_bundle.submit(clean, weighting, fallback)
         runs.warm_up_in_background()
         results = run_candidates(jobs, encoded, items, training, threads)
         # The blend needs the candidates' choices, so it trains after them, alone.
@@ -144,8 +145,8 @@ def training_pipeline(
                                "validation": winner.validation, "flow_run_id": run_id,
                                "pseudonym_key_id": prepared.pseudonym_key_id,
                                "popularity_epsilon": training.popularity_epsilon},
-                              model_params("popularity", training), training.quantize,
-                              training.prune_top, ready_parts(parts))
+                              fallback, training.quantize, training.prune_top,
+                              ready_parts(parts))
         logged.result()  # nothing is published when the candidates could not be logged
         registered = publish_model(bundle, parent, training.registered_model_name,
                                    chosen.verdict,
