@@ -86,6 +86,17 @@ def test_the_warm_up_imports_the_charting_library() -> None:
     assert done.stdout.lower().split() == ["true", "agg"]
 
 
+def test_the_warm_up_does_mlflows_one_time_work_of_logging_a_model() -> None:
+    """The first model published finds MLflow's map of installed modules to distributions
+    built (its requirement check) and GitPython imported (its commit tag)."""
+    script = ("import sys; from shoprec.registry.runs import warm_up_in_background as w; "
+              "w().join(120); from mlflow.utils import requirements_utils as r; "
+              "print(r._PACKAGES_TO_MODULES is not None, 'git' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=180, check=True)
+    assert done.stdout.lower().split() == ["true", "true"]
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Built from a copy of the project's files: setuptools builds in the source folder, and
