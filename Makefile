@@ -13,12 +13,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@# Prefect's database (under PREFECT_HOME) is made here, not by the first run's server,
-	@# which would otherwise spend its first 4-5 s creating the schema. Best-effort: a run
-	@# creates it as before when this could not.
-	@PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect server database upgrade -y \
-	  >/dev/null 2>&1 || \
-	  echo "note: Prefect's database was not prepared; the first run will create it"
+	@# Prefect's database is created here, not by the first run's temporary server, which
+	@# would otherwise make the schema before it answers (only where runs use such a server
+	@# on a SQLite file; best-effort: the first run creates it when this could not).
+	@$(BIN)/python -c 'from shoprec_flows.server_guard import prepare_database as p; p()' \
+	  || echo "note: Prefect's database was not prepared; the first run will create it"
 	@touch $(STAMP)
 
 install: $(STAMP)

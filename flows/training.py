@@ -64,6 +64,10 @@ from shoprec.training import (
 
 logger = logging.getLogger(__name__)
 
+#: The longest a publisher waits for the warm-up thread (it reads files for a second or
+#: two, and has always ended long before; a stuck file system must not hold the run).
+WARM_UP_WAIT_SECONDS = 60.0
+
 
 # A stopped run does not wait for its tasks in flight (the bundle's parts, the candidates'
 # logging): the except clause below closes the MLflow run, and the process ends.
@@ -128,7 +132,7 @@ def training_pipeline(
         # Python work, done while the candidates train.
         fallback = model_params("popularity", training)  # the same for parts and refit
         parts = prepare_bundle.submit(clean, weighting, fallback)
-        runs.warm_up_in_background()
+        warm_up = runs.warm_up_in_background()
         results = run_candidates(jobs, encoded, items, training, threads)
         # The blend needs the candidates' choices, so it trains after them, alone.
         blend = blend_job(results, training)
@@ -148,6 +152,8 @@ def training_pipeline(
                               fallback, training.quantize, training.prune_top,
                               ready_parts(parts))
         logged.result()  # nothing is published when the candidates could not be logged
+        # MLflow builds its package map without a lock: not beside the warm-up's building.
+        warm_up.join(WARM_UP_WAIT_SECONDS)
         registered = publish_model(bundle, parent, training.registered_model_name,
                                    chosen.verdict,
                                    version_tags(chosen, primary, fingerprint, commit, run_id,
