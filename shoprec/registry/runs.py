@@ -47,10 +47,10 @@ def warm_up_in_background() -> threading.Thread:
     pins the model's requirements (reading which installed distributions provide which
     modules: about 1 s), then MLflow does its own one-time work of logging a model
     (:func:`_prepare_model_logging`: 0.4 s off publishing). All of it is Python, as is
-    everything after the
-    candidates; a run calls this when its candidates start, so the work takes turns with
-    their training, whose products run without the interpreter's lock. A failure is left to
-    the real call, which repeats the work and reports it.
+    everything after the candidates; a run calls this when its candidates start, so the
+    work takes turns with their training, whose products run without the interpreter's
+    lock. A failure is left to the real call, which repeats the work and reports it. A
+    publisher joins the thread first: MLflow builds its map without a lock.
 
     Returns:
         The started daemon thread.
