@@ -237,6 +237,14 @@ def _without_heartbeats() -> None:
             updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
 
 
+def runs_start_temporary_servers(settings: Any) -> bool:
+    """Whether a command with Prefect's ``settings`` starts a temporary server of its own.
+
+    Not when ``PREFECT_API_URL`` names a server, nor when temporary servers are off.
+    """
+    return not settings.api.url and bool(settings.server.ephemeral.enabled)
+
+
 def start_while_importing(modules: list[str]) -> None:
     """Start the temporary Prefect server now, importing ``modules`` meanwhile.
 
@@ -251,8 +259,7 @@ def start_while_importing(modules: list[str]) -> None:
 
     settings = get_current_settings()
     server = None
-    if not settings.api.url and settings.server.ephemeral.enabled \
-            and TemporaryServer.current is None:
+    if runs_start_temporary_servers(settings) and TemporaryServer.current is None:
         environment = {
             **os.environ,
             # What Prefect sets for its temporary server (no UI, temporary mode).
@@ -359,7 +366,7 @@ def prepare_database(timeout: float = 300.0) -> bool:
     settings = get_current_settings()
     secret = settings.server.database.connection_url
     url = secret.get_secret_value() if secret is not None else ""
-    if (settings.api.url or not settings.server.ephemeral.enabled
+    if (not runs_start_temporary_servers(settings)
             or not settings.server.database.migrate_on_start
             or not url.startswith("sqlite") or ":memory:" in url):
         logger.info("Prefect's database left to its server: runs do not start a temporary "

@@ -11,17 +11,14 @@ from shoprec.config import WeightingConfig
 from shoprec.training import bundle_parts, refit_bundle
 
 
-@pytest.fixture(scope="module")
-def prepared(synthetic_prepared):
-    return synthetic_prepared
-
-
-def test_a_refit_into_parts_built_beforehand_is_the_refit_that_builds_them(prepared) -> None:
+def test_a_refit_into_parts_built_beforehand_is_the_refit_that_builds_them(
+        synthetic_prepared) -> None:
     weighting, fallback = WeightingConfig(), {"max_items_per_user": 7}
     params = {"factors": 8, "regularization": 10.0, "iterations": 3, "threads": 1}
-    parts = bundle_parts(prepared.data, weighting, fallback)
-    ahead = refit_bundle("mf", params, prepared.data, weighting, {}, fallback, parts=parts)
-    inside = refit_bundle("mf", params, prepared.data, weighting, {}, fallback)
+    parts = bundle_parts(synthetic_prepared.data, weighting, fallback)
+    ahead = refit_bundle("mf", params, synthetic_prepared.data, weighting, {}, fallback,
+                         parts=parts)
+    inside = refit_bundle("mf", params, synthetic_prepared.data, weighting, {}, fallback)
     assert list(ahead.users.ids) == list(inside.users.ids)
     assert list(ahead.items.ids) == list(inside.items.ids)  # the whole catalogue
     assert (ahead.history != inside.history).nnz == 0
@@ -37,23 +34,23 @@ def test_a_refit_into_parts_built_beforehand_is_the_refit_that_builds_them(prepa
     assert ahead.titles == inside.titles
 
 
-def test_a_content_winner_answers_search_itself(prepared) -> None:
+def test_a_content_winner_answers_search_itself(synthetic_prepared) -> None:
     weighting = WeightingConfig()
-    parts = bundle_parts(prepared.data, weighting)
-    ahead = refit_bundle("content", {}, prepared.data, weighting, {}, parts=parts)
-    inside = refit_bundle("content", {}, prepared.data, weighting, {})
+    parts = bundle_parts(synthetic_prepared.data, weighting)
+    ahead = refit_bundle("content", {}, synthetic_prepared.data, weighting, {}, parts=parts)
+    inside = refit_bundle("content", {}, synthetic_prepared.data, weighting, {})
     assert ahead.search is ahead.model and inside.search is inside.model
     assert parts.search is not None and parts.search is not ahead.model
-    assert bundle_parts(prepared.data, weighting, with_search=False).search is None
+    assert bundle_parts(synthetic_prepared.data, weighting, with_search=False).search is None
 
 
-def test_parts_built_with_another_weighting_are_refused(prepared) -> None:
-    parts = bundle_parts(prepared.data, WeightingConfig())
+def test_parts_built_with_another_weighting_are_refused(synthetic_prepared) -> None:
+    parts = bundle_parts(synthetic_prepared.data, WeightingConfig())
     with pytest.raises(ValueError, match="another weighting or fallback"):
-        refit_bundle("popularity", {}, prepared.data, WeightingConfig(repeats="max"), {},
+        refit_bundle("popularity", {}, synthetic_prepared.data, WeightingConfig(repeats="max"), {},
                      parts=parts)
     with pytest.raises(ValueError, match="another weighting or fallback"):
-        refit_bundle("popularity", {}, prepared.data, WeightingConfig(), {},
+        refit_bundle("popularity", {}, synthetic_prepared.data, WeightingConfig(), {},
                      {"max_items_per_user": 3}, parts=parts)
 
 
@@ -68,10 +65,11 @@ class _Done:
         return self.value
 
 
-def test_the_refit_builds_the_parts_itself_when_building_them_beside_failed(prepared) -> None:
+def test_the_refit_builds_the_parts_itself_when_building_them_beside_failed(
+        synthetic_prepared) -> None:
     from shoprec_flows.training import ready_parts
 
-    parts = bundle_parts(prepared.data, WeightingConfig())
+    parts = bundle_parts(synthetic_prepared.data, WeightingConfig())
     assert ready_parts(_Done(parts)) is parts
     # Prefect's logging setup stops these records before pytest's capture: read them here.
     records: list[logging.LogRecord] = []

@@ -45,14 +45,10 @@ def test_ties_and_no_validation_keep_the_best_member() -> None:
     assert len(grid) == 6 and len(set(grid)) == 6
 
 
-@pytest.fixture(scope="module")
-def prepared(synthetic_prepared):
-    return synthetic_prepared
 
-
-def test_a_blend_is_never_worse_than_its_members_on_validation(prepared) -> None:
-    encoded = prepared.encoded
-    items = item_frame(prepared.data.items, encoded.items)
+def test_a_blend_is_never_worse_than_its_members_on_validation(synthetic_prepared) -> None:
+    encoded = synthetic_prepared.encoded
+    items = item_frame(synthetic_prepared.data.items, encoded.items)
     config = TrainingConfig(blend=3)
     rows = [train_candidate_row(name, {}, encoded, items, [10])
             for name in ("popularity", "ease", "content")]
@@ -97,15 +93,15 @@ def test_a_blend_left_with_one_member_refits_as_that_member() -> None:
                                                                                  matrix)))
 
 
-def test_no_blend_without_two_members(prepared) -> None:
-    encoded = prepared.encoded
+def test_no_blend_without_two_members(synthetic_prepared) -> None:
+    encoded = synthetic_prepared.encoded
     rows = [train_candidate_row("popularity", {}, encoded, None, [10])]
     assert blend_job(rows, TrainingConfig(blend=3)) is None
     assert blend_job(rows * 2, TrainingConfig(blend=0)) is None
 
 
 def test_a_published_blend_loads_scores_and_names_its_members_requirements(
-        prepared, tmp_path: Path) -> None:
+        synthetic_prepared, tmp_path: Path) -> None:
     from shoprec.config import WeightingConfig
     from shoprec.registry.bundle import ModelBundle
     from shoprec.registry.publish import bundle_requirements
@@ -115,7 +111,7 @@ def test_a_published_blend_loads_scores_and_names_its_members_requirements(
                                                    "iterations": 3, "threads": 1}},
                           {"name": "ease", "params": {"regularization": 200.0}}],
               "weights": [0.4, 0.6]}
-    bundle = refit_bundle("blend", params, prepared.data, WeightingConfig(), {})
+    bundle = refit_bundle("blend", params, synthetic_prepared.data, WeightingConfig(), {})
     folder = bundle.save(tmp_path / "bundle")
     again = ModelBundle.load(folder)
     rows = bundle.history[:5]
