@@ -23,6 +23,7 @@ from shoprec.data.schema import (
     REASON,
     SOURCE_ROW,
     canonical_ids,
+    is_in,
 )
 from shoprec.errors import DataError, ShopRecError
 from shoprec.privacy import ERASED, erased_mask
@@ -369,7 +370,7 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
 
     catalogue, items_quarantine, items_reasons = clean_items(raw, config)
     if not raw.items_derived:
-        reasons.catch("unknown_item", ~items.isin(catalogue["item_id"]))
+        reasons.catch("unknown_item", ~is_in(items, catalogue["item_id"]))
 
     key = pd.DataFrame({"u": users, "i": items, "t": timestamps, "e": events, "v": values})
     still = pd.Series(reasons.clean, index=frame.index)

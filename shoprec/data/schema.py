@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 #: Event types of the canonical interactions table, weakest signal first.
@@ -57,3 +58,18 @@ def canonical_ids(values: pd.Series) -> pd.Series:
     ids = values.astype("string").str.strip()
     ids = ids.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
     return ids.mask(ids == "")
+
+
+def is_in(values: pd.Series | pd.Index, allowed: pd.Series | pd.Index) -> np.ndarray:
+    """Whether each of ``values`` is one of ``allowed`` (pandas' ``isin``, missing included).
+
+    pandas' ``isin`` on Arrow-backed strings (pandas 3's ``str``, what ids are) makes a
+    Python object of every allowed value, one at a time: 8.4 s for the 1.7 million
+    validation rows of a 10M-interaction split. A hash index of the distinct allowed
+    values answers the same in 0.24 s.
+    """
+    distinct = pd.Index(pd.unique(allowed))
+    found = distinct.get_indexer(values) >= 0
+    if distinct.hasnans:  # an object index does not match None to None; isin does
+        found |= np.asarray(pd.isna(values), dtype=bool)
+    return found

@@ -113,9 +113,8 @@ class ContentRecommender(Recommender):
                                     "or brand) and the items have none; pass --items with "
                                     "a title column to use it; skipped")
         self.features_ = ItemFeatures(self.word_weight, self.char_weight, self.category_weight,
-                                      self.brand_weight, self.price_weight).fit(items)
-        self.item_vectors_ = self.features_.transform(items)
-        self.text_vectors_ = self.features_.query_vectors(item_texts(items))
+                                      self.brand_weight, self.price_weight)
+        self.item_vectors_, self.text_vectors_ = self.features_.fit_transform(items)
         self.embeddings_ = self._embed(self.item_vectors_)
         self._prepare()
         counts = np.bincount(interactions.indices, minlength=interactions.shape[1])

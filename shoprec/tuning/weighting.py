@@ -27,6 +27,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from shoprec.config import WeightingConfig
+from shoprec.data.schema import is_in
 from shoprec.data.splits import Split
 from shoprec.errors import ModelFitError
 from shoprec.features.encoding import relevance_matrix, training_matrix
@@ -154,7 +155,7 @@ def _sample_users(split: Split, cap: int) -> pd.Index:
     if len(users) <= cap:
         return users
     rng = np.random.default_rng(split.config.seed)
-    validated = users.isin(split.validation["user_id"])
+    validated = is_in(users, split.validation["user_id"])
     order = np.concatenate([rng.permutation(np.flatnonzero(validated)),
                             rng.permutation(np.flatnonzero(~validated))])
     return users[np.sort(order[:cap])]

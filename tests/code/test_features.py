@@ -136,3 +136,48 @@ def test_repeats_max_with_decay_keeps_about_the_latest_event_across_parts() -> N
     # not added to its older one.
     assert encoded.test_history[u, j] == pytest.approx(4.0)
     assert encoded.test_history[u, i] == pytest.approx(4 * 0.5 ** 2.1)
+
+
+def test_item_features_fitted_in_one_pass_equal_fit_then_transform() -> None:
+    """``fit_transform`` analyses each text once and gives the three-pass figures exactly."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from shoprec.features.text import _WORD, ItemFeatures, item_texts
+
+    items = pd.DataFrame({
+        "item_id": ["a", "b", "c", "d", "e"],
+        "title": ["RED HEART T-LIGHT holder", "red heart tlight", "Blue mug mug mug",
+                  "Zebra pen, blue ink", ""],
+        "category": ["home", "home", "kitchen", None, "office"],
+        "brand": ["x", None, "y", "y", None],
+        "price": [2.5, 3.0, np.nan, 1.25, 9.0],
+    })
+    one_pass = ItemFeatures(char_weight=0.5)
+    rows, text_rows = one_pass.fit_transform(items)
+    three_pass = ItemFeatures(char_weight=0.5).fit(items)
+    for got, want in ((rows, three_pass.transform(items)),
+                      (text_rows, three_pass.query_vectors(item_texts(items)))):
+        assert got.shape == want.shape and got.dtype == want.dtype == np.float32
+        assert (got != want).nnz == 0
+        np.testing.assert_array_equal(got.toarray(), want.toarray())
+    # The fitted vocabulary and idf are scikit-learn's TF-IDF's on the same texts.
+    reference = TfidfVectorizer(sublinear_tf=True, **_WORD).fit(item_texts(items))
+    assert one_pass.word_.vocabulary == reference.vocabulary_
+    np.testing.assert_array_equal(one_pass.word_.idf, reference.idf_.astype(np.float32))
+    query = one_pass.query_vectors(["heart t-light"])
+    assert query.nnz and (query @ text_rows.T).toarray().argmax() in (0, 1)
+
+
+@pytest.mark.parametrize("dtype", ["str", "string", object])
+def test_is_in_answers_as_pandas_isin(dtype: object) -> None:
+    """The hash-index membership test gives ``isin``'s answer, missing values included."""
+    from shoprec.data.schema import is_in
+
+    values = pd.Series(["a", "b", None, "c", "a", "15443", ""], dtype=dtype)
+    for allowed in (pd.Series(["a", "15443", "a"], dtype=dtype),
+                    pd.Series(["b", None], dtype=dtype), pd.Series([], dtype=dtype)):
+        got = is_in(values, allowed)
+        assert got.dtype == bool
+        np.testing.assert_array_equal(got, values.isin(allowed).to_numpy(dtype=bool))
+        np.testing.assert_array_equal(is_in(pd.Index(values), allowed),
+                                      pd.Index(values).isin(allowed))

@@ -76,3 +76,29 @@ def test_spread_columns_places_each_score_at_its_item(width: int, kept: list[int
     np.testing.assert_array_equal(spread_columns(inside, columns, width, one), expected)
     with pytest.raises(ValueError, match="columns"):
         spread_columns(inside, columns, width, np.zeros((7, len(rest) + 2)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_check_finite_finds_every_nan_and_infinity_and_passes_large_finite_scores(
+        dtype: type) -> None:
+    """The row-sum shortcut misses no bad score, and an overflowing sum is no false alarm."""
+    from shoprec.errors import ModelFitError
+    from shoprec.models.base import check_finite
+
+    scores = np.random.default_rng(0).standard_normal((37, 501)).astype(dtype)
+    assert check_finite(scores, "m") is scores
+    for bad in (np.nan, np.inf, -np.inf):
+        for row, column in ((0, 0), (36, 500), (17, 250)):
+            broken = scores.copy()
+            broken[row, column] = bad
+            with pytest.raises(ModelFitError, match="m produced non-finite"):
+                check_finite(broken, "m")
+    both = scores.copy()
+    both[3, 4], both[3, 5] = np.inf, -np.inf  # the row's sum is NaN, not a number
+    with pytest.raises(ModelFitError):
+        check_finite(both, "m")
+    huge = np.full((4, 8), np.finfo(dtype).max / 2, dtype=dtype)  # each row's sum overflows
+    assert check_finite(huge, "m") is huge
+    assert check_finite(scores[:, ::2], "m") is not None  # a strided view
+    with pytest.raises(ModelFitError):
+        check_finite(np.array([1.0, np.nan], dtype=dtype), "m")  # one dimension: exact test
