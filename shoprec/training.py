@@ -101,11 +101,14 @@ def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
                   items: pd.DataFrame | None,
                   encoded: EncodedSplit | None = None,
                   has_ratings: bool = True,
-                  tuner: ValidationTuner | None = None) -> tuple[Recommender, float]:
+                  tuner: ValidationTuner | None = None,
+                  item_state: dict[str, Any] | None = None) -> tuple[Recommender, float]:
     """Build and fit one candidate.
 
     With ``encoded``, the values the recipe leaves open are chosen on its validation part
     (by ``tuner`` when given, e.g. one that reports epochs to a search's pruner).
+    ``item_state``: an earlier fit's :meth:`~shoprec.models.base.Recommender.item_state`
+    on the same ``items``, for the family to start from.
 
     Returns:
         The fitted model and the seconds spent fitting.
@@ -121,7 +124,8 @@ def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
     # The values the recipe leaves open are chosen on validation by the tuner.
     if tuner is None and encoded is not None:
         tuner = ValidationTuner(encoded.train, encoded.validation)
-    context = FitContext(items=items, has_ratings=has_ratings, tuner=tuner)
+    context = FitContext(items=items, has_ratings=has_ratings, tuner=tuner,
+                         item_state=item_state)
     began = time.perf_counter()
     model.fit(interactions, context)
     return model, time.perf_counter() - began
@@ -152,9 +156,11 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     curves = {key: [float(r[key]) for r in history if key in r]
               for key in dict.fromkeys(k for r in history for k in r if k != "epoch")}
     reported = {**model.get_params(), **chosen}
+    item_state = model.item_state()  # the same items: content's features are not redone
     del model  # one of the candidate's models in memory at a time
     refit, refit_seconds = fit_candidate(name, chosen, encoded.test_history, items,
-                                         has_ratings=encoded.has_ratings)
+                                         has_ratings=encoded.has_ratings,
+                                         item_state=item_state)
     # And what --diversity would cost and buy, from the same scoring of the test users.
     test, diversity = _scored(name, "test", refit, encoded.test_history, encoded.test,
                               encoded.test_ratings, ks, tradeoff=True)

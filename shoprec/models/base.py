@@ -85,11 +85,15 @@ class FitContext:
         has_ratings: Whether the training data hold rating events.
         tuner: Chooses the hyperparameters left open (``None``: the family's defaults)
             and stops epochs early; without one, nothing is chosen on validation.
+        item_state: What an earlier fit derived from ``items`` alone
+            (:meth:`Recommender.item_state`): a refit on the same frame starts from it
+            instead of deriving it again.
     """
 
     items: pd.DataFrame | None = None
     has_ratings: bool = True
     tuner: Tuner | None = None
+    item_state: dict[str, Any] | None = None
 
 
 class Recommender(ABC):
@@ -112,6 +116,15 @@ class Recommender(ABC):
     #: Its thread pools belong to the process (TensorFlow's): every candidate training in
     #: the process shares them, so it is given the process's cores, not a candidate's share.
     threads_per_process: ClassVar[bool] = False
+
+    def item_state(self) -> dict[str, Any]:
+        """What the fit derived from the item frame alone, not from the interactions.
+
+        A refit on another part of the same split, with the same item frame, takes it in
+        its :class:`FitContext` and skips that work. Empty for the families that read no
+        item frame.
+        """
+        return {}
 
     def get_params(self) -> dict[str, Any]:
         """Return the hyperparameters given to ``__init__``."""

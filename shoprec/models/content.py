@@ -112,10 +112,18 @@ class ContentRecommender(Recommender):
             raise ModelSkippedError("content needs item text (title, description, category "
                                     "or brand) and the items have none; pass --items with "
                                     "a title column to use it; skipped")
-        self.features_ = ItemFeatures(self.word_weight, self.char_weight, self.category_weight,
-                                      self.brand_weight, self.price_weight)
-        self.item_vectors_, self.text_vectors_ = self.features_.fit_transform(items)
-        self.embeddings_ = self._embed(self.item_vectors_)
+        reused = context.item_state if context is not None else None
+        if reused and reused.get("items") is items and reused.get("weights") == self._weights():
+            # The same frame and block weights: the same features and embeddings (the
+            # SVD is seeded), so a refit does not derive them again.
+            self.features_ = reused["features"]
+            self.item_vectors_, self.text_vectors_ = reused["vectors"], reused["text"]
+            self.embeddings_ = reused["embeddings"]
+        else:
+            self.features_ = ItemFeatures(*self._weights())
+            self.item_vectors_, self.text_vectors_ = self.features_.fit_transform(items)
+            self.embeddings_ = self._embed(self.item_vectors_)
+        self._items = items
         self._prepare()
         counts = np.bincount(interactions.indices, minlength=interactions.shape[1])
         self.popularity_ = (counts / counts.max() if counts.max() else counts).astype(np.float32)
@@ -159,6 +167,20 @@ class ContentRecommender(Recommender):
                                           "popularity_smoothing", grid)
             self.smoothing_ = float(chosen[0])
         return self
+
+    def item_state(self) -> dict[str, Any]:
+        """The item features, vectors and embeddings, with the frame they came from."""
+        items = getattr(self, "_items", None)
+        if items is None:  # loaded from a bundle: no frame to match a refit's against
+            return {}
+        return {"items": items, "weights": self._weights(), "features": self.features_,
+                "vectors": self.item_vectors_, "text": self.text_vectors_,
+                "embeddings": self.embeddings_}
+
+    def _weights(self) -> tuple[float, ...]:
+        """The feature blocks' weights, in :class:`ItemFeatures`' order."""
+        return (self.word_weight, self.char_weight, self.category_weight, self.brand_weight,
+                self.price_weight)
 
     @property
     def selected_params_(self) -> dict[str, float]:

@@ -195,11 +195,20 @@ class ValidationTuner:
                        scored: list[np.ndarray] = scored) -> Callable[[np.ndarray, int],
                                                                        np.ndarray]:
                 def rank(at: np.ndarray, k: int) -> np.ndarray:
-                    scores = np.zeros((len(at), n_items), dtype=np.float32)
+                    # ``at`` is sorted and distinct, so as long as the batch it is every
+                    # row in order: the parts are read as they are, not copied first.
+                    whole = len(at) == rows.shape[0]
+                    scores: np.ndarray | None = None
                     for weight, part in zip(combo, scored, strict=True):
                         if weight:
-                            scores += weight * part[at]
-                    mask_seen(scores, rows[at])
+                            own = part if whole else part[at]
+                            if scores is None:
+                                scores = (weight * own).astype(np.float32, copy=False)
+                            else:
+                                scores += weight * own
+                    if scores is None:
+                        scores = np.zeros((len(at), n_items), dtype=np.float32)
+                    mask_seen(scores, rows if whole else rows[at])
                     return top_k(scores, k)[0]
                 return rank
 

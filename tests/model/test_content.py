@@ -239,3 +239,46 @@ def test_embedded_scoring_learns_and_round_trips(planted, tmp_path: Path,
     loaded = ContentRecommender.load(tmp_path / "content")
     np.testing.assert_allclose(loaded.score(encoded.test_history[:50]),
                                model.score(encoded.test_history[:50]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_refit_on_the_same_items_reuses_their_features_and_scores_the_same(
+        planted, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The refit on training + validation takes the first fit's features and embeddings.
+
+    Its scores are those of a refit that derives them again; another frame or other block
+    weights are derived afresh. ``train_and_evaluate`` analyses the texts once.
+    """
+    from shoprec.features.text import ItemFeatures
+    from shoprec.training import train_and_evaluate
+
+    prepared, items = planted
+    encoded = prepared.encoded
+    monkeypatch.setattr(ContentRecommender, "dense_similarity_items", 10)  # SVD too
+    calls: list[int] = []
+    original = ItemFeatures.fit_transform
+    monkeypatch.setattr(ItemFeatures, "fit_transform",
+                        lambda self, frame: calls.append(len(frame)) or original(self, frame))
+
+    def fitted(rows: sp.csr_matrix, frame: pd.DataFrame, state: dict | None = None,
+               **params: float) -> ContentRecommender:
+        return ContentRecommender(popularity_smoothing=0.5, embedding_dims=16, **params).fit(
+            rows, FitContext(items=frame, item_state=state))
+
+    first = fitted(encoded.train, items)
+    state = first.item_state()
+    assert len(calls) == 1
+    reused = fitted(encoded.test_history, items, state)
+    assert len(calls) == 1 and reused.embeddings_ is first.embeddings_
+    fresh = fitted(encoded.test_history, items)
+    assert len(calls) == 2
+    rows = encoded.test_history[:200]
+    np.testing.assert_array_equal(reused.score(rows), fresh.score(rows))
+    fitted(encoded.test_history, items, state, word_weight=2.0)
+    fitted(encoded.test_history, items.copy(), state)
+    assert len(calls) == 4
+    first.save(tmp_path / "content")  # a loaded model has no frame to match a refit's
+    assert ContentRecommender.load(tmp_path / "content").item_state() == {}
+    calls.clear()
+    train_and_evaluate("content", {"popularity_smoothing": 0.5, "embedding_dims": 16},
+                       encoded, items, [10])
+    assert calls == [len(items)]
