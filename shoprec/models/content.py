@@ -177,7 +177,7 @@ class ContentRecommender(Recommender):
                 "vectors": self.item_vectors_, "text": self.text_vectors_,
                 "embeddings": self.embeddings_}
 
-    def _weights(self) -> tuple[float, ...]:
+    def _weights(self) -> tuple[float, float, float, float, float]:
         """The feature blocks' weights, in :class:`ItemFeatures`' order."""
         return (self.word_weight, self.char_weight, self.category_weight, self.brand_weight,
                 self.price_weight)
