@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -113,9 +114,9 @@ class ContentRecommender(Recommender):
                                     "or brand) and the items have none; pass --items with "
                                     "a title column to use it; skipped")
         reused = context.item_state if context is not None else None
-        if reused and reused.get("items") is items and reused.get("weights") == self._weights():
-            # The same frame and block weights: the same features and embeddings (the
-            # SVD is seeded), so a refit does not derive them again.
+        if reused and reused.get("items") is items and reused.get("key") == self._item_key():
+            # The same frame, block weights and embedding: the same features and
+            # embeddings (the SVD is seeded), so a refit does not derive them again.
             self.features_ = reused["features"]
             self.item_vectors_, self.text_vectors_ = reused["vectors"], reused["text"]
             self.embeddings_ = reused["embeddings"]
@@ -123,7 +124,9 @@ class ContentRecommender(Recommender):
             self.features_ = ItemFeatures(*self._weights())
             self.item_vectors_, self.text_vectors_ = self.features_.fit_transform(items)
             self.embeddings_ = self._embed(self.item_vectors_)
-        self._items = items
+        # Weakly: the frame is the caller's, and a model kept (the refit, the bundle's
+        # search model) need not keep it alive.
+        self._items = weakref.ref(items)
         self._prepare()
         counts = np.bincount(interactions.indices, minlength=interactions.shape[1])
         self.popularity_ = (counts / counts.max() if counts.max() else counts).astype(np.float32)
@@ -170,17 +173,28 @@ class ContentRecommender(Recommender):
 
     def item_state(self) -> dict[str, Any]:
         """The item features, vectors and embeddings, with the frame they came from."""
-        items = getattr(self, "_items", None)
-        if items is None:  # loaded from a bundle: no frame to match a refit's against
+        reference = getattr(self, "_items", None)
+        items = reference() if reference is not None else None
+        if items is None:  # loaded from a bundle, or the frame is gone: nothing to match
             return {}
-        return {"items": items, "weights": self._weights(), "features": self.features_,
+        return {"items": items, "key": self._item_key(), "features": self.features_,
                 "vectors": self.item_vectors_, "text": self.text_vectors_,
                 "embeddings": self.embeddings_}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A weak reference does not pickle; a copy of the model has no frame to match.
+        state = dict(self.__dict__)
+        state.pop("_items", None)
+        return state
 
     def _weights(self) -> tuple[float, float, float, float, float]:
         """The feature blocks' weights, in :class:`ItemFeatures`' order."""
         return (self.word_weight, self.char_weight, self.category_weight, self.brand_weight,
                 self.price_weight)
+
+    def _item_key(self) -> tuple[Any, ...]:
+        """What the item features and embeddings depend on besides the frame."""
+        return (*self._weights(), self.embedding_dims, self.dense_similarity_items)
 
     @property
     def selected_params_(self) -> dict[str, float]:

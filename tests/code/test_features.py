@@ -142,7 +142,13 @@ def test_item_features_fitted_in_one_pass_equal_fit_then_transform() -> None:
     """``fit_transform`` analyses each text once and gives the three-pass figures exactly."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from shoprec.features.text import _WORD, ItemFeatures, item_texts
+    from shoprec.features.text import (
+        _CHAR,
+        _WORD,
+        ItemFeatures,
+        _clean_char_text,
+        item_texts,
+    )
 
     items = pd.DataFrame({
         "item_id": ["a", "b", "c", "d", "e"],
@@ -158,12 +164,15 @@ def test_item_features_fitted_in_one_pass_equal_fit_then_transform() -> None:
     for got, want in ((rows, three_pass.transform(items)),
                       (text_rows, three_pass.query_vectors(item_texts(items)))):
         assert got.shape == want.shape and got.dtype == want.dtype == np.float32
-        assert (got != want).nnz == 0
-        np.testing.assert_array_equal(got.toarray(), want.toarray())
-    # The fitted vocabulary and idf are scikit-learn's TF-IDF's on the same texts.
-    reference = TfidfVectorizer(sublinear_tf=True, **_WORD).fit(item_texts(items))
-    assert one_pass.word_.vocabulary == reference.vocabulary_
-    np.testing.assert_array_equal(one_pass.word_.idf, reference.idf_.astype(np.float32))
+        for part in ("indptr", "indices", "data"):  # the same arrays, in the same order
+            np.testing.assert_array_equal(getattr(got, part), getattr(want, part))
+    # The fitted vocabularies and idf are scikit-learn's TF-IDF's on the same texts.
+    for fitted, settings, texts in ((one_pass.word_, _WORD, item_texts(items)),
+                                    (one_pass.char_, _CHAR,
+                                     _clean_char_text(item_texts(items)))):
+        reference = TfidfVectorizer(sublinear_tf=True, **settings).fit(texts)
+        assert fitted.vocabulary == reference.vocabulary_
+        np.testing.assert_array_equal(fitted.idf, reference.idf_.astype(np.float32))
     query = one_pass.query_vectors(["heart t-light"])
     assert query.nnz and (query @ text_rows.T).toarray().argmax() in (0, 1)
 
@@ -173,9 +182,10 @@ def test_is_in_answers_as_pandas_isin(dtype: object) -> None:
     """The hash-index membership test gives ``isin``'s answer, missing values included."""
     from shoprec.data.schema import is_in
 
-    values = pd.Series(["a", "b", None, "c", "a", "15443", ""], dtype=dtype)
+    values = pd.Series(["a", "b", None, "c", "a", "15443", "", np.nan], dtype=dtype)
     for allowed in (pd.Series(["a", "15443", "a"], dtype=dtype),
-                    pd.Series(["b", None], dtype=dtype), pd.Series([], dtype=dtype)):
+                    pd.Series(["b", None], dtype=dtype), pd.Series(["b", np.nan], dtype=dtype),
+                    pd.Series([], dtype=dtype)):
         got = is_in(values, allowed)
         assert got.dtype == bool
         np.testing.assert_array_equal(got, values.isin(allowed).to_numpy(dtype=bool))

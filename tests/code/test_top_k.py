@@ -99,6 +99,9 @@ def test_check_finite_finds_every_nan_and_infinity_and_passes_large_finite_score
         check_finite(both, "m")
     huge = np.full((4, 8), np.finfo(dtype).max / 2, dtype=dtype)  # each row's sum overflows
     assert check_finite(huge, "m") is huge
-    assert check_finite(scores[:, ::2], "m") is not None  # a strided view
+    for layout in (broken[:, ::2], np.asfortranarray(broken), broken.T):  # other layouts
+        with pytest.raises(ModelFitError):
+            check_finite(layout, "m")
+    assert check_finite(scores[:, ::2], "m").base is scores
     with pytest.raises(ModelFitError):
         check_finite(np.array([1.0, np.nan], dtype=dtype), "m")  # one dimension: exact test

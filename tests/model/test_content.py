@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -261,8 +262,9 @@ def test_a_refit_on_the_same_items_reuses_their_features_and_scores_the_same(
 
     def fitted(rows: sp.csr_matrix, frame: pd.DataFrame, state: dict | None = None,
                **params: float) -> ContentRecommender:
-        return ContentRecommender(popularity_smoothing=0.5, embedding_dims=16, **params).fit(
-            rows, FitContext(items=frame, item_state=state))
+        settings = {"popularity_smoothing": 0.5, "embedding_dims": 16, **params}
+        return ContentRecommender(**settings).fit(rows,
+                                                  FitContext(items=frame, item_state=state))
 
     first = fitted(encoded.train, items)
     state = first.item_state()
@@ -278,6 +280,11 @@ def test_a_refit_on_the_same_items_reuses_their_features_and_scores_the_same(
     assert len(calls) == 4
     first.save(tmp_path / "content")  # a loaded model has no frame to match a refit's
     assert ContentRecommender.load(tmp_path / "content").item_state() == {}
+    copied = pickle.loads(pickle.dumps(first))  # nor has a copy (the frame is held weakly)
+    assert copied.item_state() == {} and first.item_state()["items"] is items
+    np.testing.assert_array_equal(copied.score(rows), first.score(rows))
+    fitted(encoded.test_history, items, state, embedding_dims=8)  # another embedding
+    assert len(calls) == 5
     calls.clear()
     train_and_evaluate("content", {"popularity_smoothing": 0.5, "embedding_dims": 16},
                        encoded, items, [10])
