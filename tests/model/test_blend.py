@@ -45,7 +45,6 @@ def test_ties_and_no_validation_keep_the_best_member() -> None:
     assert len(grid) == 6 and len(set(grid)) == 6
 
 
-
 def test_a_blend_is_never_worse_than_its_members_on_validation(synthetic_prepared) -> None:
     encoded = synthetic_prepared.encoded
     items = item_frame(synthetic_prepared.data.items, encoded.items)
