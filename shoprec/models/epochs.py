@@ -156,11 +156,16 @@ def scheduled_epochs(name: str, epochs: int, half_life: int | None, shoppers: in
     return min(epochs, scheduled)
 
 
-def check_half_life(name: str, half_life: int | None) -> None:
-    """Raise :class:`ModelFitError` unless ``half_life`` is ``None`` or at least one step."""
+def check_half_life(name: str, half_life: int | None,
+                    param: str = "learning_rate_half_life",
+                    null: str = "a constant rate") -> None:
+    """Raise :class:`ModelFitError` unless ``half_life`` is ``None`` or at least one step.
+
+    The message names ``param`` and what ``null`` means for it.
+    """
     if half_life is not None and half_life < 1:
-        raise ModelFitError(f"{name}: learning_rate_half_life must be at least 1 step (null "
-                            f"for a constant rate), got {half_life}")
+        raise ModelFitError(f"{name}: {param} must be at least 1 step (null for {null}), "
+                            f"got {half_life}")
 
 
 def train_epochs(model: Recommender, epochs: int, patience: int,

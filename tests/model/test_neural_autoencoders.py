@@ -239,3 +239,52 @@ def test_fused_adam_makes_keras_adams_update() -> None:
         assert not np.allclose(np.asarray(mine), first)  # it moved
         np.testing.assert_allclose(np.asarray(mine), np.asarray(keras_own), rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_weight_average_is_the_decayed_mean_of_the_steps_weights() -> None:
+    import keras
+    import tensorflow as tf
+
+    from shoprec.models.autoencoder import WeightAverage
+
+    variable = keras.Variable(np.zeros(3, np.float32))
+    average = WeightAverage([variable], half_life=2)
+    average.swap_in()  # before any step there is nothing to average: nothing changes
+    assert not average.swapped
+    update = tf.function(average.update)
+    steps = [np.array([1.0, -2.0, 4.0]), np.array([3.0, 0.0, 1.0]), np.array([5.0, 2.0, -1.0])]
+    for weights in steps:
+        variable.assign(weights.astype(np.float32))
+        update()
+    # Step s of t weighs decay^(t-s), decay = 0.5^(1/2): normalised, a mean of the steps.
+    decay = 0.5 ** 0.5
+    shares = np.array([decay ** (len(steps) - 1 - s) for s in range(len(steps))])
+    expected = shares @ np.stack(steps) / shares.sum()
+    average.swap_in()
+    np.testing.assert_allclose(np.asarray(variable), expected, rtol=1e-6)
+    average.swap_in()  # twice is once: the trained weights are not overwritten by the mean
+    average.swap_out()
+    np.testing.assert_allclose(np.asarray(variable), steps[-1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("model_class", [MultVAE, MultDAE])
+def test_the_average_is_scored_while_training_goes_on_from_the_trained_weights(
+        model_class) -> None:
+    plain = model_class(**TINY, average_half_life=None).fit(block_matrix())
+    averaged = model_class(**TINY, average_half_life=2).fit(block_matrix())
+    # The same steps from the same weights (each epoch's losses are the trained weights'),
+    assert [r["loss"] for r in averaged.history_] == pytest.approx(
+        [r["loss"] for r in plain.history_], rel=1e-5)
+    # but the kept model is their average.
+    assert not np.allclose(averaged.score(block_matrix()), plain.score(block_matrix()),
+                           rtol=1e-3, atol=1e-4)
+
+
+def test_dae_averages_its_weights_by_default_and_older_recipes_do_not() -> None:
+    assert MultDAE().average_half_life == 200
+    assert MultVAE().average_half_life is None
+    # A recipe registered before the average existed trained without one: so it retrains.
+    for model_class in (MultVAE, MultDAE):
+        assert model_class.current_params({"epochs": 7})["average_half_life"] is None
+    with pytest.raises(ModelFitError, match="average_half_life must be at least 1"):
+        MultDAE(**TINY, average_half_life=0).fit(block_matrix())
