@@ -380,8 +380,8 @@ READING_POWER = ("the power a shopper's row is read at: its weights (recency dec
 RATE_HALF_LIFE = ("Steps over which the learning rate halves (null: constant); no epoch "
                   "starts once it is under 1% of the first.")
 
-#: ``average_half_life`` of vae and dae (dae's default, 200: benchmarks/RESULTS.md,
-#: twenty-ninth session).
+#: ``average_half_life`` of vae and dae (off by default: it lifts dae's figures but trains
+#: about twice the epochs; benchmarks/RESULTS.md, twenty-ninth session).
 AVERAGE_HALF_LIFE = ("Score and keep an exponential moving average of the weights over the "
                      "training steps, a step counting half as much as the one this many "
                      "steps later (Polyak averaging); null: the last step's weights.")
@@ -433,13 +433,11 @@ class AutoencoderParams(_NeuralParams):
     learning_rate_half_life: int | None = Field(
         None, ge=1, le=10_000_000, description=RATE_HALF_LIFE)
     average_half_life: int | None = Field(
-        200, ge=1, le=10_000_000, description=AVERAGE_HALF_LIFE)
+        None, ge=1, le=10_000_000, description=AVERAGE_HALF_LIFE)
 
 
 class VAEParams(AutoencoderParams):
-    """Hyperparameters of ``vae``: ``dae``'s, but a rate that halves and no weight average.
-
-    The rate: 0.003, halving every 100 steps.
+    """Hyperparameters of ``vae``: ``dae``'s, but a faster rate that halves every 100 steps.
 
     Against the constant 0.001 (benchmarks/RESULTS.md, eleventh and nineteenth sessions):
     higher on validation on Online Retail under its chosen weighting and at 1M synthetic
@@ -452,8 +450,6 @@ class VAEParams(AutoencoderParams):
                                  "first step's, with a half-life).")
     learning_rate_half_life: int | None = Field(
         100, ge=1, le=10_000_000, description=RATE_HALF_LIFE)
-    average_half_life: int | None = Field(
-        None, ge=1, le=10_000_000, description=AVERAGE_HALF_LIFE)
 
 
 class CFGANParams(_NeuralParams):

@@ -663,7 +663,7 @@ class _MultAutoencoder(BoundedRows, Recommender):
                  patience: int = 5, seed: int = 0, threads: int = 0,
                  train_users: int | None = 20_000, vocabulary: int | None = 10_000,
                  history_weights: float | None = None,
-                 average_half_life: int | None = 200) -> None:
+                 average_half_life: int | None = None) -> None:
         self.history_weights = history_weights
         self.average_half_life = average_half_life
         self.hidden = hidden
@@ -917,9 +917,9 @@ class MultVAE(_MultAutoencoder):
     added_params: ClassVar[dict[str, Any]] = {**_MultAutoencoder.added_params,
                                               "learning_rate": 1e-3}
 
-    # The same arguments as dae's, but a faster rate that halves every 100 steps and no
-    # average of the weights by default (shoprec.config.VAEParams says why); spelt out so
-    # that get_params and the declared hyperparameters see vae's own defaults.
+    # The same arguments as dae's, but a faster rate that halves every 100 steps by
+    # default (shoprec.config.VAEParams says why); spelt out so that get_params and the
+    # declared hyperparameters see vae's own defaults.
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
                  epochs: int = 50, batch_size: int = 256, learning_rate: float = 3e-3,
                  learning_rate_half_life: int | None = 100, beta_cap: float = 0.2,
@@ -939,14 +939,7 @@ class MultVAE(_MultAutoencoder):
 
 
 class MultDAE(_MultAutoencoder):
-    """Mult-DAE: the denoising autoencoder of Liang et al. (candidate ``dae``).
-
-    It scores and keeps the average of its weights over the last few hundred steps
-    (``average_half_life`` 200) rather than the last step's: on Online Retail (four
-    seeds), at 1M synthetic interactions and on a wide catalogue the average was higher
-    on validation and on test, after about twice the epochs (benchmarks/RESULTS.md,
-    twenty-ninth session).
-    """
+    """Mult-DAE: the denoising autoencoder of Liang et al. (candidate ``dae``)."""
 
     name = "dae"
     variational = False

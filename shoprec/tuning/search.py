@@ -69,7 +69,7 @@ _AUTOENCODER: dict[str, Dimension] = {
     # validation with its 15-day weighting, lost at scale for dae).
     "learning_rate_half_life": Choice((None, 30, 100, 300, 1000)),
     "batch_size": Choice((128, 256, 512)),
-    # None (no average, vae's default) and 200 (dae's) are both in it, as trial 0 must be.
+    # None (no average, the default) is a choice, as trial 0 must be.
     "average_half_life": Choice((None, 50, 200, 800)),
 }
 
