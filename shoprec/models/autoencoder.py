@@ -573,7 +573,9 @@ class WeightAverage:
         self._trained = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False)
                          for v in self._variables]
         self._decay = 0.5 ** (1.0 / half_life)
-        self._kept = tf.Variable(1.0, trainable=False)  # decay ** steps: the bias
+        # decay ** steps, the bias. Float64: over a half-life of millions of steps a
+        # float32 decay rounds to 1 and the average would never be read.
+        self._kept = tf.Variable(1.0, dtype=tf.float64, trainable=False)
         self.swapped = False
 
     def update(self) -> None:

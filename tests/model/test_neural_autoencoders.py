@@ -266,6 +266,14 @@ def test_weight_average_is_the_decayed_mean_of_the_steps_weights() -> None:
     average.swap_in()  # twice is once: the trained weights are not overwritten by the mean
     average.swap_out()
     np.testing.assert_allclose(np.asarray(variable), steps[-1], rtol=1e-6)
+    # Over a half-life far beyond the run every step weighs the same: the plain mean.
+    long = WeightAverage([variable], half_life=10_000_000)
+    for weights in steps:
+        variable.assign(weights.astype(np.float32))
+        tf.function(long.update)()
+    long.swap_in()
+    np.testing.assert_allclose(np.asarray(variable), np.mean(steps, axis=0), rtol=1e-4,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("model_class", [MultVAE, MultDAE])
