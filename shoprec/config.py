@@ -381,7 +381,7 @@ RATE_HALF_LIFE = ("Steps over which the learning rate halves (null: constant); n
                   "starts once it is under 1% of the first.")
 
 #: ``average_half_life`` of vae and dae (off by default: it lifts dae's figures but trains
-#: about twice the epochs; benchmarks/RESULTS.md, twenty-ninth session).
+#: more epochs, about twice dae's time; benchmarks/RESULTS.md, twenty-ninth session).
 AVERAGE_HALF_LIFE = ("Score and keep an exponential moving average of the weights over the "
                      "training steps, a step counting half as much as the one this many "
                      "steps later (Polyak averaging); null: the last step's weights.")

@@ -553,7 +553,7 @@ class WeightAverage:
     """An exponential moving average of a network's weights over its training steps.
 
     Polyak averaging: after each step the average moves towards the weights; a step's
-    weights count half as much as the next one's ``half_life`` steps later. The average
+    weights count half as much as those of the step ``half_life`` steps later. The average
     starts at zero and is read bias-corrected (as Adam's moments are), so after a few
     steps it is already a mean of the weights so far, not of zeros. Scored in place of the
     last step's weights, it smooths the noise of small batches out of the kept model.
@@ -573,8 +573,8 @@ class WeightAverage:
         self._trained = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False)
                          for v in self._variables]
         self._decay = 0.5 ** (1.0 / half_life)
-        # decay ** steps, the bias. Float64: over a half-life of millions of steps a
-        # float32 decay rounds to 1 and the average would never be read.
+        # decay ** steps, the bias. Float64: over a half-life of millions of steps float32
+        # rounds the decay far enough to put the bias correction off by up to ~16%.
         self._kept = tf.Variable(1.0, dtype=tf.float64, trainable=False)
         self.swapped = False
 
@@ -653,7 +653,8 @@ class _MultAutoencoder(BoundedRows, Recommender):
     slow_to_train = True
     threads_per_process = True
     variational: ClassVar[bool] = False
-    #: Recipes from before the schedule existed trained at a constant rate: so they still do.
+    #: Recipes from before the schedule and the weight average existed trained at a constant
+    #: rate on the last step's weights: so they still do.
     added_params: ClassVar[dict[str, Any]] = {**BoundedRows.added_params,
                                               "learning_rate_half_life": None,
                                               "average_half_life": None}

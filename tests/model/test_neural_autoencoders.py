@@ -289,6 +289,26 @@ def test_the_average_is_scored_while_training_goes_on_from_the_trained_weights(
                            rtol=1e-3, atol=1e-4)
 
 
+def test_early_stopping_scores_and_keeps_the_average(planted) -> None:
+    from shoprec.tuning.validation import EARLY_STOPPING_USERS
+
+    def fit(half_life: int | None) -> tuple[MultDAE, ValidationTuner]:
+        tuner = ValidationTuner(planted.train, planted.validation)
+        model = MultDAE(hidden=32, latent=8, epochs=4, batch_size=64, patience=10, seed=1,
+                        history_weights=0, average_half_life=half_life)
+        return model.fit(planted.train, FitContext(tuner=tuner)), tuner
+
+    (plain, _), (averaged, tuner) = fit(None), fit(20)
+    # The same training, but each epoch's check scored the average, not the last step,
+    assert [r["loss"] for r in averaged.history_] == pytest.approx(
+        [r["loss"] for r in plain.history_], rel=1e-5)
+    curve = [r["validation_ndcg_at_10"] for r in averaged.history_]
+    assert curve != [r["validation_ndcg_at_10"] for r in plain.history_]
+    # and the model kept is the average early stopping scored best.
+    assert averaged.best_epoch_ == int(np.argmax(curve))
+    assert tuner.score(averaged, EARLY_STOPPING_USERS) == pytest.approx(max(curve), abs=1e-6)
+
+
 def test_the_average_is_opt_in_and_older_recipes_train_without_it() -> None:
     assert MultDAE().average_half_life is None
     assert MultVAE().average_half_life is None
