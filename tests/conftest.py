@@ -19,6 +19,8 @@ RETAIL = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
 
 #: Fixtures that start or need a service: tests using them are integration tests.
 SERVICES = {"prefect_api", "mlflow_store", "env", "registered", "stack"}
+#: The user's SHOPREC_CACHE_DIR (or None) and this session's memo folder.
+_CACHE_KEY = pytest.StashKey[tuple[str | None, str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,7 +28,23 @@ def pytest_configure(config: pytest.Config) -> None:
     user's cache (subprocesses of the CLI inherit it)."""
     import tempfile
 
-    os.environ["SHOPREC_CACHE_DIR"] = tempfile.mkdtemp(prefix="shoprec-test-cache-")
+    config.stash[_CACHE_KEY] = (os.environ.get("SHOPREC_CACHE_DIR"),
+                                tempfile.mkdtemp(prefix="shoprec-test-cache-"))
+    os.environ["SHOPREC_CACHE_DIR"] = config.stash[_CACHE_KEY][1]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session's memo folder goes with the session (it was left behind, one a run)."""
+    import shutil
+
+    if _CACHE_KEY not in config.stash:
+        return
+    before, folder = config.stash[_CACHE_KEY]
+    shutil.rmtree(folder, ignore_errors=True)
+    if before is None:
+        os.environ.pop("SHOPREC_CACHE_DIR", None)
+    else:
+        os.environ["SHOPREC_CACHE_DIR"] = before
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
