@@ -69,9 +69,9 @@ _AUTOENCODER: dict[str, Dimension] = {
     # validation with its 15-day weighting, lost at scale for dae).
     "learning_rate_half_life": Choice((None, 30, 100, 300, 1000)),
     "batch_size": Choice((128, 256, 512)),
-    # None (no average, the default) is a choice, as trial 0 must be; the others are the
-    # measured range (RESULTS.md, twenty-ninth session). An averaged curve peaks later, so
-    # the median pruner may stop such a trial before it catches up.
+    # None (vae's default) and 50 (dae's) are choices, as trial 0 must be; the others are
+    # the measured range (RESULTS.md, twenty-ninth session). A longer average's curve peaks
+    # later, so the median pruner may stop such a trial before it catches up.
     "average_half_life": Choice((None, 50, 100, 200, 400)),
 }
 

@@ -37,18 +37,20 @@ def test_vae_decays_its_rate_by_default_and_dae_does_not() -> None:
     """vae's own defaults survive a partial override; dae's rate stays constant."""
     from shoprec_cli.app import _parse_params
 
-    from shoprec.models import MultVAE
+    from shoprec.models import MultDAE, MultVAE
 
     params = TrainingConfig(params={"vae": {"epochs": 7}}).params
     assert (params.of("vae")["learning_rate"], params.of("vae")["learning_rate_half_life"]) \
         == (3e-3, 100)
-    assert (params.of("dae")["learning_rate"], params.of("dae")["learning_rate_half_life"]) \
-        == (1e-3, None)
+    assert (params.of("dae")["learning_rate"], params.of("dae")["learning_rate_half_life"],
+            params.of("dae")["average_half_life"]) == (3e-3, None, 50)
     constant = TrainingConfig(params=_parse_params(["vae.learning_rate_half_life=null"]))
     assert constant.params.of("vae")["learning_rate_half_life"] is None
     # A vae recipe that names no rate trained at the constant 0.001 (the old default).
     old = MultVAE.current_params({"epochs": 7})
     assert (old["learning_rate"], old["learning_rate_half_life"]) == (1e-3, None)
+    # So did a dae recipe (and without an average, test_neural_autoencoders checks).
+    assert MultDAE.current_params({"epochs": 7})["learning_rate"] == 1e-3
     kept = MultVAE.current_params({"learning_rate": 3e-3, "learning_rate_half_life": 100})
     assert (kept["learning_rate"], kept["learning_rate_half_life"]) == (3e-3, 100)
 

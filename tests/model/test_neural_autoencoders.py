@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shoprec.config import DataConfig, SplitConfig
+from shoprec.config import DataConfig, SplitConfig, TrainingConfig
 from shoprec.errors import ModelFitError
 from shoprec.evaluation import evaluate
 from shoprec.models import CFGAN, FitContext, MultDAE, MultVAE, Popularity
@@ -36,7 +36,7 @@ def planted(synthetic_dir):
 
 
 @pytest.mark.parametrize(("model_class", "params"), [
-    (MultVAE, {}), (MultDAE, {}), (MultDAE, {"average_half_life": 200})])
+    (MultVAE, {}), (MultDAE, {}), (MultDAE, {"learning_rate": 1e-3, "average_half_life": None})])
 def test_beats_popularity_on_planted_data(planted, model_class, params) -> None:
     context = FitContext(tuner=ValidationTuner(planted.train, planted.validation))
     model = model_class(epochs=30, seed=2, **params).fit(planted.train, context)
@@ -309,9 +309,16 @@ def test_early_stopping_scores_and_keeps_the_average(planted) -> None:
     assert tuner.score(averaged, EARLY_STOPPING_USERS) == pytest.approx(max(curve), abs=1e-6)
 
 
-def test_the_average_is_opt_in_and_older_recipes_train_without_it() -> None:
-    assert MultDAE().average_half_life is None
+def test_dae_averages_by_default_vae_does_not_and_older_recipes_train_without_it() -> None:
+    assert (MultDAE().average_half_life, MultDAE().learning_rate) == (50, 3e-3)
     assert MultVAE().average_half_life is None
+    # The configuration's defaults are the models' own.
+    for model_class in (MultVAE, MultDAE):
+        configured = TrainingConfig().params.of(model_class.name)
+        defaults = model_class().get_params()
+        shared = configured.keys() & defaults.keys()
+        assert {"learning_rate", "average_half_life"} <= shared
+        assert {key: configured[key] for key in shared} == {key: defaults[key] for key in shared}
     # A recipe registered before the average existed trained without one: so it retrains.
     for model_class in (MultVAE, MultDAE):
         assert model_class.current_params({"epochs": 7})["average_half_life"] is None
