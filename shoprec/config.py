@@ -380,8 +380,8 @@ READING_POWER = ("the power a shopper's row is read at: its weights (recency dec
 RATE_HALF_LIFE = ("Steps over which the learning rate halves (null: constant); no epoch "
                   "starts once it is under 1% of the first.")
 
-#: ``average_half_life`` of vae and dae (off by default: it lifts dae's figures but trains
-#: more epochs, about twice dae's time; benchmarks/RESULTS.md, twenty-ninth session).
+#: ``average_half_life`` of vae and dae (dae's default 50 steps, vae's off; a longer
+#: average trains more epochs: benchmarks/RESULTS.md, twenty-ninth and thirtieth sessions).
 AVERAGE_HALF_LIFE = ("Score and keep an exponential moving average of the weights over the "
                      "training steps, a step counting half as much as the one this many "
                      "steps later (Polyak averaging); null: the last step's weights.")
@@ -423,7 +423,11 @@ class _NeuralParams(_Model):
 
 
 class AutoencoderParams(_NeuralParams):
-    """Hyperparameters of ``dae`` (Mult-DAE), and the base of ``vae``'s."""
+    """The autoencoders' shared hyperparameters, the base of ``vae``'s and ``dae``'s.
+
+    Its rate (a constant 0.001) and no average are what recipes of either family without
+    those keys trained with.
+    """
 
     hidden: int = Field(600, ge=1, le=65_536, description="Hidden layer width.")
     latent: int = Field(200, ge=1, le=65_536, description="Code width.")
@@ -437,12 +441,12 @@ class AutoencoderParams(_NeuralParams):
 
 
 class VAEParams(AutoencoderParams):
-    """Hyperparameters of ``vae``: ``dae``'s, but a faster rate that halves every 100 steps.
+    """Hyperparameters of ``vae``: a rate from 0.003 that halves every 100 steps, no average.
 
     Against the constant 0.001 (benchmarks/RESULTS.md, eleventh and nineteenth sessions):
     higher on validation on Online Retail under its chosen weighting and at 1M synthetic
     interactions, and on test there, at 10M and on the bundled sample, in fewer seconds.
-    ``dae`` keeps the constant rate: with this schedule it lost on validation at 1M and on
+    ``dae``'s rate stays constant: with this schedule it lost on validation at 1M and on
     a wide synthetic catalogue.
     """
 
@@ -453,18 +457,17 @@ class VAEParams(AutoencoderParams):
 
 
 class DAEParams(AutoencoderParams):
-    """Hyperparameters of ``dae``: a constant rate of 0.003 and the weights' average.
+    """Hyperparameters of ``dae``: a constant rate of 0.002 and a 50-step weight average.
 
     Against the constant 0.001 without an average (benchmarks/RESULTS.md, thirtieth
-    session): on Online Retail higher on validation for each of four seeds (mean 0.0892 ->
-    0.0920) and on test (2.64x -> 2.87x popularity), in fewer epochs; at 1M synthetic
-    interactions and on a wide catalogue level on validation (-0.4%, -0.3%) and higher on
-    test, in the same epochs. A 30-step average did worse at 1M and on the wide catalogue;
-    0.002 tied on validation. Longer averages (100, 200 steps) score higher on validation
-    there but train more epochs: opt-in (``average_half_life``).
+    session), on validation: higher on Online Retail (mean of four seeds 0.0892 -> 0.0920)
+    and at 10M synthetic interactions (0.0854 -> 0.0860), level at 1M and on a wide
+    catalogue (-0.2%, -0.1%). 0.003 tied it but for a loss at 10M; a 30-step average lost
+    at 1M and on the wide catalogue. Longer averages (100, 200 steps) score higher at 1M
+    and on the wide catalogue but train more epochs: opt-in (``average_half_life``).
     """
 
-    learning_rate: float = Field(3e-3, gt=0, le=10, description="Adam learning rate.")
+    learning_rate: float = Field(2e-3, gt=0, le=10, description="Adam learning rate.")
     average_half_life: int | None = Field(
         50, ge=1, le=10_000_000, description=AVERAGE_HALF_LIFE)
 

@@ -920,8 +920,8 @@ class MultVAE(_MultAutoencoder):
     added_params: ClassVar[dict[str, Any]] = {**_MultAutoencoder.added_params,
                                               "learning_rate": 1e-3}
 
-    # The same arguments as dae's, but a faster rate that halves every 100 steps by
-    # default (shoprec.config.VAEParams says why); spelt out so that get_params and the
+    # The same arguments as dae's, but a rate that halves every 100 steps and no average
+    # by default (shoprec.config.VAEParams says why); spelt out so that get_params and the
     # declared hyperparameters see vae's own defaults.
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
                  epochs: int = 50, batch_size: int = 256, learning_rate: float = 3e-3,
@@ -946,16 +946,16 @@ class MultDAE(_MultAutoencoder):
 
     name = "dae"
     variational = False
-    #: Recipes from before dae's rate of 0.003 and its average record the constant 0.001
+    #: Recipes from before dae's rate of 0.002 and its average record the constant 0.001
     #: and no average; one made by hand without them means that too.
     added_params: ClassVar[dict[str, Any]] = {**_MultAutoencoder.added_params,
                                               "learning_rate": 1e-3}
 
-    # The same arguments as vae's, but a constant rate of 0.003 and a 50-step average of the
+    # The same arguments as vae's, but a constant rate of 0.002 and a 50-step average of the
     # weights by default (shoprec.config.DAEParams says why); spelt out so that get_params
     # and the declared hyperparameters see dae's own defaults.
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
-                 epochs: int = 50, batch_size: int = 256, learning_rate: float = 3e-3,
+                 epochs: int = 50, batch_size: int = 256, learning_rate: float = 2e-3,
                  learning_rate_half_life: int | None = None, beta_cap: float = 0.2,
                  anneal_steps: int = 2000, weight_decay: float = 0.0,
                  patience: int = 5, seed: int = 0, threads: int = 0,

@@ -43,7 +43,7 @@ def test_vae_decays_its_rate_by_default_and_dae_does_not() -> None:
     assert (params.of("vae")["learning_rate"], params.of("vae")["learning_rate_half_life"]) \
         == (3e-3, 100)
     assert (params.of("dae")["learning_rate"], params.of("dae")["learning_rate_half_life"],
-            params.of("dae")["average_half_life"]) == (3e-3, None, 50)
+            params.of("dae")["average_half_life"]) == (2e-3, None, 50)
     constant = TrainingConfig(params=_parse_params(["vae.learning_rate_half_life=null"]))
     assert constant.params.of("vae")["learning_rate_half_life"] is None
     # A vae recipe that names no rate trained at the constant 0.001 (the old default).
