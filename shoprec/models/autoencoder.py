@@ -659,14 +659,15 @@ class _MultAutoencoder(BoundedRows, Recommender):
                                               "learning_rate_half_life": None,
                                               "average_half_life": None}
 
+    # dae's defaults (shoprec.config.DAEParams says why); vae spells out its own.
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
-                 epochs: int = 50, batch_size: int = 256, learning_rate: float = 1e-3,
+                 epochs: int = 50, batch_size: int = 256, learning_rate: float = 2e-3,
                  learning_rate_half_life: int | None = None, beta_cap: float = 0.2,
                  anneal_steps: int = 2000, weight_decay: float = 0.0,
                  patience: int = 5, seed: int = 0, threads: int = 0,
                  train_users: int | None = 20_000, vocabulary: int | None = 10_000,
                  history_weights: float | None = None,
-                 average_half_life: int | None = None) -> None:
+                 average_half_life: int | None = 50) -> None:
         self.history_weights = history_weights
         self.average_half_life = average_half_life
         self.hidden = hidden
@@ -950,23 +951,3 @@ class MultDAE(_MultAutoencoder):
     #: and no average; one made by hand without them means that too.
     added_params: ClassVar[dict[str, Any]] = {**_MultAutoencoder.added_params,
                                               "learning_rate": 1e-3}
-
-    # The same arguments as vae's, but a constant rate of 0.002 and a 50-step average of the
-    # weights by default (shoprec.config.DAEParams says why); spelt out so that get_params
-    # and the declared hyperparameters see dae's own defaults.
-    def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
-                 epochs: int = 50, batch_size: int = 256, learning_rate: float = 2e-3,
-                 learning_rate_half_life: int | None = None, beta_cap: float = 0.2,
-                 anneal_steps: int = 2000, weight_decay: float = 0.0,
-                 patience: int = 5, seed: int = 0, threads: int = 0,
-                 train_users: int | None = 20_000, vocabulary: int | None = 10_000,
-                 history_weights: float | None = None,
-                 average_half_life: int | None = 50) -> None:
-        super().__init__(hidden=hidden, latent=latent, dropout=dropout, epochs=epochs,
-                         batch_size=batch_size, learning_rate=learning_rate,
-                         learning_rate_half_life=learning_rate_half_life, beta_cap=beta_cap,
-                         anneal_steps=anneal_steps, weight_decay=weight_decay,
-                         patience=patience, seed=seed, threads=threads,
-                         train_users=train_users, vocabulary=vocabulary,
-                         history_weights=history_weights,
-                         average_half_life=average_half_life)
