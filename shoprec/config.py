@@ -423,10 +423,14 @@ class _NeuralParams(_Model):
 
 
 class AutoencoderParams(_NeuralParams):
-    """The autoencoders' shared hyperparameters, the base of ``vae``'s and ``dae``'s.
+    """Hyperparameters of ``dae`` (rate 0.002, a 50-step average), the base of ``vae``'s.
 
-    Its rate (a constant 0.001) and no average are what recipes of either family without
-    those keys trained with.
+    dae's defaults, against the constant 0.001 without an average (benchmarks/RESULTS.md, thirtieth
+    session), on validation: higher on Online Retail (mean of four seeds 0.0892 -> 0.0920)
+    and at 10M synthetic interactions (0.0854 -> 0.0860), level at 1M and on a wide
+    catalogue (-0.2%, -0.1%). 0.003 tied it but for a loss at 10M; a 30-step average lost
+    at 1M and on the wide catalogue. Longer averages (100, 200 steps) score higher at 1M
+    and on the wide catalogue but train more epochs: opt-in (``average_half_life``).
     """
 
     hidden: int = Field(600, ge=1, le=65_536, description="Hidden layer width.")
@@ -434,10 +438,11 @@ class AutoencoderParams(_NeuralParams):
     dropout: float = Field(0.5, ge=0, lt=1, description="Input dropout rate.")
     beta_cap: float = Field(0.2, ge=0, le=100, description="vae: largest KL weight.")
     anneal_steps: int = Field(2000, ge=0, description="vae: batches to reach beta_cap.")
+    learning_rate: float = Field(2e-3, gt=0, le=10, description="Adam learning rate.")
     learning_rate_half_life: int | None = Field(
         None, ge=1, le=10_000_000, description=RATE_HALF_LIFE)
     average_half_life: int | None = Field(
-        None, ge=1, le=10_000_000, description=AVERAGE_HALF_LIFE)
+        50, ge=1, le=10_000_000, description=AVERAGE_HALF_LIFE)
 
 
 class VAEParams(AutoencoderParams):
@@ -454,22 +459,8 @@ class VAEParams(AutoencoderParams):
                                  "first step's, with a half-life).")
     learning_rate_half_life: int | None = Field(
         100, ge=1, le=10_000_000, description=RATE_HALF_LIFE)
-
-
-class DAEParams(AutoencoderParams):
-    """Hyperparameters of ``dae``: a constant rate of 0.002 and a 50-step weight average.
-
-    Against the constant 0.001 without an average (benchmarks/RESULTS.md, thirtieth
-    session), on validation: higher on Online Retail (mean of four seeds 0.0892 -> 0.0920)
-    and at 10M synthetic interactions (0.0854 -> 0.0860), level at 1M and on a wide
-    catalogue (-0.2%, -0.1%). 0.003 tied it but for a loss at 10M; a 30-step average lost
-    at 1M and on the wide catalogue. Longer averages (100, 200 steps) score higher at 1M
-    and on the wide catalogue but train more epochs: opt-in (``average_half_life``).
-    """
-
-    learning_rate: float = Field(2e-3, gt=0, le=10, description="Adam learning rate.")
     average_half_life: int | None = Field(
-        50, ge=1, le=10_000_000, description=AVERAGE_HALF_LIFE)
+        None, ge=1, le=10_000_000, description=AVERAGE_HALF_LIFE)
 
 
 class CFGANParams(_NeuralParams):
@@ -513,7 +504,7 @@ class CandidateParams(BaseModel):
     content: ContentParams = Field(default_factory=ContentParams)
     ease: EASEParams = Field(default_factory=EASEParams)
     vae: VAEParams = Field(default_factory=VAEParams)
-    dae: DAEParams = Field(default_factory=DAEParams)
+    dae: AutoencoderParams = Field(default_factory=AutoencoderParams)
     cfgan: CFGANParams = Field(default_factory=CFGANParams)
 
     def of(self, candidate: str) -> dict[str, Any]:

@@ -654,12 +654,14 @@ class _MultAutoencoder(BoundedRows, Recommender):
     threads_per_process = True
     variational: ClassVar[bool] = False
     #: Recipes from before the schedule and the weight average existed trained at a constant
-    #: rate on the last step's weights: so they still do.
+    #: rate of 0.001 on the last step's weights: so they still do (one made by hand without
+    #: them means that too, never a setting no version was trained with).
     added_params: ClassVar[dict[str, Any]] = {**BoundedRows.added_params,
+                                              "learning_rate": 1e-3,
                                               "learning_rate_half_life": None,
                                               "average_half_life": None}
 
-    # dae's defaults (shoprec.config.DAEParams says why); vae spells out its own.
+    # dae's defaults (shoprec.config.AutoencoderParams says why); vae spells out its own.
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5,
                  epochs: int = 50, batch_size: int = 256, learning_rate: float = 2e-3,
                  learning_rate_half_life: int | None = None, beta_cap: float = 0.2,
@@ -916,10 +918,6 @@ class MultVAE(_MultAutoencoder):
 
     name = "vae"
     variational = True
-    #: Recipes from before vae's rate decayed by default record a constant 0.001; one made
-    #: by hand without a rate means that too, never a setting no version was trained with.
-    added_params: ClassVar[dict[str, Any]] = {**_MultAutoencoder.added_params,
-                                              "learning_rate": 1e-3}
 
     # The same arguments as dae's, but a rate that halves every 100 steps and no average
     # by default (shoprec.config.VAEParams says why); spelt out so that get_params and the
@@ -947,7 +945,3 @@ class MultDAE(_MultAutoencoder):
 
     name = "dae"
     variational = False
-    #: Recipes from before dae's rate of 0.002 and its average record the constant 0.001
-    #: and no average; one made by hand without them means that too.
-    added_params: ClassVar[dict[str, Any]] = {**_MultAutoencoder.added_params,
-                                              "learning_rate": 1e-3}
