@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from probe import describe, probe  # benchmarks/probe.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 RETAIL = ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
 
@@ -177,12 +179,15 @@ def main() -> None:
         command = [sys.executable, __file__, "--child", *sys.argv[1:]]
         if "--output-dir" not in sys.argv:
             command += ["--output-dir", f"{tmp}/out"]
+        # The machine's speed just before and after, outside the timed run (probe.py).
+        probe_before = probe()
         began = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, text=True)
         output = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - began
+        probe_after = probe()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the pipeline failed (exit {os.waitstatus_to_exitcode(status)})")
     line = next(x for x in output.splitlines() if x.startswith("BENCHMARK-JSON "))
@@ -192,7 +197,8 @@ def main() -> None:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {**result, "wall_seconds": round(seconds, 1),
-             "peak_rss_gb": round(usage.ru_maxrss / 1024 / 1024, 2)}, default=str))
+             "peak_rss_gb": round(usage.ru_maxrss / 1024 / 1024, 2),
+             "probe_before": probe_before, "probe_after": probe_after}, default=str))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
     print(f"data: {summary['data']['source']}: {summary['data']['rows_in']:,} rows in, "
@@ -208,7 +214,9 @@ def main() -> None:
     print(f"whole run (process start to exit, incl. Prefect server start; not the "
           f"benchmark's own {result['report_seconds']:.1f} s reading the step times and "
           f"chosen values afterwards): {seconds:.1f} s; "
-          f"peak RSS {usage.ru_maxrss / 1024 / 1024:.2f} GB\n")
+          f"peak RSS {usage.ru_maxrss / 1024 / 1024:.2f} GB")
+    print(f"machine probe (benchmarks/probe.py; seconds, lower is faster): before "
+          f"{describe(probe_before)}, after {describe(probe_after)}\n")
     primary = summary["primary_metric"]
     metrics = [primary, "recall@10", "map@10", "hit_rate@10", "coverage@10"]
     print("| model | status | " + " | ".join(f"test {m}" for m in metrics)
