@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from probe import describe  # benchmarks/probe.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -84,8 +86,7 @@ def _print_size(size: int, users: int, items: int, gen_seconds: float, gen_gb: f
     print(f"generate: {gen_seconds:.1f} s, peak {gen_gb:.2f} GB; pipeline: "
           f"{result['wall_seconds']:.1f} s, peak {result['peak_rss_gb']:.2f} GB; winner "
           f"{summary['winner']}; machine probe (benchmarks/probe.py, s) before "
-          f"{' '.join(map(str, result['probe_before']))}, after "
-          f"{' '.join(map(str, result['probe_after']))}\n")
+          f"{describe(result['probe_before'])}, after {describe(result['probe_after'])}\n")
     print("| model | status | test ndcg@10 | train s | refit s | note |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for entry in summary["leaderboard"]:
