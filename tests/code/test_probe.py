@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import re
 import subprocess
 import sys
@@ -17,6 +19,19 @@ def test_probe_prints_one_timing_per_repeat() -> None:
                           check=False)
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"\d+\.\d\d( \d+\.\d\d){3}\n", done.stdout), done.stdout
+
+
+def test_probe_measures_what_the_recorded_figures_measured() -> None:
+    # RESULTS.md's probe figures since the twenty-seventh session are forty products of a
+    # 1,500² float32 matrix, three times: other defaults would not compare with them.
+    spec = importlib.util.spec_from_file_location("probe", PROBE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert inspect.signature(module.probe).parameters["size"].default == 1500
+    assert inspect.signature(module.probe).parameters["products"].default == 40
+    assert inspect.signature(module.probe).parameters["repeats"].default == 3
+    assert module.describe([0.8, 1.234]) == "0.80 1.23"
 
 
 def test_probe_refuses_an_empty_measurement() -> None:
