@@ -187,9 +187,9 @@ def main() -> None:
         output = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - began
-        probe_after = probe()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the pipeline failed (exit {os.waitstatus_to_exitcode(status)})")
+    probe_after = probe()
     line = next(x for x in output.splitlines() if x.startswith("BENCHMARK-JSON "))
     result = json.loads(line.removeprefix("BENCHMARK-JSON "))
     seconds -= result["report_seconds"]

@@ -28,9 +28,10 @@ def test_probe_measures_what_the_recorded_figures_measured() -> None:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert inspect.signature(module.probe).parameters["size"].default == 1500
-    assert inspect.signature(module.probe).parameters["products"].default == 40
-    assert inspect.signature(module.probe).parameters["repeats"].default == 3
+    defaults = inspect.signature(module.probe).parameters
+    assert defaults["size"].default == 1500
+    assert defaults["products"].default == 40
+    assert defaults["repeats"].default == 3
     assert module.describe([0.8, 1.234]) == "0.80 1.23"
 
 
