@@ -20,10 +20,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.lapack import dpotrf as potrf
-from scipy.linalg.lapack import dpotri as potri
 
 from shoprec.errors import ModelFitError
+from shoprec.linalg import invert_spd
 from shoprec.models.base import FitContext, HistoryWeights, Recommender, check_finite
 from shoprec.models.epochs import (
     BoundedRows,
@@ -141,14 +140,13 @@ class EASE(HistoryWeights, Recommender):
         # is inverted in place by LAPACK (potrf, then potri). Solving against an identity
         # matrix instead took twice the time and two thirds more memory at 10,000
         # items (benchmarks/RESULTS.md). The transpose is the same matrix in the
-        # column-major order LAPACK works in, so neither call copies it.
-        factor, info = potrf(regularized.T, lower=True, clean=False, overwrite_a=True)
-        if info == 0:
-            inverse, info = potri(factor, lower=True, overwrite_c=True)
+        # column-major order LAPACK works in, so neither call copies it; and the calls
+        # leave the networks training beside this fit free to run (shoprec.linalg).
+        inverse, info = invert_spd(regularized.T)
         if info != 0:
             raise ModelFitError(f"EASE: the Gram matrix is not positive definite (LAPACK "
                                 f"info {info}); raise regularization")
-        del regularized, factor
+        del regularized
         # potri fills the lower triangle only; the inverse is symmetric. Mirrored by blocks
         # of rows, so no second n x n array is ever made.
         n = len(inverse)

@@ -1,0 +1,131 @@
+"""Dense linear algebra that leaves Python's other threads running.
+
+scipy's LAPACK wrappers hold the interpreter lock for the whole call. EASE inverts a Gram
+matrix of up to 12,000 items on its one core for tens of seconds per penalty, and while it
+did, the networks training beside it in the same process could not start a step: on the
+wide catalogue one core sat idle for about 100 s (``benchmarks/RESULTS.md``, thirty-second
+session). ctypes releases the lock for the length of a foreign call, so the same LAPACK
+routines of the same library, scipy's bundled OpenBLAS, are called through it where that
+library is found and gives the wrappers' answer on a check. Elsewhere (another build of
+scipy, another platform) scipy's wrappers are used, holding the lock as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: LAPACKE's code for column-major storage.
+_COLUMN_MAJOR = 102
+
+Routine = Callable[..., int]
+
+
+def invert_spd(matrix: np.ndarray) -> tuple[np.ndarray, int]:
+    """Invert a symmetric positive definite matrix in place: Cholesky, then its inverse.
+
+    LAPACK's ``dpotrf`` then ``dpotri`` on the lower triangle; the upper triangle is left
+    as it was (mirror it to have the whole inverse). Without the interpreter lock where
+    :func:`lapack_without_lock` finds the library.
+
+    Args:
+        matrix: Square float64 array in column-major (Fortran) order, e.g. the transpose
+            of a C-ordered symmetric matrix, which is the same matrix.
+
+    Returns:
+        The array holding the inverse's lower triangle (``matrix`` itself, but from scipy's
+        wrappers when they had to copy it), and LAPACK's ``info``: 0 on success, ``i > 0``
+        when the leading minor of order ``i`` is not positive definite.
+
+    Raises:
+        ValueError: ``matrix`` is not a square, column-major float64 array.
+    """
+    if (matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]
+            or matrix.dtype != np.float64 or not matrix.flags.f_contiguous):
+        raise ValueError("invert_spd needs a square float64 array in column-major order, "
+                         f"not {matrix.dtype} {matrix.shape} "
+                         f"(f_contiguous={matrix.flags.f_contiguous})")
+    routines = lapack_without_lock()
+    if routines is None:
+        return _invert_holding_lock(matrix)
+    potrf, potri = routines
+    n = matrix.shape[0]
+    if n == 0:
+        return matrix, 0
+    pointer = matrix.ctypes.data_as(ctypes.c_void_p)
+    info = potrf(_COLUMN_MAJOR, b"L", n, pointer, n)
+    if info == 0:
+        info = potri(_COLUMN_MAJOR, b"L", n, pointer, n)
+    if info < 0:  # an argument LAPACK refused: a bug here, not a property of the data
+        raise RuntimeError(f"LAPACK refused argument {-info} of dpotrf/dpotri")
+    return matrix, int(info)
+
+
+def _invert_holding_lock(matrix: np.ndarray) -> tuple[np.ndarray, int]:
+    """:func:`invert_spd` through scipy's wrappers (the interpreter lock held)."""
+    from scipy.linalg.lapack import dpotrf, dpotri
+
+    factor, info = dpotrf(matrix, lower=True, clean=False, overwrite_a=True)
+    if info != 0:
+        return factor, int(info)
+    inverse, info = dpotri(factor, lower=True, overwrite_c=True)
+    return inverse, int(info)
+
+
+@functools.cache
+def lapack_without_lock() -> tuple[Routine, Routine] | None:
+    """``dpotrf`` and ``dpotri`` of scipy's bundled OpenBLAS through ctypes, if found.
+
+    The library is the one scipy's own wrappers call (its wheels ship it as
+    ``scipy.libs/libscipy_openblas*.so``, 32-bit integers), so the thread limits set with
+    threadpoolctl apply to it alike. It is taken only when, on a small matrix, it gives
+    exactly the wrappers' answer.
+
+    Returns:
+        The two LAPACKE routines, or ``None`` (scipy's wrappers are used).
+    """
+    # Importing the wrappers loads the library, so it is opened below a second time, not
+    # loaded twice: one library, one set of thread limits.
+    import scipy.linalg.lapack
+
+    folder = Path(scipy.__file__).resolve().parent.parent / "scipy.libs"
+    for path in sorted(folder.glob("libscipy_openblas*.so*")):
+        if "64_" in path.name:  # an ILP64 build takes 64-bit integers
+            continue
+        try:
+            library = ctypes.CDLL(str(path))
+            routines = (library.scipy_LAPACKE_dpotrf_work, library.scipy_LAPACKE_dpotri_work)
+        except (OSError, AttributeError):
+            continue
+        for routine in routines:
+            routine.restype = ctypes.c_int
+            routine.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_int, ctypes.c_void_p,
+                                ctypes.c_int]
+        if _agrees(routines):
+            logger.debug("LAPACK without the interpreter lock: %s", path.name)
+            return routines
+    logger.debug("scipy's bundled OpenBLAS not found; LAPACK holds the interpreter lock")
+    return None
+
+
+def _agrees(routines: tuple[Routine, Routine]) -> bool:
+    """Whether ``routines`` invert a small matrix exactly as scipy's wrappers do."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((7, 7))
+    spd = base @ base.T + 7.0 * np.eye(7)
+    ours = np.asfortranarray(spd)
+    potrf, potri = routines
+    pointer = ours.ctypes.data_as(ctypes.c_void_p)
+    if potrf(_COLUMN_MAJOR, b"L", 7, pointer, 7) != 0 or potri(_COLUMN_MAJOR, b"L", 7,
+                                                                  pointer, 7) != 0:
+        return False
+    theirs, info = _invert_holding_lock(np.asfortranarray(spd))
+    lower = np.tril_indices(7)
+    return info == 0 and bool(np.array_equal(ours[lower], theirs[lower]))

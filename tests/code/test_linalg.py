@@ -1,0 +1,92 @@
+"""EASE's Cholesky inverse: LAPACK's answer, without holding the interpreter lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from shoprec import linalg
+
+
+def spd(n: int, seed: int = 1) -> np.ndarray:
+    base = np.random.default_rng(seed).standard_normal((n, n))
+    return np.asfortranarray(base @ base.T + n * np.eye(n))
+
+
+def test_the_inverse_is_lapacks_exactly() -> None:
+    matrix = spd(300)
+    lower = np.tril_indices(300)
+    ours, info = linalg.invert_spd(matrix.copy(order="F"))
+    theirs, their_info = linalg._invert_holding_lock(matrix.copy(order="F"))
+    assert info == their_info == 0
+    np.testing.assert_array_equal(ours[lower], theirs[lower])
+    whole = np.tril(ours) + np.tril(ours, -1).T
+    np.testing.assert_allclose(whole @ matrix, np.eye(300), atol=1e-10)
+
+
+def test_inversions_in_threads_at_once_each_get_their_own_answer() -> None:
+    """Without the lock, several fits may invert at once (search trials side by side)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    matrices = [spd(400, seed) for seed in range(6)]
+    lower = np.tril_indices(400)
+    with threadpool_limits(1):  # the same arithmetic both ways: one BLAS thread a call
+        alone = [linalg._invert_holding_lock(m.copy(order="F"))[0][lower] for m in matrices]
+        with ThreadPoolExecutor(3) as pool:
+            together = list(pool.map(
+                lambda m: linalg.invert_spd(m.copy(order="F"))[0][lower], matrices))
+    for ours, theirs in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_matrix_that_is_not_positive_definite_gives_lapacks_info() -> None:
+    matrix = spd(50)
+    matrix[10, 10] = -1e6  # the leading minor of order 11 is negative
+    _, info = linalg.invert_spd(matrix.copy(order="F"))
+    _, their_info = linalg._invert_holding_lock(matrix.copy(order="F"))
+    assert info == their_info == 11
+
+
+def test_only_a_column_major_float64_square_is_taken() -> None:
+    matrix = spd(20)
+    for wrong in (np.ascontiguousarray(matrix[:, :10]), matrix.astype(np.float32),
+                  np.ascontiguousarray(matrix)[:, ::2]):
+        with pytest.raises(ValueError, match="column-major"):
+            linalg.invert_spd(wrong)
+
+
+@pytest.mark.skipif(linalg.lapack_without_lock() is None,
+                    reason="scipy's bundled OpenBLAS is not on this platform: the wrappers "
+                           "are used, holding the lock as before")
+def test_other_threads_run_while_it_inverts() -> None:
+    """A Python thread beside the inversion keeps running (scipy's wrappers stop it)."""
+    matrix = spd(2500)  # about a third of a second a call on one core
+    spins = {"count": 0, "stop": False}
+
+    def spin() -> None:
+        while not spins["stop"]:
+            spins["count"] += 1
+
+    def spins_during(invert) -> int:
+        copy = matrix.copy(order="F")
+        with threadpool_limits(1):
+            before = spins["count"]
+            invert(copy)
+            return spins["count"] - before
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    time.sleep(0.05)
+    try:
+        ours = spins_during(linalg.invert_spd)
+        theirs = spins_during(linalg._invert_holding_lock)
+    finally:
+        spins["stop"] = True
+        thread.join()
+    # Holding the lock, the spinner runs only around the call (the wrappers' checks and
+    # copies); released, all through it.
+    assert ours > 5 * theirs
