@@ -3,11 +3,14 @@
 scipy's LAPACK wrappers hold the interpreter lock for the whole call. EASE inverts a Gram
 matrix of up to 12,000 items on its one core for tens of seconds per penalty, and while it
 did, the networks training beside it in the same process could not start a step: on the
-wide catalogue one core sat idle for about 100 s (``benchmarks/RESULTS.md``, thirty-second
-session). ctypes releases the lock for the length of a foreign call, so the same LAPACK
-routines of the same library, scipy's bundled OpenBLAS, are called through it where that
-library is found and gives the wrappers' answer on a check. Elsewhere (another build of
-scipy, another platform) scipy's wrappers are used, holding the lock as before.
+wide catalogue one core sat idle for 90-100 s (``benchmarks/RESULTS.md``, thirty-second
+session). scipy's ``linalg.inv(assume_a="pos")`` holds the lock too; numpy's routines
+release it, but numpy has no in-place Cholesky inverse (its ``inv`` is LU on a copy, at
+over twice the time and memory). ctypes releases the lock for the length of a foreign
+call, so the same LAPACK routines of the same library, scipy's bundled OpenBLAS, are
+called through it where that library is found and gives the wrappers' answer on a check.
+Elsewhere (another build of scipy, another platform) scipy's wrappers are used, holding
+the lock as before.
 """
 
 from __future__ import annotations
@@ -15,10 +18,15 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+# Imported here, not on first use: it loads scipy's OpenBLAS, and threadpoolctl's limits
+# apply only to the libraries loaded when a limit is entered.
+import scipy.linalg.lapack
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +53,23 @@ def invert_spd(matrix: np.ndarray) -> tuple[np.ndarray, int]:
         when the leading minor of order ``i`` is not positive definite.
 
     Raises:
-        ValueError: ``matrix`` is not a square, column-major float64 array.
+        ValueError: ``matrix`` is not a square, writeable, column-major float64 array.
+        RuntimeError: LAPACK refused an argument (a bug here, not a property of the data).
     """
     if (matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]
-            or matrix.dtype != np.float64 or not matrix.flags.f_contiguous):
-        raise ValueError("invert_spd needs a square float64 array in column-major order, "
-                         f"not {matrix.dtype} {matrix.shape} "
-                         f"(f_contiguous={matrix.flags.f_contiguous})")
+            or matrix.dtype != np.float64 or not matrix.flags.f_contiguous
+            or not matrix.flags.writeable):
+        raise ValueError("invert_spd needs a square, writeable float64 array in "
+                         f"column-major order, not {matrix.dtype} {matrix.shape} "
+                         f"(f_contiguous={matrix.flags.f_contiguous}, "
+                         f"writeable={matrix.flags.writeable})")
+    n = matrix.shape[0]
+    if n == 0:  # nothing to invert (LAPACK would refuse its leading dimension of 0)
+        return matrix, 0
     routines = lapack_without_lock()
     if routines is None:
         return _invert_holding_lock(matrix)
     potrf, potri = routines
-    n = matrix.shape[0]
-    if n == 0:
-        return matrix, 0
     pointer = matrix.ctypes.data_as(ctypes.c_void_p)
     info = potrf(_COLUMN_MAJOR, b"L", n, pointer, n)
     if info == 0:
@@ -70,12 +81,10 @@ def invert_spd(matrix: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _invert_holding_lock(matrix: np.ndarray) -> tuple[np.ndarray, int]:
     """:func:`invert_spd` through scipy's wrappers (the interpreter lock held)."""
-    from scipy.linalg.lapack import dpotrf, dpotri
-
-    factor, info = dpotrf(matrix, lower=True, clean=False, overwrite_a=True)
+    factor, info = scipy.linalg.lapack.dpotrf(matrix, lower=True, clean=False, overwrite_a=True)
     if info != 0:
         return factor, int(info)
-    inverse, info = dpotri(factor, lower=True, overwrite_c=True)
+    inverse, info = scipy.linalg.lapack.dpotri(factor, lower=True, overwrite_c=True)
     return inverse, int(info)
 
 
@@ -84,23 +93,24 @@ def lapack_without_lock() -> tuple[Routine, Routine] | None:
     """``dpotrf`` and ``dpotri`` of scipy's bundled OpenBLAS through ctypes, if found.
 
     The library is the one scipy's own wrappers call (its wheels ship it as
-    ``scipy.libs/libscipy_openblas*.so``, 32-bit integers), so the thread limits set with
-    threadpoolctl apply to it alike. It is taken only when, on a small matrix, it gives
-    exactly the wrappers' answer.
+    ``scipy.libs/libscipy_openblas*.so``, 32-bit integers), already loaded by this
+    module's import, so the thread limits set with threadpoolctl apply to it alike; it is
+    only opened again (``RTLD_NOLOAD``: a file not loaded already is skipped, never loaded
+    as a second OpenBLAS). It is taken only when, on a small matrix, it gives exactly the
+    wrappers' answer.
 
     Returns:
         The two LAPACKE routines, or ``None`` (scipy's wrappers are used).
     """
-    # Importing the wrappers loads the library, so it is opened below a second time, not
-    # loaded twice: one library, one set of thread limits.
-    import scipy.linalg.lapack
-
+    no_load = getattr(os, "RTLD_NOLOAD", None)
+    if no_load is None:  # not a platform whose scipy wheels ship the library this way
+        return None
     folder = Path(scipy.__file__).resolve().parent.parent / "scipy.libs"
     for path in sorted(folder.glob("libscipy_openblas*.so*")):
         if "64_" in path.name:  # an ILP64 build takes 64-bit integers
             continue
         try:
-            library = ctypes.CDLL(str(path))
+            library = ctypes.CDLL(str(path), mode=no_load)
             routines = (library.scipy_LAPACKE_dpotrf_work, library.scipy_LAPACKE_dpotri_work)
         except (OSError, AttributeError):
             continue

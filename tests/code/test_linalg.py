@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,12 +52,42 @@ def test_a_matrix_that_is_not_positive_definite_gives_lapacks_info() -> None:
     assert info == their_info == 11
 
 
-def test_only_a_column_major_float64_square_is_taken() -> None:
+def test_only_a_writeable_column_major_float64_square_is_taken() -> None:
     matrix = spd(20)
-    for wrong in (np.ascontiguousarray(matrix[:, :10]), matrix.astype(np.float32),
-                  np.ascontiguousarray(matrix)[:, ::2]):
-        with pytest.raises(ValueError, match="column-major"):
+    read_only = matrix.copy(order="F")
+    read_only.flags.writeable = False
+    # A row-major square would come back with the inverse in the other triangle.
+    for wrong, why in ((np.ascontiguousarray(matrix), "f_contiguous=False"),
+                       (matrix[::2, ::2], "f_contiguous=False"),
+                       (np.asfortranarray(matrix[:, :10]), r"\(20, 10\)"),
+                       (matrix.astype(np.float32), "float32"),
+                       (read_only, "writeable=False")):
+        with pytest.raises(ValueError, match=why):
             linalg.invert_spd(wrong)
+
+
+def test_without_the_library_the_wrappers_answer(monkeypatch) -> None:
+    matrix = spd(60)
+    lower = np.tril_indices(60)
+    expected, _ = linalg.invert_spd(matrix.copy(order="F"))
+    monkeypatch.setattr(linalg, "lapack_without_lock", lambda: None)
+    got, info = linalg.invert_spd(matrix.copy(order="F"))
+    assert info == 0
+    np.testing.assert_array_equal(got[lower], expected[lower])
+    empty, info = linalg.invert_spd(np.zeros((0, 0), order="F"))
+    assert empty.shape == (0, 0) and info == 0
+
+
+def test_scipys_bundled_library_is_taken_where_its_wheel_ships_it() -> None:
+    """Where the file is there, a renamed symbol or a broken binding must not go unseen."""
+    import scipy
+
+    folder = Path(scipy.__file__).resolve().parent.parent / "scipy.libs"
+    shipped = [p for p in folder.glob("libscipy_openblas*.so*") if "64_" not in p.name]
+    if not shipped:
+        pytest.skip("this scipy was not installed from a Linux wheel with its OpenBLAS")
+    assert linalg.lapack_without_lock() is not None
+    assert linalg.invert_spd(np.zeros((0, 0), order="F"))[1] == 0
 
 
 @pytest.mark.skipif(linalg.lapack_without_lock() is None,
