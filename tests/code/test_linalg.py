@@ -87,7 +87,6 @@ def test_scipys_bundled_library_is_taken_where_its_wheel_ships_it() -> None:
     if not shipped:
         pytest.skip("this scipy was not installed from a Linux wheel with its OpenBLAS")
     assert linalg.lapack_without_lock() is not None
-    assert linalg.invert_spd(np.zeros((0, 0), order="F"))[1] == 0
 
 
 @pytest.mark.skipif(linalg.lapack_without_lock() is None,
