@@ -69,14 +69,21 @@ def invert_spd(matrix: np.ndarray) -> tuple[np.ndarray, int]:
     routines = lapack_without_lock()
     if routines is None:
         return _invert_holding_lock(matrix)
+    info = _invert_with(routines, matrix)
+    if info < 0:  # an argument LAPACK refused: a bug here, not a property of the data
+        raise RuntimeError(f"LAPACK refused argument {-info} of dpotrf/dpotri")
+    return matrix, info
+
+
+def _invert_with(routines: tuple[Routine, Routine], matrix: np.ndarray) -> int:
+    """``dpotrf`` then ``dpotri`` through ``routines`` on ``matrix`` in place; LAPACK's info."""
     potrf, potri = routines
+    n = matrix.shape[0]
     pointer = matrix.ctypes.data_as(ctypes.c_void_p)
     info = potrf(_COLUMN_MAJOR, b"L", n, pointer, n)
     if info == 0:
         info = potri(_COLUMN_MAJOR, b"L", n, pointer, n)
-    if info < 0:  # an argument LAPACK refused: a bug here, not a property of the data
-        raise RuntimeError(f"LAPACK refused argument {-info} of dpotrf/dpotri")
-    return matrix, int(info)
+    return int(info)
 
 
 def _invert_holding_lock(matrix: np.ndarray) -> tuple[np.ndarray, int]:
@@ -131,10 +138,7 @@ def _agrees(routines: tuple[Routine, Routine]) -> bool:
     base = rng.standard_normal((7, 7))
     spd = base @ base.T + 7.0 * np.eye(7)
     ours = np.asfortranarray(spd)
-    potrf, potri = routines
-    pointer = ours.ctypes.data_as(ctypes.c_void_p)
-    if potrf(_COLUMN_MAJOR, b"L", 7, pointer, 7) != 0 or potri(_COLUMN_MAJOR, b"L", 7,
-                                                                  pointer, 7) != 0:
+    if _invert_with(routines, ours) != 0:
         return False
     theirs, info = _invert_holding_lock(np.asfortranarray(spd))
     lower = np.tril_indices(7)
