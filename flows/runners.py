@@ -22,6 +22,7 @@ from shoprec.config import TrainingConfig
 from shoprec.training import (
     CandidateJob,
     CandidateResult,
+    ValidationBoard,
     job_result,
     networks_at_once,
     start_after,
@@ -57,16 +58,17 @@ class TrainingInputs:
     flow run's context, parameters included, is shipped with every Dask task).
     """
 
-    __slots__ = ("encoded", "items")
+    __slots__ = ("board", "encoded", "items")
 
-    def __init__(self, encoded: Any, items: Any) -> None:
+    def __init__(self, encoded: Any, items: Any, board: ValidationBoard | None = None) -> None:
         self.encoded = encoded
         self.items = items
+        self.board = board  # the candidates' validation figures, as they come (threads only)
 
-    def __reduce__(self) -> tuple[type[TrainingInputs], tuple[None, None]]:
+    def __reduce__(self) -> tuple[type[TrainingInputs], tuple[None, None, None]]:
         # The candidates flow's parameters travel with every task's context to Dask workers,
         # which read the scattered copies instead: pickled, this holder is empty.
-        return TrainingInputs, (None, None)
+        return TrainingInputs, (None, None, None)
 
 
 def parallel_candidates(config: TrainingConfig, extra: int = 0) -> int:
@@ -201,20 +203,42 @@ def train_candidates(jobs: list[CandidateJob], inputs: TrainingInputs, ks: list[
                     recipe=job.recipe, wait_for=wait_for, **common)
             else:
                 futures[job.label] = train_candidate.submit(
-                    name=job.candidate, params=job.params, wait_for=wait_for, **common)
+                    name=job.candidate, params=job.params, wait_for=wait_for,
+                    board=inputs.board, **common)
         return [job_result(job, _wait(futures[job.label])) for job in jobs]
 
 
+def early_refit_board(jobs: list[CandidateJob], config: TrainingConfig) -> ValidationBoard | None:
+    """A board for the winner's early refit, where one can start; else ``None``.
+
+    With threads only: Dask workers' candidates cannot post to this process's board. And
+    not with a blend, which trains after the candidates and may win.
+    """
+    if config.task_runner != "threads" or config.blend:
+        return None
+    return ValidationBoard([job.label for job in jobs if job.recipe is None],
+                           config.primary_metric)
+
+
 def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
-                   config: TrainingConfig, threads: int) -> list[CandidateResult]:
-    """Run the candidates flow on the task runner ``config`` asks for."""
+                   config: TrainingConfig, threads: int,
+                   board: ValidationBoard | None = None) -> list[CandidateResult]:
+    """Run the candidates flow on the task runner ``config`` asks for.
+
+    ``board`` (threads only) hears each candidate's validation figures as they come; it is
+    closed when the candidates have ended, however they ended.
+    """
     extra = sum(job.recipe is not None for job in jobs)
     # Dask workers are processes of their own: their networks do not share thread pools.
     slots = config.network_slots if config.task_runner == "threads" else None
     after = start_after(jobs, slots)
     on_runner = train_candidates.with_options(
         task_runner=task_runner_for(config, extra, waiting=extra_threads(jobs, config, after)))
-    return on_runner(jobs, TrainingInputs(encoded, items), config.ks, threads, after)
+    try:
+        return on_runner(jobs, TrainingInputs(encoded, items, board), config.ks, threads, after)
+    finally:
+        if board is not None:
+            board.close()
 
 
 def _wait(future: Any) -> Any:

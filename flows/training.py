@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from shoprec_flows.preparation import prepare_data
 from shoprec_flows.runners import (
     CandidateThreads,
+    early_refit_board,
     process_threads,
     run_candidates,
     share_network_pools,
@@ -32,6 +33,7 @@ from shoprec_tasks.training import (
     prepare_bundle,
     publish_model,
     refit_winner,
+    refit_winner_early,
     report_artifacts,
     start_mlflow_run,
 )
@@ -51,6 +53,8 @@ from shoprec.registry.tracking import initialise_store_in_background
 from shoprec.runtime import apply_runtime_defaults
 from shoprec.training import (
     BundleParts,
+    CandidateResult,
+    EarlyRefit,
     blend_job,
     compression_tag,
     data_cutoff,
@@ -133,7 +137,11 @@ def training_pipeline(
         fallback = model_params("popularity", training)  # the same for parts and refit
         parts = prepare_bundle.submit(clean, weighting, fallback)
         warm_up = runs.warm_up_in_background()
-        results = run_candidates(jobs, encoded, items, training, threads)
+        # The winner is the best on validation: once every candidate has its validation
+        # figures, its refit on all the data starts beside the last ones' test refits.
+        board = early_refit_board(jobs, training)
+        early = refit_winner_early.submit(board, parts, threads) if board else None
+        results = run_candidates(jobs, encoded, items, training, threads, board)
         # The blend needs the candidates' choices, so it trains after them, alone.
         blend = blend_job(results, training)
         if blend is not None:
@@ -150,7 +158,7 @@ def training_pipeline(
                                "pseudonym_key_id": prepared.pseudonym_key_id,
                                "popularity_epsilon": training.popularity_epsilon},
                               fallback, training.quantize, training.prune_top,
-                              ready_parts(parts))
+                              ready_parts(parts), early_refit(early, winner))
         logged.result()  # nothing is published when the candidates could not be logged
         # MLflow builds its package map without a lock: not beside the warm-up's building.
         warm_up.join(WARM_UP_WAIT_SECONDS)
@@ -193,3 +201,26 @@ def ready_parts(future: Any) -> BundleParts | None:
     logger.warning("the bundle's indexes and search model could not be built beside the "
                    "candidates (%r); the winner's refit builds them", built)
     return None
+
+
+def early_refit(future: Any, winner: CandidateResult) -> EarlyRefit | None:
+    """The winner's refit made beside the candidates, or ``None`` to refit it now.
+
+    ``None`` when none was started or made (the candidates ended first, or it failed), or
+    when it is another candidate's: the validation leader whose test refit then failed
+    drops out of the selection.
+    """
+    if future is None:
+        return None
+    made = future.result(raise_on_failure=False)
+    if not isinstance(made, EarlyRefit):
+        if made is not None:
+            logger.warning("the winner's refit beside the candidates did not finish (%r); "
+                           "refitting it now", made)
+        return None
+    if not made.refits(winner.model, winner.params):
+        logger.info("the refit beside the candidates was %s's, but %s won (%s's test refit "
+                    "failed); refitting %s now", made.name, winner.model, made.name,
+                    winner.model)
+        return None
+    return made

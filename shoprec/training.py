@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -131,9 +133,15 @@ def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
     return model, time.perf_counter() - began
 
 
+#: What a candidate reports once its validation figures are known: its name, the
+#: hyperparameters its row will carry (the winner's refit takes them) and the figures.
+ValidationReport = Callable[[str, dict[str, Any], dict[str, float]], None]
+
+
 def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
-                       items: pd.DataFrame | None, ks: list[int]) -> tuple[CandidateResult,
-                                                                           Recommender]:
+                       items: pd.DataFrame | None, ks: list[int],
+                       on_validation: ValidationReport | None = None
+                       ) -> tuple[CandidateResult, Recommender]:
     """Fit a candidate, choose on validation, refit on training + validation, score on test.
 
     The protocol of DESIGN.md: the candidate is fitted on the training part, the values its
@@ -142,6 +150,9 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     with those values, and nothing chosen again, on training + validation, and its test
     figures come from the refit (scored from the training + validation rows: what the
     model would know of the user at test time). Validation alone decides anything.
+
+    ``on_validation``, when given, hears the validation figures before the refit starts
+    (:class:`ValidationBoard`).
 
     Returns:
         The leaderboard row and the refit model (the one the test figures are from).
@@ -158,6 +169,8 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     reported = {**model.get_params(), **chosen}
     item_state = model.item_state()  # the same items: content's features are not redone
     del model  # one of the candidate's models in memory at a time
+    if on_validation is not None:
+        on_validation(name, reported, validation)
     refit, refit_seconds = fit_candidate(name, chosen, encoded.test_history, items,
                                          has_ratings=encoded.has_ratings,
                                          item_state=item_state)
@@ -195,15 +208,16 @@ def _scored(name: str, part: str, model: Recommender, history: Any, relevant: An
 
 
 def train_candidate_row(name: str, params: dict[str, Any], encoded: EncodedSplit,
-                        items: pd.DataFrame | None, ks: list[int]) -> CandidateResult:
+                        items: pd.DataFrame | None, ks: list[int],
+                        on_validation: ValidationReport | None = None) -> CandidateResult:
     """The leaderboard row of one candidate: trained and scored, or skipped with the reason.
 
     A candidate that does not apply to the data (no ratings, a catalogue over its limit)
     is an expected outcome, not a failure: it comes back as a ``skipped`` row. Real
-    failures raise.
+    failures raise. ``on_validation``: see :func:`train_and_evaluate`.
     """
     try:
-        return train_and_evaluate(name, params, encoded, items, ks)[0]
+        return train_and_evaluate(name, params, encoded, items, ks, on_validation)[0]
     except ModelSkippedError as exc:
         logger.info("%s skipped: %s", name, exc)
         return failed_result(name, params, exc)
@@ -286,6 +300,124 @@ def select_winner(results: list[CandidateResult], primary: str) -> CandidateResu
     return max(ok, key=lambda r: r.validation[primary])
 
 
+class ValidationBoard:
+    """The candidates' validation figures as they come in, for the winner's early refit.
+
+    The winner is the best candidate on validation (:func:`select_winner`), so it is known
+    once every candidate has its validation figures, while the slowest are still refitting
+    for their test figures. Its refit on all the data can then start beside them
+    (:func:`refit_early`) instead of after them, on cores the last candidates leave idle.
+    Each candidate posts its figures (:meth:`post`) and says when its task has ended
+    however it ended (:meth:`ended`); :meth:`wait` gives the winner once nothing more can
+    come. The guess is only a head start: a candidate whose test refit then fails drops out
+    of the selection, and the flow refits the real winner as before.
+
+    Thread-safe; for candidates training in this process (threads, not Dask workers).
+
+    Args:
+        names: The candidates, in the leaderboard's order (a tie goes to the first, as in
+            :func:`select_winner`); the champion's recipe is not one of them.
+        primary: The metric the winner is chosen by.
+    """
+
+    def __init__(self, names: list[str], primary: str) -> None:
+        self._names = list(dict.fromkeys(names))
+        self._primary = primary
+        self._posted: dict[str, tuple[dict[str, Any], float]] = {}
+        self._ended: set[str] = set()
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def post(self, name: str, params: dict[str, Any], validation: dict[str, float]) -> None:
+        """Record ``name``'s validation figures and the values its row will carry."""
+        with self._changed:
+            if name in self._names and self._primary in validation:
+                self._posted[name] = (dict(params), float(validation[self._primary]))
+                self._changed.notify_all()
+
+    def ended(self, name: str) -> None:
+        """``name``'s task has ended: its figures are all it will post."""
+        with self._changed:
+            self._ended.add(name)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Nothing more will come: a :meth:`wait` still undecided gives up."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def decided(self) -> tuple[str, dict[str, Any]] | None:
+        """The winner and its values, if every candidate is settled; else ``None``."""
+        with self._changed:
+            return self._decision()
+
+    def wait(self, timeout: float | None = None) -> tuple[str, dict[str, Any]] | None:
+        """Block until the winner is known (its name and values), or ``None``.
+
+        ``None`` when the board was closed first, the wait timed out, or no candidate
+        posted figures.
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed or self._settled(), timeout)
+            return self._decision()
+
+    def _settled(self) -> bool:
+        return all(name in self._posted or name in self._ended for name in self._names)
+
+    def _decision(self) -> tuple[str, dict[str, Any]] | None:
+        if not self._settled() or not self._posted:
+            return None
+        # max keeps the first of equal scores, in the leaderboard's order like select_winner.
+        best = max((name for name in self._names if name in self._posted),
+                   key=lambda name: self._posted[name][1])
+        return best, dict(self._posted[best][0])
+
+
+@dataclass(frozen=True)
+class EarlyRefit:
+    """A candidate refit on all the data before the selection ended (:func:`refit_early`).
+
+    Attributes:
+        name: The candidate.
+        params: The values it was refit with.
+        model: The fitted model.
+        seconds: Seconds spent fitting.
+        parts: The bundle's parts it was fitted on (their ``matrix``).
+    """
+
+    name: str
+    params: dict[str, Any]
+    model: Recommender
+    seconds: float
+    parts: BundleParts
+
+    def refits(self, name: str, params: dict[str, Any]) -> bool:
+        """Whether this is ``name``'s refit with exactly ``params``."""
+        return self.name == name and self.params == params
+
+
+def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None:
+    """Refit the validation winner on all the data as soon as ``board`` names it.
+
+    Returns:
+        The refit, or ``None`` when the board closed before naming a winner.
+
+    Raises:
+        ModelFitError: The refit failed (the flow then refits after the selection).
+    """
+    chosen = board.wait()
+    if chosen is None:
+        logger.info("no early refit: the candidates ended before a winner was known")
+        return None
+    name, params = chosen
+    logger.info("%s leads on validation with every candidate scored: refitting it on all "
+                "%d interactions beside the candidates' test refits", name, parts.matrix.nnz)
+    model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,
+                                   has_ratings=parts.has_ratings)
+    return EarlyRefit(name, params, model, seconds, parts)
+
+
 def data_cutoff(data: CleanData) -> str | None:
     """The latest interaction time of the clean data (UTC, ISO 8601), ``None`` if empty."""
     latest = data.interactions["timestamp"].max() if len(data.interactions) else None
@@ -363,7 +495,8 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
                  weighting: WeightingConfig, meta: dict[str, Any],
                  fallback_params: dict[str, Any] | None = None,
                  quantize: str | None = None, prune_top: int | None = None,
-                 parts: BundleParts | None = None) -> ModelBundle:
+                 parts: BundleParts | None = None,
+                 fitted: EarlyRefit | None = None) -> ModelBundle:
     """Refit the winner on all clean data and bundle it for serving.
 
     The item index covers the whole catalogue, products nobody has bought yet included, and
@@ -382,17 +515,28 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
         prune_top: Weights kept per item by an ease model (or an ease member of a blend).
         parts: :func:`bundle_parts` of the same ``data``, ``weighting`` and
             ``fallback_params``, when they were built beforehand; built here otherwise.
+        fitted: The same refit made beforehand (:func:`refit_early`); it is taken, with
+            the parts it was fitted on, instead of fitting again.
 
     Raises:
-        ValueError: ``parts`` were built with another weighting or fallback.
+        ValueError: ``parts`` were built with another weighting or fallback, or ``fitted``
+            is another candidate's refit, or the same one's with other values.
     """
+    if fitted is not None:
+        if not fitted.refits(name, params):
+            raise ValueError(f"refit_bundle: the early refit is {fitted.name!r}'s with its "
+                             f"own values; it cannot stand for {name!r}'s with these")
+        parts = fitted.parts  # the model was fitted on these
     if parts is None:
         parts = bundle_parts(data, weighting, fallback_params, with_search=name != "content")
     elif parts.weighting != weighting or parts.fallback_params != (fallback_params or {}):
         raise ValueError("refit_bundle: the parts were built with another weighting or "
                          "fallback than the refit's; build them with the same ones")
-    model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,
-                                   has_ratings=parts.has_ratings)
+    if fitted is None:
+        model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,
+                                       has_ratings=parts.has_ratings)
+    else:
+        model, seconds = fitted.model, fitted.seconds
     search = model if isinstance(model, ContentRecommender) else parts.search
     logger.info("refit %s on all %d interactions in %.1f s", name, parts.matrix.nnz, seconds)
     if quantize is not None or prune_top is not None:
@@ -405,6 +549,8 @@ def refit_bundle(name: str, params: dict[str, Any], data: CleanData,
                        titles=parts.frame["title"].fillna("").astype(str).tolist(),
                        meta={**meta, "model": name, "family": model.family,
                              "refit_seconds": round(seconds, 3),
+                             # Whether it was refit beside the candidates' test refits.
+                             "refit_early": fitted is not None,
                              # How served requests combine an item's events (engine).
                              "repeats": weighting.repeats,
                              "compression": {"quantize": quantize, "prune_top": prune_top}})

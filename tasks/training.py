@@ -21,8 +21,11 @@ from shoprec.registry.recipe import ChampionReference, Recipe, champion_referenc
 from shoprec.training import (
     BundleParts,
     CandidateResult,
+    EarlyRefit,
+    ValidationBoard,
     bundle_parts,
     refit_bundle,
+    refit_early,
     retrain_recipe,
     train_candidate_row,
 )
@@ -44,15 +47,22 @@ def start_mlflow_run(config: TrainingConfig, run_name: str, params: dict[str, An
 @task(name="train-candidate", task_run_name="train-{name}", cache_policy=NO_CACHE)
 def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
                     items: pd.DataFrame | None, ks: list[int],
-                    threads: int | None = None) -> CandidateResult:
+                    threads: int | None = None,
+                    board: ValidationBoard | None = None) -> CandidateResult:
     """Fit one candidate and score it on validation and test (never retried).
 
     Only the leaderboard row leaves the task: the winner is refitted on all data, so the
     fitted model is not kept. ``threads`` caps BLAS/OpenMP pools wherever the task runs
-    (this process or a Dask worker).
+    (this process or a Dask worker). ``board`` (in this process only) hears the validation
+    figures as soon as they are known, and that the task ended, however it ended.
     """
-    with threadpool_limits(threads):
-        return train_candidate_row(name, params, encoded, items, ks)
+    try:
+        with threadpool_limits(threads):
+            return train_candidate_row(name, params, encoded, items, ks,
+                                       board.post if board is not None else None)
+    finally:
+        if board is not None:
+            board.ended(name)
 
 
 @task(name="find-champion", cache_policy=NO_CACHE)
@@ -96,10 +106,25 @@ def refit_winner(name: str, params: dict[str, Any], data: CleanData,
                  weighting: WeightingConfig, meta: dict[str, Any],
                  fallback_params: dict[str, Any] | None = None,
                  quantize: str | None = None, prune_top: int | None = None,
-                 parts: BundleParts | None = None) -> ModelBundle:
-    """Refit the winner on all clean data (compressed if asked), into ``parts``."""
+                 parts: BundleParts | None = None,
+                 fitted: EarlyRefit | None = None) -> ModelBundle:
+    """Refit the winner on all clean data (compressed if asked), into ``parts``.
+
+    With ``fitted`` (the winner's early refit), the model is taken from it and bundled.
+    """
     return refit_bundle(name, params, data, weighting, meta, fallback_params, quantize,
-                        prune_top, parts)
+                        prune_top, parts, fitted)
+
+
+@task(name="refit-winner-early", cache_policy=NO_CACHE)
+def refit_winner_early(board: ValidationBoard, parts: BundleParts,
+                       threads: int | None = None) -> EarlyRefit | None:
+    """Refit the validation winner on all data as soon as every candidate is scored.
+
+    ``None`` when the candidates ended before a winner was known.
+    """
+    with threadpool_limits(threads):
+        return refit_early(board, parts)
 
 
 #: Not retried: registering is not idempotent, a retry would leave a second version.

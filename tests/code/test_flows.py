@@ -168,6 +168,8 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     # Search works whatever family won: the exact title finds its product first.
     assert response["item_ids"][3][0] == items["item_id"].iloc[42]
     assert response["titles"][3][0] == title
+    # The winner was refit on all the data beside the candidates, not after them.
+    assert model.unwrap_python_model().bundle.meta["refit_early"] is True
 
     flow_run, task_runs, prefect_artifacts = asyncio.run(
         _flow_run_details(summary["prefect_flow_run_id"]))
@@ -191,6 +193,10 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
         assert after.start_time >= before.end_time, (before.name, after.name)
         assert [i.id for i in after.task_inputs["wait_for"]] == [before.id]
     assert not next(t for t in task_runs if t.name == "train-mf").task_inputs.get("wait_for")
+    # The winner's refit on all the data ran as a task of its own beside the candidates
+    # (the bundle above says the published model is that refit).
+    early = next(t for t in task_runs if t.name.startswith("refit-winner-early"))
+    assert early.state.is_completed()
     # Skipped is not failed: mf-ratings' task completed, its MLflow run finished with the
     # reason, and nothing was logged at ERROR level.
     states = {t.name: t.state for t in task_runs}

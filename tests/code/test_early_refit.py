@@ -1,0 +1,192 @@
+"""The winner's refit beside the candidates: the board that names it, and the refit itself."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from shoprec.config import WeightingConfig
+from shoprec.features import item_frame
+from shoprec.training import (
+    CandidateResult,
+    EarlyRefit,
+    ValidationBoard,
+    bundle_parts,
+    fit_candidate,
+    refit_bundle,
+    refit_early,
+    select_winner,
+    train_and_evaluate,
+    train_candidate_row,
+)
+
+
+def _posted(board: ValidationBoard, name: str, score: float, **params: float) -> None:
+    board.post(name, dict(params), {"ndcg@10": score, "recall@10": 1.0 - score})
+
+
+def test_the_winner_is_named_once_every_candidate_is_settled() -> None:
+    board = ValidationBoard(["popularity", "mf", "vae"], "ndcg@10")
+    _posted(board, "mf", 0.3, regularization=2.0)
+    _posted(board, "popularity", 0.1)
+    assert board.decided() is None
+    assert board.wait(timeout=0.05) is None  # vae is still training
+    _posted(board, "vae", 0.2, epochs=3)
+    assert board.decided() == ("mf", {"regularization": 2.0})
+    assert board.wait() == ("mf", {"regularization": 2.0})
+
+
+def test_a_candidate_that_ended_without_figures_does_not_hold_the_winner_back() -> None:
+    # Skipped (no ratings), or failed before its validation figures.
+    board = ValidationBoard(["popularity", "mf-ratings", "ease"], "ndcg@10")
+    _posted(board, "popularity", 0.1)
+    board.ended("popularity")
+    _posted(board, "ease", 0.2, regularization=200.0)
+    assert board.decided() is None
+    board.ended("mf-ratings")
+    assert board.wait(timeout=1) == ("ease", {"regularization": 200.0})
+
+
+def test_the_champion_s_recipe_and_unknown_metrics_are_not_candidates() -> None:
+    board = ValidationBoard(["popularity"], "ndcg@10")
+    _posted(board, "champion-recipe", 0.9)  # the gate's reference, never the winner
+    board.post("popularity", {}, {"recall@10": 0.5})  # no primary metric: not a score
+    board.ended("popularity")
+    assert board.wait(timeout=1) is None  # settled, but nobody scored
+
+
+def test_ties_go_to_the_first_in_the_leaderboard_as_in_the_selection() -> None:
+    names = ["mf", "ease", "vae"]
+    board = ValidationBoard(names, "ndcg@10")
+    for name in reversed(names):  # posted in the other order
+        _posted(board, name, 0.25 if name != "mf" else 0.1)
+    rows = [CandidateResult(model=name, family="x", status="ok",
+                            validation={"ndcg@10": 0.25 if name != "mf" else 0.1})
+            for name in names]
+    assert board.decided() == ("ease", {})
+    assert select_winner(rows, "ndcg@10").model == "ease"
+
+
+def test_closing_wakes_a_wait_that_cannot_be_decided() -> None:
+    board = ValidationBoard(["mf", "ease"], "ndcg@10")
+    _posted(board, "mf", 0.3)
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(board.wait()))
+    waiter.start()
+    time.sleep(0.1)
+    assert waiter.is_alive()  # ease has neither posted nor ended
+    board.close()
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and got == [None]
+
+
+def test_a_candidate_posts_its_row_s_values_before_its_test_refit(
+        synthetic_prepared, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shoprec.training as training
+
+    encoded = synthetic_prepared.encoded
+    fits: list[int] = []
+    heard: list[tuple[str, dict, dict, int]] = []
+    fit = training.fit_candidate
+
+    def counted(*args, **kwargs):
+        fits.append(1)
+        return fit(*args, **kwargs)
+
+    def hear(name: str, params: dict, validation: dict) -> None:
+        heard.append((name, params, validation, len(fits)))
+
+    monkeypatch.setattr(training, "fit_candidate", counted)
+    result, _ = train_and_evaluate("ease", {}, encoded, None, [10], hear)
+    # Heard once, after the fit on training and before the refit for the test figures.
+    assert heard == [("ease", result.params, result.validation, 1)] and len(fits) == 2
+    # train_candidate_row passes it on.
+    board = ValidationBoard(["popularity"], "ndcg@10")
+    row = train_candidate_row("popularity", {}, encoded, None, [10], board.post)
+    board.ended("popularity")
+    assert board.wait(timeout=1) == ("popularity", row.params)
+
+
+def test_an_early_refit_bundles_as_the_refit_after_the_selection(synthetic_prepared) -> None:
+    data = synthetic_prepared.data
+    parts = bundle_parts(data, WeightingConfig())
+    params = {"regularization": 200.0}
+    board = ValidationBoard(["ease", "popularity"], "ndcg@10")
+    got: list[EarlyRefit | None] = []
+    refitter = threading.Thread(target=lambda: got.append(refit_early(board, parts)))
+    refitter.start()
+    board.post("ease", params, {"ndcg@10": 0.2})
+    board.post("popularity", {}, {"ndcg@10": 0.1})
+    refitter.join(timeout=120)
+    early = got[0]
+    assert early is not None and early.refits("ease", params) and early.parts is parts
+    now = refit_bundle("ease", params, data, WeightingConfig(), {"k": 1}, parts=parts)
+    ahead = refit_bundle("ease", params, data, WeightingConfig(), {"k": 1}, fitted=early)
+    assert ahead.model is early.model
+    assert np.array_equal(ahead.model.weights_, now.model.weights_)
+    rows = parts.matrix[:20]
+    assert np.array_equal(ahead.model.score(rows), now.model.score(rows))
+    assert ahead.meta["refit_early"] and not now.meta["refit_early"]
+    assert {k: v for k, v in ahead.meta.items() if k not in ("refit_early", "refit_seconds")} \
+        == {k: v for k, v in now.meta.items() if k not in ("refit_early", "refit_seconds")}
+    # Another candidate's refit, or the same with other values, never stands in.
+    for name, other in (("popularity", {}), ("ease", {"regularization": 50.0})):
+        with pytest.raises(ValueError, match="early refit"):
+            refit_bundle(name, other, data, WeightingConfig(), {}, fitted=early)
+
+
+def test_no_early_refit_when_the_board_closes_first(synthetic_prepared) -> None:
+    parts = bundle_parts(synthetic_prepared.data, WeightingConfig(), with_search=False)
+    board = ValidationBoard(["ease"], "ndcg@10")
+    board.close()
+    assert refit_early(board, parts) is None
+
+
+def test_the_flow_takes_the_early_refit_only_when_it_is_the_winner_s(synthetic_prepared) -> None:
+    from shoprec_flows.training import early_refit
+
+    class Done:
+        """A finished task's future: its result, or the exception it ended with."""
+
+        def __init__(self, value: object) -> None:
+            self.value = value
+
+        def result(self, raise_on_failure: bool = True) -> object:
+            return self.value
+
+    encoded = synthetic_prepared.encoded
+    items = item_frame(synthetic_prepared.data.items, encoded.items)
+    parts = bundle_parts(synthetic_prepared.data, WeightingConfig(), with_search=False)
+    row = train_candidate_row("popularity", {}, encoded, items, [10])
+    model, seconds = fit_candidate("popularity", row.params, parts.matrix, parts.frame)
+    made = EarlyRefit("popularity", row.params, model, seconds, parts)
+    assert early_refit(Done(made), row) is made
+    assert early_refit(None, row) is None  # none was started (Dask, a blend)
+    assert early_refit(Done(None), row) is None  # the candidates ended first
+    assert early_refit(Done(RuntimeError("out of memory")), row) is None
+    other = EarlyRefit("ease", {"regularization": 200.0}, model, seconds, parts)
+    assert early_refit(Done(other), row) is None  # the leader's test refit failed
+
+
+def test_a_board_only_where_the_candidates_can_post_to_it_and_no_blend_follows() -> None:
+    from shoprec_flows.runners import early_refit_board
+
+    from shoprec.config import TrainingConfig
+    from shoprec.registry.recipe import Recipe
+    from shoprec.training import CandidateJob
+
+    recipe = Recipe("ease", {"regularization": 200.0}, {}, None, "f" * 64, "c")
+    jobs = [CandidateJob("mf", "mf", {}), CandidateJob("ease", "ease", {}),
+            CandidateJob("champion-recipe", "ease", {}, recipe)]
+    board = early_refit_board(jobs, TrainingConfig())
+    assert board is not None
+    # The champion's recipe is not waited for: the two candidates settle the board.
+    board.post("mf", {}, {"ndcg@10": 0.1})
+    board.post("ease", {}, {"ndcg@10": 0.2})
+    assert board.decided() == ("ease", {})
+    # Dask workers' candidates cannot post to this process; a blend may win after them.
+    assert early_refit_board(jobs, TrainingConfig(task_runner="dask")) is None
+    assert early_refit_board(jobs, TrainingConfig(blend=2)) is None
