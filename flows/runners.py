@@ -212,12 +212,16 @@ def early_refit_board(jobs: list[CandidateJob], config: TrainingConfig) -> Valid
     """A board for the winner's early refit, where one can start; else ``None``.
 
     With threads only: Dask workers' candidates cannot post to this process's board. And
-    not with a blend, which trains after the candidates and may win.
+    not with a blend, which trains after the candidates and may win. With
+    ``network_slots`` (networks side by side limited, for memory) a network winner is
+    refit after the selection, as before, not as one more network beside the others.
     """
     if config.task_runner != "threads" or config.blend:
         return None
-    return ValidationBoard([job.label for job in jobs if job.recipe is None],
-                           config.primary_metric)
+    candidates = [job for job in jobs if job.recipe is None]
+    early = {job.label for job in candidates
+             if config.network_slots is None or not job.process_pools}
+    return ValidationBoard([job.label for job in candidates], config.primary_metric, early)
 
 
 def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
@@ -225,8 +229,8 @@ def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
                    board: ValidationBoard | None = None) -> list[CandidateResult]:
     """Run the candidates flow on the task runner ``config`` asks for.
 
-    ``board`` (threads only) hears each candidate's validation figures as they come; it is
-    closed when the candidates have ended, however they ended.
+    ``board`` (threads only) hears each candidate's validation figures as they come; the
+    caller closes it.
     """
     extra = sum(job.recipe is not None for job in jobs)
     # Dask workers are processes of their own: their networks do not share thread pools.
@@ -234,11 +238,7 @@ def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
     after = start_after(jobs, slots)
     on_runner = train_candidates.with_options(
         task_runner=task_runner_for(config, extra, waiting=extra_threads(jobs, config, after)))
-    try:
-        return on_runner(jobs, TrainingInputs(encoded, items, board), config.ks, threads, after)
-    finally:
-        if board is not None:
-            board.close()
+    return on_runner(jobs, TrainingInputs(encoded, items, board), config.ks, threads, after)
 
 
 def _wait(future: Any) -> Any:

@@ -55,6 +55,7 @@ from shoprec.training import (
     BundleParts,
     CandidateResult,
     EarlyRefit,
+    ValidationBoard,
     blend_job,
     compression_tag,
     data_cutoff,
@@ -140,8 +141,12 @@ def training_pipeline(
         # The winner is the best on validation: once every candidate has its validation
         # figures, its refit on all the data starts beside the last ones' test refits.
         board = early_refit_board(jobs, training)
-        early = refit_winner_early.submit(board, parts, threads) if board else None
-        results = run_candidates(jobs, encoded, items, training, threads, board)
+        try:
+            early = refit_winner_early.submit(board, parts) if board else None
+            results = run_candidates(jobs, encoded, items, training, threads, board)
+        finally:
+            if board is not None:
+                board.close()  # however the candidates ended: the early refit must not wait
         # The blend needs the candidates' choices, so it trains after them, alone.
         blend = blend_job(results, training)
         if blend is not None:
@@ -158,7 +163,8 @@ def training_pipeline(
                                "pseudonym_key_id": prepared.pseudonym_key_id,
                                "popularity_epsilon": training.popularity_epsilon},
                               fallback, training.quantize, training.prune_top,
-                              ready_parts(parts), early_refit(early, winner))
+                              ready_parts(parts), early_refit(early, board, winner))
+        early = None  # a discarded early refit's model is not kept through publishing
         logged.result()  # nothing is published when the candidates could not be logged
         # MLflow builds its package map without a lock: not beside the warm-up's building.
         warm_up.join(WARM_UP_WAIT_SECONDS)
@@ -203,16 +209,27 @@ def ready_parts(future: Any) -> BundleParts | None:
     return None
 
 
-def early_refit(future: Any, winner: CandidateResult) -> EarlyRefit | None:
+def early_refit(future: Any, board: ValidationBoard | None,
+                winner: CandidateResult) -> EarlyRefit | None:
     """The winner's refit made beside the candidates, or ``None`` to refit it now.
 
-    ``None`` when none was started or made (the candidates ended first, or it failed), or
-    when it is another candidate's: the validation leader whose test refit then failed
-    drops out of the selection.
+    ``None`` when none was started or made (no board, a winner refit after the selection,
+    a failure of its own or of the bundle's parts it waits for), or when it is another
+    candidate's: the validation leader whose test refit then failed drops out of the
+    selection (that refit is not waited for).
     """
-    if future is None:
+    if future is None or board is None:
         return None
-    made = future.result(raise_on_failure=False)
+    leader = board.decided()
+    if leader is not None and leader[0] != winner.model:
+        logger.info("the refit beside the candidates is %s's, but %s won (%s's test refit "
+                    "failed); refitting %s now", leader[0], winner.model, leader[0],
+                    winner.model)
+        return None
+    try:
+        made = future.result(raise_on_failure=False)
+    except Exception as exc:  # noqa: BLE001 - e.g. never run: the bundle's parts failed
+        made = exc
     if not isinstance(made, EarlyRefit):
         if made is not None:
             logger.warning("the winner's refit beside the candidates did not finish (%r); "

@@ -318,11 +318,15 @@ class ValidationBoard:
         names: The candidates, in the leaderboard's order (a tie goes to the first, as in
             :func:`select_winner`); the champion's recipe is not one of them.
         primary: The metric the winner is chosen by.
+        early: The candidates that may be refit early if they win (``None``: all); the
+            others are refit after the selection, as before.
     """
 
-    def __init__(self, names: list[str], primary: str) -> None:
+    def __init__(self, names: list[str], primary: str,
+                 early: set[str] | None = None) -> None:
         self._names = list(dict.fromkeys(names))
         self._primary = primary
+        self._early = set(self._names) if early is None else set(early)
         self._posted: dict[str, tuple[dict[str, Any], float]] = {}
         self._ended: set[str] = set()
         self._closed = False
@@ -346,6 +350,10 @@ class ValidationBoard:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+
+    def may_refit_early(self, name: str) -> bool:
+        """Whether ``name``'s refit may start before the selection ends."""
+        return name in self._early
 
     def decided(self) -> tuple[str, dict[str, Any]] | None:
         """The winner and its values, if every candidate is settled; else ``None``."""
@@ -401,16 +409,21 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
     """Refit the validation winner on all the data as soon as ``board`` names it.
 
     Returns:
-        The refit, or ``None`` when the board closed before naming a winner.
+        The refit, or ``None`` when the board closed without naming a winner (no candidate
+        had validation figures, or the run failed first) or named one that may not be
+        refit early.
 
     Raises:
         ModelFitError: The refit failed (the flow then refits after the selection).
     """
     chosen = board.wait()
     if chosen is None:
-        logger.info("no early refit: the candidates ended before a winner was known")
+        logger.info("no early refit: the board closed without a winner")
         return None
     name, params = chosen
+    if not board.may_refit_early(name):
+        logger.info("no early refit: %s is refit after the selection", name)
+        return None
     logger.info("%s leads on validation with every candidate scored: refitting it on all "
                 "%d interactions beside the candidates' test refits", name, parts.matrix.nnz)
     model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,

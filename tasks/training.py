@@ -117,14 +117,14 @@ def refit_winner(name: str, params: dict[str, Any], data: CleanData,
 
 
 @task(name="refit-winner-early", cache_policy=NO_CACHE)
-def refit_winner_early(board: ValidationBoard, parts: BundleParts,
-                       threads: int | None = None) -> EarlyRefit | None:
+def refit_winner_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None:
     """Refit the validation winner on all data as soon as every candidate is scored.
 
-    ``None`` when the candidates ended before a winner was known.
+    No thread limit of its own: the process's (threadpoolctl's limits are the process's,
+    and a block ending after the candidates' would put their limit back for what follows).
+    ``None`` when no winner may be refit early (:func:`~shoprec.training.refit_early`).
     """
-    with threadpool_limits(threads):
-        return refit_early(board, parts)
+    return refit_early(board, parts)
 
 
 #: Not retried: registering is not idempotent, a retry would leave a second version.

@@ -146,15 +146,18 @@ def test_no_early_refit_when_the_board_closes_first(synthetic_prepared) -> None:
 
 
 def test_the_flow_takes_the_early_refit_only_when_it_is_the_winner_s(synthetic_prepared) -> None:
+    from prefect.exceptions import UnfinishedRun
     from shoprec_flows.training import early_refit
 
     class Done:
-        """A finished task's future: its result, or the exception it ended with."""
+        """A task's future: its result, or what ``result`` raises."""
 
-        def __init__(self, value: object) -> None:
-            self.value = value
+        def __init__(self, value: object = None, raises: Exception | None = None) -> None:
+            self.value, self.raises = value, raises
 
         def result(self, raise_on_failure: bool = True) -> object:
+            if self.raises is not None:
+                raise self.raises
             return self.value
 
     encoded = synthetic_prepared.encoded
@@ -163,12 +166,23 @@ def test_the_flow_takes_the_early_refit_only_when_it_is_the_winner_s(synthetic_p
     row = train_candidate_row("popularity", {}, encoded, items, [10])
     model, seconds = fit_candidate("popularity", row.params, parts.matrix, parts.frame)
     made = EarlyRefit("popularity", row.params, model, seconds, parts)
-    assert early_refit(Done(made), row) is made
-    assert early_refit(None, row) is None  # none was started (Dask, a blend)
-    assert early_refit(Done(None), row) is None  # the candidates ended first
-    assert early_refit(Done(RuntimeError("out of memory")), row) is None
+    board = ValidationBoard(["popularity", "ease"], "ndcg@10")
+    board.post("popularity", row.params, row.validation)
+    board.ended("ease")  # failed before its validation figures
+    assert early_refit(Done(made), board, row) is made
+    assert early_refit(None, None, row) is None  # none was started (Dask, a blend)
+    assert early_refit(Done(None), board, row) is None  # the winner may not be refit early
+    assert early_refit(Done(RuntimeError("out of memory")), board, row) is None
+    # Never run: the bundle's parts it waits for failed, and Prefect left it pending.
+    assert early_refit(Done(raises=UnfinishedRun("pending")), board, row) is None
+    # The validation leader's test refit failed, so another candidate won: its early refit
+    # is not even waited for.
+    leader = ValidationBoard(["ease", "popularity"], "ndcg@10")
+    leader.post("ease", {"regularization": 200.0}, {"ndcg@10": 0.9})
+    leader.post("popularity", row.params, row.validation)
+    assert early_refit(Done(raises=AssertionError("waited for")), leader, row) is None
     other = EarlyRefit("ease", {"regularization": 200.0}, model, seconds, parts)
-    assert early_refit(Done(other), row) is None  # the leader's test refit failed
+    assert early_refit(Done(other), board, row) is None
 
 
 def test_a_board_only_where_the_candidates_can_post_to_it_and_no_blend_follows() -> None:
@@ -187,6 +201,22 @@ def test_a_board_only_where_the_candidates_can_post_to_it_and_no_blend_follows()
     board.post("mf", {}, {"ndcg@10": 0.1})
     board.post("ease", {}, {"ndcg@10": 0.2})
     assert board.decided() == ("ease", {})
+    assert board.may_refit_early("mf") and board.may_refit_early("ease")
     # Dask workers' candidates cannot post to this process; a blend may win after them.
     assert early_refit_board(jobs, TrainingConfig(task_runner="dask")) is None
     assert early_refit_board(jobs, TrainingConfig(blend=2)) is None
+    # With networks side by side limited, a network winner is not one more beside them.
+    slots = early_refit_board([*jobs, CandidateJob("vae", "vae", {})],
+                              TrainingConfig(network_slots=1))
+    assert slots is not None
+    assert slots.may_refit_early("ease") and not slots.may_refit_early("vae")
+
+
+def test_a_winner_that_may_not_be_refit_early_is_left_to_the_selection(
+        synthetic_prepared) -> None:
+    parts = bundle_parts(synthetic_prepared.data, WeightingConfig(), with_search=False)
+    board = ValidationBoard(["popularity", "vae"], "ndcg@10", early={"popularity"})
+    board.post("vae", {"epochs": 2}, {"ndcg@10": 0.3})
+    board.post("popularity", {}, {"ndcg@10": 0.1})
+    assert board.decided() == ("vae", {"epochs": 2})
+    assert refit_early(board, parts) is None  # no network trained here
