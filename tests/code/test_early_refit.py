@@ -194,20 +194,21 @@ def test_a_board_only_where_the_candidates_can_post_to_it_and_no_blend_follows()
 
     recipe = Recipe("ease", {"regularization": 200.0}, {}, None, "f" * 64, "c")
     jobs = [CandidateJob("mf", "mf", {}), CandidateJob("ease", "ease", {}),
-            CandidateJob("champion-recipe", "ease", {}, recipe)]
+            CandidateJob("vae", "vae", {}), CandidateJob("champion-recipe", "ease", {}, recipe)]
     board = early_refit_board(jobs, TrainingConfig())
     assert board is not None
-    # The champion's recipe is not waited for: the two candidates settle the board.
+    # The champion's recipe is not waited for: the three candidates settle the board.
     board.post("mf", {}, {"ndcg@10": 0.1})
     board.post("ease", {}, {"ndcg@10": 0.2})
+    assert board.decided() is None
+    board.post("vae", {}, {"ndcg@10": 0.15})
     assert board.decided() == ("ease", {})
-    assert board.may_refit_early("mf") and board.may_refit_early("ease")
+    assert all(board.may_refit_early(name) for name in ("mf", "ease", "vae"))
     # Dask workers' candidates cannot post to this process; a blend may win after them.
     assert early_refit_board(jobs, TrainingConfig(task_runner="dask")) is None
     assert early_refit_board(jobs, TrainingConfig(blend=2)) is None
     # With networks side by side limited, a network winner is not one more beside them.
-    slots = early_refit_board([*jobs, CandidateJob("vae", "vae", {})],
-                              TrainingConfig(network_slots=1))
+    slots = early_refit_board(jobs, TrainingConfig(network_slots=1))
     assert slots is not None
     assert slots.may_refit_early("ease") and not slots.may_refit_early("vae")
 
