@@ -164,7 +164,7 @@ def training_pipeline(
                                "popularity_epsilon": training.popularity_epsilon},
                               fallback, training.quantize, training.prune_top,
                               ready_parts(parts), early_refit(early, board, winner))
-        early = None  # a discarded early refit's model is not kept through publishing
+        early = None  # the flow's hold on a discarded early refit's model ends here
         logged.result()  # nothing is published when the candidates could not be logged
         # MLflow builds its package map without a lock: not beside the warm-up's building.
         warm_up.join(WARM_UP_WAIT_SECONDS)
