@@ -221,23 +221,19 @@ def early_refit(future: Any, board: ValidationBoard | None,
     if future is None or board is None:
         return None
     leader = board.decided()
-    if leader is not None and leader[0] != winner.model:
-        logger.info("the refit beside the candidates is %s's, but %s won (%s's test refit "
-                    "failed); refitting %s now", leader[0], winner.model, leader[0],
-                    winner.model)
+    if leader is None or leader[0] != winner.model:
+        if leader is not None:
+            logger.info("the refit beside the candidates is %s's, but %s won (%s's test "
+                        "refit failed); refitting %s now", leader[0], winner.model,
+                        leader[0], winner.model)
         return None
     try:
         made = future.result(raise_on_failure=False)
     except Exception as exc:  # noqa: BLE001 - e.g. never run: the bundle's parts failed
         made = exc
-    if not isinstance(made, EarlyRefit):
-        if made is not None:
-            logger.warning("the winner's refit beside the candidates did not finish (%r); "
-                           "refitting it now", made)
-        return None
-    if not made.refits(winner.model, winner.params):
-        logger.info("the refit beside the candidates was %s's, but %s won (%s's test refit "
-                    "failed); refitting %s now", made.name, winner.model, made.name,
-                    winner.model)
-        return None
-    return made
+    if isinstance(made, EarlyRefit) and made.refits(winner.model, winner.params):
+        return made
+    if made is not None:
+        logger.warning("the winner's refit beside the candidates did not finish or is not "
+                       "%s's with its values (%r); refitting it now", winner.model, made)
+    return None
