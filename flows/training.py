@@ -119,7 +119,7 @@ def training_pipeline(
          "weighting": weighting.model_dump(mode="json", exclude={"search"}),
          "training": training.model_dump(mode="json")},
         {"prefect_flow_run_id": run_id, "data_fingerprint": fingerprint, "git_commit": commit})
-    logged = None
+    logged = board = None
     try:
         # The champion's recipe retrains beside the candidates, on the same split.
         champion = find_champion(training.registered_model_name)
@@ -185,6 +185,8 @@ def training_pipeline(
         # The MLflow run must not stay "running" when the flow fails or is stopped after
         # opening it; closing it must not hide why the flow ended.
         stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, TerminationSignal))
+        if board is not None:
+            board.cancel()  # an early refit still fitting stops at its next epoch or sweep
         try:
             if logged is not None and not stopped:
                 wait([logged])  # the nested runs are written before their parent is closed
@@ -214,18 +216,19 @@ def early_refit(future: Any, board: ValidationBoard | None,
     """The winner's refit made beside the candidates, or ``None`` to refit it now.
 
     ``None`` when none was started or made (no board, a winner refit after the selection,
-    a failure of its own or of the bundle's parts it waits for), or when it is another
-    candidate's: the validation leader whose test refit then failed drops out of the
-    selection (that refit is not waited for).
+    a failure of its own or of the bundle's parts it waits for). The board drops a leader
+    whose test refit failed, as the selection does, and the early refit moves on to the
+    next; should the board still name another candidate than the winner, its refit is
+    stopped (:meth:`~shoprec.training.ValidationBoard.cancel`), not waited for.
     """
     if future is None or board is None:
         return None
     leader = board.decided()
     if leader is None or leader[0] != winner.model:
         if leader is not None:
-            logger.info("the refit beside the candidates is %s's, but %s won (%s's test "
-                        "refit failed); refitting %s now", leader[0], winner.model,
-                        leader[0], winner.model)
+            logger.info("the refit beside the candidates is %s's, but %s won; refitting %s "
+                        "now", leader[0], winner.model, winner.model)
+        board.cancel()  # the early refit, if still fitting, stops at its next epoch
         return None
     try:
         made = future.result(raise_on_failure=False)

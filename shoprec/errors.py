@@ -48,6 +48,14 @@ class ModelSkippedError(ModelFitError):
     """A candidate does not apply to this data (over its item limit, no ratings...)."""
 
 
+class FitStopped(ShopRecError):
+    """A fit was stopped on request before it ended: its model is no longer wanted.
+
+    Raised between epochs or sweeps when the fit's context says to stop
+    (:class:`~shoprec.models.base.FitContext`); not a failure of the model.
+    """
+
+
 class RegistryError(ShopRecError):
     """The model registry could not be read or written (server down, store locked...).
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import scipy.sparse as sp
 
 from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
-from shoprec.errors import ModelFitError, ModelSkippedError
+from shoprec.errors import FitStopped, ModelFitError, ModelSkippedError
 from shoprec.evaluation import evaluate, mlflow_name, rmse
 from shoprec.evaluation.evaluate import evaluate_with_tradeoff
 from shoprec.features import IdMap, event_weights, interaction_matrix, item_frame
@@ -104,19 +105,22 @@ def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
                   encoded: EncodedSplit | None = None,
                   has_ratings: bool = True,
                   tuner: ValidationTuner | None = None,
-                  item_state: dict[str, Any] | None = None) -> tuple[Recommender, float]:
+                  item_state: dict[str, Any] | None = None,
+                  stop: Callable[[], bool] | None = None) -> tuple[Recommender, float]:
     """Build and fit one candidate.
 
     With ``encoded``, the values the recipe leaves open are chosen on its validation part
     (by ``tuner`` when given, e.g. one that reports epochs to a search's pruner).
     ``item_state``: an earlier fit's :meth:`~shoprec.models.base.Recommender.item_state`
-    on the same ``items``, for the family to start from.
+    on the same ``items``, for the family to start from. ``stop``: asked between epochs
+    and sweeps whether the fit is still wanted (:class:`~shoprec.models.base.FitContext`).
 
     Returns:
         The fitted model and the seconds spent fitting.
 
     Raises:
         ModelFitError: The catalogue is over the family's limit, or fitting failed.
+        FitStopped: ``stop`` said the fit is no longer wanted.
     """
     model = make_model(name, params)
     n_items = interactions.shape[1]
@@ -127,7 +131,7 @@ def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
     if tuner is None and encoded is not None:
         tuner = ValidationTuner(encoded.train, encoded.validation)
     context = FitContext(items=items, has_ratings=has_ratings, tuner=tuner,
-                         item_state=item_state)
+                         item_state=item_state, stop=stop)
     began = time.perf_counter()
     model.fit(interactions, context)
     return model, time.perf_counter() - began
@@ -309,8 +313,10 @@ class ValidationBoard:
     (:func:`refit_early`) instead of after them, on cores the last candidates leave idle.
     Each candidate posts its figures (:meth:`post`) and says when its task has ended
     however it ended (:meth:`ended`); :meth:`wait` gives the winner once nothing more can
-    come. The guess is only a head start: a candidate whose test refit then fails drops out
-    of the selection, and the flow refits the real winner as before.
+    come. A candidate whose task then fails (its test refit) drops out, as it does from the
+    selection, and the board names the next best; :meth:`cancel` withdraws the question
+    when the run fails. A refit whose winner is no longer named stops at its next epoch or
+    sweep (:meth:`superseded`).
 
     Thread-safe; for candidates training in this process (threads, not Dask workers).
 
@@ -329,7 +335,9 @@ class ValidationBoard:
         self._early = set(self._names) if early is None else set(early)
         self._posted: dict[str, tuple[dict[str, Any], float]] = {}
         self._ended: set[str] = set()
+        self._failed: set[str] = set()
         self._closed = False
+        self._cancelled = False
         self._changed = threading.Condition()
 
     def post(self, name: str, params: dict[str, Any], validation: dict[str, float]) -> None:
@@ -339,10 +347,16 @@ class ValidationBoard:
                 self._posted[name] = (dict(params), float(validation[self._primary]))
                 self._changed.notify_all()
 
-    def ended(self, name: str) -> None:
-        """``name``'s task has ended: its figures are all it will post."""
+    def ended(self, name: str, ok: bool = True) -> None:
+        """``name``'s task has ended: its figures are all it will post.
+
+        ``ok=False``: it ended without a leaderboard row that can win (it failed or was
+        skipped), so its posted figures no longer count.
+        """
         with self._changed:
             self._ended.add(name)
+            if not ok:
+                self._failed.add(name)
             self._changed.notify_all()
 
     def close(self) -> None:
@@ -350,6 +364,16 @@ class ValidationBoard:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+
+    def cancel(self) -> None:
+        """No early refit is wanted any more (the run failed): nothing is named from now on."""
+        with self._changed:
+            self._closed = self._cancelled = True
+            self._changed.notify_all()
+
+    def superseded(self, chosen: tuple[str, dict[str, Any]]) -> bool:
+        """Whether ``chosen`` (a :meth:`wait`'s answer) is no longer the winner named."""
+        return self.decided() != chosen
 
     def may_refit_early(self, name: str) -> bool:
         """Whether ``name``'s refit may start before the selection ends."""
@@ -363,8 +387,8 @@ class ValidationBoard:
     def wait(self, timeout: float | None = None) -> tuple[str, dict[str, Any]] | None:
         """Block until the winner is known (its name and values), or ``None``.
 
-        ``None`` when the board was closed first, the wait timed out, or no candidate
-        posted figures.
+        ``None`` when the board was closed first or cancelled, the wait timed out, or no
+        candidate that can still win posted figures.
         """
         with self._changed:
             self._changed.wait_for(lambda: self._closed or self._settled(), timeout)
@@ -374,11 +398,12 @@ class ValidationBoard:
         return all(name in self._posted or name in self._ended for name in self._names)
 
     def _decision(self) -> tuple[str, dict[str, Any]] | None:
-        if not self._settled() or not self._posted:
+        standing = [name for name in self._names
+                    if name in self._posted and name not in self._failed]
+        if self._cancelled or not self._settled() or not standing:
             return None
         # max keeps the first of equal scores, in the leaderboard's order like select_winner.
-        best = max((name for name in self._names if name in self._posted),
-                   key=lambda name: self._posted[name][1])
+        best = max(standing, key=lambda name: self._posted[name][1])
         return best, dict(self._posted[best][0])
 
 
@@ -408,6 +433,11 @@ class EarlyRefit:
 def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None:
     """Refit the validation winner on all the data as soon as ``board`` names it.
 
+    While it fits, the board is asked between epochs and sweeps whether it still names the
+    same winner: when that candidate's test refit fails, the refit stops there and starts
+    on the one named next; when the run fails (the board is cancelled), it stops and
+    returns ``None``. A single solve (ease, content, popularity) runs to its end first.
+
     Returns:
         The refit, or ``None`` when the board closed without naming a winner (no candidate
         had validation figures, or the run failed first) or named one that may not be
@@ -416,19 +446,27 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
     Raises:
         ModelFitError: The refit failed (the flow then refits after the selection).
     """
-    chosen = board.wait()
-    if chosen is None:
-        logger.info("no early refit: the board closed without a winner")
-        return None
-    name, params = chosen
-    if not board.may_refit_early(name):
-        logger.info("no early refit: %s is refit after the selection", name)
-        return None
-    logger.info("%s leads on validation with every candidate scored: refitting it on all "
-                "%d interactions beside the candidates' test refits", name, parts.matrix.nnz)
-    model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,
-                                   has_ratings=parts.has_ratings)
-    return EarlyRefit(name, params, model, seconds, parts)
+    while True:
+        chosen = board.wait()
+        if chosen is None:
+            logger.info("no early refit: the board closed without a winner")
+            return None
+        name, params = chosen
+        if not board.may_refit_early(name):
+            logger.info("no early refit: %s is refit after the selection", name)
+            return None
+        logger.info("%s leads on validation with every candidate scored: refitting it on "
+                    "all %d interactions beside the candidates' test refits", name,
+                    parts.matrix.nnz)
+        try:
+            model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,
+                                           has_ratings=parts.has_ratings,
+                                           stop=partial(board.superseded, chosen))
+        except FitStopped:
+            # Its task failed after all (or the run did): the board names the next, or none.
+            logger.info("%s's early refit stopped: it no longer leads", name)
+            continue
+        return EarlyRefit(name, params, model, seconds, parts)
 
 
 def data_cutoff(data: CleanData) -> str | None:

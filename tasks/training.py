@@ -54,15 +54,18 @@ def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     Only the leaderboard row leaves the task: the winner is refitted on all data, so the
     fitted model is not kept. ``threads`` caps BLAS/OpenMP pools wherever the task runs
     (this process or a Dask worker). ``board`` (in this process only) hears the validation
-    figures as soon as they are known, and that the task ended, however it ended.
+    figures as soon as they are known, and that the task ended, however it ended (a
+    failed or skipped candidate can no longer win).
     """
+    result = None
     try:
         with threadpool_limits(threads):
-            return train_candidate_row(name, params, encoded, items, ks,
-                                       board.post if board is not None else None)
+            result = train_candidate_row(name, params, encoded, items, ks,
+                                         board.post if board is not None else None)
+        return result
     finally:
         if board is not None:
-            board.ended(name)
+            board.ended(name, ok=result is not None and result.status == "ok")
 
 
 @task(name="find-champion", cache_policy=NO_CACHE)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from shoprec.errors import ModelFitError
+from shoprec.errors import FitStopped, ModelFitError
 from shoprec.ranking import binarized, mask_seen, max_scaled, top_k
 
 logger = logging.getLogger(__name__)
@@ -88,12 +88,21 @@ class FitContext:
         item_state: What an earlier fit derived from ``items`` alone
             (:meth:`Recommender.item_state`): a refit on the same frame starts from it
             instead of deriving it again.
+        stop: Asked between epochs (and ALS sweeps) whether the fit is still wanted;
+            ``True`` stops it with :class:`~shoprec.errors.FitStopped`. One-shot fits
+            (a single solve) run to their end.
     """
 
     items: pd.DataFrame | None = None
     has_ratings: bool = True
     tuner: Tuner | None = None
     item_state: dict[str, Any] | None = None
+    stop: Callable[[], bool] | None = None
+
+    def check_stop(self, name: str) -> None:
+        """Raise :class:`~shoprec.errors.FitStopped` if the fit is no longer wanted."""
+        if self.stop is not None and self.stop():
+            raise FitStopped(f"{name}'s fit was stopped: its model is no longer wanted")
 
 
 class Recommender(ABC):

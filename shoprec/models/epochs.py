@@ -174,6 +174,9 @@ def train_epochs(model: Recommender, epochs: int, patience: int,
                  context: FitContext | None) -> tuple[list[dict[str, float]], int]:
     """Run up to ``epochs`` epochs, stopping early when the context's tuner says so.
 
+    Before each epoch the context's ``stop`` is asked whether the fit is still wanted
+    (:meth:`FitContext.check_stop`, which raises :class:`~shoprec.errors.FitStopped`).
+
     ``run_epoch(epoch)`` trains one epoch and returns its record (losses; it raises
     :class:`ModelFitError` on divergence). With a tuner in ``context``, its early-stopping
     callback looks at each epoch (``get_weights`` must return a copy), the best epoch's
@@ -188,6 +191,8 @@ def train_epochs(model: Recommender, epochs: int, patience: int,
         if context is not None and context.tuner is not None else None
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
+        if context is not None:
+            context.check_stop(model.name)
         record = {"epoch": float(epoch), **run_epoch(epoch)}
         stop = stopper is not None and stopper.after_epoch(model, epoch, record, get_weights)
         history.append(record)

@@ -8,6 +8,7 @@ personalised scores from a handful of recent items.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -118,6 +119,8 @@ class ImplicitALS(Recommender):
             lengths = np.asarray(interactions.sum(axis=1), dtype=np.float64).ravel()
             self.average_length_ = float(lengths.mean()) if len(lengths) else 1.0
         interactions = self._weighted(interactions)
+        # Between sweeps, whether the fit is still wanted (an early refit whose winner lost).
+        stop = (lambda: context.check_stop(self.name)) if context is not None else None
         if self.regularization is None and context is not None and context.tuner is not None:
             sweeps = min(self.search_iterations or self.iterations, self.iterations)
 
@@ -130,7 +133,7 @@ class ImplicitALS(Recommender):
                 warm = start if sweeps < self.iterations else None
                 self.regularization_ = value
                 self.item_factors_, self.user_factors_ = self._solve(interactions, value,
-                                                                     sweeps, warm)
+                                                                     sweeps, warm, stop)
                 self._prepare()
                 return self.item_factors_, self.user_factors_
 
@@ -139,13 +142,13 @@ class ImplicitALS(Recommender):
                                      refine=self.refine_steps, warm=True)
             if sweeps < self.iterations:
                 self.item_factors_, self.user_factors_ = self._solve(
-                    interactions, self.regularization_, self.iterations)
+                    interactions, self.regularization_, self.iterations, stop=stop)
         else:
             self.regularization_ = float(10.0 if self.regularization is None
                                          else self.regularization)
             self.item_factors_, self.user_factors_ = self._solve(interactions,
                                                                  self.regularization_,
-                                                                 self.iterations)
+                                                                 self.iterations, stop=stop)
         self._prepare()
         return self
 
@@ -173,8 +176,9 @@ class ImplicitALS(Recommender):
         return sp.csr_matrix((data, rows.indices, rows.indptr), shape=rows.shape)
 
     def _solve(self, interactions: sp.csr_matrix, regularization: float, iterations: int,
-               warm: tuple[np.ndarray, np.ndarray] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               warm: tuple[np.ndarray, np.ndarray] | None = None,
+               stop: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """ALS's factors; ``stop`` is called after each sweep and may raise to end the fit."""
         from implicit.cpu.als import AlternatingLeastSquares
 
         # implicit's solver is threaded itself; BLAS threads on top would oversubscribe.
@@ -187,7 +191,8 @@ class ImplicitALS(Recommender):
             if warm is not None:  # copies: the solver updates them in place
                 model.item_factors, model.user_factors = (np.array(f, np.float32)
                                                           for f in warm)
-            model.fit(sp.csr_matrix(interactions, dtype=np.float32), show_progress=False)
+            model.fit(sp.csr_matrix(interactions, dtype=np.float32), show_progress=False,
+                      callback=(lambda *_: stop()) if stop is not None else None)
         item_factors = np.asarray(model.item_factors, dtype=np.float32)
         if not np.all(np.isfinite(item_factors)):
             raise ModelFitError("ALS produced non-finite item factors; raise regularization")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from shoprec.config import WeightingConfig
+from shoprec.errors import FitStopped
 from shoprec.features import item_frame
 from shoprec.training import (
     CandidateResult,
@@ -81,6 +83,86 @@ def test_closing_wakes_a_wait_that_cannot_be_decided() -> None:
     board.close()
     waiter.join(timeout=5)
     assert not waiter.is_alive() and got == [None]
+
+
+def test_a_leader_whose_task_fails_drops_out_and_a_cancelled_board_names_none() -> None:
+    board = ValidationBoard(["mf", "ease", "popularity"], "ndcg@10")
+    _posted(board, "mf", 0.3, regularization=2.0)
+    _posted(board, "ease", 0.2, regularization=200.0)
+    _posted(board, "popularity", 0.1)
+    chosen = board.wait(timeout=1)
+    assert chosen == ("mf", {"regularization": 2.0}) and not board.superseded(chosen)
+    board.ended("ease")  # its test refit went well: nothing changes
+    assert board.decided() == chosen
+    board.ended("mf", ok=False)  # its test refit failed: it cannot win the selection
+    assert board.superseded(chosen)
+    assert board.decided() == ("ease", {"regularization": 200.0})
+    board.ended("ease", ok=False)
+    assert board.decided() == ("popularity", {})
+    board.cancel()  # the run failed
+    assert board.decided() is None and board.wait(timeout=1) is None
+    assert board.superseded(("popularity", {}))
+
+
+def test_a_stop_ends_an_als_fit_between_sweeps(synthetic_prepared) -> None:
+    matrix = synthetic_prepared.encoded.train
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(FitStopped, match="mf's fit was stopped"):
+        fit_candidate("mf", {"regularization": 10.0, "iterations": 40}, matrix, None,
+                      stop=stop)
+    assert len(asked) == 3  # asked after each sweep, stopped after the third of 40
+    model, _ = fit_candidate("mf", {"regularization": 10.0, "iterations": 3}, matrix, None,
+                             stop=lambda: False)
+    plain, _ = fit_candidate("mf", {"regularization": 10.0, "iterations": 3}, matrix, None)
+    assert np.array_equal(model.item_factors_, plain.item_factors_)  # asking changes nothing
+
+
+def _epochs_logged(records: list[logging.LogRecord], name: str) -> int:
+    return sum(1 for r in records if r.getMessage().startswith(f"{name} epoch "))
+
+
+def test_an_early_refit_moves_on_when_its_leader_fails_and_stops_when_cancelled(
+        synthetic_prepared, caplog: pytest.LogCaptureFixture) -> None:
+    """A network's refit is stopped at its next epoch: the next leader is refit instead,
+    and a cancelled board (a failed run) leaves nothing running."""
+    parts = bundle_parts(synthetic_prepared.data, WeightingConfig(), with_search=False)
+    caplog.set_level(logging.INFO, logger="shoprec.models.epochs")
+    long = {"epochs": 2000, "hidden": 16, "latent": 8}
+
+    def started(board: ValidationBoard) -> list[EarlyRefit | None]:
+        got: list[EarlyRefit | None] = []
+        refitter = threading.Thread(target=lambda: got.append(refit_early(board, parts)))
+        refitter.start()
+        deadline = time.monotonic() + 120
+        while _epochs_logged(caplog.records, "dae") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _epochs_logged(caplog.records, "dae") >= 2 and refitter.is_alive()
+        return got, refitter
+
+    board = ValidationBoard(["dae", "popularity"], "ndcg@10")
+    board.post("dae", long, {"ndcg@10": 0.3})
+    board.post("popularity", {}, {"ndcg@10": 0.1})
+    board.ended("popularity")
+    got, refitter = started(board)
+    board.ended("dae", ok=False)  # dae's test refit failed: popularity wins the selection
+    refitter.join(timeout=120)
+    assert not refitter.is_alive()
+    assert got[0] is not None and got[0].refits("popularity", {})
+    assert _epochs_logged(caplog.records, "dae") < 100  # stopped, not run to 2,000
+
+    caplog.clear()
+    board = ValidationBoard(["dae"], "ndcg@10")
+    board.post("dae", long, {"ndcg@10": 0.3})
+    got, refitter = started(board)
+    board.cancel()
+    refitter.join(timeout=120)
+    assert not refitter.is_alive() and got == [None]
+    assert _epochs_logged(caplog.records, "dae") < 100
 
 
 def test_a_candidate_posts_its_row_s_values_before_its_test_refit(
@@ -175,12 +257,20 @@ def test_the_flow_takes_the_early_refit_only_when_it_is_the_winner_s(synthetic_p
     assert early_refit(Done(RuntimeError("out of memory")), board, row) is None
     # Never run: the bundle's parts it waits for failed, and Prefect left it pending.
     assert early_refit(Done(raises=UnfinishedRun("pending")), board, row) is None
-    # The validation leader's test refit failed, so another candidate won: its early refit
-    # is not even waited for.
+    # The validation leader's test refit failed: the board names the next, whose refit
+    # the early task moved on to.
     leader = ValidationBoard(["ease", "popularity"], "ndcg@10")
     leader.post("ease", {"regularization": 200.0}, {"ndcg@10": 0.9})
     leader.post("popularity", row.params, row.validation)
-    assert early_refit(Done(raises=AssertionError("waited for")), leader, row) is None
+    leader.ended("ease", ok=False)
+    assert early_refit(Done(made), leader, row) is made
+    # Should the board still name another than the winner, that refit is stopped (the
+    # board cancelled), not waited for.
+    other_leader = ValidationBoard(["ease", "popularity"], "ndcg@10")
+    other_leader.post("ease", {"regularization": 200.0}, {"ndcg@10": 0.9})
+    other_leader.post("popularity", row.params, row.validation)
+    assert early_refit(Done(raises=AssertionError("waited for")), other_leader, row) is None
+    assert other_leader.decided() is None
     other = EarlyRefit("ease", {"regularization": 200.0}, model, seconds, parts)
     assert early_refit(Done(other), board, row) is None
 
