@@ -144,6 +144,10 @@ def training_pipeline(
         try:
             early = refit_winner_early.submit(board, parts) if board else None
             results = run_candidates(jobs, encoded, items, training, threads, board)
+        except BaseException:
+            if board is not None:
+                board.cancel()  # before close() could let an early refit start
+            raise
         finally:
             if board is not None:
                 board.close()  # however the candidates ended: the early refit must not wait
@@ -234,9 +238,13 @@ def early_refit(future: Any, board: ValidationBoard | None,
         made = future.result(raise_on_failure=False)
     except Exception as exc:  # noqa: BLE001 - e.g. never run: the bundle's parts failed
         made = exc
-    if isinstance(made, EarlyRefit) and made.refits(winner.model, winner.params):
-        return made
-    if made is not None:
-        logger.warning("the winner's refit beside the candidates did not finish or is not "
-                       "%s's with its values (%r); refitting it now", winner.model, made)
+    if isinstance(made, EarlyRefit):
+        if made.refits(winner.model, winner.params):
+            return made
+        logger.warning("the refit beside the candidates is %s's with %s, not %s's with %s; "
+                       "refitting %s now", made.name, made.params, winner.model,
+                       winner.params, winner.model)
+    elif made is not None:
+        logger.warning("the winner's refit beside the candidates did not finish (%r); "
+                       "refitting it now", made)
     return None

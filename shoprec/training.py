@@ -347,7 +347,7 @@ class ValidationBoard:
                 self._posted[name] = (dict(params), float(validation[self._primary]))
                 self._changed.notify_all()
 
-    def ended(self, name: str, ok: bool = True) -> None:
+    def ended(self, name: str, *, ok: bool = True) -> None:
         """``name``'s task has ended: its figures are all it will post.
 
         ``ok=False``: it ended without a leaderboard row that can win (it failed or was
@@ -370,6 +370,17 @@ class ValidationBoard:
         with self._changed:
             self._closed = self._cancelled = True
             self._changed.notify_all()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        with self._changed:
+            return self._cancelled
+
+    def wait_closed(self) -> None:
+        """Block until every candidate's task has ended (:meth:`close`) or :meth:`cancel`."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed)
 
     def superseded(self, chosen: tuple[str, dict[str, Any]]) -> bool:
         """Whether ``chosen`` (a :meth:`wait`'s answer) is no longer the winner named."""
@@ -434,14 +445,17 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
     """Refit the validation winner on all the data as soon as ``board`` names it.
 
     While it fits, the board is asked between epochs and sweeps whether it still names the
-    same winner: when that candidate's test refit fails, the refit stops there and starts
-    on the one named next; when the run fails (the board is cancelled), it stops and
-    returns ``None``. A single solve (ease, content, popularity) runs to its end first.
+    same winner: when that candidate's task fails (its test refit), the fit stops there and
+    the one named next is refit; when the run fails (the board is cancelled), it stops and
+    ``None`` comes back. A single solve (ease, content, popularity) runs to its end first.
+    The refit is returned once every candidate's task has ended, and only if its candidate
+    is still the one named then: a refit that ended before its candidate failed is dropped
+    for the next.
 
     Returns:
         The refit, or ``None`` when the board closed without naming a winner (no candidate
-        had validation figures, or the run failed first) or named one that may not be
-        refit early.
+        had validation figures, or all that had them failed), was cancelled (the run
+        failed), or names one that may not be refit early.
 
     Raises:
         ModelFitError: The refit failed (the flow then refits after the selection).
@@ -449,24 +463,31 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
     while True:
         chosen = board.wait()
         if chosen is None:
-            logger.info("no early refit: the board closed without a winner")
+            logger.info("no early refit: %s", "the run failed" if board.cancelled
+                        else "the board closed without a winner")
             return None
         name, params = chosen
-        if not board.may_refit_early(name):
-            logger.info("no early refit: %s is refit after the selection", name)
-            return None
-        logger.info("%s leads on validation with every candidate scored: refitting it on "
-                    "all %d interactions beside the candidates' test refits", name,
-                    parts.matrix.nnz)
-        try:
-            model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,
-                                           has_ratings=parts.has_ratings,
-                                           stop=partial(board.superseded, chosen))
-        except FitStopped:
-            # Its task failed after all (or the run did): the board names the next, or none.
-            logger.info("%s's early refit stopped: it no longer leads", name)
+        made = None
+        if board.may_refit_early(name):
+            logger.info("%s leads on validation with every candidate scored: refitting it on "
+                        "all %d interactions beside the candidates' test refits", name,
+                        parts.matrix.nnz)
+            try:
+                model, seconds = fit_candidate(name, params, parts.matrix, parts.frame,
+                                               has_ratings=parts.has_ratings,
+                                               stop=partial(board.superseded, chosen))
+            except FitStopped:
+                logger.info("%s's early refit stopped: %s", name, "the run failed"
+                            if board.cancelled else "its test refit failed")
+                continue
+            made = EarlyRefit(name, params, model, seconds, parts)
+        # A leader can still drop out until every candidate's task has ended.
+        board.wait_closed()
+        if board.superseded(chosen):
             continue
-        return EarlyRefit(name, params, model, seconds, parts)
+        if made is None:
+            logger.info("no early refit: %s is refit after the selection", name)
+        return made
 
 
 def data_cutoff(data: CleanData) -> str | None:

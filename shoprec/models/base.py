@@ -100,7 +100,11 @@ class FitContext:
     stop: Callable[[], bool] | None = None
 
     def check_stop(self, name: str) -> None:
-        """Raise :class:`~shoprec.errors.FitStopped` if the fit is no longer wanted."""
+        """Ask ``stop`` whether the fit of model ``name`` is still wanted.
+
+        Raises:
+            FitStopped: ``stop`` says it is not.
+        """
         if self.stop is not None and self.stop():
             raise FitStopped(f"{name}'s fit was stopped: its model is no longer wanted")
 

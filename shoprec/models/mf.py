@@ -119,8 +119,9 @@ class ImplicitALS(Recommender):
             lengths = np.asarray(interactions.sum(axis=1), dtype=np.float64).ravel()
             self.average_length_ = float(lengths.mean()) if len(lengths) else 1.0
         interactions = self._weighted(interactions)
-        # Between sweeps, whether the fit is still wanted (an early refit whose winner lost).
-        stop = (lambda: context.check_stop(self.name)) if context is not None else None
+        # After each sweep: an early refit stops there once its candidate no longer leads
+        # or the run failed.
+        after_sweep = (lambda: context.check_stop(self.name)) if context is not None else None
         if self.regularization is None and context is not None and context.tuner is not None:
             sweeps = min(self.search_iterations or self.iterations, self.iterations)
 
@@ -133,7 +134,7 @@ class ImplicitALS(Recommender):
                 warm = start if sweeps < self.iterations else None
                 self.regularization_ = value
                 self.item_factors_, self.user_factors_ = self._solve(interactions, value,
-                                                                     sweeps, warm, stop)
+                                                                     sweeps, warm, after_sweep)
                 self._prepare()
                 return self.item_factors_, self.user_factors_
 
@@ -142,13 +143,12 @@ class ImplicitALS(Recommender):
                                      refine=self.refine_steps, warm=True)
             if sweeps < self.iterations:
                 self.item_factors_, self.user_factors_ = self._solve(
-                    interactions, self.regularization_, self.iterations, stop=stop)
+                    interactions, self.regularization_, self.iterations, after_sweep=after_sweep)
         else:
             self.regularization_ = float(10.0 if self.regularization is None
                                          else self.regularization)
-            self.item_factors_, self.user_factors_ = self._solve(interactions,
-                                                                 self.regularization_,
-                                                                 self.iterations, stop=stop)
+            self.item_factors_, self.user_factors_ = self._solve(
+                interactions, self.regularization_, self.iterations, after_sweep=after_sweep)
         self._prepare()
         return self
 
@@ -177,8 +177,13 @@ class ImplicitALS(Recommender):
 
     def _solve(self, interactions: sp.csr_matrix, regularization: float, iterations: int,
                warm: tuple[np.ndarray, np.ndarray] | None = None,
-               stop: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """ALS's factors; ``stop`` is called after each sweep and may raise to end the fit."""
+               after_sweep: Callable[[], None] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """ALS's item and user factors.
+
+        ``after_sweep`` is called after each sweep and may raise to end the fit
+        (:class:`~shoprec.errors.FitStopped`).
+        """
         from implicit.cpu.als import AlternatingLeastSquares
 
         # implicit's solver is threaded itself; BLAS threads on top would oversubscribe.
@@ -192,7 +197,7 @@ class ImplicitALS(Recommender):
                 model.item_factors, model.user_factors = (np.array(f, np.float32)
                                                           for f in warm)
             model.fit(sp.csr_matrix(interactions, dtype=np.float32), show_progress=False,
-                      callback=(lambda *_: stop()) if stop is not None else None)
+                      callback=(lambda *_: after_sweep()) if after_sweep is not None else None)
         item_factors = np.asarray(model.item_factors, dtype=np.float32)
         if not np.all(np.isfinite(item_factors)):
             raise ModelFitError("ALS produced non-finite item factors; raise regularization")
@@ -399,6 +404,8 @@ class RatingsMF(Recommender):
         self.item_bias_ = np.zeros(n_items)
         by_item = ratings.T.tocsr()
         for _ in range(self.iterations):
+            if context is not None:
+                context.check_stop(self.name)
             users, user_bias = self._ridge(ratings, self.item_factors_, self.item_bias_)
             self.item_factors_, self.item_bias_ = self._ridge(by_item, users, user_bias)
         if not (np.all(np.isfinite(self.item_factors_)) and np.all(np.isfinite(self.item_bias_))):

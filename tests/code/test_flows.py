@@ -354,6 +354,49 @@ def test_a_registry_that_fails_on_the_champion_lookup_moves_nothing(
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
 
+def test_a_failed_run_stops_the_early_refit_instead_of_waiting_for_it(
+        env: str, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that fails after its candidates ends without waiting for the winner's refit
+    beside them: the refit stops at its next epoch or sweep."""
+    import time
+
+    from mlflow import MlflowClient
+    from shoprec_flows import training as flow_module
+
+    import shoprec.training as training
+    from shoprec.errors import FitStopped
+
+    real_fit, asked = training.fit_candidate, []
+
+    def long_refit(*args, stop=None, **kwargs):
+        # The early refit stands for a long network: it asks after each "epoch" (20 ms) for
+        # up to a minute, as train_epochs does, then fits for real.
+        deadline = time.monotonic() + 60
+        while stop is not None and time.monotonic() < deadline:
+            if stop():
+                asked.append(True)
+                raise FitStopped("stopped")
+            time.sleep(0.02)
+        return real_fit(*args, stop=stop, **kwargs)
+
+    def broken_selection(*args, **kwargs):
+        raise RuntimeError("the gate broke")
+
+    monkeypatch.setattr(training, "fit_candidate", long_refit)
+    monkeypatch.setattr(flow_module, "select_and_judge", broken_selection)
+    name = "failed-after-candidates-model"
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="the gate broke"):
+        run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
+                                                         models=["popularity", "mf"]))
+    elapsed = time.monotonic() - began
+    monkeypatch.undo()
+    assert asked == [True], "the early refit was not told to stop"
+    assert elapsed < 60, elapsed  # not the minute the refit would have run
+    client = MlflowClient(tracking_uri=env, registry_uri=env)
+    assert client.search_model_versions(f"name = '{name}'") == []
+
+
 def test_candidates_that_cannot_be_logged_publish_nothing(
         env: str, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Logging the candidates overlaps the winner's refit, yet publication waits for it: a
