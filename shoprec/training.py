@@ -449,8 +449,8 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
     the one named next is refit; when the run fails (the board is cancelled), it stops and
     ``None`` comes back. A single solve (ease, content, popularity) runs to its end first.
     The refit is returned once every candidate's task has ended, and only if its candidate
-    is still the one named then: a refit that ended before its candidate failed is dropped
-    for the next.
+    is still the one named then: a refit that ended, or failed, before its candidate's
+    task failed is dropped for the next.
 
     Returns:
         The refit, or ``None`` when the board closed without naming a winner (no candidate
@@ -458,12 +458,14 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
         failed), or names one that may not be refit early.
 
     Raises:
-        ModelFitError: The refit failed (the flow then refits after the selection).
+        ModelFitError: The refit of the candidate still named failed (the flow then refits
+            it after the selection).
     """
     while True:
         chosen = board.wait()
         if chosen is None:
-            logger.info("no early refit: %s", "the run failed" if board.cancelled
+            logger.info("no early refit: %s", "it was withdrawn (the run failed, or another "
+                        "candidate won)" if board.cancelled
                         else "the board closed without a winner")
             return None
         name, params = chosen
@@ -477,9 +479,17 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
                                                has_ratings=parts.has_ratings,
                                                stop=partial(board.superseded, chosen))
             except FitStopped:
-                logger.info("%s's early refit stopped: %s", name, "the run failed"
+                logger.info("%s's early refit stopped: %s", name, "it was withdrawn"
                             if board.cancelled else "its test refit failed")
                 continue
+            except ModelFitError:
+                # What failed it here may fail its test refit too: then the next is refit.
+                board.wait_closed()
+                if board.superseded(chosen):
+                    logger.info("%s's early refit failed, and so did its test refit",
+                                name)
+                    continue
+                raise
             made = EarlyRefit(name, params, model, seconds, parts)
         # A leader can still drop out until every candidate's task has ended.
         board.wait_closed()

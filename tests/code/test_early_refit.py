@@ -167,22 +167,61 @@ def test_an_early_refit_moves_on_when_its_leader_fails_and_stops_when_cancelled(
     assert _epochs_logged(caplog.records, "dae") < 100
 
 
-def test_a_refit_that_ended_before_its_candidate_failed_is_dropped_for_the_next(
-        synthetic_prepared) -> None:
-    parts = bundle_parts(synthetic_prepared.data, WeightingConfig(), with_search=False)
-    board = ValidationBoard(["ease", "popularity"], "ndcg@10")
-    board.post("ease", {"regularization": 200.0}, {"ndcg@10": 0.3})
-    board.post("popularity", {}, {"ndcg@10": 0.1})
-    board.ended("popularity")
-    got: list[EarlyRefit | None] = []
-    refitter = threading.Thread(target=lambda: got.append(refit_early(board, parts)))
+def _refit_in_thread(board: ValidationBoard, parts
+                     ) -> tuple[list[EarlyRefit | BaseException | None], threading.Thread]:
+    got: list[EarlyRefit | BaseException | None] = []
+
+    def run() -> None:
+        try:
+            got.append(refit_early(board, parts))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            got.append(exc)
+
+    refitter = threading.Thread(target=run)
     refitter.start()
-    time.sleep(0.5)  # ease's refit (one solve) ends, or ends before the failure is seen
-    assert refitter.is_alive()  # held until every candidate's task has ended
-    board.ended("ease", ok=False)
-    board.close()
-    refitter.join(timeout=60)
-    assert got[0] is not None and got[0].refits("popularity", {})
+    return got, refitter
+
+
+@pytest.mark.parametrize("outcome", ["ended", "failed"])
+def test_a_refit_that_ended_before_its_candidate_failed_is_dropped_for_the_next(
+        synthetic_prepared, monkeypatch: pytest.MonkeyPatch, outcome: str) -> None:
+    """ease's early refit (one solve) ends, or fails, before ease's own task fails."""
+    import shoprec.training as training
+    from shoprec.errors import ModelFitError
+
+    parts = bundle_parts(synthetic_prepared.data, WeightingConfig(), with_search=False)
+    real_fit, done = training.fit_candidate, threading.Event()
+
+    def watched(name: str, *args, stop=None, **kwargs):
+        try:
+            if name == "ease" and stop is not None and outcome == "failed":
+                raise ModelFitError("ease diverged")  # as its test refit will
+            return real_fit(name, *args, stop=stop, **kwargs)
+        finally:
+            if name == "ease":
+                done.set()
+
+    monkeypatch.setattr(training, "fit_candidate", watched)
+    for ease_ok in (False, True):
+        done.clear()
+        board = ValidationBoard(["ease", "popularity"], "ndcg@10")
+        board.post("ease", {"regularization": 200.0}, {"ndcg@10": 0.3})
+        board.post("popularity", {}, {"ndcg@10": 0.1})
+        board.ended("popularity")
+        got, refitter = _refit_in_thread(board, parts)
+        assert done.wait(60)
+        assert refitter.is_alive()  # held until every candidate's task has ended
+        board.ended("ease", ok=ease_ok)
+        board.close()
+        refitter.join(timeout=60)
+        assert not refitter.is_alive()
+        if not ease_ok:  # popularity won the selection: its refit takes ease's place
+            assert isinstance(got[0], EarlyRefit) and got[0].refits("popularity", {})
+        elif outcome == "ended":
+            assert isinstance(got[0], EarlyRefit) and got[0].refits("ease", {
+                "regularization": 200.0})
+        else:  # ease still won: its refit's failure reaches the flow, which refits it
+            assert isinstance(got[0], ModelFitError)
 
 
 def test_a_candidate_task_tells_the_board_whether_its_row_can_win(synthetic_prepared) -> None:

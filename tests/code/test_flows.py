@@ -358,6 +358,7 @@ def test_a_failed_run_stops_the_early_refit_instead_of_waiting_for_it(
         env: str, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that fails after its candidates ends without waiting for the winner's refit
     beside them: the refit stops at its next epoch or sweep."""
+    import threading
     import time
 
     from mlflow import MlflowClient
@@ -366,20 +367,24 @@ def test_a_failed_run_stops_the_early_refit_instead_of_waiting_for_it(
     import shoprec.training as training
     from shoprec.errors import FitStopped
 
-    real_fit, asked = training.fit_candidate, []
+    real_fit = training.fit_candidate
+    entered, stopped = threading.Event(), threading.Event()
 
     def long_refit(*args, stop=None, **kwargs):
         # The early refit stands for a long network: it asks after each "epoch" (20 ms) for
         # up to a minute, as train_epochs does, then fits for real.
-        deadline = time.monotonic() + 60
-        while stop is not None and time.monotonic() < deadline:
-            if stop():
-                asked.append(True)
-                raise FitStopped("stopped")
-            time.sleep(0.02)
+        if stop is not None:
+            entered.set()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if stop():
+                    stopped.set()
+                    raise FitStopped("stopped")
+                time.sleep(0.02)
         return real_fit(*args, stop=stop, **kwargs)
 
     def broken_selection(*args, **kwargs):
+        assert entered.wait(60), "the early refit never started"
         raise RuntimeError("the gate broke")
 
     monkeypatch.setattr(training, "fit_candidate", long_refit)
@@ -391,7 +396,7 @@ def test_a_failed_run_stops_the_early_refit_instead_of_waiting_for_it(
                                                          models=["popularity", "mf"]))
     elapsed = time.monotonic() - began
     monkeypatch.undo()
-    assert asked == [True], "the early refit was not told to stop"
+    assert stopped.wait(10), "the early refit was not told to stop"
     assert elapsed < 60, elapsed  # not the minute the refit would have run
     client = MlflowClient(tracking_uri=env, registry_uri=env)
     assert client.search_model_versions(f"name = '{name}'") == []
