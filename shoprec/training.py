@@ -480,14 +480,13 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
                                                stop=partial(board.superseded, chosen))
             except FitStopped:
                 logger.info("%s's early refit stopped: %s", name, "it was withdrawn"
-                            if board.cancelled else "its test refit failed")
+                            if board.cancelled else "it no longer leads")
                 continue
             except ModelFitError:
                 # What failed it here may fail its test refit too: then the next is refit.
                 board.wait_closed()
                 if board.superseded(chosen):
-                    logger.info("%s's early refit failed, and so did its test refit",
-                                name)
+                    logger.info("%s's early refit failed, and it no longer leads", name)
                     continue
                 raise
             made = EarlyRefit(name, params, model, seconds, parts)
