@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: LAPACKE's code for column-major storage.
 _COLUMN_MAJOR = 102
+#: LAPACK's letter for each precision :func:`invert_spd` takes.
+_PRECISIONS = {np.dtype(np.float64): "d", np.dtype(np.float32): "s"}
 
 Routine = Callable[..., int]
 
@@ -39,13 +41,14 @@ Routine = Callable[..., int]
 def invert_spd(matrix: np.ndarray) -> tuple[np.ndarray, int]:
     """Invert a symmetric positive definite matrix in place: Cholesky, then its inverse.
 
-    LAPACK's ``dpotrf`` then ``dpotri`` on the lower triangle; the upper triangle is left
-    as it was (mirror it to have the whole inverse). Without the interpreter lock where
-    :func:`lapack_without_lock` finds the library.
+    LAPACK's ``potrf`` then ``potri`` on the lower triangle (``d``: double, ``s``: single
+    precision, after the array's type); the upper triangle is left as it was (mirror it to
+    have the whole inverse). Without the interpreter lock where :func:`lapack_without_lock`
+    finds the library.
 
     Args:
-        matrix: Square float64 array in column-major (Fortran) order, e.g. the transpose
-            of a C-ordered symmetric matrix, which is the same matrix.
+        matrix: Square float64 or float32 array in column-major (Fortran) order, e.g. the
+            transpose of a C-ordered symmetric matrix, which is the same matrix.
 
     Returns:
         The array holding the inverse's lower triangle (``matrix`` itself, but from scipy's
@@ -53,30 +56,32 @@ def invert_spd(matrix: np.ndarray) -> tuple[np.ndarray, int]:
         when the leading minor of order ``i`` is not positive definite.
 
     Raises:
-        ValueError: ``matrix`` is not a square, writeable, column-major float64 array.
+        ValueError: ``matrix`` is not a square, writeable, column-major float64 or float32
+            array.
         RuntimeError: LAPACK refused an argument (a bug here, not a property of the data).
     """
     if (matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]
-            or matrix.dtype != np.float64 or not matrix.flags.f_contiguous
+            or matrix.dtype not in _PRECISIONS or not matrix.flags.f_contiguous
             or not matrix.flags.writeable):
-        raise ValueError("invert_spd needs a square, writeable float64 array in "
+        raise ValueError("invert_spd needs a square, writeable float64 or float32 array in "
                          f"column-major order, not {matrix.dtype} {matrix.shape} "
                          f"(f_contiguous={matrix.flags.f_contiguous}, "
                          f"writeable={matrix.flags.writeable})")
     n = matrix.shape[0]
     if n == 0:  # nothing to invert (LAPACK would refuse its leading dimension of 0)
         return matrix, 0
-    routines = lapack_without_lock()
+    prefix = _PRECISIONS[matrix.dtype]
+    routines = lapack_without_lock(prefix)
     if routines is None:
         return _invert_holding_lock(matrix)
     info = _invert_with(routines, matrix)
     if info < 0:  # an argument LAPACK refused: a bug here, not a property of the data
-        raise RuntimeError(f"LAPACK refused argument {-info} of dpotrf/dpotri")
+        raise RuntimeError(f"LAPACK refused argument {-info} of {prefix}potrf/{prefix}potri")
     return matrix, info
 
 
 def _invert_with(routines: tuple[Routine, Routine], matrix: np.ndarray) -> int:
-    """``dpotrf`` then ``dpotri`` through ``routines`` on ``matrix`` in place; LAPACK's info."""
+    """``potrf`` then ``potri`` through ``routines`` on ``matrix`` in place; LAPACK's info."""
     potrf, potri = routines
     n = matrix.shape[0]
     pointer = matrix.ctypes.data_as(ctypes.c_void_p)
@@ -88,16 +93,17 @@ def _invert_with(routines: tuple[Routine, Routine], matrix: np.ndarray) -> int:
 
 def _invert_holding_lock(matrix: np.ndarray) -> tuple[np.ndarray, int]:
     """:func:`invert_spd` through scipy's wrappers (the interpreter lock held)."""
-    factor, info = scipy.linalg.lapack.dpotrf(matrix, lower=True, clean=False, overwrite_a=True)
+    potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (matrix,))
+    factor, info = potrf(matrix, lower=True, clean=False, overwrite_a=True)
     if info != 0:
         return factor, int(info)
-    inverse, info = scipy.linalg.lapack.dpotri(factor, lower=True, overwrite_c=True)
+    inverse, info = potri(factor, lower=True, overwrite_c=True)
     return inverse, int(info)
 
 
 @functools.cache
-def lapack_without_lock() -> tuple[Routine, Routine] | None:
-    """``dpotrf`` and ``dpotri`` of scipy's bundled OpenBLAS through ctypes, if found.
+def lapack_without_lock(prefix: str = "d") -> tuple[Routine, Routine] | None:
+    """``potrf`` and ``potri`` of scipy's bundled OpenBLAS through ctypes, if found.
 
     The library is the one scipy's own wrappers call (its wheels ship it as
     ``scipy.libs/libscipy_openblas*.so``, 32-bit integers), already loaded by this
@@ -105,6 +111,9 @@ def lapack_without_lock() -> tuple[Routine, Routine] | None:
     only opened again (``RTLD_NOLOAD``: a file not loaded already is skipped, never loaded
     as a second OpenBLAS). It is taken only when, on a small matrix, it gives exactly the
     wrappers' answer.
+
+    Args:
+        prefix: LAPACK's letter for the precision: ``"d"`` (float64) or ``"s"`` (float32).
 
     Returns:
         The two LAPACKE routines, or ``None`` (scipy's wrappers are used).
@@ -118,25 +127,26 @@ def lapack_without_lock() -> tuple[Routine, Routine] | None:
             continue
         try:
             library = ctypes.CDLL(str(path), mode=no_load)
-            routines = (library.scipy_LAPACKE_dpotrf_work, library.scipy_LAPACKE_dpotri_work)
+            routines = (getattr(library, f"scipy_LAPACKE_{prefix}potrf_work"),
+                        getattr(library, f"scipy_LAPACKE_{prefix}potri_work"))
         except (OSError, AttributeError):
             continue
         for routine in routines:
             routine.restype = ctypes.c_int
             routine.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_int, ctypes.c_void_p,
                                 ctypes.c_int]
-        if _agrees(routines):
+        if _agrees(routines, np.float64 if prefix == "d" else np.float32):
             logger.debug("LAPACK without the interpreter lock: %s", path.name)
             return routines
     logger.debug("scipy's bundled OpenBLAS not found; LAPACK holds the interpreter lock")
     return None
 
 
-def _agrees(routines: tuple[Routine, Routine]) -> bool:
+def _agrees(routines: tuple[Routine, Routine], dtype: type[np.floating]) -> bool:
     """Whether ``routines`` invert a small matrix exactly as scipy's wrappers do."""
     rng = np.random.default_rng(0)
     base = rng.standard_normal((7, 7))
-    spd = base @ base.T + 7.0 * np.eye(7)
+    spd = (base @ base.T + 7.0 * np.eye(7)).astype(dtype)
     ours = np.asfortranarray(spd)
     if _invert_with(routines, ours) != 0:
         return False

@@ -95,8 +95,9 @@ class EASE(HistoryWeights, Recommender):
             self.vocabulary_ = None
         self.catalogue_items_ = n_items
         self.popularity_ = (counts / max(1, counts.max())).astype(np.float32)
-        # A copy: binarising must not touch the caller's (shared) training matrix.
-        matrix = sp.csr_matrix(interactions, dtype=np.float64, copy=True)
+        # A copy: binarising must not touch the caller's (shared) training matrix. Single
+        # precision: a binary Gram matrix's counts are exact in it (up to 2**24 shoppers).
+        matrix = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
         if self.vocabulary_ is not None:
             matrix = matrix[:, self.vocabulary_]
         if self.binary:
@@ -134,15 +135,31 @@ class EASE(HistoryWeights, Recommender):
 
     @staticmethod
     def _solve(gram: np.ndarray, regularization: float) -> np.ndarray:
-        regularized = gram.copy()
-        regularized[np.diag_indices_from(regularized)] += regularization
-        # The regularised Gram matrix is symmetric positive definite: its Cholesky factor
-        # is inverted in place by LAPACK (potrf, then potri). Solving against an identity
-        # matrix instead took twice the time and two thirds more memory at 10,000
-        # items (benchmarks/RESULTS.md). The transpose is the same matrix in the
-        # column-major order LAPACK works in, so neither call copies it; and the calls
-        # leave the networks training beside this fit free to run (shoprec.linalg).
-        inverse, info = invert_spd(regularized.T)
+        # Single precision where it is exact enough: LAPACK's single-precision Cholesky
+        # inverse takes half the time and memory of double's (9.1 against 17.3 s at 11,298
+        # items, with a relative difference of 6e-7; benchmarks/RESULTS.md). Its error grows
+        # with the condition number of G + λI, at most (‖G‖₁ + λ) / λ as G is positive
+        # semidefinite: above EASE_SINGLE_PRECISION_CONDITION (a small λ on a catalogue
+        # with heavy shoppers) the solve is in double precision.
+        bound = (_largest_row_sum(gram) + regularization) / regularization \
+            if regularization > 0 else np.inf
+        dtype: type[np.floating] = \
+            np.float32 if bound <= EASE_SINGLE_PRECISION_CONDITION else np.float64
+        while True:
+            regularized: np.ndarray = gram.astype(dtype, order="C")  # a copy: it serves every λ
+            regularized[np.diag_indices_from(regularized)] += regularization
+            # The regularised Gram matrix is symmetric positive definite: its Cholesky
+            # factor is inverted in place by LAPACK (potrf, then potri). Solving against an
+            # identity matrix instead took twice the time and two thirds more memory at
+            # 10,000 items (benchmarks/RESULTS.md). The transpose is the same matrix in the
+            # column-major order LAPACK works in, so neither call copies it; and the calls
+            # leave the networks training beside this fit free to run (shoprec.linalg).
+            inverse, info = invert_spd(regularized.T)
+            if info == 0 or dtype == np.float64:
+                break
+            logger.info("ease: λ %g is not positive definite in single precision; solving "
+                        "in double", regularization)
+            dtype = np.float64
         if info != 0:
             raise ModelFitError(f"EASE: the Gram matrix is not positive definite (LAPACK "
                                 f"info {info}); raise regularization")
@@ -308,10 +325,11 @@ class EASE(HistoryWeights, Recommender):
             self.popularity_ = state["popularity"]
 
 
-#: Peak bytes per item² while EASE chooses λ: the float64 Gram matrix, its regularised copy
-#: (factored, inverted and mirrored in place), the float32 weights of the value being solved
-#: and of the best one so far: 24, plus the scoring's batches. Measured over a grid of four
-#: at 5,972 items in benchmarks/RESULTS.md; 35 leaves a margin.
+#: Peak bytes per item² while EASE chooses λ in double precision: the Gram matrix, its
+#: float64 regularised copy (factored, inverted and mirrored in place), the float32 weights
+#: of the value being solved and of the best one so far: 24, plus the scoring's batches.
+#: Measured over a grid of four at 5,972 items in benchmarks/RESULTS.md; 35 leaves a margin.
+#: A single-precision solve (most of them) takes less; the limit is kept as it was.
 EASE_BYTES_PER_ITEM2 = 35
 #: Rows of the inverse mirrored at a time (their temporary copy: this many x items floats).
 EASE_MIRROR_ROWS = 1024
@@ -322,6 +340,22 @@ EASE_MEMORY_SHARE = 0.4
 EASE_CUBE_PER_CORE_SECOND = 3.0e10
 #: Seconds EASE may spend solving, all values of its grid together.
 EASE_SECONDS = 120.0
+#: Largest bound on the condition number of G + λI solved in single precision (its
+#: relative error is about this times 1.2e-7 at worst, 1e-3; measured far below, at 6e-7
+#: on the wide catalogue); above it, double precision.
+EASE_SINGLE_PRECISION_CONDITION = 1.0e4
+
+
+def _largest_row_sum(matrix: np.ndarray) -> float:
+    """``max_i sum_j |m_ij|``, by blocks of rows (no temporary copy of the whole matrix).
+
+    For a symmetric matrix it is its 1-norm, a bound on its largest eigenvalue.
+    """
+    largest = 0.0
+    for start in range(0, len(matrix), EASE_MIRROR_ROWS):
+        block = np.abs(matrix[start:start + EASE_MIRROR_ROWS])
+        largest = max(largest, float(block.sum(axis=1, dtype=np.float64).max()))
+    return largest
 
 
 def _dense(product: Any) -> np.ndarray:

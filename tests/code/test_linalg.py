@@ -18,15 +18,18 @@ def spd(n: int, seed: int = 1) -> np.ndarray:
     return np.asfortranarray(base @ base.T + n * np.eye(n))
 
 
-def test_the_inverse_is_lapacks_exactly() -> None:
-    matrix = spd(300)
+@pytest.mark.parametrize(("dtype", "atol"), [(np.float64, 1e-10), (np.float32, 1e-5)])
+def test_the_inverse_is_lapacks_exactly(dtype: type[np.floating], atol: float) -> None:
+    """In either precision: EASE solves in single precision where it is exact enough."""
+    matrix = spd(300).astype(dtype, order="F")
     lower = np.tril_indices(300)
     ours, info = linalg.invert_spd(matrix.copy(order="F"))
     theirs, their_info = linalg._invert_holding_lock(matrix.copy(order="F"))
     assert info == their_info == 0
+    assert ours.dtype == theirs.dtype == dtype
     np.testing.assert_array_equal(ours[lower], theirs[lower])
     whole = np.tril(ours) + np.tril(ours, -1).T
-    np.testing.assert_allclose(whole @ matrix, np.eye(300), atol=1e-10)
+    np.testing.assert_allclose(whole @ matrix, np.eye(300), atol=atol)
 
 
 def test_inversions_in_threads_at_once_each_get_their_own_answer() -> None:
@@ -52,7 +55,7 @@ def test_a_matrix_that_is_not_positive_definite_gives_lapacks_info() -> None:
     assert info == their_info == 11
 
 
-def test_only_a_writeable_column_major_float64_square_is_taken() -> None:
+def test_only_a_writeable_column_major_float_square_is_taken() -> None:
     matrix = spd(20)
     read_only = matrix.copy(order="F")
     read_only.flags.writeable = False
@@ -60,7 +63,7 @@ def test_only_a_writeable_column_major_float64_square_is_taken() -> None:
     for wrong, why in ((np.ascontiguousarray(matrix), "f_contiguous=False"),
                        (matrix[::2, ::2], "f_contiguous=False"),
                        (np.asfortranarray(matrix[:, :10]), r"\(20, 10\)"),
-                       (matrix.astype(np.float32), "float32"),
+                       (matrix.astype(np.float16, order="F"), "float16"),
                        (read_only, "writeable=False")):
         with pytest.raises(ValueError, match=why):
             linalg.invert_spd(wrong)
@@ -70,7 +73,7 @@ def test_without_the_library_the_wrappers_answer(monkeypatch) -> None:
     matrix = spd(60)
     lower = np.tril_indices(60)
     expected, _ = linalg.invert_spd(matrix.copy(order="F"))
-    monkeypatch.setattr(linalg, "lapack_without_lock", lambda: None)
+    monkeypatch.setattr(linalg, "lapack_without_lock", lambda prefix="d": None)
     got, info = linalg.invert_spd(matrix.copy(order="F"))
     assert info == 0
     np.testing.assert_array_equal(got[lower], expected[lower])
@@ -86,7 +89,8 @@ def test_scipys_bundled_library_is_taken_where_its_wheel_ships_it() -> None:
     shipped = [p for p in folder.glob("libscipy_openblas*.so*") if "64_" not in p.name]
     if not shipped:
         pytest.skip("this scipy was not installed from a Linux wheel with its OpenBLAS")
-    assert linalg.lapack_without_lock() is not None
+    assert linalg.lapack_without_lock("d") is not None
+    assert linalg.lapack_without_lock("s") is not None
 
 
 @pytest.mark.skipif(linalg.lapack_without_lock() is None,

@@ -139,6 +139,58 @@ def test_a_gram_matrix_that_is_not_positive_definite_is_a_clear_error() -> None:
         EASE._solve(gram, -2.5)
 
 
+def test_single_precision_where_the_condition_allows_and_double_elsewhere(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound (largest row sum + λ) / λ picks the precision; both agree with the definition."""
+    from shoprec.models import autoencoder
+
+    solved: list[np.dtype] = []
+    invert = autoencoder.invert_spd
+
+    def recording(matrix: np.ndarray) -> tuple[np.ndarray, int]:
+        solved.append(matrix.dtype)
+        return invert(matrix)
+
+    monkeypatch.setattr(autoencoder, "invert_spd", recording)
+    rng = np.random.default_rng(4)
+    x = (rng.random((300, 37)) < 0.2).astype(np.float64)
+    gram = x.T @ x
+    inverse = np.linalg.inv(gram + 5.0 * np.eye(37))
+    expected = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    # The largest row sum of this Gram matrix is about 400: the bound is about 80 at λ 5.
+    single = EASE._solve(gram, 5.0)
+    assert solved == [np.float32]
+    monkeypatch.setattr(autoencoder, "EASE_SINGLE_PRECISION_CONDITION", 50.0)
+    double = EASE._solve(gram, 5.0)
+    assert solved == [np.float32, np.float64]
+    for weights in (single, double):
+        assert weights.dtype == np.float32 and weights.flags.c_contiguous
+        np.testing.assert_allclose(weights, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_solve_single_precision_cannot_do_is_done_in_double(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Single precision's Cholesky fails on a nearly singular matrix; double's does not."""
+    from shoprec.models import autoencoder
+
+    solved: list[np.dtype] = []
+    invert = autoencoder.invert_spd
+
+    def recording(matrix: np.ndarray) -> tuple[np.ndarray, int]:
+        solved.append(matrix.dtype)
+        return invert(matrix)
+
+    monkeypatch.setattr(autoencoder, "invert_spd", recording)
+    monkeypatch.setattr(autoencoder, "EASE_SINGLE_PRECISION_CONDITION", np.inf)
+    rng = np.random.default_rng(5)
+    x = rng.random((40, 3)) @ rng.random((3, 30))  # rank 3: singular but for λ
+    gram = x.T @ x
+    weights = EASE._solve(gram, 1e-7)
+    assert solved == [np.float32, np.float64]
+    assert np.isfinite(weights).all()
+
+
 def test_the_inverse_is_mirrored_across_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     from shoprec.models import autoencoder
 
