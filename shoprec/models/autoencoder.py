@@ -95,9 +95,11 @@ class EASE(HistoryWeights, Recommender):
             self.vocabulary_ = None
         self.catalogue_items_ = n_items
         self.popularity_ = (counts / max(1, counts.max())).astype(np.float32)
-        # A copy: binarising must not touch the caller's (shared) training matrix. Single
-        # precision: a binary Gram matrix's counts are exact in it (up to 2**24 shoppers).
-        matrix = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
+        # A copy: binarising must not touch the caller's (shared) training matrix. Binary,
+        # in single precision: the Gram matrix's counts are exact in it (up to 2**24
+        # shoppers). Weighted, its sums are taken in double, as the solve may be.
+        matrix = sp.csr_matrix(interactions, dtype=np.float32 if self.binary else np.float64,
+                               copy=True)
         if self.vocabulary_ is not None:
             matrix = matrix[:, self.vocabulary_]
         if self.binary:
@@ -325,11 +327,12 @@ class EASE(HistoryWeights, Recommender):
             self.popularity_ = state["popularity"]
 
 
-#: Peak bytes per item² while EASE chooses λ in double precision: the Gram matrix, its
-#: float64 regularised copy (factored, inverted and mirrored in place), the float32 weights
-#: of the value being solved and of the best one so far: 24, plus the scoring's batches.
+#: Peak bytes per item² while EASE chose λ in double precision: the float64 Gram matrix,
+#: its regularised copy (factored, inverted and mirrored in place), the float32 weights of
+#: the value being solved and of the best one so far: 24, plus the scoring's batches.
 #: Measured over a grid of four at 5,972 items in benchmarks/RESULTS.md; 35 leaves a margin.
-#: A single-precision solve (most of them) takes less; the limit is kept as it was.
+#: A binary Gram matrix is now float32 (20 in double, 16 in single precision); the limit
+#: is kept as it was.
 EASE_BYTES_PER_ITEM2 = 35
 #: Rows of the inverse mirrored at a time (their temporary copy: this many x items floats).
 EASE_MIRROR_ROWS = 1024
@@ -340,9 +343,9 @@ EASE_MEMORY_SHARE = 0.4
 EASE_CUBE_PER_CORE_SECOND = 3.0e10
 #: Seconds EASE may spend solving, all values of its grid together.
 EASE_SECONDS = 120.0
-#: Largest bound on the condition number of G + λI solved in single precision (its
-#: relative error is about this times 1.2e-7 at worst, 1e-3; measured far below, at 6e-7
-#: on the wide catalogue); above it, double precision.
+#: Largest bound on the condition number of G + λI solved in single precision; above it,
+#: double precision. By the usual rule of thumb (condition times 1.2e-7) the inverse's
+#: relative error stays near 1e-3 or below; it was 6e-7 on the wide catalogue.
 EASE_SINGLE_PRECISION_CONDITION = 1.0e4
 
 
