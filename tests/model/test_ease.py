@@ -139,19 +139,25 @@ def test_a_gram_matrix_that_is_not_positive_definite_is_a_clear_error() -> None:
         EASE._solve(gram, -2.5)
 
 
-def test_single_precision_where_the_condition_allows_and_double_elsewhere(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bound (largest row sum + λ) / λ picks the precision; both agree with the definition."""
+@pytest.fixture
+def solved(monkeypatch: pytest.MonkeyPatch) -> list[np.dtype]:
+    """The precision of each inverse EASE takes, in order."""
     from shoprec.models import autoencoder
 
-    solved: list[np.dtype] = []
+    dtypes: list[np.dtype] = []
     invert = autoencoder.invert_spd
 
     def recording(matrix: np.ndarray) -> tuple[np.ndarray, int]:
-        solved.append(matrix.dtype)
+        dtypes.append(matrix.dtype)
         return invert(matrix)
 
     monkeypatch.setattr(autoencoder, "invert_spd", recording)
+    return dtypes
+
+
+def test_single_precision_where_the_condition_allows_and_double_elsewhere(
+        monkeypatch: pytest.MonkeyPatch, solved: list[np.dtype]) -> None:
+    """The bound (largest row sum + λ) / λ picks the precision; both agree with the definition."""
     rng = np.random.default_rng(4)
     x = (rng.random((300, 37)) < 0.2).astype(np.float64)
     gram = x.T @ x
@@ -161,7 +167,7 @@ def test_single_precision_where_the_condition_allows_and_double_elsewhere(
     # The largest row sum of this Gram matrix is 603: the bound is about 122 at λ 5.
     single = EASE._solve(gram, 5.0)
     assert solved == [np.float32]
-    monkeypatch.setattr(autoencoder, "EASE_SINGLE_PRECISION_CONDITION", 50.0)
+    monkeypatch.setattr("shoprec.models.autoencoder.EASE_SINGLE_PRECISION_CONDITION", 50.0)
     double = EASE._solve(gram, 5.0)
     assert solved == [np.float32, np.float64]
     for weights in (single, double):
@@ -170,19 +176,9 @@ def test_single_precision_where_the_condition_allows_and_double_elsewhere(
 
 
 def test_a_solve_single_precision_cannot_do_is_done_in_double(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, solved: list[np.dtype]) -> None:
     """Single precision's Cholesky fails on a nearly singular matrix; double's does not."""
-    from shoprec.models import autoencoder
-
-    solved: list[np.dtype] = []
-    invert = autoencoder.invert_spd
-
-    def recording(matrix: np.ndarray) -> tuple[np.ndarray, int]:
-        solved.append(matrix.dtype)
-        return invert(matrix)
-
-    monkeypatch.setattr(autoencoder, "invert_spd", recording)
-    monkeypatch.setattr(autoencoder, "EASE_SINGLE_PRECISION_CONDITION", np.inf)
+    monkeypatch.setattr("shoprec.models.autoencoder.EASE_SINGLE_PRECISION_CONDITION", np.inf)
     rng = np.random.default_rng(5)
     x = rng.random((40, 3)) @ rng.random((3, 30))  # rank 3: singular but for λ
     gram = x.T @ x
