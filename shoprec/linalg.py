@@ -102,7 +102,7 @@ def _invert_holding_lock(matrix: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 @functools.cache
-def lapack_without_lock(prefix: str = "d") -> tuple[Routine, Routine] | None:
+def lapack_without_lock(prefix: str) -> tuple[Routine, Routine] | None:
     """``potrf`` and ``potri`` of scipy's bundled OpenBLAS through ctypes, if found.
 
     The library is the one scipy's own wrappers call (its wheels ship it as

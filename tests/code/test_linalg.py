@@ -93,7 +93,7 @@ def test_scipys_bundled_library_is_taken_where_its_wheel_ships_it() -> None:
     assert linalg.lapack_without_lock("s") is not None
 
 
-@pytest.mark.skipif(linalg.lapack_without_lock() is None,
+@pytest.mark.skipif(linalg.lapack_without_lock("d") is None,
                     reason="scipy's bundled OpenBLAS is not on this platform: the wrappers "
                            "are used, holding the lock as before")
 def test_other_threads_run_while_it_inverts() -> None:
