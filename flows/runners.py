@@ -16,9 +16,9 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import allow_failure
-from threadpoolctl import threadpool_limits
 
 from shoprec.config import TrainingConfig
+from shoprec.threads import limit_threads
 from shoprec.training import (
     CandidateJob,
     CandidateResult,
@@ -191,7 +191,7 @@ def train_candidates(jobs: list[CandidateJob], inputs: TrainingInputs, ks: list[
     from shoprec_tasks.training import train_candidate, train_champion_recipe
 
     after = after or {}
-    with threadpool_limits(threads):
+    with limit_threads(threads):
         common = {"encoded": _shared(inputs.encoded), "items": _shared(inputs.items),
                   "ks": ks, "threads": threads}
         futures: dict[str, PrefectFuture[CandidateResult]] = {}

@@ -13,10 +13,10 @@ from typing import Any
 from prefect import flow
 from shoprec_flows.runners import CandidateThreads, TrainingInputs
 from shoprec_tasks.tuning import log_search, tune_trial
-from threadpoolctl import threadpool_limits
 
 from shoprec.config import TrainingConfig
 from shoprec.models import CANDIDATES
+from shoprec.threads import limit_threads
 from shoprec.training import model_params
 from shoprec.tuning.search import SearchResult, TrialOutcome, search, trial_number
 
@@ -45,10 +45,9 @@ def tune_candidates(config: TrainingConfig, inputs: TrainingInputs, parent_run_i
             return [_outcome(future, trial_number(trial), params)
                     for future, (trial, params) in zip(futures, batch, strict=True)]
 
-        # Trials running side by side each set the process's BLAS cap and put back what
-        # they found; from one cap set here, whatever order they end in, the run's own cap
-        # is what remains after the search.
-        with threadpool_limits(share):
+        # Each trial caps the pools while it fits; this block holds the same cap between
+        # one batch of trials and the next (the Python work of the search itself).
+        with limit_threads(share):
             found[name] = search(name, base, encoded, items, primary, config.tune_trials,
                                  config.tune_seconds, config.seed, config.tune_parallel,
                                  run_batch)

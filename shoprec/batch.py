@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from threadpoolctl import threadpool_limits
 
 from shoprec.ranking import diversity_pool, mask_seen, rerank_for_novelty, top_k
 from shoprec.registry.bundle import ModelBundle
+from shoprec.threads import limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         # BLAS release the GIL), and written in order by this thread; at most ``workers``
         # batches are in flight, so memory stays bounded.
         with pq.ParquetWriter(temporary, schema) as writer, \
-                threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as pool:
+                limit_threads(1, "blas"), ThreadPoolExecutor(workers) as pool:
             pending: deque = deque()
             for start in range(0, n_users, batch_size):
                 pending.append(pool.submit(score_batch, start))

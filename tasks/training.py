@@ -9,7 +9,6 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from threadpoolctl import threadpool_limits
 
 from shoprec.config import TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
@@ -18,6 +17,7 @@ from shoprec.registry import runs
 from shoprec.registry.bundle import ModelBundle
 from shoprec.registry.publish import GateVerdict, publish
 from shoprec.registry.recipe import ChampionReference, Recipe, champion_reference
+from shoprec.threads import limit_threads
 from shoprec.training import (
     BundleParts,
     CandidateResult,
@@ -59,7 +59,7 @@ def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     """
     result = None
     try:
-        with threadpool_limits(threads):
+        with limit_threads(threads):
             result = train_candidate_row(name, params, encoded, items, ks,
                                          board.post if board is not None else None)
         return result
@@ -83,7 +83,7 @@ def find_champion(name: str) -> ChampionReference:
 def train_champion_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | None,
                           ks: list[int], threads: int | None = None) -> CandidateResult:
     """Retrain the champion's recipe on this run's training split (the gate's reference)."""
-    with threadpool_limits(threads):
+    with limit_threads(threads):
         return retrain_recipe(recipe, encoded, items, ks, threads)
 
 
@@ -123,8 +123,8 @@ def refit_winner(name: str, params: dict[str, Any], data: CleanData,
 def refit_winner_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None:
     """Refit the validation winner on all data as soon as every candidate is scored.
 
-    No thread limit of its own: the process's (threadpoolctl's limits are the process's,
-    and a block ending after the candidates' would put their limit back for what follows).
+    No thread cap of its own: while candidates train it runs under their caps (the pools
+    are the process's), and on the whole pools once they have ended.
     ``None`` when no winner may be refit early (:func:`~shoprec.training.refit_early`).
     """
     return refit_early(board, parts)

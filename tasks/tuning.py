@@ -7,10 +7,10 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from threadpoolctl import threadpool_limits
 
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import runs
+from shoprec.threads import limit_threads
 from shoprec.tuning.search import SearchResult, TrialOutcome, run_trial
 
 
@@ -23,7 +23,7 @@ def tune_trial(candidate: str, number: int, trial: Any, params: dict[str, Any],
     ``threads`` caps its BLAS and OpenMP pools; a failed or pruned trial is an outcome,
     not a failed task.
     """
-    with threadpool_limits(threads):
+    with limit_threads(threads):
         return run_trial(candidate, trial, params, encoded, items, primary)
 
 

@@ -14,12 +14,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from shoprec.errors import ModelFitError, ModelSkippedError
 from shoprec.models.base import FitContext, Recommender, check_finite
 from shoprec.models.storage import load_arrays, save_arrays
 from shoprec.ranking import top_k
+from shoprec.threads import limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class ImplicitALS(Recommender):
         from implicit.cpu.als import AlternatingLeastSquares
 
         # implicit's solver is threaded itself; BLAS threads on top would oversubscribe.
-        with threadpool_limits(1, "blas"):
+        with limit_threads(1, "blas"):
             model = AlternatingLeastSquares(
                 factors=self.factors, regularization=regularization, alpha=self.alpha,
                 iterations=iterations, random_state=self.seed,

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from shoprec.config import WeightingConfig
 from shoprec.data.schema import is_in
@@ -34,6 +33,7 @@ from shoprec.features.encoding import relevance_matrix, training_matrix
 from shoprec.features.idmap import IdMap
 from shoprec.models import make_model
 from shoprec.models.base import FitContext
+from shoprec.threads import limit_threads
 from shoprec.tuning.validation import SELECTION_USERS, ValidationTuner
 
 logger = logging.getLogger(__name__)
@@ -133,9 +133,9 @@ def choose_weighting(split: Split, weighting: WeightingConfig,
         logger.info("weighting %s: quick mf validation ndcg@10 %.4f", option.describe(), score)
         return score
 
-    # BLAS is held to one thread around the whole pool, not in each worker: the limit is
-    # the process's, and workers restoring it in turn could leave it at either value.
-    with threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as pool:
+    # BLAS is held to one thread around the whole pool: the cap is the process's, so every
+    # quick fit, in whichever worker, runs under it.
+    with limit_threads(1, "blas"), ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(quick_score, options))
     scores = [(option, score) for option, score in zip(options, results, strict=True)
               if score is not None]
