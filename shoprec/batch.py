@@ -176,7 +176,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     rows = 0
     try:
         # Batches are scored in parallel threads, each with one BLAS thread (numpy and
-        # BLAS release the GIL), and written in order by this thread; at most ``workers``
+        # BLAS release the GIL; the wheels' OpenBLAS has one pool for the process, capped
+        # here for all of them), and written in order by this thread; at most ``workers``
         # batches are in flight, so memory stays bounded.
         with pq.ParquetWriter(temporary, schema) as writer, \
                 limit_threads(1, "blas"), ThreadPoolExecutor(workers) as pool:

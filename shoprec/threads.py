@@ -12,15 +12,20 @@ keeps that role, so every other thread's cap is then silently ignored.
 is open, each runs at the smallest cap asked for it (a block that asks for one BLAS thread,
 as ALS's solver does around its own threads, is not overridden by another asking for more);
 when the last block closes, each is back at the size it had before the first opened.
-OpenMP's sizes are each thread's own (as are those of an OpenBLAS built on OpenMP): for
-them a block is threadpoolctl's, in its own thread, which is what they need.
+OpenMP's sizes are each thread's own with GCC's and LLVM's runtimes (as are those of an
+OpenBLAS built on OpenMP): for them a block is threadpoolctl's, in its own thread, and a
+nested one never raises the size an outer one set.
+
+What it cannot mend: a plain threadpoolctl block elsewhere (third-party code) can still
+leave its cap behind, and a size set by other code while a block is open is replaced by
+the record's when a block next opens or closes.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 from threadpoolctl import (
@@ -42,8 +47,17 @@ _before: dict[str, tuple[str, int]] = {}
 
 
 def _shared(info: dict[str, Any]) -> bool:
-    """Whether a pool's size is the process's rather than each thread's."""
-    return info["user_api"] == "blas" and info.get("threading_layer") != "openmp"
+    """Whether a pool's size is the process's rather than each thread's.
+
+    A BLAS built without threads ("disabled") is neither: it has no pool to size.
+    """
+    return (info["user_api"] == "blas"
+            and info.get("threading_layer") not in ("openmp", "disabled"))
+
+
+def _per_thread(info: dict[str, Any]) -> bool:
+    """Whether a pool's size is each thread's own (OpenMP's, or a BLAS built on it)."""
+    return info["user_api"] == "openmp" or info.get("threading_layer") == "openmp"
 
 
 def _apply() -> None:
@@ -99,31 +113,39 @@ def limit_threads(limits: int | None, user_api: str | None = None) -> Iterator[N
     entry = [limits, user_api]
     with ExitStack() as per_thread:
         if limits is not None:
-            own = [info["filepath"] for info in threadpool_info()
-                   if not _shared(info) and user_api in (None, info["user_api"])]
+            # Never above the thread's size now: an outer block's smaller cap holds.
+            own = {info["filepath"]: min(limits, info["num_threads"])
+                   for info in threadpool_info()
+                   if _per_thread(info) and user_api in (None, info["user_api"])}
             if own:
                 # A controller of these pools only: a limiter puts back, on leaving, every
                 # pool its controller holds, and the process-wide ones are not its to touch.
                 per_thread.enter_context(
-                    ThreadpoolController().select(filepath=own).limit(limits=limits))
+                    ThreadpoolController().select(filepath=list(own)).limit(limits=own))
         with _lock:
-            if not _open:
-                _before.clear()  # the sizes are read afresh: someone may have set them since
             _open.append(entry)
             try:
                 _apply()
             except BaseException:
-                _remove(entry)  # a cap that could not be set must not stay asked for
+                # A cap that could not be set must not stay asked for; the pools are put
+                # back as well as they can be, and the error is the one to report.
+                with suppress(Exception):
+                    _leave(entry)  # drops the entry before it sizes anything
                 raise
         try:
             yield
         finally:
             with _lock:
-                _remove(entry)
-                _apply()  # with no block open, every known pool gets its size back
+                _leave(entry)
 
 
-def _remove(entry: list[Any]) -> None:
-    """Drop a block's entry from the record (under ``_lock``)."""
+def _leave(entry: list[Any]) -> None:
+    """Drop a block's entry and size the pools for the blocks left (under ``_lock``)."""
     # By identity: another block may hold an equal cap.
     del _open[next(i for i, e in enumerate(_open) if e is entry)]
+    _apply()
+    if not _open:
+        # Every pool has its size back: the next first block reads the sizes afresh (other
+        # code may set them meanwhile). Kept when putting them back failed, so that a cap
+        # left on is never taken for a pool's own size.
+        _before.clear()

@@ -133,8 +133,9 @@ def choose_weighting(split: Split, weighting: WeightingConfig,
         logger.info("weighting %s: quick mf validation ndcg@10 %.4f", option.describe(), score)
         return score
 
-    # BLAS is held to one thread around the whole pool: the cap is the process's, so every
-    # quick fit, in whichever worker, runs under it.
+    # BLAS is held to one thread around the whole pool: with the wheels' OpenBLAS (its own
+    # threads) the cap is the process's, so every quick fit, in whichever worker, runs
+    # under it. (A BLAS built on OpenMP keeps each thread's own size: ALS's fit caps it.)
     with limit_threads(1, "blas"), ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(quick_score, options))
     scores = [(option, score) for option, score in zip(options, results, strict=True)

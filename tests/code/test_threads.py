@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np  # noqa: F401 - loads NumPy's BLAS, the pool under test
 import pytest
 import sklearn.utils  # noqa: F401 - loads an OpenMP runtime (libgomp) beside it
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import OpenBLASController, threadpool_info, threadpool_limits
 
 from shoprec.threads import limit_threads
 
@@ -34,9 +34,13 @@ def run(*targets) -> None:
 @pytest.fixture
 def four_blas_threads() -> Iterator[None]:
     """BLAS at four threads (more than any cap below), whatever the machine gives."""
-    if not blas():
-        pytest.skip("no BLAS library is loaded")
+    pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    if not pools or any(pool.get("threading_layer") != "pthreads" for pool in pools):
+        pytest.skip("these tests are of a BLAS with its own threads, one pool a process")
+    # A thread holding threadpoolctl's role for OpenBLAS would make the setting a no-op.
+    OpenBLASController.clear_controlling_thread(force=True)
     with threadpool_limits(4, "blas"):
+        assert blas() == {4}
         yield
 
 
@@ -97,7 +101,7 @@ def test_openmp_caps_stay_in_the_thread_that_set_them(four_blas_threads) -> None
     def worker() -> None:
         seen["worker before"] = openmp()
         main_open.wait(10)
-        with limit_threads(3):
+        with limit_threads(1):
             worker_open.set()
             main_closed.wait(10)
             seen["worker inside"] = openmp()
@@ -105,15 +109,17 @@ def test_openmp_caps_stay_in_the_thread_that_set_them(four_blas_threads) -> None
 
     def main() -> None:
         with threadpool_limits(4, "openmp"):
-            with limit_threads(1):
+            with limit_threads(2):
                 main_open.set()
                 worker_open.wait(10)
                 seen["main inside"] = openmp()
+                with limit_threads(4, "openmp"):  # nested: never above the outer cap
+                    seen["main nested"] = openmp()
             main_closed.set()
             seen["main after"] = openmp()
 
     run(worker, main)
-    assert seen["main inside"] == {1} and seen["worker inside"] == {3}
+    assert seen["main inside"] == seen["main nested"] == {2} and seen["worker inside"] == {1}
     # Each thread gets its own size back, not the other's.
     assert seen["main after"] == {4}
     assert seen["worker after"] == seen["worker before"]
@@ -151,3 +157,19 @@ def test_a_cap_that_cannot_be_set_is_not_left_asked_for(four_blas_threads,
 def test_bad_caps_are_refused(limits: object, user_api: str | None, message: str) -> None:
     with pytest.raises(ValueError, match=message), limit_threads(limits, user_api):
         pass
+
+
+def test_sizes_that_could_not_be_put_back_are_put_back_next_time(four_blas_threads,
+                                                                 monkeypatch) -> None:
+    import shoprec.threads as threads
+
+    def broken(limits):
+        raise OSError("the library went away")
+
+    with pytest.raises(OSError, match="went away"), limit_threads(1, "blas"):
+        monkeypatch.setattr(threads, "threadpool_limits", broken)
+    monkeypatch.undo()
+    assert blas() == {1}  # the cap stayed on
+    with limit_threads(2):
+        assert blas() == {2}
+    assert blas() == {4}  # the pool's own size, never the cap that was left on
