@@ -6,6 +6,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
+## Test processes (pytest-xdist): each file's tests stay in one process, in order, so a
+## module's fixtures start once. Each process starts its own Prefect test server and loads
+## TensorFlow (about 1-2 GB each); TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
+XDIST  := -n $(TEST_WORKERS) --dist loadfile
+
 .PHONY: install run test test-fast lint clean browser postgres
 
 $(STAMP): pyproject.toml
@@ -29,7 +35,7 @@ run: $(STAMP)
 ## Run the test suite (installs Debian's Chromium for the browser test and Debian's
 ## PostgreSQL for the production-stack test when they are missing).
 test: $(STAMP) browser postgres
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 ## Debian's Chromium, which the storefront page's browser test drives (Playwright uses it
 ## as it is: no browser download). Needs root or password-less sudo, apt and Debian's
@@ -58,7 +64,7 @@ postgres:
 ## Unit tests only: no Prefect or MLflow server, no subprocess of the CLI, no network
 ## training beyond a few steps (under 2 minutes on 2 cores).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not integration and not slow" $(XDIST) $(PYTEST_ARGS)
 
 ## Ruff (style, Google docstrings, type hints) and mypy on the core.
 lint: $(STAMP)

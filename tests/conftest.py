@@ -109,7 +109,9 @@ def retail_path() -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One Prefect test server for the whole session; returns its API URL.
+    """One Prefect test server for the whole session; returns its API URL. (Under
+    pytest-xdist, as `make test` runs the suite, each test process is a session of its own
+    and starts its own server.)
 
     Cached task results go to a temporary folder. Subprocesses (the CLI) inherit both
     through the environment, so no test starts a server of its own.
