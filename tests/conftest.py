@@ -19,32 +19,40 @@ RETAIL = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
 
 #: Fixtures that start or need a service: tests using them are integration tests.
 SERVICES = {"prefect_api", "mlflow_store", "env", "registered", "stack"}
-#: The user's SHOPREC_CACHE_DIR (or None) and this session's memo folder.
-_CACHE_KEY = pytest.StashKey[tuple[str | None, str]]()
+#: Folders each test process gets to itself, by the variable that points at one: the
+#: registry memo of its commands, and Prefect's home (the database and result storage of
+#: the temporary servers that runs without PREFECT_API_URL start). Neither is the user's,
+#: and under pytest-xdist two processes never share a SQLite file that both write.
+PRIVATE_FOLDERS = {"SHOPREC_CACHE_DIR": "shoprec-test-cache-",
+                   "PREFECT_HOME": "shoprec-test-prefect-"}
+#: Each variable's value before the session (or None), and this session's folder.
+_FOLDERS_KEY = pytest.StashKey[dict[str, tuple[str | None, str]]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The registry memo of this session's commands goes to a folder of its own, not to the
-    user's cache (subprocesses of the CLI inherit it)."""
+    """Each variable of ``PRIVATE_FOLDERS`` points at a new folder for this process;
+    subprocesses of the CLI inherit it. (Prefect reads PREFECT_HOME when it is first
+    imported, which is after this.)"""
     import tempfile
 
-    config.stash[_CACHE_KEY] = (os.environ.get("SHOPREC_CACHE_DIR"),
-                                tempfile.mkdtemp(prefix="shoprec-test-cache-"))
-    os.environ["SHOPREC_CACHE_DIR"] = config.stash[_CACHE_KEY][1]
+    folders = {name: (os.environ.get(name), tempfile.mkdtemp(prefix=prefix))
+               for name, prefix in PRIVATE_FOLDERS.items()}
+    config.stash[_FOLDERS_KEY] = folders
+    os.environ.update({name: folder for name, (_, folder) in folders.items()})
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The session's memo folder goes with the session (it was left behind, one a run)."""
+    """The session's folders go with the session (the memo's was left behind, one a run)."""
     import shutil
 
-    if _CACHE_KEY not in config.stash:
+    if _FOLDERS_KEY not in config.stash:
         return
-    before, folder = config.stash[_CACHE_KEY]
-    shutil.rmtree(folder, ignore_errors=True)
-    if before is None:
-        os.environ.pop("SHOPREC_CACHE_DIR", None)
-    else:
-        os.environ["SHOPREC_CACHE_DIR"] = before
+    for name, (before, folder) in config.stash[_FOLDERS_KEY].items():
+        shutil.rmtree(folder, ignore_errors=True)
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -357,7 +357,7 @@ time.sleep(600)
 def test_a_temporary_server_stops_when_its_command_is_killed_outright(tmp_path: Path) -> None:
     """kill -9 cannot be caught: the temporary Prefect server notices its parent is gone
     and stops by itself instead of running on as an orphan."""
-    # Prefect's default home, like the SIGTERM test's run: its database is created once.
+    # The session's Prefect home (conftest), like the SIGTERM test's run.
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     process = subprocess.Popen([sys.executable, "-c", GUARDED_CLIENT], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
