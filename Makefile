@@ -7,10 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 ## Test processes (pytest-xdist): each file's tests stay in one process, in order, so a
-## module's fixtures start once. Each process starts its own Prefect test server and loads
-## TensorFlow (about 1-2 GB each); TEST_WORKERS=0 runs the suite in this one process.
+## module's fixtures start once; files go out in the order tests/conftest.py sorts them
+## (the slow ones first), not by their number of tests. Each process starts its own Prefect
+## test server and loads TensorFlow; TEST_WORKERS=0 runs the suite in this one process.
 TEST_WORKERS ?= 2
-XDIST  := -n $(TEST_WORKERS) --dist loadfile
+XDIST  := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install run test test-fast lint clean browser postgres
 
