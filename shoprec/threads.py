@@ -74,9 +74,10 @@ def _apply() -> None:
         _before.setdefault(path, (info["user_api"], info["num_threads"]))
     asked = [limits for limits, user_api in _open
              if limits is not None and user_api in (None, "blas")]
+    cap = min(asked) if asked else None
     changes: dict[str, int] = {}
     for path, (_, threads) in _before.items():
-        wanted = min(asked) if asked else threads
+        wanted = threads if cap is None else cap
         if path in current and current[path]["num_threads"] != wanted:
             changes[path] = wanted
     if not changes:

@@ -31,6 +31,11 @@ def run(*targets) -> None:
         assert not thread.is_alive(), "a thread of the test never ended"
 
 
+def broken(limits) -> None:
+    """threadpoolctl's setter, for a library that went away."""
+    raise OSError("the library went away")
+
+
 @pytest.fixture
 def four_blas_threads() -> Iterator[None]:
     """BLAS at four threads (more than any cap below), whatever the machine gives."""
@@ -138,9 +143,6 @@ def test_a_cap_that_cannot_be_set_is_not_left_asked_for(four_blas_threads,
                                                        monkeypatch) -> None:
     import shoprec.threads as threads
 
-    def broken(limits):
-        raise OSError("the library went away")
-
     monkeypatch.setattr(threads, "threadpool_limits", broken)
     with pytest.raises(OSError, match="went away"), limit_threads(1, "blas"):
         pass
@@ -162,9 +164,6 @@ def test_bad_caps_are_refused(limits: object, user_api: str | None, message: str
 def test_sizes_that_could_not_be_put_back_are_put_back_next_time(four_blas_threads,
                                                                  monkeypatch) -> None:
     import shoprec.threads as threads
-
-    def broken(limits):
-        raise OSError("the library went away")
 
     with pytest.raises(OSError, match="went away"), limit_threads(1, "blas"):
         monkeypatch.setattr(threads, "threadpool_limits", broken)
