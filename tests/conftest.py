@@ -23,26 +23,46 @@ SERVICES = {"prefect_api", "mlflow_store", "env", "registered", "stack"}
 #: registry memo of its commands, and Prefect's home (the database and result storage of
 #: the temporary servers that runs without PREFECT_API_URL start). Neither is the user's,
 #: and under pytest-xdist two processes never share a SQLite file that both write.
-PRIVATE_FOLDERS = {"SHOPREC_CACHE_DIR": "shoprec-test-cache-",
-                   "PREFECT_HOME": "shoprec-test-prefect-"}
+PRIVATE_FOLDERS = {"SHOPREC_CACHE_DIR": "cache-", "PREFECT_HOME": "prefect-"}
+#: The run's folder, which holds every process's private folders (``pytest-xdist`` hands
+#: it from the main process to each worker under this key).
+RUN_FOLDER_KEY = "shoprec_run_folder"
 #: Each variable's value before the session (or None), and this session's folder.
 _FOLDERS_KEY = pytest.StashKey[dict[str, tuple[str | None, str]]]()
+#: The run's folder, when this process made it (and so removes it).
+_RUN_FOLDER_KEY = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Each variable of ``PRIVATE_FOLDERS`` points at a new folder for this process;
     subprocesses of the CLI inherit it. (Prefect reads PREFECT_HOME when it is first
-    imported, which is after this.)"""
+    imported, which is after this.)
+
+    The folders sit in one run folder that the main process makes and removes last, so a
+    worker that crashes (and never unconfigures) leaves nothing behind in the temp folder.
+    """
     import tempfile
 
-    folders = {name: (os.environ.get(name), tempfile.mkdtemp(prefix=prefix))
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and RUN_FOLDER_KEY in workerinput:
+        run_folder = workerinput[RUN_FOLDER_KEY]
+    else:
+        run_folder = config.stash[_RUN_FOLDER_KEY] = tempfile.mkdtemp(prefix="shoprec-test-")
+    folders = {name: (os.environ.get(name), tempfile.mkdtemp(prefix=prefix, dir=run_folder))
                for name, prefix in PRIVATE_FOLDERS.items()}
     config.stash[_FOLDERS_KEY] = folders
     os.environ.update({name: folder for name, (_, folder) in folders.items()})
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """(pytest-xdist, main process) Each worker makes its folders in the run's folder."""
+    node.workerinput[RUN_FOLDER_KEY] = node.config.stash[_RUN_FOLDER_KEY]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The session's folders go with the session (the memo's was left behind, one a run)."""
+    """The session's folders go with the session (the memo's was left behind, one a run);
+    the main process removes the run's folder, with whatever a crashed worker left."""
     import shutil
 
     if _FOLDERS_KEY not in config.stash:
@@ -53,6 +73,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = before
+    if _RUN_FOLDER_KEY in config.stash:
+        shutil.rmtree(config.stash[_RUN_FOLDER_KEY], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
