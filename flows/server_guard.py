@@ -44,8 +44,8 @@ PARENT_ENV = "SHOPREC_SERVER_PARENT_PID"
 # Seconds between looks at the parent, and the grace a clean uvicorn shutdown gets.
 POLL_SECONDS = 0.5
 GRACE_SECONDS = 5.0
-#: uvicorn's exit status when its app could not start: its port was taken meanwhile, or
-#: Prefect's database could not be opened; another port is tried this many times.
+#: uvicorn's exit status when its app could not start (Prefect's database could not be
+#: opened, say); it is launched again this many times.
 STARTUP_FAILED = 3
 RELAUNCHES = 2
 
@@ -79,12 +79,6 @@ def _watch_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class TemporaryServer:
     """This command's temporary Prefect server (at most one per process).
 
@@ -113,13 +107,19 @@ class TemporaryServer:
         """Start the server process; :meth:`wait` is what waits for it."""
         import prefect
 
-        self.port = _free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
-             "--factory",
-             "shoprec_flows.server_guard:create_app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-            env=self.environment)
+        # The port is bound here and the socket handed to uvicorn (--fd), so it is ours
+        # from this moment: a port picked free and bound by the server seconds later
+        # (after its imports) could be taken meanwhile by another command's server, which
+        # would then answer this command's health check.
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir",
+                 str(prefect.__module_path__.parent), "--factory",
+                 "shoprec_flows.server_guard:create_app", "--fd", str(sock.fileno()),
+                 "--log-level", "error", "--lifespan", "on"],
+                env=self.environment, pass_fds=(sock.fileno(),))
         if not self.launched:  # the timeout counts from the first launch, as Prefect's does
             self.launched = time.monotonic()
             atexit.register(self.stop)
@@ -137,17 +137,16 @@ class TemporaryServer:
         while time.monotonic() < self.launched + self.timeout:
             assert self.process is not None
             code = self.process.poll()
-            if code == STARTUP_FAILED and relaunches:  # e.g. the port was taken meanwhile
+            if code == STARTUP_FAILED and relaunches:
                 relaunches -= 1
                 self.launch()
-                logger.info("the temporary Prefect server could not start; trying port %d",
-                            self.port)
+                logger.info("the temporary Prefect server could not start; trying again on "
+                            "port %d", self.port)
                 continue
             if code is not None:
                 break
             try:
                 with opener.open(f"{self.api_url}/health", timeout=1) as answer:
-                    # Another program could answer on the port before ours has bound it.
                     if answer.status == 200 and self.process.poll() is None:
                         return
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError,

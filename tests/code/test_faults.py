@@ -432,6 +432,30 @@ def test_a_temporary_server_that_does_not_answer_in_time_is_stopped_with_a_clear
     assert server.process is None and TemporaryServer.current is None
 
 
+def test_a_temporary_servers_port_is_its_own_from_launch() -> None:
+    """The port is bound before the server process starts and handed to it: no other
+    command's server can take it during the seconds the server spends importing (and then
+    answer this command's health check)."""
+    import errno
+    import socket
+
+    from shoprec_flows.server_guard import TemporaryServer
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    server = TemporaryServer(env, timeout=60)
+    server.launch()
+    process = server.process
+    try:
+        assert process is not None and process.poll() is None  # still starting
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+            with pytest.raises(OSError) as raised:
+                other.bind(("127.0.0.1", server.port))
+        assert raised.value.errno == errno.EADDRINUSE
+    finally:
+        server.stop()
+    assert process.poll() is not None and server.process is None
+
+
 def _bundle(folder: Path) -> Path:
     import numpy as np
     import scipy.sparse as sp
