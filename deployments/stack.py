@@ -1,6 +1,7 @@
 """The production topology on one machine: PostgreSQL, Prefect and MLflow servers, a worker.
 
     python deployments/stack.py up        # start what is not running (idempotent)
+    python deployments/stack.py up --redeploy   # and apply prefect.yaml even if unchanged
     python deployments/stack.py status    # each service: running and healthy? (exit 1 if not)
     python deployments/stack.py env       # the two variables a client needs, as exports
     python deployments/stack.py down      # stop everything it started (--purge: and its data)
@@ -20,7 +21,10 @@ What ``up`` starts, each as a process with its log under ``<dir>/logs`` and its 
   credentials;
 * the process **work pool** ``shoprec-process``, the deployments of
   ``deployments/prefect.yaml``, and a **worker** that runs them with the tracking server as
-  its ``MLFLOW_TRACKING_URI``.
+  its ``MLFLOW_TRACKING_URI``. The file is applied again only when it changed since ``up``
+  last applied it (its SHA-256 is kept in ``<dir>/deployed.sha256``), when a deployment it
+  declares is missing, or with ``--redeploy``: applying it resumes deployments paused in
+  the UI and resets schedules and parameters edited there.
 
 Ports: ``SHOPREC_STACK_PG_PORT`` (54329), ``SHOPREC_STACK_PREFECT_PORT`` (4200),
 ``SHOPREC_STACK_MLFLOW_PORT`` (5050). The database password is ``SHOPREC_STACK_DB_PASSWORD``;
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import secrets
@@ -554,14 +559,56 @@ def _await(stack: Stack, name: str) -> None:
     _wait(f"the {name} service", ready, stack.log(name))
 
 
-def deploy(stack: Stack) -> None:
-    """Create the work pool (if missing) and apply ``deployments/prefect.yaml``."""
+#: The deployments file, and the record of the last one applied (its SHA-256) in the folder.
+PREFECT_FILE = "deployments/prefect.yaml"
+DEPLOYED_RECORD = "deployed.sha256"
+
+
+def _deployment_names() -> set[str]:
+    """The names of the deployments ``prefect.yaml`` declares."""
+    import yaml
+
+    declared = yaml.safe_load((ROOT / PREFECT_FILE).read_text(encoding="utf-8")) or {}
+    return {str(d["name"]) for d in declared.get("deployments") or [] if "name" in d}
+
+
+def _deployed_names(stack: Stack) -> set[str] | None:
+    """The names of the deployments in the work pool, or ``None`` if the server did not say."""
+    body = json.dumps({"work_pools": {"name": {"any_": [POOL]}}}).encode()
+    request = urllib.request.Request(f"{stack.prefect_api}/deployments/filter", data=body,
+                                     headers={"Content-Type": "application/json"},
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return {str(d["name"]) for d in json.loads(answer.read())}
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def deploy(stack: Stack, force: bool = False) -> bool:
+    """Create the work pool (if missing) and apply ``deployments/prefect.yaml``.
+
+    ``prefect deploy`` sets each deployment as the file says: it resumes one paused in the
+    UI and puts back the parameters and schedules edited there. So a file already applied,
+    unchanged, whose deployments are all on the server, is not applied again unless
+    ``force``.
+
+    Returns:
+        Whether the file was applied.
+    """
+    digest = hashlib.sha256((ROOT / PREFECT_FILE).read_bytes()).hexdigest()
+    record = stack.folder / DEPLOYED_RECORD
+    if not force and record.exists() and record.read_text().strip() == digest:
+        found = _deployed_names(stack)
+        if found is not None and _deployment_names() <= found:
+            return False
     env = {**{k: v for k, v in os.environ.items() if k != "SHOPREC_STACK_DB_PASSWORD"},
            **_client_env(stack)}
     steps = [[*_tool("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
-              "deployments/prefect.yaml"]]
+              PREFECT_FILE]]
     if _get(f"{stack.prefect_api}/work_pools/{POOL}")[0] != 200:
         steps.insert(0, [*_tool("prefect"), "work-pool", "create", POOL, "--type", "process"])
+    record.unlink(missing_ok=True)  # a deploy that fails half-way is tried again next time
     for command in steps:
         try:
             done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
@@ -571,6 +618,8 @@ def deploy(stack: Stack) -> None:
         if done.returncode != 0:
             raise StackError(f"`{' '.join(command[2:5])}` failed:\n{done.stdout[-2000:]}"
                              f"{done.stderr[-2000:]}")
+    record.write_text(digest + "\n")
+    return True
 
 
 #: Written by ``up`` into the stack folder: ``down --purge`` deletes only a folder with it.
@@ -591,8 +640,12 @@ def _locked(stack: Stack) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def up(stack: Stack, worker: bool = True) -> None:
-    """Start every service that is not running; leave running ones alone."""
+def up(stack: Stack, worker: bool = True, redeploy: bool = False) -> None:
+    """Start every service that is not running; leave running ones alone.
+
+    The deployments are applied when ``prefect.yaml`` changed since ``up`` last applied it,
+    when one of them is missing from the server, or when ``redeploy`` asks.
+    """
     stack.folder.mkdir(parents=True, exist_ok=True)
     (stack.folder / STACK_MARK).touch()
     start_postgres(stack)
@@ -600,8 +653,11 @@ def up(stack: Stack, worker: bool = True) -> None:
     start_services(stack, ("prefect", "mlflow"))
     print(f"prefect   {stack.prefect_api.removesuffix('/api')}")
     print(f"mlflow    {stack.tracking_uri} (artifacts: {stack.artifacts})")
-    deploy(stack)
-    print(f"deployed  deployments/prefect.yaml to the work pool {POOL}")
+    if deploy(stack, force=redeploy):
+        print(f"deployed  {PREFECT_FILE} to the work pool {POOL}")
+    else:
+        print(f"deployed  {PREFECT_FILE} unchanged since it was applied: not applied again, "
+              "so changes made in the UI stay (`up --redeploy` applies it anyway)")
     if worker:
         start_services(stack, ("worker",))
         print(f"worker    online in {POOL}")
@@ -649,6 +705,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "env"])
     parser.add_argument("--dir", help="State folder (default SHOPREC_STACK_DIR or .stack).")
     parser.add_argument("--no-worker", action="store_true", help="up: start no worker.")
+    parser.add_argument("--redeploy", action="store_true",
+                        help="up: apply prefect.yaml even if unchanged (it resets what was "
+                             "changed in the UI: paused deployments, schedules, parameters).")
     parser.add_argument("--purge", action="store_true",
                         help="down: also delete the state folder (databases, artifacts, logs).")
     args = parser.parse_args(argv)
@@ -657,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             with _locked(stack):
                 try:
-                    up(stack, worker=not args.no_worker)
+                    up(stack, worker=not args.no_worker, redeploy=args.redeploy)
                 except StackError as exc:
                     raise StackError(f"{exc}\n(what did start is still running: "
                                      "`stack.py status` shows it, `stack.py down` stops it)"

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, str(ROOT / "deployments" / "stack.py")]
 NAME = "stack-model"
 TRAINING = "shoprec-training/training-nightly"
+BATCH = "shoprec-batch-recommendations/batch-recommendations"
 
 
 def _free_port() -> int:
@@ -105,6 +106,23 @@ def _pids(env: dict[str, str]) -> dict[str, int]:
     return {p.stem: json.loads(p.read_text())["pid"] for p in folder.glob("*.json")}
 
 
+def _deployment(env: dict[str, str], name: str) -> dict:
+    """The Prefect server's record of deployment ``name`` ("flow/deployment")."""
+    with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/deployments/name/{name}",
+                                timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def _pause(env: dict[str, str], name: str) -> None:
+    """Pause a deployment, as its toggle in the Prefect UI does."""
+    deployment = _deployment(env, name)["id"]
+    request = urllib.request.Request(
+        f"{env['PREFECT_API_URL']}/deployments/{deployment}/pause_deployment", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    assert _deployment(env, name)["paused"] is True
+
+
 def _train(env: dict[str, str], data: Path, output: Path) -> subprocess.Popen:
     """A run of the training-nightly deployment, executed by the stack's worker."""
     params = {"data": {"interactions": str(data / "interactions.parquet"),
@@ -145,6 +163,10 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     assert again.returncode == 0, again.stderr
     assert _pids(stack) == before
     assert _run([*STACK, "status"], stack).returncode == 0
+    # ... nor applies prefect.yaml again when it has not changed: a deployment paused in the
+    # UI stays paused (`prefect deploy` would resume it).
+    assert "unchanged since it was applied" in again.stdout, again.stdout
+    _pause(stack, BATCH)  # not the training deployment, which this test runs
 
     # The nightly deployment, run by the worker, records to the tracking server; two runs
     # at once, on a name not yet registered: both finish, both register, one is champion.
@@ -187,6 +209,13 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     assert restarted.returncode == 0, restarted.stderr
     assert _pids(stack)["mlflow"] != before["mlflow"]
     assert {v.version for v in client.search_model_versions(f"name = '{NAME}'")} == versions
+    assert _deployment(stack, BATCH)["paused"] is True, restarted.stdout
+    # A prefect.yaml other than the one applied (its record says another digest) is applied.
+    (Path(stack["SHOPREC_STACK_DIR"]) / "deployed.sha256").write_text("0" * 64 + "\n")
+    changed = _run([*STACK, "up"], stack)
+    assert changed.returncode == 0, changed.stderr
+    assert "deployed  deployments/prefect.yaml to the work pool" in changed.stdout
+    assert _deployment(stack, BATCH)["paused"] is False
 
     # Promotion through the command line, pointed at the stack by the two variables alone.
     other = (versions - {first_champion}).pop()
