@@ -833,6 +833,11 @@ def forecast(
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", min=0.0, max=0.99, help="How much lower (relative) than the best "
         "naive baseline's the model's WAPE must be to become champion.")] = 0.05,
+    max_iter: Annotated[int, typer.Option(
+        "--max-iter", min=1, max=5000, help="Boosting iterations of each model.")] = 300,
+    learning_rate: Annotated[float, typer.Option(
+        "--learning-rate", min=0.0, max=1.0,
+        help="Boosting learning rate (above 0).")] = 0.05,
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", help="MLflow registered model of the forecast.")]
     = "shoprec-demand",
@@ -849,7 +854,8 @@ def forecast(
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                date_format, timestamp_unit)
     config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir,
-                            gate_margin=gate_margin, registered_model_name=model_name)
+                            gate_margin=gate_margin, max_iter=max_iter,
+                            learning_rate=learning_rate, registered_model_name=model_name)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(Path(output_dir), "--output-dir")
     _before_flows("shoprec_flows.forecast")
