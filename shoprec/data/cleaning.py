@@ -157,7 +157,10 @@ def normalise_ids(values: pd.Series) -> pd.Series:
 #: milliseconds read as seconds) or a typo; pandas cannot even hold dates past 2262.
 EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
 LATEST = pd.Timestamp("2200-01-01", tz="UTC")
-_SLASH_DATE = r"^\s*(\d{1,2})[/.](\d{1,2})[/.](\d{2,4})\b"
+_SLASH_DATE = r"^\s*(\d{1,2})([/.-])(\d{1,2})\2(\d{2,4})\b"
+#: Eight-digit whole numbers that read as dates written YYYYMMDD (20240110). As epoch
+#: seconds they would fall in 1970-1973.
+_COMPACT_DATE = r"^(19|20|21)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$"
 
 
 def parse_timestamps(values: pd.Series, fmt: str | None = None,
@@ -194,15 +197,26 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
     elif pd.api.types.is_datetime64_dtype(values.dtype):
         parsed = values.dt.tz_localize("UTC")
     elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
-        return _from_epoch(pd.to_numeric(values, errors="coerce"), unit or "s")
+        numbers = pd.to_numeric(values, errors="coerce")
+        if fmt is not None and unit is None:  # whole numbers written in a date format
+            whole = numbers.where(numbers == numbers.round()).astype("Int64")
+            parsed = pd.to_datetime(whole.astype("string"), format=fmt, utc=True,
+                                    errors="coerce")
+        else:
+            if unit is None:
+                _refuse_compact_dates(numbers.astype("Float64").astype("string"))
+            return _from_epoch(numbers, unit or "s")
     else:
         text = values.astype("string").str.strip()
         numbers = pd.to_numeric(text, errors="coerce")
+        present = text.notna() & (text != "")
         if unit is not None:
             return _from_epoch(numbers, unit)
         if fmt is not None:
             parsed = pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
-        elif numbers.notna().all() and len(numbers):
+        elif present.any() and numbers[present].notna().all():
+            # Epoch seconds; a blank value is quarantined on its own, not the whole file.
+            _refuse_compact_dates(text[present])
             return _from_epoch(numbers, "s")
         else:
             parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
@@ -216,16 +230,31 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
     return parsed.mask(out).astype("datetime64[ns, UTC]"), out
 
 
+def _refuse_compact_dates(text: pd.Series) -> None:
+    """Raise when every epoch number reads as a date written YYYYMMDD.
+
+    As epoch seconds such numbers fall in 1970-1973; as dates they are what a shop export
+    usually means. shoprec does not pick one of two readings silently.
+    """
+    whole = text.dropna().str.replace(r"\.0$", "", regex=True)
+    if len(whole) and whole.str.fullmatch(_COMPACT_DATE).fillna(False).all():
+        raise DataError(
+            f"the timestamps are numbers like {whole.iloc[0]}, which read as dates written "
+            "YYYYMMDD; pass --date-format '%Y%m%d' for that, or --timestamp-unit s if they "
+            "really are seconds since 1970")
+
+
 def _refuse_ambiguous_dates(text: pd.Series) -> None:
     """Raise when dates are written ``a/b/yyyy``: say which order the values suggest."""
     parts = text.str.extract(_SLASH_DATE).dropna()
     if parts.empty:
         return
+    parts = parts.drop(columns=1).set_axis([0, 1, 2], axis=1)  # the separator's group
     first, second = parts[0].astype(int), parts[1].astype(int)
     example = text.loc[parts.index[0]]
     time_part = " %H:%M:%S" if str(example).count(":") >= 2 else (
         " %H:%M" if ":" in str(example) else "")
-    sep = "/" if "/" in str(example) else "."
+    sep = next(c for c in "/.-" if c in str(example))
     year = "%Y" if len(parts[2].iloc[0]) == 4 else "%y"
     day_first = f"%d{sep}%m{sep}{year}{time_part}"
     month_first = f"%m{sep}%d{sep}{year}{time_part}"

@@ -88,9 +88,10 @@ def read_table(
             raise DataError(f"cannot read the {what} file {path!r} as Parquet: {exc}"
                             f"{_sniff_hint(path, encoding)}") from exc
         _refuse_duplicate_columns([str(c) for c in frame.columns], path, what)
+        frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
         return frame.reset_index(drop=True)
-    if header:
-        _refuse_duplicate_columns(_csv_header(path, delimiter, encoding), path, what)
+    named = _csv_header(path, delimiter, encoding) if header else []
+    _refuse_duplicate_columns(named, path, what)
     try:
         frame = pd.read_csv(
             path,
@@ -120,7 +121,33 @@ def read_table(
         ) from exc
     except (OSError, EOFError) as exc:  # e.g. a truncated or fake .gz
         raise DataError(f"cannot read the {what} file {path!r}: {exc}") from exc
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = _unnamed_fields(frame, path, what)
+    # A header written "user_id, item_id, ..." names the columns without their spaces.
+    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
     return frame
+
+
+def _unnamed_fields(frame: pd.DataFrame, path: str, what: str) -> pd.DataFrame:
+    """The table read from rows with more fields than the header names, in every row.
+
+    pandas took the first fields for an index. A delimiter at the end of every line (empty
+    last fields) is dropped; a field with values and no name is refused, since which one
+    it is cannot be told.
+    """
+    extra = frame.index.nlevels
+    names = list(frame.columns)
+    if frame.iloc[:, len(names) - extra:].isna().all(axis=None):
+        values = frame.reset_index().iloc[:, :len(names)]
+        values.columns = names
+        logger.info("the %s file %s ends every line with a delimiter: the empty last field "
+                    "is ignored", what, path)
+        return values
+    raise DataError(
+        f"every row of the {what} file {path!r} has {len(names) + extra} fields, but its "
+        f"header names {len(names)} columns: a column has values and no name (row numbers "
+        "or an index whose header cell is missing, or a stray field at the end of every "
+        "line). Name every column in the header line, or remove the unnamed one")
 
 
 def write_parquet(frame: pd.DataFrame, path: str) -> None:
@@ -133,20 +160,23 @@ def write_parquet(frame: pd.DataFrame, path: str) -> None:
 
 
 def _csv_header(path: str, delimiter: str | None, encoding: str) -> list[str]:
-    """The header line's names as written (pandas would rename a repeated one ``x.1``)."""
-    import csv
-    import io
+    """The header line's names as written (pandas would rename a repeated one ``x.1``).
 
+    Read as text in the file's encoding, as pandas reads it: a byte-order mark is dropped,
+    and any line ending (a line feed, a carriage return and line feed, or a carriage return
+    alone) ends the header.
+    """
+    import csv
+
+    if encoding.lower().replace("-", "").replace("_", "") == "utf8":
+        encoding = "utf-8-sig"  # pandas drops a UTF-8 byte-order mark too
     try:
-        with fsspec.open(path, "rb", compression="infer") as handle:
-            line = handle.readline(1 << 20)
-    except (OSError, EOFError, ValueError):
-        return []  # the full read reports what is wrong with the file
-    try:
-        text = line.decode(encoding)
-    except (UnicodeDecodeError, LookupError):
-        return []
-    return next(csv.reader(io.StringIO(text), delimiter=delimiter or ","), [])
+        with fsspec.open(path, "rt", compression="infer", encoding=encoding,
+                         newline="") as handle:
+            names = next(csv.reader(handle, delimiter=delimiter or ","), [])
+    except (OSError, EOFError, ValueError, LookupError, csv.Error):
+        return []  # the full read reports what is wrong with the file (UnicodeError too)
+    return [name.lstrip("\ufeff") for name in names]
 
 
 def _refuse_duplicate_columns(columns: list[str], path: str, what: str) -> None:
@@ -197,6 +227,9 @@ def _sniff_hint(path: str, encoding: str) -> str:
     if inner == b"PAR1":
         return "; it is a gzip-compressed Parquet file: decompress it (gunzip) and read the " \
                ".parquet file"
+    if head[:2] == b"\x1f\x8b" and not path.split("?")[0].lower().endswith(".gz"):
+        return "; it is gzip-compressed: give it a name ending in .gz (e.g. .csv.gz) or " \
+               "decompress it (gunzip)"
     if head[:2] in (b"\xff\xfe", b"\xfe\xff") and "16" not in encoding:
         return "; it is UTF-16 text (it starts with a UTF-16 byte-order mark): pass " \
                "--encoding utf-16"

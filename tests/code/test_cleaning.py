@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from shoprec.config import CleaningConfig, DataConfig
 from shoprec.data.adapters import load
 from shoprec.data.cleaning import clean, parse_timestamps
+from shoprec.errors import DataError
 from tests.helpers import canonical_csv, write
 
 
@@ -23,6 +25,21 @@ def test_parse_timestamps_variants() -> None:
     assert epoch.iloc[1] == pd.Timestamp("1970-01-02", tz="UTC")
     naive = parse_timestamps(pd.Series(pd.to_datetime(["2024-05-01 12:00"])))
     assert str(naive.dt.tz) == "UTC"
+
+
+def test_dates_written_as_whole_numbers() -> None:
+    """YYYYMMDD numbers are refused as epoch seconds (1970-1973), and read as dates when
+    the format says so, as numbers (Parquet) and as text; a blank epoch value is one NaT."""
+    for values in (pd.Series([20240110, 20240229]), pd.Series(["20240110", "20240229"])):
+        with pytest.raises(DataError, match="YYYYMMDD"):
+            parse_timestamps(values)
+        dated = parse_timestamps(values, fmt="%Y%m%d")
+        assert dated.tolist() == [pd.Timestamp("2024-01-10", tz="UTC"),
+                                  pd.Timestamp("2024-02-29", tz="UTC")]
+    assert parse_timestamps(pd.Series([20240110, 20241301])).notna().all()  # 13th month
+    assert parse_timestamps(pd.Series([20240110, 20241301]), unit="s").notna().all()
+    blank = parse_timestamps(pd.Series(["1704880800", "", None, "1704967200"]))
+    assert blank.isna().tolist() == [False, True, True, False]
 
 
 def test_first_matching_reason_wins_and_totals_add_up(tmp_path: Path) -> None:

@@ -43,6 +43,26 @@ def _excel(tmp: Path) -> bytes:
     return (tmp / "book.zip").read_bytes()
 
 
+def _dates(text: str, form: str) -> str:
+    """The canonical file with its timestamps (2024-01-DDT10:00:00Z) written another way:
+    ``epoch`` (seconds), ``compact`` (YYYYMMDD) or ``dashes`` (DD-MM-YYYY HH:MM)."""
+    import re
+
+    def one(found: re.Match) -> str:
+        day = int(found.group(1))
+        if form == "epoch":
+            return str(int(pd.Timestamp(f"2024-01-{day:02d}T10:00:00Z").timestamp()))
+        return f"202401{day:02d}" if form == "compact" else f"{day:02d}-01-2024 10:00"
+
+    return re.sub(r"2024-01-(\d\d)T10:00:00Z", one, text)
+
+
+def _line_ends(text: str, end: str) -> str:
+    """Every data line (not the header) ending in ``end`` before its line break."""
+    header, _, rows = text.partition("\n")
+    return header + "\n" + "".join(f"{row}{end}\n" for row in rows.splitlines())
+
+
 ITEMS = "item_id,title\n" + "".join(f"i{i},thing {i}\n" for i in range(12))
 
 # name: (arguments built in a temporary folder, exit code, words in the output,
@@ -108,6 +128,46 @@ FILES: dict[str, tuple[Callable[[Path], list[str]], int, list[str], dict[str, in
         timestamp=pd.to_datetime(f["timestamp"]).dt.tz_localize(None))), 0, [], {}),
     "Parquet with a null user": (lambda t: _parquet(t, lambda f: f.assign(
         user_id=f["user_id"].where(f.index != 3))), 0, [], {"missing_user": 1}),
+    # Shop exports seen in the wild.
+    "a delimiter at the end of every line": (
+        lambda t: _csv(t, _line_ends(canonical_csv(), ",")), 0, [], {}),
+    "a column with values and no name in the header": (
+        lambda t: _csv(t, canonical_csv().replace("\nu", "\nstore-1,u")), 1,
+        ["has 6 fields, but its header names 5 columns", "Name every column"], None),
+    "old Mac line endings (a carriage return alone)": (
+        lambda t: _csv(t, canonical_csv().replace("\n", "\r")), 0, [], {}),
+    "a column twice, with carriage returns alone": (
+        lambda t: _csv(t, _line_ends(canonical_csv().replace("value", "value,user_id", 1),
+                                     ",x").replace("\n", "\r")), 1, ["more than once"], None),
+    "a column twice, after a byte-order mark": (
+        lambda t: _csv(t, "\ufeff" + _line_ends(canonical_csv().replace(
+            "value", "value,user_id", 1), ",x")), 1, ["more than once"], None),
+    "a column twice, in UTF-16": (
+        lambda t: [*_csv(t, _line_ends(canonical_csv().replace("value", "value,user_id", 1),
+                                       ",x").encode("utf-16")), "--encoding", "utf-16"],
+        1, ["more than once"], None),
+    "spaces after the header's commas": (
+        lambda t: _csv(t, canonical_csv().replace(",", ", ", 4)), 0, [], {}),
+    "a gzip file named .csv": (lambda t: _csv(t, gzip.compress(canonical_csv().encode())),
+                               1, ["it is gzip-compressed", ".csv.gz"], None),
+    "dates written day-month-year with dashes": (
+        lambda t: _csv(t, _dates(canonical_csv(), "dashes")), 1,
+        ["day and month cannot be told apart", "--date-format '%d-%m-%Y %H:%M'"], None),
+    "epoch seconds with one timestamp blank": (
+        lambda t: _csv(t, _dates(canonical_csv(extra=["u1,i9,,purchase,1"]), "epoch")),
+        0, [], {"unparseable_timestamp": 1}),
+    "dates written YYYYMMDD": (lambda t: _csv(t, _dates(canonical_csv(), "compact")), 1,
+                               ["read as dates written YYYYMMDD", "--date-format '%Y%m%d'",
+                                "--timestamp-unit s"], None),
+    "dates written YYYYMMDD, declared": (
+        lambda t: [*_csv(t, _dates(canonical_csv(), "compact")), "--date-format", "%Y%m%d"],
+        0, [], {}),
+    "Parquet with YYYYMMDD numbers": (lambda t: _parquet(t, lambda f: f.assign(
+        timestamp=pd.to_datetime(f["timestamp"]).dt.strftime("%Y%m%d").astype("int64"))),
+        1, ["read as dates written YYYYMMDD"], None),
+    "Parquet with YYYYMMDD numbers, declared": (lambda t: [*_parquet(t, lambda f: f.assign(
+        timestamp=pd.to_datetime(f["timestamp"]).dt.strftime("%Y%m%d").astype("int64"))),
+        "--date-format", "%Y%m%d"], 0, [], {}),
 }
 
 
