@@ -23,6 +23,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from shoprec.config import DEFAULT_MODEL_NAME
 from shoprec.errors import (
@@ -46,8 +47,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Tables stay readable when output goes to a file or a CI log (rich assumes 80 columns).
-console = Console(width=None if Console().is_terminal else 120)
-err_console = Console(stderr=True, soft_wrap=True)
+# Markup off: what is printed holds the shop's own text (titles, ids, queries, paths, the
+# values in an error), which rich would read as style tags ("mug [large]" lost its
+# "[large]", "[/x]" ended the command in a traceback). Styles are given as Text instead.
+console = Console(width=None if Console().is_terminal else 120, markup=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def _styled(*parts: str | tuple[str, str]) -> Text:
+    """Text from plain strings and ``(text, style)`` pairs, none of it read as markup."""
+    return Text.assemble(*parts)
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -158,36 +167,37 @@ def _handle_errors(func: F) -> F:
         except DataValidationError as exc:
             if exc.report is not None:
                 _print_report(exc.report)
-            err_console.print(f"[bold red]rejected:[/] {exc}", highlight=False)
+            err_console.print(_styled(("rejected:", "bold red"), f" {exc}"), highlight=False)
             raise typer.Exit(EXIT_REJECTED) from None
         except (InputNotFoundError, ConfigError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(_styled(("error:", "bold red"), f" {exc}"), highlight=False)
             raise typer.Exit(EXIT_USAGE) from None
         except ValidationError as exc:
-            err_console.print(f"[bold red]error:[/] invalid option: {_explain(exc)}",
-                              highlight=False)
+            err_console.print(_styled(("error:", "bold red"),
+                                      f" invalid option: {_explain(exc)}"), highlight=False)
             raise typer.Exit(EXIT_USAGE) from None
         except DataError as exc:
-            err_console.print(f"[bold red]rejected:[/] {exc}", highlight=False)
+            err_console.print(_styled(("rejected:", "bold red"), f" {exc}"), highlight=False)
             raise typer.Exit(EXIT_REJECTED) from None
         except ShopRecError as exc:
             from shoprec.registry.promotion import PromotionError, PromotionRefused
 
             if isinstance(exc, PromotionRefused):
                 _print_decision(exc.decision.to_dict())
-                err_console.print(f"[bold red]refused:[/] {exc}", highlight=False)
+                err_console.print(_styled(("refused:", "bold red"), f" {exc}"), highlight=False)
                 raise typer.Exit(EXIT_REFUSED) from None
             if isinstance(exc, PromotionError):
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+                err_console.print(_styled(("error:", "bold red"), f" {exc}"), highlight=False)
                 raise typer.Exit(EXIT_USAGE) from None
             if isinstance(exc, RegistryError):  # a fault, not a mistake: no traceback
-                err_console.print(f"[bold red]registry error:[/] {exc}", highlight=False)
+                err_console.print(_styled(("registry error:", "bold red"), f" {exc}"),
+                                  highlight=False)
                 raise typer.Exit(EXIT_FAILURE) from None
             # Any other: a model that cannot be read or trained (a damaged bundle, a
             # candidate that failed); the message says what (the traceback with -v).
             if logging.getLogger().isEnabledFor(logging.INFO):
                 traceback.print_exc()
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(_styled(("error:", "bold red"), f" {exc}"), highlight=False)
             raise typer.Exit(EXIT_FAILURE) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -347,9 +357,11 @@ def _print_report(report: Any) -> None:
     console.print(f"expectations: {passed} of {len(report.outcomes)} passed, "
                   f"{len(report.failures)} failed, {len(report.warnings)} warning(s)")
     for outcome in report.warnings:
-        console.print(f"  [yellow]warning[/] {outcome.describe()}", highlight=False)
+        console.print(_styled("  ", ("warning", "yellow"), f" {outcome.describe()}"),
+                      highlight=False)
     for outcome in report.failures:
-        console.print(f"  [red]failed[/] {outcome.describe()}", highlight=False)
+        console.print(_styled("  ", ("failed", "red"), f" {outcome.describe()}"),
+                      highlight=False)
     if report.data_docs:
         console.print(f"Data Docs: {report.data_docs}")
 
@@ -378,9 +390,10 @@ def _print_weighting(weighting: dict[str, Any]) -> None:
     if choice and choice["candidates"]:
         scores = "; ".join(f"{c['weighting']} {c['validation_ndcg@10']:.4f}"
                            for c in choice["candidates"])
-        console.print(f"event weighting: [bold]{weighting['description']}[/], chosen on "
-                      f"validation ({choice['users']:,} users, {choice['seconds']:.1f} s; "
-                      f"quick mf ndcg@10: {scores})", highlight=False)
+        console.print(_styled("event weighting: ", (weighting["description"], "bold"),
+                              f", chosen on validation ({choice['users']:,} users, "
+                              f"{choice['seconds']:.1f} s; quick mf ndcg@10: {scores})"),
+                      highlight=False)
     elif weighting.get("description"):
         console.print(f"event weighting: {weighting['description']}"
                       + (" (kept: no validation rows to choose by, or nothing else to try)"
@@ -427,10 +440,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
                           highlight=False)
     registered = summary["registered"]
     gate = summary["gate"]
-    console.print(f"winner: [bold]{summary['winner']}[/]; registered "
-                  f"{registered['name']} version {registered['version']} with aliases "
-                  f"{', '.join(registered['aliases'])}; gate "
-                  f"{'passed' if gate['passed'] else 'not passed'}", highlight=False)
+    console.print(_styled("winner: ", (summary["winner"], "bold"),
+                          f"; registered {registered['name']} version "
+                          f"{registered['version']} with aliases "
+                          f"{', '.join(registered['aliases'])}; gate "
+                          f"{'passed' if gate['passed'] else 'not passed'}"), highlight=False)
     for check in gate["checks"]:
         console.print(f"  {check['name']}: {'pass' if check['passed'] else 'fail'} "
                       f"({check['reason']})", highlight=False)
@@ -585,7 +599,7 @@ def validate(
     write_report(prepared.report)
     _print_report(prepared.report)
     console.print(f"quarantine written to {prepared.quarantine_paths['interactions']}")
-    console.print(f"[green]valid[/] in {time.perf_counter() - began:.1f} s")
+    console.print(_styled(("valid", "green"), f" in {time.perf_counter() - began:.1f} s"))
 
 
 @app.command()
@@ -1312,12 +1326,15 @@ def main() -> None:
             # A fault of the tracking server or store (gone, locked), not a shoprec bug.
             from shoprec.registry import tracking
 
-            err_console.print(f"[bold red]MLflow error:[/] {tracking.redact(str(exc))[:2000]}"
-                              f"\n(tracking URI {tracking.display_uri()}; the registry's "
-                              "aliases were not moved)", highlight=False)
+            err_console.print(_styled(("MLflow error:", "bold red"),
+                                      f" {tracking.redact(str(exc))[:2000]}\n(tracking URI "
+                                      f"{tracking.display_uri()}; the registry's aliases were "
+                                      "not moved)"), highlight=False)
             sys.exit(EXIT_FAILURE)
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
-                          "run again with -v for details and report it with the command used")
+        err_console.print(_styled(("internal error:", "bold red"),
+                                  f" {type(exc).__name__}: {exc}\nrun again with -v for "
+                                  "details and report it with the command used"),
+                          highlight=False)
         sys.exit(EXIT_FAILURE)
 
 

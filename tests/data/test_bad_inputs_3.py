@@ -165,6 +165,11 @@ FILES: dict[str, tuple[Callable[[Path], list[str]], int, list[str], dict[str, in
     "Parquet with YYYYMMDD numbers": (lambda t: _parquet(t, lambda f: f.assign(
         timestamp=pd.to_datetime(f["timestamp"]).dt.strftime("%Y%m%d").astype("int64"))),
         1, ["read as dates written YYYYMMDD"], None),
+    # Printed as written, not read as rich's style tags (which dropped "[bold]" and failed
+    # with a traceback on "[/x]").
+    "a missing file whose name has brackets": (
+        lambda t: ["--interactions", str(t / "[/x] [bold]shop[/bold].csv")], 2,
+        ["[/x] [bold]shop[/bold].csv' does not exist"], None),
     "Parquet with YYYYMMDD numbers, declared": (lambda t: [*_parquet(t, lambda f: f.assign(
         timestamp=pd.to_datetime(f["timestamp"]).dt.strftime("%Y%m%d").astype("int64"))),
         "--date-format", "%Y%m%d"], 0, [], {}),
