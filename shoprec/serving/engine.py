@@ -60,7 +60,7 @@ def stored_user_ids(bundle: ModelBundle, user_ids: list[Any]) -> list[str]:
     With the key (see :attr:`ModelBundle.user_key`) a raw id becomes its pseudonym and a
     pseudonym is taken as it is; without it, ids are taken as given.
     """
-    texts = [_text(u) for u in user_ids]
+    texts = [_text(u, "user_id") for u in user_ids]
     key = bundle.user_key
     if key is not None:
         texts = [t if not t or is_pseudonym(t) else key.pseudonyms([t])[0] for t in texts]
@@ -89,7 +89,8 @@ def request_rows(bundle: ModelBundle, user_ids: list[Any], recent: list[Any],
     lengths = np.where(known, history.indptr[np.maximum(user_index, 0) + 1] - starts, 0)
     offsets = np.cumsum(lengths) - lengths
     positions = np.arange(lengths.sum()) + np.repeat(starts - offsets, lengths)
-    lists = [[canonical_id(i) for i in _as_list(items)] for items in recent]
+    lists = [[_text(i, "an item of recent_items") for i in _as_list(items)]
+             for items in recent]
     clicked = bundle.items.encode([i for x in lists for i in x])
     owners = np.repeat(np.arange(n), [len(x) for x in lists])
     found = clicked >= 0
@@ -186,8 +187,9 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
     stored = stored_user_ids(bundle, user_id)
     if bundle.sessions is not None:
         recent_items = _with_sessions(bundle, stored, recent_items)
-    queries = [_text(q).strip() for q in query]
-    related = ["" if q else _text(i).strip() for q, i in zip(queries, item_id, strict=True)]
+    queries = [_text(q, "query").strip() for q in query]
+    related = ["" if q else _text(i, "item_id").strip()
+               for q, i in zip(queries, item_id, strict=True)]
     ks = [_k(v) for v in k]
     explains = [_flag(v, "explain") for v in explain]
     if any(explains) and not bundle.explanations:
@@ -346,7 +348,18 @@ def _check_fields(fields: Any) -> None:
                          f"{', '.join(REQUEST_FIELDS)} (all optional)")
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, name: str = "an id") -> str:
+    """The canonical text of an id or query sent in a request.
+
+    Text or a number only: a list or an object would be searched or looked up as its
+    printed form.
+    """
+    if value is pd.NA:
+        return ""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (str, int, float, np.integer, np.floating, type(None))):
+        raise ValueError(f"{name} must be text or a number, got {type(value).__name__} "
+                         f"{str(value)[:80]!r}")
     return canonical_id(value)
 
 
@@ -365,11 +378,15 @@ def _as_list(value: Any) -> list[Any]:
 def _weight(value: Any, default: float) -> float:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return default
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
-            or not 0.0 <= float(value) <= 1.0:
+    try:
+        number = float(value) if isinstance(value, (int, float, np.number)) \
+            and not isinstance(value, (bool, np.bool_)) else None
+    except OverflowError:  # an integer of hundreds of digits
+        number = None
+    if number is None or not 0.0 <= number <= 1.0:
         raise ValueError(f"diversity must be a number between 0 and 1 (0: the model's "
-                         f"order), got {value!r}")
-    return float(value)
+                         f"order), got {str(value)[:80]}")
+    return number
 
 
 def _flag(value: Any, name: str) -> bool:

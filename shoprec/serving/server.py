@@ -125,20 +125,23 @@ class RecommendationServer:
                                       "--max-body-bytes sets the limit)", 413))
             return
         try:
-            records = request_records(body) if self.answer is not None and _is_json(scope) \
-                else None
+            records = request_records(body) if _is_json(scope) else None
         except ValueError as exc:
             await _send(send, *_error(f"invalid request: {exc}"))
             return
-        if records is None:
+        if records is None or self.answer is None or _has_params(body):
+            # MLflow's handler answers (its own formats, "params"); the limits hold for it
+            # too, so a body it will read is checked here first.
+            refused = self._over_limits(records) if records else None
+            if refused is not None:
+                await _send(send, *refused)
+                return
             await self.mlflow_app(scope, _replay(body, receive), send)
             return
         await _send(send, *(await self._respond(records)))
 
-    async def _respond(self, records: list[Any]) -> tuple[int, bytes]:
-        if not records:
-            return _error("invalid request: no request records; send e.g. "
-                          '{"dataframe_records": [{"user_id": "17850", "k": 10}]}')
+    def _over_limits(self, records: list[Any]) -> tuple[int, bytes] | None:
+        """The error for records over the server's limits, or ``None``."""
         if len(records) > self.limits.max_records:
             return _error(f"{len(records):,} request records in one body, more than the "
                           f"{self.limits.max_records:,} allowed; split the batch (shoprec "
@@ -148,6 +151,15 @@ class RecommendationServer:
             if isinstance(query, str) and len(query) > self.limits.max_query_chars:
                 return _error(f"invalid request: a query of {len(query):,} characters, more "
                               f"than the {self.limits.max_query_chars:,} allowed")
+        return None
+
+    async def _respond(self, records: list[Any]) -> tuple[int, bytes]:
+        if not records:
+            return _error("invalid request: no request records; send e.g. "
+                          '{"dataframe_records": [{"user_id": "17850", "k": 10}]}')
+        refused = self._over_limits(records)
+        if refused is not None:
+            return refused
         if self.answer is None:  # no fast path: such requests went to MLflow's handler
             return _error("invalid request: this server only answers through MLflow")
         try:
@@ -158,7 +170,7 @@ class RecommendationServer:
                 answers = await asyncio.to_thread(self.answer, records)
             else:
                 answers = self.answer(records)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ArithmeticError) as exc:  # 10**400 as a float
             return _error(f"invalid request: {exc}")
         except RuntimeError as exc:  # the server's own fault (an unreadable erasure list)
             logger.error("request failed: %s", exc)
@@ -170,19 +182,27 @@ def request_records(body: bytes) -> list[Any] | None:
     """The request records of a JSON body, or ``None`` when MLflow should handle it.
 
     Records come from ``dataframe_records``, ``inputs`` or ``instances`` holding a list
-    of objects, or from ``dataframe_split`` (``columns`` and ``data``). A body with
-    ``params``, another key, or one that is not JSON is left to MLflow (which answers
-    or explains the error).
+    of objects, or from ``dataframe_split`` (``columns`` and ``data``), beside ``params``
+    or not. A body of another shape is left to MLflow (which answers or explains the
+    error).
+
+    Raises:
+        ValueError: The body is not JSON (or a number in it is too long to read), is
+            nested too deeply, or names ``dataframe_split`` columns other than by text.
     """
     try:
         payload = json.loads(body)
-    except ValueError:
-        return None
     except RecursionError:
         raise ValueError("the JSON body is nested too deeply") from None
-    if not isinstance(payload, dict) or len(payload) != 1:
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer of over 4,300 digits
+        raise ValueError(f"the body is not valid JSON ({str(exc)[:200]})") from None
+    if not isinstance(payload, dict):
         return None
-    key, value = next(iter(payload.items()))
+    keys = set(payload) - {"params"}
+    if len(keys) != 1:
+        return None
+    key = keys.pop()
+    value = payload[key]
     if key in RECORD_KEYS and isinstance(value, list) and all(
             isinstance(record, dict) for record in value):
         return value
@@ -190,8 +210,18 @@ def request_records(body: bytes) -> list[Any] | None:
         columns, rows = value.get("columns"), value.get("data")
         if isinstance(columns, list) and isinstance(rows, list) and all(
                 isinstance(row, list) and len(row) == len(columns) for row in rows):
+            if not all(isinstance(column, str) for column in columns):
+                raise ValueError("dataframe_split's columns are field names (text), e.g. "
+                                 '["user_id", "k"]')
+            if len(set(columns)) != len(columns):
+                raise ValueError("dataframe_split names a column more than once")
             return [dict(zip(columns, row, strict=True)) for row in rows]
     return None
+
+
+def _has_params(body: bytes) -> bool:
+    """Whether a JSON object body (already read as such) carries MLflow's ``params``."""
+    return b'"params"' in body and "params" in json.loads(body)
 
 
 def create_app() -> RecommendationServer:

@@ -69,6 +69,25 @@ def test_a_good_request_is_answered(app) -> None:
     (records({"user_id": "u1", "q": "x" * 30_000}), None, 413, "request body over 20,000"),
     (records({"shopper": "u1"}), None, 400, "unknown request field(s) shopper"),
     (records(), None, 400, "no request records"),
+    # Found by a second reader: each was a 500, or slipped past a limit.
+    ('{"dataframe_records": [{"user_id": "u1", "diversity": 1' + "0" * 400 + "}]}", None,
+     400, "diversity must be a number between 0 and 1"),
+    ('{"dataframe_split": {"columns": [["user_id"]], "data": [["u1"]]}}', None, 400,
+     "columns are field names"),
+    ('{"dataframe_split": {"columns": ["user_id", "user_id"], "data": [["u1", "u2"]]}}',
+     None, 400, "names a column more than once"),
+    ('{"dataframe_records": [{"user_id": ' + "1" * 5000 + "}]}", None, 400,
+     "the body is not valid JSON"),
+    ('{"dataframe_records": [{"user_id": "u1"}', None, 400, "the body is not valid JSON"),
+    (json.dumps({"dataframe_records": [{"user_id": "u1"}] * 51, "params": {}}), None, 413,
+     "more than the 50 allowed"),
+    (json.dumps({"dataframe_records": [{"query": "mug " * 40}], "params": {}}), None, 400,
+     "a query of 160 characters"),
+    (records({"user_id": ["u1"]}), None, 400, "user_id must be text or a number, got list"),
+    (records({"user_id": True}), None, 400, "user_id must be text or a number, got bool"),
+    (records({"query": {"text": "mug"}}), None, 400, "query must be text or a number"),
+    (records({"user_id": "u1", "recent_items": [["i3"]]}), None, 400,
+     "an item of recent_items must be text or a number"),
 ])
 def test_malformed_and_oversized_requests_get_a_4xx_naming_the_problem(
         app, body: str, headers: dict | None, status: int, words: str) -> None:
@@ -79,6 +98,9 @@ def test_malformed_and_oversized_requests_get_a_4xx_naming_the_problem(
 
 def test_other_formats_still_reach_mlflows_handler(app) -> None:
     answer = post(app, "user_id\nu1\n", {"Content-Type": "text/csv"})
+    assert answer.status_code == 200 and answer.json() == {"handled_by": "mlflow"}
+    # MLflow's params: its handler answers, once the limits are checked.
+    answer = post(app, json.dumps({"dataframe_records": [{"user_id": "u1"}], "params": {}}))
     assert answer.status_code == 200 and answer.json() == {"handled_by": "mlflow"}
 
 
