@@ -1212,6 +1212,12 @@ def serve(
         except (sqlite3.Error, ValueError) as exc:
             raise ConfigError(f"--sessions {sessions}: cannot use it ({exc}); give a writable "
                               "file, or --sessions '' to turn live sessions off") from None
+    if workers > 1 and not mlflow_server:
+        # Read once here: uvicorn starts a worker again each time one dies, so a model whose
+        # files cannot be read would have the workers fail and restart for ever.
+        from shoprec.registry.loading import load_bundle
+
+        load_bundle(model_name, version=str(version))
     registered = tracking.client().get_model_version(model_name, version)
     when = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).isoformat()
     environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,

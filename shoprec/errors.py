@@ -65,3 +65,11 @@ class RegistryError(ShopRecError):
 
 class ModelNotRegisteredError(ConfigError):
     """No registered version answers to the name and alias (or version) asked for."""
+
+
+class ModelFilesError(ShopRecError, OSError):
+    """A saved model's files are missing or damaged.
+
+    Its artifacts were tidied away, or copied in part: a fault to report plainly, not a
+    bug. An ``OSError`` too, for callers that already fall back on one.
+    """

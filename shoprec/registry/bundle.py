@@ -6,18 +6,21 @@ MLflow pyfunc model loads it without unpickling anything.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from shoprec.errors import ModelFilesError, ShopRecError
 from shoprec.features.idmap import IdMap
 from shoprec.models.base import Recommender
 from shoprec.models.popularity import Popularity
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 #: Serialises lazy loads (rare; one lock for every bundle keeps bundles picklable).
 _LOADING = threading.Lock()
+_T = TypeVar("_T")
 #: Serialises re-reading the suppression list (rare: when its file changed).
 _SUPPRESSIONS = threading.Lock()
 
@@ -112,13 +116,14 @@ class ModelBundle:
                 search index.
         """
         folder = Path(path)
-        meta = json.loads((folder / "meta.json").read_text())
 
+        @_reading(folder)
         def model() -> Recommender:
             from shoprec.models import load_model
 
             return load_model(str(folder / "model"), meta["model"])
 
+        @_reading(folder)
         def search() -> ContentRecommender | None:
             if not (folder / "search").exists():
                 return None
@@ -126,19 +131,24 @@ class ModelBundle:
 
             return cast(ContentRecommender, ContentRecommender.load(folder / "search"))
 
-        bundle = cls(
-            model=cast(Recommender, None) if lazy else model(),
-            users=IdMap.load(folder / "users.json"),
-            items=IdMap.load(folder / "items.json"),
-            history=sp.load_npz(folder / "history.npz").tocsr(),
-            fallback=Popularity.load(folder / "fallback"),
-            meta=meta,
-            search=None if lazy else search(),
-            titles=json.loads((folder / "titles.json").read_text(encoding="utf-8"))
-            if (folder / "titles.json").exists() else None,
-        )
+        @_reading(folder)
+        def parts() -> ModelBundle:
+            return cls(
+                model=cast(Recommender, None) if lazy else model(),
+                users=IdMap.load(folder / "users.json"),
+                items=IdMap.load(folder / "items.json"),
+                history=sp.load_npz(folder / "history.npz").tocsr(),
+                fallback=Popularity.load(folder / "fallback"),
+                meta=meta,
+                search=None if lazy else search(),
+                titles=json.loads((folder / "titles.json").read_text(encoding="utf-8"))
+                if (folder / "titles.json").exists() else None,
+            )
+
+        meta = _reading(folder)(lambda: json.loads((folder / "meta.json").read_text()))()
+        bundle = parts()
         if lazy:
-            bundle._pending.update(model=model, search=search)
+            bundle._pending.update(model=model, search=search)  # noqa: SLF001 - its own class
         return bundle
 
     @property
@@ -262,3 +272,27 @@ class ModelBundle:
         from shoprec.serving import engine
 
         return engine.predict(self, requests)
+
+
+def _reading(folder: Path) -> Callable[[Callable[[], _T]], Callable[[], _T]]:
+    """Wrap a read of the bundle in ``folder``.
+
+    A missing or damaged file becomes a :class:`~shoprec.errors.ModelFilesError` that says
+    so; shoprec's own errors (a parameter no longer understood) pass as they are.
+    """
+
+    def wrap(read: Callable[[], _T]) -> Callable[[], _T]:
+        @functools.wraps(read)
+        def reading() -> _T:
+            try:
+                return read()
+            except ShopRecError:
+                raise
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                raise ModelFilesError(
+                    f"the model files in {folder} are missing or damaged "
+                    f"({type(exc).__name__}: {str(exc)[:300]}); register a new version "
+                    "(shoprec train) or point the alias at another one (shoprec rollback, "
+                    "shoprec promote --version N)") from exc
+        return reading
+    return wrap

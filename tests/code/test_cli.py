@@ -173,6 +173,18 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
     assert done.returncode == 3, (done.stdout, done.stderr[-2000:])
     assert "without its statistics (item_idf); retrain it" in done.stderr
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    # Its files gone (artifacts tidied away): the same, saying so; and a server of several
+    # workers stops at once (uvicorn would start each failing worker again for ever).
+    state.unlink()
+    done = run("recommend", "--registered-model-name", "plain-file", "--user", user, "--k",
+               "3", cwd=tmp_path)
+    assert done.returncode == 3, (done.stdout, done.stderr[-2000:])
+    assert "are missing or damaged (FileNotFoundError" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    done = run("serve", "--registered-model-name", "plain-file", "--workers", "2", "--port",
+               "1", cwd=tmp_path)  # never bound: the model is read before any worker starts
+    assert done.returncode == 3 and "are missing or damaged" in done.stderr, \
+        done.stderr[-2000:]
 
 
 def test_promote_weighs_the_data_as_the_version_was_trained(monkeypatch) -> None:
