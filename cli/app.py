@@ -47,11 +47,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Tables stay readable when output goes to a file or a CI log (rich assumes 80 columns).
-# Markup off: what is printed holds the shop's own text (titles, ids, queries, paths, the
-# values in an error), which rich would read as style tags ("mug [large]" lost its
-# "[large]", "[/x]" ended the command in a traceback). Styles are given as Text instead.
-console = Console(width=None if Console().is_terminal else 120, markup=False)
-err_console = Console(stderr=True, soft_wrap=True, markup=False)
+# Markup and emoji codes off: what is printed holds the shop's own text (titles, ids,
+# queries, paths, the values in an error), which rich would read as style tags ("mug
+# [large]" lost its "[large]", "[/x]" ended the command in a traceback) or emoji (":100:").
+# Styles are given as Text instead.
+console = Console(width=None if Console().is_terminal else 120, markup=False, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
 
 
 def _styled(*parts: str | tuple[str, str]) -> Text:

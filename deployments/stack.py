@@ -21,10 +21,11 @@ What ``up`` starts, each as a process with its log under ``<dir>/logs`` and its 
   credentials;
 * the process **work pool** ``shoprec-process``, the deployments of
   ``deployments/prefect.yaml``, and a **worker** that runs them with the tracking server as
-  its ``MLFLOW_TRACKING_URI``. The file is applied again only when it changed since ``up``
-  last applied it (its SHA-256 is kept in ``<dir>/deployed.sha256``), when a deployment it
-  declares is missing, or with ``--redeploy``: applying it resumes deployments paused in
-  the UI and resets schedules and parameters edited there.
+  its ``MLFLOW_TRACKING_URI``. The file is applied again only when it, the project
+  folder or the flows' code changed since ``up`` last applied it (a SHA-256 of them is kept
+  in ``<dir>/deployed.sha256``), when a deployment it declares is missing, or with
+  ``--redeploy``: applying it resumes deployments paused in the UI and resets schedules
+  and parameters edited there.
 
 Ports: ``SHOPREC_STACK_PG_PORT`` (54329), ``SHOPREC_STACK_PREFECT_PORT`` (4200),
 ``SHOPREC_STACK_MLFLOW_PORT`` (5050). The database password is ``SHOPREC_STACK_DB_PASSWORD``;
@@ -585,18 +586,32 @@ def _deployed_names(stack: Stack) -> set[str] | None:
         return None
 
 
+def _deploy_digest() -> str:
+    """SHA-256 of what ``prefect deploy`` records.
+
+    The file, the project folder (its build step), and the code the parameter forms come
+    from (the flows and their config models).
+    """
+    digest = hashlib.sha256(str(ROOT).encode() + b"\0")
+    for path in [ROOT / PREFECT_FILE, ROOT / "shoprec" / "config.py",
+                 *sorted((ROOT / "flows").glob("*.py"))]:
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def deploy(stack: Stack, force: bool = False) -> bool:
     """Create the work pool (if missing) and apply ``deployments/prefect.yaml``.
 
     ``prefect deploy`` sets each deployment as the file says: it resumes one paused in the
-    UI and puts back the parameters and schedules edited there. So a file already applied,
-    unchanged, whose deployments are all on the server, is not applied again unless
-    ``force``.
+    UI and puts back the parameters and schedules edited there. So it is not run again
+    unless ``force``, or what it records changed since it last ran (:func:`_deploy_digest`:
+    the file, the project folder, the flows' code), or a deployment the file declares is
+    missing from the server (a new database).
 
     Returns:
         Whether the file was applied.
     """
-    digest = hashlib.sha256((ROOT / PREFECT_FILE).read_bytes()).hexdigest()
+    digest = _deploy_digest()
     record = stack.folder / DEPLOYED_RECORD
     if not force and record.exists() and record.read_text().strip() == digest:
         found = _deployed_names(stack)

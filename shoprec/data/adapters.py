@@ -172,7 +172,7 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
         source=path,
         items_path=config.items,
         column_hints=hints,
-        user_column=mapping.get("user_id", "user_id"),
+        user_column=mapping.get("user_id", "user_id").strip(),
         timestamp_format=config.timestamp_format,
         timestamp_unit=config.timestamp_unit,
     )
@@ -182,7 +182,7 @@ def _rename(frame: pd.DataFrame, mapping: dict[str, str], wanted: tuple[str, ...
     """Select the canonical columns of ``frame``, taking mapped source names where given."""
     columns = {}
     for name in wanted:
-        source = mapping.get(name, name)
+        source = mapping.get(name, name).strip()  # as read_table strips the header's names
         if source in frame.columns:
             columns[name] = frame[source]
     return pd.DataFrame(columns, index=frame.index)

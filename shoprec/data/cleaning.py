@@ -158,9 +158,9 @@ def normalise_ids(values: pd.Series) -> pd.Series:
 EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
 LATEST = pd.Timestamp("2200-01-01", tz="UTC")
 _SLASH_DATE = r"^\s*(\d{1,2})([/.-])(\d{1,2})\2(\d{2,4})\b"
-#: Eight-digit whole numbers that read as dates written YYYYMMDD (20240110). As epoch
-#: seconds they would fall in 1970-1973.
-_COMPACT_DATE = r"^(19|20|21)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$"
+#: Eight-digit whole numbers, as dates are written YYYYMMDD (20240110). As epoch seconds
+#: they would fall in 1970-1973.
+_COMPACT_DATE = r"^[12]\d{7}$"
 
 
 def parse_timestamps(values: pd.Series, fmt: str | None = None,
@@ -199,7 +199,9 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
     elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
         numbers = pd.to_numeric(values, errors="coerce")
         if fmt is not None and unit is None:  # whole numbers written in a date format
-            whole = numbers.where(numbers == numbers.round()).astype("Int64")
+            # Whole numbers of up to 15 digits (a date format has no more); others NaT.
+            whole = numbers.where(np.isfinite(numbers) & (numbers.abs() < 1e15)
+                                  & (numbers == numbers.round())).astype("Int64")
             parsed = pd.to_datetime(whole.astype("string"), format=fmt, utc=True,
                                     errors="coerce")
         else:
@@ -231,10 +233,11 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
 
 
 def _refuse_compact_dates(text: pd.Series) -> None:
-    """Raise when every epoch number reads as a date written YYYYMMDD.
+    """Raise when every epoch number has eight digits, as dates written YYYYMMDD do.
 
     As epoch seconds such numbers fall in 1970-1973; as dates they are what a shop export
-    usually means. shoprec does not pick one of two readings silently.
+    usually means. shoprec does not pick one of two readings silently (and, once told,
+    quarantines the numbers that are no date, such as 20241301).
     """
     whole = text.dropna().str.replace(r"\.0$", "", regex=True)
     if len(whole) and whole.str.fullmatch(_COMPACT_DATE).fillna(False).all():
@@ -249,13 +252,17 @@ def _refuse_ambiguous_dates(text: pd.Series) -> None:
     parts = text.str.extract(_SLASH_DATE).dropna()
     if parts.empty:
         return
-    parts = parts.drop(columns=1).set_axis([0, 1, 2], axis=1)  # the separator's group
+    sep = str(parts[1].iloc[0])
+    parts = parts.drop(columns=1).set_axis([0, 1, 2], axis=1)
     first, second = parts[0].astype(int), parts[1].astype(int)
     example = text.loc[parts.index[0]]
     time_part = " %H:%M:%S" if str(example).count(":") >= 2 else (
         " %H:%M" if ":" in str(example) else "")
-    sep = next(c for c in "/.-" if c in str(example))
     year = "%Y" if len(parts[2].iloc[0]) == 4 else "%y"
+    if (first > 31).any() and year == "%y":  # 99-12-31: a two-digit year first
+        raise DataError(f"{len(parts):,} timestamps are written like {example!r}; pass "
+                        f"--date-format '%y{sep}%m{sep}%d{time_part}' if the year comes "
+                        "first (shoprec does not guess)")
     day_first = f"%d{sep}%m{sep}{year}{time_part}"
     month_first = f"%m{sep}%d{sep}{year}{time_part}"
     if (first > 12).any() and not (second > 12).any():

@@ -288,7 +288,10 @@ def _reading(folder: Path) -> Callable[[Callable[[], _T]], Callable[[], _T]]:
                 return read()
             except ShopRecError:
                 raise
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # Not every ValueError or KeyError: a model of a kind or version this shoprec
+            # does not know is not a damaged file.
+            except (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
+                    UnicodeDecodeError) as exc:
                 raise ModelFilesError(
                     f"the model files in {folder} are missing or damaged "
                     f"({type(exc).__name__}: {str(exc)[:300]}); register a new version "

@@ -131,8 +131,9 @@ class RecommendationServer:
             return
         if records is None or self.answer is None or _has_params(body):
             # MLflow's handler answers (its own formats, "params"); the limits hold for it
-            # too, so a body it will read is checked here first.
-            refused = self._over_limits(records) if records else None
+            # too, so a JSON body it will read is checked here first.
+            refused = self._over_limits(*_records_and_queries(body)) if _is_json(scope) \
+                else None
             if refused is not None:
                 await _send(send, *refused)
                 return
@@ -140,14 +141,13 @@ class RecommendationServer:
             return
         await _send(send, *(await self._respond(records)))
 
-    def _over_limits(self, records: list[Any]) -> tuple[int, bytes] | None:
-        """The error for records over the server's limits, or ``None``."""
-        if len(records) > self.limits.max_records:
-            return _error(f"{len(records):,} request records in one body, more than the "
+    def _over_limits(self, count: int, queries: list[Any]) -> tuple[int, bytes] | None:
+        """The error for ``count`` records or one of ``queries`` over the limits, or None."""
+        if count > self.limits.max_records:
+            return _error(f"{count:,} request records in one body, more than the "
                           f"{self.limits.max_records:,} allowed; split the batch (shoprec "
                           "serve --max-records sets the limit)", 413)
-        for record in records:
-            query = record.get("query")
+        for query in queries:
             if isinstance(query, str) and len(query) > self.limits.max_query_chars:
                 return _error(f"invalid request: a query of {len(query):,} characters, more "
                               f"than the {self.limits.max_query_chars:,} allowed")
@@ -157,7 +157,7 @@ class RecommendationServer:
         if not records:
             return _error("invalid request: no request records; send e.g. "
                           '{"dataframe_records": [{"user_id": "17850", "k": 10}]}')
-        refused = self._over_limits(records)
+        refused = self._over_limits(len(records), [r.get("query") for r in records])
         if refused is not None:
             return refused
         if self.answer is None:  # no fast path: such requests went to MLflow's handler
@@ -217,6 +217,39 @@ def request_records(body: bytes) -> list[Any] | None:
                 raise ValueError("dataframe_split names a column more than once")
             return [dict(zip(columns, row, strict=True)) for row in rows]
     return None
+
+
+def _records_and_queries(body: bytes) -> tuple[int, list[Any]]:
+    """How many records a JSON body MLflow will read holds, and its queries (for the limits).
+
+    Any of MLflow's shapes: a list of records, ``dataframe_split``, or ``inputs`` /
+    ``instances`` given by column; beside ``params`` or other keys. ``(0, [])`` when the
+    body is none of them (MLflow then explains).
+    """
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return 0, []
+    if not isinstance(payload, dict):
+        return 0, []
+    count, queries = 0, []
+    for key, value in payload.items():
+        if key in RECORD_KEYS and isinstance(value, list):
+            count += len(value)
+            queries += [r.get("query") for r in value if isinstance(r, dict)]
+        elif key in RECORD_KEYS and isinstance(value, dict):  # by column
+            columns = [v if isinstance(v, list) else [v] for v in value.values()]
+            count += max((len(c) for c in columns), default=0)
+            query = value.get("query")
+            queries += query if isinstance(query, list) else [query]
+        elif key == "dataframe_split" and isinstance(value, dict):
+            rows, names = value.get("data"), value.get("columns")
+            if isinstance(rows, list):
+                count += len(rows)
+                if isinstance(names, list) and "query" in names:
+                    at = names.index("query")
+                    queries += [r[at] for r in rows if isinstance(r, list) and len(r) > at]
+    return count, queries
 
 
 def _has_params(body: bytes) -> bool:

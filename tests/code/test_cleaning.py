@@ -36,8 +36,16 @@ def test_dates_written_as_whole_numbers() -> None:
         dated = parse_timestamps(values, fmt="%Y%m%d")
         assert dated.tolist() == [pd.Timestamp("2024-01-10", tz="UTC"),
                                   pd.Timestamp("2024-02-29", tz="UTC")]
-    assert parse_timestamps(pd.Series([20240110, 20241301])).notna().all()  # 13th month
+    # One eight-digit number that is no date does not make the file epoch seconds: told
+    # the format, that row alone is lost (quarantined); told seconds, none is.
+    with pytest.raises(DataError, match="YYYYMMDD"):
+        parse_timestamps(pd.Series([20240110, 20241301]))
+    assert parse_timestamps(pd.Series([20240110, 20241301]), fmt="%Y%m%d").isna().tolist() \
+        == [False, True]
     assert parse_timestamps(pd.Series([20240110, 20241301]), unit="s").notna().all()
+    # Numbers that no date format reads are NaT, never an error.
+    odd = parse_timestamps(pd.Series([20240110.0, float("inf"), 1e30, 2.5]), fmt="%Y%m%d")
+    assert odd.isna().tolist() == [False, True, True, True]
     blank = parse_timestamps(pd.Series(["1704880800", "", None, "1704967200"]))
     assert blank.isna().tolist() == [False, True, True, False]
 
@@ -68,3 +76,10 @@ def test_clean_rows_plus_quarantine_rebuild_the_input(tmp_path: Path) -> None:
     data = clean(load(DataConfig(interactions=str(write(tmp_path / "x.csv", text)))),
                  CleaningConfig())
     assert len(data.interactions) + len(data.quarantine) == len(text.strip().splitlines()) - 1
+
+
+def test_ambiguous_dates_name_their_own_separator_and_a_year_first() -> None:
+    with pytest.raises(DataError, match=r"--date-format '%d-%m-%Y %H:%M:%S'"):
+        parse_timestamps(pd.Series(["13-01-2024 10:00:00.5", "14-01-2024 11:00:00.5"]))
+    with pytest.raises(DataError, match=r"--date-format '%y-%m-%d' if the year comes first"):
+        parse_timestamps(pd.Series(["99-12-31", "98-01-02"]))

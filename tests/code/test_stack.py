@@ -216,6 +216,16 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     assert changed.returncode == 0, changed.stderr
     assert "deployed  deployments/prefect.yaml to the work pool" in changed.stdout
     assert _deployment(stack, BATCH)["paused"] is False
+    # A deployment gone from the server (deleted, a new database) is applied again.
+    request = urllib.request.Request(
+        f"{stack['PREFECT_API_URL']}/deployments/{_deployment(stack, BATCH)['id']}",
+        method="DELETE")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    missing = _run([*STACK, "up"], stack)
+    assert missing.returncode == 0, missing.stderr
+    assert "deployed  deployments/prefect.yaml to the work pool" in missing.stdout
+    assert _deployment(stack, BATCH)["paused"] is False
 
     # Promotion through the command line, pointed at the stack by the two variables alone.
     other = (versions - {first_champion}).pop()
