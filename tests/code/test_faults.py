@@ -456,6 +456,23 @@ def test_a_temporary_servers_port_is_its_own_from_launch() -> None:
     assert process.poll() is not None and server.process is None
 
 
+def test_the_handed_socket_sends_small_answers_at_once() -> None:
+    """uvicorn treats a handed socket as a Unix one and leaves Nagle's algorithm on: the
+    socket carries TCP_NODELAY for the connections it accepts to inherit (without it, each
+    request on a kept-alive connection waited about 40 ms; benchmarks/RESULTS.md)."""
+    import socket
+
+    from shoprec_flows.server_guard import bound_socket
+
+    with bound_socket() as sock:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        sock.listen(1)
+        with socket.create_connection(sock.getsockname(), timeout=5):
+            accepted, _ = sock.accept()
+            with accepted:  # what Linux hands the server: the option inherited
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 def _bundle(folder: Path) -> Path:
     import numpy as np
     import scipy.sparse as sp
