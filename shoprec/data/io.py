@@ -137,7 +137,7 @@ def _unnamed_fields(frame: pd.DataFrame, path: str, what: str) -> pd.DataFrame:
     """
     extra = frame.index.nlevels
     names = list(frame.columns)
-    if frame.iloc[:, len(names) - extra:].isna().all(axis=None):
+    if extra <= len(names) and frame.iloc[:, len(names) - extra:].isna().all(axis=None):
         values = frame.reset_index().iloc[:, :len(names)]
         values.columns = names
         logger.info("the %s file %s ends every line with a delimiter: the empty last field "
