@@ -131,6 +131,12 @@ FILES: dict[str, tuple[Callable[[Path], list[str]], int, list[str], dict[str, in
     # Shop exports seen in the wild.
     "a delimiter at the end of every line": (
         lambda t: _csv(t, _line_ends(canonical_csv(), ",")), 0, [], {}),
+    "two delimiters at the end of every line": (
+        lambda t: _csv(t, _line_ends(canonical_csv(), ",,")), 0, [], {}),
+    "a header of one name over rows of five fields": (
+        lambda t: _csv(t, canonical_csv().replace("user_id,item_id,timestamp,event,value",
+                                                  "user_id", 1)), 1,
+        ["has 5 fields, but its header names 1 columns"], None),
     "a column with values and no name in the header": (
         lambda t: _csv(t, canonical_csv().replace("\nu", "\nstore-1,u")), 1,
         ["has 6 fields, but its header names 5 columns", "Name every column"], None),
