@@ -853,6 +853,9 @@ def forecast(
     learning_rate: Annotated[float, typer.Option(
         "--learning-rate", min=0.0, max=1.0,
         help="Boosting learning rate (above 0).")] = 0.05,
+    threads: Annotated[int, typer.Option(
+        "--threads", min=1, max=256, help="OpenMP threads of the boosting (one is as fast "
+        "on a few thousand products, and safe beside other work).")] = 1,
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", help="MLflow registered model of the forecast.")]
     = "shoprec-demand",
@@ -870,7 +873,8 @@ def forecast(
                                date_format, timestamp_unit)
     config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir,
                             gate_margin=gate_margin, max_iter=max_iter,
-                            learning_rate=learning_rate, registered_model_name=model_name)
+                            learning_rate=learning_rate, threads=threads,
+                            registered_model_name=model_name)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(Path(output_dir), "--output-dir")
     _before_flows("shoprec_flows.forecast")

@@ -44,7 +44,8 @@ def settings(config: ForecastConfig) -> ForecastSettings:
                             min_week_share=config.min_week_share, quantile=config.quantile,
                             seed=config.seed, max_iter=config.max_iter,
                             learning_rate=config.learning_rate,
-                            min_samples_leaf=config.min_samples_leaf)
+                            min_samples_leaf=config.min_samples_leaf,
+                            threads=config.threads)
 
 
 def recipe(config: ForecastConfig) -> dict[str, Any]:

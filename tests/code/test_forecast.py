@@ -55,6 +55,34 @@ def test_forecast_next_covers_every_product_and_week() -> None:
     assert ahead["week"].min() == panel.weeks[-1] + pd.Timedelta(weeks=1)
 
 
+def test_the_boosting_runs_on_the_settings_threads_and_its_figures_do_not_depend_on_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two spinning OpenMP threads on cores busy elsewhere made the backtest 40x slower
+    (a two-process test run hit its 600 s limit): the boosting runs on ``threads``."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    seen: list[int] = []
+    fit = HistGradientBoostingRegressor.fit
+
+    def counting(self: HistGradientBoostingRegressor, *args: object, **kwargs: object) -> object:
+        seen.append(_openmp_effective_n_threads())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(HistGradientBoostingRegressor, "fit", counting)
+    panel = weekly_panel(planted(weeks=40, products=10))
+    figures = {}
+    for threads in (1, 2):
+        settings = ForecastSettings(test_weeks=4, max_iter=30, threads=threads)
+        figures[threads] = (backtest(panel, settings).forecasts,
+                            forecast_next(panel, settings))
+    # Four fits per setting (the backtest's point and bound, the refit's two), each on the
+    # threads asked for (two only where the machine has them).
+    assert seen == [1] * 4 + [min(2, _openmp_effective_n_threads())] * 4
+    pd.testing.assert_frame_equal(figures[1][0], figures[2][0])
+    pd.testing.assert_frame_equal(figures[1][1], figures[2][1])
+
+
 def test_scores_by_hand_and_refusals() -> None:
     found = scores(np.array([10.0, 0.0, 30.0]), np.array([12.0, 1.0, 24.0]))
     assert found == pytest.approx({"wape": 9 / 40, "mae": 3.0, "bias": -3 / 40})
