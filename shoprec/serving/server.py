@@ -125,15 +125,15 @@ class RecommendationServer:
                                       "--max-body-bytes sets the limit)", 413))
             return
         try:
-            records = request_records(body) if _is_json(scope) else None
+            document: Any = read_json(body) if _is_json(scope) else None
+            records = request_records(document)
         except ValueError as exc:
             await _send(send, *_error(f"invalid request: {exc}"))
             return
-        if records is None or self.answer is None or _has_params(body):
+        if records is None or self.answer is None or "params" in document:
             # MLflow's handler answers (its own formats, "params"); the limits hold for it
             # too, so a JSON body it will read is checked here first.
-            refused = self._over_limits(*_records_and_queries(body)) if _is_json(scope) \
-                else None
+            refused = self._over_limits(*_records_and_queries(document))
             if refused is not None:
                 await _send(send, *refused)
                 return
@@ -178,24 +178,32 @@ class RecommendationServer:
         return 200, json.dumps({"predictions": answers}).encode()
 
 
-def request_records(body: bytes) -> list[Any] | None:
-    """The request records of a JSON body, or ``None`` when MLflow should handle it.
-
-    Records come from ``dataframe_records``, ``inputs`` or ``instances`` holding a list
-    of objects, or from ``dataframe_split`` (``columns`` and ``data``), beside ``params``
-    or not. A body of another shape is left to MLflow (which answers or explains the
-    error).
+def read_json(body: bytes) -> Any:
+    """The JSON value of a request body.
 
     Raises:
-        ValueError: The body is not JSON (or a number in it is too long to read), is
-            nested too deeply, or names ``dataframe_split`` columns other than by text.
+        ValueError: The body is not JSON (or a number in it is too long to read), or is
+            nested too deeply.
     """
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except RecursionError:
         raise ValueError("the JSON body is nested too deeply") from None
     except ValueError as exc:  # not JSON, not UTF-8, or an integer of over 4,300 digits
         raise ValueError(f"the body is not valid JSON ({str(exc)[:200]})") from None
+
+
+def request_records(payload: Any) -> list[Any] | None:
+    """The request records of a JSON body's value, or ``None`` when MLflow should handle it.
+
+    Records come from ``dataframe_records``, ``inputs`` or ``instances`` holding a list
+    of objects, or from ``dataframe_split`` (``columns`` and ``data``), beside ``params``
+    or not. A body of another shape (or not JSON: ``None``) is left to MLflow (which
+    answers or explains the error).
+
+    Raises:
+        ValueError: ``dataframe_split`` names its columns other than by distinct text.
+    """
     if not isinstance(payload, dict):
         return None
     keys = set(payload) - {"params"}
@@ -219,17 +227,13 @@ def request_records(body: bytes) -> list[Any] | None:
     return None
 
 
-def _records_and_queries(body: bytes) -> tuple[int, list[Any]]:
+def _records_and_queries(payload: Any) -> tuple[int, list[Any]]:
     """How many records a JSON body MLflow will read holds, and its queries (for the limits).
 
     Any of MLflow's shapes: a list of records, ``dataframe_split``, or ``inputs`` /
     ``instances`` given by column; beside ``params`` or other keys. ``(0, [])`` when the
     body is none of them (MLflow then explains).
     """
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        return 0, []
     if not isinstance(payload, dict):
         return 0, []
     count, queries = 0, []
@@ -250,11 +254,6 @@ def _records_and_queries(body: bytes) -> tuple[int, list[Any]]:
                     at = names.index("query")
                     queries += [r[at] for r in rows if isinstance(r, list) and len(r) > at]
     return count, queries
-
-
-def _has_params(body: bytes) -> bool:
-    """Whether a JSON object body (already read as such) carries MLflow's ``params``."""
-    return b'"params"' in body and "params" in json.loads(body)
 
 
 def create_app() -> RecommendationServer:
