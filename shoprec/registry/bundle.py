@@ -6,15 +6,15 @@ MLflow pyfunc model loads it without unpickling anything.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import logging
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 #: Serialises lazy loads (rare; one lock for every bundle keeps bundles picklable).
 _LOADING = threading.Lock()
-_T = TypeVar("_T")
 #: Serialises re-reading the suppression list (rare: when its file changed).
 _SUPPRESSIONS = threading.Lock()
 
@@ -117,23 +116,23 @@ class ModelBundle:
         """
         folder = Path(path)
 
-        @_reading(folder)
         def model() -> Recommender:
             from shoprec.models import load_model
 
-            return load_model(str(folder / "model"), meta["model"])
+            with _model_files(folder):
+                return load_model(str(folder / "model"), meta["model"])
 
-        @_reading(folder)
         def search() -> ContentRecommender | None:
             if not (folder / "search").exists():
                 return None
             from shoprec.models.content import ContentRecommender
 
-            return cast(ContentRecommender, ContentRecommender.load(folder / "search"))
+            with _model_files(folder):
+                return cast(ContentRecommender, ContentRecommender.load(folder / "search"))
 
-        @_reading(folder)
-        def parts() -> ModelBundle:
-            return cls(
+        with _model_files(folder):
+            meta = json.loads((folder / "meta.json").read_text())
+            bundle = cls(
                 model=cast(Recommender, None) if lazy else model(),
                 users=IdMap.load(folder / "users.json"),
                 items=IdMap.load(folder / "items.json"),
@@ -144,11 +143,8 @@ class ModelBundle:
                 titles=json.loads((folder / "titles.json").read_text(encoding="utf-8"))
                 if (folder / "titles.json").exists() else None,
             )
-
-        meta = _reading(folder)(lambda: json.loads((folder / "meta.json").read_text()))()
-        bundle = parts()
         if lazy:
-            bundle._pending.update(model=model, search=search)  # noqa: SLF001 - its own class
+            bundle._pending.update(model=model, search=search)
         return bundle
 
     @property
@@ -274,28 +270,23 @@ class ModelBundle:
         return engine.predict(self, requests)
 
 
-def _reading(folder: Path) -> Callable[[Callable[[], _T]], Callable[[], _T]]:
-    """Wrap a read of the bundle in ``folder``.
+@contextlib.contextmanager
+def _model_files(folder: Path) -> Iterator[None]:
+    """Reading the bundle in ``folder``, with its file errors said plainly.
 
-    A missing or damaged file becomes a :class:`~shoprec.errors.ModelFilesError` that says
-    so; shoprec's own errors (a parameter no longer understood) pass as they are.
+    A missing or damaged file becomes a :class:`~shoprec.errors.ModelFilesError`.
+    shoprec's own errors (a parameter no longer understood) pass as they are, and so do
+    other ValueErrors and KeyErrors: a model of a kind or version this shoprec does not
+    know is not a damaged file.
     """
-
-    def wrap(read: Callable[[], _T]) -> Callable[[], _T]:
-        @functools.wraps(read)
-        def reading() -> _T:
-            try:
-                return read()
-            except ShopRecError:
-                raise
-            # Not every ValueError or KeyError: a model of a kind or version this shoprec
-            # does not know is not a damaged file.
-            except (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
-                    UnicodeDecodeError) as exc:
-                raise ModelFilesError(
-                    f"the model files in {folder} are missing or damaged "
-                    f"({type(exc).__name__}: {str(exc)[:300]}); register a new version "
-                    "(shoprec train) or point the alias at another one (shoprec rollback, "
-                    "shoprec promote --version N)") from exc
-        return reading
-    return wrap
+    try:
+        yield
+    except ShopRecError:
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
+            UnicodeDecodeError) as exc:
+        raise ModelFilesError(
+            f"the model files in {folder} are missing or damaged "
+            f"({type(exc).__name__}: {str(exc)[:300]}); register a new version "
+            "(shoprec train) or point the alias at another one (shoprec rollback, "
+            "shoprec promote --version N)") from exc
