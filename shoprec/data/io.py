@@ -88,8 +88,7 @@ def read_table(
             raise DataError(f"cannot read the {what} file {path!r} as Parquet: {exc}"
                             f"{_sniff_hint(path, encoding)}") from exc
         _refuse_duplicate_columns([str(c) for c in frame.columns], path, what)
-        frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
-        return frame.reset_index(drop=True)
+        return _names_stripped(frame).reset_index(drop=True)
     named = _csv_header(path, delimiter, encoding) if header else []
     _refuse_duplicate_columns(named, path, what)
     try:
@@ -123,7 +122,15 @@ def read_table(
         raise DataError(f"cannot read the {what} file {path!r}: {exc}") from exc
     if not isinstance(frame.index, pd.RangeIndex):
         frame = _unnamed_fields(frame, path, what)
-    # A header written "user_id, item_id, ..." names the columns without their spaces.
+    return _names_stripped(frame)
+
+
+def _names_stripped(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its column names stripped.
+
+    A header written ``user_id, item_id, ...`` names the columns without their spaces, as
+    the duplicate check reads them.
+    """
     frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
     return frame
 
