@@ -269,10 +269,16 @@ def _data_config(interactions: str | None, items: str | None, fmt: str | None,
                  mapping: list[str] | None, delimiter: str | None, encoding: str,
                  date_format: str | None = None, timestamp_unit: str | None = None) -> DataConfig:
     from shoprec.config import DataConfig
+    from shoprec.data.io import check_readable
 
-    return DataConfig(interactions=interactions, items=items, format=fmt,
-                      columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding,
-                      timestamp_format=date_format, timestamp_unit=timestamp_unit)
+    config = DataConfig(interactions=interactions, items=items, format=fmt,
+                        columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding,
+                        timestamp_format=date_format, timestamp_unit=timestamp_unit)
+    # Before any output folder is made or server started: a mistyped path leaves nothing.
+    for path, what in ((interactions, "interactions"), (items, "items")):
+        if path:
+            check_readable(path, what)
+    return config
 
 
 def _cutoffs(text: str) -> list[int]:

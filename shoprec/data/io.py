@@ -35,7 +35,17 @@ def path_exists(path: str) -> bool:
         return False
 
 
-def _check_readable(path: str, what: str) -> None:
+def check_readable(path: str, what: str) -> None:
+    """Refuse a path that does not exist, is a folder or is empty, before any work.
+
+    Args:
+        path: Local path or fsspec URL.
+        what: What the file holds, for the message (``"interactions"``, ``"items"``).
+
+    Raises:
+        InputNotFoundError: Nothing at ``path``.
+        DataError: A folder, an empty file, or a URL fsspec cannot open.
+    """
     try:
         fs, fs_path = fsspec.core.url_to_fs(path)
     except (ValueError, ImportError) as exc:
@@ -79,7 +89,7 @@ def read_table(
     Raises:
         DataError: The file is missing, empty, not decodable or not parseable.
     """
-    _check_readable(path, what)
+    check_readable(path, what)
     _refuse_other_formats(path, what)
     if is_parquet(path):
         try:
@@ -257,7 +267,7 @@ def fingerprint(paths: list[str | None], extra: str = "") -> str:
         if not path:
             continue
         digest.update(path.encode() + b"\0")
-        _check_readable(path, "input")
+        check_readable(path, "input")
         with fsspec.open(path, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)

@@ -227,6 +227,14 @@ def test_path_that_does_not_exist(tmp_path: Path) -> None:
     code, out, _ = validate(tmp_path, "--interactions", str(tmp_path / "nope.csv"))
     assert code == 2
     assert "does not exist" in out
+    # Refused before anything is written: no output folder is left behind.
+    assert not (tmp_path / "out").exists()
+    inter = write(tmp_path / "x.csv", canonical_csv())
+    code, out, _ = validate(tmp_path, "--interactions", str(inter),
+                            "--items", str(tmp_path / "items.csv"))
+    assert code == 2
+    assert "the items file" in out and "does not exist" in out
+    assert not (tmp_path / "out").exists()
 
 
 def test_items_file_that_does_not_match(tmp_path: Path) -> None:
