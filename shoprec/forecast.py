@@ -182,10 +182,10 @@ def _boosting_threads(settings: ForecastSettings) -> Iterator[None]:
     scikit-learn's boosting opens a parallel region per tree node, and GCC's OpenMP
     threads spin at each one's end. With the cores busy elsewhere (another process's
     training, the other half of a two-process test run) a spinning thread waits for one
-    that is not running: on 2 cores with two busy processes beside it, the backtest of
-    600 products took 200 s on 2 threads against 5 s on one. On this panel's size a
-    second thread does not pay even on idle cores (Online Retail's 2,593 products: 75 s on
-    2 threads, 72 s on 1), so one is the default.
+    that is not running: on 2 cores beside two busy processes, the backtest of 36
+    products took 200 s on 2 threads against 9 s on one (``benchmarks/forecast_threads.py``).
+    On panels of this size a second thread does not pay even on idle cores (Online
+    Retail's 2,593 products: 75 s on 2 threads, 72 s on one), so one is the default.
     """
     # Imported first: a cap reaches only the OpenMP runtimes already loaded.
     import sklearn.ensemble  # noqa: F401
