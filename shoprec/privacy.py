@@ -176,25 +176,32 @@ class SuppressionList:
         """Every request recorded, oldest first.
 
         Raises:
-            ConfigError: A line is not a record of this list.
+            ConfigError: A line is not a record of this list, or the file cannot be read.
         """
         if not self.path.exists():
             return []
-        text = self.path.read_text(encoding="utf-8")
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"the erasure list {self.path} cannot be read ({exc}); "
+                              f"{SUPPRESSIONS_ENV} must name a readable file") from None
         lines = text.split("\n")
-        # The last piece has no newline yet when a request is being appended right now:
-        # it is read next time, complete.
-        lines = lines[:-1]
         out = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
+            last = number == len(lines)
             try:
                 record = json.loads(line)
                 if not isinstance(record, dict) or not isinstance(record.get("subjects"),
                                                                   list):
                     raise ValueError("no subjects")
             except ValueError as exc:
+                if last:
+                    # A request being appended right now has no newline yet: it is read
+                    # next time, complete. A whole record without one (a file edited by
+                    # hand) is read now: an erasure is never skipped.
+                    break
                 raise ConfigError(f"{self.path}, line {number}: not an erasure record "
                                   f"({exc}); fix or remove the line") from None
             out.append(record)
@@ -215,7 +222,7 @@ class SuppressionList:
             The record written (hashes, who, when, why; never the id).
 
         Raises:
-            ConfigError: The id is empty.
+            ConfigError: The id is empty, or the list cannot be written.
         """
         user = canonical_id(user_id)
         if not user:
@@ -226,10 +233,23 @@ class SuppressionList:
         record = {"subjects": subjects, "requested_at": datetime.now(UTC).isoformat(),
                   "requested_by": requested_by or getpass.getuser(), "reason": reason,
                   "key_id": key.id if key is not None else None}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # One line per request, appended: a concurrent writer never interleaves within it.
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One line per request, appended: a concurrent writer never interleaves within
+            # it. A last line written without its newline (by hand) is ended first, or the
+            # two records would share a line that reads as neither.
+            with self.path.open("a+b") as handle:
+                handle.seek(0, os.SEEK_END)
+                if handle.tell():
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":
+                        line = "\n" + line
+                handle.write(line.encode("utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"the erasure list {self.path} cannot be written "
+                              f"({exc.strerror or exc}); {SUPPRESSIONS_ENV} must name a "
+                              "writable file") from None
         return record
 
 

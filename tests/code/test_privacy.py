@@ -96,6 +96,27 @@ def test_an_erased_shopper_is_quarantined_without_content(tmp_path: Path) -> Non
         suppressions.subjects()
 
 
+def test_a_record_written_by_hand_without_its_newline_counts_and_the_next_is_kept_apart(
+        tmp_path: Path) -> None:
+    """Such a record used to be skipped (alice served and trained on again), and the next
+    request appended to its line broke the whole list."""
+    path = tmp_path / "erase.jsonl"
+    path.write_text(json.dumps({"subjects": [subject("alice")]}))  # no final newline
+    suppressions = SuppressionList(path)
+    assert suppressions.subjects() == {subject("alice")}
+    suppressions.add("bob")
+    assert suppressions.subjects() == {subject("alice"), subject("bob")}
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_an_erasure_list_that_is_a_folder_is_a_clear_error(tmp_path: Path) -> None:
+    suppressions = SuppressionList(tmp_path)
+    with pytest.raises(ConfigError, match=f"cannot be written.*{SUPPRESSIONS_ENV}"):
+        suppressions.add("alice")
+    with pytest.raises(ConfigError, match=f"cannot be read.*{SUPPRESSIONS_ENV}"):
+        suppressions.subjects()
+
+
 def test_private_popularity_counts() -> None:
     rng = np.random.default_rng(0)
     # Item i is bought by about 1000 / (i + 1) of 2,000 shoppers.
