@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
-from shoprec.data.adapters import RawData, load
+from shoprec.data.adapters import RawData, items_sources, load
 from shoprec.data.cleaning import CleanData, clean
 from shoprec.data.io import fingerprint
 from shoprec.data.splits import Split, split_interactions
@@ -130,8 +130,12 @@ class PreparationSteps:
 
 
 def data_fingerprint(data: DataConfig) -> str:
-    """SHA-256 of the input files and the options that read them (the data's identity)."""
-    return fingerprint([data.resolved_interactions(), data.items],
+    """SHA-256 of the input files and the options that read them (the data's identity).
+
+    The items files include those read without being named (MovieLens' ``movies.csv`` or
+    ``u.item`` beside the ratings).
+    """
+    return fingerprint([data.resolved_interactions(), *items_sources(data)],
                        json.dumps(data.model_dump(mode="json"), sort_keys=True))
 
 

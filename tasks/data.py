@@ -32,6 +32,7 @@ from shoprec.validation import (
     validate_clean,
     validate_raw,
 )
+from shoprec.validation.suites import suites_version
 
 if TYPE_CHECKING:
     from shoprec.tuning.weighting import WeightingChoice
@@ -60,8 +61,10 @@ def chain_key(previous: str, *configs: Any) -> str:
 
 
 def _by_key(context, parameters: dict[str, Any]) -> str:  # noqa: ANN001 - Prefect's signature
-    # Keyed to the library's code too: a result pickled by other code is never loaded.
-    return f"{context.task.name}-{code_version()}-{parameters['cache_key']}"
+    # Keyed to the library's code too: a result pickled by other code is never loaded. And
+    # to the expectation suites, which live outside the library: an edited rule applies on
+    # the next run.
+    return f"{context.task.name}-{code_version()}-{suites_version()}-{parameters['cache_key']}"
 
 
 def private_result_storage() -> None:

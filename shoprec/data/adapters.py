@@ -108,6 +108,23 @@ def _sibling(path: str, name: str) -> str:
     return posixpath.join(directory, name) if directory else name
 
 
+#: The items files MovieLens' loader reads next to the ratings when none is given.
+MOVIELENS_ITEMS = ("u.item", "movies.csv")
+
+
+def items_sources(config: DataConfig) -> list[str]:
+    """The items files that :func:`load` reads for ``config``.
+
+    The one given, else those found next to a MovieLens ratings file. They are part of the
+    data's identity: a renamed film must not reuse results prepared with its old title.
+    """
+    if config.items:
+        return [config.items]
+    interactions = config.resolved_interactions()
+    return [found for found in (_sibling(interactions, name) for name in MOVIELENS_ITEMS)
+            if path_exists(found)]
+
+
 def load(config: DataConfig) -> RawData:
     """Read the configured source and map it onto canonical column names.
 
@@ -274,7 +291,7 @@ def _load_movielens(path: str, config: DataConfig, ratings: pd.DataFrame | None 
                              names=["user_id", "item_id", "value", "timestamp"],
                              encoding=config.encoding)
         interactions = ratings.copy()
-        items_path = config.items or _sibling(path, "u.item")
+        items_path = config.items or _sibling(path, MOVIELENS_ITEMS[0])
         items, items_frame = _movielens_100k_items(items_path, required=bool(config.items))
         hints = {"user_id": "column 1", "item_id": "column 2", "value": "column 3",
                  "timestamp": "column 4"}
@@ -285,7 +302,7 @@ def _load_movielens(path: str, config: DataConfig, ratings: pd.DataFrame | None 
         names = {"userId": "user_id", "movieId": "item_id", "rating": "value",
                  "timestamp": "timestamp"}
         interactions = ratings[[c for c in names if c in ratings.columns]].rename(columns=names)
-        items_path = config.items or _sibling(path, "movies.csv")
+        items_path = config.items or _sibling(path, MOVIELENS_ITEMS[1])
         items, items_frame = _movielens_csv_items(items_path, config, required=bool(config.items))
         hints = {canon: repr(src) for src, canon in names.items()}
     interactions["event"] = "rating"

@@ -28,6 +28,21 @@ def suites_dir() -> Path:
     return Path(str(files("shoprec_expectations")))
 
 
+def suites_version() -> str:
+    """A short hash of every suite's JSON and of the Great Expectations version.
+
+    Cached validation verdicts are keyed to it: an edited suite (a rule tightened or
+    loosened) is applied on the next run, not when the cache expires.
+    """
+    import hashlib
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(version("great_expectations").encode())
+    for path in sorted(suites_dir().glob("*.json")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @cache
 def load_suite_definition(name: str) -> dict[str, Any]:
     """Read a suite's JSON definition from ``expectations/{name}.json``."""

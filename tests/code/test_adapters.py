@@ -11,6 +11,7 @@ import pytest
 from shoprec.config import DataConfig
 from shoprec.data.adapters import detect_format, load
 from shoprec.data.cleaning import clean
+from shoprec.pipeline import data_fingerprint
 from tests.helpers import canonical_csv, retail_csv, write
 
 
@@ -83,9 +84,16 @@ def test_movielens_csv_layout(tmp_path: Path) -> None:
           "1,3,0,964981247\n2,1,3.5,964982224\n")
     write(tmp_path / "movies.csv", 'movieId,title,genres\n1,Toy Story (1995),Animation|Children\n'
           '3,"Grumpier Old Men, The (1995)",Comedy|Romance\n')
-    data = clean(load(DataConfig(interactions=str(tmp_path / "ratings.csv"))))
+    config = DataConfig(interactions=str(tmp_path / "ratings.csv"))
+    data = clean(load(config))
     assert data.report.quarantined_by_reason == {"non_positive_rating": 1}
     assert data.items.set_index("item_id").loc["3", "category"] == "Comedy|Romance"
+    # The movies file read beside the ratings is part of the data's identity: a renamed
+    # film gives a new fingerprint, so cached preparation with the old title is not reused.
+    before = data_fingerprint(config)
+    write(tmp_path / "movies.csv", 'movieId,title,genres\n1,Toy Story 2 (1999),Animation\n'
+          '3,"Grumpier Old Men, The (1995)",Comedy|Romance\n')
+    assert data_fingerprint(config) != before
 
 
 @pytest.mark.parametrize(("columns", "name", "expected"), [

@@ -63,3 +63,27 @@ def test_data_docs_are_rendered(tmp_path: Path) -> None:
     assert index.exists()
     pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
     assert len(pages) == 3  # raw interactions, clean interactions, clean items
+
+
+def test_an_edited_suite_changes_the_preparation_cache_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached verdicts were keyed to the library's code only: a tightened rule in
+    expectations/ was not applied by training for the cache's seven days."""
+    import shutil
+    from types import SimpleNamespace
+
+    from shoprec_tasks.data import _by_key
+
+    from shoprec.validation import suites
+
+    copy = tmp_path / "expectations"
+    shutil.copytree(suites_dir(), copy)
+    monkeypatch.setattr(suites, "suites_dir", lambda: copy)
+    context = SimpleNamespace(task=SimpleNamespace(name="validate-raw"))
+    before = _by_key(context, {"cache_key": "abc"})
+    assert _by_key(context, {"cache_key": "abc"}) == before
+    suite = json.loads((copy / "raw_interactions.json").read_text())
+    suite["expectations"].append({"type": "expect_column_values_to_be_in_set",
+                                  "kwargs": {"column": "event", "value_set": ["cart"]}})
+    (copy / "raw_interactions.json").write_text(json.dumps(suite))
+    assert _by_key(context, {"cache_key": "abc"}) != before
