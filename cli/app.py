@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shoprec.config import DEFAULT_MODEL_NAME
+from shoprec.config import DEFAULT_MODEL_NAME, registry_name
 from shoprec.errors import (
     ConfigError,
     DataError,
@@ -205,6 +205,14 @@ def _handle_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _checked_name(value: str) -> str:
+    """``--registered-model-name`` as MLflow will accept it, before any work is done."""
+    try:
+        return registry_name(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _parse_map(values: list[str] | None) -> dict[str, str]:
@@ -669,7 +677,8 @@ def train(
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
     model_name: Annotated[str, typer.Option(
-        "--registered-model-name", help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
+        "--registered-model-name", callback=_checked_name,
+        help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
     max_quarantine: MaxQuarantineOpt = 0.5,
     min_users: MinUsersOpt = 10,
     min_items: MinItemsOpt = 10,
@@ -782,7 +791,8 @@ def recommend(
     query: Annotated[str | None, typer.Option("--query", help="Search text.")] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="How many items.")] = 10,
     model_name: Annotated[str, typer.Option(
-        "--registered-model-name", help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
+        "--registered-model-name", callback=_checked_name,
+        help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show the history items behind each recommendation.")] = False,
@@ -863,7 +873,8 @@ def forecast(
         "--threads", min=1, max=256, help="OpenMP threads of the boosting (one is as fast "
         "on a few thousand products, and safe beside other work).")] = 1,
     model_name: Annotated[str, typer.Option(
-        "--registered-model-name", help="MLflow registered model of the forecast.")]
+        "--registered-model-name", callback=_checked_name,
+        help="MLflow registered model of the forecast.")]
     = "shoprec-demand",
     summary_json: Annotated[Path | None, typer.Option(
         "--summary-json", help="Write the run summary as JSON.")] = None,
@@ -949,7 +960,7 @@ def forget(
 
 
 ModelNameOpt = Annotated[str, typer.Option(
-    "--registered-model-name", help="MLflow registered model.")]
+    "--registered-model-name", callback=_checked_name, help="MLflow registered model.")]
 ByOpt = Annotated[str, typer.Option(
     "--by", help="Who asks, recorded in the registry (default: the operating-system user).")]
 

@@ -6,10 +6,12 @@ with defaults and descriptions) and the library functions.
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,6 +24,41 @@ from shoprec.data.schema import EVENTS
 
 #: The registered model every command uses unless told another name.
 DEFAULT_MODEL_NAME = "shoprec-recommender"
+
+def registry_name(value: str) -> str:
+    """A registered model name as MLflow accepts one, checked before any work is done.
+
+    MLflow refuses the others only when it registers, after the whole training.
+
+    Raises:
+        ValueError: Blank, with ``/`` or ``:``, or not a plain path segment.
+    """
+    if not value.strip():
+        raise ValueError("a registered model name cannot be blank")
+    if "/" in value or ":" in value:
+        raise ValueError(f"{value!r}: MLflow refuses '/' and ':' in a registered model name")
+    if posixpath.normpath(value) != value or value.startswith(".."):
+        raise ValueError(f"{value!r} is not a name MLflow accepts (no '.' or '..' forms)")
+    return value
+
+
+def experiment_name(value: str) -> str:
+    """An MLflow experiment name as MLflow accepts one (not blank, 500 characters at most).
+
+    Raises:
+        ValueError: Blank or too long.
+    """
+    if not value.strip():
+        raise ValueError("an experiment name cannot be blank")
+    if len(value) > 500:
+        raise ValueError(f"an experiment name has 500 characters at most, not {len(value)}")
+    return value
+
+
+#: Names checked as MLflow will check them, so a form in the Prefect UI is refused at once.
+RegisteredName = Annotated[str, AfterValidator(registry_name)]
+ExperimentName = Annotated[str, AfterValidator(experiment_name)]
+
 
 def positive_ks(value: list[int]) -> list[int]:
     """The cut-offs ``K``, sorted and unique; refused when empty or below 1."""
@@ -563,9 +600,9 @@ class TrainingConfig(_Model):
     gate_margin: float = Field(
         0.05, ge=0, description="A new champion must beat popularity by this relative margin."
     )
-    registered_model_name: str = Field(DEFAULT_MODEL_NAME,
-                                       description="MLflow registered model name.")
-    experiment: str = Field("shoprec", description="MLflow experiment name.")
+    registered_model_name: RegisteredName = Field(DEFAULT_MODEL_NAME,
+                                                  description="MLflow registered model name.")
+    experiment: ExperimentName = Field("shoprec", description="MLflow experiment name.")
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of every model.")
     max_workers: int = Field(4, ge=1, description="Candidates trained at the same time.")
     network_slots: int | None = Field(
@@ -618,6 +655,26 @@ class TrainingConfig(_Model):
     @classmethod
     def _positive_ks(cls, value: list[int]) -> list[int]:
         return positive_ks(value)
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        # Read as Dask will read it, so a typing slip fails here, not deep in distributed
+        # after the data was prepared (imported only when an address is given).
+        if not value or not value.strip():
+            return None
+        from distributed.comm.addressing import parse_address, parse_host_port
+        from distributed.comm.registry import get_backend
+
+        try:
+            scheme, location = parse_address(value.strip())
+            get_backend(scheme)
+            if scheme in ("tcp", "tls"):
+                parse_host_port(location)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{value!r} is not a Dask scheduler address ({exc}); write it "
+                             "as tcp://host:8786") from None
+        return value.strip()
 
     @field_validator("models")
     @classmethod
@@ -695,8 +752,8 @@ class TrainingConfig(_Model):
 class PromotionConfig(_Model):
     """Which registered version to promote to ``champion``, and how it is judged."""
 
-    registered_model_name: str = Field(DEFAULT_MODEL_NAME,
-                                       description="MLflow registered model name.")
+    registered_model_name: RegisteredName = Field(DEFAULT_MODEL_NAME,
+                                                  description="MLflow registered model name.")
     version: str | None = Field(
         None, description="Version to promote; empty: the current 'challenger'.")
     ks: list[int] = Field(default_factory=lambda: [10], description="Cut-offs K of the metrics.")
@@ -748,14 +805,14 @@ class ForecastConfig(_Model):
     threads: int = Field(1, ge=1, le=256, description="OpenMP threads of the boosting. One "
                          "is as fast on panels of a few thousand products, and a second "
                          "thread slows it many-fold while other work shares the cores.")
-    experiment: str = Field("shoprec-demand", description="MLflow experiment name.")
+    experiment: ExperimentName = Field("shoprec-demand", description="MLflow experiment name.")
     output_dir: str = Field("runs/forecast", description="Root of the Parquet data set "
                             "(forecast_date=YYYY-MM-DD/forecast.parquet).")
     category_output_dir: str = Field("runs/forecast_by_category", description="Root of the "
                                      "weekly forecast per category (same layout; empty: not "
                                      "written).")
-    registered_model_name: str = Field("shoprec-demand", description="MLflow registered "
-                                       "model of the forecast.")
+    registered_model_name: RegisteredName = Field(
+        "shoprec-demand", description="MLflow registered model of the forecast.")
     gate_margin: float = Field(0.05, ge=0.0, lt=1.0, description="The model's held-out WAPE "
                                "must be at least this much (relative) under the best naive "
                                "baseline's to become champion.")
@@ -764,8 +821,8 @@ class ForecastConfig(_Model):
 class BatchConfig(_Model):
     """Batch recommendations of every known user by a registered model."""
 
-    registered_model_name: str = Field(DEFAULT_MODEL_NAME,
-                                       description="MLflow registered model name.")
+    registered_model_name: RegisteredName = Field(DEFAULT_MODEL_NAME,
+                                                  description="MLflow registered model name.")
     alias: str = Field("champion", description="Registry alias of the model that scores.")
     output_dir: str = Field("runs/batch", description="Root of the date-partitioned Parquet "
                             "data set (generated_date=YYYY-MM-DD/recommendations.parquet).")

@@ -1,0 +1,52 @@
+"""Parameters as the Prefect UI's form sends them: a value MLflow or Dask would refuse
+after the data was prepared (or the whole training) is refused at once, naming its field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shoprec.config import (
+    BatchConfig,
+    ForecastConfig,
+    PromotionConfig,
+    TrainingConfig,
+    registry_name,
+)
+
+
+@pytest.mark.parametrize("name", ["shop/recs", "shop:recs", "", "   ", "..", "a/../b"])
+@pytest.mark.parametrize("model", [TrainingConfig, PromotionConfig, ForecastConfig,
+                                   BatchConfig])
+def test_a_registered_model_name_mlflow_refuses_is_refused_by_its_field(
+        model: type, name: str) -> None:
+    with pytest.raises(ValidationError, match="registered_model_name"):
+        model(registered_model_name=name)
+
+
+def test_names_mlflow_accepts_pass_unchanged() -> None:
+    for name in ("shoprec-recommender", "shop recs", "Shop_2.v3", "été"):
+        assert registry_name(name) == name
+        assert TrainingConfig(registered_model_name=name).registered_model_name == name
+
+
+@pytest.mark.parametrize("model", [TrainingConfig, ForecastConfig])
+def test_a_blank_or_overlong_experiment_is_refused(model: type) -> None:
+    for name in ("", "  ", "x" * 501):
+        with pytest.raises(ValidationError, match="experiment"):
+            model(experiment=name)
+    assert model(experiment="x" * 500).experiment == "x" * 500
+
+
+@pytest.mark.parametrize(("address", "words"), [
+    ("scheduler:8786x", "8786x"), ("foo://host:8786", "unknown address scheme")])
+def test_a_dask_address_dask_cannot_read_is_refused(address: str, words: str) -> None:
+    with pytest.raises(ValidationError, match="dask_address") as raised:
+        TrainingConfig(task_runner="dask", dask_address=address)
+    assert words in str(raised.value)
+
+
+def test_dask_addresses_dask_reads_pass() -> None:
+    for address in ("tcp://scheduler:8786", "scheduler:8786", "tcp://[::1]:8786"):
+        assert TrainingConfig(dask_address=address).dask_address == address
+    assert TrainingConfig(dask_address=" ").dask_address is None
