@@ -1069,6 +1069,10 @@ def rollback(
     from shoprec_flows.operations import rollback_model
 
     moved = rollback_model(registered_model_name=model_name, reason=reason, requested_by=by)
+    if moved.get("resumed"):
+        console.print(f"{model_name}: a rollback that stopped midway was finished as it "
+                      f"was asked (by {moved['by']} at {moved['at']}, reason "
+                      f"{moved['reason']!r}); there is no earlier champion to go back to")
     console.print(f"{model_name}: champion moved from version {moved['from']} back to version "
                   f"{moved['to']} (by {moved['by']} at {moved['at']})")
 

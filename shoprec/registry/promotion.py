@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -258,15 +259,22 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
             client.set_model_version_tag(name, version, key, value[:5000])
         raise PromotionRefused(decision)
     decision.forced = not decision.passed
-    tags.update({"promoted_at": decision.at, "promoted_by": decision.actor,
-                 "promotion_forced": str(decision.forced).lower(),
-                 "promotion_reason": decision.reason})
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value[:5000])
     move_champion(name, version, decision.champion_version, "promote", decision.actor,
                   decision.reason, decision.at, forced=decision.forced, decision=decision.why)
     decision.promoted = True
+    # Only once champion has moved: a promotion that failed must not read as one made.
+    for key, value in {"promoted_at": decision.at, "promoted_by": decision.actor,
+                       "promotion_forced": str(decision.forced).lower(),
+                       "promotion_reason": decision.reason}.items():
+        client.set_model_version_tag(name, version, key, value[:5000])
     return decision
+
+
+#: Registered-model tag holding a rollback under way: ``{"from", "to", "by", "at",
+#: "reason"}``, written before champion moves and removed once every step is done.
+PENDING_ROLLBACK = "rollback_pending"
 
 
 def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, Any]:
@@ -275,30 +283,69 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
     The rolled-back version keeps its history in tags; ``previous-champion`` is removed, so
     a second rollback has nowhere to go rather than flipping back to the bad version.
 
+    The rollback is recorded (:data:`PENDING_ROLLBACK`) before champion moves. One that
+    stopped after the move (a server gone, a process killed) is finished by the next call,
+    with the versions, person, time and reason it recorded, rather than "rolling back" the
+    restored version onto itself.
+
     Returns:
-        ``{"name", "from", "to", "by", "at", "reason"}``.
+        ``{"name", "from", "to", "by", "at", "reason", "resumed"}``; ``resumed`` is true
+        when an interrupted rollback was finished.
 
     Raises:
-        PromotionError: There is no previous champion.
+        PromotionError: There is no previous champion, or it is the champion already.
     """
     client = tracking.client()
-    previous = alias_version(name, PREVIOUS_CHAMPION)
-    if previous is None:
-        raise PromotionError(f"{name} has no '{PREVIOUS_CHAMPION}' alias: nothing to roll "
-                             "back to (it is set when a promotion replaces a champion)")
     current = alias_version(name, CHAMPION)
-    who, at = by or actor(), now()
-    set_alias(client, name, CHAMPION, previous)
-    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
-    if current is not None:
+    pending = _pending_rollback(client, name)
+    resumed = pending is not None and current is not None and current == pending["to"]
+    if resumed:
+        assert pending is not None
+        record = pending
+        logger.warning("%s: finishing the rollback from version %s to %s begun at %s",
+                       name, record["from"], record["to"], record["at"])
+    else:
+        previous = alias_version(name, PREVIOUS_CHAMPION)
+        if previous is None:
+            raise PromotionError(f"{name} has no '{PREVIOUS_CHAMPION}' alias: nothing to "
+                                 "roll back to (it is set when a promotion replaces a "
+                                 "champion)")
+        if previous == current:
+            raise PromotionError(
+                f"{name}'s '{PREVIOUS_CHAMPION}' is version {current}, the champion itself: "
+                "an operation stopped midway left them so. Nothing to roll back to; delete "
+                f"the '{PREVIOUS_CHAMPION}' alias in MLflow, or promote another version")
+        record = {"from": current, "to": previous, "by": by or actor(), "at": now(),
+                  "reason": reason}
+        client.set_registered_model_tag(name, PENDING_ROLLBACK, json.dumps(record))
+        set_alias(client, name, CHAMPION, previous)
+    was, restored, who, at = record["from"], record["to"], record["by"], record["at"]
+    why = record["reason"]
+    if was is not None:
         for key, value in {"rolled_back_at": at, "rolled_back_by": who,
-                           "rollback_reason": reason}.items():
-            client.set_model_version_tag(name, current, key, value[:5000])
-    client.set_model_version_tag(name, previous, "restored_at", at)
-    log_alias_move(name, CHAMPION, current, previous, "rollback", who, reason, at)
-    log_alias_move(name, PREVIOUS_CHAMPION, previous, None, "rollback", who, reason, at)
-    return {"name": name, "from": current, "to": previous, "by": who, "at": at,
-            "reason": reason}
+                           "rollback_reason": why}.items():
+            client.set_model_version_tag(name, was, key, value[:5000])
+    client.set_model_version_tag(name, restored, "restored_at", at)
+    log_alias_move(name, CHAMPION, was, restored, "rollback", who, why, at)
+    # Last: while it stands, a rollback that stopped can be told from one not begun.
+    if alias_version(name, PREVIOUS_CHAMPION) is not None:
+        client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    log_alias_move(name, PREVIOUS_CHAMPION, restored, None, "rollback", who, why, at)
+    client.delete_registered_model_tag(name, PENDING_ROLLBACK)
+    return {"name": name, "from": was, "to": restored, "by": who, "at": at, "reason": why,
+            "resumed": resumed}
+
+
+def _pending_rollback(client: Any, name: str) -> dict[str, Any] | None:
+    """The rollback recorded under way for ``name``, if any (see :func:`rollback`)."""
+    text = client.get_registered_model(name).tags.get(PENDING_ROLLBACK)
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("to") else None
 
 
 def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,

@@ -242,6 +242,96 @@ def test_a_promotion_does_not_overwrite_a_champion_that_moved_meanwhile(
     assert alias_version(two_versions, "previous-champion") is None
 
 
+class _ServerGone(Exception):
+    """What the client raises when the tracking server went away mid-operation."""
+
+
+def _fail_once(monkeypatch: pytest.MonkeyPatch, method: str, after: int = 0) -> None:
+    """Make the MLflow client's ``method`` fail once, after ``after`` calls succeeded."""
+    from mlflow import MlflowClient
+
+    calls = {"n": 0}
+    real = getattr(MlflowClient, method)
+
+    def failing(self: MlflowClient, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == after + 1:
+            raise _ServerGone(f"{method}: the tracking server went away")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, method, failing)
+
+
+def test_a_promotion_that_failed_does_not_read_as_made(
+        two_versions: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The promoted_* tags were written before champion moved, so a promotion whose alias
+    could not be set still read as made by its person, at its time."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import alias_version
+    from shoprec.registry.promotion import apply_promotion, decide
+
+    decision = decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2}, "ndcg@10")
+    with monkeypatch.context() as patched:
+        # previous-champion is set first, then champion: the second alias write fails.
+        _fail_once(patched, "set_registered_model_alias", after=1)
+        with pytest.raises(_ServerGone):
+            apply_promotion(decision, by="ops")
+    assert alias_version(two_versions, "champion") == "1"
+    assert alias_version(two_versions, "previous-champion") is None
+    tags = tracking.client().get_model_version(two_versions, "2").tags
+    assert tags["promotion_decision"] == "pass"  # the check was made, and says so
+    assert not {"promoted_at", "promoted_by", "promotion_forced"} & set(tags)
+    promoted = apply_promotion(decision, by="ops")
+    assert promoted.promoted and alias_version(two_versions, "champion") == "2"
+    tags = tracking.client().get_model_version(two_versions, "2").tags
+    assert tags["promoted_by"] == "ops" and tags["promotion_forced"] == "false"
+
+
+def test_a_rollback_stopped_midway_is_finished_as_asked_by_the_next(
+        two_versions: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Champion had moved back, previous-champion was left on the same version: the retry
+    "rolled back" version 1 onto itself, tagged it as the rolled-back one and logged
+    1 -> 1, while version 2, the one rolled back, got nothing."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import alias_log, alias_version
+    from shoprec.registry.promotion import (
+        PENDING_ROLLBACK,
+        PromotionError,
+        apply_promotion,
+        decide,
+        rollback,
+    )
+
+    client = tracking.client()
+    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
+                           "ndcg@10"))
+    assert alias_version(two_versions, "champion") == "2"
+    with monkeypatch.context() as patched:
+        _fail_once(patched, "set_model_version_tag")  # after champion moved back
+        with pytest.raises(_ServerGone):
+            rollback(two_versions, reason="bad answers", by="ops")
+    assert alias_version(two_versions, "champion") == "1"
+    assert alias_version(two_versions, "previous-champion") == "1"
+    moved = rollback(two_versions, reason="retry", by="someone else")
+    assert moved["resumed"] and (moved["from"], moved["to"]) == ("2", "1")
+    assert (moved["by"], moved["reason"]) == ("ops", "bad answers")
+    assert alias_version(two_versions, "champion") == "1"
+    assert alias_version(two_versions, "previous-champion") is None
+    rolled_back = client.get_model_version(two_versions, "2").tags
+    assert rolled_back["rolled_back_by"] == "ops"
+    assert "rolled_back_at" not in client.get_model_version(two_versions, "1").tags
+    assert PENDING_ROLLBACK not in client.get_registered_model(two_versions).tags
+    champion_moves = [(m["from"], m["to"]) for m in alias_log(two_versions)
+                      if m["alias"] == "champion"]
+    assert champion_moves == [("1", "2"), ("2", "1")]
+    with pytest.raises(PromotionError, match="no 'previous-champion'"):
+        rollback(two_versions)
+    # The same aliases left by another cause (no record of a rollback): refused, and why.
+    client.set_registered_model_alias(two_versions, "previous-champion", "1")
+    with pytest.raises(PromotionError, match="the champion itself"):
+        rollback(two_versions)
+
+
 def test_decide_compares_only_the_metrics_both_have() -> None:
     """A rating model's rmse has no counterpart in another family's figures."""
     from shoprec.registry.promotion import decide
