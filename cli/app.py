@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -298,24 +297,10 @@ def _cutoffs(text: str) -> list[int]:
 
 
 def _writable_dir(path: Path, option: str) -> None:
-    """Refuse an output folder that is a file or cannot be written, before any work.
+    """Refuse an output folder that is a file or cannot be written, before any work."""
+    from shoprec.data.io import check_writable_folder
 
-    The folder is created now (it would be anyway): trying is the only check that also
-    holds for root, for read-only mounts and for pseudo file systems like /proc.
-    """
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        inside = "" if existing == path else f" ({existing} is a file)"
-        raise ConfigError(f"{option} {path} is a file{inside}; give a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".shoprec-write-check-")
-        probe.close()
-    except OSError as exc:
-        raise ConfigError(f"{option} {path} cannot be written ({exc.strerror or exc}); choose "
-                          "another folder") from None
+    check_writable_folder(path, option)
 
 
 def _writable_file(path: Path | None, option: str) -> None:
@@ -1025,7 +1010,16 @@ def promote(
 
     tracking.require_store()
     chosen = resolve_candidate(model_name, version)
+    from shoprec.registry.aliases import CHAMPION, alias_version
     from shoprec.registry.demand import is_forecast_version
+    from shoprec.registry.promotion import PromotionError
+
+    if alias_version(model_name, CHAMPION) == chosen:
+        # What a first `shoprec promote` meets after a training that passed its gate (it
+        # sets both aliases): said now, not after minutes of data preparation.
+        raise PromotionError(f"{model_name} version {chosen} is already the champion"
+                             f"{'' if version else ' (the challenger is the champion)'}; "
+                             "nothing to promote")
 
     if is_forecast_version(model_name, chosen):
         raise ConfigError(f"{model_name} version {chosen} is a demand forecast: `shoprec "
@@ -1315,17 +1309,20 @@ def _flush_stdio() -> None:
             pass
 
 
-def _finish_now() -> None:
+def _finish_now(code: int = 0) -> None:
     """End a command that imported Prefect: send Prefect's last records, then exit at once.
 
     The interpreter's own exit after a training run took 2.5 s more (tearing down
-    TensorFlow, MLflow and Prefect's threads; benchmarks/RESULTS.md). Everything the
-    commands write is closed by then; what Prefect still holds (flow logs, events) is sent
-    first, and the logging handlers flushed.
+    TensorFlow, MLflow and Prefect's threads; benchmarks/RESULTS.md), and after a failed
+    or refused command it printed pages of tracebacks from Prefect's server services
+    stopping under it. Everything the commands write is closed by then; what Prefect still
+    holds (flow logs, events) is sent first, and the logging handlers flushed.
+
+    Args:
+        code: The command's exit status.
     """
     from shoprec_flows.shutdown import DRAIN_SECONDS, drain_prefect
 
-    code = 0
     try:
         if not drain_prefect():
             err_console.print(f"warning: Prefect's last logs or events were not all sent "
@@ -1348,26 +1345,32 @@ def main() -> None:
     except SystemExit as exit_:
         if exit_.code == 130:  # interrupted: threads may still be training
             _exit_now(130)
-        if exit_.code in (0, None) and "prefect" in sys.modules:
-            _finish_now()
+        if "prefect" in sys.modules and (exit_.code is None or isinstance(exit_.code, int)):
+            _finish_now(exit_.code or 0)
         raise
     except Exception as exc:  # noqa: BLE001 - a bug, not a user mistake: say so, exit 3
-        if logging.getLogger().isEnabledFor(logging.INFO):
-            traceback.print_exc()
-        if type(exc).__module__.startswith("mlflow"):
-            # A fault of the tracking server or store (gone, locked), not a shoprec bug.
-            from shoprec.registry import tracking
-
-            err_console.print(_styled(("MLflow error:", "bold red"),
-                                      f" {tracking.redact(str(exc))[:2000]}\n(tracking URI "
-                                      f"{tracking.display_uri()}; the registry's aliases were "
-                                      "not moved)"), highlight=False)
-            sys.exit(EXIT_FAILURE)
-        err_console.print(_styled(("internal error:", "bold red"),
-                                  f" {type(exc).__name__}: {exc}\nrun again with -v for "
-                                  "details and report it with the command used"),
-                          highlight=False)
+        _report_failure(exc)
+        if "prefect" in sys.modules:
+            _finish_now(EXIT_FAILURE)
         sys.exit(EXIT_FAILURE)
+
+
+def _report_failure(exc: Exception) -> None:
+    """Say what ended the command with exit 3: the tracking server or store, or a bug."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        traceback.print_exc()
+    if type(exc).__module__.startswith("mlflow"):
+        # A fault of the tracking server or store (gone, locked), not a shoprec bug.
+        from shoprec.registry import tracking
+
+        err_console.print(_styled(("MLflow error:", "bold red"),
+                                  f" {tracking.redact(str(exc))[:2000]}\n(tracking URI "
+                                  f"{tracking.display_uri()})"), highlight=False)
+        return
+    err_console.print(_styled(("internal error:", "bold red"),
+                              f" {type(exc).__name__}: {exc}\nrun again with -v for "
+                              "details and report it with the command used"),
+                      highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,6 +25,7 @@ from shoprec_tasks.forecast import (
 )
 
 from shoprec.config import CleaningConfig, DataConfig, ForecastConfig
+from shoprec.data.io import check_writable_folder
 from shoprec.forecast import summary
 from shoprec.pipeline import load_and_validate
 from shoprec.registry.publish import git_commit
@@ -56,6 +57,10 @@ def demand_forecast(
         gate's verdict and the registered version.
     """
     apply_runtime_defaults()
+    for folder, field in ((forecast.output_dir, "forecast.output_dir"),
+                          (forecast.category_output_dir, "forecast.category_output_dir")):
+        if folder:  # typed in the Prefect form: refused now, not after the backtest
+            check_writable_folder(folder, field)
     private_result_storage()
     prepared = load_and_validate(data, cleaning, None, TaskSteps())
     panel = build_panel(prepared.data, forecast)

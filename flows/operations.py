@@ -27,6 +27,7 @@ from shoprec.config import (
     SplitConfig,
     WeightingConfig,
 )
+from shoprec.data.io import check_writable_folder
 from shoprec.runtime import apply_runtime_defaults
 
 
@@ -98,5 +99,6 @@ def batch_recommendations(
         batch: Model, alias, output folder, K and batch size.
     """
     apply_runtime_defaults()
+    check_writable_folder(batch.output_dir, "batch.output_dir")
     bundle, version = load_model(batch.registered_model_name, batch.alias)
     return write_batch(bundle, version, batch).to_dict()

@@ -46,6 +46,7 @@ from shoprec.config import (
     WeightingConfig,
     WeightingSearch,
 )
+from shoprec.data.io import check_writable_folder
 from shoprec.features import item_frame
 from shoprec.registry import runs
 from shoprec.registry.publish import git_commit
@@ -104,6 +105,8 @@ def training_pipeline(
         The run summary (DESIGN.md, ``--summary-json``).
     """
     apply_runtime_defaults()
+    if output_dir:  # a folder typed in the Prefect form: refused now, not after retries
+        check_writable_folder(output_dir, "output_dir")
     # A new MLflow store's schema is made on the other core while the data is read,
     # validated and cleaned (single-threaded steps, before the weighting's choice).
     initialise_store_in_background()
@@ -179,11 +182,19 @@ def training_pipeline(
         summary = run_summary(prepared.summary(), training, results, chosen, champion,
                               registered, parent, run_id,
                               {name: found.to_dict() for name, found in searches.items()})
-        log_artifacts(parent, chosen.leaderboard, primary,
-                      {"validation_report.json": prepared.report.to_dict(),
-                       "quarantine_counts.json": summary["data"]["quarantined_by_reason"],
-                       "summary.json": summary}, headline_metrics(winner))
-        report_artifacts(chosen.leaderboard, summary, chosen.verdict, runs.run_url(parent))
+        try:
+            log_artifacts(parent, chosen.leaderboard, primary,
+                          {"validation_report.json": prepared.report.to_dict(),
+                           "quarantine_counts.json": summary["data"]["quarantined_by_reason"],
+                           "summary.json": summary}, headline_metrics(winner))
+            report_artifacts(chosen.leaderboard, summary, chosen.verdict, runs.run_url(parent))
+        except Exception:
+            # Said before the error itself, which cannot tell that the registry was written.
+            logger.error("%s version %s was registered (aliases: %s) before the run's reports "
+                         "could be logged", training.registered_model_name,
+                         registered.get("version"), ", ".join(registered.get("aliases", []))
+                         or "none")
+            raise
         runs.finish_run(parent, ok=True)
     except BaseException as exc:
         # The MLflow run must not stay "running" when the flow fails or is stopped after

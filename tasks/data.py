@@ -44,6 +44,9 @@ def transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's sig
         state.result()
     except DataError:
         return False
+    except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            FileExistsError):
+        return False  # the path is wrong, and stays wrong on the next attempt
     except OSError:
         return True
     except Exception:  # noqa: BLE001 - anything else is not transient

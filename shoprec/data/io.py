@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import fsspec
 import pandas as pd
 
-from shoprec.errors import DataError, InputNotFoundError
+from shoprec.errors import ConfigError, DataError, InputNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,39 @@ def path_exists(path: str) -> bool:
         return bool(fs.exists(fs_path))
     except (OSError, ValueError, ImportError):
         return False
+
+
+def check_writable_folder(path: str | Path, name: str) -> None:
+    """Refuse an output folder that is a file or cannot be written, before any work.
+
+    The folder is created now (it would be anyway): trying is the only check that also
+    holds for root, for read-only mounts and for pseudo file systems like /proc.
+
+    Args:
+        path: The folder; a URL (``s3://...``) is not checked here, but when written.
+        name: The option or field that gave it, for the message.
+
+    Raises:
+        ConfigError: It, or a folder above it, is a file, or it cannot be written.
+    """
+    import tempfile
+
+    if "://" in str(path):
+        return
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        inside = "" if existing == path else f" ({existing} is a file)"
+        raise ConfigError(f"{name} {path} is a file{inside}; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".shoprec-write-check-")
+        probe.close()
+    except OSError as exc:
+        raise ConfigError(f"{name} {path} cannot be written ({exc.strerror or exc}); choose "
+                          "another folder") from None
 
 
 def check_readable(path: str, what: str) -> None:

@@ -288,6 +288,35 @@ def test_rejected_data_fails_before_training_and_leaves_the_registry(
         client.get_registered_model("never-registered")
 
 
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(
+        env: str, tmp_path: Path) -> None:
+    """Typed in the Prefect form, it used to fail after the data was read and cleaned, as
+    a NotADirectoryError from os.makedirs, retried twice as if the disk had hiccuped."""
+    from shoprec_flows.training import training_pipeline
+    from shoprec_tasks.data import transient_io
+
+    from shoprec.errors import ConfigError
+
+    blocker = write(tmp_path / "a-file", "x")
+    with pytest.raises(ConfigError, match=r"output_dir .*a-file/train is a file"):
+        training_pipeline(data=DataConfig(interactions="/nonexistent/never-read.csv"),
+                          output_dir=str(blocker / "train"),
+                          training=TrainingConfig(registered_model_name="never-registered"))
+
+    class Ended:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def result(self) -> None:
+            raise self.error
+
+    for wrong in (PermissionError(13, "denied"), NotADirectoryError(20, "not a folder"),
+                  FileNotFoundError(2, "gone")):
+        assert transient_io(None, None, Ended(wrong)) is False
+    assert transient_io(None, None, Ended(ConnectionResetError(104, "reset"))) is True
+    assert transient_io(None, None, Ended(TimeoutError())) is True
+
+
 #: Tiny neural candidates: enough epochs to exercise every random draw, fast on 2 cores.
 NEURAL = {"vae": {"epochs": 3, "patience": 3, "hidden": 32, "latent": 8},
           "dae": {"epochs": 3, "patience": 3, "hidden": 32, "latent": 8},

@@ -533,7 +533,15 @@ def test_cli_promote_refuses_with_exit_4_and_rollback_without_previous_exits_2(
                       "--validation-days", "20")
     assert refused.returncode == 4, refused.stderr[-2000:]
     assert "refused" in refused.stderr and "ndcg@10 (decides)" in refused.stdout
+    assert "Traceback" not in refused.stderr, refused.stderr[-3000:]
     assert _version("champion") == champion
+    # The champion itself: refused before any data is read or Prefect started (it used to
+    # come after the whole preparation, followed by pages of Prefect's tracebacks).
+    again = shoprec("promote", "--version", str(champion), "--interactions",
+                    str(synthetic_dir / "interactions.parquet"))
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert f"version {champion} is already the champion" in again.stderr
+    assert "Traceback" not in again.stderr and "flow run" not in again.stderr
     unforced = shoprec("promote", "--force")
     assert unforced.returncode == 2 and "--reason (reason): force needs a reason" in unforced.stderr
     nothing = shoprec("rollback")
