@@ -38,6 +38,7 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
         dask_address: Train training-nightly's candidates on this Dask scheduler.
         forecast_cron: Schedule of demand-forecast (``None``: manual only).
     """
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
     from shoprec_flows.forecast import demand_forecast
     from shoprec_flows.operations import batch_recommendations, promote_model, rollback_model
@@ -50,27 +51,35 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
     def schedule(cron: str | None) -> list:
         return [Cron(cron, timezone=timezone)] if cron else []
 
+    # One run of each at a time, as in prefect.yaml: one started beside another is cancelled.
+    one = ConcurrencyLimitConfig(limit=1,
+                                 collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
     return [
         training_pipeline.to_deployment(
-            name="training-nightly", schedules=schedule(training_cron), tags=["shoprec"],
+            name="training-nightly",
+            concurrency_limit=one, schedules=schedule(training_cron), tags=["shoprec"],
             parameters={"data": data, "output_dir": "runs/train",
                         **({"training": training} if training else {})},
             description="Validate, clean, train every candidate in parallel, evaluate and "
                         "publish the winner to the MLflow registry."),
         promote_model.to_deployment(
-            name="promote-model", tags=["shoprec"], parameters={"data": data},
+            name="promote-model",
+            concurrency_limit=one, tags=["shoprec"], parameters={"data": data},
             description="Promote a version (default: the challenger) to champion after "
                         "retraining its recipe and the champion's on the latest data's "
                         "training split and comparing them on its test users."),
         rollback_model.to_deployment(
-            name="rollback-model", tags=["shoprec"],
+            name="rollback-model",
+            concurrency_limit=one, tags=["shoprec"],
             description="Point champion back at previous-champion."),
         batch_recommendations.to_deployment(
-            name="batch-recommendations", schedules=schedule(batch_cron), tags=["shoprec"],
+            name="batch-recommendations",
+            concurrency_limit=one, schedules=schedule(batch_cron), tags=["shoprec"],
             description="Top K of every known user by the champion, as Parquet "
                         "partitioned by date."),
         demand_forecast.to_deployment(
-            name="demand-forecast", schedules=schedule(forecast_cron), tags=["shoprec"],
+            name="demand-forecast",
+            concurrency_limit=one, schedules=schedule(forecast_cron), tags=["shoprec"],
             parameters={"data": data},
             description="Weekly units per product: baselines and a boosted model scored on "
                         "the last weeks, then the next weeks' forecast."),

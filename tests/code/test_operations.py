@@ -515,6 +515,11 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(registered: str) -> None:
         "properties"]
     assert [s.schedule.cron for s in found["batch-recommendations"].schedules] == ["0 5 * * *"]
     assert [s.schedule.cron for s in found["demand-forecast"].schedules] == ["0 3 * * 1"]
+    # One run of each at a time; a run started beside one is cancelled, not queued.
+    for name in ("training-nightly", "promote-model", "rollback-model",
+                 "batch-recommendations", "demand-forecast"):
+        assert found[name].global_concurrency_limit.limit == 1, name
+        assert found[name].concurrency_options.collision_strategy == "CANCEL_NEW", name
     assert nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"][
         "directory"] == str(ROOT)
 
