@@ -937,7 +937,8 @@ def forget(
                           "--pseudonym-secret), so only the id as given was recorded; data "
                           "and models trained with --pseudonymize hold its pseudonym: run "
                           "again with the key, or pass the pseudonym", highlight=False)
-    console.print(f"erasure recorded in {suppressions.path} at {record['requested_at']} by "
+    console.print(f"erasure recorded in {suppressions.path.resolve()} at "
+                  f"{record['requested_at']} by "
                   f"{record['requested_by']} ({len(record['subjects'])} subject hash"
                   f"{'es' if len(record['subjects']) > 1 else ''}); served models stop using "
                   "the shopper's history on their next request, and the next training "

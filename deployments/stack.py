@@ -115,9 +115,21 @@ class Stack:
         """The MLflow tracking server's URL."""
         return f"http://127.0.0.1:{self.mlflow_port}"
 
+    @property
+    def suppressions(self) -> str:
+        """The erasure list every command, worker and server of the stack reads: one file.
+
+        ``SHOPREC_SUPPRESSIONS`` when set; otherwise in the stack's folder, never relative
+        to whichever folder a command runs from (``shoprec forget`` run elsewhere wrote a
+        list the nightly training never read).
+        """
+        given = os.environ.get("SHOPREC_SUPPRESSIONS")
+        return str(Path(given).resolve()) if given else str(self.folder / "suppressions.jsonl")
+
     def client_env(self) -> dict[str, str]:
         """What a ``shoprec`` command, a worker or a server process needs to use the stack."""
-        return {"PREFECT_API_URL": self.prefect_api, "MLFLOW_TRACKING_URI": self.tracking_uri}
+        return {"PREFECT_API_URL": self.prefect_api, "MLFLOW_TRACKING_URI": self.tracking_uri,
+                "SHOPREC_SUPPRESSIONS": self.suppressions}
 
     def password(self, create: bool = True) -> str:
         """The database password: ``SHOPREC_STACK_DB_PASSWORD``, else one generated once.

@@ -156,6 +156,12 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     import psycopg
     from mlflow import MlflowClient
 
+    # One erasure list for the worker, the servers and the shell, wherever a command runs
+    # from (`shoprec forget` in another folder wrote a list no training read).
+    given = os.environ.get("SHOPREC_SUPPRESSIONS")
+    assert stack["SHOPREC_SUPPRESSIONS"] == (
+        str(Path(given).resolve()) if given
+        else str(Path(stack["SHOPREC_STACK_DIR"]) / "suppressions.jsonl"))
     # up is idempotent: a second call leaves the running services alone.
     before = _pids(stack)
     assert set(before) == {"prefect", "mlflow", "worker"}
