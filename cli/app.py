@@ -602,6 +602,26 @@ def validate(
     console.print(_styled(("valid", "green"), f" in {time.perf_counter() - began:.1f} s"))
 
 
+PseudonymizeOpt = Annotated[bool, typer.Option(
+    "--pseudonymize", help="Replace user ids at ingestion with keyed pseudonyms (key: "
+    "SHOPREC_PSEUDONYM_KEY, or --pseudonym-secret).")]
+PseudonymSecretOpt = Annotated[str | None, typer.Option(
+    "--pseudonym-secret", help="Prefect Secret block holding the pseudonymisation key "
+    "(implies --pseudonymize).")]
+
+
+def _pseudonymized(config: DataConfig, pseudonymize: bool,
+                   secret: str | None) -> DataConfig:
+    """``config`` with the pseudonymisation options; a missing key is refused now."""
+    config = config.model_copy(update={"pseudonymize": pseudonymize or bool(secret),
+                                       "pseudonym_secret": secret})
+    if config.pseudonymize and not secret:
+        from shoprec.privacy import KEY_ENV, make_key
+
+        make_key(os.environ.get(KEY_ENV), KEY_ENV)  # no key: a usage error, before any work
+    return config
+
+
 @app.command()
 @_handle_errors
 def train(
@@ -670,12 +690,8 @@ def train(
     output_dir: OutOpt = Path("runs/train"),
     summary_json: Annotated[Path | None, typer.Option(
         "--summary-json", help="Write the run summary as JSON.")] = None,
-    pseudonymize: Annotated[bool, typer.Option(
-        "--pseudonymize", help="Replace user ids at ingestion with keyed pseudonyms (key: "
-        "SHOPREC_PSEUDONYM_KEY, or --pseudonym-secret).")] = False,
-    pseudonym_secret: Annotated[str | None, typer.Option(
-        "--pseudonym-secret", help="Prefect Secret block holding the pseudonymisation key "
-        "(implies --pseudonymize).")] = None,
+    pseudonymize: PseudonymizeOpt = False,
+    pseudonym_secret: PseudonymSecretOpt = None,
     quantize: Annotated[str | None, typer.Option(
         "--quantize", help="Store the published model at float16 or int8 (smaller, same "
         "answers' form).")] = None,
@@ -709,14 +725,9 @@ def train(
     params = _parse_params(param)
     ks = _cutoffs(k)
     chosen = models.split(",") if models is not None else list(DEFAULT_MODELS)
-    data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
-                               date_format, timestamp_unit).model_copy(update={
-        "pseudonymize": pseudonymize or bool(pseudonym_secret),
-        "pseudonym_secret": pseudonym_secret})
-    if data_config.pseudonymize and not pseudonym_secret:
-        from shoprec.privacy import KEY_ENV, make_key
-
-        make_key(os.environ.get(KEY_ENV), KEY_ENV)  # no key: a usage error, before any work
+    data_config = _pseudonymized(_data_config(interactions, items, fmt, mapping, delimiter,
+                                              encoding, date_format, timestamp_unit),
+                                 pseudonymize, pseudonym_secret)
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, test_n=test_n,
@@ -981,10 +992,25 @@ def promote(
     interactions: InteractionsOpt = None,
     items: ItemsOpt = None,
     fmt: FormatOpt = None,
+    mapping: MapOpt = None,
+    delimiter: DelimiterOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    date_format: DateFormatOpt = None,
+    timestamp_unit: TimestampUnitOpt = None,
+    max_value: MaxValueOpt = 1e6,
+    max_quarantine: MaxQuarantineOpt = 0.5,
+    min_users: MinUsersOpt = 10,
+    min_items: MinItemsOpt = 10,
+    pseudonymize: PseudonymizeOpt = False,
+    pseudonym_secret: PseudonymSecretOpt = None,
     split: Annotated[str, typer.Option("--split", help="temporal, random or leave-last.")]
     = "temporal",
     test_days: Annotated[float, typer.Option("--test-days")] = 30.0,
     validation_days: Annotated[float, typer.Option("--validation-days")] = 30.0,
+    test_fraction: Annotated[float, typer.Option("--test-fraction")] = 0.2,
+    validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = 0.1,
+    test_n: Annotated[int, typer.Option("--test-n")] = 1,
+    validation_n: Annotated[int, typer.Option("--validation-n")] = 1,
     k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 10 or 5,10,20.")] = "10",
     primary_metric: Annotated[str, typer.Option(
         "--primary-metric", help="Metric that decides.")] = "ndcg@10",
@@ -998,10 +1024,21 @@ def promote(
     """Promote a version (by default the challenger) to champion, compared like for like.
 
     Both recipes are retrained on the latest data's training split and scored on its test users
-    (a Prefect flow).
+    (a Prefect flow). The data options are `train`'s: give the ones the versions were trained
+    with.
     """
-    from shoprec.config import PromotionConfig, SplitConfig
+    from shoprec.config import CleaningConfig, PromotionConfig, SplitConfig
 
+    data = _pseudonymized(_data_config(interactions, items, fmt, mapping, delimiter, encoding,
+                                       date_format, timestamp_unit),
+                          pseudonymize, pseudonym_secret)
+    cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
+                                     min_users=min_users, min_items=min_items,
+                                     max_value=max_value)
+    split_config = SplitConfig(method=split, test_days=test_days,
+                               validation_days=validation_days, test_fraction=test_fraction,
+                               validation_fraction=validation_fraction, test_n=test_n,
+                               validation_n=validation_n)
     config = PromotionConfig(registered_model_name=model_name, version=version, ks=_cutoffs(k),
                              primary_metric=primary_metric, margin=margin, force=force,
                              reason=reason, requested_by=by)
@@ -1030,15 +1067,12 @@ def promote(
     # Weighted as the version was trained (its recipe), unless told otherwise.
     weighting = _weighting(recency_half_life_days, repeats, quantity_damping) \
         or _recorded_weighting(model_name, chosen)
-    data = _data_config(interactions, items, fmt, None, None, "utf-8")
-    split_config = SplitConfig(method=split, test_days=test_days,
-                               validation_days=validation_days)
     # Every option is checked before the temporary Prefect server starts.
     _before_flows("shoprec_flows.operations")
     from shoprec_flows.operations import promote_model
 
-    decision = promote_model(promotion=config, data=data, split=split_config,
-                             weighting=weighting)
+    decision = promote_model(promotion=config, data=data, cleaning=cleaning_config,
+                             split=split_config, weighting=weighting)
     _print_decision(decision)
     console.print(f"champion is now {model_name} version {decision['candidate_version']}"
                   + (f"; previous-champion is version {decision['champion_version']}"

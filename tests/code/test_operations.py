@@ -525,16 +525,20 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(registered: str) -> None:
 
 
 def test_cli_promote_refuses_with_exit_4_and_rollback_without_previous_exits_2(
-        registered: str, synthetic_dir: Path) -> None:
+        registered: str, synthetic_dir: Path, tmp_path: Path) -> None:
     def shoprec(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "shoprec_cli", *args,
                                "--registered-model-name", NAME], cwd=ROOT,
                               capture_output=True, text=True, timeout=600)
 
     champion = _version("champion")
-    refused = shoprec("promote", "--version", "2", "--interactions",
-                      str(synthetic_dir / "interactions.parquet"), "--items",
-                      str(synthetic_dir / "items.parquet"), "--test-days", "20",
+    # The shop's own export, read with train's options (promote had none of them).
+    export = tmp_path / "export.csv"
+    pd.read_parquet(synthetic_dir / "interactions.parquet").rename(
+        columns={"user_id": "customer"}).to_csv(export, sep=";", index=False)
+    refused = shoprec("promote", "--version", "2", "--interactions", str(export),
+                      "--map", "user_id=customer", "--delimiter", ";", "--min-users", "5",
+                      "--items", str(synthetic_dir / "items.parquet"), "--test-days", "20",
                       "--validation-days", "20")
     assert refused.returncode == 4, refused.stderr[-2000:]
     assert "refused" in refused.stderr and "ndcg@10 (decides)" in refused.stdout
