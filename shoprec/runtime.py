@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import logging
 import os
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 #: Defaults for the tools shoprec runs; a variable the user has set keeps its value.
 RUNTIME_DEFAULTS = {
@@ -61,3 +67,59 @@ def private_folder(path: str | Path) -> Path:
     if folder.stat().st_mode & 0o077:
         folder.chmod(0o700)
     return folder
+
+
+#: What a persisted Prefect result starts with: its record's expiry, then the result.
+#: A bare result is the base64 of a pickle (protocol 4 or 5) alone.
+_PICKLE_BASE64 = (b"gASV", b"gAWV")
+_RESULT_HEAD = re.compile(rb'^\{"metadata":\{.*?"expiration":"([^"]+)".*?\},"result":"([^"]*)')
+
+
+def prune_expired_results(folder: str | Path, now: datetime | None = None,
+                          keep: timedelta = timedelta(days=7)) -> int:
+    """Delete shoprec's persisted preparation results whose cache entry has expired.
+
+    Prefect stops reusing a cached result when it expires, but never deletes its file: the
+    shop's cleaned rows (an erased shopper's among them) would stay on disk for good. A
+    file is deleted only when Prefect's own record says it expired (a bare result, such as
+    a failed task's error, when it is older than ``keep``) and its pickled result is one
+    of shoprec's objects; other flows' results in a shared folder are left alone.
+
+    Args:
+        folder: Prefect's local result storage.
+        now: The time to compare with (default: now, UTC).
+        keep: How long a bare result, which records no expiry, is kept.
+
+    Returns:
+        How many files were deleted.
+    """
+    now = now or datetime.now(UTC)
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        return 0
+    deleted = 0
+    for path in root.iterdir():
+        try:
+            if not path.is_file():
+                continue
+            with path.open("rb") as handle:
+                head = handle.read(4096)
+            found = _RESULT_HEAD.match(head)
+            if found is not None:
+                expires = datetime.fromisoformat(
+                    found.group(1).decode().replace("Z", "+00:00"))
+                encoded = found.group(2).replace(b"\\n", b"")
+            elif head.startswith(_PICKLE_BASE64):
+                expires = datetime.fromtimestamp(path.stat().st_mtime, UTC) + keep
+                encoded = head.replace(b"\n", b"")
+            else:
+                continue
+            start = base64.b64decode(encoded[: len(encoded) // 4 * 4], validate=False)
+            if expires < now and b"shoprec." in start:
+                path.unlink()
+                deleted += 1
+        except (OSError, ValueError) as exc:  # a file being written, or not a result
+            logger.debug("not pruned: %s (%s)", path, exc)
+    if deleted:
+        logger.info("deleted %d expired preparation results from %s", deleted, root)
+    return deleted

@@ -24,7 +24,7 @@ from shoprec.errors import ConfigError, DataError
 from shoprec.features.encoding import EncodedSplit, encode_split
 from shoprec.pipeline import data_fingerprint
 from shoprec.privacy import KEY_ENV, PseudonymKey, make_key, pseudonymize
-from shoprec.runtime import code_version, private_folder
+from shoprec.runtime import code_version, private_folder, prune_expired_results
 from shoprec.validation import (
     SuiteRunner,
     ValidationReport,
@@ -71,10 +71,14 @@ def _by_key(context, parameters: dict[str, Any]) -> str:  # noqa: ANN001 - Prefe
 
 
 def private_result_storage() -> None:
-    """Make Prefect's local result storage readable by its owner only."""
+    """Make Prefect's local result storage private, and delete expired preparation results.
+
+    Prefect stops reusing a cached result after ``cache_expiration`` but keeps its file.
+    """
     from prefect.settings import get_current_settings
 
-    private_folder(get_current_settings().results.local_storage_path)
+    folder = private_folder(get_current_settings().results.local_storage_path)
+    prune_expired_results(folder)
 
 
 #: Cached by the key the flow passes in, and invalidated when the task's code changes.

@@ -117,6 +117,43 @@ def test_an_erasure_list_that_is_a_folder_is_a_clear_error(tmp_path: Path) -> No
         suppressions.subjects()
 
 
+def test_expired_preparation_results_are_deleted_and_other_results_kept(
+        tmp_path: Path) -> None:
+    """Prefect stops reusing an expired cached result but keeps its file: the shop's
+    cleaned rows stayed on disk for good, erased shoppers' among them."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
+    from prefect.serializers import PickleSerializer
+
+    from shoprec.errors import DataValidationError
+    from shoprec.runtime import prune_expired_results
+
+    now = datetime.now(UTC)
+
+    def record(name: str, result: object, expires: datetime) -> Path:
+        path = tmp_path / name
+        path.write_bytes(ResultRecord(metadata=ResultRecordMetadata(
+            storage_key=str(path), expiration=expires), result=result).serialize())
+        return path
+
+    cleaned = SuppressionList(tmp_path / "x.jsonl")  # any shoprec object pickles alike
+    expired = record("expired", cleaned, now - timedelta(hours=1))
+    current = record("current", cleaned, now + timedelta(days=6))
+    others = record("another-flows", {"rows": [1, 2]}, now - timedelta(days=30))
+    bare = tmp_path / "failed-task"
+    bare.write_bytes(PickleSerializer().dumps(DataValidationError("rejected")))
+    old = (now - timedelta(days=8)).timestamp()
+    os.utime(bare, (old, old))
+    young_bare = tmp_path / "failed-today"
+    young_bare.write_bytes(bare.read_bytes())
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("not a result")
+    assert prune_expired_results(tmp_path, now) == 2
+    assert not expired.exists() and not bare.exists()
+    assert current.exists() and others.exists() and young_bare.exists() and unrelated.exists()
+
+
 def test_private_popularity_counts() -> None:
     rng = np.random.default_rng(0)
     # Item i is bought by about 1000 / (i + 1) of 2,000 shoppers.
