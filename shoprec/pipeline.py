@@ -22,7 +22,7 @@ import numpy as np
 
 from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
 from shoprec.data.adapters import RawData, items_sources, load
-from shoprec.data.cleaning import CleanData, clean
+from shoprec.data.cleaning import CleanData, clean, remove_quarantine
 from shoprec.data.io import fingerprint
 from shoprec.data.splits import Split, split_interactions
 from shoprec.errors import ConfigError
@@ -245,6 +245,8 @@ def load_and_validate(data_config: DataConfig, cleaning_config: CleaningConfig |
     """
     cleaning_config = cleaning_config or CleaningConfig()
     steps = steps or PreparationSteps()
+    if quarantine_dir:
+        remove_quarantine(str(quarantine_dir))
     identity = steps.fingerprint(data_config)
     raw = steps.load(data_config)
     report = steps.validate_raw(raw)

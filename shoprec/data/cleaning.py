@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
+import fsspec
 import numpy as np
 import pandas as pd
 
@@ -110,13 +111,28 @@ class CleanData:
         Returns:
             Mapping of table name to the path written.
         """
-        paths = {
-            "interactions": f"{directory.rstrip('/')}/quarantine_interactions.parquet",
-            "items": f"{directory.rstrip('/')}/quarantine_items.parquet",
-        }
+        paths = quarantine_files(directory)
         write_parquet(self.quarantine, paths["interactions"])
         write_parquet(self.items_quarantine, paths["items"])
         return paths
+
+
+def quarantine_files(directory: str) -> dict[str, str]:
+    """Where :meth:`CleanData.write_quarantine` writes each table in ``directory``."""
+    return {"interactions": f"{directory.rstrip('/')}/quarantine_interactions.parquet",
+            "items": f"{directory.rstrip('/')}/quarantine_items.parquet"}
+
+
+def remove_quarantine(directory: str) -> None:
+    """Delete an earlier run's quarantine files from ``directory``, if there are any.
+
+    Called before a run reads its data: a run rejected before cleaning writes none, and
+    the files left would read as its own.
+    """
+    for path in quarantine_files(directory).values():
+        fs, fs_path = fsspec.core.url_to_fs(path)
+        if fs.exists(fs_path):
+            fs.rm(fs_path)
 
 
 class _Reasons:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -206,7 +207,18 @@ def write_parquet(frame: pd.DataFrame, path: str) -> None:
     parent = fs_path.rstrip("/").rpartition("/")[0]  # fsspec paths use "/" everywhere
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" not in protocols:
+        frame.to_parquet(path, index=False)  # an object store writes an object whole
+        return
+    # Written beside it and renamed: a run killed while writing leaves the earlier file,
+    # never a truncated one, and a reader never sees half a file.
+    draft = Path(fs_path).with_name(f".{Path(fs_path).name}.{os.getpid()}.part")
+    try:
+        frame.to_parquet(draft, index=False)
+        os.replace(draft, fs_path)
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def _csv_header(path: str, delimiter: str | None, encoding: str) -> list[str]:

@@ -279,3 +279,18 @@ def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
     code, out, _ = validate(tmp_path, "--interactions", str(path), *args)
     assert code == 2
     assert "error" in out.lower()
+
+
+def test_a_rejected_run_leaves_no_earlier_quarantine_as_its_own(tmp_path: Path) -> None:
+    """The quarantine files have fixed names: a run rejected before cleaning left the
+    previous run's, which then read as its own."""
+    good = write(tmp_path / "good.csv", canonical_csv())
+    code, out, _ = validate(tmp_path, "--interactions", str(good))
+    assert code == 0, out
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["quarantine_interactions.parquet", "quarantine_items.parquet"]
+    broken = write(tmp_path / "broken.csv", "user_id,timestamp\nu1,2024-01-01\n")
+    code, out, _ = validate(tmp_path, "--interactions", str(broken))
+    assert code == 1, out
+    # Nothing of the earlier run's left, and no half-written file from this one.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
