@@ -1088,12 +1088,10 @@ def rollback(
 ) -> None:
     """Point champion back at previous-champion (a Prefect flow)."""
     from shoprec.registry import tracking
-    from shoprec.registry.promotion import PREVIOUS_CHAMPION, PromotionError, alias_version
+    from shoprec.registry.promotion import check_rollback
 
     tracking.require_store()
-    if alias_version(model_name, PREVIOUS_CHAMPION) is None:
-        raise PromotionError(f"{model_name} has no '{PREVIOUS_CHAMPION}' alias: nothing to roll "
-                             "back to (it is set when a promotion replaces a champion)")
+    check_rollback(model_name)  # nothing to roll back to: said before Prefect starts
     _before_flows("shoprec_flows.operations")
     from shoprec_flows.operations import rollback_model
 

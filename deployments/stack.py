@@ -43,6 +43,7 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -495,6 +496,11 @@ def _server_env(stack: Stack) -> dict[str, str]:
             "PREFECT_API_DATABASE_CONNECTION_URL": stack.database_url("asyncpg", "prefect")}
 
 
+def _exports(stack: Stack) -> str:
+    """The client's variables as shell lines to ``eval``, quoted (a path may hold a space)."""
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in stack.client_env().items())
+
+
 def _client_env(stack: Stack) -> dict[str, str]:
     return {**stack.client_env(), "PREFECT_HOME": str(stack.folder / "prefect-client")}
 
@@ -748,13 +754,13 @@ def main(argv: list[str] | None = None) -> int:
                     raise StackError(f"{exc}\n(what did start is still running: "
                                      "`stack.py status` shows it, `stack.py down` stops it)"
                                      ) from exc
-            print("\n" + "\n".join(f"export {k}={v}" for k, v in stack.client_env().items()))
+            print("\n" + _exports(stack))
         elif args.command == "down":
             if stack.folder.exists():
                 with _locked(stack):
                     down(stack, args.purge)
         elif args.command == "env":
-            print("\n".join(f"export {k}={v}" for k, v in stack.client_env().items()))
+            print(_exports(stack))
         else:
             return 0 if status(stack) else 1
     except StackError as exc:

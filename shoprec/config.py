@@ -37,7 +37,7 @@ def registry_name(value: str) -> str:
         raise ValueError("a registered model name cannot be blank")
     if "/" in value or ":" in value:
         raise ValueError(f"{value!r}: MLflow refuses '/' and ':' in a registered model name")
-    if posixpath.normpath(value) != value or value.startswith(".."):
+    if posixpath.normpath(value) != value or value == "." or value.startswith(".."):
         raise ValueError(f"{value!r} is not a name MLflow accepts (no '.' or '..' forms)")
     return value
 

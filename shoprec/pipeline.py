@@ -245,10 +245,10 @@ def load_and_validate(data_config: DataConfig, cleaning_config: CleaningConfig |
     """
     cleaning_config = cleaning_config or CleaningConfig()
     steps = steps or PreparationSteps()
-    if quarantine_dir:
-        remove_quarantine(str(quarantine_dir))
     identity = steps.fingerprint(data_config)
     raw = steps.load(data_config)
+    if quarantine_dir:  # once the input is read: it may be an earlier quarantine file
+        remove_quarantine(str(quarantine_dir))
     report = steps.validate_raw(raw)
     if not report.passed:
         steps.reject(report)

@@ -72,7 +72,10 @@ def private_folder(path: str | Path) -> Path:
 #: What a persisted Prefect result starts with: its record's expiry, then the result.
 #: A bare result is the base64 of a pickle (protocol 4 or 5) alone.
 _PICKLE_BASE64 = (b"gASV", b"gAWV")
-_RESULT_HEAD = re.compile(rb'^\{"metadata":\{.*?"expiration":"([^"]+)".*?\},"result":"([^"]*)')
+_RESULT_HEAD = re.compile(
+    rb'^\{"metadata":\{.*?"expiration":(?:null|"([^"]+)").*?\},"result":"([^"]*)')
+#: A pickled object of shoprec's: the module name as pickle writes it (a short string).
+_SHOPREC_PICKLE = re.compile(rb"\x8c.shoprec\.", re.DOTALL)
 
 
 def prune_expired_results(folder: str | Path, now: datetime | None = None,
@@ -81,14 +84,15 @@ def prune_expired_results(folder: str | Path, now: datetime | None = None,
 
     Prefect stops reusing a cached result when it expires, but never deletes its file: the
     shop's cleaned rows (an erased shopper's among them) would stay on disk for good. A
-    file is deleted only when Prefect's own record says it expired (a bare result, such as
-    a failed task's error, when it is older than ``keep``) and its pickled result is one
-    of shoprec's objects; other flows' results in a shared folder are left alone.
+    file is deleted only when Prefect's own record says it expired (one that records no
+    expiry, such as a failed task's error, when it is older than ``keep``) and its pickled
+    result is one of shoprec's objects; other flows' results in a shared folder are left
+    alone.
 
     Args:
         folder: Prefect's local result storage.
         now: The time to compare with (default: now, UTC).
-        keep: How long a bare result, which records no expiry, is kept.
+        keep: How long a result that records no expiry is kept.
 
     Returns:
         How many files were deleted.
@@ -105,17 +109,18 @@ def prune_expired_results(folder: str | Path, now: datetime | None = None,
             with path.open("rb") as handle:
                 head = handle.read(4096)
             found = _RESULT_HEAD.match(head)
+            written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
             if found is not None:
-                expires = datetime.fromisoformat(
-                    found.group(1).decode().replace("Z", "+00:00"))
+                # A failed task's error is recorded with no expiry: dated by its file.
+                expires = (datetime.fromisoformat(found.group(1).decode().replace("Z", "+00:00"))
+                           if found.group(1) else written + keep)
                 encoded = found.group(2).replace(b"\\n", b"")
             elif head.startswith(_PICKLE_BASE64):
-                expires = datetime.fromtimestamp(path.stat().st_mtime, UTC) + keep
-                encoded = head.replace(b"\n", b"")
+                expires, encoded = written + keep, head.replace(b"\n", b"")
             else:
                 continue
             start = base64.b64decode(encoded[: len(encoded) // 4 * 4], validate=False)
-            if expires < now and b"shoprec." in start:
+            if expires < now and _SHOPREC_PICKLE.search(start):
                 path.unlink()
                 deleted += 1
         except (OSError, ValueError) as exc:  # a file being written, or not a result

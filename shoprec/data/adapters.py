@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from shoprec.config import DataConfig, Format
-from shoprec.data.io import is_parquet, path_exists, read_table
+from shoprec.data.io import column_names, is_parquet, path_exists, read_table
 from shoprec.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, SOURCE_ROW
 from shoprec.errors import ConfigError
 
@@ -115,14 +115,27 @@ MOVIELENS_ITEMS = ("u.item", "movies.csv")
 def items_sources(config: DataConfig) -> list[str]:
     """The items files that :func:`load` reads for ``config``.
 
-    The one given, else those found next to a MovieLens ratings file. They are part of the
-    data's identity: a renamed film must not reuse results prepared with its old title.
+    The one given, else the one MovieLens' loader finds next to the ratings (``u.item``
+    beside ``u.data``, ``movies.csv`` beside a ratings CSV). They are part of the data's
+    identity: a renamed film must not reuse results prepared with its old title.
     """
     if config.items:
         return [config.items]
-    interactions = config.resolved_interactions()
-    return [found for found in (_sibling(interactions, name) for name in MOVIELENS_ITEMS)
-            if path_exists(found)]
+    path = config.resolved_interactions()
+    fmt = config.resolved_format()
+    base = posixpath.basename(path.split("?")[0]).lower()
+    if fmt == "movielens" or (fmt is None and base.startswith("u.data")):
+        name = MOVIELENS_ITEMS[0] if base.startswith("u.data") else MOVIELENS_ITEMS[1]
+    elif fmt is None and path_exists(_sibling(path, MOVIELENS_ITEMS[1])):
+        # Detected from the columns, as load() does, only when there is a file to read.
+        columns = column_names(path, config.delimiter, config.encoding)
+        if detect_format(columns, path) != "movielens":
+            return []
+        name = MOVIELENS_ITEMS[1]
+    else:
+        return []
+    found = _sibling(path, name)
+    return [found] if path_exists(found) else []
 
 
 def load(config: DataConfig) -> RawData:

@@ -126,13 +126,16 @@ def quarantine_files(directory: str) -> dict[str, str]:
 def remove_quarantine(directory: str) -> None:
     """Delete an earlier run's quarantine files from ``directory``, if there are any.
 
-    Called before a run reads its data: a run rejected before cleaning writes none, and
+    Called once a run has read its data: a run rejected before cleaning writes none, and
     the files left would read as its own.
     """
     for path in quarantine_files(directory).values():
         fs, fs_path = fsspec.core.url_to_fs(path)
-        if fs.exists(fs_path):
-            fs.rm(fs_path)
+        # With the drafts of a run killed while writing them (write_parquet's ".part").
+        parent, _, name = fs_path.rpartition("/")
+        for found in [fs_path, *fs.glob(f"{parent}/.{name}.*.part")]:
+            if fs.exists(found):
+                fs.rm(found)
 
 
 class _Reasons:

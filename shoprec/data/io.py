@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -53,7 +54,7 @@ def check_writable_folder(path: str | Path, name: str) -> None:
 
     if "://" in str(path):
         return
-    path = Path(path).expanduser()
+    path = Path(path)  # as the writers take it: "~" is the shell's to expand
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -212,13 +213,31 @@ def write_parquet(frame: pd.DataFrame, path: str) -> None:
         frame.to_parquet(path, index=False)  # an object store writes an object whole
         return
     # Written beside it and renamed: a run killed while writing leaves the earlier file,
-    # never a truncated one, and a reader never sees half a file.
-    draft = Path(fs_path).with_name(f".{Path(fs_path).name}.{os.getpid()}.part")
+    # never a truncated one, and a reader never sees half a file. Through a link to its
+    # target, and with the earlier file's permissions (rows of customers: often private).
+    target = Path(os.path.realpath(fs_path))
+    draft = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
         frame.to_parquet(draft, index=False)
-        os.replace(draft, fs_path)
+        if target.exists():
+            os.chmod(draft, stat.S_IMODE(target.stat().st_mode))
+        os.replace(draft, target)
     finally:
         draft.unlink(missing_ok=True)
+
+
+def column_names(path: str, delimiter: str | None = None, encoding: str = "utf-8"
+                 ) -> list[str]:
+    """A CSV or Parquet file's column names, its rows unread ([] when it cannot be read)."""
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            with fsspec.open(path, "rb") as handle:
+                return list(pq.read_schema(handle).names)
+        except Exception:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+            return []
+    return _csv_header(path, delimiter, encoding)
 
 
 def _csv_header(path: str, delimiter: str | None, encoding: str) -> list[str]:

@@ -296,29 +296,13 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
         PromotionError: There is no previous champion, or it is the champion already.
     """
     client = tracking.client()
-    current = alias_version(name, CHAMPION)
-    pending = _pending_rollback(client, name)
-    resumed = pending is not None and current is not None and current == pending["to"]
+    record, resumed = _rollback_plan(client, name, reason, by)
     if resumed:
-        assert pending is not None
-        record = pending
         logger.warning("%s: finishing the rollback from version %s to %s begun at %s",
                        name, record["from"], record["to"], record["at"])
     else:
-        previous = alias_version(name, PREVIOUS_CHAMPION)
-        if previous is None:
-            raise PromotionError(f"{name} has no '{PREVIOUS_CHAMPION}' alias: nothing to "
-                                 "roll back to (it is set when a promotion replaces a "
-                                 "champion)")
-        if previous == current:
-            raise PromotionError(
-                f"{name}'s '{PREVIOUS_CHAMPION}' is version {current}, the champion itself: "
-                "an operation stopped midway left them so. Nothing to roll back to; delete "
-                f"the '{PREVIOUS_CHAMPION}' alias in MLflow, or promote another version")
-        record = {"from": current, "to": previous, "by": by or actor(), "at": now(),
-                  "reason": reason}
         client.set_registered_model_tag(name, PENDING_ROLLBACK, json.dumps(record))
-        set_alias(client, name, CHAMPION, previous)
+        set_alias(client, name, CHAMPION, record["to"])
     was, restored, who, at = record["from"], record["to"], record["by"], record["at"]
     why = record["reason"]
     if was is not None:
@@ -336,9 +320,54 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
             "resumed": resumed}
 
 
+def check_rollback(name: str) -> None:
+    """Refuse, before a flow starts, a rollback that would have nothing to do.
+
+    Raises:
+        PromotionError: As :func:`rollback` would.
+    """
+    _rollback_plan(tracking.client(), name)
+
+
+def _rollback_plan(client: Any, name: str, reason: str = "",
+                   by: str | None = None) -> tuple[dict[str, Any], bool]:
+    """What :func:`rollback` does: ``(record, resumed)``.
+
+    An interrupted rollback is resumed when champion is the version it restored and
+    ``previous-champion`` is that version too, or gone (the two states it can stop in);
+    a record left by one that stopped earlier, and overtaken since by other moves, is not.
+
+    Raises:
+        PromotionError: Nothing to roll back to.
+    """
+    current = alias_version(name, CHAMPION)
+    previous = alias_version(name, PREVIOUS_CHAMPION)
+    pending = _pending_rollback(client, name)
+    if (pending is not None and current is not None and current == pending["to"]
+            and previous in (current, None)):
+        return pending, True
+    if previous is None:
+        raise PromotionError(f"{name} has no '{PREVIOUS_CHAMPION}' alias: nothing to roll "
+                             "back to (it is set when a promotion replaces a champion)")
+    if previous == current:
+        raise PromotionError(
+            f"{name}'s '{PREVIOUS_CHAMPION}' is version {current}, the champion itself: an "
+            "operation stopped midway left them so. Nothing to roll back to; delete the "
+            f"'{PREVIOUS_CHAMPION}' alias in MLflow, or promote another version")
+    return {"from": current, "to": previous, "by": by or actor(), "at": now(),
+            "reason": reason}, False
+
+
 def _pending_rollback(client: Any, name: str) -> dict[str, Any] | None:
     """The rollback recorded under way for ``name``, if any (see :func:`rollback`)."""
-    text = client.get_registered_model(name).tags.get(PENDING_ROLLBACK)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        text = client.get_registered_model(name).tags.get(PENDING_ROLLBACK)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None  # no such model: nothing under way, and nothing to roll back
+        raise
     if not text:
         return None
     try:

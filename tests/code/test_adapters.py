@@ -94,6 +94,11 @@ def test_movielens_csv_layout(tmp_path: Path) -> None:
     write(tmp_path / "movies.csv", 'movieId,title,genres\n1,Toy Story 2 (1999),Animation\n'
           '3,"Grumpier Old Men, The (1995)",Comedy|Romance\n')
     assert data_fingerprint(config) != before
+    # Beside another kind of file, a movies.csv (here empty) is not read, nor hashed.
+    other = write(tmp_path / "events.csv", canonical_csv())
+    plain = data_fingerprint(DataConfig(interactions=str(other)))
+    write(tmp_path / "movies.csv", "")
+    assert data_fingerprint(DataConfig(interactions=str(other))) == plain
 
 
 @pytest.mark.parametrize(("columns", "name", "expected"), [

@@ -332,6 +332,56 @@ def test_a_rollback_stopped_midway_is_finished_as_asked_by_the_next(
         rollback(two_versions)
 
 
+def test_a_rollback_record_is_resumed_only_while_the_aliases_are_as_it_left_them(
+        two_versions: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import alias_version
+    from shoprec.registry.promotion import (
+        PENDING_ROLLBACK,
+        PromotionError,
+        apply_promotion,
+        check_rollback,
+        decide,
+        rollback,
+    )
+
+    client = tracking.client()
+
+    def promote(version: str, over: str) -> None:
+        apply_promotion(decide(two_versions, version, over, {"ndcg@10": 0.3},
+                               {"ndcg@10": 0.2}, "ndcg@10"))
+
+    promote("2", "1")
+    # Stopped at its very last step: previous-champion already gone, the record still
+    # there. The command's own check lets the next call through, which finishes it.
+    with monkeypatch.context() as patched:
+        _fail_once(patched, "delete_registered_model_tag")
+        with pytest.raises(_ServerGone):
+            rollback(two_versions, reason="first", by="ops")
+    assert alias_version(two_versions, "previous-champion") is None
+    check_rollback(two_versions)
+    assert rollback(two_versions)["resumed"]
+    assert PENDING_ROLLBACK not in client.get_registered_model(two_versions).tags
+    with pytest.raises(PromotionError, match="nothing to roll back to"):
+        check_rollback(two_versions)
+
+    # A record overtaken by later moves (champion 1 again, previous-champion 3) is not
+    # resumed: the rollback asked now goes back to 3.
+    client.set_registered_model_tag(two_versions, PENDING_ROLLBACK, json.dumps(
+        {"from": "2", "to": "1", "by": "old", "at": "then", "reason": "old"}))
+    client.create_model_version(two_versions, source="/tmp")
+    promote("3", "1")
+    promote("1", "3")
+    moved = rollback(two_versions, reason="now", by="ops")
+    assert not moved["resumed"] and (moved["from"], moved["to"]) == ("1", "3")
+    assert alias_version(two_versions, "champion") == "3"
+    # A model that does not exist has nothing to roll back, said as such.
+    with pytest.raises(PromotionError, match="nothing to roll back to"):
+        check_rollback("no-such-model")
+
+
 def test_decide_compares_only_the_metrics_both_have() -> None:
     """A rating model's rmse has no counterpart in another family's figures."""
     from shoprec.registry.promotion import decide

@@ -124,14 +124,13 @@ def test_expired_preparation_results_are_deleted_and_other_results_kept(
     from datetime import UTC, datetime, timedelta
 
     from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
-    from prefect.serializers import PickleSerializer
 
     from shoprec.errors import DataValidationError
     from shoprec.runtime import prune_expired_results
 
     now = datetime.now(UTC)
 
-    def record(name: str, result: object, expires: datetime) -> Path:
+    def record(name: str, result: object, expires: datetime | None) -> Path:
         path = tmp_path / name
         path.write_bytes(ResultRecord(metadata=ResultRecordMetadata(
             storage_key=str(path), expiration=expires), result=result).serialize())
@@ -141,17 +140,19 @@ def test_expired_preparation_results_are_deleted_and_other_results_kept(
     expired = record("expired", cleaned, now - timedelta(hours=1))
     current = record("current", cleaned, now + timedelta(days=6))
     others = record("another-flows", {"rows": [1, 2]}, now - timedelta(days=30))
-    bare = tmp_path / "failed-task"
-    bare.write_bytes(PickleSerializer().dumps(DataValidationError("rejected")))
+    # A failed task's error, as Prefect records it: no expiry, dated by its file.
+    failed = record("failed-task", DataValidationError("rejected"), None)
     old = (now - timedelta(days=8)).timestamp()
-    os.utime(bare, (old, old))
-    young_bare = tmp_path / "failed-today"
-    young_bare.write_bytes(bare.read_bytes())
+    os.utime(failed, (old, old))
+    failed_today = record("failed-today", DataValidationError("rejected"), None)
+    # Another flow's result that merely mentions the name is not shoprec's.
+    mentions = record("mentions", {"path": "/srv/shoprec.data/x"}, now - timedelta(days=1))
     unrelated = tmp_path / "notes.txt"
     unrelated.write_text("not a result")
     assert prune_expired_results(tmp_path, now) == 2
-    assert not expired.exists() and not bare.exists()
-    assert current.exists() and others.exists() and young_bare.exists() and unrelated.exists()
+    assert not expired.exists() and not failed.exists()
+    for kept in (current, others, failed_today, mentions, unrelated):
+        assert kept.exists(), kept
 
 
 def test_private_popularity_counts() -> None:

@@ -289,6 +289,8 @@ def test_a_rejected_run_leaves_no_earlier_quarantine_as_its_own(tmp_path: Path) 
     assert code == 0, out
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["quarantine_interactions.parquet", "quarantine_items.parquet"]
+    # A draft left by a run killed while writing (it holds shoppers' rows too).
+    (tmp_path / "out" / ".quarantine_items.parquet.4242.part").write_bytes(b"PAR1")
     broken = write(tmp_path / "broken.csv", "user_id,timestamp\nu1,2024-01-01\n")
     code, out, _ = validate(tmp_path, "--interactions", str(broken))
     assert code == 1, out
