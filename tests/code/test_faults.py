@@ -154,6 +154,7 @@ def test_persisted_results_are_private_and_keyed_to_the_code(tmp_path: Path) -> 
     from shoprec_tasks.data import _by_key
 
     from shoprec.runtime import code_version, private_folder
+    from shoprec.validation.suites import suites_version
 
     shared = tmp_path / "storage"
     shared.mkdir(mode=0o755)
@@ -161,7 +162,8 @@ def test_persisted_results_are_private_and_keyed_to_the_code(tmp_path: Path) -> 
     assert private_folder(shared).stat().st_mode & 0o777 == 0o700
     assert private_folder(tmp_path / "new" / "storage").stat().st_mode & 0o077 == 0
     key = _by_key(SimpleNamespace(task=SimpleNamespace(name="clean")), {"cache_key": "abc"})
-    assert key == f"clean-{code_version()}-abc" and len(code_version()) == 16
+    assert key == f"clean-{code_version()}-{suites_version()}-abc"
+    assert len(code_version()) == len(suites_version()) == 16
 
 
 def test_credentials_never_reach_messages_or_links(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -137,18 +137,12 @@ def _train(env: dict[str, str], data: Path, output: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _finished(process: subprocess.Popen, env: dict[str, str]) -> str:
-    try:
-        output, _ = process.communicate(timeout=450)
-    finally:
-        process.kill()
-    if process.returncode != 0 or "Completed" not in output:
-        # The watch shows states only; the failed run's own logs say why.
-        found = re.search(r"UUID: ([0-9a-f-]{36})", output)
-        logs = _run([sys.executable, "-m", "prefect", "flow-run", "logs", found.group(1)],
-                    env).stdout[-6000:] if found else ""
-        pytest.fail(f"the flow run failed:\n{output[-3000:]}\nits logs:\n{logs}")
-    return output
+def _logs_of(output: str, env: dict[str, str]) -> str:
+    """The output of a watched run, with the run's own logs (the watch shows states only)."""
+    found = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    logs = _run([sys.executable, "-m", "prefect", "flow-run", "logs", found.group(1)],
+                env).stdout[-6000:] if found else ""
+    return f"{output[-3000:]}\nits logs:\n{logs}"
 
 
 def test_the_stack_trains_through_its_worker_promotes_and_serves(
@@ -174,15 +168,28 @@ def test_the_stack_trains_through_its_worker_promotes_and_serves(
     assert "unchanged since it was applied" in again.stdout, again.stdout
     _pause(stack, BATCH)  # not the training deployment, which this test runs
 
-    # The nightly deployment, run by the worker, records to the tracking server; two runs
-    # at once, on a name not yet registered: both finish, both register, one is champion.
+    # The nightly deployment, run by the worker, records to the tracking server. Two of
+    # its runs at once: one runs, the other is cancelled (one run of a deployment at a
+    # time). A training from the command line beside it, on a name not yet registered:
+    # both register, one is champion.
     pair = [_train(stack, synthetic_dir, tmp_path / name) for name in ("a", "b")]
+    command = subprocess.Popen(
+        [sys.executable, "-m", "shoprec_cli", "train", "--interactions",
+         str(synthetic_dir / "interactions.parquet"), "--items",
+         str(synthetic_dir / "items.parquet"), "--test-days", "20", "--validation-days", "20",
+         "--models", "popularity,ease", "--registered-model-name", NAME, "--output-dir",
+         str(tmp_path / "c")], env=stack, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
     try:
-        for process in pair:
-            _finished(process, stack)
+        watched = [process.communicate(timeout=450)[0] for process in pair]
+        trained, _ = command.communicate(timeout=450)
     finally:
-        for process in pair:
+        for process in (*pair, command):
             process.kill()
+    assert command.returncode == 0, trained[-3000:]
+    ends = sorted(re.findall(r"Flow run finished (?:successfully )?in (?:state )?'(\w+)'",
+                             "".join(watched)))
+    assert ends == ["Cancelled", "Completed"], "\n".join(_logs_of(w, stack) for w in watched)
     # Both URIs: an earlier test in this process may have set a global registry URI.
     client = MlflowClient(tracking_uri=stack["MLFLOW_TRACKING_URI"],
                           registry_uri=stack["MLFLOW_TRACKING_URI"])
