@@ -866,8 +866,8 @@ def forecast(
         "--learning-rate", min=0.0, max=1.0,
         help="Boosting learning rate (above 0).")] = 0.05,
     threads: Annotated[int, typer.Option(
-        "--threads", min=1, max=256, help="OpenMP threads of the boosting (one is as fast "
-        "on a few thousand products, and safe beside other work).")] = 1,
+        "--threads", min=1, max=256, help="OpenMP threads of the boosting: more are faster "
+        "on idle cores, many times slower beside other work.")] = 1,
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", callback=_checked_name,
         help="MLflow registered model of the forecast.")]

@@ -183,9 +183,10 @@ def _boosting_threads(settings: ForecastSettings) -> Iterator[None]:
     threads spin at each one's end. With the cores busy elsewhere (another process's
     training, the other half of a two-process test run) a spinning thread waits for one
     that is not running: on 2 cores beside two busy processes, the backtest of 36
-    products took 200 s on 2 threads against 9 s on one (``benchmarks/forecast_threads.py``).
-    On panels of this size a second thread does not pay even on idle cores (Online
-    Retail's 2,593 products: 75 s on 2 threads, 72 s on one), so one is the default.
+    products took 196 s on 2 threads against 10 s on one (``benchmarks/forecast_threads.py``).
+    On idle cores a second thread pays on a large panel (Online Retail's 2,593 products:
+    86 s against 122 s for backtest and forecast) and not on a small one. One is the
+    default: a scheduled forecast may well run beside a training.
     """
     # Imported first: a cap reaches only the OpenMP runtimes already loaded.
     import sklearn.ensemble  # noqa: F401

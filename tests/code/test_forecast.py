@@ -57,7 +57,7 @@ def test_forecast_next_covers_every_product_and_week() -> None:
 
 def test_the_boosting_runs_on_the_settings_threads_and_its_figures_do_not_depend_on_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two spinning OpenMP threads on cores busy elsewhere made the backtest 20x slower
+    """Two spinning OpenMP threads on cores busy elsewhere made the backtest 19x slower
     (a two-process test run hit its 600 s limit): the boosting runs on ``threads``."""
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
