@@ -6,6 +6,7 @@ other failure. A user mistake prints a message, never a bare traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -13,7 +14,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -92,7 +93,7 @@ DampingOpt = Annotated[str | None, typer.Option(
     "--quantity-damping", help="How quantities weigh: log (log2(1+q), the default), sqrt, "
     "none (q) or binary (1).")]
 OutOpt = Annotated[Path, typer.Option(
-    "--output-dir", help="Where quarantine files and reports are written.")]
+    "--output-dir", help="Where the quarantine files are written (and validate's Data Docs).")]
 
 
 #: Configuration fields whose command-line option is not ``--`` + the name with dashes.
@@ -321,6 +322,34 @@ def _writable_file(path: Path | None, option: str) -> None:
         path.unlink()
 
 
+def _write_summary(path: Path, summary: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def _summary_of_failure(path: Path | None, command: str) -> Iterator[None]:
+    """On failure, replace the summary at ``path`` with one that says so.
+
+    The file is what a monitor reads after a scheduled run: left in place, the last
+    successful run's summary would read as this one's.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if path is not None and not (isinstance(exc, typer.Exit) and exc.exit_code == 0):
+            status = ("rejected" if isinstance(exc, (DataValidationError, DataError))
+                      else "stopped" if isinstance(exc, KeyboardInterrupt) else "failed")
+            record = {"status": status, "command": command,
+                      "error": " ".join(f"{type(exc).__name__}: {exc}".split())[:2000],
+                      "ended_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            try:
+                _write_summary(path, record)
+            except OSError as error:  # the failure itself is what the user must see
+                logging.getLogger(__name__).warning("could not write %s: %s", path, error)
+        raise
+
+
 def _counts_table(title: str, counts: dict[str, Any]) -> Table:
     """Rows in, clean, quarantined by reason, and the sum check, from report or summary."""
     table = Table(title=title)
@@ -366,12 +395,12 @@ def _print_report(report: Any) -> None:
         console.print(f"Data Docs: {report.data_docs}")
 
 
-def _print_bias(leaderboard: list[dict[str, Any]]) -> None:
-    """Beyond accuracy, on test at 10: what each candidate exposes, and for whom it works."""
+def _print_bias(leaderboard: list[dict[str, Any]], k: str = "10") -> None:
+    """Beyond accuracy, on test at ``k``: what each candidate exposes, and for whom it works."""
     from shoprec.evaluation.metrics import ACTIVITY_GROUPS, BIAS_METRICS
 
-    shown = [f"{m}@10" for m in BIAS_METRICS] + [f"ndcg_{g}@10" for g in ACTIVITY_GROUPS]
-    rows = [e for e in leaderboard if "novelty@10" in e["test"]]
+    shown = [f"{m}@{k}" for m in BIAS_METRICS] + [f"ndcg_{g}@{k}" for g in ACTIVITY_GROUPS]
+    rows = [e for e in leaderboard if f"novelty@{k}" in e["test"]]
     if not rows:
         return
     table = Table(title="Beyond accuracy (test): novelty, popularity, exposure Gini, "
@@ -403,7 +432,10 @@ def _print_weighting(weighting: dict[str, Any]) -> None:
 def _print_summary(summary: dict[str, Any]) -> None:
     """Print the data counts, the split, the leaderboard and the gate of a pipeline run."""
     counts = summary["data"]
-    console.print(_counts_table(f"Data report: {counts['source']} ({counts['format']})", counts))
+    table = _counts_table(f"Data report: {counts['source']} ({counts['format']})", counts)
+    if counts.get("catalogue_items") is not None:
+        table.add_row("catalogue items", f"{counts['catalogue_items']:,}")
+    console.print(table)
     split = Table(title=f"Split: {summary['split']['method']}")
     for column in ("part", "rows", "users", "evaluated users", "relevant pairs"):
         split.add_column(column, justify="right" if column != "part" else "left")
@@ -418,8 +450,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
                   f"{matrix['nnz']:,} non-zeros")
     _print_weighting(summary.get("weighting") or {})
     primary = summary["primary_metric"]
+    # The other columns at the primary metric's K: --k need not include 10.
+    k = primary.partition("@")[2]
     board = Table(title=f"Leaderboard (selected by validation {primary})")
-    shown = [primary] + [m for m in ("recall@10", "hit_rate@10", "coverage@10")
+    shown = [primary] + [m for m in (f"recall@{k}", f"hit_rate@{k}", f"coverage@{k}")
                          if m != primary]
     if any("rmse" in e["test"] for e in summary["leaderboard"]):
         shown.append("rmse")
@@ -433,7 +467,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       *[_fmt(entry["test"].get(m)) for m in shown],
                       f"{entry['train_seconds']:.1f}", f"{entry.get('refit_seconds', 0.0):.1f}")
     console.print(board)
-    _print_bias(summary["leaderboard"])
+    _print_bias(summary["leaderboard"], k)
+    _print_tuning(summary.get("tuning") or {}, primary)
     for entry in summary["leaderboard"]:
         if entry.get("error"):
             console.print(f"  {entry['model']} {entry['status']}: {entry['error']}",
@@ -445,6 +480,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
                           f"{registered['version']} with aliases "
                           f"{', '.join(registered['aliases'])}; gate "
                           f"{'passed' if gate['passed'] else 'not passed'}"), highlight=False)
+    if registered.get("previous_champion"):
+        console.print(f"  version {registered['previous_champion']}, champion until now, is "
+                      "previous-champion (`shoprec rollback` returns to it)", highlight=False)
     for check in gate["checks"]:
         console.print(f"  {check['name']}: {'pass' if check['passed'] else 'fail'} "
                       f"({check['reason']})", highlight=False)
@@ -452,8 +490,34 @@ def _print_summary(summary: dict[str, Any]) -> None:
                   f"{summary['prefect_flow_run_id']}")
 
 
+def _print_tuning(tuning: dict[str, Any], primary: str) -> None:
+    """One line per searched family: trials, the best figure against the configured one."""
+    for name, search in tuning.items():
+        if search.get("skipped"):
+            console.print(f"search {name}: skipped ({search['skipped']})", highlight=False)
+            continue
+        best = search.get("best_value")
+        configured = search.get("configured_value")
+        chosen = ", ".join(f"{k}={_short(v)}" for k, v in (search.get("best_params") or {}).items())
+        console.print(
+            f"search {name}: {search.get('complete', 0)} of {search.get('trials', 0)} trials "
+            f"complete ({search.get('pruned', 0)} pruned, {search.get('failed', 0)} failed) in "
+            f"{search.get('seconds', 0.0):.1f} s; validation {primary} {_fmt(best)} "
+            f"against {_fmt(configured)} as configured"
+            + (f"; chosen {chosen}" if chosen else ""), highlight=False)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _percent(share: float) -> str:
+    """A share as a whole percent; one under half a percent as ``<1%``, never ``0%``."""
+    return "<1%" if 0 < share < 0.005 else f"{share:.0%}"
 
 
 _VERBOSE = False
@@ -752,29 +816,29 @@ def train(
                                      else None, popularity_epsilon=popularity_epsilon,
                                      quantize=quantize, prune_top=prune_top)
     _writable_file(summary_json, "--summary-json")
-    _writable_dir(output_dir, "--output-dir")
-    if dask_address:
-        from shoprec_flows.server_guard import check_dask_workers_reach_prefect
+    with _summary_of_failure(summary_json, "train"):
+        _writable_dir(output_dir, "--output-dir")
+        if dask_address:
+            from shoprec_flows.server_guard import check_dask_workers_reach_prefect
 
-        check_dask_workers_reach_prefect(dask_address)
-    began = time.perf_counter()
-    # The temporary Prefect server starts while the flow, and what its candidates need
-    # (TensorFlow for the networks), are imported.
-    from shoprec_flows.server_guard import training_modules
+            check_dask_workers_reach_prefect(dask_address)
+        began = time.perf_counter()
+        # The temporary Prefect server starts while the flow, and what its candidates need
+        # (TensorFlow for the networks), are imported.
+        from shoprec_flows.server_guard import training_modules
 
-    _before_flows(*training_modules(training_config.models))
-    # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
-    from shoprec_flows.training import training_pipeline
+        _before_flows(*training_modules(training_config.models))
+        # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
+        from shoprec_flows.training import training_pipeline
 
-    summary = training_pipeline(data=data_config, cleaning=cleaning_config, split=split_config,
-                                weighting=weighting, training=training_config,
-                                output_dir=str(output_dir))
-    _print_summary(summary)
-    console.print(f"pipeline finished in {time.perf_counter() - began:.1f} s")
-    if summary_json:
-        summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_text(json.dumps(summary, indent=2, default=str))
-        console.print(f"summary written to {summary_json}")
+        summary = training_pipeline(data=data_config, cleaning=cleaning_config,
+                                    split=split_config, weighting=weighting,
+                                    training=training_config, output_dir=str(output_dir))
+        _print_summary(summary)
+        console.print(f"pipeline finished in {time.perf_counter() - began:.1f} s")
+        if summary_json:
+            _write_summary(summary_json, {"status": "ok", **summary})
+            console.print(f"summary written to {summary_json}")
 
 
 @app.command()
@@ -808,7 +872,7 @@ def recommend(
     tracking.require_store()
     # The same answer as the served model's, from its bundle read directly and lazily: one
     # request needs neither the pyfunc wrapper nor the parts it does not use.
-    bundle, _ = load_bundle(model_name, alias=alias, lazy=True)
+    bundle, version = load_bundle(model_name, alias=alias, lazy=True)
     # Read the part this request uses now: a model that cannot be read is not a bad request.
     _ = bundle.search if query else bundle.model
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
@@ -822,7 +886,8 @@ def recommend(
     what = f"search {query!r}" if query else f"items that go with {similar_to}" \
         if similar_to else "recommendations"
     who = f" for user {user}" if user else (" for a new shopper" if items else "")
-    table = Table(title=f"{model_name}@{alias}: {what}{who} ({response['source']})")
+    table = Table(title=f"{model_name}@{alias} (version {version}): {what}{who} "
+                        f"({response['source']})")
     columns = ("rank", "item_id", "title", "score") + (("because",) if explain else ())
     for column in columns:
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
@@ -830,9 +895,9 @@ def recommend(
     for rank, (item, title, score, why) in enumerate(zip(
             response["item_ids"], response["titles"], response["scores"], reasons,
             strict=True), 1):
-        cells = [str(rank), item, title, f"{score:.4f}"]
+        cells = [str(rank), item, title, f"{score:.4g}"]
         if explain:
-            cells.append("; ".join(f"{r['title'] or r['item_id']} ({r['share']:.0%})"
+            cells.append("; ".join(f"{r['title'] or r['item_id']} ({_percent(r['share'])})"
                                    for r in why) or "-")
         table.add_row(*cells)
     console.print(table)
@@ -889,11 +954,14 @@ def forecast(
                             learning_rate=learning_rate, threads=threads,
                             registered_model_name=model_name)
     _writable_file(summary_json, "--summary-json")
-    _writable_dir(Path(output_dir), "--output-dir")
-    _before_flows("shoprec_flows.forecast")
-    from shoprec_flows.forecast import demand_forecast
-    began = time.perf_counter()
-    summary = demand_forecast(data=data_config, forecast=config)
+    with _summary_of_failure(summary_json, "forecast"):
+        _writable_dir(Path(output_dir), "--output-dir")
+        _before_flows("shoprec_flows.forecast")
+        from shoprec_flows.forecast import demand_forecast
+        began = time.perf_counter()
+        summary = demand_forecast(data=data_config, forecast=config)
+        if summary_json:
+            _write_summary(summary_json, {"status": "ok", **summary})
     table = Table(title=f"Demand forecast: {summary['products']:,} products x "
                         f"{summary['weeks']} weeks, last {test_weeks} held out")
     for column in ("method", "wape", "mae", "bias"):
@@ -911,8 +979,6 @@ def forecast(
                   f"{'pass' if gate['passed'] else 'fail'}: "
                   + "; ".join(f"{c['name']}: {'pass' if c['passed'] else 'fail'} ({c['reason']})"
                               for c in gate["checks"]), highlight=False)
-    if summary_json:
-        summary_json.write_text(json.dumps(summary, indent=2, default=str))
 
 
 @app.command()
@@ -976,6 +1042,8 @@ def _print_decision(decision: dict[str, Any]) -> None:
                       _fmt(c["candidate"]), _fmt(c["champion"]),
                       "-" if c["delta"] is None else f"{c['delta']:+.4f}", c["verdict"])
     console.print(table)
+    if decision.get("basis"):
+        console.print(f"compared: {decision['basis']}", highlight=False, soft_wrap=True)
     console.print(f"decision: {'pass' if decision['passed'] else 'fail'}: {decision['why']}")
 
 

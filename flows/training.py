@@ -121,7 +121,9 @@ def training_pipeline(
         {"data": data.model_dump(mode="json"), "split": split.model_dump(mode="json"),
          "weighting": weighting.model_dump(mode="json", exclude={"search"}),
          "training": training.model_dump(mode="json")},
-        {"prefect_flow_run_id": run_id, "data_fingerprint": fingerprint, "git_commit": commit})
+        {"prefect_flow_run_id": run_id, "data_fingerprint": fingerprint, "git_commit": commit,
+         # What was read, also when the form left the input empty (the bundled sample).
+         "data_source": prepared.report.source, "data_format": prepared.report.format})
     logged = board = None
     try:
         # The champion's recipe retrains beside the candidates, on the same split.
@@ -186,7 +188,12 @@ def training_pipeline(
             log_artifacts(parent, chosen.leaderboard, primary,
                           {"validation_report.json": prepared.report.to_dict(),
                            "quarantine_counts.json": summary["data"]["quarantined_by_reason"],
-                           "summary.json": summary}, headline_metrics(winner))
+                           "summary.json": summary}, headline_metrics(winner),
+                          {"winner": winner.model,
+                           "registered_model": training.registered_model_name,
+                           "registered_version": str(registered.get("version")),
+                           "aliases": ", ".join(registered.get("aliases", [])),
+                           "gate": "passed" if summary["gate"]["passed"] else "not passed"})
             report_artifacts(chosen.leaderboard, summary, chosen.verdict, runs.run_url(parent))
         except Exception:
             # Said before the error itself, which cannot tell that the registry was written.

@@ -126,7 +126,7 @@ def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
     n_items = interactions.shape[1]
     if model.max_items is not None and n_items > model.max_items:
         raise ModelSkippedError(f"{name} is limited to {model.max_items:,} items and the data "
-                                f"has {n_items:,}; skipped")
+                                f"has {n_items:,}")
     # The values the recipe leaves open are chosen on validation by the tuner.
     if tuner is None and encoded is not None:
         tuner = ValidationTuner(encoded.train, encoded.validation)

@@ -145,10 +145,28 @@ def publish_model(bundle: ModelBundle, run_id: str, name: str, verdict: GateVerd
 
 @task(name="log-run-artifacts")
 def log_artifacts(run_id: str, leaderboard: pd.DataFrame, primary: str,
-                  files: dict[str, Any], headline: dict[str, float]) -> None:
-    """Leaderboard CSV and chart, validation report, quarantine counts, winner's metrics."""
+                  files: dict[str, Any], headline: dict[str, float],
+                  tags: dict[str, str] | None = None) -> None:
+    """Leaderboard CSV and chart, validation report, quarantine counts, winner's metrics.
+
+    ``tags`` go on the run: the winner, the version registered and the gate's verdict.
+    """
     runs.log_run_artifacts(run_id, leaderboard, primary, files)
-    runs.log_summary_metrics(run_id, headline)
+    runs.log_summary_metrics(run_id, headline, tags)
+
+
+def _cell(text: Any) -> str:
+    """``text`` as one Markdown table cell: a ``|`` or a line break would end it early."""
+    return _line(text).replace("|", "\\|")
+
+
+def _line(text: Any) -> str:
+    """``text`` on one line (an error message may hold several)."""
+    return " ".join(str(text).split())
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 @task(name="report")
@@ -160,10 +178,22 @@ def report_artifacts(leaderboard: pd.DataFrame, summary: dict[str, Any],
                           description=f"Candidates by validation {verdict.metric}")
     counts = summary["data"]
     reasons = "\n".join(f"| {k} | {v:,} |" for k, v in counts["quarantined_by_reason"].items())
-    checks = "\n".join(f"| {c.name} | {'pass' if c.passed else 'fail'} | {c.reason} |"
+    checks = "\n".join(f"| {c.name} | {'pass' if c.passed else 'fail'} | {_cell(c.reason)} |"
                        for c in verdict.checks)
-    untrained = "\n".join(f"- `{e['model']}` {e['status']}: {e['error']}"
+    untrained = "\n".join(f"- `{e['model']}` {e['status']}: {_line(e['error'])}"
                           for e in summary["leaderboard"] if e["status"] != "ok") or "- none"
+    searches = "\n".join(
+        f"| {name} | {t['complete']} of {t['trials']} ({t['pruned']} pruned) | "
+        f"{_figure(t['configured_value'])} | {_figure(t['best_value'])} | "
+        f"{_cell(', '.join(f'{k}={v}' for k, v in t['best_params'].items()))} |"
+        if not t.get("skipped") else f"| {name} | skipped: {_cell(t['skipped'])} | | | |"
+        for name, t in (summary.get("tuning") or {}).items())
+    tuning = (f"## Hyperparameter search (validation {verdict.metric})\n\n| family | trials "
+              "complete | configured | best | chosen |\n| --- | --- | ---: | ---: | --- |\n"
+              f"{searches}\n\n" if searches else "")
+    before = (summary.get("registered") or {}).get("previous_champion")
+    previous = (f" Version {before}, champion until now, is `previous-champion`."
+                if before else "")
     registered = summary.get("registered") or {}
     weighting = summary.get("weighting") or {}
     choice = (weighting.get("choice") or {}).get("candidates") or []
@@ -176,7 +206,7 @@ def report_artifacts(leaderboard: pd.DataFrame, summary: dict[str, Any],
 **Winner:** `{summary['winner']}` — {verdict.metric} on test
 {summary['winner_test'].get(verdict.metric, float('nan')):.4f}.
 **Registered:** `{registered.get('name')}` version {registered.get('version')}, aliases
-{', '.join(registered.get('aliases', []))}.
+{', '.join(registered.get('aliases', []))}.{previous}
 
 ## Gate: {'passed' if verdict.passed else 'not passed'}
 
@@ -188,7 +218,7 @@ def report_artifacts(leaderboard: pd.DataFrame, summary: dict[str, Any],
 
 {untrained}
 
-## Data
+{tuning}## Data
 
 {counts['rows_in']:,} rows in, {counts['rows_clean']:,} clean, {counts['rows_quarantined']:,}
 quarantined; {counts['users']:,} users, {counts['items']:,} items.

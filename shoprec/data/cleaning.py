@@ -8,6 +8,7 @@ reason, so each quarantined row has exactly one reason and the counts add up:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 
 import fsspec
@@ -118,7 +119,13 @@ class CleanData:
 
 
 def quarantine_files(directory: str) -> dict[str, str]:
-    """Where :meth:`CleanData.write_quarantine` writes each table in ``directory``."""
+    """Where :meth:`CleanData.write_quarantine` writes each table in ``directory``.
+
+    A local folder is made absolute: the paths go into the run's summary, which is read
+    from other folders (a scheduled run's, the summary file's own).
+    """
+    if "://" not in directory:
+        directory = os.path.abspath(directory)
     return {"interactions": f"{directory.rstrip('/')}/quarantine_interactions.parquet",
             "items": f"{directory.rstrip('/')}/quarantine_items.parquet"}
 

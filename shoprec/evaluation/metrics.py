@@ -104,6 +104,21 @@ def metric_name(metric: str, k: int) -> str:
     return f"{metric}@{k}"
 
 
+def direction(name: str) -> str:
+    """How a metric ranks two figures: ``"higher"`` or ``"lower"`` is better, or ``"none"``.
+
+    ``name`` may carry its K (``gini@10``). The beyond-accuracy figures have no better
+    side: a shop may want more or less exposure of its popular items, so they are only
+    reported (``BIAS_METRICS``). ``rmse`` is an error: lower is better.
+    """
+    metric = name.partition("@")[0]
+    if metric == "rmse":
+        return "lower"
+    if metric in BIAS_METRICS:
+        return "none"
+    return "higher"
+
+
 def mlflow_name(name: str, prefix: str) -> str:
     """MLflow spelling of a metric: ``ndcg@10`` -> ``test_ndcg_at_10``."""
     return f"{prefix}_{name.replace('@', '_at_')}"

@@ -429,11 +429,18 @@ class HistoryWeights:
 EXPLAIN_HISTORY_LIMIT = 50
 
 
+#: Smallest share of a recommendation's positive total, after its largest, that
+#: :func:`shares` names as a reason (it would print as 0%).
+MIN_SHARE = 0.005
+
+
 def shares(history: np.ndarray, matrix: np.ndarray,
            top: int) -> list[list[tuple[int, float]]]:
     """The ``top`` largest positive contributions of each row, as shares.
 
     A share is relative to the row's positive total (see :meth:`Recommender.explain`).
+    After the largest, items under :data:`MIN_SHARE` are left out: a reason that moved the
+    item by less than half a percent is no reason a shopper would recognise.
     """
     out: list[list[tuple[int, float]]] = []
     for row in np.atleast_2d(matrix):
@@ -445,7 +452,8 @@ def shares(history: np.ndarray, matrix: np.ndarray,
         # Largest first; ties by item index, so the answer is deterministic.
         order = np.lexsort((history, -positive))[:top]
         out.append([(int(history[i]), float(positive[i] / total))
-                    for i in order if positive[i] > 0])
+                    for rank, i in enumerate(order)
+                    if positive[i] > 0 and (rank == 0 or positive[i] >= MIN_SHARE * total)])
     return out
 
 

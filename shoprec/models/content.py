@@ -112,7 +112,7 @@ class ContentRecommender(Recommender):
             # is a property of the data, not a failure.
             raise ModelSkippedError("content needs item text (title, description, category "
                                     "or brand) and the items have none; pass --items with "
-                                    "a title column to use it; skipped")
+                                    "a title column to use it")
         reused = context.item_state if context is not None else None
         if reused and reused.get("items") is items and reused.get("key") == self._item_key():
             # The same frame, block weights and embedding: the same features and

@@ -391,7 +391,7 @@ class RatingsMF(Recommender):
         """Alternate ridge regressions for users and items on the observed ratings."""
         if context is not None and not context.has_ratings:
             raise ModelSkippedError("mf-ratings fits rating values and the data have no "
-                                    "rating events; skipped")
+                                    "rating events")
         ratings = sp.csr_matrix(interactions, dtype=np.float64)
         if ratings.nnz == 0:
             raise ModelFitError("no ratings to fit")

@@ -9,10 +9,12 @@ that cannot be read is an error, never "no model".
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
-from shoprec.errors import ModelNotRegisteredError
+from shoprec.errors import ModelFilesError, ModelNotRegisteredError
 from shoprec.registry import memo, tracking
 from shoprec.registry.aliases import CHAMPION, alias_version
 from shoprec.registry.bundle import ModelBundle
@@ -100,12 +102,41 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
     # below: a MLFLOW_REGISTRY_URI naming another store would not find the version.
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel",
-                                                  tracking_uri=uri, registry_uri=uri)
-    # Where log_model put the bundle inside the model (a folder named at logging time).
-    relative = Model.load(mlmodel).flavors["python_function"]["artifacts"]["bundle"]["path"]
-    folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{relative}",
-                                                 tracking_uri=uri, registry_uri=uri)
+    with _artifacts_of(name, found):
+        mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel",
+                                                      tracking_uri=uri, registry_uri=uri)
+        # Where log_model put the bundle inside the model (a folder named at logging time).
+        relative = Model.load(mlmodel).flavors["python_function"]["artifacts"]["bundle"]["path"]
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{relative}",
+                                                     tracking_uri=uri, registry_uri=uri)
     bundle = ModelBundle.load(folder, lazy=lazy)
     memo.remember(stamp, name, alias, version, folder, found)
     return bundle, found
+
+
+@contextlib.contextmanager
+def _artifacts_of(name: str, version: str) -> Iterator[None]:
+    """A version whose artifacts are gone raises :class:`ModelFilesError`, saying so.
+
+    The registry knows the version but the artifact store has no files for it: deleted, or
+    a local store's folder moved (it records its artifacts at absolute paths).
+    """
+    from mlflow.exceptions import MlflowException
+
+    cause: Exception
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST" and "No such artifact" not in exc.message:
+            raise
+        missing, cause = tracking.redact(exc.message), exc
+    except OSError as exc:
+        missing, cause = f"{type(exc).__name__}: {exc}", exc
+    else:
+        return
+    raise ModelFilesError(
+        f"the model files of {name} version {version} are missing from the artifact store "
+        f"({missing[:300]}); they were deleted, or the store's folder was moved (a local "
+        "store records its artifacts at absolute paths: move it back). Register a new "
+        "version (shoprec train) or point the alias at another one (shoprec rollback, "
+        "shoprec promote --version N)") from cause

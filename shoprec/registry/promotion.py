@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from shoprec.errors import ConfigError, RegistryError, ShopRecError
+from shoprec.evaluation.metrics import direction
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import tracking
 from shoprec.registry.aliases import (
@@ -40,7 +41,7 @@ from shoprec.registry.aliases import (
     set_alias,
 )
 from shoprec.registry.recipe import read_recipe
-from shoprec.registry.rule import replaces_champion
+from shoprec.registry.rule import factor, replaces_champion, shown_apart
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +79,20 @@ class MetricComparison:
 
     @property
     def verdict(self) -> str:
-        """``better``, ``equal``, ``worse`` or ``no champion``."""
+        """``better``, ``equal``, ``worse`` or ``no champion``.
+
+        By the metric's :func:`~shoprec.evaluation.metrics.direction`: an error such as
+        ``rmse`` is better lower, and a beyond-accuracy figure (``gini``...) is only
+        ``higher`` or ``lower``, never better.
+        """
         if self.delta is None:
             return "no champion"
-        return "better" if self.delta > 0 else "equal" if self.delta == 0 else "worse"
+        if self.delta == 0:
+            return "equal"
+        way = direction(self.metric)
+        if way == "none":
+            return "higher" if self.delta > 0 else "lower"
+        return "better" if (self.delta > 0) == (way == "higher") else "worse"
 
 
 @dataclass
@@ -188,9 +199,10 @@ def decide(name: str, candidate_version: str, champion_version: str | None,
         passed, why = True, "there is no champion yet"
     else:
         passed, bar = replaces_champion(value, float(champion[primary]), margin)
-        why = (f"{primary} {value:.4f} {'>=' if passed else '<'} champion version "
-               f"{champion_version}'s {float(champion[primary]):.4f}"
-               + (f" x {1 + margin:.2f} = {bar:.4f}" if margin else ""))
+        shown, theirs, barred = shown_apart(value, float(champion[primary]), bar)
+        why = (f"{primary} {shown} {'>=' if passed else '<'} champion version "
+               f"{champion_version}'s {theirs}"
+               + (f" x {factor(margin)} = {barred}" if margin else ""))
     return PromotionDecision(name, str(candidate_version), champion_version, primary, margin,
                              passed, why, comparisons, users=int(candidate.get("users", 0)))
 

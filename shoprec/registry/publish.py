@@ -30,7 +30,7 @@ from shoprec.registry.aliases import (
 )
 from shoprec.registry.recipe import ChampionReference
 from shoprec.registry.requirements import model_requirements
-from shoprec.registry.rule import replaces_champion
+from shoprec.registry.rule import factor, replaces_champion, shown_apart
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +102,11 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
                                 "popularity has no result to compare against"))
     else:
         bar = float(popularity[metric]) * (1.0 + margin)
+        shown, baseline, barred = shown_apart(value, float(popularity[metric]), bar)
         checks.append(GateCheck(
             "beats_popularity", value > bar, value, float(popularity[metric]),
-            f"{metric} {value:.4f} vs popularity {popularity[metric]:.4f} x {1 + margin:.2f}"
-            f" = {bar:.4f}"))
+            f"{metric} {shown} vs popularity {baseline}"
+            + (f" x {factor(margin)} = {barred}" if margin else "")))
     name = "not_worse_than_champion"
     version = None if champion is None else champion.version
     if champion is not None and champion.error:
@@ -125,9 +126,10 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
                 and _with_defaults(champion.recipe.weighting) != _with_defaults(weighting):
             note = ("; note: the champion was trained with another event weighting, both are "
                     "compared with this run's")
+        shown, theirs = shown_apart(value, reference)
         checks.append(GateCheck(
             name, replaces_champion(value, reference)[0], value, reference,
-            f"{metric} {value:.4f} vs {reference:.4f} for champion version {version}'s recipe "
+            f"{metric} {shown} vs {theirs} for champion version {version}'s recipe "
             f"{champion.recipe.describe() if champion.recipe else ''} retrained on this run's "
             f"training split, same test users{note}"))
     return GateVerdict(all(c.passed for c in checks), metric, checks, version)
@@ -252,6 +254,12 @@ def _label(name: str, version: str, verdict: GateVerdict, tags: dict[str, str]
                 "gate_checks": verdict.describe()}
     for key, value in all_tags.items():
         mlflow_client.set_model_version_tag(name, version, key, str(value)[:5000])
+    # What the registry's Models tab shows first: which model, how good, and the verdict.
+    what = (f"{tags['candidate']}: test {tags.get('primary_metric', '')} "
+            f"{tags.get('primary_metric_test', '')}; " if "candidate" in tags else "")
+    mlflow_client.update_model_version(
+        name, version, description=f"{what}gate {'passed' if passed else 'not passed'}: "
+                                   f"{verdict.describe()}"[:5000])
     set_alias(mlflow_client, name, CHALLENGER, version)
     aliases = [CHALLENGER]
     if passed:

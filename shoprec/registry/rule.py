@@ -22,3 +22,21 @@ def replaces_champion(value: float, champion: float, margin: float = 0.0) -> tup
     """
     bar = float(champion) * (1.0 + margin)
     return float(value) >= bar, bar
+
+
+def shown_apart(*values: float) -> list[str]:
+    """``values`` at 4 decimals, or with as many more as it takes to tell them apart.
+
+    A check decided by a difference smaller than the printed precision would otherwise read
+    "fail: 0.0933 vs 0.0933". Up to 8 decimals; values equal to that precision stay equal.
+    """
+    for places in range(4, 9):
+        shown = [f"{float(v):.{places}f}" for v in values]
+        if len(set(shown)) == len(set(float(v) for v in values)):
+            return shown
+    return shown
+
+
+def factor(margin: float) -> str:
+    """``1 + margin`` as a multiplier, every significant digit kept (``1.125``, not ``1.12``)."""
+    return f"{1.0 + float(margin):g}"

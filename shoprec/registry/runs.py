@@ -302,11 +302,14 @@ def _upload(client: Any, run_id: str, write: Callable[[Path], None]) -> None:
             client.log_artifact(run_id, str(path))
 
 
-def log_summary_metrics(run_id: str, metrics: dict[str, float]) -> None:
-    """Log the winner's headline metrics on the parent run."""
+def log_summary_metrics(run_id: str, metrics: dict[str, float],
+                        tags: dict[str, str] | None = None) -> None:
+    """Log the winner's headline metrics on the parent run, and ``tags`` (which won...)."""
     client = tracking.client()
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))
+    for key, text in (tags or {}).items():
+        client.set_tag(run_id, key, str(text)[:5000])
 
 
 def finish_run(run_id: str, ok: bool, status: str | None = None) -> None:
@@ -439,7 +442,9 @@ def run_url(run_id: str) -> str:
     experiment = client.get_run(run_id).info.experiment_id
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
-    return f"mlflow ui --backend-store-uri {uri}  ->  experiment {experiment}, run {run_id}"
+    # Whoever reads the report in Prefect's UI is not in the folder the run started in.
+    return (f"mlflow ui --backend-store-uri {tracking.absolute(uri)}  ->  experiment "
+            f"{experiment}, run {run_id}")
 
 
 def _chart(leaderboard: pd.DataFrame, primary: str, path: Path) -> None:

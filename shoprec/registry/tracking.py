@@ -36,6 +36,17 @@ def display_uri() -> str:
     return redact(tracking_uri())
 
 
+def absolute(uri: str) -> str:
+    """``uri`` with a relative SQLite path made absolute (from this process's folder).
+
+    ``sqlite:///mlflow.db`` names a different file from every other folder; what is shown
+    to be typed elsewhere must name this one. Other URIs are returned as they are.
+    """
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
 def require_store() -> None:
     """Refuse to read a registry that is not there, instead of creating an empty one.
 

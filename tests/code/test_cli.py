@@ -67,6 +67,23 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     assert set(entry) >= {"model", "family", "validation", "test", "train_seconds"}
     assert "ndcg@10" in entry["test"]
     assert "Leaderboard" in done.stdout
+    assert data["status"] == "ok"
+    # Read from another folder (a monitor's, the Prefect UI's): the quarantine paths hold.
+    assert all(Path(p).is_absolute() and Path(p).exists()
+               for p in counts["quarantine_files"].values())
+    # What the MLflow UI shows a person: which data, which winner, which version, and the
+    # verdict, on the run and on the version.
+    from shoprec.registry import tracking
+
+    client = tracking.client()
+    tags = client.get_run(data["mlflow_run_id"]).data.tags
+    assert tags["data_format"] == "online-retail"
+    assert tags["data_source"].endswith("online_retail_sample.csv.gz")
+    assert (tags["winner"], tags["registered_version"], tags["gate"]) == (
+        data["winner"], data["registered"]["version"], "passed")
+    described = client.get_model_version("cli-sample", data["registered"]["version"])
+    assert described.description.startswith(f"{data['winner']}: test ndcg@10 ")
+    assert "gate passed" in described.description
     # The command ends without the interpreter's teardown (os._exit); the flow run's
     # records are on the server all the same, to its own last one.
     from prefect.client.orchestration import get_client
@@ -84,9 +101,20 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
                "heart t-light holder", "--k", "5", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "(search)" in done.stdout and done.stdout.count("T-LIGHT HOLDER") >= 3
+    assert f"cli-sample@champion (version {data['registered']['version']})" in done.stdout
     done = run("recommend", "--registered-model-name", "no-such-model", cwd=tmp_path)
     assert done.returncode == 2 and "run `shoprec train` first" in done.stderr
     assert (tmp_path / "runs" / "train" / "quarantine_interactions.parquet").exists()
+
+    # A run that fails replaces the summary: the last success must not read as this run's.
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("user_id,item_id,timestamp\nu1,i1,2024-01-01\nu2,i2,2024-01-02\n")
+    done = run("train", "--interactions", str(tiny), "--summary-json", str(summary),
+               "--registered-model-name", "cli-sample", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    failed = json.loads(summary.read_text())
+    assert failed["status"] == "rejected" and failed["command"] == "train"
+    assert "users" in failed["error"] and "registered" not in failed
 
 
 @pytest.mark.slow
@@ -185,6 +213,16 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
                "1", cwd=tmp_path)  # never bound: the model is read before any worker starts
     assert done.returncode == 3 and "are missing or damaged" in done.stderr, \
         done.stderr[-2000:]
+    # The version's artifacts gone from the store as a whole (its folder moved: a local
+    # store records them at absolute paths), asked of the registry (no memo): the same.
+    root = next(p for p in Path(folder).parents if (p / "MLmodel").exists())
+    root.rename(root.with_name(root.name + "-moved"))
+    done = run("recommend", "--registered-model-name", "plain-file", "--user", user, "--k",
+               "3", cwd=tmp_path, env={"SHOPREC_CACHE_DIR": str(tmp_path / "no-memo-2")})
+    assert done.returncode == 3, (done.stdout, done.stderr[-2000:])
+    assert "plain-file version 1 are missing from the artifact store" in done.stderr, \
+        done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "MLflow error" not in done.stderr
 
 
 def test_promote_weighs_the_data_as_the_version_was_trained(monkeypatch) -> None:

@@ -175,6 +175,19 @@ def test_credentials_never_reach_messages_or_links(monkeypatch: pytest.MonkeyPat
         "GET https://alice:s3cret@mlflow.example:5000/api failed; retry https://bob:x@h/")
 
 
+
+def test_the_store_named_in_reports_is_the_same_file_from_any_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run report's `mlflow ui --backend-store-uri ...` is read in Prefect's UI, far
+    from the folder the run started in."""
+    from shoprec.registry import tracking
+
+    monkeypatch.chdir(tmp_path)
+    assert tracking.absolute("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    for kept in (f"sqlite:///{tmp_path}/x.db", "http://mlflow:5000", "postgresql://h/db"):
+        assert tracking.absolute(kept) == kept
+
+
 @pytest.mark.slow
 def test_processes_starting_on_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
     """Two `shoprec train` on a new SQLite store would both create its tables."""

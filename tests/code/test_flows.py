@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -459,8 +461,8 @@ def test_candidates_that_cannot_be_logged_publish_nothing(
     assert parents[0].info.status == "FAILED"
 
 
-def test_search_stage_and_blend(env: str, synthetic_dir: Path,
-                                                          tmp_path: Path) -> None:
+def test_search_stage_and_blend(env: str, synthetic_dir: Path, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
 
     name = "tuned-model"
@@ -494,7 +496,34 @@ def test_search_stage_and_blend(env: str, synthetic_dir: Path,
             assert summary["recipe"]["params"][key] == value or (
                 value is None and summary["recipe"]["params"][key] is not None), key
     # Each trial was a task of the tuning flow; each family's search a nested MLflow run.
-    _, task_runs, _ = asyncio.run(_flow_run_details(summary["prefect_flow_run_id"]))
+    _, task_runs, artifacts = asyncio.run(_flow_run_details(summary["prefect_flow_run_id"]))
+    # The search is in the run report a person reads in Prefect, and in the terminal.
+    report = next(a for a in artifacts if a.key == "shoprec-run-report").data
+    assert "## Hyperparameter search (validation ndcg@10)" in report
+    assert f"| ease | 3 of 3 (0 pruned) | {tuning['ease']['configured_value']:.4f} | " \
+           f"{tuning['ease']['best_value']:.4f} |" in report
+    from rich.console import Console
+
+    from cli import app as cli
+
+    printed = Console(width=200, record=True, file=io.StringIO())
+    monkeypatch.setattr(cli, "console", printed)
+    cli._print_summary(summary)
+    text = printed.export_text()
+    assert "search ease: 3 of 3 trials complete (0 pruned, 0 failed)" in text
+    assert "test recall@10" in text and "Beyond accuracy" in text
+    # A run whose --k has no 10 (the same figures, renamed as a --k 5 run names them):
+    # the leaderboard's columns and the beyond-accuracy table follow the primary's K.
+    at5 = {**summary, "primary_metric": "ndcg@5",
+           "leaderboard": json.loads(json.dumps(summary["leaderboard"]).replace("@10", "@5"))}
+    printed = Console(width=400, record=True, file=io.StringIO())
+    monkeypatch.setattr(cli, "console", printed)
+    cli._print_summary(at5)
+    text = printed.export_text()
+    assert "test recall@5" in text and "gini@5" in text and "recall@10" not in text
+    ease = next(line for line in text.splitlines() if line.lstrip("│ ").startswith("ease "))
+    recall = next(e for e in at5["leaderboard"] if e["model"] == "ease")["test"]["recall@5"]
+    assert f"{recall:.4f}" in ease
     names = {t.name for t in task_runs}
     assert {f"tune-{f}-{n}" for f in ("ease", "content") for n in range(3)} <= names
     client = MlflowClient(tracking_uri=env, registry_uri=env)

@@ -391,6 +391,39 @@ def test_decide_compares_only_the_metrics_both_have() -> None:
     assert decision.passed and [c.metric for c in decision.comparisons] == ["ndcg@10"]
 
 
+def test_each_metric_is_called_better_or_worse_in_its_own_direction() -> None:
+    """A lower error is better; a beyond-accuracy figure is only higher or lower."""
+    from shoprec.registry.promotion import decide
+
+    candidate = {"ndcg@10": 0.3, "rmse": 0.8, "gini@10": 0.95, "avg_popularity@10": 0.09,
+                 "novelty@10": 5.0, "users": 40}
+    champion = {"ndcg@10": 0.2, "rmse": 0.9, "gini@10": 0.90, "avg_popularity@10": 0.06,
+                "novelty@10": 5.0, "users": 40}
+    verdicts = {c.metric: c.verdict for c in
+                decide("m", "2", "1", candidate, champion, "ndcg@10").comparisons}
+    assert verdicts == {"ndcg@10": "better", "rmse": "better", "gini@10": "higher",
+                        "avg_popularity@10": "higher", "novelty@10": "equal"}
+    flipped = decide("m", "2", "1", champion, candidate, "ndcg@10")
+    assert {c.metric: c.verdict for c in flipped.comparisons}["rmse"] == "worse"
+
+
+def test_the_gates_sentences_add_up_and_tell_close_figures_apart() -> None:
+    """The margin is written as used (x 1.125, not x 1.12), and a tie at 4 decimals that is
+    no tie is printed with the digits that decide it."""
+    from shoprec.registry.promotion import decide
+
+    verdict = gate("ndcg@10", {"ndcg@10": 0.077}, {"ndcg@10": 0.0327}, 0.125,
+                   ChampionReference())
+    assert "0.0327 x 1.125 = 0.0368" in verdict.checks[0].reason
+    champion = ChampionReference("4", Recipe("ease", {"regularization": 200.0}))
+    close = gate("ndcg@10", {"ndcg@10": 0.09331}, POPULARITY, 0.0, champion,
+                 {"ndcg@10": 0.09334})
+    assert not close.passed and "ndcg@10 0.09331 vs 0.09334" in close.checks[1].reason
+    decision = decide("m", "2", "1", {"ndcg@10": 0.09331}, {"ndcg@10": 0.09334}, "ndcg@10",
+                      margin=0.125)
+    assert "0.09331 < champion version 1's 0.09334 x 1.125 = 0.10501" in decision.why
+
+
 def test_models_and_recipes_saved_under_an_older_parameter_name_still_work(
         tmp_path: Path) -> None:
     """ALS called its thread count num_threads before 0.1's rename to threads: a model or

@@ -74,3 +74,18 @@ def test_popularity_explains_nothing() -> None:
     row = shopper()
     indices, _ = model.recommend(row, k=3)
     assert model.explain(row, indices[0]) == [[], [], []]
+
+
+def test_a_history_item_that_barely_moved_the_score_is_no_reason() -> None:
+    """After the largest, items under half a percent of the push are left out (they printed
+    as "0%"); the largest stays, however small, so an explained item is never bare."""
+    from shoprec.models.base import MIN_SHARE, shares
+
+    history = np.array([3, 7, 9])
+    matrix = np.array([[90.0, 9.8, 0.2],     # 0.2% of the push: left out
+                       [1.0, 1.0, 1.0]])     # three even thirds: all kept
+    first, even = shares(history, matrix, top=3)
+    assert [h for h, _ in first] == [3, 7] and all(s >= MIN_SHARE for _, s in first)
+    assert [h for h, _ in even] == [3, 7, 9]
+    spread = np.full((1, 400), 1.0)  # 0.25% each: only the first is named
+    assert len(shares(np.arange(400), spread, top=3)[0]) == 1
