@@ -172,7 +172,8 @@ def _tradeoff_files(results: list[Any], folder: Path) -> None:
         accuracy = [p["ndcg@10"] for p in result.diversity]
         axis.plot(novelty, accuracy, marker="o", markersize=3, label=result.model)
         for point, x, y in zip(result.diversity, novelty, accuracy, strict=True):
-            if point["weight"] in (0.0, 0.5, 1.0):
+            # Only the ends: a model that barely moves puts its middle label on another.
+            if point["weight"] in (0.0, 1.0):
                 axis.annotate(f"{point['weight']:g}", (x, y), fontsize=7,
                               textcoords="offset points", xytext=(3, 3))
     axis.set_xlabel("novelty@10 (mean self-information, bits)")
@@ -244,7 +245,9 @@ def _search_charts(result: Any, primary: str, folder: Path) -> None:
         best = list(itertools.accumulate(scores, max))
         axis.scatter(numbers, scores, s=14, label="trial")
         axis.step(numbers, best, where="post", color="tab:orange", label="best so far")
-        axis.legend(loc="lower right")
+        # Trials are whole numbers; "best" is where the legend covers the fewest points.
+        axis.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        axis.legend(loc="best", fontsize=8)
     axis.set_xlabel("trial (0: configured values)")
     axis.set_ylabel(f"validation {primary}")
     axis.set_title(f"{result.candidate}: search history")
