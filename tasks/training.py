@@ -173,9 +173,15 @@ def _figure(value: float | None) -> str:
 def report_artifacts(leaderboard: pd.DataFrame, summary: dict[str, Any],
                      verdict: GateVerdict, run_link: str) -> None:
     """The leaderboard table and the markdown run report in the Prefect UI."""
-    table = leaderboard.round(4).fillna("").to_dict(orient="records")
+    # A table a person can read in the UI: the figures at the primary metric's K (every
+    # metric at every K is in the run's leaderboard.csv in MLflow).
+    k = verdict.metric.partition("@")[2]
+    shown = [c for c in leaderboard.columns if "@" not in c or c.endswith(f"@{k}")
+             and not c.startswith("validation_") or c == f"validation_{verdict.metric}"]
+    table = leaderboard[shown].round(4).fillna("").to_dict(orient="records")
     create_table_artifact(key=LEADERBOARD_KEY, table=table,
-                          description=f"Candidates by validation {verdict.metric}")
+                          description=f"Candidates by validation {verdict.metric}, test figures "
+                                      f"at {k} (every K: leaderboard.csv in the MLflow run)")
     counts = summary["data"]
     reasons = "\n".join(f"| {k} | {v:,} |" for k, v in counts["quarantined_by_reason"].items())
     checks = "\n".join(f"| {c.name} | {'pass' if c.passed else 'fail'} | {_cell(c.reason)} |"

@@ -223,6 +223,13 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
         in report.data
     keys = {a.key for a in prefect_artifacts}
     assert {"shoprec-leaderboard", "shoprec-run-report"} <= keys
+    # The UI's table: one K's figures (every K is in leaderboard.csv), one row per candidate.
+    table = next(a for a in prefect_artifacts if a.key == "shoprec-leaderboard").data
+    rows = json.loads(table) if isinstance(table, str) else table
+    columns = set(rows[0])
+    assert {"model", "validation_ndcg@10", "test_ndcg@10", "test_gini@10"} <= columns
+    assert not any(c.startswith("validation_") and c != "validation_ndcg@10" for c in columns)
+    assert len(rows) == len(summary["leaderboard"]) and len(columns) < 30
 
 
 def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
