@@ -1018,8 +1018,11 @@ def forget(
                   f"{record['requested_at']} by "
                   f"{record['requested_by']} ({len(record['subjects'])} subject hash"
                   f"{'es' if len(record['subjects']) > 1 else ''}); served models stop using "
-                  "the shopper's history on their next request, and the next training "
-                  "quarantines their rows as 'erased'", highlight=False)
+                  "the shopper's history on their next request, the next training "
+                  "quarantines their rows as 'erased', and the next batch writes no rows "
+                  "for them. Not reached: batch output already written (delete its "
+                  "generated_date= folders or their rows), older model versions' "
+                  "artifacts and earlier quarantine files", highlight=False)
 
 
 ModelNameOpt = Annotated[str, typer.Option(

@@ -35,9 +35,13 @@ SCHEMA = pa.schema([
     ("model_version", pa.string()),
     ("generated_at", pa.timestamp("us", tz="UTC")),
 ])
-#: The column added with ``explain``: the history items behind each recommendation.
+#: The history items behind each recommendation: filled with ``explain``, null without.
+#: Always in the schema, so that days written with and without explanations read back as
+#: one data set (pandas takes the columns of the first file it reads).
 BECAUSE = pa.field("because", pa.list_(pa.struct([("item_id", pa.string()),
                                                    ("share", pa.float32())])))
+#: Scores of one batch (users x items, float32) at most: a larger ``batch_size`` is cut.
+BATCH_BYTES = 2**30
 #: History items named per explained recommendation.
 EXPLAIN_TOP = 3
 
@@ -115,7 +119,9 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
     stamp = generated_at or datetime.now(UTC)
     partition = Path(output_dir) / f"generated_date={stamp.date().isoformat()}"
+    created = not partition.exists()
     partition.mkdir(parents=True, exist_ok=True)
+    _remove_dead_drafts(partition)
     final = partition / "recommendations.parquet"
     temporary = partition / f".recommendations-{os.getpid()}.parquet.tmp"
     # Ids become Arrow strings once; each batch then gathers them with a C++ take.
@@ -123,10 +129,15 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     item_ids = pa.array(np.asarray(bundle.items.ids, dtype=object), pa.string())
     version = pa.array([model_version], pa.string())
     n_users = len(user_ids)
+    fits = max(1, BATCH_BYTES // (4 * max(1, len(item_ids))))
+    if batch_size > fits:
+        logger.info("batch_size %d cut to %d: a batch's scores stay under %d MiB", batch_size,
+                    fits, BATCH_BYTES >> 20)
+    batch_size = max(1, min(batch_size, fits, n_users))
     # numpy's datetime64 carries no zone; Arrow reads it as UTC, which it is.
     moment = np.datetime64(stamp.astimezone(UTC).replace(tzinfo=None), "us")
     ranks = np.tile(np.arange(1, k + 1, dtype=np.int16), batch_size)
-    schema = SCHEMA.append(BECAUSE) if explain else SCHEMA
+    schema = SCHEMA.append(BECAUSE)
 
     def because(history: Any, top: np.ndarray) -> pa.Array:
         """The explanations of a batch's rows, in row order (user by user, best first)."""
@@ -167,8 +178,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
             "generated_at": pa.array(np.full(len(users), moment),
                                      SCHEMA.field("generated_at").type),
         }
-        if explain:
-            columns["because"] = because(history, top)
+        columns["because"] = (because(history, top) if explain
+                              else pa.nulls(len(users), BECAUSE.type))
         return pa.table(columns, schema=schema)
 
     workers = max(1, min(threads or os.cpu_count() or 1, -(-n_users // batch_size)))
@@ -195,12 +206,37 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         os.replace(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)
+        if created and not any(partition.iterdir()):  # a failed first run of the day
+            partition.rmdir()
     seconds = time.perf_counter() - began
-    result = BatchResult(str(final), str(partition), n_users - int(suppressed.sum()), rows,
-                         round(seconds, 3),
-                         round(n_users / seconds, 1) if seconds > 0 else float("inf"),
+    scored = n_users - int(suppressed.sum())
+    result = BatchResult(str(final), str(partition), scored, rows, round(seconds, 3),
+                         round(scored / seconds, 1) if seconds > 0 else float("inf"),
                          model_version, stamp.isoformat(),
                          0 if availability is None else int((availability < 1).sum()))
     logger.info("batch recommendations: %d users, %d rows in %.1f s (%.0f users/s) -> %s",
-                n_users, rows, seconds, result.users_per_second, final)
+                scored, rows, seconds, result.users_per_second, final)
     return result
+
+
+def _remove_dead_drafts(partition: Path) -> None:
+    """Delete the drafts of runs killed while writing into ``partition``.
+
+    A draft is named by its writer's process id; one whose process is gone will never be
+    renamed, and would stay beside the day's file for good. A live writer's is left alone.
+    """
+    for draft in partition.glob(".recommendations-*.parquet.tmp"):
+        pid = draft.name.removeprefix(".recommendations-").removesuffix(".parquet.tmp")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            logger.info("removing %s, left by a batch run that was killed", draft)
+            draft.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -4,8 +4,9 @@ A stock file (``item_id, units``: units on hand) and a demand forecast (the
 ``shoprec-demand`` model or its Parquet output) give each product its *availability*: the
 share of its forecast demand over the coming weeks that the stock covers,
 ``min(1, units / demand)``. A product with stock for all of its forecast demand, or with no
-stock record or no forecast, keeps 1; one with no units left gets 0. The batch multiplies
-each candidate's relevance by its availability (:func:`shoprec.ranking.rerank_for_novelty`),
+stock record or no forecast, keeps 1; one with no units left gets 0, forecast or not. The
+batch multiplies each candidate's relevance by its availability
+(:func:`shoprec.ranking.rerank_for_novelty`),
 so a product about to sell out drops down the lists of the shoppers it would disappoint,
 and one nobody can buy leaves them.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shoprec.data.schema import canonical_ids
 from shoprec.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -55,14 +57,16 @@ def read_stock(path: str | Path) -> pd.Series:
                         f"(it has {', '.join(map(str, frame.columns))}); it needs item_id and "
                         "units")
     units = pd.to_numeric(frame["units"], errors="coerce")
+    # Spelled as the interactions' ids are (15443.0 -> 15443), or nothing would match them.
+    canonical = canonical_ids(frame["item_id"])
     bad = frame.index[units.isna() | (units < 0) | ~np.isfinite(units.fillna(0))
-                      | frame["item_id"].isna()]
+                      | canonical.isna().to_numpy()]
     if len(bad):
         rows = ", ".join(str(i + 2) for i in bad[:_SHOWN])
         raise DataError(f"stock file {str(source)!r}: {len(bad)} row(s) without an item_id or "
                         f"with units that are not a non-negative number (lines {rows}"
                         f"{', ...' if len(bad) > _SHOWN else ''}); fix or remove them")
-    ids = frame["item_id"].astype(str)
+    ids = canonical.astype(str)
     repeated = ids[ids.duplicated(keep=False)]
     if len(repeated):
         names = ", ".join(sorted(set(repeated))[:_SHOWN])
@@ -103,7 +107,27 @@ def read_forecast(source: str, item_ids: np.ndarray | None = None) -> pd.DataFra
         raise ConfigError(f"{str(path)!r} is not a demand forecast (it needs the columns "
                           f"item_id, week and forecast that `shoprec forecast` writes): {exc}"
                           ) from exc
-    return frame.assign(item_id=frame["item_id"].astype(str))
+    return _checked_forecast(frame, str(path))
+
+
+def _checked_forecast(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``frame`` with canonical ids and UTC weeks; a week or a figure that is not one refused.
+
+    Raises:
+        ConfigError: A week is not a date, or a forecast not a non-negative number.
+    """
+    weeks = pd.to_datetime(frame["week"], errors="coerce", utc=True)
+    figures = pd.to_numeric(frame["forecast"], errors="coerce")
+    ids = canonical_ids(frame["item_id"])
+    bad = weeks.isna() | ~np.isfinite(figures.fillna(np.nan)) | (figures < 0) | ids.isna()
+    if bad.any():
+        shown = frame[bad.to_numpy()].head(_SHOWN).to_dict(orient="records")
+        raise ConfigError(f"demand forecast {source!r}: {int(bad.sum())} row(s) without an "
+                          "item_id, with a week that is not a date or a forecast that is not a "
+                          f"non-negative number (such as {shown}); write it again with "
+                          "`shoprec forecast`")
+    return pd.DataFrame({"item_id": ids.astype(str).to_numpy(), "week": weeks.to_numpy(),
+                         "forecast": figures.astype(float).to_numpy()})
 
 
 def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
@@ -129,9 +153,8 @@ def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
         raise ConfigError(f"{uri!r} did not answer like the demand forecast (shoprec-demand): "
                           f"{tracking.redact(str(exc))[:500]}") from exc
     rows = answer[["item_id", "weeks", "forecast"]].explode(["weeks", "forecast"])
-    return pd.DataFrame({"item_id": rows["item_id"].astype(str).to_numpy(),
-                         "week": pd.to_datetime(rows["weeks"]).to_numpy(),
-                         "forecast": rows["forecast"].astype(float).to_numpy()})
+    return _checked_forecast(rows.rename(columns={"weeks": "week"}).reset_index(drop=True),
+                             uri)
 
 
 def availability(item_ids: np.ndarray, stock: pd.Series, forecast: pd.DataFrame,
@@ -145,8 +168,9 @@ def availability(item_ids: np.ndarray, stock: pd.Series, forecast: pd.DataFrame,
         weeks: Forecast weeks the stock must last (0: every week of the forecast).
 
     Returns:
-        One float per catalogue item: ``min(1, units / demand)`` where both are known and
-        the demand is positive, else 1.
+        One float per catalogue item: 0 where the stock has no units (with or without a
+        forecast), ``min(1, units / demand)`` where both are known and the demand is
+        positive, else 1.
     """
     if len(forecast):
         last = pd.Timestamp(forecast["week"].max())
@@ -162,11 +186,20 @@ def availability(item_ids: np.ndarray, stock: pd.Series, forecast: pd.DataFrame,
         forecast = forecast[forecast["week"].isin(first)]
     demand = forecast.groupby("item_id")["forecast"].sum()
     ids = pd.Index(np.asarray(item_ids).astype(str))
+    if len(demand) and not demand.index.isin(ids).any():
+        logger.warning("the demand forecast names none of the %d catalogue items (is it "
+                       "another shop's?); only products with no units left are held back",
+                       len(ids))
+    if len(stock) and not stock.index.isin(ids).any():
+        logger.warning("the stock file names none of the %d catalogue items; check its "
+                       "item_id column", len(ids))
     need = demand.reindex(ids).to_numpy(dtype=float)
     have = stock.reindex(ids).to_numpy(dtype=float)
     known = np.isfinite(need) & np.isfinite(have) & (need > 0)
     share = np.ones(len(ids))
     share[known] = np.minimum(1.0, have[known] / need[known])
+    # None left is none to sell, whatever the forecast says (or whether it has the item).
+    share[np.isfinite(have) & (have <= 0)] = 0.0
     logger.info("stock: %d of %d catalogue items forecast to sell out (%d with no units)",
                 int((share < 1).sum()), len(ids), int((share == 0).sum()))
     return share

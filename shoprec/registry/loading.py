@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from shoprec.errors import ModelFilesError, ModelNotRegisteredError
+from shoprec.errors import ConfigError, ModelFilesError, ModelNotRegisteredError
 from shoprec.registry import memo, tracking
 from shoprec.registry.aliases import CHAMPION, alias_version
 from shoprec.registry.bundle import ModelBundle
@@ -106,7 +106,13 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
         mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel",
                                                       tracking_uri=uri, registry_uri=uri)
         # Where log_model put the bundle inside the model (a folder named at logging time).
-        relative = Model.load(mlmodel).flavors["python_function"]["artifacts"]["bundle"]["path"]
+        artifacts = Model.load(mlmodel).flavors.get("python_function", {}).get("artifacts", {})
+        if "bundle" not in artifacts:
+            raise ConfigError(f"{name} version {found} is not a shoprec recommender (its model "
+                              f"has no recommendation bundle: {', '.join(artifacts) or 'no'} "
+                              "artifacts); give --registered-model-name of a model `shoprec "
+                              "train` registered (shoprec-demand is the demand forecast)")
+        relative = artifacts["bundle"]["path"]
         folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{relative}",
                                                      tracking_uri=uri, registry_uri=uri)
     bundle = ModelBundle.load(folder, lazy=lazy)

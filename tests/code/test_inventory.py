@@ -3,6 +3,7 @@ down or leave the lists, the others keep their order; bad stock files are refuse
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +53,18 @@ def _lists(bundle: ModelBundle, folder: Path, share: np.ndarray | None) -> pd.Da
 
 
 def test_availability_is_the_share_of_forecast_demand_the_stock_covers() -> None:
-    ids = np.array(["a", "b", "c", "d", "e"])
-    stock = pd.Series({"a": 100.0, "b": 10.0, "c": 0.0, "e": 5.0})
+    ids = np.array(["a", "b", "c", "d", "e", "f"])
+    stock = pd.Series({"a": 100.0, "b": 10.0, "c": 0.0, "e": 5.0, "f": 0.0})
     forecast = _forecast({"a": 40.0, "b": 40.0, "c": 8.0, "d": 80.0})
-    # a: plenty; b: a quarter; c: none left; d: no stock record; e: no forecast.
-    assert availability(ids, stock, forecast).tolist() == [1.0, 0.25, 0.0, 1.0, 1.0]
+    # a: plenty; b: a quarter; c: none left; d: no stock record; e: no forecast; f: none
+    # left and no forecast (the forecast leaves out products sold in few weeks): none to sell.
+    assert availability(ids, stock, forecast).tolist() == [1.0, 0.25, 0.0, 1.0, 1.0, 0.0]
     # Stock that must last only the first week: b's 10 units cover its 10.
-    assert availability(ids, stock, forecast, weeks=1).tolist() == [1.0, 1.0, 0.0, 1.0, 1.0]
+    assert availability(ids, stock, forecast, weeks=1).tolist() == [1.0, 1.0, 0.0, 1.0, 1.0,
+                                                                     0.0]
+    # Another shop's forecast holds nothing back but what has no units, and says so.
+    other = _forecast({"x": 40.0})
+    assert availability(ids, stock, other).tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
 
 
 def test_products_forecast_to_sell_out_move_down_and_empty_ones_leave(
@@ -103,6 +109,12 @@ def test_bad_stock_files_are_refused_with_the_rows_to_fix(tmp_path: Path) -> Non
         read_stock(tmp_path / "nope.csv")
     (tmp_path / "good.csv").write_text("item_id,units\n007,3\nb,0\n")
     assert read_stock(tmp_path / "good.csv").to_dict() == {"007": 3.0, "b": 0.0}
+    # Ids spelled as a spreadsheet or a float column writes them are the shop's ids.
+    (tmp_path / "floats.csv").write_text("item_id,units\n47566.0,0\n 22423 ,4\n")
+    assert read_stock(tmp_path / "floats.csv").to_dict() == {"47566": 0.0, "22423": 4.0}
+    pd.DataFrame({"item_id": [47566.0, 22423.0], "units": [0, 4]}).to_parquet(
+        tmp_path / "floats.parquet")
+    assert read_stock(tmp_path / "floats.parquet").to_dict() == {"47566": 0.0, "22423": 4.0}
 
 
 def test_the_forecast_is_read_from_its_latest_partition(tmp_path: Path) -> None:
@@ -113,3 +125,41 @@ def test_the_forecast_is_read_from_its_latest_partition(tmp_path: Path) -> None:
     assert read_forecast(str(tmp_path))["forecast"].tolist() == [2.0] * 4
     with pytest.raises(ConfigError, match="run `shoprec forecast` first"):
         read_forecast(str(tmp_path / "empty"))
+    # A file with a week that is no date, or a figure that is no count, is refused.
+    for column, value in (("week", "soon"), ("forecast", -1.0), ("forecast", float("nan"))):
+        broken = _forecast({"a": 4.0})
+        if column == "week":  # a file whose weeks are text, one of them no date
+            broken["week"] = broken["week"].dt.strftime("%Y-%m-%d")
+        broken.loc[1, column] = value
+        broken.to_parquet(tmp_path / "broken.parquet")
+        with pytest.raises(ConfigError, match="1 row.s. without an item_id, with a week"):
+            read_forecast(str(tmp_path / "broken.parquet"))
+
+
+def test_batch_days_read_back_as_one_data_set_and_killed_drafts_go(
+        bundle: ModelBundle, tmp_path: Path) -> None:
+    """Days written with and without explanations read back together with their
+    explanations; a killed run's draft is removed by the next run (a live one's is not);
+    a batch size past memory is cut, not an 18 TiB allocation."""
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    first, second = datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 2, tzinfo=UTC)
+    write_recommendations(bundle, tmp_path, k=3, generated_at=first)  # no explanations
+    day = tmp_path / "generated_date=2025-03-02"
+    day.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (day / f".recommendations-{dead}.parquet.tmp").write_bytes(b"half a file")
+    live = day / f".recommendations-{os.getppid()}.parquet.tmp"
+    live.write_bytes(b"another run's")
+    result = write_recommendations(bundle, tmp_path, k=3, generated_at=second, explain=True,
+                                   batch_size=10**12)
+    assert result.rows == 3 * len(bundle.users.ids)
+    assert sorted(p.name for p in day.iterdir()) == [live.name, "recommendations.parquet"]
+    frame = pd.read_parquet(tmp_path)
+    assert "because" in frame.columns
+    by_day = frame.groupby(frame["generated_date"].astype(str))["because"]
+    assert by_day.apply(lambda b: b.isna().all()).to_dict() == {"2025-03-01": True,
+                                                               "2025-03-02": False}
