@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -323,8 +324,19 @@ def _writable_file(path: Path | None, option: str) -> None:
 
 
 def _write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """``summary`` as strict JSON: a figure that is not a number (NaN) is written ``null``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, default=str))
+    path.write_text(json.dumps(_finite(summary), indent=2, default=str, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 @contextlib.contextmanager
@@ -970,6 +982,16 @@ def forecast(
         table.add_row(method, f"{values['wape']:.4f}", f"{values['mae']:.2f}",
                       f"{values['bias']:+.4f}")
     console.print(table)
+    counts = summary["data"]
+    console.print(f"data: {counts['rows_in']:,} rows in, {counts['rows_clean']:,} clean, "
+                  f"{counts['rows_quarantined']:,} quarantined ("
+                  + (", ".join(f"{k} {v:,}" for k, v in counts["quarantined_by_reason"].items())
+                     or "none") + ")"
+                  + (f" -> {counts['quarantine_files']['interactions']}"
+                     if counts.get("quarantine_files") else ""), highlight=False)
+    if summary.get("category_forecast_file"):
+        console.print(f"forecast per category -> {summary['category_forecast_file']}",
+                      highlight=False)
     console.print(f"forecast of the next {horizon} weeks -> {summary['forecast_file']}; "
                   f"MLflow run {summary['mlflow_run_id']} (experiment {config.experiment}); "
                   f"{time.perf_counter() - began:.1f} s", highlight=False)

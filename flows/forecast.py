@@ -27,7 +27,7 @@ from shoprec_tasks.forecast import (
 from shoprec.config import CleaningConfig, DataConfig, ForecastConfig
 from shoprec.data.io import check_writable_folder
 from shoprec.forecast import summary
-from shoprec.pipeline import load_and_validate
+from shoprec.pipeline import data_counts, load_and_validate
 from shoprec.registry.publish import git_commit
 from shoprec.runtime import apply_runtime_defaults
 
@@ -58,25 +58,30 @@ def demand_forecast(
     """
     apply_runtime_defaults()
     for folder, field in ((forecast.output_dir, "forecast.output_dir"),
-                          (forecast.category_output_dir, "forecast.category_output_dir")):
+                          (forecast.category_root, "forecast.category_output_dir"),
+                          (forecast.quarantine_root, "forecast.quarantine_dir")):
         if folder:  # typed in the Prefect form: refused now, not after the backtest
             check_writable_folder(folder, field)
     private_result_storage()
-    prepared = load_and_validate(data, cleaning, None, TaskSteps())
+    # Every row is used or set aside with its reason, as in training.
+    prepared = load_and_validate(data, cleaning, forecast.quarantine_root or None, TaskSteps())
     panel = build_panel(prepared.data, forecast)
     champion = find_demand_champion(forecast)
     result = run_backtest(panel, forecast)
     champion_test, problem = retrain_champion(panel, forecast, champion, result)
     verdict = judge_forecast(result, forecast, champion, champion_test, problem)
     ahead = forecast_ahead(panel, forecast)
-    path = write_forecast(ahead, forecast_categories(ahead, panel, prepared.data), forecast)
+    path, category_path = write_forecast(ahead, forecast_categories(ahead, panel,
+                                                                    prepared.data), forecast)
     run_id, commit = str(flow_run.id), git_commit()
-    mlflow_run = log_forecast_run(result, forecast, panel, prepared.fingerprint, run_id)
+    counts = data_counts(prepared)
+    mlflow_run = log_forecast_run(result, forecast, panel, prepared.fingerprint, run_id, counts)
     registered = publish_demand(ahead, mlflow_run, forecast, verdict, {
         "prefect_flow_run_id": run_id, "data_fingerprint": prepared.fingerprint,
         "git_commit": commit, "test_model_wape": f"{result.test['model']['wape']:.6f}",
         "best_naive": result.best_naive(),
         "test_best_naive_wape": f"{result.test[result.best_naive()]['wape']:.6f}"})
-    return {**summary(result, panel, path, mlflow_run, run_id),
+    return {**summary(result, panel, path, mlflow_run, run_id), "data": counts,
+            "category_forecast_file": category_path,
             "gate": verdict.to_dict(), "champion_before": champion.to_dict(),
             "champion_test": champion_test, "registered": registered}

@@ -809,14 +809,33 @@ class ForecastConfig(_Model):
     experiment: ExperimentName = Field("shoprec-demand", description="MLflow experiment name.")
     output_dir: str = Field("runs/forecast", description="Root of the Parquet data set "
                             "(forecast_date=YYYY-MM-DD/forecast.parquet).")
-    category_output_dir: str = Field("runs/forecast_by_category", description="Root of the "
-                                     "weekly forecast per category (same layout; empty: not "
-                                     "written).")
+    category_output_dir: str | None = Field(None, description="Root of the weekly forecast "
+                                            "per category (same layout). Default: beside "
+                                            "output_dir, named output_dir + '_by_category'; "
+                                            "empty: not written.")
+    quarantine_dir: str | None = Field(None, description="Where the rows set aside by "
+                                       "cleaning are written. Default: beside output_dir, "
+                                       "named output_dir + '_quarantine' (not inside it: it "
+                                       "is read back as one data set); empty: not written.")
     registered_model_name: RegisteredName = Field(
         "shoprec-demand", description="MLflow registered model of the forecast.")
     gate_margin: float = Field(0.05, ge=0.0, lt=1.0, description="The model's held-out WAPE "
                                "must be at least this much (relative) under the best naive "
                                "baseline's to become champion.")
+
+    def beside_output(self, folder: str | None, suffix: str) -> str:
+        """``folder`` as given (``""``: none), or by default ``output_dir + suffix``."""
+        return f"{self.output_dir.rstrip('/')}{suffix}" if folder is None else folder
+
+    @property
+    def category_root(self) -> str:
+        """Where the forecast per category goes (``""``: nowhere)."""
+        return self.beside_output(self.category_output_dir, "_by_category")
+
+    @property
+    def quarantine_root(self) -> str:
+        """Where the forecast's cleaning writes its quarantine files (``""``: nowhere)."""
+        return self.beside_output(self.quarantine_dir, "_quarantine")
 
 
 class BatchConfig(_Model):

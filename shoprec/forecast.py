@@ -112,7 +112,8 @@ def weekly_panel(interactions: pd.DataFrame, items: pd.DataFrame | None = None,
     """Sum purchased units per product and week; keep products sold often enough.
 
     Raises:
-        DataError: No purchase events, or fewer than 10 weeks of them.
+        DataError: No purchase events, fewer than 10 weeks of them, a gap of more than
+            :data:`MAX_GAP_WEEKS` weeks without any, or no product sold often enough.
     """
     sales = interactions[interactions["event"] == "purchase"]
     if sales.empty:
@@ -128,7 +129,13 @@ def weekly_panel(interactions: pd.DataFrame, items: pd.DataFrame | None = None,
         raise DataError(f"only {len(weeks)} weeks of purchases; the demand forecast needs at "
                         "least 10")
     table = table.reindex(columns=weeks, fill_value=0)
+    _check_no_long_gap(table.sum(axis=0), MAX_GAP_WEEKS)
     sold = (table > 0).mean(axis=1) >= min_week_share
+    if not sold.any():
+        raise DataError(f"none of the {len(table):,} products was sold in at least "
+                        f"{min_week_share:.0%} of the {len(weeks)} weeks; the demand forecast "
+                        "learns from products with regular sales (give more of the shop's "
+                        "history, or a file with its regular products)")
     table = table[sold]
     categories = np.full(len(table), -1, dtype=np.int64)
     if items is not None and "category" in items:
@@ -137,6 +144,28 @@ def weekly_panel(interactions: pd.DataFrame, items: pd.DataFrame | None = None,
         categories = mapped.fillna(-1).to_numpy(dtype=np.int64)
     logger.info("demand panel: %d products x %d weeks", len(table), len(weeks))
     return Panel(table.to_numpy(dtype=float), table.index.to_numpy(), weeks, categories)
+
+
+#: Weeks in a row without any sale that the panel may hold: a year and a half. More is no
+#: shop's quiet season but a date far from the others (a typo, 2150 for 2015).
+MAX_GAP_WEEKS = 78
+
+
+def _check_no_long_gap(totals: pd.Series, longest: int) -> None:
+    """Refuse weekly totals with more than ``longest`` empty weeks in a row.
+
+    Raises:
+        DataError: Naming the weeks on either side of the gap.
+    """
+    sold = np.flatnonzero(totals.to_numpy() > 0)
+    gaps = np.diff(sold) - 1
+    if len(gaps) and gaps.max() > longest:
+        at = int(np.argmax(gaps))
+        before, after = totals.index[sold[at]], totals.index[sold[at + 1]]
+        raise DataError(f"no purchases for {int(gaps[at])} weeks between the week of "
+                        f"{before.date()} and that of {after.date()}: a date far from the "
+                        "others (a typo in a year?) would stretch the forecast over every "
+                        "empty week between; fix or remove those rows")
 
 
 def _features(panel: Panel, origin: int, horizon: int, lags: tuple[int, ...]) -> np.ndarray:
@@ -250,6 +279,12 @@ def _origin(panel: Panel, settings: ForecastSettings) -> int:
     origin = n_weeks - settings.test_weeks - 1
     if origin < 12:
         raise DataError(f"{n_weeks} weeks are too few to hold out {settings.test_weeks}")
+    if not panel.units[:, origin + 1:].any():
+        # WAPE divides by the held-out units: with none, no method can be judged.
+        raise DataError(f"the last {settings.test_weeks} weeks (from "
+                        f"{panel.weeks[origin + 1].date()}) have no sales of the forecast's "
+                        f"{len(panel.items):,} products, so the backtest has nothing to score; "
+                        "hold out fewer weeks (--test-weeks) or give data up to recent sales")
     return origin
 
 

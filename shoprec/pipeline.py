@@ -186,7 +186,6 @@ class PreparedRun:
 
     def summary(self) -> dict[str, Any]:
         """The data part of the run summary, as JSON-serialisable data."""
-        cleaning = self.data.report
         split = self.split.summary()
         for name, relevance in (("validation", self.encoded.validation),
                                 ("test", self.encoded.test)):
@@ -194,19 +193,7 @@ class PreparedRun:
             split[name]["evaluated_users"] = int((per_user > 0).sum())
             split[name]["relevant_pairs"] = int(relevance.nnz)
         return {
-            "data": {
-                "source": self.report.source,
-                "format": self.report.format,
-                "rows_in": cleaning.rows_in,
-                "rows_clean": cleaning.rows_clean,
-                "rows_quarantined": cleaning.rows_quarantined,
-                "quarantined_by_reason": cleaning.quarantined_by_reason,
-                "users": cleaning.users,
-                "items": cleaning.items,
-                "catalogue_items": cleaning.items_clean,
-                "items_quarantined_by_reason": cleaning.items_quarantined_by_reason,
-                "quarantine_files": self.quarantine_paths,
-            },
+            "data": data_counts(self),
             "split": split,
             "weighting": {
                 "used": self.weighting.model_dump(mode="json") if self.weighting else None,
@@ -221,6 +208,28 @@ class PreparedRun:
                            "expectations": len(self.report.outcomes),
                            "warnings": [o.describe() for o in self.report.warnings]},
         }
+
+
+def data_counts(prepared: PreparedData | PreparedRun) -> dict[str, Any]:
+    """What was read and what became of its rows, as a run's summary reports it.
+
+    Rows in, clean and quarantined by reason (every row is one or the other), users,
+    items, the catalogue, and where the quarantine files are.
+    """
+    cleaning = prepared.data.report
+    return {
+        "source": prepared.report.source,
+        "format": prepared.report.format,
+        "rows_in": cleaning.rows_in,
+        "rows_clean": cleaning.rows_clean,
+        "rows_quarantined": cleaning.rows_quarantined,
+        "quarantined_by_reason": cleaning.quarantined_by_reason,
+        "users": cleaning.users,
+        "items": cleaning.items,
+        "catalogue_items": cleaning.items_clean,
+        "items_quarantined_by_reason": cleaning.items_quarantined_by_reason,
+        "quarantine_files": prepared.quarantine_paths,
+    }
 
 
 def load_and_validate(data_config: DataConfig, cleaning_config: CleaningConfig | None = None,

@@ -135,32 +135,42 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 @task(name="write-forecast", cache_policy=NO_CACHE)
 def write_forecast(ahead: pd.DataFrame, categories: pd.DataFrame,
-                   config: ForecastConfig) -> str:
+                   config: ForecastConfig) -> tuple[str, str | None]:
     """Write ``forecast_date=YYYY-MM-DD/forecast.parquet`` (replaced by a rerun that day).
 
     The weekly forecast per category, when the catalogue has categories, goes to the same
-    partition of its own data set (``category_output_dir``), so each reads back whole with
-    ``pandas.read_parquet(root)``.
+    partition of its own data set (``config.category_root``), so each reads back whole
+    with ``pandas.read_parquet(root)``. Without categories, that day's file of an earlier
+    run (other data) is removed: it would not match the products' forecast.
+
+    Returns:
+        The forecast's file, and the per-category file or ``None``.
     """
     partition = f"forecast_date={datetime.now(UTC).date().isoformat()}"
     folder = Path(config.output_dir) / partition
     folder.mkdir(parents=True, exist_ok=True)
     _write_parquet(ahead, folder / "forecast.parquet")
-    if len(categories) and config.category_output_dir:
-        by_category = Path(config.category_output_dir) / partition
-        by_category.mkdir(parents=True, exist_ok=True)
-        _write_parquet(categories, by_category / "forecast.parquet")
+    category_path = None
+    if config.category_root:
+        by_category = Path(config.category_root) / partition
+        if len(categories):
+            by_category.mkdir(parents=True, exist_ok=True)
+            category_path = str(by_category / "forecast.parquet")
+            _write_parquet(categories, Path(category_path))
+        else:
+            (by_category / "forecast.parquet").unlink(missing_ok=True)
     create_table_artifact(key=FORECAST_KEY, table=ahead.head(200).assign(
         week=ahead["week"].astype(str).head(200)).round(2).to_dict(orient="records"),
         description=f"Demand forecast, next {config.horizon} weeks (first 200 rows)")
-    return str(folder / "forecast.parquet")
+    return str(folder / "forecast.parquet"), category_path
 
 
 @task(name="log-forecast-run", cache_policy=NO_CACHE)
 def log_forecast_run(result: Backtest, config: ForecastConfig, panel: Panel,
-                     fingerprint: str, flow_run_id: str) -> str:
-    """An MLflow run: every method's held-out figures and a plot of the top products."""
+                     fingerprint: str, flow_run_id: str,
+                     counts: dict[str, Any] | None = None) -> str:
+    """An MLflow run: the methods' held-out figures, a chart, the data's counts."""
     params = {**config.model_dump(), "products": len(panel.items), "weeks": len(panel.weeks)}
     return runs.log_forecast(config.experiment, f"demand-{flow_run_id[:8]}", result, params,
                              {"prefect_flow_run_id": flow_run_id,
-                              "data_fingerprint": fingerprint})
+                              "data_fingerprint": fingerprint}, counts)

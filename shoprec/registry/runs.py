@@ -477,7 +477,7 @@ def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def log_forecast(experiment: str, run_name: str, result: Any, params: dict[str, Any],
-                 tags: dict[str, str]) -> str:
+                 tags: dict[str, str], counts: dict[str, Any] | None = None) -> str:
     """Log a demand backtest as an MLflow run; returns its id.
 
     Metrics ``test_<method>_{wape,mae,bias}``, ``horizon_<method>_wape`` per horizon (as
@@ -491,11 +491,34 @@ def log_forecast(experiment: str, run_name: str, result: Any, params: dict[str, 
         result: A :class:`shoprec.forecast.Backtest`.
         params: Parameters to record.
         tags: Tags to record.
+        counts: The data's counts (rows in, clean, quarantined by reason), logged as
+            ``quarantine_counts.json`` and the metrics ``rows_in``, ``rows_clean`` and
+            ``rows_quarantined``.
+
+    A run left RUNNING by a killed forecast is closed by the next one, as a training's is
+    (:func:`close_dead_runs`), and one whose logging fails is marked failed.
     """
+    client = tracking.client()
+    experiment_id = tracking.experiment_id(experiment)
+    close_dead_runs(experiment_id)
+    run = client.create_run(experiment_id, run_name=run_name,
+                            tags={**tags, **process_space(), PID_TAG: str(os.getpid())})
+    try:
+        _log_forecast(client, run.info.run_id, result, params, counts)
+    except BaseException:
+        try:
+            client.set_terminated(run.info.run_id, "FAILED")
+        except Exception as exc:  # noqa: BLE001 - the first error is the one to see
+            logger.warning("could not close MLflow run %s: %s", run.info.run_id, exc)
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return str(run.info.run_id)
+
+
+def _log_forecast(client: Any, run_id: str, result: Any, params: dict[str, Any],
+                  counts: dict[str, Any] | None) -> None:
     from mlflow.entities import Metric, Param
 
-    client = tracking.client()
-    run = client.create_run(tracking.experiment_id(experiment), run_name=run_name, tags=tags)
     now = int(time.time() * 1000)
     metrics = [Metric(f"test_{method}_{name}", float(value), now, 0)
                for method, values in result.test.items() for name, value in values.items()]
@@ -505,12 +528,18 @@ def log_forecast(experiment: str, run_name: str, result: Any, params: dict[str, 
                 for method, values in result.by_category.items()
                 for name, value in values.items()]
     metrics.append(Metric("test_model_upper_coverage", float(result.coverage), now, 0))
-    _log_batched(client, run.info.run_id, [Param(k, str(v)[:6000]) for k, v in params.items()],
+    if counts:
+        metrics += [Metric(name, float(counts[name]), now, 0)
+                    for name in ("rows_in", "rows_clean", "rows_quarantined") if name in counts]
+    _log_batched(client, run_id, [Param(k, str(v)[:6000]) for k, v in params.items()],
                  metrics)
-    _upload(client, run.info.run_id,
-            lambda folder: _forecast_chart(result, folder / "actual_vs_forecast.png"))
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return str(run.info.run_id)
+
+    def write(folder: Path) -> None:
+        _forecast_chart(result, folder / "actual_vs_forecast.png")
+        if counts:
+            (folder / "quarantine_counts.json").write_text(json.dumps(counts, indent=2))
+
+    _upload(client, run_id, write)
 
 
 def _forecast_chart(result: Any, path: Path, products: int = 6) -> None:

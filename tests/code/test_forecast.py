@@ -4,13 +4,21 @@ baselines, and the shapes of what it returns."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from shoprec.errors import DataError
-from shoprec.forecast import ForecastSettings, backtest, forecast_next, scores, weekly_panel
+from shoprec.forecast import (
+    ForecastSettings,
+    Panel,
+    backtest,
+    forecast_next,
+    scores,
+    weekly_panel,
+)
 
 
 def planted(weeks: int = 80, products: int = 60, seed: int = 3) -> pd.DataFrame:
@@ -93,6 +101,29 @@ def test_scores_by_hand_and_refusals() -> None:
         weekly_panel(frame.assign(event="view"))
 
 
+def test_data_no_forecast_can_learn_from_is_refused_with_what_to_fix() -> None:
+    """Each of these ended in exit 3 (scikit-learn given no samples, or a NaN WAPE
+    registered as a version's figure)."""
+    frame = planted(weeks=40, products=20)
+    # Every product sold in one week only: none is regular enough to forecast.
+    once = pd.DataFrame([group.iloc[min(2 * n, len(group) - 1)] for n, (_, group)
+                         in enumerate(frame.groupby("item_id"))])
+    with pytest.raises(DataError, match=r"none of the 20 products was sold in at least 50%"):
+        weekly_panel(once)
+    # One row dated 2150 (for 2015): the panel would run over 6,700 empty weeks.
+    typo = pd.concat([frame, frame.tail(1).assign(
+        timestamp=pd.Timestamp("2150-06-01", tz="UTC"))], ignore_index=True)
+    with pytest.raises(DataError, match=r"no purchases for \d+ weeks between the week of "
+                                        r"2022-10-03 and that of 2150-06-01"):
+        weekly_panel(typo)
+    # Nothing sold in the held-out weeks: WAPE has nothing to divide by.
+    panel = weekly_panel(frame)
+    quiet = Panel(panel.units.copy(), panel.items, panel.weeks, panel.categories)
+    quiet.units[:, -8:] = 0
+    with pytest.raises(DataError, match="the last 8 weeks .from 2022-08-15. have no sales"):
+        backtest(quiet, ForecastSettings(test_weeks=8))
+
+
 def test_the_flow_and_the_command_line_write_the_forecast_and_its_run(
         prefect_api: str, mlflow_store: str, tmp_path) -> None:
     import json
@@ -105,12 +136,20 @@ def test_the_flow_and_the_command_line_write_the_forecast_and_its_run(
     from shoprec.config import DataConfig, ForecastConfig
 
     source = tmp_path / "purchases.parquet"
-    planted(weeks=70, products=20).to_parquet(source)
+    rows = planted(weeks=70, products=20)
+    # One row without its product: set aside with its reason, as training does.
+    pd.concat([rows, rows.tail(1).assign(item_id=None)], ignore_index=True).to_parquet(source)
     # Sixty boosting iterations, not 300: what the flow and the command write is under test
     # here, the model's quality in test_the_model_beats_every_naive_baseline_on_planted_seasons.
     summary = demand_forecast(data=DataConfig(interactions=str(source)),
                               forecast=ForecastConfig(output_dir=str(tmp_path / "out"),
                                                       max_iter=60, learning_rate=0.1))
+    counts = summary["data"]
+    assert counts["rows_in"] == len(rows) + 1 == counts["rows_clean"] + counts["rows_quarantined"]
+    assert counts["rows_quarantined"] == 1 and summary["category_forecast_file"] is None
+    set_aside = pd.read_parquet(counts["quarantine_files"]["interactions"])
+    assert len(set_aside) == 1 and Path(counts["quarantine_files"]["interactions"]).parent \
+        == tmp_path / "out_quarantine"  # beside the forecast's data set, not inside it
     assert set(summary["test"]) == {"model", "naive_last_week", "naive_mean_4",
                                     "naive_same_week_last_year"}
     assert all(set(v) == {"wape", "mae", "bias"} for v in summary["test"].values())
@@ -118,8 +157,13 @@ def test_the_flow_and_the_command_line_write_the_forecast_and_its_run(
     assert len(ahead) == 20 * 4 and "forecast_date" in ahead.columns
     run = MlflowClient().get_run(summary["mlflow_run_id"])
     assert run.data.metrics["test_model_wape"] == pytest.approx(summary["test"]["model"]["wape"])
-    assert "actual_vs_forecast.png" in {a.path for a in MlflowClient().list_artifacts(
-        run.info.run_id)}
+    assert {"actual_vs_forecast.png", "quarantine_counts.json"} <= {
+        a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+    assert run.data.metrics["rows_quarantined"] == 1
+    # Its process is recorded: a forecast killed mid-run has its run closed by the next.
+    from shoprec.registry.runs import PID_TAG
+
+    assert run.data.tags[PID_TAG] and run.info.status == "FINISHED"
     # The command line: the same flow, its summary as JSON.
     done = subprocess.run(
         [sys.executable, "-m", "shoprec_cli", "forecast", "--interactions", str(source),
@@ -132,6 +176,9 @@ def test_the_flow_and_the_command_line_write_the_forecast_and_its_run(
     assert "naive_mean_4" in done.stdout
     assert re.search(r"registered shoprec-demand version \d+ with aliases challenger",
                      done.stdout), done.stdout[-2000:]
+    assert "1 quarantined (missing_item 1)" in done.stdout, done.stdout[-2000:]
+    # Every file under the folders it was given: nothing in the folder it ran from.
+    assert not (tmp_path / "runs").exists() and (tmp_path / "cli_quarantine").is_dir()
 
 
 def test_forecast_versions_pass_the_gate_and_serve_their_forecast(
