@@ -1475,10 +1475,27 @@ def main() -> None:
             _finish_now(exit_.code or 0)
         raise
     except Exception as exc:  # noqa: BLE001 - a bug, not a user mistake: say so, exit 3
+        if _stopped_by_signal(exc):
+            # A fault while unwinding from Ctrl-C or SIGTERM (Prefect reporting the stop to
+            # a server that the same signal ended): the command was stopped, as asked.
+            err_console.print("interrupted")
+            _exit_now(130)
         _report_failure(exc)
         if "prefect" in sys.modules:
             _finish_now(EXIT_FAILURE)
         sys.exit(EXIT_FAILURE)
+
+
+def _stopped_by_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling an interrupt or a termination signal."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, KeyboardInterrupt) or type(cause).__name__ == "TerminationSignal":
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _report_failure(exc: Exception) -> None:

@@ -13,6 +13,11 @@ two reasons:
 - **Never an orphan.** A command killed outright (``kill -9``, the out-of-memory killer)
   cannot stop its server; this server watches its parent and shuts itself down when the
   parent is gone.
+- **Up until the command is done with it.** It runs in a session of its own, so a signal
+  to the command's whole process group (Ctrl-C in a terminal, ``timeout``, systemd's
+  stop) does not take it down while the command still reports its flow run's end to it:
+  without it Prefect retried that report for over a minute before the command could exit.
+  The command stops it on its way out, and the watch above covers a command killed.
 
 It runs Prefect's own app in Prefect's temporary-server mode (no UI), on Prefect's database,
 and waits ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` for it, as Prefect does.
@@ -136,7 +141,7 @@ class TemporaryServer:
                  str(prefect.__module_path__.parent), "--factory",
                  "shoprec_flows.server_guard:create_app", "--fd", str(sock.fileno()),
                  "--log-level", "error", "--lifespan", "on"],
-                env=self.environment, pass_fds=(sock.fileno(),))
+                env=self.environment, pass_fds=(sock.fileno(),), start_new_session=True)
         if not self.launched:  # the timeout counts from the first launch, as Prefect's does
             self.launched = time.monotonic()
             atexit.register(self.stop)
