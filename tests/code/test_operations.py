@@ -202,6 +202,12 @@ def test_batch_recommendations_hold_back_products_forecast_to_sell_out(
     assert result["stock_limited"] == 1
     assert gone not in set(limited["item_id"])
     assert len(limited) == len(plain)  # the lists stay full: the next product moves up
+    # The forecast's model named where a recommender belongs: said, not a KeyError.
+    from shoprec.errors import ConfigError
+    from shoprec.registry.loading import load_bundle
+
+    with pytest.raises(ConfigError, match="ops-demand version 1 is not a shoprec recommender"):
+        load_bundle("ops-demand", alias="challenger")
 
 
 def test_an_unwritten_registry_is_not_asked_again_and_a_moved_alias_is_seen(
