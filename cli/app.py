@@ -165,7 +165,14 @@ def _handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                if _stopped_by_signal(exc):
+                    # A fault while unwinding from Ctrl-C or SIGTERM (a registry call cut
+                    # short): the command was stopped, as asked.
+                    raise KeyboardInterrupt from exc
+                raise
         except DataValidationError as exc:
             if exc.report is not None:
                 _print_report(exc.report)
@@ -324,12 +331,50 @@ def _writable_file(path: Path | None, option: str) -> None:
 
 
 def _write_summary(path: Path, summary: dict[str, Any]) -> None:
-    """``summary`` as strict JSON: a figure that is not a number (NaN) is written ``null``."""
+    """``summary`` as strict JSON (a figure that is not a number, NaN, as ``null``).
+
+    Written beside its place and renamed: a reader never sees half a file, nor a kill
+    leaves one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(summary), indent=2, default=str, allow_nan=False))
+    draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        draft.write_text(json.dumps(_finite(summary), indent=2, default=str, allow_nan=False))
+        os.replace(draft, path)
+    finally:
+        draft.unlink(missing_ok=True)
+
+
+def _running(path: Path | None, command: str) -> None:
+    """Say in the summary file that a run has begun.
+
+    Killed outright (``kill -9``), the run leaves "running", never the last success's "ok".
+    """
+    if path is not None:
+        _write_summary(path, {"status": "running", "command": command, "pid": os.getpid(),
+                              "started_at": datetime.now(UTC).isoformat(timespec="seconds")})
+
+
+def _records_failure(command: str) -> Callable[[F], F]:
+    """Run a command under :func:`_summary_of_failure` for its ``summary_json`` option.
+
+    Around the whole command, its option checks included: a missing nightly export is the
+    likeliest failure of a scheduled run, and must not leave yesterday's "ok".
+    """
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _summary_of_failure(kwargs.get("summary_json"), command):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def _finite(value: Any) -> Any:
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # a numpy scalar (float32 too) as its Python number
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -350,8 +395,11 @@ def _summary_of_failure(path: Path | None, command: str) -> Iterator[None]:
         yield
     except BaseException as exc:
         if path is not None and not (isinstance(exc, typer.Exit) and exc.exit_code == 0):
-            status = ("rejected" if isinstance(exc, (DataValidationError, DataError))
-                      else "stopped" if isinstance(exc, KeyboardInterrupt) else "failed")
+            # As the exit codes read them: rejected data (1) apart from every other end.
+            status = ("stopped" if _stopped_by_signal(exc)
+                      else "failed" if isinstance(exc, InputNotFoundError)
+                      else "rejected" if isinstance(exc, (DataValidationError, DataError))
+                      else "failed")
             record = {"status": status, "command": command,
                       "error": " ".join(f"{type(exc).__name__}: {exc}".split())[:2000],
                       "ended_at": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -700,6 +748,7 @@ def _pseudonymized(config: DataConfig, pseudonymize: bool,
 
 @app.command()
 @_handle_errors
+@_records_failure("train")
 def train(
     interactions: InteractionsOpt = None,
     items: ItemsOpt = None,
@@ -828,29 +877,30 @@ def train(
                                      else None, popularity_epsilon=popularity_epsilon,
                                      quantize=quantize, prune_top=prune_top)
     _writable_file(summary_json, "--summary-json")
-    with _summary_of_failure(summary_json, "train"):
-        _writable_dir(output_dir, "--output-dir")
-        if dask_address:
-            from shoprec_flows.server_guard import check_dask_workers_reach_prefect
+    _writable_dir(output_dir, "--output-dir")
+    if dask_address:
+        from shoprec_flows.server_guard import check_dask_workers_reach_prefect
 
-            check_dask_workers_reach_prefect(dask_address)
-        began = time.perf_counter()
-        # The temporary Prefect server starts while the flow, and what its candidates need
-        # (TensorFlow for the networks), are imported.
-        from shoprec_flows.server_guard import training_modules
+        check_dask_workers_reach_prefect(dask_address)
+    _running(summary_json, "train")
+    began = time.perf_counter()
+    # The temporary Prefect server starts while the flow, and what its candidates need
+    # (TensorFlow for the networks), are imported.
+    from shoprec_flows.server_guard import training_modules
 
-        _before_flows(*training_modules(training_config.models))
-        # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
-        from shoprec_flows.training import training_pipeline
+    _before_flows(*training_modules(training_config.models))
+    # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
+    from shoprec_flows.training import training_pipeline
 
-        summary = training_pipeline(data=data_config, cleaning=cleaning_config,
-                                    split=split_config, weighting=weighting,
-                                    training=training_config, output_dir=str(output_dir))
-        _print_summary(summary)
-        console.print(f"pipeline finished in {time.perf_counter() - began:.1f} s")
-        if summary_json:
-            _write_summary(summary_json, {"status": "ok", **summary})
-            console.print(f"summary written to {summary_json}")
+    summary = training_pipeline(data=data_config, cleaning=cleaning_config, split=split_config,
+                                weighting=weighting, training=training_config,
+                                output_dir=str(output_dir))
+    if summary_json:  # first: the registry has changed, whatever printing meets
+        _write_summary(summary_json, {"status": "ok", **summary})
+    _print_summary(summary)
+    console.print(f"pipeline finished in {time.perf_counter() - began:.1f} s")
+    if summary_json:
+        console.print(f"summary written to {summary_json}")
 
 
 @app.command()
@@ -919,6 +969,7 @@ def recommend(
 
 @app.command()
 @_handle_errors
+@_records_failure("forecast")
 def forecast(
     interactions: InteractionsOpt = None,
     items: ItemsOpt = None,
@@ -934,6 +985,9 @@ def forecast(
                                          help="Weeks forecast ahead.")] = 4,
     output_dir: Annotated[str, typer.Option(
         "--output-dir", help="Root of the forecast's Parquet data set.")] = "runs/forecast",
+    quarantine_dir: Annotated[str | None, typer.Option(
+        "--quarantine-dir", help="Where the rows set aside by cleaning go (default: beside "
+        "--output-dir, named after it + '_quarantine'; '' for nowhere).")] = None,
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", min=0.0, max=0.99, help="How much lower (relative) than the best "
         "naive baseline's the model's WAPE must be to become champion.")] = 0.05,
@@ -962,18 +1016,18 @@ def forecast(
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                date_format, timestamp_unit)
     config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir,
-                            gate_margin=gate_margin, max_iter=max_iter,
-                            learning_rate=learning_rate, threads=threads,
+                            quarantine_dir=quarantine_dir, gate_margin=gate_margin,
+                            max_iter=max_iter, learning_rate=learning_rate, threads=threads,
                             registered_model_name=model_name)
     _writable_file(summary_json, "--summary-json")
-    with _summary_of_failure(summary_json, "forecast"):
-        _writable_dir(Path(output_dir), "--output-dir")
-        _before_flows("shoprec_flows.forecast")
-        from shoprec_flows.forecast import demand_forecast
-        began = time.perf_counter()
-        summary = demand_forecast(data=data_config, forecast=config)
-        if summary_json:
-            _write_summary(summary_json, {"status": "ok", **summary})
+    _writable_dir(Path(output_dir), "--output-dir")
+    _running(summary_json, "forecast")
+    _before_flows("shoprec_flows.forecast")
+    from shoprec_flows.forecast import demand_forecast
+    began = time.perf_counter()
+    summary = demand_forecast(data=data_config, forecast=config)
+    if summary_json:
+        _write_summary(summary_json, {"status": "ok", **summary})
     table = Table(title=f"Demand forecast: {summary['products']:,} products x "
                         f"{summary['weeks']} weeks, last {test_weeks} held out")
     for column in ("method", "wape", "mae", "bias"):
@@ -1489,12 +1543,15 @@ def main() -> None:
 def _stopped_by_signal(exc: BaseException) -> bool:
     """Whether ``exc`` was raised while handling an interrupt or a termination signal."""
     seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        cause = pending.pop()
+        if cause is None or id(cause) in seen:
+            continue
         seen.add(id(cause))
         if isinstance(cause, KeyboardInterrupt) or type(cause).__name__ == "TerminationSignal":
             return True
-        cause = cause.__cause__ or cause.__context__
+        pending += [cause.__cause__, cause.__context__]
     return False
 
 

@@ -48,7 +48,7 @@ from shoprec.config import (
 )
 from shoprec.data.io import check_writable_folder
 from shoprec.features import item_frame
-from shoprec.registry import runs
+from shoprec.registry import runs, tracking
 from shoprec.registry.publish import git_commit
 from shoprec.registry.tracking import initialise_store_in_background
 from shoprec.runtime import apply_runtime_defaults
@@ -123,7 +123,8 @@ def training_pipeline(
          "training": training.model_dump(mode="json")},
         {"prefect_flow_run_id": run_id, "data_fingerprint": fingerprint, "git_commit": commit,
          # What was read, also when the form left the input empty (the bundled sample).
-         "data_source": prepared.report.source, "data_format": prepared.report.format})
+         "data_source": tracking.redact(prepared.report.source),
+         "data_format": prepared.report.format})
     logged = board = None
     try:
         # The champion's recipe retrains beside the candidates, on the same split.

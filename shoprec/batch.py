@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +41,8 @@ SCHEMA = pa.schema([
 #: one data set (pandas takes the columns of the first file it reads).
 BECAUSE = pa.field("because", pa.list_(pa.struct([("item_id", pa.string()),
                                                    ("share", pa.float32())])))
-#: Scores of one batch (users x items, float32) at most: a larger ``batch_size`` is cut.
+#: Scores of the batches in flight (threads x users x items, float32) at most: a larger
+#: ``batch_size`` is cut.
 BATCH_BYTES = 2**30
 #: History items named per explained recommendation.
 EXPLAIN_TOP = 3
@@ -123,16 +125,18 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     partition.mkdir(parents=True, exist_ok=True)
     _remove_dead_drafts(partition)
     final = partition / "recommendations.parquet"
-    temporary = partition / f".recommendations-{os.getpid()}.parquet.tmp"
+    temporary = partition / f".recommendations-{_writer()}.parquet.tmp"
     # Ids become Arrow strings once; each batch then gathers them with a C++ take.
     user_ids = pa.array(np.asarray(bundle.users.ids, dtype=object), pa.string())
     item_ids = pa.array(np.asarray(bundle.items.ids, dtype=object), pa.string())
     version = pa.array([model_version], pa.string())
     n_users = len(user_ids)
-    fits = max(1, BATCH_BYTES // (4 * max(1, len(item_ids))))
+    parallel = max(1, threads or os.cpu_count() or 1)
+    # Every batch in flight (one per thread) holds its scores: they share the budget.
+    fits = max(1, BATCH_BYTES // (4 * max(1, len(item_ids)) * parallel))
     if batch_size > fits:
-        logger.info("batch_size %d cut to %d: a batch's scores stay under %d MiB", batch_size,
-                    fits, BATCH_BYTES >> 20)
+        logger.info("batch_size %d cut to %d: %d batches' scores at a time stay under %d MiB",
+                    batch_size, fits, parallel, BATCH_BYTES >> 20)
     batch_size = max(1, min(batch_size, fits, n_users))
     # numpy's datetime64 carries no zone; Arrow reads it as UTC, which it is.
     moment = np.datetime64(stamp.astimezone(UTC).replace(tzinfo=None), "us")
@@ -182,7 +186,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
                               else pa.nulls(len(users), BECAUSE.type))
         return pa.table(columns, schema=schema)
 
-    workers = max(1, min(threads or os.cpu_count() or 1, -(-n_users // batch_size)))
+    workers = max(1, min(parallel, -(-n_users // batch_size)))
     began = time.perf_counter()
     rows = 0
     try:
@@ -219,15 +223,33 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     return result
 
 
+def _writer() -> str:
+    """Who writes a draft: host, PID namespace and process id.
+
+    A process id means something only in its own namespace: on a folder shared between
+    machines or containers, another's draft is never taken for a dead one of ours.
+    """
+    try:
+        space = os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        space = "0"
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())
+    return f"{host}.{space}.{os.getpid()}"
+
+
 def _remove_dead_drafts(partition: Path) -> None:
     """Delete the drafts of runs killed while writing into ``partition``.
 
-    A draft is named by its writer's process id; one whose process is gone will never be
-    renamed, and would stay beside the day's file for good. A live writer's is left alone.
+    A draft is named by its writer (:func:`_writer`); one of this host and PID namespace
+    whose process is gone will never be renamed, and would stay beside the day's file for
+    good. A live writer's, and any other host's or container's, is left alone.
     """
+    here = _writer().rpartition(".")[0]
     for draft in partition.glob(".recommendations-*.parquet.tmp"):
-        pid = draft.name.removeprefix(".recommendations-").removesuffix(".parquet.tmp")
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        space, _, pid = (draft.name.removeprefix(".recommendations-")
+                         .removesuffix(".parquet.tmp").rpartition("."))
+        if space == here and pid.isdigit() and int(pid) != os.getpid() \
+                and not _alive(int(pid)):
             logger.info("removing %s, left by a batch run that was killed", draft)
             draft.unlink(missing_ok=True)
 

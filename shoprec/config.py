@@ -824,8 +824,19 @@ class ForecastConfig(_Model):
                                "baseline's to become champion.")
 
     def beside_output(self, folder: str | None, suffix: str) -> str:
-        """``folder`` as given (``""``: none), or by default ``output_dir + suffix``."""
-        return f"{self.output_dir.rstrip('/')}{suffix}" if folder is None else folder
+        """``folder`` as given (``""``: none), or by default ``output_dir``'s name + suffix.
+
+        Beside the output folder, never inside it: ``.`` or ``..`` are named after the
+        folder they stand for (``.`` run in ``/srv/x`` gives ``/srv/x_quarantine``).
+        """
+        if folder is not None:
+            return folder
+        root = Path(self.output_dir)
+        if root.name in ("", ".", ".."):
+            root = root.resolve()
+        if not root.name:  # the file system's root: a folder inside it, then
+            return str(root / f"forecast{suffix}")
+        return str(root.with_name(root.name + suffix))
 
     @property
     def category_root(self) -> str:

@@ -137,7 +137,13 @@ def _artifacts_of(name: str, version: str) -> Iterator[None]:
             raise
         missing, cause = tracking.redact(exc.message), exc
     except OSError as exc:
-        missing, cause = f"{type(exc).__name__}: {exc}", exc
+        # Only "not there": an artifact server's 403 or 503, a dropped connection, a full
+        # disk are faults of their own (requests' errors are OSErrors too), not deletions.
+        response = getattr(exc, "response", None)
+        if not (isinstance(exc, FileNotFoundError)
+                or getattr(response, "status_code", None) == 404):
+            raise
+        missing, cause = tracking.redact(f"{type(exc).__name__}: {exc}"), exc
     else:
         return
     raise ModelFilesError(

@@ -28,15 +28,15 @@ def shown_apart(*values: float) -> list[str]:
     """``values`` at 4 decimals, or with as many more as it takes to tell them apart.
 
     A check decided by a difference smaller than the printed precision would otherwise read
-    "fail: 0.0933 vs 0.0933". Up to 8 decimals; values equal to that precision stay equal.
+    "fail: 0.0933 vs 0.0933". Up to 8 decimals, then every digit (``repr``).
     """
     for places in range(4, 9):
         shown = [f"{float(v):.{places}f}" for v in values]
         if len(set(shown)) == len(set(float(v) for v in values)):
             return shown
-    return shown
+    return [repr(float(v)) for v in values]  # apart by less: every digit
 
 
 def factor(margin: float) -> str:
     """``1 + margin`` as a multiplier, every significant digit kept (``1.125``, not ``1.12``)."""
-    return f"{1.0 + float(margin):g}"
+    return f"{1.0 + float(margin):.12g}"

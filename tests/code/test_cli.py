@@ -132,6 +132,22 @@ def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_run_that_cannot_start_replaces_the_last_summary(tmp_path: Path) -> None:
+    """The likeliest failure of a scheduled run, its export missing, is refused before any
+    work: the summary a monitor reads says so instead of keeping yesterday's "ok"."""
+    for command in ("train", "forecast"):
+        summary = tmp_path / f"{command}.json"
+        summary.write_text('{"status": "ok", "winner": "mf"}')
+        done = run(command, "--interactions", str(tmp_path / "missing.csv"),
+                   "--summary-json", str(summary), cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        record = json.loads(summary.read_text())
+        assert record["status"] == "failed" and record["command"] == command
+        assert "missing.csv" in record["error"] and "winner" not in record
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no drafts
+
+
+@pytest.mark.slow
 def test_unknown_task_runner_is_a_usage_error(tmp_path: Path) -> None:
     done = run("train", "--task-runner", "spark", cwd=tmp_path)
     assert done.returncode == 2

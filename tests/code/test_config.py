@@ -50,3 +50,19 @@ def test_dask_addresses_dask_reads_pass() -> None:
     for address in ("tcp://scheduler:8786", "scheduler:8786", "tcp://[::1]:8786"):
         assert TrainingConfig(dask_address=address).dask_address == address
     assert TrainingConfig(dask_address=" ").dask_address is None
+
+
+def test_the_forecasts_side_folders_are_beside_its_folder_never_inside(tmp_path, monkeypatch
+                                                                       ) -> None:
+    """`.`, `./` or `..` as the forecast's folder named `._quarantine`: hidden, and inside
+    the data set that is read back whole."""
+    from shoprec.config import ForecastConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert ForecastConfig(output_dir="runs/f/").quarantine_root == "runs/f_quarantine"
+    assert ForecastConfig(output_dir="x").category_root == "x_by_category"
+    for here in (".", "./"):
+        assert ForecastConfig(output_dir=here).quarantine_root == f"{tmp_path}_quarantine"
+    assert ForecastConfig(output_dir="..").category_root == f"{tmp_path.parent}_by_category"
+    assert ForecastConfig(output_dir="x", quarantine_dir="").quarantine_root == ""
+    assert ForecastConfig(output_dir="x", quarantine_dir="q").quarantine_root == "q"

@@ -137,13 +137,17 @@ def test_the_forecast_is_read_from_its_latest_partition(tmp_path: Path) -> None:
 
 
 def test_batch_days_read_back_as_one_data_set_and_killed_drafts_go(
-        bundle: ModelBundle, tmp_path: Path) -> None:
+        bundle: ModelBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """Days written with and without explanations read back together with their
-    explanations; a killed run's draft is removed by the next run (a live one's is not);
-    a batch size past memory is cut, not an 18 TiB allocation."""
+    explanations; a killed run's draft is removed by the next run (a live one's, or another
+    machine's, is not); a batch size past memory is cut, not an 18 TiB allocation."""
+    import logging
     import subprocess
     import sys
     from datetime import UTC, datetime
+
+    from shoprec import batch
 
     first, second = datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 2, tzinfo=UTC)
     write_recommendations(bundle, tmp_path, k=3, generated_at=first)  # no explanations
@@ -151,13 +155,21 @@ def test_batch_days_read_back_as_one_data_set_and_killed_drafts_go(
     day.mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    (day / f".recommendations-{dead}.parquet.tmp").write_bytes(b"half a file")
-    live = day / f".recommendations-{os.getppid()}.parquet.tmp"
-    live.write_bytes(b"another run's")
-    result = write_recommendations(bundle, tmp_path, k=3, generated_at=second, explain=True,
-                                   batch_size=10**12)
+    here = batch._writer().rpartition(".")[0]
+    (day / f".recommendations-{here}.{dead}.parquet.tmp").write_bytes(b"half a file")
+    live = day / f".recommendations-{here}.{os.getppid()}.parquet.tmp"
+    elsewhere = day / f".recommendations-otherhost.4026531836.{dead}.parquet.tmp"
+    for draft in (live, elsewhere):
+        draft.write_bytes(b"another run's")
+    # Scores of 7 users x the catalogue at a time, on one thread: a huge size is cut to 7.
+    monkeypatch.setattr(batch, "BATCH_BYTES", 4 * len(bundle.items.ids) * 7)
+    with caplog.at_level(logging.INFO, logger="shoprec.batch"):
+        result = write_recommendations(bundle, tmp_path, k=3, generated_at=second,
+                                       explain=True, batch_size=10**12, threads=1)
+    assert "batch_size 1000000000000 cut to 7" in caplog.text
     assert result.rows == 3 * len(bundle.users.ids)
-    assert sorted(p.name for p in day.iterdir()) == [live.name, "recommendations.parquet"]
+    assert sorted(p.name for p in day.iterdir()) == sorted(
+        [live.name, elsewhere.name, "recommendations.parquet"])
     frame = pd.read_parquet(tmp_path)
     assert "because" in frame.columns
     by_day = frame.groupby(frame["generated_date"].astype(str))["because"]
