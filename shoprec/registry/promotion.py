@@ -281,7 +281,30 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
                        "promotion_forced": str(decision.forced).lower(),
                        "promotion_reason": decision.reason}.items():
         client.set_model_version_tag(name, version, key, value[:5000])
+    _describe_promotion(client, decision)
     return decision
+
+
+def _describe_promotion(client: Any, decision: PromotionDecision) -> None:
+    """Add the promotion to the version's description, what the Models tab shows first.
+
+    Its training wrote "gate not passed" there when it stayed challenger; left alone, that
+    would read as the verdict on the version now serving. Best effort: the tags and the
+    alias log are the record, and the aliases have moved already.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name, version = decision.name, decision.candidate_version
+    try:
+        before = client.get_model_version(name, version).description or ""
+        how = "promoted (forced)" if decision.forced else "promoted"
+        line = (f"{how} to champion by {decision.actor} at {decision.at}: {decision.why}"
+                + (f"; reason: {decision.reason}" if decision.reason else ""))
+        client.update_model_version(name, version,
+                                    description=f"{line}\n\n{before}".strip()[:5000])
+    except (MlflowException, OSError) as exc:
+        logger.warning("%s version %s: could not add the promotion to its description: %s",
+                       name, version, tracking.redact(str(exc)))
 
 
 #: Registered-model tag holding a rollback under way: ``{"from", "to", "by", "at",

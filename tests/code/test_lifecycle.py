@@ -225,6 +225,12 @@ def test_versions_without_a_recipe_are_refused_but_can_be_forced(two_versions: s
     assert alias_version(two_versions, "champion") == "2"
     assert alias_version(two_versions, "previous-champion") == "1"
     assert [m["action"] for m in alias_log(two_versions)] == ["promote", "promote"]
+    # What the Models tab shows first says so, not only the training's verdict.
+    from shoprec.registry import tracking
+
+    described = tracking.client().get_model_version(two_versions, "2").description
+    assert described.startswith("promoted (forced) to champion by ops at ")
+    assert "reason: legacy upgrade" in described
 
 
 def test_a_promotion_does_not_overwrite_a_champion_that_moved_meanwhile(
