@@ -394,7 +394,9 @@ def _summary_of_failure(path: Path | None, command: str) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if path is not None and not (isinstance(exc, typer.Exit) and exc.exit_code == 0):
+        # A path that is a folder is the mistake being reported (--summary-json .): no file.
+        if path is not None and path.name not in ("", ".", "..") and not path.is_dir() \
+                and not (isinstance(exc, typer.Exit) and exc.exit_code == 0):
             # As the exit codes read them: rejected data (1) apart from every other end.
             status = ("stopped" if _stopped_by_signal(exc)
                       else "failed" if isinstance(exc, InputNotFoundError)
@@ -405,7 +407,7 @@ def _summary_of_failure(path: Path | None, command: str) -> Iterator[None]:
                       "ended_at": datetime.now(UTC).isoformat(timespec="seconds")}
             try:
                 _write_summary(path, record)
-            except OSError as error:  # the failure itself is what the user must see
+            except (OSError, ValueError) as error:  # the failure is what the user must see
                 logging.getLogger(__name__).warning("could not write %s: %s", path, error)
         raise
 
