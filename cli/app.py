@@ -35,6 +35,7 @@ from shoprec.errors import (
     RegistryError,
     ShopRecError,
 )
+from shoprec.runtime import stopped_by_signal
 
 if TYPE_CHECKING:
     from shoprec.config import DataConfig
@@ -168,7 +169,7 @@ def _handle_errors(func: F) -> F:
             try:
                 return func(*args, **kwargs)
             except Exception as exc:
-                if _stopped_by_signal(exc):
+                if stopped_by_signal(exc):
                     # A fault while unwinding from Ctrl-C or SIGTERM (a registry call cut
                     # short): the command was stopped, as asked.
                     raise KeyboardInterrupt from exc
@@ -336,13 +337,11 @@ def _write_summary(path: Path, summary: dict[str, Any]) -> None:
     Written beside its place and renamed: a reader never sees half a file, nor a kill
     leaves one.
     """
+    from shoprec.files import replace_whole
+
+    text = json.dumps(_finite(summary), indent=2, default=str, allow_nan=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        draft.write_text(json.dumps(_finite(summary), indent=2, default=str, allow_nan=False))
-        os.replace(draft, path)
-    finally:
-        draft.unlink(missing_ok=True)
+    replace_whole(path, lambda draft: draft.write_text(text))
 
 
 def _running(path: Path | None, command: str) -> None:
@@ -398,7 +397,7 @@ def _summary_of_failure(path: Path | None, command: str) -> Iterator[None]:
         if path is not None and path.name not in ("", ".", "..") and not path.is_dir() \
                 and not (isinstance(exc, typer.Exit) and exc.exit_code == 0):
             # As the exit codes read them: rejected data (1) apart from every other end.
-            status = ("stopped" if _stopped_by_signal(exc)
+            status = ("stopped" if stopped_by_signal(exc)
                       else "failed" if isinstance(exc, InputNotFoundError)
                       else "rejected" if isinstance(exc, (DataValidationError, DataError))
                       else "failed")
@@ -1531,7 +1530,7 @@ def main() -> None:
             _finish_now(exit_.code or 0)
         raise
     except Exception as exc:  # noqa: BLE001 - a bug, not a user mistake: say so, exit 3
-        if _stopped_by_signal(exc):
+        if stopped_by_signal(exc):
             # A fault while unwinding from Ctrl-C or SIGTERM (Prefect reporting the stop to
             # a server that the same signal ended): the command was stopped, as asked.
             err_console.print("interrupted")
@@ -1541,20 +1540,6 @@ def main() -> None:
             _finish_now(EXIT_FAILURE)
         sys.exit(EXIT_FAILURE)
 
-
-def _stopped_by_signal(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised while handling an interrupt or a termination signal."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        cause = pending.pop()
-        if cause is None or id(cause) in seen:
-            continue
-        seen.add(id(cause))
-        if isinstance(cause, KeyboardInterrupt) or type(cause).__name__ == "TerminationSignal":
-            return True
-        pending += [cause.__cause__, cause.__context__]
-    return False
 
 
 def _report_failure(exc: Exception) -> None:

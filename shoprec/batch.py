@@ -7,6 +7,7 @@ a Parquet file, so memory stays bounded by a few batches of users × items.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -211,7 +213,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     finally:
         temporary.unlink(missing_ok=True)
         if created and not any(partition.iterdir()):  # a failed first run of the day
-            partition.rmdir()
+            with contextlib.suppress(OSError):  # another run's draft arrived meanwhile
+                partition.rmdir()
     seconds = time.perf_counter() - began
     scored = n_users - int(suppressed.sum())
     result = BatchResult(str(final), str(partition), scored, rows, round(seconds, 3),
@@ -249,16 +252,7 @@ def _remove_dead_drafts(partition: Path) -> None:
         space, _, pid = (draft.name.removeprefix(".recommendations-")
                          .removesuffix(".parquet.tmp").rpartition("."))
         if space == here and pid.isdigit() and int(pid) != os.getpid() \
-                and not _alive(int(pid)):
+                and not psutil.pid_exists(int(pid)):
             logger.info("removing %s, left by a batch run that was killed", draft)
             draft.unlink(missing_ok=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True

@@ -128,3 +128,24 @@ def prune_expired_results(folder: str | Path, now: datetime | None = None,
     if deleted:
         logger.info("deleted %d expired preparation results from %s", deleted, root)
     return deleted
+
+
+def stopped_by_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, an interrupt or termination signal.
+
+    Ctrl-C raises ``KeyboardInterrupt``; SIGTERM inside a flow raises Prefect's
+    ``TerminationSignal`` (named here, not imported: the core never imports Prefect). A
+    fault while unwinding from either (a report to a server the signal ended) carries it in
+    its ``__cause__`` or ``__context__``: the run was stopped, as asked.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        cause = pending.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, KeyboardInterrupt) or type(cause).__name__ == "TerminationSignal":
+            return True
+        pending += [cause.__cause__, cause.__context__]
+    return False

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -12,6 +10,7 @@ import fsspec
 import pandas as pd
 
 from shoprec.errors import ConfigError, DataError, InputNotFoundError
+from shoprec.files import replace_whole
 
 logger = logging.getLogger(__name__)
 
@@ -212,18 +211,7 @@ def write_parquet(frame: pd.DataFrame, path: str) -> None:
     if "file" not in protocols:
         frame.to_parquet(path, index=False)  # an object store writes an object whole
         return
-    # Written beside it and renamed: a run killed while writing leaves the earlier file,
-    # never a truncated one, and a reader never sees half a file. Through a link to its
-    # target, and with the earlier file's permissions (rows of customers: often private).
-    target = Path(os.path.realpath(fs_path))
-    draft = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
-        frame.to_parquet(draft, index=False)
-        if target.exists():
-            os.chmod(draft, stat.S_IMODE(target.stat().st_mode))
-        os.replace(draft, target)
-    finally:
-        draft.unlink(missing_ok=True)
+    replace_whole(fs_path, lambda draft: frame.to_parquet(draft, index=False))
 
 
 def column_names(path: str, delimiter: str | None = None, encoding: str = "utf-8"

@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
+from shoprec.files import replace_whole
 from shoprec.registry import tracking
 
 logger = logging.getLogger(__name__)
@@ -139,16 +139,10 @@ def remember(stamp: list[int] | None, name: str, alias: str | None, version: str
     # The newest entries are the last ones (dicts keep insertion order).
     entries = dict(list(entries.items())[-MAX_ENTRIES:])
     path = memo_path()
-    written = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Replaced whole, so a reader never sees half a file.
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".memo-", delete=False,
-                                         encoding="utf-8") as handle:
-            written = handle.name
-            json.dump(entries, handle)
-        os.replace(written, path)
+        replace_whole(path, lambda draft: draft.write_text(json.dumps(entries),
+                                                           encoding="utf-8"))
     except OSError as exc:
         logger.debug("could not write the registry memo %s: %s", path, exc)
-        if written is not None:
-            Path(written).unlink(missing_ok=True)

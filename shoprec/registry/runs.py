@@ -507,9 +507,11 @@ def log_forecast(experiment: str, run_name: str, result: Any, params: dict[str, 
         _log_forecast(client, run.info.run_id, result, params, counts)
     except BaseException as exc:
         # Stopped (Ctrl-C, SIGTERM) reads KILLED, as a stopped training's run does.
-        stopped = isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal"
+        from shoprec.runtime import stopped_by_signal
+
         try:
-            client.set_terminated(run.info.run_id, "KILLED" if stopped else "FAILED")
+            client.set_terminated(run.info.run_id,
+                                  "KILLED" if stopped_by_signal(exc) else "FAILED")
         except Exception as exc:  # noqa: BLE001 - the first error is the one to see
             logger.warning("could not close MLflow run %s: %s", run.info.run_id, exc)
         raise
