@@ -230,6 +230,52 @@ def _discard_partial_upload(run_id: str, name: str) -> None:
                        "removes it", run_id, tracking.redact(str(exc)))
 
 
+#: The statuses of a run that will never label its version: it ended without doing so.
+_ENDED = ("FAILED", "KILLED")
+
+
+def withdraw_unlabelled(name: str) -> list[str]:
+    """Withdraw the versions of ``name`` that a run registered and never labelled.
+
+    A run killed (``kill -9``, a machine lost) between MLflow's registration and its
+    labelling leaves a version with no ``gate`` tag and no alias, which a person would take
+    for a published model; the next run that publishes to ``name`` deletes it, once the run
+    that made it has ended (the next run marks a killed one failed before publishing). Only
+    versions of shoprec's own runs (tagged with their process) are touched: a version a
+    person registered by hand has no such run, and is left alone. A version some alias
+    points at is left too.
+
+    Returns:
+        The versions withdrawn.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = tracking.client()
+    try:
+        # A search may leave the versions' aliases out: the model's own list is complete.
+        pointed = {str(version) for version in
+                   (client.get_registered_model(name).aliases or {}).values()}
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    withdrawn = []
+    for found in client.search_model_versions(f"name = '{name}'"):
+        if "gate" in (found.tags or {}) or str(found.version) in pointed or not found.run_id:
+            continue
+        try:
+            run = client.get_run(found.run_id)
+        except Exception:  # noqa: BLE001 - a run deleted by hand: not ours to judge
+            continue
+        if run.info.status not in _ENDED or runs.PID_TAG not in run.data.tags:
+            continue
+        client.delete_model_version(name, str(found.version))
+        withdrawn.append(str(found.version))
+        logger.warning("withdrew %s version %s: run %s registered it and ended (%s) before "
+                       "labelling it", name, found.version, found.run_id, run.info.status)
+    return withdrawn
+
+
 def _label(name: str, version: str, verdict: GateVerdict, tags: dict[str, str]
            ) -> tuple[bool, str | None, list[str]]:
     """Tag a new version and set its aliases.
@@ -302,8 +348,9 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
 
     The recommender and the demand forecast publish through here, under the same rules: a
     version whose upload or labelling did not finish is withdrawn, the registry left as it
-    was (:func:`_discard_partial_upload`, :func:`_withdraw`); ``champion`` moves only when
-    the gate passed and nobody moved it meanwhile (:func:`_label`).
+    was (:func:`_discard_partial_upload`, :func:`_withdraw`), and one left unlabelled by a
+    killed run is withdrawn by the next (:func:`withdraw_unlabelled`); ``champion`` moves
+    only when the gate passed and nobody moved it meanwhile (:func:`_label`).
 
     Returns:
         ``{"name", "version", "aliases", "model_uri", "previous_champion"}`` (the version
@@ -313,6 +360,13 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     mlflow.set_registry_uri(tracking.tracking_uri())
+    try:
+        withdraw_unlabelled(name)
+    except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a publication
+        logger.warning("could not look for versions of %s left unlabelled by a killed run "
+                       "(%s); the next run looks again", name, tracking.redact(str(exc)))
+    client = tracking.client()
+    running = client.get_run(run_id).info.status == "RUNNING"
     try:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
@@ -331,6 +385,11 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
     version = str(info.registered_model_version)
     challenger_before = None
     try:
+        if running:
+            # Leaving MLflow's run context ended the run FINISHED; its owner ends it. Until
+            # then it must read RUNNING: a kill -9 from here on is then seen by the next
+            # run (closed, and this version withdrawn if it was never labelled).
+            client.update_run(run_id, status="RUNNING")
         challenger_before = alias_version(name, CHALLENGER)
         passed, current, aliases = _label(name, version, verdict, tags)
     except BaseException:  # stopped, or the registry failed: no half-labelled version left

@@ -620,6 +620,52 @@ def test_a_version_stopped_while_being_labelled_is_withdrawn(
 
 
 @pytest.mark.slow
+def test_a_version_left_unlabelled_by_a_killed_run_is_withdrawn_by_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 between registration and labelling: nothing withdraws the version then; the
+    next publication does, once the run is closed, and leaves a version registered by hand
+    alone."""
+    from shoprec.registry import publish, runs, tracking
+    from shoprec.registry.aliases import CHALLENGER, CHAMPION, alias_version
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    client = tracking.client()
+    experiment = tracking.experiment_id("shoprec")
+    bundle = _bundle(tmp_path / "bundle")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = client.create_run(experiment, tags={**runs.process_space(),
+                                                 runs.PID_TAG: str(gone.pid)}).info.run_id
+
+    def killed_here(*args: object, **kwargs: object) -> None:
+        raise SystemExit("killed")  # kill -9 runs no clean-up: withdrawal is skipped below
+
+    monkeypatch.setattr(publish, "_label", killed_here)
+    monkeypatch.setattr(publish, "_withdraw", lambda *args: None)
+    with pytest.raises(SystemExit):
+        publish.publish(bundle, run_id=killed, name="left", tags={},
+                        verdict=publish.GateVerdict(passed=True, metric="ndcg@10"),
+                        example_user="u1", example_items=["i1"])
+    monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    (unlabelled,) = client.search_model_versions("name = 'left'")
+    by_hand = client.create_model_version(
+        "left", unlabelled.source, run_id=client.create_run(experiment).info.run_id)
+    live = client.create_model_version("left", unlabelled.source, run_id=runs.start_parent_run(
+        "shoprec", "still labelling", {}, {}))  # a live run's version is being labelled now
+    run_id = runs.start_parent_run("shoprec", "next", {}, {})  # closes the killed run
+    assert client.get_run(killed).info.status == "FAILED"
+    result = publish.publish(bundle, run_id=run_id, name="left", tags={},
+                             verdict=publish.GateVerdict(passed=True, metric="ndcg@10"),
+                             example_user="u1", example_items=["i1"])
+    versions = {str(v.version) for v in client.search_model_versions("name = 'left'")}
+    assert versions == {str(by_hand.version), str(live.version), result["version"]}
+    assert str(unlabelled.version) not in versions
+    assert alias_version("left", CHAMPION) == alias_version("left", CHALLENGER) \
+        == result["version"]
+
+
+@pytest.mark.slow
 def test_a_version_registered_just_before_a_stop_is_withdrawn(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """MLflow registers the version inside log_model and then makes more calls: a stop
