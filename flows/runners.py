@@ -180,13 +180,15 @@ def _shared(value: Any) -> Any:
 @flow(name="shoprec-candidates", task_runner=CandidateThreads(max_workers=4),
       validate_parameters=False)
 def train_candidates(jobs: list[CandidateJob], inputs: TrainingInputs, ks: list[int],
-                     threads: int, after: dict[str, str] | None = None) -> list[CandidateResult]:
+                     threads: int, after: dict[str, str] | None = None,
+                     curve_k: int | None = None) -> list[CandidateResult]:
     """Train every job as its own task, all submitted at once; return the rows.
 
     Rows come back in the jobs' order; a job that failed, or was lost with its worker,
     gets a failed row. ``threads`` caps each job's BLAS and OpenMP pools. A job named in
     ``after`` starts once the job it names has ended, failed or not (Prefect's ``wait_for``:
-    the dependency shows in the run's graph).
+    the dependency shows in the run's graph). ``curve_k``: the K of the candidates'
+    accuracy/novelty curve (the primary metric's).
     """
     from shoprec_tasks.training import train_candidate, train_champion_recipe
 
@@ -204,7 +206,7 @@ def train_candidates(jobs: list[CandidateJob], inputs: TrainingInputs, ks: list[
             else:
                 futures[job.label] = train_candidate.submit(
                     name=job.candidate, params=job.params, wait_for=wait_for,
-                    board=inputs.board, **common)
+                    board=inputs.board, curve_k=curve_k, **common)
         return [job_result(job, _wait(futures[job.label])) for job in jobs]
 
 
@@ -238,7 +240,8 @@ def run_candidates(jobs: list[CandidateJob], encoded: Any, items: Any,
     after = start_after(jobs, slots)
     on_runner = train_candidates.with_options(
         task_runner=task_runner_for(config, extra, waiting=extra_threads(jobs, config, after)))
-    return on_runner(jobs, TrainingInputs(encoded, items, board), config.ks, threads, after)
+    return on_runner(jobs, TrainingInputs(encoded, items, board), config.ks, threads, after,
+                     config.primary_k)
 
 
 def _wait(future: Any) -> Any:

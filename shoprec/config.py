@@ -733,6 +733,11 @@ class TrainingConfig(_Model):
         wanted = self.tune_models if self.tune_models is not None else list(SPACES)
         return [name for name in self.models if name in wanted and name in SPACES]
 
+    @property
+    def primary_k(self) -> int:
+        """The K of the primary metric (``ndcg@20``: 20)."""
+        return int(self.primary_metric.partition("@")[2])
+
     @model_validator(mode="after")
     def _primary_is_computed(self) -> TrainingConfig:
         from shoprec.evaluation.metrics import METRICS

@@ -144,8 +144,8 @@ ValidationReport = Callable[[str, dict[str, Any], dict[str, float]], None]
 
 def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
                        items: pd.DataFrame | None, ks: list[int],
-                       on_validation: ValidationReport | None = None
-                       ) -> tuple[CandidateResult, Recommender]:
+                       on_validation: ValidationReport | None = None,
+                       curve_k: int | None = None) -> tuple[CandidateResult, Recommender]:
     """Fit a candidate, choose on validation, refit on training + validation, score on test.
 
     The protocol of DESIGN.md: the candidate is fitted on the training part, the values its
@@ -156,7 +156,8 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     model would know of the user at test time). Validation alone decides anything.
 
     ``on_validation``, when given, hears the validation figures before the refit starts
-    (:class:`ValidationBoard`).
+    (:class:`ValidationBoard`). ``curve_k``: the K of the accuracy/novelty curve (the
+    primary metric's; by default the first of ``ks``).
 
     Returns:
         The leaderboard row and the refit model (the one the test figures are from).
@@ -180,7 +181,7 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
                                          item_state=item_state)
     # And what --diversity would cost and buy, from the same scoring of the test users.
     test, diversity = _scored(name, "test", refit, encoded.test_history, encoded.test,
-                              encoded.test_ratings, ks, tradeoff=True)
+                              encoded.test_ratings, ks, curve_k=curve_k or ks[0])
     result = CandidateResult(model=name, family=refit.family, validation=validation, test=test,
                              train_seconds=round(seconds, 3),
                              refit_seconds=round(refit_seconds, 3), params=reported,
@@ -191,14 +192,15 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
 
 
 def _scored(name: str, part: str, model: Recommender, history: Any, relevant: Any,
-            ratings: Any, ks: list[int], tradeoff: bool = False
+            ratings: Any, ks: list[int], curve_k: int | None = None
             ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """The ranking metrics of one part, RMSE too for rating models; all must be finite.
 
-    With ``tradeoff``, also the accuracy/novelty curve of ``--diversity`` (else empty).
+    With ``curve_k``, also the accuracy/novelty curve of ``--diversity`` at that K (else
+    empty).
     """
-    if tradeoff:
-        metrics, curve = evaluate_with_tradeoff(model, history, relevant, ks)
+    if curve_k is not None:
+        metrics, curve = evaluate_with_tradeoff(model, history, relevant, ks, k=curve_k)
     else:
         metrics, curve = evaluate(model, history, relevant, ks, beyond_accuracy=True), []
     if hasattr(model, "predict_pairs") and ratings is not None:
@@ -213,15 +215,17 @@ def _scored(name: str, part: str, model: Recommender, history: Any, relevant: An
 
 def train_candidate_row(name: str, params: dict[str, Any], encoded: EncodedSplit,
                         items: pd.DataFrame | None, ks: list[int],
-                        on_validation: ValidationReport | None = None) -> CandidateResult:
+                        on_validation: ValidationReport | None = None,
+                        curve_k: int | None = None) -> CandidateResult:
     """The leaderboard row of one candidate: trained and scored, or skipped with the reason.
 
     A candidate that does not apply to the data (no ratings, a catalogue over its limit)
     is an expected outcome, not a failure: it comes back as a ``skipped`` row. Real
-    failures raise. ``on_validation``: see :func:`train_and_evaluate`.
+    failures raise. ``on_validation``, ``curve_k``: see :func:`train_and_evaluate`.
     """
     try:
-        return train_and_evaluate(name, params, encoded, items, ks, on_validation)[0]
+        return train_and_evaluate(name, params, encoded, items, ks, on_validation,
+                                  curve_k)[0]
     except ModelSkippedError as exc:
         logger.info("%s skipped: %s", name, exc)
         return failed_result(name, params, exc)

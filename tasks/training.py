@@ -48,7 +48,8 @@ def start_mlflow_run(config: TrainingConfig, run_name: str, params: dict[str, An
 def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
                     items: pd.DataFrame | None, ks: list[int],
                     threads: int | None = None,
-                    board: ValidationBoard | None = None) -> CandidateResult:
+                    board: ValidationBoard | None = None,
+                    curve_k: int | None = None) -> CandidateResult:
     """Fit one candidate and score it on validation and test (never retried).
 
     Only the leaderboard row leaves the task: the winner is refitted on all data, so the
@@ -61,7 +62,7 @@ def train_candidate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     try:
         with limit_threads(threads):
             result = train_candidate_row(name, params, encoded, items, ks,
-                                         board.post if board is not None else None)
+                                         board.post if board is not None else None, curve_k)
         return result
     finally:
         if board is not None:

@@ -153,8 +153,8 @@ def log_tradeoff(parent_run_id: str, results: list[Any]) -> None:
     """Attach every candidate's accuracy/novelty trade-off to the parent run.
 
     ``diversity.csv`` (one row per candidate and weight of the novelty re-ranking) and
-    ``diversity.png`` (test ndcg@10 against novelty@10, one line per candidate, from
-    weight 0 at its accurate end).
+    ``diversity.png`` (test ndcg against novelty at the primary metric's K, one line per
+    candidate, from weight 0 at its accurate end).
     """
     if any(r.diversity for r in results):
         _upload(tracking.client(), parent_run_id,
@@ -166,18 +166,20 @@ def _tradeoff_files(results: list[Any], folder: Path) -> None:
 
     rows = [{"model": r.model, **point} for r in results for point in r.diversity]
     pd.DataFrame(rows).to_csv(folder / "diversity.csv", index=False)
+    # The curve is at the primary metric's K: read it from the figures, not assumed 10.
+    k = next(key for key in results[0].diversity[0] if key.startswith("ndcg@")).partition("@")[2]
     figure, axis = plt.subplots(figsize=(6, 4))
     for result in results:
-        novelty = [p["novelty@10"] for p in result.diversity]
-        accuracy = [p["ndcg@10"] for p in result.diversity]
+        novelty = [p[f"novelty@{k}"] for p in result.diversity]
+        accuracy = [p[f"ndcg@{k}"] for p in result.diversity]
         axis.plot(novelty, accuracy, marker="o", markersize=3, label=result.model)
         for point, x, y in zip(result.diversity, novelty, accuracy, strict=True):
             # Only the ends: a model that barely moves puts its middle label on another.
             if point["weight"] in (0.0, 1.0):
                 axis.annotate(f"{point['weight']:g}", (x, y), fontsize=7,
                               textcoords="offset points", xytext=(3, 3))
-    axis.set_xlabel("novelty@10 (mean self-information, bits)")
-    axis.set_ylabel("test ndcg@10")
+    axis.set_xlabel(f"novelty@{k} (mean self-information, bits)")
+    axis.set_ylabel(f"test ndcg@{k}")
     axis.set_title("Accuracy against novelty, by --diversity weight")
     axis.legend(fontsize=8)
     figure.tight_layout()

@@ -91,6 +91,22 @@ def test_test_figures_come_from_a_refit_on_training_and_validation(
     assert result.test["ndcg@10"] != pytest.approx(before["ndcg@10"], abs=1e-6)
 
 
+def test_the_novelty_curve_is_at_the_asked_k(encoded: EncodedSplit, tmp_path) -> None:
+    """``--k 5,20 --primary-metric ndcg@20``: the --diversity curve is at K 20, the chart
+    too (it was always at 10, a K nobody asked for)."""
+    from shoprec.registry import runs
+
+    result = train_candidate_row("ease", {}, encoded, None, [5, 20], curve_k=20)
+    assert result.diversity[0]["weight"] == 0.0
+    figures = set(result.diversity[0]) - {"weight", "users"}
+    assert figures and all(key.endswith("@20") for key in figures), figures
+    assert result.diversity[0]["ndcg@20"] == pytest.approx(result.test["ndcg@20"])
+    assert "ndcg@10" not in result.diversity[0]
+    runs._tradeoff_files([result], tmp_path)
+    assert (tmp_path / "diversity.png").stat().st_size > 0
+    assert "ndcg@20" in (tmp_path / "diversity.csv").read_text().splitlines()[0]
+
+
 @pytest.mark.slow  # TensorFlow
 def test_a_network_is_refit_for_the_epochs_early_stopping_kept(encoded: EncodedSplit) -> None:
     params = dict(hidden=16, latent=4, epochs=8, patience=2, batch_size=32, seed=1)
