@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand
 
 from shoprec.config import DEFAULT_MODEL_NAME, registry_name
 from shoprec.errors import (
@@ -371,6 +372,34 @@ def _records_failure(command: str) -> Callable[[F], F]:
     return decorate
 
 
+def _summary_option(args: list[str]) -> Path | None:
+    """The ``--summary-json`` value of a command line, read as typed (the last one wins)."""
+    found = None
+    for at, arg in enumerate(args):
+        if arg == "--summary-json" and at + 1 < len(args):
+            found = args[at + 1]
+        elif arg.startswith("--summary-json="):
+            found = arg.partition("=")[2]
+    return Path(found) if found else None
+
+
+class _SummaryCommand(TyperCommand):
+    """A command with ``--summary-json`` whose refused command line replaces the summary.
+
+    Click (typer's copy) refuses an option (an unknown option, a value of the wrong type, a
+    missing value) before the command runs, so :func:`_records_failure` never sees it; a
+    nightly job's typo must not leave yesterday's "ok" either.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        typed = list(args)  # click's parser consumes the list it is given
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as exc:  # typer's own click: UsageError and its kinds
+            _record_failure(_summary_option(typed), self.name or "shoprec", exc)
+            raise
+
+
 def _finite(value: Any) -> Any:
     if type(value).__module__ == "numpy" and hasattr(value, "item"):
         value = value.item()  # a numpy scalar (float32 too) as its Python number
@@ -393,22 +422,30 @@ def _summary_of_failure(path: Path | None, command: str) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        # A path that is a folder is the mistake being reported (--summary-json .): no file.
-        if path is not None and path.name not in ("", ".", "..") and not path.is_dir() \
-                and not (isinstance(exc, typer.Exit) and exc.exit_code == 0):
-            # As the exit codes read them: rejected data (1) apart from every other end.
-            status = ("stopped" if stopped_by_signal(exc)
-                      else "failed" if isinstance(exc, InputNotFoundError)
-                      else "rejected" if isinstance(exc, (DataValidationError, DataError))
-                      else "failed")
-            record = {"status": status, "command": command,
-                      "error": " ".join(f"{type(exc).__name__}: {exc}".split())[:2000],
-                      "ended_at": datetime.now(UTC).isoformat(timespec="seconds")}
-            try:
-                _write_summary(path, record)
-            except (OSError, ValueError) as error:  # the failure is what the user must see
-                logging.getLogger(__name__).warning("could not write %s: %s", path, error)
+        _record_failure(path, command, exc)
         raise
+
+
+def _record_failure(path: Path | None, command: str, exc: BaseException) -> None:
+    """Replace the summary at ``path`` with the record of how ``exc`` ended the command."""
+    # A path that is a folder is the mistake being reported (--summary-json .): no file.
+    if path is None or path.name in ("", ".", "..") or path.is_dir() \
+            or (isinstance(exc, typer.Exit) and exc.exit_code == 0):
+        return
+    # As the exit codes read them: rejected data (1) apart from every other end.
+    status = ("stopped" if stopped_by_signal(exc)
+              else "failed" if isinstance(exc, InputNotFoundError)
+              else "rejected" if isinstance(exc, (DataValidationError, DataError))
+              else "failed")
+    # Click's errors (typer's copy of click) keep their message apart from str().
+    message = exc.format_message() if isinstance(exc, typer.TyperException) else str(exc)
+    record = {"status": status, "command": command,
+              "error": " ".join(f"{type(exc).__name__}: {message}".split())[:2000],
+              "ended_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        _write_summary(path, record)
+    except (OSError, ValueError) as error:  # the failure is what the user must see
+        logging.getLogger(__name__).warning("could not write %s: %s", path, error)
 
 
 def _counts_table(title: str, counts: dict[str, Any]) -> Table:
@@ -747,7 +784,7 @@ def _pseudonymized(config: DataConfig, pseudonymize: bool,
     return config
 
 
-@app.command()
+@app.command(cls=_SummaryCommand)
 @_handle_errors
 @_records_failure("train")
 def train(
@@ -968,7 +1005,7 @@ def recommend(
         console.print("nothing matched")
 
 
-@app.command()
+@app.command(cls=_SummaryCommand)
 @_handle_errors
 @_records_failure("forecast")
 def forecast(

@@ -148,6 +148,24 @@ def test_a_run_that_cannot_start_replaces_the_last_summary(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+def test_a_command_line_refused_by_click_replaces_the_last_summary(tmp_path: Path) -> None:
+    """An option click refuses before the command runs (unknown, of the wrong type) must not
+    leave yesterday's "ok" either, whichever way --summary-json is written."""
+    for command, typo, form in (("train", ["--kk", "3"], "{}={}"),
+                                ("forecast", ["--horizon", "x"], "{} {}")):
+        summary = tmp_path / f"{command}.json"
+        summary.write_text('{"status": "ok", "winner": "mf"}')
+        flag = form.format("--summary-json", summary).split(" ")
+        done = run(command, *flag, *typo, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        record = json.loads(summary.read_text())
+        assert record["status"] == "failed" and record["command"] == command, record
+        assert typo[0] in record["error"] and "winner" not in record
+    done = run("train", "--help", "--summary-json", str(tmp_path / "help.json"), cwd=tmp_path)
+    assert done.returncode == 0 and not (tmp_path / "help.json").exists()
+
+
+@pytest.mark.slow
 def test_unknown_task_runner_is_a_usage_error(tmp_path: Path) -> None:
     done = run("train", "--task-runner", "spark", cwd=tmp_path)
     assert done.returncode == 2
