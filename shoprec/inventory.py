@@ -98,6 +98,10 @@ def read_forecast(source: str, item_ids: np.ndarray | None = None) -> pd.DataFra
             raise ConfigError(f"{source!r} holds no forecast_date=*/forecast.parquet; run "
                               "`shoprec forecast` first")
         path = partitions[-1]
+        # The newest file, whatever its run's gate said: the registered champion is the
+        # gated one. Say which, so a batch's log tells what it was ranked by.
+        logger.info("reading the demand forecast of %s (the newest of %d in %s)",
+                    path.parent.name, len(partitions), source)
     if not path.is_file():
         raise ConfigError(f"demand forecast {str(path)!r} does not exist; run `shoprec "
                           "forecast` first")
