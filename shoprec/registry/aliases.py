@@ -108,15 +108,36 @@ def log_alias_move(name: str, alias: str, before: str | None, after: str | None,
                 by)
 
 
+#: Registered-model tag holding a champion move under way (:func:`move_champion`): written
+#: before the first alias moves, removed once every step is done.
+PENDING_MOVE = "champion_move_pending"
+#: How old the record of a move made on another machine must be to count as abandoned
+#: (its process cannot be looked up from here); a move takes seconds.
+ABANDONED_AFTER_SECONDS = 600
+#: The longest text of a record's field (a registered model's tag holds 5,000 characters).
+_RECORD_TEXT = 1500
+
+
 def move_champion(name: str, version: str, outgoing: str | None, action: str, by: str,
-                  reason: str, at: str, **extra: Any) -> None:
+                  reason: str, at: str, version_tags: dict[str, str] | None = None,
+                  description: str = "", **extra: Any) -> None:
     """Point ``champion`` at ``version``; the outgoing champion becomes ``previous-champion``.
 
-    Both moves are logged (:func:`log_alias_move`).
+    Both moves are logged (:func:`log_alias_move`); then ``version_tags`` are set on the
+    version and ``description`` is put first in its description. The move is recorded
+    (:data:`PENDING_MOVE`) before anything changes and the record removed at the end, so
+    one stopped midway (a server gone, a process killed) is finished or undone by the next
+    operation on the model (:func:`finish_interrupted_move`).
     """
     client = tracking.client()
     before = alias_version(name, PREVIOUS_CHAMPION)
     moves_previous = outgoing is not None and outgoing != version
+    record = {"version": version, "from": outgoing, "previous": before, "action": action,
+              "by": by, "at": at, "reason": reason[:_RECORD_TEXT],
+              "version_tags": {k: v[:_RECORD_TEXT] for k, v in (version_tags or {}).items()},
+              "description": description[:_RECORD_TEXT], "owner": _owner(),
+              "extra": {k: str(v)[:_RECORD_TEXT] for k, v in extra.items()}}
+    client.set_registered_model_tag(name, PENDING_MOVE, json.dumps(record))
     if outgoing is not None and moves_previous:
         set_alias(client, name, PREVIOUS_CHAMPION, outgoing)
     try:
@@ -124,15 +145,139 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
     except BaseException:  # a stop signal too: previous-champion must not be left moved
         # Champion did not move: put previous-champion back, so that a rollback does not
         # "restore" the champion that is still serving and lose the real previous one.
+        # If that fails too, the record lets the next operation put it back.
         if moves_previous:
             if before is None:
                 client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
             else:
                 set_alias(client, name, PREVIOUS_CHAMPION, before)
+        try:
+            client.delete_registered_model_tag(name, PENDING_MOVE)
+        except Exception as exc:  # noqa: BLE001 - the move's own error is the one to see
+            logger.warning("%s: could not remove the record of the move that failed (%s); "
+                           "the next operation drops it", name, tracking.redact(str(exc)))
         raise
     if moves_previous:
         log_alias_move(name, PREVIOUS_CHAMPION, before, outgoing, action, by, reason, at)
     log_alias_move(name, CHAMPION, outgoing, version, action, by, reason, at, **extra)
+    for key, value in (version_tags or {}).items():
+        client.set_model_version_tag(name, version, key, value[:5000])
+    _describe(client, name, version, description)
+    client.delete_registered_model_tag(name, PENDING_MOVE)
+
+
+def _describe(client: Any, name: str, version: str, line: str) -> None:
+    """Put ``line`` first in the version's description (what the Models tab shows first).
+
+    Best effort, and once: the tags and the alias log are the record.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not line:
+        return
+    try:
+        before = client.get_model_version(name, version).description or ""
+        if not before.startswith(line):
+            client.update_model_version(name, version,
+                                        description=f"{line}\n\n{before}".strip()[:5000])
+    except (MlflowException, OSError) as exc:
+        logger.warning("%s version %s: could not add %r to its description: %s", name,
+                       version, line[:80], tracking.redact(str(exc)))
+
+
+def _owner() -> dict[str, Any]:
+    """This process, as :func:`finish_interrupted_move` looks it up."""
+    import os
+
+    from shoprec.registry.runs import process_space
+
+    return {**process_space(), "pid": os.getpid()}
+
+
+def _abandoned(record: dict[str, Any]) -> bool:
+    """Whether the process that recorded a move can no longer finish it."""
+    import psutil
+
+    from shoprec.registry.runs import process_space
+
+    owner = record.get("owner") or {}
+    here = process_space()
+    if owner and all(owner.get(key) == value for key, value in here.items()):
+        # This machine, boot and PID namespace: ask the kernel.
+        try:
+            started = psutil.Process(int(owner["pid"])).create_time()
+            return started > datetime.fromisoformat(record["at"]).timestamp() + 1
+        except (KeyError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
+            return True
+    try:
+        age = datetime.now(UTC) - datetime.fromisoformat(record["at"])
+    except (KeyError, ValueError, TypeError):
+        return True
+    return age.total_seconds() > ABANDONED_AFTER_SECONDS
+
+
+def finish_interrupted_move(name: str) -> dict[str, Any] | None:
+    """Finish or undo a champion move that stopped midway, if one did.
+
+    A move whose champion alias was set is finished: the alias log gets the moves it
+    lacks, the version its tags and description line. One stopped after
+    ``previous-champion`` moved but before ``champion`` did, whose own restore failed,
+    is undone: ``previous-champion`` goes back where it was (a rollback would otherwise
+    "restore" the serving version and lose the real previous one). A record overtaken by
+    other moves is dropped. A move whose process may still be running is left to it.
+
+    Returns:
+        The record with ``outcome`` (``finished``, ``undone`` or ``dropped``), or ``None``
+        when there was nothing to do.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = tracking.client()
+    try:
+        text = client.get_registered_model(name).tags.get(PENDING_MOVE)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+        version, outgoing, before = record["version"], record["from"], record["previous"]
+    except (ValueError, KeyError, TypeError):
+        client.delete_registered_model_tag(name, PENDING_MOVE)  # unreadable: nothing to do
+        return None
+    if not _abandoned(record):
+        return None
+    champion = alias_version(name, CHAMPION)
+    previous = alias_version(name, PREVIOUS_CHAMPION)
+    outcome = "dropped"
+    if champion == version:
+        logged = {(m["alias"], m["to"]) for m in alias_log(name) if m.get("at") == record["at"]}
+        how = (record["action"], record["by"], record["reason"], record["at"])
+        if outgoing not in (None, version) and previous == outgoing \
+                and (PREVIOUS_CHAMPION, outgoing) not in logged:
+            log_alias_move(name, PREVIOUS_CHAMPION, before, outgoing, *how)
+        if (CHAMPION, version) not in logged:
+            log_alias_move(name, CHAMPION, outgoing, version, *how, **record.get("extra", {}))
+        for key, value in (record.get("version_tags") or {}).items():
+            client.set_model_version_tag(name, version, key, value)
+        _describe(client, name, version, record.get("description", ""))
+        outcome = "finished"
+    elif outgoing is not None and champion == outgoing and previous == outgoing \
+            and before != outgoing:
+        if before is None:
+            client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+        else:
+            set_alias(client, name, PREVIOUS_CHAMPION, before)
+        outcome = "undone"
+    client.delete_registered_model_tag(name, PENDING_MOVE)
+    logger.warning("%s: a %s of version %s by %s at %s had stopped midway; %s", name,
+                   record["action"], version, record["by"], record["at"],
+                   {"finished": "finished it", "undone": "put previous-champion back to "
+                    f"{before}", "dropped": "the aliases have moved since: nothing to do"
+                    }[outcome])
+    return {**record, "outcome": outcome}
 
 
 def alias_log(name: str) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from shoprec.registry.aliases import (
     actor,
     alias_log,
     alias_version,
+    finish_interrupted_move,
     log_alias_move,
     move_champion,
     now,
@@ -249,6 +250,7 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
     """
     if force and not reason.strip():
         raise ConfigError("--force needs --reason TEXT: say why the gate is overridden")
+    finish_interrupted_move(decision.name)
     if decision.champion_version == decision.candidate_version:
         raise PromotionError(f"{decision.name} version {decision.candidate_version} is "
                              "already the champion")
@@ -273,38 +275,21 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
     decision.forced = not decision.passed
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value[:5000])
+    # Set once champion has moved (a promotion that failed must not read as one made), by
+    # move_champion, which finishes them after a stop too.
+    promoted = {"promoted_at": decision.at, "promoted_by": decision.actor,
+                "promotion_forced": str(decision.forced).lower(),
+                "promotion_reason": decision.reason}
+    # The training wrote "gate not passed" in the description when the version stayed
+    # challenger; left alone, that would read as the verdict on the version now serving.
+    how = "promoted (forced)" if decision.forced else "promoted"
+    line = (f"{how} to champion by {decision.actor} at {decision.at}: {decision.why}"
+            + (f"; reason: {decision.reason}" if decision.reason else ""))
     move_champion(name, version, decision.champion_version, "promote", decision.actor,
-                  decision.reason, decision.at, forced=decision.forced, decision=decision.why)
+                  decision.reason, decision.at, version_tags=promoted, description=line,
+                  forced=decision.forced, decision=decision.why)
     decision.promoted = True
-    # Only once champion has moved: a promotion that failed must not read as one made.
-    for key, value in {"promoted_at": decision.at, "promoted_by": decision.actor,
-                       "promotion_forced": str(decision.forced).lower(),
-                       "promotion_reason": decision.reason}.items():
-        client.set_model_version_tag(name, version, key, value[:5000])
-    _describe_promotion(client, decision)
     return decision
-
-
-def _describe_promotion(client: Any, decision: PromotionDecision) -> None:
-    """Add the promotion to the version's description, what the Models tab shows first.
-
-    Its training wrote "gate not passed" there when it stayed challenger; left alone, that
-    would read as the verdict on the version now serving. Best effort: the tags and the
-    alias log are the record, and the aliases have moved already.
-    """
-    from mlflow.exceptions import MlflowException
-
-    name, version = decision.name, decision.candidate_version
-    try:
-        before = client.get_model_version(name, version).description or ""
-        how = "promoted (forced)" if decision.forced else "promoted"
-        line = (f"{how} to champion by {decision.actor} at {decision.at}: {decision.why}"
-                + (f"; reason: {decision.reason}" if decision.reason else ""))
-        client.update_model_version(name, version,
-                                    description=f"{line}\n\n{before}".strip()[:5000])
-    except (MlflowException, OSError) as exc:
-        logger.warning("%s version %s: could not add the promotion to its description: %s",
-                       name, version, tracking.redact(str(exc)))
 
 
 #: Registered-model tag holding a rollback under way: ``{"from", "to", "by", "at",
@@ -331,6 +316,7 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
         PromotionError: There is no previous champion, or it is the champion already.
     """
     client = tracking.client()
+    finish_interrupted_move(name)
     record, resumed = _rollback_plan(client, name, reason, by)
     if resumed:
         logger.warning("%s: finishing the rollback from version %s to %s begun at %s",
@@ -361,6 +347,7 @@ def check_rollback(name: str) -> None:
     Raises:
         PromotionError: As :func:`rollback` would.
     """
+    finish_interrupted_move(name)  # a promotion stopped midway may have left previous wrong
     _rollback_plan(tracking.client(), name)
 
 

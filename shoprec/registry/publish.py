@@ -24,6 +24,7 @@ from shoprec.registry.aliases import (
     CHAMPION,
     actor,
     alias_version,
+    finish_interrupted_move,
     move_champion,
     now,
     set_alias,
@@ -361,10 +362,11 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
     mlflow.set_tracking_uri(tracking.tracking_uri())
     mlflow.set_registry_uri(tracking.tracking_uri())
     try:
+        finish_interrupted_move(name)
         withdraw_unlabelled(name)
     except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a publication
-        logger.warning("could not look for versions of %s left unlabelled by a killed run "
-                       "(%s); the next run looks again", name, tracking.redact(str(exc)))
+        logger.warning("could not look for what a stopped run or promotion left of %s (%s); "
+                       "the next run looks again", name, tracking.redact(str(exc)))
     client = tracking.client()
     running = client.get_run(run_id).info.status == "RUNNING"
     try:

@@ -293,6 +293,107 @@ def test_a_promotion_that_failed_does_not_read_as_made(
     assert tags["promoted_by"] == "ops" and tags["promotion_forced"] == "false"
 
 
+def _owner_gone(name: str) -> None:
+    """Make the recorded champion move's process one that has exited, as a command that
+    failed has by the time the next one runs."""
+    import json
+
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import PENDING_MOVE
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    client = tracking.client()
+    record = json.loads(client.get_registered_model(name).tags[PENDING_MOVE])
+    record["owner"]["pid"] = gone.pid
+    client.set_registered_model_tag(name, PENDING_MOVE, json.dumps(record))
+
+
+def test_a_promotion_whose_restore_failed_is_undone_by_the_next_operation(
+        two_versions: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """previous-champion moved, champion could not, and putting previous-champion back
+    failed too (the server gone): previous-champion was left on the serving version, and a
+    rollback refused ("the champion itself") with the real previous version lost."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import PENDING_MOVE, alias_version
+    from shoprec.registry.promotion import apply_promotion, check_rollback, decide, rollback
+
+    client = tracking.client()
+    client.create_model_version(two_versions, source="/tmp")  # version 3
+    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
+                           "ndcg@10"))
+    assert (alias_version(two_versions, "champion"),
+            alias_version(two_versions, "previous-champion")) == ("2", "1")
+    decision = decide(two_versions, "3", "2", {"ndcg@10": 0.4}, {"ndcg@10": 0.3}, "ndcg@10")
+    with monkeypatch.context() as patched:
+        # previous-champion is set, champion fails, then so does every write after it.
+        _fail_once(patched, "set_registered_model_alias", after=1)
+        patched.setattr(type(client), "set_registered_model_alias", _gone_after(
+            type(client).set_registered_model_alias, 2))
+        patched.setattr(type(client), "delete_registered_model_tag", _gone_after(
+            type(client).delete_registered_model_tag, 0))
+        with pytest.raises(_ServerGone):
+            apply_promotion(decision, by="ops")
+    assert (alias_version(two_versions, "champion"),
+            alias_version(two_versions, "previous-champion")) == ("2", "2")
+    _owner_gone(two_versions)
+    check_rollback(two_versions)  # puts previous-champion back first, then finds it
+    assert alias_version(two_versions, "previous-champion") == "1"
+    assert PENDING_MOVE not in client.get_registered_model(two_versions).tags
+    assert rollback(two_versions, reason="bad", by="ops")["to"] == "1"
+    assert alias_version(two_versions, "champion") == "1"
+    assert "promoted_by" not in client.get_model_version(two_versions, "3").tags
+
+
+def _gone_after(real: object, calls: int) -> object:
+    """``real``, failing with :class:`_ServerGone` from its ``calls + 1``-th call on."""
+    made = {"n": 0}
+
+    def failing(*args: object, **kwargs: object) -> object:
+        made["n"] += 1
+        if made["n"] > calls:
+            raise _ServerGone("the tracking server went away")
+        return real(*args, **kwargs)  # type: ignore[operator]
+
+    return failing
+
+
+def test_a_promotion_stopped_after_champion_moved_is_finished_by_the_next_operation(
+        two_versions: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Champion moved, then the server went: the version lacked promoted_* and its
+    description line for good, so it read as never promoted though it served."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import PENDING_MOVE, alias_log, alias_version
+    from shoprec.registry.promotion import apply_promotion, decide
+
+    client = tracking.client()
+    decision = decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2}, "ndcg@10")
+    with monkeypatch.context() as patched:
+        # Four tags of the decision, then the alias moves and their log; the fifth tag
+        # write (promoted_at) fails, and every one after it.
+        patched.setattr(type(client), "set_model_version_tag", _gone_after(
+            type(client).set_model_version_tag, 4))
+        with pytest.raises(_ServerGone):
+            apply_promotion(decision, by="ops", reason="weekly review")
+    assert alias_version(two_versions, "champion") == "2"
+    assert "promoted_by" not in client.get_model_version(two_versions, "2").tags
+    # Its own process is still here: the record is left to it.
+    from shoprec.registry.aliases import finish_interrupted_move
+
+    assert finish_interrupted_move(two_versions) is None
+    _owner_gone(two_versions)
+    done = finish_interrupted_move(two_versions)
+    assert done is not None and done["outcome"] == "finished"
+    version = client.get_model_version(two_versions, "2")
+    assert version.tags["promoted_by"] == "ops"
+    assert version.tags["promotion_reason"] == "weekly review"
+    assert version.description.startswith("promoted to champion by ops")
+    assert PENDING_MOVE not in client.get_registered_model(two_versions).tags
+    moves = [(m["alias"], m["from"], m["to"]) for m in alias_log(two_versions)]
+    assert moves == [("previous-champion", None, "1"), ("champion", "1", "2")]
+    assert finish_interrupted_move(two_versions) is None
+
+
 def test_a_rollback_stopped_midway_is_finished_as_asked_by_the_next(
         two_versions: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Champion had moved back, previous-champion was left on the same version: the retry
