@@ -80,6 +80,10 @@ def set_alias(client: Any, name: str, alias: str, version: str) -> None:
                         name, alias)
 
 
+#: The longest text of a record's field (a registered model's tag holds 5,000 characters).
+_RECORD_TEXT = 1500
+
+
 def now() -> str:
     """The current UTC time, ISO 8601 to the microsecond."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -96,14 +100,16 @@ def actor() -> str:
 def log_alias_move(name: str, alias: str, before: str | None, after: str | None,
                    action: str, by: str, reason: str, at: str, **extra: Any) -> None:
     """Record one alias move in the registered model's tags."""
-    record = {"alias": alias, "from": before, "to": after, "action": action, "by": by,
-              "at": at, "reason": reason, **extra}
+    # Each text cut, not the JSON: a cut JSON text is no record (alias_log reads them all).
+    record = {"alias": alias, "from": before, "to": after, "action": action,
+              "by": by[:_RECORD_TEXT], "at": at, "reason": reason[:_RECORD_TEXT],
+              **{k: v[:_RECORD_TEXT] if isinstance(v, str) else v for k, v in extra.items()}}
     # Tag keys must be unique and sortable, in MLflow's key alphabet: the UTC time of this
     # call (to the microsecond; registry calls take far longer) keeps the log in order
     # even for the two moves of one operation, which share ``at``.
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     tracking.client().set_registered_model_tag(name, f"alias_move.{stamp}.{alias}",
-                                               json.dumps(record)[:5000])
+                                               json.dumps(record))
     logger.info("%s: alias %s moved %s -> %s (%s by %s)", name, alias, before, after, action,
                 by)
 
@@ -114,8 +120,6 @@ PENDING_MOVE = "champion_move_pending"
 #: How old the record of a move made on another machine must be to count as abandoned
 #: (its process cannot be looked up from here); a move takes seconds.
 ABANDONED_AFTER_SECONDS = 600
-#: The longest text of a record's field (a registered model's tag holds 5,000 characters).
-_RECORD_TEXT = 1500
 
 
 def move_champion(name: str, version: str, outgoing: str | None, action: str, by: str,
@@ -162,11 +166,11 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
     log_alias_move(name, CHAMPION, outgoing, version, action, by, reason, at, **extra)
     for key, value in (version_tags or {}).items():
         client.set_model_version_tag(name, version, key, value[:5000])
-    _describe(client, name, version, description)
+    describe(client, name, version, description)
     client.delete_registered_model_tag(name, PENDING_MOVE)
 
 
-def _describe(client: Any, name: str, version: str, line: str) -> None:
+def describe(client: Any, name: str, version: str, line: str) -> None:
     """Put ``line`` first in the version's description (what the Models tab shows first).
 
     Best effort, and once: the tags and the alias log are the record.
@@ -253,7 +257,8 @@ def finish_interrupted_move(name: str) -> dict[str, Any] | None:
     previous = alias_version(name, PREVIOUS_CHAMPION)
     outcome = "dropped"
     if champion == version:
-        logged = {(m["alias"], m["to"]) for m in alias_log(name) if m.get("at") == record["at"]}
+        logged = {(m.get("alias"), m.get("to")) for m in alias_log(name)
+                  if m.get("at") == record["at"]}
         how = (record["action"], record["by"], record["reason"], record["at"])
         if outgoing not in (None, version) and previous == outgoing \
                 and (PREVIOUS_CHAMPION, outgoing) not in logged:
@@ -262,7 +267,7 @@ def finish_interrupted_move(name: str) -> dict[str, Any] | None:
             log_alias_move(name, CHAMPION, outgoing, version, *how, **record.get("extra", {}))
         for key, value in (record.get("version_tags") or {}).items():
             client.set_model_version_tag(name, version, key, value)
-        _describe(client, name, version, record.get("description", ""))
+        describe(client, name, version, record.get("description", ""))
         outcome = "finished"
     elif outgoing is not None and champion == outgoing and previous == outgoing \
             and before != outgoing:
@@ -281,6 +286,17 @@ def finish_interrupted_move(name: str) -> dict[str, Any] | None:
 
 
 def alias_log(name: str) -> list[dict[str, Any]]:
-    """Every logged alias move of ``name``, oldest first."""
+    """Every logged alias move of ``name``, oldest first.
+
+    An entry that is not JSON (cut by an earlier release) is given as ``{"unreadable"}``
+    with its text, rather than hiding every other move.
+    """
     tags = tracking.client().get_registered_model(name).tags
-    return [json.loads(tags[key]) for key in sorted(tags) if key.startswith("alias_move.")]
+    moves = []
+    for key in sorted(tags):
+        if key.startswith("alias_move."):
+            try:
+                moves.append(json.loads(tags[key]))
+            except ValueError:
+                moves.append({"unreadable": tags[key][:200], "tag": key})
+    return moves

@@ -35,6 +35,7 @@ from shoprec.registry.aliases import (
     actor,
     alias_log,
     alias_version,
+    describe,
     finish_interrupted_move,
     log_alias_move,
     move_champion,
@@ -224,7 +225,7 @@ def resolve_candidate(name: str, version: str | None) -> str:
                                  "model first or pass --version N")
         return found
     try:
-        tracking.client().get_model_version(name, str(version))
+        found_version = tracking.client().get_model_version(name, str(version).strip())
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise PromotionError(f"{name} has no version {version}: check the registry "
@@ -232,7 +233,8 @@ def resolve_candidate(name: str, version: str | None) -> str:
         why = tracking.redact(exc.message)
         raise RegistryError(f"could not read {name} version {version} from the MLflow "
                             f"registry at {tracking.display_uri()}: {why}") from exc
-    return str(version)
+    # As the registry numbers it: "01" or "+1" finds version 1, and must compare equal to it.
+    return str(found_version.version)
 
 
 def apply_promotion(decision: PromotionDecision, force: bool = False, reason: str = "",
@@ -326,19 +328,43 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
         set_alias(client, name, CHAMPION, record["to"])
     was, restored, who, at = record["from"], record["to"], record["by"], record["at"]
     why = record["reason"]
-    if was is not None:
+    # A resumed rollback writes only what the stopped one had not.
+    logged = ({(m.get("alias"), m.get("to")) for m in alias_log(name) if m.get("at") == at}
+              if resumed else set())
+    because = f": {why}" if why else ""
+    if was is not None and _exists(client, name, was):  # deleted by hand since: no tags
         for key, value in {"rolled_back_at": at, "rolled_back_by": who,
                            "rollback_reason": why}.items():
             client.set_model_version_tag(name, was, key, value[:5000])
+        # The Models tab shows the description first: it said "promoted to champion".
+        describe(client, name, was, f"rolled back (champion back to version {restored}) "
+                                    f"by {who} at {at}{because}")
     client.set_model_version_tag(name, restored, "restored_at", at)
-    log_alias_move(name, CHAMPION, was, restored, "rollback", who, why, at)
+    describe(client, name, restored,
+             f"restored to champion by {who} at {at} (rollback from version {was}){because}")
+    if (CHAMPION, restored) not in logged:
+        log_alias_move(name, CHAMPION, was, restored, "rollback", who, why, at)
     # Last: while it stands, a rollback that stopped can be told from one not begun.
     if alias_version(name, PREVIOUS_CHAMPION) is not None:
         client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
-    log_alias_move(name, PREVIOUS_CHAMPION, restored, None, "rollback", who, why, at)
+    if (PREVIOUS_CHAMPION, None) not in logged:
+        log_alias_move(name, PREVIOUS_CHAMPION, restored, None, "rollback", who, why, at)
     client.delete_registered_model_tag(name, PENDING_ROLLBACK)
     return {"name": name, "from": was, "to": restored, "by": who, "at": at, "reason": why,
             "resumed": resumed}
+
+
+def _exists(client: Any, name: str, version: str) -> bool:
+    """Whether ``name`` still has ``version`` (a person may have deleted it)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return False
+        raise
+    return True
 
 
 def check_rollback(name: str) -> None:

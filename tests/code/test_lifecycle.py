@@ -293,6 +293,17 @@ def test_a_promotion_that_failed_does_not_read_as_made(
     assert tags["promoted_by"] == "ops" and tags["promotion_forced"] == "false"
 
 
+def test_a_version_typed_with_a_leading_zero_is_the_registry_s_version(
+        two_versions: str) -> None:
+    """``promote --version 01`` passed the "already champion" check as a version of its
+    own ("01" != "1"), set previous-champion to the champion itself and blocked rollback."""
+    from shoprec.registry.promotion import resolve_candidate
+
+    assert resolve_candidate(two_versions, "01") == "1"
+    assert resolve_candidate(two_versions, " 2") == "2"
+    assert resolve_candidate(two_versions, "+2") == "2"
+
+
 def _owner_gone(name: str) -> None:
     """Make the recorded champion move's process one that has exited, as a command that
     failed has by the time the next one runs."""
@@ -437,6 +448,52 @@ def test_a_rollback_stopped_midway_is_finished_as_asked_by_the_next(
     client.set_registered_model_alias(two_versions, "previous-champion", "1")
     with pytest.raises(PromotionError, match="the champion itself"):
         rollback(two_versions)
+
+
+def test_a_stopped_rollback_is_finished_once_though_its_version_was_deleted(
+        two_versions: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after its log entry, the resumed rollback wrote the move twice; with the
+    rolled-back version deleted by hand meanwhile, every retry ended in exit 3 ("Model
+    Version not found") and the record was never cleared. Both versions' descriptions say
+    what happened, and a long reason no longer cuts the log's JSON."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import alias_log, alias_version
+    from shoprec.registry.promotion import PENDING_ROLLBACK, apply_promotion, decide, rollback
+
+    client = tracking.client()
+    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
+                           "ndcg@10"))
+    long_reason = "conversion dropped " * 400  # 7,600 characters
+    with monkeypatch.context() as patched:
+        _fail_once(patched, "delete_registered_model_alias")  # after champion's log entry
+        with pytest.raises(_ServerGone):
+            rollback(two_versions, reason=long_reason, by="ops")
+    assert alias_version(two_versions, "champion") == "1"
+    client.delete_model_version(two_versions, "2")  # the bad version, removed in the UI
+    moved = rollback(two_versions, reason="retry", by="someone else")
+    assert moved["resumed"] and (moved["from"], moved["to"], moved["by"]) == ("2", "1", "ops")
+    assert PENDING_ROLLBACK not in client.get_registered_model(two_versions).tags
+    assert alias_version(two_versions, "previous-champion") is None
+    moves = [(m["alias"], m["from"], m["to"]) for m in alias_log(two_versions)]
+    assert moves == [("previous-champion", None, "1"), ("champion", "1", "2"),
+                     ("champion", "2", "1"), ("previous-champion", "1", None)]
+    assert alias_log(two_versions)[-1]["reason"] == long_reason[:1500]
+    assert client.get_model_version(two_versions, "1").description.startswith(
+        "restored to champion by ops")
+
+
+def test_a_rolled_back_version_no_longer_reads_as_promoted(two_versions: str) -> None:
+    from shoprec.registry import tracking
+    from shoprec.registry.promotion import apply_promotion, decide, rollback
+
+    client = tracking.client()
+    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
+                           "ndcg@10"), by="ops")
+    assert client.get_model_version(two_versions, "2").description.startswith("promoted")
+    rollback(two_versions, reason="bad answers", by="bob")
+    described = client.get_model_version(two_versions, "2").description
+    assert described.startswith("rolled back (champion back to version 1) by bob at ")
+    assert described.splitlines()[0].endswith(": bad answers")
 
 
 def test_a_rollback_record_is_resumed_only_while_the_aliases_are_as_it_left_them(
