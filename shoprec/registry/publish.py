@@ -277,6 +277,27 @@ def withdraw_unlabelled(name: str) -> list[str]:
     return withdrawn
 
 
+def _withdraw_copies(name: str, run_id: str, version: str) -> None:
+    """Delete the other versions this run registered, unlabelled: copies of ``version``.
+
+    MLflow's client retries a request whose answer is slow to come (a busy tracking
+    server), and a registration the server had made is then made again: the first copy
+    would stay for good, with no tags, reading as a published model.
+    """
+    try:
+        client = tracking.client()
+        for found in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+            if str(found.version) != version and "gate" not in (found.tags or {}):
+                client.delete_model_version(name, str(found.version))
+                logger.warning("withdrew %s version %s: a second registration of run %s's "
+                               "model (a retried request) made version %s", name,
+                               found.version, run_id, version)
+    except Exception as exc:  # noqa: BLE001 - the version itself is fine; say what is left
+        logger.warning("could not look for copies of %s version %s (%s); delete any other "
+                       "version of run %s without a 'gate' tag in the MLflow UI", name,
+                       version, tracking.redact(str(exc)), run_id)
+
+
 def _label(name: str, version: str, verdict: GateVerdict, tags: dict[str, str]
            ) -> tuple[bool, str | None, list[str]]:
     """Tag a new version and set its aliases.
@@ -385,6 +406,7 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
         _discard_partial_upload(run_id, name)
         raise
     version = str(info.registered_model_version)
+    _withdraw_copies(name, run_id, version)
     challenger_before = None
     try:
         if running:

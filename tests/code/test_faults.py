@@ -666,6 +666,32 @@ def test_a_version_left_unlabelled_by_a_killed_run_is_withdrawn_by_the_next(
 
 
 @pytest.mark.slow
+def test_a_registration_made_twice_by_a_retried_request_leaves_one_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's client retries a slow POST: the server registered the model twice, and the
+    first copy stayed, untagged, beside the labelled one."""
+    import mlflow.tracking._model_registry.fluent as registry_fluent
+
+    from shoprec.registry import publish, runs, tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    register = registry_fluent._register_model
+
+    def twice(*args: object, **kwargs: object) -> object:
+        register(*args, **kwargs)  # the first answer was lost: the client asked again
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(registry_fluent, "_register_model", twice)
+    run_id = runs.start_parent_run("shoprec", "slow server", {}, {})
+    result = publish.publish(_bundle(tmp_path / "bundle"), run_id=run_id, name="twice",
+                             verdict=publish.GateVerdict(passed=True, metric="ndcg@10"),
+                             tags={}, example_user="u1", example_items=["i1"])
+    assert result["version"] == "2"
+    (left,) = tracking.client().search_model_versions("name = 'twice'")
+    assert str(left.version) == "2" and left.tags["gate"] == "pass"
+
+
+@pytest.mark.slow
 def test_a_version_registered_just_before_a_stop_is_withdrawn(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """MLflow registers the version inside log_model and then makes more calls: a stop
