@@ -36,6 +36,13 @@ def display_uri() -> str:
     return redact(tracking_uri())
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI, without its query (``?timeout=60``); else ``None``."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
 def absolute(uri: str) -> str:
     """``uri`` with a relative SQLite path made absolute (from this process's folder).
 
@@ -58,9 +65,8 @@ def require_store() -> None:
     """
     from shoprec.errors import ConfigError
 
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
+    path = sqlite_path(tracking_uri())
+    if path is not None:
         if not path.exists():
             raise ConfigError(f"there is no MLflow registry at {path} (MLFLOW_TRACKING_URI="
                               f"{display_uri()}); run `shoprec train` first, or point "
@@ -131,7 +137,7 @@ def _initialise_sqlite(uri: str) -> None:
 
     from mlflow import MlflowClient
 
-    path = Path(uri.removeprefix("sqlite:///"))
+    path = sqlite_path(uri) or Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -159,8 +165,8 @@ def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
         return found.experiment_id
     location = None
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
+    db = sqlite_path(uri)
+    if db is not None:
         location = (db.resolve().parent / "mlartifacts").as_uri()
     try:
         return mlflow_client.create_experiment(name, artifact_location=location)

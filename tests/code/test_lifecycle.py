@@ -715,3 +715,19 @@ def test_networks_train_slots_at_a_time_beside_the_other_candidates() -> None:
     assert extra_threads(plan_jobs(config, None, 1, 2), config, {}) == 0  # three networks
     few = TrainingConfig(models=["mf", "ease"])  # popularity joins: the gate needs it
     assert task_runner_for(few)._max_workers == len(few.models) == 3
+
+
+def test_a_sqlite_uri_with_a_query_names_its_file(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sqlite:///...db?timeout=60`` (what one adds when the store reports "database is
+    locked"): read-only commands refused it as a missing registry, and the first run made a
+    lock file named ``mlflow.db?timeout=60.lock``."""
+    from shoprec.errors import ConfigError
+    from shoprec.registry import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db?timeout=60")
+    with pytest.raises(ConfigError, match=f"no MLflow registry at {tmp_path}/mlflow.db "):
+        tracking.require_store()
+    tracking.experiment_id("shoprec")  # creates the store, under its lock
+    tracking.require_store()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
