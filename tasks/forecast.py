@@ -31,6 +31,7 @@ from shoprec.registry.demand import (
     demand_champion,
     demand_gate,
     publish_forecast,
+    refuse_other_kind,
 )
 from shoprec.registry.publish import GateVerdict
 
@@ -79,7 +80,11 @@ def forecast_categories(ahead: pd.DataFrame, panel: Panel, data: CleanData) -> p
 
 @task(name="find-demand-champion", cache_policy=NO_CACHE)
 def find_demand_champion(config: ForecastConfig) -> DemandChampion:
-    """The registered champion forecast and its recipe (an error if unreadable)."""
+    """The registered champion forecast and its recipe (an error if unreadable).
+
+    A name that holds recommenders is refused.
+    """
+    refuse_other_kind(config.registered_model_name, "forecast")
     return demand_champion(config.registered_model_name)
 
 

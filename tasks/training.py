@@ -15,6 +15,7 @@ from shoprec.data.cleaning import CleanData
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import runs
 from shoprec.registry.bundle import ModelBundle
+from shoprec.registry.demand import refuse_other_kind
 from shoprec.registry.publish import GateVerdict, publish
 from shoprec.registry.recipe import ChampionReference, Recipe, champion_reference
 from shoprec.threads import limit_threads
@@ -74,8 +75,9 @@ def find_champion(name: str) -> ChampionReference:
     """Look up the current champion and its recipe.
 
     A registry that cannot be read is recorded in the reference (and fails the gate),
-    never taken for "no champion".
+    never taken for "no champion". A name that holds demand forecasts is refused.
     """
+    refuse_other_kind(name, "recommender")
     return champion_reference(name)
 
 

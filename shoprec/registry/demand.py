@@ -94,6 +94,42 @@ def demand_champion(name: str = DEMAND_MODEL_NAME) -> DemandChampion:
     return DemandChampion(version, recipe)
 
 
+def refuse_other_kind(name: str, kind: str) -> None:
+    """Refuse to register a ``kind`` (``recommender`` or ``forecast``) under another kind's name.
+
+    What ``name`` holds is what its champion is, or else its latest version.
+    A forecast registered under the recommender's name becomes its challenger, and a
+    rollback or a hand-set alias can then serve it to shoppers; the reverse breaks the
+    batch's stock-aware ranking. A registry that cannot be read is left to the run, which
+    fails closed on it.
+
+    Raises:
+        ConfigError: ``name`` holds the other kind.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from shoprec.errors import ConfigError
+
+    client = tracking.client()
+    try:
+        version = alias_version(name, CHAMPION)
+        if version is None:
+            found = client.search_model_versions(f"name = '{name}'", max_results=1,
+                                                 order_by=["version_number DESC"])
+            version = str(found[0].version) if found else None
+        if version is None:
+            return
+        forecast = is_forecast_version(name, version)
+    except (RegistryError, MlflowException):
+        return
+    if forecast != (kind == "forecast"):
+        held = "demand forecasts" if forecast else "recommenders"
+        other = DEMAND_MODEL_NAME if kind == "forecast" else "shoprec-recommender"
+        raise ConfigError(f"registered model {name!r} holds {held} (version {version}); a "
+                          f"{kind} cannot be registered under it: use another "
+                          f"--registered-model-name, such as {other!r}")
+
+
 def is_forecast_version(name: str, version: str) -> bool:
     """Whether ``name`` version ``version`` is a demand forecast (its ``shoprec_kind`` tag)."""
     tags = tracking.client().get_model_version(name, str(version)).tags or {}

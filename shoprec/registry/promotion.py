@@ -42,7 +42,7 @@ from shoprec.registry.aliases import (
     now,
     set_alias,
 )
-from shoprec.registry.recipe import read_recipe
+from shoprec.registry.recipe import read_recipe, why_no_recipe
 from shoprec.registry.rule import factor, replaces_champion, shown_apart
 
 logger = logging.getLogger(__name__)
@@ -402,8 +402,25 @@ def _rollback_plan(client: Any, name: str, reason: str = "",
             f"{name}'s '{PREVIOUS_CHAMPION}' is version {current}, the champion itself: an "
             "operation stopped midway left them so. Nothing to roll back to; delete the "
             f"'{PREVIOUS_CHAMPION}' alias in MLflow, or promote another version")
+    if current is not None and _kind(client, name, previous) != _kind(client, name, current):
+        # Set by hand in the UI, or a forecast registered under a recommender's name: the
+        # server would then answer every request with an error.
+        raise PromotionError(
+            f"{name}'s '{PREVIOUS_CHAMPION}' is version {previous}, a "
+            f"{_kind(client, name, previous)}, while the champion (version {current}) is a "
+            f"{_kind(client, name, current)}: rolling back would serve the wrong kind of "
+            f"model. Point '{PREVIOUS_CHAMPION}' at a {_kind(client, name, current)} version "
+            "in MLflow, or promote one")
     return {"from": current, "to": previous, "by": by or actor(), "at": now(),
             "reason": reason}, False
+
+
+def _kind(client: Any, name: str, version: str) -> str:
+    """``demand forecast`` or ``recommender``, as the version's tags say."""
+    from shoprec.registry.demand import KIND, KIND_TAG
+
+    tags = client.get_model_version(name, version).tags or {}
+    return "demand forecast" if tags.get(KIND_TAG) == KIND else "recommender"
 
 
 def _pending_rollback(client: Any, name: str) -> dict[str, Any] | None:
@@ -453,8 +470,7 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
     for role, which in (("candidate", candidate_version), ("champion", champion_version)):
         recipe = read_recipe(name, which)
         if recipe is None:
-            problems.append(f"version {which} ({role}) has no readable recipe tag (it was "
-                            "registered before shoprec recorded recipes)")
+            problems.append(f"the {role}: {why_no_recipe(name, which)}")
         else:
             recipes[role] = recipe
     if not problems:
@@ -466,8 +482,7 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
     if problems:
         return PromotionDecision(
             name, candidate_version, champion_version, primary, margin, False,
-            "cannot compare like for like: " + "; ".join(problems)
-            + " (promote deliberately with --force --reason TEXT)",
+            "cannot compare like for like: " + "; ".join(problems),
             basis="no comparison")
     decision = decide(name, candidate_version, champion_version, rows["candidate"].test,
                       rows["champion"].test, primary, margin)

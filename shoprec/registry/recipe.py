@@ -120,6 +120,29 @@ def read_recipe(name: str, version: str) -> Recipe | None:
     return Recipe.from_tags(tags or {})
 
 
+def why_no_recipe(name: str, version: str) -> str:
+    """Why ``name`` version ``version`` records no recipe, as a person can act on it.
+
+    A demand forecast (set as the alias by hand, or registered under this name), a version
+    no shoprec training labelled (registered by hand, or left by a stopped run), or one
+    registered before shoprec recorded recipes.
+    """
+    from shoprec.registry.demand import KIND, KIND_TAG
+
+    try:
+        tags = tracking.client().get_model_version(name, str(version)).tags or {}
+    except Exception:  # noqa: BLE001 - the reason is a courtesy; the refusal stands
+        tags = {"gate": ""}
+    if tags.get(KIND_TAG) == KIND:
+        return (f"version {version} is a demand forecast, not a recommender (forecasts go to "
+                "their own registered model, shoprec-demand)")
+    if "gate" not in tags:
+        return (f"version {version} was not published by a shoprec training (no 'gate' tag: "
+                "registered by hand, or left by a run that stopped)")
+    return (f"version {version} has no readable recipe tag (it was registered before "
+            "shoprec recorded recipes)")
+
+
 def recorded_weighting(name: str, version: str) -> WeightingConfig:
     """The event weighting ``name`` version ``version`` was trained with (its recipe).
 
@@ -159,9 +182,9 @@ def champion_reference(name: str) -> ChampionReference:
         return ChampionReference(error=str(exc))
     if recipe is None:
         return ChampionReference(version, None, (
-            f"champion version {version} has no readable recipe tag (it was registered "
-            "before shoprec recorded recipes), so it cannot be retrained for a like-for-like "
-            "comparison; promote deliberately with `shoprec promote --force --reason TEXT`"))
+            f"the champion: {why_no_recipe(name, version)}, so it cannot be retrained for a "
+            "like-for-like comparison; promote deliberately with `shoprec promote --force "
+            "--reason TEXT`"))
     return ChampionReference(version, recipe)
 
 

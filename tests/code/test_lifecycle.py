@@ -198,7 +198,7 @@ def two_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     client = tracking.client()
     client.create_registered_model("legacy")
     for _ in range(2):
-        client.create_model_version("legacy", source=str(tmp_path))
+        client.create_model_version("legacy", source=str(tmp_path), tags={"gate": "pass"})
     client.set_registered_model_alias("legacy", "champion", "1")
     client.set_registered_model_alias("legacy", "challenger", "2")
     return "legacy"
@@ -216,9 +216,21 @@ def test_versions_without_a_recipe_are_refused_but_can_be_forced(two_versions: s
 
     decision = compare_with_champion(two_versions, None, None, None, [10], "ndcg@10")
     assert not decision.passed and "cannot compare like for like" in decision.why
-    assert "no readable recipe" in decision.why and "--force" in decision.why
-    with pytest.raises(PromotionRefused):
+    assert "no readable recipe" in decision.why and "registered before" in decision.why
+    with pytest.raises(PromotionRefused, match="Pass --force --reason TEXT") as refused:
         apply_promotion(decision)
+    assert str(refused.value).count("--force") == 1  # the hint once, not twice
+    # A version of another kind, or one no training labelled, is named for what it is.
+    from shoprec.registry import tracking
+
+    client = tracking.client()
+    client.create_model_version(two_versions, source="/tmp",
+                                tags={"shoprec_kind": "demand-forecast"})  # version 3
+    client.create_model_version(two_versions, source="/tmp")  # version 4, by hand
+    assert "3 is a demand forecast, not a recommender" in compare_with_champion(
+        two_versions, "3", None, None, [10], "ndcg@10").why
+    assert "4 was not published by a shoprec training (no 'gate' tag" in \
+        compare_with_champion(two_versions, "4", None, None, [10], "ndcg@10").why
     assert alias_version(two_versions, "champion") == "1"
     forced = apply_promotion(decision, force=True, reason="legacy upgrade", by="ops")
     assert forced.promoted and forced.forced
@@ -226,8 +238,6 @@ def test_versions_without_a_recipe_are_refused_but_can_be_forced(two_versions: s
     assert alias_version(two_versions, "previous-champion") == "1"
     assert [m["action"] for m in alias_log(two_versions)] == ["promote", "promote"]
     # What the Models tab shows first says so, not only the training's verdict.
-    from shoprec.registry import tracking
-
     described = tracking.client().get_model_version(two_versions, "2").description
     assert described.startswith("promoted (forced) to champion by ops at ")
     assert "reason: legacy upgrade" in described
@@ -731,3 +741,30 @@ def test_a_sqlite_uri_with_a_query_names_its_file(tmp_path: Path,
     tracking.experiment_id("shoprec")  # creates the store, under its lock
     tracking.require_store()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
+
+
+def test_a_model_name_holds_one_kind(two_versions: str) -> None:
+    """A forecast registered under the recommender's name (or set as its previous-champion
+    by hand) was rolled back to, and every request then failed."""
+    from shoprec.errors import ConfigError
+    from shoprec.registry import tracking
+    from shoprec.registry.demand import refuse_other_kind
+    from shoprec.registry.promotion import PromotionError, check_rollback
+
+    client = tracking.client()
+    refuse_other_kind(two_versions, "recommender")
+    refuse_other_kind("nothing-yet", "forecast")
+    with pytest.raises(ConfigError, match="holds recommenders .version 1.; a forecast cannot"):
+        refuse_other_kind(two_versions, "forecast")
+    client.create_model_version(two_versions, source="/tmp",
+                                tags={"shoprec_kind": "demand-forecast"})  # version 3
+    client.set_registered_model_alias(two_versions, "previous-champion", "3")
+    with pytest.raises(PromotionError, match="version 3, a demand forecast, while the "
+                                             "champion .version 1. is a recommender"):
+        check_rollback(two_versions)
+    client.create_registered_model("demand")
+    client.create_model_version("demand", source="/tmp",
+                                tags={"shoprec_kind": "demand-forecast"})
+    refuse_other_kind("demand", "forecast")  # no champion: its latest version says
+    with pytest.raises(ConfigError, match="holds demand forecasts"):
+        refuse_other_kind("demand", "recommender")
