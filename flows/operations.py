@@ -28,6 +28,7 @@ from shoprec.config import (
     WeightingConfig,
 )
 from shoprec.data.io import check_writable_folder
+from shoprec.registry import tracking
 from shoprec.runtime import apply_runtime_defaults
 
 
@@ -64,6 +65,9 @@ def promote_model(
         weighting = candidate_weighting(promotion)
     prepared = prepare_data(data, cleaning, split, weighting, output_dir=None)
     decision = compare_with_champion(promotion, prepared.encoded, prepared.data.items)
+    # Which data decided: without data options it is the bundled sample, which neither
+    # version may have seen.
+    decision.basis += f"; data: {tracking.redact(prepared.report.source)}"
     return apply_promotion(decision, promotion).to_dict()
 
 

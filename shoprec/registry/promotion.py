@@ -490,4 +490,20 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
                       f"vs champion version {champion_version}'s recipe "
                       f"{recipes['champion'].describe()}, both retrained on the latest "
                       "data's training split")
+    decision.basis += other_metric_note(name, [candidate_version, champion_version], primary)
     return decision
+
+
+def other_metric_note(name: str, versions: list[str], primary: str) -> str:
+    """``; note: ...`` naming the versions gated on another metric than ``primary``, or ``""``.
+
+    A version trained and gated on recall@20 is judged by a promotion on ndcg@10 unless
+    the person passes --primary-metric: they should know.
+    """
+    gated = {which: (tracking.client().get_model_version(name, which).tags or {}).get(
+        "primary_metric") for which in versions}
+    others = [f"version {v} on {m}" for v, m in gated.items() if m and m != primary]
+    if not others:
+        return ""
+    return (f"; note: {', '.join(others)} {'was' if len(others) == 1 else 'were'} gated on "
+            f"another metric than this decision's {primary} (--primary-metric)")

@@ -768,3 +768,19 @@ def test_a_model_name_holds_one_kind(two_versions: str) -> None:
     refuse_other_kind("demand", "forecast")  # no champion: its latest version says
     with pytest.raises(ConfigError, match="holds demand forecasts"):
         refuse_other_kind("demand", "recommender")
+
+
+def test_a_promotion_says_when_a_version_was_gated_on_another_metric(
+        two_versions: str) -> None:
+    from shoprec.registry import tracking
+    from shoprec.registry.promotion import other_metric_note
+
+    client = tracking.client()
+    assert other_metric_note(two_versions, ["2", "1"], "ndcg@10") == ""  # none recorded
+    client.set_model_version_tag(two_versions, "1", "primary_metric", "ndcg@10")
+    client.set_model_version_tag(two_versions, "2", "primary_metric", "recall@20")
+    assert other_metric_note(two_versions, ["2", "1"], "ndcg@10") == (
+        "; note: version 2 on recall@20 was gated on another metric than this decision's "
+        "ndcg@10 (--primary-metric)")
+    assert other_metric_note(two_versions, ["2", "1"], "recall@20").startswith(
+        "; note: version 1 on ndcg@10 was")

@@ -551,6 +551,7 @@ def test_cli_promote_refuses_with_exit_4_and_rollback_without_previous_exits_2(
     # What was compared, as the README promises: the two recipes, retrained on the split.
     assert "compared: version 2's recipe" in refused.stdout, refused.stdout
     assert "both retrained on the latest data's training split" in refused.stdout
+    assert f"data: {export}" in " ".join(refused.stdout.split())  # which data decided
     assert "Traceback" not in refused.stderr, refused.stderr[-3000:]
     assert _version("champion") == champion
     # The champion itself: refused before any data is read or Prefect started (it used to
