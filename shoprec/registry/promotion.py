@@ -223,6 +223,20 @@ def resolve_candidate(name: str, version: str | None) -> str:
         if found is None:
             raise PromotionError(f"{name} has no '{CHALLENGER}' version to promote; train a "
                                  "model first or pass --version N")
+        try:
+            tags = tracking.client().get_model_version(name, found).tags or {}
+        except MlflowException as exc:
+            raise RegistryError(f"could not read {name} version {found} from the MLflow "
+                                f"registry at {tracking.display_uri()}: "
+                                f"{tracking.redact(exc.message)}") from exc
+        if "rolled_back_at" in tags:
+            # After a rollback the bad version usually still holds challenger: a plain
+            # `promote` must not put it back without a person naming it.
+            raise PromotionError(
+                f"{name}'s challenger, version {found}, was rolled back by "
+                f"{tags.get('rolled_back_by', '?')} at {tags['rolled_back_at']}"
+                + (f" ({tags['rollback_reason']})" if tags.get("rollback_reason") else "")
+                + f"; to promote it again, name it: --version {found}")
         return found
     try:
         found_version = tracking.client().get_model_version(name, str(version).strip())

@@ -784,3 +784,22 @@ def test_a_promotion_says_when_a_version_was_gated_on_another_metric(
         "ndcg@10 (--primary-metric)")
     assert other_metric_note(two_versions, ["2", "1"], "recall@20").startswith(
         "; note: version 1 on ndcg@10 was")
+
+
+def test_a_plain_promote_does_not_put_back_a_rolled_back_challenger(
+        two_versions: str) -> None:
+    from shoprec.registry.promotion import (
+        PromotionError,
+        apply_promotion,
+        decide,
+        resolve_candidate,
+        rollback,
+    )
+
+    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
+                           "ndcg@10"))
+    rollback(two_versions, reason="bad answers", by="ops")
+    with pytest.raises(PromotionError, match=r"version 2, was rolled back by ops at .* "
+                                             r"\(bad answers\); .* --version 2"):
+        resolve_candidate(two_versions, None)
+    assert resolve_candidate(two_versions, "2") == "2"  # named: the person's choice
