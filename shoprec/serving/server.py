@@ -132,8 +132,16 @@ class RecommendationServer:
             return
         if records is None or self.answer is None or "params" in document:
             # MLflow's handler answers (its own formats, "params"); the limits hold for it
-            # too, so a JSON body it will read is checked here first.
-            refused = self._over_limits(*_records_and_queries(document))
+            # too, so a body it will read is checked here first: a CSV or Parquet one too,
+            # where a few kilobytes can hold hundreds of thousands of rows.
+            try:
+                counted = (_records_and_queries(document) if _is_json(scope) else
+                           _table_records_and_queries(_content_type(scope) or b"", body,
+                                                      self.limits))
+            except ValueError as exc:
+                await _send(send, *_error(f"invalid request: {exc}"))
+                return
+            refused = self._over_limits(*counted)
             if refused is not None:
                 await _send(send, *refused)
                 return
@@ -254,6 +262,92 @@ def _records_and_queries(payload: Any) -> tuple[int, list[Any]]:
                     at = names.index("query")
                     queries += [r[at] for r in rows if isinstance(r, list) and len(r) > at]
     return count, queries
+
+
+def _table_records_and_queries(content_type: bytes, body: bytes, limits: Limits
+                               ) -> tuple[int, list[Any]]:
+    """How many rows a CSV or Parquet body holds, and its queries (for the limits).
+
+    Parquet's row count and sizes are read from its footer before any column is
+    decompressed: a 4 KB file can hold 300,000 rows. ``(0, [])`` for any other type
+    (MLflow refuses it).
+
+    Raises:
+        ValueError: The body is not Parquet, or decompresses to far more than its size.
+    """
+    import io
+
+    import pandas as pd
+
+    kind = content_type.split(b";")[0].strip().lower()
+    if kind == b"application/vnd.apache.parquet":
+        count, table = _parquet_rows(body, limits)
+        if table is None or "query" not in table.column_names:
+            return count, []
+        return count, table.column("query").to_pylist()
+    if kind == b"text/csv":
+        # Every row ends a line (a quoted field may hold more: an overcount, never under).
+        count = max(body.count(b"\n") + (not body.endswith(b"\n")) - 1, 0)
+        if count > limits.max_records:
+            return count, []
+        try:
+            found = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False,
+                                usecols=lambda column: column == "query")
+        except (ValueError, pd.errors.ParserError):
+            return count, []  # MLflow reads it, and explains what it cannot
+        return count, list(found["query"]) if "query" in found else []
+    return 0, []
+
+
+def _parquet_rows(body: bytes, limits: Limits) -> tuple[int, Any]:
+    """A Parquet body's row count and, within ``--max-records``, its table.
+
+    The table is read with every text column dictionary-encoded, and its size as it would
+    be decoded is checked before anything decodes it: a page of one string repeated a
+    thousand times, or a dictionary of one 1 MB string, compresses to a few kilobytes.
+
+    Raises:
+        ValueError: Not Parquet, or it decodes to over 16 times ``--max-body-bytes``.
+    """
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bound = 16 * limits.max_body_bytes
+    try:
+        probe = pq.ParquetFile(io.BytesIO(body))
+        meta = probe.metadata
+        if meta.num_rows > limits.max_records:
+            return meta.num_rows, None
+        stored = sum(meta.row_group(g).column(c).total_uncompressed_size
+                     for g in range(meta.num_row_groups) for c in range(meta.num_columns))
+        if stored > bound:
+            raise ValueError(f"the Parquet body unpacks to {stored:,} bytes, over 16 times "
+                             f"the {limits.max_body_bytes:,} a body may have")
+        texts = [probe.schema.column(c).path for c in range(len(probe.schema))
+                 if probe.schema.column(c).physical_type == "BYTE_ARRAY"]
+        table = pq.ParquetFile(io.BytesIO(body), read_dictionary=texts).read()
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise ValueError(f"the body is not a Parquet file shoprec can read ({exc})") from exc
+    decoded = sum(_decoded_bytes(chunk) for column in table.columns for chunk in column.chunks)
+    if decoded > bound:
+        raise ValueError(f"the Parquet body unpacks to {decoded:,} bytes, over 16 times "
+                         f"the {limits.max_body_bytes:,} a body may have")
+    return meta.num_rows, table
+
+
+def _decoded_bytes(array: Any) -> int:
+    """The bytes ``array`` takes once its dictionaries are expanded (as pandas reads it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(array.type):
+        lengths = pc.binary_length(array.dictionary)
+        return int(pc.sum(pc.take(lengths, array.indices)).as_py() or 0) + array.indices.nbytes
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        return _decoded_bytes(array.flatten()) + array.offsets.nbytes
+    return int(array.nbytes)
 
 
 def create_app() -> RecommendationServer:

@@ -111,6 +111,50 @@ def test_other_formats_still_reach_mlflows_handler(app) -> None:
     assert answer.status_code == 200 and answer.json() == {"handled_by": "mlflow"}
 
 
+def _parquet(frame) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    frame.to_parquet(out, index=False, compression="zstd")
+    return out.getvalue()
+
+
+def test_csv_and_parquet_bodies_are_held_to_the_limits(app) -> None:
+    """A 2 KB Parquet body of 10,000 records (or a CSV of short lines) went to MLflow
+    unchecked: the reader's 625 MB answer and a 1.7 GB server."""
+    import io
+
+    import pandas as pd
+
+    parquet = {"Content-Type": "application/vnd.apache.parquet"}
+    many = _parquet(pd.DataFrame({"user_id": ["u1"] * 10_000, "k": [10] * 10_000}))
+    assert len(many) < 20_000  # under the body limit: only the record count refuses it
+    answer = post(app, many, parquet)
+    assert answer.status_code == 413 and "10,000 request records" in answer.json()["message"]
+    answer = post(app, "user_id\n" + "u1\n" * 60, {"Content-Type": "text/csv"})
+    assert answer.status_code == 413 and "60 request records" in answer.json()["message"]
+    long_query = _parquet(pd.DataFrame({"query": ["mug " * 40]}))
+    answer = post(app, long_query, parquet)
+    assert answer.status_code == 400 and "a query of 160 characters" in answer.json()["message"]
+    answer = post(app, "query\n" + "mug " * 40 + "\n", {"Content-Type": "text/csv"})
+    assert answer.status_code == 400 and "a query of 160 characters" in answer.json()["message"]
+    # A page of one string, and a dictionary of one: few kilobytes each, 4 MB decoded.
+    for dictionary in (False, True):
+        frame = pd.DataFrame({"user_id": ["u" * 100_000] * 40})
+        out = io.BytesIO()
+        frame.to_parquet(out, compression="zstd", use_dictionary=dictionary)
+        assert len(out.getvalue()) < 20_000
+        answer = post(app, out.getvalue(), parquet)
+        assert answer.status_code == 400 and "unpacks to" in answer.json()["message"]
+    answer = post(app, b"PAR1 not really", parquet)
+    assert answer.status_code == 400 and "not a Parquet file" in answer.json()["message"]
+    # Within the limits, MLflow's handler reads them as before.
+    few = _parquet(pd.DataFrame({"user_id": ["u1", "u2"], "k": [3, 3]}))
+    assert post(app, few, parquet).json() == {"handled_by": "mlflow"}
+    assert post(app, "user_id,k\nu1,3\n", {"Content-Type": "text/csv"}).json() == {
+        "handled_by": "mlflow"}
+
+
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPREC_SERVE_MAX_RECORDS", "7")
     assert Limits().max_records == 7 and Limits(max_records=3).max_records == 3
