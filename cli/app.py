@@ -1485,8 +1485,15 @@ def serve(
     # The workers (separate processes when --workers > 1) read these when they start.
     limits = Limits(max_body_bytes, max_records, max_query_chars)
     os.environ.update({**environment, MODEL_URI_ENV: model_uri, **limits.environment()})
+    # A stop waits for requests in flight at most this long: a client that never finishes
+    # its body must not hold the server past SIGTERM.
     uvicorn.run("shoprec.serving.server:create_app", factory=True, host=host, port=port,
-                workers=workers, log_level="warning", access_log=False)
+                workers=workers, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=SERVE_GRACE_SECONDS)
+
+
+#: How long `shoprec serve` lets requests in flight finish after SIGTERM or Ctrl-C.
+SERVE_GRACE_SECONDS = 10
 
 
 def _stop_on_sigterm() -> None:

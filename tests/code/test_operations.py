@@ -363,6 +363,20 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
             assert message, bad
         status, message = _post(url, {"dataframe_records": [{"shopper": user}]})
         assert "unknown request field(s) shopper" in message
+
+        # A client that never finishes its body does not hold the server past a stop
+        # (systemd and Kubernetes would wait out their timeout, then kill it).
+        import socket
+
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: 100000\r\n\r\n" + b"x" * 20)
+        time.sleep(1)
+        stopped = time.monotonic()
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        assert time.monotonic() - stopped < 25, "serve waited for the slow client"
+        slow.close()
     finally:
         _stop(process)
 
