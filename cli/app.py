@@ -1452,10 +1452,13 @@ def serve(
                               "file, or --sessions '' to turn live sessions off") from None
     if workers > 1 and not mlflow_server:
         # Read once here: uvicorn starts a worker again each time one dies, so a model whose
-        # files cannot be read would have the workers fail and restart for ever.
+        # files cannot be read (or whose pseudonym key is not this server's) would have the
+        # workers fail and restart for ever.
         from shoprec.registry.loading import load_bundle
 
-        load_bundle(model_name, version=str(version))
+        checked, _ = load_bundle(model_name, version=str(version))
+        _ = checked.user_key
+        del checked
     registered = tracking.client().get_model_version(model_name, version)
     when = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).isoformat()
     environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
@@ -1478,18 +1481,25 @@ def serve(
         path = os.pathsep.join([scripts, os.environ.get("PATH", "")])
         # The model server replaces this process, so signals reach it directly.
         os.execve(sys.executable, command, {**os.environ, **environment, "PATH": path})
+    import tempfile
+
     import uvicorn
 
+    from shoprec.registry.loading import download_model
     from shoprec.serving.server import MODEL_URI_ENV, Limits
 
-    # The workers (separate processes when --workers > 1) read these when they start.
-    limits = Limits(max_body_bytes, max_records, max_query_chars)
-    os.environ.update({**environment, MODEL_URI_ENV: model_uri, **limits.environment()})
-    # A stop waits for requests in flight at most this long: a client that never finishes
-    # its body must not hold the server past SIGTERM.
-    uvicorn.run("shoprec.serving.server:create_app", factory=True, host=host, port=port,
-                workers=workers, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=SERVE_GRACE_SECONDS)
+    with tempfile.TemporaryDirectory(prefix="shoprec-serve-") as staging:
+        # One local copy of the version for every worker, one started again included: the
+        # registry is asked once, here, and may be unreachable later.
+        local = download_model(model_name, str(version), staging)
+        # The workers (separate processes when --workers > 1) read these when they start.
+        limits = Limits(max_body_bytes, max_records, max_query_chars)
+        os.environ.update({**environment, MODEL_URI_ENV: local, **limits.environment()})
+        # A stop waits for requests in flight at most this long: a client that never
+        # finishes its body must not hold the server past SIGTERM.
+        uvicorn.run("shoprec.serving.server:create_app", factory=True, host=host, port=port,
+                    workers=workers, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=SERVE_GRACE_SECONDS)
 
 
 #: How long `shoprec serve` lets requests in flight finish after SIGTERM or Ctrl-C.

@@ -120,6 +120,30 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
     return bundle, found
 
 
+def download_model(name: str, version: str, into: str) -> str:
+    """Copy ``name`` version ``version``'s whole model into the folder ``into``.
+
+    ``shoprec serve`` hands its workers this local copy: a worker that uvicorn starts again
+    (after a crash) then loads it without asking the registry, which may be unreachable
+    by then (a SQLite file moved would even be created anew, empty).
+
+    Returns:
+        The local model folder, loadable with ``mlflow.pyfunc.load_model``.
+
+    Raises:
+        ModelFilesError: The artifact store has no files for the version.
+    """
+    import mlflow
+
+    uri = tracking.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with _artifacts_of(name, version):
+        return str(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=into, tracking_uri=uri,
+            registry_uri=uri))
+
+
 @contextlib.contextmanager
 def _artifacts_of(name: str, version: str) -> Iterator[None]:
     """A version whose artifacts are gone raises :class:`ModelFilesError`, saying so.

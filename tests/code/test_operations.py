@@ -381,6 +381,48 @@ def test_served_model_answers_http_requests(registered: str, synthetic_dir: Path
         _stop(process)
 
 
+def test_a_worker_started_again_loads_its_model_without_the_registry(
+        registered: str, tmp_path: Path) -> None:
+    """A worker that dies is started again by uvicorn; it asked the registry again, which
+    may be gone by then: with a SQLite store moved away it created an empty one, failed,
+    and was started again for ever while /ping stayed green."""
+    import shutil
+
+    import psutil
+
+    store = tmp_path / "copy.db"  # a registry of its own to take away (artifacts shared)
+    shutil.copy(registered.removeprefix("sqlite:///"), store)
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shoprec_cli", "serve", "--port", str(port), "--alias",
+         "serving", "--registered-model-name", NAME, "--workers", "2", "--sessions", ""],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, process)
+        store.rename(tmp_path / "away.db")
+        workers = psutil.Process(process.pid).children()
+        assert len(workers) >= 2
+        victim = max(workers, key=lambda w: w.create_time())
+        victim.kill()
+        deadline = time.monotonic() + 120
+        while True:  # started again, and loaded its model
+            alive = [w for w in psutil.Process(process.pid).children() if w.pid != victim.pid
+                     and w.status() != psutil.STATUS_ZOMBIE]
+            if len(alive) >= 2:
+                statuses = {_post(f"{url}/invocations", {"dataframe_records": [
+                    {"user_id": "nobody", "k": 2}]})[0] for _ in range(6)}
+                if statuses == {200}:
+                    break
+            assert time.monotonic() < deadline, process.stderr.read1().decode()[-2000:]
+            time.sleep(1)
+        assert not store.exists(), "a worker created an empty registry in its place"
+    finally:
+        _stop(process)
+    assert b"Traceback" not in process.stderr.read()
+
+
 def test_the_servers_diversity_default_reaches_every_loaded_model(
         registered: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from shoprec.registry.loading import load_uri
