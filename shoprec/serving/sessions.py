@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shoprec.data.schema import EVENTS, canonical_id
+from shoprec.data.schema import canonical_id
 
 #: Environment variable naming the session database.
 SESSIONS_ENV = "SHOPREC_SESSIONS"
@@ -38,8 +38,16 @@ MAX_AGE_SECONDS = 24 * 3600
 MAX_ID_CHARS = 200
 #: Events kept in all, across shoppers.
 MAX_ROWS = 1_000_000
-#: Seconds between sweeps of expired events.
+#: Seconds between sweeps of expired events (and checkpoints of the write-ahead log).
 SWEEP_SECONDS = 60.0
+#: Seconds a write waits for another worker's: events are not dropped under load (reads
+#: never wait: the write-ahead log lets them read beside a writer).
+WRITE_WAIT_SECONDS = 10.0
+#: Bytes the write-ahead log is cut back to after a checkpoint: requests read sessions all
+#: the time, and without a limit the log kept its largest size for good (400 MB seen).
+WAL_LIMIT_BYTES = 16 << 20
+#: The event types a session records (training's ``rating`` is no shopper's live event).
+SESSION_EVENTS = ("view", "cart", "purchase")
 
 
 class SessionStore:
@@ -78,10 +86,10 @@ class SessionStore:
         # One connection per thread: sqlite3 connections are not shared across threads.
         db = getattr(self._local, "db", None)
         if db is None:
-            # A short wait for another worker's write: an answer must not hang on it.
-            db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=WRITE_WAIT_SECONDS, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             self._local.db = db
         return db
 
@@ -105,15 +113,24 @@ class SessionStore:
         now = time.time()
         rows = []
         for user_id, item_id, event, at in events:
+            for name, value in (("user_id", user_id), ("item_id", item_id)):
+                # Infinity read as the shopper "inf", a list as its text: refused instead.
+                if isinstance(value, bool) or not isinstance(value, (str, int, float)) \
+                        or (isinstance(value, float) and not math.isfinite(value)):
+                    raise ValueError(f"{name} must be text or a whole number, got "
+                                     f"{value!r}"[:200])
             user, item = canonical_id(user_id), canonical_id(item_id)
-            kind = str(event or "view").strip().lower()
+            if event is not None and not isinstance(event, str):
+                raise ValueError(f"event must be one of {', '.join(SESSION_EVENTS)}, got "
+                                 f"{event!r}"[:200])
+            kind = (event or "view").strip().lower()
             if not user or not item:
                 raise ValueError("an event needs user_id and item_id")
             if len(user) > MAX_ID_CHARS or len(item) > MAX_ID_CHARS:
                 raise ValueError(f"ids are at most {MAX_ID_CHARS} characters")
-            if kind not in EVENTS:
-                raise ValueError(f"event must be one of {', '.join(sorted(EVENTS))}, got "
-                                 f"{event!r}")
+            if kind not in SESSION_EVENTS:
+                raise ValueError(f"event must be one of {', '.join(SESSION_EVENTS)}, got "
+                                 f"{event!r}"[:200])
             moment = now
             if at is not None:
                 if isinstance(at, bool) or not isinstance(at, (int, float)) \
@@ -130,13 +147,28 @@ class SessionStore:
                 db.execute("DELETE FROM events WHERE user_id = ? AND rowid NOT IN (SELECT "
                            "rowid FROM events WHERE user_id = ? ORDER BY at DESC, rowid DESC "
                            "LIMIT ?)", (user, user, self.max_events))
-            if now - self._swept > SWEEP_SECONDS:
+            sweep = now - self._swept > SWEEP_SECONDS
+            if sweep:
                 # Expired events, and the oldest beyond the cap, now and then (indexed).
                 self._swept = now
                 db.execute("DELETE FROM events WHERE at < ?", (now - self.max_age,))
                 db.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events "
                            "ORDER BY at DESC LIMIT -1 OFFSET ?)", (self.max_rows,))
+        if sweep:
+            self._checkpoint(db)
         return [{"user_id": u, "item_id": i, "event": e, "at": a} for u, i, e, a in rows]
+
+    @staticmethod
+    def _checkpoint(db: sqlite3.Connection) -> None:
+        """Copy the write-ahead log into the database and cut it back (once a minute).
+
+        SQLite's own checkpoints rarely finish while readers come and go all the time, as
+        answers read sessions; a reader still in the way leaves the log for the next one.
+        """
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass  # busy: the next sweep tries again
 
     def recent(self, user_ids: list[str]) -> dict[str, list[str]]:
         """Each shopper's session items, oldest first (unknown shoppers: absent)."""

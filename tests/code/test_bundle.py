@@ -288,6 +288,24 @@ def test_live_sessions_count_as_recent_items(bundle: ModelBundle, tmp_path: Path
         early = store.add("u7", "i2", "view", 0.0)
         assert late["at"] <= time.time() + 61 and early["at"] >= time.time() - 5
         assert store.recent(["u7"]) == {"u7": ["i2", "i1"]}
+        # Ids and event types a request can get wrong (found by a second reader: Infinity
+        # was stored as the shopper "inf", 0 as a view, a list as its text).
+        for user, item, event, words in ((float("inf"), "i1", "view", "user_id must be"),
+                                         ("u8", ["i1"], "view", "item_id must be"),
+                                         ("u8", "i1", 0, "event must be one of"),
+                                         ("u8", "i1", "rating", "event must be one of"),
+                                         (True, "i1", "view", "user_id must be")):
+            with pytest.raises(ValueError, match=words):
+                store.add(user, item, event)
+        assert store.recent(["u8", "inf", "True", "1"]) == {}
+        assert store.add(17850, 22423.0)["item_id"] == "22423"  # numbers are ids
+        # The write-ahead log is cut back when it is checkpointed, not kept at its peak.
+        db = store._connection()
+        assert db.execute("PRAGMA journal_size_limit").fetchone()[0] == 16 << 20
+        store._swept = 0.0  # the next write sweeps and checkpoints
+        store.add("u9", "i1")
+        wal = Path(f"{store.path}-wal")
+        assert not wal.exists() or wal.stat().st_size == 0
         # An erased shopper's session is not used either.
         SuppressionList().add("u5")
         assert bundle.answer([{"user_id": "u5"}])[0]["source"] == "popularity"
