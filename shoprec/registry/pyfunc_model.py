@@ -44,7 +44,10 @@ class ShoprecModel(PythonModel):
         MLflow's model server answers with HTTP 400 and the message.
         """
         from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+        from mlflow.protos.databricks_pb2 import (
+            INVALID_PARAMETER_VALUE,
+            TEMPORARILY_UNAVAILABLE,
+        )
 
         if len(model_input) == 0:
             # MLflow drops fields outside the signature before this call, so a request made
@@ -59,6 +62,10 @@ class ShoprecModel(PythonModel):
         except (ValueError, TypeError) as exc:
             raise MlflowException(f"invalid request: {exc}",
                                   error_code=INVALID_PARAMETER_VALUE) from exc
+        except RuntimeError as exc:  # the server's own fault (an unreadable erasure list)
+            # Said as a fault (503), not as the client's mistake with a traceback.
+            raise MlflowException(f"server error: {exc}",
+                                  error_code=TEMPORARILY_UNAVAILABLE) from exc
 
 
 mlflow.models.set_model(ShoprecModel())

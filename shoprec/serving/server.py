@@ -103,6 +103,18 @@ class RecommendationServer:
                                       "--no-explanations) to serve another host name", 403))
             return
         if scope["type"] == "http" and self.bundle is not None \
+                and scope["path"] in ("/ping", "/health"):
+            # A load balancer's check: green only while answers can be given. A server
+            # that cannot read its erasure list refuses every answer (it must not name an
+            # erased shopper's purchases), so it is not healthy either.
+            try:
+                self.bundle.suppressed_rows()
+            except RuntimeError as exc:
+                await _send(send, *_error(f"server error: {exc}", 503))
+                return
+            await self.mlflow_app(scope, receive, send)
+            return
+        if scope["type"] == "http" and self.bundle is not None \
                 and (scope["path"] == "/" or scope["path"].startswith("/api/")
                      or scope["path"] == "/events"):
             from shoprec.serving import storefront
@@ -182,7 +194,7 @@ class RecommendationServer:
             return _error(f"invalid request: {exc}")
         except RuntimeError as exc:  # the server's own fault (an unreadable erasure list)
             logger.error("request failed: %s", exc)
-            return _error(f"server error: {exc}", 500)
+            return _error(f"server error: {exc}", 503)
         return 200, json.dumps({"predictions": answers}).encode()
 
 
@@ -437,6 +449,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _error(message: str, status: int = 400) -> tuple[int, bytes]:
-    # MLflow's error shape, so clients handle both paths alike.
-    return status, json.dumps({"error_code": "INVALID_PARAMETER_VALUE",
-                               "message": message}).encode()
+    # MLflow's error shape, so clients handle both paths alike; a server fault says so.
+    return status, json.dumps({"error_code": "INVALID_PARAMETER_VALUE" if status < 500
+                               else "TEMPORARILY_UNAVAILABLE", "message": message}).encode()

@@ -23,14 +23,18 @@ async def _mlflow_app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b'{"handled_by": "mlflow"}'})
 
 
-@pytest.fixture(scope="module")
-def app() -> RecommendationServer:
+def _bundle() -> ModelBundle:
     history = sp.csr_matrix((np.random.default_rng(1).random((20, 12)) < 0.3)
                             .astype(np.float32))
     model = Popularity().fit(history)
-    bundle = ModelBundle(model=model, users=IdMap([f"u{i}" for i in range(20)]),
-                         items=IdMap([f"i{i}" for i in range(12)]), history=history,
-                         fallback=model, meta={"model": "popularity"})
+    return ModelBundle(model=model, users=IdMap([f"u{i}" for i in range(20)]),
+                       items=IdMap([f"i{i}" for i in range(12)]), history=history,
+                       fallback=model, meta={"model": "popularity"})
+
+
+@pytest.fixture(scope="module")
+def app() -> RecommendationServer:
+    bundle = _bundle()
     return RecommendationServer(_mlflow_app, bundle.answer,
                                 Limits(max_body_bytes=20_000, max_records=50,
                                        max_query_chars=100))
@@ -153,6 +157,35 @@ def test_csv_and_parquet_bodies_are_held_to_the_limits(app) -> None:
     assert post(app, few, parquet).json() == {"handled_by": "mlflow"}
     assert post(app, "user_id,k\nu1,3\n", {"Content-Type": "text/csv"}).json() == {
         "handled_by": "mlflow"}
+
+
+def test_a_server_that_cannot_read_its_erasure_list_is_not_healthy(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer failed while /ping and /health stayed green, so a load balancer kept
+    sending traffic; the failure read as the client's mistake (INVALID_PARAMETER_VALUE)."""
+    from shoprec.privacy import SUPPRESSIONS_ENV
+
+    listing = tmp_path / "erase.jsonl"
+    monkeypatch.setenv(SUPPRESSIONS_ENV, str(listing))
+    bundle = _bundle()
+    server = RecommendationServer(_mlflow_app, bundle.answer, Limits(), bundle)
+
+    def get(path: str) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=server)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                return await c.get(path)
+        return asyncio.run(go())
+
+    assert get("/ping").status_code == get("/health").status_code == 200
+    listing.write_text("garbage\n")
+    for path in ("/ping", "/health"):
+        answer = get(path)
+        assert answer.status_code == 503, answer.text
+        assert "suppression list cannot be read" in answer.json()["message"]
+    answer = post(server, records({"user_id": "u1"}))
+    assert answer.status_code == 503
+    assert answer.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
 
 
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
