@@ -1418,6 +1418,7 @@ def serve(
     from shoprec.registry import tracking
     from shoprec.registry.promotion import alias_version
 
+    _check_port_free(host, port)
     tracking.require_store()
     version = alias_version(model_name, alias)
     if version is None:
@@ -1500,6 +1501,35 @@ def serve(
         uvicorn.run("shoprec.serving.server:create_app", factory=True, host=host, port=port,
                     workers=workers, log_level="warning", access_log=False,
                     timeout_graceful_shutdown=SERVE_GRACE_SECONDS)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on, before anything is announced or loaded.
+
+    uvicorn would print its own ``[Errno 98]`` after the "serving" lines and exit 3.
+
+    Raises:
+        ConfigError: The address is in use, or ``host`` is not this machine's.
+    """
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: not an address of this machine ({exc})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"--port {port} is in use on {host} (another server, or "
+                                  "this one still running); pick another --port or stop "
+                                  "it") from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); check "
+                              "--host and --port") from None
 
 
 #: How long `shoprec serve` lets requests in flight finish after SIGTERM or Ctrl-C.

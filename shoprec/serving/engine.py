@@ -360,6 +360,9 @@ def _text(value: Any, name: str = "an id") -> str:
             value, (str, int, float, np.integer, np.floating, type(None))):
         raise ValueError(f"{name} must be text or a number, got {type(value).__name__} "
                          f"{str(value)[:80]!r}")
+    if isinstance(value, (float, np.floating)) and np.isinf(value):
+        # JSON's Infinity or 1e400: no shop's id (NaN stays "absent": pandas' missing).
+        raise ValueError(f"{name} must be text or a finite number, got {value!r}")
     return canonical_id(value)
 
 

@@ -166,6 +166,21 @@ def test_a_command_line_refused_by_click_replaces_the_last_summary(tmp_path: Pat
 
 
 @pytest.mark.slow
+def test_serve_on_a_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
+    """uvicorn's raw "[Errno 98]" came after the "serving" lines, then exit 3."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run("serve", "--port", str(port), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"--port {port} is in use on 127.0.0.1" in done.stderr
+    assert "serving" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
 def test_unknown_task_runner_is_a_usage_error(tmp_path: Path) -> None:
     done = run("train", "--task-runner", "spark", cwd=tmp_path)
     assert done.returncode == 2
