@@ -106,11 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     # relative paths (runs/, the sample) are resolved from the project root.
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
+    from shoprec.runtime import DEPLOYMENT_DEFAULTS, apply_runtime_defaults
+
+    # Before Prefect reads its settings: the flow runs' logs carry shoprec's lines.
+    for key, value in DEPLOYMENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    apply_runtime_defaults()
     from prefect import serve
 
-    from shoprec.runtime import apply_runtime_defaults
-
-    apply_runtime_defaults()
     serve(*build_deployments(
         args.dataset, args.format, args.items,
         None if args.training_cron.lower() == "none" else args.training_cron,

@@ -58,6 +58,8 @@ from typing import Any
 
 import psutil
 
+from shoprec.runtime import DEPLOYMENT_DEFAULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "shoprec-process"
 #: How long a service may take to answer its health check after starting.
@@ -560,7 +562,8 @@ def _launch(stack: Stack, name: str) -> bool:
         extra["worker_name"] = f"shoprec-stack-{secrets.token_hex(4)}"
         command = [*_tool("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
                    "--name", extra["worker_name"]]
-        env = _client_env(stack)
+        # The flow runs it starts inherit it: shoprec's log lines reach the Prefect UI.
+        env = {**DEPLOYMENT_DEFAULTS, **_client_env(stack)}
     _spawn(stack, name, command, env, **extra)
     return True
 

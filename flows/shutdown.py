@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from typing import Any
 
 
@@ -49,3 +51,39 @@ def drain_prefect() -> bool:
 
     _, pending = APILogWorker.drain_all(timeout=DRAIN_SECONDS)  # type: ignore[misc]
     return not pending
+
+
+#: Seconds a stopped flow run's process gets to report its end before it exits anyway.
+STOPPED_EXIT_SECONDS = 5.0
+
+
+def exit_soon_when_stopped(code: int = 1) -> bool:
+    """End this process soon, when it runs one flow run for a deployment and was stopped.
+
+    A deployment's run (``deployments/serve.py``, a worker) is a process of its own that
+    Prefect stops with SIGTERM on a cancel. The candidates still training are threads the
+    interpreter joins before it exits: the run stayed "Cancelling" until the runner killed
+    it 30 s later, and a run started meanwhile was refused by the concurrency limit. A
+    timer ends the process once the flow has reported its end (or after
+    :data:`STOPPED_EXIT_SECONDS`, whichever comes first: a process with no thread left
+    exits before it). The command line has its own, faster exit; a flow called in another
+    process (a test) is never ended this way.
+
+    Returns:
+        Whether the timer was started.
+    """
+    if not os.environ.get("PREFECT__FLOW_RUN_ID"):
+        return False  # not a runner's or worker's flow-run process
+
+    def leave() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    timer = threading.Timer(STOPPED_EXIT_SECONDS, leave)
+    timer.daemon = True
+    timer.start()
+    return True

@@ -25,6 +25,7 @@ from shoprec_flows.runners import (
     threads_per_candidate,
     threads_per_trial,
 )
+from shoprec_flows.shutdown import exit_soon_when_stopped
 from shoprec_flows.tuning import run_tuning
 from shoprec_tasks.training import (
     find_champion,
@@ -51,7 +52,7 @@ from shoprec.features import item_frame
 from shoprec.registry import runs, tracking
 from shoprec.registry.publish import git_commit
 from shoprec.registry.tracking import initialise_store_in_background
-from shoprec.runtime import apply_runtime_defaults
+from shoprec.runtime import apply_runtime_defaults, stopped_by_signal
 from shoprec.training import (
     BundleParts,
     CandidateResult,
@@ -196,12 +197,13 @@ def training_pipeline(
                            "aliases": ", ".join(registered.get("aliases", [])),
                            "gate": "passed" if summary["gate"]["passed"] else "not passed"})
             report_artifacts(chosen.leaderboard, summary, chosen.verdict, runs.run_url(parent))
-        except Exception:
-            # Said before the error itself, which cannot tell that the registry was written.
+        except BaseException as exc:
+            # Said before the error itself, which cannot tell that the registry was written
+            # (a cancel from the UI lands here too: the version stays, published).
             logger.error("%s version %s was registered (aliases: %s) before the run's reports "
-                         "could be logged", training.registered_model_name,
+                         "could be logged; the run was then %s", training.registered_model_name,
                          registered.get("version"), ", ".join(registered.get("aliases", []))
-                         or "none")
+                         or "none", "stopped" if stopped_by_signal(exc) else "failed")
             raise
         runs.finish_run(parent, ok=True)
     except BaseException as exc:
@@ -216,6 +218,8 @@ def training_pipeline(
             runs.finish_run(parent, ok=False, status="KILLED" if stopped else None)
         except Exception as close_error:  # noqa: BLE001 - e.g. the tracking server is gone
             logger.warning("could not close MLflow run %s: %s", parent, close_error)
+        if stopped:
+            exit_soon_when_stopped()  # candidates still training would hold the process
         raise
     return summary
 

@@ -34,6 +34,12 @@ RUNTIME_DEFAULTS = {
 }
 
 
+#: For processes that run flows for a deployment (``deployments/serve.py``, the stack's
+#: worker): shoprec's own log lines go to the flow run's log in the Prefect UI, beside
+#: Prefect's. Not for the CLI, whose terminal shows them with ``-v`` only.
+DEPLOYMENT_DEFAULTS = {"PREFECT_LOGGING_EXTRA_LOGGERS": "shoprec,shoprec_flows,shoprec_tasks"}
+
+
 def apply_runtime_defaults() -> None:
     """Set :data:`RUNTIME_DEFAULTS` in the environment where the user has not."""
     for key, value in RUNTIME_DEFAULTS.items():

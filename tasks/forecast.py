@@ -84,8 +84,9 @@ def find_demand_champion(config: ForecastConfig) -> DemandChampion:
 
     A name that holds recommenders is refused.
     """
+    champion = demand_champion(config.registered_model_name)  # first: it fails closed
     refuse_other_kind(config.registered_model_name, "forecast")
-    return demand_champion(config.registered_model_name)
+    return champion
 
 
 @task(name="retrain-demand-champion", cache_policy=NO_CACHE)

@@ -77,8 +77,9 @@ def find_champion(name: str) -> ChampionReference:
     A registry that cannot be read is recorded in the reference (and fails the gate),
     never taken for "no champion". A name that holds demand forecasts is refused.
     """
+    reference = champion_reference(name)  # first: its read fails closed, in the gate
     refuse_other_kind(name, "recommender")
-    return champion_reference(name)
+    return reference
 
 
 @task(name="train-champion-recipe", task_run_name="train-champion-recipe-{recipe.candidate}",

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -520,6 +521,30 @@ def test_nightly_retrains_promote_on_a_like_for_like_comparison(
 
         # (A worse version refused with each check's reason: test_flows, in-process.)
 
+        # shoprec's own log lines are in the run's log, as the UI shows it.
+        assert any(line.name.startswith("shoprec") and "registered" in line.message
+                   for line in _logs_of(str(second["prefect_flow_run_id"]))), \
+            "shoprec's log lines did not reach the flow run's log"
+
+        # A cancel from the UI while a candidate trains ends the run's process at once: the
+        # candidate's thread held it until the runner killed it, 30 s later.
+        slow = run_deployment(
+            "shoprec-training/training-nightly", timeout=0,
+            parameters={"split": SPLIT.model_dump(mode="json"), "training": {
+                "registered_model_name": "cancelled-model", "models": ["popularity", "mf"],
+                "params": {"mf": {"iterations": 100_000, "factors": 64}}}})
+        deadline = time.monotonic() + 300
+        while not _task_running(str(slow.id), "train-mf"):
+            assert time.monotonic() < deadline, "mf never started"
+            time.sleep(1)
+        cancelled = time.monotonic()
+        _cancel(str(slow.id))
+        while not (state := _flow_state(str(slow.id))).is_final():
+            assert time.monotonic() - cancelled < 25, f"still {state.name} after 25 s"
+            time.sleep(0.5)
+        assert state.is_cancelled(), state
+        assert tracking.client().search_model_versions("name = 'cancelled-model'") == []
+
         # The batch deployment serves whatever champion now is.
         run = run_deployment(
             "shoprec-batch-recommendations/batch-recommendations", timeout=300,
@@ -529,6 +554,50 @@ def test_nightly_retrains_promote_on_a_like_for_like_comparison(
         assert set(pd.read_parquet(tmp_path / "batch")["model_version"]) == {"2"}
     finally:
         _stop(serving)
+
+
+def _logs_of(flow_run_id: str) -> list:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[UUID(flow_run_id)])), limit=200)
+
+    return asyncio.run(read())
+
+
+def _task_running(flow_run_id: str, name: str) -> bool:
+    """Whether a task named ``name`` runs in ``flow_run_id`` or a flow run nested in it."""
+    from prefect.client.orchestration import get_client
+
+    async def read() -> bool:
+        async with get_client() as client:
+            tasks = await client.read_task_runs(limit=200)
+            return any(t.name == name and t.state is not None and t.state.is_running()
+                       for t in tasks)
+
+    return asyncio.run(read())
+
+
+def _cancel(flow_run_id: str) -> None:
+    """What the UI's Cancel button does."""
+    done = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "cancel", flow_run_id],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _flow_state(flow_run_id: str) -> Any:
+    from prefect.client.orchestration import get_client
+
+    async def read() -> Any:
+        async with get_client() as client:
+            return (await client.read_flow_run(flow_run_id)).state
+
+    return asyncio.run(read())
 
 
 def _summary_of(flow_run_id: str) -> dict:
@@ -568,6 +637,9 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(registered: str) -> None:
     found = asyncio.run(deployments())
     nightly = found["training-nightly"]
     assert nightly.work_pool_name == "shoprec-process"
+    # shoprec's own log lines reach each run's log in the UI (they went nowhere).
+    assert nightly.job_variables["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == \
+        "shoprec,shoprec_flows,shoprec_tasks"
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     # Typed parameters: the UI builds its form from this schema, with descriptions.
     schema = nightly.parameter_openapi_schema
