@@ -195,7 +195,7 @@ def train_candidates(jobs: list[CandidateJob], inputs: TrainingInputs, ks: list[
     after = after or {}
     with limit_threads(threads):
         common = {"encoded": _shared(inputs.encoded), "items": _shared(inputs.items),
-                  "ks": ks, "threads": threads}
+                  "ks": ks, "threads": threads, "curve_k": curve_k}
         futures: dict[str, PrefectFuture[CandidateResult]] = {}
         for job in submission_order(jobs):
             # submission_order puts every job after the one it waits for.
@@ -206,7 +206,7 @@ def train_candidates(jobs: list[CandidateJob], inputs: TrainingInputs, ks: list[
             else:
                 futures[job.label] = train_candidate.submit(
                     name=job.candidate, params=job.params, wait_for=wait_for,
-                    board=inputs.board, curve_k=curve_k, **common)
+                    board=inputs.board, **common)
         return [job_result(job, _wait(futures[job.label])) for job in jobs]
 
 

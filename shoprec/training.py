@@ -233,7 +233,7 @@ def train_candidate_row(name: str, params: dict[str, Any], encoded: EncodedSplit
 
 def retrain_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | None,
                    ks: list[int], threads: int | None = None,
-                   label: str = CHAMPION_RECIPE) -> CandidateResult:
+                   label: str = CHAMPION_RECIPE, curve_k: int | None = None) -> CandidateResult:
     """Retrain a registered version's recipe on this run's split.
 
     It is scored on the same validation and test users as every candidate.
@@ -245,6 +245,7 @@ def retrain_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | 
         ks: Cut-offs.
         threads: Cores for the model, where it takes a thread count.
         label: The row's name in the leaderboard.
+        curve_k: The K of its accuracy/novelty curve (the candidates').
 
     Returns:
         Its leaderboard row, named ``label``; ``failed`` or ``skipped`` with the reason when
@@ -255,7 +256,8 @@ def retrain_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | 
         if recipe.candidate not in CANDIDATES:
             raise ModelFitError(f"the recipe's candidate {recipe.candidate!r} is not one of "
                                 f"this code's ({', '.join(CANDIDATES)})")
-        result = train_candidate_row(recipe.candidate, params, encoded, items, ks)
+        result = train_candidate_row(recipe.candidate, params, encoded, items, ks,
+                                     curve_k=curve_k)
     except Exception as exc:  # noqa: BLE001 - the reason goes to the gate, not a traceback
         logger.warning("the recipe of %s could not be retrained: %s", recipe.candidate, exc)
         result = failed_result(recipe.candidate, params, exc)

@@ -85,10 +85,11 @@ def find_champion(name: str) -> ChampionReference:
 @task(name="train-champion-recipe", task_run_name="train-champion-recipe-{recipe.candidate}",
       cache_policy=NO_CACHE)
 def train_champion_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | None,
-                          ks: list[int], threads: int | None = None) -> CandidateResult:
+                          ks: list[int], threads: int | None = None,
+                          curve_k: int | None = None) -> CandidateResult:
     """Retrain the champion's recipe on this run's training split (the gate's reference)."""
     with limit_threads(threads):
-        return retrain_recipe(recipe, encoded, items, ks, threads)
+        return retrain_recipe(recipe, encoded, items, ks, threads, curve_k=curve_k)
 
 
 @task(name="log-candidates")

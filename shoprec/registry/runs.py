@@ -166,8 +166,10 @@ def _tradeoff_files(results: list[Any], folder: Path) -> None:
 
     rows = [{"model": r.model, **point} for r in results for point in r.diversity]
     pd.DataFrame(rows).to_csv(folder / "diversity.csv", index=False)
-    # The curve is at the primary metric's K: read it from the figures, not assumed 10.
+    # The curve is at the primary metric's K: read it from the figures, not assumed 10; a
+    # row whose curve is at another K is left out of the chart rather than failing it.
     k = next(key for key in results[0].diversity[0] if key.startswith("ndcg@")).partition("@")[2]
+    results = [r for r in results if f"ndcg@{k}" in r.diversity[0]]
     figure, axis = plt.subplots(figsize=(6, 4))
     for result in results:
         novelty = [p[f"novelty@{k}"] for p in result.diversity]

@@ -102,9 +102,19 @@ def test_the_novelty_curve_is_at_the_asked_k(encoded: EncodedSplit, tmp_path) ->
     assert figures and all(key.endswith("@20") for key in figures), figures
     assert result.diversity[0]["ndcg@20"] == pytest.approx(result.test["ndcg@20"])
     assert "ndcg@10" not in result.diversity[0]
-    runs._tradeoff_files([result], tmp_path)
+    # The champion's recipe, retrained beside the candidates, is at the same K: logged
+    # with them, a row at another K stopped the run (KeyError) and nothing was published.
+    from shoprec.registry.recipe import Recipe
+    from shoprec.training import retrain_recipe
+
+    champion = retrain_recipe(Recipe("ease", {"regularization": 50.0}), encoded, None,
+                              [5, 20], curve_k=20)
+    assert champion.status == "ok" and "ndcg@20" in champion.diversity[0]
+    runs._tradeoff_files([result, champion], tmp_path)
     assert (tmp_path / "diversity.png").stat().st_size > 0
     assert "ndcg@20" in (tmp_path / "diversity.csv").read_text().splitlines()[0]
+    other = train_candidate_row("ease", {}, encoded, None, [5, 20], curve_k=5)
+    runs._tradeoff_files([result, other], tmp_path)  # another K: left out of the chart
 
 
 @pytest.mark.slow  # TensorFlow
