@@ -97,7 +97,8 @@ def demand_champion(name: str = DEMAND_MODEL_NAME) -> DemandChampion:
 def refuse_other_kind(name: str, kind: str) -> None:
     """Refuse to register a ``kind`` (``recommender`` or ``forecast``) under another kind's name.
 
-    What ``name`` holds is what its champion is, or else its latest version.
+    What ``name`` holds is what its champion is, or else its latest labelled version (one a
+    run left unlabelled says nothing: the next publication withdraws it).
     A forecast registered under the recommender's name becomes its challenger, and a
     rollback or a hand-set alias can then serve it to shoppers; the reverse breaks the
     batch's stock-aware ranking. A registry that cannot be read is left to the run, which
@@ -114,9 +115,9 @@ def refuse_other_kind(name: str, kind: str) -> None:
     try:
         version = alias_version(name, CHAMPION)
         if version is None:
-            found = client.search_model_versions(f"name = '{name}'", max_results=1,
+            found = client.search_model_versions(f"name = '{name}'", max_results=100,
                                                  order_by=["version_number DESC"])
-            version = str(found[0].version) if found else None
+            version = next((str(v.version) for v in found if "gate" in (v.tags or {})), None)
         if version is None:
             return
         forecast = is_forecast_version(name, version)
@@ -125,9 +126,10 @@ def refuse_other_kind(name: str, kind: str) -> None:
     if forecast != (kind == "forecast"):
         held = "demand forecasts" if forecast else "recommenders"
         other = DEMAND_MODEL_NAME if kind == "forecast" else "shoprec-recommender"
+        such = f", such as {other!r}" if other != name else ""
         raise ConfigError(f"registered model {name!r} holds {held} (version {version}); a "
                           f"{kind} cannot be registered under it: use another "
-                          f"--registered-model-name, such as {other!r}")
+                          f"--registered-model-name{such}")
 
 
 def is_forecast_version(name: str, version: str) -> bool:

@@ -389,7 +389,7 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
         logger.warning("could not look for what a stopped run or promotion left of %s (%s); "
                        "the next run looks again", name, tracking.redact(str(exc)))
     client = tracking.client()
-    running = client.get_run(run_id).info.status == "RUNNING"
+    status_before = client.get_run(run_id).info.status
     try:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
@@ -409,16 +409,25 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
     _withdraw_copies(name, run_id, version)
     challenger_before = None
     try:
-        if running:
-            # Leaving MLflow's run context ended the run FINISHED; its owner ends it. Until
-            # then it must read RUNNING: a kill -9 from here on is then seen by the next
-            # run (closed, and this version withdrawn if it was never labelled).
-            client.update_run(run_id, status="RUNNING")
+        # Leaving MLflow's run context ended the run FINISHED. Until this version is
+        # labelled it must read RUNNING (a forecast's run had ended before publishing): a
+        # kill -9 from here on is then seen by the next run, which closes the run and
+        # withdraws this version if it was never labelled.
+        client.update_run(run_id, status="RUNNING")
         challenger_before = alias_version(name, CHALLENGER)
         passed, current, aliases = _label(name, version, verdict, tags)
-    except BaseException:  # stopped, or the registry failed: no half-labelled version left
+    except BaseException as exc:  # stopped, or the registry failed: no half-labelled version
         _withdraw(name, version, challenger_before)
+        if status_before != "RUNNING":  # its owner had ended it: end it as this ended
+            from shoprec.runtime import stopped_by_signal
+
+            try:
+                client.set_terminated(run_id, "KILLED" if stopped_by_signal(exc) else "FAILED")
+            except Exception:  # noqa: BLE001 - the next run closes it (its process is gone)
+                pass
         raise
+    if status_before != "RUNNING":
+        client.set_terminated(run_id, status_before)  # as it was: its owner had ended it
     logger.info("registered %s version %s with aliases %s", name, version, aliases)
     return {"name": name, "version": version, "aliases": aliases, "model_uri": info.model_uri,
             "previous_champion": current if passed else None}

@@ -620,11 +620,13 @@ def test_a_version_stopped_while_being_labelled_is_withdrawn(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("ended_before", [False, True], ids=["training", "forecast"])
 def test_a_version_left_unlabelled_by_a_killed_run_is_withdrawn_by_the_next(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ended_before: bool) -> None:
     """kill -9 between registration and labelling: nothing withdraws the version then; the
     next publication does, once the run is closed, and leaves a version registered by hand
-    alone."""
+    alone. A forecast's run had ended (FINISHED) before publishing, and its leftover was
+    never withdrawn."""
     from shoprec.registry import publish, runs, tracking
     from shoprec.registry.aliases import CHALLENGER, CHAMPION, alias_version
 
@@ -636,12 +638,19 @@ def test_a_version_left_unlabelled_by_a_killed_run_is_withdrawn_by_the_next(
     gone.wait()
     killed = client.create_run(experiment, tags={**runs.process_space(),
                                                  runs.PID_TAG: str(gone.pid)}).info.run_id
+    if ended_before:
+        client.set_terminated(killed, "FINISHED")  # as log_forecast leaves it
+    real_end = type(client).set_terminated
 
     def killed_here(*args: object, **kwargs: object) -> None:
         raise SystemExit("killed")  # kill -9 runs no clean-up: withdrawal is skipped below
 
     monkeypatch.setattr(publish, "_label", killed_here)
     monkeypatch.setattr(publish, "_withdraw", lambda *args: None)
+    # kill -9: nothing after the stop runs, the run's own closing included.
+    monkeypatch.setattr(type(client), "set_terminated",
+                        lambda self, run_id, *a, **k: None if run_id == killed
+                        else real_end(self, run_id, *a, **k))
     with pytest.raises(SystemExit):
         publish.publish(bundle, run_id=killed, name="left", tags={},
                         verdict=publish.GateVerdict(passed=True, metric="ndcg@10"),

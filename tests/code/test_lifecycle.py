@@ -764,8 +764,9 @@ def test_a_model_name_holds_one_kind(two_versions: str) -> None:
         check_rollback(two_versions)
     client.create_registered_model("demand")
     client.create_model_version("demand", source="/tmp",
-                                tags={"shoprec_kind": "demand-forecast"})
-    refuse_other_kind("demand", "forecast")  # no champion: its latest version says
+                                tags={"shoprec_kind": "demand-forecast", "gate": "fail"})
+    client.create_model_version("demand", source="/tmp")  # left unlabelled by a killed run
+    refuse_other_kind("demand", "forecast")  # no champion: its latest labelled version says
     with pytest.raises(ConfigError, match="holds demand forecasts"):
         refuse_other_kind("demand", "recommender")
 
