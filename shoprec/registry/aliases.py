@@ -134,8 +134,16 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
     operation on the model (:func:`finish_interrupted_move`).
     """
     client = tracking.client()
+    finish_interrupted_move(name)
+    if _pending(client, name) is not None:
+        # Another process is moving champion right now (or stopped doing so moments ago
+        # on another machine): its record must not be overwritten, nor its move crossed.
+        raise RegistryError(f"another operation is moving {name}'s champion right now "
+                            f"(registered model tag {PENDING_MOVE}); try again in a minute")
     before = alias_version(name, PREVIOUS_CHAMPION)
-    moves_previous = outgoing is not None and outgoing != version
+    # previous-champion already on the outgoing version (a rollback stopped midway left it
+    # so) is not moved, nor logged moving onto itself.
+    moves_previous = outgoing is not None and outgoing not in (version, before)
     record = {"version": version, "from": outgoing, "previous": before, "action": action,
               "by": by, "at": at, "reason": reason[:_RECORD_TEXT],
               "version_tags": {k: v[:_RECORD_TEXT] for k, v in (version_tags or {}).items()},
@@ -189,6 +197,31 @@ def describe(client: Any, name: str, version: str, line: str) -> None:
                        version, line[:80], tracking.redact(str(exc)))
 
 
+def _pending(client: Any, name: str) -> str | None:
+    """The text of ``name``'s :data:`PENDING_MOVE` tag, or ``None`` (none, or no model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name).tags.get(PENDING_MOVE) or None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def version_exists(client: Any, name: str, version: str) -> bool:
+    """Whether ``name`` still has ``version`` (a person may have deleted it)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return False
+        raise
+    return True
+
+
 def _owner() -> dict[str, Any]:
     """This process, as :func:`finish_interrupted_move` looks it up."""
     import os
@@ -200,6 +233,8 @@ def _owner() -> dict[str, Any]:
 
 def _abandoned(record: dict[str, Any]) -> bool:
     """Whether the process that recorded a move can no longer finish it."""
+    import os
+
     import psutil
 
     from shoprec.registry.runs import process_space
@@ -207,6 +242,8 @@ def _abandoned(record: dict[str, Any]) -> bool:
     owner = record.get("owner") or {}
     here = process_space()
     if owner and all(owner.get(key) == value for key, value in here.items()):
+        if owner.get("pid") == os.getpid():
+            return True  # this process stopped it (a fault it has reported): not under way
         # This machine, boot and PID namespace: ask the kernel.
         try:
             started = psutil.Process(int(owner["pid"])).create_time()
@@ -234,20 +271,15 @@ def finish_interrupted_move(name: str) -> dict[str, Any] | None:
         The record with ``outcome`` (``finished``, ``undone`` or ``dropped``), or ``None``
         when there was nothing to do.
     """
-    from mlflow.exceptions import MlflowException
-
     client = tracking.client()
-    try:
-        text = client.get_registered_model(name).tags.get(PENDING_MOVE)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
+    text = _pending(client, name)
     if not text:
         return None
     try:
         record = json.loads(text)
         version, outgoing, before = record["version"], record["from"], record["previous"]
+        how = (str(record["action"]), str(record["by"]), str(record["reason"]),
+               str(record["at"]))
     except (ValueError, KeyError, TypeError):
         client.delete_registered_model_tag(name, PENDING_MOVE)  # unreadable: nothing to do
         return None
@@ -259,7 +291,6 @@ def finish_interrupted_move(name: str) -> dict[str, Any] | None:
     if champion == version:
         logged = {(m.get("alias"), m.get("to")) for m in alias_log(name)
                   if m.get("at") == record["at"]}
-        how = (record["action"], record["by"], record["reason"], record["at"])
         if outgoing not in (None, version) and previous == outgoing \
                 and (PREVIOUS_CHAMPION, outgoing) not in logged:
             log_alias_move(name, PREVIOUS_CHAMPION, before, outgoing, *how)
@@ -271,7 +302,7 @@ def finish_interrupted_move(name: str) -> dict[str, Any] | None:
         outcome = "finished"
     elif outgoing is not None and champion == outgoing and previous == outgoing \
             and before != outgoing:
-        if before is None:
+        if before is None or not version_exists(client, name, before):  # deleted by hand since
             client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
         else:
             set_alias(client, name, PREVIOUS_CHAMPION, before)

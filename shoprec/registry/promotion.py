@@ -41,6 +41,7 @@ from shoprec.registry.aliases import (
     move_champion,
     now,
     set_alias,
+    version_exists,
 )
 from shoprec.registry.recipe import read_recipe, why_no_recipe
 from shoprec.registry.rule import factor, replaces_champion, shown_apart
@@ -346,7 +347,7 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
     logged = ({(m.get("alias"), m.get("to")) for m in alias_log(name) if m.get("at") == at}
               if resumed else set())
     because = f": {why}" if why else ""
-    if was is not None and _exists(client, name, was):  # deleted by hand since: no tags
+    if was is not None and version_exists(client, name, was):  # deleted by hand since: no tags
         for key, value in {"rolled_back_at": at, "rolled_back_by": who,
                            "rollback_reason": why}.items():
             client.set_model_version_tag(name, was, key, value[:5000])
@@ -366,19 +367,6 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
     client.delete_registered_model_tag(name, PENDING_ROLLBACK)
     return {"name": name, "from": was, "to": restored, "by": who, "at": at, "reason": why,
             "resumed": resumed}
-
-
-def _exists(client: Any, name: str, version: str) -> bool:
-    """Whether ``name`` still has ``version`` (a person may have deleted it)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_model_version(name, version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return False
-        raise
-    return True
 
 
 def check_rollback(name: str) -> None:

@@ -398,10 +398,20 @@ def test_a_promotion_stopped_after_champion_moved_is_finished_by_the_next_operat
             apply_promotion(decision, by="ops", reason="weekly review")
     assert alias_version(two_versions, "champion") == "2"
     assert "promoted_by" not in client.get_model_version(two_versions, "2").tags
-    # Its own process is still here: the record is left to it.
-    from shoprec.registry.aliases import finish_interrupted_move
+    # Another process of this machine that is still running (here: pytest's parent) may
+    # still be at it: its record is left to it, and no other move may cross it.
+    import json
+    import os
 
+    from shoprec.errors import RegistryError
+    from shoprec.registry.aliases import finish_interrupted_move, move_champion
+
+    record = json.loads(client.get_registered_model(two_versions).tags[PENDING_MOVE])
+    record["owner"]["pid"] = os.getppid()
+    client.set_registered_model_tag(two_versions, PENDING_MOVE, json.dumps(record))
     assert finish_interrupted_move(two_versions) is None
+    with pytest.raises(RegistryError, match="moving legacy's champion right now"):
+        move_champion(two_versions, "1", "2", "promote", "someone", "", "now")
     _owner_gone(two_versions)
     done = finish_interrupted_move(two_versions)
     assert done is not None and done["outcome"] == "finished"
