@@ -1514,15 +1514,15 @@ def _check_port_free(host: str, port: int) -> None:
     import errno
     import socket
 
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ConfigError(f"--host {host}: not an address of this machine ({exc})") from None
-    family, _, _, _, address = infos[0]
+    # The family uvicorn binds with: IPv6 for an address with ":", else IPv4 (localhost too).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
-            probe.bind(address)
+            probe.bind((host, port))
+        except socket.gaierror as exc:
+            raise ConfigError(f"--host {host}: not an address of this machine ({exc})"
+                              ) from None
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(f"--port {port} is in use on {host} (another server, or "

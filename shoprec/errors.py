@@ -63,6 +63,13 @@ class RegistryError(ShopRecError):
     """
 
 
+class ServingUnavailableError(ShopRecError, RuntimeError):
+    """A server cannot answer now for a fault of its own (its erasure list unreadable).
+
+    Answered as HTTP 503 (retry elsewhere or later), never as the client's mistake.
+    """
+
+
 class ModelNotRegisteredError(ConfigError):
     """No registered version answers to the name and alias (or version) asked for."""
 

@@ -198,8 +198,8 @@ class ModelBundle:
         user's subject is hashed once per bundle, the first time the list is not empty.
 
         Raises:
-            RuntimeError: The list exists but cannot be read (a server fault, not a bad
-                request).
+            ServingUnavailableError: The list exists but cannot be read (a server fault,
+                not a bad request).
         """
         return self._suppression()[1]
 
@@ -213,7 +213,7 @@ class ModelBundle:
         return [bool(i) and subject(i) in subjects for i in stored_ids]
 
     def _suppression(self) -> tuple[Any, np.ndarray, frozenset[str]]:
-        from shoprec.errors import ConfigError
+        from shoprec.errors import ConfigError, ServingUnavailableError
         from shoprec.privacy import SuppressionList
 
         suppressions = SuppressionList()
@@ -228,7 +228,8 @@ class ModelBundle:
             try:
                 subjects = suppressions.subjects() if stamp[1] is not None else frozenset()
             except ConfigError as exc:
-                raise RuntimeError(f"the suppression list cannot be read: {exc}") from None
+                raise ServingUnavailableError(
+                    f"the suppression list cannot be read: {exc}") from None
             rows = np.empty(0, dtype=np.int64)
             if subjects:
                 index = self._subject_index()

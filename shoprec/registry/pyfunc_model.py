@@ -45,9 +45,12 @@ class ShoprecModel(PythonModel):
         """
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import (
+            INTERNAL_ERROR,
             INVALID_PARAMETER_VALUE,
             TEMPORARILY_UNAVAILABLE,
         )
+
+        from shoprec.errors import ServingUnavailableError
 
         if len(model_input) == 0:
             # MLflow drops fields outside the signature before this call, so a request made
@@ -62,10 +65,13 @@ class ShoprecModel(PythonModel):
         except (ValueError, TypeError) as exc:
             raise MlflowException(f"invalid request: {exc}",
                                   error_code=INVALID_PARAMETER_VALUE) from exc
-        except RuntimeError as exc:  # the server's own fault (an unreadable erasure list)
+        except ServingUnavailableError as exc:  # a fault of the server's (its erasure list)
             # Said as a fault (503), not as the client's mistake with a traceback.
             raise MlflowException(f"server error: {exc}",
                                   error_code=TEMPORARILY_UNAVAILABLE) from exc
+        except Exception as exc:  # a bug: a 500, without MLflow's traceback in the answer
+            raise MlflowException(f"internal error: {type(exc).__name__}: {exc}",
+                                  error_code=INTERNAL_ERROR) from exc
 
 
 mlflow.models.set_model(ShoprecModel())

@@ -21,6 +21,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from shoprec.errors import ServingUnavailableError
+
 logger = logging.getLogger(__name__)
 
 #: Environment variable holding the model URI the server workers load.
@@ -109,7 +111,7 @@ class RecommendationServer:
             # erased shopper's purchases), so it is not healthy either.
             try:
                 self.bundle.suppressed_rows()
-            except RuntimeError as exc:
+            except ServingUnavailableError as exc:
                 await _send(send, *_error(f"server error: {exc}", 503))
                 return
             await self.mlflow_app(scope, receive, send)
@@ -192,9 +194,12 @@ class RecommendationServer:
                 answers = self.answer(records)
         except (ValueError, TypeError, ArithmeticError) as exc:  # 10**400 as a float
             return _error(f"invalid request: {exc}")
-        except RuntimeError as exc:  # the server's own fault (an unreadable erasure list)
+        except ServingUnavailableError as exc:  # a fault of this server's (its erasure list)
             logger.error("request failed: %s", exc)
             return _error(f"server error: {exc}", 503)
+        except Exception as exc:  # a bug: said as one (500), and logged with its traceback
+            logger.exception("request failed")
+            return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
         return 200, json.dumps({"predictions": answers}).encode()
 
 
@@ -298,8 +303,10 @@ def _table_records_and_queries(content_type: bytes, body: bytes, limits: Limits
             return count, []
         return count, table.column("query").to_pylist()
     if kind == b"text/csv":
-        # Every row ends a line (a quoted field may hold more: an overcount, never under).
-        count = max(body.count(b"\n") + (not body.endswith(b"\n")) - 1, 0)
+        # Every row ends a line, by \n, \r\n or \r alone (a quoted field may hold more: an
+        # overcount, never under); the parsed rows count too.
+        breaks = max(body.count(b"\n"), body.count(b"\r"))
+        count = max(breaks + (not body.endswith((b"\n", b"\r"))) - 1, 0)
         if count > limits.max_records:
             return count, []
         try:
@@ -307,6 +314,9 @@ def _table_records_and_queries(content_type: bytes, body: bytes, limits: Limits
                                 usecols=lambda column: column == "query")
         except (ValueError, pd.errors.ParserError):
             return count, []  # MLflow reads it, and explains what it cannot
+        count = max(count, len(found))
+        if count > limits.max_records:
+            return count, []
         return count, list(found["query"]) if "query" in found else []
     return 0, []
 

@@ -165,10 +165,14 @@ class SessionStore:
         SQLite's own checkpoints rarely finish while readers come and go all the time, as
         answers read sessions; a reader still in the way leaves the log for the next one.
         """
+        # A short wait only: while it waits, other workers' writes wait behind it.
+        db.execute("PRAGMA busy_timeout=100")
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError:
             pass  # busy: the next sweep tries again
+        finally:
+            db.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT_SECONDS * 1000)}")
 
     def recent(self, user_ids: list[str]) -> dict[str, list[str]]:
         """Each shopper's session items, oldest first (unknown shoppers: absent)."""

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from shoprec.data.schema import canonical_id
+from shoprec.errors import ServingUnavailableError
 
 if TYPE_CHECKING:
     from shoprec.serving.server import Receive, RecommendationServer, Scope
@@ -87,6 +88,8 @@ async def handle(server: RecommendationServer, scope: Scope,
         return _fail(400, f"invalid request: {exc}")
     except sqlite3.Error as exc:
         return _fail(503, f"the live sessions cannot be used right now: {exc}")
+    except ServingUnavailableError as exc:
+        return _fail(503, f"server error: {exc}")
     except RuntimeError as exc:
         return _fail(500, f"server error: {exc}")
 

@@ -175,9 +175,11 @@ def test_serve_on_a_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         done = run("serve", "--port", str(port), cwd=tmp_path)
+        named = run("serve", "--port", str(port), "--host", "localhost", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert f"--port {port} is in use on 127.0.0.1" in done.stderr
     assert "serving" not in done.stderr and "Traceback" not in done.stderr
+    assert named.returncode == 2 and f"--port {port} is in use on localhost" in named.stderr
 
 
 @pytest.mark.slow

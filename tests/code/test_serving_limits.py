@@ -141,6 +141,8 @@ def test_csv_and_parquet_bodies_are_held_to_the_limits(app) -> None:
     assert answer.status_code == 413 and "10,000 request records" in answer.json()["message"]
     answer = post(app, "user_id\n" + "u1\n" * 60, {"Content-Type": "text/csv"})
     assert answer.status_code == 413 and "60 request records" in answer.json()["message"]
+    answer = post(app, "user_id\r" + "u1\r" * 60, {"Content-Type": "text/csv"})  # CR only
+    assert answer.status_code == 413 and "60 request records" in answer.json()["message"]
     long_query = _parquet(pd.DataFrame({"query": ["mug " * 40]}))
     answer = post(app, long_query, parquet)
     assert answer.status_code == 400 and "a query of 160 characters" in answer.json()["message"]
