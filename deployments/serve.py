@@ -86,6 +86,36 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
     ]
 
 
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse options every scheduled run would fail on, now rather than at 02:00."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    for option, path in (("--dataset", args.dataset), ("--items", args.items)):
+        # A local file; the runs start in the project root, so a relative path is read
+        # from there. URLs are left to fsspec.
+        if path and "://" not in path and not (ROOT / Path(path).expanduser()).exists():
+            parser.error(f"{option} {path}: no such file (the flow runs start in {ROOT}, "
+                         "so relative paths are taken from there)")
+    try:
+        ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        parser.error(f"--timezone {args.timezone}: not a time zone name such as UTC or "
+                     "Europe/Paris")
+    for option, cron in (("--training-cron", args.training_cron),
+                         ("--batch-cron", args.batch_cron),
+                         ("--forecast-cron", args.forecast_cron)):
+        if cron.lower() == "none":
+            continue
+        try:
+            CronSchedule(cron=cron, timezone=args.timezone)  # as Prefect will read it
+        except ValidationError:
+            parser.error(f"{option} {cron!r}: not a cron expression such as '0 2 * * *' "
+                         "(or 'none' for manual runs only)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the options and serve until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -102,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dask-address", default=None,
                         help="Train training-nightly's candidates on this Dask scheduler.")
     args = parser.parse_args(argv)
+    _check(parser, args)
     # Flows import the project's packages by their top-level names, and entrypoints and
     # relative paths (runs/, the sample) are resolved from the project root.
     sys.path.insert(0, str(ROOT))

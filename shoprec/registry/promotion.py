@@ -66,7 +66,8 @@ class PromotionRefused(ShopRecError):
 
     def __init__(self, decision: PromotionDecision) -> None:
         super().__init__(f"promotion of {decision.name} version {decision.candidate_version} "
-                         f"refused: {decision.why}. Pass --force --reason TEXT to override.")
+                         f"refused: {decision.why}. Pass --force --reason TEXT to override "
+                         "(in the Prefect form: promotion.force and promotion.reason).")
         self.decision = decision
 
 
@@ -397,6 +398,9 @@ def _rollback_plan(client: Any, name: str, reason: str = "",
             and previous in (current, None)):
         return pending, True
     if previous is None:
+        if current is None and not _model_exists(client, name):
+            raise PromotionError(f"there is no registered model named {name!r} in the MLflow "
+                                 f"registry at {tracking.display_uri()}: check the name")
         raise PromotionError(f"{name} has no '{PREVIOUS_CHAMPION}' alias: nothing to roll "
                              "back to (it is set when a promotion replaces a champion)")
     if previous == current:
@@ -415,6 +419,18 @@ def _rollback_plan(client: Any, name: str, reason: str = "",
             "in MLflow, or promote one")
     return {"from": current, "to": previous, "by": by or actor(), "at": now(),
             "reason": reason}, False
+
+
+def _model_exists(client: Any, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 def _kind(client: Any, name: str, version: str) -> str:

@@ -814,3 +814,13 @@ def test_a_plain_promote_does_not_put_back_a_rolled_back_challenger(
                                              r"\(bad answers\); .* --version 2"):
         resolve_candidate(two_versions, None)
     assert resolve_candidate(two_versions, "2") == "2"  # named: the person's choice
+
+
+def test_a_rollback_of_a_model_that_does_not_exist_says_so(two_versions: str) -> None:
+    """A typo in the name read "has no 'previous-champion' alias" (from the Prefect form)."""
+    from shoprec.registry.promotion import PromotionError, check_rollback
+
+    with pytest.raises(PromotionError, match="no registered model named 'legcy'"):
+        check_rollback("legcy")
+    with pytest.raises(PromotionError, match="legacy has no 'previous-champion' alias"):
+        check_rollback(two_versions)
