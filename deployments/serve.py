@@ -132,17 +132,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dask-address", default=None,
                         help="Train training-nightly's candidates on this Dask scheduler.")
     args = parser.parse_args(argv)
+    from shoprec.runtime import DEPLOYMENT_DEFAULTS, apply_runtime_defaults
+
+    # Before Prefect is imported (it reads its settings then): the flow runs' logs carry
+    # shoprec's lines.
+    for key, value in DEPLOYMENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    apply_runtime_defaults()
     _check(parser, args)
     # Flows import the project's packages by their top-level names, and entrypoints and
     # relative paths (runs/, the sample) are resolved from the project root.
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
-    from shoprec.runtime import DEPLOYMENT_DEFAULTS, apply_runtime_defaults
-
-    # Before Prefect reads its settings: the flow runs' logs carry shoprec's lines.
-    for key, value in DEPLOYMENT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    apply_runtime_defaults()
     from prefect import serve
 
     serve(*build_deployments(

@@ -41,9 +41,20 @@ DEPLOYMENT_DEFAULTS = {"PREFECT_LOGGING_EXTRA_LOGGERS": "shoprec,shoprec_flows,s
 
 
 def apply_runtime_defaults() -> None:
-    """Set :data:`RUNTIME_DEFAULTS` in the environment where the user has not."""
+    """Set :data:`RUNTIME_DEFAULTS` in the environment where the user has not.
+
+    In a flow run's own process (a deployment's run: ``PREFECT__FLOW_RUN_ID`` is set), the
+    loggers :data:`DEPLOYMENT_DEFAULTS` hands to Prefect also log at INFO: Prefect gives
+    them its API handler but not a level, so only warnings reached the run's log.
+    """
     for key, value in RUNTIME_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if os.environ.get("PREFECT__FLOW_RUN_ID"):
+        for name in filter(None, os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",")):
+            if name.strip().startswith("shoprec"):
+                named = logging.getLogger(name.strip())
+                if named.level == logging.NOTSET:
+                    named.setLevel(logging.INFO)
 
 
 @functools.lru_cache(maxsize=1)

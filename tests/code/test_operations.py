@@ -532,7 +532,7 @@ def test_nightly_retrains_promote_on_a_like_for_like_comparison(
             "shoprec-training/training-nightly", timeout=0,
             parameters={"split": SPLIT.model_dump(mode="json"), "training": {
                 "registered_model_name": "cancelled-model", "models": ["popularity", "mf"],
-                "params": {"mf": {"iterations": 100_000, "factors": 64}}}})
+                "params": {"mf": {"iterations": 1000, "factors": 512}}}})
         deadline = time.monotonic() + 300
         while not _task_running(str(slow.id), "train-mf"):
             assert time.monotonic() < deadline, "mf never started"
