@@ -291,7 +291,7 @@ def finish_interrupted_move(name: str) -> dict[str, Any] | None:
     if champion == version:
         logged = {(m.get("alias"), m.get("to")) for m in alias_log(name)
                   if m.get("at") == record["at"]}
-        if outgoing not in (None, version) and previous == outgoing \
+        if outgoing not in (None, version, before) and previous == outgoing \
                 and (PREVIOUS_CHAMPION, outgoing) not in logged:
             log_alias_move(name, PREVIOUS_CHAMPION, before, outgoing, *how)
         if (CHAMPION, version) not in logged:
