@@ -101,7 +101,8 @@ OutOpt = Annotated[Path, typer.Option(
 
 #: Configuration fields whose command-line option is not ``--`` + the name with dashes.
 _OPTION_OF_FIELD = {"method": "--split", "ks": "--k", "half_lives": "--weighting-half-lives",
-                    "max_quarantine_fraction": "--max-quarantine", "requested_by": "--by"}
+                    "max_quarantine_fraction": "--max-quarantine", "requested_by": "--by",
+                    "timestamp_format": "--date-format"}
 
 
 def _weighting(half_life: float | None, repeats: str | None,

@@ -151,6 +151,23 @@ class DataConfig(_Model):
                              f"tab), got {value!r}")
         return value
 
+    @field_validator("timestamp_format")
+    @classmethod
+    def _readable_format(cls, value: str | None) -> str | None:
+        from datetime import datetime
+
+        if not value:
+            return None
+        # A bad directive (%Q) or a stray % is only found by parsing with it: done here on
+        # a date written with it, so the mistake is the user's (exit 2), not a crash later.
+        try:
+            datetime.strptime(datetime(2024, 3, 4, 13, 5, 6).strftime(value), value)
+        except ValueError as exc:
+            if "directive" in str(exc) or "stray %" in str(exc):
+                raise ValueError(f"timestamp_format {value!r} is not a strptime format "
+                                 f"({exc}); e.g. '%d/%m/%Y %H:%M'") from None
+        return value
+
     @field_validator("default_event")
     @classmethod
     def _known_event(cls, value: str) -> str:

@@ -164,6 +164,12 @@ def read_table(
         ) from exc
     except (OSError, EOFError) as exc:  # e.g. a truncated or fake .gz
         raise DataError(f"cannot read the {what} file {path!r}: {exc}") from exc
+    except ValueError as exc:  # pandas' archives: "Multiple files found in ZIP file" ...
+        if "ZIP file" not in str(exc) and "TAR" not in str(exc).upper():
+            raise
+        raise DataError(f"cannot read the {what} file {path!r}: {exc}; an archive must hold "
+                        "exactly one data file (a zip made on a Mac also holds __MACOSX/ "
+                        "files: zip it with `zip -X`, or pass the file itself)") from exc
     if not isinstance(frame.index, pd.RangeIndex):
         frame = _unnamed_fields(frame, path, what)
     return _names_stripped(frame)

@@ -51,10 +51,19 @@ def canonical_id(value: Any) -> str:
 def canonical_ids(values: pd.Series) -> pd.Series:
     """:func:`canonical_id` over a column: ``string`` dtype, missing or blank as ``<NA>``."""
     if pd.api.types.is_float_dtype(values.dtype):
-        finite = values.where(values.notna())
+        # An infinite id is no id (quarantined as missing); one past int64's range keeps
+        # its exact integer text through Python's ints.
+        finite = values.where(values.notna() & np.isfinite(values.to_numpy(dtype=float,
+                                                                            na_value=np.nan)))
         integral = finite.dropna()
         if len(integral) and (integral == integral.round()).all():
-            values = finite.astype("Int64")
+            if (integral.abs() < 2.0 ** 63).all():
+                values = finite.astype("Int64")
+            else:
+                values = pd.Series([pd.NA if pd.isna(v) else str(int(v)) for v in finite],
+                                   index=values.index, dtype="string")
+        else:
+            values = finite
     ids = values.astype("string").str.strip()
     ids = ids.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
     return ids.mask(ids == "")
