@@ -561,8 +561,8 @@ def test_a_rollback_record_is_resumed_only_while_the_aliases_are_as_it_left_them
     moved = rollback(two_versions, reason="now", by="ops")
     assert not moved["resumed"] and (moved["from"], moved["to"]) == ("1", "3")
     assert alias_version(two_versions, "champion") == "3"
-    # A model that does not exist has nothing to roll back, said as such.
-    with pytest.raises(PromotionError, match="nothing to roll back to"):
+    # A model that does not exist: said as such (not "nothing to roll back to").
+    with pytest.raises(PromotionError, match="no registered model named 'no-such-model'"):
         check_rollback("no-such-model")
 
 
