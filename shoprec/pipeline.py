@@ -25,7 +25,7 @@ from shoprec.data.adapters import RawData, items_sources, load
 from shoprec.data.cleaning import CleanData, clean, remove_quarantine
 from shoprec.data.io import fingerprint
 from shoprec.data.splits import Split, split_interactions
-from shoprec.errors import ConfigError
+from shoprec.errors import ConfigError, DataError
 from shoprec.features.encoding import EncodedSplit, encode_split
 from shoprec.privacy import KEY_ENV, PseudonymKey, SuppressionList, make_key, pseudonymize
 from shoprec.validation import (
@@ -255,7 +255,15 @@ def load_and_validate(data_config: DataConfig, cleaning_config: CleaningConfig |
     cleaning_config = cleaning_config or CleaningConfig()
     steps = steps or PreparationSteps()
     identity = steps.fingerprint(data_config)
-    raw = steps.load(data_config)
+    try:
+        raw = steps.load(data_config)
+    except DataError:
+        # Unreadable (an encoding, an archive of two files): the earlier run's files would
+        # read as this one's. Not the input itself, though, whatever it is.
+        if quarantine_dir:
+            remove_quarantine(str(quarantine_dir), keep=[data_config.interactions,
+                                                         data_config.items])
+        raise
     if quarantine_dir:  # once the input is read: it may be an earlier quarantine file
         remove_quarantine(str(quarantine_dir))
     report = steps.validate_raw(raw)

@@ -209,12 +209,24 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
 
 
 def _rename(frame: pd.DataFrame, mapping: dict[str, str], wanted: tuple[str, ...]) -> pd.DataFrame:
-    """Select the canonical columns of ``frame``, taking mapped source names where given."""
+    """Select the canonical columns of ``frame``, taking mapped source names where given.
+
+    A canonical column the mapping does not name is also found in another case (``Event``,
+    ``User_ID``: what spreadsheets write), when exactly one column matches so: left out,
+    an export's event types and quantities silently became the defaults.
+    """
     columns = {}
+    by_case: dict[str, list[str]] = {}
+    for column in frame.columns:
+        by_case.setdefault(str(column).strip().casefold(), []).append(column)
     for name in wanted:
         source = mapping.get(name, name).strip()  # as read_table strips the header's names
         if source in frame.columns:
             columns[name] = frame[source]
+        elif name not in mapping and len(by_case.get(name, [])) == 1:
+            (found,) = by_case[name]
+            logger.info("reading the column %r as %s", found, name)
+            columns[name] = frame[found]
     return pd.DataFrame(columns, index=frame.index)
 
 

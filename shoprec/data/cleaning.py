@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -130,13 +132,17 @@ def quarantine_files(directory: str) -> dict[str, str]:
             "items": f"{directory.rstrip('/')}/quarantine_items.parquet"}
 
 
-def remove_quarantine(directory: str) -> None:
+def remove_quarantine(directory: str, keep: list[str | None] | None = None) -> None:
     """Delete an earlier run's quarantine files from ``directory``, if there are any.
 
-    Called once a run has read its data: a run rejected before cleaning writes none, and
-    the files left would read as its own.
+    Called once a run has read its data, or could not read it: a run rejected before
+    cleaning writes none, and the files left would read as its own. ``keep``: paths never
+    deleted (the run's own input, which may be an earlier quarantine file).
     """
+    kept = {str(Path(p).resolve()) for p in keep or [] if p and "://" not in p}
     for path in quarantine_files(directory).values():
+        if "://" not in path and str(Path(path).resolve()) in kept:
+            continue
         fs, fs_path = fsspec.core.url_to_fs(path)
         # With the drafts of a run killed while writing them (write_parquet's ".part").
         parent, _, name = fs_path.rpartition("/")
@@ -233,6 +239,7 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
         else:
             if unit is None:
                 _refuse_compact_dates(numbers.astype("Float64").astype("string"))
+                _refuse_small_epochs(numbers)
             return _from_epoch(numbers, unit or "s")
     else:
         text = values.astype("string").str.strip()
@@ -242,20 +249,52 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
             return _from_epoch(numbers, unit)
         if fmt is not None:
             parsed = pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
-        elif present.any() and numbers[present].notna().all():
-            # Epoch seconds; a blank value is quarantined on its own, not the whole file.
-            _refuse_compact_dates(text[present])
-            return _from_epoch(numbers, "s")
+        elif present.any() and numbers[present].notna().mean() >= 0.5:
+            # Epoch seconds. A blank value, or a text cell (a repeated header row, a
+            # "Total" line), is read on its own row, not taken as the whole file's form.
+            numeric = numbers.notna()
+            _refuse_compact_dates(text[present & numeric])
+            _refuse_small_epochs(numbers[numeric])
+            parsed, out = _from_epoch(numbers, "s")
+            rest = present & ~numeric
+            if rest.any():
+                other = _parse_text(text[rest])
+                outside = other.notna() & ((other < EARLIEST) | (other >= LATEST))
+                parsed[rest] = other.mask(outside)
+                out[rest] = outside
+            return parsed, out
         else:
-            parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-            retry = parsed.isna() & text.notna()
-            if retry.any():
-                _refuse_ambiguous_dates(text[retry])
-                # Slow per-value parsing only for what ISO 8601 did not cover.
-                parsed[retry] = pd.to_datetime(text[retry], format="mixed", utc=True,
-                                               errors="coerce")
+            parsed = _parse_text(text)
     out = parsed.notna() & ((parsed < EARLIEST) | (parsed >= LATEST))
     return parsed.mask(out).astype("datetime64[ns, UTC]"), out
+
+
+def _parse_text(text: pd.Series) -> pd.Series:
+    """Text timestamps as UTC: ISO 8601, then any unambiguous form (NaT where none)."""
+    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    retry = parsed.isna() & text.notna()
+    if retry.any():
+        _refuse_ambiguous_dates(text[retry])
+        # Slow per-value parsing only for what ISO 8601 did not cover.
+        parsed[retry] = pd.to_datetime(text[retry], format="mixed", utc=True,
+                                       errors="coerce")
+    return parsed
+
+
+#: Epoch seconds below this are before March 1973: no shop's events, but what a column of
+#: Excel day numbers (45292 is 2024-01-01) or row numbers reads as.
+SMALL_EPOCH = 1e8
+
+
+def _refuse_small_epochs(numbers: pd.Series) -> None:
+    """Raise when every epoch number is one no shop's event has (all before 1973)."""
+    finite = numbers[np.isfinite(numbers.astype("float64"))]
+    if len(finite) and finite.max() < SMALL_EPOCH:
+        raise DataError(
+            f"the timestamps are numbers from {finite.min():g} to {finite.max():g}, which as "
+            "seconds since 1970 all fall before 1973: Excel day numbers (45292 is "
+            "2024-01-01) or a column mapped by mistake? Save the column as dates (or map the "
+            "right one), or pass --timestamp-unit s if they really are seconds")
 
 
 def _refuse_compact_dates(text: pd.Series) -> None:
@@ -282,8 +321,7 @@ def _refuse_ambiguous_dates(text: pd.Series) -> None:
     parts = parts.drop(columns=1).set_axis([0, 1, 2], axis=1)
     first, second = parts[0].astype(int), parts[1].astype(int)
     example = text.loc[parts.index[0]]
-    time_part = " %H:%M:%S" if str(example).count(":") >= 2 else (
-        " %H:%M" if ":" in str(example) else "")
+    time_part = _time_format(str(example))
     year = "%Y" if len(parts[2].iloc[0]) == 4 else "%y"
     if (first > 31).any() and year == "%y":  # 99-12-31: a two-digit year first
         raise DataError(f"{len(parts):,} timestamps are written like {example!r}; pass "
@@ -302,6 +340,26 @@ def _refuse_ambiguous_dates(text: pd.Series) -> None:
                  "first)"
     raise DataError(f"{len(parts):,} timestamps are written like {example!r}, where day and "
                     f"month cannot be told apart; shoprec does not guess: {advice}")
+
+
+def _time_format(example: str) -> str:
+    """The strptime time part of a date like ``example`` (after its date), or ``""``.
+
+    12-hour clocks (``2:00 PM``), fractions of a second and UTC offsets (``+01:00``, whose
+    colon is no part of the time) are written as they are.
+    """
+    match = re.search(r"\s(\d{1,2}(?::\d{2}){1,2})(\.\d+)?\s*([AaPp]\.?[Mm]\.?)?"
+                      r"\s*(Z|[+-]\d{2}:?\d{2})?\s*$", example)
+    if match is None:
+        return ""
+    clock, fraction, half, offset = match.groups()
+    hours = "%I" if half else "%H"
+    part = f" {hours}:%M:%S" if clock.count(":") == 2 else f" {hours}:%M"
+    part += ".%f" if fraction else ""
+    part += " %p" if half else ""
+    part += "%z" if offset and not example.rstrip().endswith(f" {offset}") else \
+        (" %z" if offset else "")
+    return part
 
 
 def _from_epoch(numbers: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
@@ -382,7 +440,8 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     2200 on), ``unparseable_timestamp``, ``invalid_event``, ``invalid_value``,
     ``value_out_of_range`` (magnitude above ``max_value``), ``non_positive_quantity`` (shop
     events), ``non_positive_rating``,
-    ``unknown_item`` (only against an items file) and ``duplicate`` (the same user, item,
+    ``item_quarantined`` (its row in the items file was quarantined), ``unknown_item``
+    (only against an items file) and ``duplicate`` (the same user, item,
     timestamp, event and value again; the first is kept).
 
     Args:
@@ -432,6 +491,12 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
 
     catalogue, items_quarantine, items_reasons = clean_items(raw, config)
     if not raw.items_derived:
+        if raw.items is not None and "item_id" in raw.items:
+            # Listed in the items file, but its own row was quarantined (a price such as
+            # '1,50 €'): not "unknown", which sent the user to check the ids.
+            listed = normalise_ids(raw.items["item_id"]).dropna()
+            dropped = listed[~is_in(listed, catalogue["item_id"])]
+            reasons.catch("item_quarantined", is_in(items, dropped))
         reasons.catch("unknown_item", ~is_in(items, catalogue["item_id"]))
 
     key = pd.DataFrame({"u": users, "i": items, "t": timestamps, "e": events, "v": values})

@@ -52,7 +52,9 @@ def _missing_column_hint(column: str | None, raw: RawData, columns: list[str]) -
                 hint += f"; it looks delimited by {name}: pass --delimiter"
                 break
     elif raw.format == "generic":
-        hint += "; map yours with --map user_id=COLUMN,item_id=COLUMN,timestamp=COLUMN"
+        hint += ("; map yours with --map user_id=COLUMN,item_id=COLUMN,timestamp=COLUMN "
+                 "(and event=COLUMN, value=COLUMN when the file has them: unmapped, every row "
+                 "is a purchase of 1)")
     return hint
 
 
@@ -66,6 +68,12 @@ REASON_HINTS = {
     "its --map), or raise --max-value; ",
     "unknown_item": "most items are not in the items file: check that both files use the "
     "same item ids (and --map item_id=...); ",
+    "item_quarantined": "most rows are of items the items file has, but whose own rows were "
+    "quarantined (see quarantine_items.parquet: an unreadable price such as '1,50 €' is "
+    "the usual cause); ",
+    "invalid_value": "the values do not read as numbers: a decimal comma ('1,5') or a unit "
+    "in the cell, or a blank quantity (the column must be a number on every row, or be left "
+    "out: then every row counts 1); ",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -21,8 +22,16 @@ def test_parse_timestamps_variants() -> None:
     assert parsed.iloc[1] == pd.Timestamp("2024-01-02 02:04:05", tz="UTC")
     assert parsed.iloc[2] == pd.Timestamp("2024-01-02", tz="UTC")
     assert parsed.iloc[3:].isna().all()
-    epoch = parse_timestamps(pd.Series([0, 86400]))
-    assert epoch.iloc[1] == pd.Timestamp("1970-01-02", tz="UTC")
+    epoch = parse_timestamps(pd.Series([1_700_000_000, 1_700_086_400]))
+    assert epoch.iloc[1] == pd.Timestamp("2023-11-15 22:13:20", tz="UTC")
+    # Numbers that as seconds all fall before 1973 (Excel day numbers) are refused; said
+    # to be seconds, they are read so.
+    with pytest.raises(DataError, match="Excel day numbers"):
+        parse_timestamps(pd.Series([45292.0, 45293.5]))
+    with pytest.raises(DataError, match="Excel day numbers"):
+        parse_timestamps(pd.Series(["45292", "45293"]))
+    assert parse_timestamps(pd.Series([0, 86400]), unit="s").iloc[1] == pd.Timestamp(
+        "1970-01-02", tz="UTC")
     naive = parse_timestamps(pd.Series(pd.to_datetime(["2024-05-01 12:00"])))
     assert str(naive.dt.tz) == "UTC"
 
@@ -79,7 +88,13 @@ def test_clean_rows_plus_quarantine_rebuild_the_input(tmp_path: Path) -> None:
 
 
 def test_ambiguous_dates_name_their_own_separator_and_a_year_first() -> None:
-    with pytest.raises(DataError, match=r"--date-format '%d-%m-%Y %H:%M:%S'"):
-        parse_timestamps(pd.Series(["13-01-2024 10:00:00.5", "14-01-2024 11:00:00.5"]))
+    # The format suggested is one the example parses with (fractions, 12-hour clocks and
+    # offsets included: ":" counting suggested %H:%M:%S for all three).
+    for example, suggested in (("13-01-2024 10:00:00.5", "%d-%m-%Y %H:%M:%S.%f"),
+                               ("13-01-2024 2:00 PM", "%d-%m-%Y %I:%M %p"),
+                               ("13-01-2024 14:00 +01:00", "%d-%m-%Y %H:%M %z")):
+        with pytest.raises(DataError, match=f"--date-format '{re.escape(suggested)}'"):
+            parse_timestamps(pd.Series([example, example.replace("13", "14", 1)]))
+        assert parse_timestamps(pd.Series([example]), fmt=suggested).notna().all()
     with pytest.raises(DataError, match=r"--date-format '%y-%m-%d' if the year comes first"):
         parse_timestamps(pd.Series(["99-12-31", "98-01-02"]))

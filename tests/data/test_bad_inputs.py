@@ -153,14 +153,15 @@ def test_negative_prices(tmp_path: Path) -> None:
     assert code == 0, out
     assert report["cleaning"]["quarantined_by_reason"] == {"negative_price": 1}
     assert_nothing_lost(tmp_path, report)
-    # An items file: the item row is quarantined, so its interactions become unknown_item.
+    # An items file: the item row is quarantined, so its interactions are quarantined as
+    # item_quarantined (the item is listed: "unknown" sent the user to check the ids).
     items = write(tmp_path / "items.csv", "item_id,title,price\n" + "\n".join(
         f"i{i},thing {i},{-2.0 if i == 3 else 1.0}" for i in range(12)) + "\n")
     inter = write(tmp_path / "x.csv", canonical_csv())
     code, out, report = validate(tmp_path, "--interactions", str(inter), "--items", str(items))
     assert code == 0, out
     assert report["cleaning"]["items_quarantined_by_reason"] == {"negative_price": 1}
-    assert report["cleaning"]["quarantined_by_reason"] == {"unknown_item": 4}
+    assert report["cleaning"]["quarantined_by_reason"] == {"item_quarantined": 4}
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine_items.parquet")
     assert quarantine["item_id"].tolist() == ["i3"]
 

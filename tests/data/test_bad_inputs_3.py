@@ -123,7 +123,9 @@ FILES: dict[str, tuple[Callable[[Path], list[str]], int, list[str], dict[str, in
     "negative --min-users": (lambda t: [*_csv(t, canonical_csv()), "--min-users", "-2"],
                              2, ["min_users"], None),
     "Parquet with epoch-second timestamps": (lambda t: _parquet(t, lambda f: f.assign(
-        timestamp=pd.to_datetime(f["timestamp"]).astype("int64") // 10**9)), 0, [], {}),
+        # Whole seconds since 1970 (the column's own unit is pandas' to choose).
+        timestamp=(pd.to_datetime(f["timestamp"], utc=True) - pd.Timestamp(0, tz="UTC"))
+        // pd.Timedelta(seconds=1))), 0, [], {}),
     "Parquet with naive datetimes": (lambda t: _parquet(t, lambda f: f.assign(
         timestamp=pd.to_datetime(f["timestamp"]).dt.tz_localize(None))), 0, [], {}),
     "Parquet with a null user": (lambda t: _parquet(t, lambda f: f.assign(

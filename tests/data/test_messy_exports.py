@@ -50,3 +50,66 @@ def test_float_ids_past_int64_or_infinite_are_read_or_quarantined(tmp_path: Path
     quarantine = assert_nothing_lost(tmp_path, report)
     assert quarantine["reason"].tolist() == ["missing_user"]  # the infinite one
     assert report["cleaning"]["rows_clean"] == n - 1
+
+
+def test_columns_written_in_another_case_are_read(tmp_path: Path) -> None:
+    """A header `User_ID,Item_ID,Timestamp,Event,Value` mapped as the hint said
+    (user_id, item_id, timestamp only): views, bad events and returns all became
+    purchases of 1, exit 0."""
+    text = canonical_csv(extra=["u1,i1,2024-01-09T10:00:00Z,banana,1",
+                                "u2,i2,2024-01-09T10:00:00Z,purchase,-3"])
+    text = text.replace("user_id,item_id,timestamp,event,value",
+                        "User_ID,Item_ID,Timestamp,Event,Value", 1).replace(",purchase,1\n",
+                                                                          ",view,2\n", 5)
+    path = write(tmp_path / "x.csv", text)
+    for mapping in ([], ["--map", "user_id=User_ID,item_id=Item_ID,timestamp=Timestamp"]):
+        code, out, report = validate(tmp_path, "--interactions", str(path), *mapping)
+        assert code == 0, out
+        reasons = assert_nothing_lost(tmp_path, report)["reason"].value_counts().to_dict()
+        assert reasons == {"invalid_event": 1, "non_positive_quantity": 1}
+        assert report["cleaning"]["events"]["view"] == 5
+
+
+def test_a_text_cell_among_epoch_seconds_is_quarantined_on_its_own(tmp_path: Path) -> None:
+    """A repeated header row or a "Total" line among epoch seconds sent the whole column
+    to the date parser: every row quarantined, the data rejected."""
+    lines = ["user_id,item_id,timestamp"] + [
+        f"u{i % 20},i{i % 15},{1_700_000_000 + 3600 * i}" for i in range(200)]
+    lines.insert(101, "user_id,item_id,timestamp")  # two exports concatenated
+    lines.append("Total,,200")
+    code, out, report = validate(tmp_path, "--interactions",
+                                 str(write(tmp_path / "x.csv", "\n".join(lines) + "\n")))
+    assert code == 0, out
+    reasons = assert_nothing_lost(tmp_path, report)["reason"].value_counts().to_dict()
+    assert reasons == {"unparseable_timestamp": 1, "missing_item": 1}
+    assert report["cleaning"]["rows_clean"] == 200
+
+
+def test_excel_day_numbers_are_not_read_as_1970(tmp_path: Path) -> None:
+    lines = ["user_id,item_id,timestamp"] + [f"u{i % 20},i{i % 15},{45292 + i / 24:.3f}"
+                                             for i in range(100)]
+    code, out, _ = validate(tmp_path, "--interactions",
+                            str(write(tmp_path / "x.csv", "\n".join(lines) + "\n")))
+    assert code == 1 and "Excel day numbers (45292 is 2024-01-01)" in " ".join(out.split())
+
+
+def test_an_unreadable_input_leaves_no_earlier_quarantine(tmp_path: Path) -> None:
+    """The README's "one rejected before cleaning leaves none" did not hold for a file
+    that could not be read (an encoding, a zip of two files): the last run's files stayed
+    and read as this one's."""
+    good = write(tmp_path / "good.csv", canonical_csv(extra=["u1,i1,not a date,view,1"]))
+    assert validate(tmp_path, "--interactions", str(good))[0] == 0
+    left = tmp_path / "out" / "quarantine_interactions.parquet"
+    assert left.exists()
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes(canonical_csv(extra=["u1,i1,2024-01-02T00:00:00Z,view,1"]).replace(
+        "u1,i1", "u\xe91,i1").encode("latin-1"))
+    code, out, _ = validate(tmp_path, "--interactions", str(bad))
+    assert code == 1 and "not valid utf-8" in out
+    assert not left.exists()
+    # The input itself is never deleted, though it may be an earlier quarantine file.
+    assert validate(tmp_path, "--interactions", str(good))[0] == 0
+    code, out, _ = validate(tmp_path, "--interactions", str(left), "--items",
+                            str(tmp_path / "missing.csv"))
+    assert code in (1, 2) and "missing.csv" in out
+    assert left.exists()
