@@ -150,9 +150,11 @@ def read_table(
         )
     except UnicodeDecodeError as exc:
         hint = _sniff_hint(path, encoding) or \
-            "; pass the file's encoding, e.g. --encoding latin-1"
-        raise DataError(f"the {what} file {path!r} is not valid {encoding} text ({exc.reason} "
-                        f"at byte {exc.start}){hint}") from exc
+            ("; pass the file's encoding, e.g. --encoding cp1252 (what Excel on Windows "
+             "writes; latin-1 also reads it, but turns its € into \\x80)")
+        # (Not the byte's position: pandas decodes in blocks, and counts from the block.)
+        raise DataError(f"the {what} file {path!r} is not valid {encoding} text "
+                        f"({exc.reason}){hint}") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"the {what} file {path!r} has no header and no rows") from exc
     except pd.errors.ParserError as exc:

@@ -88,7 +88,7 @@ def test_non_utf8_bytes(tmp_path: Path) -> None:
     path = write(tmp_path / "x.csv", text.encode("latin-1"))
     code, out, _ = validate(tmp_path, "--interactions", str(path))
     assert code == 1
-    assert "not valid utf-8" in out and "--encoding latin-1" in out
+    assert "not valid utf-8" in out and "--encoding cp1252" in out
     code, out, report = validate(tmp_path, "--interactions", str(path), "--encoding", "latin-1")
     assert code == 0, out
     assert report["cleaning"]["rows_clean"] == 49

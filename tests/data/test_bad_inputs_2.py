@@ -89,7 +89,7 @@ def test_the_hint_names_what_the_file_really_is(tmp_path: Path, kind: str, words
     path = write(tmp_path / target[0], target[1])
     code, out, _ = validate(tmp_path, "--interactions", str(path))
     assert code == 1 and words in out.replace("\n", " ")
-    assert "--encoding latin-1" not in out
+    assert "--encoding cp1252" not in out
 
 
 def test_numeric_ids_have_one_text_form_in_csv_and_parquet(tmp_path: Path) -> None:
