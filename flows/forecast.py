@@ -56,7 +56,7 @@ def demand_forecast(
         The summary: each method's held-out WAPE, MAE and bias, the forecast's file, the
         gate's verdict and the registered version.
     """
-    apply_runtime_defaults()
+    apply_runtime_defaults(str(flow_run.id))
     for folder, field in ((forecast.output_dir, "forecast.output_dir"),
                           (forecast.category_root, "forecast.category_output_dir"),
                           (forecast.quarantine_root, "forecast.quarantine_dir")):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 from shoprec_flows.preparation import prepare_data
 from shoprec_tasks.operations import (
     apply_promotion,
@@ -60,7 +61,7 @@ def promote_model(
     Returns:
         The decision with its per-metric report.
     """
-    apply_runtime_defaults()
+    apply_runtime_defaults(str(flow_run.id))
     if weighting is None:
         weighting = candidate_weighting(promotion)
     prepared = prepare_data(data, cleaning, split, weighting, output_dir=None)
@@ -85,7 +86,7 @@ def rollback_model(registered_model_name: str = DEFAULT_MODEL_NAME, reason: str 
         reason: Why, recorded with the move.
         requested_by: Who asks (default: the operating-system user).
     """
-    apply_runtime_defaults()
+    apply_runtime_defaults(str(flow_run.id))
     return rollback(registered_model_name, reason, requested_by)
 
 
@@ -102,7 +103,7 @@ def batch_recommendations(
     Args:
         batch: Model, alias, output folder, K and batch size.
     """
-    apply_runtime_defaults()
+    apply_runtime_defaults(str(flow_run.id))
     check_writable_folder(batch.output_dir, "batch.output_dir")
     bundle, version = load_model(batch.registered_model_name, batch.alias)
     return write_batch(bundle, version, batch).to_dict()

@@ -57,25 +57,35 @@ def drain_prefect() -> bool:
 STOPPED_EXIT_SECONDS = 5.0
 
 
-def exit_soon_when_stopped(code: int = 1) -> bool:
+def exit_soon_when_stopped(flow_run_id: str, code: int = 1) -> bool:
     """End this process soon, when it runs one flow run for a deployment and was stopped.
 
     A deployment's run (``deployments/serve.py``, a worker) is a process of its own that
     Prefect stops with SIGTERM on a cancel. The candidates still training are threads the
     interpreter joins before it exits: the run stayed "Cancelling" until the runner killed
     it 30 s later, and a run started meanwhile was refused by the concurrency limit. A
-    timer ends the process once the flow has reported its end (or after
-    :data:`STOPPED_EXIT_SECONDS`, whichever comes first: a process with no thread left
-    exits before it). The command line has its own, faster exit; a flow called in another
-    process (a test) is never ended this way.
+    timer gives the engine :data:`STOPPED_EXIT_SECONDS` to report the run's end (a process
+    with no thread left exits before it), then sends what Prefect still holds (the logs;
+    :func:`drain_prefect`, bounded) and ends the process. Only in the process started for
+    ``flow_run_id`` (``PREFECT__FLOW_RUN_ID`` names it): the command line has its own,
+    faster exit, and a command or test started from a flow run inherits the variable, not
+    the run.
+
+    Args:
+        flow_run_id: The stopped flow run.
+        code: The exit status.
 
     Returns:
         Whether the timer was started.
     """
-    if not os.environ.get("PREFECT__FLOW_RUN_ID"):
-        return False  # not a runner's or worker's flow-run process
+    if os.environ.get("PREFECT__FLOW_RUN_ID") != str(flow_run_id):
+        return False  # not the process a runner or worker started for this run
 
     def leave() -> None:
+        try:
+            drain_prefect()
+        except Exception:  # noqa: BLE001 - what could not be sent is lost either way
+            pass
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

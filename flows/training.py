@@ -105,7 +105,7 @@ def training_pipeline(
     Returns:
         The run summary (DESIGN.md, ``--summary-json``).
     """
-    apply_runtime_defaults()
+    apply_runtime_defaults(str(flow_run.id))
     if output_dir:  # a folder typed in the Prefect form: refused now, not after retries
         check_writable_folder(output_dir, "output_dir")
     # A new MLflow store's schema is made on the other core while the data is read,
@@ -218,8 +218,9 @@ def training_pipeline(
             runs.finish_run(parent, ok=False, status="KILLED" if stopped else None)
         except Exception as close_error:  # noqa: BLE001 - e.g. the tracking server is gone
             logger.warning("could not close MLflow run %s: %s", parent, close_error)
-        if stopped:
-            exit_soon_when_stopped()  # candidates still training would hold the process
+        if stopped_by_signal(exc):
+            # Candidates still training would hold the process until the runner's kill.
+            exit_soon_when_stopped(str(flow_run.id))
         raise
     return summary
 

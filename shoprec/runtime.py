@@ -40,16 +40,19 @@ RUNTIME_DEFAULTS = {
 DEPLOYMENT_DEFAULTS = {"PREFECT_LOGGING_EXTRA_LOGGERS": "shoprec,shoprec_flows,shoprec_tasks"}
 
 
-def apply_runtime_defaults() -> None:
+def apply_runtime_defaults(flow_run_id: str | None = None) -> None:
     """Set :data:`RUNTIME_DEFAULTS` in the environment where the user has not.
 
-    In a flow run's own process (a deployment's run: ``PREFECT__FLOW_RUN_ID`` is set), the
-    loggers :data:`DEPLOYMENT_DEFAULTS` hands to Prefect also log at INFO: Prefect gives
-    them its API handler but not a level, so only warnings reached the run's log.
+    Args:
+        flow_run_id: The flow run calling this. When it is the run this process was
+            started for (a deployment's run: ``PREFECT__FLOW_RUN_ID`` names it), the
+            loggers :data:`DEPLOYMENT_DEFAULTS` hands to Prefect also log at INFO: Prefect
+            gives them its API handler but no level, so only warnings reached the run's
+            log. A command started from such a run inherits the variable, not the run.
     """
     for key, value in RUNTIME_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    if os.environ.get("PREFECT__FLOW_RUN_ID"):
+    if flow_run_id and os.environ.get("PREFECT__FLOW_RUN_ID") == str(flow_run_id):
         for name in filter(None, os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",")):
             if name.strip().startswith("shoprec"):
                 named = logging.getLogger(name.strip())

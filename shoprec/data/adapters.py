@@ -211,23 +211,36 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
 def _rename(frame: pd.DataFrame, mapping: dict[str, str], wanted: tuple[str, ...]) -> pd.DataFrame:
     """Select the canonical columns of ``frame``, taking mapped source names where given.
 
-    A canonical column the mapping does not name is also found in another case (``Event``,
-    ``User_ID``: what spreadsheets write), when exactly one column matches so: left out,
-    an export's event types and quantities silently became the defaults.
+    A required id or time column (``user_id``, ``item_id``, ``timestamp``) the mapping
+    does not name is also found in another case (``User_ID``: what spreadsheets write),
+    when exactly one column matches so and no mapping reads it already. An optional column
+    in another case (``Event``, ``Value``, ``Price``) may mean something else (a web
+    analytics event, revenue): it is not read, and a warning says how to read it.
     """
     columns = {}
+    taken = {mapping[name].strip() for name in wanted if name in mapping}
     by_case: dict[str, list[str]] = {}
     for column in frame.columns:
-        by_case.setdefault(str(column).strip().casefold(), []).append(column)
+        if column not in taken:
+            by_case.setdefault(str(column).strip().casefold(), []).append(column)
     for name in wanted:
         source = mapping.get(name, name).strip()  # as read_table strips the header's names
         if source in frame.columns:
             columns[name] = frame[source]
         elif name not in mapping and len(by_case.get(name, [])) == 1:
             (found,) = by_case[name]
-            logger.info("reading the column %r as %s", found, name)
-            columns[name] = frame[found]
+            if name in _ANY_CASE:
+                logger.info("reading the column %r as %s", found, name)
+                columns[name] = frame[found]
+            else:
+                logger.warning("the column %r is not read as %s (it may mean something "
+                               "else); to read it so, pass --map %s=%s", found, name, name,
+                               found)
     return pd.DataFrame(columns, index=frame.index)
+
+
+#: Canonical columns found in any case: ids and time mean the same whatever the case.
+_ANY_CASE = ("user_id", "item_id", "timestamp")
 
 
 # --------------------------------------------------------------------------- online retail

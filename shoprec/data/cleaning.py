@@ -139,9 +139,9 @@ def remove_quarantine(directory: str, keep: list[str | None] | None = None) -> N
     cleaning writes none, and the files left would read as its own. ``keep``: paths never
     deleted (the run's own input, which may be an earlier quarantine file).
     """
-    kept = {str(Path(p).resolve()) for p in keep or [] if p and "://" not in p}
+    kept = {_where(p) for p in keep or [] if p}
     for path in quarantine_files(directory).values():
-        if "://" not in path and str(Path(path).resolve()) in kept:
+        if _where(path) in kept:
             continue
         fs, fs_path = fsspec.core.url_to_fs(path)
         # With the drafts of a run killed while writing them (write_parquet's ".part").
@@ -149,6 +149,15 @@ def remove_quarantine(directory: str, keep: list[str | None] | None = None) -> N
         for found in [fs_path, *fs.glob(f"{parent}/.{name}.*.part")]:
             if fs.exists(found):
                 fs.rm(found)
+
+
+def _where(path: str) -> tuple[str, str]:
+    """A file's filesystem and absolute path: the same file however it was written."""
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return "file", str(Path(fs_path).resolve())
+    return protocol, fs_path
 
 
 class _Reasons:
@@ -249,6 +258,11 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
             return _from_epoch(numbers, unit)
         if fmt is not None:
             parsed = pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
+            # Epoch seconds of this century among dates written so (two exports joined)
+            # are read as such, not lost to the format.
+            epoch = parsed.isna() & (numbers >= SMALL_EPOCH).fillna(False)
+            if epoch.any():
+                parsed[epoch] = _from_epoch(numbers.where(epoch), "s")[0][epoch]
         elif present.any() and numbers[present].notna().mean() >= 0.5:
             # Epoch seconds. A blank value, or a text cell (a repeated header row, a
             # "Total" line), is read on its own row, not taken as the whole file's form.
@@ -281,20 +295,22 @@ def _parse_text(text: pd.Series) -> pd.Series:
     return parsed
 
 
-#: Epoch seconds below this are before March 1973: no shop's events, but what a column of
-#: Excel day numbers (45292 is 2024-01-01) or row numbers reads as.
+#: Excel's day numbers of 1927-2173: as epoch seconds, the first day of 1970.
+EXCEL_DAYS = (1e4, 1e5)
+#: Epoch seconds below this are before March 1973: among numbers of this century, a stray
+#: one (a "Total" line's count) is no event's time.
 SMALL_EPOCH = 1e8
 
 
 def _refuse_small_epochs(numbers: pd.Series) -> None:
-    """Raise when every epoch number is one no shop's event has (all before 1973)."""
+    """Raise when every epoch number is an Excel day number (45292 is 2024-01-01)."""
     finite = numbers[np.isfinite(numbers.astype("float64"))]
-    if len(finite) and finite.max() < SMALL_EPOCH:
+    if len(finite) and finite.min() >= EXCEL_DAYS[0] and finite.max() < EXCEL_DAYS[1]:
         raise DataError(
-            f"the timestamps are numbers from {finite.min():g} to {finite.max():g}, which as "
-            "seconds since 1970 all fall before 1973: Excel day numbers (45292 is "
-            "2024-01-01) or a column mapped by mistake? Save the column as dates (or map the "
-            "right one), or pass --timestamp-unit s if they really are seconds")
+            f"the timestamps are numbers from {finite.min():g} to {finite.max():g}, which "
+            "read as Excel day numbers (45292 is 2024-01-01), and as seconds since 1970 "
+            "would all fall on its first day. Save the column as dates, or pass "
+            "--timestamp-unit s if they really are seconds")
 
 
 def _refuse_compact_dates(text: pd.Series) -> None:
@@ -348,15 +364,15 @@ def _time_format(example: str) -> str:
     12-hour clocks (``2:00 PM``), fractions of a second and UTC offsets (``+01:00``, whose
     colon is no part of the time) are written as they are.
     """
-    match = re.search(r"\s(\d{1,2}(?::\d{2}){1,2})(\.\d+)?\s*([AaPp]\.?[Mm]\.?)?"
+    match = re.search(r"\s(\d{1,2}(?::\d{2}){1,2})(\.\d+)?(\s*)([AaPp][Mm])?"
                       r"\s*(Z|[+-]\d{2}:?\d{2})?\s*$", example)
     if match is None:
         return ""
-    clock, fraction, half, offset = match.groups()
+    clock, fraction, space, half, offset = match.groups()
     hours = "%I" if half else "%H"
     part = f" {hours}:%M:%S" if clock.count(":") == 2 else f" {hours}:%M"
     part += ".%f" if fraction else ""
-    part += " %p" if half else ""
+    part += f"{' ' if space else ''}%p" if half else ""
     part += "%z" if offset and not example.rstrip().endswith(f" {offset}") else \
         (" %z" if offset else "")
     return part
@@ -366,8 +382,12 @@ def _from_epoch(numbers: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
     numbers = numbers.astype("float64")
     scale = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
     finite = np.isfinite(numbers)
-    out = finite & ((numbers < EARLIEST.timestamp() * scale)
-                    | (numbers >= LATEST.timestamp() * scale))
+    earliest = EARLIEST.timestamp() * scale
+    if finite.any() and numbers[finite].median() >= 10 * SMALL_EPOCH * scale:
+        # Times of this century: a number before 1973 among them (a "Total" line's
+        # count, a row number) is no event's time.
+        earliest = SMALL_EPOCH * scale
+    out = finite & ((numbers < earliest) | (numbers >= LATEST.timestamp() * scale))
     parsed = pd.to_datetime(numbers.where(finite & ~out), unit=unit, utc=True,
                             errors="coerce")
     return parsed.astype("datetime64[ns, UTC]"), pd.Series(out, index=numbers.index)

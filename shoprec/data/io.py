@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -167,7 +168,7 @@ def read_table(
     except (OSError, EOFError) as exc:  # e.g. a truncated or fake .gz
         raise DataError(f"cannot read the {what} file {path!r}: {exc}") from exc
     except ValueError as exc:  # pandas' archives: "Multiple files found in ZIP file" ...
-        if "ZIP file" not in str(exc) and "TAR" not in str(exc).upper():
+        if not re.search(r"files? found in (ZIP file|TAR archive)", str(exc), re.IGNORECASE):
             raise
         raise DataError(f"cannot read the {what} file {path!r}: {exc}; an archive must hold "
                         "exactly one data file (a zip made on a Mac also holds __MACOSX/ "

@@ -30,6 +30,8 @@ def test_parse_timestamps_variants() -> None:
         parse_timestamps(pd.Series([45292.0, 45293.5]))
     with pytest.raises(DataError, match="Excel day numbers"):
         parse_timestamps(pd.Series(["45292", "45293"]))
+    # Small numbers outside Excel's range (seconds from a start) are still read as given.
+    assert parse_timestamps(pd.Series([1000, 4540])).notna().all()
     assert parse_timestamps(pd.Series([0, 86400]), unit="s").iloc[1] == pd.Timestamp(
         "1970-01-02", tz="UTC")
     naive = parse_timestamps(pd.Series(pd.to_datetime(["2024-05-01 12:00"])))
@@ -92,6 +94,7 @@ def test_ambiguous_dates_name_their_own_separator_and_a_year_first() -> None:
     # offsets included: ":" counting suggested %H:%M:%S for all three).
     for example, suggested in (("13-01-2024 10:00:00.5", "%d-%m-%Y %H:%M:%S.%f"),
                                ("13-01-2024 2:00 PM", "%d-%m-%Y %I:%M %p"),
+                               ("13-01-2024 2:00PM", "%d-%m-%Y %I:%M%p"),
                                ("13-01-2024 14:00 +01:00", "%d-%m-%Y %H:%M %z")):
         with pytest.raises(DataError, match=f"--date-format '{re.escape(suggested)}'"):
             parse_timestamps(pd.Series([example, example.replace("13", "14", 1)]))

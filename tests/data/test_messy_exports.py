@@ -52,22 +52,32 @@ def test_float_ids_past_int64_or_infinite_are_read_or_quarantined(tmp_path: Path
     assert report["cleaning"]["rows_clean"] == n - 1
 
 
-def test_columns_written_in_another_case_are_read(tmp_path: Path) -> None:
-    """A header `User_ID,Item_ID,Timestamp,Event,Value` mapped as the hint said
-    (user_id, item_id, timestamp only): views, bad events and returns all became
-    purchases of 1, exit 0."""
+def test_columns_written_in_another_case(tmp_path: Path, caplog) -> None:
+    """`User_ID,Item_ID,Timestamp` are the ids and times in any case. `Event` and `Value`
+    may mean something else (a web analytics event, revenue): not read, but a warning says
+    how; unsaid, an export's views, bad events and returns had become purchases of 1."""
     text = canonical_csv(extra=["u1,i1,2024-01-09T10:00:00Z,banana,1",
                                 "u2,i2,2024-01-09T10:00:00Z,purchase,-3"])
     text = text.replace("user_id,item_id,timestamp,event,value",
                         "User_ID,Item_ID,Timestamp,Event,Value", 1).replace(",purchase,1\n",
                                                                           ",view,2\n", 5)
     path = write(tmp_path / "x.csv", text)
-    for mapping in ([], ["--map", "user_id=User_ID,item_id=Item_ID,timestamp=Timestamp"]):
-        code, out, report = validate(tmp_path, "--interactions", str(path), *mapping)
-        assert code == 0, out
-        reasons = assert_nothing_lost(tmp_path, report)["reason"].value_counts().to_dict()
-        assert reasons == {"invalid_event": 1, "non_positive_quantity": 1}
-        assert report["cleaning"]["events"]["view"] == 5
+    with caplog.at_level("WARNING"):
+        code, out, report = validate(tmp_path, "--interactions", str(path))
+    assert code == 0, out
+    assert report["cleaning"]["rows_quarantined"] == 0  # every row a purchase of 1, as said:
+    assert "pass --map event=Event" in caplog.text and "--map value=Value" in caplog.text
+    code, out, report = validate(tmp_path, "--interactions", str(path),
+                                 "--map", "event=Event,value=Value")
+    assert code == 0, out
+    reasons = assert_nothing_lost(tmp_path, report)["reason"].value_counts().to_dict()
+    assert reasons == {"invalid_event": 1, "non_positive_quantity": 1}
+    assert report["cleaning"]["events"]["view"] == 5
+    # A column already mapped as another is never taken a second time.
+    odd = text.replace("User_ID,Item_ID,Timestamp,Event,Value", "user,sku,Event,kind,qty", 1)
+    code, out, report = validate(tmp_path, "--interactions", str(write(tmp_path / "o.csv", odd)),
+                                 "--map", "user_id=user,item_id=sku,timestamp=Event")
+    assert code == 0 and report["cleaning"]["rows_quarantined"] == 0, out
 
 
 def test_a_text_cell_among_epoch_seconds_is_quarantined_on_its_own(tmp_path: Path) -> None:
@@ -76,13 +86,23 @@ def test_a_text_cell_among_epoch_seconds_is_quarantined_on_its_own(tmp_path: Pat
     lines = ["user_id,item_id,timestamp"] + [
         f"u{i % 20},i{i % 15},{1_700_000_000 + 3600 * i}" for i in range(200)]
     lines.insert(101, "user_id,item_id,timestamp")  # two exports concatenated
-    lines.append("Total,,200")
-    code, out, report = validate(tmp_path, "--interactions",
-                                 str(write(tmp_path / "x.csv", "\n".join(lines) + "\n")))
+    lines.append("Total,Total,200")  # a count where the time was: no event's time either
+    lines.append("u1,i1,03/04/2024 10:00")  # a date in a form of its own
+    path = write(tmp_path / "x.csv", "\n".join(lines) + "\n")
+    code, out, _ = validate(tmp_path, "--interactions", str(path))
+    assert code == 1 and "--date-format '%d/%m/%Y %H:%M'" in out  # its order is not guessed
+    code, out, report = validate(tmp_path, "--interactions", str(path),
+                                 "--date-format", "%d/%m/%Y %H:%M")
     assert code == 0, out
     reasons = assert_nothing_lost(tmp_path, report)["reason"].value_counts().to_dict()
-    assert reasons == {"unparseable_timestamp": 1, "missing_item": 1}
-    assert report["cleaning"]["rows_clean"] == 200
+    assert reasons == {"unparseable_timestamp": 2}  # the header row, and the count
+    assert report["cleaning"]["rows_clean"] == 201
+    # Without a date among them, the count is out of range: before 1973, among 2023's.
+    path = write(tmp_path / "y.csv", "\n".join(lines[:-1]) + "\n")
+    code, out, report = validate(tmp_path, "--interactions", str(path))
+    assert code == 0, out
+    reasons = assert_nothing_lost(tmp_path, report)["reason"].value_counts().to_dict()
+    assert reasons == {"unparseable_timestamp": 1, "timestamp_out_of_range": 1}
 
 
 def test_excel_day_numbers_are_not_read_as_1970(tmp_path: Path) -> None:
@@ -109,6 +129,7 @@ def test_an_unreadable_input_leaves_no_earlier_quarantine(tmp_path: Path) -> Non
     assert not left.exists()
     # The input itself is never deleted, though it may be an earlier quarantine file.
     assert validate(tmp_path, "--interactions", str(good))[0] == 0
-    code, out, _ = validate(tmp_path, "--interactions", str(left), "--items", str(bad))
-    assert code == 1 and "not valid utf-8" in out  # the items file, once the input is read
-    assert left.exists()
+    for given in (str(left), left.as_uri()):  # a path, or a URL naming the same file
+        code, out, _ = validate(tmp_path, "--interactions", given, "--items", str(bad))
+        assert code == 1 and "not valid utf-8" in out  # the items file, once it is read
+        assert left.exists(), given
