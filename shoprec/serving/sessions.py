@@ -117,7 +117,7 @@ class SessionStore:
                 # Infinity read as the shopper "inf", a list as its text: refused instead.
                 if isinstance(value, bool) or not isinstance(value, (str, int, float)) \
                         or (isinstance(value, float) and not math.isfinite(value)):
-                    raise ValueError(f"{name} must be text or a whole number, got "
+                    raise ValueError(f"{name} must be text or a finite number, got "
                                      f"{value!r}"[:200])
             user, item = canonical_id(user_id), canonical_id(item_id)
             if event is not None and not isinstance(event, str):
