@@ -268,7 +268,6 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
     """
     if force and not reason.strip():
         raise ConfigError("--force needs --reason TEXT: say why the gate is overridden")
-    finish_interrupted_move(decision.name)
     if decision.champion_version == decision.candidate_version:
         raise PromotionError(f"{decision.name} version {decision.candidate_version} is "
                              "already the champion")
@@ -408,15 +407,19 @@ def _rollback_plan(client: Any, name: str, reason: str = "",
             f"{name}'s '{PREVIOUS_CHAMPION}' is version {current}, the champion itself: an "
             "operation stopped midway left them so. Nothing to roll back to; delete the "
             f"'{PREVIOUS_CHAMPION}' alias in MLflow, or promote another version")
-    if current is not None and _kind(client, name, previous) != _kind(client, name, current):
-        # Set by hand in the UI, or a forecast registered under a recommender's name: the
-        # server would then answer every request with an error.
-        raise PromotionError(
-            f"{name}'s '{PREVIOUS_CHAMPION}' is version {previous}, a "
-            f"{_kind(client, name, previous)}, while the champion (version {current}) is a "
-            f"{_kind(client, name, current)}: rolling back would serve the wrong kind of "
-            f"model. Point '{PREVIOUS_CHAMPION}' at a {_kind(client, name, current)} version "
-            "in MLflow, or promote one")
+    if current is not None:
+        from shoprec.registry.demand import is_forecast_version
+
+        kinds = {v: "demand forecast" if is_forecast_version(name, v) else "recommender"
+                 for v in (previous, current)}
+        if kinds[previous] != kinds[current]:
+            # Set by hand in the UI, or a forecast registered under a recommender's name:
+            # the server would then answer every request with an error.
+            raise PromotionError(
+                f"{name}'s '{PREVIOUS_CHAMPION}' is version {previous}, a {kinds[previous]}, "
+                f"while the champion (version {current}) is a {kinds[current]}: rolling back "
+                f"would serve the wrong kind of model. Point '{PREVIOUS_CHAMPION}' at a "
+                f"{kinds[current]} version in MLflow, or promote one")
     return {"from": current, "to": previous, "by": by or actor(), "at": now(),
             "reason": reason}, False
 
@@ -431,14 +434,6 @@ def _model_exists(client: Any, name: str) -> bool:
             return False
         raise
     return True
-
-
-def _kind(client: Any, name: str, version: str) -> str:
-    """``demand forecast`` or ``recommender``, as the version's tags say."""
-    from shoprec.registry.demand import KIND, KIND_TAG
-
-    tags = client.get_model_version(name, version).tags or {}
-    return "demand forecast" if tags.get(KIND_TAG) == KIND else "recommender"
 
 
 def _pending_rollback(client: Any, name: str) -> dict[str, Any] | None:
