@@ -134,12 +134,15 @@ def read_table(
                             f"{_sniff_hint(path, encoding)}") from exc
         _refuse_duplicate_columns([str(c) for c in frame.columns], path, what)
         return _names_stripped(frame).reset_index(drop=True)
+    declared = _declared_separator(path, delimiter, encoding, what) if header else None
+    delimiter = declared or delimiter
     named = _csv_header(path, delimiter, encoding) if header else []
     _refuse_duplicate_columns(named, path, what)
     try:
         frame = pd.read_csv(
             path,
             sep=delimiter or ",",
+            skiprows=1 if declared else None,
             dtype=str,
             keep_default_na=False,
             na_values=[""],
@@ -246,15 +249,64 @@ def _csv_header(path: str, delimiter: str | None, encoding: str) -> list[str]:
     """
     import csv
 
+    lines = _first_lines(path, encoding, 2)
+    declared = _SEPARATOR_LINE.match(lines[0]) if lines else None
+    if declared:  # Excel's "sep=;": the header is the next line
+        delimiter, lines = delimiter or declared.group(1), lines[1:]
+    if not lines:
+        return []
+    try:
+        names = next(csv.reader(lines[:1], delimiter=delimiter or ","), [])
+    except csv.Error:
+        return []
+    return [name.lstrip("\ufeff") for name in names]
+
+
+# The line Excel writes (and reads) first to name a CSV file's separator: ``sep=;``.
+_SEPARATOR_LINE = re.compile(r'^\ufeff?"?sep=(.)"?\s*$', re.IGNORECASE)
+
+
+def _first_lines(path: str, encoding: str, count: int) -> list[str]:
+    """The first ``count`` lines of a CSV file as text ([] when it cannot be read).
+
+    Read in the file's encoding, as pandas reads it: a byte-order mark is dropped, and any
+    line ending (a line feed, a carriage return and line feed, or a carriage return alone)
+    ends a line.
+    """
     if encoding.lower().replace("-", "").replace("_", "") == "utf8":
         encoding = "utf-8-sig"  # pandas drops a UTF-8 byte-order mark too
+    lines: list[str] = []
     try:
-        with fsspec.open(path, "rt", compression="infer", encoding=encoding,
-                         newline="") as handle:
-            names = next(csv.reader(handle, delimiter=delimiter or ","), [])
-    except (OSError, EOFError, ValueError, LookupError, csv.Error):
+        with fsspec.open(path, "rt", compression="infer", encoding=encoding) as handle:
+            for line in handle:
+                lines.append(line.rstrip("\r\n"))
+                if len(lines) == count:
+                    break
+    except (OSError, EOFError, ValueError, LookupError):
         return []  # the full read reports what is wrong with the file (UnicodeError too)
-    return [name.lstrip("\ufeff") for name in names]
+    return lines
+
+
+def _declared_separator(path: str, delimiter: str | None, encoding: str, what: str
+                        ) -> str | None:
+    """The separator a CSV file names in an Excel ``sep=`` first line, or None.
+
+    Raises:
+        DataError: ``--delimiter`` names another one.
+    """
+    lines = _first_lines(path, encoding, 1)
+    found = _SEPARATOR_LINE.match(lines[0]) if lines else None
+    if found is None:
+        return None
+    declared = found.group(1)
+    if delimiter is not None and delimiter != declared:
+        raise DataError(f"the {what} file {path!r} names its separator in its first line "
+                        f"({lines[0].strip()!r}, as Excel writes), but --delimiter is "
+                        f"{delimiter!r}; leave --delimiter out, or pass --delimiter "
+                        f"{declared!r}")
+    logger.info("the %s file %s names its separator %r in its first line; that line is "
+                "skipped", what, path, declared)
+    return declared
 
 
 def _refuse_duplicate_columns(columns: list[str], path: str, what: str) -> None:

@@ -133,3 +133,18 @@ def test_an_unreadable_input_leaves_no_earlier_quarantine(tmp_path: Path) -> Non
         code, out, _ = validate(tmp_path, "--interactions", given, "--items", str(bad))
         assert code == 1 and "not valid utf-8" in out  # the items file, once it is read
         assert left.exists(), given
+
+
+def test_excels_separator_line_names_the_delimiter(tmp_path: Path) -> None:
+    """Excel in a European locale writes `sep=;` before the header. It was read as the
+    header: the columns were not found, and with --delimiter every row was refused."""
+    text = "sep=;\r\n" + canonical_csv().replace(",", ";").replace("\n", "\r\n")
+    path = write(tmp_path / "excel.csv", text)
+    for args in ((), ("--delimiter", ";")):
+        code, out, report = validate(tmp_path, "--interactions", str(path), *args)
+        assert code == 0, out
+        assert_nothing_lost(tmp_path, report)
+        assert report["cleaning"]["rows_in"] == 48  # the sep= line is no row
+    code, out, _ = validate(tmp_path, "--interactions", str(path), "--delimiter", ",")
+    assert code == 1, out
+    assert "names its separator in its first line" in " ".join(out.split())
