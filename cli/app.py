@@ -72,9 +72,14 @@ ItemsOpt = Annotated[str | None, typer.Option("--items", help="Items file.")]
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", help="generic, online-retail or movielens; default: detected.")]
 MapOpt = Annotated[list[str] | None, typer.Option(
-    "--map", help="generic format: canonical=column, e.g. --map user_id=customer,item_id=sku.")]
+    "--map", help="generic format: canonical=column, e.g. --map user_id=customer,item_id=sku; "
+    "items.NAME=column for the items file alone, e.g. items.item_id=code.")]
 DelimiterOpt = Annotated[str | None, typer.Option("--delimiter", help="CSV delimiter.")]
 EncodingOpt = Annotated[str, typer.Option("--encoding", help="CSV text encoding.")]
+ItemsDelimiterOpt = Annotated[str | None, typer.Option(
+    "--items-delimiter", help="The items file's CSV delimiter (default: --delimiter).")]
+ItemsEncodingOpt = Annotated[str | None, typer.Option(
+    "--items-encoding", help="The items file's text encoding (default: --encoding).")]
 DateFormatOpt = Annotated[str | None, typer.Option(
     "--date-format", help="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M' "
     "(required for dates like 04/03/2024: day and month order is never guessed).")]
@@ -286,13 +291,15 @@ def _parse_params(values: list[str] | None) -> dict[str, dict[str, Any]]:
 
 def _data_config(interactions: str | None, items: str | None, fmt: str | None,
                  mapping: list[str] | None, delimiter: str | None, encoding: str,
-                 date_format: str | None = None, timestamp_unit: str | None = None) -> DataConfig:
+                 date_format: str | None = None, timestamp_unit: str | None = None,
+                 items_reading: tuple[str | None, str | None] = (None, None)) -> DataConfig:
     from shoprec.config import DataConfig
     from shoprec.data.io import check_readable
 
     config = DataConfig(interactions=interactions, items=items, format=fmt,
                         columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding,
-                        timestamp_format=date_format, timestamp_unit=timestamp_unit)
+                        timestamp_format=date_format, timestamp_unit=timestamp_unit,
+                        items_delimiter=items_reading[0], items_encoding=items_reading[1])
     # Before any output folder is made or server started: a mistyped path leaves nothing.
     for path, what in ((interactions, "interactions"), (items, "items")):
         if path:
@@ -723,6 +730,8 @@ def validate(
     mapping: MapOpt = None,
     delimiter: DelimiterOpt = None,
     encoding: EncodingOpt = "utf-8",
+    items_delimiter: ItemsDelimiterOpt = None,
+    items_encoding: ItemsEncodingOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     max_value: MaxValueOpt = 1e6,
@@ -740,7 +749,8 @@ def validate(
     from shoprec.pipeline import PreparationSteps, load_and_validate
 
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
-                               date_format, timestamp_unit)
+                               date_format, timestamp_unit,
+        items_reading=(items_delimiter, items_encoding))
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)
@@ -795,6 +805,8 @@ def train(
     mapping: MapOpt = None,
     delimiter: DelimiterOpt = None,
     encoding: EncodingOpt = "utf-8",
+    items_delimiter: ItemsDelimiterOpt = None,
+    items_encoding: ItemsEncodingOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     max_value: MaxValueOpt = 1e6,
@@ -890,7 +902,8 @@ def train(
     ks = _cutoffs(k)
     chosen = models.split(",") if models is not None else list(DEFAULT_MODELS)
     data_config = _pseudonymized(_data_config(interactions, items, fmt, mapping, delimiter,
-                                              encoding, date_format, timestamp_unit),
+                                              encoding, date_format, timestamp_unit,
+        items_reading=(items_delimiter, items_encoding)),
                                  pseudonymize, pseudonym_secret)
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
@@ -1016,6 +1029,8 @@ def forecast(
     mapping: MapOpt = None,
     delimiter: DelimiterOpt = None,
     encoding: EncodingOpt = "utf-8",
+    items_delimiter: ItemsDelimiterOpt = None,
+    items_encoding: ItemsEncodingOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     test_weeks: Annotated[int, typer.Option("--test-weeks", min=1, max=52,
@@ -1053,7 +1068,8 @@ def forecast(
     from shoprec.config import ForecastConfig
 
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
-                               date_format, timestamp_unit)
+                               date_format, timestamp_unit,
+        items_reading=(items_delimiter, items_encoding))
     config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir,
                             quarantine_dir=quarantine_dir, gate_margin=gate_margin,
                             max_iter=max_iter, learning_rate=learning_rate, threads=threads,
@@ -1181,6 +1197,8 @@ def promote(
     mapping: MapOpt = None,
     delimiter: DelimiterOpt = None,
     encoding: EncodingOpt = "utf-8",
+    items_delimiter: ItemsDelimiterOpt = None,
+    items_encoding: ItemsEncodingOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     max_value: MaxValueOpt = 1e6,
@@ -1216,7 +1234,8 @@ def promote(
     from shoprec.config import CleaningConfig, PromotionConfig, SplitConfig
 
     data = _pseudonymized(_data_config(interactions, items, fmt, mapping, delimiter, encoding,
-                                       date_format, timestamp_unit),
+                                       date_format, timestamp_unit,
+        items_reading=(items_delimiter, items_encoding)),
                           pseudonymize, pseudonym_secret)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,

@@ -106,10 +106,17 @@ class DataConfig(_Model):
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="generic format only: canonical name -> column name in the file, "
-        "e.g. {'user_id': 'customer', 'item_id': 'sku'}.",
+        "e.g. {'user_id': 'customer', 'item_id': 'sku'}; a name prefixed 'items.' is the "
+        "items file's alone, e.g. {'items.item_id': 'product_code'}.",
     )
     delimiter: str | None = Field(None, description="CSV delimiter; empty means ','.")
     encoding: str = Field("utf-8", description="Text encoding of CSV files.")
+    items_delimiter: str | None = Field(
+        None, description="The items file's CSV delimiter, when it differs from the "
+        "interactions file's; empty: the same as theirs.")
+    items_encoding: str | None = Field(
+        None, description="The items file's text encoding, when it differs from the "
+        "interactions file's; empty: the same as theirs.")
     default_event: str = Field(
         "purchase", description="Event type for generic files without an 'event' column."
     )
@@ -127,11 +134,13 @@ class DataConfig(_Model):
         None, description="Name of a Prefect Secret block holding the pseudonymisation key "
         "(flows only; default: the SHOPREC_PSEUDONYM_KEY environment variable).")
 
-    @field_validator("encoding")
+    @field_validator("encoding", "items_encoding")
     @classmethod
-    def _known_encoding(cls, value: str) -> str:
+    def _known_encoding(cls, value: str | None) -> str | None:
         import codecs
 
+        if value is None:
+            return None
         try:
             codecs.lookup(value)
         except LookupError:
@@ -139,7 +148,7 @@ class DataConfig(_Model):
                              "utf-8, latin-1, cp1252, utf-16") from None
         return value
 
-    @field_validator("delimiter")
+    @field_validator("delimiter", "items_delimiter")
     @classmethod
     def _one_character(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -174,6 +183,21 @@ class DataConfig(_Model):
         if value not in EVENTS:
             raise ValueError(f"default_event must be one of {', '.join(EVENTS)}, got {value!r}")
         return value
+
+    def items_reading(self) -> tuple[str | None, str]:
+        """The items file's delimiter and encoding (its own, else the interactions file's)."""
+        return (self.items_delimiter or self.delimiter,
+                self.items_encoding or self.encoding)
+
+    def items_columns(self) -> dict[str, str]:
+        """The column mapping of the items file: ``items.``-prefixed entries over the plain."""
+        own = {k.removeprefix("items."): v for k, v in self.columns.items()
+               if k.startswith("items.")}
+        return {**{k: v for k, v in self.columns.items() if not k.startswith("items.")}, **own}
+
+    def interactions_columns(self) -> dict[str, str]:
+        """The column mapping of the interactions file (the plain entries)."""
+        return {k: v for k, v in self.columns.items() if not k.startswith("items.")}
 
     def resolved_interactions(self) -> str:
         """Return the interactions path, falling back to the bundled sample."""

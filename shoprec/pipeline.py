@@ -135,8 +135,16 @@ def data_fingerprint(data: DataConfig) -> str:
     The items files include those read without being named (MovieLens' ``movies.csv`` or
     ``u.item`` beside the ratings).
     """
+    options = data.model_dump(mode="json")
+    for added in _ADDED_READING_OPTIONS:  # unset, the data read before they existed keeps its id
+        if options.get(added) is None:
+            options.pop(added, None)
     return fingerprint([data.resolved_interactions(), *items_sources(data)],
-                       json.dumps(data.model_dump(mode="json"), sort_keys=True))
+                       json.dumps(options, sort_keys=True))
+
+
+#: Reading options added after data had been prepared and registered with their identity.
+_ADDED_READING_OPTIONS = ("items_delimiter", "items_encoding")
 
 
 @dataclass

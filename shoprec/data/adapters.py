@@ -172,12 +172,15 @@ def load(config: DataConfig) -> RawData:
 
 
 def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawData:
-    mapping = config.columns
-    unknown = sorted(set(mapping) - set(INTERACTION_COLUMNS) - set(ITEM_COLUMNS))
+    mapping = config.interactions_columns()
+    unknown = sorted({*(set(mapping) - set(INTERACTION_COLUMNS) - set(ITEM_COLUMNS)),
+                      *(k for k in config.columns if k.startswith("items.")
+                        and k.removeprefix("items.") not in ITEM_COLUMNS)})
     if unknown:
         raise ConfigError(
             f"column mapping names unknown canonical columns {unknown}; use any of "
-            f"{', '.join(dict.fromkeys(INTERACTION_COLUMNS + ITEM_COLUMNS))}"
+            f"{', '.join(dict.fromkeys(INTERACTION_COLUMNS + ITEM_COLUMNS))} (prefixed "
+            "'items.' for the items file alone: items.item_id, ...)"
         )
     frame.columns = [str(c) for c in frame.columns]
     interactions = _rename(frame, mapping, INTERACTION_COLUMNS)
@@ -188,10 +191,11 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
     hints = {c: repr(mapping.get(c, c)) for c in INTERACTION_COLUMNS}
     items = items_frame = None
     if config.items:
-        items_frame = read_table(config.items, what="items", delimiter=config.delimiter,
-                                 encoding=config.encoding)
+        delimiter, encoding = config.items_reading()
+        items_frame = read_table(config.items, what="items", delimiter=delimiter,
+                                 encoding=encoding)
         items_frame.columns = [str(c) for c in items_frame.columns]
-        items = _with_source_row(_rename(items_frame, mapping, ITEM_COLUMNS))
+        items = _with_source_row(_rename(items_frame, config.items_columns(), ITEM_COLUMNS))
     return RawData(
         interactions=_with_source_row(interactions),
         source_frame=frame,
@@ -386,8 +390,8 @@ def _movielens_csv_items(path: str, config: DataConfig, required: bool) -> _Mayb
     if is_parquet(path):
         frame = read_table(path, what="items")
     else:
-        frame = read_table(path, what="items", delimiter=config.delimiter,
-                           encoding=config.encoding)
+        delimiter, encoding = config.items_reading()
+        frame = read_table(path, what="items", delimiter=delimiter, encoding=encoding)
     names = {"movieId": "item_id", "title": "title", "genres": "category"}
     items = frame[[c for c in names if c in frame.columns]].rename(columns=names)
     return _with_source_row(items), frame

@@ -131,7 +131,7 @@ def read_table(
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises a variety of types for corrupt files
             raise DataError(f"cannot read the {what} file {path!r} as Parquet: {exc}"
-                            f"{_sniff_hint(path, encoding)}") from exc
+                            f"{_sniff_hint(path, encoding, what)}") from exc
         _refuse_duplicate_columns([str(c) for c in frame.columns], path, what)
         return _names_stripped(frame).reset_index(drop=True)
     declared = _declared_separator(path, delimiter, encoding, what) if header else None
@@ -153,20 +153,20 @@ def read_table(
             skipinitialspace=False,
         )
     except UnicodeDecodeError as exc:
-        hint = _sniff_hint(path, encoding) or \
-            ("; pass the file's encoding, e.g. --encoding cp1252 (what Excel on Windows "
-             "writes; latin-1 also reads it, but turns its € into \\x80)")
+        hint = _sniff_hint(path, encoding, what) or \
+            (f"; pass the file's encoding, e.g. {_option('encoding', what)} cp1252 (what "
+             "Excel on Windows writes; latin-1 also reads it, but turns its € into \\x80)")
         # (Not the byte's position: pandas decodes in blocks, and counts from the block.)
         raise DataError(f"the {what} file {path!r} is not valid {encoding} text "
                         f"({exc.reason}){hint}") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"the {what} file {path!r} has no header and no rows") from exc
     except pd.errors.ParserError as exc:
-        if hint := _sniff_hint(path, encoding):
+        if hint := _sniff_hint(path, encoding, what):
             raise DataError(f"cannot parse the {what} file {path!r} as CSV{hint}") from exc
         raise DataError(
             f"cannot parse the {what} file {path!r} as CSV: {exc}. Check the delimiter "
-            "(--delimiter) and that quoted fields are closed"
+            f"({_option('delimiter', what)}) and that quoted fields are closed"
         ) from exc
     except (OSError, EOFError) as exc:  # e.g. a truncated or fake .gz
         raise DataError(f"cannot read the {what} file {path!r}: {exc}") from exc
@@ -177,8 +177,13 @@ def read_table(
                         "exactly one data file (a zip made on a Mac also holds __MACOSX/ "
                         "files: zip it with `zip -X`, or pass the file itself)") from exc
     if not isinstance(frame.index, pd.RangeIndex):
-        frame = _unnamed_fields(frame, path, what)
+        frame = _unnamed_fields(frame, path, what, delimiter or ",")
     return _names_stripped(frame)
+
+
+def _option(name: str, what: str) -> str:
+    """The option that sets ``name`` (delimiter, encoding) for the file holding ``what``."""
+    return f"--items-{name}" if what == "items" else f"--{name}"
 
 
 def _names_stripped(frame: pd.DataFrame) -> pd.DataFrame:
@@ -191,7 +196,8 @@ def _names_stripped(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _unnamed_fields(frame: pd.DataFrame, path: str, what: str) -> pd.DataFrame:
+def _unnamed_fields(frame: pd.DataFrame, path: str, what: str, delimiter: str
+                    ) -> pd.DataFrame:
     """The table read from rows with more fields than the header names, in every row.
 
     pandas took the first fields for an index. A delimiter at the end of every line (empty
@@ -206,6 +212,14 @@ def _unnamed_fields(frame: pd.DataFrame, path: str, what: str) -> pd.DataFrame:
         logger.info("the %s file %s ends every line with a delimiter: the empty last field "
                     "is ignored", what, path)
         return values
+    header = str(names[0]) if len(names) == 1 else ""
+    other = next((d for d in (";", "\t", "|") if d in header and d != delimiter), None)
+    if other is not None:  # a ';' file whose cells hold commas ("1,50"), read with ','
+        shown = "'\\t'" if other == "\t" else repr(other)
+        raise DataError(f"the {what} file {path!r} was read with the delimiter "
+                        f"{delimiter!r}, but its header {header[:80]!r} looks delimited by "
+                        f"{shown}: pass "
+                        f"{_option('delimiter', what)} {shown}")
     raise DataError(
         f"every row of the {what} file {path!r} has {len(names) + extra} fields, but its "
         f"header names {len(names)} columns: a column has values and no name (row numbers "
@@ -294,6 +308,7 @@ def _declared_separator(path: str, delimiter: str | None, encoding: str, what: s
     Raises:
         DataError: ``--delimiter`` names another one.
     """
+    option = _option("delimiter", what)
     lines = _first_lines(path, encoding, 1)
     found = _SEPARATOR_LINE.match(lines[0]) if lines else None
     if found is None:
@@ -301,9 +316,8 @@ def _declared_separator(path: str, delimiter: str | None, encoding: str, what: s
     declared = found.group(1)
     if delimiter is not None and delimiter != declared:
         raise DataError(f"the {what} file {path!r} names its separator in its first line "
-                        f"({lines[0].strip()!r}, as Excel writes), but --delimiter is "
-                        f"{delimiter!r}; leave --delimiter out, or pass --delimiter "
-                        f"{declared!r}")
+                        f"({lines[0].strip()!r}, as Excel writes), but {option} is "
+                        f"{delimiter!r}; leave {option} out, or pass {option} {declared!r}")
     logger.info("the %s file %s names its separator %r in its first line; that line is "
                 "skipped", what, path, declared)
     return declared
@@ -340,7 +354,7 @@ def _refuse_other_formats(path: str, what: str) -> None:
                         "export it to one of those")
 
 
-def _sniff_hint(path: str, encoding: str) -> str:
+def _sniff_hint(path: str, encoding: str, what: str = "interactions") -> str:
     """What the file's first bytes say it really is, as a hint ('' when nothing useful)."""
     try:
         with fsspec.open(path, "rb") as handle:
@@ -362,9 +376,10 @@ def _sniff_hint(path: str, encoding: str) -> str:
                "decompress it (gunzip)"
     if head[:2] in (b"\xff\xfe", b"\xfe\xff") and "16" not in encoding:
         return "; it is UTF-16 text (it starts with a UTF-16 byte-order mark): pass " \
-               "--encoding utf-16"
+               f"{_option('encoding', what)} utf-16"
     if head[:3] == b"\xef\xbb\xbf" and "utf" not in encoding.lower():
-        return "; it starts with a UTF-8 byte-order mark: pass --encoding utf-8-sig"
+        return f"; it starts with a UTF-8 byte-order mark: pass {_option('encoding', what)} " \
+               "utf-8-sig"
     return ""
 
 

@@ -38,7 +38,9 @@ def validate_raw(raw: RawData, runner: SuiteRunner) -> ValidationReport:
         for outcome in runner.run("items", raw.items):
             if outcome.expectation == "expect_column_to_exist" and not outcome.passed:
                 outcome.hint = (f"the items file {raw.items_path!r} has columns "
-                                f"{items_columns}; map yours with --map item_id=COLUMN")
+                                f"{items_columns}; " + (_delimiter_hint(items_columns, "items")
+                                or "map yours with --map items.item_id=COLUMN (the items "
+                                "file's alone; --map item_id=COLUMN names it in both files)"))
             report.outcomes.append(outcome)
     return report
 
@@ -46,16 +48,25 @@ def validate_raw(raw: RawData, runner: SuiteRunner) -> ValidationReport:
 def _missing_column_hint(column: str | None, raw: RawData, columns: list[str]) -> str:
     source = raw.column_hints.get(column or "", repr(column))
     hint = f"expected from {source} of the {raw.format} layout; the file has columns {columns}"
-    if len(columns) == 1:
-        for delimiter, name in _DELIMITERS.items():
-            if delimiter in columns[0]:
-                hint += f"; it looks delimited by {name}: pass --delimiter"
-                break
+    if delimited := _delimiter_hint(columns, "interactions"):
+        hint += f"; {delimited}"
     elif raw.format == "generic":
         hint += ("; map yours with --map user_id=COLUMN,item_id=COLUMN,timestamp=COLUMN "
                  "(and event=COLUMN, value=COLUMN when the file has them: unmapped, every row "
                  "is a purchase of 1)")
     return hint
+
+
+def _delimiter_hint(columns: list[str], what: str) -> str:
+    """'it looks delimited by ...' for a header read as one column, else ''."""
+    if len(columns) != 1:
+        return ""
+    option = "--items-delimiter" if what == "items" else "--delimiter"
+    for delimiter, name in _DELIMITERS.items():
+        if delimiter in columns[0]:
+            shown = "'\\t'" if delimiter == "\t" else repr(delimiter)
+            return f"it looks delimited by {name}: pass {option} {shown}"
+    return ""
 
 
 #: What to do when most rows share one reason: the likely cause, before the general advice.

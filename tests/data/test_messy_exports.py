@@ -148,3 +148,50 @@ def test_excels_separator_line_names_the_delimiter(tmp_path: Path) -> None:
     code, out, _ = validate(tmp_path, "--interactions", str(path), "--delimiter", ",")
     assert code == 1, out
     assert "names its separator in its first line" in " ".join(out.split())
+
+
+def test_an_items_file_with_its_own_delimiter_encoding_and_column_names(tmp_path: Path
+                                                                       ) -> None:
+    """A catalogue exported from another system (`;`, cp1252, `code` for the id) beside
+    web-shop interactions (`,`, UTF-8, `item_id`): --delimiter, --encoding and --map
+    applied to both files, so no options could read the pair."""
+    interactions = write(tmp_path / "i.csv", canonical_csv())
+    rows = [f"i{n};ITEM {n}, € {n + 1};{n + 1}.50" for n in range(12)]  # commas in cells
+    items = tmp_path / "items.csv"
+    items.write_bytes(("code;title;price\n" + "\n".join(rows) + "\n").encode("cp1252"))
+    code, out, _ = validate(tmp_path, "--interactions", str(interactions), "--items", str(items))
+    assert code == 1 and "--items-encoding cp1252" in " ".join(out.split()), out
+    code, out, _ = validate(tmp_path, "--interactions", str(interactions), "--items", str(items),
+                            "--items-encoding", "cp1252")
+    assert code == 1 and "pass --items-delimiter ';'" in " ".join(out.split()), out
+    code, out, _ = validate(tmp_path, "--interactions", str(interactions), "--items", str(items),
+                            "--items-encoding", "cp1252", "--items-delimiter", ";")
+    assert code == 1 and "--map items.item_id=COLUMN" in " ".join(out.split()), out
+    code, out, report = validate(tmp_path, "--interactions", str(interactions), "--items",
+                                 str(items), "--items-encoding", "cp1252", "--items-delimiter",
+                                 ";", "--map", "items.item_id=code")
+    assert code == 0, out
+    assert_nothing_lost(tmp_path, report)
+    assert report["cleaning"]["rows_clean"] == 48  # every item found in the catalogue
+    assert report["cleaning"]["items_quarantined"] == 0
+    code, out, _ = validate(tmp_path, "--interactions", str(interactions),
+                            "--map", "items.user_id=code")
+    assert code == 2 and "items.user_id" in out, out
+
+
+def test_the_data_identity_is_unchanged_by_the_items_reading_options_left_unset() -> None:
+    """Prepared data and registered versions carry this identity: options added later
+    must not change it for data read without them."""
+    import json
+
+    from shoprec.config import DataConfig
+    from shoprec.data.io import fingerprint
+    from shoprec.pipeline import data_fingerprint
+
+    config = DataConfig(delimiter=";")
+    before = {k: v for k, v in config.model_dump(mode="json").items()
+              if k not in ("items_delimiter", "items_encoding")}
+    assert data_fingerprint(config) == fingerprint([config.resolved_interactions()],
+                                                   json.dumps(before, sort_keys=True))
+    assert data_fingerprint(DataConfig(delimiter=";", items_delimiter=",")) != \
+        data_fingerprint(config)
