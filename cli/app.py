@@ -76,6 +76,9 @@ MapOpt = Annotated[list[str] | None, typer.Option(
     "items.NAME=column for the items file alone, e.g. items.item_id=code.")]
 DelimiterOpt = Annotated[str | None, typer.Option("--delimiter", help="CSV delimiter.")]
 EncodingOpt = Annotated[str, typer.Option("--encoding", help="CSV text encoding.")]
+DecimalOpt = Annotated[str | None, typer.Option(
+    "--decimal", help="Decimal mark of numbers written as text: ',' for 1,50 and 1.234,50 "
+    "(default '.').")]
 ItemsDelimiterOpt = Annotated[str | None, typer.Option(
     "--items-delimiter", help="The items file's CSV delimiter (default: --delimiter).")]
 ItemsEncodingOpt = Annotated[str | None, typer.Option(
@@ -292,14 +295,16 @@ def _parse_params(values: list[str] | None) -> dict[str, dict[str, Any]]:
 def _data_config(interactions: str | None, items: str | None, fmt: str | None,
                  mapping: list[str] | None, delimiter: str | None, encoding: str,
                  date_format: str | None = None, timestamp_unit: str | None = None,
-                 items_reading: tuple[str | None, str | None] = (None, None)) -> DataConfig:
+                 items_reading: tuple[str | None, str | None] = (None, None),
+                 decimal: str | None = None) -> DataConfig:
     from shoprec.config import DataConfig
     from shoprec.data.io import check_readable
 
     config = DataConfig(interactions=interactions, items=items, format=fmt,
                         columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding,
                         timestamp_format=date_format, timestamp_unit=timestamp_unit,
-                        items_delimiter=items_reading[0], items_encoding=items_reading[1])
+                        items_delimiter=items_reading[0], items_encoding=items_reading[1],
+                        decimal=decimal)
     # Before any output folder is made or server started: a mistyped path leaves nothing.
     for path, what in ((interactions, "interactions"), (items, "items")):
         if path:
@@ -732,6 +737,7 @@ def validate(
     encoding: EncodingOpt = "utf-8",
     items_delimiter: ItemsDelimiterOpt = None,
     items_encoding: ItemsEncodingOpt = None,
+    decimal: DecimalOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     max_value: MaxValueOpt = 1e6,
@@ -750,7 +756,7 @@ def validate(
 
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                date_format, timestamp_unit,
-        items_reading=(items_delimiter, items_encoding))
+        items_reading=(items_delimiter, items_encoding), decimal=decimal)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)
@@ -807,6 +813,7 @@ def train(
     encoding: EncodingOpt = "utf-8",
     items_delimiter: ItemsDelimiterOpt = None,
     items_encoding: ItemsEncodingOpt = None,
+    decimal: DecimalOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     max_value: MaxValueOpt = 1e6,
@@ -903,7 +910,7 @@ def train(
     chosen = models.split(",") if models is not None else list(DEFAULT_MODELS)
     data_config = _pseudonymized(_data_config(interactions, items, fmt, mapping, delimiter,
                                               encoding, date_format, timestamp_unit,
-        items_reading=(items_delimiter, items_encoding)),
+        items_reading=(items_delimiter, items_encoding), decimal=decimal),
                                  pseudonymize, pseudonym_secret)
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
@@ -1031,6 +1038,7 @@ def forecast(
     encoding: EncodingOpt = "utf-8",
     items_delimiter: ItemsDelimiterOpt = None,
     items_encoding: ItemsEncodingOpt = None,
+    decimal: DecimalOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     test_weeks: Annotated[int, typer.Option("--test-weeks", min=1, max=52,
@@ -1069,7 +1077,7 @@ def forecast(
 
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                date_format, timestamp_unit,
-        items_reading=(items_delimiter, items_encoding))
+        items_reading=(items_delimiter, items_encoding), decimal=decimal)
     config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir,
                             quarantine_dir=quarantine_dir, gate_margin=gate_margin,
                             max_iter=max_iter, learning_rate=learning_rate, threads=threads,
@@ -1199,6 +1207,7 @@ def promote(
     encoding: EncodingOpt = "utf-8",
     items_delimiter: ItemsDelimiterOpt = None,
     items_encoding: ItemsEncodingOpt = None,
+    decimal: DecimalOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     max_value: MaxValueOpt = 1e6,
@@ -1235,7 +1244,7 @@ def promote(
 
     data = _pseudonymized(_data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                        date_format, timestamp_unit,
-        items_reading=(items_delimiter, items_encoding)),
+        items_reading=(items_delimiter, items_encoding), decimal=decimal),
                           pseudonymize, pseudonym_secret)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,

@@ -117,6 +117,9 @@ class DataConfig(_Model):
     items_encoding: str | None = Field(
         None, description="The items file's text encoding, when it differs from the "
         "interactions file's; empty: the same as theirs.")
+    decimal: Literal[".", ","] | None = Field(
+        None, description="The decimal mark of numbers written as text (values, prices): ',' "
+        "for '1,50' and '1.234,50'; empty: '.'.")
     default_event: str = Field(
         "purchase", description="Event type for generic files without an 'event' column."
     )

@@ -144,7 +144,7 @@ def data_fingerprint(data: DataConfig) -> str:
 
 
 #: Reading options added after data had been prepared and registered with their identity.
-_ADDED_READING_OPTIONS = ("items_delimiter", "items_encoding")
+_ADDED_READING_OPTIONS = ("items_delimiter", "items_encoding", "decimal")
 
 
 @dataclass

@@ -183,7 +183,8 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
             "'items.' for the items file alone: items.item_id, ...)"
         )
     frame.columns = [str(c) for c in frame.columns]
-    interactions = _rename(frame, mapping, INTERACTION_COLUMNS)
+    interactions = _numbers_read(_rename(frame, mapping, INTERACTION_COLUMNS), ["value"],
+                                 config)
     if "event" not in interactions.columns:
         interactions["event"] = config.default_event
     if "value" not in interactions.columns:
@@ -195,7 +196,8 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
         items_frame = read_table(config.items, what="items", delimiter=delimiter,
                                  encoding=encoding)
         items_frame.columns = [str(c) for c in items_frame.columns]
-        items = _with_source_row(_rename(items_frame, config.items_columns(), ITEM_COLUMNS))
+        items = _with_source_row(_numbers_read(
+            _rename(items_frame, config.items_columns(), ITEM_COLUMNS), ["price"], config))
     return RawData(
         interactions=_with_source_row(interactions),
         source_frame=frame,
@@ -210,6 +212,29 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
         timestamp_format=config.timestamp_format,
         timestamp_unit=config.timestamp_unit,
     )
+
+
+# A number written with a decimal comma: "1,50", "-2", "1.234,50" (dots group thousands).
+_COMMA_NUMBER = re.compile(r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$")
+
+
+def _numbers_read(frame: pd.DataFrame, columns: list[str], config: DataConfig
+                  ) -> pd.DataFrame:
+    """``frame`` with the text numbers of ``columns`` rewritten with a point (``--decimal ,``).
+
+    Only cells of that form are rewritten; any other text is left for cleaning to
+    quarantine with its reason. Typed (Parquet) columns are left as they are.
+    """
+    if config.decimal != ",":
+        return frame
+    for column in columns:
+        if column not in frame or pd.api.types.is_numeric_dtype(frame[column].dtype):
+            continue
+        text = frame[column].astype("string").str.strip()
+        comma = text.str.fullmatch(_COMMA_NUMBER).fillna(False).astype(bool)
+        frame[column] = text.where(~comma, text.str.replace(".", "", regex=False)
+                                   .str.replace(",", ".", regex=False))
+    return frame
 
 
 def _rename(frame: pd.DataFrame, mapping: dict[str, str], wanted: tuple[str, ...]) -> pd.DataFrame:
@@ -256,7 +281,8 @@ def _retail_is_product(codes: pd.Series) -> pd.Series:
 
 def _adapt_online_retail(frame: pd.DataFrame, path: str, config: DataConfig) -> RawData:
     renamed = {src: dst for src, dst in ONLINE_RETAIL_COLUMNS.items() if src in frame.columns}
-    interactions = frame[list(renamed)].rename(columns=renamed)
+    interactions = _numbers_read(frame[list(renamed)].rename(columns=renamed),
+                                 ["value", "unit_price"], config)
     if "user_id" in interactions.columns:
         # CustomerID is a float string ("17850.0"); the id is its integer part.
         interactions["user_id"] = interactions["user_id"].str.replace(
@@ -332,7 +358,7 @@ def _load_movielens(path: str, config: DataConfig, ratings: pd.DataFrame | None 
         ratings = read_table(path, what="ratings", delimiter="\t", header=False,
                              names=["user_id", "item_id", "value", "timestamp"],
                              encoding=config.encoding)
-        interactions = ratings.copy()
+        interactions = _numbers_read(ratings.copy(), ["value"], config)
         items_path = config.items or _sibling(path, MOVIELENS_ITEMS[0])
         items, items_frame = _movielens_100k_items(items_path, required=bool(config.items))
         hints = {"user_id": "column 1", "item_id": "column 2", "value": "column 3",
@@ -343,7 +369,9 @@ def _load_movielens(path: str, config: DataConfig, ratings: pd.DataFrame | None 
                                  encoding=config.encoding)
         names = {"userId": "user_id", "movieId": "item_id", "rating": "value",
                  "timestamp": "timestamp"}
-        interactions = ratings[[c for c in names if c in ratings.columns]].rename(columns=names)
+        interactions = _numbers_read(
+            ratings[[c for c in names if c in ratings.columns]].rename(columns=names), ["value"],
+            config)
         items_path = config.items or _sibling(path, MOVIELENS_ITEMS[1])
         items, items_frame = _movielens_csv_items(items_path, config, required=bool(config.items))
         hints = {canon: repr(src) for src, canon in names.items()}

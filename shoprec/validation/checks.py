@@ -81,9 +81,9 @@ REASON_HINTS = {
     "same item ids (and --map item_id=...); ",
     "item_quarantined": "most rows are of items the items file has, but whose own rows were "
     "quarantined (see quarantine_items.parquet: an unreadable price such as '1,50 €' is "
-    "the usual cause); ",
-    "invalid_value": "the values do not read as numbers: a decimal comma ('1,5') or a unit "
-    "in the cell, or a blank quantity (the column must be a number on every row, or be left "
+    "the usual cause; a decimal comma alone is read with --decimal ','); ",
+    "invalid_value": "the values do not read as numbers: a decimal comma ('1,5': pass "
+    "--decimal ',') or a unit in the cell, or a blank quantity (the column must be a number on every row, or be left "
     "out: then every row counts 1); ",
 }
 

@@ -179,7 +179,7 @@ def test_an_items_file_with_its_own_delimiter_encoding_and_column_names(tmp_path
     assert code == 2 and "items.user_id" in out, out
 
 
-def test_the_data_identity_is_unchanged_by_the_items_reading_options_left_unset() -> None:
+def test_the_data_identity_is_unchanged_by_reading_options_added_and_left_unset() -> None:
     """Prepared data and registered versions carry this identity: options added later
     must not change it for data read without them."""
     import json
@@ -190,8 +190,35 @@ def test_the_data_identity_is_unchanged_by_the_items_reading_options_left_unset(
 
     config = DataConfig(delimiter=";")
     before = {k: v for k, v in config.model_dump(mode="json").items()
-              if k not in ("items_delimiter", "items_encoding")}
+              if k not in ("items_delimiter", "items_encoding", "decimal")}
     assert data_fingerprint(config) == fingerprint([config.resolved_interactions()],
                                                    json.dumps(before, sort_keys=True))
-    assert data_fingerprint(DataConfig(delimiter=";", items_delimiter=",")) != \
-        data_fingerprint(config)
+    for added in ({"items_delimiter": ","}, {"items_encoding": "cp1252"}, {"decimal": ","}):
+        assert data_fingerprint(DataConfig(delimiter=";", **added)) != data_fingerprint(config)
+
+
+def test_numbers_with_a_decimal_comma_are_read_under_decimal_comma(tmp_path: Path) -> None:
+    """A European export writes 1,5 and 1.234,50: every row was quarantined as
+    invalid_value (and every item as invalid_price), with no option to read them."""
+    text = canonical_csv().replace(",", ";").replace(";purchase;1\n", ";purchase;1,5\n")
+    interactions = write(tmp_path / "i.csv", text)
+    rows = [f"i{n};ITEM {n};{n + 1}.234,50" for n in range(12)] + ["i12;ITEM 12;1,50 €"]
+    items = write(tmp_path / "items.csv", "item_id;title;price\n" + "\n".join(rows) + "\n")
+    common = ("--interactions", str(interactions), "--items", str(items), "--delimiter", ";")
+    code, out, _ = validate(tmp_path, *common)
+    assert code == 1 and "--decimal ','" in " ".join(out.split()), out
+    code, out, report = validate(tmp_path, *common, "--decimal", ",")
+    assert code == 0, out
+    assert_nothing_lost(tmp_path, report)
+    assert report["cleaning"]["rows_clean"] == 48
+    # The unit in the cell is still no number: that item alone is quarantined.
+    assert report["cleaning"]["items_quarantined_by_reason"] == {"invalid_price": 1}
+
+    from shoprec.config import CleaningConfig, DataConfig
+    from shoprec.data.adapters import load
+    from shoprec.data.cleaning import clean
+
+    data = clean(load(DataConfig(interactions=str(interactions), items=str(items),
+                                 delimiter=";", decimal=",")), CleaningConfig())
+    assert set(data.interactions["value"]) == {1.5}
+    assert data.items.set_index("item_id")["price"]["i0"] == 1234.5
