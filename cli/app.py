@@ -200,8 +200,12 @@ def _handle_errors(func: F) -> F:
             err_console.print(_styled(("rejected:", "bold red"), f" {exc}"), highlight=False)
             raise typer.Exit(EXIT_REJECTED) from None
         except ShopRecError as exc:
+            from shoprec.registry.aliases import ChampionBusyError
             from shoprec.registry.promotion import PromotionError, PromotionRefused
 
+            if isinstance(exc, ChampionBusyError):  # nobody's mistake, and no fault
+                err_console.print(_styled(("refused:", "bold red"), f" {exc}"), highlight=False)
+                raise typer.Exit(EXIT_REFUSED) from None
             if isinstance(exc, PromotionRefused):
                 _print_decision(exc.decision.to_dict())
                 err_console.print(_styled(("refused:", "bold red"), f" {exc}"), highlight=False)

@@ -117,6 +117,10 @@ def log_alias_move(name: str, alias: str, before: str | None, after: str | None,
 #: Registered-model tag holding a champion move under way (:func:`move_champion`): written
 #: before the first alias moves, removed once every step is done.
 PENDING_MOVE = "champion_move_pending"
+#: Registered-model tag holding a rollback under way
+#: (:func:`shoprec.registry.promotion.rollback`): ``{"from", "to", "by", "at", "reason",
+#: "owner"}``, written before champion moves and removed once every step is done.
+PENDING_ROLLBACK = "rollback_pending"
 #: How old the record of a move made on another machine must be to count as abandoned
 #: (its process cannot be looked up from here); a move takes seconds.
 ABANDONED_AFTER_SECONDS = 600
@@ -135,11 +139,10 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
     """
     client = tracking.client()
     finish_interrupted_move(name)
-    if _pending(client, name) is not None:
-        # Another process is moving champion right now (or stopped doing so moments ago
-        # on another machine): its record must not be overwritten, nor its move crossed.
-        raise RegistryError(f"another operation is moving {name}'s champion right now "
-                            f"(registered model tag {PENDING_MOVE}); try again in a minute")
+    # Another process moving champion right now (or stopped doing so moments ago on
+    # another machine), by a promotion or a rollback: its record must not be overwritten,
+    # nor its move crossed.
+    refuse_while_busy(client, name)
     before = alias_version(name, PREVIOUS_CHAMPION)
     # previous-champion already on the outgoing version (a rollback stopped midway left it
     # so) is not moved, nor logged moving onto itself.
@@ -147,9 +150,11 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
     record = {"version": version, "from": outgoing, "previous": before, "action": action,
               "by": by, "at": at, "reason": reason[:_RECORD_TEXT],
               "version_tags": {k: v[:_RECORD_TEXT] for k, v in (version_tags or {}).items()},
-              "description": description[:_RECORD_TEXT], "owner": _owner(),
+              "description": description[:_RECORD_TEXT], "owner": operation_owner(),
               "extra": {k: str(v)[:_RECORD_TEXT] for k, v in extra.items()}}
     client.set_registered_model_tag(name, PENDING_MOVE, json.dumps(record))
+    # A rollback that began between the check and the record: one of the two gives way.
+    refuse_while_busy(client, name, own=PENDING_MOVE)
     if outgoing is not None and moves_previous:
         set_alias(client, name, PREVIOUS_CHAMPION, outgoing)
     try:
@@ -176,6 +181,70 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
         client.set_model_version_tag(name, version, key, value[:5000])
     describe(client, name, version, description)
     client.delete_registered_model_tag(name, PENDING_MOVE)
+
+
+class ChampionBusyError(RegistryError):
+    """Another live operation (a promotion, a rollback) is moving the champion now.
+
+    Attributes:
+        busy: That operation, in words (:func:`champion_busy`).
+    """
+
+    def __init__(self, name: str, busy: str) -> None:
+        super().__init__(f"another operation is moving {name}'s champion right now ({busy}); "
+                         "try again in a minute")
+        self.busy = busy
+
+
+def champion_busy(client: Any, name: str) -> str | None:
+    """The live operation moving ``name``'s champion now, in words, or ``None``.
+
+    A promotion's or publication's record (:data:`PENDING_MOVE`) or a rollback's
+    (:data:`PENDING_ROLLBACK`) whose process may still be running (:func:`_abandoned`).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    for tag, what in ((PENDING_MOVE, None), (PENDING_ROLLBACK, "rollback")):
+        try:
+            record = json.loads(tags.get(tag) or "null")
+        except ValueError:
+            continue
+        if isinstance(record, dict) and not _abandoned(record):
+            return (f"a {what or record.get('action', 'move')} by {record.get('by', '?')} "
+                    f"begun at {record.get('at', '?')}")
+    return None
+
+
+def refuse_while_busy(client: Any, name: str, own: str | None = None) -> None:
+    """Refuse to move ``name``'s champion while another operation is moving it.
+
+    Args:
+        client: An MLflow client.
+        name: The registered model.
+        own: The record tag this operation has just written: on a conflict it is removed
+            before refusing, so that two operations that began together both give way
+            rather than cross.
+
+    Raises:
+        ChampionBusyError: Another live operation is moving the champion.
+    """
+    if own is not None:
+        tags = client.get_registered_model(name).tags
+        other = PENDING_ROLLBACK if own == PENDING_MOVE else PENDING_MOVE
+        busy = champion_busy(client, name) if tags.get(other) else None
+    else:
+        busy = champion_busy(client, name)
+    if busy is None:
+        return
+    if own is not None:
+        client.delete_registered_model_tag(name, own)
+    raise ChampionBusyError(name, busy)
 
 
 def describe(client: Any, name: str, version: str, line: str) -> None:
@@ -222,8 +291,8 @@ def version_exists(client: Any, name: str, version: str) -> bool:
     return True
 
 
-def _owner() -> dict[str, Any]:
-    """This process, as :func:`finish_interrupted_move` looks it up."""
+def operation_owner() -> dict[str, Any]:
+    """This process, as an operation's record names it (:func:`_abandoned` looks it up)."""
     import os
 
     from shoprec.registry.runs import process_space

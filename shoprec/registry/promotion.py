@@ -31,6 +31,7 @@ from shoprec.registry import tracking
 from shoprec.registry.aliases import (
     CHALLENGER,
     CHAMPION,
+    PENDING_ROLLBACK,
     PREVIOUS_CHAMPION,
     actor,
     alias_log,
@@ -40,6 +41,8 @@ from shoprec.registry.aliases import (
     log_alias_move,
     move_champion,
     now,
+    operation_owner,
+    refuse_while_busy,
     set_alias,
     version_exists,
 )
@@ -309,11 +312,6 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
     return decision
 
 
-#: Registered-model tag holding a rollback under way: ``{"from", "to", "by", "at",
-#: "reason"}``, written before champion moves and removed once every step is done.
-PENDING_ROLLBACK = "rollback_pending"
-
-
 def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, Any]:
     """Point ``champion`` back at ``previous-champion``.
 
@@ -334,12 +332,18 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
     """
     client = tracking.client()
     finish_interrupted_move(name)
+    # A promotion or another rollback under way: crossed, the two left the registry wrong
+    # (champion on the promoted version, previous-champion gone; a reason dropped and the
+    # log written twice).
+    refuse_while_busy(client, name)
     record, resumed = _rollback_plan(client, name, reason, by)
     if resumed:
         logger.warning("%s: finishing the rollback from version %s to %s begun at %s",
                        name, record["from"], record["to"], record["at"])
     else:
-        client.set_registered_model_tag(name, PENDING_ROLLBACK, json.dumps(record))
+        client.set_registered_model_tag(name, PENDING_ROLLBACK,
+                                        json.dumps({**record, "owner": operation_owner()}))
+        refuse_while_busy(client, name, own=PENDING_ROLLBACK)
         set_alias(client, name, CHAMPION, record["to"])
     was, restored, who, at = record["from"], record["to"], record["by"], record["at"]
     why = record["reason"]
@@ -376,6 +380,7 @@ def check_rollback(name: str) -> None:
         PromotionError: As :func:`rollback` would.
     """
     finish_interrupted_move(name)  # a promotion stopped midway may have left previous wrong
+    refuse_while_busy(tracking.client(), name)
     _rollback_plan(tracking.client(), name)
 
 

@@ -22,8 +22,10 @@ from shoprec.registry import runs, tracking
 from shoprec.registry.aliases import (
     CHALLENGER,
     CHAMPION,
+    ChampionBusyError,
     actor,
     alias_version,
+    champion_busy,
     finish_interrupted_move,
     move_champion,
     now,
@@ -311,32 +313,55 @@ def _label(name: str, version: str, verdict: GateVerdict, tags: dict[str, str]
     if passed and current != verdict.champion_version:
         # Another run or a person moved champion while this one trained: the comparison
         # was made against a version that no longer serves, so it does not count.
-        passed = False
-        verdict.passed = False
-        verdict.checks.append(GateCheck(
-            "champion_unchanged", False, verdict.checks[0].candidate, None,
-            f"champion moved from version {verdict.champion_version} to {current} during "
-            "this run; this version stays challenger: compare again (`shoprec promote` for "
-            "a recommender, another `shoprec forecast` for the demand forecast)"))
-    all_tags = {**tags, "gate": "pass" if passed else "fail",
-                "gate_checks": verdict.describe()}
-    for key, value in all_tags.items():
-        mlflow_client.set_model_version_tag(name, version, key, str(value)[:5000])
-    # What the registry's Models tab shows first: which model, how good, and the verdict.
-    what = (f"{tags['candidate']}: test {tags.get('primary_metric', '')} "
-            f"{tags.get('primary_metric_test', '')}; " if "candidate" in tags else "")
-    mlflow_client.update_model_version(
-        name, version, description=f"{what}gate {'passed' if passed else 'not passed'}: "
-                                   f"{verdict.describe()}"[:5000])
+        passed = _stays_challenger(
+            verdict, f"champion moved from version {verdict.champion_version} to {current} "
+            "during this run")
+    elif passed and (busy := champion_busy(mlflow_client, name)) is not None:
+        # A promotion or rollback is moving champion now: this run's comparison may be
+        # against the version it moves away. The model is kept, not thrown away.
+        passed = _stays_challenger(verdict, f"{busy} was moving champion as this run "
+                                            "published")
+    _write_verdict(mlflow_client, name, version, verdict, tags, passed)
     set_alias(mlflow_client, name, CHALLENGER, version)
     aliases = [CHALLENGER]
     if passed:
         run = tags.get("prefect_flow_run_id")
-        move_champion(name, version, current, "train-gate",
-                      f"flow run {run}" if run else actor(),
-                      f"gate passed: {verdict.describe()}", now())
+        try:
+            move_champion(name, version, current, "train-gate",
+                          f"flow run {run}" if run else actor(),
+                          f"gate passed: {verdict.describe()}", now())
+        except ChampionBusyError as exc:  # began between the check above and the move
+            passed = _stays_challenger(verdict, f"{exc.busy} was moving champion as this "
+                                                "run published")
+            _write_verdict(mlflow_client, name, version, verdict, tags, passed)
+            return passed, current, aliases
         aliases.append(CHAMPION)
     return passed, current, aliases
+
+
+def _stays_challenger(verdict: GateVerdict, why: str) -> bool:
+    """Fail ``verdict`` with a ``champion_unchanged`` check saying ``why``; returns False."""
+    verdict.passed = False
+    verdict.checks.append(GateCheck(
+        "champion_unchanged", False, verdict.checks[0].candidate, None,
+        f"{why}; this version stays challenger: compare again (`shoprec promote` for a "
+        "recommender, another `shoprec forecast` for the demand forecast)"))
+    return False
+
+
+def _write_verdict(client: Any, name: str, version: str, verdict: GateVerdict,
+                   tags: dict[str, str], passed: bool) -> None:
+    """The version's tags, gate verdict and description line."""
+    all_tags = {**tags, "gate": "pass" if passed else "fail",
+                "gate_checks": verdict.describe()}
+    for key, value in all_tags.items():
+        client.set_model_version_tag(name, version, key, str(value)[:5000])
+    # What the registry's Models tab shows first: which model, how good, and the verdict.
+    what = (f"{tags['candidate']}: test {tags.get('primary_metric', '')} "
+            f"{tags.get('primary_metric_test', '')}; " if "candidate" in tags else "")
+    client.update_model_version(
+        name, version, description=f"{what}gate {'passed' if passed else 'not passed'}: "
+                                   f"{verdict.describe()}"[:5000])
 
 
 def _withdraw(name: str, version: str, challenger_before: str | None) -> None:

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: Where loading a registered model starts: the pyfunc wrapper MLflow imports, the bundle
 #: and the engine that answers its requests.
-ENTRY_MODULES = ("shoprec.registry.pyfunc_model", "shoprec.registry.bundle",
+ENTRY_MODULES = ("shoprec.registry.pyfunc_model", "shoprec.registry.served",
+                 "shoprec.registry.bundle",
                  "shoprec.serving.engine")
 
 

@@ -381,13 +381,25 @@ def create_app() -> RecommendationServer:
     from threadpoolctl import threadpool_limits
 
     from shoprec.registry.loading import load_uri
+    from shoprec.registry.served import ShoprecModel, apply_serving_environment
 
     # One request is a vector-matrix product: BLAS threads only contend with the other
     # worker processes and the event loop.
     threadpool_limits(1)
     uri = os.environ[MODEL_URI_ENV]
     model = load_uri(uri)
-    bundle = getattr(model.unwrap_python_model(), "bundle", None)
+    wrapper = model.unwrap_python_model()
+    bundle = getattr(wrapper, "bundle", None)
+    if type(wrapper) is not ShoprecModel and bundle is not None:
+        # A version logged by an older shoprec runs its own copy of the wrapper, which may
+        # not know this server's settings: one served shoppers' histories with
+        # explanations off, ignored live sessions and --diversity, and answered a fault as
+        # the client's mistake, with a traceback. The same object is answered with the
+        # installed class (a plain Python class: its state is the bundle alone).
+        logger.info("%s was logged by an older shoprec: it is served with the installed "
+                    "one's wrapper", uri)
+        wrapper.__class__ = ShoprecModel
+        apply_serving_environment(bundle)
     answer = getattr(bundle, "answer", None)
     if answer is None:
         logger.warning("%s was logged without the fast request path; every request goes "

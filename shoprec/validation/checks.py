@@ -83,8 +83,8 @@ REASON_HINTS = {
     "quarantined (see quarantine_items.parquet: an unreadable price such as '1,50 €' is "
     "the usual cause; a decimal comma alone is read with --decimal ','); ",
     "invalid_value": "the values do not read as numbers: a decimal comma ('1,5': pass "
-    "--decimal ',') or a unit in the cell, or a blank quantity (the column must be a number on every row, or be left "
-    "out: then every row counts 1); ",
+    "--decimal ',') or a unit in the cell, or a blank quantity (the column must be a "
+    "number on every row, or be left out: then every row counts 1); ",
 }
 
 

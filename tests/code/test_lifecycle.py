@@ -824,3 +824,100 @@ def test_a_rollback_of_a_model_that_does_not_exist_says_so(two_versions: str) ->
         check_rollback("legcy")
     with pytest.raises(PromotionError, match="legacy has no 'previous-champion' alias"):
         check_rollback(two_versions)
+
+
+@pytest.fixture()
+def another_process():
+    """A live process on this machine, to own a record "under way" (not this one)."""
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    time.sleep(0.2)
+    yield child
+    child.kill()
+    child.wait()
+
+
+def _record_of(process, **fields: str) -> str:
+    import json
+
+    from shoprec.registry.aliases import now
+    from shoprec.registry.runs import process_space
+
+    return json.dumps({**fields, "by": "alice", "at": now(),
+                       "owner": {**process_space(), "pid": process.pid}})
+
+
+def test_a_promotion_and_a_rollback_under_way_refuse_each_other(
+        two_versions: str, another_process) -> None:
+    """Found by a second reader: only promotions checked for one another. A promotion
+    crossed a live rollback (champion on the promoted version, previous-champion gone,
+    the rollback's person told the old version served), and a rollback during a live
+    promotion was told the aliases were "left by an operation stopped midway"."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import (
+        PENDING_MOVE,
+        PENDING_ROLLBACK,
+        ChampionBusyError,
+        alias_version,
+    )
+    from shoprec.registry.promotion import apply_promotion, check_rollback, decide, rollback
+
+    client = tracking.client()
+    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
+                           "ndcg@10"))
+    # A promotion in another live process, stopped between its two aliases.
+    client.set_registered_model_tag(two_versions, PENDING_MOVE, _record_of(
+        another_process, version="3", **{"from": "2"}, previous="1", action="promote",
+        reason=""))
+    for attempt in (lambda: rollback(two_versions, reason="bad", by="bob"),
+                    lambda: check_rollback(two_versions)):
+        with pytest.raises(ChampionBusyError, match="a promote by alice"):
+            attempt()
+    assert (alias_version(two_versions, "champion"),
+            alias_version(two_versions, "previous-champion")) == ("2", "1")
+    client.delete_registered_model_tag(two_versions, PENDING_MOVE)
+
+    # A rollback in another live process, stopped after champion moved back.
+    client.set_registered_model_tag(two_versions, PENDING_ROLLBACK, _record_of(
+        another_process, **{"from": "2"}, to="1", reason="conversion dropped"))
+    client.set_registered_model_alias(two_versions, "champion", "1")
+    with pytest.raises(ChampionBusyError, match="a rollback by alice"):
+        apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
+                               "ndcg@10"))
+    # Nor is it "resumed" by a second rollback while its own process still runs.
+    with pytest.raises(ChampionBusyError):
+        rollback(two_versions, reason="two", by="carol")
+    assert alias_version(two_versions, "previous-champion") == "1"
+    assert PENDING_ROLLBACK in client.get_registered_model(two_versions).tags
+    # Once its process has ended, the next rollback finishes it as it was asked.
+    another_process.kill()
+    another_process.wait()
+    moved = rollback(two_versions, reason="two", by="carol")
+    assert moved["resumed"] and moved["reason"] == "conversion dropped"
+
+
+def test_a_training_that_meets_a_live_move_keeps_its_version_as_challenger(
+        two_versions: str, another_process) -> None:
+    """Found by a second reader: the nightly run's gate passed while a person's promotion
+    was under way; the refusal withdrew the whole version and the run ended in exit 3."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import PENDING_MOVE, alias_version
+    from shoprec.registry.publish import GateCheck, GateVerdict, _label
+
+    client = tracking.client()
+    client.create_model_version(two_versions, source="/tmp")  # version 3, just registered
+    client.set_registered_model_tag(two_versions, PENDING_MOVE, _record_of(
+        another_process, version="2", **{"from": "1"}, previous=None, action="promote",
+        reason=""))
+    verdict = GateVerdict(True, "ndcg@10", [GateCheck("beats_champion", True, 0.3, 0.2,
+                                                      "better")], champion_version="1")
+    passed, _, aliases = _label(two_versions, "3", verdict, {"candidate": "mf"})
+    assert not passed and aliases == ["challenger"]
+    tags = client.get_model_version(two_versions, "3").tags
+    assert tags["gate"] == "fail"
+    assert "champion_unchanged: fail (a promote by alice" in tags["gate_checks"]
+    assert alias_version(two_versions, "champion") == "1"
+    assert alias_version(two_versions, "challenger") == "3"
