@@ -961,6 +961,11 @@ def train(
     if summary_json:  # first: the registry has changed, whatever printing meets
         _write_summary(summary_json, {"status": "ok", **summary})
     _print_summary(summary)
+    if summary.get("reports_missing"):
+        err_console.print(_styled(("warning:", "bold yellow"),
+                                  " the version is published, but the run's reports could not "
+                                  f"all be logged to MLflow ({summary['reports_missing']})"),
+                          highlight=False)
     console.print(f"pipeline finished in {time.perf_counter() - began:.1f} s")
     if summary_json:
         console.print(f"summary written to {summary_json}")

@@ -197,15 +197,27 @@ def training_pipeline(
                            "aliases": ", ".join(registered.get("aliases", [])),
                            "gate": "passed" if summary["gate"]["passed"] else "not passed"})
             report_artifacts(chosen.leaderboard, summary, chosen.verdict, runs.run_url(parent))
+            runs.finish_run(parent, ok=True)
         except BaseException as exc:
-            # Said before the error itself, which cannot tell that the registry was written
-            # (a cancel from the UI lands here too: the version stays, published).
-            logger.error("%s version %s was registered (aliases: %s) before the run's reports "
-                         "could be logged; the run was then %s", training.registered_model_name,
-                         registered.get("version"), ", ".join(registered.get("aliases", []))
-                         or "none", "stopped" if stopped_by_signal(exc) else "failed")
-            raise
-        runs.finish_run(parent, ok=True)
+            where = (training.registered_model_name, registered.get("version"),
+                     ", ".join(registered.get("aliases", [])) or "none")
+            if stopped_by_signal(exc) or not isinstance(exc, Exception):
+                # Said before the error itself, which cannot tell that the registry was
+                # written (a cancel from the UI lands here too: the version stays).
+                logger.error("%s version %s was registered (aliases: %s) before the run's "
+                             "reports could be logged; the run was then stopped", *where)
+                raise
+            # The version is published, its aliases set: the run has done what it is for.
+            # A fault now (a full disk or store, a server gone) must not read as "nothing
+            # published": it is said, and the summary names it.
+            logger.error("%s version %s is published (aliases: %s), but the run's reports "
+                         "could not all be logged (%s: %s); the MLflow run may lack some "
+                         "artifacts", *where, type(exc).__name__, tracking.redact(str(exc)))
+            summary["reports_missing"] = f"{type(exc).__name__}: {tracking.redact(str(exc))}"
+            try:
+                runs.finish_run(parent, ok=True)
+            except Exception as close_error:  # noqa: BLE001 - e.g. the store is still full
+                logger.warning("could not close MLflow run %s: %s", parent, close_error)
     except BaseException as exc:
         # The MLflow run must not stay "running" when the flow fails or is stopped after
         # opening it; closing it must not hide why the flow ended.

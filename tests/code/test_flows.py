@@ -468,6 +468,32 @@ def test_candidates_that_cannot_be_logged_publish_nothing(
     assert parents[0].info.status == "FAILED"
 
 
+def test_a_fault_after_publishing_says_the_version_is_published(
+        env: str, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a second reader: a full disk while the run's reports were logged failed
+    the run (exit 3, summary "failed") though its version was champion already."""
+    import errno
+
+    from mlflow import MlflowClient
+
+    from shoprec.registry import runs
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "log_run_artifacts", full)
+    name = "published-then-full"
+    summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
+                                                               models=["popularity", "mf"]))
+    monkeypatch.undo()
+    assert "No space left on device" in summary["reports_missing"]
+    client = MlflowClient(tracking_uri=env, registry_uri=env)
+    version = str(summary["registered"]["version"])
+    assert str(client.get_model_version_by_alias(name, "champion").version) == version
+    run = client.get_run(client.get_model_version(name, version).run_id)
+    assert run.info.status == "FINISHED"
+
+
 def test_search_stage_and_blend(env: str, synthetic_dir: Path, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
