@@ -138,8 +138,18 @@ def _initialise_sqlite(uri: str) -> None:
     from mlflow import MlflowClient
 
     path = sqlite_path(uri) or Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "w") as lock:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{path}.lock", "a")
+    except OSError as exc:
+        if not path.exists():
+            raise
+        # A store made by someone else, in a folder this account may only read (a serving
+        # account, a read-only mount): its schema exists, and reading needs no lock.
+        logger.debug("reading %s without its creation lock (%s)", path, exc)
+        _READY.add(uri)
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             store = MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -194,6 +194,37 @@ def test_the_store_named_in_reports_is_the_same_file_from_any_folder(
         assert tracking.absolute(kept) == kept
 
 
+def test_a_store_in_a_folder_this_account_may_only_read_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a second reader: `recommend`, `batch` and `serve` failed with exit 3 on a
+    registry in a read-only folder (a serving account, a read-only mount), since opening
+    the store wrote its creation lock beside it. (Tests run as root, which no folder's
+    mode stops: the folder's refusal is made here, where the lock is opened.)"""
+    import builtins
+
+    from mlflow import MlflowClient
+
+    from shoprec.registry import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    made = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    made.create_registered_model("shop")
+    real_open = builtins.open
+
+    def read_only(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if str(file).endswith(".lock") and mode != "r":
+            raise OSError(30, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only)
+    monkeypatch.setattr(tracking, "_READY", set())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert tracking.client().get_registered_model("shop").name == "shop"
+    # A store that does not exist yet still needs its folder written: that is said.
+    with pytest.raises(OSError, match="Read-only"):
+        tracking._initialise_sqlite(f"sqlite:///{tmp_path}/new.db")
+
+
 @pytest.mark.slow
 def test_processes_starting_on_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
     """Two `shoprec train` on a new SQLite store would both create its tables."""
