@@ -7,6 +7,7 @@ other failure. A user mistake prints a message, never a bare traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -463,6 +464,11 @@ def _record_failure(path: Path | None, command: str, exc: BaseException) -> None
         _write_summary(path, record)
     except (OSError, ValueError) as error:  # the failure is what the user must see
         logging.getLogger(__name__).warning("could not write %s: %s", path, error)
+        # A full disk would otherwise leave the last run's "ok" (removing needs no room).
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+            logging.getLogger(__name__).warning("removed %s: it described an earlier run",
+                                                path)
 
 
 def _counts_table(title: str, counts: dict[str, Any]) -> Table:
@@ -770,8 +776,12 @@ def validate(
 
     def write_report(report: Any) -> None:
         if report_json and report is not None:
+            from shoprec.files import replace_whole
+
+            text = json.dumps(report.to_dict(), indent=2, default=str)
             report_json.parent.mkdir(parents=True, exist_ok=True)
-            report_json.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+            # Beside its place and renamed: a full disk never leaves half a report.
+            replace_whole(report_json, lambda draft: draft.write_text(text))
 
     try:
         steps = PreparationSteps(output_dir / "data_docs" if data_docs else None)
@@ -1467,9 +1477,8 @@ def serve(
     # By version: every worker (and one uvicorn restarts) serves the version announced,
     # even if the alias moves meanwhile.
     model_uri = f"models:/{model_name}/{version}"
-    err_console.print(f"serving {model_name}@{alias} (version {version}) on "
-                      f"http://{host}:{port}/invocations; Ctrl+C stops", highlight=False)
-    sys.stderr.flush()
+    announce = (f"serving {model_name}@{alias} (version {version}) on "
+                f"http://{host}:{port}/invocations; Ctrl+C stops")
     from shoprec.serving.engine import DIVERSITY_ENV, EXPLANATIONS_ENV
     from shoprec.serving.server import MODEL_INFO_ENV
     from shoprec.serving.sessions import SESSIONS_ENV
@@ -1489,15 +1498,6 @@ def serve(
         except (sqlite3.Error, ValueError) as exc:
             raise ConfigError(f"--sessions {sessions}: cannot use it ({exc}); give a writable "
                               "file, or --sessions '' to turn live sessions off") from None
-    if workers > 1 and not mlflow_server:
-        # Read once here: uvicorn starts a worker again each time one dies, so a model whose
-        # files cannot be read (or whose pseudonym key is not this server's) would have the
-        # workers fail and restart for ever.
-        from shoprec.registry.loading import load_bundle
-
-        checked, _ = load_bundle(model_name, version=str(version))
-        _ = checked.user_key
-        del checked
     registered = tracking.client().get_model_version(model_name, version)
     when = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).isoformat()
     environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
@@ -1508,9 +1508,9 @@ def serve(
                    MODEL_INFO_ENV: json.dumps({"name": model_name, "alias": alias,
                                                "version": str(version), "registered_at": when,
                                                "shopper_data": shopper_data})}
-    if not mlflow_server:
-        err_console.print(f"storefront preview: http://{host}:{port}/", highlight=False)
     if mlflow_server:
+        err_console.print(announce, highlight=False)
+        sys.stderr.flush()
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
                    "--env-manager", "local", "--host", host, "--port", str(port),
                    "--workers", str(workers)]
@@ -1523,20 +1523,48 @@ def serve(
     import tempfile
 
     import uvicorn
+    from mlflow.exceptions import MlflowException
 
-    from shoprec.registry.loading import download_model
-    from shoprec.serving.server import MODEL_URI_ENV, Limits
+    from shoprec.errors import ModelFilesError, ShopRecError
+    from shoprec.registry.loading import download_model, local_bundle
+    from shoprec.serving.server import MODEL_URI_ENV, Limits, create_app
 
     with tempfile.TemporaryDirectory(prefix="shoprec-serve-") as staging:
         # One local copy of the version for every worker, one started again included: the
         # registry is asked once, here, and may be unreachable later.
-        local = download_model(model_name, str(version), staging)
+        try:
+            local = download_model(model_name, str(version), staging)
+        except ModelFilesError:
+            raise
+        except (OSError, MlflowException) as exc:
+            said = tracking.redact(str(exc))[:500]
+            advice = ("free space there, or set TMPDIR to a folder with room"
+                      if isinstance(exc, OSError) or "No space left" in said
+                      else "check the artifact store and the tracking server")
+            raise ShopRecError(f"could not copy version {version} into {staging} ({said}); "
+                               f"{advice}") from exc
         # The workers (separate processes when --workers > 1) read these when they start.
         limits = Limits(max_body_bytes, max_records, max_query_chars)
         os.environ.update({**environment, MODEL_URI_ENV: local, **limits.environment()})
+        if workers == 1:
+            # Built here, so a version this shoprec cannot read, or whose pseudonym key is
+            # not this server's, is said as such before anything is announced.
+            application: Any = create_app()
+        else:
+            # Read once here: uvicorn starts a worker again each time one dies, so a model
+            # that cannot be read would have the workers fail and restart for ever.
+            checked = local_bundle(local)
+            _ = checked.user_key
+            del checked
+            application = "shoprec.serving.server:create_app"
+        # Again: loading took seconds, and another server may have taken the port meanwhile.
+        _check_port_free(host, port)
+        err_console.print(announce, highlight=False)
+        err_console.print(f"storefront preview: http://{host}:{port}/", highlight=False)
+        sys.stderr.flush()
         # A stop waits for requests in flight at most this long: a client that never
         # finishes its body must not hold the server past SIGTERM.
-        uvicorn.run("shoprec.serving.server:create_app", factory=True, host=host, port=port,
+        uvicorn.run(application, factory=workers > 1, host=host, port=port,
                     workers=workers, log_level="warning", access_log=False,
                     timeout_graceful_shutdown=SERVE_GRACE_SECONDS)
 
@@ -1664,10 +1692,43 @@ def main() -> None:
 
 
 
+#: What ran out, by the error number an operating system gives for it.
+_RESOURCE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                    errno.EFBIG: "a file grew past the size limit (ulimit -f)",
+                    errno.EROFS: "a file system is read-only",
+                    errno.EMFILE: "too many files are open (ulimit -n)",
+                    errno.ENFILE: "the system's table of open files is full",
+                    errno.ENOMEM: "memory ran out"}
+
+
+def _resource_fault(exc: BaseException) -> str | None:
+    """What ran out, when ``exc`` (or an error it came from) says a resource did."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        if isinstance(found, MemoryError):
+            return ("memory ran out: train fewer candidates at once (--network-slots 1, or "
+                    "fewer --models), use less data, or a machine with more memory")
+        if isinstance(found, OSError) and found.errno in _RESOURCE_ERRNOS:
+            where = f" ({found.filename})" if found.filename else ""
+            return f"{_RESOURCE_ERRNOS[found.errno]}{where}: {found.strerror}"
+        if "database or disk is full" in str(found):  # SQLite's, through MLflow
+            return f"the disk is full: {str(found)[:300]}"
+        found = found.__cause__ or found.__context__
+    return None
+
+
 def _report_failure(exc: Exception) -> None:
-    """Say what ended the command with exit 3: the tracking server or store, or a bug."""
+    """Say what ended the command with exit 3: a resource, the registry, or a bug."""
     if logging.getLogger().isEnabledFor(logging.INFO):
         traceback.print_exc()
+    if (resource := _resource_fault(exc)) is not None:
+        # Not a bug to report: the machine's limits, said plainly.
+        err_console.print(_styled(("error:", "bold red"), f" {resource}; nothing was "
+                                  "registered unless the output above says so"),
+                          highlight=False)
+        return
     if type(exc).__module__.startswith("mlflow"):
         # A fault of the tracking server or store (gone, locked), not a shoprec bug.
         from shoprec.registry import tracking

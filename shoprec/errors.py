@@ -80,3 +80,12 @@ class ModelFilesError(ShopRecError, OSError):
     Its artifacts were tidied away, or copied in part: a fault to report plainly, not a
     bug. An ``OSError`` too, for callers that already fall back on one.
     """
+
+
+class UnreadableModelError(ConfigError):
+    """A saved model written by another shoprec version, in a form this one cannot read.
+
+    A family it does not know, a parameter it no longer has, a bundle without the keys it
+    needs: the person chose to serve that version, and must choose another (a usage
+    error), not a damaged file nor a bug.
+    """

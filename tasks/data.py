@@ -7,6 +7,7 @@ changes only model settings skips data preparation.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
     from shoprec.tuning.weighting import WeightingChoice
 
 
+#: Error numbers of a resource that ran out: no retry helps.
+_EXHAUSTED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EMFILE,
+                        errno.ENFILE, errno.ENOMEM})
+
+
 def transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
     """Retry reads only for I/O hiccups, never for data that is wrong."""
     try:
@@ -47,8 +53,10 @@ def transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's sig
     except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             FileExistsError):
         return False  # the path is wrong, and stays wrong on the next attempt
-    except OSError:
-        return True
+    except OSError as exc:
+        # A full disk or quota, a file size or open-file limit, a read-only file system:
+        # still so seconds later.
+        return exc.errno not in _EXHAUSTED
     except Exception:  # noqa: BLE001 - anything else is not transient
         return False
     return False

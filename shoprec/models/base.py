@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from shoprec.errors import FitStopped, ModelFitError
+from shoprec.errors import FitStopped, ModelFitError, UnreadableModelError
 from shoprec.ranking import binarized, mask_seen, max_scaled, top_k
 
 logger = logging.getLogger(__name__)
@@ -323,7 +323,14 @@ class Recommender(ABC):
         """Read a model written by :meth:`save` (no pickles)."""
         folder = Path(path)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        model = cls(**cls.current_params(config["params"]))
+        params = cls.current_params(config["params"])
+        known = inspect.signature(cls.__init__).parameters
+        unknown = sorted(set(params) - set(known))
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in known.values()):
+            raise UnreadableModelError(
+                f"the saved {cls.name} model has the parameter(s) {', '.join(unknown)}, which "
+                "this shoprec does not know: another shoprec version saved it")
+        model = cls(**params)
         model._load_state(folder)
         for name, value in config.get("settled", {}).items():
             if name in cls.settled_attributes:

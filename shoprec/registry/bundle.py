@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from shoprec.errors import ModelFilesError, ShopRecError
+from shoprec.errors import ModelFilesError, ShopRecError, UnreadableModelError
 from shoprec.features.idmap import IdMap
 from shoprec.models.base import Recommender
 from shoprec.models.popularity import Popularity
@@ -117,10 +117,16 @@ class ModelBundle:
         folder = Path(path)
 
         def model() -> Recommender:
-            from shoprec.models import load_model
+            from shoprec.models import CANDIDATES, load_model
 
-            with _model_files(folder):
-                return load_model(str(folder / "model"), meta["model"])
+            family = meta.get("model")
+            with _model_files(folder), _readable_here(meta):
+                if family not in CANDIDATES:
+                    raise UnreadableModelError(
+                        f"its model is {family!r}, which this shoprec does not know (it knows "
+                        f"{', '.join(CANDIDATES)})" if family else
+                        "its meta.json names no model")
+                return load_model(str(folder / "model"), family)
 
         def search() -> ContentRecommender | None:
             if not (folder / "search").exists():
@@ -269,6 +275,20 @@ class ModelBundle:
         from shoprec.serving import engine
 
         return engine.predict(self, requests)
+
+
+@contextlib.contextmanager
+def _readable_here(meta: dict[str, Any]) -> Iterator[None]:
+    """Reading a bundle's model, with what to do when this shoprec cannot read it."""
+    try:
+        yield
+    except UnreadableModelError as exc:
+        run = meta.get("flow_run_id")
+        raise UnreadableModelError(
+            f"this version cannot be read by the installed shoprec: {exc}"
+            + (f" (trained by flow run {run})" if run else "") + ". Train a new version "
+            "(shoprec train), or point the alias at a version this shoprec reads (shoprec "
+            "rollback, shoprec promote --version N)") from exc
 
 
 @contextlib.contextmanager

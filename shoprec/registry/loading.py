@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from shoprec.errors import ConfigError, ModelFilesError, ModelNotRegisteredError
@@ -118,6 +119,22 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
     bundle = ModelBundle.load(folder, lazy=lazy)
     memo.remember(stamp, name, alias, version, folder, found)
     return bundle, found
+
+
+def local_bundle(model_folder: str) -> ModelBundle:
+    """The bundle of a model copied by :func:`download_model`, read whole.
+
+    Raises:
+        ConfigError: The model holds no recommendation bundle.
+        ModelFilesError: Its files are missing or damaged.
+        UnreadableModelError: This shoprec cannot read it.
+    """
+    from mlflow.models import Model
+
+    artifacts = Model.load(model_folder).flavors.get("python_function", {}).get("artifacts", {})
+    if "bundle" not in artifacts:
+        raise ConfigError(f"the model in {model_folder} has no recommendation bundle")
+    return ModelBundle.load(Path(model_folder) / artifacts["bundle"]["path"])
 
 
 def download_model(name: str, version: str, into: str) -> str:

@@ -334,3 +334,71 @@ def test_serving_the_deployments_refuses_options_every_run_would_fail_on(
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_resource_that_ran_out_is_said_as_such_not_as_a_bug() -> None:
+    """Found by a second reader: a full disk, a file size or open-file limit, a read-only
+    file system or memory ended commands in "internal error: ... report it"."""
+    from cli.app import _resource_fault
+
+    full = OSError(28, "No space left on device", "/data/out/quarantine.parquet")
+    assert _resource_fault(full) == ("the disk is full (/data/out/quarantine.parquet): No "
+                                     "space left on device")
+    try:
+        try:
+            raise OSError(24, "Too many open files")
+        except OSError as inner:
+            raise RuntimeError("writing the bundle") from inner
+    except RuntimeError as outer:
+        assert _resource_fault(outer).startswith("too many files are open (ulimit -n)")
+    assert _resource_fault(MemoryError((12000, 12000))).startswith("memory ran out: train")
+    assert _resource_fault(ValueError("a bug")) is None
+    assert _resource_fault(OSError(2, "No such file")) is None
+
+
+def test_a_summary_that_cannot_be_replaced_is_removed(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a full disk the failed run's summary could not be written, and the last run's
+    "ok" stayed for a monitor to read."""
+    import cli.app as cli_app
+
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"status": "ok"}')
+
+    def full(path: Path, record: dict) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli_app, "_write_summary", full)
+    cli_app._record_failure(summary, "train", RuntimeError("the run failed"))
+    assert not summary.exists()
+
+
+def test_a_validation_report_is_never_left_half_written(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`validate --report-json` wrote in place: a full disk left 8 KB of JSON and lost the
+    last report."""
+    from typer.testing import CliRunner
+
+    from cli.app import app
+    from tests.helpers import canonical_csv, write
+
+    data = write(tmp_path / "x.csv", canonical_csv())
+    report = tmp_path / "report.json"
+    report.write_text('{"earlier": true}')
+    real = Path.write_text
+
+    def full(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        if self.parent == tmp_path and self != report:  # the draft beside it
+            real(self, text[:100])
+            raise OSError(28, "No space left on device")
+        if self == report:
+            raise AssertionError("written in place")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    result = CliRunner().invoke(app, ["validate", "--interactions", str(data), "--output-dir",
+                                      str(tmp_path / "out"), "--report-json", str(report)])
+    monkeypatch.undo()
+    assert result.exit_code != 0
+    assert json.loads(report.read_text()) == {"earlier": True}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report")] == []

@@ -323,6 +323,8 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(
                   FileNotFoundError(2, "gone")):
         assert transient_io(None, None, Ended(wrong)) is False
     assert transient_io(None, None, Ended(ConnectionResetError(104, "reset"))) is True
+    # A full disk is still full seconds later (a second reader saw two retries of it).
+    assert transient_io(None, None, Ended(OSError(28, "No space left on device"))) is False
     assert transient_io(None, None, Ended(TimeoutError())) is True
 
 

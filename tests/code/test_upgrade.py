@@ -102,3 +102,46 @@ def test_a_version_logged_by_an_older_shoprec_follows_the_servers_settings(
     answer = _post(app, {"dataframe_records": [{"user_id": "u1"}], "params": {}})
     assert answer.status_code == 503, answer.text
     assert "Traceback" not in answer.text
+
+
+def _saved_bundle(tmp_path: Path) -> Path:
+    history = sp.csr_matrix((np.random.default_rng(1).random((20, 12)) < 0.3)
+                            .astype(np.float32))
+    from shoprec.models import EASE
+
+    model = EASE(regularization=10.0).fit(history)
+    bundle = ModelBundle(model=model, users=IdMap([f"u{i}" for i in range(20)]),
+                         items=IdMap([f"i{i}" for i in range(12)]), history=history,
+                         fallback=Popularity().fit(history), meta={"model": "ease"})
+    return bundle.save(tmp_path / "bundle")
+
+
+@pytest.mark.parametrize("change, words", [
+    ("family", "its model is 'slim', which this shoprec does not know"),
+    ("parameter", "the parameter(s) l2_old_name, which this shoprec does not know"),
+    ("meta", "its meta.json names no model"),
+])
+def test_a_version_this_shoprec_cannot_read_says_what_to_do(
+        tmp_path: Path, change: str, words: str) -> None:
+    """Found by a second reader: a family, a parameter or a meta key of another shoprec
+    version ended `recommend`, `batch` and `serve` in "internal error: KeyError" (exit 3)
+    with no advice; now a usage error (exit 2) naming what to do."""
+    from shoprec.errors import ConfigError, UnreadableModelError
+
+    folder = _saved_bundle(tmp_path)
+    meta = json.loads((folder / "meta.json").read_text())
+    config = json.loads((folder / "model" / "config.json").read_text())
+    if change == "family":
+        meta["model"] = "slim"
+    elif change == "parameter":
+        config["params"]["l2_old_name"] = 3
+    else:
+        del meta["model"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "model" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnreadableModelError) as caught:
+        ModelBundle.load(folder)
+    assert isinstance(caught.value, ConfigError)  # exit 2
+    message = str(caught.value)
+    assert words in message
+    assert "shoprec rollback, shoprec promote --version N" in message
