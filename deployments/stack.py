@@ -676,6 +676,30 @@ def _locked(stack: Stack) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def adopt_earlier_erasures(stack: Stack) -> int:
+    """Copy into the stack's erasure list the requests an earlier stack read elsewhere.
+
+    Before the stack had one list of its own, its worker and servers read
+    ``suppressions.jsonl`` in the project folder: left there after an upgrade, those
+    erased shoppers would come back in the next training, batch and server. The old file
+    is kept; a request already in the stack's list is not copied twice.
+
+    Returns:
+        How many requests were copied.
+    """
+    from shoprec.privacy import DEFAULT_SUPPRESSIONS, SuppressionList
+
+    earlier = ROOT / DEFAULT_SUPPRESSIONS
+    target = Path(stack.suppressions)
+    if not earlier.is_file() or earlier.resolve() == target.resolve():
+        return 0
+    have = {json.dumps(r, sort_keys=True) for r in SuppressionList(target).records()}
+    missing = [r for r in SuppressionList(earlier).records()
+               if json.dumps(r, sort_keys=True) not in have]
+    SuppressionList(target).extend(missing)
+    return len(missing)
+
+
 def up(stack: Stack, worker: bool = True, redeploy: bool = False) -> None:
     """Start every service that is not running; leave running ones alone.
 
@@ -684,6 +708,10 @@ def up(stack: Stack, worker: bool = True, redeploy: bool = False) -> None:
     """
     stack.folder.mkdir(parents=True, exist_ok=True)
     (stack.folder / STACK_MARK).touch()
+    adopted = adopt_earlier_erasures(stack)
+    if adopted:
+        print(f"erasures  {adopted} request(s) recorded in {ROOT / 'suppressions.jsonl'} "
+              f"(where an earlier stack's worker read them) copied to {stack.suppressions}")
     start_postgres(stack)
     print(f"postgres  ready on 127.0.0.1:{stack.pg_port} (databases prefect, mlflow)")
     start_services(stack, ("prefect", "mlflow"))

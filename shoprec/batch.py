@@ -251,8 +251,23 @@ def _remove_dead_drafts(partition: Path) -> None:
     for draft in partition.glob(".recommendations-*.parquet.tmp"):
         space, _, pid = (draft.name.removeprefix(".recommendations-")
                          .removesuffix(".parquet.tmp").rpartition("."))
-        if space == here and pid.isdigit() and int(pid) != os.getpid() \
-                and not psutil.pid_exists(int(pid)):
+        dead = space == here and pid.isdigit() and int(pid) != os.getpid() \
+            and not psutil.pid_exists(int(pid))
+        # An older shoprec named its drafts by PID alone, with no host: one left an hour
+        # ago is no live writer's (a day's file is written in seconds to minutes).
+        older = space == "" and pid.isdigit() and _age_seconds(draft) > OLDER_DRAFT_SECONDS
+        if dead or older:
             logger.info("removing %s, left by a batch run that was killed", draft)
             draft.unlink(missing_ok=True)
+
+
+#: How old a draft named the older way (no host) must be to count as abandoned.
+OLDER_DRAFT_SECONDS = 3600
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 

@@ -233,7 +233,18 @@ class SuppressionList:
         record = {"subjects": subjects, "requested_at": datetime.now(UTC).isoformat(),
                   "requested_by": requested_by or getpass.getuser(), "reason": reason,
                   "key_id": key.id if key is not None else None}
-        line = json.dumps(record) + "\n"
+        self.extend([record])
+        return record
+
+    def extend(self, records: list[dict[str, Any]]) -> None:
+        """Append ``records`` as they are (requests recorded in another list).
+
+        Raises:
+            ConfigError: The list cannot be written.
+        """
+        line = "".join(json.dumps(record) + "\n" for record in records)
+        if not line:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # One line per request, appended: a concurrent writer never interleaves within
@@ -250,7 +261,6 @@ class SuppressionList:
             raise ConfigError(f"the erasure list {self.path} cannot be written "
                               f"({exc.strerror or exc}); {SUPPRESSIONS_ENV} must name a "
                               "writable file") from None
-        return record
 
 
 def erased_mask(ids: pd.Series, subjects: frozenset[str]) -> np.ndarray:

@@ -4,6 +4,7 @@ down or leave the lists, the others keep their order; bad stock files are refuse
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,11 @@ def test_batch_days_read_back_as_one_data_set_and_killed_drafts_go(
     elsewhere = day / f".recommendations-otherhost.4026531836.{dead}.parquet.tmp"
     for draft in (live, elsewhere):
         draft.write_bytes(b"another run's")
+    # Named as an older shoprec named them (PID alone): removed once an hour old.
+    older, recent = (day / f".recommendations-{n}.parquet.tmp" for n in (dead, os.getppid()))
+    for draft in (older, recent):
+        draft.write_bytes(b"an older shoprec's")
+    os.utime(older, (time.time() - 7200, time.time() - 7200))
     # Scores of 7 users x the catalogue at a time, on one thread: a huge size is cut to 7.
     monkeypatch.setattr(batch, "BATCH_BYTES", 4 * len(bundle.items.ids) * 7)
     with caplog.at_level(logging.INFO, logger="shoprec.batch"):
@@ -169,7 +175,7 @@ def test_batch_days_read_back_as_one_data_set_and_killed_drafts_go(
     assert "batch_size 1000000000000 cut to 7" in caplog.text
     assert result.rows == 3 * len(bundle.users.ids)
     assert sorted(p.name for p in day.iterdir()) == sorted(
-        [live.name, elsewhere.name, "recommendations.parquet"])
+        [live.name, elsewhere.name, recent.name, "recommendations.parquet"])
     frame = pd.read_parquet(tmp_path)
     assert "because" in frame.columns
     by_day = frame.groupby(frame["generated_date"].astype(str))["because"]

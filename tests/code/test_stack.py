@@ -318,3 +318,30 @@ def test_two_writers_creating_one_alias_at_once_both_succeed(stack: dict[str, st
             thread.join()
     assert not errors, errors
     assert client.get_registered_model(name).aliases == {f"a{i}": version for i in range(20)}
+
+
+def test_erasures_an_earlier_stack_read_are_copied_into_the_stacks_list(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a second reader: before the stack had a list of its own, its worker read
+    suppressions.jsonl in the project folder. After an upgrade, those erased shoppers came
+    back in training, batch and serving; `up` now copies them (once) into the stack's."""
+    sys.path.insert(0, str(ROOT / "deployments"))
+    try:
+        import stack as stack_module
+    finally:
+        sys.path.pop(0)
+    from shoprec.privacy import SuppressionList, subject
+
+    project = tmp_path / "project"
+    monkeypatch.setattr(stack_module, "ROOT", project)
+    monkeypatch.delenv("SHOPREC_SUPPRESSIONS", raising=False)
+    earlier = SuppressionList(project / "suppressions.jsonl")
+    earlier.add("U005", requested_by="dpo", reason="art. 17")
+    earlier.add("U009", requested_by="dpo")
+    stack = stack_module.Stack(tmp_path / ".stack", 1, 2, 3, str(tmp_path / "artifacts"))
+    SuppressionList(stack.suppressions).extend(earlier.records()[:1])  # one already there
+    assert stack_module.adopt_earlier_erasures(stack) == 1
+    assert stack_module.adopt_earlier_erasures(stack) == 0  # not twice
+    kept = SuppressionList(stack.suppressions)
+    assert {subject("U005"), subject("U009")} <= kept.subjects()
+    assert len(kept.records()) == 2 and (project / "suppressions.jsonl").exists()
