@@ -783,9 +783,12 @@ def validate(
             # Beside its place and renamed: a full disk never leaves half a report.
             replace_whole(report_json, lambda draft: draft.write_text(text))
 
+    from shoprec.files import folder_in_use
+
     try:
         steps = PreparationSteps(output_dir / "data_docs" if data_docs else None)
-        prepared = load_and_validate(data_config, cleaning_config, output_dir, steps)
+        with folder_in_use(output_dir, "--output-dir"):
+            prepared = load_and_validate(data_config, cleaning_config, output_dir, steps)
     except DataValidationError as exc:
         write_report(exc.report)
         raise

@@ -5,6 +5,7 @@ Straight-line wiring of ``tasks/forecast.py``; all logic lives in ``shoprec.fore
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prefect import flow
@@ -26,6 +27,7 @@ from shoprec_tasks.forecast import (
 
 from shoprec.config import CleaningConfig, DataConfig, ForecastConfig
 from shoprec.data.io import check_writable_folder
+from shoprec.files import folder_in_use
 from shoprec.forecast import summary
 from shoprec.pipeline import data_counts, load_and_validate
 from shoprec.registry.publish import git_commit
@@ -63,6 +65,18 @@ def demand_forecast(
         if folder:  # typed in the Prefect form: refused now, not after the backtest
             check_writable_folder(folder, field)
     private_result_storage()
+    # Another forecast writing these folders meanwhile would replace this one's quarantine
+    # files, or leave one run's products beside the other's categories.
+    with contextlib.ExitStack() as held:
+        for folder, field in ((forecast.output_dir, "forecast.output_dir"),
+                              (forecast.quarantine_root, "forecast.quarantine_dir")):
+            held.enter_context(folder_in_use(folder, field))
+        return _forecast(data, cleaning, forecast)
+
+
+def _forecast(data: DataConfig, cleaning: CleaningConfig, forecast: ForecastConfig
+              ) -> dict[str, Any]:
+    """The forecast flow's body (see :func:`demand_forecast`), its folders held."""
     # Every row is used or set aside with its reason, as in training.
     prepared = load_and_validate(data, cleaning, forecast.quarantine_root or None, TaskSteps())
     panel = build_panel(prepared.data, forecast)

@@ -49,6 +49,7 @@ from shoprec.config import (
 )
 from shoprec.data.io import check_writable_folder
 from shoprec.features import item_frame
+from shoprec.files import folder_in_use
 from shoprec.registry import runs, tracking
 from shoprec.registry.publish import git_commit
 from shoprec.registry.tracking import initialise_store_in_background
@@ -108,6 +109,15 @@ def training_pipeline(
     apply_runtime_defaults(str(flow_run.id))
     if output_dir:  # a folder typed in the Prefect form: refused now, not after retries
         check_writable_folder(output_dir, "output_dir")
+    # Another run writing this folder meanwhile would replace this one's quarantine files.
+    with folder_in_use(output_dir, "output_dir"):
+        return _train(data, cleaning, split, weighting, training, output_dir)
+
+
+def _train(data: DataConfig, cleaning: CleaningConfig, split: SplitConfig,
+           weighting: WeightingConfig, training: TrainingConfig,
+           output_dir: str | None) -> dict[str, Any]:
+    """The training flow's body (see :func:`training_pipeline`), its output folder held."""
     # A new MLflow store's schema is made on the other core while the data is read,
     # validated and cleaned (single-threaded steps, before the weighting's choice).
     initialise_store_in_background()

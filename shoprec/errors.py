@@ -89,3 +89,7 @@ class UnreadableModelError(ConfigError):
     needs: the person chose to serve that version, and must choose another (a usage
     error), not a damaged file nor a bug.
     """
+
+
+class FolderInUseError(ConfigError):
+    """Another live run writes its outputs to the folder given (a usage error: pick another)."""

@@ -6,6 +6,7 @@ import asyncio
 import io
 import itertools
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -494,6 +495,25 @@ def test_a_fault_after_publishing_says_the_version_is_published(
     assert str(client.get_model_version_by_alias(name, "champion").version) == version
     run = client.get_run(client.get_model_version(name, version).run_id)
     assert run.info.status == "FINISHED"
+
+
+def test_a_folder_another_run_writes_is_refused(env: str, synthetic_dir: Path,
+                                               tmp_path: Path) -> None:
+    """Found by a second reader: two runs with one output folder replaced each other's
+    quarantine files, and one run's summary then pointed at the other's rows (its own
+    lost). The folder is held while a run writes there."""
+    from shoprec.errors import ConfigError, FolderInUseError
+    from shoprec.files import folder_in_use
+
+    with folder_in_use(tmp_path / "out", "output_dir"):  # another run, here
+        with pytest.raises(FolderInUseError, match="is in use by another shoprec run") as e:
+            run_flow(synthetic_dir, tmp_path, TrainingConfig(
+                registered_model_name="held-folder", models=["popularity"]))
+    assert isinstance(e.value, ConfigError)  # exit 2: give another folder
+    assert f"pid {os.getpid()}" in str(e.value)
+    summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(  # released: it runs
+        registered_model_name="held-folder", models=["popularity"]))
+    assert summary["registered"]["version"]
 
 
 def test_search_stage_and_blend(env: str, synthetic_dir: Path, tmp_path: Path,
