@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import task
@@ -85,7 +86,19 @@ def private_result_storage() -> None:
     """
     from prefect.settings import get_current_settings
 
-    folder = private_folder(get_current_settings().results.local_storage_path)
+    from shoprec.data.io import check_writable_folder
+
+    where = get_current_settings().results.local_storage_path
+    # A read-only home (a container's) failed the run in mkdir, and a folder it may not
+    # write failed each task's result as it was stored: said once, before any work.
+    check_writable_folder(Path(where).expanduser(), "Prefect's result storage "
+                          "(PREFECT_RESULTS_LOCAL_STORAGE_PATH)")
+    try:
+        folder = private_folder(where)
+    except OSError as exc:
+        raise ConfigError(f"Prefect's result storage {where} cannot be made private "
+                          f"({exc.strerror or exc}); set PREFECT_RESULTS_LOCAL_STORAGE_PATH "
+                          "to a folder of yours") from None
     prune_expired_results(folder)
 
 

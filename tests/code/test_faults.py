@@ -755,3 +755,16 @@ def test_a_version_registered_just_before_a_stop_is_withdrawn(
                         verdict=publish.GateVerdict(passed=True, metric="ndcg@10"), tags={},
                         example_user="u1", example_items=["i1"])
     assert tracking.client().search_model_versions("name = 'late'") == []
+
+
+def test_a_result_storage_that_cannot_be_written_is_said_before_any_work() -> None:
+    """Found by a second reader: a read-only home (a container's) ended the run in
+    "internal error: OSError: Read-only file system", naming no setting."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+    from shoprec_tasks.data import private_result_storage
+
+    from shoprec.errors import ConfigError
+
+    with temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: "/proc/no-results"}):
+        with pytest.raises(ConfigError, match="PREFECT_RESULTS_LOCAL_STORAGE_PATH"):
+            private_result_storage()
