@@ -1313,6 +1313,8 @@ def promote(
     console.print(f"champion is now {model_name} version {decision['candidate_version']}"
                   + (f"; previous-champion is version {decision['champion_version']}"
                      if decision["champion_version"] else ""))
+    if decision["champion_version"]:
+        console.print(_RESTART_SERVERS.format(version=decision["champion_version"]))
 
 
 @app.command()
@@ -1338,6 +1340,12 @@ def rollback(
                       f"{moved['reason']!r}); there is no earlier champion to go back to")
     console.print(f"{model_name}: champion moved from version {moved['from']} back to version "
                   f"{moved['to']} (by {moved['by']} at {moved['at']})")
+    console.print(_RESTART_SERVERS.format(version=moved["from"]))
+
+
+#: Said after champion moves: a server resolves the alias when it starts (`serve`).
+_RESTART_SERVERS = ("a `shoprec serve` started before this keeps serving the version it "
+                    "loaded (version {version}) until it is started again")
 
 
 def _model_and_alias(uri: str) -> tuple[str, str]:
