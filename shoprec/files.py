@@ -75,6 +75,11 @@ def folder_in_use(path: str | Path | None, option: str) -> Iterator[None]:
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
                      f"{datetime.now(UTC).isoformat(timespec='seconds')}")
         handle.flush()
-        yield
+        try:
+            yield
+        finally:
+            # Emptied, not removed: removing it would let the next two runs lock two files.
+            with contextlib.suppress(OSError):
+                handle.truncate(0)
     finally:
         handle.close()  # closing releases the lock
