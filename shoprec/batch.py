@@ -196,6 +196,9 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         # BLAS release the GIL; the wheels' OpenBLAS has one pool for the process, capped
         # here for all of them), and written in order by this thread; at most ``workers``
         # batches are in flight, so memory stays bounded.
+        # Again: another run's failed first run of the day may have removed the partition
+        # it found empty since this one made it.
+        partition.mkdir(parents=True, exist_ok=True)
         with pq.ParquetWriter(temporary, schema) as writer, \
                 limit_threads(1, "blas"), ThreadPoolExecutor(workers) as pool:
             pending: deque = deque()
