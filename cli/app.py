@@ -1490,14 +1490,22 @@ def serve(
     model_uri = f"models:/{model_name}/{version}"
     announce = (f"serving {model_name}@{alias} (version {version}) on "
                 f"http://{host}:{port}/invocations; Ctrl+C stops")
+    import secrets
+
     from shoprec.serving.engine import DIVERSITY_ENV, EXPLANATIONS_ENV
-    from shoprec.serving.server import MODEL_INFO_ENV
+    from shoprec.serving.server import MODEL_INFO_ENV, TOKEN_ENV
     from shoprec.serving.sessions import SESSIONS_ENV
 
     loopback = host in ("127.0.0.1", "localhost", "::1")
+    # Stock MLflow's server checks neither the Host nor a token: its shopper data is off
+    # unless asked for.
     shopper_data = "on" if explanations else "off" if explanations is False else \
-        "loopback" if loopback else "off"
+        "loopback" if loopback and not mlflow_server else "off"
     explanations = shopper_data != "off"  # personal data stays on this machine unless allowed
+    # On loopback, shopper data goes to those holding this token (the storefront link): a
+    # proxy on this machine reaches the server from 127.0.0.1 with a loopback Host too.
+    token = (os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)) \
+        if shopper_data == "loopback" else ""
     if sessions and not mlflow_server:
         # Made (or checked) once here: a worker should not die on an unwritable folder.
         import sqlite3
@@ -1518,7 +1526,8 @@ def serve(
                    if sessions and not mlflow_server else "",
                    MODEL_INFO_ENV: json.dumps({"name": model_name, "alias": alias,
                                                "version": str(version), "registered_at": when,
-                                               "shopper_data": shopper_data})}
+                                               "shopper_data": shopper_data}),
+                   TOKEN_ENV: token}
     if mlflow_server:
         err_console.print(announce, highlight=False)
         sys.stderr.flush()
@@ -1571,7 +1580,12 @@ def serve(
         # Again: loading took seconds, and another server may have taken the port meanwhile.
         _check_port_free(host, port)
         err_console.print(announce, highlight=False)
-        err_console.print(f"storefront preview: http://{host}:{port}/", highlight=False)
+        link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+        err_console.print(f"storefront preview: {link}", highlight=False)
+        if token:
+            err_console.print("shopper data (the shopper list, histories, explanations) goes "
+                              "only to requests carrying this token (the link, or the header "
+                              "X-Shoprec-Token)", highlight=False)
         sys.stderr.flush()
         # A stop waits for requests in flight at most this long: a client that never
         # finishes its body must not hold the server past SIGTERM.

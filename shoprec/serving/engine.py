@@ -10,6 +10,7 @@ through it.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +36,10 @@ EXPLAIN_TOP = 3
 DIVERSITY_ENV = "SHOPREC_DIVERSITY"
 #: Environment variable set to 1 by ``serve --explanations``: ``explain`` is answered.
 EXPLANATIONS_ENV = "SHOPREC_EXPLANATIONS"
+#: Whether the request being answered may see shopper data (explanations). ``shoprec
+#: serve`` on a loopback address grants it per request, to those carrying its access
+#: token; everywhere else (the CLI, batch, a server started with --explanations) it is on.
+EXPLAIN_GRANTED: ContextVar[bool] = ContextVar("shoprec_explain_granted", default=True)
 
 
 def default_diversity(value: str | None) -> float:
@@ -196,6 +201,10 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
         raise ValueError("this server does not explain recommendations (an explanation names "
                          "the shopper's past purchases to whoever asks); start it with "
                          "`shoprec serve --explanations` to allow it")
+    if any(explains) and not EXPLAIN_GRANTED.get():
+        raise ValueError("this server explains only requests that carry its access token "
+                         "(header X-Shoprec-Token: the token in the storefront link "
+                         "`shoprec serve` printed)")
     weights = np.array([_weight(v, bundle.diversity) for v in diversity])
     rows = request_rows(bundle, user_id, recent_items, stored)
     max_k = max(ks) if ks else DEFAULT_K

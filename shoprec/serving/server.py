@@ -15,13 +15,17 @@ handler unchanged.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from shoprec.errors import ServingUnavailableError
+from shoprec.serving.engine import EXPLAIN_GRANTED
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,12 @@ logger = logging.getLogger(__name__)
 MODEL_URI_ENV = "SHOPREC_SERVE_MODEL_URI"
 #: Environment variable with what the storefront page shows of the model (JSON).
 MODEL_INFO_ENV = "SHOPREC_SERVE_MODEL_INFO"
+#: The access token of shopper data on a server that serves it because it listens on
+#: loopback (``shoprec serve`` makes one, or takes this variable's; the storefront link
+#: carries it).
+TOKEN_ENV = "SHOPREC_SERVE_TOKEN"
+#: The request header that carries it.
+TOKEN_HEADER = b"x-shoprec-token"
 #: JSON keys under which MLflow's server accepts a list of request records.
 RECORD_KEYS = ("dataframe_records", "inputs", "instances")
 #: Requests with more records than this are answered on a worker thread, so that one large
@@ -93,17 +103,33 @@ class RecommendationServer:
         self.limits = limits or Limits()
         self.bundle = bundle
         self.info = info or {}
+        # Read once: the shopper data of a loopback server is its holder's alone.
+        self.token = os.environ.get(TOKEN_ENV) or None
+
+    def _granted(self, scope: Scope) -> bool:
+        """Whether a request carries this server's token (header, or ``token=`` query)."""
+        if self.token is None:
+            return True
+        given = dict(scope.get("headers", [])).get(TOKEN_HEADER, b"")
+        if not given:
+            query = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))
+            given = query.get("token", [""])[0].encode()
+        return hmac.compare_digest(given, self.token.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
-        if scope["type"] == "http" and self.info.get("shopper_data") == "loopback" \
-                and not _to_loopback(scope):
-            # Shopper data is on because the server listens on loopback; a request for
-            # another host name reached it through a proxy or a rebound DNS name.
-            await _send(send, *_error("this server answers requests to 127.0.0.1, localhost "
-                                      "or [::1] only; start it with --explanations (or "
-                                      "--no-explanations) to serve another host name", 403))
-            return
+        if scope["type"] == "http" and self.info.get("shopper_data") == "loopback":
+            if not _to_loopback(scope):
+                # Shopper data is on because the server listens on loopback; a request for
+                # another host name reached it through a proxy or a rebound DNS name.
+                await _send(send, *_error("this server answers requests to 127.0.0.1, "
+                                          "localhost or [::1] only; start it with "
+                                          "--explanations (or --no-explanations) to serve "
+                                          "another host name", 403))
+                return
+            # A proxy on this machine (nginx's plain proxy_pass) sends a loopback Host too:
+            # shopper data goes only to requests carrying the server's token.
+            EXPLAIN_GRANTED.set(self._granted(scope))
         if scope["type"] == "http" and self.bundle is not None \
                 and scope["path"] in ("/ping", "/health"):
             # A load balancer's check: green only while answers can be given. A server
@@ -409,14 +435,16 @@ def create_app() -> RecommendationServer:
                                 bundle if answer is not None else None, info)
 
 
+# A loopback name, and at most a port: ``[::1].evil.example`` or ``localhost:evil`` is not.
+_LOOPBACK_HOST = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?$")
+
+
 def _to_loopback(scope: Scope) -> bool:
     """Whether the request's ``Host`` header names a loopback address (or is absent)."""
     host = dict(scope.get("headers", [])).get(b"host")
     if host is None:
         return True  # HTTP/1.0 without Host: not a browser's request
-    text = host.decode("latin-1").strip().lower()
-    name = text.split("]")[0] + "]" if text.startswith("[") else text.rsplit(":", 1)[0]
-    return name in ("127.0.0.1", "localhost", "[::1]")
+    return _LOOPBACK_HOST.match(host.decode("latin-1").strip().lower()) is not None
 
 
 def _content_type(scope: Scope) -> bytes | None:
@@ -452,7 +480,11 @@ async def _send(send: Send, status: int, payload: bytes,
                 kind: bytes = b"application/json") -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", kind),
-                            (b"content-length", str(len(payload)).encode())]})
+                            (b"content-length", str(len(payload)).encode()),
+                            # Never read as another type, nor framed by another site.
+                            (b"x-content-type-options", b"nosniff"),
+                            (b"x-frame-options", b"DENY"),
+                            (b"content-security-policy", b"frame-ancestors 'none'")]})
     await send({"type": "http.response.body", "body": payload})
 
 

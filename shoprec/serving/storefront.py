@@ -13,8 +13,9 @@
 Shopper ids and histories are personal data: ``/api/shoppers`` and ``/api/history`` answer
 only where explanations are allowed (``shoprec serve --explanations``; by default, a server
 listening on a loopback address, and then only to requests whose ``Host`` is a loopback
-name, so that another site cannot reach them by pointing its own name at 127.0.0.1), and
-403 otherwise. ``POST /events`` takes JSON only, which keeps other sites' forms out.
+name, so that another site cannot reach them by pointing its own name at 127.0.0.1, and
+that carry the server's access token, so that a proxy on the same machine cannot either),
+and 403 otherwise. ``POST /events`` takes JSON only, which keeps other sites' forms out.
 """
 
 from __future__ import annotations
@@ -96,11 +97,17 @@ async def handle(server: RecommendationServer, scope: Scope,
 
 def _shopper_data_refusal(server: RecommendationServer) -> str | None:
     """Why shopper ids and histories are not served to this request, or ``None``."""
+    from shoprec.serving.engine import EXPLAIN_GRANTED
+
     if not server.bundle.explanations:
         return ("shopper data is not served here; start the server with `shoprec serve "
                 "--explanations` to allow it")
+    if not EXPLAIN_GRANTED.get():
+        return ("shopper data is served only to requests that carry this server's access "
+                "token: open the storefront link `shoprec serve` printed (it ends in "
+                "?token=...), or send the header X-Shoprec-Token")
     # (A server that serves it because it listens on loopback has already refused requests
-    # for any other host name: see RecommendationServer.)
+    # for any other host name, and granted it per request: see RecommendationServer.)
     return None
 
 
@@ -116,9 +123,13 @@ def _page() -> bytes:
 
 def info(server: RecommendationServer) -> dict[str, Any]:
     """What the page shows of the model and of the server's settings."""
+    from shoprec.serving.engine import EXPLAIN_GRANTED
+
     bundle = server.bundle
+    # For this request: a page opened without the server's token sees no shopper data.
+    allowed = bool(bundle.explanations) and EXPLAIN_GRANTED.get()
     return {**server.info, "model": bundle.meta.get("model"),
-            "family": bundle.meta.get("family"), "explanations": bool(bundle.explanations),
+            "family": bundle.meta.get("family"), "explanations": allowed,
             "sessions": bundle.sessions is not None,
             "search": bundle.search is not None}
 

@@ -246,10 +246,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _post(url: str, payload: bytes | dict) -> tuple[int, dict | str]:
+def _post(url: str, payload: bytes | dict, headers: dict[str, str] | None = None
+          ) -> tuple[int, dict | str]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=body,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())

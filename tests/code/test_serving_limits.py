@@ -57,6 +57,9 @@ def records(*rows: dict) -> str:
 def test_a_good_request_is_answered(app) -> None:
     answer = post(app, records({"user_id": "u1", "k": 3}))
     assert answer.status_code == 200 and len(answer.json()["predictions"][0]["item_ids"]) == 3
+    # Never read as another type, nor framed by another site (a second reader's point).
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["x-frame-options"] == "DENY"
 
 
 @pytest.mark.parametrize("body, headers, status, words", [

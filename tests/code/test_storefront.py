@@ -18,6 +18,9 @@ import pytest
 from shoprec.config import DataConfig, SplitConfig, TrainingConfig
 from tests.code.test_operations import _free_port, _post, _stop, _wait_ready
 
+#: The access token the test's server is given (SHOPREC_SERVE_TOKEN), as the link carries.
+TOKEN = "storefront-test-token"
+
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "storefront-model"
 #: Screenshots of each step of the browser test (a test artifact; runs/ is not committed).
@@ -57,18 +60,21 @@ class _Server:
             [sys.executable, "-m", "shoprec_cli", "serve", "--port", str(self.port),
              "--registered-model-name", NAME, "--sessions", str(self.sessions)],
             cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE)
+            stderr=subprocess.PIPE, env={**os.environ, "SHOPREC_SERVE_TOKEN": TOKEN})
         _wait_ready(self.url, self.process)
 
     def stop(self) -> None:
         _stop(self.process)
 
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:
+    def get(self, path: str, token: str | None = TOKEN) -> dict:
+        request = urllib.request.Request(f"{self.url}{path}",
+                                         headers={"X-Shoprec-Token": token} if token else {})
+        with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
     def ask(self, record: dict) -> dict:
-        status, answer = _post(f"{self.url}/invocations", {"dataframe_records": [record]})
+        status, answer = _post(f"{self.url}/invocations", {"dataframe_records": [record]},
+                               {"X-Shoprec-Token": TOKEN})
         assert status == 200, answer
         return answer["predictions"][0]
 
@@ -123,6 +129,44 @@ def test_events_reach_the_next_answer_and_survive_a_restart(storefront: dict) ->
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 403
+    # Found by a second reader: a loopback name with more after it passed the check.
+    for forged in ("[::1].evil.example", "localhost:evil", "127.0.0.1.evil.example:80"):
+        request = urllib.request.Request(f"{server.url}/api/shoppers?q=U",
+                                         headers={"Host": forged, "X-Shoprec-Token": TOKEN})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 403, forged
+
+
+def test_shopper_data_needs_the_servers_token(storefront: dict) -> None:
+    """Found by a second reader: nginx's plain proxy_pass reaches a loopback server from
+    127.0.0.1 with a loopback Host, and handed every shopper's purchases to the internet.
+    Shopper data now goes only to requests carrying the token of the printed link."""
+    server = storefront["server"]
+    interactions = pd.read_parquet(storefront["synthetic"] / "interactions.parquet")
+    user = str(interactions["user_id"].iloc[0])
+    for path in (f"/api/history?user_id={user}", "/api/shoppers?q=U"):
+        for token in (None, "a-guess"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                server.get(path, token=token)
+            assert refused.value.code == 403, path
+            assert "access token" in refused.value.read().decode()
+    assert server.get("/api/info", token=None)["explanations"] is False
+    assert server.get("/api/info")["explanations"] is True
+    status, message = _post(f"{server.url}/invocations", {"dataframe_records": [
+        {"user_id": user, "k": 3, "explain": True}]})
+    assert status == 400 and "access token" in str(message)
+    # Through MLflow's handler too.
+    status, message = _post(f"{server.url}/invocations", {"dataframe_records": [
+        {"user_id": user, "k": 3, "explain": True}], "params": {}})
+    assert status == 400 and "access token" in str(message), message
+    # Recommendations themselves need no token; the token in the link's query works too.
+    status, plain = _post(f"{server.url}/invocations", {"dataframe_records": [
+        {"user_id": user, "k": 3}]})
+    assert status == 200
+    status, explained = _post(f"{server.url}/invocations?token={TOKEN}", {
+        "dataframe_records": [{"user_id": user, "k": 3, "explain": True}]})
+    assert status == 200 and explained["predictions"][0]["explanations"]
 
 
 def test_cross_selling_says_where_it_comes_from(storefront: dict) -> None:
@@ -167,7 +211,7 @@ def test_the_storefront_page_in_a_real_browser(storefront: dict) -> None:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             requested: list[str] = []
             page.on("request", lambda request: requested.append(request.url))
-            page.goto(server.url + "/")
+            page.goto(server.url + f"/?token={TOKEN}")  # the link `shoprec serve` prints
             expect(page.locator("#model")).to_contain_text(f"{NAME}@champion")
             page.screenshot(path=str(SHOTS / "1-opened.png"))
             # Pick a shopper with the keyboard only: type, then Enter submits the form.
