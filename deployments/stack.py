@@ -495,6 +495,10 @@ def _worker_online(stack: Stack) -> bool:
 def _server_env(stack: Stack) -> dict[str, str]:
     return {"PREFECT_HOME": str(stack.folder / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # Prefect's default is any origin: a web page open in a browser on this machine
+            # could then create flow runs, which the worker runs. Only the UI's own.
+            "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS":
+                stack.prefect_api.removesuffix("/api"),
             "PREFECT_API_DATABASE_CONNECTION_URL": stack.database_url("asyncpg", "prefect")}
 
 

@@ -39,6 +39,10 @@ def registry_name(value: str) -> str:
         raise ValueError(f"{value!r}: MLflow refuses '/' and ':' in a registered model name")
     if posixpath.normpath(value) != value or value == "." or value.startswith(".."):
         raise ValueError(f"{value!r} is not a name MLflow accepts (no '.' or '..' forms)")
+    if "'" in value or '"' in value:
+        # MLflow accepts them, but its search filters (name = '...') then cannot name the
+        # model: the sweeps after a killed run or a retried registration would not run.
+        raise ValueError(f"{value!r}: use a registered model name without quotes")
     return value
 
 

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -84,7 +85,13 @@ def private_folder(path: str | Path) -> Path:
     """
     folder = Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    if folder.stat().st_mode & 0o077:
+    info = folder.lstat()
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+        # Its owner could plant pickles there, which a cache hit would load.
+        what = "a link" if stat.S_ISLNK(info.st_mode) else "owned by another user"
+        raise PermissionError(f"{folder} is {what}: results are loaded back from it, so it "
+                              "must be this user's own folder")
+    if info.st_mode & 0o077:
         folder.chmod(0o700)
     return folder
 

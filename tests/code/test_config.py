@@ -15,7 +15,8 @@ from shoprec.config import (
 )
 
 
-@pytest.mark.parametrize("name", ["shop/recs", "shop:recs", "", "   ", ".", "..", "a/../b"])
+@pytest.mark.parametrize("name", ["shop/recs", "shop:recs", "", "   ", ".", "..", "a/../b",
+                                  "o'brien-recs", 'say "recs"'])
 @pytest.mark.parametrize("model", [TrainingConfig, PromotionConfig, ForecastConfig,
                                    BatchConfig])
 def test_a_registered_model_name_mlflow_refuses_is_refused_by_its_field(
