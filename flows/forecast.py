@@ -5,7 +5,6 @@ Straight-line wiring of ``tasks/forecast.py``; all logic lives in ``shoprec.fore
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from prefect import flow
@@ -65,20 +64,11 @@ def demand_forecast(
         if folder:  # typed in the Prefect form: refused now, not after the backtest
             check_writable_folder(folder, field)
     private_result_storage()
-    # Another forecast writing these folders meanwhile would replace this one's quarantine
-    # files, or leave one run's products beside the other's categories.
-    with contextlib.ExitStack() as held:
-        for folder, field in ((forecast.output_dir, "forecast.output_dir"),
-                              (forecast.quarantine_root, "forecast.quarantine_dir")):
-            held.enter_context(folder_in_use(folder, field))
-        return _forecast(data, cleaning, forecast)
-
-
-def _forecast(data: DataConfig, cleaning: CleaningConfig, forecast: ForecastConfig
-              ) -> dict[str, Any]:
-    """The forecast flow's body (see :func:`demand_forecast`), its folders held."""
-    # Every row is used or set aside with its reason, as in training.
-    prepared = load_and_validate(data, cleaning, forecast.quarantine_root or None, TaskSteps())
+    # Every row is used or set aside with its reason, as in training; another run
+    # preparing into this folder meanwhile takes turns with this one.
+    with folder_in_use(forecast.quarantine_root, "forecast.quarantine_dir"):
+        prepared = load_and_validate(data, cleaning, forecast.quarantine_root or None,
+                                     TaskSteps())
     panel = build_panel(prepared.data, forecast)
     champion = find_demand_champion(forecast)
     result = run_backtest(panel, forecast)

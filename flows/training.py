@@ -109,20 +109,14 @@ def training_pipeline(
     apply_runtime_defaults(str(flow_run.id))
     if output_dir:  # a folder typed in the Prefect form: refused now, not after retries
         check_writable_folder(output_dir, "output_dir")
-    # Another run writing this folder meanwhile would replace this one's quarantine files.
-    with folder_in_use(output_dir, "output_dir"):
-        return _train(data, cleaning, split, weighting, training, output_dir)
-
-
-def _train(data: DataConfig, cleaning: CleaningConfig, split: SplitConfig,
-           weighting: WeightingConfig, training: TrainingConfig,
-           output_dir: str | None) -> dict[str, Any]:
-    """The training flow's body (see :func:`training_pipeline`), its output folder held."""
     # A new MLflow store's schema is made on the other core while the data is read,
     # validated and cleaned (single-threaded steps, before the weighting's choice).
     initialise_store_in_background()
-    # Data preparation, cached by the input's fingerprint and the configuration.
-    prepared = prepare_data(data, cleaning, split, weighting, output_dir)
+    # Data preparation, cached by the input's fingerprint and the configuration. Another
+    # run preparing into this folder meanwhile would delete or replace its quarantine
+    # files as they are written: the two take turns.
+    with folder_in_use(output_dir, "output_dir"):
+        prepared = prepare_data(data, cleaning, split, weighting, output_dir)
     fingerprint = prepared.fingerprint
     clean, encoded = prepared.data, prepared.encoded
     weighting = prepared.weighting or weighting  # the chosen one, when it was chosen

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def replace_whole(path: str | Path, write: Callable[[Path], object]) -> None:
@@ -30,16 +34,20 @@ def replace_whole(path: str | Path, write: Callable[[Path], object]) -> None:
 
 #: The file that marks a folder held by a run (:func:`folder_in_use`).
 IN_USE = ".shoprec-in-use"
+#: How long a run waits for another to let go of a folder before it is refused.
+IN_USE_WAIT_SECONDS = 300.0
 
 
 @contextlib.contextmanager
 def folder_in_use(path: str | Path | None, option: str) -> Iterator[None]:
-    """Hold ``path`` while a run writes its outputs there; refuse it to another run.
+    """Hold ``path`` while a run writes its files there; another run waits its turn.
 
-    Two runs writing one folder replace each other's files: a run's quarantine file named
-    in its summary then holds the other run's rows, and its own are lost. The hold is an
-    advisory lock on :data:`IN_USE` in the folder, released when the run ends, however it
-    ends (a killed process's lock goes with it). URLs of object stores are not held.
+    Two runs preparing into one folder at once delete and replace each other's quarantine
+    files as they are written: a run's file named in its summary then held the other's
+    rows, and its own were lost. The hold is an advisory lock on :data:`IN_USE` in the
+    folder, released when the block ends, however it ends (a killed process's lock goes
+    with it). A run that finds the folder held waits up to :data:`IN_USE_WAIT_SECONDS`,
+    then is refused. URLs of object stores are not held.
 
     Args:
         path: The folder (created if missing); ``None`` or empty holds nothing.
@@ -59,17 +67,28 @@ def folder_in_use(path: str | Path | None, option: str) -> Iterator[None]:
         return
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
+    waited = False
     handle = (folder / IN_USE).open("a+", encoding="utf-8")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise FolderInUseError(
-                f"{option} {folder} is in use by another shoprec run ({holder}): its files "
-                f"there would replace this run's; give another {option}, or wait for that "
-                "run to end") from None
+        deadline = time.monotonic() + IN_USE_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                if time.monotonic() >= deadline:
+                    raise FolderInUseError(
+                        f"{option} {folder} is in use by another shoprec run ({holder}), "
+                        f"still after {IN_USE_WAIT_SECONDS:.0f} s: its files there would "
+                        f"replace this run's; give another {option}, or wait for that run "
+                        "to end") from None
+                if not waited:
+                    logger.warning("%s %s is in use by another shoprec run (%s): waiting "
+                                   "for it", option, folder, holder)
+                    waited = True
+                time.sleep(0.5)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "

@@ -192,9 +192,10 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
     hints = {c: repr(mapping.get(c, c)) for c in INTERACTION_COLUMNS}
     items = items_frame = None
     if config.items:
-        delimiter, encoding = config.items_reading()
-        items_frame = read_table(config.items, what="items", delimiter=delimiter,
-                                 encoding=encoding)
+        _, encoding = config.items_reading()
+        # Its own delimiter, else the interactions file's unless it declares one (sep=).
+        items_frame = read_table(config.items, what="items", delimiter=config.items_delimiter,
+                                 encoding=encoding, inherited_delimiter=config.delimiter)
         items_frame.columns = [str(c) for c in items_frame.columns]
         items = _with_source_row(_numbers_read(
             _rename(items_frame, config.items_columns(), ITEM_COLUMNS), ["price"], config))
@@ -214,8 +215,9 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
     )
 
 
-# A number written with a decimal comma: "1,50", "-2", "1.234,50" (dots group thousands).
-_COMMA_NUMBER = re.compile(r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$")
+# A number written with a decimal comma: "1,50", "-2", "1.234,50" (dots group thousands;
+# a group never starts a number with 0, so "0.125" is no such number and is left as is).
+_COMMA_NUMBER = re.compile(r"^[+-]?([1-9]\d{0,2}(\.\d{3})+|\d+)(,\d+)?$")
 
 
 def _numbers_read(frame: pd.DataFrame, columns: list[str], config: DataConfig
@@ -418,8 +420,9 @@ def _movielens_csv_items(path: str, config: DataConfig, required: bool) -> _Mayb
     if is_parquet(path):
         frame = read_table(path, what="items")
     else:
-        delimiter, encoding = config.items_reading()
-        frame = read_table(path, what="items", delimiter=delimiter, encoding=encoding)
+        _, encoding = config.items_reading()
+        frame = read_table(path, what="items", delimiter=config.items_delimiter,
+                           encoding=encoding, inherited_delimiter=config.delimiter)
     names = {"movieId": "item_id", "title": "title", "genres": "category"}
     items = frame[[c for c in names if c in frame.columns]].rename(columns=names)
     return _with_source_row(items), frame

@@ -104,6 +104,7 @@ def read_table(
     encoding: str = "utf-8",
     header: bool = True,
     names: list[str] | None = None,
+    inherited_delimiter: str | None = None,
 ) -> pd.DataFrame:
     """Read a CSV (optionally compressed) or Parquet file into a DataFrame.
 
@@ -117,6 +118,8 @@ def read_table(
         encoding: Text encoding of a CSV file.
         header: Whether the CSV file has a header line.
         names: Column names for a CSV file without a header.
+        inherited_delimiter: The delimiter when neither ``delimiter`` nor the file's own
+            ``sep=`` line names one (another file's, given for both).
 
     Returns:
         The table, with a default RangeIndex.
@@ -135,7 +138,7 @@ def read_table(
         _refuse_duplicate_columns([str(c) for c in frame.columns], path, what)
         return _names_stripped(frame).reset_index(drop=True)
     declared = _declared_separator(path, delimiter, encoding, what) if header else None
-    delimiter = declared or delimiter
+    delimiter = declared or delimiter or inherited_delimiter
     named = _csv_header(path, delimiter, encoding) if header else []
     _refuse_duplicate_columns(named, path, what)
     try:

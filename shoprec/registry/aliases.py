@@ -191,8 +191,11 @@ class ChampionBusyError(RegistryError):
     """
 
     def __init__(self, name: str, busy: str) -> None:
-        super().__init__(f"another operation is moving {name}'s champion right now ({busy}); "
-                         "try again in a minute")
+        super().__init__(
+            f"another operation is moving {name}'s champion right now ({busy}); try again "
+            "when it has ended. A record left by a process on another machine counts as "
+            f"under way for {ABANDONED_AFTER_SECONDS // 60} minutes; if no such process is "
+            "running, delete that registered model tag in the MLflow UI")
         self.busy = busy
 
 
@@ -216,12 +219,17 @@ def champion_busy(client: Any, name: str) -> str | None:
         except ValueError:
             continue
         if isinstance(record, dict) and not _abandoned(record):
-            return (f"a {what or record.get('action', 'move')} by {record.get('by', '?')} "
-                    f"begun at {record.get('at', '?')}")
+            return _in_words(record, what, tag)
     return None
 
 
-def refuse_while_busy(client: Any, name: str, own: str | None = None) -> None:
+def _in_words(record: dict[str, Any], what: str | None, tag: str) -> str:
+    return (f"a {what or record.get('action', 'move')} by {record.get('by', '?')} begun at "
+            f"{record.get('at', '?')}, recorded in the tag {tag}")
+
+
+def refuse_while_busy(client: Any, name: str, own: str | None = None,
+                      restore: str | None = None) -> None:
     """Refuse to move ``name``'s champion while another operation is moving it.
 
     Args:
@@ -230,19 +238,33 @@ def refuse_while_busy(client: Any, name: str, own: str | None = None) -> None:
         own: The record tag this operation has just written: on a conflict it is removed
             before refusing, so that two operations that began together both give way
             rather than cross.
+        restore: The text that tag held before (a stopped operation's record this one
+            took over), put back instead of removing the tag.
 
     Raises:
         ChampionBusyError: Another live operation is moving the champion.
     """
     if own is not None:
         tags = client.get_registered_model(name).tags
+        try:
+            mine = json.loads(tags.get(own) or "null")
+        except ValueError:
+            mine = None
+        if not isinstance(mine, dict) or mine.get("owner") != operation_owner():
+            # Another operation of the same kind wrote its record over this one's: it goes
+            # on, this one gives way (its record is theirs now, and stays).
+            raise ChampionBusyError(name, _in_words(mine, "rollback" if own ==
+                                                    PENDING_ROLLBACK else None, own)
+                                    if isinstance(mine, dict) else f"its record {own} changed")
         other = PENDING_ROLLBACK if own == PENDING_MOVE else PENDING_MOVE
         busy = champion_busy(client, name) if tags.get(other) else None
     else:
         busy = champion_busy(client, name)
     if busy is None:
         return
-    if own is not None:
+    if own is not None and restore is not None:
+        client.set_registered_model_tag(name, own, restore)
+    elif own is not None:
         client.delete_registered_model_tag(name, own)
     raise ChampionBusyError(name, busy)
 

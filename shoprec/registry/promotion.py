@@ -337,13 +337,16 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
     # log written twice).
     refuse_while_busy(client, name)
     record, resumed = _rollback_plan(client, name, reason, by)
+    # Recorded (or, resumed, taken over) as this process's before anything moves: another
+    # operation then sees it under way.
+    client.set_registered_model_tag(name, PENDING_ROLLBACK,
+                                    json.dumps({**record, "owner": operation_owner()}))
+    refuse_while_busy(client, name, own=PENDING_ROLLBACK,
+                      restore=json.dumps(record) if resumed else None)
     if resumed:
         logger.warning("%s: finishing the rollback from version %s to %s begun at %s",
                        name, record["from"], record["to"], record["at"])
     else:
-        client.set_registered_model_tag(name, PENDING_ROLLBACK,
-                                        json.dumps({**record, "owner": operation_owner()}))
-        refuse_while_busy(client, name, own=PENDING_ROLLBACK)
         set_alias(client, name, CHAMPION, record["to"])
     was, restored, who, at = record["from"], record["to"], record["by"], record["at"]
     why = record["reason"]

@@ -497,23 +497,41 @@ def test_a_fault_after_publishing_says_the_version_is_published(
     assert run.info.status == "FINISHED"
 
 
-def test_a_folder_another_run_writes_is_refused(env: str, synthetic_dir: Path,
-                                               tmp_path: Path) -> None:
-    """Found by a second reader: two runs with one output folder replaced each other's
-    quarantine files, and one run's summary then pointed at the other's rows (its own
-    lost). The folder is held while a run writes there."""
+def test_runs_preparing_into_one_folder_take_turns(
+        env: str, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a second reader: two runs with one output folder deleted and replaced each
+    other's quarantine files as they were written, and one run's summary then pointed at
+    the other's rows (its own lost). A run preparing there now waits for the other, and is
+    refused only when that takes too long."""
+    import threading
+    import time
+
+    from shoprec import files
     from shoprec.errors import ConfigError, FolderInUseError
     from shoprec.files import folder_in_use
 
-    with folder_in_use(tmp_path / "out", "output_dir"):  # another run, here
+    config = TrainingConfig(registered_model_name="held-folder", models=["popularity"])
+    monkeypatch.setattr(files, "IN_USE_WAIT_SECONDS", 1.0)
+    with folder_in_use(tmp_path / "out", "output_dir"):  # another run, preparing
         with pytest.raises(FolderInUseError, match="is in use by another shoprec run") as e:
-            run_flow(synthetic_dir, tmp_path, TrainingConfig(
-                registered_model_name="held-folder", models=["popularity"]))
+            run_flow(synthetic_dir, tmp_path, config)
     assert isinstance(e.value, ConfigError)  # exit 2: give another folder
     assert f"pid {os.getpid()}" in str(e.value)
-    summary = run_flow(synthetic_dir, tmp_path, TrainingConfig(  # released: it runs
-        registered_model_name="held-folder", models=["popularity"]))
-    assert summary["registered"]["version"]
+    monkeypatch.setattr(files, "IN_USE_WAIT_SECONDS", 120.0)
+    held = threading.Event()
+
+    def another_run() -> None:
+        with folder_in_use(tmp_path / "out", "output_dir"):
+            held.set()
+            time.sleep(2.0)
+
+    other = threading.Thread(target=another_run)
+    other.start()
+    held.wait(10)
+    began = time.monotonic()
+    summary = run_flow(synthetic_dir, tmp_path, config)  # waits its turn, then runs
+    other.join()
+    assert summary["registered"]["version"] and time.monotonic() - began >= 1.0
 
 
 def test_search_stage_and_blend(env: str, synthetic_dir: Path, tmp_path: Path,

@@ -921,3 +921,33 @@ def test_a_training_that_meets_a_live_move_keeps_its_version_as_challenger(
     assert "champion_unchanged: fail (a promote by alice" in tags["gate_checks"]
     assert alias_version(two_versions, "champion") == "1"
     assert alias_version(two_versions, "challenger") == "3"
+
+
+def test_two_rollbacks_begun_together_do_not_both_go_ahead(
+        two_versions: str, another_process, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the change's second reader: both wrote the same record, the second over
+    the first, and both moved the aliases. The one whose record was overwritten gives way,
+    and leaves the other's record alone."""
+    from mlflow import MlflowClient
+
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import PENDING_ROLLBACK, ChampionBusyError, alias_version
+    from shoprec.registry.promotion import apply_promotion, decide, rollback
+
+    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
+                           "ndcg@10"))
+    theirs = _record_of(another_process, **{"from": "2"}, to="1", reason="theirs")
+    real = MlflowClient.set_registered_model_tag
+
+    def and_then_theirs(self: MlflowClient, name: str, key: str, value: str) -> None:
+        real(self, name, key, value)
+        if key == PENDING_ROLLBACK and value != theirs:  # the other wrote just after
+            real(self, name, key, theirs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "set_registered_model_tag", and_then_theirs)
+        with pytest.raises(ChampionBusyError, match="a rollback by alice"):
+            rollback(two_versions, reason="mine", by="bob")
+    tags = tracking.client().get_registered_model(two_versions).tags
+    assert tags[PENDING_ROLLBACK] == theirs
+    assert alias_version(two_versions, "champion") == "2"  # this one moved nothing

@@ -222,3 +222,30 @@ def test_numbers_with_a_decimal_comma_are_read_under_decimal_comma(tmp_path: Pat
                                  delimiter=";", decimal=",")), CleaningConfig())
     assert set(data.interactions["value"]) == {1.5}
     assert data.items.set_index("item_id")["price"]["i0"] == 1234.5
+
+
+def test_a_second_read_of_the_reading_options() -> None:
+    """Found by the change's second reader: under --decimal ',' "0.125" became 125 (a
+    thousands group never starts a number with 0); an items file declaring `sep=,` was
+    refused when --delimiter ';' was given for the interactions file only."""
+    from shoprec.config import DataConfig
+    from shoprec.data.adapters import _numbers_read
+
+    cells = pd.DataFrame({"value": ["0.125", "-0.5", "1.500", "12.345.678,9", "1,5", "x"]},
+                         dtype="string")
+    read = _numbers_read(cells, ["value"], DataConfig(decimal=","))["value"].tolist()
+    assert read == ["0.125", "-0.5", "1500", "12345678.9", "1.5", "x"]
+
+
+def test_an_items_files_own_sep_line_wins_over_the_interactions_delimiter(
+        tmp_path: Path) -> None:
+    interactions = write(tmp_path / "i.csv", canonical_csv().replace(",", ";"))
+    items = write(tmp_path / "items.csv", "sep=,\nitem_id,title\n" + "\n".join(
+        f"i{n},ITEM {n}" for n in range(12)) + "\n")
+    code, out, report = validate(tmp_path, "--interactions", str(interactions), "--items",
+                                 str(items), "--delimiter", ";")
+    assert code == 0, out
+    assert report["cleaning"]["rows_clean"] == 48
+    code, out, _ = validate(tmp_path, "--interactions", str(interactions), "--items",
+                            str(items), "--delimiter", ";", "--items-delimiter", ";")
+    assert code == 1 and "--items-delimiter is ';'" in " ".join(out.split()), out
