@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand
 
-from shoprec.config import DEFAULT_MODEL_NAME, registry_name
+from shoprec.config import DEFAULT_MODEL_NAME, new_registry_name, registry_name
 from shoprec.errors import (
     ConfigError,
     DataError,
@@ -235,6 +235,14 @@ def _checked_name(value: str) -> str:
     """``--registered-model-name`` as MLflow will accept it, before any work is done."""
     try:
         return registry_name(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _checked_new_name(value: str) -> str:
+    """``--registered-model-name`` of a command that registers versions under it."""
+    try:
+        return new_registry_name(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -882,7 +890,7 @@ def train(
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
     model_name: Annotated[str, typer.Option(
-        "--registered-model-name", callback=_checked_name,
+        "--registered-model-name", callback=_checked_new_name,
         help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
     max_quarantine: MaxQuarantineOpt = 0.5,
     min_users: MinUsersOpt = 10,
@@ -1084,7 +1092,7 @@ def forecast(
         "--threads", min=1, max=256, help="OpenMP threads of the boosting: more are faster "
         "on idle cores, many times slower beside other work.")] = 1,
     model_name: Annotated[str, typer.Option(
-        "--registered-model-name", callback=_checked_name,
+        "--registered-model-name", callback=_checked_new_name,
         help="MLflow registered model of the forecast.")]
     = "shoprec-demand",
     summary_json: Annotated[Path | None, typer.Option(
@@ -1491,6 +1499,7 @@ def serve(
     announce = (f"serving {model_name}@{alias} (version {version}) on "
                 f"http://{host}:{port}/invocations; Ctrl+C stops")
     import secrets
+    from urllib.parse import quote
 
     from shoprec.serving.engine import DIVERSITY_ENV, EXPLANATIONS_ENV
     from shoprec.serving.server import MODEL_INFO_ENV, TOKEN_ENV
@@ -1580,7 +1589,7 @@ def serve(
         # Again: loading took seconds, and another server may have taken the port meanwhile.
         _check_port_free(host, port)
         err_console.print(announce, highlight=False)
-        link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+        link = f"http://{host}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
         err_console.print(f"storefront preview: {link}", highlight=False)
         if token:
             err_console.print("shopper data (the shopper list, histories, explanations) goes "

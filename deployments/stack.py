@@ -498,7 +498,7 @@ def _server_env(stack: Stack) -> dict[str, str]:
             # Prefect's default is any origin: a web page open in a browser on this machine
             # could then create flow runs, which the worker runs. Only the UI's own.
             "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS":
-                stack.prefect_api.removesuffix("/api"),
+                f"http://127.0.0.1:{stack.prefect_port},http://localhost:{stack.prefect_port}",
             "PREFECT_API_DATABASE_CONNECTION_URL": stack.database_url("asyncpg", "prefect")}
 
 

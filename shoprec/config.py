@@ -39,10 +39,22 @@ def registry_name(value: str) -> str:
         raise ValueError(f"{value!r}: MLflow refuses '/' and ':' in a registered model name")
     if posixpath.normpath(value) != value or value == "." or value.startswith(".."):
         raise ValueError(f"{value!r} is not a name MLflow accepts (no '.' or '..' forms)")
+    return value
+
+
+def new_registry_name(value: str) -> str:
+    """A name a run may register versions under: :func:`registry_name`, without quotes.
+
+    MLflow accepts quotes, but its search filters (``name = '...'``) then cannot name the
+    model: the sweeps after a killed run or a retried registration would not run. A model
+    registered so before stays usable by the commands that read or move its aliases.
+
+    Raises:
+        ValueError: As :func:`registry_name`, or a quote in the name.
+    """
+    value = registry_name(value)
     if "'" in value or '"' in value:
-        # MLflow accepts them, but its search filters (name = '...') then cannot name the
-        # model: the sweeps after a killed run or a retried registration would not run.
-        raise ValueError(f"{value!r}: use a registered model name without quotes")
+        raise ValueError(f"{value!r}: register under a name without quotes")
     return value
 
 
@@ -61,6 +73,7 @@ def experiment_name(value: str) -> str:
 
 #: Names checked as MLflow will check them, so a form in the Prefect UI is refused at once.
 RegisteredName = Annotated[str, AfterValidator(registry_name)]
+NewRegisteredName = Annotated[str, AfterValidator(new_registry_name)]
 ExperimentName = Annotated[str, AfterValidator(experiment_name)]
 
 
@@ -648,7 +661,7 @@ class TrainingConfig(_Model):
     gate_margin: float = Field(
         0.05, ge=0, description="A new champion must beat popularity by this relative margin."
     )
-    registered_model_name: RegisteredName = Field(DEFAULT_MODEL_NAME,
+    registered_model_name: NewRegisteredName = Field(DEFAULT_MODEL_NAME,
                                                   description="MLflow registered model name.")
     experiment: ExperimentName = Field("shoprec", description="MLflow experiment name.")
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of every model.")
@@ -870,7 +883,7 @@ class ForecastConfig(_Model):
                                        "cleaning are written. Default: beside output_dir, "
                                        "named output_dir + '_quarantine' (not inside it: it "
                                        "is read back as one data set); empty: not written.")
-    registered_model_name: RegisteredName = Field(
+    registered_model_name: NewRegisteredName = Field(
         "shoprec-demand", description="MLflow registered model of the forecast.")
     gate_margin: float = Field(0.05, ge=0.0, lt=1.0, description="The model's held-out WAPE "
                                "must be at least this much (relative) under the best naive "

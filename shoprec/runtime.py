@@ -8,7 +8,6 @@ import hashlib
 import logging
 import os
 import re
-import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -85,14 +84,13 @@ def private_folder(path: str | Path) -> Path:
     """
     folder = Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    info = folder.lstat()
-    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+    real = folder.resolve()  # a link to one's own folder is fine; its target is checked
+    if real.stat().st_uid != os.geteuid():
         # Its owner could plant pickles there, which a cache hit would load.
-        what = "a link" if stat.S_ISLNK(info.st_mode) else "owned by another user"
-        raise PermissionError(f"{folder} is {what}: results are loaded back from it, so it "
-                              "must be this user's own folder")
-    if info.st_mode & 0o077:
-        folder.chmod(0o700)
+        raise PermissionError(f"{folder} is owned by another user: results are loaded back "
+                              "from it, so it must be this user's own folder")
+    if real.stat().st_mode & 0o077:
+        real.chmod(0o700)
     return folder
 
 

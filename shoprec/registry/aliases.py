@@ -332,17 +332,19 @@ def _abandoned(record: dict[str, Any]) -> bool:
 
     owner = record.get("owner") or {}
     here = process_space()
+    # A stopped operation taken over by another process is that process's since then.
+    since = record.get("taken_at") or record.get("at")
     if owner and all(owner.get(key) == value for key, value in here.items()):
         if owner.get("pid") == os.getpid():
             return True  # this process stopped it (a fault it has reported): not under way
         # This machine, boot and PID namespace: ask the kernel.
         try:
             started = psutil.Process(int(owner["pid"])).create_time()
-            return started > datetime.fromisoformat(record["at"]).timestamp() + 1
+            return started > datetime.fromisoformat(str(since)).timestamp() + 1
         except (KeyError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
             return True
     try:
-        age = datetime.now(UTC) - datetime.fromisoformat(record["at"])
+        age = datetime.now(UTC) - datetime.fromisoformat(str(since))
     except (KeyError, ValueError, TypeError):
         return True
     return age.total_seconds() > ABANDONED_AFTER_SECONDS

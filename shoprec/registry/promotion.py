@@ -339,8 +339,8 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
     record, resumed = _rollback_plan(client, name, reason, by)
     # Recorded (or, resumed, taken over) as this process's before anything moves: another
     # operation then sees it under way.
-    client.set_registered_model_tag(name, PENDING_ROLLBACK,
-                                    json.dumps({**record, "owner": operation_owner()}))
+    client.set_registered_model_tag(name, PENDING_ROLLBACK, json.dumps(
+        {**record, "owner": operation_owner(), **({"taken_at": now()} if resumed else {})}))
     refuse_while_busy(client, name, own=PENDING_ROLLBACK,
                       restore=json.dumps(record) if resumed else None)
     if resumed:

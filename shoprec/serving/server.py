@@ -118,6 +118,8 @@ class RecommendationServer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
+        if scope["type"] == "http":
+            send = _secured(send)  # MLflow's own answers too
         if scope["type"] == "http" and self.info.get("shopper_data") == "loopback":
             if not _to_loopback(scope):
                 # Shopper data is on because the server listens on loopback; a request for
@@ -480,12 +482,25 @@ async def _send(send: Send, status: int, payload: bytes,
                 kind: bytes = b"application/json") -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", kind),
-                            (b"content-length", str(len(payload)).encode()),
-                            # Never read as another type, nor framed by another site.
-                            (b"x-content-type-options", b"nosniff"),
-                            (b"x-frame-options", b"DENY"),
-                            (b"content-security-policy", b"frame-ancestors 'none'")]})
+                            (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
+
+
+#: On every answer: never read as another type, nor framed by another site, and the page's
+#: address (which may carry the access token) never sent on as a referrer.
+_SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                     (b"content-security-policy", b"frame-ancestors 'none'"),
+                     (b"referrer-policy", b"no-referrer")]
+
+
+def _secured(send: Send) -> Send:
+    """``send`` that adds :data:`_SECURITY_HEADERS` to the answer's headers."""
+    async def secured(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []),
+                                              *_SECURITY_HEADERS]}
+        await send(message)
+    return secured
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -61,6 +61,12 @@ async def handle(server: RecommendationServer, scope: Scope,
             if bundle.sessions is None:
                 return _fail(404, "live sessions are off on this server (shoprec serve "
                              "--sessions FILE turns them on)")
+            from shoprec.serving.engine import EXPLAIN_GRANTED
+
+            if not EXPLAIN_GRANTED.get():  # a loopback server's token: a proxy's client
+                return _fail(403, "events are taken only from requests that carry this "
+                             "server's access token (the storefront link `shoprec serve` "
+                             "printed, or the header X-Shoprec-Token)")
             kind = (_content_type(scope) or b"").split(b";")[0].strip().lower()
             if kind != b"application/json":
                 # Also what keeps other web sites' forms from posting here.

@@ -15,8 +15,7 @@ from shoprec.config import (
 )
 
 
-@pytest.mark.parametrize("name", ["shop/recs", "shop:recs", "", "   ", ".", "..", "a/../b",
-                                  "o'brien-recs", 'say "recs"'])
+@pytest.mark.parametrize("name", ["shop/recs", "shop:recs", "", "   ", ".", "..", "a/../b"])
 @pytest.mark.parametrize("model", [TrainingConfig, PromotionConfig, ForecastConfig,
                                    BatchConfig])
 def test_a_registered_model_name_mlflow_refuses_is_refused_by_its_field(
@@ -67,3 +66,15 @@ def test_the_forecasts_side_folders_are_beside_its_folder_never_inside(tmp_path,
     assert ForecastConfig(output_dir="..").category_root == f"{tmp_path.parent}_by_category"
     assert ForecastConfig(output_dir="x", quarantine_dir="").quarantine_root == ""
     assert ForecastConfig(output_dir="x", quarantine_dir="q").quarantine_root == "q"
+
+
+def test_quotes_are_refused_where_versions_are_registered_only() -> None:
+    """MLflow's filters cannot name a model with a quote (a second reader's point), so no
+    run registers under one; a model registered so before stays usable to read and move."""
+    for name in ("o'brien-recs", 'say "recs"'):
+        for model in (TrainingConfig, ForecastConfig):
+            with pytest.raises(ValidationError, match="without quotes"):
+                model(registered_model_name=name)
+        assert PromotionConfig(registered_model_name=name).registered_model_name == name
+        assert BatchConfig(registered_model_name=name).registered_model_name == name
+

@@ -951,3 +951,19 @@ def test_two_rollbacks_begun_together_do_not_both_go_ahead(
     tags = tracking.client().get_registered_model(two_versions).tags
     assert tags[PENDING_ROLLBACK] == theirs
     assert alias_version(two_versions, "champion") == "2"  # this one moved nothing
+
+
+def test_a_taken_over_rollback_is_under_way_while_its_new_process_runs(
+        another_process) -> None:
+    """Found by a second reader: a resumed rollback kept the stopped one's time, before its
+    own process started, so its record read as abandoned and a promotion could cross it."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from shoprec.registry.aliases import _abandoned, now
+
+    before = (datetime.now(UTC) - timedelta(minutes=2)).isoformat(timespec="seconds")
+    record = json.loads(_record_of(another_process, **{"from": "2"}, to="1", reason=""))
+    record["at"] = before  # the stopped rollback's time, before this process started
+    assert _abandoned(record)
+    assert not _abandoned({**record, "taken_at": now()})

@@ -21,6 +21,11 @@ from tests.code.test_operations import _free_port, _post, _stop, _wait_ready
 #: The access token the test's server is given (SHOPREC_SERVE_TOKEN), as the link carries.
 TOKEN = "storefront-test-token"
 
+
+def _event(server: _Server, payload: dict | list) -> tuple[int, dict | str]:
+    """POST ``payload`` to the server's /events, with its token, as the page does."""
+    return _post(f"{server.url}/events", payload, {"X-Shoprec-Token": TOKEN})
+
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "storefront-model"
 #: Screenshots of each step of the browser test (a test artifact; runs/ is not committed).
@@ -87,8 +92,7 @@ def test_events_reach_the_next_answer_and_survive_a_restart(storefront: dict) ->
     owned = set(interactions.loc[interactions["user_id"] == user, "item_id"].astype(str))
     clicks = [i for i in before["item_ids"][:3]]
     for item in clicks:
-        status, answer = _post(f"{server.url}/events",
-                               {"user_id": user, "item_id": item, "event": "cart"})
+        status, answer = _event(server, {"user_id": user, "item_id": item, "event": "cart"})
         assert status == 200 and answer == {"recorded": 1, "ignored": 0}, answer
     # The next request carries only the user id, and reflects what they just did.
     after = server.ask({"user_id": user, "k": 10})
@@ -102,15 +106,15 @@ def test_events_reach_the_next_answer_and_survive_a_restart(storefront: dict) ->
     server.start()
     assert server.ask({"user_id": user, "k": 10}) == after
     # Bad events are refused with the reason.
-    status, message = _post(f"{server.url}/events", {"user_id": user, "item_id": clicks[0],
+    status, message = _event(server, {"user_id": user, "item_id": clicks[0],
                                                       "event": "teleport"})
     assert status == 400 and "event must be one of" in message
-    status, message = _post(f"{server.url}/events", {"user": user})
+    status, message = _event(server, {"user": user})
     assert status == 400 and "unknown event field(s) user" in message
-    status, message = _post(f"{server.url}/events", {"user_id": user, "item_id": "no-such"})
+    status, message = _event(server, {"user_id": user, "item_id": "no-such"})
     assert status == 400 and "unknown item_id(s) no-such" in message
     # A batch is all or nothing: one bad event records none of them.
-    status, _ = _post(f"{server.url}/events", [
+    status, _ = _event(server, [
         {"user_id": user, "item_id": clicks[0]},
         {"user_id": user, "item_id": clicks[0], "timestamp": "yesterday"}])
     assert status == 400
@@ -118,7 +122,8 @@ def test_events_reach_the_next_answer_and_survive_a_restart(storefront: dict) ->
         == clicks
     # JSON only: another site's form (text/plain) cannot post events.
     request = urllib.request.Request(f"{server.url}/events", data=b'{"user_id": "x"}',
-                                     headers={"Content-Type": "text/plain"})
+                                     headers={"Content-Type": "text/plain",
+                                              "X-Shoprec-Token": TOKEN})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 415
@@ -167,6 +172,13 @@ def test_shopper_data_needs_the_servers_token(storefront: dict) -> None:
     status, explained = _post(f"{server.url}/invocations?token={TOKEN}", {
         "dataframe_records": [{"user_id": user, "k": 3, "explain": True}]})
     assert status == 200 and explained["predictions"][0]["explanations"]
+    # Nor may a proxy's client write into a shopper's live session (a second reader's point).
+    status, message = _post(f"{server.url}/events", {"user_id": user, "item_id": "x"})
+    assert status == 403 and "access token" in str(message)
+    # MLflow's own answers carry the security headers too.
+    with urllib.request.urlopen(f"{server.url}/version", timeout=30) as response:
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
 
 
 def test_cross_selling_says_where_it_comes_from(storefront: dict) -> None:
