@@ -495,6 +495,9 @@ def _worker_online(stack: Stack) -> bool:
 def _server_env(stack: Stack) -> dict[str, str]:
     return {"PREFECT_HOME": str(stack.folder / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # Prefect deletes only old events by default: a year of nightly runs kept every
+            # flow run, task run and log. Flow runs ended 90 days ago go too.
+            "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
             # Prefect's default is any origin: a web page open in a browser on this machine
             # could then create flow runs, which the worker runs. Only the UI's own.
             "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS":

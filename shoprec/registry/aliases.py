@@ -82,6 +82,38 @@ def set_alias(client: Any, name: str, alias: str, version: str) -> None:
 
 #: The longest text of a record's field (a registered model's tag holds 5,000 characters).
 _RECORD_TEXT = 1500
+#: The longest tag value every MLflow backend keeps: PostgreSQL's and MySQL's columns are
+#: varchar(5000), in characters (SQLite does not check).
+TAG_LIMIT = 5000
+
+
+def record_text(record: dict[str, Any], limit: int = TAG_LIMIT) -> str:
+    """``record`` as JSON of at most ``limit`` characters, its longest texts cut to fit.
+
+    Non-ASCII text is written as itself (``é``, not its six-character escape).
+    """
+    record = json.loads(json.dumps(record, default=str))
+    text = json.dumps(record, ensure_ascii=False)
+    while len(text) > limit:
+        holder, key, value = _longest_text(record)
+        if holder is None or len(value) <= 20:
+            raise ValueError(f"a registry record of {len(text)} characters cannot be cut "
+                             f"to {limit}")
+        holder[key] = value[:max(20, len(value) - (len(text) - limit) - 1)] + "…"
+        text = json.dumps(record, ensure_ascii=False)
+    return text
+
+
+def _longest_text(node: Any) -> tuple[Any, Any, str]:
+    """The container, key and value of the longest string inside ``node``."""
+    best: tuple[Any, Any, str] = (None, None, "")
+    items = node.items() if isinstance(node, dict) else enumerate(node) \
+        if isinstance(node, list) else ()
+    for key, value in items:
+        found = (node, key, value) if isinstance(value, str) else _longest_text(value)
+        if len(found[2]) > len(best[2]):
+            best = found
+    return best
 
 
 def now() -> str:
@@ -109,7 +141,7 @@ def log_alias_move(name: str, alias: str, before: str | None, after: str | None,
     # even for the two moves of one operation, which share ``at``.
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     tracking.client().set_registered_model_tag(name, f"alias_move.{stamp}.{alias}",
-                                               json.dumps(record))
+                                               record_text(record))
     logger.info("%s: alias %s moved %s -> %s (%s by %s)", name, alias, before, after, action,
                 by)
 
@@ -152,7 +184,7 @@ def move_champion(name: str, version: str, outgoing: str | None, action: str, by
               "version_tags": {k: v[:_RECORD_TEXT] for k, v in (version_tags or {}).items()},
               "description": description[:_RECORD_TEXT], "owner": operation_owner(),
               "extra": {k: str(v)[:_RECORD_TEXT] for k, v in extra.items()}}
-    client.set_registered_model_tag(name, PENDING_MOVE, json.dumps(record))
+    client.set_registered_model_tag(name, PENDING_MOVE, record_text(record))
     # A rollback that began between the check and the record: one of the two gives way.
     refuse_while_busy(client, name, own=PENDING_MOVE)
     if outgoing is not None and moves_previous:

@@ -9,8 +9,11 @@ that cannot be read is an error, never "no model".
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,10 +118,28 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
                               "train` registered (shoprec-demand is the demand forecast)")
         relative = artifacts["bundle"]["path"]
         folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{relative}",
-                                                     tracking_uri=uri, registry_uri=uri)
+                                                     tracking_uri=uri, registry_uri=uri,
+                                                     dst_path=_copy_folder(name, found))
     bundle = ModelBundle.load(folder, lazy=lazy)
     memo.remember(stamp, name, alias, version, folder, found)
     return bundle, found
+
+
+def _copy_folder(name: str, version: str) -> str | None:
+    """Where to copy a version's bundle: ``None`` (read in place) for a local artifact store.
+
+    A remote store's files are copied; MLflow would copy them into a new temporary folder
+    it never removes (a whole bundle, shoppers' histories included, per `batch` or
+    `recommend`). This process's own folder is removed when it exits.
+    """
+    from urllib.parse import urlparse
+
+    source = tracking.client().get_model_version_download_uri(name, version)
+    if urlparse(str(source)).scheme in ("", "file"):
+        return None
+    folder = tempfile.mkdtemp(prefix="shoprec-bundle-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def local_bundle(model_folder: str) -> ModelBundle:

@@ -42,6 +42,7 @@ from shoprec.registry.aliases import (
     move_champion,
     now,
     operation_owner,
+    record_text,
     refuse_while_busy,
     set_alias,
     version_exists,
@@ -339,10 +340,10 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
     record, resumed = _rollback_plan(client, name, reason, by)
     # Recorded (or, resumed, taken over) as this process's before anything moves: another
     # operation then sees it under way.
-    client.set_registered_model_tag(name, PENDING_ROLLBACK, json.dumps(
+    client.set_registered_model_tag(name, PENDING_ROLLBACK, record_text(
         {**record, "owner": operation_owner(), **({"taken_at": now()} if resumed else {})}))
     refuse_while_busy(client, name, own=PENDING_ROLLBACK,
-                      restore=json.dumps(record) if resumed else None)
+                      restore=record_text(record) if resumed else None)
     if resumed:
         logger.warning("%s: finishing the rollback from version %s to %s begun at %s",
                        name, record["from"], record["to"], record["at"])

@@ -967,3 +967,33 @@ def test_a_taken_over_rollback_is_under_way_while_its_new_process_runs(
     record["at"] = before  # the stopped rollback's time, before this process started
     assert _abandoned(record)
     assert not _abandoned({**record, "taken_at": now()})
+
+
+def test_registry_records_fit_every_backends_tag_column(
+        two_versions: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a second reader: on PostgreSQL (varchar(5000)) a forced promotion with a
+    1,500-character reason failed: its record carried the reason three times, and 900
+    accented letters became 16,872 characters of escapes. Records now fit in 5,000."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import TAG_LIMIT, alias_version, record_text
+    from shoprec.registry.promotion import apply_promotion, decide
+
+    assert len(record_text({"reason": "é" * 9000, "by": "ops", "nested": {"a": "x" * 6000}})
+               ) <= TAG_LIMIT
+    assert record_text({"reason": "été"}) == '{"reason": "été"}'
+    recorded: list[str] = []
+    from mlflow import MlflowClient
+
+    real = MlflowClient.set_registered_model_tag
+
+    def checked(self: MlflowClient, name: str, key: str, value: str) -> None:
+        recorded.append(value)
+        real(self, name, key, value)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "set_registered_model_tag", checked)
+        apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.1}, {"ndcg@10": 0.2},
+                               "ndcg@10"), force=True, reason="é" * 1500, by="ops")
+    assert alias_version(two_versions, "champion") == "2"
+    assert recorded and max(len(value) for value in recorded) <= TAG_LIMIT
+    assert tracking.client().get_model_version(two_versions, "2").tags["promoted_by"] == "ops"

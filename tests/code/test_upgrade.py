@@ -145,3 +145,29 @@ def test_a_version_this_shoprec_cannot_read_says_what_to_do(
     message = str(caught.value)
     assert words in message
     assert "shoprec rollback, shoprec promote --version N" in message
+
+
+def test_a_remote_stores_bundle_is_copied_into_a_folder_removed_at_exit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a second reader: against a tracking server, each `batch` and `recommend`
+    left a whole bundle (shoppers' histories too) in a temporary folder of MLflow's."""
+    import atexit
+
+    from shoprec.registry import loading, tracking
+
+    class Client:
+        source = "file:///srv/mlartifacts/models/m-1/artifacts"
+
+        def get_model_version_download_uri(self, name: str, version: str) -> str:
+            return self.source
+
+    client = Client()
+    monkeypatch.setattr(tracking, "client", lambda: client)
+    registered: list[tuple] = []
+    monkeypatch.setattr(atexit, "register", lambda *call, **kw: registered.append(call))
+    assert loading._copy_folder("shop", "1") is None  # read in place
+    client.source = "mlflow-artifacts:/1/models/m-1/artifacts"
+    folder = loading._copy_folder("shop", "1")
+    assert folder is not None and Path(folder).is_dir()
+    assert registered and registered[0][1] == folder  # removed when the process exits
+    Path(folder).rmdir()
