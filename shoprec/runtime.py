@@ -85,7 +85,8 @@ def private_folder(path: str | Path) -> Path:
     folder = Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     real = folder.resolve()  # a link to one's own folder is fine; its target is checked
-    if real.stat().st_uid != os.geteuid():
+    # The link itself too: another user's link could be pointed elsewhere after the check.
+    if real.stat().st_uid != os.geteuid() or folder.lstat().st_uid != os.geteuid():
         # Its owner could plant pickles there, which a cache hit would load.
         raise PermissionError(f"{folder} is owned by another user: results are loaded back "
                               "from it, so it must be this user's own folder")

@@ -90,26 +90,40 @@ TAG_LIMIT = 5000
 def record_text(record: dict[str, Any], limit: int = TAG_LIMIT) -> str:
     """``record`` as JSON of at most ``limit`` characters, its longest texts cut to fit.
 
-    Non-ASCII text is written as itself (``é``, not its six-character escape).
+    Kept in ASCII (any database's character set stores it), so a non-ASCII letter counts
+    as its escape. The copies of the reason (the version's tags, the description line) are
+    cut before the reason itself.
+
+    Raises:
+        ValueError: Too many fields to fit, however short their texts.
     """
     record = json.loads(json.dumps(record, default=str))
-    text = json.dumps(record, ensure_ascii=False)
+    text = json.dumps(record)
     while len(text) > limit:
-        holder, key, value = _longest_text(record)
-        if holder is None or len(value) <= 20:
+        holder, key, value = _longest_text(record, skip=_CUT_LAST)
+        if holder is None or len(value) <= 40:
+            holder, key, value = _longest_text(record)
+        cut = value[:max(20, len(value) - (len(text) - limit) - 1)] + "…"
+        if holder is None or len(cut) >= len(value):
             raise ValueError(f"a registry record of {len(text)} characters cannot be cut "
                              f"to {limit}")
-        holder[key] = value[:max(20, len(value) - (len(text) - limit) - 1)] + "…"
-        text = json.dumps(record, ensure_ascii=False)
+        holder[key] = cut
+        text = json.dumps(record)
     return text
 
 
-def _longest_text(node: Any) -> tuple[Any, Any, str]:
-    """The container, key and value of the longest string inside ``node``."""
+#: Fields cut only when the others are short already: what the record is about.
+_CUT_LAST = frozenset({"reason", "by", "at", "version", "from", "to", "previous", "action"})
+
+
+def _longest_text(node: Any, skip: frozenset[str] = frozenset()) -> tuple[Any, Any, str]:
+    """The container, key and value of the longest string in ``node`` (not under ``skip``)."""
     best: tuple[Any, Any, str] = (None, None, "")
     items = node.items() if isinstance(node, dict) else enumerate(node) \
         if isinstance(node, list) else ()
     for key, value in items:
+        if key in skip:
+            continue
         found = (node, key, value) if isinstance(value, str) else _longest_text(value)
         if len(found[2]) > len(best[2]):
             best = found

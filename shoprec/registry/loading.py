@@ -106,9 +106,11 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
     # below: a MLFLOW_REGISTRY_URI naming another store would not find the version.
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    copy = _copy_folder(name, found)
     with _artifacts_of(name, found):
         mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel",
-                                                      tracking_uri=uri, registry_uri=uri)
+                                                      tracking_uri=uri, registry_uri=uri,
+                                                      dst_path=copy)
         # Where log_model put the bundle inside the model (a folder named at logging time).
         artifacts = Model.load(mlmodel).flavors.get("python_function", {}).get("artifacts", {})
         if "bundle" not in artifacts:
@@ -119,9 +121,10 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
         relative = artifacts["bundle"]["path"]
         folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{relative}",
                                                      tracking_uri=uri, registry_uri=uri,
-                                                     dst_path=_copy_folder(name, found))
+                                                     dst_path=copy)
     bundle = ModelBundle.load(folder, lazy=lazy)
-    memo.remember(stamp, name, alias, version, folder, found)
+    if copy is None:  # a copy of this process's goes when it exits: not for another to recall
+        memo.remember(stamp, name, alias, version, folder, found)
     return bundle, found
 
 

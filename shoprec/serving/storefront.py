@@ -136,7 +136,8 @@ def info(server: RecommendationServer) -> dict[str, Any]:
     allowed = bool(bundle.explanations) and EXPLAIN_GRANTED.get()
     return {**server.info, "model": bundle.meta.get("model"),
             "family": bundle.meta.get("family"), "explanations": allowed,
-            "sessions": bundle.sessions is not None,
+            # Without the token a loopback server takes no events: the page keeps the clicks.
+            "sessions": bundle.sessions is not None and EXPLAIN_GRANTED.get(),
             "search": bundle.search is not None}
 
 

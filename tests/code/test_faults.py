@@ -177,6 +177,11 @@ def test_persisted_results_are_private_and_keyed_to_the_code(tmp_path: Path) -> 
         os.chown(theirs, 65534, 65534)
         with pytest.raises(PermissionError, match="owned by another user"):
             private_folder(theirs)
+        # Nor a link of another user's to one's own folder: it could be re-pointed.
+        (tmp_path / "their-link").symlink_to(shared)
+        os.chown(tmp_path / "their-link", 65534, 65534, follow_symlinks=False)
+        with pytest.raises(PermissionError, match="owned by another user"):
+            private_folder(tmp_path / "their-link")
     key = _by_key(SimpleNamespace(task=SimpleNamespace(name="clean")), {"cache_key": "abc"})
     assert key == f"clean-{code_version()}-{suites_version()}-abc"
     assert len(code_version()) == len(suites_version()) == 16

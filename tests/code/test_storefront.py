@@ -157,6 +157,7 @@ def test_shopper_data_needs_the_servers_token(storefront: dict) -> None:
             assert refused.value.code == 403, path
             assert "access token" in refused.value.read().decode()
     assert server.get("/api/info", token=None)["explanations"] is False
+    assert server.get("/api/info", token=None)["sessions"] is False  # the page keeps clicks
     assert server.get("/api/info")["explanations"] is True
     status, message = _post(f"{server.url}/invocations", {"dataframe_records": [
         {"user_id": user, "k": 3, "explain": True}]})
