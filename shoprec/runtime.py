@@ -85,11 +85,16 @@ def private_folder(path: str | Path) -> Path:
     folder = Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     real = folder.resolve()  # a link to one's own folder is fine; its target is checked
-    # The link itself too: another user's link could be pointed elsewhere after the check.
-    if real.stat().st_uid != os.geteuid() or folder.lstat().st_uid != os.geteuid():
+    # Every part of the path as written (a link anywhere on it could be re-pointed after
+    # the check, and Prefect keeps using the path), and the target: this user's or root's.
+    trusted = (os.geteuid(), 0)
+    parts = [folder.absolute(), *folder.absolute().parents]
+    if real.stat().st_uid != os.geteuid() or any(
+            part.lstat().st_uid not in trusted for part in parts):
         # Its owner could plant pickles there, which a cache hit would load.
-        raise PermissionError(f"{folder} is owned by another user: results are loaded back "
-                              "from it, so it must be this user's own folder")
+        raise PermissionError(f"{folder} is owned by another user (or lies under a folder or "
+                              "link that is): results are loaded back from it, so it must "
+                              "be this user's own folder")
     if real.stat().st_mode & 0o077:
         real.chmod(0o700)
     return folder

@@ -88,46 +88,65 @@ TAG_LIMIT = 5000
 
 
 def record_text(record: dict[str, Any], limit: int = TAG_LIMIT) -> str:
-    """``record`` as JSON of at most ``limit`` characters, its longest texts cut to fit.
+    """``record`` as JSON of at most ``limit`` characters, its long texts cut to fit.
 
     Kept in ASCII (any database's character set stores it), so a non-ASCII letter counts
-    as its escape. The copies of the reason (the version's tags, the description line) are
-    cut before the reason itself.
+    as its escape. Only texts are cut: the copies of the reason (the version's tags, the
+    description line, a decision) first, the reason itself last; what identifies the
+    operation (its versions, time and process) never.
 
     Raises:
         ValueError: Too many fields to fit, however short their texts.
     """
     record = json.loads(json.dumps(record, default=str))
     text = json.dumps(record)
-    while len(text) > limit:
-        holder, key, value = _longest_text(record, skip=_CUT_LAST)
-        if holder is None or len(value) <= 40:
-            holder, key, value = _longest_text(record)
-        cut = value[:max(20, len(value) - (len(text) - limit) - 1)] + "…"
-        if holder is None or len(cut) >= len(value):
-            raise ValueError(f"a registry record of {len(text)} characters cannot be cut "
-                             f"to {limit}")
-        holder[key] = cut
-        text = json.dumps(record)
+    for last in (False, True):
+        for holder, key in _cuttable(record, last):
+            if len(text) <= limit:
+                return text
+            holder[key] = _cut_to_fit(record, holder, key, limit)
+            text = json.dumps(record)
+    if len(text) > limit:
+        raise ValueError(f"a registry record of {len(text)} characters cannot be cut to "
+                         f"{limit}")
     return text
 
 
-#: Fields cut only when the others are short already: what the record is about.
-_CUT_LAST = frozenset({"reason", "by", "at", "version", "from", "to", "previous", "action"})
+#: What identifies an operation in its record: never cut.
+_KEPT = frozenset({"owner", "at", "taken_at", "version", "from", "to", "previous", "action",
+                   "alias"})
+#: Cut only once every other text is: what the person gave as the operation's reason.
+_CUT_LAST = frozenset({"reason", "by"})
 
 
-def _longest_text(node: Any, skip: frozenset[str] = frozenset()) -> tuple[Any, Any, str]:
-    """The container, key and value of the longest string in ``node`` (not under ``skip``)."""
-    best: tuple[Any, Any, str] = (None, None, "")
-    items = node.items() if isinstance(node, dict) else enumerate(node) \
-        if isinstance(node, list) else ()
-    for key, value in items:
-        if key in skip:
+def _cuttable(record: dict[str, Any], last: bool) -> list[tuple[dict[str, Any], str]]:
+    """The (container, key) of each text of ``record`` that may be cut, longest first.
+
+    ``last``: the reason and the person, else every other text (nested ones included).
+    """
+    found: list[tuple[dict[str, Any], str]] = []
+    for key, value in record.items():
+        if key in _KEPT or (key in _CUT_LAST) != last:
             continue
-        found = (node, key, value) if isinstance(value, str) else _longest_text(value)
-        if len(found[2]) > len(best[2]):
-            best = found
-    return best
+        if isinstance(value, str):
+            found.append((record, key))
+        elif isinstance(value, dict):
+            found += [(value, inner) for inner, text in value.items() if isinstance(text, str)]
+    return sorted(found, key=lambda place: -len(place[0][place[1]]))
+
+
+def _cut_to_fit(record: dict[str, Any], holder: dict[str, Any], key: str, limit: int) -> str:
+    """The longest start of ``holder[key]`` (marked ``…``) that lets ``record`` fit."""
+    value = holder[key]
+    low, high = 0, len(value)
+    while low < high:  # the longest prefix whose record fits, by its escaped length
+        middle = (low + high + 1) // 2
+        holder[key] = value[:middle] + "…"
+        if len(json.dumps(record)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return value[:low] + "…" if low < len(value) else value
 
 
 def now() -> str:

@@ -182,6 +182,12 @@ def test_persisted_results_are_private_and_keyed_to_the_code(tmp_path: Path) -> 
         os.chown(tmp_path / "their-link", 65534, 65534, follow_symlinks=False)
         with pytest.raises(PermissionError, match="owned by another user"):
             private_folder(tmp_path / "their-link")
+        # Nor a folder under another user's link (PREFECT_HOME's storage, say).
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "their-home").symlink_to(tmp_path / "mine")
+        os.chown(tmp_path / "their-home", 65534, 65534, follow_symlinks=False)
+        with pytest.raises(PermissionError, match="owned by another user"):
+            private_folder(tmp_path / "their-home" / "storage")
     key = _by_key(SimpleNamespace(task=SimpleNamespace(name="clean")), {"cache_key": "abc"})
     assert key == f"clean-{code_version()}-{suites_version()}-abc"
     assert len(code_version()) == len(suites_version()) == 16

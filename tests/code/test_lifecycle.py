@@ -987,7 +987,18 @@ def test_registry_records_fit_every_backends_tag_column(
     cut = json.loads(record_text({"reason": "r" * 3000, "description": "d" * 3000}))
     assert len(cut["reason"]) == 3000 and len(cut["description"]) < 2000
     with pytest.raises(ValueError, match="cannot be cut"):
-        record_text({"extra": {f"k{i}": "x" * 30 for i in range(300)}})
+        record_text({"at": "2026-12-07T10:00:00", "owner": {f"k{i}": "x" * 30
+                                                            for i in range(300)}})
+    # What identifies the operation is never cut (a 46-character host name was, and the
+    # record no longer named its own process: the move refused itself), and a reason in
+    # another alphabet keeps as much as fits (it was cut to 20 letters).
+    host = "ip-172-31-20-143.eu-central-1.compute.internal"
+    kept = json.loads(record_text({"reason": "ж" * 500, "description": "ж" * 1500,
+                                   "owner": {"host": host, "pid": 7}, "at": "now"}))
+    assert kept["owner"] == {"host": host, "pid": 7}
+    assert len(kept["reason"]) == 500 and kept["description"].endswith("…")
+    alone = json.loads(record_text({"reason": "ж" * 1000, "by": "ops"}))
+    assert 700 < len(alone["reason"]) < 1000
     recorded: list[str] = []
     from mlflow import MlflowClient
 
