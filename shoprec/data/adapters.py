@@ -217,6 +217,8 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
 
 # A number written with a decimal comma: "1,50", "-2", "1.234,50" (dots group thousands;
 # a group never starts a number with 0, so "0.125" is no such number and is left as is).
+# An integer written as a decimal-comma float: "12000,0" (its integer part is the id).
+_COMMA_INTEGRAL = re.compile(r"^(-?\d+),0+$")
 _COMMA_NUMBER = re.compile(r"^[+-]?([1-9]\d{0,2}(\.\d{3})+|\d+)(,\d+)?$")
 
 
@@ -229,6 +231,12 @@ def _numbers_read(frame: pd.DataFrame, columns: list[str], config: DataConfig
     """
     if config.decimal != ",":
         return frame
+    for column in ("user_id", "item_id"):
+        # An integer id that went through a float column, written with a decimal comma
+        # ("12000,0"), is the same id as "12000.0" and "12000".
+        if column in frame and not pd.api.types.is_numeric_dtype(frame[column].dtype):
+            text = frame[column].astype("string")
+            frame[column] = text.str.replace(_COMMA_INTEGRAL, r"\1", regex=True)
     for column in columns:
         if column not in frame or pd.api.types.is_numeric_dtype(frame[column].dtype):
             continue

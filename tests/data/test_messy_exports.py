@@ -249,3 +249,25 @@ def test_an_items_files_own_sep_line_wins_over_the_interactions_delimiter(
     code, out, _ = validate(tmp_path, "--interactions", str(interactions), "--items",
                             str(items), "--delimiter", ";", "--items-delimiter", ";")
     assert code == 1 and "--items-delimiter is ';'" in " ".join(out.split()), out
+
+
+def test_a_decimal_comma_exports_customer_ids_are_the_same_ids(tmp_path: Path) -> None:
+    """Found by the whole change's reader: an Online Retail export in a comma-decimal
+    locale writes CustomerID 17000.0 as `17000,0`, which stayed an id of its own (erasure
+    and lookups by 17000 missed that shopper)."""
+    from shoprec.config import DataConfig
+    from shoprec.data.adapters import load
+    from tests.helpers import retail_csv
+
+    text = retail_csv([]).replace(",", ";").replace(";1.5;", ";1,5;")
+    text = "\n".join(line.replace(".0;United", ",0;United") for line in text.splitlines())
+    path = write(tmp_path / "retail.csv", text + "\n")
+    assert "17000,0;United Kingdom" in text
+    code, out, report = validate(tmp_path, "--interactions", str(path), "--delimiter", ";",
+                                 "--decimal", ",", "--format", "online-retail")
+    assert code == 0, out
+    assert_nothing_lost(tmp_path, report)
+    raw = load(DataConfig(interactions=str(path), delimiter=";", decimal=",",
+                          format="online-retail"))
+    assert set(raw.interactions["user_id"]) == {str(17000 + c) for c in range(12)}
+    assert set(raw.interactions["unit_price"]) == {"1.5"}
