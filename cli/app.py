@@ -7,7 +7,6 @@ other failure. A user mistake prints a message, never a bare traceback.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import logging
@@ -231,20 +230,20 @@ def _handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _checked_name(value: str) -> str:
-    """``--registered-model-name`` as MLflow will accept it, before any work is done."""
-    try:
-        return registry_name(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+def _name_check(check: Callable[[str], str]) -> Callable[[str], str]:
+    """A ``--registered-model-name`` callback: ``check``'s refusal as a usage error."""
+    def checked(value: str) -> str:
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return checked
 
 
-def _checked_new_name(value: str) -> str:
-    """``--registered-model-name`` of a command that registers versions under it."""
-    try:
-        return new_registry_name(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+#: The name as MLflow accepts one, before any work is done.
+_checked_name = _name_check(registry_name)
+#: The name of a command that registers versions under it (no quotes).
+_checked_new_name = _name_check(new_registry_name)
 
 
 def _parse_map(values: list[str] | None) -> dict[str, str]:
@@ -1726,17 +1725,10 @@ def main() -> None:
 
 
 
-#: What ran out, by the error number an operating system gives for it.
-_RESOURCE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-                    errno.EFBIG: "a file grew past the size limit (ulimit -f)",
-                    errno.EROFS: "a file system is read-only",
-                    errno.EMFILE: "too many files are open (ulimit -n)",
-                    errno.ENFILE: "the system's table of open files is full",
-                    errno.ENOMEM: "memory ran out"}
-
-
 def _resource_fault(exc: BaseException) -> str | None:
     """What ran out, when ``exc`` (or an error it came from) says a resource did."""
+    from shoprec.errors import EXHAUSTED_RESOURCES
+
     seen: set[int] = set()
     found: BaseException | None = exc
     while found is not None and id(found) not in seen:
@@ -1744,9 +1736,9 @@ def _resource_fault(exc: BaseException) -> str | None:
         if isinstance(found, MemoryError):
             return ("memory ran out: train fewer candidates at once (--network-slots 1, or "
                     "fewer --models), use less data, or a machine with more memory")
-        if isinstance(found, OSError) and found.errno in _RESOURCE_ERRNOS:
+        if isinstance(found, OSError) and found.errno in EXHAUSTED_RESOURCES:
             where = f" ({found.filename})" if found.filename else ""
-            return f"{_RESOURCE_ERRNOS[found.errno]}{where}: {found.strerror}"
+            return f"{EXHAUSTED_RESOURCES[found.errno]}{where}: {found.strerror}"
         if "database or disk is full" in str(found):  # SQLite's, through MLflow
             return f"the disk is full: {str(found)[:300]}"
         found = found.__cause__ or found.__context__

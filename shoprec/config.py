@@ -204,10 +204,9 @@ class DataConfig(_Model):
             raise ValueError(f"default_event must be one of {', '.join(EVENTS)}, got {value!r}")
         return value
 
-    def items_reading(self) -> tuple[str | None, str]:
-        """The items file's delimiter and encoding (its own, else the interactions file's)."""
-        return (self.items_delimiter or self.delimiter,
-                self.items_encoding or self.encoding)
+    def items_file_encoding(self) -> str:
+        """The items file's text encoding: its own, else the interactions file's."""
+        return self.items_encoding or self.encoding
 
     def items_columns(self) -> dict[str, str]:
         """The column mapping of the items file: ``items.``-prefixed entries over the plain."""

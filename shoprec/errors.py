@@ -6,6 +6,7 @@ so the command line can print it instead of a traceback.
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,3 +94,15 @@ class UnreadableModelError(ConfigError):
 
 class FolderInUseError(ConfigError):
     """Another live run writes its outputs to the folder given (a usage error: pick another)."""
+
+
+#: What ran out, by the error number an operating system gives for it: a fault of the
+#: machine that no retry mends and no bug report explains.
+EXHAUSTED_RESOURCES = {
+    errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "a file grew past the size limit (ulimit -f)",
+    errno.EROFS: "a file system is read-only",
+    errno.EMFILE: "too many files are open (ulimit -n)",
+    errno.ENFILE: "the system's table of open files is full",
+    errno.ENOMEM: "memory ran out",
+}

@@ -89,13 +89,13 @@ def private_folder(path: str | Path) -> Path:
     # the check, and Prefect keeps using the path), and the target: this user's or root's.
     trusted = (os.geteuid(), 0)
     parts = [folder.absolute(), *folder.absolute().parents]
-    if real.stat().st_uid != os.geteuid() or any(
-            part.lstat().st_uid not in trusted for part in parts):
+    info = real.stat()
+    if info.st_uid != os.geteuid() or any(part.lstat().st_uid not in trusted for part in parts):
         # Its owner could plant pickles there, which a cache hit would load.
         raise PermissionError(f"{folder} is owned by another user (or lies under a folder or "
                               "link that is): results are loaded back from it, so it must "
                               "be this user's own folder")
-    if real.stat().st_mode & 0o077:
+    if info.st_mode & 0o077:
         real.chmod(0o700)
     return folder
 

@@ -7,7 +7,6 @@ changes only model settings skips data preparation.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -22,7 +21,7 @@ from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingCon
 from shoprec.data.adapters import RawData, load
 from shoprec.data.cleaning import CleanData, clean
 from shoprec.data.splits import Split, split_interactions
-from shoprec.errors import ConfigError, DataError
+from shoprec.errors import EXHAUSTED_RESOURCES, ConfigError, DataError
 from shoprec.features.encoding import EncodedSplit, encode_split
 from shoprec.pipeline import data_fingerprint
 from shoprec.privacy import KEY_ENV, PseudonymKey, make_key, pseudonymize
@@ -40,11 +39,6 @@ if TYPE_CHECKING:
     from shoprec.tuning.weighting import WeightingChoice
 
 
-#: Error numbers of a resource that ran out: no retry helps.
-_EXHAUSTED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EMFILE,
-                        errno.ENFILE, errno.ENOMEM})
-
-
 def transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's signature
     """Retry reads only for I/O hiccups, never for data that is wrong."""
     try:
@@ -57,7 +51,7 @@ def transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's sig
     except OSError as exc:
         # A full disk or quota, a file size or open-file limit, a read-only file system:
         # still so seconds later.
-        return exc.errno not in _EXHAUSTED
+        return exc.errno not in EXHAUSTED_RESOURCES
     except Exception:  # noqa: BLE001 - anything else is not transient
         return False
     return False

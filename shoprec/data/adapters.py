@@ -192,7 +192,7 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
     hints = {c: repr(mapping.get(c, c)) for c in INTERACTION_COLUMNS}
     items = items_frame = None
     if config.items:
-        _, encoding = config.items_reading()
+        encoding = config.items_file_encoding()
         # Its own delimiter, else the interactions file's unless it declares one (sep=).
         items_frame = read_table(config.items, what="items", delimiter=config.items_delimiter,
                                  encoding=encoding, inherited_delimiter=config.delimiter)
@@ -428,7 +428,7 @@ def _movielens_csv_items(path: str, config: DataConfig, required: bool) -> _Mayb
     if is_parquet(path):
         frame = read_table(path, what="items")
     else:
-        _, encoding = config.items_reading()
+        encoding = config.items_file_encoding()
         frame = read_table(path, what="items", delimiter=config.items_delimiter,
                            encoding=encoding, inherited_delimiter=config.delimiter)
     names = {"movieId": "item_id", "title": "title", "genres": "category"}

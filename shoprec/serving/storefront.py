@@ -29,6 +29,7 @@ import numpy as np
 
 from shoprec.data.schema import canonical_id
 from shoprec.errors import ServingUnavailableError
+from shoprec.serving.engine import EXPLAIN_GRANTED
 
 if TYPE_CHECKING:
     from shoprec.serving.server import Receive, RecommendationServer, Scope
@@ -61,8 +62,6 @@ async def handle(server: RecommendationServer, scope: Scope,
             if bundle.sessions is None:
                 return _fail(404, "live sessions are off on this server (shoprec serve "
                              "--sessions FILE turns them on)")
-            from shoprec.serving.engine import EXPLAIN_GRANTED
-
             if not EXPLAIN_GRANTED.get():  # a loopback server's token: a proxy's client
                 return _fail(403, "events are taken only from requests that carry this "
                              "server's access token (the storefront link `shoprec serve` "
@@ -103,8 +102,6 @@ async def handle(server: RecommendationServer, scope: Scope,
 
 def _shopper_data_refusal(server: RecommendationServer) -> str | None:
     """Why shopper ids and histories are not served to this request, or ``None``."""
-    from shoprec.serving.engine import EXPLAIN_GRANTED
-
     if not server.bundle.explanations:
         return ("shopper data is not served here; start the server with `shoprec serve "
                 "--explanations` to allow it")
@@ -129,8 +126,6 @@ def _page() -> bytes:
 
 def info(server: RecommendationServer) -> dict[str, Any]:
     """What the page shows of the model and of the server's settings."""
-    from shoprec.serving.engine import EXPLAIN_GRANTED
-
     bundle = server.bundle
     # For this request: a page opened without the server's token sees no shopper data.
     allowed = bool(bundle.explanations) and EXPLAIN_GRANTED.get()

@@ -258,6 +258,13 @@ def test_a_promotion_does_not_overwrite_a_champion_that_moved_meanwhile(
     assert alias_version(two_versions, "previous-champion") is None
 
 
+def _promote_2_over_1(name: str) -> None:
+    """Version 2 promoted over version 1 on a better comparison (version 1 previous)."""
+    from shoprec.registry.promotion import apply_promotion, decide
+
+    apply_promotion(decide(name, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2}, "ndcg@10"))
+
+
 class _ServerGone(Exception):
     """What the client raises when the tracking server went away mid-operation."""
 
@@ -341,8 +348,7 @@ def test_a_promotion_whose_restore_failed_is_undone_by_the_next_operation(
 
     client = tracking.client()
     client.create_model_version(two_versions, source="/tmp")  # version 3
-    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
-                           "ndcg@10"))
+    _promote_2_over_1(two_versions)
     assert (alias_version(two_versions, "champion"),
             alias_version(two_versions, "previous-champion")) == ("2", "1")
     decision = decide(two_versions, "3", "2", {"ndcg@10": 0.4}, {"ndcg@10": 0.3}, "ndcg@10")
@@ -435,14 +441,11 @@ def test_a_rollback_stopped_midway_is_finished_as_asked_by_the_next(
     from shoprec.registry.promotion import (
         PENDING_ROLLBACK,
         PromotionError,
-        apply_promotion,
-        decide,
         rollback,
     )
 
     client = tracking.client()
-    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
-                           "ndcg@10"))
+    _promote_2_over_1(two_versions)
     assert alias_version(two_versions, "champion") == "2"
     with monkeypatch.context() as patched:
         _fail_once(patched, "set_model_version_tag")  # after champion moved back
@@ -478,11 +481,10 @@ def test_a_stopped_rollback_is_finished_once_though_its_version_was_deleted(
     what happened, and a long reason no longer cuts the log's JSON."""
     from shoprec.registry import tracking
     from shoprec.registry.aliases import alias_log, alias_version
-    from shoprec.registry.promotion import PENDING_ROLLBACK, apply_promotion, decide, rollback
+    from shoprec.registry.promotion import PENDING_ROLLBACK, rollback
 
     client = tracking.client()
-    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
-                           "ndcg@10"))
+    _promote_2_over_1(two_versions)
     long_reason = "conversion dropped " * 400  # 7,600 characters
     with monkeypatch.context() as patched:
         _fail_once(patched, "delete_registered_model_alias")  # after champion's log entry
@@ -801,14 +803,11 @@ def test_a_plain_promote_does_not_put_back_a_rolled_back_challenger(
         two_versions: str) -> None:
     from shoprec.registry.promotion import (
         PromotionError,
-        apply_promotion,
-        decide,
         resolve_candidate,
         rollback,
     )
 
-    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
-                           "ndcg@10"))
+    _promote_2_over_1(two_versions)
     rollback(two_versions, reason="bad answers", by="ops")
     with pytest.raises(PromotionError, match=r"version 2, was rolled back by ops at .* "
                                              r"\(bad answers\); .* --version 2"):
@@ -863,11 +862,10 @@ def test_a_promotion_and_a_rollback_under_way_refuse_each_other(
         ChampionBusyError,
         alias_version,
     )
-    from shoprec.registry.promotion import apply_promotion, check_rollback, decide, rollback
+    from shoprec.registry.promotion import check_rollback, rollback
 
     client = tracking.client()
-    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
-                           "ndcg@10"))
+    _promote_2_over_1(two_versions)
     # A promotion in another live process, stopped between its two aliases.
     client.set_registered_model_tag(two_versions, PENDING_MOVE, _record_of(
         another_process, version="3", **{"from": "2"}, previous="1", action="promote",
@@ -885,8 +883,7 @@ def test_a_promotion_and_a_rollback_under_way_refuse_each_other(
         another_process, **{"from": "2"}, to="1", reason="conversion dropped"))
     client.set_registered_model_alias(two_versions, "champion", "1")
     with pytest.raises(ChampionBusyError, match="a rollback by alice"):
-        apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
-                               "ndcg@10"))
+        _promote_2_over_1(two_versions)
     # Nor is it "resumed" by a second rollback while its own process still runs.
     with pytest.raises(ChampionBusyError):
         rollback(two_versions, reason="two", by="carol")
@@ -932,10 +929,9 @@ def test_two_rollbacks_begun_together_do_not_both_go_ahead(
 
     from shoprec.registry import tracking
     from shoprec.registry.aliases import PENDING_ROLLBACK, ChampionBusyError, alias_version
-    from shoprec.registry.promotion import apply_promotion, decide, rollback
+    from shoprec.registry.promotion import rollback
 
-    apply_promotion(decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2},
-                           "ndcg@10"))
+    _promote_2_over_1(two_versions)
     theirs = _record_of(another_process, **{"from": "2"}, to="1", reason="theirs")
     real = MlflowClient.set_registered_model_tag
 
