@@ -1350,6 +1350,76 @@ def rollback(
     console.print(_RESTART_SERVERS.format(version=moved["from"]))
 
 
+@app.command()
+@_handle_errors
+def prune(
+    keep: Annotated[int, typer.Option(
+        "--keep", min=1, help="How many of the newest versions stay whatever they are.")],
+    older_than_days: Annotated[float | None, typer.Option(
+        "--older-than-days", min=0, help="Only versions registered more than this many "
+        "days ago go.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say what would go, and delete nothing.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded.")] = "",
+    by: ByOpt = "",
+    model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
+) -> None:
+    """Delete old versions no alias points at, with their logged models and files.
+
+    The newest --keep versions stay, and so does every version an alias points at and
+    every version a person registered by hand. What went (each version's tags, and the
+    alias moves that named only deleted versions) is logged to an MLflow run
+    `prune <model>` (a Prefect flow).
+    """
+    from shoprec.registry import retention, tracking
+
+    tracking.require_store()
+    if dry_run:
+        chosen = retention.plan(model_name, keep, older_than_days).to_dict()
+        _print_prune(chosen, done=False)
+        return
+    _before_flows("shoprec_flows.operations")
+    from shoprec_flows.operations import prune_registry
+
+    _print_prune(prune_registry(registered_model_name=model_name, keep=keep,
+                                older_than_days=older_than_days, reason=reason,
+                                requested_by=by), done=True)
+
+
+def _print_prune(result: dict[str, Any], done: bool) -> None:
+    from shoprec.registry.retention import PUBLISHED_TAG
+
+    name, pruned = result["name"], result["pruned"]
+    if not pruned:
+        console.print(f"{name}: nothing to prune; {len(result['kept'])} versions kept")
+        return
+    table = Table(title=f"{name}: {'deleted' if done else 'would delete'} {len(pruned)} "
+                        f"version{'s' if len(pruned) > 1 else ''}")
+    columns = ("version", "registered", "gate", "logged model") + (("bytes",) if done else ())
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("version", "bytes") else "left")
+    for version in pruned:
+        row = [version["version"], version["created"], version["tags"].get(PUBLISHED_TAG, ""),
+               (version["model_id"] or "-") if version["model_goes"]
+               else "kept (another version uses it)"]
+        table.add_row(*row, *((f"{version['size_bytes'] or 0:,}",) if done else ()))
+    console.print(table)
+    reasons: dict[str, int] = {}
+    for why in result["kept"].values():
+        reasons[why] = reasons.get(why, 0) + 1
+    console.print(f"kept {len(result['kept'])}: " + "; ".join(
+        f"{count} {why}" for why, count in sorted(reasons.items())), highlight=False)
+    moves = result["moves_archived"]
+    moves = f"{moves} alias move{'' if moves == 1 else 's'}"
+    if done:
+        console.print(f"freed {result['freed_bytes']:,} bytes; {moves} naming only "
+                      f"deleted versions left the registered model's tags. The record is "
+                      f"MLflow run {result['run_id']} (prune {name})", highlight=False)
+    else:
+        console.print(f"{moves} would leave the tags for the prune's MLflow run; "
+                      "run again without --dry-run to delete", highlight=False)
+
+
 #: Said after champion moves: a server resolves the alias when it starts (`serve`).
 _RESTART_SERVERS = ("a `shoprec serve` started before this keeps serving the version it "
                     "loaded (version {version}) until it is started again")

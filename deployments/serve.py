@@ -5,10 +5,10 @@ r"""Serve every shoprec deployment, with its schedule, from this one process (no
         --training-cron "30 1 * * *" --timezone Europe/Paris
 
 Uses Prefect's ``serve``: the deployments appear in the UI (training-nightly,
-promote-model, rollback-model, batch-recommendations, demand-forecast); scheduled and
-manual runs execute here until Ctrl+C. Point ``PREFECT_API_URL`` at a Prefect server first
-(``prefect server start``); ``MLFLOW_TRACKING_URI`` chooses the registry as everywhere
-else.
+promote-model, rollback-model, prune-registry, batch-recommendations, demand-forecast);
+scheduled and manual runs execute here until Ctrl+C. Point ``PREFECT_API_URL`` at a
+Prefect server first (``prefect server start``); ``MLFLOW_TRACKING_URI`` chooses the
+registry as everywhere else.
 """
 
 from __future__ import annotations
@@ -41,7 +41,12 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
     from shoprec_flows.forecast import demand_forecast
-    from shoprec_flows.operations import batch_recommendations, promote_model, rollback_model
+    from shoprec_flows.operations import (
+        batch_recommendations,
+        promote_model,
+        prune_registry,
+        rollback_model,
+    )
     from shoprec_flows.training import training_pipeline
 
     data = {"interactions": dataset, "format": fmt, "items": items}
@@ -72,6 +77,11 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
             name="rollback-model",
             concurrency_limit=one, tags=["shoprec"],
             description="Point champion back at previous-champion."),
+        prune_registry.to_deployment(
+            name="prune-registry",
+            concurrency_limit=one, tags=["shoprec"], parameters={"keep": 30},
+            description="Delete old registered versions no alias points at, with their "
+                        "logged models and files; the newest `keep` stay."),
         batch_recommendations.to_deployment(
             name="batch-recommendations",
             concurrency_limit=one, schedules=schedule(batch_cron), tags=["shoprec"],

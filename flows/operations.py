@@ -1,20 +1,22 @@
-"""Operations flows: promote a version to champion, roll back, write batch recommendations.
+"""Operations flows: promote a version to champion, roll back, prune, write batch recommendations.
 
 Straight-line wiring of the tasks in ``tasks/operations.py``; all logic lives in ``shoprec``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from pydantic import Field
 from shoprec_flows.preparation import prepare_data
 from shoprec_tasks.operations import (
     apply_promotion,
     candidate_weighting,
     compare_with_champion,
     load_model,
+    prune,
     rollback,
     write_batch,
 )
@@ -88,6 +90,30 @@ def rollback_model(registered_model_name: str = DEFAULT_MODEL_NAME, reason: str 
     """
     apply_runtime_defaults(str(flow_run.id))
     return rollback(registered_model_name, reason, requested_by)
+
+
+@flow(name="shoprec-prune-registry", log_prints=True)
+def prune_registry(registered_model_name: str = DEFAULT_MODEL_NAME,
+                   keep: Annotated[int, Field(ge=1)] = 30,
+                   older_than_days: Annotated[float | None, Field(ge=0)] = None,
+                   reason: str = "", requested_by: str = "") -> dict[str, Any]:
+    """Delete old registered versions that no alias points at, with their files.
+
+    The newest ``keep`` versions stay, and so does every version an alias points at or a
+    person registered by hand; the others' logged models and files go. What went (each
+    version's tags and description, and the alias moves that named only them) is logged
+    to an MLflow run ``prune <model>`` and the ``shoprec-prune`` artifact.
+
+    Args:
+        registered_model_name: MLflow registered model name.
+        keep: How many of the newest versions stay whatever they are.
+        older_than_days: Only versions registered more than this many days ago go
+            (empty: any age).
+        reason: Why, recorded with the run.
+        requested_by: Who asks (default: the operating-system user).
+    """
+    apply_runtime_defaults(str(flow_run.id))
+    return prune(registered_model_name, keep, older_than_days, reason, requested_by)
 
 
 @flow(name="shoprec-batch-recommendations", log_prints=True)

@@ -1,4 +1,4 @@
-"""Prefect tasks of day-to-day operations: promotion, rollback, batch recommendations."""
+"""Prefect tasks of day-to-day operations: promotion, rollback, pruning, batch recommendations."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from shoprec.batch import BatchResult, write_recommendations
 from shoprec.config import BatchConfig, PromotionConfig, WeightingConfig
 from shoprec.features import item_frame
 from shoprec.features.encoding import EncodedSplit
-from shoprec.registry import loading, promotion
+from shoprec.registry import loading, promotion, retention
 from shoprec.registry.bundle import ModelBundle
 from shoprec.registry.recipe import recorded_weighting
 
 PROMOTION_KEY = "shoprec-promotion"
 ROLLBACK_KEY = "shoprec-rollback"
+PRUNE_KEY = "shoprec-prune"
 BATCH_KEY = "shoprec-batch-recommendations"
 
 
@@ -78,6 +79,16 @@ def rollback(name: str, reason: str, requested_by: str) -> dict[str, Any]:
                   f"- reason: {moved['reason'] or '(none given)'}\n"),
         description="Alias move of a rollback")
     return moved
+
+
+@task(name="prune-registry", cache_policy=NO_CACHE)
+def prune(name: str, keep: int, older_than_days: float | None, reason: str,
+          requested_by: str) -> dict[str, Any]:
+    """Delete old unaliased versions with their files, and report what went."""
+    result = retention.prune(name, keep, older_than_days, reason, requested_by or None)
+    create_markdown_artifact(key=PRUNE_KEY, markdown=retention.markdown(result),
+                             description="Versions a prune deleted")
+    return result
 
 
 @task(name="load-model", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io,

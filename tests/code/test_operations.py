@@ -478,7 +478,7 @@ def test_nightly_retrains_promote_on_a_like_for_like_comparison(
                 return {d.name for d in await client.read_deployments()}
 
         deadline = time.monotonic() + 180
-        wanted = {"training-nightly", "promote-model", "rollback-model",
+        wanted = {"training-nightly", "promote-model", "rollback-model", "prune-registry",
                   "batch-recommendations", "demand-forecast"}
         while not wanted <= asyncio.run(deployment_names()):
             assert serving.poll() is None, "deployments/serve.py exited"
@@ -646,13 +646,15 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(registered: str) -> None:
     # Typed parameters: the UI builds its form from this schema, with descriptions.
     schema = nightly.parameter_openapi_schema
     assert {"data", "cleaning", "split", "weighting", "training"} <= set(schema["properties"])
+    assert not found["prune-registry"].schedules
+    assert found["prune-registry"].parameters == {"keep": 30}
     promote = found["promote-model"]
     assert not promote.schedules and "promotion" in promote.parameter_openapi_schema[
         "properties"]
     assert [s.schedule.cron for s in found["batch-recommendations"].schedules] == ["0 5 * * *"]
     assert [s.schedule.cron for s in found["demand-forecast"].schedules] == ["0 3 * * 1"]
     # One run of each at a time; a run started beside one is cancelled, not queued.
-    for name in ("training-nightly", "promote-model", "rollback-model",
+    for name in ("training-nightly", "promote-model", "rollback-model", "prune-registry",
                  "batch-recommendations", "demand-forecast"):
         assert found[name].global_concurrency_limit.limit == 1, name
         assert found[name].concurrency_options.collision_strategy == "CANCEL_NEW", name

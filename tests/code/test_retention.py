@@ -1,0 +1,220 @@
+"""Retention: `shoprec prune` deletes old unaliased versions with their files, keeps the
+rest, records what went, and finishes what a stopped prune left."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = "kept-shop"
+
+
+def _publish(client, experiment: str, folder: Path, size: int, name: str = NAME,
+             gate: str | None = "pass", model_id: str | None = None) -> str:
+    """A version as a training publishes one: a run, a logged model with files, a gate tag.
+
+    ``model_id`` registers an existing logged model again instead of logging a new one.
+    """
+    run = client.create_run(experiment)
+    if model_id is None:
+        model = client.create_logged_model(experiment, name="model",
+                                           source_run_id=run.info.run_id)
+        model_id = model.model_id
+        files = folder / model_id
+        files.mkdir(parents=True)
+        (files / "bundle.bin").write_bytes(b"x" * size)
+        client.log_model_artifacts(model_id, str(files))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    tags = {"gate": gate} if gate else {}
+    return str(client.create_model_version(name, f"models:/{model_id}", run.info.run_id,
+                                           tags=tags, model_id=model_id).version)
+
+
+def _model_id(version) -> str:
+    # MLflow's SQL store gives model_id back as None; the source names the logged model.
+    return version.source.removeprefix("models:/")
+
+
+def _model_files(client, name: str, version: str) -> Path:
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    model_id = _model_id(client.get_model_version(name, version))
+    return Path(local_file_uri_to_path(client.get_logged_model(model_id).artifact_location))
+
+
+@pytest.fixture()
+def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Eight versions of NAME: champion 3, previous-champion 2, challenger 8, version 5
+    registered by hand (no gate tag); each logged model holds 1,000 x its version bytes.
+    The alias log holds champion None -> 1 -> 3 and previous-champion None -> 1 -> 2."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import log_alias_move
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    client = tracking.client()
+    experiment = tracking.experiment_id()
+    client.create_registered_model(NAME)
+    for number in range(1, 9):
+        _publish(client, experiment, tmp_path / "staged", 1000 * number,
+                 gate=None if number == 5 else "pass")
+    for alias, version in (("champion", "3"), ("previous-champion", "2"),
+                           ("challenger", "8")):
+        client.set_registered_model_alias(NAME, alias, version)
+    for alias, before, after in (("champion", None, "1"), ("champion", "1", "3"),
+                                 ("previous-champion", None, "1"),
+                                 ("previous-champion", "1", "2")):
+        log_alias_move(NAME, alias, before, after, "promote", "ops", "nightly",
+                       "2026-01-01T00:00:00+00:00")
+    return client
+
+
+def test_prune_deletes_old_unaliased_versions_with_their_files_and_keeps_a_record(
+        shop) -> None:
+    import mlflow
+
+    from shoprec.registry.aliases import alias_log
+    from shoprec.registry.retention import plan, prune
+
+    files = {v: _model_files(shop, NAME, v) for v in ("1", "2", "4", "5", "6", "7")}
+    assert all(path.exists() for path in files.values())
+    chosen = plan(NAME, keep=2)
+    assert [v.version for v in chosen.prune] == ["6", "4", "1"]
+    assert chosen.kept == {"8": "alias challenger", "7": "among the newest 2",
+                           "5": "not published by a shoprec run (no 'gate' tag)",
+                           "3": "alias champion", "2": "alias previous-champion"}
+    # Only champion None -> 1 and previous-champion None -> 1 name nothing kept.
+    assert len(chosen.moves) == 2
+    # A plan changes nothing.
+    assert len(shop.search_model_versions(f"name = '{NAME}'")) == 8
+
+    result = prune(NAME, keep=2, reason="disk", by="ops")
+    left = sorted(int(v.version) for v in shop.search_model_versions(f"name = '{NAME}'"))
+    assert left == [2, 3, 5, 7, 8]
+    assert result["freed_bytes"] == 1000 * (1 + 4 + 6)
+    assert not files["1"].exists() and not files["4"].exists() and not files["6"].exists()
+    assert files["2"].exists() and files["5"].exists() and files["7"].exists()
+    # The moves that named a deleted version and a kept one stay in the tags.
+    assert [(m["alias"], m["from"], m["to"]) for m in alias_log(NAME)] == [
+        ("champion", "1", "3"), ("previous-champion", "1", "2")]
+    # The record: a finished run with each deleted version's tags and the moves archived.
+    run = shop.get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["shoprec.operation"] == "prune"
+    assert run.data.tags["reason"] == "disk" and run.data.metrics["freed_bytes"] == 11000
+    pruned = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/pruned_versions.json")
+    assert [(v["version"], v["tags"]) for v in pruned] == [
+        ("6", {"gate": "pass"}), ("4", {"gate": "pass"}), ("1", {"gate": "pass"})]
+    moves = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/alias_moves.jsonl")
+    assert sorted((m["record"]["alias"], m["record"]["to"]) for m in
+                  map(json.loads, moves.splitlines())) == [("champion", "1"),
+                                                           ("previous-champion", "1")]
+    # A second prune has nothing left to do.
+    again = prune(NAME, keep=2)
+    assert again["pruned"] == [] and again["run_id"] is None
+
+
+def test_prune_by_age_keeps_recent_versions(shop) -> None:
+    from shoprec.registry.retention import plan
+
+    chosen = plan(NAME, keep=1, older_than_days=1)
+    assert chosen.prune == []
+    assert chosen.kept["6"] == "registered less than 1 days ago"
+    assert [v.version for v in plan(NAME, keep=1, older_than_days=0).prune] == \
+        ["7", "6", "4", "1"]
+
+
+def test_a_logged_model_another_version_uses_stays(shop, tmp_path: Path) -> None:
+    from shoprec.registry import tracking
+    from shoprec.registry.retention import prune
+
+    shop.create_registered_model("elsewhere")
+    model_id = _model_id(shop.get_model_version(NAME, "1"))
+    _publish(shop, tracking.experiment_id(), tmp_path, 0, name="elsewhere", model_id=model_id)
+    files = _model_files(shop, NAME, "1")
+    result = prune(NAME, keep=2)
+    assert [(v["version"], v["model_goes"]) for v in result["pruned"]] == [
+        ("6", True), ("4", True), ("1", False)]
+    assert files.exists()
+    assert shop.get_logged_model(model_id).model_id == model_id
+
+
+def test_a_prune_stopped_midway_is_finished_by_the_next(
+        shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files and logged model gone, the version still there: the next prune ends it."""
+    from mlflow import MlflowClient
+
+    from shoprec.registry.retention import prune
+
+    real = MlflowClient.delete_model_version
+
+    def server_gone(self, name: str, version: str) -> None:
+        raise ConnectionError("the tracking server went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "delete_model_version", server_gone)
+        with pytest.raises(ConnectionError):
+            prune(NAME, keep=2)
+    assert MlflowClient.delete_model_version is real
+    assert len(shop.search_model_versions(f"name = '{NAME}'")) == 8
+    finished = prune(NAME, keep=2)
+    assert [v["version"] for v in finished["pruned"]] == ["6", "4", "1"]
+    # The first attempt freed version 6's files; the second those of 4 and 1.
+    assert finished["freed_bytes"] == 1000 * (4 + 1)
+    assert sorted(int(v.version) for v in shop.search_model_versions(f"name = '{NAME}'")) \
+        == [2, 3, 5, 7, 8]
+
+
+def test_prune_is_refused_while_the_champion_is_moving(shop) -> None:
+    from shoprec.registry.aliases import PENDING_ROLLBACK, ChampionBusyError, now
+    from shoprec.registry.retention import prune
+
+    # A rollback begun a moment ago on another machine: under way for ten minutes.
+    shop.set_registered_model_tag(NAME, PENDING_ROLLBACK, json.dumps(
+        {"from": "3", "to": "2", "by": "ops", "at": now(), "owner": {"host": "elsewhere"}}))
+    with pytest.raises(ChampionBusyError, match="a rollback by ops"):
+        prune(NAME, keep=1)
+    assert len(shop.search_model_versions(f"name = '{NAME}'")) == 8
+
+
+def test_prune_refuses_what_it_cannot_do(shop) -> None:
+    from shoprec.errors import ConfigError
+    from shoprec.registry.retention import plan
+
+    with pytest.raises(ConfigError, match="keep at least the newest version"):
+        plan(NAME, keep=0)
+    with pytest.raises(ConfigError, match="no registered model 'nothing-here'.*"
+                                          "--registered-model-name"):
+        plan("nothing-here", keep=3)
+
+
+@pytest.mark.slow
+def test_cli_prune_dry_run_says_what_would_go_and_changes_nothing(shop) -> None:
+    def shoprec(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "shoprec_cli", "prune", *args,
+                               "--registered-model-name", NAME], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    dry = shoprec("--keep", "2", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete 3 versions" in dry.stdout
+    assert "kept 5: 1 alias challenger; 1 alias champion" in dry.stdout
+    assert "2 alias moves would leave the tags" in dry.stdout
+    assert len(shop.search_model_versions(f"name = '{NAME}'")) == 8
+    wrong = shoprec("--keep", "0")
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "--keep" in wrong.stderr
+
+
+@pytest.mark.integration
+def test_cli_prune_runs_the_prefect_flow(shop, prefect_api: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "shoprec_cli", "prune", "--keep", "3",
+                           "--reason", "monthly", "--registered-model-name", NAME],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "deleted 2 versions" in done.stdout and "freed 5,000 bytes" in done.stdout
+    assert sorted(int(v.version) for v in shop.search_model_versions(f"name = '{NAME}'")) \
+        == [2, 3, 5, 6, 7, 8]
