@@ -563,6 +563,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table = _counts_table(f"Data report: {counts['source']} ({counts['format']})", counts)
     if counts.get("catalogue_items") is not None:
         table.add_row("catalogue items", f"{counts['catalogue_items']:,}")
+    if counts.get("items_quarantined"):
+        reasons = ", ".join(f"{k}={v}" for k, v in counts["items_quarantined_by_reason"].items())
+        table.add_row("items quarantined", f"{counts['items_quarantined']:,} ({reasons})")
     console.print(table)
     split = Table(title=f"Split: {summary['split']['method']}")
     for column in ("part", "rows", "users", "evaluated users", "relevant pairs"):
@@ -888,6 +891,9 @@ def train(
         "with a search space).")] = None,
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
+    gate_min_users: Annotated[int, typer.Option(
+        "--gate-min-users", min=0, help="Test users a comparison must rest on to replace a "
+        "champion (0: any number).")] = 50,
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", callback=_checked_new_name,
         help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
@@ -948,6 +954,7 @@ def train(
                                     choose_weighting, weighting_half_lives)
     training_config = TrainingConfig(models=chosen, ks=ks, primary_metric=primary_metric,
                                      seed=seed, gate_margin=gate_margin,
+                                     gate_min_users=gate_min_users,
                                      registered_model_name=model_name,
                                      params=params,
                                      task_runner="dask" if dask_address else task_runner,
@@ -1454,8 +1461,9 @@ def batch(
         "--stock", help="CSV or Parquet with item_id and units on hand: down-weight products "
         "forecast to sell out beyond it.")] = None,
     forecast: Annotated[str, typer.Option(
-        "--forecast", help="The demand forecast used with --stock: a model URI or the "
-        "forecast's Parquet file or folder.")] = "models:/shoprec-demand@champion",
+        "--forecast", help="The demand forecast used with --stock: a model URI, the "
+        "forecast's Parquet file or folder, or none (stock alone: only products with no "
+        "units left are held back).")] = "models:/shoprec-demand@champion",
     stock_weeks: Annotated[int, typer.Option(
         "--stock-weeks", min=0, max=26, help="Forecast weeks the stock must last (0: all).")]
     = 0,
@@ -1485,7 +1493,7 @@ def batch(
         # Bad stock or a missing forecast is reported before the model is loaded.
         read_stock(stock)
         if ":/" not in forecast:
-            read_forecast(forecast)
+            read_forecast(forecast)  # a file, a folder, or none
         else:
             from shoprec.registry.demand import is_forecast_version
 
@@ -1493,8 +1501,9 @@ def batch(
             found = alias_version(demand_name, demand_alias)
             if found is None:
                 raise ConfigError(f"the demand forecast {forecast!r} does not exist in the "
-                                  "registry; run `shoprec forecast` first, or pass --forecast "
-                                  "PATH of its Parquet output")
+                                  "registry; run `shoprec forecast` first, pass --forecast "
+                                  "PATH of its Parquet output, or --forecast none to hold "
+                                  "back only the products with no units left")
             if not is_forecast_version(demand_name, found):
                 raise ConfigError(f"--forecast {forecast!r} is version {found} of "
                                   f"{demand_name}, which is not a demand forecast; give "

@@ -660,6 +660,9 @@ class TrainingConfig(_Model):
     gate_margin: float = Field(
         0.05, ge=0, description="A new champion must beat popularity by this relative margin."
     )
+    gate_min_users: int = Field(
+        50, ge=0, description="Test users a comparison must rest on to replace a champion "
+        "(0: any number); with fewer the version stays challenger.")
     registered_model_name: NewRegisteredName = Field(DEFAULT_MODEL_NAME,
                                                   description="MLflow registered model name.")
     experiment: ExperimentName = Field("shoprec", description="MLflow experiment name.")
@@ -933,7 +936,8 @@ class BatchConfig(_Model):
                             "hand: products forecast to sell out beyond it are down-weighted "
                             "(empty: stock is not considered).")
     forecast: str = Field("models:/shoprec-demand@champion", description="The demand "
-                          "forecast used with stock_path: a model URI, or the forecast's "
-                          "Parquet file or data set root.")
+                          "forecast used with stock_path: a model URI, the forecast's "
+                          "Parquet file or data set root, or 'none' (stock alone: only "
+                          "products with no units left are held back).")
     stock_weeks: int = Field(0, ge=0, le=26, description="Forecast weeks the stock must last "
                              "(0: every week of the forecast).")

@@ -76,6 +76,11 @@ def read_stock(path: str | Path) -> pd.Series:
     return pd.Series(units.to_numpy(dtype=float), index=ids.to_numpy(), name="units")
 
 
+#: ``--forecast none``: stock alone (a product with no units left is held back, every
+#: other keeps its place), for a shop without a demand forecast.
+NO_FORECAST = "none"
+
+
 def read_forecast(source: str, item_ids: np.ndarray | None = None) -> pd.DataFrame:
     """The latest demand forecast: ``item_id, week, forecast``.
 
@@ -86,9 +91,15 @@ def read_forecast(source: str, item_ids: np.ndarray | None = None) -> pd.DataFra
             partition is read).
         item_ids: The products to ask a model about (every one of the file otherwise).
 
+        ``none`` (:data:`NO_FORECAST`): no forecast; only products with no units left
+            are held back.
+
     Raises:
         ConfigError: The source does not exist or holds no forecast.
     """
+    if source.strip().lower() == NO_FORECAST:
+        return _checked_forecast(pd.DataFrame({"item_id": [], "week": [], "forecast": []}),
+                                 source)
     if ":/" in source:
         return _forecast_from_model(source, item_ids)
     path = Path(source)

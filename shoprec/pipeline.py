@@ -235,6 +235,9 @@ def data_counts(prepared: PreparedData | PreparedRun) -> dict[str, Any]:
         "users": cleaning.users,
         "items": cleaning.items,
         "catalogue_items": cleaning.items_clean,
+        # Item rows read = catalogue items + item rows quarantined (0 read when derived).
+        "items_in": cleaning.items_in,
+        "items_quarantined": cleaning.items_quarantined,
         "items_quarantined_by_reason": cleaning.items_quarantined_by_reason,
         "quarantine_files": prepared.quarantine_paths,
     }

@@ -798,7 +798,8 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
     weights = weighting.model_dump(mode="json", exclude={"search"})
     verdict = gate(primary, winner.test, popularity, config.gate_margin, champion,
                    reference.test if reference and reference.status == "ok" else None,
-                   reference.error if reference else None, weights)
+                   reference.error if reference else None, weights,
+                   min_users=config.gate_min_users)
     recipe = Recipe(winner.model, winner.params, weights, cutoff, fingerprint, commit)
     return Selection(winner, verdict, leaderboard_frame(results, primary), recipe)
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from shoprec.config import DataConfig, Format
 from shoprec.data.io import column_names, is_parquet, path_exists, read_table
-from shoprec.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, SOURCE_ROW
+from shoprec.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, SOURCE_ROW, canonical_ids
 from shoprec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -294,12 +294,14 @@ def _adapt_online_retail(frame: pd.DataFrame, path: str, config: DataConfig) -> 
     interactions = _numbers_read(frame[list(renamed)].rename(columns=renamed),
                                  ["value", "unit_price"], config)
     if "user_id" in interactions.columns:
-        # CustomerID is a float string ("17850.0"); the id is its integer part.
-        interactions["user_id"] = interactions["user_id"].str.replace(
-            r"\.0+$", "", regex=True
-        ).str.strip()
+        # CustomerID is a float string ("17850.0"), or a float column in a typed Parquet
+        # export: the id is its integer part.
+        interactions["user_id"] = canonical_ids(interactions["user_id"])
     if "item_id" in interactions.columns:
-        interactions["item_id"] = interactions["item_id"].str.strip().str.upper()
+        interactions["item_id"] = canonical_ids(interactions["item_id"]).str.upper()
+    if "invoice" in interactions.columns:
+        # A typed export holds InvoiceNo as a number where no cancellation ("C...") is in it.
+        interactions["invoice"] = interactions["invoice"].astype("string")
     interactions["event"] = "purchase"
     rules: list[QuarantineRule] = []
     if "invoice" in interactions.columns:

@@ -432,7 +432,11 @@ def clean_items(raw: RawData, config: CleaningConfig
         given = items["price"].notna() & (items["price"].astype("string").str.strip() != "")
         reasons.catch("invalid_price", given & ~np.isfinite(price.astype("float64")))
         reasons.catch("negative_price", price < 0)
-    reasons.catch("duplicate_item", ids.duplicated(keep="first") & pd.Series(reasons.clean))
+    # The first row still clean is the one kept: a later valid row of an id whose first
+    # row was quarantined (a bad price) is the product's row, not a duplicate.
+    still = pd.Series(reasons.clean, index=ids.index)
+    reasons.catch("duplicate_item", ids[still].duplicated(keep="first").reindex(
+        ids.index, fill_value=False).to_numpy(dtype=bool))
     keep = reasons.clean
     clean = pd.DataFrame({"item_id": ids[keep].astype("string")})
     for column in ("title", "description", "category", "brand"):

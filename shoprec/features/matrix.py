@@ -76,8 +76,10 @@ def interaction_matrix(interactions: pd.DataFrame, users: IdMap, items: IdMap,
         rows, cols, data = rows[first], cols[first], np.maximum.reduceat(data, first)
     elif repeats not in ("sum", "max"):
         raise ValueError(f"repeats must be 'sum' or 'max', not {repeats!r}")
-    matrix = sp.csr_matrix((data, (rows, cols)), shape=(len(users), len(items)),
-                           dtype=np.float32)
+    # A pair's repeats are added in double precision, then rounded once: float32 sums in
+    # the file's row order made the same rows, shuffled, a slightly different matrix.
+    matrix = sp.csr_matrix((data.astype(np.float64), (rows, cols)),
+                           shape=(len(users), len(items)), dtype=np.float64)
     matrix.sum_duplicates()
     matrix.sort_indices()
-    return matrix
+    return matrix.astype(np.float32)

@@ -76,7 +76,7 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
          margin: float, champion: ChampionReference | None = None,
          champion_test: dict[str, float] | None = None,
          champion_problem: str | None = None,
-         weighting: dict[str, Any] | None = None) -> GateVerdict:
+         weighting: dict[str, Any] | None = None, min_users: int = 0) -> GateVerdict:
     """Decide whether a candidate may become champion.
 
     The champion is compared like for like: its recipe retrained on this run's training
@@ -94,6 +94,8 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
         champion_problem: Why the recipe has no metrics (it failed or was skipped here).
         weighting: This run's event weighting; when the champion's recipe records another,
             the verdict says that both were compared with this run's.
+        min_users: Test users the comparison must rest on to replace a champion
+            (``candidate["users"]``); with fewer, a holiday's handful, the champion stays.
 
     Returns:
         The verdict; ``passed`` only if every check passed.
@@ -135,6 +137,15 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             f"{metric} {shown} vs {theirs} for champion version {version}'s recipe "
             f"{champion.recipe.describe() if champion.recipe else ''} retrained on this run's "
             f"training split, same test users{note}"))
+    if version is not None and not (champion is not None and champion.error) and min_users:
+        users = int(candidate.get("users", 0))
+        checks.append(GateCheck(
+            "enough_test_users", users >= min_users, float(users), float(min_users),
+            f"{users:,} test users evaluated"
+            + (f", at least the {min_users:,} a champion is replaced on" if users >= min_users
+               else f", fewer than the {min_users:,} a champion is replaced on "
+                    "(--gate-min-users): one user's list moves the figures more than the "
+                    "versions differ")))
     return GateVerdict(all(c.passed for c in checks), metric, checks, version)
 
 

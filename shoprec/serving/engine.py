@@ -242,12 +242,17 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
             # rarity, the others keep the model's own order and scores.
             pool, pool_values = bundle.model.recommend(subset, k=diversity_pool(max_k))
             top[personal], values[personal] = pool[:, :max_k], pool_values[:, :max_k]
+            blank = _blank(personal, values)
             mixed = personal[asked]
             top[mixed], values[mixed] = rerank_for_novelty(
                 pool[asked], pool_values[asked], bundle.novelty, max_k,
                 weights[personal][asked])
         else:
             top[personal], values[personal] = bundle.model.recommend(subset, k=max_k)
+            blank = _blank(personal, values)
+        for r in blank:
+            source[r] = "popularity"
+        has_history[blank] = False
     cold = np.flatnonzero(~is_search & ~has_history)
     if len(cold):
         top[cold], values[cold] = _popular(bundle, rows[cold], max_k)
@@ -341,6 +346,16 @@ def _with_sessions(bundle: ModelBundle, stored: list[str], recent: list[Any]) ->
         return recent
     return [[*_as_list(items), *sessions.get(user, [])] if user in sessions else items
             for user, items in zip(asking, recent, strict=True)]
+
+
+def _blank(personal: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The rows of ``personal`` whose model scores are all 0: no ranking at all.
+
+    A history of products nobody had bought when the model was trained (a new product's
+    first clicks) gives every item the same score, 0, and its "ranking" would be catalogue
+    order; such a shopper is answered as one with no history (popularity).
+    """
+    return personal[np.all(values[personal] == 0.0, axis=1)]
 
 
 def _popular(bundle: ModelBundle, rows: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:

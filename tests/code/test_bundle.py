@@ -311,3 +311,28 @@ def test_live_sessions_count_as_recent_items(bundle: ModelBundle, tmp_path: Path
         assert bundle.answer([{"user_id": "u5"}])[0]["source"] == "popularity"
     finally:
         bundle.sessions = None
+
+
+@pytest.mark.parametrize("family", ["mf", "ease"])
+def test_a_history_of_products_nobody_bought_is_answered_by_popularity(family: str) -> None:
+    """A new product's first clicks gave every item the score 0, and the answer was the
+    catalogue's order labelled as the model's."""
+    from shoprec.models import EASE
+
+    rng = np.random.default_rng(5)
+    dense = (rng.random((40, 30)) < 0.25).astype(np.float32)
+    dense[:, 27:] = 0  # three products in the catalogue, bought by nobody yet
+    history = sp.csr_matrix(dense)
+    model = (ImplicitALS(factors=4, iterations=5, regularization=0.1, seed=1)
+             if family == "mf" else EASE(regularization=10.0)).fit(history)
+    shop = ModelBundle(model=model, users=IdMap([f"u{i}" for i in range(40)]),
+                       items=IdMap([f"i{i}" for i in range(30)]), history=history,
+                       fallback=Popularity().fit(history), meta={"model": family})
+    new, mixed = shop.answer([{"recent_items": ["i28"], "k": 5},
+                              {"recent_items": ["i28", "i3"], "k": 5}])
+    best, _ = top_k(shop.fallback.item_scores_[None, :], 5)
+    assert new["source"] == "popularity" and new["item_ids"] == [f"i{j}" for j in best[0]]
+    # One known product is enough for the model to rank.
+    assert mixed["source"] == "model" and any(s > 0 for s in mixed["scores"])
+    assert shop.answer([{"recent_items": ["i28"], "k": 5, "diversity": 0.5}])[0][
+        "source"] == "popularity"

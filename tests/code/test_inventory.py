@@ -66,6 +66,11 @@ def test_availability_is_the_share_of_forecast_demand_the_stock_covers() -> None
     # Another shop's forecast holds nothing back but what has no units, and says so.
     other = _forecast({"x": 40.0})
     assert availability(ids, stock, other).tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    # No forecast at all (`--forecast none`, a shop without one): the stock alone holds
+    # back what has no units left; it needed a registered forecast before.
+    for weeks in (0, 2):
+        assert availability(ids, stock, read_forecast(" None "), weeks).tolist() == [
+            1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
 
 
 def test_products_forecast_to_sell_out_move_down_and_empty_ones_leave(

@@ -140,6 +140,28 @@ def test_gate_compares_with_the_champions_recipe_and_names_it() -> None:
     assert "10,000 items" in lost.checks[1].reason
 
 
+def test_gate_keeps_the_champion_when_the_test_rests_on_a_handful_of_users() -> None:
+    """A holiday night's 29 test users moved champion on 0.2527 vs 0.2447: one user's list
+    moved ndcg@10 by about 0.03."""
+    champion = ChampionReference("4", Recipe("ease", {"regularization": 200.0}))
+    few = gate("ndcg@10", {"ndcg@10": 0.2527, "users": 29.0}, POPULARITY, 0.05, champion,
+               {"ndcg@10": 0.2447}, min_users=50)
+    assert not few.passed and few.checks[0].passed and few.checks[1].passed
+    assert few.checks[2].name == "enough_test_users" and not few.checks[2].passed
+    assert "29 test users evaluated, fewer than the 50" in few.checks[2].reason
+    assert "--gate-min-users" in few.checks[2].reason
+    enough = gate("ndcg@10", {"ndcg@10": 0.2527, "users": 371.0}, POPULARITY, 0.05,
+                  champion, {"ndcg@10": 0.2447}, min_users=50)
+    assert enough.passed and enough.checks[2].passed
+    # The first champion of a model has nothing to be replaced: no such check.
+    first = gate("ndcg@10", {"ndcg@10": 0.2527, "users": 29.0}, POPULARITY, 0.05,
+                 ChampionReference(), min_users=50)
+    assert first.passed and [c.name for c in first.checks] == [
+        "beats_popularity", "not_worse_than_champion"]
+    assert gate("ndcg@10", {"ndcg@10": 0.2527, "users": 29.0}, POPULARITY, 0.05, champion,
+                {"ndcg@10": 0.2447}, min_users=0).passed
+
+
 def test_gate_notes_another_weighting_but_not_a_field_added_since() -> None:
     from shoprec.config import WeightingConfig
 

@@ -203,6 +203,11 @@ def test_batch_recommendations_hold_back_products_forecast_to_sell_out(
     assert result["stock_limited"] == 1
     assert gone not in set(limited["item_id"])
     assert len(limited) == len(plain)  # the lists stay full: the next product moves up
+    # Without a forecast (`--forecast none`): the stock alone holds back what has no units.
+    alone = batch_recommendations(batch=BatchConfig(
+        **config, output_dir=str(tmp_path / "alone"), stock_path=str(stock), forecast="none"))
+    assert alone["stock_limited"] == 1
+    assert gone not in set(pd.read_parquet(tmp_path / "alone")["item_id"])
     # The forecast's model named where a recommender belongs: said, not a KeyError.
     from shoprec.errors import ConfigError
     from shoprec.registry.loading import load_bundle

@@ -56,6 +56,10 @@ def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from shoprec.registry.aliases import log_alias_move
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    # MLflow's store looks a version's logged model up through its default client: a URI
+    # an earlier test of this process set globally would win over the environment.
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    monkeypatch.setattr("mlflow.tracking._model_registry.utils._registry_uri", None)
     client = tracking.client()
     experiment = tracking.experiment_id()
     client.create_registered_model(NAME)

@@ -271,3 +271,53 @@ def test_a_decimal_comma_exports_customer_ids_are_the_same_ids(tmp_path: Path) -
                           format="online-retail"))
     assert set(raw.interactions["user_id"]) == {str(17000 + c) for c in range(12)}
     assert set(raw.interactions["unit_price"]) == {"1.5"}
+
+
+def test_online_retail_saved_as_typed_parquet_reads_as_its_csv(tmp_path: Path) -> None:
+    """pandas writes the UCI file's CustomerID as float64 and InvoiceNo as a number when
+    it holds no cancellation: the adapter's text operations raised AttributeError (exit 3)."""
+    sample = Path(__file__).resolve().parents[2] / "data" / "sample" / \
+        "online_retail_sample.csv.gz"
+    typed = pd.read_csv(sample, nrows=3000)
+    typed = typed[~typed["InvoiceNo"].astype(str).str.startswith("C")]
+    typed["InvoiceNo"] = typed["InvoiceNo"].astype("int64")
+    typed["InvoiceDate"] = pd.to_datetime(typed["InvoiceDate"])
+    assert typed["CustomerID"].dtype == "float64"
+    typed.to_parquet(tmp_path / "typed.parquet", index=False)
+    typed.astype("string").to_csv(tmp_path / "text.csv", index=False)
+    reports = []
+    for name in ("typed.parquet", "text.csv"):
+        code, out, report = validate(tmp_path, "--interactions", str(tmp_path / name))
+        assert code == 0, out
+        assert_nothing_lost(tmp_path, report)
+        reports.append(report["cleaning"])
+    for key in ("rows_in", "rows_clean", "quarantined_by_reason", "users", "items"):
+        assert reports[0][key] == reports[1][key], key
+
+    from shoprec.config import DataConfig
+    from shoprec.data.adapters import load
+
+    users = load(DataConfig(interactions=str(tmp_path / "typed.parquet"))).interactions[
+        "user_id"]
+    assert "17850" in set(users.dropna()) and not users.dropna().str.endswith(".0").any()
+
+
+def test_a_valid_item_row_after_a_quarantined_one_of_the_same_id_is_the_product(
+        tmp_path: Path) -> None:
+    """The first row of I1 had a bad price: the second, valid, was quarantined as its
+    duplicate, and every purchase of I1 with it."""
+    interactions = write(tmp_path / "i.csv", canonical_csv())
+    others = "".join(f"i{n},ok,{n}\n" for n in range(1, 12))
+    items = write(tmp_path / "items.csv", 'item_id,title,price\ni0,first,"1,50"\n'
+                                          "i0,second,1.50\n" + others)
+    code, out, report = validate(tmp_path, "--interactions", str(interactions),
+                                 "--items", str(items))
+    assert code == 0, out
+    assert report["cleaning"]["items_quarantined_by_reason"] == {"invalid_price": 1}
+    assert "item_quarantined" not in report["cleaning"]["quarantined_by_reason"]
+    assert report["cleaning"]["items_clean"] == 12
+    # Two rows of one id, both valid: the first is the product, the second its duplicate.
+    write(items, "item_id,title,price\ni0,first,1\ni0,second,1.50\n" + others)
+    code, out, report = validate(tmp_path, "--interactions", str(interactions),
+                                 "--items", str(items))
+    assert report["cleaning"]["items_quarantined_by_reason"] == {"duplicate_item": 1}
