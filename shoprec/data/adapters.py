@@ -372,7 +372,8 @@ def _load_movielens(path: str, config: DataConfig, ratings: pd.DataFrame | None 
                              encoding=config.encoding)
         interactions = _numbers_read(ratings.copy(), ["value"], config)
         items_path = config.items or _sibling(path, MOVIELENS_ITEMS[0])
-        items, items_frame = _movielens_100k_items(items_path, required=bool(config.items))
+        items, items_frame = _movielens_100k_items(items_path, required=bool(config.items),
+                                                   encoding=config.items_encoding)
         hints = {"user_id": "column 1", "item_id": "column 2", "value": "column 3",
                  "timestamp": "column 4"}
     else:
@@ -408,14 +409,16 @@ def _load_movielens(path: str, config: DataConfig, ratings: pd.DataFrame | None 
 _MaybeFrames = tuple[pd.DataFrame | None, pd.DataFrame | None]
 
 
-def _movielens_100k_items(path: str, required: bool) -> _MaybeFrames:
+def _movielens_100k_items(path: str, required: bool,
+                          encoding: str | None = None) -> _MaybeFrames:
     if not required and not path_exists(path):
         return None, None
     names = ["item_id", "title", "release_date", "video_release_date", "imdb_url",
              *_ML100K_GENRES]
-    # u.item is Latin-1 encoded (accented titles), whatever the ratings file uses.
+    # u.item is Latin-1 encoded (accented titles), whatever the ratings file uses, unless
+    # --items-encoding says otherwise (a copy saved again as UTF-8).
     frame = read_table(path, what="items", delimiter="|", header=False, names=names,
-                       encoding="latin-1")
+                       encoding=encoding or "latin-1")
     flags = frame[list(_ML100K_GENRES)].eq("1").to_numpy()
     genres = np.array(_ML100K_GENRES, dtype=object)
     category = ["|".join(genres[row]) for row in flags]

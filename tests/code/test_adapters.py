@@ -77,6 +77,13 @@ def test_movielens_100k_layout(tmp_path: Path) -> None:
     items = data.items.set_index("item_id")
     assert items.loc["10", "title"] == "Caf\xe9 Film (1995)"
     assert items.loc["10", "category"] == "Action"
+    # A u.item saved again as UTF-8 is read as such under --items-encoding (it was read as
+    # Latin-1 whatever the option said: "CafÃ© Film").
+    write(tmp_path / "u.item", (f"10|Caf\xe9 Film (1995)|01-Jan-1995||http://x|{flags_action}\n"
+                                f"20|Other (1996)|01-Jan-1996||http://y|{genres}\n").encode())
+    utf8 = clean(load(DataConfig(interactions=str(tmp_path / "u.data"),
+                                 items_encoding="utf-8")))
+    assert utf8.items.set_index("item_id").loc["10", "title"] == "Caf\xe9 Film (1995)"
 
 
 def test_movielens_csv_layout(tmp_path: Path) -> None:
