@@ -312,6 +312,13 @@ def _data_config(interactions: str | None, items: str | None, fmt: str | None,
     from shoprec.config import DataConfig
     from shoprec.data.io import check_readable
 
+    for given, option in ((interactions, "--interactions"), (items, "--items")):
+        if given is not None and not given.strip():
+            # An unset shell variable ("$DATA"): the bundled sample would be trained on and
+            # published in its place.
+            raise ConfigError(f"{option} is empty; give a file (leave {option} out for "
+                              + ("the bundled sample)" if option == "--interactions" else
+                                 "no items file)"))
     config = DataConfig(interactions=interactions, items=items, format=fmt,
                         columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding,
                         timestamp_format=date_format, timestamp_unit=timestamp_unit,
@@ -726,8 +733,10 @@ def generate(
     items: Annotated[int, typer.Option("--items", help="Number of items.")],
     interactions: Annotated[int, typer.Option("--interactions", help="Interaction rows.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the Parquet files to.")],
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    days: Annotated[int, typer.Option("--days", help="Length of the period.")] = 180,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
+                                      help="Random seed.")] = 0,
+    days: Annotated[int, typer.Option("--days", min=1, max=36_500,
+                                      help="Length of the period.")] = 180,
     movielens: Annotated[bool, typer.Option(
         "--movielens", help="Also write ratings.csv and movies.csv in MovieLens' layout "
         "(one rating per shopper and item).")] = False,
@@ -736,6 +745,7 @@ def generate(
     from shoprec.data.synthetic import generate as run_generate
     from shoprec.data.synthetic import write_movielens
 
+    _writable_dir(out, "--out")
     summary = run_generate(out, users=users, items=items, interactions=interactions,
                            seed=seed, days=days)
     console.print(f"wrote {summary.interactions:,} interactions of {summary.users:,} users "
@@ -968,10 +978,17 @@ def train(
                                      quantize=quantize, prune_top=prune_top)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
+    from shoprec.registry.tracking import check_uri
+
+    check_uri()  # the registry is first used after the data's preparation
     if dask_address:
-        from shoprec_flows.server_guard import check_dask_workers_reach_prefect
+        from shoprec_flows.server_guard import (
+            check_dask_scheduler_answers,
+            check_dask_workers_reach_prefect,
+        )
 
         check_dask_workers_reach_prefect(dask_address)
+        check_dask_scheduler_answers(dask_address)
     _running(summary_json, "train")
     began = time.perf_counter()
     # The temporary Prefect server starts while the flow, and what its candidates need
@@ -1427,6 +1444,9 @@ def _print_prune(result: dict[str, Any], done: bool) -> None:
                       "run again without --dry-run to delete", highlight=False)
 
 
+#: ``batch --forecast``'s default: the registered forecast's champion.
+_DEFAULT_FORECAST = "models:/shoprec-demand@champion"
+
 #: Said after champion moves: a server resolves the alias when it starts (`serve`).
 _RESTART_SERVERS = ("a `shoprec serve` started before this keeps serving the version it "
                     "loaded (version {version}) until it is started again")
@@ -1463,7 +1483,7 @@ def batch(
     forecast: Annotated[str, typer.Option(
         "--forecast", help="The demand forecast used with --stock: a model URI, the "
         "forecast's Parquet file or folder, or none (stock alone: only products with no "
-        "units left are held back).")] = "models:/shoprec-demand@champion",
+        "units left are held back).")] = _DEFAULT_FORECAST,
     stock_weeks: Annotated[int, typer.Option(
         "--stock-weeks", min=0, max=26, help="Forecast weeks the stock must last (0: all).")]
     = 0,
@@ -1479,6 +1499,9 @@ def batch(
                          k=k, batch_size=batch_size, explain=explain, diversity=diversity,
                          stock_path=str(stock or ""), forecast=forecast,
                          stock_weeks=stock_weeks)
+    if stock is None and forecast != _DEFAULT_FORECAST:
+        raise ConfigError("--forecast is read with --stock (the share of each product's "
+                          "forecast demand its units cover); give --stock FILE too")
     from shoprec.registry import tracking
     from shoprec.registry.promotion import alias_version
 
@@ -1574,8 +1597,10 @@ def serve(
     # By version: every worker (and one uvicorn restarts) serves the version announced,
     # even if the alias moves meanwhile.
     model_uri = f"models:/{model_name}/{version}"
+    # An IPv6 address is written in brackets in a URL (http://[::1]:5123/).
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     announce = (f"serving {model_name}@{alias} (version {version}) on "
-                f"http://{host}:{port}/invocations; Ctrl+C stops")
+                f"http://{netloc}/invocations; Ctrl+C stops")
     import secrets
     from urllib.parse import quote
 
@@ -1667,7 +1692,7 @@ def serve(
         # Again: loading took seconds, and another server may have taken the port meanwhile.
         _check_port_free(host, port)
         err_console.print(announce, highlight=False)
-        link = f"http://{host}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
+        link = f"http://{netloc}/" + (f"?token={quote(token, safe='')}" if token else "")
         err_console.print(f"storefront preview: {link}", highlight=False)
         if token:
             err_console.print("shopper data (the shopper list, histories, explanations) goes "
@@ -1692,6 +1717,10 @@ def _check_port_free(host: str, port: int) -> None:
     import errno
     import socket
 
+    if not host.strip():
+        # The socket layer reads "" as every interface: an unset $HOST would publish it.
+        raise ConfigError("--host is empty; give an address (127.0.0.1, or 0.0.0.0 for every "
+                          "interface)")
     # The family uvicorn binds with: IPv6 for an address with ":", else IPv4 (localhost too).
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -1824,6 +1853,28 @@ def _resource_fault(exc: BaseException) -> str | None:
     return None
 
 
+def _service_fault(exc: BaseException) -> str | None:
+    """Which service configured by the user did not answer, when ``exc`` says one did."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        text = str(found)
+        if "Failed to reach API at" in text or type(found).__name__ in (
+                "ConnectError", "ConnectTimeout") and "httpx" in type(found).__module__:
+            import os
+
+            url = os.environ.get("PREFECT_API_URL", "")
+            return (f"the Prefect server at PREFECT_API_URL={url or '(its profile setting)'} "
+                    f"does not answer ({text[:200]}); start it (`prefect server start`), or "
+                    "unset PREFECT_API_URL to run on a temporary server of this command")
+        if "Timed out trying to connect to" in text:
+            return (f"no Dask scheduler answers ({text[:200]}); check --dask-address, or "
+                    "start the scheduler (`dask scheduler`)")
+        found = found.__cause__ or found.__context__
+    return None
+
+
 def _report_failure(exc: Exception) -> None:
     """Say what ended the command with exit 3: a resource, the registry, or a bug."""
     if logging.getLogger().isEnabledFor(logging.INFO):
@@ -1833,6 +1884,9 @@ def _report_failure(exc: Exception) -> None:
         err_console.print(_styled(("error:", "bold red"), f" {resource}; nothing was "
                                   "registered unless the output above says so"),
                           highlight=False)
+        return
+    if (service := _service_fault(exc)) is not None:
+        err_console.print(_styled(("error:", "bold red"), f" {service}"), highlight=False)
         return
     if type(exc).__module__.startswith("mlflow"):
         # A fault of the tracking server or store (gone, locked), not a shoprec bug.

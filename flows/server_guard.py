@@ -343,6 +343,35 @@ def check_dask_workers_reach_prefect(address: str) -> None:
                       "(`prefect server start --host 0.0.0.0`)")
 
 
+def check_dask_scheduler_answers(address: str, timeout: float = 5.0) -> None:
+    """Refuse a Dask scheduler address nothing listens on, before any work.
+
+    Dask's own client waits 30 s, and the run would have validated and cleaned the data
+    first. Only ``tcp://`` and ``tls://`` addresses are checked.
+
+    Raises:
+        ConfigError: Nothing answers at ``address``.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from shoprec.errors import ConfigError
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        return  # a malformed address is the configuration's to refuse
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--dask-address {address}: no Dask scheduler answers there "
+                          f"({exc.strerror or exc}); check the address, or start the "
+                          "scheduler (`dask scheduler`)") from None
+
+
 def training_modules(models: list[str]) -> list[str]:
     """What a training run of ``models`` will import.
 

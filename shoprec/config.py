@@ -162,10 +162,13 @@ class DataConfig(_Model):
         if value is None:
             return None
         try:
-            codecs.lookup(value)
+            found = codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown text encoding {value!r}; use one Python knows, e.g. "
                              "utf-8, latin-1, cp1252, utf-16") from None
+        if not getattr(found, "_is_text_encoding", True):  # base64, rot13, zlib...
+            raise ValueError(f"{value!r} is a codec, not a text encoding; use one such as "
+                             "utf-8, latin-1, cp1252, utf-16")
         return value
 
     @field_validator("delimiter", "items_delimiter")
@@ -178,6 +181,9 @@ class DataConfig(_Model):
         if len(value) != 1:
             raise ValueError(f"the delimiter must be one character (e.g. ';' or '\\t' for a "
                              f"tab), got {value!r}")
+        if value in "\r\n\"":
+            raise ValueError(f"{value!r} ends lines or quotes fields, so it cannot separate "
+                             "them; give the character between the fields, e.g. ',' or ';'")
         return value
 
     @field_validator("timestamp_format")

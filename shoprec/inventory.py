@@ -41,6 +41,9 @@ def read_stock(path: str | Path) -> pd.Series:
             counts them after the header).
     """
     source = Path(path)
+    if source.is_dir():
+        raise ConfigError(f"stock file {str(source)!r} is a folder; give a CSV or Parquet "
+                          "file with columns item_id and units")
     if not source.is_file():
         raise ConfigError(f"stock file {str(source)!r} does not exist; give a CSV or Parquet "
                           "file with columns item_id and units")

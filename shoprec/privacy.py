@@ -253,6 +253,7 @@ class SuppressionList:
             with self.path.open("a+b") as handle:
                 handle.seek(0, os.SEEK_END)
                 if handle.tell():
+                    _check_is_list(self.path, handle)
                     handle.seek(-1, os.SEEK_END)
                     if handle.read(1) != b"\n":
                         line = "\n" + line
@@ -261,6 +262,24 @@ class SuppressionList:
             raise ConfigError(f"the erasure list {self.path} cannot be written "
                               f"({exc.strerror or exc}); {SUPPRESSIONS_ENV} must name a "
                               "writable file") from None
+
+
+def _check_is_list(path: Path, handle: Any) -> None:
+    """Refuse to append to a file that is not an erasure list (a mistyped variable).
+
+    Appending a record to a Parquet file or a CSV spoilt that file, and every later read of
+    the "list" failed.
+    """
+    handle.seek(0)
+    first = handle.readline(1 << 16)
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not (isinstance(record, dict) and "subjects" in record):
+        raise ConfigError(f"{path} is not an erasure list (its first line is no erasure "
+                          f"record), so nothing was added to it; {SUPPRESSIONS_ENV} must name "
+                          "the list's own file (a new one is created where none is)")
 
 
 def erased_mask(ids: pd.Series, subjects: frozenset[str]) -> np.ndarray:

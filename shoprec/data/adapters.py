@@ -155,6 +155,7 @@ def load(config: DataConfig) -> RawData:
     fmt = config.resolved_format()
     base = posixpath.basename(path.split("?")[0]).lower()
     if fmt == "movielens" or (fmt is None and base.startswith("u.data")):
+        _refuse_mapping(config, "movielens", path)
         return _load_movielens(path, config)
     frame = read_table(path, what="interactions", delimiter=config.delimiter,
                        encoding=config.encoding)
@@ -162,10 +163,21 @@ def load(config: DataConfig) -> RawData:
         fmt = detect_format([str(c) for c in frame.columns], path)
         logger.info("detected format %s for %s", fmt, path)
     if fmt == "online-retail":
+        _refuse_mapping(config, fmt, path)
         return _adapt_online_retail(frame, path, config)
     if fmt == "movielens":
+        _refuse_mapping(config, fmt, path)
         return _load_movielens(path, config, ratings=frame)
     return _adapt_generic(frame, path, config)
+
+
+def _refuse_mapping(config: DataConfig, fmt: str, path: str) -> None:
+    """A column mapping is for generic files: the other formats' columns are fixed."""
+    if config.columns:
+        given = ",".join(f"{k}={v}" for k, v in config.columns.items())
+        raise ConfigError(f"--map {given}: {path} is read as {fmt}, whose columns are known, "
+                          "so the mapping would be ignored; leave --map out, or pass "
+                          "--format generic to name every column yourself")
 
 
 # --------------------------------------------------------------------------- generic

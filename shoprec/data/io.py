@@ -155,13 +155,13 @@ def read_table(
             compression="infer",
             skipinitialspace=False,
         )
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:  # a decoding error, or utf-16's missing byte-order mark
         hint = _sniff_hint(path, encoding, what) or \
             (f"; pass the file's encoding, e.g. {_option('encoding', what)} cp1252 (what "
              "Excel on Windows writes; latin-1 also reads it, but turns its € into \\x80)")
         # (Not the byte's position: pandas decodes in blocks, and counts from the block.)
         raise DataError(f"the {what} file {path!r} is not valid {encoding} text "
-                        f"({exc.reason}){hint}") from exc
+                        f"({getattr(exc, 'reason', exc)}){hint}") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"the {what} file {path!r} has no header and no rows") from exc
     except pd.errors.ParserError as exc:

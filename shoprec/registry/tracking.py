@@ -54,6 +54,30 @@ def absolute(uri: str) -> str:
     return uri
 
 
+def check_uri() -> None:
+    """Refuse a tracking URI that is a plain path to a database file, or a folder.
+
+    MLflow reads a path without a scheme as its file store (in maintenance mode, and with
+    advice about ``MLFLOW_ALLOW_FILE_STORE`` that does not fit this mistake); a SQLite URI
+    naming a folder was retried for 105 s before failing.
+
+    Raises:
+        ConfigError: Such a URI, naming the URI to write instead.
+    """
+    from shoprec.errors import ConfigError
+
+    uri = tracking_uri()
+    if "://" not in uri and not uri.startswith("databricks") and (
+            uri.endswith((".db", ".sqlite", ".sqlite3")) or Path(uri).is_file()):
+        raise ConfigError(f"MLFLOW_TRACKING_URI={uri} is a file path, not a URI; write "
+                          f"sqlite:///{Path(uri).resolve()} (the default is "
+                          f"{DEFAULT_TRACKING_URI})")
+    path = sqlite_path(uri)
+    if path is not None and path.is_dir():
+        raise ConfigError(f"MLFLOW_TRACKING_URI={display_uri()} names a folder; name the "
+                          f"database file in it, e.g. sqlite:///{path.resolve() / 'mlflow.db'}")
+
+
 def require_store() -> None:
     """Refuse to read a registry that is not there, instead of creating an empty one.
 
@@ -65,6 +89,7 @@ def require_store() -> None:
     """
     from shoprec.errors import ConfigError
 
+    check_uri()
     path = sqlite_path(tracking_uri())
     if path is not None:
         if not path.exists():
@@ -85,6 +110,8 @@ def client() -> Any:
     from mlflow import MlflowClient
 
     uri = tracking_uri()
+    if uri not in _READY:
+        check_uri()
     if uri.startswith("sqlite:///") and uri not in _READY:
         # A child of initialise_store_in_background holds the store's lock while it
         # migrates, so this waits for it; or this process gets the lock first (the child

@@ -223,7 +223,26 @@ OPTIONS = {
         ["validate", "--report-json", "/proc/no-such/report.json"], "cannot be written"),
     "validate --output-dir under a file": (["validate", "--output-dir", "a-file/out"],
                                            "a-file is a file); give a folder"),
+    # An unset shell variable: the bundled sample was trained on and published instead.
+    "train --interactions empty": (["train", "--interactions", ""],
+                                   "--interactions is empty; give a file"),
+    "validate --items empty": (["validate", "--items", " "], "--items is empty"),
+    "train --delimiter newline": (["train", "--delimiter", "\n"], "ends lines or quotes"),
+    "validate --encoding base64": (["validate", "--encoding", "base64"],
+                                   "is a codec, not a text encoding"),
+    "generate --out a file": (["generate", "--users", "10", "--items", "10",
+                               "--interactions", "100", "--out", "a-file"], "give a folder"),
+    "generate --seed -1": (["generate", "--users", "10", "--items", "10", "--interactions",
+                            "100", "--out", "g", "--seed", "-1"], "Invalid value for '--seed'"),
+    "serve --host empty": (["serve", "--host", ""], "--host is empty"),
+    "batch --forecast without --stock": (["batch", "--forecast", "none"],
+                                         "--forecast is read with --stock"),
+    "recommend with a database path for a URI": (
+        ["recommend", "--user", "u1"], "is a file path, not a URI; write sqlite:///"),
+    "prune --keep 0": (["prune", "--keep", "0"], "Invalid value for '--keep'"),
 }
+#: Cases run with another tracking URI than the test's own store.
+TRACKING = {"recommend with a database path for a URI": "mlflow.db"}
 
 
 @pytest.mark.parametrize("case", list(OPTIONS))
@@ -231,9 +250,69 @@ def test_a_bad_option_is_refused_before_any_work(tmp_path: Path, case: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     args, words = OPTIONS[case]
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI",
+                       TRACKING.get(case, f"sqlite:///{tmp_path}/mlflow.db"))
     write(tmp_path / "a-file", "not a folder")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert words in " ".join(result.output.split()), result.output
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]  # nothing written
+
+
+def test_mistakes_of_the_environment_and_services_are_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second reader's fuzz: each of these ended in exit 3 with "internal error ... report
+    it", MLflow's file-store advice, or a 105 s wait."""
+    import time
+
+    from shoprec_cli.app import _service_fault
+    from shoprec_flows.server_guard import check_dask_scheduler_answers
+
+    from shoprec.errors import ConfigError, DataError
+    from shoprec.privacy import SuppressionList
+    from shoprec.registry import tracking
+
+    # A SQLite URI naming a folder, and a plain path to a database file.
+    for uri, words in ((f"sqlite:///{tmp_path}", "names a folder; name the database file"),
+                       (f"{tmp_path}/mlflow.db", "is a file path, not a URI")):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        with pytest.raises(ConfigError, match=words):
+            tracking.require_store()
+    # A Prefect server or a Dask scheduler that does not answer: a fault said plainly.
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    said = _service_fault(RuntimeError("Failed to reach API at http://127.0.0.1:1/api/"))
+    assert said is not None and "PREFECT_API_URL=http://127.0.0.1:1/api does not answer" in said
+    assert _service_fault(ValueError("a bug")) is None
+    began = time.monotonic()
+    with pytest.raises(ConfigError, match="no Dask scheduler answers there"):
+        check_dask_scheduler_answers("tcp://127.0.0.1:1")
+    assert time.monotonic() - began < 10
+    # SHOPREC_SUPPRESSIONS naming another file: appending spoilt it.
+    items = tmp_path / "items.parquet"
+    pd.DataFrame({"item_id": ["a"]}).to_parquet(items)
+    before = items.read_bytes()
+    with pytest.raises(ConfigError, match="is not an erasure list"):
+        SuppressionList(items).add("u1")
+    assert items.read_bytes() == before
+    listed = SuppressionList(tmp_path / "erase.jsonl")
+    listed.add("u1")
+    listed.add("u2")  # a list of its own keeps growing
+    assert len(listed.path.read_text().splitlines()) == 2
+    # A UTF-8 file read as UTF-16 (which the README's table suggests trying).
+    from shoprec.data.io import read_table
+
+    path = write(tmp_path / "x.csv", canonical_csv())
+    with pytest.raises(DataError, match="is not valid utf-16 text"):
+        read_table(str(path), what="interactions", encoding="utf-16")
+
+
+def test_a_column_mapping_for_a_format_with_known_columns_is_refused(tmp_path: Path) -> None:
+    """--map was silently ignored for Online Retail and MovieLens files."""
+    from tests.helpers import retail_csv
+
+    path = write(tmp_path / "retail.csv", retail_csv([]))
+    code, out, _ = validate(tmp_path, "--interactions", str(path), "--map", "user_id=Who")
+    assert code == 2, out
+    flat = " ".join(out.split())
+    assert "--map user_id=Who" in flat and "read as online-retail" in flat
+    assert "--format generic" in flat
