@@ -331,6 +331,22 @@ def _data_config(interactions: str | None, items: str | None, fmt: str | None,
     return config
 
 
+def _refuse_other_kind_now(name: str, kind: str) -> None:
+    """Refuse a registered model that holds the other kind before the run's work.
+
+    The run checks again when it registers; a store that does not exist yet holds
+    nothing, and is not created here.
+    """
+    from shoprec.registry import tracking
+
+    path = tracking.sqlite_path(tracking.tracking_uri())
+    if path is not None and not path.exists():
+        return
+    from shoprec.registry.demand import refuse_other_kind
+
+    refuse_other_kind(name, kind)
+
+
 def _cutoffs(text: str) -> list[int]:
     """The cut-offs of ``--k`` (``10`` or ``5,10,20``); their range is the configuration's."""
     try:
@@ -996,6 +1012,8 @@ def train(
     from shoprec_flows.server_guard import training_modules
 
     _before_flows(*training_modules(training_config.models))
+    # While the temporary server starts: not after minutes of training.
+    _refuse_other_kind_now(model_name, "recommender")
     # The pipeline is the Prefect flow; imported here so the core never imports Prefect.
     from shoprec_flows.training import training_pipeline
 
@@ -1136,9 +1154,12 @@ def forecast(
                             max_iter=max_iter, learning_rate=learning_rate, threads=threads,
                             registered_model_name=model_name)
     _writable_file(summary_json, "--summary-json")
+    if quarantine_dir:
+        _writable_dir(Path(quarantine_dir), "--quarantine-dir")
     _writable_dir(Path(output_dir), "--output-dir")
     _running(summary_json, "forecast")
     _before_flows("shoprec_flows.forecast")
+    _refuse_other_kind_now(model_name, "forecast")  # not after minutes of backtest
     from shoprec_flows.forecast import demand_forecast
     began = time.perf_counter()
     summary = demand_forecast(data=data_config, forecast=config)
@@ -1414,11 +1435,11 @@ def _print_prune(result: dict[str, Any], done: bool) -> None:
     from shoprec.registry.retention import PUBLISHED_TAG
 
     name, pruned = result["name"], result["pruned"]
-    if not pruned:
+    if not pruned and not result["moves_archived"]:
         console.print(f"{name}: nothing to prune; {len(result['kept'])} versions kept")
         return
     table = Table(title=f"{name}: {'deleted' if done else 'would delete'} {len(pruned)} "
-                        f"version{'s' if len(pruned) > 1 else ''}")
+                        f"version{'' if len(pruned) == 1 else 's'}")
     columns = ("version", "registered", "gate", "logged model") + (("bytes",) if done else ())
     for column in columns:
         table.add_column(column, justify="right" if column in ("version", "bytes") else "left")
@@ -1427,7 +1448,8 @@ def _print_prune(result: dict[str, Any], done: bool) -> None:
                (version["model_id"] or "-") if version["model_goes"]
                else "kept (another version uses it)"]
         table.add_row(*row, *((f"{version['size_bytes'] or 0:,}",) if done else ()))
-    console.print(table)
+    if pruned:
+        console.print(table)
     reasons: dict[str, int] = {}
     for why in result["kept"].values():
         reasons[why] = reasons.get(why, 0) + 1
@@ -1436,8 +1458,8 @@ def _print_prune(result: dict[str, Any], done: bool) -> None:
     moves = result["moves_archived"]
     moves = f"{moves} alias move{'' if moves == 1 else 's'}"
     if done:
-        console.print(f"freed {result['freed_bytes']:,} bytes; {moves} naming only "
-                      f"deleted versions left the registered model's tags. The record is "
+        console.print(f"freed {result['freed_bytes']:,} bytes; {moves} naming no kept "
+                      f"version left the registered model's tags. The record is "
                       f"MLflow run {result['run_id']} (prune {name})", highlight=False)
     else:
         console.print(f"{moves} would leave the tags for the prune's MLflow run; "

@@ -101,7 +101,9 @@ def bundled_sample_path() -> Path:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No setting is infinite or NaN: --gate-margin inf or ease.regularization=1e400 (which
+    # parses as inf) passed every range and failed later with advice that did not fit.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Model):

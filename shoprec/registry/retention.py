@@ -177,10 +177,32 @@ def plan(name: str, keep: int, older_than_days: float | None = None) -> PrunePla
                 number, _time(version.creation_timestamp), version.run_id or None,
                 _model_id(version), str(version.source or ""), dict(version.tags or {}),
                 version.description or ""))
+    _running_runs(client, result)
     if result.prune:
         _share_models(client, result)
-        _archived_moves(model.tags or {}, result)
+    _archived_moves(model.tags or {}, result)
     return result
+
+
+def _running_runs(client: Any, result: PrunePlan) -> None:
+    """Keep a version whose run is still running: a training labelling it right now.
+
+    A run publishing a version reads RUNNING until the version has its aliases; between its
+    gate tag and its challenger alias, another run's newer version could make it look old.
+    A run killed there stays RUNNING until the next training marks it failed.
+    """
+    status: dict[str, str] = {}
+    for version in list(result.prune):
+        if not version.run_id:
+            continue
+        if version.run_id not in status:
+            try:
+                status[version.run_id] = client.get_run(version.run_id).info.status
+            except Exception:  # noqa: BLE001 - a run deleted by hand says nothing
+                status[version.run_id] = "GONE"
+        if status[version.run_id] == "RUNNING":
+            result.prune.remove(version)
+            result.kept[version.version] = "its run is still running (being published)"
 
 
 def _time(milliseconds: int | None) -> str:
@@ -199,8 +221,12 @@ def _share_models(client: Any, result: PrunePlan) -> None:
 
 
 def _archived_moves(tags: dict[str, str], result: PrunePlan) -> None:
-    """The alias moves that name no version still kept: they leave the tags."""
-    gone = {v.version for v in result.prune}
+    """The alias moves that name no version still kept: they leave the tags.
+
+    Kept is every version there after this prune, so a move between versions deleted by
+    earlier prunes (or by hand) goes too, whether or not this prune deletes any.
+    """
+    kept = set(result.kept)
     for key, text in tags.items():
         if not key.startswith(_MOVE_PREFIX):
             continue
@@ -210,7 +236,7 @@ def _archived_moves(tags: dict[str, str], result: PrunePlan) -> None:
             continue  # an unreadable entry stays where a person can see it
         named = {str(record[k]) for k in ("from", "to") if record.get(k) is not None} \
             if isinstance(record, dict) else set()
-        if named and named <= gone:
+        if named and not named & kept:
             result.moves[key] = text
 
 
@@ -248,16 +274,23 @@ def prune(name: str, keep: int, older_than_days: float | None = None, reason: st
     at, who = now(), by or actor()
     result = {**chosen.to_dict(), "at": at, "by": who, "reason": reason, "run_id": None,
               "freed_bytes": 0}
-    if not chosen.prune:
+    if not chosen.prune and not chosen.moves:
         logger.info("%s: nothing to prune (%d versions kept)", name, len(chosen.kept))
         return result
     run_id = _record(client, chosen, experiment, at, who, reason)
     result["run_id"] = run_id
-    freed = 0
-    for version in chosen.prune:
-        freed += _delete(client, name, version)
-    for key in chosen.moves:
-        client.delete_registered_model_tag(name, key)
+    done = 0
+    try:
+        for version in chosen.prune:
+            _delete(client, name, version)
+            done += 1
+        for key in chosen.moves:
+            client.delete_registered_model_tag(name, key)
+    except BaseException as exc:
+        # The record says how far it got; the next prune finishes the rest.
+        _stopped(client, run_id, _freed(chosen), done, len(chosen.prune), exc)
+        raise
+    freed = _freed(chosen)
     client.log_metric(run_id, "freed_bytes", freed)
     client.set_terminated(run_id, "FINISHED")
     result["freed_bytes"] = freed
@@ -267,12 +300,40 @@ def prune(name: str, keep: int, older_than_days: float | None = None, reason: st
     return result
 
 
+def _freed(chosen: PrunePlan) -> int:
+    """The bytes of files removed so far (a version's, once its files went)."""
+    return sum(v.size_bytes or 0 for v in chosen.prune)
+
+
+def _stopped(client: Any, run_id: str, freed: int, done: int, planned: int,
+             exc: BaseException) -> None:
+    """Close the record of a prune stopped midway (best effort: the store may be gone)."""
+    try:
+        client.set_tag(run_id, "ended_by", f"stopped after {done} of {planned} versions: "
+                       f"{type(exc).__name__}: {tracking.redact(str(exc))[:300]}")
+        client.log_metric(run_id, "freed_bytes", freed)
+        client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt)
+                              else "FAILED")
+    except Exception as closing:  # noqa: BLE001 - the prune's own error is the one to see
+        logger.warning("could not close the prune's run %s (%s); the next training marks "
+                       "it failed", run_id, tracking.redact(str(closing)))
+
+
 def _record(client: Any, chosen: PrunePlan, experiment: str, at: str, who: str,
             reason: str) -> str:
-    """Start the prune's run and log what it is about to delete; returns the run id."""
+    """Start the prune's run and log what it is about to delete; returns the run id.
+
+    The run carries this process's tags, so a prune killed outright (``kill -9``) has its
+    run marked failed by the next training (:func:`shoprec.registry.runs.close_dead_runs`).
+    """
+    import os
+
+    from shoprec.registry.runs import PID_TAG, process_space
+
     run = client.create_run(tracking.experiment_id(experiment), run_name=f"prune {chosen.name}",
                             tags={OPERATION_TAG: "prune", "registered_model": chosen.name,
-                                  "by": who[:5000], "reason": reason[:5000]})
+                                  "by": who[:5000], "reason": reason[:5000],
+                                  **process_space(), PID_TAG: str(os.getpid())})
     run_id = run.info.run_id
     try:
         client.log_batch(run_id, params=_params(chosen, at))
@@ -303,8 +364,11 @@ def _params(chosen: PrunePlan, at: str) -> list[Any]:
             Param("moves_archived", str(len(chosen.moves)))]
 
 
-def _delete(client: Any, name: str, version: PrunedVersion) -> int:
-    """Delete one version: its files, its logged model, then the version. Returns bytes."""
+def _delete(client: Any, name: str, version: PrunedVersion) -> None:
+    """Delete one version: its files, its logged model, then the version.
+
+    ``version.size_bytes`` holds the bytes of its files once they are gone.
+    """
     from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -321,12 +385,37 @@ def _delete(client: Any, name: str, version: PrunedVersion) -> int:
             repository = get_artifact_repository(model.artifact_location)
             size = _size(repository)
             repository.delete_artifacts()
+            version.size_bytes = size
+            _remove_empty_folder(model.artifact_location)
             client.delete_logged_model(version.model_id)
-    client.delete_model_version(name, version.version)
+    try:
+        client.delete_model_version(name, version.version)
+    except MlflowException as exc:
+        # Another prune at the same moment deleted it first: done all the same.
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
     version.size_bytes = size
     logger.info("%s: deleted version %s (registered %s, %s bytes)", name, version.version,
                 version.created, f"{size:,}")
-    return size
+
+
+def _remove_empty_folder(location: str) -> None:
+    """Remove the logged model's own folder in a local store, once its files are gone.
+
+    MLflow keeps a model's files in ``models/m-.../artifacts``; deleting them leaves the
+    ``m-...`` folder, empty. Other stores have no folders to leave.
+    """
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    if "://" in location and not location.startswith("file:"):
+        return
+    folder = Path(local_file_uri_to_path(location))
+    for empty in (folder, folder.parent):
+        try:
+            if empty.exists():
+                empty.rmdir()
+        except OSError:
+            return  # not empty: left as it is
 
 
 def _size(repository: Any, path: str | None = None) -> int:

@@ -777,7 +777,8 @@ def test_a_sqlite_uri_with_a_query_names_its_file(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
 
 
-def test_a_model_name_holds_one_kind(two_versions: str) -> None:
+def test_a_model_name_holds_one_kind(two_versions: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A forecast registered under the recommender's name (or set as its previous-champion
     by hand) was rolled back to, and every request then failed."""
     from shoprec.errors import ConfigError
@@ -803,6 +804,15 @@ def test_a_model_name_holds_one_kind(two_versions: str) -> None:
     refuse_other_kind("demand", "forecast")  # no champion: its latest labelled version says
     with pytest.raises(ConfigError, match="holds demand forecasts"):
         refuse_other_kind("demand", "recommender")
+    # The command line says so before the run's work (it said so after the backtest or
+    # the training), and does not create a store that is not there.
+    from shoprec_cli.app import _refuse_other_kind_now
+
+    with pytest.raises(ConfigError, match="holds demand forecasts"):
+        _refuse_other_kind_now("demand", "recommender")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/new/mlflow.db")
+    _refuse_other_kind_now("demand", "recommender")
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_promotion_says_when_a_version_was_gated_on_another_metric(

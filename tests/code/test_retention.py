@@ -101,6 +101,7 @@ def test_prune_deletes_old_unaliased_versions_with_their_files_and_keeps_a_recor
     assert left == [2, 3, 5, 7, 8]
     assert result["freed_bytes"] == 1000 * (1 + 4 + 6)
     assert not files["1"].exists() and not files["4"].exists() and not files["6"].exists()
+    assert not files["1"].parent.exists()  # the logged model's own folder, left empty
     assert files["2"].exists() and files["5"].exists() and files["7"].exists()
     # The moves that named a deleted version and a kept one stay in the tags.
     assert [(m["alias"], m["from"], m["to"]) for m in alias_log(NAME)] == [
@@ -168,8 +169,52 @@ def test_a_prune_stopped_midway_is_finished_by_the_next(
     assert [v["version"] for v in finished["pruned"]] == ["6", "4", "1"]
     # The first attempt freed version 6's files; the second those of 4 and 1.
     assert finished["freed_bytes"] == 1000 * (4 + 1)
+    # The stopped prune's record says how far it got, and is not left running.
+    stopped = [run for run in shop.search_runs(
+        [shop.get_run(finished["run_id"]).info.experiment_id],
+        "tags.`shoprec.operation` = 'prune'") if run.info.run_id != finished["run_id"]]
+    assert [run.info.status for run in stopped] == ["FAILED"]
+    assert stopped[0].data.tags["ended_by"].startswith(
+        "stopped after 0 of 3 versions: ConnectionError")
+    assert stopped[0].data.metrics["freed_bytes"] == 6000
     assert sorted(int(v.version) for v in shop.search_model_versions(f"name = '{NAME}'")) \
         == [2, 3, 5, 7, 8]
+
+
+def test_alias_moves_between_versions_gone_earlier_leave_the_tags(shop) -> None:
+    """A move whose versions went in two prunes (or one by hand) stayed in the tags."""
+    from shoprec.registry.aliases import alias_log, log_alias_move
+    from shoprec.registry.retention import prune
+
+    shop.delete_model_version(NAME, "4")  # by hand
+    log_alias_move(NAME, "champion", "4", "1", "promote", "ops", "", "2026-01-02T00:00:00")
+    first = prune(NAME, keep=2)
+    assert [v["version"] for v in first["pruned"]] == ["6", "1"]
+    assert first["moves_archived"] == 3  # None -> 1 twice, and 4 -> 1
+    # Nothing left to delete, but a move between two versions gone: it goes too.
+    log_alias_move(NAME, "challenger", "6", "4", "train-gate", "ops", "", "2026-01-03T00:00:00")
+    second = prune(NAME, keep=2)
+    assert second["pruned"] == [] and second["moves_archived"] == 1
+    assert shop.get_run(second["run_id"]).info.status == "FINISHED"
+    assert {(m["from"], m["to"]) for m in alias_log(NAME)} == {("1", "3"), ("1", "2")}
+
+
+def test_a_version_being_published_or_deleted_by_another_prune_is_handled(
+        shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec.registry import retention
+
+    # A training labelling version 4 right now: its run reads RUNNING until it is done.
+    shop.update_run(shop.get_model_version(NAME, "4").run_id, status="RUNNING")
+    chosen = retention.plan(NAME, keep=2)
+    assert chosen.kept["4"] == "its run is still running (being published)"
+    assert [v.version for v in chosen.prune] == ["6", "1"]
+    # Another prune deletes version 6 between this one's plan and its deletions.
+    shop.delete_model_version(NAME, "6")
+    monkeypatch.setattr(retention, "plan", lambda *args, **kwargs: chosen)
+    done = retention.prune(NAME, keep=2)
+    assert [v["version"] for v in done["pruned"]] == ["6", "1"]
+    assert sorted(int(v.version) for v in shop.search_model_versions(f"name = '{NAME}'")) \
+        == [2, 3, 4, 5, 7, 8]
 
 
 def test_prune_is_refused_while_the_champion_is_moving(shop) -> None:

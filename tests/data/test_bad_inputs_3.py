@@ -240,6 +240,12 @@ OPTIONS = {
     "recommend with a database path for a URI": (
         ["recommend", "--user", "u1"], "is a file path, not a URI; write sqlite:///"),
     "prune --keep 0": (["prune", "--keep", "0"], "Invalid value for '--keep'"),
+    "forecast --quarantine-dir a file": (["forecast", "--quarantine-dir", "a-file"],
+                                         "--quarantine-dir a-file is a file"),
+    "train --gate-margin inf": (["train", "--gate-margin", "inf"],
+                                "--gate-margin (gate_margin): Input should be a finite number"),
+    "train --param ease.regularization=1e400": (
+        ["train", "--param", "ease.regularization=1e400"], "a finite number"),
 }
 #: Cases run with another tracking URI than the test's own store.
 TRACKING = {"recommend with a database path for a URI": "mlflow.db"}
