@@ -244,8 +244,14 @@ def resolve_candidate(name: str, version: str | None) -> str:
                 + (f" ({tags['rollback_reason']})" if tags.get("rollback_reason") else "")
                 + f"; to promote it again, name it: --version {found}")
         return found
+    text = str(version).strip()
+    if text.lstrip("+").isdigit() and int(text) >= 2**63:
+        # Past what a registry numbers (SQLite's integer): asked, the store raised an error
+        # of its own, read as a registry fault.
+        raise PromotionError(f"{name} has no version {version}: check the registry "
+                             "(mlflow ui, Models tab)")
     try:
-        found_version = tracking.client().get_model_version(name, str(version).strip())
+        found_version = tracking.client().get_model_version(name, text)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise PromotionError(f"{name} has no version {version}: check the registry "

@@ -341,6 +341,11 @@ def test_a_version_typed_with_a_leading_zero_is_the_registry_s_version(
     assert resolve_candidate(two_versions, "01") == "1"
     assert resolve_candidate(two_versions, " 2") == "2"
     assert resolve_candidate(two_versions, "+2") == "2"
+    # A number past what a registry holds is no version, not a registry fault (exit 3).
+    from shoprec.registry.promotion import PromotionError
+
+    with pytest.raises(PromotionError, match="has no version 1000000000000000000000"):
+        resolve_candidate(two_versions, "1000000000000000000000")
 
 
 def _owner_gone(name: str) -> None:
