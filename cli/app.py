@@ -1052,6 +1052,9 @@ def recommend(
         "--diversity", min=0.0, max=1.0,
         help="Re-rank the model's answer towards less popular items (0: its own order).")]
     = 0.0,
+    stock: Annotated[Path | None, typer.Option(
+        "--stock", help="CSV or Parquet with item_id and units: products with no units "
+        "left are not answered.")] = None,
     similar_to: Annotated[str | None, typer.Option(
         "--similar-to", help="An item id: the items that go with it (cross-sell).")] = None,
 ) -> None:
@@ -1061,10 +1064,19 @@ def recommend(
     from shoprec.registry import tracking
     from shoprec.registry.loading import load_bundle
 
+    held = None
+    if stock is not None:
+        from shoprec.inventory import read_stock
+
+        held = read_stock(stock)
     tracking.require_store()
     # The same answer as the served model's, from its bundle read directly and lazily: one
     # request needs neither the pyfunc wrapper nor the parts it does not use.
     bundle, version = load_bundle(model_name, alias=alias, lazy=True)
+    if held is not None:
+        from shoprec.inventory import no_units_left
+
+        bundle.held_back = no_units_left(bundle.items.ids, held)
     # Read the part this request uses now: a model that cannot be read is not a bad request.
     _ = bundle.search if query else bundle.model
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
@@ -1598,6 +1610,9 @@ def serve(
     sessions: Annotated[str, typer.Option(
         "--sessions", help="SQLite file of the live sessions fed by POST /events ('' turns "
         "them off).")] = "sessions.sqlite",
+    stock: Annotated[Path | None, typer.Option(
+        "--stock", help="CSV or Parquet with item_id and units: products with no units left "
+        "are never answered (read when the server starts).")] = None,
 ) -> None:
     """Serve models:/NAME@ALIAS over HTTP: /invocations, /events and a storefront page at /.
 
@@ -1609,6 +1624,10 @@ def serve(
     from shoprec.registry.promotion import alias_version
 
     _check_port_free(host, port)
+    if stock is not None:
+        from shoprec.inventory import read_stock
+
+        read_stock(stock)  # a bad file is said now, not by every worker
     tracking.require_store()
     version = alias_version(model_name, alias)
     if version is None:
@@ -1626,7 +1645,7 @@ def serve(
     import secrets
     from urllib.parse import quote
 
-    from shoprec.serving.engine import DIVERSITY_ENV, EXPLANATIONS_ENV
+    from shoprec.serving.engine import DIVERSITY_ENV, EXPLANATIONS_ENV, STOCK_ENV
     from shoprec.serving.server import MODEL_INFO_ENV, TOKEN_ENV
     from shoprec.serving.sessions import SESSIONS_ENV
 
@@ -1655,6 +1674,7 @@ def serve(
     when = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).isoformat()
     environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
                    DIVERSITY_ENV: str(diversity), EXPLANATIONS_ENV: "1" if explanations else "0",
+                   STOCK_ENV: str(stock.resolve()) if stock else "",
                    # Stock MLflow has no POST /events: no sessions to look up there.
                    SESSIONS_ENV: str(Path(sessions).resolve())
                    if sessions and not mlflow_server else "",

@@ -175,6 +175,15 @@ def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
                              uri)
 
 
+def no_units_left(item_ids: np.ndarray, stock: pd.Series) -> np.ndarray:
+    """Per catalogue item, whether the stock file gives it no units (0 or fewer).
+
+    Products the file does not list are not held back: it may be an export of some
+    products only. What real-time answers leave out (``serve --stock``).
+    """
+    return availability(item_ids, stock, read_forecast(NO_FORECAST)) == 0
+
+
 def availability(item_ids: np.ndarray, stock: pd.Series, forecast: pd.DataFrame,
                  weeks: int = 0) -> np.ndarray:
     """Each product's share of forecast demand its stock covers, in [0, 1].

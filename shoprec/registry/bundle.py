@@ -55,6 +55,8 @@ class ModelBundle:
             ``--explanations``).
         sessions: Live sessions (:class:`shoprec.serving.sessions.SessionStore`) whose
             events count as each shopper's recent items, or ``None``.
+        held_back: Per item, whether it is never answered (no units left, ``serve
+            --stock``), or ``None``.
     """
 
     model: Recommender
@@ -68,6 +70,7 @@ class ModelBundle:
     diversity: float = 0.0
     explanations: bool = True
     sessions: Any = None
+    held_back: np.ndarray | None = None
     _titles: np.ndarray | None = field(default=None, init=False, repr=False)
     _novelty: np.ndarray | None = field(default=None, init=False, repr=False)
     _user_key: Any = field(default=None, init=False, repr=False)

@@ -33,6 +33,13 @@ def apply_serving_environment(bundle: Any) -> None:
     # A served model names shoppers' past purchases only when its operator allows it.
     bundle.explanations = os.environ.get(EXPLANATIONS_ENV) == "1"
     _ = bundle.user_key  # another pseudonymisation key than the model's fails here
+    # `shoprec serve --stock FILE`: products with no units left are never answered.
+    from shoprec.serving.engine import STOCK_ENV
+
+    if os.environ.get(STOCK_ENV):
+        from shoprec.inventory import no_units_left, read_stock
+
+        bundle.held_back = no_units_left(bundle.items.ids, read_stock(os.environ[STOCK_ENV]))
     # `shoprec serve` keeps live sessions (POST /events) in this SQLite file.
     if os.environ.get(SESSIONS_ENV) and getattr(bundle, "sessions", None) is None:
         bundle.sessions = SessionStore(os.environ[SESSIONS_ENV])

@@ -36,6 +36,9 @@ EXPLAIN_TOP = 3
 DIVERSITY_ENV = "SHOPREC_DIVERSITY"
 #: Environment variable set to 1 by ``serve --explanations``: ``explain`` is answered.
 EXPLANATIONS_ENV = "SHOPREC_EXPLANATIONS"
+#: The stock file of ``shoprec serve --stock``, for its workers: products with no units
+#: left are never answered.
+STOCK_ENV = "SHOPREC_SERVE_STOCK"
 #: Whether the request being answered may see shopper data (explanations). ``shoprec
 #: serve`` on a loopback address grants it per request, to those carrying its access
 #: token; everywhere else (the CLI, batch, a server started with --explanations) it is on.
@@ -208,6 +211,10 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
     weights = np.array([_weight(v, bundle.diversity) for v in diversity])
     rows = request_rows(bundle, user_id, recent_items, stored)
     max_k = max(ks) if ks else DEFAULT_K
+    held = bundle.held_back
+    # Products with no units left (`serve --stock`) are never answered: each path is asked
+    # for as many more as there are such products, and they are dropped at the end.
+    fetch = max_k if held is None else max(1, min(len(held), max_k + int(held.sum())))
     has_history = np.diff(rows.indptr) > 0
     is_search = np.array([bool(q) for q in queries], dtype=bool)
     # Read only when asked: a bundle loaded lazily then never loads its search index.
@@ -216,8 +223,8 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
         raise ValueError("this model has no search index (its items had no title, "
                          "description, category or brand; train with --items to add "
                          "them), so 'query' is not supported")
-    top = np.full((n, max_k), -1, dtype=np.int64)
-    values = np.full((n, max_k), -np.inf, dtype=np.float32)
+    top = np.full((n, fetch), -1, dtype=np.int64)
+    values = np.full((n, fetch), -np.inf, dtype=np.float32)
     source = ["model" if h else "popularity" for h in has_history]
     for group in (np.flatnonzero(is_search & has_history),
                   np.flatnonzero(is_search & ~has_history)):
@@ -225,13 +232,13 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
             personal_rows = rows[group] if has_history[group[0]] else None
             assert search is not None  # refused above when a query has no index
             top[group], values[group] = search.search(
-                [queries[i] for i in group], max_k, personal_rows)
+                [queries[i] for i in group], fetch, personal_rows)
             for i in group:
                 source[i] = "search"
     is_similar = np.array([bool(i) for i in related], dtype=bool)
     for asked_row in np.flatnonzero(is_similar):
         top[asked_row], values[asked_row], source[asked_row] = _similar(
-            bundle, related[asked_row], max_k)
+            bundle, related[asked_row], fetch)
     is_search = is_search | is_similar  # neither is a recommendation for the shopper
     personal = np.flatnonzero(~is_search & has_history)
     if len(personal):
@@ -240,22 +247,24 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
         if asked.any():
             # The model's best items; rows that asked for diversity are re-ranked with
             # rarity, the others keep the model's own order and scores.
-            pool, pool_values = bundle.model.recommend(subset, k=diversity_pool(max_k))
-            top[personal], values[personal] = pool[:, :max_k], pool_values[:, :max_k]
+            pool, pool_values = bundle.model.recommend(subset, k=diversity_pool(fetch))
+            top[personal], values[personal] = pool[:, :fetch], pool_values[:, :fetch]
             blank = _blank(personal, values)
             mixed = personal[asked]
             top[mixed], values[mixed] = rerank_for_novelty(
-                pool[asked], pool_values[asked], bundle.novelty, max_k,
+                pool[asked], pool_values[asked], bundle.novelty, fetch,
                 weights[personal][asked])
         else:
-            top[personal], values[personal] = bundle.model.recommend(subset, k=max_k)
+            top[personal], values[personal] = bundle.model.recommend(subset, k=fetch)
             blank = _blank(personal, values)
         for r in blank:
             source[r] = "popularity"
         has_history[blank] = False
     cold = np.flatnonzero(~is_search & ~has_history)
     if len(cold):
-        top[cold], values[cold] = _popular(bundle, rows[cold], max_k)
+        top[cold], values[cold] = _popular(bundle, rows[cold], fetch)
+    if held is not None:
+        top, values = _without(top, values, held, max_k)
     ids = bundle.items.ids
     titles = bundle.title_array
     out_ids, out_scores, out_titles = [], [], []
@@ -346,6 +355,16 @@ def _with_sessions(bundle: ModelBundle, stored: list[str], recent: list[Any]) ->
         return recent
     return [[*_as_list(items), *sessions.get(user, [])] if user in sessions else items
             for user, items in zip(asking, recent, strict=True)]
+
+
+def _without(top: np.ndarray, values: np.ndarray, held: np.ndarray,
+             k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's first ``k`` items that are not held back, in their order."""
+    keep = (top >= 0) & ~held[np.where(top >= 0, top, 0)]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(keep, order, axis=1)
+    return (np.where(kept, np.take_along_axis(top, order, axis=1), -1),
+            np.where(kept, np.take_along_axis(values, order, axis=1), -np.inf))
 
 
 def _blank(personal: np.ndarray, values: np.ndarray) -> np.ndarray:

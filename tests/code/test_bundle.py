@@ -336,3 +336,34 @@ def test_a_history_of_products_nobody_bought_is_answered_by_popularity(family: s
     assert mixed["source"] == "model" and any(s > 0 for s in mixed["scores"])
     assert shop.answer([{"recent_items": ["i28"], "k": 5, "diversity": 0.5}])[0][
         "source"] == "popularity"
+
+
+def test_products_with_no_units_left_are_never_answered(
+        bundle: ModelBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --stock`: a discontinued product kept coming back in real time (only the batch
+    could hold it back, and only with a demand forecast)."""
+    from dataclasses import replace
+
+    from shoprec.registry.served import apply_serving_environment
+    from shoprec.serving.engine import STOCK_ENV
+
+    requests = [{"user_id": "u1", "k": 5}, {"user_id": "stranger", "k": 5},
+                {"user_id": "u2", "k": 5, "diversity": 0.7}, {"item_id": "i3", "k": 5},
+                {"recent_items": ["i0"], "k": 5}]
+    before = bundle.answer(requests)
+    gone = {a["item_ids"][0] for a in before}  # every answer's first product
+    stock = tmp_path / "stock.csv"
+    stock.write_text("item_id,units\n" + "".join(f"{i},0\n" for i in sorted(gone))
+                     + "i29,4\n")
+    monkeypatch.setenv(STOCK_ENV, str(stock))
+    served = replace(bundle)
+    apply_serving_environment(served)
+    assert served.held_back is not None and int(served.held_back.sum()) == len(gone)
+    after = served.answer(requests)
+    for old, new in zip(before, after, strict=True):
+        assert not gone & set(new["item_ids"]) and len(new["item_ids"]) == 5
+        assert new["source"] == old["source"]
+        # The rest keep their order: the held-back products' places are taken from below.
+        kept = [i for i in old["item_ids"] if i not in gone]
+        assert new["item_ids"][:len(kept)] == kept
+    assert bundle.answer(requests) == before  # the bundle as loaded is unchanged
