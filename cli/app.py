@@ -992,6 +992,12 @@ def train(
                                      tune_models=tune_models.split(",") if tune_models
                                      else None, popularity_epsilon=popularity_epsilon,
                                      quantize=quantize, prune_top=prune_top)
+    sample = split_config.evaluation_users
+    if sample is not None and sample < training_config.gate_min_users:
+        # Every comparison would rest on fewer users than the gate asks for.
+        raise ConfigError(f"--evaluation-users {sample} is below --gate-min-users "
+                          f"{training_config.gate_min_users}: no version could replace a "
+                          "champion; raise --evaluation-users, or lower --gate-min-users")
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
     from shoprec.registry.tracking import check_uri

@@ -163,6 +163,12 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         stop = min(start + batch_size, n_users)
         history = bundle.history[start:stop]
         scores = bundle.model.score_fitted(np.arange(start, stop), history)
+        # A shopper whose products the model ties with nothing (bought only on their own)
+        # gets every score 0, whose "ranking" is catalogue order: popularity instead, as a
+        # served answer gives them.
+        blank = ~np.any(scores != 0, axis=1)
+        if blank.any():
+            scores[blank] = bundle.fallback.score(history[blank])
         mask_seen(scores, history)
         if diversity > 0 or availability is not None:
             pool, values = top_k(scores, diversity_pool(k))

@@ -271,7 +271,11 @@ def _check_is_list(path: Path, handle: Any) -> None:
     the "list" failed.
     """
     handle.seek(0)
-    first = handle.readline(1 << 16)
+    first = b""
+    while not first.strip():  # blank lines are skipped, as the list's reader skips them
+        first = handle.readline(1 << 16)
+        if not first:
+            return  # only blank lines: an empty list
     try:
         record = json.loads(first)
     except ValueError:

@@ -257,9 +257,12 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
         else:
             top[personal], values[personal] = bundle.model.recommend(subset, k=fetch)
             blank = _blank(personal, values)
-        for r in blank:
-            source[r] = "popularity"
-        has_history[blank] = False
+        if len(blank):
+            # Popularity, less what the shopper has or just touched (a product bought, but
+            # never with anything else, also scores every item 0, and is in the history).
+            top[blank], values[blank] = bundle.fallback.recommend(rows[blank], k=fetch)
+            for r in blank:
+                source[r] = "popularity"
     cold = np.flatnonzero(~is_search & ~has_history)
     if len(cold):
         top[cold], values[cold] = _popular(bundle, rows[cold], fetch)
@@ -371,8 +374,8 @@ def _blank(personal: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The rows of ``personal`` whose model scores are all 0: no ranking at all.
 
     A history of products nobody had bought when the model was trained (a new product's
-    first clicks) gives every item the same score, 0, and its "ranking" would be catalogue
-    order; such a shopper is answered as one with no history (popularity).
+    first clicks), or bought only on their own, gives every item the same score, 0, and
+    its "ranking" would be catalogue order; such a shopper is answered by popularity.
     """
     return personal[np.all(values[personal] == 0.0, axis=1)]
 

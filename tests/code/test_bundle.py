@@ -314,7 +314,8 @@ def test_live_sessions_count_as_recent_items(bundle: ModelBundle, tmp_path: Path
 
 
 @pytest.mark.parametrize("family", ["mf", "ease"])
-def test_a_history_of_products_nobody_bought_is_answered_by_popularity(family: str) -> None:
+def test_a_history_of_products_nobody_bought_is_answered_by_popularity(
+        family: str, tmp_path: Path) -> None:
     """A new product's first clicks gave every item the score 0, and the answer was the
     catalogue's order labelled as the model's."""
     from shoprec.models import EASE
@@ -322,6 +323,9 @@ def test_a_history_of_products_nobody_bought_is_answered_by_popularity(family: s
     rng = np.random.default_rng(5)
     dense = (rng.random((40, 30)) < 0.25).astype(np.float32)
     dense[:, 27:] = 0  # three products in the catalogue, bought by nobody yet
+    dense[:, 26] = 0
+    dense[26:, :] = 0
+    dense[26:, 26] = 1  # a gift card: the best seller, but never bought with anything else
     history = sp.csr_matrix(dense)
     model = (ImplicitALS(factors=4, iterations=5, regularization=0.1, seed=1)
              if family == "mf" else EASE(regularization=10.0)).fit(history)
@@ -336,6 +340,23 @@ def test_a_history_of_products_nobody_bought_is_answered_by_popularity(family: s
     assert mixed["source"] == "model" and any(s > 0 for s in mixed["scores"])
     assert shop.answer([{"recent_items": ["i28"], "k": 5, "diversity": 0.5}])[0][
         "source"] == "popularity"
+    # A product bought only on its own ties with nothing either: popularity, without it
+    # (it came back at rank 1, the shopper's own).
+    if family == "ease":  # ALS gives it factors of its own; EASE a row of zeros
+        others = shop.fallback.item_scores_.astype(np.float64)[None, :].copy()
+        others[0, 26] = -np.inf
+        best = top_k(others, 5)[0]
+        for request in ({"recent_items": ["i26"], "k": 5}, {"user_id": "u35", "k": 5}):
+            answer = shop.answer([request])[0]
+            assert answer["source"] == "popularity" and "i26" not in answer["item_ids"]
+            assert answer["item_ids"] == [f"i{j}" for j in best[0]]
+        # The batch answers such a shopper alike (it wrote catalogue order, scores 0).
+        from shoprec.batch import write_recommendations
+
+        write_recommendations(shop, tmp_path / "batch", k=5, model_version="1")
+        lists = pd.read_parquet(tmp_path / "batch")
+        mine = lists[lists["user_id"] == "u35"].sort_values("rank")
+        assert mine["item_id"].tolist() == [f"i{j}" for j in best[0]]
 
 
 def test_products_with_no_units_left_are_never_answered(

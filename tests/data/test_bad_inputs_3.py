@@ -242,6 +242,9 @@ OPTIONS = {
     "prune --keep 0": (["prune", "--keep", "0"], "Invalid value for '--keep'"),
     "forecast --quarantine-dir a file": (["forecast", "--quarantine-dir", "a-file"],
                                          "--quarantine-dir a-file is a file"),
+    "train --evaluation-users below the gate's floor": (
+        ["train", "--evaluation-users", "40"],
+        "--evaluation-users 40 is below --gate-min-users"),
     "train --gate-margin inf": (["train", "--gate-margin", "inf"],
                                 "--gate-margin (gate_margin): Input should be a finite number"),
     "train --param ease.regularization=1e400": (
@@ -304,6 +307,12 @@ def test_mistakes_of_the_environment_and_services_are_named(
     listed.add("u1")
     listed.add("u2")  # a list of its own keeps growing
     assert len(listed.path.read_text().splitlines()) == 2
+    # Blank lines are no records, for the writer as for the reader: a list holding only a
+    # newline, or a record edited away leaving its line, still takes requests.
+    for text in ("\n", "\n" + listed.path.read_text()):
+        edited = write(tmp_path / "edited.jsonl", text)
+        SuppressionList(edited).add("u3")
+        assert len(SuppressionList(edited).records()) == text.count("subjects") + 1
     # A UTF-8 file read as UTF-16 (which the README's table suggests trying).
     from shoprec.data.io import read_table
 
