@@ -992,12 +992,9 @@ def train(
                                      tune_models=tune_models.split(",") if tune_models
                                      else None, popularity_epsilon=popularity_epsilon,
                                      quantize=quantize, prune_top=prune_top)
-    sample = split_config.evaluation_users
-    if sample is not None and sample < training_config.gate_min_users:
-        # Every comparison would rest on fewer users than the gate asks for.
-        raise ConfigError(f"--evaluation-users {sample} is below --gate-min-users "
-                          f"{training_config.gate_min_users}: no version could replace a "
-                          "champion; raise --evaluation-users, or lower --gate-min-users")
+    from shoprec.config import check_gate_sample
+
+    check_gate_sample(split_config, training_config)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
     from shoprec.registry.tracking import check_uri
@@ -1484,6 +1481,10 @@ def _print_prune(result: dict[str, Any], done: bool) -> None:
                       "run again without --dry-run to delete", highlight=False)
 
 
+#: The most characters of held-back ids `serve` hands its workers in one environment
+#: variable (Linux refuses a variable over 128 KiB).
+_HELD_LIMIT = 120_000
+
 #: ``batch --forecast``'s default: the registered forecast's champion.
 _DEFAULT_FORECAST = "models:/shoprec-demand@champion"
 
@@ -1630,10 +1631,16 @@ def serve(
     from shoprec.registry.promotion import alias_version
 
     _check_port_free(host, port)
+    held = ""
     if stock is not None:
-        from shoprec.inventory import read_stock
+        from shoprec.inventory import held_ids, read_stock
 
-        read_stock(stock)  # a bad file is said now, not by every worker
+        # Read once, here: the workers (and one started again later) get these ids.
+        held = json.dumps(held_ids(read_stock(stock)))
+        if len(held) > _HELD_LIMIT:
+            raise ConfigError(f"--stock {stock}: {held.count(',') + 1:,} products have no "
+                              "units left, more than the server can hand its workers; give "
+                              "a file of the products to hold back")
     tracking.require_store()
     version = alias_version(model_name, alias)
     if version is None:
@@ -1680,7 +1687,7 @@ def serve(
     when = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).isoformat()
     environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
                    DIVERSITY_ENV: str(diversity), EXPLANATIONS_ENV: "1" if explanations else "0",
-                   STOCK_ENV: str(stock.resolve()) if stock else "",
+                   STOCK_ENV: held,
                    # Stock MLflow has no POST /events: no sessions to look up there.
                    SESSIONS_ENV: str(Path(sessions).resolve())
                    if sessions and not mlflow_server else "",

@@ -949,3 +949,22 @@ class BatchConfig(_Model):
                           "products with no units left are held back).")
     stock_weeks: int = Field(0, ge=0, le=26, description="Forecast weeks the stock must last "
                              "(0: every week of the forecast).")
+
+
+def check_gate_sample(split: SplitConfig, training: TrainingConfig) -> None:
+    """Refuse an evaluation sample smaller than the gate's floor of test users.
+
+    Every comparison would rest on fewer users than ``gate_min_users``: no version could
+    replace a champion, run after run, without a word.
+
+    Raises:
+        ConfigError: ``split.evaluation_users`` is below ``training.gate_min_users``.
+    """
+    from shoprec.errors import ConfigError
+
+    sample = split.evaluation_users
+    if sample is not None and sample < training.gate_min_users:
+        raise ConfigError(f"--evaluation-users {sample} is below --gate-min-users "
+                          f"{training.gate_min_users} (split.evaluation_users, "
+                          "training.gate_min_users): no version could replace a champion; "
+                          "raise the one, or lower the other")

@@ -14,6 +14,7 @@ and one nobody can buy leaves them.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +49,13 @@ def read_stock(path: str | Path) -> pd.Series:
         raise ConfigError(f"stock file {str(source)!r} does not exist; give a CSV or Parquet "
                           "file with columns item_id and units")
     try:
-        frame = (pd.read_parquet(source) if source.suffix.lower() in (".parquet", ".pq")
-                 else pd.read_csv(source, dtype={"item_id": str}))
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        with warnings.catch_warnings():
+            # A row with a field more than the header: pandas would take the first column
+            # as an index and shift the others (units read from the wrong field).
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = (pd.read_parquet(source) if source.suffix.lower() in (".parquet", ".pq")
+                     else pd.read_csv(source, dtype={"item_id": str}, index_col=False))
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         raise DataError(f"stock file {str(source)!r} could not be read as "
                         f"{'Parquet' if source.suffix.lower() == '.parquet' else 'CSV'}: "
                         f"{exc}") from exc
@@ -175,13 +180,25 @@ def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
                              uri)
 
 
-def no_units_left(item_ids: np.ndarray, stock: pd.Series) -> np.ndarray:
-    """Per catalogue item, whether the stock file gives it no units (0 or fewer).
+def no_units_left(item_ids: np.ndarray, stock: pd.Series | list[str]) -> np.ndarray:
+    """Per catalogue item, whether the stock gives it no units (0 or fewer).
 
     Products the file does not list are not held back: it may be an export of some
     products only. What real-time answers leave out (``serve --stock``).
+
+    Args:
+        item_ids: The catalogue, in the model's item order.
+        stock: Units per item id (:func:`read_stock`), or the ids with none left
+            (:func:`held_ids`).
     """
+    if isinstance(stock, list):
+        return np.isin(np.asarray(item_ids).astype(str), np.asarray(stock, dtype=str))
     return availability(item_ids, stock, read_forecast(NO_FORECAST)) == 0
+
+
+def held_ids(stock: pd.Series) -> list[str]:
+    """The ids a stock file gives no units left: what ``serve`` hands its workers."""
+    return sorted(str(i) for i in stock.index[stock.to_numpy(dtype=float) <= 0])
 
 
 def availability(item_ids: np.ndarray, stock: pd.Series, forecast: pd.DataFrame,

@@ -271,11 +271,12 @@ def _check_is_list(path: Path, handle: Any) -> None:
     the "list" failed.
     """
     handle.seek(0)
-    first = b""
+    first = ""
     while not first.strip():  # blank lines are skipped, as the list's reader skips them
-        first = handle.readline(1 << 16)
-        if not first:
+        line = handle.readline(1 << 16)
+        if not line:
             return  # only blank lines: an empty list
+        first = line.decode("utf-8", "replace")
     try:
         record = json.loads(first)
     except ValueError:

@@ -37,9 +37,11 @@ def apply_serving_environment(bundle: Any) -> None:
     from shoprec.serving.engine import STOCK_ENV
 
     if os.environ.get(STOCK_ENV):
-        from shoprec.inventory import no_units_left, read_stock
+        import json
 
-        bundle.held_back = no_units_left(bundle.items.ids, read_stock(os.environ[STOCK_ENV]))
+        from shoprec.inventory import no_units_left
+
+        bundle.held_back = no_units_left(bundle.items.ids, json.loads(os.environ[STOCK_ENV]))
     # `shoprec serve` keeps live sessions (POST /events) in this SQLite file.
     if os.environ.get(SESSIONS_ENV) and getattr(bundle, "sessions", None) is None:
         bundle.sessions = SessionStore(os.environ[SESSIONS_ENV])

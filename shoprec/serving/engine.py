@@ -36,9 +36,10 @@ EXPLAIN_TOP = 3
 DIVERSITY_ENV = "SHOPREC_DIVERSITY"
 #: Environment variable set to 1 by ``serve --explanations``: ``explain`` is answered.
 EXPLANATIONS_ENV = "SHOPREC_EXPLANATIONS"
-#: The stock file of ``shoprec serve --stock``, for its workers: products with no units
-#: left are never answered.
-STOCK_ENV = "SHOPREC_SERVE_STOCK"
+#: The ids of products with no units left (a JSON list), from ``shoprec serve --stock``
+#: for its workers: never answered. The ids, not the file: a worker started again reads
+#: what the server started with.
+STOCK_ENV = "SHOPREC_SERVE_HELD_BACK"
 #: Whether the request being answered may see shopper data (explanations). ``shoprec
 #: serve`` on a loopback address grants it per request, to those carrying its access
 #: token; everywhere else (the CLI, batch, a server started with --explanations) it is on.
@@ -377,7 +378,9 @@ def _blank(personal: np.ndarray, values: np.ndarray) -> np.ndarray:
     first clicks), or bought only on their own, gives every item the same score, 0, and
     its "ranking" would be catalogue order; such a shopper is answered by popularity.
     """
-    return personal[np.all(values[personal] == 0.0, axis=1)]
+    # Padding (-inf: fewer items eligible than asked for) is no score either.
+    scored = values[personal]
+    return personal[np.all((scored == 0.0) | ~np.isfinite(scored), axis=1)]
 
 
 def _popular(bundle: ModelBundle, rows: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:

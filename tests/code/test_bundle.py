@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -350,6 +351,9 @@ def test_a_history_of_products_nobody_bought_is_answered_by_popularity(
             answer = shop.answer([request])[0]
             assert answer["source"] == "popularity" and "i26" not in answer["item_ids"]
             assert answer["item_ids"] == [f"i{j}" for j in best[0]]
+        # Asked for more than is left (the list padded): still no ranking, still popularity.
+        padded = shop.answer([{"user_id": "u35", "k": 30}])[0]
+        assert padded["source"] == "popularity" and "i26" not in padded["item_ids"]
         # The batch answers such a shopper alike (it wrote catalogue order, scores 0).
         from shoprec.batch import write_recommendations
 
@@ -376,7 +380,9 @@ def test_products_with_no_units_left_are_never_answered(
     stock = tmp_path / "stock.csv"
     stock.write_text("item_id,units\n" + "".join(f"{i},0\n" for i in sorted(gone))
                      + "i29,4\n")
-    monkeypatch.setenv(STOCK_ENV, str(stock))
+    from shoprec.inventory import held_ids, read_stock
+
+    monkeypatch.setenv(STOCK_ENV, json.dumps(held_ids(read_stock(stock))))
     served = replace(bundle)
     apply_serving_environment(served)
     assert served.held_back is not None and int(served.held_back.sum()) == len(gone)
@@ -388,3 +394,6 @@ def test_products_with_no_units_left_are_never_answered(
         kept = [i for i in old["item_ids"] if i not in gone]
         assert new["item_ids"][:len(kept)] == kept
     assert bundle.answer(requests) == before  # the bundle as loaded is unchanged
+    # Asked for more than is left to answer: the lists hold what is left, none held back.
+    everything = served.answer([{"user_id": "stranger", "k": 30}])[0]["item_ids"]
+    assert len(everything) == 30 - len(gone) and not gone & set(everything)

@@ -106,6 +106,8 @@ def test_bad_stock_files_are_refused_with_the_rows_to_fix(tmp_path: Path) -> Non
         "missing.csv": ("item_id,count\na,1\n", "lacks the column.s. units"),
         "negative.csv": ("item_id,units\na,1\nb,-3\nc,many\n", "2 row.s. .*lines 3, 4"),
         "twice.csv": ("item_id,units\na,1\na,2\n", "more than once .a."),
+        # A field too many: pandas took item_id as an index and read units from the third.
+        "extra.csv": ("item_id,units\na,0,5\nb,2\n", "could not be read as CSV"),
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)

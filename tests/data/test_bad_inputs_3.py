@@ -309,7 +309,7 @@ def test_mistakes_of_the_environment_and_services_are_named(
     assert len(listed.path.read_text().splitlines()) == 2
     # Blank lines are no records, for the writer as for the reader: a list holding only a
     # newline, or a record edited away leaving its line, still takes requests.
-    for text in ("\n", "\n" + listed.path.read_text()):
+    for text in ("\n", "\u00a0\n", "\n" + listed.path.read_text()):
         edited = write(tmp_path / "edited.jsonl", text)
         SuppressionList(edited).add("u3")
         assert len(SuppressionList(edited).records()) == text.count("subjects") + 1
