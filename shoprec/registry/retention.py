@@ -191,6 +191,8 @@ def _running_runs(client: Any, result: PrunePlan) -> None:
     gate tag and its challenger alias, another run's newer version could make it look old.
     A run killed there stays RUNNING until the next training marks it failed.
     """
+    from mlflow.exceptions import MlflowException
+
     status: dict[str, str] = {}
     for version in list(result.prune):
         if not version.run_id:
@@ -198,7 +200,11 @@ def _running_runs(client: Any, result: PrunePlan) -> None:
         if version.run_id not in status:
             try:
                 status[version.run_id] = client.get_run(version.run_id).info.status
-            except Exception:  # noqa: BLE001 - a run deleted by hand says nothing
+            except MlflowException as exc:
+                # A run deleted for good says nothing; a store that cannot answer must not
+                # pass for "not running".
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
                 status[version.run_id] = "GONE"
         if status[version.run_id] == "RUNNING":
             result.prune.remove(version)
