@@ -1428,7 +1428,7 @@ def prune(
 
     The newest --keep versions stay, and so does every version an alias points at and
     every version a person registered by hand. What went (each version's tags, and the
-    alias moves that named only deleted versions) is logged to an MLflow run
+    alias moves that name no kept version) is logged to an MLflow run
     `prune <model>` (a Prefect flow).
     """
     from shoprec.registry import retention, tracking

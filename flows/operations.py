@@ -101,7 +101,7 @@ def prune_registry(registered_model_name: str = DEFAULT_MODEL_NAME,
 
     The newest ``keep`` versions stay, and so does every version an alias points at or a
     person registered by hand; the others' logged models and files go. What went (each
-    version's tags and description, and the alias moves that named only them) is logged
+    version's tags and description, and the alias moves that name no kept version) is logged
     to an MLflow run ``prune <model>`` and the ``shoprec-prune`` artifact.
 
     Args:

@@ -10,7 +10,7 @@ version an operation under way names, and every version shoprec did not publish 
 ``gate`` tag: a person registered it); with ``older_than_days`` it keeps the younger ones
 too. Of every other version it deletes the files, then the logged model, then the version,
 in that order, so that a prune stopped midway is finished by the next one (the version is
-still there to be found). Alias moves that name only deleted versions leave the registered
+still there to be found). Alias moves that name no version still there leave the registered
 model's tags; they and a record of each deleted version (tags, description, source) are kept
 as the artifacts of an MLflow run named ``prune <model>``, so nothing of the history is
 lost.
