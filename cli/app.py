@@ -331,6 +331,13 @@ def _data_config(interactions: str | None, items: str | None, fmt: str | None,
     return config
 
 
+def _alias_given(value: str) -> str:
+    """An empty ``--alias`` (an unset variable) is refused, not read as the champion."""
+    if not value.strip():
+        raise typer.BadParameter("is empty; give an alias such as champion or challenger")
+    return value.strip()
+
+
 def _refuse_other_kind_now(name: str, kind: str) -> None:
     """Refuse a registered model that holds the other kind before the run's work.
 
@@ -1048,7 +1055,8 @@ def recommend(
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", callback=_checked_name,
         help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
-    alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
+    alias: Annotated[str, typer.Option("--alias", callback=_alias_given,
+                                       help="Registry alias to load.")] = "champion",
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show the history items behind each recommendation.")] = False,
     diversity: Annotated[float, typer.Option(
@@ -1067,6 +1075,9 @@ def recommend(
     from shoprec.registry import tracking
     from shoprec.registry.loading import load_bundle
 
+    if query and similar_to:
+        raise ConfigError("--query searches and --similar-to finds what goes with a product: "
+                          "give one of them")
     held = None
     if stock is not None:
         from shoprec.inventory import read_stock
@@ -1510,7 +1521,8 @@ def batch(
     k: Annotated[int, typer.Option("--k", help="Recommendations per user.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per batch.")] = 4096,
     model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
-    alias: Annotated[str, typer.Option("--alias", help="Registry alias to load.")] = "champion",
+    alias: Annotated[str, typer.Option("--alias", callback=_alias_given,
+                                       help="Registry alias to load.")] = "champion",
     explain: Annotated[bool, typer.Option(
         "--explain", help="Add a 'because' column: the history items behind each row.")]
     = False,
@@ -1592,7 +1604,8 @@ def serve(
         "--host", help="Interface to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes.")] = 1,
     model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
-    alias: Annotated[str, typer.Option("--alias", help="Registry alias to serve.")]
+    alias: Annotated[str, typer.Option("--alias", callback=_alias_given,
+                                       help="Registry alias to serve.")]
     = "champion",
     max_body_bytes: Annotated[int, typer.Option(
         "--max-body-bytes", min=1, help="Largest request body (HTTP 413 above it).")] = 1 << 20,

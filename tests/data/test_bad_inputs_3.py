@@ -245,6 +245,11 @@ OPTIONS = {
     "train --evaluation-users below the gate's floor": (
         ["train", "--evaluation-users", "40"],
         "--evaluation-users 40 is below --gate-min-users"),
+    "recommend --alias empty": (["recommend", "--user", "u1", "--alias", " "],
+                                "Invalid value for '--alias': is empty"),
+    "batch --alias empty": (["batch", "--alias", ""], "Invalid value for '--alias'"),
+    "recommend --query with --similar-to": (
+        ["recommend", "--query", "cake", "--similar-to", "i1"], "give one of them"),
     "train --gate-margin inf": (["train", "--gate-margin", "inf"],
                                 "--gate-margin (gate_margin): Input should be a finite number"),
     "train --param ease.regularization=1e400": (
