@@ -1548,13 +1548,14 @@ def batch(
     """
     from shoprec.config import BatchConfig
 
+    if stock is None and forecast != _DEFAULT_FORECAST:
+        # Said in the command's words (the form's rule names its fields).
+        raise ConfigError("--forecast is read with --stock (the share of each product's "
+                          "forecast demand its units cover); give --stock FILE too")
     config = BatchConfig(registered_model_name=model_name, alias=alias, output_dir=output_dir,
                          k=k, batch_size=batch_size, explain=explain, diversity=diversity,
                          stock_path=str(stock or ""), forecast=forecast,
                          stock_weeks=stock_weeks)
-    if stock is None and forecast != _DEFAULT_FORECAST:
-        raise ConfigError("--forecast is read with --stock (the share of each product's "
-                          "forecast demand its units cover); give --stock FILE too")
     from shoprec.registry import tracking
     from shoprec.registry.promotion import alias_version
 

@@ -25,7 +25,8 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
                       training_cron: str | None = "0 2 * * *",
                       batch_cron: str | None = "0 5 * * *", timezone: str = "UTC",
                       dask_address: str | None = None,
-                      forecast_cron: str | None = "0 3 * * 1") -> list:
+                      forecast_cron: str | None = "0 3 * * 1",
+                      prune_cron: str | None = None) -> list:
     """The deployments of the project as ``RunnerDeployment`` objects.
 
     Args:
@@ -37,6 +38,9 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
         timezone: Time zone of the schedules.
         dask_address: Train training-nightly's candidates on this Dask scheduler.
         forecast_cron: Schedule of demand-forecast (``None``: manual only).
+        prune_cron: Schedule of prune-registry (``None``, the default: manual only).
+            Prefect's ``serve`` sets each deployment's schedules from here at every start,
+            so one added in the UI is gone after a restart: schedule it here.
     """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
@@ -79,7 +83,8 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
             description="Point champion back at previous-champion."),
         prune_registry.to_deployment(
             name="prune-registry",
-            concurrency_limit=one, tags=["shoprec"], parameters={"keep": 30},
+            concurrency_limit=one, schedules=schedule(prune_cron), tags=["shoprec"],
+            parameters={"keep": 30},
             description="Delete old registered versions no alias points at, with their "
                         "logged models and files; the newest `keep` stay."),
         batch_recommendations.to_deployment(
@@ -116,7 +121,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                      "Europe/Paris")
     for option, cron in (("--training-cron", args.training_cron),
                          ("--batch-cron", args.batch_cron),
-                         ("--forecast-cron", args.forecast_cron)):
+                         ("--forecast-cron", args.forecast_cron),
+                         ("--prune-cron", args.prune_cron)):
         if cron.lower() == "none":
             continue
         try:
@@ -138,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="Schedule of batch-recommendations; 'none' for manual only.")
     parser.add_argument("--forecast-cron", default="0 3 * * 1",
                         help="Schedule of demand-forecast; 'none' for manual only.")
+    parser.add_argument("--prune-cron", default="none",
+                        help="Schedule of prune-registry (keep: 30), e.g. '0 4 * * 0' for "
+                        "Sundays at 04:00; 'none' (the default) for manual only.")
     parser.add_argument("--timezone", default="UTC")
     parser.add_argument("--dask-address", default=None,
                         help="Train training-nightly's candidates on this Dask scheduler.")
@@ -161,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         None if args.training_cron.lower() == "none" else args.training_cron,
         None if args.batch_cron.lower() == "none" else args.batch_cron, args.timezone,
         args.dask_address,
-        None if args.forecast_cron.lower() == "none" else args.forecast_cron))
+        None if args.forecast_cron.lower() == "none" else args.forecast_cron,
+        None if args.prune_cron.lower() == "none" else args.prune_cron))
 
 
 if __name__ == "__main__":

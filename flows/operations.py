@@ -27,6 +27,7 @@ from shoprec.config import (
     CleaningConfig,
     DataConfig,
     PromotionConfig,
+    RegisteredName,
     SplitConfig,
     WeightingConfig,
 )
@@ -75,7 +76,8 @@ def promote_model(
 
 
 @flow(name="shoprec-rollback-model", log_prints=True)
-def rollback_model(registered_model_name: str = DEFAULT_MODEL_NAME, reason: str = "",
+def rollback_model(registered_model_name: RegisteredName = DEFAULT_MODEL_NAME,
+                   reason: str = "",
                    requested_by: str = "") -> dict[str, Any]:
     """Roll the champion back to the previous champion.
 
@@ -93,7 +95,7 @@ def rollback_model(registered_model_name: str = DEFAULT_MODEL_NAME, reason: str 
 
 
 @flow(name="shoprec-prune-registry", log_prints=True)
-def prune_registry(registered_model_name: str = DEFAULT_MODEL_NAME,
+def prune_registry(registered_model_name: RegisteredName = DEFAULT_MODEL_NAME,
                    keep: Annotated[int, Field(ge=1)] = 30,
                    older_than_days: Annotated[float | None, Field(ge=0)] = None,
                    reason: str = "", requested_by: str = "") -> dict[str, Any]:

@@ -950,6 +950,15 @@ class BatchConfig(_Model):
     stock_weeks: int = Field(0, ge=0, le=26, description="Forecast weeks the stock must last "
                              "(0: every week of the forecast).")
 
+    @model_validator(mode="after")
+    def _forecast_with_stock(self) -> BatchConfig:
+        # A forecast given without stock would be ignored without a word.
+        if not self.stock_path and self.forecast != BatchConfig.model_fields["forecast"].default:
+            raise ValueError("forecast is read with stock_path (the share of each product's "
+                             "forecast demand its units cover); give stock_path too, or "
+                             "leave forecast at its default")
+        return self
+
 
 def check_gate_sample(split: SplitConfig, training: TrainingConfig) -> None:
     """Refuse an evaluation sample smaller than the gate's floor of test users.

@@ -164,8 +164,10 @@ def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
         model = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MLflow raises many kinds; all mean "not there"
         raise ConfigError(f"could not load the demand forecast {uri!r}: "
-                          f"{tracking.redact(str(exc))}; run `shoprec forecast` first, or "
-                          "pass --forecast PATH of its Parquet output") from exc
+                          f"{tracking.redact(str(exc))}; run `shoprec forecast` first, "
+                          "pass --forecast PATH of its Parquet output, or --forecast none "
+                          "(forecast: none) to hold back only the products with no units "
+                          "left") from exc
     ids = [] if item_ids is None else [str(i) for i in item_ids]
     if not ids:
         return pd.DataFrame({"item_id": [], "week": [], "forecast": []})
@@ -244,6 +246,10 @@ def availability(item_ids: np.ndarray, stock: pd.Series, forecast: pd.DataFrame,
     share[known] = np.minimum(1.0, have[known] / need[known])
     # None left is none to sell, whatever the forecast says (or whether it has the item).
     share[np.isfinite(have) & (have <= 0)] = 0.0
-    logger.info("stock: %d of %d catalogue items forecast to sell out (%d with no units)",
-                int((share < 1).sum()), len(ids), int((share == 0).sum()))
+    if len(forecast):
+        logger.info("stock: %d of %d catalogue items forecast to sell out (%d with no units)",
+                    int((share < 1).sum()), len(ids), int((share == 0).sum()))
+    else:
+        logger.info("stock: %d of %d catalogue items have no units left (no forecast)",
+                    int((share == 0).sum()), len(ids))
     return share

@@ -148,7 +148,8 @@ def plan(name: str, keep: int, older_than_days: float | None = None) -> PrunePla
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise ConfigError(f"no registered model {name!r} at {tracking.display_uri()}; "
-                              "check --registered-model-name") from exc
+                              "check --registered-model-name (registered_model_name)"
+                              ) from exc
         raise RegistryError(f"could not read {name!r} from the MLflow registry at "
                             f"{tracking.display_uri()}: {tracking.redact(exc.message)}"
                             ) from exc
@@ -315,11 +316,12 @@ def _stopped(client: Any, run_id: str, freed: int, done: int, planned: int,
              exc: BaseException) -> None:
     """Close the record of a prune stopped midway (best effort: the store may be gone)."""
     try:
+        said = tracking.redact(str(exc))[:300]
         client.set_tag(run_id, "ended_by", f"stopped after {done} of {planned} versions: "
-                       f"{type(exc).__name__}: {tracking.redact(str(exc))[:300]}")
+                       f"{type(exc).__name__}" + (f": {said}" if said else ""))
         client.log_metric(run_id, "freed_bytes", freed)
-        client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt)
-                              else "FAILED")
+        # Stopped (Ctrl-C, a signal, a cancel from the Prefect UI), or failed.
+        client.set_terminated(run_id, "FAILED" if isinstance(exc, Exception) else "KILLED")
     except Exception as closing:  # noqa: BLE001 - the prune's own error is the one to see
         logger.warning("could not close the prune's run %s (%s); the next training marks "
                        "it failed", run_id, tracking.redact(str(closing)))

@@ -101,6 +101,20 @@ def test_products_forecast_to_sell_out_move_down_and_empty_ones_leave(
         assert [i for i in now if i in kept] == kept[:len([i for i in now if i in kept])]
 
 
+def test_a_forecast_without_stock_is_refused_in_the_form_too() -> None:
+    """The batch deployment took a forecast without stock_path and ignored it; the
+    command line refused the same (--forecast is read with --stock)."""
+    from pydantic import ValidationError
+
+    from shoprec.config import BatchConfig
+
+    for forecast in ("none", "/no/such/forecast.parquet"):
+        with pytest.raises(ValidationError, match="forecast is read with stock_path"):
+            BatchConfig(forecast=forecast)
+    assert BatchConfig(stock_path="stock.csv", forecast="none").forecast == "none"
+    assert BatchConfig().stock_path == ""
+
+
 def test_bad_stock_files_are_refused_with_the_rows_to_fix(tmp_path: Path) -> None:
     cases = {
         "missing.csv": ("item_id,count\na,1\n", "lacks the column.s. units"),

@@ -267,3 +267,25 @@ def test_cli_prune_runs_the_prefect_flow(shop, prefect_api: str) -> None:
     assert "deleted 2 versions" in done.stdout and "freed 5,000 bytes" in done.stdout
     assert sorted(int(v.version) for v in shop.search_model_versions(f"name = '{NAME}'")) \
         == [2, 3, 5, 6, 7, 8]
+
+
+def test_the_prune_deployment_is_scheduled_in_code_and_refuses_a_blank_name() -> None:
+    """A schedule added in the UI was gone after `serve.py` restarted (Prefect's serve sets
+    schedules from code): `--prune-cron` is where it lives. A blank model name in the form
+    ended in MLflow's "Missing value for required parameter 'name'"."""
+    import importlib.util
+
+    from prefect.exceptions import ParameterTypeError
+    from shoprec_flows.operations import prune_registry, rollback_model
+
+    spec = importlib.util.spec_from_file_location("serve_deployments",
+                                                  ROOT / "deployments" / "serve.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = {d.name: d for d in module.build_deployments(prune_cron="0 4 * * 0")}
+    assert [s.schedule.cron for s in built["prune-registry"].schedules] == ["0 4 * * 0"]
+    assert not {d.name: d for d in module.build_deployments()}["prune-registry"].schedules
+    for flow in (prune_registry, rollback_model):
+        with pytest.raises(ParameterTypeError, match="cannot be blank"):
+            flow.validate_parameters({"registered_model_name": " "})
