@@ -32,6 +32,7 @@ from shoprec.config import (
     WeightingConfig,
 )
 from shoprec.data.io import check_writable_folder
+from shoprec.inventory import read_stock
 from shoprec.registry import tracking
 from shoprec.runtime import apply_runtime_defaults
 
@@ -133,5 +134,7 @@ def batch_recommendations(
     """
     apply_runtime_defaults(str(flow_run.id))
     check_writable_folder(batch.output_dir, "batch.output_dir")
+    if batch.stock_path:  # a bad stock file is said before the model is loaded
+        read_stock(batch.stock_path)
     bundle, version = load_model(batch.registered_model_name, batch.alias)
     return write_batch(bundle, version, batch).to_dict()

@@ -203,6 +203,14 @@ def test_batch_recommendations_hold_back_products_forecast_to_sell_out(
     assert result["stock_limited"] == 1
     assert gone not in set(limited["item_id"])
     assert len(limited) == len(plain)  # the lists stay full: the next product moves up
+    # A stock file that is not there is said before the model is loaded.
+    from prefect.states import State
+
+    refused = batch_recommendations(batch=BatchConfig(
+        **config, output_dir=str(tmp_path / "none"), stock_path=str(tmp_path / "no.csv")),
+        return_state=True)
+    assert isinstance(refused, State) and refused.is_failed()
+    assert "stock file" in str(refused.message) and "does not exist" in str(refused.message)
     # Without a forecast (`--forecast none`): the stock alone holds back what has no units.
     alone = batch_recommendations(batch=BatchConfig(
         **config, output_dir=str(tmp_path / "alone"), stock_path=str(stock), forecast="none"))
