@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand
 
-from shoprec.config import DEFAULT_MODEL_NAME, new_registry_name, registry_name
+from shoprec.config import DEFAULT_MODEL_NAME, BatchConfig, new_registry_name, registry_name
 from shoprec.errors import (
     ConfigError,
     DataError,
@@ -1080,9 +1080,9 @@ def recommend(
                           "give one of them")
     held = None
     if stock is not None:
-        from shoprec.inventory import read_stock
+        from shoprec.inventory import held_ids, read_stock
 
-        held = read_stock(stock)
+        held = held_ids(read_stock(stock))
     tracking.require_store()
     # The same answer as the served model's, from its bundle read directly and lazily: one
     # request needs neither the pyfunc wrapper nor the parts it does not use.
@@ -1497,7 +1497,7 @@ def _print_prune(result: dict[str, Any], done: bool) -> None:
 _HELD_LIMIT = 120_000
 
 #: ``batch --forecast``'s default: the registered forecast's champion.
-_DEFAULT_FORECAST = "models:/shoprec-demand@champion"
+_DEFAULT_FORECAST = BatchConfig.model_fields["forecast"].default
 
 #: Said after champion moves: a server resolves the alias when it starts (`serve`).
 _RESTART_SERVERS = ("a `shoprec serve` started before this keeps serving the version it "
@@ -1546,8 +1546,6 @@ def batch(
     With --stock, each product's relevance is multiplied by the share of its forecast
     demand that its stock covers (products with none left are not recommended).
     """
-    from shoprec.config import BatchConfig
-
     if stock is None and forecast != _DEFAULT_FORECAST:
         # Said in the command's words (the form's rule names its fields).
         raise ConfigError("--forecast is read with --stock (the share of each product's "

@@ -182,20 +182,17 @@ def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
                              uri)
 
 
-def no_units_left(item_ids: np.ndarray, stock: pd.Series | list[str]) -> np.ndarray:
-    """Per catalogue item, whether the stock gives it no units (0 or fewer).
+def no_units_left(item_ids: np.ndarray, held: list[str]) -> np.ndarray:
+    """Per catalogue item, whether it is one of ``held`` (:func:`held_ids`).
 
-    Products the file does not list are not held back: it may be an export of some
+    Products the stock file does not list are not held back: it may be an export of some
     products only. What real-time answers leave out (``serve --stock``).
 
     Args:
         item_ids: The catalogue, in the model's item order.
-        stock: Units per item id (:func:`read_stock`), or the ids with none left
-            (:func:`held_ids`).
+        held: The ids with no units left.
     """
-    if isinstance(stock, list):
-        return np.isin(np.asarray(item_ids).astype(str), np.asarray(stock, dtype=str))
-    return availability(item_ids, stock, read_forecast(NO_FORECAST)) == 0
+    return np.isin(np.asarray(item_ids).astype(str), np.asarray(held, dtype=str))
 
 
 def held_ids(stock: pd.Series) -> list[str]:

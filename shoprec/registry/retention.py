@@ -72,7 +72,7 @@ class PrunePlan:
     prune: list[PrunedVersion] = field(default_factory=list)
     #: version -> why it stays.
     kept: dict[str, str] = field(default_factory=dict)
-    #: alias_move tag -> its record, for the moves that name only pruned versions.
+    #: alias_move tag -> its record, for the moves that name no kept version.
     moves: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
