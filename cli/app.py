@@ -103,8 +103,29 @@ RepeatsOpt = Annotated[str | None, typer.Option(
 DampingOpt = Annotated[str | None, typer.Option(
     "--quantity-damping", help="How quantities weigh: log (log2(1+q), the default), sqrt, "
     "none (q) or binary (1).")]
+
+
+def _folder(value: str | Path) -> Path:
+    """A folder option's value; an empty one (an unset shell variable) is refused.
+
+    ``Path("")`` is the current folder: ``--output-dir "$OUT"`` with ``OUT`` unset wrote
+    quarantine files and drafts wherever the command ran.
+    """
+    if isinstance(value, str) and not value.strip():
+        raise typer.BadParameter("is empty; give a folder (. for the current one)")
+    return Path(value)
+
+
+def _file(value: str | Path) -> Path:
+    """A file option's value; an empty one is refused (it read as the current folder)."""
+    if isinstance(value, str) and not value.strip():
+        raise typer.BadParameter("is empty; give a file")
+    return Path(value)
+
+
 OutOpt = Annotated[Path, typer.Option(
-    "--output-dir", help="Where the quarantine files are written (and validate's Data Docs).")]
+    "--output-dir", parser=_folder,
+    help="Where the quarantine files are written (and validate's Data Docs).")]
 
 
 #: Configuration fields whose command-line option is not ``--`` + the name with dashes.
@@ -755,7 +776,8 @@ def generate(
     users: Annotated[int, typer.Option("--users", help="Number of users.")],
     items: Annotated[int, typer.Option("--items", help="Number of items.")],
     interactions: Annotated[int, typer.Option("--interactions", help="Interaction rows.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the Parquet files to.")],
+    out: Annotated[Path, typer.Option(
+        "--out", parser=_folder, help="Folder to write the Parquet files to.")],
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
                                       help="Random seed.")] = 0,
     days: Annotated[int, typer.Option("--days", min=1, max=36_500,
@@ -801,7 +823,7 @@ def validate(
     data_docs: Annotated[bool, typer.Option(
         "--data-docs/--no-data-docs", help="Render GX Data Docs into the output folder.")] = False,
     report_json: Annotated[Path | None, typer.Option(
-        "--report-json", help="Write the full report as JSON.")] = None,
+        "--report-json", parser=_file, help="Write the full report as JSON.")] = None,
 ) -> None:
     """Validate and clean a data set; print the report (exit 0 valid, 1 rejected, 2 usage)."""
     from shoprec.config import CleaningConfig
@@ -935,7 +957,7 @@ def train(
     min_items: MinItemsOpt = 10,
     output_dir: OutOpt = Path("runs/train"),
     summary_json: Annotated[Path | None, typer.Option(
-        "--summary-json", help="Write the run summary as JSON.")] = None,
+        "--summary-json", parser=_file, help="Write the run summary as JSON.")] = None,
     pseudonymize: PseudonymizeOpt = False,
     pseudonym_secret: PseudonymSecretOpt = None,
     quantize: Annotated[str | None, typer.Option(
@@ -1064,7 +1086,8 @@ def recommend(
         help="Re-rank the model's answer towards less popular items (0: its own order).")]
     = 0.0,
     stock: Annotated[Path | None, typer.Option(
-        "--stock", help="CSV or Parquet with item_id and units: products with no units "
+        "--stock", parser=_file,
+        help="CSV or Parquet with item_id and units: products with no units "
         "left are not answered.")] = None,
     similar_to: Annotated[str | None, typer.Option(
         "--similar-to", help="An item id: the items that go with it (cross-sell).")] = None,
@@ -1163,7 +1186,7 @@ def forecast(
         help="MLflow registered model of the forecast.")]
     = "shoprec-demand",
     summary_json: Annotated[Path | None, typer.Option(
-        "--summary-json", help="Write the run summary as JSON.")] = None,
+        "--summary-json", parser=_file, help="Write the run summary as JSON.")] = None,
 ) -> None:
     """Forecast each product's weekly units (a Prefect flow): backtest, then the next weeks.
 
@@ -1531,7 +1554,8 @@ def batch(
         help="Re-rank each user's list towards less popular items (0: the model's order).")]
     = 0.0,
     stock: Annotated[Path | None, typer.Option(
-        "--stock", help="CSV or Parquet with item_id and units on hand: down-weight products "
+        "--stock", parser=_file,
+        help="CSV or Parquet with item_id and units on hand: down-weight products "
         "forecast to sell out beyond it.")] = None,
     forecast: Annotated[str, typer.Option(
         "--forecast", help="The demand forecast used with --stock: a model URI, the "
@@ -1630,7 +1654,8 @@ def serve(
         "--sessions", help="SQLite file of the live sessions fed by POST /events ('' turns "
         "them off).")] = "sessions.sqlite",
     stock: Annotated[Path | None, typer.Option(
-        "--stock", help="CSV or Parquet with item_id and units: products with no units left "
+        "--stock", parser=_file,
+        help="CSV or Parquet with item_id and units: products with no units left "
         "are never answered (read when the server starts).")] = None,
 ) -> None:
     """Serve models:/NAME@ALIAS over HTTP: /invocations, /events and a storefront page at /.

@@ -71,10 +71,25 @@ def experiment_name(value: str) -> str:
     return value
 
 
+def folder_name(value: str) -> str:
+    """An output folder as given; a blank one is refused.
+
+    A blank folder is the current one (``Path("")``): an unset variable in a form or a
+    script wrote a run's data set wherever the process ran.
+
+    Raises:
+        ValueError: Blank.
+    """
+    if not value.strip():
+        raise ValueError("is empty; give a folder ('.' for the current one)")
+    return value
+
+
 #: Names checked as MLflow will check them, so a form in the Prefect UI is refused at once.
 RegisteredName = Annotated[str, AfterValidator(registry_name)]
 NewRegisteredName = Annotated[str, AfterValidator(new_registry_name)]
 ExperimentName = Annotated[str, AfterValidator(experiment_name)]
+FolderName = Annotated[str, AfterValidator(folder_name)]
 
 
 def positive_ks(value: list[int]) -> list[int]:
@@ -883,7 +898,7 @@ class ForecastConfig(_Model):
                          "86 s on 2 against 122 s on 1), and many times slower while other "
                          "work keeps the cores busy.")
     experiment: ExperimentName = Field("shoprec-demand", description="MLflow experiment name.")
-    output_dir: str = Field("runs/forecast", description="Root of the Parquet data set "
+    output_dir: FolderName = Field("runs/forecast", description="Root of the Parquet data set "
                             "(forecast_date=YYYY-MM-DD/forecast.parquet).")
     category_output_dir: str | None = Field(None, description="Root of the weekly forecast "
                                             "per category (same layout). Default: beside "
@@ -931,7 +946,7 @@ class BatchConfig(_Model):
     registered_model_name: RegisteredName = Field(DEFAULT_MODEL_NAME,
                                                   description="MLflow registered model name.")
     alias: str = Field("champion", description="Registry alias of the model that scores.")
-    output_dir: str = Field("runs/batch", description="Root of the date-partitioned Parquet "
+    output_dir: FolderName = Field("runs/batch", description="Root of the date-partitioned Parquet "
                             "data set (generated_date=YYYY-MM-DD/recommendations.parquet).")
     k: int = Field(10, ge=1, le=1000, description="Recommendations per user.")
     batch_size: int = Field(4096, ge=1, description="Users scored at a time (bounds memory).")

@@ -54,12 +54,49 @@ def absolute(uri: str) -> str:
     return uri
 
 
+#: The URI schemes MLflow 3 keeps a model registry in (a SQLAlchemy dialect such as
+#: ``postgresql+psycopg2`` counts as its database).
+_REGISTRY_SCHEMES = frozenset({"file", "databricks", "databricks-uc", "uc", "http",
+                               "https", "postgresql", "mysql", "sqlite", "mssql"})
+
+
+def _plugin_schemes() -> set[str]:
+    """Schemes that installed MLflow plugins add (entry points ``mlflow.*_store``)."""
+    from importlib.metadata import entry_points
+
+    return {entry.name for group in ("mlflow.tracking_store", "mlflow.model_registry_store")
+            for entry in entry_points(group=group)}
+
+
+def _check_driver(uri: str) -> None:
+    """Refuse a database URI whose Python driver is not installed.
+
+    Raises:
+        ConfigError: The driver's module cannot be imported, naming it.
+    """
+    from sqlalchemy.engine import make_url
+
+    from shoprec.errors import ConfigError
+
+    try:
+        make_url(uri).get_dialect().import_dbapi()
+    except ImportError as error:
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={display_uri()} needs a database driver that is not "
+            f"installed ({error}); shoprec installs psycopg for PostgreSQL "
+            "(postgresql+psycopg://...), or install the driver this URI names") from None
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy's own errors for a bad URL
+        raise ConfigError(f"MLFLOW_TRACKING_URI={display_uri()} is not a database URL "
+                          f"SQLAlchemy can read: {error}") from None
+
+
 def check_uri() -> None:
-    """Refuse a tracking URI that is a plain path to a database file, or a folder.
+    """Refuse a tracking URI that is a plain path to a database file, a folder, or unknown.
 
     MLflow reads a path without a scheme as its file store (in maintenance mode, and with
     advice about ``MLFLOW_ALLOW_FILE_STORE`` that does not fit this mistake); a SQLite URI
-    naming a folder was retried for 105 s before failing.
+    naming a folder was retried for 105 s before failing; a scheme MLflow has no store for
+    (``sqlit://``, ``postgres://``) failed deep in a command as an internal error.
 
     Raises:
         ConfigError: Such a URI, naming the URI to write instead.
@@ -72,6 +109,22 @@ def check_uri() -> None:
         raise ConfigError(f"MLFLOW_TRACKING_URI={uri} is a file path, not a URI; write "
                           f"sqlite:///{Path(uri).resolve()} (the default is "
                           f"{DEFAULT_TRACKING_URI})")
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme and scheme not in _REGISTRY_SCHEMES and scheme not in _plugin_schemes():
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={display_uri()}: MLflow has no store for '{scheme}://'; "
+            f"use one of {', '.join(s + '://' for s in sorted(_REGISTRY_SCHEMES))} (the "
+            f"default is {DEFAULT_TRACKING_URI})")
+    if scheme in {"postgresql", "mysql", "mssql"}:
+        _check_driver(uri)
+    if (scheme == "file" or ("://" not in uri and not uri.startswith("databricks"))) and \
+            os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in {"1", "true"}:
+        # MLflow 3 refuses its file store at the first read unless told otherwise.
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={display_uri()} is MLflow's file store, which MLflow 3 "
+            f"keeps in maintenance mode; use a database such as {DEFAULT_TRACKING_URI} "
+            "(`mlflow migrate-filestore` moves an existing one), or set "
+            "MLFLOW_ALLOW_FILE_STORE=true to keep it")
     path = sqlite_path(uri)
     if path is not None and path.is_dir():
         raise ConfigError(f"MLFLOW_TRACKING_URI={display_uri()} names a folder; name the "

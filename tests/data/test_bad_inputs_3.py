@@ -254,9 +254,26 @@ OPTIONS = {
                                 "--gate-margin (gate_margin): Input should be a finite number"),
     "train --param ease.regularization=1e400": (
         ["train", "--param", "ease.regularization=1e400"], "a finite number"),
+    # An unset shell variable again: '' is the current folder, where the files then went.
+    "train --output-dir empty": (["train", "--output-dir", ""],
+                                 "Invalid value for '--output-dir': is empty; give a folder"),
+    "batch --output-dir empty": (["batch", "--output-dir", " "],
+                                 "--output-dir (output_dir): is empty; give a folder"),
+    "forecast --output-dir empty": (["forecast", "--output-dir", ""], "is empty; give a folder"),
+    "batch --stock empty": (["batch", "--stock", ""], "Invalid value for '--stock': is empty"),
+    "generate --out empty": (["generate", "--users", "10", "--items", "10", "--interactions",
+                              "100", "--out", ""], "Invalid value for '--out': is empty"),
+    "validate --report-json empty": (["validate", "--report-json", ""],
+                                     "Invalid value for '--report-json': is empty"),
+    "recommend with an unknown URI scheme": (["recommend", "--user", "u1"],
+                                             "MLflow has no store for 'sqlit://'"),
+    "recommend with MLflow's file store": (["recommend", "--user", "u1"],
+                                           "is MLflow's file store"),
 }
 #: Cases run with another tracking URI than the test's own store.
-TRACKING = {"recommend with a database path for a URI": "mlflow.db"}
+TRACKING = {"recommend with a database path for a URI": "mlflow.db",
+            "recommend with an unknown URI scheme": "sqlit:///mlflow.db",
+            "recommend with MLflow's file store": "mlruns"}
 
 
 @pytest.mark.parametrize("case", list(OPTIONS))
@@ -292,6 +309,20 @@ def test_mistakes_of_the_environment_and_services_are_named(
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         with pytest.raises(ConfigError, match=words):
             tracking.require_store()
+    # A database URI whose driver is not installed, or that SQLAlchemy cannot read: MLflow
+    # failed on it inside the command (exit 3).
+    import importlib.util
+
+    bad = [("postgresql+psycopg://u@h:port/db", "is not a database URL SQLAlchemy can read")]
+    if importlib.util.find_spec("MySQLdb") is None:
+        bad.append(("mysql://u:secret@h/db", "needs a database driver that is not installed"))
+    for uri, words in bad:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        with pytest.raises(ConfigError, match=words) as refused:
+            tracking.check_uri()
+        assert "secret" not in str(refused.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql+psycopg://u@h/db")
+    tracking.check_uri()  # the driver shoprec installs: nothing to say before connecting
     # A Prefect server or a Dask scheduler that does not answer: a fault said plainly.
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
     said = _service_fault(RuntimeError("Failed to reach API at http://127.0.0.1:1/api/"))
