@@ -19,7 +19,13 @@ import pandas as pd
 
 from shoprec.config import DataConfig, Format
 from shoprec.data.io import column_names, is_parquet, path_exists, read_table
-from shoprec.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, SOURCE_ROW, canonical_ids
+from shoprec.data.schema import (
+    EXTRA_FIELDS,
+    INTERACTION_COLUMNS,
+    ITEM_COLUMNS,
+    SOURCE_ROW,
+    canonical_ids,
+)
 from shoprec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -326,7 +332,11 @@ def _adapt_online_retail(frame: pd.DataFrame, path: str, config: DataConfig) -> 
         rules.append(
             ("negative_price", lambda f: pd.to_numeric(f["unit_price"], errors="coerce") < 0)
         )
-    items = _retail_items(interactions) if {"item_id", "description"} <= set(interactions) else None
+    # A row quarantined for its surplus fields gives the catalogue no title nor price.
+    whole = frame[EXTRA_FIELDS].isna().to_numpy() if EXTRA_FIELDS in frame.columns else \
+        np.ones(len(frame), dtype=bool)
+    items = _retail_items(interactions[whole]) if {"item_id", "description"} <= set(
+        interactions) else None
     hints = {canon: repr(src) for src, canon in ONLINE_RETAIL_COLUMNS.items()}
     hints.update(event="(always 'purchase')")
     return RawData(

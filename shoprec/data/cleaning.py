@@ -22,6 +22,7 @@ from shoprec.data.adapters import RawData
 from shoprec.data.io import write_parquet
 from shoprec.data.schema import (
     EVENTS,
+    EXTRA_FIELDS,
     INTERACTION_COLUMNS,
     ITEM_COLUMNS,
     REASON,
@@ -406,6 +407,13 @@ def _quarantine_table(source: pd.DataFrame, rows: np.ndarray, reasons: pd.Series
     return out
 
 
+def _extra_fields(source: pd.DataFrame | None, n: int) -> np.ndarray:
+    """Rows of a source table that had more fields than its header (see ``read_table``)."""
+    if source is None or EXTRA_FIELDS not in source.columns or len(source) != n:
+        return np.zeros(n, dtype=bool)
+    return source[EXTRA_FIELDS].notna().to_numpy(dtype=bool)
+
+
 def clean_items(raw: RawData, config: CleaningConfig
                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """Clean the items table of ``raw``.
@@ -424,6 +432,7 @@ def clean_items(raw: RawData, config: CleaningConfig
         ids = pd.Series(pd.NA, index=items.index, dtype="string")
     else:
         ids = normalise_ids(items["item_id"])
+    reasons.catch(EXTRA_FIELDS, _extra_fields(raw.items_source_frame, n))
     reasons.catch("missing_item_id", ids.isna())
     reasons.catch("id_too_long", ids.str.len() > config.max_id_length)
     price = None
@@ -458,7 +467,8 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
 
     Reasons, in the order they are tried: ``erased`` (a shopper on the suppression list,
     see :mod:`shoprec.privacy`: the quarantined row keeps only its number and the reason),
-    ``missing_user``, ``missing_item``,
+    ``extra_fields`` (a CSV row with more fields than its header names), ``missing_user``,
+    ``missing_item``,
     ``id_too_long``, the source's own rules (Online Retail: ``cancellation``,
     ``non_product``, ``negative_price``), ``timestamp_out_of_range`` (before 1970 or from
     2200 on), ``unparseable_timestamp``, ``invalid_event``, ``invalid_value``,
@@ -489,6 +499,7 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     items = normalise_ids(frame["item_id"]) if "item_id" in frame else missing
     if erased:
         reasons.catch(ERASED, erased_mask(users, erased))
+    reasons.catch(EXTRA_FIELDS, _extra_fields(raw.source_frame, n))
     reasons.catch("missing_user", users.isna())
     reasons.catch("missing_item", items.isna())
     reasons.catch("id_too_long", (users.str.len() > config.max_id_length)

@@ -8,8 +8,10 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import fsspec
+import numpy as np
 import pandas as pd
 
+from shoprec.data.schema import EXTRA_FIELDS
 from shoprec.errors import ConfigError, DataError, InputNotFoundError
 from shoprec.files import replace_whole
 
@@ -165,6 +167,12 @@ def read_table(
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"the {what} file {path!r} has no header and no rows") from exc
     except pd.errors.ParserError as exc:
+        ragged = _RAGGED.search(str(exc))
+        if ragged and EXTRA_FIELDS not in named and not _sniff_hint(path, encoding, what):
+            return _names_stripped(_read_ragged(
+                path, what=what, delimiter=delimiter or ",", encoding=encoding,
+                header=header, names=names, skiprows=1 if declared else None,
+                width=len(names) if names else len(named), first_line=int(ragged.group(2))))
         if hint := _sniff_hint(path, encoding, what):
             raise DataError(f"cannot parse the {what} file {path!r} as CSV{hint}") from exc
         raise DataError(
@@ -182,6 +190,48 @@ def read_table(
     if not isinstance(frame.index, pd.RangeIndex):
         frame = _unnamed_fields(frame, path, what, delimiter or ",")
     return _names_stripped(frame)
+
+
+#: pandas' C parser on a row with more fields than the header names.
+_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+#: Joins a long row's last named field to its surplus while pandas reads it (a control
+#: character no text cell holds: it is split off again right after).
+_SURPLUS = "\x00shoprec-surplus\x00"
+
+
+def _read_ragged(path: str, *, what: str, delimiter: str, encoding: str, header: bool,
+                 names: list[str] | None, skiprows: int | None, width: int,
+                 first_line: int) -> pd.DataFrame:
+    """Read a CSV some of whose rows have more fields than the header names.
+
+    The C parser stops at the first such row; pandas' Python parser hands each one to a
+    callback, which keeps the row in its place (its ``source_row`` stays the record's) with
+    the surplus fields in :data:`EXTRA_FIELDS`, where cleaning quarantines it. One stray
+    delimiter in a text field used to reject the whole file.
+    """
+    def keep(fields: list[str]) -> list[str]:
+        last = fields[width - 1] + _SURPLUS + delimiter.join(fields[width:])
+        return [*fields[:width - 1], last]
+
+    frame = pd.read_csv(path, sep=delimiter, skiprows=skiprows, dtype=str,
+                        keep_default_na=False, na_values=[""], encoding=encoding,
+                        header=0 if header else None, names=names, compression="infer",
+                        engine="python", on_bad_lines=keep)
+    last = frame.columns[width - 1]
+    text = frame[last].dtype  # what dtype=str gives every column
+    cells = frame[last].to_numpy(dtype=object)
+    long = np.array([isinstance(c, str) and _SURPLUS in c for c in cells], dtype=bool)
+    surplus = np.full(len(frame), np.nan, dtype=object)
+    for row in np.flatnonzero(long):
+        named, surplus[row] = cells[row].split(_SURPLUS, 1)
+        cells[row] = named or np.nan  # an empty cell reads as missing, as elsewhere
+    frame[last] = pd.Series(cells, index=frame.index).astype(text)
+    frame[EXTRA_FIELDS] = pd.Series(surplus, index=frame.index).astype(text)
+    logger.warning("%d row(s) of the %s file %s have more than its %d fields (the first "
+                   "on line %d); they are quarantined as extra_fields, with the surplus in "
+                   "the column %s", int(long.sum()), what, path, width, first_line,
+                   EXTRA_FIELDS)
+    return frame
 
 
 def _option(name: str, what: str) -> str:

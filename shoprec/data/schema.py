@@ -27,6 +27,10 @@ SOURCE_ROW = "source_row"
 #: Column of quarantine tables naming why a row was set aside.
 REASON = "reason"
 
+#: Column added to a table read from a CSV file some of whose rows have more fields than
+#: its header names: those fields, joined by the delimiter (empty on the other rows).
+EXTRA_FIELDS = "extra_fields"
+
 
 #: A number written as a float with a zero fraction ("15443.0"): what a numeric id column
 #: becomes after a float export (Parquet float columns, spreadsheets).

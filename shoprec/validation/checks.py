@@ -7,6 +7,7 @@ import logging
 from shoprec.config import CleaningConfig
 from shoprec.data.adapters import RawData
 from shoprec.data.cleaning import CleanData
+from shoprec.data.schema import EXTRA_FIELDS
 from shoprec.errors import DataValidationError
 from shoprec.validation.report import ExpectationOutcome, ValidationReport
 from shoprec.validation.suites import SuiteRunner
@@ -27,7 +28,7 @@ def validate_raw(raw: RawData, runner: SuiteRunner) -> ValidationReport:
         A report holding the raw outcomes (check :attr:`ValidationReport.passed`).
     """
     report = ValidationReport(source=raw.source, format=raw.format)
-    columns = [str(c) for c in raw.source_frame.columns]
+    columns = [str(c) for c in raw.source_frame.columns if c != EXTRA_FIELDS]
     for outcome in runner.run("raw_interactions", raw.interactions):
         if outcome.expectation == "expect_column_to_exist" and not outcome.passed:
             outcome.hint = _missing_column_hint(outcome.column, raw, columns)

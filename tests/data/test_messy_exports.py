@@ -321,3 +321,51 @@ def test_a_valid_item_row_after_a_quarantined_one_of_the_same_id_is_the_product(
     code, out, report = validate(tmp_path, "--interactions", str(interactions),
                                  "--items", str(items))
     assert report["cleaning"]["items_quarantined_by_reason"] == {"duplicate_item": 1}
+
+
+def test_rows_with_more_fields_than_the_header_are_quarantined_alone(tmp_path: Path) -> None:
+    """One stray delimiter (an unquoted comma in a description) rejected the whole file,
+    exit 1; now that row is quarantined as ``extra_fields`` with its surplus kept, in its
+    place (its ``source_row`` is the record's), and every other row is read as before."""
+    lines = canonical_csv().splitlines()
+    lines.insert(3, "u1,i7,2024-01-09T10:00:00Z,purchase,2,gift, wrapped")
+    lines.insert(9, "u4,i8,2024-01-10T10:00:00Z,purchase,1,x")
+    sep_line = write(tmp_path / "semi.csv", "sep=;\n" + "\n".join(
+        line.replace(",", ";") for line in lines) + "\n")
+    path = write(tmp_path / "x.csv", "\n".join(lines) + "\n")
+    items = write(tmp_path / "items.csv", "item_id,title,price\n" + "".join(
+        f"i{n},thing {n},{n}.5\n" for n in range(12)).replace("i5,thing 5,5.5",
+                                                            "i5,thing 5,5,5"))
+    code, out, report = validate(tmp_path, "--interactions", str(path), "--items", str(items))
+    assert code == 0, out
+    assert report is not None
+    assert report["cleaning"]["quarantined_by_reason"] == {"extra_fields": 2,
+                                                           "item_quarantined": 4}
+    quarantine = assert_nothing_lost(tmp_path, report)
+    extra = quarantine[quarantine["reason"] == "extra_fields"]
+    assert extra["source_row"].tolist() == [2, 8]
+    assert extra["extra_fields"].tolist() == ["gift, wrapped", "x"]
+    assert extra["value"].tolist() == ["2", "1"]  # the named fields as the row had them
+    held = pd.read_parquet(tmp_path / "out" / "quarantine_items.parquet")
+    assert held[["item_id", "source_row", "reason", "extra_fields"]].values.tolist() == [
+        ["i5", 5, "extra_fields", "5"]]
+    # Without those two rows the file reads as the canonical one: nothing else shifted.
+    plain = write(tmp_path / "plain.csv", canonical_csv())
+    _, _, alone = validate(tmp_path, "--interactions", str(plain))
+    _, _, semi = validate(tmp_path, "--interactions", str(sep_line))
+    assert alone is not None and semi is not None
+    assert alone["cleaning"]["rows_clean"] == report["cleaning"]["rows_clean"] + 4
+    assert semi["cleaning"]["quarantined_by_reason"] == {"extra_fields": 2}
+    assert semi["cleaning"]["rows_clean"] == alone["cleaning"]["rows_clean"]
+
+
+def test_a_movielens_line_with_a_field_too_many_is_quarantined(tmp_path: Path) -> None:
+    ratings = "".join(f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + u * 100 + i}\n"
+                      for u in range(1, 13) for i in range(1, 13))
+    path = write(tmp_path / "u.data", ratings + "3\t9\t4\t881000000\tstray\n")
+    code, out, report = validate(tmp_path, "--interactions", str(path))
+    assert code == 0, out
+    assert report is not None
+    assert report["cleaning"]["quarantined_by_reason"] == {"extra_fields": 1}
+    quarantine = assert_nothing_lost(tmp_path, report)
+    assert quarantine[["source_row", "extra_fields"]].values.tolist() == [[144, "stray"]]
