@@ -124,18 +124,25 @@ def weekly_panel(interactions: pd.DataFrame, items: pd.DataFrame | None = None,
     table = (pd.DataFrame({"item_id": sales["item_id"].astype(str), "week": week,
                            "units": sales["value"].astype(float)})
              .groupby(["item_id", "week"], observed=True)["units"].sum().unstack(fill_value=0))
-    weeks = pd.date_range(table.columns.min(), table.columns.max(), freq="7D")
+    every = pd.date_range(table.columns.min(), table.columns.max(), freq="7D")
+    totals = table.reindex(columns=every, fill_value=0).sum(axis=0)
+    _check_no_long_gap(totals, MAX_GAP_WEEKS)
+    weeks = _whole_weeks(every[0], every[-1], sales)
     if len(weeks) < 10:
-        raise DataError(f"only {len(weeks)} weeks of purchases; the demand forecast needs at "
-                        "least 10")
+        raise DataError(f"only {len(weeks)} whole weeks of purchases; the demand forecast "
+                        "needs at least 10")
     table = table.reindex(columns=weeks, fill_value=0)
-    _check_no_long_gap(table.sum(axis=0), MAX_GAP_WEEKS)
     sold = (table > 0).mean(axis=1) >= min_week_share
     if not sold.any():
+        sold_weeks = np.flatnonzero(totals.to_numpy() > 0)
+        gap = int((np.diff(sold_weeks) - 1).max()) if len(sold_weeks) > 1 else 0
+        # A long quiet stretch is the likelier cause (a year mistyped in a few rows).
+        quiet = (f"; the data has {gap} weeks in a row without any purchase: is a date "
+                 "far from the others (a mistyped year)?") if gap >= 26 else ""
         raise DataError(f"none of the {len(table):,} products was sold in at least "
                         f"{min_week_share:.0%} of the {len(weeks)} weeks; the demand forecast "
                         "learns from products with regular sales (give more of the shop's "
-                        "history, or a file with its regular products)")
+                        f"history, or a file with its regular products){quiet}")
     table = table[sold]
     categories = np.full(len(table), -1, dtype=np.int64)
     if items is not None and "category" in items:
@@ -144,6 +151,42 @@ def weekly_panel(interactions: pd.DataFrame, items: pd.DataFrame | None = None,
         categories = mapped.fillna(-1).to_numpy(dtype=np.int64)
     logger.info("demand panel: %d products x %d weeks", len(table), len(weeks))
     return Panel(table.to_numpy(dtype=float), table.index.to_numpy(), weeks, categories)
+
+
+#: The share of a week's usual sales its data must cover for the week to be in the panel.
+WHOLE_WEEK_SHARE = 0.95
+
+
+def _whole_weeks(first: pd.Timestamp, last: pd.Timestamp, sales: pd.DataFrame
+                 ) -> pd.DatetimeIndex:
+    """The weeks (Monday starts) from ``first`` to ``last``, less part-weeks at the ends.
+
+    Data exported on a Monday morning (the scheduled forecast's time) ends in a week of a
+    few hours, whose units read as a collapse in demand and were forecast on (one day of
+    data changed the forecast 8.6 times over). How much of a week the data covers is read
+    from the shop's own week: the share of its units sold in each hour of the week (UTC),
+    so a shop closed at weekends whose data ends on a Friday evening keeps that week. An
+    end week covering under :data:`WHOLE_WEEK_SHARE` of it is left out (the last one is then
+    the first week forecast), and so is a first week the data starts late in.
+    """
+    times = sales["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
+    slots = (times.dt.dayofweek * 24 + times.dt.hour).to_numpy()
+    units = sales["value"].astype(float).to_numpy()
+    profile = np.bincount(slots, weights=units, minlength=168)
+    profile = profile / profile.sum() if profile.sum() > 0 else np.full(168, 1 / 168)
+    begin, end = int(slots[np.argmin(times.to_numpy())]), int(slots[np.argmax(times.to_numpy())])
+    weeks = pd.date_range(first, last, freq="7D")
+    keep = np.ones(len(weeks), dtype=bool)
+    covered = {"last": profile[: end + 1].sum(), "first": profile[begin:].sum()}
+    if len(weeks) and covered["last"] < WHOLE_WEEK_SHARE:
+        keep[-1] = False
+    if len(weeks) > 1 and covered["first"] < WHOLE_WEEK_SHARE:
+        keep[0] = False
+    for at, share in ((0, covered["first"]), (len(weeks) - 1, covered["last"])):
+        if len(weeks) and not keep[at]:
+            logger.info("demand panel: the week of %s is left out: the data covers %.0f%% "
+                        "of the shop's usual week there", weeks[at].date(), 100 * share)
+    return weeks[keep]
 
 
 #: Weeks in a row without any sale that the panel may hold: a year and a half. More is no

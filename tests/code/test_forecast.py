@@ -257,3 +257,31 @@ def test_forecast_versions_pass_the_gate_and_serve_their_forecast(
                            "--registered-model-name", name], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and "is a demand forecast" in done.stderr, done.stderr[-2000:]
+
+
+def test_part_weeks_at_the_ends_of_the_data_are_left_out() -> None:
+    """A second reader's data ended on a Monday (the scheduled forecast's day): that week
+    of a few hours read as a collapse, and the forecast fell 8.6 times over."""
+    frame = planted(weeks=30, products=20)  # a shop open Monday to Friday
+    whole = weekly_panel(frame)
+    assert len(whole.weeks) == 30  # its last week ends on a Friday: whole for this shop
+    monday = pd.Timestamp("2022-01-03", tz="UTC") + pd.Timedelta(weeks=30, hours=3)
+    late = frame.groupby("item_id").head(1).assign(timestamp=monday, value=1.0)
+    # And data that starts on a Thursday: a first week holding its last two days.
+    early = frame.groupby("item_id").head(1).assign(
+        timestamp=pd.Timestamp("2021-12-30 10:00", tz="UTC"), value=50.0)
+    panel = weekly_panel(pd.concat([early, frame, late], ignore_index=True))
+    assert list(panel.weeks) == list(whole.weeks)
+    np.testing.assert_array_equal(panel.units, whole.units)
+    ahead = forecast_next(panel, ForecastSettings(max_iter=20))
+    # The part-week left out is the first one forecast.
+    assert ahead["week"].min() == monday.tz_localize(None).normalize()
+
+
+def test_a_year_mistyped_in_a_few_rows_is_named_as_the_likely_cause() -> None:
+    frame = planted(weeks=30, products=20)
+    typo = pd.concat([frame, frame.tail(1).assign(
+        timestamp=pd.Timestamp("2023-06-05", tz="UTC"))], ignore_index=True)
+    with pytest.raises(DataError, match=r"weeks in a row without any purchase: is a date far "
+                                        r"from the others \(a mistyped year\)"):
+        weekly_panel(typo)
