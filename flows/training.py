@@ -62,6 +62,7 @@ from shoprec.training import (
     ValidationBoard,
     blend_job,
     compression_tag,
+    data_catalogue,
     data_cutoff,
     headline_metrics,
     model_params,
@@ -172,7 +173,7 @@ def training_pipeline(
         # Logging the candidates' runs overlaps the selection and the winner's refit.
         logged = log_candidates.submit(parent, results)
         chosen = select_and_judge(results, training, champion, weighting, data_cutoff(clean),
-                                  fingerprint, commit)
+                                  fingerprint, commit, data_catalogue(clean))
         winner, primary = chosen.winner, training.primary_metric
         bundle = refit_winner(winner.model, winner.params, clean, weighting,
                               {"primary_metric": primary, "test": winner.test,

@@ -36,7 +36,12 @@ from shoprec.models import (
 )
 from shoprec.registry.bundle import ModelBundle
 from shoprec.registry.publish import GateVerdict, gate
-from shoprec.registry.recipe import ChampionReference, Recipe
+from shoprec.registry.recipe import (
+    CATALOGUE_TAG,
+    ChampionReference,
+    Recipe,
+    catalogue_sketch,
+)
 from shoprec.tuning import ValidationTuner
 
 logger = logging.getLogger(__name__)
@@ -505,6 +510,11 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
         return made
 
 
+def data_catalogue(data: CleanData) -> list[str]:
+    """The sketch of the items the clean data's interactions name (the gate's check)."""
+    return catalogue_sketch(data.interactions["item_id"].unique())
+
+
 def data_cutoff(data: CleanData) -> str | None:
     """The latest interaction time of the clean data (UTC, ISO 8601), ``None`` if empty."""
     latest = data.interactions["timestamp"].max() if len(data.interactions) else None
@@ -776,15 +786,18 @@ class Selection:
     verdict: GateVerdict
     leaderboard: pd.DataFrame
     recipe: Recipe
+    catalogue: list[str] = field(default_factory=list)
 
 
 def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                      champion: ChampionReference, weighting: WeightingConfig, cutoff: str | None,
-                     fingerprint: str, commit: str) -> Selection:
+                     fingerprint: str, commit: str, catalogue: list[str] | None = None
+                     ) -> Selection:
     """Pick the best candidate on validation and judge it with the gate.
 
     The gate compares on test, against popularity and the champion's recipe retrained on
-    the same split.
+    the same split; ``catalogue`` (the data's :func:`catalogue_sketch`) against the
+    champion's, recorded with the version.
 
     Raises:
         ModelFitError: No candidate succeeded.
@@ -799,9 +812,10 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
     verdict = gate(primary, winner.test, popularity, config.gate_margin, champion,
                    reference.test if reference and reference.status == "ok" else None,
                    reference.error if reference else None, weights,
-                   min_users=config.gate_min_users)
+                   min_users=config.gate_min_users, catalogue=catalogue)
     recipe = Recipe(winner.model, winner.params, weights, cutoff, fingerprint, commit)
-    return Selection(winner, verdict, leaderboard_frame(results, primary), recipe)
+    return Selection(winner, verdict, leaderboard_frame(results, primary), recipe,
+                     list(catalogue or []))
 
 
 def version_tags(selection: Selection, primary: str, fingerprint: str, commit: str,
@@ -816,6 +830,7 @@ def version_tags(selection: Selection, primary: str, fingerprint: str, commit: s
             "prefect_flow_run_id": flow_run_id, "primary_metric": primary,
             "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model,
             **({"compression": compression} if compression else {}),
+            **({CATALOGUE_TAG: ",".join(selection.catalogue)} if selection.catalogue else {}),
             **selection.recipe.to_tags()}
 
 

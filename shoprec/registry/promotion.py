@@ -47,7 +47,13 @@ from shoprec.registry.aliases import (
     set_alias,
     version_exists,
 )
-from shoprec.registry.recipe import read_recipe, why_no_recipe
+from shoprec.registry.recipe import (
+    catalogue_sketch,
+    read_catalogue,
+    read_recipe,
+    sketch_overlap,
+    why_no_recipe,
+)
 from shoprec.registry.rule import factor, replaces_champion, shown_apart
 
 logger = logging.getLogger(__name__)
@@ -494,6 +500,11 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
                f"version {candidate_version} is already the champion")
         return PromotionDecision(name, candidate_version, champion_version, primary, margin,
                                  True, why, basis="nothing to compare with")
+    foreign = _foreign_data(name, encoded, {"candidate": candidate_version,
+                                            "champion": champion_version})
+    if foreign:
+        return PromotionDecision(name, candidate_version, champion_version, primary, margin,
+                                 False, foreign, basis="no comparison")
     recipes, problems = {}, []
     for role, which in (("candidate", candidate_version), ("champion", champion_version)):
         recipe = read_recipe(name, which)
@@ -520,6 +531,26 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
                       "data's training split")
     decision.basis += other_metric_note(name, [candidate_version, champion_version], primary)
     return decision
+
+
+def _foreign_data(name: str, encoded: EncodedSplit, versions: dict[str, str]) -> str:
+    """Why this data cannot judge the versions (another shop's items), or ``""``.
+
+    Both recipes retrained on data that shares no items with what they served compare
+    nothing about the shop: ``promote`` left to its default data (the bundled sample)
+    decided a shop's promotion on another shop's sales.
+    """
+    from shoprec.registry.publish import MIN_CATALOGUE_OVERLAP
+
+    sketch = catalogue_sketch(encoded.items.ids)
+    for role, which in versions.items():
+        overlap = sketch_overlap(sketch, read_catalogue(name, which) or [])
+        if overlap is not None and overlap < MIN_CATALOGUE_OVERLAP:
+            return (f"the data given shares about {overlap:.0%} of its items with the "
+                    f"{role}, version {which}, was trained on: it is another shop's (the "
+                    "bundled sample, when no --interactions is given?); pass the data this "
+                    "model is trained on (--interactions, --items)")
+    return ""
 
 
 def other_metric_note(name: str, versions: list[str], primary: str) -> str:

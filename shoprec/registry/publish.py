@@ -31,7 +31,7 @@ from shoprec.registry.aliases import (
     now,
     set_alias,
 )
-from shoprec.registry.recipe import ChampionReference
+from shoprec.registry.recipe import ChampionReference, sketch_overlap
 from shoprec.registry.requirements import model_requirements
 from shoprec.registry.rule import factor, replaces_champion, shown_apart
 
@@ -76,7 +76,8 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
          margin: float, champion: ChampionReference | None = None,
          champion_test: dict[str, float] | None = None,
          champion_problem: str | None = None,
-         weighting: dict[str, Any] | None = None, min_users: int = 0) -> GateVerdict:
+         weighting: dict[str, Any] | None = None, min_users: int = 0,
+         catalogue: list[str] | None = None) -> GateVerdict:
     """Decide whether a candidate may become champion.
 
     The champion is compared like for like: its recipe retrained on this run's training
@@ -96,6 +97,9 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             the verdict says that both were compared with this run's.
         min_users: Test users the comparison must rest on to replace a champion
             (``candidate["users"]``); with fewer, a holiday's handful, the champion stays.
+        catalogue: This run's catalogue sketch (:func:`recipe.catalogue_sketch`): when the
+            champion records one and the two share under :data:`MIN_CATALOGUE_OVERLAP` of
+            their items, the data is another shop's and the champion stays.
 
     Returns:
         The verdict; ``passed`` only if every check passed.
@@ -146,7 +150,24 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
                else f", fewer than the {min_users:,} a champion is replaced on "
                     "(--gate-min-users): one user's list moves the figures more than the "
                     "versions differ")))
+    overlap = sketch_overlap(catalogue or [], champion.catalogue or []) \
+        if version is not None and champion is not None and not champion.error else None
+    if overlap is not None:
+        checks.append(GateCheck(
+            "same_catalogue", overlap >= MIN_CATALOGUE_OVERLAP, overlap,
+            MIN_CATALOGUE_OVERLAP,
+            f"this run's items and champion version {version}'s share about {overlap:.0%} "
+            + ("(estimated from a sample of ids)" if overlap >= MIN_CATALOGUE_OVERLAP else
+               "(estimated from a sample of ids): another shop's data, or a registered "
+               "model name meant for another (--registered-model-name)? The champion's "
+               "recipe retrained on this data says nothing of the shop it serves; if the "
+               "catalogue was replaced, `shoprec promote --version N --force --reason ...`")))
     return GateVerdict(all(c.passed for c in checks), metric, checks, version)
+
+
+#: The least share of items (Jaccard) a run and the champion share for one to replace the
+#: other: a shop's next night shares most; another shop's data none.
+MIN_CATALOGUE_OVERLAP = 0.1
 
 
 def _with_defaults(weighting: dict[str, Any]) -> dict[str, Any]:

@@ -99,10 +99,43 @@ class ChampionReference:
     version: str | None = None
     recipe: Recipe | None = None
     error: str | None = None
+    catalogue: list[str] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (the run summary)."""
-        return asdict(self)
+        """JSON-serialisable form (the run summary), without the catalogue's sketch."""
+        return {k: v for k, v in asdict(self).items() if k != "catalogue"}
+
+
+#: Version tag holding :func:`catalogue_sketch` of the data the version was trained on.
+CATALOGUE_TAG = "catalogue_sketch"
+#: Ids kept in a sketch: enough to tell a shop's next night (most items shared) from
+#: another shop (none), in a tag of under 1 KB.
+SKETCH_SIZE = 64
+
+
+def catalogue_sketch(item_ids: Any) -> list[str]:
+    """A bottom-k sketch of a set of item ids: the :data:`SKETCH_SIZE` smallest id hashes.
+
+    Two sketches estimate how much two catalogues share (:func:`sketch_overlap`) without
+    either catalogue being stored: the hashes are of the ids, 12 hex digits each.
+    """
+    import hashlib
+
+    hashes = {hashlib.sha256(str(i).encode()).hexdigest()[:12] for i in item_ids}
+    return sorted(hashes)[:SKETCH_SIZE]
+
+
+def sketch_overlap(first: list[str], second: list[str]) -> float | None:
+    """The share of items two catalogues have in common (Jaccard), estimated from sketches.
+
+    ``None`` when either is empty (nothing recorded).
+    """
+    if not first or not second:
+        return None
+    size = min(len(first), len(second))
+    union = sorted(set(first) | set(second))[:size]
+    both = set(first) & set(second)
+    return sum(1 for h in union if h in both) / len(union)
 
 
 def read_recipe(name: str, version: str) -> Recipe | None:
@@ -185,7 +218,22 @@ def champion_reference(name: str) -> ChampionReference:
             f"the champion: {why_no_recipe(name, version)}, so it cannot be retrained for a "
             "like-for-like comparison; promote deliberately with `shoprec promote --force "
             "--reason TEXT`"))
-    return ChampionReference(version, recipe)
+    return ChampionReference(version, recipe, catalogue=read_catalogue(name, version))
+
+
+def read_catalogue(name: str, version: str) -> list[str] | None:
+    """The catalogue sketch ``name`` version ``version`` records; ``None``: none, or unread.
+
+    The sketch is a second look beside the comparison, so a registry fault here is logged,
+    not raised (the comparison's own reads raise it).
+    """
+    try:
+        tags = tracking.client().get_model_version(name, str(version)).tags or {}
+    except Exception as exc:  # noqa: BLE001 - see above
+        logger.warning("version %s's catalogue sketch cannot be read: %s", version,
+                       tracking.redact(str(exc)))
+        return None
+    return [h for h in (tags.get(CATALOGUE_TAG) or "").split(",") if h] or None
 
 
 def _plain(value: Any) -> Any:

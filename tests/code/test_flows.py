@@ -280,6 +280,40 @@ def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
     for step in ("validate-raw", "clean-and-quarantine", "validate-clean", "split", "encode"):
         assert states[step] == "Cached", (step, states)
     assert states["load-data"] == "Completed", states
+    assert checks["same_catalogue"]["passed"]  # the same shop's data: its items
+    assert checks["same_catalogue"]["candidate"] == 1.0
+
+    # Another shop's data trained into this model by mistake (a name left at its default,
+    # a deployment's form copied): the champion's recipe, retrained on that data, said
+    # nothing of this shop, and the other shop's catalogue went live. Now it stays.
+    other = tmp_path / "other"
+    other.mkdir()
+    for table in ("interactions", "items"):
+        frame = pd.read_parquet(synthetic_dir / f"{table}.parquet")
+        frame["item_id"] = "X-" + frame["item_id"].astype(str)
+        frame.to_parquet(other / f"{table}.parquet")
+    third = run_flow(other, tmp_path, TrainingConfig(registered_model_name=name,
+                                                     models=["popularity", "mf"]))
+    checks = {c["name"]: c for c in third["gate"]["checks"]}
+    assert checks["not_worse_than_champion"]["passed"]  # the recipe is no help here
+    assert not checks["same_catalogue"]["passed"] and checks["same_catalogue"]["candidate"] == 0
+    assert "another shop's data" in checks["same_catalogue"]["reason"]
+    assert third["registered"]["aliases"] == ["challenger"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    # `promote` judged on data neither version was trained on (its default, the bundled
+    # sample, for a shop of its own) is refused rather than decided.
+    from shoprec_cli.app import app
+    from typer.testing import CliRunner
+
+    refused = CliRunner().invoke(app, [
+        "promote", "--registered-model-name", name, "--version", "3",
+        "--interactions", str(synthetic_dir / "interactions.parquet"),
+        "--items", str(synthetic_dir / "items.parquet"), "--split", "temporal",
+        "--test-days", "20", "--validation-days", "20"])
+    words = " ".join(refused.output.split())
+    assert refused.exit_code == 4, words
+    assert "shares about 0% of its items with the candidate, version 3" in words
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
 
 def test_rejected_data_fails_before_training_and_leaves_the_registry(

@@ -162,6 +162,34 @@ def test_gate_keeps_the_champion_when_the_test_rests_on_a_handful_of_users() -> 
                 {"ndcg@10": 0.2447}, min_users=0).passed
 
 
+def test_gate_keeps_the_champion_when_the_data_is_another_shops() -> None:
+    """Two shops' catalogues share nothing; a shop's next night shares most of its own."""
+    from shoprec.registry.recipe import catalogue_sketch, sketch_overlap
+
+    north = catalogue_sketch(f"n{i}" for i in range(3000))
+    tonight = catalogue_sketch(f"n{i}" for i in range(300, 3200))
+    south = catalogue_sketch(f"s{i}" for i in range(500))
+    assert len(north) == 64 and len(",".join(north)) < 1000
+    assert sketch_overlap(north, north) == 1.0
+    estimate = sketch_overlap(north, tonight)
+    assert estimate is not None and 0.7 < estimate < 0.95  # truly 2700 / 3200 = 0.84
+    assert sketch_overlap(north, south) == 0.0
+    assert sketch_overlap(north, []) is None
+    champion = ChampionReference("4", Recipe("ease", {"regularization": 200.0}),
+                                 catalogue=north)
+    judged = {}
+    for name, sketch in (("tonight", tonight), ("south", south), ("unrecorded", None)):
+        judged[name] = gate("ndcg@10", {"ndcg@10": 0.06}, POPULARITY, 0.05, champion,
+                            {"ndcg@10": 0.05}, catalogue=sketch)
+    assert judged["tonight"].passed and judged["tonight"].checks[-1].name == "same_catalogue"
+    assert not judged["south"].passed
+    assert "share about 0%" in judged["south"].checks[-1].reason
+    assert "another shop's data" in judged["south"].checks[-1].reason
+    # A champion registered before the sketch was recorded: no such check.
+    assert judged["unrecorded"].passed
+    assert "same_catalogue" not in [c.name for c in judged["unrecorded"].checks]
+
+
 def test_gate_notes_another_weighting_but_not_a_field_added_since() -> None:
     from shoprec.config import WeightingConfig
 
