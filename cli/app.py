@@ -617,15 +617,24 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if counts.get("items_quarantined"):
         reasons = ", ".join(f"{k}={v}" for k, v in counts["items_quarantined_by_reason"].items())
         table.add_row("items quarantined", f"{counts['items_quarantined']:,} ({reasons})")
+    if counts.get("first_timestamp"):
+        table.add_row("period (UTC)", f"{counts['first_timestamp'][:16].replace('T', ' ')} .. "
+                      f"{counts['last_timestamp'][:16].replace('T', ' ')}")
     console.print(table)
     split = Table(title=f"Split: {summary['split']['method']}")
-    for column in ("part", "rows", "users", "evaluated users", "relevant pairs"):
+    # A temporal split says where each part starts: a mistyped year shows there.
+    cutoffs = summary["split"].get("cutoffs") or {}
+    starts = {"validation": cutoffs.get("validation_start"), "test": cutoffs.get("test_start")}
+    columns = ["part", "rows", "users", "evaluated users", "relevant pairs"]
+    for column in columns + (["after (UTC)"] if cutoffs else []):
         split.add_column(column, justify="right" if column != "part" else "left")
     for part in ("train", "validation", "test"):
         info = summary["split"][part]
+        start = starts.get(part)
         split.add_row(part, f"{info['rows']:,}", f"{info['users']:,}",
                       f"{info['evaluated_users']:,}" if "evaluated_users" in info else "-",
-                      f"{info['relevant_pairs']:,}" if "relevant_pairs" in info else "-")
+                      f"{info['relevant_pairs']:,}" if "relevant_pairs" in info else "-",
+                      *([start[:16].replace("T", " ") if start else "-"] if cutoffs else []))
     console.print(split)
     matrix = summary["matrix"]
     console.print(f"training matrix: {matrix['users']:,} users x {matrix['items']:,} items, "

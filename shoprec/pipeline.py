@@ -239,6 +239,9 @@ def data_counts(prepared: PreparedData | PreparedRun) -> dict[str, Any]:
         "items_in": cleaning.items_in,
         "items_quarantined": cleaning.items_quarantined,
         "items_quarantined_by_reason": cleaning.items_quarantined_by_reason,
+        # The period, in UTC: a year mistyped in one row shows here first.
+        "first_timestamp": cleaning.first_timestamp,
+        "last_timestamp": cleaning.last_timestamp,
         "quarantine_files": prepared.quarantine_paths,
     }
 
