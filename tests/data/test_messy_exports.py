@@ -369,3 +369,21 @@ def test_a_movielens_line_with_a_field_too_many_is_quarantined(tmp_path: Path) -
     assert report["cleaning"]["quarantined_by_reason"] == {"extra_fields": 1}
     quarantine = assert_nothing_lost(tmp_path, report)
     assert quarantine[["source_row", "extra_fields"]].values.tolist() == [[144, "stray"]]
+
+
+def test_a_date_format_with_day_and_month_swapped_is_refused(tmp_path: Path) -> None:
+    """Month-first dates read with '%d/%m/%Y': those with a day of 12 or less were read,
+    moved by months, the rest quarantined, and every expectation passed (exit 0)."""
+    lines = ["user_id,item_id,timestamp"] + [
+        f"u{i % 12},i{i % 13},{i % 12 + 1}/{i % 28 + 1}/2024 10:00" for i in range(60)]
+    path = write(tmp_path / "x.csv", "\n".join(lines) + "\n")
+    code, out, _ = validate(tmp_path, "--interactions", str(path),
+                            "--date-format", "%d/%m/%Y %H:%M")
+    words = " ".join(out.split())
+    assert code == 1, words
+    assert "the day and month are the other way round" in words
+    assert "pass --date-format '%m/%d/%Y %H:%M'" in words
+    code, out, report = validate(tmp_path, "--interactions", str(path),
+                                 "--date-format", "%m/%d/%Y %H:%M")
+    assert code == 0, out
+    assert report is not None and report["cleaning"]["rows_quarantined"] == 0
