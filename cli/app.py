@@ -960,6 +960,7 @@ def train(
         "champion (0: any number).")] = 50,
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", callback=_checked_new_name,
+        envvar="SHOPREC_REGISTERED_MODEL_NAME",
         help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
     max_quarantine: MaxQuarantineOpt = 0.5,
     min_users: MinUsersOpt = 10,
@@ -1085,6 +1086,7 @@ def recommend(
     k: Annotated[int, typer.Option("--k", min=1, help="How many items.")] = 10,
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", callback=_checked_name,
+        envvar="SHOPREC_REGISTERED_MODEL_NAME",
         help="MLflow registered model.")] = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", callback=_alias_given,
                                        help="Registry alias to load.")] = "champion",
@@ -1192,6 +1194,7 @@ def forecast(
         "on idle cores, many times slower beside other work.")] = 1,
     model_name: Annotated[str, typer.Option(
         "--registered-model-name", callback=_checked_new_name,
+        envvar="SHOPREC_DEMAND_MODEL_NAME",
         help="MLflow registered model of the forecast.")]
     = "shoprec-demand",
     summary_json: Annotated[Path | None, typer.Option(
@@ -1297,7 +1300,8 @@ def forget(
 
 
 ModelNameOpt = Annotated[str, typer.Option(
-    "--registered-model-name", callback=_checked_name, help="MLflow registered model.")]
+    "--registered-model-name", callback=_checked_name, envvar="SHOPREC_REGISTERED_MODEL_NAME",
+    help="MLflow registered model (one per shop: set the variable in each shop's shell).")]
 ByOpt = Annotated[str, typer.Option(
     "--by", help="Who asks, recorded in the registry (default: the operating-system user).")]
 
@@ -1567,7 +1571,8 @@ def batch(
         help="CSV or Parquet with item_id and units on hand: down-weight products "
         "forecast to sell out beyond it.")] = None,
     forecast: Annotated[str, typer.Option(
-        "--forecast", help="The demand forecast used with --stock: a model URI, the "
+        "--forecast", help="The demand forecast used with --stock: a model URI (default: "
+        "the champion of SHOPREC_DEMAND_MODEL_NAME, else of shoprec-demand), the "
         "forecast's Parquet file or folder, or none (stock alone: only products with no "
         "units left are held back).")] = _DEFAULT_FORECAST,
     stock_weeks: Annotated[int, typer.Option(
@@ -1583,17 +1588,20 @@ def batch(
         # Said in the command's words (the form's rule names its fields).
         raise ConfigError("--forecast is read with --stock (the share of each product's "
                           "forecast demand its units cover); give --stock FILE too")
+    demand = os.environ.get("SHOPREC_DEMAND_MODEL_NAME", "").strip()
+    if stock is not None and forecast == _DEFAULT_FORECAST and demand:
+        forecast = f"models:/{demand}@champion"  # the shop's own forecast, as it registers
     config = BatchConfig(registered_model_name=model_name, alias=alias, output_dir=output_dir,
                          k=k, batch_size=batch_size, explain=explain, diversity=diversity,
                          stock_path=str(stock or ""), forecast=forecast,
                          stock_weeks=stock_weeks)
     from shoprec.registry import tracking
+    from shoprec.registry.loading import no_alias_message
     from shoprec.registry.promotion import alias_version
 
     tracking.require_store()
     if alias_version(model_name, alias) is None:
-        raise ConfigError(f"no version of {model_name!r} has the alias {alias!r}; run "
-                          "`shoprec train` first")
+        raise ConfigError(no_alias_message(model_name, alias))
     _writable_dir(Path(output_dir), "--output-dir")
     if stock is not None:
         from shoprec.inventory import read_forecast, read_stock
@@ -1690,9 +1698,9 @@ def serve(
     tracking.require_store()
     version = alias_version(model_name, alias)
     if version is None:
-        raise ConfigError(f"no version of {model_name!r} has the alias {alias!r} in the MLflow "
-                          "registry at MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); run "
-                          "`shoprec train` first")
+        from shoprec.registry.loading import no_alias_message
+
+        raise ConfigError(no_alias_message(model_name, alias))
     uri = tracking.tracking_uri()
     # By version: every worker (and one uvicorn restarts) serves the version announced,
     # even if the alias moves meanwhile.

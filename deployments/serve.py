@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
                       batch_cron: str | None = "0 5 * * *", timezone: str = "UTC",
                       dask_address: str | None = None,
                       forecast_cron: str | None = "0 3 * * 1",
-                      prune_cron: str | None = None) -> list:
+                      prune_cron: str | None = None, shop: str = "") -> list:
     """The deployments of the project as ``RunnerDeployment`` objects.
 
     Args:
@@ -41,6 +42,9 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
         prune_cron: Schedule of prune-registry (``None``, the default: manual only).
             Prefect's ``serve`` sets each deployment's schedules from here at every start,
             so one added in the UI is gone after a restart: schedule it here.
+        shop: One shop of several served from one Prefect server and one registry: its
+            deployments are named ``<name>-<shop>``, and register, read and write its own
+            (see :func:`shop_names`). Empty: the project's default names.
     """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
@@ -54,8 +58,18 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
     from shoprec_flows.training import training_pipeline
 
     data = {"interactions": dataset, "format": fmt, "items": items}
+    names = shop_names(shop)
     training = ({"task_runner": "dask", "dask_address": dask_address} if dask_address
                 else {})
+    if shop:
+        training |= {"registered_model_name": names["model"], "experiment": names["experiment"]}
+    model = {"registered_model_name": names["model"]} if shop else {}
+    forecast = ({"registered_model_name": names["demand"], "experiment": names["demand"],
+                 "output_dir": f"{names['runs']}/forecast"} if shop else {})
+    batch = {"registered_model_name": names["model"], "output_dir": f"{names['runs']}/batch"}
+
+    def named(base: str) -> str:
+        return f"{base}-{shop}" if shop else base
 
     def schedule(cron: str | None) -> list:
         return [Cron(cron, timezone=timezone)] if cron else []
@@ -65,40 +79,57 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
                                  collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
     return [
         training_pipeline.to_deployment(
-            name="training-nightly",
+            name=named("training-nightly"),
             concurrency_limit=one, schedules=schedule(training_cron), tags=["shoprec"],
-            parameters={"data": data, "output_dir": "runs/train",
+            parameters={"data": data, "output_dir": f"{names['runs']}/train",
                         **({"training": training} if training else {})},
             description="Validate, clean, train every candidate in parallel, evaluate and "
                         "publish the winner to the MLflow registry."),
         promote_model.to_deployment(
-            name="promote-model",
-            concurrency_limit=one, tags=["shoprec"], parameters={"data": data},
+            name=named("promote-model"),
+            concurrency_limit=one, tags=["shoprec"],
+            parameters={"data": data, **({"promotion": model} if shop else {})},
             description="Promote a version (default: the challenger) to champion after "
                         "retraining its recipe and the champion's on the latest data's "
                         "training split and comparing them on its test users."),
         rollback_model.to_deployment(
-            name="rollback-model",
-            concurrency_limit=one, tags=["shoprec"],
+            name=named("rollback-model"),
+            concurrency_limit=one, tags=["shoprec"], parameters=model,
             description="Point champion back at previous-champion."),
         prune_registry.to_deployment(
-            name="prune-registry",
+            name=named("prune-registry"),
             concurrency_limit=one, schedules=schedule(prune_cron), tags=["shoprec"],
-            parameters={"keep": 30},
+            parameters={"keep": 30, **model},
             description="Delete old registered versions no alias points at, with their "
                         "logged models and files; the newest `keep` stay."),
         batch_recommendations.to_deployment(
-            name="batch-recommendations",
+            name=named("batch-recommendations"),
             concurrency_limit=one, schedules=schedule(batch_cron), tags=["shoprec"],
+            parameters={"batch": batch} if shop else {},
             description="Top K of every known user by the champion, as Parquet "
                         "partitioned by date."),
         demand_forecast.to_deployment(
-            name="demand-forecast",
+            name=named("demand-forecast"),
             concurrency_limit=one, schedules=schedule(forecast_cron), tags=["shoprec"],
-            parameters={"data": data},
+            parameters={"data": data, **({"forecast": forecast} if shop else {})},
             description="Weekly units per product: baselines and a boosted model scored on "
                         "the last weeks, then the next weeks' forecast."),
     ]
+
+
+def shop_names(shop: str) -> dict[str, str]:
+    """What a shop's deployments register, read and write, by ``--shop``.
+
+    Without a shop, the project's defaults. With one (``north``): the registered models
+    ``north-recommender`` and ``north-demand``, the MLflow experiment ``shoprec-north``,
+    and the folder ``runs/north``. Two shops' deployments named alike replaced each
+    other's (the second ``serve.py`` took the first's deployment, with its data).
+    """
+    if not shop:
+        return {"model": "shoprec-recommender", "demand": "shoprec-demand",
+                "experiment": "shoprec", "runs": "runs"}
+    return {"model": f"{shop}-recommender", "demand": f"{shop}-demand",
+            "experiment": f"shoprec-{shop}", "runs": f"runs/{shop}"}
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -108,6 +139,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     from prefect.client.schemas.schedules import CronSchedule
     from pydantic import ValidationError
 
+    if args.shop and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", args.shop):
+        parser.error(f"--shop {args.shop!r}: use lower-case letters, digits and dashes (it "
+                     "names deployments, registered models and a folder)")
     for option, path in (("--dataset", args.dataset), ("--items", args.items)):
         # A local file; the runs start in the project root, so a relative path is read
         # from there. URLs are left to fsspec.
@@ -147,7 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prune-cron", default="none",
                         help="Schedule of prune-registry (keep: 30), e.g. '0 4 * * 0' for "
                         "Sundays at 04:00; 'none' (the default) for manual only.")
-    parser.add_argument("--timezone", default="UTC")
+    parser.add_argument("--timezone", default="UTC",
+                        help="Time zone of the schedules (default UTC).")
+    parser.add_argument("--shop", default="",
+                        help="One shop of several on this Prefect server and registry: "
+                        "deployments named <name>-SHOP, registered models SHOP-recommender "
+                        "and SHOP-demand, experiment shoprec-SHOP, outputs under runs/SHOP.")
     parser.add_argument("--dask-address", default=None,
                         help="Train training-nightly's candidates on this Dask scheduler.")
     args = parser.parse_args(argv)
@@ -171,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         None if args.batch_cron.lower() == "none" else args.batch_cron, args.timezone,
         args.dask_address,
         None if args.forecast_cron.lower() == "none" else args.forecast_cron,
-        None if args.prune_cron.lower() == "none" else args.prune_cron))
+        None if args.prune_cron.lower() == "none" else args.prune_cron, args.shop))
 
 
 if __name__ == "__main__":

@@ -51,11 +51,33 @@ def resolve_version(name: str, alias: str | None = None, version: str | None = N
     alias = alias or CHAMPION
     found = alias_version(name, alias)
     if found is None:
-        raise ModelNotRegisteredError(
-            f"no version of {name!r} has the alias {alias!r} in the MLflow registry at "
-            "MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); run `shoprec train` first, "
-            "or promote one with `shoprec promote`")
+        raise ModelNotRegisteredError(no_alias_message(name, alias))
     return found
+
+
+def no_alias_message(name: str, alias: str) -> str:
+    """Why ``name@alias`` cannot be loaded, naming the registry read and what it holds.
+
+    "Run `shoprec train` first" misled whoever just had: a training whose gate failed
+    left a challenger and no champion, and a shop's model under another name looked like
+    no model at all.
+    """
+    head = (f"no version of {name!r} has the alias {alias!r} in the MLflow registry at "
+            f"{tracking.display_uri()}")
+    try:
+        client = tracking.client()
+        models = [m.name for m in client.search_registered_models(max_results=50)]
+        aliases = sorted(client.get_registered_model(name).aliases) if name in models else []
+    except Exception:  # noqa: BLE001 - the message is said whatever the registry does now
+        return head + "; run `shoprec train` first, or promote one with `shoprec promote`"
+    if aliases:
+        return (f"{head}; it has {', '.join(aliases)}: pass --alias {aliases[0]}, or "
+                "promote one with `shoprec promote`")
+    if name not in models and models:
+        return (f"{head}, which holds {', '.join(models[:10])}"
+                + (" ..." if len(models) > 10 else "")
+                + ": pass --registered-model-name (or SHOPREC_REGISTERED_MODEL_NAME)")
+    return head + "; run `shoprec train` first, or promote one with `shoprec promote`"
 
 
 def load_uri(uri: str) -> Any:

@@ -1076,3 +1076,16 @@ def test_registry_records_fit_every_backends_tag_column(
     assert alias_version(two_versions, "champion") == "2"
     assert recorded and max(len(value) for value in recorded) <= TAG_LIMIT
     assert tracking.client().get_model_version(two_versions, "2").tags["promoted_by"] == "ops"
+
+
+def test_a_missing_alias_names_the_registry_and_what_it_holds(two_versions: str) -> None:
+    """"Run `shoprec train` first" misled whoever just had (a failed gate leaves only a
+    challenger), and named MLFLOW_TRACKING_URI's default, not the registry read."""
+    from shoprec.registry import tracking
+    from shoprec.registry.loading import no_alias_message
+
+    said = no_alias_message(two_versions, "nosuch")
+    assert tracking.display_uri() in said
+    assert "it has challenger, champion: pass --alias challenger" in said
+    other = no_alias_message("north-recommender", "champion")
+    assert f"which holds {two_versions}: pass --registered-model-name" in other

@@ -289,3 +289,56 @@ def test_the_prune_deployment_is_scheduled_in_code_and_refuses_a_blank_name() ->
     for flow in (prune_registry, rollback_model):
         with pytest.raises(ParameterTypeError, match="cannot be blank"):
             flow.validate_parameters({"registered_model_name": " "})
+
+
+def test_two_shops_deployments_keep_apart() -> None:
+    """A second reader applied a second shop's deployments: they had the first's names, so
+    they replaced them (one `training-nightly`, now with the second shop's data), and every
+    shop trained into `shoprec-recommender` and wrote `runs/batch`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("serve_deployments",
+                                                  ROOT / "deployments" / "serve.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    plain = {d.name: d for d in module.build_deployments()}
+    shops = {shop: {d.name: d for d in module.build_deployments(dataset=f"{shop}.csv",
+                                                                shop=shop)}
+             for shop in ("north", "south")}
+    assert set(shops["north"]).isdisjoint(shops["south"]) and set(shops["north"]).isdisjoint(
+        plain)
+    assert sorted(shops["north"]) == sorted(f"{name}-north" for name in plain)
+    from shoprec_flows.forecast import demand_forecast
+    from shoprec_flows.operations import (
+        batch_recommendations,
+        promote_model,
+        prune_registry,
+        rollback_model,
+    )
+    from shoprec_flows.training import training_pipeline
+
+    flows = {"training-nightly": training_pipeline, "promote-model": promote_model,
+             "rollback-model": rollback_model, "prune-registry": prune_registry,
+             "batch-recommendations": batch_recommendations, "demand-forecast": demand_forecast}
+    checked = {}
+    for name, deployment in shops["north"].items():
+        checked[name] = deployment.parameters
+        # What the Prefect form holds is valid for its flow (the server checks it so).
+        flows[name.removesuffix("-north")].validate_parameters(deployment.parameters)
+    assert checked["training-nightly-north"]["training"]["registered_model_name"] == \
+        "north-recommender"
+    assert checked["training-nightly-north"]["training"]["experiment"] == "shoprec-north"
+    assert checked["training-nightly-north"]["output_dir"] == "runs/north/train"
+    assert checked["promote-model-north"]["promotion"] == {
+        "registered_model_name": "north-recommender"}
+    for name in ("rollback-model-north", "prune-registry-north"):
+        assert checked[name]["registered_model_name"] == "north-recommender"
+    assert checked["batch-recommendations-north"]["batch"] == {
+        "registered_model_name": "north-recommender", "output_dir": "runs/north/batch"}
+    assert checked["demand-forecast-north"]["forecast"]["registered_model_name"] == \
+        "north-demand"
+    # Without a shop, the deployments are as they were.
+    assert plain["training-nightly"].parameters["output_dir"] == "runs/train"
+    assert "training" not in plain["training-nightly"].parameters
+    assert not plain["rollback-model"].parameters
