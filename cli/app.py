@@ -796,9 +796,10 @@ def generate(
         "(one rating per shopper and item).")] = False,
 ) -> None:
     """Write synthetic interactions.parquet and items.parquet with planted taste segments."""
+    from shoprec.data.synthetic import check_sizes, write_movielens
     from shoprec.data.synthetic import generate as run_generate
-    from shoprec.data.synthetic import write_movielens
 
+    check_sizes(users, items, interactions, days)
     _writable_dir(out, "--out")
     summary = run_generate(out, users=users, items=items, interactions=interactions,
                            seed=seed, days=days)
@@ -1125,9 +1126,20 @@ def recommend(
         from shoprec.inventory import no_units_left
 
         bundle.held_back = no_units_left(bundle.items.ids, held)
+    from shoprec.data.schema import canonical_id
+
     # Read the part this request uses now: a model that cannot be read is not a bad request.
     _ = bundle.search if query else bundle.model
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
+    unknown = [i for i, at in zip(items, bundle.items.encode(
+        [canonical_id(i) for i in items]), strict=True) if at < 0]
+    if unknown:
+        # Left out of the answer, as the server leaves them: a mistyped id read as a shopper
+        # with nothing to go on.
+        err_console.print(f"note: --recent-items {', '.join(unknown[:5])}"
+                          + (" ..." if len(unknown) > 5 else "")
+                          + f": not in version {version}'s catalogue, so not used",
+                          highlight=False)
     request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
                             "query": [query or ""], "k": [k], "explain": [explain],
                             "diversity": [diversity], "item_id": [similar_to or ""]})

@@ -119,6 +119,12 @@ def make_items(rng: np.random.Generator, n_items: int, n_categories: int) -> pd.
     })
 
 
+#: The most users or items drawn: their ids and tastes are held whole (about 10 GB here).
+MAX_USERS_OR_ITEMS = 100_000_000
+#: The most rows: they are written in chunks, and 10 billion is days of writing already.
+MAX_INTERACTIONS = 10_000_000_000
+
+
 def generate(out_dir: str | Path, users: int, items: int, interactions: int, seed: int = 0,
              segments: int | None = None, categories: int | None = None, days: int = 180,
              exploration: float = 0.15, start: str = "2024-01-01") -> GeneratedData:
@@ -143,10 +149,7 @@ def generate(out_dir: str | Path, users: int, items: int, interactions: int, see
         ConfigError: A size is not positive or the shape makes no sense.
     """
     began = time.perf_counter()
-    if users < 1 or items < 1 or interactions < 1:
-        raise ConfigError("--users, --items and --interactions must all be at least 1")
-    if days < 1:
-        raise ConfigError("days must be at least 1")
+    check_sizes(users, items, interactions, days)
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,6 +205,30 @@ def generate(out_dir: str | Path, users: int, items: int, interactions: int, see
                             round(time.perf_counter() - began, 2))
     logger.info("generated %s", summary)
     return summary
+
+
+def check_sizes(users: int, items: int, interactions: int, days: int) -> None:
+    """Refuse sizes the generator cannot draw, before anything is written.
+
+    Raises:
+        ConfigError: Naming the option.
+    """
+    if users < 1 or items < 1 or interactions < 1:
+        raise ConfigError("--users, --items and --interactions must all be at least 1")
+    if users > interactions:
+        raise ConfigError(f"--users {users:,} is more than --interactions {interactions:,}: "
+                          "most shoppers would have none; give fewer users or more "
+                          "interactions")
+    # A size no machine holds (the users' and items' arrays are drawn whole; rows are
+    # written in chunks) ended in "memory ran out: train fewer candidates", exit 3.
+    for option, size, most in (("--users", users, MAX_USERS_OR_ITEMS),
+                               ("--items", items, MAX_USERS_OR_ITEMS),
+                               ("--interactions", interactions, MAX_INTERACTIONS)):
+        if size > most:
+            raise ConfigError(f"{option} {size:,} is more than the generator draws "
+                              f"({most:,} at most)")
+    if days < 1:
+        raise ConfigError("days must be at least 1")
 
 
 def _user_ids(users: int) -> np.ndarray:

@@ -107,6 +107,11 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     said = " ".join(done.stderr.split())
     assert done.returncode == 2 and "no version of 'no-such-model'" in said
     assert "which holds" in said and "pass --registered-model-name" in said
+    # A mistyped recent item read as a shopper with nothing to go on, without a word.
+    done = run("recommend", "--registered-model-name", "cli-sample", "--recent-items",
+               "NOPE,85123A", "--k", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "--recent-items NOPE: not in version" in done.stderr and "85123A" not in done.stderr
     assert (tmp_path / "runs" / "train" / "quarantine_interactions.parquet").exists()
 
     # A run that fails replaces the summary: the last success must not read as this run's.

@@ -234,6 +234,12 @@ OPTIONS = {
                                    "is a codec, not a text encoding"),
     "generate --out a file": (["generate", "--users", "10", "--items", "10",
                                "--interactions", "100", "--out", "a-file"], "give a folder"),
+    "generate --users more than a machine holds": (
+        ["generate", "--users", "100000000000", "--items", "50", "--interactions",
+         "100000000000", "--out", "g"], "--users 100,000,000,000 is more than the generator"),
+    "generate --users more than --interactions": (
+        ["generate", "--users", "500", "--items", "50", "--interactions", "100", "--out", "g"],
+        "is more than --interactions 100"),
     "generate --seed -1": (["generate", "--users", "10", "--items", "10", "--interactions",
                             "100", "--out", "g", "--seed", "-1"], "Invalid value for '--seed'"),
     "serve --host empty": (["serve", "--host", ""], "--host is empty"),
