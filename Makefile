@@ -72,5 +72,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check shoprec cli tasks flows tests benchmarks deployments data
 	$(BIN)/mypy
 
+## The local run's outputs and registry (mlflow.db with its artifacts in mlartifacts/; the
+## erasure list and the live sessions stay: they are the shop's records, not outputs).
 clean:
-	rm -rf runs mlruns mlflow.db .pytest_cache
+	rm -rf runs mlruns mlflow.db mlflow.db.lock mlartifacts .pytest_cache

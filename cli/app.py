@@ -125,7 +125,7 @@ def _file(value: str | Path) -> Path:
 
 OutOpt = Annotated[Path, typer.Option(
     "--output-dir", parser=_folder,
-    help="Where the quarantine files are written (and validate's Data Docs).")]
+    help="Where the quarantine files are written (validate: its Data Docs too).")]
 
 
 #: Configuration fields whose command-line option is not ``--`` + the name with dashes.
@@ -1022,6 +1022,9 @@ def train(
                                      seed=seed, gate_margin=gate_margin,
                                      gate_min_users=gate_min_users,
                                      registered_model_name=model_name,
+                                     # MLflow's own variable, as its users set it.
+                                     **({"experiment": os.environ["MLFLOW_EXPERIMENT_NAME"]}
+                                        if os.environ.get("MLFLOW_EXPERIMENT_NAME") else {}),
                                      params=params,
                                      task_runner="dask" if dask_address else task_runner,
                                      dask_address=dask_address, dask_workers=dask_workers,

@@ -5,6 +5,7 @@ Straight-line wiring of ``tasks/forecast.py``; all logic lives in ``shoprec.fore
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -62,7 +63,11 @@ def demand_forecast(
                           (forecast.category_root, "forecast.category_output_dir"),
                           (forecast.quarantine_root, "forecast.quarantine_dir")):
         if folder:  # typed in the Prefect form: refused now, not after the backtest
+            made = "://" not in folder and not Path(folder).exists()
             check_writable_folder(folder, field)
+            if made and folder == forecast.category_root:
+                # Written only when the catalogue has categories: none is left empty.
+                Path(folder).rmdir()
     private_result_storage()
     # Every row is used or set aside with its reason, as in training; another run
     # preparing into this folder meanwhile takes turns with this one.

@@ -156,9 +156,10 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
         checks.append(GateCheck(
             "same_catalogue", overlap >= MIN_CATALOGUE_OVERLAP, overlap,
             MIN_CATALOGUE_OVERLAP,
-            f"this run's items and champion version {version}'s share about {overlap:.0%} "
-            + ("(estimated from a sample of ids)" if overlap >= MIN_CATALOGUE_OVERLAP else
-               "(estimated from a sample of ids): another shop's data, or a registered "
+            f"this run's items and champion version {version}'s: about {overlap:.0%} in "
+            "common (estimated from a sample of ids)"
+            + ("" if overlap >= MIN_CATALOGUE_OVERLAP else
+               ": another shop's data, or a registered "
                "model name meant for another (--registered-model-name)? The champion's "
                "recipe retrained on this data says nothing of the shop it serves; if the "
                "catalogue was replaced, `shoprec promote --version N --force --reason ...`")))

@@ -213,11 +213,19 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
 
     plain = tmp_path / "base.csv"
     pd.read_parquet(synthetic_dir / "interactions.parquet").to_csv(plain, index=False)
+    # A shop's shell names its model and experiment once, for every command.
     done = run("train", "--interactions", str(plain), "--models", "popularity,mf,content",
-               "--test-days", "20", "--validation-days", "20", "--registered-model-name",
-               "plain-file", "--summary-json", str(tmp_path / "s.json"), cwd=tmp_path)
+               "--test-days", "20", "--validation-days", "20", "--summary-json",
+               str(tmp_path / "s.json"), cwd=tmp_path,
+               env={"SHOPREC_REGISTERED_MODEL_NAME": "plain-file",
+                    "MLFLOW_EXPERIMENT_NAME": "shoprec-plain"})
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
+    from shoprec.registry import tracking
+
+    client = tracking.client()
+    assert client.get_experiment(client.get_run(summary["mlflow_run_id"]).info.experiment_id
+                                 ).name == "shoprec-plain"
     board = {e["model"]: e for e in summary["leaderboard"]}
     assert board["content"]["status"] == "skipped"
     assert "items have none" in board["content"]["error"]

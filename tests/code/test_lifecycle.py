@@ -183,7 +183,7 @@ def test_gate_keeps_the_champion_when_the_data_is_another_shops() -> None:
                             {"ndcg@10": 0.05}, catalogue=sketch)
     assert judged["tonight"].passed and judged["tonight"].checks[-1].name == "same_catalogue"
     assert not judged["south"].passed
-    assert "share about 0%" in judged["south"].checks[-1].reason
+    assert "about 0% in common" in judged["south"].checks[-1].reason
     assert "another shop's data" in judged["south"].checks[-1].reason
     # A champion registered before the sketch was recorded: no such check.
     assert judged["unrecorded"].passed
