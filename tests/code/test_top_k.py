@@ -105,3 +105,18 @@ def test_check_finite_finds_every_nan_and_infinity_and_passes_large_finite_score
     assert check_finite(scores[:, ::2], "m").base is scores
     with pytest.raises(ModelFitError):
         check_finite(np.array([1.0, np.nan], dtype=dtype), "m")  # one dimension: exact test
+
+
+@pytest.mark.parametrize("items", [60, 5000])
+def test_ties_are_broken_by_index_whatever_k(items: int) -> None:
+    """The top 10 is the top 50's first 10, also among tied scores (popularity's counts):
+    a model's test figures and its diversity curve at weight 0 differed."""
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 4, size=(200, items)).astype(np.float32)
+    scores[0] = -np.inf
+    ten, _ = top_k(scores, 10)
+    fifty, _ = top_k(scores, 50)
+    np.testing.assert_array_equal(ten, fifty[:, :10])
+    stable = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    expected = np.where(np.isfinite(np.take_along_axis(scores, stable, axis=1)), stable, -1)
+    np.testing.assert_array_equal(ten, expected)
