@@ -1089,3 +1089,20 @@ def test_a_missing_alias_names_the_registry_and_what_it_holds(two_versions: str)
     assert "it has challenger, champion: pass --alias challenger" in said
     other = no_alias_message("north-recommender", "champion")
     assert f"which holds {two_versions}: pass --registered-model-name" in other
+
+
+def test_a_record_dated_ahead_by_another_machines_clock_blocks_ten_minutes_only() -> None:
+    """A second reader's machine with a clock 6 hours fast: its promotion record read as
+    under way for 6 hours and 10 minutes, refusing every promotion and the nightly gate."""
+    from datetime import UTC, datetime, timedelta
+
+    from shoprec.registry.aliases import _abandoned
+
+    def record(minutes: float) -> dict:
+        at = (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat(timespec="seconds")
+        return {"at": at, "owner": {"host": "othermachine", "pid": 1}}
+
+    assert _abandoned(record(6 * 60))  # ahead by hours: the rule's span has passed
+    assert not _abandoned(record(5))  # a few minutes either way: maybe under way
+    assert not _abandoned(record(-5))
+    assert _abandoned(record(-11))
