@@ -21,6 +21,7 @@ from shoprec_tasks.operations import (
     write_batch,
 )
 
+from shoprec.batch import check_day_file
 from shoprec.config import (
     DEFAULT_MODEL_NAME,
     BatchConfig,
@@ -134,6 +135,7 @@ def batch_recommendations(
     """
     apply_runtime_defaults(str(flow_run.id))
     check_writable_folder(batch.output_dir, "batch.output_dir")
+    check_day_file(batch.output_dir, batch.registered_model_name)
     if batch.stock_path:  # a bad stock file is said before the model is loaded
         read_stock(batch.stock_path)
     bundle, version = load_model(batch.registered_model_name, batch.alias)

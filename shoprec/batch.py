@@ -86,7 +86,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
                           generated_at: datetime | None = None,
                           threads: int | None = None, explain: bool = False,
                           diversity: float = 0.0,
-                          availability: np.ndarray | None = None) -> BatchResult:
+                          availability: np.ndarray | None = None,
+                          model_name: str = "") -> BatchResult:
     """Score every user of ``bundle`` and write their top ``k`` as Parquet.
 
     The file goes to ``output_dir/generated_date=YYYY-MM-DD/recommendations.parquet``
@@ -112,9 +113,13 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
             each list is re-ranked with relevance times availability, so products forecast
             to sell out move down and those with no units leave. Scores are then the
             re-ranked ones.
+        model_name: The registered model that scores, recorded in the file's metadata
+            (``shoprec.registered_model``): the day's file of another model in this folder
+            is never replaced.
 
     Raises:
         ValueError: ``k`` or ``batch_size`` below 1.
+        ConfigError: The day's file in ``output_dir`` is another registered model's.
     """
     if k < 1 or batch_size < 1:
         raise ValueError(f"k and batch_size must be at least 1, got k={k}, "
@@ -127,6 +132,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     partition.mkdir(parents=True, exist_ok=True)
     _remove_dead_drafts(partition)
     final = partition / "recommendations.parquet"
+    _refuse_other_models_file(final, model_name)
     temporary = partition / f".recommendations-{_writer()}.parquet.tmp"
     # Ids become Arrow strings once; each batch then gathers them with a C++ take.
     user_ids = pa.array(np.asarray(bundle.users.ids, dtype=object), pa.string())
@@ -144,6 +150,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     moment = np.datetime64(stamp.astimezone(UTC).replace(tzinfo=None), "us")
     ranks = np.tile(np.arange(1, k + 1, dtype=np.int16), batch_size)
     schema = SCHEMA.append(BECAUSE)
+    if model_name:
+        schema = schema.with_metadata({MODEL_KEY: model_name})
 
     def because(history: Any, top: np.ndarray) -> pa.Array:
         """The explanations of a batch's rows, in row order (user by user, best first)."""
@@ -233,6 +241,48 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     logger.info("batch recommendations: %d users, %d rows in %.1f s (%.0f users/s) -> %s",
                 scored, rows, seconds, result.users_per_second, final)
     return result
+
+
+#: Key of the batch file's Parquet metadata naming the registered model that scored.
+MODEL_KEY = "shoprec.registered_model"
+
+
+def check_day_file(output_dir: str | Path, model_name: str,
+                   when: datetime | None = None) -> None:
+    """Refuse a batch whose day's file in ``output_dir`` is another registered model's.
+
+    Called before the model is loaded; :func:`write_recommendations` checks again.
+
+    Raises:
+        ConfigError: The file records another model.
+    """
+    day = (when or datetime.now(UTC)).date().isoformat()
+    _refuse_other_models_file(Path(output_dir) / f"generated_date={day}" /
+                              "recommendations.parquet", model_name)
+
+
+def _refuse_other_models_file(final: Path, model_name: str) -> None:
+    """Refuse to replace the day's file of another registered model.
+
+    Two shops' batches into one folder (the default ``runs/batch``) replaced each other's
+    day without a word, and the rows do not say whose they are.
+
+    Raises:
+        ConfigError: ``final`` records another model.
+    """
+    if not model_name or not final.exists():
+        return
+    try:
+        metadata = pq.read_schema(final).metadata or {}
+    except (OSError, pa.ArrowException):
+        return  # unreadable: replaced as before
+    recorded = metadata.get(MODEL_KEY.encode(), b"").decode("utf-8", "replace")
+    if recorded and recorded != model_name:
+        from shoprec.errors import ConfigError
+
+        raise ConfigError(f"{final} holds {recorded}'s recommendations of that day; give "
+                          f"{model_name} a folder of its own (--output-dir, output_dir in the "
+                          "form), or move that file first")
 
 
 def _writer() -> str:

@@ -108,7 +108,8 @@ def write_batch(bundle: ModelBundle, version: str, config: BatchConfig) -> Batch
             inventory.read_forecast(config.forecast, bundle.items.ids), config.stock_weeks)
     result = write_recommendations(bundle, config.output_dir, config.k, config.batch_size,
                                    model_version=version, explain=config.explain,
-                                   diversity=config.diversity, availability=share)
+                                   diversity=config.diversity, availability=share,
+                                   model_name=config.registered_model_name)
     create_table_artifact(key=BATCH_KEY, table=[result.to_dict()],
                           description=f"Top {config.k} of every known user by "
                           f"{config.registered_model_name}@{config.alias}")

@@ -202,3 +202,32 @@ def test_batch_days_read_back_as_one_data_set_and_killed_drafts_go(
     by_day = frame.groupby(frame["generated_date"].astype(str))["because"]
     assert by_day.apply(lambda b: b.isna().all()).to_dict() == {"2025-03-01": True,
                                                                "2025-03-02": False}
+
+
+def test_a_days_batch_of_another_registered_model_is_never_replaced(
+        bundle: ModelBundle, tmp_path: Path) -> None:
+    """Two shops' batches into one folder (the default runs/batch) replaced each other's
+    day without a word, and the rows did not say whose they were."""
+    from datetime import UTC, datetime
+
+    import pyarrow.parquet as pq
+
+    from shoprec.batch import MODEL_KEY, check_day_file
+    from shoprec.errors import ConfigError
+
+    day = datetime(2025, 3, 1, tzinfo=UTC)
+    first = write_recommendations(bundle, tmp_path, k=3, generated_at=day,
+                                  model_name="north-recommender")
+    assert pq.read_schema(first.path).metadata[MODEL_KEY.encode()] == b"north-recommender"
+    before = Path(first.path).read_bytes()
+    with pytest.raises(ConfigError, match="holds north-recommender's recommendations of "
+                                          "that day; give south-recommender a folder"):
+        check_day_file(tmp_path, "south-recommender", day)
+    with pytest.raises(ConfigError, match="holds north-recommender's"):
+        write_recommendations(bundle, tmp_path, k=3, generated_at=day,
+                              model_name="south-recommender")
+    assert Path(first.path).read_bytes() == before
+    # The same model's run of the same day replaces it, as before.
+    again = write_recommendations(bundle, tmp_path, k=2, generated_at=day,
+                                  model_name="north-recommender")
+    assert pd.read_parquet(again.path)["rank"].max() == 2
