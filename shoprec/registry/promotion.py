@@ -533,7 +533,7 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
     return decision
 
 
-def _foreign_data(name: str, encoded: EncodedSplit, versions: dict[str, str]) -> str:
+def _foreign_data(name: str, encoded: EncodedSplit | None, versions: dict[str, str]) -> str:
     """Why this data cannot judge the versions (another shop's items), or ``""``.
 
     Both recipes retrained on data that shares no items with what they served compare
@@ -542,6 +542,8 @@ def _foreign_data(name: str, encoded: EncodedSplit, versions: dict[str, str]) ->
     """
     from shoprec.registry.publish import MIN_CATALOGUE_OVERLAP
 
+    if encoded is None:
+        return ""
     sketch = catalogue_sketch(encoded.items.ids)
     for role, which in versions.items():
         overlap = sketch_overlap(sketch, read_catalogue(name, which) or [])
