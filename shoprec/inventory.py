@@ -232,7 +232,12 @@ def availability(item_ids: np.ndarray, stock: pd.Series, forecast: pd.DataFrame,
                            "`shoprec forecast` on recent sales for current weeks",
                            last.date().isoformat())
     if weeks > 0:
-        first = np.sort(forecast["week"].unique())[:weeks]
+        starts = np.sort(forecast["week"].unique())
+        # The weeks the stock must last are from this one on: a forecast made weeks ago
+        # begins with weeks already past, whose demand the stock no longer has to meet.
+        ends = pd.to_datetime(starts, utc=True) + pd.Timedelta(weeks=1)
+        ahead = starts[ends > pd.Timestamp.now(tz="UTC")]
+        first = (ahead if len(ahead) else starts)[:weeks]
         forecast = forecast[forecast["week"].isin(first)]
     demand = forecast.groupby("item_id")["forecast"].sum()
     ids = pd.Index(np.asarray(item_ids).astype(str))

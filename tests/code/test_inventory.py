@@ -231,3 +231,17 @@ def test_a_days_batch_of_another_registered_model_is_never_replaced(
     again = write_recommendations(bundle, tmp_path, k=2, generated_at=day,
                                   model_name="north-recommender")
     assert pd.read_parquet(again.path)["rank"].max() == 2
+
+
+def test_stock_weeks_count_from_this_week_not_from_a_past_one() -> None:
+    """A forecast made weeks ago begins with weeks already past: `--stock-weeks 1` measured
+    the stock against one of them."""
+    today = pd.Timestamp.now(tz="UTC").normalize().tz_localize(None)
+    monday = today - pd.Timedelta(days=today.dayofweek)
+    weeks = [monday - pd.Timedelta(weeks=2), monday - pd.Timedelta(weeks=1), monday,
+             monday + pd.Timedelta(weeks=1)]
+    # b's demand: 40 in each past week, 5 in this one.
+    forecast = pd.DataFrame([("b", w, 40.0 if w < monday else 5.0) for w in weeks],
+                            columns=["item_id", "week", "forecast"])
+    stock = pd.Series({"b": 10.0})
+    assert availability(np.array(["b"]), stock, forecast, weeks=1).tolist() == [1.0]
