@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
 from shoprec.data.adapters import RawData
-from shoprec.data.cleaning import CleanData
+from shoprec.data.cleaning import CleanData, future_limit
 from shoprec.data.splits import Split
 from shoprec.features.encoding import EncodedSplit
 from shoprec.pipeline import PreparationSteps, PreparedRun, prepare
@@ -80,6 +80,9 @@ class TaskSteps(PreparationSteps):
         erased = self.erased()
         # A new erasure request must not meet a cached cleaning that predates it.
         extra = [{"erased": chain_key("", sorted(erased))}] if erased else []
+        # An event dated tomorrow is quarantined today and clean the day after: a cached
+        # cleaning is of its day.
+        extra.append({"future_after": future_limit().date().isoformat()})
         return clean_data(raw, cleaning, erased, self._extend(cleaning, *extra))
 
     @override

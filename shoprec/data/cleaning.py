@@ -309,6 +309,11 @@ def _refuse_swapped_order(failed: pd.Series, fmt: str, present: int) -> None:
                         f"--date-format {swapped!r}")
 
 
+def future_limit() -> pd.Timestamp:
+    """The latest timestamp an event can have now: tomorrow at this time (UTC)."""
+    return pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)
+
+
 def _parse_text(text: pd.Series) -> pd.Series:
     """Text timestamps as UTC: ISO 8601, then any unambiguous form (NaT where none)."""
     parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
@@ -496,7 +501,8 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     ``missing_item``,
     ``id_too_long``, the source's own rules (Online Retail: ``cancellation``,
     ``non_product``, ``negative_price``), ``timestamp_out_of_range`` (before 1970 or from
-    2200 on), ``unparseable_timestamp``, ``invalid_event``, ``invalid_value``,
+    2200 on), ``unparseable_timestamp``, ``timestamp_in_future`` (after tomorrow, UTC),
+    ``invalid_event``, ``invalid_value``,
     ``value_out_of_range`` (magnitude above ``max_value``), ``non_positive_quantity`` (shop
     events), ``non_positive_rating``,
     ``item_quarantined`` (its row in the items file was quarantined), ``unknown_item``
@@ -540,6 +546,10 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
         out_of_range = pd.Series(False, index=frame.index)
     reasons.catch("timestamp_out_of_range", out_of_range.to_numpy())
     reasons.catch("unparseable_timestamp", timestamps.isna())
+    # No event has happened yet that is dated after tomorrow (a day's grace for clocks and
+    # zones): one such row (2124 for 2024) became the decay's "now", weighing every other
+    # event near 0, and a temporal split's test part on its own.
+    reasons.catch("timestamp_in_future", (timestamps > future_limit()).to_numpy(dtype=bool))
 
     events = frame["event"].astype("string").str.strip().str.lower()
     reasons.catch("invalid_event", ~events.isin(EVENTS))

@@ -81,6 +81,8 @@ def _delimiter_hint(columns: list[str], what: str) -> str:
 REASON_HINTS = {
     "timestamp_out_of_range": "the timestamps fall outside 1970..2200: numbers that large "
     "are usually epoch milliseconds (pass --timestamp-unit ms) or microseconds (us); ",
+    "timestamp_in_future": "the timestamps lie after tomorrow: check the year, or the "
+    "unit of epoch numbers (--timestamp-unit); ",
     "unparseable_timestamp": "the timestamps do not parse: give their format with "
     "--date-format (strptime, e.g. '%d.%m.%Y %H:%M'), or --timestamp-unit for epoch numbers; ",
     "value_out_of_range": "the values are implausibly large: check the value column (or "

@@ -387,3 +387,19 @@ def test_a_date_format_with_day_and_month_swapped_is_refused(tmp_path: Path) -> 
                                  "--date-format", "%m/%d/%Y %H:%M")
     assert code == 0, out
     assert report is not None and report["cleaning"]["rows_quarantined"] == 0
+
+
+def test_an_event_dated_after_tomorrow_is_quarantined(tmp_path: Path) -> None:
+    """One row dated 2124 for 2024 became the decay's "now" (every other event weighed
+    near 0) and a temporal split's whole test part."""
+    soon = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=2)).isoformat()
+    later = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=400)).isoformat()
+    path = write(tmp_path / "x.csv", canonical_csv(extra=[
+        f"u1,i3,{soon},purchase,1", f"u2,i4,{later},purchase,1",
+        "u3,i5,2124-01-18T00:09:14Z,purchase,1"]))
+    code, out, report = validate(tmp_path, "--interactions", str(path))
+    assert code == 0, out
+    assert report is not None
+    assert report["cleaning"]["quarantined_by_reason"] == {"timestamp_in_future": 2}
+    quarantine = assert_nothing_lost(tmp_path, report)
+    assert sorted(quarantine["source_row"]) == [49, 50]  # a clock a little ahead is kept
