@@ -303,6 +303,8 @@ def prepare(data_config: DataConfig, cleaning_config: CleaningConfig | None = No
         split_config: How to split.
         weighting: Event weights of the training matrix; with a ``search``, chosen on
             validation first (:func:`shoprec.tuning.weighting.choose_weighting`).
+            Default: the fixed default weighting, not ``shoprec train``'s (which passes
+            ``WeightingConfig(search=WeightingSearch())``): pass that for its figures.
         output_dir: Where to write the quarantine files; nothing written if ``None``.
         steps: How each step runs (default: in this process).
 

@@ -70,6 +70,8 @@ def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp
         The same mapping as :func:`evaluate`.
     """
     ks = sorted(set(int(k) for k in ks))
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be cut-offs of at least 1, got {list(ks)}")
     users = np.flatnonzero(np.diff(relevance.indptr) > 0)
     n_items = relevance.shape[1]
     sums = {metric_name(m, k): 0.0 for m in METRIC_FUNCTIONS for k in ks}

@@ -36,14 +36,56 @@ def make_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
     """
     if name not in CANDIDATES:
         raise ConfigError(f"unknown model {name!r}; choose from {', '.join(CANDIDATES)}")
+    _check_ranges(name, params or {})
     try:
         return CANDIDATES[name](**(params or {}))
     except TypeError as exc:
         raise ConfigError(f"bad hyperparameters for {name}: {exc}") from exc
 
 
+def _check_ranges(name: str, params: dict[str, Any]) -> None:
+    """Refuse values outside the declared ranges, as the command line does.
+
+    ``make_model("mf", {"factors": 0})`` printed 64,785 lines of BLAS errors and returned a
+    "fitted" model. Values the declaration does not name are left to the constructor (a
+    family's own settings, such as a blend's members).
+    """
+    from pydantic import ValidationError
+
+    from shoprec.config import CandidateParams
+
+    try:
+        schema = CandidateParams.schema_of(name)
+    except KeyError:
+        return  # a family without a declaration (the blend, one being added)
+    declared = {key: value for key, value in params.items() if key in schema.model_fields}
+    try:
+        schema.model_validate(declared)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"bad hyperparameters for {name}: {problems}") from None
+
+
 def load_model(path: str, name: str) -> Recommender:
-    """Load a saved candidate ``name`` from ``path``."""
+    """Load a saved candidate ``name`` from ``path``.
+
+    Raises:
+        ConfigError: Unknown candidate name, or the folder holds another candidate.
+    """
+    if name not in CANDIDATES:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(CANDIDATES)}")
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    try:
+        saved = json.loads(config.read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        saved = None  # the family's own loader says what is wrong with the folder
+    if saved and saved != name:
+        raise ConfigError(f"{path} holds a saved {saved} model, not {name}; load it as "
+                          f"load_model(path, {saved!r})")
     return CANDIDATES[name].load(path)
 
 

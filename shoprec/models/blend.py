@@ -71,7 +71,8 @@ class Blend(Recommender):
     Args:
         members: ``[{"name": candidate, "params": hyperparameters}, ...]``: at least two
             when the weights are chosen, at least one when they are given.
-        weights: One per member, summing to 1; ``None``: chosen on validation.
+        weights: One per member, summing to 1; ``None``: chosen on validation when the
+            fit's context has a tuner, else equal (a warning says so).
         weight_step: Step of the simplex grid the weights are chosen from.
     """
 
@@ -116,6 +117,9 @@ class Blend(Recommender):
             self.models_ = [self.models_[i] for i in kept]
             self.weights_ = [self.weights_[i] for i in kept]
         else:
+            if self.weights is None:
+                logger.warning("blend: no weights given and no validation to choose them "
+                               "on (a fit without a tuner): the members weigh equally")
             given = self.weights or [1.0 / len(self.members)] * len(self.members)
             self.weights_ = [float(w) for w in given]
         logger.info("blend of %s with weights %s", [m["name"] for m in self.members_],

@@ -407,6 +407,27 @@ def run_trial(candidate: str, trial: Any, params: dict[str, Any], encoded: Encod
                  {**params, **getattr(model, "selected_params_", {})})
 
 
+def _check_search(candidate: str, primary: str) -> None:
+    """Refuse a family without a search space, or a metric no evaluation computes.
+
+    A misspelt metric failed every trial after its fit (``KeyError: 'ndgc@10'``) and the
+    search returned no choice; a family without a space was a bare ``KeyError``.
+
+    Raises:
+        ConfigError: Naming what there is to choose from.
+    """
+    from shoprec.errors import ConfigError
+    from shoprec.evaluation.metrics import METRICS
+
+    if candidate not in SPACES:
+        raise ConfigError(f"{candidate} has no search space; the searchable families are "
+                          f"{', '.join(SPACES)}")
+    name, _, k = primary.partition("@")
+    if name not in METRICS or not k.isdigit() or int(k) < 1:
+        raise ConfigError(f"primary metric {primary!r}: give one of {', '.join(METRICS)} at a "
+                          "K, e.g. ndcg@10")
+
+
 def search(candidate: str, base_params: dict[str, Any], encoded: EncodedSplit,
            items: pd.DataFrame | None, primary: str, trials: int, seconds: float | None,
            seed: int, parallel: int = 1,
@@ -430,6 +451,7 @@ def search(candidate: str, base_params: dict[str, Any], encoded: EncodedSplit,
     Returns:
         The trials and the chosen values.
     """
+    _check_search(candidate, primary)
     study = FamilySearch(candidate, base_params, trials, seconds, seed)
     runner = run_batch or (lambda batch: [run_trial(candidate, t, p, encoded, items, primary)
                                           for t, p in batch])

@@ -149,6 +149,12 @@ class ValidationTuner:
                             100 * margin)
             chosen = first
         self.selected_score = None if quick else chosen[0]
+        # Recorded on the model, whose ``selected_params_`` hands it to the refit.
+        tuned = getattr(model, "tuned_", None)
+        if not isinstance(tuned, dict):
+            tuned = {}
+            model.tuned_ = tuned  # type: ignore[attr-defined]
+        tuned[what] = chosen[1]
         return chosen[1], chosen[2]
 
     def select_weights(self, model: Recommender,

@@ -120,3 +120,16 @@ def test_a_network_trial_that_does_not_learn_is_pruned(blind: EncodedSplit) -> N
 def _ran(study: FamilySearch, encoded: EncodedSplit, params: dict) -> tuple:
     trial, _ = study.ask()
     return trial, run_trial("dae", trial, params, encoded, None, "ndcg@10")
+
+
+def test_a_misspelt_metric_or_an_unsearchable_family_is_refused_before_any_fit(
+        blind: EncodedSplit) -> None:
+    """A second reader's library search: every trial fitted, then failed on KeyError
+    'ndgc@10', and the result chose nothing; popularity was a bare KeyError."""
+    from shoprec.errors import ConfigError
+    from shoprec.tuning.search import search
+
+    with pytest.raises(ConfigError, match="primary metric 'ndgc@10': give one of"):
+        search("ease", {}, blind, None, "ndgc@10", trials=3, seconds=None, seed=1)
+    with pytest.raises(ConfigError, match="popularity has no search space"):
+        search("popularity", {}, blind, None, "ndcg@10", trials=3, seconds=None, seed=1)

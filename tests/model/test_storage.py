@@ -93,3 +93,35 @@ def test_pruned_ease_keeps_the_top_weights_and_still_learns(planted, tmp_path: P
         ImplicitALS().compress(prune_top=10)
     with pytest.raises(ConfigError, match="--quantize must be one of"):
         full.compress("float8")
+
+
+def test_the_library_refuses_what_the_command_line_refuses(tmp_path) -> None:
+    """A second reader from a notebook: factors=0 printed 64,785 lines of BLAS errors and
+    "fitted"; another family's folder read as an older shoprec's; k=0 failed in numpy."""
+    import numpy as np
+    import pytest
+    import scipy.sparse as sp
+
+    from shoprec.errors import ConfigError
+    from shoprec.models import load_model, make_model
+
+    for params in ({"factors": 0}, {"factors": -1}, {"regularization": -1.0}):
+        with pytest.raises(ConfigError, match="bad hyperparameters for mf: factors|"
+                                              "bad hyperparameters for mf: regularization"):
+            make_model("mf", params)
+    rows = sp.random(20, 15, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    popularity = make_model("popularity").fit(rows)
+    popularity.save(tmp_path / "pop")
+    with pytest.raises(ConfigError, match="holds a saved popularity model, not mf"):
+        load_model(str(tmp_path / "pop"), "mf")
+    with pytest.raises(ConfigError, match="unknown model 'knn'"):
+        load_model(str(tmp_path / "pop"), "knn")
+    loaded = load_model(str(tmp_path / "pop"), "popularity")
+    assert loaded.recommend(rows[:2], 3)[0].shape == (2, 3)
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+        popularity.recommend(rows[:2], 0)
+    from shoprec.evaluation import evaluate
+
+    for ks in ([], [0]):
+        with pytest.raises(ValueError, match="ks must be cut-offs of at least 1"):
+            evaluate(popularity, rows, rows, ks=ks)
