@@ -109,8 +109,10 @@ def _top_k_by_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     few for another ``k``: popularity's test figures and its diversity curve at weight 0
     (the same ranking, cut from a pool of 50) differed in the fourth decimal.
     """
-    n_items = scores.shape[1]
-    threshold = np.partition(scores, n_items - k, axis=1)[:, n_items - k]
+    # argpartition finds the k-th largest value fast also among many ties, where
+    # np.partition degrades (17 times slower on a sparse model's rows).
+    picked = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    threshold = np.take_along_axis(scores, picked, axis=1).min(axis=1)
     return _at_least(scores, threshold, k)
 
 
@@ -135,9 +137,21 @@ def _top_k_by_threshold(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
 
 def _at_least(scores: np.ndarray, threshold: np.ndarray, k: int
               ) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``k`` of each row among its scores at least ``threshold``, ties by index."""
+    """The best ``k`` of each row, given a ``threshold`` at most its k-th largest score.
+
+    The scores at or above the threshold are usually a handful, and are sorted, ties by
+    index. A row where many tie at the threshold (a sparse model's: a few non-zero scores
+    and thousands of zeros) sorts only those above it and takes the tied ones in index
+    order: sorting every tied score made such rows 20 times slower.
+    """
     n_rows, n_items = scores.shape
-    flat = np.flatnonzero(scores >= threshold[:, None])
+    limit = threshold[:, None]
+    above = scores >= limit
+    flat = np.flatnonzero(above)
+    crowded = np.flatnonzero(np.bincount(flat // n_items, minlength=n_rows) > _CROWDED * k)
+    if len(crowded):
+        above[crowded] = scores[crowded] > limit[crowded]
+        flat = np.flatnonzero(above)
     rows, cols = np.divmod(flat, n_items)
     found = scores[rows, cols]
     order = np.lexsort((cols, -found, rows))  # by row, best first, ties by index
@@ -148,7 +162,20 @@ def _at_least(scores: np.ndarray, threshold: np.ndarray, k: int
     values = np.full((n_rows, k), -np.inf, dtype=np.float32)
     indices[rows[keep], rank[keep]] = cols[keep]
     values[rows[keep], rank[keep]] = found[keep]
+    if len(crowded):
+        taken = np.minimum(np.bincount(rows, minlength=n_rows), k)
+        for row in crowded:  # the places left: the tied scores, in index order
+            need = k - taken[row]
+            if need > 0:
+                tied = np.flatnonzero(scores[row] == threshold[row])[:need]
+                indices[row, taken[row]:taken[row] + len(tied)] = tied
+                values[row, taken[row]:taken[row] + len(tied)] = threshold[row]
     return indices, values
+
+
+#: A row with more than this many times ``k`` scores at or above its threshold is crowded
+#: with ties (see :func:`_at_least`).
+_CROWDED = 4
 
 
 #: Candidates re-ranked per row for diversity: this many times ``k``, at least
