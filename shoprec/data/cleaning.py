@@ -259,7 +259,8 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
             return _from_epoch(numbers, unit)
         if fmt is not None:
             parsed = pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
-            _refuse_swapped_order(text[present & parsed.isna()], fmt, int(present.sum()))
+            _refuse_swapped_order(text[present], text[present & parsed.isna()], fmt,
+                                  int(present.sum()))
             # Epoch seconds of this century among dates written so (two exports joined)
             # are read as such, not lost to the format.
             epoch = parsed.isna() & (numbers >= SMALL_EPOCH).fillna(False)
@@ -285,7 +286,8 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
     return parsed.mask(out).astype("datetime64[ns, UTC]"), out
 
 
-def _refuse_swapped_order(failed: pd.Series, fmt: str, present: int) -> None:
+def _refuse_swapped_order(texts: pd.Series, failed: pd.Series, fmt: str, present: int
+                          ) -> None:
     """Refuse a ``--date-format`` whose day and month are the other way round.
 
     Month-first dates read with ``%d/%m/%Y`` parse wherever the day is 12 or less, moved
@@ -293,14 +295,27 @@ def _refuse_swapped_order(failed: pd.Series, fmt: str, present: int) -> None:
     and the period shown was 2010-01-12 .. 2011-12-01 for 2010-12-01 .. 2011-02-20, with
     every expectation passed.
 
+    Args:
+        texts: Every timestamp given, as text.
+        failed: Those ``fmt`` does not read.
+        fmt: The ``--date-format``.
+        present: How many timestamps are given.
+
     Raises:
-        DataError: Values the format leaves unparseable read with day and month swapped.
+        DataError: The format with day and month swapped reads more of the timestamps.
     """
     if failed.empty or "%d" not in fmt or "%m" not in fmt:
         return
     swapped = fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
     read = pd.to_datetime(failed, format=swapped, utc=True, errors="coerce").notna()
-    if read.sum() and read.sum() >= 0.001 * present:
+    if not read.any():
+        return
+    # Only when the other order reads more of the dates than the given one: a typo among
+    # day-first dates (05/13) is quarantined, and of two exports joined, each read in one
+    # order, the order reading more is taken and the rest quarantined.
+    given = present - len(failed)
+    other = pd.to_datetime(texts, format=swapped, utc=True, errors="coerce").notna().sum()
+    if other > given:
         example = failed[read].iloc[0]
         raise DataError(f"--date-format {fmt!r} leaves {len(failed):,} of {present:,} "
                         f"timestamps unparseable, and {int(read.sum()):,} of them read as "

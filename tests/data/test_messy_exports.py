@@ -403,3 +403,29 @@ def test_an_event_dated_after_tomorrow_is_quarantined(tmp_path: Path) -> None:
     assert report["cleaning"]["quarantined_by_reason"] == {"timestamp_in_future": 2}
     quarantine = assert_nothing_lost(tmp_path, report)
     assert sorted(quarantine["source_row"]) == [49, 50]  # a clock a little ahead is kept
+
+
+def test_a_day_first_typo_or_two_exports_joined_are_not_refused_as_swapped(
+        tmp_path: Path) -> None:
+    """A second reader: one '05/13/2011' among day-first dates refused the file and told
+    to read every date month-first; two exports joined (one order each) were refused in
+    both orders. The order reading more is taken, the rest quarantined."""
+    day_first = [f"u{i % 12},i{i % 13},{i % 28 + 1:02d}/{i % 12 + 1:02d}/2024 10:00"
+                 for i in range(60)]
+    typo = write(tmp_path / "typo.csv", "\n".join(
+        ["user_id,item_id,timestamp", *day_first, "u1,i2,05/13/2024 10:00"]) + "\n")
+    code, out, report = validate(tmp_path, "--interactions", str(typo),
+                                 "--date-format", "%d/%m/%Y %H:%M")
+    assert code == 0, out
+    assert report is not None
+    assert report["cleaning"]["quarantined_by_reason"] == {"unparseable_timestamp": 1}
+    month_first = [f"v{i % 12},i{i % 13},{i % 12 + 1:02d}/{i % 28 + 1:02d}/2024 11:00"
+                   for i in range(40)]
+    joined = write(tmp_path / "joined.csv", "\n".join(
+        ["user_id,item_id,timestamp", *day_first, *month_first]) + "\n")
+    code, out, report = validate(tmp_path, "--interactions", str(joined),
+                                 "--date-format", "%d/%m/%Y %H:%M")
+    assert code == 0, out  # the day-first order reads more of them
+    code, out, _ = validate(tmp_path, "--interactions", str(joined),
+                            "--date-format", "%m/%d/%Y %H:%M")
+    assert code == 1 and "pass --date-format '%d/%m/%Y %H:%M'" in " ".join(out.split())
