@@ -108,7 +108,16 @@ def _empty_part_hint(frame: pd.DataFrame, config: SplitConfig, part: str) -> str
                 f"user has more than {most:,}; lower --test-n and --validation-n so that "
                 f"test-n + validation-n < {most:,}")
     if config.method == "random":
-        return f"raise --{part}-fraction above 0"
+        asked = config.validation_fraction if part == "validation" else config.test_fraction
+        most = int(frame.groupby("user_id", observed=True).size().max())
+        # A shopper with n interactions gets round_half_up(n x fraction) of them: with few
+        # each (4 is typical of a shop), 0.1 rounds to none for everyone.
+        enough = int(np.ceil(0.5 / most * 1000)) / 1000 if most else 1.0
+        if asked <= 0:
+            return f"raise --{part}-fraction above 0"
+        return (f"each shopper's share is rounded half up, and no shopper has more than "
+                f"{most:,} interactions, so --{part}-fraction {asked:g} gives none; raise "
+                f"it to at least {enough:g}, or use --split temporal (the default)")
     return _temporal_hint(frame, config, part)
 
 

@@ -178,3 +178,23 @@ def test_the_same_rows_in_another_order_are_split_alike(method: str) -> None:
     assert all(first)
     assert parts(frame.sample(frac=1, random_state=3).reset_index(drop=True)) == first
     assert parts(frame, seed=7)[2] != first[2]  # the seed still draws
+
+
+def test_a_random_split_too_fine_for_its_shoppers_names_the_fraction_that_works() -> None:
+    """A second reader: 1,000 shoppers with 4 interactions each; --validation-fraction 0.1
+    rounds to none for everyone, and the hint said to raise it above 0."""
+    from shoprec.errors import ConfigError
+
+    ts = pd.Timestamp("2024-01-01", tz="UTC")
+    frame = pd.DataFrame({
+        "user_id": [f"u{i // 4}" for i in range(400)],
+        "item_id": [f"i{i % 37}" for i in range(400)],
+        "timestamp": [ts + pd.Timedelta(hours=i) for i in range(400)],
+        "event": "purchase", "value": 1.0,
+    }).astype({"user_id": "string", "item_id": "string", "event": "string"})
+    with pytest.raises(ConfigError, match=r"no shopper has more than 4 interactions, so "
+                                          r"--validation-fraction 0.1 gives none; raise it "
+                                          r"to at least 0.125"):
+        split_interactions(frame, SplitConfig(method="random"))
+    assert len(split_interactions(frame, SplitConfig(method="random",
+                                                     validation_fraction=0.125)).validation)
