@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import fsspec
@@ -143,11 +144,56 @@ def read_table(
     delimiter = declared or delimiter or inherited_delimiter
     named = _csv_header(path, delimiter, encoding) if header else []
     _refuse_duplicate_columns(named, path, what)
+
+    def read(columns: list[str] | None, named_here: bool = header) -> pd.DataFrame:
+        # A header row counts its fields for pandas, whatever ``names`` says: the long
+        # rows' wider reading skips that line and names every column itself.
+        skip = (1 if declared else 0) + (1 if header and not named_here else 0)
+        return _read_csv(path, what=what, delimiter=delimiter or ",", encoding=encoding,
+                         skiprows=skip or None, header=named_here, names=columns)
+
+    first_row_line = 1 + (1 if header else 0) + (1 if declared else 0)
     try:
-        frame = pd.read_csv(
+        frame = read(names)
+    except pd.errors.ParserError as exc:
+        ragged = _RAGGED.search(str(exc))
+        if ragged and EXTRA_FIELDS not in named and not _sniff_hint(path, encoding, what):
+            return _names_stripped(_read_ragged(
+                read, list(names or named), int(ragged.group(3)), what=what, path=path,
+                delimiter=delimiter or ",", first_line=first_row_line))
+        if hint := _sniff_hint(path, encoding, what):
+            raise DataError(f"cannot parse the {what} file {path!r} as CSV{hint}") from exc
+        raise DataError(
+            f"cannot parse the {what} file {path!r} as CSV: {exc}. Check the delimiter "
+            f"({_option('delimiter', what)}) and that quoted fields are closed"
+        ) from exc
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas took a first data row longer than the header for a sign that every row
+        # starts with an index. When only some rows are that long (their last fields
+        # filled, the others' empty), they are the long rows.
+        extra = frame.index.nlevels
+        filled = frame.iloc[:, frame.shape[1] - extra:].notna().any(axis=1).to_numpy()
+        if header and filled.any() and not filled.all() and EXTRA_FIELDS not in named:
+            return _names_stripped(_read_ragged(
+                read, list(named), len(named) + extra, what=what, path=path,
+                delimiter=delimiter or ",", first_line=first_row_line))
+        frame = _unnamed_fields(frame, path, what, delimiter or ",")
+    return _names_stripped(frame)
+
+
+def _read_csv(path: str, *, what: str, delimiter: str, encoding: str, skiprows: int | None,
+              header: bool, names: list[str] | None) -> pd.DataFrame:
+    """Read with pandas' C reader and shoprec's settings; its errors as :class:`DataError`.
+
+    Raises:
+        DataError: The file cannot be decoded, is empty, or cannot be opened.
+        pandas.errors.ParserError: A row that does not fit (the caller decides).
+    """
+    try:
+        return pd.read_csv(
             path,
-            sep=delimiter or ",",
-            skiprows=1 if declared else None,
+            sep=delimiter,
+            skiprows=skiprows,
             dtype=str,
             keep_default_na=False,
             na_values=[""],
@@ -166,19 +212,6 @@ def read_table(
                         f"({getattr(exc, 'reason', exc)}){hint}") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"the {what} file {path!r} has no header and no rows") from exc
-    except pd.errors.ParserError as exc:
-        ragged = _RAGGED.search(str(exc))
-        if ragged and EXTRA_FIELDS not in named and not _sniff_hint(path, encoding, what):
-            return _names_stripped(_read_ragged(
-                path, what=what, delimiter=delimiter or ",", encoding=encoding,
-                header=header, names=names, skiprows=1 if declared else None,
-                width=len(names) if names else len(named), first_line=int(ragged.group(2))))
-        if hint := _sniff_hint(path, encoding, what):
-            raise DataError(f"cannot parse the {what} file {path!r} as CSV{hint}") from exc
-        raise DataError(
-            f"cannot parse the {what} file {path!r} as CSV: {exc}. Check the delimiter "
-            f"({_option('delimiter', what)}) and that quoted fields are closed"
-        ) from exc
     except (OSError, EOFError) as exc:  # e.g. a truncated or fake .gz
         raise DataError(f"cannot read the {what} file {path!r}: {exc}") from exc
     except ValueError as exc:  # pandas' archives: "Multiple files found in ZIP file" ...
@@ -187,51 +220,78 @@ def read_table(
         raise DataError(f"cannot read the {what} file {path!r}: {exc}; an archive must hold "
                         "exactly one data file (a zip made on a Mac also holds __MACOSX/ "
                         "files: zip it with `zip -X`, or pass the file itself)") from exc
-    if not isinstance(frame.index, pd.RangeIndex):
-        frame = _unnamed_fields(frame, path, what, delimiter or ",")
-    return _names_stripped(frame)
 
 
 #: pandas' C parser on a row with more fields than the header names.
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
-#: Joins a long row's last named field to its surplus while pandas reads it (a control
-#: character no text cell holds: it is split off again right after).
-_SURPLUS = "\x00shoprec-surplus\x00"
+#: The widest rows read: past it a file is no table with a few long rows.
+_MOST_EXTRA_FIELDS = 1000
 
 
-def _read_ragged(path: str, *, what: str, delimiter: str, encoding: str, header: bool,
-                 names: list[str] | None, skiprows: int | None, width: int,
-                 first_line: int) -> pd.DataFrame:
+def _read_ragged(read: Callable[[list[str], bool], pd.DataFrame], names: list[str], saw: int,
+                 *,
+                 what: str, path: str, delimiter: str, first_line: int) -> pd.DataFrame:
     """Read a CSV some of whose rows have more fields than the header names.
 
-    The C parser stops at the first such row; pandas' Python parser hands each one to a
-    callback, which keeps the row in its place (its ``source_row`` stays the record's) with
-    the surplus fields in :data:`EXTRA_FIELDS`, where cleaning quarantines it. One stray
-    delimiter in a text field used to reject the whole file.
-    """
-    def keep(fields: list[str]) -> list[str]:
-        last = fields[width - 1] + _SURPLUS + delimiter.join(fields[width:])
-        return [*fields[:width - 1], last]
+    The rows are read again with unnamed columns added for the widest row's surplus, so
+    each long row keeps its place (its ``source_row`` stays the record's) with the surplus
+    in :data:`EXTRA_FIELDS`, where cleaning quarantines it. One stray delimiter in a text
+    field used to reject the whole file. A row whose surplus is empty (a delimiter at the
+    end of some lines) is read as the row it is.
 
-    frame = pd.read_csv(path, sep=delimiter, skiprows=skiprows, dtype=str,
-                        keep_default_na=False, na_values=[""], encoding=encoding,
-                        header=0 if header else None, names=names, compression="infer",
-                        engine="python", on_bad_lines=keep)
-    last = frame.columns[width - 1]
-    text = frame[last].dtype  # what dtype=str gives every column
-    cells = frame[last].to_numpy(dtype=object)
-    long = np.array([isinstance(c, str) and _SURPLUS in c for c in cells], dtype=bool)
-    surplus = np.full(len(frame), np.nan, dtype=object)
-    for row in np.flatnonzero(long):
-        named, surplus[row] = cells[row].split(_SURPLUS, 1)
-        cells[row] = named or np.nan  # an empty cell reads as missing, as elsewhere
-    frame[last] = pd.Series(cells, index=frame.index).astype(text)
-    frame[EXTRA_FIELDS] = pd.Series(surplus, index=frame.index).astype(text)
-    logger.warning("%d row(s) of the %s file %s have more than its %d fields (the first "
-                   "on line %d); they are quarantined as extra_fields, with the surplus in "
-                   "the column %s", int(long.sum()), what, path, width, first_line,
-                   EXTRA_FIELDS)
+    Args:
+        read: Reads the file with the given column names, and whether its first line
+            names them (``False``: the header line is skipped).
+        names: The header's names (or the names given to a file without one).
+        saw: The field count of a row longer than ``names``.
+        what: What the file holds, for messages.
+        path: The file.
+        delimiter: Its delimiter, which joins the surplus fields.
+        first_line: The line of the file's first row, from which the log counts (a row
+            per line).
+
+    Raises:
+        DataError: Rows wider than :data:`_MOST_EXTRA_FIELDS` extra fields.
+    """
+    width = len(names)
+    extra = saw - width
+    while True:
+        if extra > _MOST_EXTRA_FIELDS:
+            raise DataError(f"a row of the {what} file {path!r} has {extra + width:,} fields "
+                            f"against the header's {width:,}; check the delimiter "
+                            f"({_option('delimiter', what)})")
+        surplus = [f"{_SURPLUS}{i}" for i in range(extra)]
+        try:
+            frame = read([*names, *surplus], False)
+            break
+        except pd.errors.ParserError as exc:
+            wider = _RAGGED.search(str(exc))
+            if not wider or int(wider.group(3)) - width <= extra:
+                raise DataError(f"cannot parse the {what} file {path!r} as CSV: {exc}. Check "
+                                f"the delimiter ({_option('delimiter', what)}) and that quoted "
+                                "fields are closed") from exc
+            extra = int(wider.group(3)) - width
+    cells = frame[surplus].to_numpy(dtype=object)
+    given = ~pd.isna(cells)
+    long = np.flatnonzero(given.any(axis=1))
+    joined = np.full(len(frame), np.nan, dtype=object)
+    for row in long:
+        last = int(np.flatnonzero(given[row])[-1])
+        joined[row] = delimiter.join("" if pd.isna(c) else str(c) for c in cells[row, :last + 1])
+    frame = frame.drop(columns=surplus)
+    frame[EXTRA_FIELDS] = pd.Series(joined, index=frame.index).astype(frame.dtypes.iloc[0])
+    if len(long):
+        logger.warning("%d row(s) of the %s file %s have more than its %d fields (the first "
+                       "near line %d); they are quarantined as extra_fields, with the "
+                       "surplus in the column %s", len(long), what, path, width,
+                       first_line + int(long[0]), EXTRA_FIELDS)
+    else:  # only empty fields past the header's: nothing to set aside
+        frame = frame.drop(columns=EXTRA_FIELDS)
     return frame
+
+
+#: Names the columns added for the long rows' surplus while they are read.
+_SURPLUS = "\x00shoprec-surplus-"
 
 
 def _option(name: str, what: str) -> str:

@@ -429,3 +429,31 @@ def test_a_day_first_typo_or_two_exports_joined_are_not_refused_as_swapped(
     code, out, _ = validate(tmp_path, "--interactions", str(joined),
                             "--date-format", "%m/%d/%Y %H:%M")
     assert code == 1 and "pass --date-format '%d/%m/%Y %H:%M'" in " ".join(out.split())
+
+
+def test_long_rows_first_of_all_empty_surplus_and_a_wrong_encoding(tmp_path: Path) -> None:
+    """A second read of the long rows: the first data row long read as "every row has 6
+    fields" (the file rejected); a delimiter ending some lines quarantined those rows; a
+    cp1252 file with a long row ended in "internal error: UnicodeDecodeError" (exit 3)."""
+    lines = canonical_csv().splitlines()
+    first = write(tmp_path / "first.csv", "\n".join(
+        [lines[0], lines[1] + ",surplus", *lines[2:]]) + "\n")
+    code, out, report = validate(tmp_path, "--interactions", str(first))
+    assert code == 0, out
+    assert report is not None
+    assert report["cleaning"]["quarantined_by_reason"] == {"extra_fields": 1}
+    quarantine = assert_nothing_lost(tmp_path, report)
+    assert quarantine[["source_row", "extra_fields"]].values.tolist() == [[0, "surplus"]]
+    trailing = write(tmp_path / "trailing.csv", "\n".join(
+        [lines[0], *(line + ("," if n % 10 == 0 else "") for n, line in enumerate(lines[1:]))])
+        + "\n")
+    code, out, report = validate(tmp_path, "--interactions", str(trailing))
+    assert code == 0, out
+    assert report is not None and report["cleaning"]["rows_quarantined"] == 0
+    cp = tmp_path / "cp.csv"
+    cp.write_bytes(("\n".join([lines[0], lines[1] + ",x", *lines[2:]]) + "\n").encode()
+                   + "u1,i9,2024-01-05T10:00:00Z,purchase,1\n".replace("i9", "i9€").encode(
+                       "cp1252"))
+    code, out, _ = validate(tmp_path, "--interactions", str(cp))
+    words = " ".join(out.split())
+    assert code == 1 and "is not valid utf-8 text" in words and "--encoding cp1252" in words
