@@ -38,6 +38,7 @@ from shoprec.registry.bundle import ModelBundle
 from shoprec.registry.publish import GateVerdict, gate
 from shoprec.registry.recipe import (
     CATALOGUE_TAG,
+    CatalogueSketch,
     ChampionReference,
     Recipe,
     catalogue_sketch,
@@ -510,7 +511,7 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
         return made
 
 
-def data_catalogue(data: CleanData) -> list[str]:
+def data_catalogue(data: CleanData) -> CatalogueSketch:
     """The sketch of the items the clean data's interactions name (the gate's check)."""
     return catalogue_sketch(data.interactions["item_id"].unique())
 
@@ -786,12 +787,12 @@ class Selection:
     verdict: GateVerdict
     leaderboard: pd.DataFrame
     recipe: Recipe
-    catalogue: list[str] = field(default_factory=list)
+    catalogue: CatalogueSketch | None = None
 
 
 def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                      champion: ChampionReference, weighting: WeightingConfig, cutoff: str | None,
-                     fingerprint: str, commit: str, catalogue: list[str] | None = None
+                     fingerprint: str, commit: str, catalogue: CatalogueSketch | None = None
                      ) -> Selection:
     """Pick the best candidate on validation and judge it with the gate.
 
@@ -815,7 +816,7 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                    min_users=config.gate_min_users, catalogue=catalogue)
     recipe = Recipe(winner.model, winner.params, weights, cutoff, fingerprint, commit)
     return Selection(winner, verdict, leaderboard_frame(results, primary), recipe,
-                     list(catalogue or []))
+                     catalogue)
 
 
 def version_tags(selection: Selection, primary: str, fingerprint: str, commit: str,
@@ -830,7 +831,7 @@ def version_tags(selection: Selection, primary: str, fingerprint: str, commit: s
             "prefect_flow_run_id": flow_run_id, "primary_metric": primary,
             "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model,
             **({"compression": compression} if compression else {}),
-            **({CATALOGUE_TAG: ",".join(selection.catalogue)} if selection.catalogue else {}),
+            **({CATALOGUE_TAG: selection.catalogue.to_tag()} if selection.catalogue else {}),
             **selection.recipe.to_tags()}
 
 

@@ -546,10 +546,10 @@ def _foreign_data(name: str, encoded: EncodedSplit | None, versions: dict[str, s
         return ""
     sketch = catalogue_sketch(encoded.items.ids)
     for role, which in versions.items():
-        overlap = sketch_overlap(sketch, read_catalogue(name, which) or [])
+        overlap = sketch_overlap(sketch, read_catalogue(name, which))
         if overlap is not None and overlap < MIN_CATALOGUE_OVERLAP:
-            return (f"the data given shares about {overlap:.0%} of its items with the "
-                    f"{role}, version {which}, was trained on: it is another shop's (the "
+            return (f"the data given and the {role}, version {which}, share about "
+                    f"{overlap:.0%} of the smaller catalogue's items: it is another shop's (the "
                     "bundled sample, when no --interactions is given?); pass the data this "
                     "model is trained on (--interactions, --items)")
     return ""

@@ -31,7 +31,7 @@ from shoprec.registry.aliases import (
     now,
     set_alias,
 )
-from shoprec.registry.recipe import ChampionReference, sketch_overlap
+from shoprec.registry.recipe import CatalogueSketch, ChampionReference, sketch_overlap
 from shoprec.registry.requirements import model_requirements
 from shoprec.registry.rule import factor, replaces_champion, shown_apart
 
@@ -77,7 +77,7 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
          champion_test: dict[str, float] | None = None,
          champion_problem: str | None = None,
          weighting: dict[str, Any] | None = None, min_users: int = 0,
-         catalogue: list[str] | None = None) -> GateVerdict:
+         catalogue: CatalogueSketch | None = None) -> GateVerdict:
     """Decide whether a candidate may become champion.
 
     The champion is compared like for like: its recipe retrained on this run's training
@@ -98,8 +98,9 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
         min_users: Test users the comparison must rest on to replace a champion
             (``candidate["users"]``); with fewer, a holiday's handful, the champion stays.
         catalogue: This run's catalogue sketch (:func:`recipe.catalogue_sketch`): when the
-            champion records one and the two share under :data:`MIN_CATALOGUE_OVERLAP` of
-            their items, the data is another shop's and the champion stays.
+            champion records one and the smaller of the two catalogues shares under
+            :data:`MIN_CATALOGUE_OVERLAP` of its items with the other, the data is another
+            shop's and the champion stays.
 
     Returns:
         The verdict; ``passed`` only if every check passed.
@@ -150,14 +151,14 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
                else f", fewer than the {min_users:,} a champion is replaced on "
                     "(--gate-min-users): one user's list moves the figures more than the "
                     "versions differ")))
-    overlap = sketch_overlap(catalogue or [], champion.catalogue or []) \
+    overlap = sketch_overlap(catalogue, champion.catalogue) \
         if version is not None and champion is not None and not champion.error else None
     if overlap is not None:
         checks.append(GateCheck(
             "same_catalogue", overlap >= MIN_CATALOGUE_OVERLAP, overlap,
             MIN_CATALOGUE_OVERLAP,
-            f"this run's items and champion version {version}'s: about {overlap:.0%} in "
-            "common (estimated from a sample of ids)"
+            f"this run's items and champion version {version}'s: about {overlap:.0%} of "
+            "the smaller catalogue in common (estimated from a sample of ids)"
             + ("" if overlap >= MIN_CATALOGUE_OVERLAP else
                ": another shop's data, or a registered "
                "model name meant for another (--registered-model-name)? The champion's "
@@ -166,8 +167,8 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
     return GateVerdict(all(c.passed for c in checks), metric, checks, version)
 
 
-#: The least share of items (Jaccard) a run and the champion share for one to replace the
-#: other: a shop's next night shares most; another shop's data none.
+#: The least share of the smaller catalogue's items a run and the champion share for one
+#: to replace the other: a shop's next night shares most; another shop's data none.
 MIN_CATALOGUE_OVERLAP = 0.1
 
 

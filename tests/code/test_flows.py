@@ -312,7 +312,7 @@ def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
         "--test-days", "20", "--validation-days", "20"])
     words = " ".join(refused.output.split())
     assert refused.exit_code == 4, words
-    assert "shares about 0% of its items with the candidate, version 3" in words
+    assert "the candidate, version 3, share about 0% of the smaller catalogue's" in words
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
 
