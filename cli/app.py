@@ -1604,12 +1604,12 @@ def batch(
         raise ConfigError("--forecast is read with --stock (the share of each product's "
                           "forecast demand its units cover); give --stock FILE too")
     demand = os.environ.get("SHOPREC_DEMAND_MODEL_NAME", "").strip()
-    if stock is not None and forecast == _DEFAULT_FORECAST and demand:
-        forecast = f"models:/{demand}@champion"  # the shop's own forecast, as it registers
     config = BatchConfig(registered_model_name=model_name, alias=alias, output_dir=output_dir,
                          k=k, batch_size=batch_size, explain=explain, diversity=diversity,
                          stock_path=str(stock or ""), forecast=forecast,
-                         stock_weeks=stock_weeks)
+                         stock_weeks=stock_weeks,
+                         # The shop's own forecast, as its forecasts register.
+                         **({"demand_model_name": demand} if demand else {}))
     from shoprec.registry import tracking
     from shoprec.registry.loading import no_alias_message
     from shoprec.registry.promotion import alias_version

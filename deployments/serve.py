@@ -66,7 +66,8 @@ def build_deployments(dataset: str = "", fmt: str | None = None, items: str | No
     model = {"registered_model_name": names["model"]} if shop else {}
     forecast = ({"registered_model_name": names["demand"], "experiment": names["demand"],
                  "output_dir": f"{names['runs']}/forecast"} if shop else {})
-    batch = {"registered_model_name": names["model"], "output_dir": f"{names['runs']}/batch"}
+    batch = {"registered_model_name": names["model"], "output_dir": f"{names['runs']}/batch",
+             "demand_model_name": names["demand"]}
 
     def named(base: str) -> str:
         return f"{base}-{shop}" if shop else base

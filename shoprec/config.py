@@ -964,6 +964,16 @@ class BatchConfig(_Model):
                           "products with no units left are held back).")
     stock_weeks: int = Field(0, ge=0, le=26, description="Forecast weeks the stock must last "
                              "(0: every week of the forecast).")
+    demand_model_name: RegisteredName = Field(
+        "shoprec-demand", description="The registered demand forecast whose champion is "
+        "read when forecast is left at its default (one per shop).")
+
+    @property
+    def forecast_source(self) -> str:
+        """The forecast read: ``forecast`` as given, or the shop's registered champion."""
+        if self.forecast == BatchConfig.model_fields["forecast"].default:
+            return f"models:/{self.demand_model_name}@champion"
+        return self.forecast
 
     @model_validator(mode="after")
     def _forecast_with_stock(self) -> BatchConfig:

@@ -181,9 +181,9 @@ def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
         # Only the items it knows come back, so availability() never saw one to miss: a
         # shop's batch ran on another shop's forecast without a word.
         logger.warning("the demand forecast %s knows none of the %d catalogue items (is it "
-                       "another shop's? pass --forecast, or set SHOPREC_DEMAND_MODEL_NAME "
-                       "where the forecasts are made); only products with no units left "
-                       "are held back", uri, len(ids))
+                       "another shop's? pass --forecast, or name the shop's forecast: "
+                       "SHOPREC_DEMAND_MODEL_NAME, demand_model_name in the batch form); "
+                       "only products with no units left are held back", uri, len(ids))
     rows = answer[["item_id", "weeks", "forecast"]].explode(["weeks", "forecast"])
     return _checked_forecast(rows.rename(columns={"weeks": "week"}).reset_index(drop=True),
                              uri)

@@ -105,7 +105,8 @@ def write_batch(bundle: ModelBundle, version: str, config: BatchConfig) -> Batch
     if config.stock_path:
         share = inventory.availability(
             bundle.items.ids, inventory.read_stock(config.stock_path),
-            inventory.read_forecast(config.forecast, bundle.items.ids), config.stock_weeks)
+            inventory.read_forecast(config.forecast_source, bundle.items.ids),
+            config.stock_weeks)
     result = write_recommendations(bundle, config.output_dir, config.k, config.batch_size,
                                    model_version=version, explain=config.explain,
                                    diversity=config.diversity, availability=share,

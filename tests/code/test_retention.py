@@ -335,7 +335,14 @@ def test_two_shops_deployments_keep_apart() -> None:
     for name in ("rollback-model-north", "prune-registry-north"):
         assert checked[name]["registered_model_name"] == "north-recommender"
     assert checked["batch-recommendations-north"]["batch"] == {
-        "registered_model_name": "north-recommender", "output_dir": "runs/north/batch"}
+        "registered_model_name": "north-recommender", "output_dir": "runs/north/batch",
+        "demand_model_name": "north-demand"}
+    from shoprec.config import BatchConfig
+
+    # With a stock file filled in the form, the shop's own forecast is read.
+    form = BatchConfig(**checked["batch-recommendations-north"]["batch"], stock_path="s.csv")
+    assert form.forecast_source == "models:/north-demand@champion"
+    assert BatchConfig(stock_path="s.csv", forecast="f.parquet").forecast_source == "f.parquet"
     assert checked["demand-forecast-north"]["forecast"]["registered_model_name"] == \
         "north-demand"
     # Without a shop, the deployments are as they were.
