@@ -155,6 +155,8 @@ def weekly_panel(interactions: pd.DataFrame, items: pd.DataFrame | None = None,
 
 #: The share of a week's usual sales its data must cover for the week to be in the panel.
 WHOLE_WEEK_SHARE = 0.95
+#: Sales (rows) a week on average from which the shop's week is read (see _whole_weeks).
+MIN_SALES_PER_WEEK = 50
 
 
 def _whole_weeks(first: pd.Timestamp, last: pd.Timestamp, sales: pd.DataFrame
@@ -169,13 +171,19 @@ def _whole_weeks(first: pd.Timestamp, last: pd.Timestamp, sales: pd.DataFrame
     end week covering under :data:`WHOLE_WEEK_SHARE` of it is left out (the last one is then
     the first week forecast), and so is a first week the data starts late in.
     """
+    weeks = pd.date_range(first, last, freq="7D")
+    if len(sales) < MIN_SALES_PER_WEEK * len(weeks):
+        # Too few sales to know the shop's week: a shop selling once a week had its whole
+        # end weeks read as 42% covered and left out.
+        logger.info("demand panel: %d sales over %d weeks are too few to tell a part-week "
+                    "from a quiet one; the end weeks are kept", len(sales), len(weeks))
+        return weeks
     times = sales["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
     slots = (times.dt.dayofweek * 24 + times.dt.hour).to_numpy()
     units = sales["value"].astype(float).to_numpy()
     profile = np.bincount(slots, weights=units, minlength=168)
     profile = profile / profile.sum() if profile.sum() > 0 else np.full(168, 1 / 168)
     begin, end = int(slots[np.argmin(times.to_numpy())]), int(slots[np.argmax(times.to_numpy())])
-    weeks = pd.date_range(first, last, freq="7D")
     keep = np.ones(len(weeks), dtype=bool)
     covered = {"last": profile[: end + 1].sum(), "first": profile[begin:].sum()}
     if len(weeks) and covered["last"] < WHOLE_WEEK_SHARE:

@@ -262,7 +262,7 @@ def test_forecast_versions_pass_the_gate_and_serve_their_forecast(
 def test_part_weeks_at_the_ends_of_the_data_are_left_out() -> None:
     """A second reader's data ended on a Monday (the scheduled forecast's day): that week
     of a few hours read as a collapse, and the forecast fell 8.6 times over."""
-    frame = planted(weeks=30, products=20)  # a shop open Monday to Friday
+    frame = planted(weeks=30, products=60)  # a shop open Monday to Friday
     whole = weekly_panel(frame)
     assert len(whole.weeks) == 30  # its last week ends on a Friday: whole for this shop
     monday = pd.Timestamp("2022-01-03", tz="UTC") + pd.Timedelta(weeks=30, hours=3)
@@ -285,3 +285,14 @@ def test_a_year_mistyped_in_a_few_rows_is_named_as_the_likely_cause() -> None:
     with pytest.raises(DataError, match=r"weeks in a row without any purchase: is a date far "
                                         r"from the others \(a mistyped year\)"):
         weekly_panel(typo)
+
+
+def test_a_shop_selling_a_few_times_a_week_keeps_its_end_weeks() -> None:
+    """A second reader: one sale a week on varying days read the whole end weeks as 42%
+    and 58% covered, left them out, and refused a shop of 10 or 11 weeks."""
+    rng = np.random.default_rng(2)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    rows = [("u1", f"p{p}", start + pd.Timedelta(weeks=w, days=int(rng.integers(0, 7))),
+             "purchase", 1.0) for w in range(12) for p in range(3)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event", "value"])
+    assert len(weekly_panel(frame).weeks) == 12
