@@ -104,6 +104,19 @@ def check_uri() -> None:
     from shoprec.errors import ConfigError
 
     uri = tracking_uri()
+    malformed = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/?(?!/)", uri)
+    if malformed and "://" not in uri and not uri.startswith("databricks"):
+        # sqlite:/tmp/x.db: a scheme and a path, without the slashes of a URI.
+        rest = uri[malformed.end():]
+        raise ConfigError(f"MLFLOW_TRACKING_URI={display_uri()} is not a URI: write "
+                          f"{malformed.group(1).lower()}:///{Path('/' + rest).resolve()}"
+                          if malformed.group(1).lower().startswith("sqlite") else
+                          f"MLFLOW_TRACKING_URI={display_uri()} is not a URI: write "
+                          f"{malformed.group(1).lower()}://HOST/...")
+    written = uri.split("://", 1)[0] if "://" in uri else ""
+    if written != written.lower():
+        raise ConfigError(f"MLFLOW_TRACKING_URI={display_uri()}: write the scheme in lower "
+                          f"case ({written.lower()}://...)")
     if "://" not in uri and not uri.startswith("databricks") and (
             uri.endswith((".db", ".sqlite", ".sqlite3")) or Path(uri).is_file()):
         raise ConfigError(f"MLFLOW_TRACKING_URI={uri} is a file path, not a URI; write "

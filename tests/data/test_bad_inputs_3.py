@@ -277,11 +277,17 @@ OPTIONS = {
                                              "MLflow has no store for 'sqlit://'"),
     "recommend with MLflow's file store": (["recommend", "--user", "u1"],
                                            "is MLflow's file store"),
+    "recommend with an upper-case scheme": (["recommend", "--user", "u1"],
+                                            "write the scheme in lower case (sqlite://...)"),
+    "recommend with a URI short of its slashes": (["recommend", "--user", "u1"],
+                                                  "is not a URI: write sqlite:////srv/x.db"),
 }
 #: Cases run with another tracking URI than the test's own store.
 TRACKING = {"recommend with a database path for a URI": "mlflow.db",
             "recommend with an unknown URI scheme": "sqlit:///mlflow.db",
-            "recommend with MLflow's file store": "mlruns"}
+            "recommend with MLflow's file store": "mlruns",
+            "recommend with an upper-case scheme": "SQLITE:///mlflow.db",
+            "recommend with a URI short of its slashes": "sqlite:/srv/x.db"}
 
 
 @pytest.mark.parametrize("case", list(OPTIONS))
