@@ -109,10 +109,9 @@ def _top_k_by_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     few for another ``k``: popularity's test figures and its diversity curve at weight 0
     (the same ranking, cut from a pool of 50) differed in the fourth decimal.
     """
-    # argpartition finds the k-th largest value fast also among many ties, where
-    # np.partition degrades (17 times slower on a sparse model's rows).
-    picked = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    threshold = np.take_along_axis(scores, picked, axis=1).min(axis=1)
+    # The k-th smallest of the negated scores: as fast as the k-th largest on dense rows,
+    # and not 13 times slower on a sparse model's (ties at 0), as np.partition is there.
+    threshold = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
     return _at_least(scores, threshold, k)
 
 
@@ -142,16 +141,17 @@ def _at_least(scores: np.ndarray, threshold: np.ndarray, k: int
     The scores at or above the threshold are usually a handful, and are sorted, ties by
     index. A row where many tie at the threshold (a sparse model's: a few non-zero scores
     and thousands of zeros) sorts only those above it and takes the tied ones in index
-    order: sorting every tied score made such rows 20 times slower.
+    order from the row's start: sorting every tied score made such rows 20 times slower.
     """
     n_rows, n_items = scores.shape
     limit = threshold[:, None]
     above = scores >= limit
-    flat = np.flatnonzero(above)
-    crowded = np.flatnonzero(np.bincount(flat // n_items, minlength=n_rows) > _CROWDED * k)
-    if len(crowded):
+    crowded = np.count_nonzero(above, axis=1) > _CROWDED * k
+    if crowded.all():
+        above = scores > limit
+    elif crowded.any():
         above[crowded] = scores[crowded] > limit[crowded]
-        flat = np.flatnonzero(above)
+    flat = np.flatnonzero(above)
     rows, cols = np.divmod(flat, n_items)
     found = scores[rows, cols]
     order = np.lexsort((cols, -found, rows))  # by row, best first, ties by index
@@ -162,15 +162,35 @@ def _at_least(scores: np.ndarray, threshold: np.ndarray, k: int
     values = np.full((n_rows, k), -np.inf, dtype=np.float32)
     indices[rows[keep], rank[keep]] = cols[keep]
     values[rows[keep], rank[keep]] = found[keep]
-    if len(crowded):
+    if crowded.any():
         taken = np.minimum(np.bincount(rows, minlength=n_rows), k)
-        for row in crowded:  # the places left: the tied scores, in index order
-            need = k - taken[row]
-            if need > 0:
-                tied = np.flatnonzero(scores[row] == threshold[row])[:need]
-                indices[row, taken[row]:taken[row] + len(tied)] = tied
-                values[row, taken[row]:taken[row] + len(tied)] = threshold[row]
+        _fill_ties(scores, threshold, np.flatnonzero(crowded & (taken < k)), taken, indices,
+                   values)
     return indices, values
+
+
+def _fill_ties(scores: np.ndarray, threshold: np.ndarray, pending: np.ndarray,
+               taken: np.ndarray, indices: np.ndarray, values: np.ndarray) -> None:
+    """Fill each pending row's places after ``taken`` with its ties, in index order.
+
+    The ties are many (the row is crowded), so the first ones lie near the row's start: a
+    window of the row is searched, widened only for the rows it does not fill.
+    """
+    k, n_items = indices.shape[1], scores.shape[1]
+    width = min(n_items, 4 * k + 64)
+    while len(pending):
+        need = k - taken[pending]
+        window = scores[pending, :width] == threshold[pending, None]
+        position = np.cumsum(window, axis=1, dtype=np.int64)
+        done = (position[:, -1] >= need) | (width == n_items)
+        pick = window & (position <= need[:, None]) & done[:, None]
+        at, col = np.nonzero(pick)
+        row = pending[at]
+        slot = taken[row] + position[at, col] - 1
+        indices[row, slot] = col
+        values[row, slot] = threshold[row]
+        pending = pending[~done]
+        width = min(n_items, width * 4)
 
 
 #: A row with more than this many times ``k`` scores at or above its threshold is crowded
