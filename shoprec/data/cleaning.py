@@ -302,7 +302,8 @@ def _refuse_swapped_order(texts: pd.Series, failed: pd.Series, fmt: str, present
         present: How many timestamps are given.
 
     Raises:
-        DataError: The format with day and month swapped reads more of the timestamps.
+        DataError: The format with day and month swapped reads more of the timestamps,
+            or the file holds both orders.
     """
     if failed.empty or "%d" not in fmt or "%m" not in fmt:
         return
@@ -310,18 +311,33 @@ def _refuse_swapped_order(texts: pd.Series, failed: pd.Series, fmt: str, present
     read = pd.to_datetime(failed, format=swapped, utc=True, errors="coerce").notna()
     if not read.any():
         return
-    # Only when the other order reads more of the dates than the given one: a typo among
-    # day-first dates (05/13) is quarantined, and of two exports joined, each read in one
-    # order, the order reading more is taken and the rest quarantined.
-    given = present - len(failed)
-    other = pd.to_datetime(texts, format=swapped, utc=True, errors="coerce").notna().sum()
-    if other > given:
-        example = failed[read].iloc[0]
-        raise DataError(f"--date-format {fmt!r} leaves {len(failed):,} of {present:,} "
-                        f"timestamps unparseable, and {int(read.sum()):,} of them read as "
-                        f"{swapped!r} (e.g. {example!r}): the day and month are the other way "
-                        f"round, and the dates it did read are moved by months; pass "
-                        f"--date-format {swapped!r}")
+    # The other order reading more of the dates: the format is the wrong way round. A
+    # few dates only it reads (a typo, 05/13 among day-first dates): quarantined. More of
+    # them: two orders in one file (two exports joined), which no format reads right.
+    given = pd.to_datetime(texts, format=fmt, utc=True, errors="coerce").notna()
+    other = pd.to_datetime(texts, format=swapped, utc=True, errors="coerce").notna()
+    example = failed[read].iloc[0]
+    only_other = int(read.sum())
+    only_given = int((given & ~other).sum())
+
+    def many(count: int) -> bool:
+        return count >= 3 and count >= 0.01 * present
+
+    if many(only_other) and many(only_given):
+        # Two orders in one file: the dates of the other one with a day of 12 or less
+        # would be read, months off, and the rest quarantined without a word.
+        raise DataError(f"the timestamps mix two orders of day and month: {only_other:,} of "
+                        f"{present:,} read only as {swapped!r} (e.g. {example!r}) and "
+                        f"{only_given:,} only as {fmt!r}, and the dates that read either way "
+                        "cannot be told apart; fix those rows at their source, or split the "
+                        "file by its export")
+    if other.sum() <= given.sum():
+        return
+    raise DataError(f"--date-format {fmt!r} leaves {len(failed):,} of {present:,} "
+                    f"timestamps unparseable, and {only_other:,} of them read as {swapped!r} "
+                    f"(e.g. {example!r}): the day and month are the other way round, and "
+                    f"the dates it did read are moved by months; pass --date-format "
+                    f"{swapped!r}")
 
 
 def future_limit() -> pd.Timestamp:
