@@ -172,13 +172,21 @@ def _whole_weeks(first: pd.Timestamp, last: pd.Timestamp, sales: pd.DataFrame
     the first week forecast), and so is a first week the data starts late in.
     """
     weeks = pd.date_range(first, last, freq="7D")
-    if len(sales) < MIN_SALES_PER_WEEK * len(weeks):
-        # Too few sales to know the shop's week: a shop selling once a week had its whole
-        # end weeks read as 42% covered and left out.
-        logger.info("demand panel: %d sales over %d weeks are too few to tell a part-week "
-                    "from a quiet one; the end weeks are kept", len(sales), len(weeks))
-        return weeks
     times = sales["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
+    if len(sales) < MIN_SALES_PER_WEEK * len(weeks):
+        # Too few sales to read the shop's week (one sale a week read whole end weeks as
+        # 42% covered): by the calendar, an end week the data reaches on its first two
+        # days only (a Monday export) or from its last two on is left out.
+        keep = np.ones(len(weeks), dtype=bool)
+        if len(weeks) and (times.max() - weeks[-1]) < pd.Timedelta(days=2):
+            keep[-1] = False
+        if len(weeks) > 1 and (times.min() - weeks[0]) >= pd.Timedelta(days=5):
+            keep[0] = False
+        if not keep.all():
+            logger.info("demand panel: the end week(s) of %s left out: the data reaches "
+                        "them on two days or fewer", ", ".join(
+                            str(w.date()) for w in weeks[~keep]))
+        return weeks[keep]
     slots = (times.dt.dayofweek * 24 + times.dt.hour).to_numpy()
     units = sales["value"].astype(float).to_numpy()
     profile = np.bincount(slots, weights=units, minlength=168)

@@ -296,3 +296,17 @@ def test_a_shop_selling_a_few_times_a_week_keeps_its_end_weeks() -> None:
              "purchase", 1.0) for w in range(12) for p in range(3)]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event", "value"])
     assert len(weekly_panel(frame).weeks) == 12
+
+
+def test_a_small_shop_exported_on_a_monday_leaves_that_week_out_by_the_calendar() -> None:
+    """A last reader: 49 sales a week, exported on a Monday at 02:00, kept a last week of
+    2 units (the collapse the rule was made for) once the shop's week could not be read."""
+    rng = np.random.default_rng(3)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    rows = [("u1", f"p{p}", start + pd.Timedelta(weeks=w, days=int(rng.integers(0, 7))),
+             "purchase", 1.0) for w in range(12) for p in range(3)]
+    monday = start + pd.Timedelta(weeks=12, hours=2)
+    rows += [("u2", "p0", monday, "purchase", 1.0)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event", "value"])
+    weeks = weekly_panel(frame).weeks
+    assert len(weeks) == 12 and weeks[-1] == pd.Timestamp("2024-03-18")
