@@ -131,7 +131,8 @@ OutOpt = Annotated[Path, typer.Option(
 #: Configuration fields whose command-line option is not ``--`` + the name with dashes.
 _OPTION_OF_FIELD = {"method": "--split", "ks": "--k", "half_lives": "--weighting-half-lives",
                     "max_quarantine_fraction": "--max-quarantine", "requested_by": "--by",
-                    "timestamp_format": "--date-format"}
+                    "timestamp_format": "--date-format",
+                    "demand_model_name": "SHOPREC_DEMAND_MODEL_NAME"}
 
 
 def _weighting(half_life: float | None, repeats: str | None,
@@ -1608,8 +1609,9 @@ def batch(
                          k=k, batch_size=batch_size, explain=explain, diversity=diversity,
                          stock_path=str(stock or ""), forecast=forecast,
                          stock_weeks=stock_weeks,
-                         # The shop's own forecast, as its forecasts register.
-                         **({"demand_model_name": demand} if demand else {}))
+                         # The shop's own forecast, as its forecasts register (read with
+                         # a stock file only).
+                         **({"demand_model_name": demand} if demand and stock else {}))
     from shoprec.registry import tracking
     from shoprec.registry.loading import no_alias_message
     from shoprec.registry.promotion import alias_version

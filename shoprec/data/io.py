@@ -173,9 +173,10 @@ def read_table(
         # filled, the others' empty), they are the long rows.
         extra = frame.index.nlevels
         filled = frame.iloc[:, frame.shape[1] - extra:].notna().any(axis=1).to_numpy()
-        if header and filled.any() and not filled.all() and EXTRA_FIELDS not in named:
+        known = list(names or named)
+        if filled.any() and not filled.all() and EXTRA_FIELDS not in known:
             return _names_stripped(_read_ragged(
-                read, list(named), len(named) + extra, what=what, path=path,
+                read, known, len(known) + extra, what=what, path=path,
                 delimiter=delimiter or ",", first_line=first_row_line))
         frame = _unnamed_fields(frame, path, what, delimiter or ",")
     return _names_stripped(frame)
@@ -270,7 +271,9 @@ def _read_ragged(read: Callable[[list[str], bool], pd.DataFrame], names: list[st
                 raise DataError(f"cannot parse the {what} file {path!r} as CSV: {exc}. Check "
                                 f"the delimiter ({_option('delimiter', what)}) and that quoted "
                                 "fields are closed") from exc
-            extra = int(wider.group(3)) - width
+            # Wider still: at least twice the surplus read, so rows widening down the
+            # file cost a few readings, not one per width.
+            extra = max(int(wider.group(3)) - width, 2 * extra)
     cells = frame[surplus].to_numpy(dtype=object)
     given = ~pd.isna(cells)
     long = np.flatnonzero(given.any(axis=1))

@@ -149,7 +149,7 @@ def generate(out_dir: str | Path, users: int, items: int, interactions: int, see
         ConfigError: A size is not positive or the shape makes no sense.
     """
     began = time.perf_counter()
-    check_sizes(users, items, interactions, days)
+    check_sizes(users, items, interactions, days, start)
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,7 +207,8 @@ def generate(out_dir: str | Path, users: int, items: int, interactions: int, see
     return summary
 
 
-def check_sizes(users: int, items: int, interactions: int, days: int) -> None:
+def check_sizes(users: int, items: int, interactions: int, days: int,
+                start: str = "2024-01-01") -> None:
     """Refuse sizes the generator cannot draw, before anything is written.
 
     Raises:
@@ -229,6 +230,13 @@ def check_sizes(users: int, items: int, interactions: int, days: int) -> None:
                               f"({most:,} at most)")
     if days < 1:
         raise ConfigError("days must be at least 1")
+    # Events after tomorrow are quarantined as timestamp_in_future: a period running past
+    # today wrote data its own validation set aside (or rejected).
+    first = pd.Timestamp(start, tz="UTC")
+    most = int((pd.Timestamp.now(tz="UTC") - first) / pd.Timedelta(days=1))
+    if days > most:
+        raise ConfigError(f"--days {days:,} runs past today (the period starts on "
+                          f"{first.date()}); give at most {most:,}")
 
 
 def _user_ids(users: int) -> np.ndarray:

@@ -36,19 +36,23 @@ def make_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
     """
     if name not in CANDIDATES:
         raise ConfigError(f"unknown model {name!r}; choose from {', '.join(CANDIDATES)}")
-    _check_ranges(name, params or {})
+    checked = _check_ranges(name, params or {})
     try:
-        return CANDIDATES[name](**(params or {}))
+        return CANDIDATES[name](**checked)
     except TypeError as exc:
         raise ConfigError(f"bad hyperparameters for {name}: {exc}") from exc
 
 
-def _check_ranges(name: str, params: dict[str, Any]) -> None:
-    """Refuse values outside the declared ranges, as the command line does.
+def _check_ranges(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` read as the command line reads them: values outside the ranges refused.
 
     ``make_model("mf", {"factors": 0})`` printed 64,785 lines of BLAS errors and returned a
-    "fitted" model. Values the declaration does not name are left to the constructor (a
-    family's own settings, such as a blend's members).
+    "fitted" model. The declared values come back in their declared types (``"8"``, as
+    MLflow keeps a run's parameters, is 8); values the declaration does not name are left
+    to the constructor (a family's own settings, such as a blend's members).
+
+    Raises:
+        ConfigError: A declared value outside its range or of another kind.
     """
     from pydantic import ValidationError
 
@@ -57,14 +61,15 @@ def _check_ranges(name: str, params: dict[str, Any]) -> None:
     try:
         schema = CandidateParams.schema_of(name)
     except KeyError:
-        return  # a family without a declaration (the blend, one being added)
+        return dict(params)  # a family without a declaration (the blend, one being added)
     declared = {key: value for key, value in params.items() if key in schema.model_fields}
     try:
-        schema.model_validate(declared)
+        read = schema.model_validate(declared)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors())
         raise ConfigError(f"bad hyperparameters for {name}: {problems}") from None
+    return {**params, **{key: getattr(read, key) for key in declared}}
 
 
 def load_model(path: str, name: str) -> Recommender:

@@ -111,6 +111,8 @@ CATALOGUE_TAG = "catalogue_sketch"
 #: Ids kept in a sketch: enough to tell a shop's next night, or its catalogue grown many
 #: times over, from another shop, in a tag of under 3 KB (version tags hold 5,000).
 SKETCH_SIZE = 256
+#: The fewest ids two sketches must be compared on for an estimate.
+MIN_COMPARED = 16
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,8 @@ def sketch_overlap(first: CatalogueSketch | None, second: CatalogueSketch | None
     one. So the smaller catalogue's sampled ids up to the larger sketch's largest hash are
     a sample of it whose membership in the larger catalogue can be read: a shop grown from
     300 items to 4,000 shares all of the 300 (Jaccard read 0.078 and failed it), another
-    shop none. ``None`` when either is missing, or no id can be compared (one catalogue
-    thousands of times the other's size).
+    shop none. ``None`` when either is missing, or fewer than :data:`MIN_COMPARED` ids can
+    be compared (one catalogue tens of times the other's size).
     """
     if not first or not second or not first.hashes or not second.hashes:
         return None
@@ -166,8 +168,8 @@ def sketch_overlap(first: CatalogueSketch | None, second: CatalogueSketch | None
     complete = large.size <= len(large.hashes)  # the sketch is the whole catalogue
     edge = large.hashes[-1]
     comparable = [h for h in small.hashes if complete or h <= edge]
-    if not comparable:
-        return None
+    if len(comparable) < min(MIN_COMPARED, len(small.hashes)):
+        return None  # a handful of ids decides nothing (a false "another shop" 13 in 200)
     held = set(large.hashes)
     return sum(1 for h in comparable if h in held) / len(comparable)
 

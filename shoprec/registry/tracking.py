@@ -104,15 +104,18 @@ def check_uri() -> None:
     from shoprec.errors import ConfigError
 
     uri = tracking_uri()
-    malformed = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/?(?!/)", uri)
-    if malformed and "://" not in uri and not uri.startswith("databricks"):
-        # sqlite:/tmp/x.db: a scheme and a path, without the slashes of a URI.
+    if re.fullmatch(r"[\w.-]+:\d+(/.*)?", uri):
+        # localhost:5000: an MLflow server without its scheme.
+        raise ConfigError(f"MLFLOW_TRACKING_URI={display_uri()} names a server without its "
+                          f"scheme: write http://{uri}")
+    malformed = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):(?!//)", uri)
+    known = malformed.group(1).lower().split("+", 1)[0] if malformed else ""
+    if malformed and known in _REGISTRY_SCHEMES - {"file"}:
+        # sqlite:/tmp/x.db, sqlite:x.db: a scheme and a path, without a URI's slashes.
         rest = uri[malformed.end():]
         raise ConfigError(f"MLFLOW_TRACKING_URI={display_uri()} is not a URI: write "
-                          f"{malformed.group(1).lower()}:///{Path('/' + rest).resolve()}"
-                          if malformed.group(1).lower().startswith("sqlite") else
-                          f"MLFLOW_TRACKING_URI={display_uri()} is not a URI: write "
-                          f"{malformed.group(1).lower()}://HOST/...")
+                          + (f"{malformed.group(1).lower()}:///{rest}" if known == "sqlite"
+                             else f"{malformed.group(1).lower()}://HOST/..."))
     written = uri.split("://", 1)[0] if "://" in uri else ""
     if written != written.lower():
         raise ConfigError(f"MLFLOW_TRACKING_URI={display_uri()}: write the scheme in lower "

@@ -240,6 +240,9 @@ OPTIONS = {
     "generate --users more than --interactions": (
         ["generate", "--users", "500", "--items", "50", "--interactions", "100", "--out", "g"],
         "is more than --interactions 100"),
+    "generate --days past today": (
+        ["generate", "--users", "10", "--items", "10", "--interactions", "100", "--out", "g",
+         "--days", "36500"], "--days 36,500 runs past today (the period starts on 2024-01-01)"),
     "generate --seed -1": (["generate", "--users", "10", "--items", "10", "--interactions",
                             "100", "--out", "g", "--seed", "-1"], "Invalid value for '--seed'"),
     "serve --host empty": (["serve", "--host", ""], "--host is empty"),
@@ -281,13 +284,17 @@ OPTIONS = {
                                             "write the scheme in lower case (sqlite://...)"),
     "recommend with a URI short of its slashes": (["recommend", "--user", "u1"],
                                                   "is not a URI: write sqlite:////srv/x.db"),
+    "recommend with a server named without http": (["recommend", "--user", "u1"],
+                                                   "without its scheme: write "
+                                                   "http://localhost:5000"),
 }
 #: Cases run with another tracking URI than the test's own store.
 TRACKING = {"recommend with a database path for a URI": "mlflow.db",
             "recommend with an unknown URI scheme": "sqlit:///mlflow.db",
             "recommend with MLflow's file store": "mlruns",
             "recommend with an upper-case scheme": "SQLITE:///mlflow.db",
-            "recommend with a URI short of its slashes": "sqlite:/srv/x.db"}
+            "recommend with a URI short of its slashes": "sqlite:/srv/x.db",
+            "recommend with a server named without http": "localhost:5000"}
 
 
 @pytest.mark.parametrize("case", list(OPTIONS))

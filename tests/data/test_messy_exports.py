@@ -457,3 +457,18 @@ def test_long_rows_first_of_all_empty_surplus_and_a_wrong_encoding(tmp_path: Pat
     code, out, _ = validate(tmp_path, "--interactions", str(cp))
     words = " ".join(out.split())
     assert code == 1 and "is not valid utf-8 text" in words and "--encoding cp1252" in words
+
+
+def test_a_headerless_movielens_file_whose_first_line_is_long(tmp_path: Path) -> None:
+    """A last reader: only u.data's first line long read as "every row has 5 fields, but
+    its header names 4" (the file has no header)."""
+    ratings = "".join(f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + u * 100 + i}\n"
+                      for u in range(1, 13) for i in range(1, 13))
+    lines = ratings.splitlines()
+    path = write(tmp_path / "u.data", "\n".join([lines[0] + "\tstray", *lines[1:]]) + "\n")
+    code, out, report = validate(tmp_path, "--interactions", str(path))
+    assert code == 0, out
+    assert report is not None
+    assert report["cleaning"]["quarantined_by_reason"] == {"extra_fields": 1}
+    quarantine = assert_nothing_lost(tmp_path, report)
+    assert quarantine[["source_row", "extra_fields"]].values.tolist() == [[0, "stray"]]

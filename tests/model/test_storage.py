@@ -109,6 +109,8 @@ def test_the_library_refuses_what_the_command_line_refuses(tmp_path) -> None:
         with pytest.raises(ConfigError, match="bad hyperparameters for mf: factors|"
                                               "bad hyperparameters for mf: regularization"):
             make_model("mf", params)
+    # MLflow keeps a run's parameters as text: "8" is read as the 8 it stands for.
+    assert make_model("mf", {"factors": "8"}).factors == 8
     rows = sp.random(20, 15, density=0.3, format="csr", random_state=1, dtype=np.float32)
     popularity = make_model("popularity").fit(rows)
     popularity.save(tmp_path / "pop")
