@@ -169,12 +169,13 @@ def read_table(
         ) from exc
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas took a first data row longer than the header for a sign that every row
-        # starts with an index. When only some rows are that long (their last fields
-        # filled, the others' empty), they are the long rows.
+        # starts with an index. When a few rows are that long (their last fields filled,
+        # most rows' empty), they are the long rows; when most are, every row has a field
+        # the header does not name (row numbers), which _unnamed_fields refuses.
         extra = frame.index.nlevels
         filled = frame.iloc[:, frame.shape[1] - extra:].notna().any(axis=1).to_numpy()
         known = list(names or named)
-        if filled.any() and not filled.all() and EXTRA_FIELDS not in known:
+        if filled.any() and filled.mean() < 0.5 and EXTRA_FIELDS not in known:
             return _names_stripped(_read_ragged(
                 read, known, len(known) + extra, what=what, path=path,
                 delimiter=delimiter or ",", first_line=first_row_line))
