@@ -105,22 +105,22 @@ DampingOpt = Annotated[str | None, typer.Option(
     "none (q) or binary (1).")]
 
 
-def _folder(value: str | Path) -> Path:
-    """A folder option's value; an empty one (an unset shell variable) is refused.
+def _given_path(empty: str) -> Callable[[str | Path], Path]:
+    """A path option's parser: an empty value (an unset shell variable) is refused.
 
     ``Path("")`` is the current folder: ``--output-dir "$OUT"`` with ``OUT`` unset wrote
     quarantine files and drafts wherever the command ran.
     """
-    if isinstance(value, str) and not value.strip():
-        raise typer.BadParameter("is empty; give a folder (. for the current one)")
-    return Path(value)
+    def parse(value: str | Path) -> Path:
+        if isinstance(value, str) and not value.strip():
+            raise typer.BadParameter(f"is empty; {empty}")
+        return Path(value)
+
+    return parse
 
 
-def _file(value: str | Path) -> Path:
-    """A file option's value; an empty one is refused (it read as the current folder)."""
-    if isinstance(value, str) and not value.strip():
-        raise typer.BadParameter("is empty; give a file")
-    return Path(value)
+_folder = _given_path("give a folder (. for the current one)")
+_file = _given_path("give a file")
 
 
 OutOpt = Annotated[Path, typer.Option(

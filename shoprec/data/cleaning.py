@@ -259,8 +259,7 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
             return _from_epoch(numbers, unit)
         if fmt is not None:
             parsed = pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
-            _refuse_swapped_order(text[present], text[present & parsed.isna()], fmt,
-                                  int(present.sum()))
+            _refuse_swapped_order(text[present], parsed[present].notna(), fmt)
             # Epoch seconds of this century among dates written so (two exports joined)
             # are read as such, not lost to the format.
             epoch = parsed.isna() & (numbers >= SMALL_EPOCH).fillna(False)
@@ -286,8 +285,7 @@ def parse_timestamps_checked(values: pd.Series, fmt: str | None = None,
     return parsed.mask(out).astype("datetime64[ns, UTC]"), out
 
 
-def _refuse_swapped_order(texts: pd.Series, failed: pd.Series, fmt: str, present: int
-                          ) -> None:
+def _refuse_swapped_order(texts: pd.Series, given: pd.Series, fmt: str) -> None:
     """Refuse a ``--date-format`` whose day and month are the other way round.
 
     Month-first dates read with ``%d/%m/%Y`` parse wherever the day is 12 or less, moved
@@ -297,41 +295,37 @@ def _refuse_swapped_order(texts: pd.Series, failed: pd.Series, fmt: str, present
 
     Args:
         texts: Every timestamp given, as text.
-        failed: Those ``fmt`` does not read.
+        given: Which of them ``fmt`` reads.
         fmt: The ``--date-format``.
-        present: How many timestamps are given.
 
     Raises:
         DataError: The format with day and month swapped reads more of the timestamps,
             or the file holds both orders.
     """
+    present, failed = len(texts), texts[~given]
     if failed.empty or "%d" not in fmt or "%m" not in fmt:
         return
     swapped = fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
     read = pd.to_datetime(failed, format=swapped, utc=True, errors="coerce").notna()
     if not read.any():
         return
-    # The other order reading more of the dates: the format is the wrong way round. A
-    # few dates only it reads (a typo, 05/13 among day-first dates): quarantined. More of
-    # them: two orders in one file (two exports joined), which no format reads right.
-    given = pd.to_datetime(texts, format=fmt, utc=True, errors="coerce").notna()
-    other = pd.to_datetime(texts, format=swapped, utc=True, errors="coerce").notna()
+    also = pd.to_datetime(texts[given], format=swapped, utc=True, errors="coerce").notna()
     example = failed[read].iloc[0]
-    only_other = int(read.sum())
-    only_given = int((given & ~other).sum())
+    only_other, only_given = int(read.sum()), int((~also).sum())
 
     def many(count: int) -> bool:
         return count >= 3 and count >= 0.01 * present
 
+    # The other order reading more of the dates: the format is the wrong way round. A
+    # few dates only it reads (a typo, 05/13 among day-first dates): quarantined. More of
+    # them: two orders in one file (two exports joined), which no format reads right.
     if many(only_other) and many(only_given):
-        # Two orders in one file: the dates of the other one with a day of 12 or less
-        # would be read, months off, and the rest quarantined without a word.
         raise DataError(f"the timestamps mix two orders of day and month: {only_other:,} of "
                         f"{present:,} read only as {swapped!r} (e.g. {example!r}) and "
                         f"{only_given:,} only as {fmt!r}, and the dates that read either way "
                         "cannot be told apart; fix those rows at their source, or split the "
                         "file by its export")
-    if other.sum() <= given.sum():
+    if only_other <= only_given:  # the other order reads no more of them
         return
     raise DataError(f"--date-format {fmt!r} leaves {len(failed):,} of {present:,} "
                     f"timestamps unparseable, and {only_other:,} of them read as {swapped!r} "

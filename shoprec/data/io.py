@@ -157,16 +157,14 @@ def read_table(
         frame = read(names)
     except pd.errors.ParserError as exc:
         ragged = _RAGGED.search(str(exc))
-        if ragged and EXTRA_FIELDS not in named and not _sniff_hint(path, encoding, what):
+        hint = _sniff_hint(path, encoding, what)
+        if ragged and EXTRA_FIELDS not in named and not hint:
             return _names_stripped(_read_ragged(
                 read, list(names or named), int(ragged.group(3)), what=what, path=path,
                 delimiter=delimiter or ",", first_line=first_row_line))
-        if hint := _sniff_hint(path, encoding, what):
+        if hint:
             raise DataError(f"cannot parse the {what} file {path!r} as CSV{hint}") from exc
-        raise DataError(
-            f"cannot parse the {what} file {path!r} as CSV: {exc}. Check the delimiter "
-            f"({_option('delimiter', what)}) and that quoted fields are closed"
-        ) from exc
+        raise _unparseable(path, what, exc) from exc
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas took a first data row longer than the header for a sign that every row
         # starts with an index. When a few rows are that long (their last fields filled,
@@ -228,6 +226,8 @@ def _read_csv(path: str, *, what: str, delimiter: str, encoding: str, skiprows: 
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 #: The widest rows read: past it a file is no table with a few long rows.
 _MOST_EXTRA_FIELDS = 1000
+#: Names the columns added for the long rows' surplus while they are read.
+_SURPLUS = "\x00shoprec-surplus-"
 
 
 def _read_ragged(read: Callable[[list[str], bool], pd.DataFrame], names: list[str], saw: int,
@@ -269,9 +269,7 @@ def _read_ragged(read: Callable[[list[str], bool], pd.DataFrame], names: list[st
         except pd.errors.ParserError as exc:
             wider = _RAGGED.search(str(exc))
             if not wider or int(wider.group(3)) - width <= extra:
-                raise DataError(f"cannot parse the {what} file {path!r} as CSV: {exc}. Check "
-                                f"the delimiter ({_option('delimiter', what)}) and that quoted "
-                                "fields are closed") from exc
+                raise _unparseable(path, what, exc) from exc
             # Wider still: at least twice the surplus read, so rows widening down the
             # file cost a few readings, not one per width.
             extra = max(int(wider.group(3)) - width, 2 * extra)
@@ -294,8 +292,11 @@ def _read_ragged(read: Callable[[list[str], bool], pd.DataFrame], names: list[st
     return frame
 
 
-#: Names the columns added for the long rows' surplus while they are read.
-_SURPLUS = "\x00shoprec-surplus-"
+def _unparseable(path: str, what: str, error: Exception) -> DataError:
+    """The error for a CSV file pandas cannot tokenise, with what to check."""
+    return DataError(f"cannot parse the {what} file {path!r} as CSV: {error}. Check the "
+                     f"delimiter ({_option('delimiter', what)}) and that quoted fields are "
+                     "closed")
 
 
 def _option(name: str, what: str) -> str:

@@ -180,13 +180,21 @@ def read_recipe(name: str, version: str) -> Recipe | None:
     Raises:
         RegistryError: The registry could not be read, or the version does not exist.
     """
+    return Recipe.from_tags(_version_tags(name, version))
+
+
+def _version_tags(name: str, version: str) -> dict[str, str]:
+    """The tags of ``name`` version ``version``.
+
+    Raises:
+        RegistryError: The registry could not be read, or the version does not exist.
+    """
     try:
-        tags = tracking.client().get_model_version(name, str(version)).tags
+        return tracking.client().get_model_version(name, str(version)).tags or {}
     except Exception as exc:  # any client failure is a registry fault
         why = tracking.redact(str(exc))
         raise RegistryError(f"could not read {name} version {version} from the MLflow "
                             f"registry at {tracking.display_uri()}: {why}") from exc
-    return Recipe.from_tags(tags or {})
 
 
 def why_no_recipe(name: str, version: str) -> str:
@@ -246,15 +254,17 @@ def champion_reference(name: str) -> ChampionReference:
         version = alias_version(name, CHAMPION)
         if version is None:
             return ChampionReference()
-        recipe = read_recipe(name, version)
+        tags = _version_tags(name, version)  # the recipe and the catalogue, in one read
     except RegistryError as exc:
         return ChampionReference(error=str(exc))
+    recipe = Recipe.from_tags(tags)
     if recipe is None:
         return ChampionReference(version, None, (
             f"the champion: {why_no_recipe(name, version)}, so it cannot be retrained for a "
             "like-for-like comparison; promote deliberately with `shoprec promote --force "
             "--reason TEXT`"))
-    return ChampionReference(version, recipe, catalogue=read_catalogue(name, version))
+    return ChampionReference(version, recipe,
+                             catalogue=CatalogueSketch.from_tag(tags.get(CATALOGUE_TAG)))
 
 
 def read_catalogue(name: str, version: str) -> CatalogueSketch | None:

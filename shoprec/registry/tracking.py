@@ -117,6 +117,8 @@ def check_uri() -> None:
                           + (f"{malformed.group(1).lower()}:///{rest}" if known == "sqlite"
                              else f"{malformed.group(1).lower()}://HOST/..."))
     written = uri.split("://", 1)[0] if "://" in uri else ""
+    # A SQLAlchemy dialect (postgresql+psycopg) counts as its database.
+    scheme = written.split("+", 1)[0].lower()
     if written != written.lower():
         raise ConfigError(f"MLFLOW_TRACKING_URI={display_uri()}: write the scheme in lower "
                           f"case ({written.lower()}://...)")
@@ -125,7 +127,6 @@ def check_uri() -> None:
         raise ConfigError(f"MLFLOW_TRACKING_URI={uri} is a file path, not a URI; write "
                           f"sqlite:///{Path(uri).resolve()} (the default is "
                           f"{DEFAULT_TRACKING_URI})")
-    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme and scheme not in _REGISTRY_SCHEMES and scheme not in _plugin_schemes():
         raise ConfigError(
             f"MLFLOW_TRACKING_URI={display_uri()}: MLflow has no store for '{scheme}://'; "
