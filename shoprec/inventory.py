@@ -158,8 +158,7 @@ def _forecast_from_model(uri: str, item_ids: np.ndarray | None) -> pd.DataFrame:
 
     from shoprec.registry import tracking
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.set_registry_uri(tracking.tracking_uri())
+    tracking.point_mlflow()
     try:
         model = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MLflow raises many kinds; all mean "not there"

@@ -88,8 +88,7 @@ def load_uri(uri: str) -> Any:
     """
     import mlflow
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.set_registry_uri(tracking.tracking_uri())
+    tracking.point_mlflow()
     return mlflow.pyfunc.load_model(uri)
 
 
@@ -126,8 +125,7 @@ def load_bundle(name: str, alias: str | None = None, version: str | None = None,
     root, uri = f"models:/{name}/{found}", tracking.tracking_uri()
     # MLflow resolves "models:/" through the process's registry URI whatever is passed
     # below: a MLFLOW_REGISTRY_URI naming another store would not find the version.
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    tracking.point_mlflow()
     copy = _copy_folder(name, found)
     with _artifacts_of(name, found):
         mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/MLmodel",
@@ -199,8 +197,7 @@ def download_model(name: str, version: str, into: str) -> str:
     import mlflow
 
     uri = tracking.tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    tracking.point_mlflow()
     with _artifacts_of(name, version):
         return str(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{version}", dst_path=into, tracking_uri=uri,

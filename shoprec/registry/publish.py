@@ -439,8 +439,7 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
     """
     import mlflow
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.set_registry_uri(tracking.tracking_uri())
+    tracking.point_mlflow()
     try:
         finish_interrupted_move(name)
         withdraw_unlabelled(name)

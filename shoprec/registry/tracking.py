@@ -175,6 +175,27 @@ _READY: set[str] = set()
 _CREATING: dict[str, subprocess.Popen[bytes]] = {}
 
 
+def point_mlflow() -> str:
+    """Point MLflow's process-wide tracking (and with it registry) URI at :func:`tracking_uri`.
+
+    MLflow resolves ``models:/`` and a version's logged model through the process's
+    defaults, whatever URI a call is given, so they must name shoprec's store. The registry
+    URI is set only where something else set it to another store (``MLFLOW_REGISTRY_URI``):
+    left unset, MLflow's registry follows the tracking URI, so a notebook that calls shoprec
+    and then points MLflow elsewhere reads the registry it pointed at, not shoprec's.
+
+    Returns:
+        The tracking URI.
+    """
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_registry_uri() != uri:
+        mlflow.set_registry_uri(uri)
+    return uri
+
+
 def client() -> Any:
     """An ``MlflowClient`` on :func:`tracking_uri` (registry on the same store)."""
     from mlflow import MlflowClient

@@ -253,6 +253,27 @@ def test_an_unwritten_registry_is_not_asked_again_and_a_moved_alias_is_seen(
         tracking.client().set_registered_model_alias(NAME, "serving", "1")
 
 
+def test_loading_a_model_leaves_mlflows_registry_following_its_tracking_uri(
+        registered: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook that loads a shoprec model and then points MLflow at another store must
+    read that store's registry: loading used to pin MLFLOW_REGISTRY_URI for the session."""
+    import mlflow
+
+    from shoprec.registry import loading
+
+    monkeypatch.setenv("SHOPREC_CACHE_DIR", str(tmp_path / "cache"))  # no memo: ask MLflow
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    # Both globals go back to what they were after the test (the environment too: conftest).
+    monkeypatch.setattr("mlflow.tracking._model_registry.utils._registry_uri", None)
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    bundle, version = loading.load_bundle(NAME, alias="serving")
+    assert version and bundle.model is not None
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    mlflow.set_tracking_uri(elsewhere)
+    assert mlflow.get_registry_uri() == elsewhere
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
