@@ -203,7 +203,8 @@ def training_pipeline(
                            "registered_version": str(registered.get("version")),
                            "aliases": ", ".join(registered.get("aliases", [])),
                            "gate": "passed" if summary["gate"]["passed"] else "not passed"})
-            report_artifacts(chosen.leaderboard, summary, chosen.verdict, runs.run_url(parent))
+            report_artifacts(chosen.leaderboard, summary, chosen.verdict, runs.run_url(parent),
+                             training.registered_model_name)
             runs.finish_run(parent, ok=True)
         except BaseException as exc:
             where = (training.registered_model_name, registered.get("version"),

@@ -12,6 +12,7 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from shoprec_tasks import artifact_key
 
 from shoprec.config import ForecastConfig
 from shoprec.data.cleaning import CleanData
@@ -27,6 +28,7 @@ from shoprec.forecast import (
 )
 from shoprec.registry import runs
 from shoprec.registry.demand import (
+    DEMAND_MODEL_NAME,
     DemandChampion,
     demand_champion,
     demand_gate,
@@ -165,7 +167,8 @@ def write_forecast(ahead: pd.DataFrame, categories: pd.DataFrame,
             _write_parquet(categories, Path(category_path))
         else:
             (by_category / "forecast.parquet").unlink(missing_ok=True)
-    create_table_artifact(key=FORECAST_KEY, table=ahead.head(200).assign(
+    create_table_artifact(key=artifact_key(FORECAST_KEY, config.registered_model_name,
+                                           DEMAND_MODEL_NAME), table=ahead.head(200).assign(
         week=ahead["week"].astype(str).head(200)).round(2).to_dict(orient="records"),
         description=f"Demand forecast, next {config.horizon} weeks (first 200 rows)")
     return str(folder / "forecast.parquet"), category_path

@@ -9,11 +9,12 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from shoprec_tasks import artifact_key
 from shoprec_tasks.data import transient_io
 
 from shoprec import inventory
 from shoprec.batch import BatchResult, write_recommendations
-from shoprec.config import BatchConfig, PromotionConfig, WeightingConfig
+from shoprec.config import DEFAULT_MODEL_NAME, BatchConfig, PromotionConfig, WeightingConfig
 from shoprec.features import item_frame
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import loading, promotion, retention
@@ -24,6 +25,10 @@ PROMOTION_KEY = "shoprec-promotion"
 ROLLBACK_KEY = "shoprec-rollback"
 PRUNE_KEY = "shoprec-prune"
 BATCH_KEY = "shoprec-batch-recommendations"
+
+
+def _key(base: str, name: str) -> str:
+    return artifact_key(base, name, DEFAULT_MODEL_NAME)
 
 
 #: Registry operations must run every time, and hashing a model to build a cache key
@@ -64,7 +69,8 @@ def apply_promotion(decision: promotion.PromotionDecision,
 
 
 def _report_decision(decision: promotion.PromotionDecision) -> None:
-    create_markdown_artifact(key=PROMOTION_KEY, markdown=decision.to_markdown(),
+    create_markdown_artifact(key=_key(PROMOTION_KEY, decision.name),
+                             markdown=decision.to_markdown(),
                              description="Promotion decision with its per-metric report")
 
 
@@ -73,7 +79,7 @@ def rollback(name: str, reason: str, requested_by: str) -> dict[str, Any]:
     """Point champion back at previous-champion and report the move."""
     moved = promotion.rollback(name, reason, requested_by or None)
     create_markdown_artifact(
-        key=ROLLBACK_KEY,
+        key=_key(ROLLBACK_KEY, name),
         markdown=(f"# Rollback of {name}\n\n`champion`: version {moved['from']} -> version "
                   f"{moved['to']}\n\n- by {moved['by']} at {moved['at']}\n"
                   f"- reason: {moved['reason'] or '(none given)'}\n"),
@@ -86,7 +92,7 @@ def prune(name: str, keep: int, older_than_days: float | None, reason: str,
           requested_by: str) -> dict[str, Any]:
     """Delete old unaliased versions with their files, and report what went."""
     result = retention.prune(name, keep, older_than_days, reason, requested_by or None)
-    create_markdown_artifact(key=PRUNE_KEY, markdown=retention.markdown(result),
+    create_markdown_artifact(key=_key(PRUNE_KEY, name), markdown=retention.markdown(result),
                              description="Versions a prune deleted")
     return result
 
@@ -111,7 +117,8 @@ def write_batch(bundle: ModelBundle, version: str, config: BatchConfig) -> Batch
                                    model_version=version, explain=config.explain,
                                    diversity=config.diversity, availability=share,
                                    model_name=config.registered_model_name)
-    create_table_artifact(key=BATCH_KEY, table=[result.to_dict()],
+    create_table_artifact(key=_key(BATCH_KEY, config.registered_model_name),
+                          table=[result.to_dict()],
                           description=f"Top {config.k} of every known user by "
                           f"{config.registered_model_name}@{config.alias}")
     return result

@@ -9,8 +9,9 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from shoprec_tasks import artifact_key
 
-from shoprec.config import TrainingConfig, WeightingConfig
+from shoprec.config import DEFAULT_MODEL_NAME, TrainingConfig, WeightingConfig
 from shoprec.data.cleaning import CleanData
 from shoprec.features.encoding import EncodedSplit
 from shoprec.registry import runs
@@ -176,15 +177,21 @@ def _figure(value: float | None) -> str:
 
 @task(name="report")
 def report_artifacts(leaderboard: pd.DataFrame, summary: dict[str, Any],
-                     verdict: GateVerdict, run_link: str) -> None:
-    """The leaderboard table and the markdown run report in the Prefect UI."""
+                     verdict: GateVerdict, run_link: str,
+                     model_name: str = DEFAULT_MODEL_NAME) -> None:
+    """The leaderboard table and the markdown run report in the Prefect UI.
+
+    Their keys are :data:`LEADERBOARD_KEY` and :data:`REPORT_KEY`, followed by the
+    registered model's name for any model but the default one (:func:`artifact_key`).
+    """
     # A table a person can read in the UI: the figures at the primary metric's K (every
     # metric at every K is in the run's leaderboard.csv in MLflow).
     k = verdict.metric.partition("@")[2]
     shown = [c for c in leaderboard.columns if "@" not in c or c.endswith(f"@{k}")
              and not c.startswith("validation_") or c == f"validation_{verdict.metric}"]
     table = leaderboard[shown].round(4).fillna("").to_dict(orient="records")
-    create_table_artifact(key=LEADERBOARD_KEY, table=table,
+    create_table_artifact(key=artifact_key(LEADERBOARD_KEY, model_name, DEFAULT_MODEL_NAME),
+                          table=table,
                           description=f"Candidates by validation {verdict.metric}, test figures "
                                       f"at {k} (every K: leaderboard.csv in the MLflow run)")
     counts = summary["data"]
@@ -244,5 +251,6 @@ Event weighting: **{weighting.get('description')}**, {chosen}
 
 {run_link}
 """
-    create_markdown_artifact(key=REPORT_KEY, markdown=markdown,
+    create_markdown_artifact(key=artifact_key(REPORT_KEY, model_name, DEFAULT_MODEL_NAME),
+                             markdown=markdown,
                              description="Data counts, winner, gate verdict, MLflow run")

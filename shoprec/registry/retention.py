@@ -248,8 +248,7 @@ def _archived_moves(tags: dict[str, str], result: PrunePlan) -> None:
 
 
 def prune(name: str, keep: int, older_than_days: float | None = None, reason: str = "",
-          by: str | None = None, experiment: str = tracking.DEFAULT_EXPERIMENT
-          ) -> dict[str, Any]:
+          by: str | None = None, experiment: str | None = None) -> dict[str, Any]:
     """Delete the versions :func:`plan` chooses, their logged models and their files.
 
     The plan, each deleted version's record and the archived alias moves are logged first,
@@ -264,7 +263,9 @@ def prune(name: str, keep: int, older_than_days: float | None = None, reason: st
         older_than_days: Only versions registered more than this many days ago go.
         reason: Why, recorded with the run.
         by: Who asks (default: the operating-system user).
-        experiment: The MLflow experiment the record goes to.
+        experiment: The MLflow experiment the record goes to (default:
+            ``MLFLOW_EXPERIMENT_NAME``, else the one the model's newest version was trained
+            in, so that each shop's record sits beside its own runs, else ``shoprec``).
 
     Returns:
         The plan as :meth:`PrunePlan.to_dict` gives it, with ``run_id``, ``freed_bytes``
@@ -327,7 +328,26 @@ def _stopped(client: Any, run_id: str, freed: int, done: int, planned: int,
                        "it failed", run_id, tracking.redact(str(closing)))
 
 
-def _record(client: Any, chosen: PrunePlan, experiment: str, at: str, who: str,
+def _experiment_for(client: Any, chosen: PrunePlan, experiment: str | None) -> str:
+    """The id of the experiment a prune's record goes to (see :func:`prune`)."""
+    import os
+
+    experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if experiment:
+        return tracking.experiment_id(experiment)
+    newest = sorted({*chosen.kept, *(v.version for v in chosen.prune)}, key=int, reverse=True)
+    for version in newest[:3]:  # a version registered by hand may have no run
+        try:
+            run_id = client.get_model_version(chosen.name, version).run_id
+            if run_id:
+                return str(client.get_run(run_id).info.experiment_id)
+        except Exception as exc:  # noqa: BLE001 - a run deleted meanwhile: try the next one
+            logger.debug("version %s of %s: no run to read its experiment from (%s)",
+                         version, chosen.name, exc)
+    return tracking.experiment_id()
+
+
+def _record(client: Any, chosen: PrunePlan, experiment: str | None, at: str, who: str,
             reason: str) -> str:
     """Start the prune's run and log what it is about to delete; returns the run id.
 
@@ -338,7 +358,8 @@ def _record(client: Any, chosen: PrunePlan, experiment: str, at: str, who: str,
 
     from shoprec.registry.runs import PID_TAG, process_space
 
-    run = client.create_run(tracking.experiment_id(experiment), run_name=f"prune {chosen.name}",
+    run = client.create_run(_experiment_for(client, chosen, experiment),
+                            run_name=f"prune {chosen.name}",
                             tags={OPERATION_TAG: "prune", "registered_model": chosen.name,
                                   "by": who[:5000], "reason": reason[:5000],
                                   **process_space(), PID_TAG: str(os.getpid())})

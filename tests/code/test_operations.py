@@ -105,8 +105,9 @@ def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restore
     tags = client.get_model_version(NAME, "2").tags
     assert tags["promotion_forced"] == "true" and tags["promoted_by"] == "alice"
     assert tags["promotion_reason"] == "holiday traffic test" and tags["promoted_at"]
-    # Both decisions, the refusal and the forced promotion, are Prefect artifacts.
-    reports = [a.data for a in asyncio.run(_artifacts("shoprec-promotion"))]
+    # Both decisions, the refusal and the forced promotion, are Prefect artifacts, under a
+    # key of this model's own (a second shop's promotions keep theirs apart).
+    reports = [a.data for a in asyncio.run(_artifacts("shoprec-promotion-ops-model"))]
     assert any(": refused" in r and "| worse |" in r for r in reports)
     assert any("promoted (forced)" in r and "holiday traffic test" in r for r in reports)
 
@@ -117,7 +118,7 @@ def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restore
     assert client.get_model_version(NAME, "2").tags["rollback_reason"] == "conversion dropped"
     with pytest.raises(PromotionError, match="nothing to roll back to"):
         rollback_model(registered_model_name=NAME)
-    assert asyncio.run(_artifacts("shoprec-rollback"))
+    assert asyncio.run(_artifacts("shoprec-rollback-ops-model"))
 
     # Every alias move is in the registry's log, in order.
     log = [(m["alias"], m["from"], m["to"], m["action"]) for m in alias_log(NAME)]

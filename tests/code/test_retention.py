@@ -147,6 +147,27 @@ def test_a_logged_model_another_version_uses_stays(shop, tmp_path: Path) -> None
     assert shop.get_logged_model(model_id).model_id == model_id
 
 
+def test_a_prune_is_recorded_beside_the_shops_own_runs(
+        shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two shops on one registry: each prune's record goes to the experiment its model was
+    trained in (or MLFLOW_EXPERIMENT_NAME), not to the first shop's `shoprec`."""
+    from shoprec.registry import tracking
+    from shoprec.registry.retention import prune
+
+    north = tracking.experiment_id("shoprec-north")
+    shop.create_registered_model("north-recommender")
+    for _ in range(3):
+        _publish(shop, north, tmp_path / "north", 10, name="north-recommender")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    result = prune("north-recommender", keep=1)
+    assert [v["version"] for v in result["pruned"]] == ["2", "1"]
+    assert shop.get_run(result["run_id"]).info.experiment_id == north
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "retention-records")
+    named = prune(NAME, keep=2)
+    assert shop.get_run(named["run_id"]).info.experiment_id == \
+        tracking.experiment_id("retention-records")
+
+
 def test_a_prune_stopped_midway_is_finished_by_the_next(
         shop, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files and logged model gone, the version still there: the next prune ends it."""
