@@ -1036,9 +1036,10 @@ def train(
                                      tune_models=tune_models.split(",") if tune_models
                                      else None, popularity_epsilon=popularity_epsilon,
                                      quantize=quantize, prune_top=prune_top)
-    from shoprec.config import check_gate_sample
+    from shoprec.config import check_gate_sample, check_selection
 
     check_gate_sample(split_config, training_config)
+    check_selection(split_config, training_config)
     _writable_file(summary_json, "--summary-json")
     _writable_dir(output_dir, "--output-dir")
     from shoprec.registry.tracking import check_uri

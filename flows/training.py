@@ -47,6 +47,7 @@ from shoprec.config import (
     WeightingConfig,
     WeightingSearch,
     check_gate_sample,
+    check_selection,
 )
 from shoprec.data.io import check_writable_folder
 from shoprec.features import item_frame
@@ -110,6 +111,7 @@ def training_pipeline(
     """
     apply_runtime_defaults(str(flow_run.id))
     check_gate_sample(split, training)  # the form's settings, as the command line's
+    check_selection(split, training)
     if output_dir:  # a folder typed in the Prefect form: refused now, not after retries
         check_writable_folder(output_dir, "output_dir")
     # A new MLflow store's schema is made on the other core while the data is read,

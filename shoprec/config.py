@@ -1002,3 +1002,29 @@ def check_gate_sample(split: SplitConfig, training: TrainingConfig) -> None:
                           f"{training.gate_min_users} (split.evaluation_users, "
                           "training.gate_min_users): no version could replace a champion; "
                           "raise the one, or lower the other")
+
+
+def check_selection(split: SplitConfig, training: TrainingConfig) -> None:
+    """Refuse a run that must choose on validation when the split asks for none.
+
+    With no validation part every candidate scores 0 there, the first one listed "wins"
+    and is published, whatever its test figures; a search's trials tie the same way.
+
+    Raises:
+        ConfigError: No validation part, and more candidates than popularity.
+    """
+    from shoprec.errors import ConfigError
+
+    option, value = {"temporal": ("--validation-days", split.validation_days),
+                     "random": ("--validation-fraction", split.validation_fraction),
+                     "leave-last": ("--validation-n", split.validation_n)}[split.method]
+    if value > 0:
+        return
+    # popularity, the gate's baseline, is always a candidate, so any other family (and
+    # with it any blend or search) makes a choice.
+    if len(training.models) > 1:
+        raise ConfigError(
+            f"{option} {value:g} leaves no validation part, and the run chooses among "
+            f"{len(training.models)} candidates ({', '.join(training.models)}) on it: "
+            "every one would score 0 and the first listed would be published whatever its "
+            f"test figures; give {option} a value above 0")

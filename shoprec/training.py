@@ -135,7 +135,8 @@ def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
                                 f"has {n_items:,}")
     # The values the recipe leaves open are chosen on validation by the tuner.
     if tuner is None and encoded is not None:
-        tuner = ValidationTuner(encoded.train, encoded.validation)
+        tuner = ValidationTuner(encoded.train, encoded.validation,
+                                exclude_seen=not encoded.repeat_items)
     context = FitContext(items=items, has_ratings=has_ratings, tuner=tuner,
                          item_state=item_state, stop=stop)
     began = time.perf_counter()
@@ -171,7 +172,7 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
     model, seconds = fit_candidate(name, params, encoded.train, items, encoded,
                                    has_ratings=encoded.has_ratings)
     validation, _ = _scored(name, "validation", model, encoded.train, encoded.validation,
-                            encoded.validation_ratings, ks)
+                            encoded.validation_ratings, ks, repeat_items=encoded.repeat_items)
     # Hyperparameters the model chose on validation are kept for the refits.
     chosen = {**params, **getattr(model, "selected_params_", {})}
     history = getattr(model, "history_", None) or []
@@ -187,7 +188,8 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
                                          item_state=item_state)
     # And what --diversity would cost and buy, from the same scoring of the test users.
     test, diversity = _scored(name, "test", refit, encoded.test_history, encoded.test,
-                              encoded.test_ratings, ks, curve_k=curve_k or ks[0])
+                              encoded.test_ratings, ks, curve_k=curve_k or ks[0],
+                              repeat_items=encoded.repeat_items)
     result = CandidateResult(model=name, family=refit.family, validation=validation, test=test,
                              train_seconds=round(seconds, 3),
                              refit_seconds=round(refit_seconds, 3), params=reported,
@@ -198,17 +200,20 @@ def train_and_evaluate(name: str, params: dict[str, Any], encoded: EncodedSplit,
 
 
 def _scored(name: str, part: str, model: Recommender, history: Any, relevant: Any,
-            ratings: Any, ks: list[int], curve_k: int | None = None
-            ) -> tuple[dict[str, float], list[dict[str, float]]]:
+            ratings: Any, ks: list[int], curve_k: int | None = None,
+            repeat_items: bool = False) -> tuple[dict[str, float], list[dict[str, float]]]:
     """The ranking metrics of one part, RMSE too for rating models; all must be finite.
 
     With ``curve_k``, also the accuracy/novelty curve of ``--diversity`` at that K (else
-    empty).
+    empty). With ``repeat_items``, the items of the history stay in the ranking (they are
+    relevant: ``SplitConfig.repeat_items``).
     """
     if curve_k is not None:
-        metrics, curve = evaluate_with_tradeoff(model, history, relevant, ks, k=curve_k)
+        metrics, curve = evaluate_with_tradeoff(model, history, relevant, ks, k=curve_k,
+                                                exclude_seen=not repeat_items)
     else:
-        metrics, curve = evaluate(model, history, relevant, ks, beyond_accuracy=True), []
+        metrics, curve = evaluate(model, history, relevant, ks, beyond_accuracy=True,
+                                  exclude_seen=not repeat_items), []
     if hasattr(model, "predict_pairs") and ratings is not None:
         # Rating models are also judged on the rating values they predict.
         value = rmse(model, history, ratings)

@@ -124,14 +124,15 @@ def novelty_tradeoff(model: Recommender, history: sp.csr_matrix, relevance: sp.c
 def evaluate_with_tradeoff(model: Recommender, history: sp.csr_matrix,
                            relevance: sp.csr_matrix, ks: Sequence[int] = (10,),
                            weights: Sequence[float] = TRADEOFF_WEIGHTS, k: int = 10,
-                           batch_size: int = 2048) -> tuple[dict[str, float],
-                                                            list[dict[str, float]]]:
+                           batch_size: int = 2048, exclude_seen: bool = True
+                           ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """:func:`evaluate` with the beyond-accuracy figures, and :func:`novelty_tradeoff`.
 
     Both from one scoring of the users: each batch's scores give the top ``max(ks)``
     that :func:`evaluate` ranks by and the pool the re-ranking chooses from, so the
     figures are those of the two calls, at the cost of one (the scoring is most of an
-    evaluation's time: a fold-in, a network's forward pass).
+    evaluation's time: a fold-in, a network's forward pass). ``exclude_seen`` as in
+    :func:`evaluate`.
     """
     users = np.flatnonzero(np.diff(relevance.indptr) > 0)
     candidates = np.empty((len(users), min(diversity_pool(k), relevance.shape[1])),
@@ -143,7 +144,8 @@ def evaluate_with_tradeoff(model: Recommender, history: sp.csr_matrix,
     def rank(batch: np.ndarray, cut: int) -> np.ndarray:
         rows = history[batch]
         scores = model.score(rows)
-        mask_seen(scores, rows)
+        if exclude_seen:
+            mask_seen(scores, rows)
         at = position[batch]
         candidates[at], values[at] = top_k(scores, candidates.shape[1])
         return top_k(scores, cut)[0]

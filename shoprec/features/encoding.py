@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from shoprec.config import WeightingConfig
 from shoprec.data.splits import Split
 from shoprec.features.idmap import IdMap
-from shoprec.features.matrix import event_weights, interaction_matrix
+from shoprec.features.matrix import combine, event_weights, interaction_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class EncodedSplit:
         evaluation_users: Per part, users with a relevant item and how many of them are
             evaluated (``SplitConfig.evaluation_users``), e.g. ``{"validation": [12000,
             12000], "test": [80000, 50000]}``.
+        repeat_items: Items already in the history stay relevant, and so stay in the
+            ranking that is evaluated (``SplitConfig.repeat_items``).
     """
 
     users: IdMap
@@ -56,6 +58,7 @@ class EncodedSplit:
     validation_ratings: sp.csr_matrix | None = None
     test_ratings: sp.csr_matrix | None = None
     evaluation_users: dict[str, list[int]] = field(default_factory=dict)
+    repeat_items: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -89,9 +92,10 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
                                           history_end)
     train_for_test = training_matrix(split.train, users, items, weighting, history_end) \
         if weighting.recency_half_life_days else train
-    # The test history combines the two parts as one matrix of both would.
-    history = (train_for_test.maximum(validation_weighted) if weighting.repeats == "max"
-               else train_for_test + validation_weighted).tocsr()
+    # The test history combines the two parts as one matrix of both would, pairs weighted 0
+    # included (scipy's sum drops them, which let a purchase decayed to nothing count as a
+    # new item in test while it was masked, and not relevant, in validation).
+    history = combine(train_for_test, validation_weighted, weighting.repeats)
     dropped: dict[str, int] = {}
     validation = _relevance(split.validation, users, items, train, repeat, "validation", dropped)
     test = _relevance(split.test, users, items, history, repeat, "test", dropped)
@@ -106,7 +110,7 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
                         has_ratings=bool((split.train["event"] == "rating").any()),
                         validation_ratings=_ratings(split.validation, users, items),
                         test_ratings=_ratings(split.test, users, items),
-                        evaluation_users=sampled)
+                        evaluation_users=sampled, repeat_items=repeat)
 
 
 def relevance_matrix(part: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.csr_matrix,
@@ -188,7 +192,11 @@ def _relevance(part: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.csr_matr
     known = (rows >= 0) & (cols >= 0)
     rows, cols = rows[known], cols[known]
     if not repeat and len(rows):
-        already = np.asarray(seen[rows, cols]).ravel() > 0
+        # Stored, whatever its weight: an event weighted 0 is still in the history, and the
+        # ranking leaves out every stored item (mask_seen).
+        pattern = seen.copy()
+        pattern.data[:] = 1.0
+        already = np.asarray(pattern[rows, cols]).ravel() > 0
         dropped[f"{name}_seen_before"] = int(already.sum())
         rows, cols = rows[~already], cols[~already]
     matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),

@@ -67,7 +67,34 @@ def interaction_matrix(interactions: pd.DataFrame, users: IdMap, items: IdMap,
     cols = items.encode(interactions["item_id"])
     known = (rows >= 0) & (cols >= 0)
     data = np.ones(len(interactions), np.float32) if weights is None else weights
-    rows, cols, data = rows[known], cols[known], data[known].astype(np.float32)
+    return _assemble(rows[known], cols[known], data[known].astype(np.float32),
+                     (len(users), len(items)), repeats)
+
+
+def combine(first: sp.csr_matrix, second: sp.csr_matrix, repeats: str = "sum") -> sp.csr_matrix:
+    """Two weighted matrices of one shape as one matrix of both parts' rows would be.
+
+    Unlike ``first + second`` (or ``.maximum``), a pair stored with weight 0 in either part
+    (an event weighted 0, or decayed to nothing by a long recency half-life) stays stored:
+    the pair is still in the user's history, so it is left out of the ranking and of the
+    relevant set, as it is in each part alone.
+
+    Args:
+        first: A users x items matrix.
+        second: Another of the same shape.
+        repeats: ``"sum"`` adds a pair's values; ``"max"`` keeps its largest.
+
+    Returns:
+        A float32 CSR matrix with sorted indices.
+    """
+    a, b = first.tocoo(), second.tocoo()
+    return _assemble(np.concatenate([a.row, b.row]), np.concatenate([a.col, b.col]),
+                     np.concatenate([a.data, b.data]).astype(np.float32), first.shape, repeats)
+
+
+def _assemble(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple[int, int],
+              repeats: str) -> sp.csr_matrix:
+    """The CSR matrix of (row, col, value) entries, a pair's repeats combined."""
     if repeats == "max" and len(rows):
         # One entry per pair, its largest value: sort by pair, then reduce each run.
         order = np.lexsort((cols, rows))
@@ -78,8 +105,8 @@ def interaction_matrix(interactions: pd.DataFrame, users: IdMap, items: IdMap,
         raise ValueError(f"repeats must be 'sum' or 'max', not {repeats!r}")
     # A pair's repeats are added in double precision, then rounded once: float32 sums in
     # the file's row order made the same rows, shuffled, a slightly different matrix.
-    matrix = sp.csr_matrix((data.astype(np.float64), (rows, cols)),
-                           shape=(len(users), len(items)), dtype=np.float64)
+    matrix = sp.csr_matrix((data.astype(np.float64), (rows, cols)), shape=shape,
+                           dtype=np.float64)
     matrix.sum_duplicates()
     matrix.sort_indices()
     return matrix.astype(np.float32)

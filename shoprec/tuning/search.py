@@ -389,10 +389,12 @@ def run_trial(candidate: str, trial: Any, params: dict[str, Any], encoded: Encod
 
     _, _, k = primary.partition("@")
     try:
-        tuner = ValidationTuner(encoded.train, encoded.validation, on_epoch=report)
+        tuner = ValidationTuner(encoded.train, encoded.validation, on_epoch=report,
+                                exclude_seen=not encoded.repeat_items)
         model, _ = fit_candidate(candidate, params, encoded.train, items, encoded,
                                  has_ratings=encoded.has_ratings, tuner=tuner)
-        value = evaluate(model, encoded.train, encoded.validation, [int(k)])[primary]
+        value = evaluate(model, encoded.train, encoded.validation, [int(k)],
+                         exclude_seen=not encoded.repeat_items)[primary]
     except ModelSkippedError as exc:
         return ended("skipped", str(exc))
     except Pruned as exc:

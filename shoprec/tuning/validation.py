@@ -38,12 +38,16 @@ class ValidationTuner:
         progress: Callback ``(step, metrics)`` for curves (MLflow, Prefect); optional.
         on_epoch: Called with ``(epoch, validation ndcg@10)`` after each scored epoch; it
             may raise to stop training (a search's pruner does). Optional.
+        exclude_seen: Leave the items of ``history`` out of the ranking (off when the split
+            keeps them relevant: ``SplitConfig.repeat_items``).
     """
 
     def __init__(self, history: sp.csr_matrix, relevance: sp.csr_matrix,
                  progress: Callable[[float, dict[str, float]], None] | None = None,
-                 on_epoch: Callable[[int, float], None] | None = None) -> None:
+                 on_epoch: Callable[[int, float], None] | None = None,
+                 exclude_seen: bool = True) -> None:
         self.history = history
+        self.exclude_seen = exclude_seen
         self.relevance = relevance
         self.progress = progress
         self.on_epoch = on_epoch
@@ -55,7 +59,8 @@ class ValidationTuner:
     def score(self, model: Recommender, users: int) -> float:
         """Validation ndcg@10 of ``model`` on a seeded sample of at most ``users`` users."""
         relevance, _ = sample_users(self.relevance, users, np.random.default_rng(0))
-        return evaluate(model, self.history, relevance, ks=(10,))["ndcg@10"]
+        return evaluate(model, self.history, relevance, ks=(10,),
+                        exclude_seen=self.exclude_seen)["ndcg@10"]
 
     def select(self, model: Recommender, grid: Sequence[float],
                apply: Callable[..., Any], what: str, refine: int = 0,
@@ -214,7 +219,8 @@ class ValidationTuner:
                                 scores += weight * own
                     if scores is None:
                         scores = np.zeros((len(at), n_items), dtype=np.float32)
-                    mask_seen(scores, rows if whole else rows[at])
+                    if self.exclude_seen:
+                        mask_seen(scores, rows if whole else rows[at])
                     return top_k(scores, k)[0]
                 return rank
 

@@ -119,7 +119,7 @@ def choose_weighting(split: Split, weighting: WeightingConfig,
         """The quick ``mf``'s validation ndcg@10 under ``option`` (None: it cannot fit)."""
         rows = first if option is candidates[0] else training_matrix(train, users, items,
                                                                      option, end)
-        tuner = ValidationTuner(rows, relevance)
+        tuner = ValidationTuner(rows, relevance, exclude_seen=not split.config.repeat_items)
         model = make_model("mf", {**PROXY_PARAMS, "threads": per_fit})
         try:
             model.fit(rows, FitContext(tuner=tuner))

@@ -10,9 +10,11 @@ from shoprec.config import (
     BatchConfig,
     ForecastConfig,
     PromotionConfig,
+    SplitConfig,
     TrainingConfig,
     registry_name,
 )
+from shoprec.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", ["shop/recs", "shop:recs", "", "   ", ".", "..", "a/../b"])
@@ -78,3 +80,23 @@ def test_quotes_are_refused_where_versions_are_registered_only() -> None:
         assert PromotionConfig(registered_model_name=name).registered_model_name == name
         assert BatchConfig(registered_model_name=name).registered_model_name == name
 
+
+
+@pytest.mark.parametrize("split", [SplitConfig(validation_days=0),
+                                   SplitConfig(method="random", validation_fraction=0),
+                                   SplitConfig(method="leave-last", validation_n=0)],
+                         ids=["temporal", "random", "leave-last"])
+def test_a_run_that_chooses_needs_a_validation_part(split: SplitConfig) -> None:
+    """With no validation part every candidate scored 0 there and popularity, listed first,
+    was published over a model four times better on test (exit 0, a warning only)."""
+    from shoprec.config import check_selection
+
+    option = {"temporal": "--validation-days", "random": "--validation-fraction",
+              "leave-last": "--validation-n"}[split.method]
+    with pytest.raises(ConfigError, match=f"{option} 0 leaves no validation part.*"
+                       r"2 candidates \(popularity, mf\)"):
+        check_selection(split, TrainingConfig(models=["mf"]))
+    check_selection(split, TrainingConfig(models=["popularity"]))  # nothing to choose
+    check_selection(split.model_copy(update={"validation_days": 30, "validation_n": 1,
+                                             "validation_fraction": 0.1}),
+                    TrainingConfig(models=["mf"]))

@@ -138,6 +138,42 @@ def test_repeats_max_with_decay_keeps_about_the_latest_event_across_parts() -> N
     assert encoded.test_history[u, i] == pytest.approx(4 * 0.5 ** 2.1)
 
 
+@pytest.mark.parametrize("weighting", [
+    WeightingConfig(recency_half_life_days=1.0),  # a year old: decayed to 0.0 in float32
+    WeightingConfig(event_weights={"view": 0.0, "cart": 2.0, "purchase": 4.0, "rating": 1.0}),
+], ids=["decayed", "weighted-0"])
+def test_an_item_weighted_0_is_still_seen_in_validation_and_in_test(
+        weighting: WeightingConfig) -> None:
+    """A pair stored with weight 0 is masked in the ranking (mask_seen), so it must not be
+    relevant either: it was unreachable in validation, and counted as new in test."""
+    from shoprec.config import SplitConfig
+    from shoprec.data.splits import split_interactions
+    from shoprec.evaluation import evaluate
+    from shoprec.features import encode_split
+    from shoprec.models import Popularity
+
+    old = "view" if weighting.recency_half_life_days is None else "purchase"
+    # u had i and m long ago (or only viewed them); i again in validation, m in test.
+    data = frame([("u", "i", old, 1), ("u", "m", old, 1), ("v", "j", "purchase", 1),
+                  ("v", "i", "purchase", 1), ("v", "m", "purchase", 1),
+                  ("u", "j", "purchase", 1), ("u", "i", "purchase", 1),
+                  ("u", "m", "purchase", 1), ("u", "k", "purchase", 1)])
+    data["timestamp"] = pd.to_datetime(["2023-01-01", "2023-01-01", "2024-01-01",
+                                        "2024-01-02", "2024-01-02", "2024-01-03",
+                                        "2024-01-20", "2024-02-10", "2024-02-11"], utc=True)
+    parts = split_interactions(data, SplitConfig(test_days=5, validation_days=25))
+    encoded = encode_split(parts, weighting)
+    u = encoded.users.encode(["u"])[0]
+    i, m = encoded.items.encode(["i", "m"])
+    assert encoded.train[u, m] == 0.0 and m in encoded.train[u].indices
+    assert m in encoded.test_history[u].indices  # still stored after combining the parts
+    assert encoded.validation[u].nnz == 0 and encoded.test[u].nnz == 0
+    assert encoded.dropped["validation_seen_before"] == 1
+    assert encoded.dropped["test_seen_before"] == 1
+    model = Popularity().fit(encoded.train)
+    assert evaluate(model, encoded.train, encoded.validation)["users"] == 0.0
+
+
 def test_item_features_fitted_in_one_pass_equal_fit_then_transform() -> None:
     """``fit_transform`` analyses each text once and gives the three-pass figures exactly."""
     from sklearn.feature_extraction.text import TfidfVectorizer

@@ -128,3 +128,26 @@ def test_a_network_is_refit_for_the_epochs_early_stopping_kept(encoded: EncodedS
     assert len(refit.history_) == kept
     assert "validation_ndcg_at_10" not in refit.history_[0]
     assert result.refit_seconds > 0
+
+
+def test_repeat_items_keeps_the_history_in_the_ranking_it_evaluates() -> None:
+    """With ``repeat_items`` an item the shopper had is relevant again, so the ranking that
+    is scored must be able to hold it: masking it made a repeat purchase a miss for sure."""
+    rows = []
+    for n in range(12):
+        user = f"u{n}"
+        # Everyone buys a in training and again in validation and test; b and c are filler.
+        rows += [(user, "a", "2024-01-02"), (user, "b" if n % 2 else "c", "2024-01-03"),
+                 (user, "a", "2024-02-05"), (user, "a", "2024-03-05")]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(
+        timestamp=lambda f: pd.to_datetime(f["timestamp"], utc=True), event="purchase",
+        value=1.0)
+    figures = {}
+    for repeat in (False, True):
+        split = split_interactions(frame, SplitConfig(test_days=10, validation_days=20,
+                                                      repeat_items=repeat))
+        encoded = encode_split(split)
+        result, _ = train_and_evaluate("popularity", {}, encoded, None, [1])
+        figures[repeat] = (result.validation.get("hit_rate@1"), result.test.get("hit_rate@1"))
+    assert figures[True] == (1.0, 1.0)
+    assert figures[False] == (0.0, 0.0)  # nothing relevant is left: every user is left out
