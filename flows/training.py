@@ -71,6 +71,7 @@ from shoprec.training import (
     run_summary,
     select_and_judge,
     version_tags,
+    warn_cutoffs_past_catalogue,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def training_pipeline(
     fingerprint = prepared.fingerprint
     clean, encoded = prepared.data, prepared.encoded
     weighting = prepared.weighting or weighting  # the chosen one, when it was chosen
+    warn_cutoffs_past_catalogue(training.ks, encoded.shape[1])
     run_id, commit = str(flow_run.id), git_commit()
     parent = start_mlflow_run(
         training, f"training-{flow_run.name or run_id[:8]}",

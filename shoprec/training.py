@@ -276,6 +276,20 @@ def retrain_recipe(recipe: Recipe, encoded: EncodedSplit, items: pd.DataFrame | 
     return result
 
 
+def warn_cutoffs_past_catalogue(ks: list[int], items: int) -> list[int]:
+    """Warn about cut-offs K that hold the whole training catalogue; returns them.
+
+    Every list of such a K holds every item a model can rank: its recall, hit rate and
+    coverage are 1 for every model, and no figure at it can tell two models apart.
+    """
+    wide = [k for k in ks if k >= items]
+    if wide:
+        logger.warning("--k %s: at least the %d items trained on, so every top K holds the "
+                       "whole catalogue and every model scores alike there; use a K under %d",
+                       ",".join(map(str, wide)), items, items)
+    return wide
+
+
 def failed_result(name: str, params: dict[str, Any], error: BaseException) -> CandidateResult:
     """A leaderboard row for a candidate that failed or was skipped."""
     family = CANDIDATES[name].family if name in CANDIDATES else "unknown"

@@ -151,3 +151,15 @@ def test_repeat_items_keeps_the_history_in_the_ranking_it_evaluates() -> None:
         figures[repeat] = (result.validation.get("hit_rate@1"), result.test.get("hit_rate@1"))
     assert figures[True] == (1.0, 1.0)
     assert figures[False] == (0.0, 0.0)  # nothing relevant is left: every user is left out
+
+
+def test_a_cutoff_holding_the_whole_catalogue_is_warned_about(caplog) -> None:
+    """At K >= the training catalogue every model's recall, hit rate and coverage are 1."""
+    from shoprec.training import warn_cutoffs_past_catalogue
+
+    with caplog.at_level("WARNING", logger="shoprec.training"):
+        assert warn_cutoffs_past_catalogue([10, 40, 60], 40) == [40, 60]
+        assert warn_cutoffs_past_catalogue([10, 20], 40) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "--k 40,60: at least the 40 items trained on, so every top K holds the whole "
+        "catalogue and every model scores alike there; use a K under 40"]
