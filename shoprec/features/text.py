@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,42 @@ def item_texts(items: pd.DataFrame) -> list[str]:
     for part in parts[1:]:
         joined = joined + " " + part
     return joined.str.replace(r"\s+", " ", regex=True).str.strip().tolist()
+
+
+#: How texts are put in one form before they are split (saved with the features; an index
+#: written before forms existed reads as 0, and its queries are read as it was built):
+#: 0, as written; 1, :func:`fold_text`, Chinese, Japanese and Korean characters one word
+#: each for the word block.
+TEXT_FORM = 1
+
+#: Accents on Latin letters (after NFD): "café" and "cafe", "İstanbul" and "istanbul" meet.
+#: Marks on other scripts are kept: on kana (the voicing marks), Indic vowel signs, they
+#: make another word.
+_LATIN_MARKS = re.compile(r"(?<=[A-Za-z\u00C0-\u024F\u1E00-\u1EFF])[\u0300-\u036F]+")
+#: Han, kana and Hangul: written without spaces between words, so each is a word of its
+#: own and the word block's bigrams ("茶 碗") find a two-character word inside a title.
+_CJK = re.compile(r"([\u3040-\u30FF\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF"
+                  r"\uAC00-\uD7AF])")
+
+
+def fold_text(text: str) -> str:
+    """``text`` in the one form that search compares.
+
+    Compatibility characters (full-width letters, Arabic presentation forms) become their
+    ordinary ones (NFKC), case is folded ("ß" as "ss"), and Latin letters lose their
+    accents, whether the input was composed or decomposed.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return unicodedata.normalize("NFC", _LATIN_MARKS.sub("", unicodedata.normalize("NFD",
+                                                                                  folded)))
+
+
+def _forms(texts: list[str], form: int) -> tuple[list[str], list[str]]:
+    """The texts the word block and the character block read, in ``form``."""
+    if form == 0:
+        return texts, _clean_char_text(texts)
+    folded = [fold_text(t) for t in texts]
+    return [_CJK.sub(r" \1 ", t) for t in folded], _clean_char_text(folded)
 
 
 def _clean_char_text(texts: list[str]) -> list[str]:
@@ -126,6 +164,10 @@ class ItemFeatures:
         price_buckets: Number of price buckets.
     """
 
+    #: The :data:`TEXT_FORM` the vocabularies were built in; features pickled before
+    #: forms existed read as 0 (set for new features in ``__init__``).
+    text_form: int = 0
+
     def __init__(self, word_weight: float = 1.0, char_weight: float = 1.0,
                  category_weight: float = 0.5, brand_weight: float = 0.3,
                  price_weight: float = 0.2, price_buckets: int = 5) -> None:
@@ -135,6 +177,7 @@ class ItemFeatures:
         self.brand_weight = brand_weight
         self.price_weight = price_weight
         self.price_buckets = price_buckets
+        self.text_form = TEXT_FORM
 
     def fit(self, items: pd.DataFrame) -> ItemFeatures:
         """Learn vocabularies, idf weights, categories, brands and price edges."""
@@ -159,8 +202,9 @@ class ItemFeatures:
     def _fit(self, items: pd.DataFrame,
              texts: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """Fit every block; the weighted word and character rows of ``texts``."""
-        self.word_, word_counts = _FixedTfidf.fit_counts(_WORD, texts)
-        self.char_, char_counts = _FixedTfidf.fit_counts(_CHAR, _clean_char_text(texts))
+        words, chars = _forms(texts, self.text_form)
+        self.word_, word_counts = _FixedTfidf.fit_counts(_WORD, words)
+        self.char_, char_counts = _FixedTfidf.fit_counts(_CHAR, chars)
         self.categories_ = _levels(items, "category")
         self.brands_ = _levels(items, "brand")
         log_price = _log_price(items)
@@ -174,14 +218,13 @@ class ItemFeatures:
 
     def transform(self, items: pd.DataFrame) -> sp.csr_matrix:
         """Feature rows of ``items`` (one per row, L2-normalised)."""
-        texts = item_texts(items)
-        return self._rows(items, self.word_.transform(texts),
-                          self.char_.transform(_clean_char_text(texts)))
+        words, chars = _forms(item_texts(items), self.text_form)
+        return self._rows(items, self.word_.transform(words), self.char_.transform(chars))
 
     def query_vectors(self, queries: list[str]) -> sp.csr_matrix:
         """Vectors of search queries in the text blocks (zeros elsewhere), L2-normalised."""
-        return self._text_rows(self.word_.transform(queries),
-                               self.char_.transform(_clean_char_text(queries)))
+        words, chars = _forms(queries, self.text_form)
+        return self._text_rows(self.word_.transform(words), self.char_.transform(chars))
 
     def _rows(self, items: pd.DataFrame, word: sp.csr_matrix,
               char: sp.csr_matrix) -> sp.csr_matrix:
@@ -226,6 +269,7 @@ class ItemFeatures:
             "word": self.word_.to_json(), "char": self.char_.to_json(),
             "categories": self.categories_, "brands": self.brands_,
             "price_mean": self.price_mean_, "price_std": self.price_std_,
+            "text_form": self.text_form,
         }
         (path / "features.json").write_text(json.dumps(state), encoding="utf-8")
 
@@ -242,6 +286,7 @@ class ItemFeatures:
         features.price_mean_ = state["price_mean"]
         features.price_std_ = state["price_std"]
         features.price_edges_ = np.load(path / "price_edges.npy")
+        features.text_form = int(state.get("text_form", 0))
         return features
 
 

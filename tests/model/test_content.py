@@ -175,6 +175,52 @@ def test_no_match_returns_nothing(catalogue_model: ContentRecommender) -> None:
     assert (top == -1).all() and np.isneginf(scores).all()
 
 
+def test_search_reads_every_script_and_spelling_alike(tmp_path: Path) -> None:
+    """Accents (composed or not), "ß", full-width letters, Turkish "İ", Arabic presentation
+    forms and a two-character Japanese word inside a title: a reader's queries that found
+    nothing, or the wrong product first."""
+    from shoprec.features.text import ItemFeatures
+
+    titles = ["Café noir tasse", "Cafe\u0301 crème brûlée bol", "Straße Schild",
+              "İstanbul çay bardağı", "قهوة عربية", "日本製の陶器の抹茶茶碗とティーカップ",
+              "Fußball Trikot", "plain grey mug", "烤鸭 盘子", "green tea pot"]
+    items = pd.DataFrame({"item_id": [f"p{i}" for i in range(10)], "title": titles})
+    model = ContentRecommender(popularity_smoothing=1.0).fit(
+        sp.csr_matrix(np.eye(10, dtype=np.float32)), FitContext(items=items))
+    for query, expected in [("cafe", {0, 1}), ("CAFÉ", {0, 1}), ("cafe\u0301", {0, 1}),
+                            ("brulee", {1}), ("strasse", {2}), ("ＳＴＲＡＳＳＥ", {2}),
+                            ("istanbul", {3}), ("ISTANBUL", {3}), ("ﻗﻬﻮﺓ", {4}),
+                            ("茶碗", {5}), ("茶", {5}), ("fussball", {6})]:
+        top, _ = model.search([query], k=2)
+        assert top[0, 0] in expected, (query, top[0])
+    # Written and read back, the index reads queries the same way.
+    model.features_.save(tmp_path)
+    again = ItemFeatures.load(tmp_path)
+    assert again.text_form == model.features_.text_form == 1
+    assert (again.query_vectors(["茶碗 cafe"]) != model.features_.query_vectors(
+        ["茶碗 cafe"])).nnz == 0
+
+
+def test_an_index_built_before_text_forms_reads_queries_as_it_was_built(tmp_path: Path) -> None:
+    """A published model's vocabulary holds the words as they were written then: its
+    queries must not be folded, or "café" would no longer match it."""
+    import json
+
+    from shoprec.features.text import ItemFeatures
+
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["Café noir", "plain mug"]})
+    features = ItemFeatures()
+    features.text_form = 0
+    features.fit(items)
+    features.save(tmp_path)
+    state = json.loads((tmp_path / "features.json").read_text(encoding="utf-8"))
+    del state["text_form"]  # as an older shoprec wrote it
+    (tmp_path / "features.json").write_text(json.dumps(state), encoding="utf-8")
+    old = ItemFeatures.load(tmp_path)
+    assert old.text_form == 0 and "café" in old.word_.vocabulary
+    assert old.query_vectors(["café"])[:, :len(old.word_.vocabulary)].nnz == 1
+
+
 @pytest.mark.parametrize("exponent", [2.0, 0.5])
 def test_sharpened_scores_agree_across_paths_and_bundles(
         exponent: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
