@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -54,16 +55,35 @@ app = typer.Typer(
 # queries, paths, the values in an error), which rich would read as style tags ("mug
 # [large]" lost its "[large]", "[/x]" ended the command in a traceback) or emoji (":100:").
 # Styles are given as Text instead.
-console = Console(width=None if Console().is_terminal else 120, markup=False, emoji=False)
-err_console = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2, 3, 4
+#: What a shell reports for a command whose output pipe closed (128 + SIGPIPE).
+EXIT_CLOSED_PIPE = 141
+
+
+def _closed_pipe() -> None:
+    """End the command whose reader went away (`| head`): exit 141, not "rejected".
+
+    rich and click both end it with exit 1, which a script reads as data rejected. The
+    rest of the output goes nowhere rather than failing again at exit.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(EXIT_CLOSED_PIPE)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        _closed_pipe()
+
+
+console = _Console(width=None if Console().is_terminal else 120, markup=False, emoji=False)
+err_console = _Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
 
 
 def _styled(*parts: str | tuple[str, str]) -> Text:
     """Text from plain strings and ``(text, style)`` pairs, none of it read as markup."""
     return Text.assemble(*parts)
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 InteractionsOpt = Annotated[str | None, typer.Option(
     "--interactions", help="Interactions file (CSV, CSV.gz, Parquet; path or fsspec URL). "
@@ -206,6 +226,8 @@ def _handle_errors(func: F) -> F:
                     # short): the command was stopped, as asked.
                     raise KeyboardInterrupt from exc
                 raise
+        except BrokenPipeError:
+            _closed_pipe()
         except DataValidationError as exc:
             if exc.report is not None:
                 _print_report(exc.report)
@@ -269,9 +291,14 @@ _checked_new_name = _name_check(new_registry_name)
 
 
 def _parse_map(values: list[str] | None) -> dict[str, str]:
+    """``user_id=customer,item_id=sku`` -> ``{"user_id": "customer", "item_id": "sku"}``.
+
+    A comma starts a new pair only where a canonical name and ``=`` follow it, so a column
+    whose name holds a comma ("Menge, Stk.") is read whole.
+    """
     mapping: dict[str, str] = {}
     for value in values or []:
-        for pair in value.split(","):
+        for pair in re.split(r",(?=\s*(?:items\.)?[a-z_]+\s*=)", value):
             if not pair.strip():
                 continue
             if "=" not in pair:

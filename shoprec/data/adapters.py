@@ -23,6 +23,7 @@ from shoprec.data.schema import (
     EXTRA_FIELDS,
     INTERACTION_COLUMNS,
     ITEM_COLUMNS,
+    REQUIRED_INTERACTION_COLUMNS,
     SOURCE_ROW,
     canonical_ids,
 )
@@ -284,6 +285,13 @@ def _rename(frame: pd.DataFrame, mapping: dict[str, str], wanted: tuple[str, ...
         source = mapping.get(name, name).strip()  # as read_table strips the header's names
         if source in frame.columns:
             columns[name] = frame[source]
+        elif name in mapping and name not in REQUIRED_INTERACTION_COLUMNS + ("item_id",):
+            # An optional column mapped to a name the file lacks (a typo's case): left
+            # out, every row became a purchase of 1 without a word. A required one is
+            # named by the validation, with the file's columns.
+            raise ConfigError(f"--map {name}={source}: the file has no column {source!r}"
+                              + closest_column_hint(source, list(frame.columns))
+                              + f"; its columns are {[str(c) for c in frame.columns]}")
         elif name not in mapping and len(by_case.get(name, [])) == 1:
             (found,) = by_case[name]
             if name in _ANY_CASE:
@@ -293,7 +301,40 @@ def _rename(frame: pd.DataFrame, mapping: dict[str, str], wanted: tuple[str, ...
                 logger.warning("the column %r is not read as %s (it may mean something "
                                "else); to read it so, pass --map %s=%s", found, name, name,
                                found)
+    for name, looks in _LOOKS_LIKE.items():
+        if name in wanted and name not in columns:
+            likely = [c for c in frame.columns if c not in taken and looks(str(c).casefold())]
+            if likely:
+                logger.warning("no %s column is read, so %s; the column %r looks like one: "
+                               "to read it, pass --map %s=%s", name, _UNREAD[name],
+                               likely[0], name, likely[0])
     return pd.DataFrame(columns, index=frame.index)
+
+
+def closest_column_hint(name: str, columns: list[str]) -> str:
+    """'; did you mean 'X'?' for the column ``name`` most likely stands for, else ''."""
+    import difflib
+
+    squeeze = {re.sub(r"[\s_]+", "", str(c).casefold()): str(c) for c in columns}
+    found = squeeze.get(re.sub(r"[\s_]+", "", name.casefold()))
+    if found is None:
+        close = difflib.get_close_matches(name, [str(c) for c in columns], n=1, cutoff=0.8)
+        found = close[0] if close else None
+    return f"; did you mean {found!r}?" if found else ""
+
+
+#: Columns an export names otherwise that likely hold the event or the quantity (Google
+#: Analytics' ``event_name``, Shopify's "Lineitem quantity"): left unmapped, every row
+#: was a purchase of 1 without a word.
+_LOOKS_LIKE = {
+    "event": lambda name: name.replace(" ", "_") in {
+        "event_name", "event_type", "eventtype", "event_action", "action", "behavior",
+        "behaviour", "interaction", "interaction_type"},
+    "value": lambda name: any(word in name for word in ("quantity", "qty")) or name in {
+        "rating", "stars", "units"},
+}
+_UNREAD = {"event": "every row is read as a purchase",
+           "value": "every row counts 1 (a quantity, or a rating)"}
 
 
 #: Canonical columns found in any case: ids and time mean the same whatever the case.

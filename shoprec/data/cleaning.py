@@ -27,6 +27,7 @@ from shoprec.data.schema import (
     ITEM_COLUMNS,
     REASON,
     SOURCE_ROW,
+    canonical_events,
     canonical_ids,
     is_in,
 )
@@ -150,6 +151,25 @@ def remove_quarantine(directory: str, keep: list[str | None] | None = None) -> N
         for found in [fs_path, *fs.glob(f"{parent}/.{name}.*.part")]:
             if fs.exists(found):
                 fs.rm(found)
+
+
+def _refuse_nested(values: pd.Series, column: str) -> None:
+    """Refuse an id column that holds lists or records (a nested export).
+
+    Google Analytics 4's BigQuery export keeps an event's products in ``items``, a list of
+    records: read as ids, each list's printed form became a "product", and an event with
+    no products the product "[]", with every check passing.
+    """
+    if values.dtype != object:
+        return
+    sample = values.dropna().head(1000)
+    nested = sample[sample.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray)))]
+    if len(nested):
+        shown = str(nested.iloc[0])
+        raise DataError(f"the {column} column holds lists or records, not ids (such as "
+                        f"{shown[:120]}{'...' if len(shown) > 120 else ''}): flatten the "
+                        "export to one row per product first (in BigQuery, UNNEST(items) "
+                        "and select items.item_id), then map that column")
 
 
 def _where(path: str) -> tuple[str, str]:
@@ -551,6 +571,9 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     n = len(frame)
     reasons = _Reasons(n)
     missing = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for column in ("user_id", "item_id"):
+        if column in frame:
+            _refuse_nested(frame[column], column)
     users = normalise_ids(frame["user_id"]) if "user_id" in frame else missing
     items = normalise_ids(frame["item_id"]) if "item_id" in frame else missing
     if erased:
@@ -576,7 +599,7 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     # event near 0, and a temporal split's test part on its own.
     reasons.catch("timestamp_in_future", (timestamps > future_limit()).to_numpy(dtype=bool))
 
-    events = frame["event"].astype("string").str.strip().str.lower()
+    events = canonical_events(frame["event"])
     reasons.catch("invalid_event", ~events.isin(EVENTS))
     values = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
     reasons.catch("invalid_value", ~np.isfinite(values))
@@ -639,7 +662,51 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     _check_totals(report)
     logger.info("cleaning: %d rows in, %d clean, %d quarantined %s", report.rows_in,
                 report.rows_clean, report.rows_quarantined, by_reason)
+    labels = reasons.labels()
+    _warn_unread(frame["event"][(labels == "invalid_event").to_numpy()],
+                 frame["value"][(labels == "invalid_value").to_numpy()])
+    _warn_dominant_user(interactions["user_id"])
     return CleanData(interactions, catalogue, quarantine, items_quarantine, report)
+
+
+#: A shopper with more than this share of the clean rows, and many times the typical
+#: shopper's, is likely a placeholder (WooCommerce writes 0 for every guest).
+DOMINANT_USER_SHARE = 0.05
+
+
+def _warn_unread(events: pd.Series, values: pd.Series) -> None:
+    """Say which event names and values were not read, and how to read them.
+
+    The hint of a rejected file said only "look at the reasons": a Google Analytics
+    export's ``page_view`` rows, or a spreadsheet's ``1,5`` quantities under the rejection
+    threshold, were set aside with every check passed and nothing said.
+    """
+    if len(events):
+        top = events.astype("string").value_counts(dropna=False).head(5)
+        shown = ", ".join(f"{name!r} ({count:,})" for name, count in top.items())
+        logger.warning("%d rows are quarantined as invalid_event: %s; shoprec reads %s (and "
+                       "other systems' names for them: view_item, add_to_cart, addtocart, "
+                       "transaction, 'Order Completed'...); others are not shop events of "
+                       "a product: leave them out of the export, or raise --max-quarantine",
+                       len(events), shown, ", ".join(EVENTS))
+    comma = values.astype("string").str.fullmatch(r"\s*-?[\d.]*\d,\d+\s*").fillna(False)
+    if comma.any():
+        logger.warning("%d rows are quarantined as invalid_value with a decimal comma (such "
+                       "as %r): pass --decimal ',' to read them", int(comma.sum()),
+                       str(values[comma.to_numpy(dtype=bool)].iloc[0]))
+
+
+def _warn_dominant_user(users: pd.Series) -> None:
+    """Warn when one shopper holds an outsized share of the rows (a guest placeholder)."""
+    if len(users) < 100:
+        return
+    counts = users.value_counts()
+    top, rows = str(counts.index[0]), int(counts.iloc[0])
+    if rows > DOMINANT_USER_SHARE * len(users) and rows > 20 * float(counts.median()):
+        logger.warning("the user id %r holds %d of the %d clean rows (%.1f%%); if it stands "
+                       "for guests or unknown shoppers, blank it in the export: such rows are "
+                       "quarantined as missing_user instead of training one made-up shopper",
+                       top, rows, len(users), 100 * rows / len(users))
 
 
 def _derived_catalogue(raw: RawData, interactions: pd.DataFrame) -> pd.DataFrame:

@@ -11,6 +11,25 @@ import pandas as pd
 #: Event types of the canonical interactions table, weakest signal first.
 EVENTS: tuple[str, ...] = ("view", "cart", "purchase", "rating")
 
+#: Event names other systems write, read as the canonical event (compared in lower case,
+#: spaces, dashes and underscores ignored): Google Analytics 4 (``view_item``,
+#: ``add_to_cart``), Segment and Shopify's pixels ("Product Viewed", "Product Added",
+#: "Order Completed", "checkout_completed"), RetailRocket (``addtocart``, ``transaction``).
+EVENT_SYNONYMS: dict[str, str] = {
+    "viewitem": "view", "productviewed": "view", "productview": "view", "detail": "view",
+    "addtocart": "cart", "productadded": "cart", "addtobasket": "cart", "basket": "cart",
+    "transaction": "purchase", "ordercompleted": "purchase", "checkoutcompleted": "purchase",
+    "order": "purchase", "buy": "purchase", "sale": "purchase",
+}
+
+
+def canonical_events(values: pd.Series) -> pd.Series:
+    """Event names in lower case, a known other system's name read as its event."""
+    events = values.astype("string").str.strip().str.lower()
+    squeezed = events.str.replace(r"[\s_-]+", "", regex=True)
+    return events.mask(squeezed.isin(list(EVENT_SYNONYMS)), squeezed.map(EVENT_SYNONYMS))
+
+
 #: Columns of the canonical interactions table, in order.
 INTERACTION_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "timestamp", "event", "value")
 
@@ -32,6 +51,11 @@ REASON = "reason"
 EXTRA_FIELDS = "extra_fields"
 
 
+#: What exports write where an id is missing (SQL dumps, spreadsheets, JavaScript): read as
+#: no id, so such rows are quarantined as ``missing_user``/``missing_item`` rather than
+#: merged into one made-up shopper or product. Compared in lower case.
+MISSING_ID_SPELLINGS = frozenset({"null", "none", "nan", "n/a", "#n/a", "undefined", "-"})
+
 #: A number written as a float with a zero fraction ("15443.0"): what a numeric id column
 #: becomes after a float export (Parquet float columns, spreadsheets).
 _INTEGRAL_FLOAT = re.compile(r"^-?\d+\.0+$")
@@ -42,13 +66,16 @@ def canonical_id(value: Any) -> str:
 
     Ids are stripped text; a numeric id that went through a float column (``15443.0``,
     or the float ``15443.0`` itself) is the integer's text (``15443``), so the same shopper
-    read from CSV, from Parquet or sent to the server is the same id. Missing is ``""``.
+    read from CSV, from Parquet or sent to the server is the same id. Missing is ``""``,
+    and so is a placeholder an export writes for it (:data:`MISSING_ID_SPELLINGS`).
     """
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     text = str(value).strip()
+    if text.lower() in MISSING_ID_SPELLINGS:
+        return ""
     return text[: text.index(".")] if _INTEGRAL_FLOAT.match(text) else text
 
 
@@ -70,7 +97,7 @@ def canonical_ids(values: pd.Series) -> pd.Series:
             values = finite
     ids = values.astype("string").str.strip()
     ids = ids.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
-    return ids.mask(ids == "")
+    return ids.mask((ids == "") | ids.str.lower().isin(list(MISSING_ID_SPELLINGS)))
 
 
 def is_in(values: pd.Series | pd.Index, allowed: pd.Series | pd.Index) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from shoprec.config import CleaningConfig
-from shoprec.data.adapters import RawData
+from shoprec.data.adapters import RawData, closest_column_hint
 from shoprec.data.cleaning import CleanData
 from shoprec.data.schema import EXTRA_FIELDS
 from shoprec.errors import DataValidationError
@@ -56,6 +56,8 @@ def validate_raw(raw: RawData, runner: SuiteRunner) -> ValidationReport:
 def _missing_column_hint(column: str | None, raw: RawData, columns: list[str]) -> str:
     source = raw.column_hints.get(column or "", repr(column))
     hint = f"expected from {source} of the {raw.format} layout; the file has columns {columns}"
+    if raw.format == "generic" and source.startswith("'"):
+        hint += closest_column_hint(source.strip("'"), columns)
     if delimited := _delimiter_hint(columns, "interactions"):
         hint += f"; {delimited}"
     elif raw.format == "generic":

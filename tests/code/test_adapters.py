@@ -116,3 +116,46 @@ def test_movielens_csv_layout(tmp_path: Path) -> None:
 ])
 def test_detect_format(columns: list[str], name: str, expected: str) -> None:
     assert detect_format(columns, name) == expected
+
+
+def test_other_systems_exports_are_read_or_named(tmp_path: Path, caplog) -> None:
+    """A reader's platform exports: GA4's event names, placeholders for missing ids, a
+    guest id holding a large share, unmapped event and quantity columns, decimal commas
+    under the rejection threshold: each is read, or said how to read it."""
+    from shoprec.errors import DataError
+
+    rows = ["user_pseudo_id,sku,ts,event_name,Lineitem quantity"]
+    events = ["view_item", "add_to_cart", "purchase", "Order Completed", "page_view"]
+    for n in range(150):
+        user = "0" if n % 3 == 0 else f"u{n % 70}"
+        quantity = '"1,5"' if n == 7 else "2"
+        rows.append(f"{user},i{n % 9},2024-01-{1 + n % 28:02d}T10:00:00Z,{events[n % 5]},"
+                    f"{quantity}")
+    rows += ["NULL,i1,2024-01-02T10:00:00Z,purchase,1", "u1,N/A,2024-01-02T10:00:00Z,view,1"]
+    path = write(tmp_path / "export.csv", "\n".join(rows) + "\n")
+    mapped = {"user_id": "user_pseudo_id", "item_id": "sku", "timestamp": "ts"}
+    with caplog.at_level("WARNING"):
+        load(DataConfig(interactions=str(path), columns=mapped))
+    assert "the column 'event_name' looks like one: to read it, pass --map " \
+           "event=event_name" in caplog.text
+    assert "--map value=Lineitem quantity" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        data = clean(load(DataConfig(interactions=str(path), columns={
+            **mapped, "event": "event_name", "value": "Lineitem quantity"})))
+    counts = data.report.quarantined_by_reason
+    assert counts["invalid_event"] == 30  # page_view; view_item, add_to_cart... are read
+    assert counts["missing_user"] == 1 and counts["missing_item"] == 1
+    assert counts["invalid_value"] == 1
+    assert set(data.interactions["event"]) == {"view", "cart", "purchase"}
+    assert "30 rows are quarantined as invalid_event: 'page_view' (30)" in caplog.text
+    assert "invalid_value with a decimal comma (such as '1,5'): pass --decimal ','" \
+        in caplog.text
+    assert "the user id '0' holds" in caplog.text
+
+    nested = pd.DataFrame({"user_pseudo_id": ["a", "b"], "ts": [1704067200, 1704067260],
+                           "items": [[{"item_id": "SKU-1", "price": 2.0}], []]})
+    nested.to_parquet(tmp_path / "ga4.parquet")
+    with pytest.raises(DataError, match="the item_id column holds lists or records.*UNNEST"):
+        clean(load(DataConfig(interactions=str(tmp_path / "ga4.parquet"),
+                              columns={**mapped, "item_id": "items"})))

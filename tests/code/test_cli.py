@@ -34,6 +34,26 @@ def test_generate_then_validate(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "validate" / "quarantine_interactions.parquet").exists()
 
 
+@pytest.mark.slow
+def test_a_closed_output_pipe_is_not_data_rejected(tmp_path: Path) -> None:
+    """`shoprec validate ... | head -1` ended with exit 1, which a script reads as rejected
+    data; a closed pipe is the shell's 141, with nothing on stderr."""
+    out = tmp_path / "gen"
+    assert run("generate", "--users", "100", "--items", "20", "--interactions", "800",
+               "--out", str(out), cwd=tmp_path).returncode == 0
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the first line is written
+    try:
+        done = subprocess.run([SHOPREC, "validate", "--interactions",
+                               str(out / "interactions.parquet")], cwd=tmp_path,
+                              stdout=writer, stderr=subprocess.PIPE, text=True, timeout=300,
+                              check=False)
+    finally:
+        os.close(writer)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_api: str,
                                                        mlflow_store: str) -> None:
     summary = tmp_path / "summary.json"
