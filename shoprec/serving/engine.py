@@ -458,7 +458,10 @@ MAX_K = 1000
 def _k(value: Any) -> int:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return DEFAULT_K
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+    # NaN is a record without k among records with one (pandas' missing value); text is
+    # refused as the README says, not read ("5" worked, and taught a client nothing).
+    if isinstance(value, (bool, str, bytes)) or (isinstance(value, float)
+                                                 and not value.is_integer()):
         raise ValueError(f"k must be an integer, got {value!r}")
     try:
         k = int(value)

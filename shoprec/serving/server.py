@@ -15,6 +15,7 @@ handler unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -117,7 +118,29 @@ class RecommendationServer:
         return hmac.compare_digest(given, self.token.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI connection scope."""
+        """Serve one ASGI connection scope.
+
+        A request still unanswered when a stop's grace period ends (a client that never
+        finished its body) is answered 503, where uvicorn's cancel gave a 500 and logged a
+        traceback as a fault.
+        """
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if scope["type"] != "http" or started:
+                raise
+            with contextlib.suppress(Exception):
+                await _send(send, *_error("server error: the server is stopping; send the "
+                                          "request again", 503))
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             send = _secured(send)  # MLflow's own answers too
         if scope["type"] == "http" and self.info.get("shopper_data") == "loopback":
@@ -132,6 +155,15 @@ class RecommendationServer:
             # A proxy on this machine (nginx's plain proxy_pass) sends a loopback Host too:
             # shopper data goes only to requests carrying the server's token.
             EXPLAIN_GRANTED.set(self._granted(scope))
+        storefront_path = self.bundle is not None and (
+            scope.get("path") == "/" or str(scope.get("path", "")).startswith("/api/")
+            or scope.get("path") == "/events")
+        if scope["type"] == "http" and not storefront_path:
+            wrong = _route_error(scope)
+            if wrong is not None:
+                status, payload, headers = wrong
+                await _send(send, status, payload, headers=headers)
+                return
         if scope["type"] == "http" and self.bundle is not None \
                 and scope["path"] in ("/ping", "/health"):
             # A load balancer's check: green only while answers can be given. A server
@@ -142,11 +174,15 @@ class RecommendationServer:
             except ServingUnavailableError as exc:
                 await _send(send, *_error(f"server error: {exc}", 503))
                 return
+            if scope["method"] == "HEAD":
+                await _send(send, 200, b"")
+                return
             await self.mlflow_app(scope, receive, send)
             return
-        if scope["type"] == "http" and self.bundle is not None \
-                and (scope["path"] == "/" or scope["path"].startswith("/api/")
-                     or scope["path"] == "/events"):
+        if scope["type"] == "http" and scope["method"] == "HEAD":  # /version, or no bundle
+            await _send(send, 200, b"")
+            return
+        if scope["type"] == "http" and storefront_path:
             from shoprec.serving import storefront
 
             status, payload, kind = await storefront.handle(self, scope, receive)
@@ -217,9 +253,9 @@ class RecommendationServer:
             # loop free for the small requests beside them.
             if len(records) > INLINE_RECORDS or any(
                     isinstance(r, dict) and r.get("explain") for r in records):
-                answers = await asyncio.to_thread(self.answer, records)
+                body = await asyncio.to_thread(_answered, self.answer, records)
             else:
-                answers = self.answer(records)
+                body = _answered(self.answer, records)
         except (ValueError, TypeError, ArithmeticError) as exc:  # 10**400 as a float
             return _error(f"invalid request: {exc}")
         except ServingUnavailableError as exc:  # a fault of this server's (its erasure list)
@@ -228,7 +264,18 @@ class RecommendationServer:
         except Exception as exc:  # a bug: said as one (500), and logged with its traceback
             logger.exception("request failed")
             return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
-        return 200, json.dumps({"predictions": answers}).encode()
+        return 200, body
+
+
+def _answered(answer: Callable[[list[Any]], list[Any]], records: list[Any]) -> bytes:
+    """The JSON body of ``answer(records)``.
+
+    Encoded one answer at a time: ``json.dumps`` holds the GIL for a whole call, and one
+    call over a batch of 1,000 lists of 1,000 items (63 MB) stalled every other request
+    for 3 to 6 s; between small calls the event loop gets its turn.
+    """
+    return b'{"predictions": [' + b", ".join(json.dumps(a).encode() for a in answer(records)) \
+        + b"]}"
 
 
 def read_json(body: bytes) -> Any:
@@ -255,10 +302,26 @@ def request_records(payload: Any) -> list[Any] | None:
     answers or explains the error).
 
     Raises:
-        ValueError: ``dataframe_split`` names its columns other than by distinct text.
+        ValueError: ``dataframe_split`` names its columns other than by distinct text; or
+            the body is no request MLflow reads either (not an object, no known field, a
+            list of records holding other than objects), said here in shoprec's error shape
+            rather than MLflow's ``BAD_REQUEST`` with a pandas dump.
     """
+    example = '{"dataframe_records": [{"user_id": "17850", "k": 10}]}'
+    if payload is None:
+        return None  # not JSON: a CSV or Parquet body, for MLflow
     if not isinstance(payload, dict):
-        return None
+        raise ValueError(f"the body is a JSON object such as {example}, not a "
+                         f"{type(payload).__name__}")
+    unknown = sorted(set(payload) - {"params", "dataframe_split", *RECORD_KEYS})
+    if unknown or not set(payload) - {"params"}:
+        raise ValueError(f"a request holds one of dataframe_records, dataframe_split, inputs "
+                         f"or instances (and optionally params); got "
+                         f"{', '.join(map(repr, unknown)) or 'none of them'}: send e.g. "
+                         f"{example}")
+    if isinstance(payload.get("dataframe_records"), list) and not all(
+            isinstance(record, dict) for record in payload["dataframe_records"]):
+        raise ValueError(f"each of dataframe_records is an object of fields, as in {example}")
     keys = set(payload) - {"params"}
     if len(keys) != 1:
         return None
@@ -479,11 +542,56 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 
 
 async def _send(send: Send, status: int, payload: bytes,
-                kind: bytes = b"application/json") -> None:
+                kind: bytes = b"application/json",
+                headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", kind),
-                            (b"content-length", str(len(payload)).encode())]})
+                            (b"content-length", str(len(payload)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": payload})
+
+
+#: MLflow's scoring endpoints and the methods each answers (HEAD for load balancers'
+#: checks, which MLflow refused with 405).
+_ROUTES: dict[str, tuple[str, ...]] = {
+    "/ping": ("GET", "HEAD"), "/health": ("GET", "HEAD"), "/version": ("GET", "HEAD"),
+    "/invocations": ("POST",)}
+#: The body types MLflow's scoring server reads (others got a text/plain 415).
+_BODY_TYPES = (b"application/json", b"text/csv", b"application/vnd.apache.parquet")
+
+
+def _route_error(scope: Scope) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+    """The JSON error for a path or method no endpoint answers, or a body it cannot read.
+
+    One error shape (``error_code``, ``message``) for every refusal: MLflow's own answered
+    404 and 405 as ``{"detail": ...}`` and 415 as plain text.
+    """
+    path, method = scope["path"], scope["method"]
+    allowed = _ROUTES.get(path)
+    if allowed is None:
+        return (*_error(f"no endpoint {path}: this server answers POST /invocations, GET "
+                        "/ping, /health and /version, and the storefront's / , /api/... "
+                        "and /events where it is on", 404), [])
+    if method not in allowed:
+        return (*_error(f"{path} answers {' and '.join(allowed)}, not {method}", 405),
+                [(b"allow", ", ".join(allowed).encode())])
+    if path != "/invocations":
+        return None
+    encoding = dict(scope["headers"]).get(b"content-encoding", b"identity").strip().lower()
+    if encoding not in (b"", b"identity"):
+        return (*_error(f"Content-Encoding {encoding.decode('latin-1')} is not read; send "
+                        "the body uncompressed", 415), [])
+    kind = _content_type(scope)
+    if kind is not None:
+        main = kind.split(b";")[0].strip().lower()
+        if main not in _BODY_TYPES:
+            return (*_error(f"Content-Type {main.decode('latin-1')} is not read; send "
+                            "application/json (or text/csv, application/vnd.apache.parquet)",
+                            415), [])
+        if b"charset" in kind.lower() and b"utf-8" not in kind.lower():
+            return (*_error("the body is read as UTF-8; send it so (charset=utf-8)", 415),
+                    [])
+    return None
 
 
 #: On every answer: never read as another type, nor framed by another site, and the page's

@@ -50,6 +50,18 @@ WAL_LIMIT_BYTES = 16 << 20
 SESSION_EVENTS = ("view", "cart", "purchase")
 
 
+def check_id(name: str, value: Any) -> None:
+    """Refuse an id that is not text or a finite number (a list, true, Infinity).
+
+    Raises:
+        ValueError: Naming the field and the value.
+    """
+    # Infinity read as the shopper "inf", a list as its text: refused instead.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) \
+            or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"{name} must be text or a finite number, got {value!r}"[:200])
+
+
 class SessionStore:
     """Per-shopper recent events in an SQLite file.
 
@@ -113,17 +125,14 @@ class SessionStore:
         now = time.time()
         rows = []
         for user_id, item_id, event, at in events:
-            for name, value in (("user_id", user_id), ("item_id", item_id)):
-                # Infinity read as the shopper "inf", a list as its text: refused instead.
-                if isinstance(value, bool) or not isinstance(value, (str, int, float)) \
-                        or (isinstance(value, float) and not math.isfinite(value)):
-                    raise ValueError(f"{name} must be text or a finite number, got "
-                                     f"{value!r}"[:200])
+            check_id("user_id", user_id)
+            check_id("item_id", item_id)
             user, item = canonical_id(user_id), canonical_id(item_id)
             if event is not None and not isinstance(event, str):
                 raise ValueError(f"event must be one of {', '.join(SESSION_EVENTS)}, got "
                                  f"{event!r}"[:200])
-            kind = (event or "view").strip().lower()
+            # Absent (or null) is a view; "" is no event name.
+            kind = "view" if event is None else event.strip().lower()
             if not user or not item:
                 raise ValueError("an event needs user_id and item_id")
             if len(user) > MAX_ID_CHARS or len(item) > MAX_ID_CHARS:

@@ -30,6 +30,7 @@ import numpy as np
 from shoprec.data.schema import canonical_id
 from shoprec.errors import ServingUnavailableError
 from shoprec.serving.engine import EXPLAIN_GRANTED
+from shoprec.serving.sessions import check_id
 
 if TYPE_CHECKING:
     from shoprec.serving.server import Receive, RecommendationServer, Scope
@@ -193,6 +194,9 @@ def record_events(bundle: Any, body: bytes) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown event field(s) {', '.join(unknown)}; an event has "
                          "user_id, item_id, event and optionally timestamp (epoch seconds)")
+    for event in events:  # before the catalogue is asked: ["22423"] is no unknown item
+        if event.get("item_id") is not None:
+            check_id("item_id", event["item_id"])
     # Stored under the id the model knows (a pseudonym when it uses them).
     users = stored_user_ids(bundle, [e.get("user_id") for e in events])
     items = [canonical_id(e.get("item_id")) for e in events]
@@ -203,7 +207,7 @@ def record_events(bundle: Any, body: bytes) -> dict[str, Any]:
                          "model's catalogue")
     erased = bundle.erased(users)
     # An erased shopper's events are not kept.
-    kept = [(u, i, e.get("event") or "view", e.get("timestamp"))
+    kept = [(u, i, e.get("event"), e.get("timestamp"))
             for u, i, e, gone in zip(users, items, events, erased, strict=True) if not gone]
     if kept:
         bundle.sessions.add_many(kept)

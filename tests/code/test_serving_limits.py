@@ -90,8 +90,21 @@ def test_a_good_request_is_answered(app) -> None:
      "more than the 50 allowed"),
     (json.dumps({"dataframe_records": [{"query": "mug " * 40}], "params": {}}), None, 400,
      "a query of 160 characters"),
-    (json.dumps({"dataframe_records": [{"user_id": "u1"}] * 51, "other": 0}), None, 413,
-     "more than the 50 allowed"),
+    # A front-end developer's: MLflow answered these BAD_REQUEST, or with a pandas dump.
+    (json.dumps({"dataframe_records": [{"user_id": "u1"}], "other": 0}), None, 400,
+     "got 'other'"),
+    ('{"records": [{"user_id": "u1"}]}', None, 400, "got 'records'"),
+    ("{}", None, 400, "got none of them"),
+    ('[{"user_id": "u1"}]', None, 400, "the body is a JSON object such as"),
+    ('{"dataframe_records": ["u1"]}', None, 400, "each of dataframe_records is an object"),
+    (records({"user_id": "u1", "k": "5"}), None, 400, "k must be an integer, got '5'"),
+    (records({"user_id": "u1"}), {"Content-Type": "application/json",
+                                  "Content-Encoding": "gzip"}, 415,
+     "Content-Encoding gzip is not read"),
+    (records({"user_id": "u1"}), {"Content-Type": "text/plain"}, 415,
+     "Content-Type text/plain is not read"),
+    (records({"user_id": "u1"}), {"Content-Type": "application/json; charset=latin-1"}, 415,
+     "read as UTF-8"),
     (json.dumps({"inputs": {"user_id": ["u1"] * 51}}), None, 413, "more than the 50 allowed"),
     (json.dumps({"inputs": {"user_id": "u1", "query": "mug " * 40}}), None, 400,
      "a query of 160 characters"),
@@ -112,6 +125,23 @@ def test_malformed_and_oversized_requests_get_a_4xx_naming_the_problem(
     answer = post(app, body, headers)
     assert answer.status_code == status, answer.text
     assert words in answer.json()["message"]
+
+
+def test_every_path_and_method_gets_an_answer_in_one_shape(app) -> None:
+    """MLflow answered an unknown path or method with {"detail": ...} and HEAD /ping with
+    405; a load balancer's HEAD check is answered, every refusal has an error_code."""
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [await client.get("/nothing"), await client.get("/invocations"),
+                    await client.options("/invocations"), await client.head("/ping"),
+                    await client.head("/version"), await client.get("/ping")]
+    missing, get, options, head, version, ping = asyncio.run(go())
+    assert missing.status_code == 404 and "no endpoint /nothing" in missing.json()["message"]
+    assert get.status_code == options.status_code == 405
+    assert get.headers["allow"] == "POST" and get.json()["error_code"]
+    assert (head.status_code, head.content, version.status_code) == (200, b"", 200)
+    assert ping.json() == {"handled_by": "mlflow"}
 
 
 def test_other_formats_still_reach_mlflows_handler(app) -> None:

@@ -113,6 +113,14 @@ def test_events_reach_the_next_answer_and_survive_a_restart(storefront: dict) ->
     assert status == 400 and "unknown event field(s) user" in message
     status, message = _event(server, {"user_id": user, "item_id": "no-such"})
     assert status == 400 and "unknown item_id(s) no-such" in message
+    # A front-end developer's: 0, false and "" were recorded as views; a list as an
+    # unknown item.
+    for wrong in (0, False, ""):
+        status, message = _event(server, {"user_id": user, "item_id": clicks[0],
+                                          "event": wrong})
+        assert status == 400 and "event must be one of" in message, wrong
+    status, message = _event(server, {"user_id": user, "item_id": [clicks[0]]})
+    assert status == 400 and "item_id must be text or a finite number" in message
     # A batch is all or nothing: one bad event records none of them.
     status, _ = _event(server, [
         {"user_id": user, "item_id": clicks[0]},
