@@ -862,14 +862,18 @@ def validate(
         "--data-docs/--no-data-docs", help="Render GX Data Docs into the output folder.")] = False,
     report_json: Annotated[Path | None, typer.Option(
         "--report-json", parser=_file, help="Write the full report as JSON.")] = None,
+    pseudonymize: Annotated[bool, typer.Option(
+        "--pseudonymize", help="Replace user ids at ingestion with keyed pseudonyms (key: "
+        "SHOPREC_PSEUDONYM_KEY), as train does, so no raw id reaches the quarantine "
+        "file or the report.")] = False,
 ) -> None:
     """Validate and clean a data set; print the report (exit 0 valid, 1 rejected, 2 usage)."""
     from shoprec.config import CleaningConfig
     from shoprec.pipeline import PreparationSteps, load_and_validate
 
-    data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
-                               date_format, timestamp_unit,
-        items_reading=(items_delimiter, items_encoding), decimal=decimal)
+    data_config = _pseudonymized(_data_config(
+        interactions, items, fmt, mapping, delimiter, encoding, date_format, timestamp_unit,
+        items_reading=(items_delimiter, items_encoding), decimal=decimal), pseudonymize, None)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)

@@ -498,7 +498,25 @@ def _sniff_hint(path: str, encoding: str, what: str = "interactions") -> str:
     if head[:3] == b"\xef\xbb\xbf" and "utf" not in encoding.lower():
         return f"; it starts with a UTF-8 byte-order mark: pass {_option('encoding', what)} " \
                "utf-8-sig"
+    if encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig") \
+            and _reads_as_utf8(path):
+        # A valid UTF-8 file given another encoding: the cp1252 advice was the wrong way.
+        return f"; its start reads as UTF-8: leave out {_option('encoding', what)} (or pass " \
+               "utf-8)"
     return ""
+
+
+def _reads_as_utf8(path: str, size: int = 1 << 16) -> bool:
+    """Whether the first ``size`` bytes of the file (decompressed) are UTF-8 text."""
+    import codecs
+
+    try:
+        with fsspec.open(path, "rb", compression="infer") as handle:
+            head = handle.read(size)
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except (OSError, EOFError, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+    return True
 
 
 def fingerprint(paths: list[str | None], extra: str = "") -> str:

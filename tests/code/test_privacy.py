@@ -388,3 +388,23 @@ def test_forget_reaches_the_served_model_at_once_and_every_later_training(
     erased = quarantine[quarantine["reason"] == "erased"]
     assert len(erased) == rows
     assert erased.drop(columns=["source_row", "reason"]).isna().all().all()
+
+
+def test_validate_pseudonymizes_as_train_does(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's: `validate` had no --pseudonymize, so its quarantine file held the raw
+    ids (emails) that `train --pseudonymize` keeps out of everything it writes."""
+    from shoprec_cli.app import app
+    from typer.testing import CliRunner
+
+    from tests.helpers import canonical_csv, write
+
+    monkeypatch.setenv("SHOPREC_PSEUDONYM_KEY", "a-key-of-at-least-16-characters")
+    data = write(tmp_path / "x.csv", canonical_csv(extra=[
+        "alice@example.com,i1,not a time,purchase,1"]))
+    done = CliRunner().invoke(app, ["validate", "--interactions", str(data), "--output-dir",
+                                    str(tmp_path / "out"), "--pseudonymize"])
+    assert done.exit_code == 0, done.output
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine_interactions.parquet")
+    assert len(quarantine) == 1 and quarantine["user_id"].iloc[0].startswith("p_")
+    assert "alice@example.com" not in done.output

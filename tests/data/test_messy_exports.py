@@ -483,3 +483,17 @@ def test_row_numbers_without_a_header_cell_are_still_refused(tmp_path: Path) -> 
     path = write(tmp_path / "numbered.csv", "\n".join([lines[0], *rows]) + "\n")
     code, out, _ = validate(tmp_path, "--interactions", str(path))
     assert code == 1 and "a column has values and no name" in " ".join(out.split()), out
+
+
+def test_a_utf8_file_given_another_encoding_is_told_to_drop_the_option(tmp_path: Path
+                                                                       ) -> None:
+    """A reader's: a valid UTF-8 items file given --items-encoding utf-16 was told to pass
+    cp1252, the wrong way."""
+    interactions = write(tmp_path / "i.csv", canonical_csv())
+    items = write(tmp_path / "items.csv", "item_id,title\n"
+                  + "".join(f"i{n},Café {n}\n" for n in range(12)))
+    code, out, _ = validate(tmp_path, "--interactions", str(interactions), "--items",
+                            str(items), "--items-encoding", "utf-16")
+    said = " ".join(out.split())
+    assert code == 1 and "reads as UTF-8: leave out --items-encoding" in said, out
+    assert "cp1252" not in said
