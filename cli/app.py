@@ -1202,7 +1202,10 @@ def recommend(
         table.add_row(*cells)
     console.print(table)
     if not response["item_ids"]:
-        console.print("nothing matched")
+        # A query of emoji or punctuation alone has nothing the index is made of.
+        searchable = not query or any(ch.isalnum() for ch in query)
+        console.print("nothing matched" if searchable else
+                      "nothing matched: the query has no letters or digits to search by")
 
 
 @app.command(cls=_SummaryCommand)

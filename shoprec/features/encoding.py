@@ -194,8 +194,8 @@ def _relevance(part: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.csr_matr
     if not repeat and len(rows):
         # Stored, whatever its weight: an event weighted 0 is still in the history, and the
         # ranking leaves out every stored item (mask_seen).
-        pattern = seen.copy()
-        pattern.data[:] = 1.0
+        pattern = sp.csr_matrix((np.ones(len(seen.data), np.float32), seen.indices,
+                                 seen.indptr), shape=seen.shape)  # its index arrays shared
         already = np.asarray(pattern[rows, cols]).ravel() > 0
         dropped[f"{name}_seen_before"] = int(already.sum())
         rows, cols = rows[~already], cols[~already]
