@@ -32,9 +32,11 @@ def validate_raw(raw: RawData, runner: SuiteRunner) -> ValidationReport:
     outcomes = runner.run("raw_interactions", raw.interactions)
     missing = {o.column for o in outcomes
                if o.expectation == "expect_column_to_exist" and not o.passed}
+    listed = False  # the file's columns, said once: a 34-column export's list was six times
     for outcome in outcomes:
         if outcome.expectation == "expect_column_to_exist" and not outcome.passed:
-            outcome.hint = _missing_column_hint(outcome.column, raw, columns)
+            outcome.hint = _missing_column_hint(outcome.column, raw, columns, listed)
+            listed = True
         elif outcome.column in missing:
             # A column that is not there has no values to check: "many rows have no user
             # (guest checkouts)" was said of a file whose user column is named otherwise.
@@ -53,13 +55,17 @@ def validate_raw(raw: RawData, runner: SuiteRunner) -> ValidationReport:
     return report
 
 
-def _missing_column_hint(column: str | None, raw: RawData, columns: list[str]) -> str:
+def _missing_column_hint(column: str | None, raw: RawData, columns: list[str],
+                         listed: bool = False) -> str:
     source = raw.column_hints.get(column or "", repr(column))
-    hint = f"expected from {source} of the {raw.format} layout; the file has columns {columns}"
+    hint = f"expected from {source} of the {raw.format} layout; the file has " + (
+        "the columns listed above" if listed else f"columns {columns}")
     if raw.format == "generic" and source.startswith("'"):
         hint += closest_column_hint(source.strip("'"), columns)
     if delimited := _delimiter_hint(columns, "interactions"):
         hint += f"; {delimited}"
+    elif raw.format == "generic" and listed:
+        pass  # the way to map them is said with the first column
     elif raw.format == "generic":
         hint += ("; map yours with --map user_id=COLUMN,item_id=COLUMN,timestamp=COLUMN "
                  "(and event=COLUMN, value=COLUMN when the file has them: unmapped, every row "
