@@ -37,11 +37,11 @@ from shoprec.models import (
 from shoprec.registry.bundle import ModelBundle
 from shoprec.registry.publish import GateVerdict, gate
 from shoprec.registry.recipe import (
-    CATALOGUE_TAG,
-    CatalogueSketch,
     ChampionReference,
+    DataSketches,
     Recipe,
     catalogue_sketch,
+    titled_sketch,
 )
 from shoprec.tuning import ValidationTuner
 
@@ -530,9 +530,17 @@ def refit_early(board: ValidationBoard, parts: BundleParts) -> EarlyRefit | None
         return made
 
 
-def data_catalogue(data: CleanData) -> CatalogueSketch:
-    """The sketch of the items the clean data's interactions name (the gate's check)."""
-    return catalogue_sketch(data.interactions["item_id"].unique())
+def data_catalogue(data: CleanData) -> DataSketches:
+    """The sketches of the clean data's items, shoppers, and items with their titles.
+
+    The gate checks with them that a night's data is the shop's, and whole.
+    """
+    items = data.interactions["item_id"].unique()
+    titles = data.items.set_index("item_id")["title"].reindex(items) \
+        if "title" in data.items else pd.Series(pd.NA, index=items)
+    return DataSketches(catalogue_sketch(items),
+                        catalogue_sketch(data.interactions["user_id"].unique()),
+                        titled_sketch(items, titles.to_numpy(dtype=object)))
 
 
 def data_cutoff(data: CleanData) -> str | None:
@@ -806,12 +814,12 @@ class Selection:
     verdict: GateVerdict
     leaderboard: pd.DataFrame
     recipe: Recipe
-    catalogue: CatalogueSketch | None = None
+    catalogue: DataSketches | None = None
 
 
 def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                      champion: ChampionReference, weighting: WeightingConfig, cutoff: str | None,
-                     fingerprint: str, commit: str, catalogue: CatalogueSketch | None = None
+                     fingerprint: str, commit: str, catalogue: DataSketches | None = None
                      ) -> Selection:
     """Pick the best candidate on validation and judge it with the gate.
 
@@ -832,7 +840,10 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
     verdict = gate(primary, winner.test, popularity, config.gate_margin, champion,
                    reference.test if reference and reference.status == "ok" else None,
                    reference.error if reference else None, weights,
-                   min_users=config.gate_min_users, catalogue=catalogue)
+                   min_users=config.gate_min_users,
+                   catalogue=catalogue.items if catalogue else None,
+                   shoppers=catalogue.shoppers if catalogue else None,
+                   titled=catalogue.titled if catalogue else None, cutoff=cutoff)
     recipe = Recipe(winner.model, winner.params, weights, cutoff, fingerprint, commit)
     return Selection(winner, verdict, leaderboard_frame(results, primary), recipe,
                      catalogue)
@@ -850,7 +861,7 @@ def version_tags(selection: Selection, primary: str, fingerprint: str, commit: s
             "prefect_flow_run_id": flow_run_id, "primary_metric": primary,
             "primary_metric_test": f"{winner.test[primary]:.6f}", "candidate": winner.model,
             **({"compression": compression} if compression else {}),
-            **({CATALOGUE_TAG: selection.catalogue.to_tag()} if selection.catalogue else {}),
+            **(selection.catalogue.to_tags() if selection.catalogue else {}),
             **selection.recipe.to_tags()}
 
 

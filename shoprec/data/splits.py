@@ -155,7 +155,9 @@ def _temporal(frame: pd.DataFrame, config: SplitConfig) -> tuple[np.ndarray, dic
                               "temporal split needs a period; pass --split random")
         raise ConfigError(
             f"--test-days {config.test_days:g} and --validation-days "
-            f"{config.validation_days:g} cover the whole period of the data ({days:.1f} days); "
+            f"{config.validation_days:g} cover the whole period of the data ({days:.1f} days, "
+            f"{ts.min():%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC): if the export should "
+            "hold more, it was cut short (a nightly run's champion stays as it was); else "
             "shorten them"
         )
     # Strict inequalities at the cut-offs: every test timestamp is after every training one.

@@ -77,7 +77,8 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
          champion_test: dict[str, float] | None = None,
          champion_problem: str | None = None,
          weighting: dict[str, Any] | None = None, min_users: int = 0,
-         catalogue: CatalogueSketch | None = None) -> GateVerdict:
+         catalogue: CatalogueSketch | None = None, shoppers: CatalogueSketch | None = None,
+         titled: CatalogueSketch | None = None, cutoff: str | None = None) -> GateVerdict:
     """Decide whether a candidate may become champion.
 
     The champion is compared like for like: its recipe retrained on this run's training
@@ -101,6 +102,13 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             champion records one and the smaller of the two catalogues shares under
             :data:`MIN_CATALOGUE_OVERLAP` of its items with the other, the data is another
             shop's and the champion stays.
+        shoppers: This run's shoppers' sketch: sharing under that share with the
+            champion's (shoppers re-numbered), or holding under :data:`MIN_DATA_SHARE` of
+            its shoppers (an export cut short), the champion stays.
+        titled: This run's items-with-titles sketch: the same ids under other titles (two
+            shops numbering their products alike) fail ``same_catalogue`` too.
+        cutoff: This run's latest event (ISO 8601): data ending over a day before the
+            champion's (an old export) keeps the champion.
 
     Returns:
         The verdict; ``passed`` only if every check passed.
@@ -164,12 +172,68 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
                "model name meant for another (--registered-model-name)? The champion's "
                "recipe retrained on this data says nothing of the shop it serves; if the "
                "catalogue was replaced, `shoprec promote --version N --force --reason ...`")))
+    if version is not None and champion is not None and not champion.error:
+        checks += _data_checks(version, champion, overlap, shoppers, titled, cutoff)
     return GateVerdict(all(c.passed for c in checks), metric, checks, version)
 
 
 #: The least share of the smaller catalogue's items a run and the champion share for one
 #: to replace the other: a shop's next night shares most; another shop's data none.
 MIN_CATALOGUE_OVERLAP = 0.1
+#: The least share of the champion's shoppers a run's data must hold: a nightly export cut
+#: to its first tenth (a failed upload) published a model that knew 70 of 795 shoppers.
+MIN_DATA_SHARE = 0.5
+
+
+def _data_checks(version: str, champion: ChampionReference, overlap: float | None,
+                 shoppers: CatalogueSketch | None, titled: CatalogueSketch | None,
+                 cutoff: str | None) -> list[GateCheck]:
+    """The checks that this run's data is the champion's shop's, whole and current.
+
+    A reader's bad export nights, each of which went live with every other check passed:
+    another shop whose product ids were the same numbers, shoppers re-numbered by a new
+    CRM, an export cut to a tenth, an old export. Each check runs only where the champion
+    recorded what it needs (versions registered before it record none).
+    """
+    checks = []
+    same_titles = sketch_overlap(titled, champion.titled)
+    if overlap is not None and overlap >= MIN_CATALOGUE_OVERLAP and same_titles is not None:
+        checks.append(GateCheck(
+            "same_titles", same_titles >= MIN_CATALOGUE_OVERLAP, same_titles,
+            MIN_CATALOGUE_OVERLAP,
+            f"this run's products and champion version {version}'s: about "
+            f"{same_titles:.0%} of the smaller catalogue with the same id and title"
+            + ("" if same_titles >= MIN_CATALOGUE_OVERLAP else
+               ": the same ids name other products, another shop's data numbered alike? If "
+               "the shop renamed its products, `shoprec promote --version N --force`")))
+    common = sketch_overlap(shoppers, champion.shoppers)
+    if common is not None:
+        checks.append(GateCheck(
+            "same_shoppers", common >= MIN_CATALOGUE_OVERLAP, common, MIN_CATALOGUE_OVERLAP,
+            f"this run's shoppers and champion version {version}'s: about {common:.0%} of "
+            "the smaller set in common"
+            + ("" if common >= MIN_CATALOGUE_OVERLAP else
+               ": shopper ids re-numbered (a new CRM, another pseudonym key) or another "
+               "shop's data? Requests by the ids served now would get popularity")))
+    if shoppers is not None and champion.shoppers is not None:
+        share = shoppers.size / max(champion.shoppers.size, 1)
+        checks.append(GateCheck(
+            "enough_data", share >= MIN_DATA_SHARE, float(shoppers.size),
+            float(champion.shoppers.size),
+            f"{shoppers.size:,} shoppers in this run's data, {champion.shoppers.size:,} in "
+            f"champion version {version}'s"
+            + ("" if share >= MIN_DATA_SHARE else
+               f": under {MIN_DATA_SHARE:.0%}, an export cut short? The champion stays")))
+    theirs = champion.recipe.data_cutoff if champion.recipe else None
+    if cutoff and theirs:
+        behind = (pd.Timestamp(theirs) - pd.Timestamp(cutoff)) / pd.Timedelta(days=1)
+        checks.append(GateCheck(
+            "current_data", behind <= 1.0, -behind, 0.0,
+            f"this run's data ends {cutoff[:16]}, champion version {version}'s "
+            f"{theirs[:16]}"
+            + ("" if behind <= 1.0 else
+               f": {behind:.0f} days older, an old export? The champion stays")))
+    return checks
 
 
 def _with_defaults(weighting: dict[str, Any]) -> dict[str, Any]:

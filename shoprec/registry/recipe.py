@@ -100,10 +100,14 @@ class ChampionReference:
     recipe: Recipe | None = None
     error: str | None = None
     catalogue: CatalogueSketch | None = field(default=None, repr=False)
+    #: Its shoppers' sketch, and its items' with their titles (:class:`DataSketches`).
+    shoppers: CatalogueSketch | None = field(default=None, repr=False)
+    titled: CatalogueSketch | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (the run summary), without the catalogue's sketch."""
-        return {k: v for k, v in asdict(self).items() if k != "catalogue"}
+        """JSON-serialisable form (the run summary), without the sketches."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("catalogue", "shoppers", "titled")}
 
 
 #: Version tag holding the :class:`CatalogueSketch` of the data the version was trained on.
@@ -144,11 +148,55 @@ class CatalogueSketch:
 
 
 def catalogue_sketch(item_ids: Any) -> CatalogueSketch:
-    """The :class:`CatalogueSketch` of a set of item ids."""
+    """The :class:`CatalogueSketch` of a set of item ids (or of any ids: shoppers')."""
     import hashlib
 
     hashes = {hashlib.sha256(str(i).encode()).hexdigest()[:10] for i in item_ids}
     return CatalogueSketch(len(hashes), tuple(sorted(hashes)[:SKETCH_SIZE]))
+
+
+#: Version tags of the shoppers' sketch and of the items-with-titles sketch.
+SHOPPERS_TAG = "shoppers_sketch"
+TITLED_TAG = "titled_catalogue_sketch"
+
+
+@dataclass(frozen=True)
+class DataSketches:
+    """What a version records of the data it was trained on, without storing any of it.
+
+    Attributes:
+        items: Its items' ids (:data:`CATALOGUE_TAG`).
+        shoppers: Its shoppers' ids (:data:`SHOPPERS_TAG`): a night whose shoppers were
+            re-numbered (a new CRM) shares none of them; one cut short holds few.
+        titled: Its items' ids with their titles (:data:`TITLED_TAG`), when most items
+            have one: two shops numbering their products alike share ids, not titles.
+    """
+
+    items: CatalogueSketch
+    shoppers: CatalogueSketch | None = None
+    titled: CatalogueSketch | None = None
+
+    def to_tags(self) -> dict[str, str]:
+        """The version tags that hold the sketches."""
+        return {CATALOGUE_TAG: self.items.to_tag(),
+                **({SHOPPERS_TAG: self.shoppers.to_tag()} if self.shoppers else {}),
+                **({TITLED_TAG: self.titled.to_tag()} if self.titled else {})}
+
+
+def titled_sketch(item_ids: Any, titles: Any) -> CatalogueSketch | None:
+    """The sketch of items with their titles (read in search's one form).
+
+    ``None`` when under half the items have a title: nothing tells two shops apart then.
+    """
+    from shoprec.features.text import fold_text
+
+    named = [(str(i), " ".join(fold_text(str(t)).split())) for i, t in zip(item_ids, titles,
+                                                                          strict=True)
+             if isinstance(t, str) and t.strip()]
+    ids = {str(i) for i in item_ids}
+    if not ids or len(named) < 0.5 * len(ids):
+        return None
+    return catalogue_sketch(f"{i}\x1f{t}" for i, t in named)
 
 
 def sketch_overlap(first: CatalogueSketch | None, second: CatalogueSketch | None
@@ -264,7 +312,9 @@ def champion_reference(name: str) -> ChampionReference:
             "like-for-like comparison; promote deliberately with `shoprec promote --force "
             "--reason TEXT`"))
     return ChampionReference(version, recipe,
-                             catalogue=CatalogueSketch.from_tag(tags.get(CATALOGUE_TAG)))
+                             catalogue=CatalogueSketch.from_tag(tags.get(CATALOGUE_TAG)),
+                             shoppers=CatalogueSketch.from_tag(tags.get(SHOPPERS_TAG)),
+                             titled=CatalogueSketch.from_tag(tags.get(TITLED_TAG)))
 
 
 def read_catalogue(name: str, version: str) -> CatalogueSketch | None:

@@ -197,6 +197,46 @@ def test_gate_keeps_the_champion_when_the_data_is_another_shops() -> None:
     assert "same_catalogue" not in [c.name for c in judged["unrecorded"].checks]
 
 
+def test_gate_keeps_the_champion_on_a_bad_export_night() -> None:
+    """A reader's bad nights, each of which became champion with every check passed:
+    another shop numbering its products alike, shoppers re-numbered, an export cut to a
+    tenth, an old export. A good night passes every one of the new checks."""
+    from shoprec.registry.recipe import catalogue_sketch, titled_sketch
+
+    ids = [f"I{i:03d}" for i in range(150)]
+    users = [f"U{i}" for i in range(800)]
+    champion = ChampionReference(
+        "2", Recipe("ease", {"regularization": 200.0}, data_cutoff="2024-06-28T12:00:00+00:00"),
+        catalogue=catalogue_sketch(ids), shoppers=catalogue_sketch(users),
+        titled=titled_sketch(ids, [f"mug {i}" for i in range(150)]))
+
+    def judged(**night: object) -> dict[str, bool]:
+        given = {"catalogue": catalogue_sketch(ids), "shoppers": catalogue_sketch(users[5:]),
+                 "titled": titled_sketch(ids, [f"Mug {i}" for i in range(150)]),
+                 "cutoff": "2024-06-29T08:00:00+00:00", **night}
+        verdict = gate("ndcg@10", {"ndcg@10": 0.06}, POPULARITY, 0.05, champion,
+                       {"ndcg@10": 0.05}, **given)  # type: ignore[arg-type]
+        return {c.name: c.passed for c in verdict.checks}
+
+    good = judged()
+    assert all(good.values()) and {"same_titles", "same_shoppers", "enough_data",
+                                   "current_data"} <= set(good)
+    assert judged(titled=titled_sketch(ids, [f"lamp {i}" for i in range(150)]))[
+        "same_titles"] is False
+    assert judged(shoppers=catalogue_sketch(f"C1{i}" for i in range(800)))[
+        "same_shoppers"] is False
+    cut = judged(shoppers=catalogue_sketch(users[:70]))
+    assert cut["enough_data"] is False and cut["same_shoppers"] is True
+    assert judged(cutoff="2024-03-31T00:00:00+00:00")["current_data"] is False
+    # Untitled items, or a champion that recorded none of it: no such checks.
+    assert "same_titles" not in judged(titled=titled_sketch(ids, [""] * 150))
+    bare = ChampionReference("2", Recipe("ease", {}), catalogue=catalogue_sketch(ids))
+    assert [c.name for c in gate("ndcg@10", {"ndcg@10": 0.06}, POPULARITY, 0.05, bare,
+                                 {"ndcg@10": 0.05}, catalogue=catalogue_sketch(ids),
+                                 shoppers=catalogue_sketch(users)).checks] == [
+        "beats_popularity", "not_worse_than_champion", "same_catalogue"]
+
+
 def test_gate_notes_another_weighting_but_not_a_field_added_since() -> None:
     from shoprec.config import WeightingConfig
 
