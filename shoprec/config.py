@@ -349,6 +349,15 @@ class WeightingConfig(_Model):
                 found.append(option)
         return found
 
+    def keeps_ratings(self) -> bool:
+        """Whether a rating's weight is its value (no recency decay, rating weight 1).
+
+        ``mf-ratings`` fits the matrix's values as stars: decayed (3.1 RMSE on random
+        stars, 2.2 without), they were no ratings.
+        """
+        return not self.recency_half_life_days and \
+            float(self.event_weights.get("rating", 1.0)) == 1.0
+
     def describe(self) -> str:
         """A short description, e.g. ``binary, max, half-life 7 days``."""
         decay = (f"half-life {self.recency_half_life_days:g} days"

@@ -26,7 +26,7 @@ from shoprec.data.cleaning import CleanData, clean, remove_quarantine
 from shoprec.data.io import fingerprint
 from shoprec.data.splits import Split, split_interactions
 from shoprec.errors import ConfigError, DataError
-from shoprec.features.encoding import EncodedSplit, encode_split
+from shoprec.features.encoding import EncodedSplit, check_evaluable, encode_split
 from shoprec.privacy import KEY_ENV, PseudonymKey, SuppressionList, make_key, pseudonymize
 from shoprec.validation import (
     SuiteRunner,
@@ -322,6 +322,7 @@ def prepare(data_config: DataConfig, cleaning_config: CleaningConfig | None = No
     choice = steps.choose_weighting(parts, weighting) if weighting.search else None
     used = choice.chosen if choice else weighting
     encoded = steps.encode(parts, used)
+    check_evaluable(encoded, parts.config)
     return PreparedRun(prepared.data, prepared.report, parts, encoded,
                        prepared.quarantine_paths, prepared.fingerprint, steps.key_id,
                        used, choice)

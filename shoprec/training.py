@@ -611,7 +611,8 @@ def bundle_parts(data: CleanData, weighting: WeightingConfig,
         # Recommendations do not need item text; search does, and says so when asked.
         logger.info("the published model has no search index: %s", exc)
     return BundleParts(users=users, items=items, matrix=matrix, frame=frame,
-                       has_ratings=bool((interactions["event"] == "rating").any()),
+                       has_ratings=bool((interactions["event"] == "rating").any())
+                       and weighting.keeps_ratings(),
                        search=search, fallback=Popularity(**(fallback_params or {})).fit(matrix),
                        weighting=weighting, fallback_params=dict(fallback_params or {}))
 

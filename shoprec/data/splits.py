@@ -81,8 +81,7 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig | None = 
         # Nothing to score on: a run would publish a model judged on nothing.
         raise ConfigError(f"the {config.method} split left no test interactions; "
                           + _empty_part_hint(interactions, config, "test"))
-    asked = {"temporal": config.validation_days, "random": config.validation_fraction,
-             "leave-last": config.validation_n}[config.method] > 0
+    asked = validation_asked(config)
     if asked and not (part == VALIDATION).any():
         # Every candidate then scores 0 on validation, and the first of the tie "wins":
         # popularity was published over a better model (a gap in the data before the test
@@ -98,6 +97,12 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig | None = 
     split = Split(train, validation, test, config=config, cutoffs=cutoffs)
     logger.info("split %s", split.summary())
     return split
+
+
+def validation_asked(config: SplitConfig) -> bool:
+    """Whether the split's settings ask for a validation part."""
+    return {"temporal": config.validation_days, "random": config.validation_fraction,
+            "leave-last": config.validation_n}[config.method] > 0
 
 
 def _empty_part_hint(frame: pd.DataFrame, config: SplitConfig, part: str) -> str:

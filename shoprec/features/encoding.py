@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from shoprec.config import WeightingConfig
+from shoprec.config import SplitConfig, WeightingConfig
 from shoprec.data.splits import Split
 from shoprec.features.idmap import IdMap
 from shoprec.features.matrix import combine, event_weights, interaction_matrix
@@ -107,10 +107,41 @@ def encode_split(split: Split, weighting: WeightingConfig | None = None,
     logger.info("encoded %d users x %d items; left out of evaluation: %s; users evaluated "
                 "(of those with a relevant item): %s", len(users), len(items), dropped, sampled)
     return EncodedSplit(users, items, train, validation, history, test, dropped,
-                        has_ratings=bool((split.train["event"] == "rating").any()),
+                        has_ratings=bool((split.train["event"] == "rating").any())
+                        and weighting.keeps_ratings(),
                         validation_ratings=_ratings(split.validation, users, items),
                         test_ratings=_ratings(split.test, users, items),
                         evaluation_users=sampled, repeat_items=repeat)
+
+
+def check_evaluable(encoded: EncodedSplit, config: SplitConfig) -> None:
+    """Refuse a split whose validation (when asked for) or test part scores nobody.
+
+    The part has rows, but none is an item a training shopper did not have already: every
+    candidate then scored 0 there, and the first of the tie was published (a ten-shopper
+    shop of three products, every purchase a repeat).
+
+    Raises:
+        ConfigError: Naming what was left out of the part, and what to do.
+    """
+    from shoprec.data.splits import validation_asked
+    from shoprec.errors import ConfigError
+
+    for part, relevance, wanted in (("validation", encoded.validation,
+                                     validation_asked(config)), ("test", encoded.test, True)):
+        if not wanted or relevance.nnz:
+            continue
+        left = {k.removeprefix(f"{part}_"): v for k, v in encoded.dropped.items()
+                if k.startswith(f"{part}_") and v}
+        said = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in left.items()) or "none"
+        repeat = left.get("seen_before", 0) >= max(left.values(), default=0) > 0
+        raise ConfigError(
+            f"the {part} part has no shopper with an item to score (left out: {said}), so "
+            "every candidate would score 0 there and the first of the tie would be "
+            "published; " + ("most are items the shopper already had: for a shop of repeat "
+                             "purchases set split.repeat_items (the Prefect form), or give "
+                             "more history" if repeat else
+                             "give the data more shoppers and items, or longer parts"))
 
 
 def relevance_matrix(part: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.csr_matrix,

@@ -391,7 +391,9 @@ class RatingsMF(Recommender):
         """Alternate ridge regressions for users and items on the observed ratings."""
         if context is not None and not context.has_ratings:
             raise ModelSkippedError("mf-ratings fits rating values and the data have no "
-                                    "rating events")
+                                    "rating events, or the run's event weighting changes "
+                                    "them (a recency half-life, a rating weight other than "
+                                    "1: --fixed-weighting keeps them)")
         ratings = sp.csr_matrix(interactions, dtype=np.float64)
         if ratings.nnz == 0:
             raise ModelFitError("no ratings to fit")

@@ -163,3 +163,42 @@ def test_a_cutoff_holding_the_whole_catalogue_is_warned_about(caplog) -> None:
     assert [r.getMessage() for r in caplog.records] == [
         "--k 40,60: at least the 40 items trained on, so every top K holds the whole "
         "catalogue and every model scores alike there; use a K under 40"]
+
+
+def test_mf_ratings_is_skipped_when_the_weighting_changes_the_stars() -> None:
+    """A reader's: under a recency half-life mf-ratings fitted decayed stars (test RMSE 3.1
+    on random stars, where the stars themselves gave 2.2)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"user_id": [f"u{n % 40}" for n in range(600)],
+                          "item_id": [f"i{n % 23}" for n in range(600)],
+                          "timestamp": pd.Timestamp("2024-01-01", tz="UTC")
+                          + pd.to_timedelta(rng.integers(0, 90 * 86400, 600), unit="s"),
+                          "event": "rating", "value": rng.integers(1, 6, 600).astype(float)})
+    split = split_interactions(frame, SplitConfig(test_days=10, validation_days=10))
+    assert encode_split(split, WeightingConfig()).has_ratings
+    decayed = encode_split(split, WeightingConfig(recency_half_life_days=7.0))
+    assert not decayed.has_ratings
+    result = train_candidate_row("mf-ratings", {}, decayed, None, [10])
+    assert result.status == "skipped" and "weighting changes them" in (result.error or "")
+
+
+def test_a_part_that_scores_nobody_is_refused_before_any_training() -> None:
+    """A reader's ten-shopper, three-product shop: validation and test had rows, every one
+    a repeat of an item the shopper had, so every candidate scored 0 and popularity, first
+    of the tie, was registered."""
+    from shoprec.errors import ConfigError
+    from shoprec.features.encoding import check_evaluable
+
+    rows = [(f"u{n}", item, day) for n in range(10) for item, day in
+            (("a", "2024-01-02"), ("b", "2024-01-03"), ("a", "2024-02-05"),
+             ("b", "2024-03-05"))]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(
+        timestamp=lambda f: pd.to_datetime(f["timestamp"], utc=True), event="purchase",
+        value=1.0)
+    config = SplitConfig(test_days=10, validation_days=20)
+    encoded = encode_split(split_interactions(frame, config))
+    with pytest.raises(ConfigError, match=r"the validation part has no shopper with an item "
+                       r"to score \(left out: 10 seen before\).*split.repeat_items"):
+        check_evaluable(encoded, config)
+    repeat = config.model_copy(update={"repeat_items": True})
+    check_evaluable(encode_split(split_interactions(frame, repeat)), repeat)
