@@ -298,7 +298,7 @@ def _parse_map(values: list[str] | None) -> dict[str, str]:
     """
     mapping: dict[str, str] = {}
     for value in values or []:
-        for pair in re.split(r",(?=\s*(?:items\.)?[a-z_]+\s*=)", value):
+        for pair in re.split(r",(?=\s*(?:items\.)?[A-Za-z_]+\s*=)", value):
             if not pair.strip():
                 continue
             if "=" not in pair:
@@ -1250,6 +1250,8 @@ def forecast(
     = "shoprec-demand",
     summary_json: Annotated[Path | None, typer.Option(
         "--summary-json", parser=_file, help="Write the run summary as JSON.")] = None,
+    min_users: MinUsersOpt = 10,
+    min_items: MinItemsOpt = 10,
 ) -> None:
     """Forecast each product's weekly units (a Prefect flow): backtest, then the next weeks.
 
@@ -1274,7 +1276,11 @@ def forecast(
     _refuse_other_kind_now(model_name, "forecast")  # not after minutes of backtest
     from shoprec_flows.forecast import demand_forecast
     began = time.perf_counter()
-    summary = demand_forecast(data=data_config, forecast=config)
+    from shoprec.config import CleaningConfig
+
+    # The validation's floors, as train's and validate's (its hint names them).
+    summary = demand_forecast(data=data_config, forecast=config, cleaning=CleaningConfig(
+        min_users=min_users, min_items=min_items))
     if summary_json:
         _write_summary(summary_json, {"status": "ok", **summary})
     table = Table(title=f"Demand forecast: {summary['products']:,} products x "

@@ -87,7 +87,8 @@ def make_key(value: str | bytes | None, source: str) -> PseudonymKey:
     if value is None or not str(value if isinstance(value, str) else value.decode()).strip():
         raise ConfigError(f"--pseudonymize needs a key: set {KEY_ENV} (at least "
                           f"{MIN_KEY_LENGTH} characters, e.g. from `openssl rand -hex 32`) or "
-                          "name a Prefect Secret block with --pseudonym-secret")
+                          "name a Prefect Secret block with --pseudonym-secret (train, "
+                          "forget)")
     secret = value.encode() if isinstance(value, str) else bytes(value)
     if len(secret) < MIN_KEY_LENGTH:
         raise ConfigError(f"the pseudonymisation key from {source} is {len(secret)} "

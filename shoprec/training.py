@@ -37,6 +37,7 @@ from shoprec.models import (
 from shoprec.registry.bundle import ModelBundle
 from shoprec.registry.publish import GateVerdict, gate
 from shoprec.registry.recipe import (
+    CatalogueSketch,
     ChampionReference,
     DataSketches,
     Recipe,
@@ -820,8 +821,8 @@ class Selection:
 
 def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                      champion: ChampionReference, weighting: WeightingConfig, cutoff: str | None,
-                     fingerprint: str, commit: str, catalogue: DataSketches | None = None
-                     ) -> Selection:
+                     fingerprint: str, commit: str,
+                     catalogue: DataSketches | CatalogueSketch | None = None) -> Selection:
     """Pick the best candidate on validation and judge it with the gate.
 
     The gate compares on test, against popularity and the champion's recipe retrained on
@@ -831,6 +832,8 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
     Raises:
         ModelFitError: No candidate succeeded.
     """
+    if isinstance(catalogue, CatalogueSketch):  # a caller of the items' sketch alone
+        catalogue = DataSketches(catalogue)
     primary = config.primary_metric
     winner = select_winner(results, primary)
     by_name = {r.model: r for r in results if r.status == "ok"}

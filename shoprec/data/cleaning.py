@@ -689,11 +689,20 @@ def _warn_unread(events: pd.Series, values: pd.Series) -> None:
                        "transaction, 'Order Completed'...); others are not shop events of "
                        "a product: leave them out of the export, or raise --max-quarantine",
                        len(events), shown, ", ".join(EVENTS))
-    comma = values.astype("string").str.fullmatch(r"\s*-?[\d.]*\d,\d+\s*").fillna(False)
+    text = values.astype("string")
+    comma = text.str.fullmatch(r"\s*-?[\d.]*\d,\d+\s*").fillna(False).to_numpy(dtype=bool)
     if comma.any():
-        logger.warning("%d rows are quarantined as invalid_value with a decimal comma (such "
-                       "as %r): pass --decimal ',' to read them", int(comma.sum()),
-                       str(values[comma.to_numpy(dtype=bool)].iloc[0]))
+        # "1,500" is 1.5 with a decimal comma and 1500 with a thousands one: not guessed.
+        thousands = text[comma].str.fullmatch(r"\s*-?\d{1,3}(,\d{3})+\s*").fillna(False)
+        example = str(text[comma].iloc[0])
+        if thousands.all():
+            logger.warning("%d rows are quarantined as invalid_value with a comma (such as "
+                           "%r): if it separates thousands, remove it in the export; if it is "
+                           "a decimal comma, pass --decimal ','", int(comma.sum()), example)
+        else:
+            logger.warning("%d rows are quarantined as invalid_value with a decimal comma "
+                           "(such as %r): pass --decimal ',' to read them", int(comma.sum()),
+                           example)
 
 
 def _warn_dominant_user(users: pd.Series) -> None:

@@ -204,7 +204,7 @@ def _read_csv(path: str, *, what: str, delimiter: str, encoding: str, skiprows: 
             skipinitialspace=False,
         )
     except UnicodeError as exc:  # a decoding error, or utf-16's missing byte-order mark
-        hint = _sniff_hint(path, encoding, what) or \
+        hint = _sniff_hint(path, encoding, what) or _utf8_hint(path, encoding, what) or \
             (f"; pass the file's encoding, e.g. {_option('encoding', what)} cp1252 (what "
              "Excel on Windows writes; latin-1 also reads it, but turns its € into \\x80)")
         # (Not the byte's position: pandas decodes in blocks, and counts from the block.)
@@ -498,12 +498,20 @@ def _sniff_hint(path: str, encoding: str, what: str = "interactions") -> str:
     if head[:3] == b"\xef\xbb\xbf" and "utf" not in encoding.lower():
         return f"; it starts with a UTF-8 byte-order mark: pass {_option('encoding', what)} " \
                "utf-8-sig"
-    if encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig") \
-            and _reads_as_utf8(path):
-        # A valid UTF-8 file given another encoding: the cp1252 advice was the wrong way.
-        return f"; its start reads as UTF-8: leave out {_option('encoding', what)} (or pass " \
-               "utf-8)"
     return ""
+
+
+def _utf8_hint(path: str, encoding: str, what: str) -> str:
+    """After a decoding error: '; its start reads as UTF-8...' when it does, else ''.
+
+    A valid UTF-8 file given another encoding was told to pass cp1252, the wrong way. Only
+    for a decoding error: a cp1252 file whose first 64 KB are plain ASCII reads as UTF-8
+    there too.
+    """
+    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") \
+            or not _reads_as_utf8(path):
+        return ""
+    return f"; its start reads as UTF-8: leave out {_option('encoding', what)} (or pass utf-8)"
 
 
 def _reads_as_utf8(path: str, size: int = 1 << 16) -> bool:

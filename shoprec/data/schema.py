@@ -23,6 +23,12 @@ EVENT_SYNONYMS: dict[str, str] = {
 }
 
 
+def canonical_event(name: str) -> str:
+    """One event name as :func:`canonical_events` reads it (a live event, a request)."""
+    event = name.strip().lower()
+    return EVENT_SYNONYMS.get(re.sub(r"[\s_-]+", "", event), event)
+
+
 def canonical_events(values: pd.Series) -> pd.Series:
     """Event names in lower case, a known other system's name read as its event."""
     events = values.astype("string").str.strip().str.lower()

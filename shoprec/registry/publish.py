@@ -205,7 +205,7 @@ def _data_checks(version: str, champion: ChampionReference, overlap: float | Non
             f"{same_titles:.0%} of the smaller catalogue with the same id and title"
             + ("" if same_titles >= MIN_CATALOGUE_OVERLAP else
                ": the same ids name other products, another shop's data numbered alike? If "
-               "the shop renamed its products, `shoprec promote --version N --force`")))
+               f"the shop renamed its products, {_FORCE}")))
     common = sketch_overlap(shoppers, champion.shoppers)
     if common is not None:
         checks.append(GateCheck(
@@ -214,7 +214,8 @@ def _data_checks(version: str, champion: ChampionReference, overlap: float | Non
             "the smaller set in common"
             + ("" if common >= MIN_CATALOGUE_OVERLAP else
                ": shopper ids re-numbered (a new CRM, another pseudonym key) or another "
-               "shop's data? Requests by the ids served now would get popularity")))
+               "shop's data? Requests by the ids served now would get popularity; after a "
+               f"deliberate change, {_FORCE}")))
     if shoppers is not None and champion.shoppers is not None:
         share = shoppers.size / max(champion.shoppers.size, 1)
         checks.append(GateCheck(
@@ -223,17 +224,25 @@ def _data_checks(version: str, champion: ChampionReference, overlap: float | Non
             f"{shoppers.size:,} shoppers in this run's data, {champion.shoppers.size:,} in "
             f"champion version {version}'s"
             + ("" if share >= MIN_DATA_SHARE else
-               f": under {MIN_DATA_SHARE:.0%}, an export cut short? The champion stays")))
+               f": under {MIN_DATA_SHARE:.0%}, an export cut short? The champion stays; "
+               f"after a deliberate change (a shorter window), {_FORCE}")))
     theirs = champion.recipe.data_cutoff if champion.recipe else None
     if cutoff and theirs:
-        behind = (pd.Timestamp(theirs) - pd.Timestamp(cutoff)) / pd.Timedelta(days=1)
+        # Naive times (a library caller's) are UTC, as everywhere in shoprec.
+        behind = (pd.to_datetime(theirs, utc=True) - pd.to_datetime(cutoff, utc=True)) \
+            / pd.Timedelta(days=1)
         checks.append(GateCheck(
             "current_data", behind <= 1.0, -behind, 0.0,
             f"this run's data ends {cutoff[:16]}, champion version {version}'s "
             f"{theirs[:16]}"
             + ("" if behind <= 1.0 else
-               f": {behind:.0f} days older, an old export? The champion stays")))
+               f": {behind:.1f} days older, an old export? The champion stays; to publish "
+               f"it anyway, {_FORCE}")))
     return checks
+
+
+#: The way past a data check, for a person who knows why the data changed.
+_FORCE = "`shoprec promote --version N --force --reason TEXT`"
 
 
 def _with_defaults(weighting: dict[str, Any]) -> dict[str, Any]:

@@ -340,7 +340,10 @@ def _experiment_for(client: Any, chosen: PrunePlan, experiment: str | None) -> s
         try:
             run_id = client.get_model_version(chosen.name, version).run_id
             if run_id:
-                return str(client.get_run(run_id).info.experiment_id)
+                found = str(client.get_run(run_id).info.experiment_id)
+                # A deleted experiment takes no run (MLflow: exit 3 before).
+                if client.get_experiment(found).lifecycle_stage == "active":
+                    return found
         except Exception as exc:  # noqa: BLE001 - a run deleted meanwhile: try the next one
             logger.debug("version %s of %s: no run to read its experiment from (%s)",
                          version, chosen.name, exc)

@@ -274,8 +274,12 @@ def _answered(answer: Callable[[list[Any]], list[Any]], records: list[Any]) -> b
     call over a batch of 1,000 lists of 1,000 items (63 MB) stalled every other request
     for 3 to 6 s; between small calls the event loop gets its turn.
     """
-    return b'{"predictions": [' + b", ".join(json.dumps(a).encode() for a in answer(records)) \
-        + b"]}"
+    answers = answer(records)
+    try:
+        encoded = [json.dumps(a).encode() for a in answers]
+    except (TypeError, ValueError) as exc:  # this server's fault, not the request's (a 500)
+        raise RuntimeError(f"an answer could not be written as JSON: {exc}") from exc
+    return b'{"predictions": [' + b", ".join(encoded) + b"]}"
 
 
 def read_json(body: bytes) -> Any:
@@ -523,8 +527,8 @@ def _is_json(scope: Scope) -> bool:
     value = _content_type(scope)
     if value is None:
         return False
-    return value.split(b";")[0].strip().lower() == b"application/json" and (
-        b"charset" not in value.lower() or b"utf-8" in value.lower())
+    return value.split(b";")[0].strip().lower() == b"application/json" \
+        and _utf8_charset(value)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -588,10 +592,19 @@ def _route_error(scope: Scope) -> tuple[int, bytes, list[tuple[bytes, bytes]]] |
             return (*_error(f"Content-Type {main.decode('latin-1')} is not read; send "
                             "application/json (or text/csv, application/vnd.apache.parquet)",
                             415), [])
-        if b"charset" in kind.lower() and b"utf-8" not in kind.lower():
+        if not _utf8_charset(kind):
             return (*_error("the body is read as UTF-8; send it so (charset=utf-8)", 415),
                     [])
     return None
+
+
+def _utf8_charset(kind: bytes) -> bool:
+    """Whether a Content-Type names no charset, or one UTF-8 reads (utf8, us-ascii too)."""
+    found = re.search(rb"charset\s*=\s*\"?([^\";\s]+)", kind, re.IGNORECASE)
+    if found is None:
+        return True
+    name = found.group(1).lower().replace(b"-", b"").replace(b"_", b"")
+    return name in (b"utf8", b"usascii", b"ascii")
 
 
 #: On every answer: never read as another type, nor framed by another site, and the page's

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shoprec.data.schema import canonical_id
+from shoprec.data.schema import canonical_event, canonical_id
 
 #: Environment variable naming the session database.
 SESSIONS_ENV = "SHOPREC_SESSIONS"
@@ -132,7 +132,7 @@ class SessionStore:
                 raise ValueError(f"event must be one of {', '.join(SESSION_EVENTS)}, got "
                                  f"{event!r}"[:200])
             # Absent (or null) is a view; "" is no event name.
-            kind = "view" if event is None else event.strip().lower()
+            kind = "view" if event is None else canonical_event(event)
             if not user or not item:
                 raise ValueError("an event needs user_id and item_id")
             if len(user) > MAX_ID_CHARS or len(item) > MAX_ID_CHARS:

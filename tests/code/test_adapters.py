@@ -152,6 +152,13 @@ def test_other_systems_exports_are_read_or_named(tmp_path: Path, caplog) -> None
     assert "invalid_value with a decimal comma (such as '1,5'): pass --decimal ','" \
         in caplog.text
     assert "the user id '0' holds" in caplog.text
+    # "1,500" is 1.5 or 1500: the warning does not send the shop to --decimal ','.
+    caplog.clear()
+    thousands = write(tmp_path / "thousands.csv", "user_id,item_id,timestamp,value\n" + "".join(
+        f'u{n},i{n % 5},2024-01-{1 + n % 28:02d}T10:00:00Z,"1,500"\n' for n in range(3)))
+    with caplog.at_level("WARNING"):
+        clean(load(DataConfig(interactions=str(thousands))))
+    assert "if it separates thousands, remove it in the export" in caplog.text
 
     nested = pd.DataFrame({"user_pseudo_id": ["a", "b"], "ts": [1704067200, 1704067260],
                            "items": [[{"item_id": "SKU-1", "price": 2.0}], []]})

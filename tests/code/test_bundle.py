@@ -282,6 +282,11 @@ def test_live_sessions_count_as_recent_items(bundle: ModelBundle, tmp_path: Path
         with pytest.raises(ValueError, match="event must be one of"):
             store.add_many([("u6", "i1", "view", None), ("u6", "i2", "teleport", None)])
         assert store.recent(["u6"]) == {}  # all or nothing
+        # The names training reads (GA4, Segment) are read live too; "" is no name.
+        store.add_many([("u9", "i1", "add_to_cart", None), ("u9", "i2", "view_item", None)])
+        assert store.recent(["u9"]) == {"u9": ["i1", "i2"]}
+        with pytest.raises(ValueError, match="event must be one of"):
+            store.add("u9", "i3", "")
         with pytest.raises(ValueError, match="finite"):
             store.add("u6", "i1", "view", float("nan"))
         # A clock far off: the event neither expires at once nor never.

@@ -3,6 +3,8 @@ after the data was prepared (or the whole training) is refused at once, naming i
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -100,3 +102,27 @@ def test_a_run_that_chooses_needs_a_validation_part(split: SplitConfig) -> None:
     check_selection(split.model_copy(update={"validation_days": 30, "validation_n": 1,
                                              "validation_fraction": 0.1}),
                     TrainingConfig(models=["mf"]))
+
+
+def test_artifact_keys_are_each_models_own() -> None:
+    """A reader's: "Shop A" and "shop-a" shared a key, and "магазин" the default's."""
+    from shoprec_tasks import artifact_key
+
+    from shoprec.config import DEFAULT_MODEL_NAME
+
+    keys = {name: artifact_key("shoprec-leaderboard", name, DEFAULT_MODEL_NAME)
+            for name in (DEFAULT_MODEL_NAME, "shop-a", "Shop A", "shop_a", "магазин", "店舗")}
+    assert keys[DEFAULT_MODEL_NAME] == "shoprec-leaderboard"
+    assert keys["shop-a"] == "shoprec-leaderboard-shop-a"
+    assert len(set(keys.values())) == len(keys)
+    assert all(re.fullmatch(r"[a-z0-9-]+", key) for key in keys.values())
+
+
+def test_map_pairs_split_only_before_a_name_and_equals() -> None:
+    from shoprec_cli.app import _parse_map
+
+    assert _parse_map(["user_id=Kunde,value=Menge, Stk.,items.title=Name"]) == {
+        "user_id": "Kunde", "value": "Menge, Stk.", "items.title": "Name"}
+    # A key in another case is a key (refused later as unknown), not part of a column.
+    assert _parse_map(["user_id=customer,Item_ID=sku"]) == {"user_id": "customer",
+                                                             "Item_ID": "sku"}

@@ -218,14 +218,21 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert "no rating events" in nested["mf-ratings"].data.tags["skip_reason"]
     assert "no rating events" in board["mf-ratings"]["error"]
     assert not asyncio.run(_error_logs(summary["prefect_flow_run_id"]))
-    report = next(a for a in prefect_artifacts if a.key == "shoprec-run-report")
+    from shoprec_tasks import artifact_key
+
+    from shoprec.config import DEFAULT_MODEL_NAME
+
+    report_key = artifact_key("shoprec-run-report", name, DEFAULT_MODEL_NAME)
+    board_key = artifact_key("shoprec-leaderboard", name, DEFAULT_MODEL_NAME)
+    assert report_key == f"shoprec-run-report-{name}"  # this model's own (two shops')
+    report = next(a for a in prefect_artifacts if a.key == report_key)
     assert "`mf-ratings` skipped: mf-ratings fits rating values" in report.data
     assert f"Event weighting: **{weighting['description']}**, chosen on validation" \
         in report.data
     keys = {a.key for a in prefect_artifacts}
-    assert {"shoprec-leaderboard", "shoprec-run-report"} <= keys
+    assert {board_key, report_key} <= keys
     # The UI's table: one K's figures (every K is in leaderboard.csv), one row per candidate.
-    table = next(a for a in prefect_artifacts if a.key == "shoprec-leaderboard").data
+    table = next(a for a in prefect_artifacts if a.key == board_key).data
     rows = json.loads(table) if isinstance(table, str) else table
     columns = set(rows[0])
     assert {"model", "validation_ndcg@10", "test_ndcg@10", "test_gini@10"} <= columns
@@ -605,7 +612,7 @@ def test_search_stage_and_blend(env: str, synthetic_dir: Path, tmp_path: Path,
     # Each trial was a task of the tuning flow; each family's search a nested MLflow run.
     _, task_runs, artifacts = asyncio.run(_flow_run_details(summary["prefect_flow_run_id"]))
     # The search is in the run report a person reads in Prefect, and in the terminal.
-    report = next(a for a in artifacts if a.key == "shoprec-run-report").data
+    report = next(a for a in artifacts if a.key == f"shoprec-run-report-{name}").data
     assert "## Hyperparameter search (validation ndcg@10)" in report
     assert f"| ease | 3 of 3 (0 pruned) | {tuning['ease']['configured_value']:.4f} | " \
            f"{tuning['ease']['best_value']:.4f} |" in report

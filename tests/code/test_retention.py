@@ -162,6 +162,12 @@ def test_a_prune_is_recorded_beside_the_shops_own_runs(
     result = prune("north-recommender", keep=1)
     assert [v["version"] for v in result["pruned"]] == ["2", "1"]
     assert shop.get_run(result["run_id"]).info.experiment_id == north
+    # A deleted experiment takes no run: the record goes to the default one (exit 3 before).
+    for _ in range(2):
+        _publish(shop, north, tmp_path / "north-more", 10, name="north-recommender")
+    shop.delete_experiment(north)
+    again = prune("north-recommender", keep=1)
+    assert shop.get_run(again["run_id"]).info.experiment_id == tracking.experiment_id()
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "retention-records")
     named = prune(NAME, keep=2)
     assert shop.get_run(named["run_id"]).info.experiment_id == \

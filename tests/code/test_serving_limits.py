@@ -127,6 +127,13 @@ def test_malformed_and_oversized_requests_get_a_4xx_naming_the_problem(
     assert words in answer.json()["message"]
 
 
+def test_utf8_by_any_of_its_names_is_read(app) -> None:
+    for charset in ("utf8", "UTF-8", '"utf-8"', "us-ascii"):
+        answer = post(app, records({"user_id": "u1", "k": 2}),
+                      {"Content-Type": f"application/json; charset={charset}"})
+        assert answer.status_code == 200, (charset, answer.text)
+
+
 def test_every_path_and_method_gets_an_answer_in_one_shape(app) -> None:
     """MLflow answered an unknown path or method with {"detail": ...} and HEAD /ping with
     405; a load balancer's HEAD check is answered, every refusal has an error_code."""

@@ -497,3 +497,18 @@ def test_a_utf8_file_given_another_encoding_is_told_to_drop_the_option(tmp_path:
     said = " ".join(out.split())
     assert code == 1 and "reads as UTF-8: leave out --items-encoding" in said, out
     assert "cp1252" not in said
+
+
+def test_a_cp1252_file_whose_start_is_ascii_reads_with_its_encoding(tmp_path: Path) -> None:
+    """A second reader's: the UTF-8 hint also ended the reading of a long row, so a valid
+    cp1252 file given --encoding cp1252 was refused, and told to drop the option."""
+    rows = [f"U{n % 150:03d},I{n % 90:03d},2024-0{1 + n % 5}-{1 + n % 28:02d} "
+            f"{n % 24:02d}:{n % 60:02d}:{n % 59:02d}+00:00,view,1.0" for n in range(3200)]
+    rows[3000] += ",surplus"  # past the first 64 KB, as the accented name below
+    rows.append("Müller,I001,2024-01-03 10:00:00+00:00,purchase,1")
+    path = tmp_path / "x.csv"
+    path.write_bytes(("user_id,item_id,timestamp,event,value\n" + "\n".join(rows) + "\n")
+                     .encode("cp1252"))
+    code, out, report = validate(tmp_path, "--interactions", str(path), "--encoding", "cp1252")
+    assert code == 0, out
+    assert report["cleaning"]["quarantined_by_reason"].get("extra_fields") == 1
