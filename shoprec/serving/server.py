@@ -179,8 +179,8 @@ class RecommendationServer:
                 return
             await self.mlflow_app(scope, receive, send)
             return
-        if scope["type"] == "http" and scope["method"] == "HEAD":  # /version, or no bundle
-            await _send(send, 200, b"")
+        if scope["type"] == "http" and scope["method"] == "HEAD" and not storefront_path:
+            await _send(send, 200, b"")  # /version, or /ping without a bundle to check
             return
         if scope["type"] == "http" and storefront_path:
             from shoprec.serving import storefront
