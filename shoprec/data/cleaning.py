@@ -201,6 +201,12 @@ class _Reasons:
     def labels(self) -> pd.Series:
         return pd.Series(np.array(self.names, dtype=object)[self.codes])
 
+    def caught(self, reason: str) -> np.ndarray:
+        """Which rows ``reason`` caught (from the codes: no label per row is made)."""
+        if reason not in self.names:
+            return np.zeros(len(self.codes), dtype=bool)
+        return self.codes == self.names.index(reason)
+
     def counts(self) -> dict[str, int]:
         found = np.bincount(self.codes, minlength=len(self.names))
         return {name: int(found[i]) for i, name in enumerate(self.names) if i and found[i]}
@@ -662,9 +668,8 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     _check_totals(report)
     logger.info("cleaning: %d rows in, %d clean, %d quarantined %s", report.rows_in,
                 report.rows_clean, report.rows_quarantined, by_reason)
-    labels = reasons.labels()
-    _warn_unread(frame["event"][(labels == "invalid_event").to_numpy()],
-                 frame["value"][(labels == "invalid_value").to_numpy()])
+    _warn_unread(frame["event"][reasons.caught("invalid_event")],
+                 frame["value"][reasons.caught("invalid_value")])
     _warn_dominant_user(interactions["user_id"])
     return CleanData(interactions, catalogue, quarantine, items_quarantine, report)
 

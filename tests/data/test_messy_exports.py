@@ -359,15 +359,24 @@ def test_rows_with_more_fields_than_the_header_are_quarantined_alone(tmp_path: P
     assert semi["cleaning"]["rows_clean"] == alone["cleaning"]["rows_clean"]
 
 
-def test_a_movielens_line_with_a_field_too_many_is_quarantined(tmp_path: Path) -> None:
-    ratings = "".join(f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + u * 100 + i}\n"
-                      for u in range(1, 13) for i in range(1, 13))
-    path = write(tmp_path / "u.data", ratings + "3\t9\t4\t881000000\tstray\n")
+def _ratings() -> str:
+    """A headerless u.data: 12 users x 12 items, tab-separated."""
+    return "".join(f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + u * 100 + i}\n"
+                   for u in range(1, 13) for i in range(1, 13))
+
+
+def _one_long_row_quarantined(tmp_path: Path, path: Path) -> pd.DataFrame:
+    """Validate ``path``: read, with its one long row quarantined as ``extra_fields``."""
     code, out, report = validate(tmp_path, "--interactions", str(path))
     assert code == 0, out
     assert report is not None
     assert report["cleaning"]["quarantined_by_reason"] == {"extra_fields": 1}
-    quarantine = assert_nothing_lost(tmp_path, report)
+    return assert_nothing_lost(tmp_path, report)
+
+
+def test_a_movielens_line_with_a_field_too_many_is_quarantined(tmp_path: Path) -> None:
+    path = write(tmp_path / "u.data", _ratings() + "3\t9\t4\t881000000\tstray\n")
+    quarantine = _one_long_row_quarantined(tmp_path, path)
     assert quarantine[["source_row", "extra_fields"]].values.tolist() == [[144, "stray"]]
 
 
@@ -462,15 +471,9 @@ def test_long_rows_first_of_all_empty_surplus_and_a_wrong_encoding(tmp_path: Pat
 def test_a_headerless_movielens_file_whose_first_line_is_long(tmp_path: Path) -> None:
     """A last reader: only u.data's first line long read as "every row has 5 fields, but
     its header names 4" (the file has no header)."""
-    ratings = "".join(f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + u * 100 + i}\n"
-                      for u in range(1, 13) for i in range(1, 13))
-    lines = ratings.splitlines()
+    lines = _ratings().splitlines()
     path = write(tmp_path / "u.data", "\n".join([lines[0] + "\tstray", *lines[1:]]) + "\n")
-    code, out, report = validate(tmp_path, "--interactions", str(path))
-    assert code == 0, out
-    assert report is not None
-    assert report["cleaning"]["quarantined_by_reason"] == {"extra_fields": 1}
-    quarantine = assert_nothing_lost(tmp_path, report)
+    quarantine = _one_long_row_quarantined(tmp_path, path)
     assert quarantine[["source_row", "extra_fields"]].values.tolist() == [[0, "stray"]]
 
 
