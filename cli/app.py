@@ -734,6 +734,40 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters (a tab, a line break) written as escapes.
+
+    A table cell holding a tab or a line break printed one row on two lines.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
+def _print_answer_json(response: Any, reasons: list[Any], *, model_name: str, alias: str,
+                       version: str) -> None:
+    """One recommendation answer as a JSON object on standard output, ids exactly as held."""
+    items = []
+    for rank, (item, title, score, why) in enumerate(zip(
+            response["item_ids"], response["titles"], response["scores"], reasons,
+            strict=True), 1):
+        entry: dict[str, Any] = {"rank": rank, "item_id": item, "title": title,
+                                 "score": float(score)}
+        if why is not None:
+            entry["because"] = [{"item_id": r["item_id"], "title": r["title"],
+                                 "share": float(r["share"])} for r in why]
+        items.append(entry)
+    answer = {"registered_model": model_name, "alias": alias, "version": str(version),
+              "source": response["source"], "items": items}
+    text = json.dumps(_finite(answer), ensure_ascii=False, allow_nan=False)
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _closed_pipe()
+
+
 def _percent(share: float) -> str:
     """A share as a whole percent; one under half a percent as ``<1%``, never ``0%``."""
     return "<1%" if 0 < share < 0.005 else f"{share:.0%}"
@@ -1139,6 +1173,9 @@ def recommend(
         "left are not answered.")] = None,
     similar_to: Annotated[str | None, typer.Option(
         "--similar-to", help="An item id: the items that go with it (cross-sell).")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the answer as one JSON object (for scripts) instead of a "
+        "table.")] = False,
 ) -> None:
     """Ask a registered model (default: the champion) for recommendations or search results."""
     import pandas as pd
@@ -1183,6 +1220,11 @@ def recommend(
         response = bundle.predict(request).iloc[0]
     except (ValueError, TypeError) as exc:  # a request the model refuses (no search index...)
         raise ConfigError(f"invalid request: {exc}") from None
+    reasons = response["explanations"] if explain else [None] * len(response["item_ids"])
+    if as_json:
+        _print_answer_json(response, reasons, model_name=model_name, alias=alias,
+                           version=version)
+        return
     what = f"search {query!r}" if query else f"items that go with {similar_to}" \
         if similar_to else "recommendations"
     who = f" for user {user}" if user else (" for a new shopper" if items else "")
@@ -1190,22 +1232,33 @@ def recommend(
                         f"({response['source']})")
     columns = ("rank", "item_id", "title", "score") + (("because",) if explain else ())
     for column in columns:
-        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
-    reasons = response["explanations"] if explain else [None] * len(response["item_ids"])
+        # An id is wrapped, never cut with "…": the cut form is no id to copy.
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left",
+                         overflow="fold" if column == "item_id" else "ellipsis")
     for rank, (item, title, score, why) in enumerate(zip(
             response["item_ids"], response["titles"], response["scores"], reasons,
             strict=True), 1):
-        cells = [str(rank), item, title, f"{score:.4g}"]
+        cells = [str(rank), _printable(item), _printable(title or ""), f"{score:.4g}"]
         if explain:
-            cells.append("; ".join(f"{r['title'] or r['item_id']} ({_percent(r['share'])})"
-                                   for r in why) or "-")
+            cells.append("; ".join(
+                f"{_printable(r['title'] or r['item_id'])} ({_percent(r['share'])})"
+                for r in why) or "-")
         table.add_row(*cells)
     console.print(table)
     if not response["item_ids"]:
         # A query of emoji or punctuation alone has nothing the index is made of.
         searchable = not query or any(ch.isalnum() for ch in query)
-        console.print("nothing matched" if searchable else
-                      "nothing matched: the query has no letters or digits to search by")
+        if not searchable:
+            console.print("nothing matched: the query has no letters or digits to search by")
+        elif query or similar_to:
+            console.print("nothing matched")
+        else:
+            # A shopper who owns every product the model ranks (a tiny shop) is told so,
+            # not that the model found nothing.
+            console.print("nothing left to recommend: every product the model can rank is "
+                          "already in this shopper's history"
+                          + (" or has no units left in --stock" if held is not None else ""),
+                          soft_wrap=True)
 
 
 @app.command(cls=_SummaryCommand)

@@ -284,7 +284,11 @@ def warn_cutoffs_past_catalogue(ks: list[int], items: int) -> list[int]:
     coverage are 1 for every model, and no figure at it can tell two models apart.
     """
     wide = [k for k in ks if k >= items]
-    if wide:
+    if wide and items <= 1:
+        # No K under 1 exists: the advice is to add products, not to change K.
+        logger.warning("the training part holds %d item: every model recommends it and no "
+                       "figure can tell two models apart; train on more products", items)
+    elif wide:
         logger.warning("--k %s: at least the %d items trained on, so every top K holds the "
                        "whole catalogue and every model scores alike there; use a K under %d",
                        ",".join(map(str, wide)), items, items)

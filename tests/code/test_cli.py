@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -264,6 +265,26 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
                "3", "--explain", cwd=tmp_path)
     assert done.returncode == 0 and "because" in done.stdout, done.stderr[-2000:]
     assert "%)" in done.stdout  # each row names a history item with its share
+    # For scripts: one JSON object, the same answer with the ids as held.
+    done = run("recommend", "--registered-model-name", "plain-file", "--user", user, "--k",
+               "3", "--explain", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    assert (answer["registered_model"], answer["alias"], answer["version"], answer["source"]
+            ) == ("plain-file", "champion", "1", "model")
+    assert [e["rank"] for e in answer["items"]] == [1, 2, 3]
+    scores = [e["score"] for e in answer["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 < r["share"] <= 1 for e in answer["items"] for r in e["because"])
+    # Every product out of stock: the shopper is told why nothing is left, not "no match".
+    stock = tmp_path / "stock.csv"
+    pd.DataFrame({"item_id": pd.read_csv(plain)["item_id"].unique(), "units": 0}).to_csv(
+        stock, index=False)
+    done = run("recommend", "--registered-model-name", "plain-file", "--user", user,
+               "--stock", str(stock), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nothing left to recommend: every product the model can rank is already in this " \
+        "shopper's history or has no units left in --stock" in done.stdout, done.stdout
     item = str(pd.read_csv(plain, nrows=1)["item_id"].iloc[0])
     done = run("recommend", "--registered-model-name", "plain-file", "--similar-to", item,
                "--k", "3", cwd=tmp_path)
@@ -370,6 +391,23 @@ def test_serving_the_deployments_refuses_options_every_run_would_fail_on(
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_recommend_prints_ids_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """Readers': an id holding a tab printed one row on two lines, and a long id was cut
+    with "…" with no other way to read the answer."""
+    from cli.app import _print_answer_json, _printable
+
+    assert _printable("A\tB\nC") == "A\\tB\\nC" and _printable("Café 茶") == "Café 茶"
+    long_id = "SKU-" + "x" * 200
+    answer = {"item_ids": ["A\tB", long_id], "titles": ["Mug", None],
+              "scores": [np.float32(0.5), 0.25], "source": "model"}
+    _print_answer_json(answer, [None, None], model_name="m", alias="champion", version="4")
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["version"] == "4"
+    assert printed["items"] == [
+        {"rank": 1, "item_id": "A\tB", "title": "Mug", "score": 0.5},
+        {"rank": 2, "item_id": long_id, "title": None, "score": 0.25}]
 
 
 def test_a_resource_that_ran_out_is_said_as_such_not_as_a_bug() -> None:

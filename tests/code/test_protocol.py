@@ -163,6 +163,13 @@ def test_a_cutoff_holding_the_whole_catalogue_is_warned_about(caplog) -> None:
     assert [r.getMessage() for r in caplog.records] == [
         "--k 40,60: at least the 40 items trained on, so every top K holds the whole "
         "catalogue and every model scores alike there; use a K under 40"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="shoprec.training"):
+        assert warn_cutoffs_past_catalogue([10], 1) == [10]
+    # No K under 1 exists, so the advice is another one.
+    assert [r.getMessage() for r in caplog.records] == [
+        "the training part holds 1 item: every model recommends it and no figure can tell "
+        "two models apart; train on more products"]
 
 
 def test_mf_ratings_is_skipped_when_the_weighting_changes_the_stars() -> None:
