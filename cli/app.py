@@ -1218,6 +1218,8 @@ def recommend(
                             "diversity": [diversity], "item_id": [similar_to or ""]})
     try:
         response = bundle.predict(request).iloc[0]
+    except ConfigError:
+        raise  # the set-up's (another pseudonymisation key), said as it is
     except (ValueError, TypeError) as exc:  # a request the model refuses (no search index...)
         raise ConfigError(f"invalid request: {exc}") from None
     reasons = response["explanations"] if explain else [None] * len(response["item_ids"])
@@ -1395,9 +1397,13 @@ def forget(
     record = suppressions.add(user, by or None, reason, key)
     if key is None and not is_pseudonym(user):
         err_console.print("note: no pseudonymisation key (SHOPREC_PSEUDONYM_KEY or "
-                          "--pseudonym-secret), so only the id as given was recorded; data "
-                          "and models trained with --pseudonymize hold its pseudonym: run "
-                          "again with the key, or pass the pseudonym", highlight=False)
+                          "--pseudonym-secret), so only the id as given was recorded. Every "
+                          "later training quarantines the shopper's rows, pseudonymised or "
+                          "not, and a server holding the key drops requests naming the id; "
+                          "but a model already trained with --pseudonymize holds their "
+                          "pseudonym, which its batches and requests naming the pseudonym "
+                          "still use until the next training: run again with the key, or "
+                          "pass the pseudonym", highlight=False)
     console.print(f"erasure recorded in {suppressions.path.resolve()} at "
                   f"{record['requested_at']} by "
                   f"{record['requested_by']} ({len(record['subjects'])} subject hash"

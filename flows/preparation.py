@@ -65,7 +65,8 @@ class TaskSteps(PreparationSteps):
         key = self.pseudonym_key(data)
         self.key_id = key.id
         # The key's fingerprint, not the key, shapes the cache of every later step.
-        return load_data(data, key, self._extend(data, {"pseudonym_key_id": key.id}))
+        return load_data(data, key, self._extend(data, {"pseudonym_key_id": key.id}),
+                         self.erased())
 
     @override
     def pseudonym_key(self, data: DataConfig) -> PseudonymKey:

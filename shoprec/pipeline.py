@@ -72,7 +72,7 @@ class PreparationSteps:
         if data.pseudonymize:
             key = self.pseudonym_key(data)
             self.key_id = key.id
-            raw = pseudonymize(raw, key)
+            raw = pseudonymize(raw, key, self.erased())
         return raw
 
     def pseudonym_key(self, data: DataConfig) -> PseudonymKey:

@@ -51,8 +51,12 @@ SUPPRESSIONS_ENV = "SHOPREC_SUPPRESSIONS"
 DEFAULT_SUPPRESSIONS = "suppressions.jsonl"
 #: Quarantine reason of an erased shopper's rows.
 ERASED = "erased"
-#: Shortest key accepted.
+#: Shortest key accepted, in bytes of its UTF-8 text.
 MIN_KEY_LENGTH = 16
+#: What a served request's user id becomes when the id as given is on the suppression list
+#: but the model stores its pseudonym (an erasure recorded without the key): no stored id
+#: can hold a NUL, so it is nobody's, and :meth:`ModelBundle.erased` reads it as erased.
+ERASED_USER = "\x00erased"
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,9 @@ def make_key(value: str | bytes | None, source: str) -> PseudonymKey:
                           "forget)")
     secret = value.encode() if isinstance(value, str) else bytes(value)
     if len(secret) < MIN_KEY_LENGTH:
-        raise ConfigError(f"the pseudonymisation key from {source} is {len(secret)} "
-                          f"characters; use at least {MIN_KEY_LENGTH}")
+        raise ConfigError(f"the pseudonymisation key from {source} is {len(secret)} bytes "
+                          f"long (UTF-8); use at least {MIN_KEY_LENGTH}, e.g. from `openssl "
+                          "rand -hex 32`")
     return PseudonymKey(secret)
 
 
@@ -112,11 +117,22 @@ def pseudonym(user_id: str, secret: bytes) -> str:
     return "p_" + hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def pseudonymize(raw: RawData, key: PseudonymKey) -> RawData:
+def pseudonymize(raw: RawData, key: PseudonymKey,
+                 erased: frozenset[str] = frozenset()) -> RawData:
     """Replace every user id of a raw table by its pseudonym, in place of the original.
 
     Both the canonical column and the source column it came from (kept for quarantine)
-    are replaced; missing ids stay missing, so cleaning still quarantines them.
+    are replaced; missing ids stay missing, so cleaning still quarantines them. An id that
+    is a pseudonym already (data pseudonymised before, with this key) is kept as it is, as
+    a server holding the key takes it. The source's columns that no canonical column reads
+    (an e-mail or name column beside the mapped id) are left out of the quarantine's rows.
+
+    Args:
+        raw: The table as read.
+        key: The pseudonymisation key.
+        erased: The suppression list's subjects: an id whose own subject is listed (an
+            erasure recorded without the key, or before the key changed) is named in the
+            result's ``erased_users``, so cleaning quarantines it under any key.
     """
     interactions = raw.interactions.copy()
     if "user_id" not in interactions:
@@ -124,17 +140,24 @@ def pseudonymize(raw: RawData, key: PseudonymKey) -> RawData:
     ids = canonical_ids(interactions["user_id"])
     known = ids.notna()
     unique = pd.unique(ids[known])
-    mapping = dict(zip(unique, key.pseudonyms(unique), strict=True))
+    mapping = {u: u if is_pseudonym(u) else pseudonym(u, key.secret) for u in unique}
+    gone = frozenset(mapping[u] for u in unique if subject(u) in erased) if erased \
+        else frozenset()
     hidden = pd.Series(pd.NA, index=ids.index, dtype="string")
     hidden[known] = ids[known].map(mapping)
     interactions["user_id"] = hidden
     source = raw.source_frame
+    if raw.unread_columns:
+        logger.warning("--pseudonymize: the column(s) %s are not read and may identify a "
+                       "shopper, so the quarantine files leave them out",
+                       ", ".join(map(repr, raw.unread_columns)))
+        source = source.drop(columns=list(raw.unread_columns))
     if raw.user_column is not None and raw.user_column in source:
         # One row per input row, in order: the source's column gets the same pseudonyms.
         source = source.copy()
         source[raw.user_column] = hidden.to_numpy()
     logger.info("pseudonymised %d user ids with key %s", len(unique), key.id)
-    return replace(raw, interactions=interactions, source_frame=source)
+    return replace(raw, interactions=interactions, source_frame=source, erased_users=gone)
 
 
 def is_pseudonym(text: str) -> bool:
@@ -228,6 +251,8 @@ class SuppressionList:
         user = canonical_id(user_id)
         if not user:
             raise ConfigError("shoprec forget needs a user id")
+        if not is_pseudonym(user) and is_pseudonym(user.lower()):
+            user = user.lower()  # a pseudonym typed in capitals is still that pseudonym
         subjects = [subject(user)]
         if key is not None and not is_pseudonym(user):
             subjects.append(subject(pseudonym(user, key.secret)))

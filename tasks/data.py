@@ -117,10 +117,15 @@ def fingerprint_data(config: DataConfig) -> str:
 # does (1.4 s); the steps after it stay cached, so a rerun still skips their work.
 @task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io,
       cache_policy=NO_CACHE, persist_result=False)
-def load_data(config: DataConfig, key: PseudonymKey | None, cache_key: str) -> RawData:
-    """Read the source and map it onto canonical columns; pseudonymise with ``key``."""
+def load_data(config: DataConfig, key: PseudonymKey | None, cache_key: str,
+              erased: frozenset[str] = frozenset()) -> RawData:
+    """Read the source and map it onto canonical columns; pseudonymise with ``key``.
+
+    ``erased``: the suppression list's subjects, matched against the raw ids before they
+    become pseudonyms (see :func:`shoprec.privacy.pseudonymize`).
+    """
     raw = load(config)
-    return pseudonymize(raw, key) if key is not None else raw
+    return pseudonymize(raw, key, erased) if key is not None else raw
 
 
 def resolve_pseudonym_key(config: DataConfig) -> PseudonymKey:

@@ -76,6 +76,10 @@ class RawData:
         column_hints: Canonical column -> where it comes from in the source, for messages.
         user_column: The column of ``source_frame`` holding the user ids (replaced too when
             the ids are pseudonymised), or ``None``.
+        unread_columns: Columns of ``source_frame`` that no canonical column reads (left
+            out of the quarantine when the ids are pseudonymised: they may name the shopper).
+        erased_users: User ids (pseudonyms) whose raw ids are on the suppression list, set by
+            :func:`shoprec.privacy.pseudonymize`: quarantined as erased by cleaning.
     """
 
     interactions: pd.DataFrame
@@ -91,6 +95,8 @@ class RawData:
     timestamp_unit: str | None = None
     column_hints: dict[str, str] = field(default_factory=dict)
     user_column: str | None = None
+    unread_columns: tuple[str, ...] = ()
+    erased_users: frozenset[str] = frozenset()
 
 
 def detect_format(columns: list[str], path: str) -> Format:
@@ -178,6 +184,17 @@ def load(config: DataConfig) -> RawData:
     return _adapt_generic(frame, path, config)
 
 
+def _unread(frame: pd.DataFrame, config: DataConfig) -> tuple[str, ...]:
+    """The columns of a generic file that no canonical column reads, in the file's order.
+
+    Counted as read, to keep rather than to lose: any column named as a canonical one (in
+    any case) or in the mapping, and the reader's own helper column.
+    """
+    read = {c.casefold() for c in (*INTERACTION_COLUMNS, *ITEM_COLUMNS, EXTRA_FIELDS)}
+    read |= {str(v).strip().casefold() for v in config.columns.values()}
+    return tuple(str(c) for c in frame.columns if str(c).strip().casefold() not in read)
+
+
 def _refuse_mapping(config: DataConfig, fmt: str, path: str) -> None:
     """A column mapping is for generic files: the other formats' columns are fixed."""
     if config.columns:
@@ -229,6 +246,7 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
         items_path=config.items,
         column_hints=hints,
         user_column=mapping.get("user_id", "user_id").strip(),
+        unread_columns=_unread(frame, config),
         timestamp_format=config.timestamp_format,
         timestamp_unit=config.timestamp_unit,
     )

@@ -582,8 +582,11 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
             _refuse_nested(frame[column], column)
     users = normalise_ids(frame["user_id"]) if "user_id" in frame else missing
     items = normalise_ids(frame["item_id"]) if "item_id" in frame else missing
-    if erased:
-        reasons.catch(ERASED, erased_mask(users, erased))
+    if erased or raw.erased_users:
+        # The list's subjects are of ids as stored; a pseudonymised table also names the
+        # rows whose raw id was listed (an erasure made without the key, or under another).
+        reasons.catch(ERASED, erased_mask(users, erased)
+                      | users.isin(raw.erased_users).to_numpy(dtype=bool))
     reasons.catch(EXTRA_FIELDS, _extra_fields(raw.source_frame, n))
     reasons.catch("missing_user", users.isna())
     reasons.catch("missing_item", items.isna())
@@ -643,7 +646,7 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
         catalogue = _derived_catalogue(raw, interactions)
 
     quarantine = _quarantine_table(raw.source_frame, np.flatnonzero(~keep), reasons.labels()[~keep])
-    if erased:
+    if erased or raw.erased_users:
         # Erased means gone: the row is accounted for, its content is not kept.
         blank = (quarantine[REASON] == ERASED).to_numpy()
         content = [c for c in quarantine.columns if c not in (SOURCE_ROW, REASON)]

@@ -217,9 +217,13 @@ class ModelBundle:
         subjects = self._suppression()[2]
         if not subjects:
             return [False] * len(stored_ids)
-        from shoprec.privacy import subject
+        from shoprec.privacy import ERASED_USER, subject
 
-        return [bool(i) and subject(i) in subjects for i in stored_ids]
+        return [bool(i) and (i == ERASED_USER or subject(i) in subjects) for i in stored_ids]
+
+    def erased_subjects(self) -> frozenset[str]:
+        """The suppression list's subjects (the list re-read when its file changed)."""
+        return self._suppression()[2]
 
     def _suppression(self) -> tuple[Any, np.ndarray, frozenset[str]]:
         from shoprec.errors import ConfigError, ServingUnavailableError

@@ -9,11 +9,14 @@ diversity) and answers errors alike.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import pandas as pd
 from mlflow.pyfunc import PythonModel
+
+logger = logging.getLogger(__name__)
 
 
 def apply_serving_environment(bundle: Any) -> None:
@@ -32,7 +35,13 @@ def apply_serving_environment(bundle: Any) -> None:
     bundle.diversity = default_diversity(os.environ.get(DIVERSITY_ENV))
     # A served model names shoppers' past purchases only when its operator allows it.
     bundle.explanations = os.environ.get(EXPLANATIONS_ENV) == "1"
-    _ = bundle.user_key  # another pseudonymisation key than the model's fails here
+    # Another pseudonymisation key than the model's fails here; none is said once.
+    if bundle.meta.get("pseudonym_key_id") and bundle.user_key is None:
+        from shoprec.privacy import KEY_ENV
+
+        logger.warning("this model's shoppers are pseudonyms and %s is not set: requests "
+                       "must name shoppers by their pseudonyms; raw ids are refused",
+                       KEY_ENV)
     # `shoprec serve --stock FILE`: products with no units left are never answered.
     from shoprec.serving.engine import STOCK_ENV
 

@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from shoprec.data.schema import canonical_id
-from shoprec.privacy import is_pseudonym
+from shoprec.privacy import ERASED_USER, KEY_ENV, is_pseudonym, subject
 from shoprec.ranking import diversity_pool, rerank_for_novelty, top_k
 
 if TYPE_CHECKING:
@@ -72,7 +72,19 @@ def stored_user_ids(bundle: ModelBundle, user_ids: list[Any]) -> list[str]:
     texts = [_text(u, "user_id") for u in user_ids]
     key = bundle.user_key
     if key is not None:
-        texts = [t if not t or is_pseudonym(t) else key.pseudonyms([t])[0] for t in texts]
+        listed = bundle.erased_subjects()
+        # An erasure recorded without the key holds the raw id's subject, which the model's
+        # pseudonym does not match: the id as given is checked too.
+        texts = [t if not t or is_pseudonym(t) else
+                 ERASED_USER if listed and subject(t) in listed else
+                 key.pseudonyms([t])[0] for t in texts]
+    elif bundle.meta.get("pseudonym_key_id") and any(
+            t and not is_pseudonym(t) for t in texts):
+        # Taken as given, a raw id would be nobody (popularity, silently) and a live event
+        # would store it, where the shop keeps no raw id.
+        raise ValueError(f"this model's shoppers are pseudonyms and the server has no "
+                         f"{KEY_ENV}: send user_id as its pseudonym (p_ and 32 hex digits), "
+                         "or start the server with the training run's key")
     return texts
 
 

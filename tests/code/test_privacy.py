@@ -64,6 +64,8 @@ def test_pseudonyms_replace_the_ids_in_the_table_and_in_the_source_rows(
     assert KEY not in repr(key) and key.id in repr(key)
     with pytest.raises(ConfigError, match="at least 16"):
         make_key("short", "test")
+    with pytest.raises(ConfigError, match="is 10 bytes long"):
+        make_key("ééééé", "test")  # 5 characters, 10 bytes: the message counts bytes
     with pytest.raises(ConfigError, match=KEY_ENV):
         make_key(None, KEY_ENV)
 
@@ -94,6 +96,56 @@ def test_an_erased_shopper_is_quarantined_without_content(tmp_path: Path) -> Non
     (tmp_path / "erase.jsonl").write_text("not json\n")
     with pytest.raises(ConfigError, match="line 1: not an erasure record"):
         suppressions.subjects()
+
+
+def test_an_erasure_outlives_a_new_key_and_one_made_without_the_key(tmp_path: Path) -> None:
+    """A reader's: the list held the raw id's hash, cleaning compared only pseudonyms, so a
+    key change (or `forget` run without the key) trained on the erased shopper again."""
+    path = _csv(tmp_path, [("alice", "i1", "2024-01-01", "purchase"),
+                           ("bob", "i2", "2024-01-02", "purchase"),
+                           ("Alice ", "i3", "2024-01-03", "purchase")])
+    suppressions = SuppressionList(tmp_path / "erase.jsonl")
+    suppressions.add("alice")  # no key: the raw id's subject alone
+    raw = load(DataConfig(interactions=str(path), columns={"user_id": "shopper"}))
+    for secret in (KEY, "a-second-key-after-rotation"):
+        key = make_key(secret, "test")
+        hidden = pseudonymize(raw, key, suppressions.subjects())
+        assert hidden.erased_users == {pseudonym("alice", key.secret)}
+        data = clean(hidden, CleaningConfig(), suppressions.subjects())
+        # "Alice " is another shopper than "alice": ids keep their case.
+        assert data.interactions["user_id"].tolist() == [pseudonym("bob", key.secret),
+                                                         pseudonym("Alice", key.secret)]
+        assert data.report.quarantined_by_reason == {"erased": 1}
+        assert data.quarantine.drop(columns=["source_row", "reason"]).isna().all().all()
+    # A pseudonym typed in capitals is that pseudonym.
+    hidden_bob = pseudonym("bob", KEY.encode())
+    record = suppressions.add(hidden_bob.upper())
+    assert record["subjects"] == [subject(hidden_bob)]
+
+
+def test_pseudonymising_keeps_pseudonyms_and_leaves_unread_columns_out(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A reader's: an unmapped e-mail column reached the quarantine files in clear text
+    under --pseudonymize; and an id already a pseudonym was hashed again in training,
+    while a server took it as it was."""
+    path = tmp_path / "events.csv"
+    already = pseudonym("carol", KEY.encode())
+    pd.DataFrame({"customer": ["c1", already, "c1"],
+                  "email": ["c1@example.com", "x@example.com", "c1@example.com"],
+                  "item_id": ["i1", "i2", "i3"], "timestamp": ["2024-01-01"] * 3,
+                  "event": ["purchase", "purchase", "teleport"]}).to_csv(path, index=False)
+    raw = load(DataConfig(interactions=str(path), columns={"user_id": "customer"}))
+    assert raw.unread_columns == ("email",)
+    with caplog.at_level(logging.WARNING, logger="shoprec.privacy"):
+        hidden = pseudonymize(raw, make_key(KEY, "test"))
+    assert "'email' are not read and may identify a shopper" in caplog.text
+    assert hidden.interactions["user_id"].tolist()[1] == already
+    data = clean(hidden, CleaningConfig())
+    assert data.report.quarantined_by_reason == {"invalid_event": 1}
+    assert "email" not in data.quarantine.columns
+    assert "example.com" not in data.quarantine.to_csv()
+    # Without pseudonyms the quarantine keeps every column, to fix the rows from.
+    assert "email" in clean(raw, CleaningConfig()).quarantine.columns
 
 
 def test_a_record_written_by_hand_without_its_newline_counts_and_the_next_is_kept_apart(
@@ -318,7 +370,9 @@ def test_no_raw_user_id_reaches_any_output_and_the_served_model_hashes_requests(
     assert bundle.answer([{"user_id": user}])[0]["source"] == "model"
     monkeypatch.delenv(KEY_ENV)
     bundle, _ = load_bundle("private-model", alias="champion")
-    assert bundle.answer([{"user_id": user}])[0]["source"] == "popularity"
+    # A raw id is refused (it was answered by popularity, and a live event stored it).
+    with pytest.raises(ValueError, match="shoppers are pseudonyms and the server has no"):
+        bundle.answer([{"user_id": user}])
     assert bundle.answer([{"user_id": key.pseudonyms([user])[0]}])[0]["source"] == "model"
     monkeypatch.setenv(KEY_ENV, "another-key-of-enough-length")
     bundle, _ = load_bundle("private-model", alias="champion")
@@ -378,8 +432,19 @@ def test_forget_reaches_the_served_model_at_once_and_every_later_training(
         k=3))
     assert hidden not in set(pd.read_parquet(private_run["work"] / "b2")["user_id"])
     assert out["users"] == batch["user_id"].nunique() - 1
+    # An erasure recorded without the key (the raw id's hash alone): a server holding the
+    # key drops requests naming the id, and the next training quarantines their rows.
+    other = next(r for r in private_run["raw_ids"] if r != user
+                 and key.pseudonyms([r])[0] in set(batch["user_id"]))
+    assert bundle.answer([{"user_id": other}])[0]["source"] == "model"
+    monkeypatch.delenv(KEY_ENV)
+    done = CliRunner().invoke(app, ["forget", other, "--reason", "test"])
+    monkeypatch.setenv(KEY_ENV, KEY)
+    assert done.exit_code == 0 and "until the next training" in done.output, done.output
+    assert bundle.answer([{"user_id": other}])[0]["source"] == "popularity"
     # The next training quarantines their rows as erased, content blanked.
-    rows = (pd.read_csv(private_run["source"])["user_id"] == user).sum()
+    source = pd.read_csv(private_run["source"])
+    rows = source["user_id"].isin([user, other]).sum()
     summary = training_pipeline(data=private_run["data"], split=private_run["split"],
                                 training=private_run["training"],
                                 output_dir=str(private_run["work"] / "train2"))
