@@ -827,17 +827,24 @@ def _before_flows(*modules: str) -> None:
     start_while_importing(list(modules))
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: int) -> None:
     global _VERBOSE
-    _VERBOSE = verbose
+    _VERBOSE = verbose > 0
+    # -vv: shoprec's own debug records too (the other libraries' stay at INFO: Prefect's,
+    # MLflow's and TensorFlow's debug output would bury them).
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose > 1:
+        for name in ("shoprec", "shoprec_flows", "shoprec_tasks", "shoprec_cli", "cli"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     _quiet_tracebacks()
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False
-          ) -> None:
+def _root(verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True,
+        help="Log progress (-vv: and shoprec's debug records; `serve -v`: every request).")]
+          = 0) -> None:
     _configure_logging(verbose)
 
 
@@ -1928,7 +1935,8 @@ def serve(
         # A stop waits for requests in flight at most this long: a client that never
         # finishes its body must not hold the server past SIGTERM.
         uvicorn.run(application, factory=workers > 1, host=host, port=port,
-                    workers=workers, log_level="warning", access_log=False,
+                    workers=workers, log_level="info" if _VERBOSE else "warning",
+                    access_log=_VERBOSE,
                     timeout_graceful_shutdown=SERVE_GRACE_SECONDS)
     # Stopped, the staging folder removed: nothing is left to close (each session event
     # was committed when it came). The interpreter's own teardown of the model, pandas and
@@ -2107,6 +2115,14 @@ def _service_fault(exc: BaseException) -> str | None:
         if "Timed out trying to connect to" in text:
             return (f"no Dask scheduler answers ({text[:200]}); check --dask-address, or "
                     "start the scheduler (`dask scheduler`)")
+        if "database is locked" in text:
+            from shoprec.registry import tracking
+
+            # SQLite's lock outlasted every retry: another process holds the store.
+            return (f"the MLflow store {tracking.display_uri()} is locked by another "
+                    "process (a run, an `mlflow ui`, a tool holding a write transaction); "
+                    "nothing was registered unless the output above says so: run again "
+                    "when it is free")
         found = found.__cause__ or found.__context__
     return None
 
@@ -2124,13 +2140,17 @@ def _report_failure(exc: Exception) -> None:
     if (service := _service_fault(exc)) is not None:
         err_console.print(_styled(("error:", "bold red"), f" {service}"), highlight=False)
         return
-    if type(exc).__module__.startswith("mlflow"):
-        # A fault of the tracking server or store (gone, locked), not a shoprec bug.
+    if type(exc).__module__.startswith(("mlflow", "sqlalchemy")):
+        # A fault of the tracking server or store (gone, damaged), not a shoprec bug. Its
+        # first line says it; the SQL statement and parameters after it say nothing more.
         from shoprec.registry import tracking
 
+        first = tracking.redact(str(exc)).strip().split("\n[SQL:")[0].splitlines()
         err_console.print(_styled(("MLflow error:", "bold red"),
-                                  f" {tracking.redact(str(exc))[:2000]}\n(tracking URI "
-                                  f"{tracking.display_uri()})"), highlight=False)
+                                  f" {(first[0] if first else type(exc).__name__)[:600]}"
+                                  f"\n(tracking URI {tracking.display_uri()}); nothing was "
+                                  "registered unless the output above says so: check that "
+                                  "the store answers, then run again"), highlight=False)
         return
     err_console.print(_styled(("internal error:", "bold red"),
                               f" {type(exc).__name__}: {exc}\nrun again with -v for "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -119,14 +120,28 @@ def start_parent_run(experiment: str, run_name: str, params: dict[str, Any],
 
 def log_candidate(parent_run_id: str, result: Any) -> str:
     """Log one candidate as a nested run: parameters, metrics, train time, status."""
-    from mlflow.entities import Metric, Param
-
     client = tracking.client()
     parent = client.get_run(parent_run_id)
     run = client.create_run(parent.info.experiment_id, run_name=result.model,
                             tags={"mlflow.parentRunId": parent_run_id,
                                   "family": result.family, "status": result.status})
     run_id = run.info.run_id
+    try:
+        _fill_candidate_run(client, run_id, result)
+    except BaseException as exc:
+        # Left open, the run read RUNNING for good (a read-only artifact store): it is
+        # closed as failed, with the reason, before the error goes on.
+        with contextlib.suppress(Exception):
+            client.set_tag(run_id, "error", f"logging the candidate failed: "
+                           f"{type(exc).__name__}: {exc}"[:5000])
+            client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id
+
+
+def _fill_candidate_run(client: Any, run_id: str, result: Any) -> None:
+    from mlflow.entities import Metric, Param
+
     now = int(time.time() * 1000)
     metrics = {"train_seconds": result.train_seconds,
                "refit_seconds": result.refit_seconds}
@@ -146,7 +161,6 @@ def log_candidate(parent_run_id: str, result: Any) -> str:
     # A skipped candidate (the data do not apply to it) is an expected outcome: its run
     # finishes, with the reason in its tags; only a real failure is marked failed.
     client.set_terminated(run_id, "FAILED" if result.status == "failed" else "FINISHED")
-    return run_id
 
 
 def log_tradeoff(parent_run_id: str, results: list[Any]) -> None:

@@ -410,6 +410,46 @@ def test_recommend_prints_ids_whole(capsys: pytest.CaptureFixture[str]) -> None:
         {"rank": 2, "item_id": long_id, "title": None, "score": 0.25}]
 
 
+def test_a_second_v_shows_shoprecs_debug_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's: only -v (INFO) existed, so shoprec's debug records could never be seen."""
+    import logging
+
+    from cli import app as cli_app
+
+    monkeypatch.setattr(cli_app, "_VERBOSE", False)
+    for name in ("shoprec", "shoprec_flows"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    cli_app._configure_logging(1)
+    assert cli_app._VERBOSE and not logging.getLogger("shoprec").level == logging.DEBUG
+    cli_app._configure_logging(2)
+    assert logging.getLogger("shoprec.training").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("shoprec_flows.training").isEnabledFor(logging.DEBUG)
+
+
+def test_a_store_fault_is_said_in_one_line_with_what_to_do(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's: a registry locked by another process read "internal error: ... report
+    it" when `train` began, and eight lines of SQL when a run met it later."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from cli.app import _report_failure
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///shop/mlflow.db")
+    locked = OperationalError("SELECT name FROM sqlite_master", {},
+                              sqlite3.OperationalError("database is locked"))
+    _report_failure(locked)
+    said = capsys.readouterr().err
+    assert "is locked by another process" in said and "run again when it is free" in said
+    assert "internal error" not in said and "SELECT" not in said
+    damaged = OperationalError("SELECT 1", {}, sqlite3.OperationalError("disk I/O error"))
+    _report_failure(damaged)
+    said = capsys.readouterr().err
+    assert said.startswith("MLflow error: (sqlite3.OperationalError) disk I/O error\n")
+    assert "[SQL:" not in said and "check that the store answers" in said
+
+
 def test_a_resource_that_ran_out_is_said_as_such_not_as_a_bug() -> None:
     """Found by a second reader: a full disk, a file size or open-file limit, a read-only
     file system or memory ended commands in "internal error: ... report it"."""

@@ -286,6 +286,32 @@ def test_an_experiment_created_by_another_run_meanwhile_is_used(
     assert tracking.experiment_id("shoprec") == created[0]
 
 
+@pytest.mark.slow
+def test_a_candidate_run_that_cannot_be_logged_is_closed_as_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's: on a read-only artifact store a candidate's nested run stayed RUNNING
+    for good, tagged ok, one more after every such night."""
+    from mlflow import MlflowClient
+
+    from shoprec.registry import runs
+    from shoprec.training import CandidateResult
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("logging-fails")
+    parent = client.create_run(experiment).info.run_id
+    # A figure MLflow cannot take as a number fails the logging halfway, as a store does.
+    result = CandidateResult(model="mf", family="mf", status="ok",
+                             validation={"ndcg@10": "not a number"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError):
+        runs.log_candidate(parent, result)
+    (child,) = [r for r in client.search_runs([experiment])
+                if r.data.tags.get("mlflow.parentRunId") == parent]
+    assert child.info.status == "FAILED" and child.info.end_time is not None
+    assert child.data.tags["error"].startswith("logging the candidate failed: ValueError")
+
+
 @pytest.mark.integration
 def test_a_new_store_is_created_in_the_background_and_then_used(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
