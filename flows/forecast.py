@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from shoprec_flows.parameters import with_deployment_values
 from shoprec_flows.preparation import TaskSteps
 from shoprec_tasks.data import private_result_storage
 from shoprec_tasks.forecast import (
@@ -59,6 +60,8 @@ def demand_forecast(
         gate's verdict and the registered version.
     """
     apply_runtime_defaults(str(flow_run.id))
+    merged = with_deployment_values(data=data, cleaning=cleaning, forecast=forecast)
+    data, cleaning, forecast = merged["data"], merged["cleaning"], merged["forecast"]
     for folder, field in ((forecast.output_dir, "forecast.output_dir"),
                           (forecast.category_root, "forecast.category_output_dir"),
                           (forecast.quarantine_root, "forecast.quarantine_dir")):

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import Field
+from shoprec_flows.parameters import with_deployment_values
 from shoprec_flows.preparation import prepare_data
 from shoprec_tasks.operations import (
     apply_promotion,
@@ -67,6 +68,10 @@ def promote_model(
         The decision with its per-metric report.
     """
     apply_runtime_defaults(str(flow_run.id))
+    merged = with_deployment_values(promotion=promotion, data=data, cleaning=cleaning,
+                                    split=split)
+    promotion, data, cleaning, split = (merged["promotion"], merged["data"],
+                                        merged["cleaning"], merged["split"])
     if weighting is None:
         weighting = candidate_weighting(promotion)
     prepared = prepare_data(data, cleaning, split, weighting, output_dir=None)
@@ -134,6 +139,7 @@ def batch_recommendations(
         batch: Model, alias, output folder, K and batch size.
     """
     apply_runtime_defaults(str(flow_run.id))
+    batch = with_deployment_values(batch=batch)["batch"]
     check_writable_folder(batch.output_dir, "batch.output_dir")
     check_day_file(batch.output_dir, batch.registered_model_name)
     if batch.stock_path:  # a bad stock file is said before the model is loaded

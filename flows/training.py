@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.exceptions import TerminationSignal
 from prefect.futures import wait
 from prefect.runtime import flow_run
+from shoprec_flows.parameters import with_deployment_values
 from shoprec_flows.preparation import prepare_data
 from shoprec_flows.runners import (
     CandidateThreads,
@@ -101,7 +102,7 @@ def training_pipeline(
     Args:
         data: Where the data is; an empty interactions path means the bundled sample.
         cleaning: Cleaning rules and the thresholds that reject a data set.
-        split: How interactions are split into train, validation and test.
+        split: How the interactions are split into training, validation and test parts.
         weighting: Implicit-feedback weights of the events; with its ``search`` (the
             default), the weighting is chosen on validation before any candidate trains.
         training: Candidates, their hyperparameters, metrics, gate and registry name.
@@ -111,6 +112,10 @@ def training_pipeline(
         The run summary (DESIGN.md, ``--summary-json``).
     """
     apply_runtime_defaults(str(flow_run.id))
+    merged = with_deployment_values(data=data, cleaning=cleaning, split=split,
+                                    weighting=weighting, training=training)
+    data, cleaning, split = merged["data"], merged["cleaning"], merged["split"]
+    weighting, training = merged["weighting"], merged["training"]
     check_gate_sample(split, training)  # the form's settings, as the command line's
     check_selection(split, training)
     if output_dir:  # a folder typed in the Prefect form: refused now, not after retries

@@ -7,6 +7,7 @@ with defaults and descriptions) and the library functions.
 from __future__ import annotations
 
 import posixpath
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -124,6 +125,10 @@ class _Model(BaseModel):
 class DataConfig(_Model):
     """Where the data comes from and how to read it."""
 
+    # A refused value is not repeated in the error: a key typed in the wrong field (the
+    # Secret block's name) would reach the flow run's state message and logs.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     interactions: str | None = Field(
         None,
         description="Path or fsspec URL of the interactions file (CSV, CSV.gz or Parquet). "
@@ -169,7 +174,30 @@ class DataConfig(_Model):
         "pseudonym_secret, and is never logged.")
     pseudonym_secret: str | None = Field(
         None, description="Name of a Prefect Secret block holding the pseudonymisation key "
-        "(flows only; default: the SHOPREC_PSEUDONYM_KEY environment variable).")
+        "(flows only; implies pseudonymize; default: the SHOPREC_PSEUDONYM_KEY environment "
+        "variable). The block's name, never the key itself.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_implies_pseudonyms(cls, data: Any) -> Any:
+        # A block named without the switch trained on raw ids, as the CLI's
+        # --pseudonym-secret never did: naming the key's block asks for pseudonyms.
+        secret = data.get("pseudonym_secret") if isinstance(data, dict) else None
+        if isinstance(secret, str) and secret.strip():
+            data = {**data, "pseudonymize": True}
+        return data
+
+    @field_validator("pseudonym_secret")
+    @classmethod
+    def _block_name(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.fullmatch(r"[a-z0-9-]+", value):
+            # The value is not repeated: typed here, it is often the key itself.
+            raise ValueError("pseudonym_secret names a Prefect Secret block (lower-case "
+                             "letters, digits and dashes), not the key itself: save the key "
+                             "in a Secret block and give the block's name")
+        return value
 
     @field_validator("encoding", "items_encoding")
     @classmethod
@@ -699,7 +727,9 @@ class TrainingConfig(_Model):
                                                   description="MLflow registered model name.")
     experiment: ExperimentName = Field("shoprec", description="MLflow experiment name.")
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of every model.")
-    max_workers: int = Field(4, ge=1, description="Candidates trained at the same time.")
+    # Bounded: a form's 1000 started as many processes or threads, each with a model.
+    max_workers: int = Field(4, ge=1, le=64,
+                             description="Candidates trained at the same time.")
     network_slots: int | None = Field(
         None, ge=1, description="Networks (vae, dae, cfgan) trained at the same time in the "
         "flow's process; the other candidates train beside them. TensorFlow's thread pools "
@@ -714,7 +744,7 @@ class TrainingConfig(_Model):
     dask_address: str | None = Field(
         None, description="Scheduler of an existing Dask cluster, e.g. tcp://host:8786; "
         "empty: start a local cluster for the run.")
-    dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask "
+    dask_workers: int = Field(2, ge=1, le=64, description="Worker processes of the local Dask "
                               "cluster (and the number of candidates trained at a time).")
     quantize: Literal["float16", "int8"] | None = Field(
         None, description="Store the published model's large arrays at this precision "

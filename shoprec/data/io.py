@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -90,8 +91,9 @@ def check_readable(path: str, what: str) -> None:
         raise DataError(f"cannot open the {what} file {path!r}: {exc}") from exc
     if not fs.exists(fs_path):
         raise InputNotFoundError(
-            f"the {what} file {path!r} does not exist; check the path "
-            "(relative paths are taken from the current folder)"
+            f"the {what} file {path!r} does not exist; check the path"
+            + ("" if "://" in path or os.path.isabs(path) else
+               f" (relative paths are taken from the current folder, {os.getcwd()})")
         )
     if fs.isdir(fs_path):
         raise DataError(f"the {what} path {path!r} is a folder; pass the file inside it")

@@ -126,3 +126,65 @@ def test_map_pairs_split_only_before_a_name_and_equals() -> None:
     # A key in another case is a key (refused later as unknown), not part of a column.
     assert _parse_map(["user_id=customer,Item_ID=sku"]) == {"user_id": "customer",
                                                              "Item_ID": "sku"}
+
+
+def test_a_secret_block_name_asks_for_pseudonyms_and_a_key_there_is_not_repeated() -> None:
+    """A reader's, from the Prefect form: a block named without `pseudonymize` trained on
+    raw ids (and the MLflow run recorded the name), and a key typed where the block's name
+    belongs was repeated four times in the run's state message and logs."""
+    from pydantic import ValidationError
+
+    from shoprec.config import DataConfig
+
+    assert DataConfig(pseudonym_secret="shop-north-key").pseudonymize is True
+    assert DataConfig(pseudonym_secret="  ").pseudonymize is False  # empty: none named
+    key = "Sup3rS3cret_Key+pa55word/0123456789"
+    with pytest.raises(ValidationError) as refused:
+        DataConfig(pseudonym_secret=key)
+    assert "not the key itself" in str(refused.value) and key not in str(refused.value)
+
+
+def test_a_group_given_in_part_keeps_the_deployments_other_values() -> None:
+    """A reader's: `prefect deployment run ... --params '{"training": {"models": [...]}}'`
+    replaced the whole group, and north's run was registered as shoprec-recommender."""
+    from shoprec_flows.parameters import overlay
+
+    saved = {"registered_model_name": "north-recommender", "models": ["popularity", "mf"],
+             "ks": [10, 20]}
+    given = TrainingConfig(models=["popularity", "ease"])
+    merged = overlay(saved, given, "training")
+    assert merged.registered_model_name == "north-recommender" and merged.ks == [10, 20]
+    assert merged.models == ["popularity", "ease"]
+    # The form sends whole groups: nothing of the deployment's is left to keep.
+    whole = TrainingConfig.model_validate(saved)
+    assert overlay(saved, whole, "training") is whole
+    assert overlay(None, given, "training") is given  # no deployment, or none saved
+    with pytest.raises(ValidationError):  # merged values are checked again
+        overlay({"ks": [10]}, TrainingConfig(primary_metric="ndcg@20"), "training")
+
+
+@pytest.mark.integration
+def test_a_deployments_run_merges_each_group_with_the_deployments(prefect_api: str) -> None:
+    """The same through Prefect: a deployment on the test server, a run of it given one
+    field of a group, run as a worker runs it."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from shoprec_flows.parameters import with_deployment_values
+
+    @flow(name="shoprec-parameters-probe")
+    def probe(training: TrainingConfig = TrainingConfig()) -> dict:
+        return with_deployment_values(training=training)["training"].model_dump(mode="json")
+
+    with get_client(sync_client=True) as client:
+        deployment = client.create_deployment(
+            flow_id=client.create_flow(probe), name="north",
+            parameters={"training": {"registered_model_name": "north-recommender",
+                                     "models": ["popularity", "mf"]}})
+        run = client.create_flow_run_from_deployment(
+            deployment, parameters={"training": {"models": ["ease"]}})
+    assert run.parameters == {"training": {"models": ["ease"]}}  # Prefect's merge: by name
+    got = run_flow(probe, flow_run=run, parameters=run.parameters)
+    assert got["registered_model_name"] == "north-recommender"
+    assert got["models"] == ["popularity", "ease"]  # popularity, the baseline, always
+    assert probe() == TrainingConfig().model_dump(mode="json")  # no deployment: as given
