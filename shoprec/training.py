@@ -543,9 +543,12 @@ def data_catalogue(data: CleanData) -> DataSketches:
     items = data.interactions["item_id"].unique()
     titles = data.items.set_index("item_id")["title"].reindex(items) \
         if "title" in data.items else pd.Series(pd.NA, index=items)
+    first = data.interactions["timestamp"].min() if len(data.interactions) else None
     return DataSketches(catalogue_sketch(items),
                         catalogue_sketch(data.interactions["user_id"].unique()),
-                        titled_sketch(items, titles.to_numpy(dtype=object)))
+                        titled_sketch(items, titles.to_numpy(dtype=object)),
+                        None if first is None or pd.isna(first)
+                        else pd.Timestamp(first).isoformat())
 
 
 def data_cutoff(data: CleanData) -> str | None:
@@ -851,7 +854,8 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                    min_users=config.gate_min_users,
                    catalogue=catalogue.items if catalogue else None,
                    shoppers=catalogue.shoppers if catalogue else None,
-                   titled=catalogue.titled if catalogue else None, cutoff=cutoff)
+                   titled=catalogue.titled if catalogue else None, cutoff=cutoff,
+                   start=catalogue.start if catalogue else None)
     recipe = Recipe(winner.model, winner.params, weights, cutoff, fingerprint, commit)
     return Selection(winner, verdict, leaderboard_frame(results, primary), recipe,
                      catalogue)

@@ -103,6 +103,8 @@ class ChampionReference:
     #: Its shoppers' sketch, and its items' with their titles (:class:`DataSketches`).
     shoppers: CatalogueSketch | None = field(default=None, repr=False)
     titled: CatalogueSketch | None = field(default=None, repr=False)
+    #: Its data's first interaction time (:attr:`DataSketches.start`).
+    data_start: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the run summary), without the sketches."""
@@ -161,6 +163,9 @@ def catalogue_sketch(item_ids: Any) -> CatalogueSketch:
 #: Version tags of the shoppers' sketch and of the items-with-titles sketch.
 SHOPPERS_TAG = "shoppers_sketch"
 TITLED_TAG = "titled_catalogue_sketch"
+#: Version tag of the first interaction time of the data (beside the recipe's cutoff):
+#: with the cutoff, the period the data spans.
+START_TAG = "data_start"
 
 
 @dataclass(frozen=True)
@@ -173,17 +178,21 @@ class DataSketches:
             re-numbered (a new CRM) shares none of them; one cut short holds few.
         titled: Its items' ids with their titles (:data:`TITLED_TAG`), when most items
             have one: two shops numbering their products alike share ids, not titles.
+        start: Its first interaction time (UTC, ISO 8601; :data:`START_TAG`): a quiet
+            month holds fewer shoppers over as many days, an export cut short fewer days.
     """
 
     items: CatalogueSketch
     shoppers: CatalogueSketch | None = None
     titled: CatalogueSketch | None = None
+    start: str | None = None
 
     def to_tags(self) -> dict[str, str]:
         """The version tags that hold the sketches."""
         return {CATALOGUE_TAG: self.items.to_tag(),
                 **({SHOPPERS_TAG: self.shoppers.to_tag()} if self.shoppers else {}),
-                **({TITLED_TAG: self.titled.to_tag()} if self.titled else {})}
+                **({TITLED_TAG: self.titled.to_tag()} if self.titled else {}),
+                **({START_TAG: self.start} if self.start else {})}
 
 
 def titled_sketch(item_ids: Any, titles: Any) -> CatalogueSketch | None:
@@ -317,7 +326,8 @@ def champion_reference(name: str) -> ChampionReference:
     return ChampionReference(version, recipe,
                              catalogue=CatalogueSketch.from_tag(tags.get(CATALOGUE_TAG)),
                              shoppers=CatalogueSketch.from_tag(tags.get(SHOPPERS_TAG)),
-                             titled=CatalogueSketch.from_tag(tags.get(TITLED_TAG)))
+                             titled=CatalogueSketch.from_tag(tags.get(TITLED_TAG)),
+                             data_start=tags.get(START_TAG) or None)
 
 
 def read_catalogue(name: str, version: str) -> CatalogueSketch | None:

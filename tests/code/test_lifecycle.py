@@ -188,10 +188,14 @@ def test_gate_keeps_the_champion_when_the_data_is_another_shops() -> None:
     for name, sketch in (("tonight", tonight), ("south", south), ("unrecorded", None)):
         judged[name] = gate("ndcg@10", {"ndcg@10": 0.06}, POPULARITY, 0.05, champion,
                             {"ndcg@10": 0.05}, catalogue=sketch)
-    assert judged["tonight"].passed and judged["tonight"].checks[-1].name == "same_catalogue"
+    checks = {c.name: c for c in judged["tonight"].checks}
+    assert judged["tonight"].passed and checks["same_catalogue"].passed
+    assert checks["enough_items"].passed  # 2,900 products against 3,000
     assert not judged["south"].passed
-    assert "about 0% of the smaller catalogue in common" in judged["south"].checks[-1].reason
-    assert "another shop's data" in judged["south"].checks[-1].reason
+    south = {c.name: c for c in judged["south"].checks}["same_catalogue"]
+    assert "about 0% of the smaller catalogue in common" in south.reason
+    assert "another shop's data" in south.reason
+    assert "`shoprec promote --force --reason TEXT`" in south.reason  # no "--version N"
     # A champion registered before the sketch was recorded: no such check.
     assert judged["unrecorded"].passed
     assert "same_catalogue" not in [c.name for c in judged["unrecorded"].checks]
@@ -234,7 +238,53 @@ def test_gate_keeps_the_champion_on_a_bad_export_night() -> None:
     assert [c.name for c in gate("ndcg@10", {"ndcg@10": 0.06}, POPULARITY, 0.05, bare,
                                  {"ndcg@10": 0.05}, catalogue=catalogue_sketch(ids),
                                  shoppers=catalogue_sketch(users)).checks] == [
-        "beats_popularity", "not_worse_than_champion", "same_catalogue"]
+        "beats_popularity", "not_worse_than_champion", "same_catalogue", "enough_items"]
+
+
+def test_gate_keeps_a_cut_catalogue_out_and_lets_a_quiet_month_in() -> None:
+    """A reader's nights: an export cut to its 149 best sellers (of 2,573) went live with no
+    catalogue check shown; a month's window in January failed `enough_data` on a healthy
+    export (783 shoppers against November's 1,711, over as many days)."""
+    from shoprec.registry.recipe import catalogue_sketch
+
+    items = [f"I{i}" for i in range(2573)]
+    users = [f"U{i}" for i in range(1711)]
+    champion = ChampionReference(
+        "3", Recipe("ease", {"regularization": 50.0}, data_cutoff="2011-11-30T17:00:00"),
+        catalogue=catalogue_sketch(items), shoppers=catalogue_sketch(users),
+        data_start="2011-11-01T08:00:00")
+
+    def checks(products: int, shoppers: int, start: str, cutoff: str) -> dict:
+        verdict = gate("ndcg@10", {"ndcg@10": 0.06}, POPULARITY, 0.05, champion,
+                       {"ndcg@10": 0.05}, catalogue=catalogue_sketch(items[:products]),
+                       shoppers=catalogue_sketch(users[:shoppers]), start=start, cutoff=cutoff)
+        return {c.name: c for c in verdict.checks}
+
+    cut = checks(149, 1500, "2011-11-01T08:00:00", "2011-11-30T17:00:00")
+    assert cut["same_catalogue"].passed and "not judged" in cut["same_catalogue"].reason
+    assert not cut["enough_items"].passed
+    assert "149 products in this run's data, 2,573" in cut["enough_items"].reason
+    quiet = checks(2000, 783, "2012-01-01T08:00:00", "2012-01-30T17:00:00")
+    assert quiet["enough_data"].passed and "a quieter season" in quiet["enough_data"].reason
+    assert quiet["current_data"].passed
+    # A tenth of the shoppers, or fewer over a shorter period: an export cut short.
+    assert not checks(2000, 170, "2012-01-01T08:00:00", "2012-01-30T17:00:00")[
+        "enough_data"].passed
+    short = checks(2000, 783, "2012-01-25T08:00:00", "2012-01-30T17:00:00")["enough_data"]
+    assert not short.passed and "over 5 days against 29" in short.reason
+
+
+def test_a_champion_that_stays_says_how_old_its_data_is() -> None:
+    """A reader's: the champion's recipe retrained beat the new winner on a few test users,
+    and the champion trained on October's data kept serving in December, unsaid."""
+    champion = ChampionReference(
+        "3", Recipe("ease", {"regularization": 50.0}, data_cutoff="2011-10-31T17:00:00"))
+    verdict = gate("ndcg@10", {"ndcg@10": 0.1034}, POPULARITY, 0.05, champion,
+                   {"ndcg@10": 0.1236}, cutoff="2011-12-09T12:00:00")
+    reason = verdict.checks[1].reason
+    assert not verdict.passed
+    assert "version 3 stays champion as it was trained, on data up to 2011-10-31 (39 days " \
+        "before this run's)" in reason and "shoprec promote --force" in reason
 
 
 def test_gate_notes_another_weighting_but_not_a_field_added_since() -> None:
