@@ -8,6 +8,7 @@ a Parquet file, so memory stays bounded by a few batches of users × items.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -150,8 +151,12 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     moment = np.datetime64(stamp.astimezone(UTC).replace(tzinfo=None), "us")
     ranks = np.tile(np.arange(1, k + 1, dtype=np.int16), batch_size)
     schema = SCHEMA.append(BECAUSE)
-    if model_name:
-        schema = schema.with_metadata({MODEL_KEY: model_name})
+    # What the scores mean depends on how the lists were made: said with the file, where
+    # a consumer reading one day's file can see it.
+    options = {"k": k, "explain": explain, "diversity": diversity,
+               "stock": availability is not None}
+    schema = schema.with_metadata({OPTIONS_KEY: json.dumps(options, sort_keys=True),
+                                   **({MODEL_KEY: model_name} if model_name else {})})
 
     def because(history: Any, top: np.ndarray) -> pa.Array:
         """The explanations of a batch's rows, in row order (user by user, best first)."""
@@ -171,13 +176,20 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         stop = min(start + batch_size, n_users)
         history = bundle.history[start:stop]
         scores = bundle.model.score_fitted(np.arange(start, stop), history)
-        # A shopper whose products the model ties with nothing (bought only on their own)
-        # gets every score 0, whose "ranking" is catalogue order: popularity instead, as a
-        # served answer gives them.
-        blank = ~np.any(scores != 0, axis=1)
-        if blank.any():
-            scores[blank] = bundle.fallback.score(history[blank])
         mask_seen(scores, history)
+        # A shopper whose products the model ties with nothing else (bought only on their
+        # own, or only with each other: they score each other, then are masked) has every
+        # unseen score 0, whose "ranking" is catalogue order: popularity instead, as a
+        # served answer gives them (the same test: its top K all 0 or padding).
+        best = scores.max(axis=1) if scores.shape[1] else np.zeros(len(scores))
+        maybe = np.flatnonzero((best == 0) | ~np.isfinite(best))
+        if len(maybe):
+            values = top_k(scores[maybe], k)[1]
+            blank = maybe[np.all((values == 0) | ~np.isfinite(values), axis=1)]
+            if len(blank):
+                fallback = bundle.fallback.score(history[blank])
+                mask_seen(fallback, history[blank])
+                scores[blank] = fallback
         if diversity > 0 or availability is not None:
             pool, values = top_k(scores, diversity_pool(k))
             top, best = rerank_for_novelty(pool, values, bundle.novelty, k, diversity,
@@ -245,20 +257,28 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
 
 #: Key of the batch file's Parquet metadata naming the registered model that scored.
 MODEL_KEY = "shoprec.registered_model"
+#: Parquet metadata key of the options a file's lists were made with (JSON: k, explain,
+#: diversity, stock).
+OPTIONS_KEY = "shoprec.batch_options"
 
 
 def check_day_file(output_dir: str | Path, model_name: str,
                    when: datetime | None = None) -> None:
-    """Refuse a batch whose day's file in ``output_dir`` is another registered model's.
+    """Refuse a batch into ``output_dir`` when a day's file there is another registered model's.
 
-    Called before the model is loaded; :func:`write_recommendations` checks again.
+    Every day's file, not the day's alone: the folder is read as one data set, whose rows
+    do not say whose they are (a reader's "latest day" query switched shops unseen).
+    Called before the model is loaded; :func:`write_recommendations` checks the day again.
 
     Raises:
-        ConfigError: The file records another model.
+        ConfigError: A file records another model.
     """
     day = (when or datetime.now(UTC)).date().isoformat()
-    _refuse_other_models_file(Path(output_dir) / f"generated_date={day}" /
-                              "recommendations.parquet", model_name)
+    root = Path(output_dir)
+    _refuse_other_models_file(root / f"generated_date={day}" / "recommendations.parquet",
+                              model_name)
+    for other in sorted(root.glob("generated_date=*/recommendations.parquet"), reverse=True):
+        _refuse_other_models_file(other, model_name)
 
 
 def _refuse_other_models_file(final: Path, model_name: str) -> None:
@@ -280,9 +300,10 @@ def _refuse_other_models_file(final: Path, model_name: str) -> None:
     if recorded and recorded != model_name:
         from shoprec.errors import ConfigError
 
-        raise ConfigError(f"{final} holds {recorded}'s recommendations of that day; give "
-                          f"{model_name} a folder of its own (--output-dir, output_dir in the "
-                          "form), or move that file first")
+        raise ConfigError(f"{final} holds {recorded}'s recommendations, and a batch's "
+                          f"folder is read as one data set; give {model_name} a folder of its "
+                          "own (--output-dir, output_dir in the form), or move that file "
+                          "first")
 
 
 def _writer() -> str:

@@ -986,8 +986,21 @@ class BatchConfig(_Model):
                                                   description="MLflow registered model name.")
     alias: str = Field("champion", description="Registry alias of the model that scores.")
     output_dir: FolderName = Field("runs/batch", description="Root of the date-partitioned Parquet "
-                            "data set (generated_date=YYYY-MM-DD/recommendations.parquet).")
+                            "data set (generated_date=YYYY-MM-DD/recommendations.parquet), a "
+                            "local folder.")
     k: int = Field(10, ge=1, le=1000, description="Recommendations per user.")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _local_folder(cls, value: str) -> str:
+        # The day's file is written beside its place and renamed into it, which object
+        # stores do not do: a URL made a local folder "s3:" and failed as an internal error.
+        if "://" in value:
+            raise ValueError(f"the batch is written to a local folder (its day's file "
+                             f"replaced whole, by a rename), not to {value!r}: write it "
+                             "locally, then copy the folder to object storage (e.g. `aws s3 "
+                             "sync`)")
+        return value
     batch_size: int = Field(4096, ge=1, description="Users scored at a time (bounds memory).")
     explain: bool = Field(False, description="Add a 'because' column: the history items "
                           "behind each recommendation, with their shares (a model call per "

@@ -368,6 +368,36 @@ def test_a_history_of_products_nobody_bought_is_answered_by_popularity(
         assert mine["item_id"].tolist() == [f"i{j}" for j in best[0]]
 
 
+def test_a_shopper_whose_products_only_go_with_each_other_gets_popularity_in_batch(
+        tmp_path: Path) -> None:
+    """A reader's: two products bought together by one shopper alone score each other, so
+    the row was not all zero until they were masked, and the batch wrote catalogue order
+    with scores 0 where a served answer gave popularity."""
+    from shoprec.batch import write_recommendations
+    from shoprec.models import EASE
+
+    rng = np.random.default_rng(7)
+    dense = (rng.random((40, 30)) < 0.25).astype(np.float32)
+    dense[:, 26:] = 0
+    dense[39, :] = 0
+    dense[39, 27] = dense[39, 28] = 1  # bought together, by this shopper alone
+    history = sp.csr_matrix(dense)
+    shop = ModelBundle(model=EASE(regularization=10.0).fit(history),
+                       users=IdMap([f"u{i}" for i in range(40)]),
+                       items=IdMap([f"i{i}" for i in range(30)]), history=history,
+                       fallback=Popularity().fit(history), meta={"model": "ease"})
+    served = shop.answer([{"user_id": "u39", "k": 5}])[0]
+    assert served["source"] == "popularity"
+    write_recommendations(shop, tmp_path / "batch", k=5, model_version="1")
+    lists = pd.read_parquet(tmp_path / "batch")
+    mine = lists[lists["user_id"] == "u39"].sort_values("rank")
+    assert mine["item_id"].tolist() == served["item_ids"]
+    assert (mine["score"] > 0).all()
+    # Everyone else is ranked by the model, as before.
+    other = lists[lists["user_id"] == "u0"].sort_values("rank")
+    assert other["item_id"].tolist() == shop.answer([{"user_id": "u0", "k": 5}])[0]["item_ids"]
+
+
 def test_products_with_no_units_left_are_never_answered(
         bundle: ModelBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve --stock`: a discontinued product kept coming back in real time (only the batch

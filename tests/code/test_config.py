@@ -188,3 +188,18 @@ def test_a_deployments_run_merges_each_group_with_the_deployments(prefect_api: s
     assert got["registered_model_name"] == "north-recommender"
     assert got["models"] == ["popularity", "ease"]  # popularity, the baseline, always
     assert probe() == TrainingConfig().model_dump(mode="json")  # no deployment: as given
+
+
+def test_a_batch_folder_given_as_a_url_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's: `batch --output-dir s3://bucket/recs` ended in "internal error" and left
+    a local folder `s3:/bucket/recs` behind."""
+    from shoprec_cli.app import app
+    from typer.testing import CliRunner
+
+    with pytest.raises(ValidationError, match="write it locally, then copy"):
+        BatchConfig(output_dir="s3://bucket/recs")
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["batch", "--output-dir", "s3://bucket/recs"])
+    assert done.exit_code == 2 and "write it locally" in done.output, done.output
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@ down or leave the lists, the others keep their order; bad stock files are refuse
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -218,11 +219,23 @@ def test_a_days_batch_of_another_registered_model_is_never_replaced(
     day = datetime(2025, 3, 1, tzinfo=UTC)
     first = write_recommendations(bundle, tmp_path, k=3, generated_at=day,
                                   model_name="north-recommender")
-    assert pq.read_schema(first.path).metadata[MODEL_KEY.encode()] == b"north-recommender"
+    metadata = pq.read_schema(first.path).metadata
+    assert metadata[MODEL_KEY.encode()] == b"north-recommender"
+    # How the lists were made, beside whose they are (a reader's consumer could not tell
+    # a diversity or stock run's blended scores from the model's).
+    from shoprec.batch import OPTIONS_KEY
+
+    assert json.loads(metadata[OPTIONS_KEY.encode()]) == {
+        "k": 3, "explain": False, "diversity": 0.0, "stock": False}
     before = Path(first.path).read_bytes()
-    with pytest.raises(ConfigError, match="holds north-recommender's recommendations of "
-                                          "that day; give south-recommender a folder"):
+    with pytest.raises(ConfigError, match="holds north-recommender's recommendations, and "
+                                          "a batch's folder is read as one data set; give "
+                                          "south-recommender a folder"):
         check_day_file(tmp_path, "south-recommender", day)
+    # Another day's file of the other shop too (a reader's "latest day" switched shops).
+    with pytest.raises(ConfigError, match="generated_date=2025-03-01.*holds north"):
+        check_day_file(tmp_path, "south-recommender", datetime(2025, 3, 2, tzinfo=UTC))
+    check_day_file(tmp_path, "north-recommender", datetime(2025, 3, 2, tzinfo=UTC))
     with pytest.raises(ConfigError, match="holds north-recommender's"):
         write_recommendations(bundle, tmp_path, k=3, generated_at=day,
                               model_name="south-recommender")
