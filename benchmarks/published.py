@@ -69,17 +69,20 @@ def main() -> None:
                        split_config=SplitConfig(method="random",
                                                 test_fraction=args.test_fraction,
                                                 validation_fraction=args.validation_fraction,
-                                                seed=args.seed))
+                                                seed=args.seed,
+                                                # Every user, as published tables score
+                                                # (the pipeline samples 50,000 by default).
+                                                evaluation_users=None))
     encoded = prepared.encoded
     items = item_frame(prepared.data.items, encoded.items)
     cores = os.cpu_count() or 1
     plain = plan_jobs(training, None, cores, cores)
-    tuned = {}
+    tuned, searches = {}, {}
     for job in plain:
         if job.candidate in training.tuned_models():
-            tuned[job.candidate] = search(job.candidate, job.params, encoded, items, primary,
-                                          training.tune_trials, training.tune_seconds,
-                                          training.seed).tuned_params()
+            found = search(job.candidate, job.params, encoded, items, primary,
+                           training.tune_trials, training.tune_seconds, training.seed)
+            tuned[job.candidate], searches[job.candidate] = found.tuned_params(), found.to_dict()
     rows = []
     for job in plan_jobs(training, None, cores, cores, tuned):
         with threadpool_limits(cores):
@@ -90,30 +93,53 @@ def main() -> None:
     split = prepared.split.summary()
     total = sum(split[part]["rows"] for part in ("train", "validation", "test"))
     users, n_items = encoded.shape
-    print(f"data: {args.path}: {total:,} ratings of {users:,} users on {n_items:,} items; "
-          f"per-user random split, test {args.test_fraction:.0%}, validation "
-          f"{args.validation_fraction:.0%}, seed {args.seed}; refit on training + validation "
-          f"before test; K={args.k}"
-          + (f"; search {args.tune_trials} trials per family" if args.tune_trials else "")
-          + f"; {seconds:.1f} s\n")
+    scored, with_items = (encoded.evaluation_users.get("test") or [0, 0])[1], \
+        (encoded.evaluation_users.get("test") or [0, 0])[0]
+    left_out = {name.removeprefix("test_").replace("_", " "): count
+                for name, count in encoded.dropped.items()
+                if name in ("test_unseen_user", "test_unseen_item") and count}
     k = args.k
-    print(f"| model | status | precision@{k} | recall@{k} | ndcg@{k} | val ndcg@{k} | train s "
-          "| refit s |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"data: {args.path}: {total:,} ratings; the training part's {users:,} users and "
+          f"{n_items:,} items; per-user random split, test {args.test_fraction:.0%}, "
+          f"validation {args.validation_fraction:.0%}, seed {args.seed}; refit on training + "
+          f"validation before test; K={k}; {scored:,} of {with_items:,} test users scored; "
+          f"{seconds:.1f} s")
+    print(f"conventions: every rating is relevant (any star); recall@{k} = hits / the user's "
+          f"test items; ndcg@{k} binary, ideal DCG over min(test items, {k}); the user's "
+          "training and validation items are excluded from the ranking and relevant set"
+          + ("; test rows left out (their user or item is not in the training part, which "
+             "published tables may count as misses): "
+             + ", ".join(f"{name} {count:,}" for name, count in left_out.items())
+             if left_out else ""))
+    for name, found in searches.items():
+        print(f"search {name}: {found['trials']} of {args.tune_trials} trials asked "
+              f"({found['complete']} complete, {found['pruned']} pruned, {found['failed']} "
+              f"failed) in {found.get('seconds', 0.0):.1f} s; chose {tuned[name]}")
+    print()
+    rated = any("rmse" in row.test for row in rows)
+    print(f"| model | status | precision@{k} | recall@{k} | ndcg@{k} ± se | val ndcg@{k} "
+          + ("| rmse " if rated else "") + "| train s | refit s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if rated else ""))
     ranked = sorted(rows, key=lambda r: -r.test.get(primary, float("-inf")))
     for row in ranked:
         cells = [f"{row.test[m]:.4f}" if m in row.test else "-"
-                 for m in (f"precision@{k}", f"recall@{k}", primary)]
+                 for m in (f"precision@{k}", f"recall@{k}")]
+        cells.append(f"{row.test[primary]:.4f} ± {row.test.get(f'ndcg_se@{k}', 0.0):.4f}"
+                     if primary in row.test else "-")
         valid = f"{row.validation[primary]:.4f}" if primary in row.validation else "-"
+        rmse = ([f"{row.test['rmse']:.4f}" if "rmse" in row.test else "-"] if rated else [])
         print(f"| {row.model} | {row.status} | {' | '.join(cells)} | {valid} | "
-              f"{row.train_seconds:.1f} | {row.refit_seconds:.1f} |")
+              + "".join(f"{cell} | " for cell in rmse)
+              + f"{row.train_seconds:.1f} | {row.refit_seconds:.1f} |")
     for row in rows:
         if row.error:
             print(f"\n{row.model}: {row.error}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({
             "path": args.path, "k": k, "split": split, "seconds": seconds, "tuned": tuned,
-            "rows": [r.to_dict() for r in rows]}, indent=2, default=str))
+            "search": searches, "evaluation_users": encoded.evaluation_users,
+            "dropped": encoded.dropped, "rows": [r.to_dict() for r in rows]},
+            indent=2, default=str))
 
 
 if __name__ == "__main__":

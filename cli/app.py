@@ -686,6 +686,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       *[_fmt(entry["test"].get(m)) for m in shown],
                       f"{entry['train_seconds']:.1f}", f"{entry.get('refit_seconds', 0.0):.1f}")
     console.print(board)
+    errors = sorted(e["test"][f"ndcg_se@{k}"] for e in summary["leaderboard"]
+                    if e["test"].get(f"ndcg_se@{k}") is not None)
+    if errors and primary.startswith("ndcg@"):
+        # How far apart two rows must be to mean anything, said beside the table.
+        users = next((int(e["test"]["users"]) for e in summary["leaderboard"]
+                      if e["test"].get("users")), 0)
+        console.print(f"each row's test {primary} has a standard error of about "
+                      f"{errors[len(errors) // 2]:.4f} (the spread over its {users:,} test "
+                      "users)", highlight=False, soft_wrap=True)
     _print_bias(summary["leaderboard"], k)
     _print_tuning(summary.get("tuning") or {}, primary)
     for entry in summary["leaderboard"]:
@@ -877,7 +886,13 @@ def generate(
                   f"{summary.categories} categories) in {summary.seconds:.1f} s")
     console.print(f"  {summary.interactions_path}\n  {summary.items_path}")
     if movielens:
-        console.print("  {}\n  {}".format(*write_movielens(summary, out)))
+        ratings, movies = write_movielens(summary, out)
+        # One rating per shopper and product: fewer rows than the interactions.
+        import pandas as pd
+
+        count = len(pd.read_csv(ratings, usecols=[0]))
+        console.print(f"  {ratings} ({count:,} ratings, one per shopper and product)\n  "
+                      f"{movies}")
 
 
 @app.command()

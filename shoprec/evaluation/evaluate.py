@@ -75,6 +75,9 @@ def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp
     users = np.flatnonzero(np.diff(relevance.indptr) > 0)
     n_items = relevance.shape[1]
     sums = {metric_name(m, k): 0.0 for m in METRIC_FUNCTIONS for k in ks}
+    # ndcg's spread over users too: its standard error says how far apart two figures must
+    # be to mean anything (a few hundred test users put it near 0.01).
+    squares = {k: 0.0 for k in ks}
     covered = {k: np.zeros(n_items, dtype=bool) for k in ks}
     exposure = Exposure(history, ks, activity[users]) \
         if history is not None and activity is not None else None
@@ -86,7 +89,10 @@ def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp
         n_relevant = np.diff(relevant.indptr)
         for k in ks:
             for metric, function in METRIC_FUNCTIONS.items():
-                sums[metric_name(metric, k)] += float(function(hits, n_relevant, k).sum())
+                values = function(hits, n_relevant, k)
+                sums[metric_name(metric, k)] += float(values.sum())
+                if metric == "ndcg":
+                    squares[k] += float(np.square(values, dtype=np.float64).sum())
             shown = top[:, :k]
             covered[k][shown[shown >= 0]] = True
         if exposure is not None and activity is not None:
@@ -95,6 +101,11 @@ def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp
     result = {name: (total / n if n else 0.0) for name, total in sums.items()}
     for k in ks:
         result[metric_name("coverage", k)] = float(covered[k].mean()) if n_items else 0.0
+        mean = result[metric_name("ndcg", k)]
+        # The sample standard deviation over users / sqrt(n): the error of the mean.
+        spread = (squares[k] - n * mean * mean) / (n - 1) if n > 1 else 0.0
+        result[metric_name("ndcg_se", k)] = float(np.sqrt(max(spread, 0.0) / n)) \
+            if n > 1 else 0.0
     if exposure is not None:
         result.update(exposure.result())
     result["users"] = float(n)

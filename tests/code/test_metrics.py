@@ -190,3 +190,21 @@ def test_the_tradeoff_curve_starts_at_the_models_figures_and_buys_novelty() -> N
                             beyond_accuracy=True)
     assert shared == novelty_tradeoff(model, history, relevance, weights=(0.0, 0.5, 1.0),
                                       k=10, batch_size=128)
+
+
+def test_ndcgs_standard_error_is_that_of_the_users_mean() -> None:
+    """A reader's: no figure said how far apart two leaderboard rows must be to differ; the
+    error of the mean is recomputed here from each user's ndcg, by hand."""
+    from shoprec.evaluation.evaluate import evaluate_ranker
+
+    relevance = sp.csr_matrix(np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1],
+                                        [0, 0, 0, 0], [1, 1, 1, 0]], dtype=np.float32))
+    fixed = np.array([[0, 1], [0, 1], [0, 1], [0, 1], [0, 1]])
+    result = evaluate_ranker(lambda users, k: fixed[users, :k], relevance, ks=[2])
+    # Users 0, 1, 2 and 4 have relevant items (3 has none and is not evaluated).
+    first, second = 1.0, 1.0 / np.log2(3)
+    per_user = np.array([first / (first + second), second / first, 0.0, 1.0])
+    assert result["ndcg@2"] == pytest.approx(per_user.mean())
+    assert result["ndcg_se@2"] == pytest.approx(per_user.std(ddof=1) / np.sqrt(4))
+    one = evaluate_ranker(lambda users, k: fixed[users, :k], relevance[:1], ks=[2])
+    assert one["ndcg_se@2"] == 0.0  # one user: no spread to estimate

@@ -32,13 +32,20 @@ def test_published_protocol_on_a_movielens_file(tmp_path: Path) -> None:
          "--models", "popularity,ease,mf", "--json-out", str(out)],
         capture_output=True, text=True, check=False, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| model | status | precision@20 | recall@20 | ndcg@20 |" in done.stdout
+    assert "| model | status | precision@20 | recall@20 | ndcg@20 ± se |" in done.stdout
+    assert "conventions: every rating is relevant (any star); recall@20 = hits /" in \
+        done.stdout
     assert "per-user random split, test 20%, validation 10%" in done.stdout
     figures = json.loads(out.read_text())
     rows = {row["model"]: row for row in figures["rows"]}
     assert set(rows) == {"popularity", "ease", "mf"}
     # Per-user random: every user with enough ratings has some in each part.
     split = figures["split"]
+    # Every test user scored, as published tables do (the pipeline samples 50,000).
+    scored = figures["evaluation_users"]["test"]
+    assert scored[0] == scored[1] > 0 and f"{scored[1]:,} of {scored[0]:,} test users" \
+        in done.stdout
+    assert rows["ease"]["test"]["ndcg_se@20"] > 0
     assert split["test"]["rows"] == pytest.approx(0.2 * len(ratings), rel=0.1)
     for model in ("ease", "mf"):
         assert rows[model]["status"] == "ok"
