@@ -1448,9 +1448,10 @@ def _print_decision(decision: dict[str, Any]) -> None:
     outcome = ("promoted (forced)" if decision["forced"] and decision["promoted"] else
                "promoted" if decision["promoted"] else "refused")
     champion = decision["champion_version"]
+    on = f"on {decision['users']:,} test users" if decision["users"] else "not compared"
     table = Table(title=f"{decision['name']} version {decision['candidate_version']} vs "
-                        f"champion {'version ' + champion if champion else '(none)'} on "
-                        f"{decision['users']:,} test users: {outcome}")
+                        f"champion {'version ' + champion if champion else '(none)'} "
+                        f"{on}: {outcome}")
     for column in ("metric", "candidate", "champion", "delta", "verdict"):
         table.add_column(column, justify="left" if column in ("metric", "verdict") else "right")
     for c in decision["comparisons"]:
@@ -1460,7 +1461,14 @@ def _print_decision(decision: dict[str, Any]) -> None:
     console.print(table)
     if decision.get("basis"):
         console.print(f"compared: {decision['basis']}", highlight=False, soft_wrap=True)
-    console.print(f"decision: {'pass' if decision['passed'] else 'fail'}: {decision['why']}")
+    if decision["forced"] and decision["promoted"] and not decision["passed"]:
+        # The comparison failed and the person overrode it: said as such, not as a "fail"
+        # followed by the champion moving.
+        console.print(f"decision: the comparison would refuse it ({decision['why']}); "
+                      "promoted anyway with --force", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"decision: {'pass' if decision['passed'] else 'fail'}: "
+                      f"{decision['why']}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -855,7 +855,7 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                    catalogue=catalogue.items if catalogue else None,
                    shoppers=catalogue.shoppers if catalogue else None,
                    titled=catalogue.titled if catalogue else None, cutoff=cutoff,
-                   start=catalogue.start if catalogue else None)
+                   start=catalogue.start if catalogue else None, winner=winner.model)
     recipe = Recipe(winner.model, winner.params, weights, cutoff, fingerprint, commit)
     return Selection(winner, verdict, leaderboard_frame(results, primary), recipe,
                      catalogue)

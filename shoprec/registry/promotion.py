@@ -549,9 +549,10 @@ def _foreign_data(name: str, encoded: EncodedSplit | None, versions: dict[str, s
         overlap = sketch_overlap(sketch, read_catalogue(name, which))
         if overlap is not None and overlap < MIN_CATALOGUE_OVERLAP:
             return (f"the data given and the {role}, version {which}, share about "
-                    f"{overlap:.0%} of the smaller catalogue's items: it is another shop's (the "
-                    "bundled sample, when no --interactions is given?); pass the data this "
-                    "model is trained on (--interactions, --items)")
+                    f"{overlap:.0%} of the smaller catalogue's items: another shop's data, "
+                    "or a catalogue replaced since (without --interactions the bundled "
+                    "sample is used); pass the data this model is trained on "
+                    "(--interactions, --items), or --force with the reason")
     return ""
 
 

@@ -79,7 +79,7 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
          weighting: dict[str, Any] | None = None, min_users: int = 0,
          catalogue: CatalogueSketch | None = None, shoppers: CatalogueSketch | None = None,
          titled: CatalogueSketch | None = None, cutoff: str | None = None,
-         start: str | None = None) -> GateVerdict:
+         start: str | None = None, winner: str = "") -> GateVerdict:
     """Decide whether a candidate may become champion.
 
     The champion is compared like for like: its recipe retrained on this run's training
@@ -112,6 +112,7 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             champion's (an old export) keeps the champion.
         start: This run's first event (ISO 8601): with ``cutoff``, the period its shoppers
             and items were counted over, against the champion's.
+        winner: The candidate judged, when known: popularity itself is said to be so.
 
     Returns:
         The verdict; ``passed`` only if every check passed.
@@ -127,7 +128,9 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
         checks.append(GateCheck(
             "beats_popularity", value > bar, value, float(popularity[metric]),
             f"{metric} {shown} vs popularity {baseline}"
-            + (f" x {factor(margin)} = {barred}" if margin else "")))
+            + (f" x {factor(margin)} = {barred}" if margin else "")
+            + (": the winner is the popularity baseline itself (no model did better on "
+               "validation)" if winner == "popularity" else "")))
     name = "not_worse_than_champion"
     version = None if champion is None else champion.version
     if champion is not None and champion.error:

@@ -410,6 +410,23 @@ def test_recommend_prints_ids_whole(capsys: pytest.CaptureFixture[str]) -> None:
         {"rank": 2, "item_id": long_id, "title": None, "score": 0.25}]
 
 
+def test_a_forced_promotion_past_a_failed_comparison_is_said_as_such(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A reader's: `promote --force` printed "on 0 test users", then "decision: fail", then
+    that the champion had moved."""
+    from cli.app import _print_decision
+
+    _print_decision({"name": "shop", "candidate_version": "2", "champion_version": "1",
+                     "users": 0, "comparisons": [], "basis": "no comparison",
+                     "forced": True, "promoted": True, "passed": False,
+                     "why": "the data given and the champion share about 5%"})
+    said = capsys.readouterr().out
+    assert "vs champion version 1 not compared:" in " ".join(said.split())
+    assert "decision: the comparison would refuse it (the data given and the champion " \
+        "share about 5%); promoted anyway with --force" in said
+    assert "decision: fail" not in said and "0 test users" not in said
+
+
 def test_a_second_v_shows_shoprecs_debug_records(monkeypatch: pytest.MonkeyPatch) -> None:
     """A reader's: only -v (INFO) existed, so shoprec's debug records could never be seen."""
     import logging

@@ -274,6 +274,14 @@ def test_gate_keeps_a_cut_catalogue_out_and_lets_a_quiet_month_in() -> None:
     assert not short.passed and "over 5 days against 29" in short.reason
 
 
+def test_popularity_as_the_winner_is_said_to_be_the_baseline_itself() -> None:
+    verdict = gate("ndcg@10", POPULARITY, POPULARITY, 0.05, ChampionReference(),
+                   winner="popularity")
+    assert not verdict.passed
+    assert verdict.checks[0].reason.endswith("the winner is the popularity baseline itself "
+                                             "(no model did better on validation)")
+
+
 def test_a_champion_that_stays_says_how_old_its_data_is() -> None:
     """A reader's: the champion's recipe retrained beat the new winner on a few test users,
     and the champion trained on October's data kept serving in December, unsaid."""
