@@ -1892,8 +1892,12 @@ def serve(
                    # Stock MLflow has no POST /events: no sessions to look up there.
                    SESSIONS_ENV: str(Path(sessions).resolve())
                    if sessions and not mlflow_server else "",
+                   # The data's end beside the registration: a champion kept night after
+                   # night by the gate serves data older than its registration says.
                    MODEL_INFO_ENV: json.dumps({"name": model_name, "alias": alias,
                                                "version": str(version), "registered_at": when,
+                                               "data_cutoff": (registered.tags or {}).get(
+                                                   "data_cutoff") or None,
                                                "shopper_data": shopper_data}),
                    TOKEN_ENV: token}
     if mlflow_server:

@@ -195,6 +195,10 @@ def test_cross_selling_says_where_it_comes_from(storefront: dict) -> None:
     info = server.get("/api/info")
     assert info["name"] == NAME and info["family"] == "autoencoder" and info["model"] == "ease"
     assert info["version"] and info["registered_at"] and info["explanations"] is True
+    # The served data's end, beside the registration (a kept champion's data ages).
+    data = pd.read_parquet(storefront["synthetic"] / "interactions.parquet")
+    assert pd.to_datetime(info["data_cutoff"], utc=True) == pd.to_datetime(
+        data["timestamp"], utc=True).max()
     interactions = pd.read_parquet(storefront["synthetic"] / "interactions.parquet")
     item = str(interactions["item_id"].value_counts().index[0])
     similar = server.ask({"item_id": item, "k": 5})
