@@ -545,7 +545,9 @@ def _record_failure(path: Path | None, command: str, exc: BaseException) -> None
     message = exc.format_message() if isinstance(exc, typer.TyperException) else str(exc)
     record = {"status": status, "command": command,
               "error": " ".join(f"{type(exc).__name__}: {message}".split())[:2000],
-              "ended_at": datetime.now(UTC).isoformat(timespec="seconds")}
+              **_started(path), "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
+              # The runs it opened, when it got that far: where the person on call looks.
+              **getattr(exc, "shoprec_runs", {})}
     try:
         _write_summary(path, record)
     except (OSError, ValueError) as error:  # the failure is what the user must see
@@ -555,6 +557,18 @@ def _record_failure(path: Path | None, command: str, exc: BaseException) -> None
             path.unlink(missing_ok=True)
             logging.getLogger(__name__).warning("removed %s: it described an earlier run",
                                                 path)
+
+
+def _started(path: Path) -> dict[str, Any]:
+    """The pid and start time this command wrote as "running", kept in its failure."""
+    try:
+        running = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(running, dict) or running.get("status") != "running" \
+            or running.get("pid") != os.getpid():
+        return {}
+    return {k: running[k] for k in ("pid", "started_at") if k in running}
 
 
 def _counts_table(title: str, counts: dict[str, Any]) -> Table:

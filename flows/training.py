@@ -8,6 +8,7 @@ Straight-line wiring of the tasks in ``tasks/``; all logic lives in ``shoprec``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -241,10 +242,15 @@ def training_pipeline(
         stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, TerminationSignal))
         if board is not None:
             board.cancel()  # an early refit still fitting stops at its next epoch or sweep
+        # Which runs this was, for the failed run's summary (the CLI's --summary-json).
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.shoprec_runs = {"mlflow_run_id": parent,  # type: ignore[attr-defined]
+                                "prefect_flow_run_id": str(flow_run.id)}
         try:
             if logged is not None and not stopped:
                 wait([logged])  # the nested runs are written before their parent is closed
-            runs.finish_run(parent, ok=False, status="KILLED" if stopped else None)
+            runs.finish_run(parent, ok=False, status="KILLED" if stopped else None,
+                            error=None if stopped else f"{type(exc).__name__}: {exc}")
         except Exception as close_error:  # noqa: BLE001 - e.g. the tracking server is gone
             logger.warning("could not close MLflow run %s: %s", parent, close_error)
         if stopped_by_signal(exc):

@@ -333,9 +333,17 @@ def log_summary_metrics(run_id: str, metrics: dict[str, float],
         client.set_tag(run_id, key, str(text)[:5000])
 
 
-def finish_run(run_id: str, ok: bool, status: str | None = None) -> None:
-    """Mark a run finished or failed (or ``status``: ``KILLED`` for a stopped run)."""
-    tracking.client().set_terminated(run_id, status or ("FINISHED" if ok else "FAILED"))
+def finish_run(run_id: str, ok: bool, status: str | None = None,
+               error: str | None = None) -> None:
+    """Mark a run finished or failed (or ``status``: ``KILLED`` for a stopped run).
+
+    ``error``: why it failed, kept as the run's ``error`` tag (the MLflow UI showed a
+    failed run with no reason).
+    """
+    client = tracking.client()
+    if error:
+        client.set_tag(run_id, "error", error[:5000])
+    client.set_terminated(run_id, status or ("FINISHED" if ok else "FAILED"))
 
 
 def process_space() -> dict[str, str]:

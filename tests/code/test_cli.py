@@ -504,6 +504,26 @@ def test_a_summary_that_cannot_be_replaced_is_removed(tmp_path: Path,
     assert not summary.exists()
 
 
+def test_a_failed_runs_summary_keeps_its_start_and_names_its_runs(tmp_path: Path) -> None:
+    """A reader's, on call: the failure's summary dropped the pid and start the "running"
+    one had, and named neither the MLflow run nor the Prefect flow run it had opened."""
+    import os
+
+    import cli.app as cli_app
+
+    summary = tmp_path / "summary.json"
+    cli_app._running(summary, "train")
+    started = json.loads(summary.read_text())["started_at"]
+    failure = RuntimeError("the store went away")
+    failure.shoprec_runs = {"mlflow_run_id": "abc123",  # type: ignore[attr-defined]
+                            "prefect_flow_run_id": "f-1"}
+    cli_app._record_failure(summary, "train", failure)
+    record = json.loads(summary.read_text())
+    assert record["status"] == "failed" and record["pid"] == os.getpid()
+    assert record["started_at"] == started and record["mlflow_run_id"] == "abc123"
+    assert record["prefect_flow_run_id"] == "f-1"
+
+
 def test_a_validation_report_is_never_left_half_written(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """`validate --report-json` wrote in place: a full disk left 8 KB of JSON and lost the

@@ -499,7 +499,7 @@ def test_candidates_that_cannot_be_logged_publish_nothing(
 
     monkeypatch.setattr(runs, "log_candidate", broken)
     name = "unlogged-model"
-    with pytest.raises(MlflowException, match="disk I/O error"):
+    with pytest.raises(MlflowException, match="disk I/O error") as raised:
         run_flow(synthetic_dir, tmp_path, TrainingConfig(registered_model_name=name,
                                                          models=["popularity", "mf"]))
     monkeypatch.undo()
@@ -510,6 +510,10 @@ def test_candidates_that_cannot_be_logged_publish_nothing(
         "tags.`mlflow.runName` LIKE 'training-%'", order_by=["attributes.start_time DESC"],
         max_results=1)
     assert parents[0].info.status == "FAILED"
+    # Why, on the run itself (the MLflow UI showed a failed run with no reason).
+    assert "disk I/O error" in parents[0].data.tags["error"]
+    # The error that reaches the CLI names the run, for the failed run's summary.
+    assert raised.value.shoprec_runs["mlflow_run_id"] == parents[0].info.run_id
 
 
 def test_a_fault_after_publishing_says_the_version_is_published(
