@@ -1239,6 +1239,11 @@ def recommend(
 
     # Read the part this request uses now: a model that cannot be read is not a bad request.
     _ = bundle.search if query else bundle.model
+    if similar_to and not query and bundle.items.encode([canonical_id(similar_to)])[0] < 0:
+        # The server answers such a record with an empty list (`unknown_item`); one id
+        # typed here is better told.
+        raise ConfigError(f"--similar-to {similar_to}: not in version {version}'s catalogue "
+                          "(a product added since it was trained, or a mistyped id)")
     items = [i.strip() for i in recent.split(",") if i.strip()] if recent else []
     unknown = [i for i, at in zip(items, bundle.items.encode(
         [canonical_id(i) for i in items]), strict=True) if at < 0]

@@ -59,6 +59,8 @@ def default_diversity(value: str | None) -> float:
     except ValueError:
         raise ValueError(f"{DIVERSITY_ENV} must be a number between 0 and 1, got "
                          f"{value!r}") from None
+#: The ``source`` of a cross-sell answer for a product the model does not know.
+UNKNOWN_ITEM = "unknown_item"
 #: Weight of an item in a request's ``recent_items`` (a view in the default weighting).
 RECENT_ITEM_WEIGHT = 1.0
 
@@ -316,15 +318,17 @@ def _similar(bundle: ModelBundle, item: str, k: int) -> tuple[np.ndarray, np.nda
     By the model's item-item structure where it has one (``source`` ``similar:<model>``),
     else by content (``similar:content``); a short list from the model (a pruned ease) is
     topped up by content (``similar:<model>+content``). A known item nothing relates to
-    gets an empty list.
+    gets an empty list, and so does an item the model does not know (``source``
+    ``unknown_item``): a product added since the model was trained is no bad request, and
+    one such record failed every other record of its request.
 
     Raises:
-        ValueError: The item is not in the catalogue, or the model has no item-item
-            structure and there is no content index.
+        ValueError: The model has no item-item structure and there is no content index.
     """
     index = int(bundle.items.encode([item])[0])
     if index < 0:
-        raise ValueError(f"unknown item_id {item!r}: not in this model's catalogue")
+        return np.full(k, -1, dtype=np.int64), np.full(k, -np.inf, dtype=np.float32), \
+            UNKNOWN_ITEM
     found = bundle.model.similar_items(index, k)
     name = bundle.model.name
     chosen: list[int] = list(found[0]) if found is not None else []

@@ -257,8 +257,11 @@ def test_similar_items_come_from_the_model_or_from_content(bundle: ModelBundle) 
                         history=bundle.history, fallback=bundle.fallback, meta={})
     with pytest.raises(ValueError, match="no item-item structure and no content index"):
         plain.answer([{"item_id": "i3"}])
-    with pytest.raises(ValueError, match="unknown item_id"):
-        bundle.answer([{"item_id": "nope"}])
+    # A product the model does not know (added since): that record answers empty, and the
+    # other records of the request are answered (one such record failed them all).
+    unknown, known = bundle.answer([{"item_id": "nope", "k": 3}, {"item_id": "i3", "k": 3}])
+    assert unknown["item_ids"] == [] and unknown["source"] == "unknown_item"
+    assert known["source"].startswith("similar:") and len(known["item_ids"]) == 3
 
 
 def test_live_sessions_count_as_recent_items(bundle: ModelBundle, tmp_path: Path,

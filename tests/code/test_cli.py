@@ -289,6 +289,10 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
     done = run("recommend", "--registered-model-name", "plain-file", "--similar-to", item,
                "--k", "3", cwd=tmp_path)
     assert done.returncode == 0 and "(similar:mf)" in done.stdout, done.stderr[-2000:]
+    done = run("recommend", "--registered-model-name", "plain-file", "--similar-to",
+               "no-such-product", cwd=tmp_path)
+    assert done.returncode == 2 and "--similar-to no-such-product: not in version 1's " \
+        "catalogue" in done.stderr, done.stderr[-2000:]
     done = run("recommend", "--registered-model-name", "plain-file", "--query", "mug",
                cwd=tmp_path)
     assert done.returncode == 2 and "no search index" in done.stderr, done.stderr[-2000:]
