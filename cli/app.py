@@ -1411,7 +1411,9 @@ def forecast(
 @app.command()
 @_handle_errors
 def forget(
-    user: Annotated[str, typer.Argument(help="The shopper's id (raw, or its pseudonym).")],
+    user: Annotated[str, typer.Argument(help="The shopper's id (raw, or its pseudonym); '-' "
+                                        "reads it from standard input, out of `ps` and the "
+                                        "shell's history.")],
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded.")] = "",
     by: Annotated[str, typer.Option(
         "--by", help="Who asks, recorded (default: the operating-system user).")] = "",
@@ -1428,6 +1430,8 @@ def forget(
     from shoprec.config import DataConfig
     from shoprec.privacy import SuppressionList, is_pseudonym, key_from_environment
 
+    if user == "-":
+        user = sys.stdin.readline().strip()
     key = key_from_environment()
     if pseudonym_secret:
         from shoprec_tasks.data import resolve_pseudonym_key

@@ -71,12 +71,13 @@ def no_alias_message(name: str, alias: str) -> str:
     except Exception:  # noqa: BLE001 - the message is said whatever the registry does now
         return head + "; run `shoprec train` first, or promote one with `shoprec promote`"
     if aliases:
-        return (f"{head}; it has {', '.join(aliases)}: pass --alias {aliases[0]}, or "
-                "promote one with `shoprec promote`")
+        return (f"{head}; it has {', '.join(aliases)}: pass --alias {aliases[0]} (alias in "
+                "a Prefect form), or promote one with `shoprec promote`")
     if name not in models and models:
         return (f"{head}, which holds {', '.join(models[:10])}"
                 + (" ..." if len(models) > 10 else "")
-                + ": pass --registered-model-name (or SHOPREC_REGISTERED_MODEL_NAME)")
+                + ": pass --registered-model-name (registered_model_name in a Prefect form, "
+                "or SHOPREC_REGISTERED_MODEL_NAME)")
     return head + "; run `shoprec train` first, or promote one with `shoprec promote`"
 
 

@@ -473,3 +473,19 @@ def test_validate_pseudonymizes_as_train_does(tmp_path: Path,
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine_interactions.parquet")
     assert len(quarantine) == 1 and quarantine["user_id"].iloc[0].startswith("p_")
     assert "alice@example.com" not in done.output
+
+
+def test_forget_reads_the_id_from_standard_input(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's: the id given on the command line shows in `ps` and the shell's history."""
+    from shoprec_cli.app import app
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv(SUPPRESSIONS_ENV, str(tmp_path / "erase.jsonl"))
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    done = CliRunner().invoke(app, ["forget", "-", "--reason", "ticket 9"],
+                              input="alice@example.com\n")
+    assert done.exit_code == 0, done.output
+    assert SuppressionList(tmp_path / "erase.jsonl").subjects() == {
+        subject("alice@example.com")}
+    assert "alice" not in done.output
