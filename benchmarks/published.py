@@ -11,7 +11,9 @@ and early stopping, or a search with ``--tune-trials``), is refit on training + 
 (the 80%) with what it chose, and is scored on test at K: precision, recall and NDCG, as
 shoprec's pipeline does (every rating is an interaction weighted by its stars, under the
 default weighting, fixed: the published protocol has no recency to choose; the items a
-user rated in the 80% are excluded from that user's ranking and relevant set). Nothing is
+user rated in the 80% are excluded from that user's ranking and relevant set). What a family
+chooses inside its fit (a regularisation, the epochs of early stopping) it chooses on
+validation ndcg@10 whatever ``--k`` is; a search (``--tune-trials``) optimises ndcg@K. Nothing is
 logged or registered: the core functions run directly, one candidate after another with
 the machine's cores. Prints Markdown; ``--json-out`` also writes the figures.
 """

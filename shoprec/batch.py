@@ -128,7 +128,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     if not 0.0 <= diversity <= 1.0:
         raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
     stamp = generated_at or datetime.now(UTC)
-    partition = Path(output_dir) / f"generated_date={stamp.date().isoformat()}"
+    # UTC's day, as the rows' generated_at: a caller's Paris midnight is filed under UTC's.
+    partition = Path(output_dir) / f"generated_date={stamp.astimezone(UTC).date().isoformat()}"
     created = not partition.exists()
     partition.mkdir(parents=True, exist_ok=True)
     _remove_dead_drafts(partition)
@@ -273,7 +274,7 @@ def check_day_file(output_dir: str | Path, model_name: str,
     Raises:
         ConfigError: A file records another model.
     """
-    day = (when or datetime.now(UTC)).date().isoformat()
+    day = (when or datetime.now(UTC)).astimezone(UTC).date().isoformat()
     root = Path(output_dir)
     _refuse_other_models_file(root / f"generated_date={day}" / "recommendations.parquet",
                               model_name)

@@ -258,3 +258,16 @@ def test_stock_weeks_count_from_this_week_not_from_a_past_one() -> None:
                             columns=["item_id", "week", "forecast"])
     stock = pd.Series({"b": 10.0})
     assert availability(np.array(["b"]), stock, forecast, weeks=1).tolist() == [1.0]
+
+
+def test_a_days_file_is_filed_under_utcs_day(bundle: ModelBundle, tmp_path: Path) -> None:
+    """A reader's: a Paris time just after midnight was filed under Paris's day while its
+    rows said UTC's."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    paris = datetime(2025, 3, 2, 0, 30, tzinfo=ZoneInfo("Europe/Paris"))
+    made = write_recommendations(bundle, tmp_path, k=2, generated_at=paris)
+    assert "generated_date=2025-03-01" in str(made.path)
+    rows = pd.read_parquet(made.path)
+    assert str(rows["generated_at"].iloc[0]) == "2025-03-01 23:30:00+00:00"
