@@ -704,11 +704,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
                     if e["test"].get(f"ndcg_se@{k}") is not None)
     if errors and primary.startswith("ndcg@"):
         # How far apart two rows must be to mean anything, said beside the table.
-        users = next((int(e["test"]["users"]) for e in summary["leaderboard"]
-                      if e["test"].get("users")), 0)
+        users = (summary.get("split") or {}).get("test", {}).get("evaluated_users")
         console.print(f"each row's test {primary} has a standard error of about "
-                      f"{errors[len(errors) // 2]:.4f} (the spread over its {users:,} test "
-                      "users)", highlight=False, soft_wrap=True)
+                      f"{errors[len(errors) // 2]:.4f} (the spread over its "
+                      + (f"{users:,} " if users else "") + "test users)",
+                      highlight=False, soft_wrap=True)
     _print_bias(summary["leaderboard"], k)
     _print_tuning(summary.get("tuning") or {}, primary)
     for entry in summary["leaderboard"]:

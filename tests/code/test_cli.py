@@ -242,6 +242,9 @@ def test_an_interactions_file_alone_trains_and_serves(tmp_path: Path, prefect_ap
                     "MLFLOW_EXPERIMENT_NAME": "shoprec-plain"})
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
+    users = summary["split"]["test"]["evaluated_users"]
+    assert "has a standard error of about " in done.stdout
+    assert f"(the spread over its {users:,} test users)" in done.stdout
     from shoprec.registry import tracking
 
     client = tracking.client()
