@@ -256,14 +256,15 @@ def _enough(name: str, what: str, ours: int, theirs: int, version: str,
     said = f"{ours:,} {what} in this run's data, {theirs:,} in champion version {version}'s"
     if share >= MIN_DATA_SHARE:
         return GateCheck(name, True, float(ours), float(theirs), said)
-    over = "" if span is None else f" over {span[0]:.0f} days against {span[1]:.0f}"
+    if span is not None:
+        said += f" (over {span[0]:.0f} and {span[1]:.0f} days)"
     if span is not None and span[0] >= SAME_SPAN * span[1] and share >= MIN_SAME_SPAN_SHARE:
         return GateCheck(name, True, float(ours), float(theirs),
-                         f"{said}: under {MIN_DATA_SHARE:.0%}, but{over}, as long a period: "
-                         "a quieter season")
+                         f"{said}: under {MIN_DATA_SHARE:.0%}, but over as long a period: a "
+                         "quieter season")
     return GateCheck(name, False, float(ours), float(theirs),
-                     f"{said}{over}: under {MIN_DATA_SHARE:.0%}, an export cut short? The "
-                     f"champion stays; after a deliberate change (a shorter window), {_FORCE}")
+                     f"{said}: under {MIN_DATA_SHARE:.0%}, an export cut short? The champion "
+                     f"stays; after a deliberate change (a shorter window), {_FORCE}")
 
 
 def _data_checks(version: str, champion: ChampionReference, overlap: float | None,
