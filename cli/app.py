@@ -258,7 +258,9 @@ def _handle_errors(func: F) -> F:
                 err_console.print(_styled(("error:", "bold red"), f" {exc}"), highlight=False)
                 raise typer.Exit(EXIT_USAGE) from None
             if isinstance(exc, RegistryError):  # a fault, not a mistake: no traceback
-                err_console.print(_styled(("registry error:", "bold red"), f" {exc}"),
+                # A locked store said as such; any other without the SQL that follows.
+                said = _service_fault(exc) or str(exc).split("\n[SQL:")[0].strip()
+                err_console.print(_styled(("registry error:", "bold red"), f" {said}"),
                                   highlight=False)
                 raise typer.Exit(EXIT_FAILURE) from None
             # Any other: a model that cannot be read or trained (a damaged bundle, a
@@ -1440,7 +1442,7 @@ def forget(
                                                pseudonym_secret=pseudonym_secret))
     suppressions = SuppressionList()
     record = suppressions.add(user, by or None, reason, key)
-    if key is None and not is_pseudonym(user):
+    if key is None and not is_pseudonym(user.strip().lower()):
         err_console.print("note: no pseudonymisation key (SHOPREC_PSEUDONYM_KEY or "
                           "--pseudonym-secret), so only the id as given was recorded. Every "
                           "later training quarantines the shopper's rows, pseudonymised or "
@@ -2147,6 +2149,25 @@ def _resource_fault(exc: BaseException) -> str | None:
     return None
 
 
+def _unwritable_path(exc: BaseException) -> str | None:
+    """A path the machine refused (not a folder, no permission), when ``exc`` names one.
+
+    An artifact store made a file, or a folder this account may not write, read
+    "internal error: NotADirectoryError ... report it".
+    """
+    import errno
+
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        if isinstance(found, OSError) and found.filename and found.errno in (
+                errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM):
+            return f"{found.strerror}: {found.filename}"
+        found = found.__cause__ or found.__context__
+    return None
+
+
 def _service_fault(exc: BaseException) -> str | None:
     """Which service configured by the user did not answer, when ``exc`` says one did."""
     seen: set[int] = set()
@@ -2189,6 +2210,12 @@ def _report_failure(exc: Exception) -> None:
         return
     if (service := _service_fault(exc)) is not None:
         err_console.print(_styled(("error:", "bold red"), f" {service}"), highlight=False)
+        return
+    if (path := _unwritable_path(exc)) is not None:
+        err_console.print(_styled(("error:", "bold red"), f" {path}; check that the folder "
+                                  "exists and this account may write it (an artifact store, "
+                                  "an output folder); nothing was registered unless the "
+                                  "output above says so"), highlight=False)
         return
     if type(exc).__module__.startswith(("mlflow", "sqlalchemy")):
         # A fault of the tracking server or store (gone, damaged), not a shoprec bug. Its

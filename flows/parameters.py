@@ -37,12 +37,28 @@ def overlay(saved: Any, given: M, name: str) -> M:
     if not isinstance(saved, dict) or not saved:
         return given
     ran = given.model_dump(mode="json", exclude_unset=True)
-    kept = sorted(set(saved) - set(ran))
+    kept: list[str] = []
+    merged = _merged(saved, ran, kept, "")
     if not kept:
         return given
     logger.info("parameter %s: the run gave %s; the deployment's %s are kept", name,
                 ", ".join(sorted(ran)) or "nothing", ", ".join(kept))
-    return type(given).model_validate({**saved, **ran})
+    return type(given).model_validate(merged)
+
+
+def _merged(saved: dict[str, Any], ran: dict[str, Any], kept: list[str],
+            path: str) -> dict[str, Any]:
+    """``ran`` over ``saved``, nested mappings merged key by key (``training.params.mf``).
+
+    ``kept`` gets the dotted names of the deployment's values the run did not give.
+    """
+    out = dict(saved)
+    kept += [f"{path}{key}" for key in saved if key not in ran]
+    for key, value in ran.items():
+        before = saved.get(key)
+        out[key] = _merged(before, value, kept, f"{path}{key}.") \
+            if isinstance(value, dict) and isinstance(before, dict) else value
+    return out
 
 
 def deployment_values(deployment_id: str | None) -> dict[str, Any]:

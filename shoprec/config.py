@@ -192,7 +192,10 @@ class DataConfig(_Model):
     def _block_name(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        if not re.fullmatch(r"[a-z0-9-]+", value):
+        # A key is text no block name looks like: other characters, or a long run of hex
+        # (`openssl rand -hex 32`, the key this project's messages suggest).
+        if not re.fullmatch(r"[a-z0-9-]+", value) or re.fullmatch(r"[0-9a-f]{32,}", value) \
+                or (len(value) >= 32 and "-" not in value):
             # The value is not repeated: typed here, it is often the key itself.
             raise ValueError("pseudonym_secret names a Prefect Secret block (lower-case "
                              "letters, digits and dashes), not the key itself: save the key "

@@ -148,7 +148,7 @@ def pseudonymize(raw: RawData, key: PseudonymKey,
     interactions["user_id"] = hidden
     source = raw.source_frame
     if raw.unread_columns:
-        logger.warning("--pseudonymize: the column(s) %s are not read and may identify a "
+        logger.warning("pseudonymising: the column(s) %s are not read and may identify a "
                        "shopper, so the quarantine files leave them out",
                        ", ".join(map(repr, raw.unread_columns)))
         source = source.drop(columns=list(raw.unread_columns))

@@ -139,10 +139,11 @@ def resolve_pseudonym_key(config: DataConfig) -> PseudonymKey:
 
         try:
             value = Secret.load(config.pseudonym_secret).get()
-        except ValueError as exc:
+        except ValueError:
+            # Prefect's own message repeats the name; said once.
             raise ConfigError(f"cannot read the Prefect Secret block "
-                              f"{config.pseudonym_secret!r}: {exc}; create it in the UI or "
-                              "with Secret(value=...).save(name)") from None
+                              f"{config.pseudonym_secret!r} (no block of that name); create "
+                              "it in the UI or with Secret(value=...).save(name)") from None
         return make_key(str(value), f"Prefect Secret block {config.pseudonym_secret!r}")
     return make_key(os.environ.get(KEY_ENV), KEY_ENV)
 

@@ -114,7 +114,8 @@ def direction(name: str) -> str:
     metric = name.partition("@")[0]
     if metric == "rmse":
         return "lower"
-    if metric in BIAS_METRICS:
+    # A standard error (``ndcg_se@10``) is how well a figure is known, not a figure to win.
+    if metric in BIAS_METRICS or metric.endswith("_se"):
         return "none"
     return "higher"
 

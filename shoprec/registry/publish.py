@@ -250,21 +250,27 @@ def _days(start: str | None, end: str | None) -> float | None:
 
 
 def _enough(name: str, what: str, ours: int, theirs: int, version: str,
-            span: tuple[float, float] | None) -> GateCheck:
-    """Whether this run holds enough of the champion's shoppers or items (``what``)."""
+            span: tuple[float, float] | None, quiet: bool = True,
+            cut: str = "an export cut short?", change: str = "a shorter window") -> GateCheck:
+    """Whether this run holds enough of the champion's shoppers or items (``what``).
+
+    ``quiet``: whether fewer over as long a period may be a quieter season (for products,
+    only when the shoppers fell too: a catalogue cut to its best sellers keeps them).
+    """
     share = ours / max(theirs, 1)
     said = f"{ours:,} {what} in this run's data, {theirs:,} in champion version {version}'s"
     if share >= MIN_DATA_SHARE:
         return GateCheck(name, True, float(ours), float(theirs), said)
     if span is not None:
         said += f" (over {span[0]:.0f} and {span[1]:.0f} days)"
-    if span is not None and span[0] >= SAME_SPAN * span[1] and share >= MIN_SAME_SPAN_SHARE:
+    if quiet and span is not None and span[0] >= SAME_SPAN * span[1] \
+            and share >= MIN_SAME_SPAN_SHARE:
         return GateCheck(name, True, float(ours), float(theirs),
                          f"{said}: under {MIN_DATA_SHARE:.0%}, but over as long a period: a "
                          "quieter season")
     return GateCheck(name, False, float(ours), float(theirs),
-                     f"{said}: under {MIN_DATA_SHARE:.0%}, an export cut short? The champion "
-                     f"stays; after a deliberate change (a shorter window), {_FORCE}")
+                     f"{said}: under {MIN_DATA_SHARE:.0%}, {cut} The champion stays; after a "
+                     f"deliberate change ({change}), {_FORCE}")
 
 
 def _data_checks(version: str, champion: ChampionReference, overlap: float | None,
@@ -302,12 +308,17 @@ def _data_checks(version: str, champion: ChampionReference, overlap: float | Non
                ": shopper ids re-numbered (a new CRM, another pseudonym key) or another "
                "shop's data? Requests by the ids served now would get popularity; after a "
                f"deliberate change, {_FORCE}")))
+    fewer_shoppers = False
     if shoppers is not None and champion.shoppers is not None:
+        fewer_shoppers = shoppers.size < MIN_DATA_SHARE * champion.shoppers.size
         checks.append(_enough("enough_data", "shoppers", shoppers.size,
                               champion.shoppers.size, version, span))
     if period.catalogue is not None and champion.catalogue is not None:
+        # Fewer products bought by as many shoppers is a catalogue cut, not a season.
         checks.append(_enough("enough_items", "products", period.catalogue.size,
-                              champion.catalogue.size, version, span))
+                              champion.catalogue.size, version, span, quiet=fewer_shoppers,
+                              cut="a catalogue cut to its best sellers, or an export cut "
+                              "short?", change="a smaller catalogue"))
     if cutoff and theirs:
         # Naive times (a library caller's) are UTC, as everywhere in shoprec.
         behind = (pd.to_datetime(theirs, utc=True) - pd.to_datetime(cutoff, utc=True)) \
@@ -324,7 +335,8 @@ def _data_checks(version: str, champion: ChampionReference, overlap: float | Non
 
 #: The way past a data check, for a person who knows why the data changed (this version
 #: stays challenger, the version `promote` takes by default).
-_FORCE = "`shoprec promote --force --reason TEXT`"
+_FORCE = ("`shoprec promote --force --reason TEXT` (it takes the challenger: this run's "
+          "version, until another run's replaces it)")
 
 
 def _with_defaults(weighting: dict[str, Any]) -> dict[str, Any]:

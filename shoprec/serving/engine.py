@@ -71,7 +71,9 @@ def stored_user_ids(bundle: ModelBundle, user_ids: list[Any]) -> list[str]:
     With the key (see :attr:`ModelBundle.user_key`) a raw id becomes its pseudonym and a
     pseudonym is taken as it is; without it, ids are taken as given.
     """
-    texts = [_text(u, "user_id") for u in user_ids]
+    # A pseudonym typed in capitals is that pseudonym (as `shoprec forget` reads it).
+    texts = [t.lower() if not is_pseudonym(t) and is_pseudonym(t.lower()) else t
+             for t in (_text(u, "user_id") for u in user_ids)]
     key = bundle.user_key
     if key is not None:
         listed = bundle.erased_subjects()
@@ -84,9 +86,9 @@ def stored_user_ids(bundle: ModelBundle, user_ids: list[Any]) -> list[str]:
             t and not is_pseudonym(t) for t in texts):
         # Taken as given, a raw id would be nobody (popularity, silently) and a live event
         # would store it, where the shop keeps no raw id.
-        raise ValueError(f"this model's shoppers are pseudonyms and the server has no "
-                         f"{KEY_ENV}: send user_id as its pseudonym (p_ and 32 hex digits), "
-                         "or start the server with the training run's key")
+        raise ValueError(f"this model's shoppers are pseudonyms and {KEY_ENV} is not set "
+                         "here: send user_id as its pseudonym (p_ and 32 hex digits), or set "
+                         "the training run's key (for `shoprec serve`, in its environment)")
     return texts
 
 

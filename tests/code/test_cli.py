@@ -467,6 +467,11 @@ def test_a_store_fault_is_said_in_one_line_with_what_to_do(
     said = capsys.readouterr().err
     assert "is locked by another process" in said and "run again when it is free" in said
     assert "internal error" not in said and "SELECT" not in said
+    # An artifact store that is a file, or a folder this account may not write.
+    _report_failure(NotADirectoryError(20, "Not a directory", "mlartifacts/1/abc"))
+    said = capsys.readouterr().err
+    assert said.startswith("error: Not a directory: mlartifacts/1/abc; check that the folder")
+    assert "internal error" not in said
     damaged = OperationalError("SELECT 1", {}, sqlite3.OperationalError("disk I/O error"))
     _report_failure(damaged)
     said = capsys.readouterr().err

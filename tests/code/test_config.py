@@ -142,6 +142,9 @@ def test_a_secret_block_name_asks_for_pseudonyms_and_a_key_there_is_not_repeated
     with pytest.raises(ValidationError) as refused:
         DataConfig(pseudonym_secret=key)
     assert "not the key itself" in str(refused.value) and key not in str(refused.value)
+    hex_key = "3f9a" * 16  # `openssl rand -hex 32`: lower-case, digits, no dash
+    with pytest.raises(ValidationError, match="not the key itself"):
+        DataConfig(pseudonym_secret=hex_key)
 
 
 def test_a_group_given_in_part_keeps_the_deployments_other_values() -> None:
@@ -159,6 +162,12 @@ def test_a_group_given_in_part_keeps_the_deployments_other_values() -> None:
     whole = TrainingConfig.model_validate(saved)
     assert overlay(saved, whole, "training") is whole
     assert overlay(None, given, "training") is given  # no deployment, or none saved
+    # Nested groups too (a second reader's: a run giving ease's regularisation reset mf's
+    # factors the deployment had set).
+    nested = overlay({"params": {"mf": {"factors": 128}, "ease": {"regularization": 300.0}}},
+                     TrainingConfig(params={"ease": {"regularization": 500.0}}), "training")
+    chosen = nested.params.model_dump(exclude_unset=True)
+    assert chosen["mf"]["factors"] == 128 and chosen["ease"]["regularization"] == 500.0
     with pytest.raises(ValidationError):  # merged values are checked again
         overlay({"ks": [10]}, TrainingConfig(primary_metric="ndcg@20"), "training")
 

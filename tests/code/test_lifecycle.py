@@ -264,6 +264,14 @@ def test_gate_keeps_a_cut_catalogue_out_and_lets_a_quiet_month_in() -> None:
     assert cut["same_catalogue"].passed and "not judged" in cut["same_catalogue"].reason
     assert not cut["enough_items"].passed
     assert "149 products in this run's data, 2,573" in cut["enough_items"].reason
+    # A second reader's: 60 of 200 products kept, every shopper still there, over as long
+    # a period, passed as "a quieter season". Products fall with a season only if the
+    # shoppers fall too.
+    best = checks(800, 1700, "2011-11-01T08:00:00", "2011-11-30T17:00:00")["enough_items"]
+    assert not best.passed and "a catalogue cut to its best sellers" in best.reason
+    assert "(a smaller catalogue)" in best.reason
+    both = checks(800, 700, "2012-01-01T08:00:00", "2012-01-30T17:00:00")
+    assert both["enough_items"].passed and "a quieter season" in both["enough_items"].reason
     quiet = checks(2000, 783, "2012-01-01T08:00:00", "2012-01-30T17:00:00")
     assert quiet["enough_data"].passed and "a quieter season" in quiet["enough_data"].reason
     assert quiet["current_data"].passed

@@ -371,7 +371,7 @@ def test_no_raw_user_id_reaches_any_output_and_the_served_model_hashes_requests(
     monkeypatch.delenv(KEY_ENV)
     bundle, _ = load_bundle("private-model", alias="champion")
     # A raw id is refused (it was answered by popularity, and a live event stored it).
-    with pytest.raises(ValueError, match="shoppers are pseudonyms and the server has no"):
+    with pytest.raises(ValueError, match="shoppers are pseudonyms and SHOPREC_PSEUDONYM_KEY"):
         bundle.answer([{"user_id": user}])
     assert bundle.answer([{"user_id": key.pseudonyms([user])[0]}])[0]["source"] == "model"
     monkeypatch.setenv(KEY_ENV, "another-key-of-enough-length")
