@@ -208,3 +208,7 @@ def test_ndcgs_standard_error_is_that_of_the_users_mean() -> None:
     assert result["ndcg_se@2"] == pytest.approx(per_user.std(ddof=1) / np.sqrt(4))
     one = evaluate_ranker(lambda users, k: fixed[users, :k], relevance[:1], ks=[2])
     assert one["ndcg_se@2"] == 0.0  # one user: no spread to estimate
+    # A promotion's table never calls a larger error "better".
+    from shoprec.evaluation.metrics import direction
+
+    assert direction("ndcg_se@10") == "none" and direction("ndcg@10") == "higher"

@@ -374,6 +374,9 @@ def test_no_raw_user_id_reaches_any_output_and_the_served_model_hashes_requests(
     with pytest.raises(ValueError, match="shoppers are pseudonyms and SHOPREC_PSEUDONYM_KEY"):
         bundle.answer([{"user_id": user}])
     assert bundle.answer([{"user_id": key.pseudonyms([user])[0]}])[0]["source"] == "model"
+    # A pseudonym typed in capitals is that pseudonym, as `forget` reads it.
+    assert bundle.answer([{"user_id": key.pseudonyms([user])[0].upper()}])[0][
+        "source"] == "model"
     monkeypatch.setenv(KEY_ENV, "another-key-of-enough-length")
     bundle, _ = load_bundle("private-model", alias="champion")
     with pytest.raises(ConfigError, match="not the key"):
