@@ -500,8 +500,8 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
                f"version {candidate_version} is already the champion")
         return PromotionDecision(name, candidate_version, champion_version, primary, margin,
                                  True, why, basis="nothing to compare with")
-    foreign = _foreign_data(name, encoded, {"candidate": candidate_version,
-                                            "champion": champion_version})
+    foreign = _data_refused(name, candidate_version, champion_version) or _foreign_data(
+        name, encoded, {"candidate": candidate_version, "champion": champion_version})
     if foreign:
         return PromotionDecision(name, candidate_version, champion_version, primary, margin,
                                  False, foreign, basis="no comparison")
@@ -531,6 +531,25 @@ def compare_with_champion(name: str, version: str | None, encoded: EncodedSplit,
                       "data's training split")
     decision.basis += other_metric_note(name, [candidate_version, champion_version], primary)
     return decision
+
+
+def _data_refused(name: str, candidate: str, champion: str) -> str:
+    """Why ``candidate``'s own gate found its data unlike ``champion``'s, or ``""``.
+
+    A reader's: a version trained on another shop's data, kept challenger by its gate
+    (shoppers ~0% in common), became champion through a plain `promote`, whose catalogue
+    comparison could not judge two catalogues that far apart in size.
+    """
+    from shoprec.registry.publish import GATE_CHAMPION_TAG, GATE_DATA_TAG
+
+    tags = tracking.client().get_model_version(name, candidate).tags or {}
+    failed = tags.get(GATE_DATA_TAG, "")
+    if not failed or tags.get(GATE_CHAMPION_TAG) != champion:
+        return ""  # passed, recorded before the tag, or judged against another champion
+    return (f"version {candidate}'s own gate found its data unlike champion version "
+            f"{champion}'s ({failed.replace(',', ', ')} failed: see its gate_checks tag); "
+            "after a deliberate change (another catalogue, a CRM migration, a shorter "
+            "window), promote it with --force and the reason")
 
 
 def _foreign_data(name: str, encoded: EncodedSplit | None, versions: dict[str, str]) -> str:

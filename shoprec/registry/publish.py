@@ -333,6 +333,14 @@ def _data_checks(version: str, champion: ChampionReference, overlap: float | Non
     return checks
 
 
+#: The gate's checks of the data itself (not of the model): a failure means the run's data
+#: is not the champion's shop's, whole and current.
+DATA_CHECKS = ("same_catalogue", "same_titles", "same_shoppers", "enough_data",
+               "enough_items", "current_data")
+#: Version tags: the data checks its gate failed (comma-separated), and the champion
+#: version they compared with.
+GATE_DATA_TAG = "gate_data_failed"
+GATE_CHAMPION_TAG = "gate_champion"
 #: The way past a data check, for a person who knows why the data changed (this version
 #: stays challenger, the version `promote` takes by default).
 _FORCE = ("`shoprec promote --force --reason TEXT` (it takes the challenger: this run's "
@@ -553,8 +561,12 @@ def _stays_challenger(verdict: GateVerdict, why: str) -> bool:
 def _write_verdict(client: Any, name: str, version: str, verdict: GateVerdict,
                    tags: dict[str, str], passed: bool) -> None:
     """The version's tags, gate verdict and description line."""
+    failed = [c.name for c in verdict.checks if not c.passed and c.name in DATA_CHECKS]
     all_tags = {**tags, "gate": "pass" if passed else "fail",
-                "gate_checks": verdict.describe()}
+                "gate_checks": verdict.describe(),
+                # Read by `promote`: data its gate found unlike the champion's stays refused.
+                GATE_DATA_TAG: ",".join(failed),
+                GATE_CHAMPION_TAG: verdict.champion_version or ""}
     for key, value in all_tags.items():
         client.set_model_version_tag(name, version, key, str(value)[:5000])
     # What the registry's Models tab shows first: which model, how good, and the verdict.

@@ -307,8 +307,9 @@ def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
     assert "another shop's data" in checks["same_catalogue"]["reason"]
     assert third["registered"]["aliases"] == ["challenger"]
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
-    # `promote` judged on data neither version was trained on (its default, the bundled
-    # sample, for a shop of its own) is refused rather than decided.
+    tags = client.get_model_version(name, "3").tags
+    assert tags["gate_data_failed"] == "same_catalogue" and tags["gate_champion"] == "1"
+    # A plain `promote` of it is refused: its own gate found its data another shop's.
     from shoprec_cli.app import app
     from typer.testing import CliRunner
 
@@ -319,7 +320,8 @@ def test_failing_candidate_and_a_worse_second_run(env: str, synthetic_dir: Path,
         "--test-days", "20", "--validation-days", "20"])
     words = " ".join(refused.output.split())
     assert refused.exit_code == 4, words
-    assert "the candidate, version 3, share about 0% of the smaller catalogue's" in words
+    assert "version 3's own gate found its data unlike champion version 1's " \
+        "(same_catalogue failed" in words
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
 

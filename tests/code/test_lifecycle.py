@@ -962,6 +962,32 @@ def test_a_model_name_holds_one_kind(two_versions: str, tmp_path: Path,
     assert not (tmp_path / "new").exists()
 
 
+def test_a_version_whose_gate_found_another_shops_data_is_not_promoted_plainly(
+        two_versions: str) -> None:
+    """A reader's: north's version, trained into this shop's name and kept challenger by
+    its gate (shoppers ~0% in common), became champion through a plain `promote`: the
+    promotion's catalogue comparison could not judge catalogues that far apart in size."""
+    from shoprec.registry import tracking
+    from shoprec.registry.aliases import alias_version
+    from shoprec.registry.promotion import PromotionRefused, apply_promotion, compare_with_champion
+    from shoprec.registry.publish import GATE_CHAMPION_TAG, GATE_DATA_TAG
+
+    client = tracking.client()
+    client.set_model_version_tag(two_versions, "2", GATE_DATA_TAG, "same_shoppers,enough_items")
+    client.set_model_version_tag(two_versions, "2", GATE_CHAMPION_TAG, "1")
+    decision = compare_with_champion(two_versions, None, None, None, [10], "ndcg@10")
+    assert not decision.passed
+    assert ("version 2's own gate found its data unlike champion version 1's (same_shoppers, "
+            "enough_items failed") in decision.why
+    with pytest.raises(PromotionRefused):
+        apply_promotion(decision)
+    assert alias_version(two_versions, "champion") == "1"
+    # Judged against another champion than today's: that verdict says nothing now.
+    client.set_model_version_tag(two_versions, "2", GATE_CHAMPION_TAG, "7")
+    assert "own gate" not in compare_with_champion(two_versions, None, None, None, [10],
+                                                   "ndcg@10").why
+
+
 def test_a_promotion_says_when_a_version_was_gated_on_another_metric(
         two_versions: str) -> None:
     from shoprec.registry import tracking
