@@ -167,6 +167,24 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                          "(or 'none' for manual runs only)")
 
 
+def _check_one_checkout() -> None:
+    """Warn when the flows come from another checkout than this script's.
+
+    The environment's editable install names its own checkout's `flows` and `tasks`,
+    while `shoprec` comes from this folder: served from a second clone with the first's
+    virtual environment, a run mixed the two (a reader's traceback showed both).
+    """
+    import importlib.util
+
+    for package in ("shoprec_flows", "shoprec_tasks"):
+        spec = importlib.util.find_spec(package)
+        origin = Path(spec.origin).resolve() if spec and spec.origin else None
+        if origin is not None and ROOT.resolve() not in origin.parents:
+            print(f"warning: {package} comes from {origin.parent}, not from this checkout "
+                  f"({ROOT}): the runs would mix the two; serve from that checkout, or "
+                  f"install this one (pip install -e {ROOT})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the options and serve until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     # relative paths (runs/, the sample) are resolved from the project root.
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
+    _check_one_checkout()
     from prefect import serve
 
     serve(*build_deployments(

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
+#: The fields that say whose work a run is: the shop's model, experiment and folders.
+WHERE = ("registered_model_name", "experiment", "output_dir", "interactions")
+
 
 def overlay(saved: Any, given: M, name: str) -> M:
     """``given``'s fields that the run set, over the deployment's ``saved`` group.
@@ -39,9 +42,17 @@ def overlay(saved: Any, given: M, name: str) -> M:
     ran = given.model_dump(mode="json", exclude_unset=True)
     kept: list[str] = []
     merged = _merged(saved, ran, kept, "")
+    # Where a shop's work goes: a run naming another place than its deployment is said
+    # (a config object given to run_deployment sends every field, defaults included).
+    for field in WHERE:
+        if field in saved and field in ran and ran[field] != saved[field]:
+            logger.warning("parameter %s: the run sets %s to %r where the deployment has %r; "
+                           "pass only the fields to change (a dict, or "
+                           "model_dump(exclude_unset=True))", name, field, ran[field],
+                           saved[field])
     if not kept:
         return given
-    logger.info("parameter %s: the run gave %s; the deployment's %s are kept", name,
+    logger.info("parameter %s: the run gave %s; the deployment's values kept: %s", name,
                 ", ".join(sorted(ran)) or "nothing", ", ".join(kept))
     return type(given).model_validate(merged)
 

@@ -122,6 +122,26 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+def check_block_name(value: str) -> None:
+    """Refuse a Secret block name that is no block name (a key typed where it belongs).
+
+    A key is text no block name looks like: other characters than lower-case letters,
+    digits and dashes, or a long run of them without a dash (``openssl rand -hex 32``,
+    the key this project's messages suggest). The value is not repeated.
+
+    Raises:
+        ConfigError: The value cannot be a block's name.
+    """
+    from shoprec.errors import ConfigError
+
+    if not re.fullmatch(r"[a-z0-9-]+", value) or re.fullmatch(r"[0-9a-f]{32,}", value) \
+            or (len(value) >= 32 and "-" not in value):
+        raise ConfigError("pseudonym_secret (--pseudonym-secret) names a Prefect Secret block "
+                          "(lower-case letters, digits and dashes), not the key itself: save "
+                          "the key in a Secret block and give the block's name (a flow run "
+                          "started with the key keeps it in its parameters: delete that run)")
+
+
 class DataConfig(_Model):
     """Where the data comes from and how to read it."""
 
@@ -189,18 +209,10 @@ class DataConfig(_Model):
 
     @field_validator("pseudonym_secret")
     @classmethod
-    def _block_name(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        # A key is text no block name looks like: other characters, or a long run of hex
-        # (`openssl rand -hex 32`, the key this project's messages suggest).
-        if not re.fullmatch(r"[a-z0-9-]+", value) or re.fullmatch(r"[0-9a-f]{32,}", value) \
-                or (len(value) >= 32 and "-" not in value):
-            # The value is not repeated: typed here, it is often the key itself.
-            raise ValueError("pseudonym_secret names a Prefect Secret block (lower-case "
-                             "letters, digits and dashes), not the key itself: save the key "
-                             "in a Secret block and give the block's name")
-        return value
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        # The name itself is checked where the block is read (check_block_name): refused
+        # here, Prefect's parameter validation would log the value, often the key itself.
+        return None if value is None or not value.strip() else value
 
     @field_validator("encoding", "items_encoding")
     @classmethod

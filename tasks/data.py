@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 
-from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
+from shoprec.config import (
+    CleaningConfig,
+    DataConfig,
+    SplitConfig,
+    WeightingConfig,
+    check_block_name,
+)
 from shoprec.data.adapters import RawData, load
 from shoprec.data.cleaning import CleanData, clean
 from shoprec.data.splits import Split, split_interactions
@@ -136,6 +142,8 @@ def resolve_pseudonym_key(config: DataConfig) -> PseudonymKey:
     """
     if config.pseudonym_secret:
         from prefect.blocks.system import Secret
+
+        check_block_name(config.pseudonym_secret)
 
         try:
             value = Secret.load(config.pseudonym_secret).get()

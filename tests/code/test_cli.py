@@ -400,6 +400,32 @@ def test_serving_the_deployments_refuses_options_every_run_would_fail_on(
     assert words in done.stderr and "Traceback" not in done.stderr
 
 
+def test_serving_from_a_second_checkout_is_warned_about(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A reader's: deployments/serve.py of a second clone, run with the first's virtual
+    environment, served the first checkout's flows beside the clone's shoprec."""
+    import importlib.util
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "deployments").mkdir()
+    shutil.copy(root / "deployments" / "serve.py", tmp_path / "deployments" / "serve.py")
+    spec = importlib.util.spec_from_file_location("clone_serve",
+                                                  tmp_path / "deployments" / "serve.py")
+    assert spec and spec.loader
+    clone = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clone)
+    clone._check_one_checkout()
+    said = capsys.readouterr().err
+    assert "warning: shoprec_flows comes from" in said and str(tmp_path) in said
+    spec = importlib.util.spec_from_file_location("own_serve", root / "deployments" / "serve.py")
+    assert spec and spec.loader
+    own = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(own)
+    own._check_one_checkout()
+    assert capsys.readouterr().err == ""
+
+
 def test_recommend_prints_ids_whole(capsys: pytest.CaptureFixture[str]) -> None:
     """Readers': an id holding a tab printed one row on two lines, and a long id was cut
     with "…" with no other way to read the answer."""

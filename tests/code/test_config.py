@@ -132,19 +132,25 @@ def test_a_secret_block_name_asks_for_pseudonyms_and_a_key_there_is_not_repeated
     """A reader's, from the Prefect form: a block named without `pseudonymize` trained on
     raw ids (and the MLflow run recorded the name), and a key typed where the block's name
     belongs was repeated four times in the run's state message and logs."""
-    from pydantic import ValidationError
 
     from shoprec.config import DataConfig
 
     assert DataConfig(pseudonym_secret="shop-north-key").pseudonymize is True
     assert DataConfig(pseudonym_secret="  ").pseudonymize is False  # empty: none named
+    # Checked where the block is read, not by the parameters' validation: Prefect logs the
+    # input of a parameter it refuses (a reader found the key twice in a serve log).
+    from shoprec_tasks.data import resolve_pseudonym_key
+
+    from shoprec.config import check_block_name
+    from shoprec.errors import ConfigError
+
     key = "Sup3rS3cret_Key+pa55word/0123456789"
-    with pytest.raises(ValidationError) as refused:
-        DataConfig(pseudonym_secret=key)
-    assert "not the key itself" in str(refused.value) and key not in str(refused.value)
-    hex_key = "3f9a" * 16  # `openssl rand -hex 32`: lower-case, digits, no dash
-    with pytest.raises(ValidationError, match="not the key itself"):
-        DataConfig(pseudonym_secret=hex_key)
+    assert DataConfig(pseudonym_secret=key).pseudonymize is True
+    for typed in (key, "3f9a" * 16):  # `openssl rand -hex 32`: lower-case, digits, no dash
+        with pytest.raises(ConfigError, match="not the key itself") as refused:
+            resolve_pseudonym_key(DataConfig(pseudonym_secret=typed))
+        assert typed not in str(refused.value)
+    check_block_name("shop-north-key")
 
 
 def test_a_group_given_in_part_keeps_the_deployments_other_values() -> None:
@@ -170,6 +176,19 @@ def test_a_group_given_in_part_keeps_the_deployments_other_values() -> None:
     assert chosen["mf"]["factors"] == 128 and chosen["ease"]["regularization"] == 500.0
     with pytest.raises(ValidationError):  # merged values are checked again
         overlay({"ks": [10]}, TrainingConfig(primary_metric="ndcg@20"), "training")
+
+
+def test_a_run_naming_another_shops_model_than_its_deployment_is_warned_about(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A reader's: `run_deployment(..., parameters={"training": TrainingConfig(...)})` sends
+    every field, defaults included, and north's run registered as shoprec-recommender."""
+    from shoprec_flows.parameters import overlay
+
+    whole = TrainingConfig.model_validate(TrainingConfig(models=["ease"]).model_dump())
+    with caplog.at_level("WARNING", logger="shoprec_flows.parameters"):
+        overlay({"registered_model_name": "north-recommender"}, whole, "training")
+    assert "the run sets registered_model_name to 'shoprec-recommender' where the " \
+        "deployment has 'north-recommender'" in caplog.text
 
 
 @pytest.mark.integration
