@@ -826,6 +826,15 @@ class TrainingConfig(_Model):
         if unknown:
             raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(DEFAULT_MODELS)}")
+        # A family being added whose hyperparameters are not declared failed 20 s into the
+        # run with "internal error: KeyError": the step left out is named now.
+        declared = {key for name, info in CandidateParams.model_fields.items()
+                    for key in (name, info.alias) if key}
+        undeclared = [name for name in chosen if name not in declared]
+        if undeclared:
+            raise ValueError(f"{', '.join(undeclared)} has no hyperparameters declared: add a "
+                             "field to CandidateParams (shoprec/config.py), see README "
+                             "\"Adding a model family\"")
         return chosen
 
     @field_validator("blend")
@@ -861,7 +870,8 @@ class TrainingConfig(_Model):
         wrong = [name for name in chosen if name not in SPACES]
         if wrong:
             raise ValueError(f"no search space for {', '.join(wrong)}; families with one: "
-                             f"{', '.join(SPACES)}")
+                             f"{', '.join(SPACES)} (a family's is declared in SPACES, "
+                             "shoprec/tuning/search.py)")
         return chosen
 
     def tuned_models(self) -> list[str]:

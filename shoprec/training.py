@@ -209,12 +209,15 @@ def _scored(name: str, part: str, model: Recommender, history: Any, relevant: An
     empty). With ``repeat_items``, the items of the history stay in the ranking (they are
     relevant: ``SplitConfig.repeat_items``).
     """
+    # Once per part and candidate, the scores are held to the interface (their shape,
+    # and finite): a family that breaks it fails with the reason, never publishes.
     if curve_k is not None:
         metrics, curve = evaluate_with_tradeoff(model, history, relevant, ks, k=curve_k,
-                                                exclude_seen=not repeat_items)
+                                                exclude_seen=not repeat_items,
+                                                check_scores=True)
     else:
         metrics, curve = evaluate(model, history, relevant, ks, beyond_accuracy=True,
-                                  exclude_seen=not repeat_items), []
+                                  exclude_seen=not repeat_items, check_scores=True), []
     if hasattr(model, "predict_pairs") and ratings is not None:
         # Rating models are also judged on the rating values they predict.
         value = rmse(model, history, ratings)

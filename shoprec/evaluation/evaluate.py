@@ -9,8 +9,9 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from shoprec.errors import ModelFitError
 from shoprec.evaluation.metrics import METRIC_FUNCTIONS, Exposure, hits_matrix, metric_name
-from shoprec.models.base import Recommender
+from shoprec.models.base import Recommender, check_finite
 from shoprec.ranking import diversity_pool, mask_seen, novelty_scale, rerank_for_novelty, top_k
 
 logger = logging.getLogger(__name__)
@@ -18,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 def evaluate(model: Recommender, history: sp.csr_matrix, relevance: sp.csr_matrix,
              ks: Sequence[int] = (10,), batch_size: int = 2048,
-             exclude_seen: bool = True, beyond_accuracy: bool = False) -> dict[str, float]:
+             exclude_seen: bool = True, beyond_accuracy: bool = False,
+             check_scores: bool = False) -> dict[str, float]:
     """Rank the full catalogue for every user with a relevant item and average the metrics.
 
     Only one batch of users is ever scored densely at a time; the top K comes from
@@ -34,6 +36,7 @@ def evaluate(model: Recommender, history: sp.csr_matrix, relevance: sp.csr_matri
         beyond_accuracy: Add novelty, average popularity, Gini of exposure, long-tail
             share and ndcg per activity group (see
             :class:`~shoprec.evaluation.metrics.Exposure`), against ``history``.
+        check_scores: Refuse scores with NaN or infinity too (see :func:`scored`).
 
     Returns:
         ``{"ndcg@10": ..., "coverage@10": ..., ...}`` and ``"users"``: how many users were
@@ -41,7 +44,7 @@ def evaluate(model: Recommender, history: sp.csr_matrix, relevance: sp.csr_matri
     """
     def rank(batch: np.ndarray, k: int) -> np.ndarray:
         rows = history[batch]
-        scores = model.score(rows)
+        scores = scored(model, rows, check_scores)
         if exclude_seen:
             mask_seen(scores, rows)
         return top_k(scores, k)[0]
@@ -49,6 +52,26 @@ def evaluate(model: Recommender, history: sp.csr_matrix, relevance: sp.csr_matri
     activity = np.diff(history.indptr) if beyond_accuracy else None
     return evaluate_ranker(rank, relevance, ks, batch_size, history=history
                            if beyond_accuracy else None, activity=activity)
+
+
+def scored(model: Recommender, rows: sp.csr_matrix, finite: bool = False) -> np.ndarray:
+    """``model``'s scores of ``rows``, held to the model interface's shape.
+
+    A family being added whose ``score`` returned another shape passed unseen (one column
+    short) or failed far away with a bare ``IndexError``; with ``finite``, NaN scores,
+    which ranked as nothing and shortened the lists, fail the candidate too.
+
+    Raises:
+        ModelFitError: Not one score per user and item, or (``finite``) not finite.
+    """
+    scores = model.score(rows)
+    expected = (rows.shape[0], rows.shape[1])
+    name = getattr(model, "name", type(model).__name__)
+    if getattr(scores, "shape", None) != expected:
+        raise ModelFitError(f"{name}.score returned shape {getattr(scores, 'shape', None)} "
+                            f"for {expected[0]} shoppers; the model interface wants one score "
+                            f"per shopper and item: {expected}")
+    return check_finite(scores, name) if finite else scores
 
 
 def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp.csr_matrix,
@@ -135,7 +158,8 @@ def novelty_tradeoff(model: Recommender, history: sp.csr_matrix, relevance: sp.c
 def evaluate_with_tradeoff(model: Recommender, history: sp.csr_matrix,
                            relevance: sp.csr_matrix, ks: Sequence[int] = (10,),
                            weights: Sequence[float] = TRADEOFF_WEIGHTS, k: int = 10,
-                           batch_size: int = 2048, exclude_seen: bool = True
+                           batch_size: int = 2048, exclude_seen: bool = True,
+                           check_scores: bool = False
                            ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """:func:`evaluate` with the beyond-accuracy figures, and :func:`novelty_tradeoff`.
 
@@ -154,7 +178,7 @@ def evaluate_with_tradeoff(model: Recommender, history: sp.csr_matrix,
 
     def rank(batch: np.ndarray, cut: int) -> np.ndarray:
         rows = history[batch]
-        scores = model.score(rows)
+        scores = scored(model, rows, check_scores)
         if exclude_seen:
             mask_seen(scores, rows)
         at = position[batch]

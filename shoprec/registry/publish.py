@@ -392,14 +392,28 @@ def signature_and_example(user_id: str, item_ids: list[str], query: str = ""
     return ModelSignature(inputs=inputs, outputs=outputs), example
 
 
+#: The project's code, whose uncommitted changes make a commit name the wrong code.
+CODE_PATHS = ("shoprec", "cli", "flows", "tasks", "expectations", "pyproject.toml")
+
+
 def git_commit() -> str:
-    """The project's git commit, or ``unknown`` outside a checkout."""
+    """The project's git commit, or ``unknown`` outside a checkout.
+
+    ``-dirty`` follows it when the code differs from that commit (edited or new files): a
+    reader's version trained with a family not yet committed named a commit without it.
+    """
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True,
                               text=True, timeout=10, check=False)
+        if done.returncode != 0:
+            return "unknown"
+        changed = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS],
+                                 cwd=PACKAGE_DIR.parent, capture_output=True, text=True,
+                                 timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
+    dirty = changed.returncode == 0 and bool(changed.stdout.strip())
+    return done.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def bundle_requirements(bundle_dir: str | Path) -> list[str]:

@@ -231,3 +231,15 @@ def test_a_batch_folder_given_as_a_url_is_refused_before_anything_is_written(
     done = CliRunner().invoke(app, ["batch", "--output-dir", "s3://bucket/recs"])
     assert done.exit_code == 2 and "write it locally" in done.output, done.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_family_named_without_its_hyperparameters_is_refused_naming_the_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader adding a family: a name registered without its CandidateParams field
+    failed 20 s into the run with "internal error: KeyError: 'knn'"."""
+    import shoprec.config as config
+
+    monkeypatch.setattr(config, "DEFAULT_MODELS", (*config.DEFAULT_MODELS, "knn"))
+    with pytest.raises(ValidationError, match="knn has no hyperparameters declared: add a "
+                                              "field to CandidateParams"):
+        TrainingConfig(models=["popularity", "knn"])

@@ -815,3 +815,25 @@ def test_a_result_storage_that_cannot_be_written_is_said_before_any_work() -> No
     with temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: "/proc/no-results"}):
         with pytest.raises(ConfigError, match="PREFECT_RESULTS_LOCAL_STORAGE_PATH"):
             private_result_storage()
+
+
+@pytest.mark.slow
+def test_a_version_trained_from_uncommitted_code_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's: a version trained with a family not yet committed was tagged with a
+    clean commit that has no such family."""
+    from shoprec.registry import publish
+
+    repo = tmp_path / "repo"
+    (repo / "shoprec").mkdir(parents=True)
+    (repo / "shoprec" / "models.py").write_text("A = 1\n")
+    (repo / "LOG").write_text("not code\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "shoprec"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    monkeypatch.setattr(publish, "PACKAGE_DIR", repo / "shoprec")
+    clean = publish.git_commit()
+    assert len(clean) == 40  # a file outside the code (a log) does not count
+    (repo / "shoprec" / "knn.py").write_text("B = 2\n")
+    assert publish.git_commit() == clean + "-dirty"

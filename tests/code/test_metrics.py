@@ -212,3 +212,30 @@ def test_ndcgs_standard_error_is_that_of_the_users_mean() -> None:
     from shoprec.evaluation.metrics import direction
 
     assert direction("ndcg_se@10") == "none" and direction("ndcg@10") == "higher"
+
+
+def test_a_score_of_another_shape_or_not_finite_fails_the_candidate_with_the_reason() -> None:
+    """A reader adding a family: one column short passed unseen (or failed far away with a
+    bare IndexError), and NaN scores ranked as nothing and shortened every list."""
+    from shoprec.errors import ModelFitError
+    from shoprec.evaluation.evaluate import scored
+
+    history = sp.csr_matrix(np.eye(4, 5, dtype=np.float32))
+
+    class Broken:
+        name = "knn"
+
+        def __init__(self, scores: np.ndarray) -> None:
+            self.scores = scores
+
+        def score(self, rows: sp.csr_matrix) -> np.ndarray:
+            return self.scores[: rows.shape[0]]
+
+    with pytest.raises(ModelFitError, match=r"knn.score returned shape \(4, 4\) for 4 "
+                                            r"shoppers; .* \(4, 5\)"):
+        scored(Broken(np.zeros((4, 4), np.float32)), history)  # type: ignore[arg-type]
+    nan = np.zeros((4, 5), np.float32)
+    nan[1, 2] = np.nan
+    assert scored(Broken(nan), history) is not None  # unchecked: the epochs' evaluations
+    with pytest.raises(ModelFitError, match="knn produced non-finite scores"):
+        scored(Broken(nan), history, finite=True)  # type: ignore[arg-type]
