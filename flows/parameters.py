@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
-#: The fields that say whose work a run is: the shop's model, experiment and folders.
-WHERE = ("registered_model_name", "experiment", "output_dir", "interactions")
+#: The fields that say whose work a run is: the shop's registered model and experiment.
+WHERE = ("registered_model_name", "experiment")
 
 
 def overlay(saved: Any, given: M, name: str) -> M:
@@ -42,13 +42,14 @@ def overlay(saved: Any, given: M, name: str) -> M:
     ran = given.model_dump(mode="json", exclude_unset=True)
     kept: list[str] = []
     merged = _merged(saved, ran, kept, "")
-    # Where a shop's work goes: a run naming another place than its deployment is said
-    # (a config object given to run_deployment sends every field, defaults included).
+    # Whose work it is: a run naming another shop's model than its deployment is said (a
+    # config object given to run_deployment sends every field, defaults included).
     for field in WHERE:
         if field in saved and field in ran and ran[field] != saved[field]:
-            logger.warning("parameter %s: the run sets %s to %r where the deployment has %r; "
-                           "pass only the fields to change (a dict, or "
-                           "model_dump(exclude_unset=True))", name, field, ran[field],
+            logger.warning("parameter %s: the run sets %s to %r where the deployment has %r: "
+                           "another shop's? A config object given to run_deployment sends "
+                           "every field: pass a dict of the fields to change, or "
+                           "model_dump(exclude_unset=True)", name, field, ran[field],
                            saved[field])
     if not kept:
         return given
