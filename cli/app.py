@@ -988,6 +988,10 @@ PseudonymSecretOpt = Annotated[str | None, typer.Option(
 def _pseudonymized(config: DataConfig, pseudonymize: bool,
                    secret: str | None) -> DataConfig:
     """``config`` with the pseudonymisation options; a missing key is refused now."""
+    if secret:
+        from shoprec.config import check_block_name
+
+        check_block_name(secret)  # before any flow run records it among its parameters
     config = config.model_copy(update={"pseudonymize": pseudonymize or bool(secret),
                                        "pseudonym_secret": secret})
     if config.pseudonymize and not secret:
@@ -1483,7 +1487,10 @@ def _print_decision(decision: dict[str, Any]) -> None:
         table.add_row(c["metric"] + (" (decides)" if c["decides"] else ""),
                       _fmt(c["candidate"]), _fmt(c["champion"]),
                       "-" if c["delta"] is None else f"{c['delta']:+.4f}", c["verdict"])
-    console.print(table)
+    if decision["comparisons"]:
+        console.print(table)
+    else:  # nothing was compared: the title alone, not an empty table
+        console.print(str(table.title), highlight=False, soft_wrap=True)
     if decision.get("basis"):
         console.print(f"compared: {decision['basis']}", highlight=False, soft_wrap=True)
     if decision["forced"] and decision["promoted"] and not decision["passed"]:
@@ -2212,10 +2219,10 @@ def _report_failure(exc: Exception) -> None:
         err_console.print(_styled(("error:", "bold red"), f" {service}"), highlight=False)
         return
     if (path := _unwritable_path(exc)) is not None:
-        err_console.print(_styled(("error:", "bold red"), f" {path}; check that the folder "
-                                  "exists and this account may write it (an artifact store, "
-                                  "an output folder); nothing was registered unless the "
-                                  "output above says so"), highlight=False)
+        err_console.print(_styled(("error:", "bold red"), f" {path}; check that its folders "
+                                  "exist and this account may use them (an artifact store, "
+                                  "an output folder, SHOPREC_SUPPRESSIONS...)"),
+                          highlight=False)
         return
     if type(exc).__module__.startswith(("mlflow", "sqlalchemy")):
         # A fault of the tracking server or store (gone, damaged), not a shoprec bug. Its

@@ -176,10 +176,10 @@ def _check_one_checkout() -> None:
     """
     import importlib.util
 
-    for package in ("shoprec_flows", "shoprec_tasks"):
+    for package, folder in (("shoprec_flows", "flows"), ("shoprec_tasks", "tasks")):
         spec = importlib.util.find_spec(package)
         origin = Path(spec.origin).resolve() if spec and spec.origin else None
-        if origin is not None and ROOT.resolve() not in origin.parents:
+        if origin is not None and origin.parent != (ROOT / folder).resolve():
             print(f"warning: {package} comes from {origin.parent}, not from this checkout "
                   f"({ROOT}): the runs would mix the two; serve from that checkout, or "
                   f"install this one (pip install -e {ROOT})", file=sys.stderr)

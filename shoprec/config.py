@@ -724,6 +724,7 @@ class TrainingConfig(_Model):
     models: list[str] = Field(
         default_factory=lambda: list(DEFAULT_MODELS),
         description="Candidates to train (default: all), e.g. ['popularity', 'mf'].",
+        validate_default=True,  # a family added without its declarations fails here too
     )
     params: CandidateParams = Field(
         default_factory=CandidateParams,

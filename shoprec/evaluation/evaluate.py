@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
 from shoprec.evaluation.metrics import METRIC_FUNCTIONS, Exposure, hits_matrix, metric_name
-from shoprec.models.base import Recommender, check_finite
+from shoprec.models.base import Recommender
 from shoprec.ranking import diversity_pool, mask_seen, novelty_scale, rerank_for_novelty, top_k
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,16 @@ def scored(model: Recommender, rows: sp.csr_matrix, finite: bool = False) -> np.
         raise ModelFitError(f"{name}.score returned shape {getattr(scores, 'shape', None)} "
                             f"for {expected[0]} shoppers; the model interface wants one score "
                             f"per shopper and item: {expected}")
-    return check_finite(scores, name) if finite else scores
+    if finite and scores.size:
+        # -inf is the interface's "never recommend" (a network's items outside its
+        # vocabulary); NaN and +inf are no scores. One pass when all is well.
+        with np.errstate(all="ignore"):
+            sums = np.einsum("ij->i", scores)
+        if not np.isfinite(sums).all() and (np.isnan(scores).any()
+                                            or np.isposinf(scores).any()):
+            raise ModelFitError(f"{name} produced non-finite scores (NaN or +inf); lower the "
+                                "learning rate or raise regularisation")
+    return scores
 
 
 def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp.csr_matrix,

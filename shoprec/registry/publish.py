@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -402,18 +403,24 @@ def git_commit() -> str:
     ``-dirty`` follows it when the code differs from that commit (edited or new files): a
     reader's version trained with a family not yet committed named a commit without it.
     """
+    # No index lock taken: a training beside a person committing must not block them.
+    quiet = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True,
-                              text=True, timeout=10, check=False)
-        if done.returncode != 0:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=PACKAGE_DIR,
+                             capture_output=True, text=True, timeout=10, check=False, env=quiet)
+        lines = top.stdout.splitlines()
+        # Installed inside another project's checkout (a virtual environment in it), the
+        # commit found would be that project's.
+        if top.returncode != 0 or len(lines) != 2 \
+                or Path(lines[0]).resolve() != PACKAGE_DIR.parent.resolve():
             return "unknown"
         changed = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS],
                                  cwd=PACKAGE_DIR.parent, capture_output=True, text=True,
-                                 timeout=10, check=False)
+                                 timeout=10, check=False, env=quiet)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     dirty = changed.returncode == 0 and bool(changed.stdout.strip())
-    return done.stdout.strip() + ("-dirty" if dirty else "")
+    return lines[1].strip() + ("-dirty" if dirty else "")
 
 
 def bundle_requirements(bundle_dir: str | Path) -> list[str]:

@@ -458,6 +458,7 @@ def test_a_forced_promotion_past_a_failed_comparison_is_said_as_such(
     assert "decision: the comparison would refuse it (the data given and the champion " \
         "share about 5%); promoted anyway with --force" in said
     assert "decision: fail" not in said and "0 test users" not in said
+    assert "┏" not in said  # nothing compared: no empty table
 
 
 def test_a_second_v_shows_shoprecs_debug_records(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -496,7 +497,8 @@ def test_a_store_fault_is_said_in_one_line_with_what_to_do(
     # An artifact store that is a file, or a folder this account may not write.
     _report_failure(NotADirectoryError(20, "Not a directory", "mlartifacts/1/abc"))
     said = capsys.readouterr().err
-    assert said.startswith("error: Not a directory: mlartifacts/1/abc; check that the folder")
+    assert said.startswith("error: Not a directory: mlartifacts/1/abc; check that its "
+                           "folders exist")
     assert "internal error" not in said
     damaged = OperationalError("SELECT 1", {}, sqlite3.OperationalError("disk I/O error"))
     _report_failure(damaged)

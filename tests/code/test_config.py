@@ -151,6 +151,14 @@ def test_a_secret_block_name_asks_for_pseudonyms_and_a_key_there_is_not_repeated
             resolve_pseudonym_key(DataConfig(pseudonym_secret=typed))
         assert typed not in str(refused.value)
     check_block_name("shop-north-key")
+    # On the command line too, before any flow run records it (a second reader found it
+    # in the temporary server's database).
+    from shoprec_cli.app import app
+    from typer.testing import CliRunner
+
+    done = CliRunner().invoke(app, ["train", "--pseudonym-secret", key])
+    assert done.exit_code == 2 and "not the key itself" in done.output
+    assert key not in done.output
 
 
 def test_a_group_given_in_part_keeps_the_deployments_other_values() -> None:

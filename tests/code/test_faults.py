@@ -837,3 +837,7 @@ def test_a_version_trained_from_uncommitted_code_says_so(
     assert len(clean) == 40  # a file outside the code (a log) does not count
     (repo / "shoprec" / "knn.py").write_text("B = 2\n")
     assert publish.git_commit() == clean + "-dirty"
+    # Installed inside another project's checkout: that project's commit is not ours.
+    (repo / "venv" / "site" / "shoprec").mkdir(parents=True)
+    monkeypatch.setattr(publish, "PACKAGE_DIR", repo / "venv" / "site" / "shoprec")
+    assert publish.git_commit() == "unknown"

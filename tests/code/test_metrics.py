@@ -239,3 +239,12 @@ def test_a_score_of_another_shape_or_not_finite_fails_the_candidate_with_the_rea
     assert scored(Broken(nan), history) is not None  # unchecked: the epochs' evaluations
     with pytest.raises(ModelFitError, match="knn produced non-finite scores"):
         scored(Broken(nan), history, finite=True)  # type: ignore[arg-type]
+    up = np.zeros((4, 5), np.float32)
+    up[0, 0] = np.inf
+    with pytest.raises(ModelFitError, match="knn produced non-finite scores"):
+        scored(Broken(up), history, finite=True)  # type: ignore[arg-type]
+    # -inf is the interface's "never recommend": a network's items outside its vocabulary
+    # (a second reader's: every network failed on a catalogue over 10,000 products).
+    never = np.zeros((4, 5), np.float32)
+    never[:, 4] = -np.inf
+    assert scored(Broken(never), history, finite=True) is not None  # type: ignore[arg-type]

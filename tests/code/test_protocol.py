@@ -209,3 +209,14 @@ def test_a_part_that_scores_nobody_is_refused_before_any_training() -> None:
         check_evaluable(encoded, config)
     repeat = config.model_copy(update={"repeat_items": True})
     check_evaluable(encode_split(split_interactions(frame, repeat)), repeat)
+
+
+def test_a_network_with_a_vocabulary_under_the_catalogue_is_not_failed(
+        encoded: EncodedSplit) -> None:
+    """A second reader's: holding every candidate's scores to the interface refused the
+    networks' -inf (products outside their vocabulary, never recommended), so vae, dae and
+    cfgan failed on every catalogue over 10,000 products."""
+    result = train_candidate_row("dae", {"vocabulary": 5, "epochs": 1, "patience": 1},
+                                 encoded, None, [10])
+    assert encoded.shape[1] > 5
+    assert result.status == "ok", result.error
