@@ -2136,14 +2136,21 @@ def main() -> None:
 
 
 
-def _resource_fault(exc: BaseException) -> str | None:
-    """What ran out, when ``exc`` (or an error it came from) says a resource did."""
-    from shoprec.errors import EXHAUSTED_RESOURCES
-
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors it came from (``__cause__``, else ``__context__``), once each."""
     seen: set[int] = set()
     found: BaseException | None = exc
     while found is not None and id(found) not in seen:
         seen.add(id(found))
+        yield found
+        found = found.__cause__ or found.__context__
+
+
+def _resource_fault(exc: BaseException) -> str | None:
+    """What ran out, when ``exc`` (or an error it came from) says a resource did."""
+    from shoprec.errors import EXHAUSTED_RESOURCES
+
+    for found in _causes(exc):
         if isinstance(found, MemoryError):
             return ("memory ran out: train fewer candidates at once (--network-slots 1, or "
                     "fewer --models), use less data, or a machine with more memory")
@@ -2152,7 +2159,6 @@ def _resource_fault(exc: BaseException) -> str | None:
             return f"{EXHAUSTED_RESOURCES[found.errno]}{where}: {found.strerror}"
         if "database or disk is full" in str(found):  # SQLite's, through MLflow
             return f"the disk is full: {str(found)[:300]}"
-        found = found.__cause__ or found.__context__
     return None
 
 
@@ -2164,23 +2170,16 @@ def _unwritable_path(exc: BaseException) -> str | None:
     """
     import errno
 
-    seen: set[int] = set()
-    found: BaseException | None = exc
-    while found is not None and id(found) not in seen:
-        seen.add(id(found))
+    for found in _causes(exc):
         if isinstance(found, OSError) and found.filename and found.errno in (
                 errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM):
             return f"{found.strerror}: {found.filename}"
-        found = found.__cause__ or found.__context__
     return None
 
 
 def _service_fault(exc: BaseException) -> str | None:
     """Which service configured by the user did not answer, when ``exc`` says one did."""
-    seen: set[int] = set()
-    found: BaseException | None = exc
-    while found is not None and id(found) not in seen:
-        seen.add(id(found))
+    for found in _causes(exc):
         text = str(found)
         if "Failed to reach API at" in text or type(found).__name__ in (
                 "ConnectError", "ConnectTimeout") and "httpx" in type(found).__module__:
@@ -2201,7 +2200,6 @@ def _service_fault(exc: BaseException) -> str | None:
                     "process (a run, an `mlflow ui`, a tool holding a write transaction); "
                     "nothing was registered unless the output above says so: run again "
                     "when it is free")
-        found = found.__cause__ or found.__context__
     return None
 
 

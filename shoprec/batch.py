@@ -263,8 +263,7 @@ MODEL_KEY = "shoprec.registered_model"
 OPTIONS_KEY = "shoprec.batch_options"
 
 
-def check_day_file(output_dir: str | Path, model_name: str,
-                   when: datetime | None = None) -> None:
+def check_day_file(output_dir: str | Path, model_name: str) -> None:
     """Refuse a batch into ``output_dir`` when a day's file there is another registered model's.
 
     Every day's file, not the day's alone: the folder is read as one data set, whose rows
@@ -274,11 +273,9 @@ def check_day_file(output_dir: str | Path, model_name: str,
     Raises:
         ConfigError: A file records another model.
     """
-    day = (when or datetime.now(UTC)).astimezone(UTC).date().isoformat()
-    root = Path(output_dir)
-    _refuse_other_models_file(root / f"generated_date={day}" / "recommendations.parquet",
-                              model_name)
-    for other in sorted(root.glob("generated_date=*/recommendations.parquet"), reverse=True):
+    # Every day's file, the newest (today's, when there is one) first.
+    for other in sorted(Path(output_dir).glob("generated_date=*/recommendations.parquet"),
+                        reverse=True):
         _refuse_other_models_file(other, model_name)
 
 

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from shoprec.errors import ModelFitError
 from shoprec.evaluation.metrics import METRIC_FUNCTIONS, Exposure, hits_matrix, metric_name
-from shoprec.models.base import Recommender
+from shoprec.models.base import Recommender, check_finite
 from shoprec.ranking import diversity_pool, mask_seen, novelty_scale, rerank_for_novelty, top_k
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def evaluate(model: Recommender, history: sp.csr_matrix, relevance: sp.csr_matri
         beyond_accuracy: Add novelty, average popularity, Gini of exposure, long-tail
             share and ndcg per activity group (see
             :class:`~shoprec.evaluation.metrics.Exposure`), against ``history``.
-        check_scores: Refuse scores with NaN or infinity too (see :func:`scored`).
+        check_scores: Refuse scores with NaN or +inf too (see :func:`scored`).
 
     Returns:
         ``{"ndcg@10": ..., "coverage@10": ..., ...}`` and ``"users"``: how many users were
@@ -71,16 +71,8 @@ def scored(model: Recommender, rows: sp.csr_matrix, finite: bool = False) -> np.
         raise ModelFitError(f"{name}.score returned shape {getattr(scores, 'shape', None)} "
                             f"for {expected[0]} shoppers; the model interface wants one score "
                             f"per shopper and item: {expected}")
-    if finite and scores.size:
-        # -inf is the interface's "never recommend" (a network's items outside its
-        # vocabulary); NaN and +inf are no scores. One pass when all is well.
-        with np.errstate(all="ignore"):
-            sums = np.einsum("ij->i", scores)
-        if not np.isfinite(sums).all() and (np.isnan(scores).any()
-                                            or np.isposinf(scores).any()):
-            raise ModelFitError(f"{name} produced non-finite scores (NaN or +inf); lower the "
-                                "learning rate or raise regularisation")
-    return scores
+    # -inf is the interface's "never recommend" (a network's items outside its vocabulary).
+    return check_finite(scores, name, never=True) if finite else scores
 
 
 def evaluate_ranker(rank: Callable[[np.ndarray, int], np.ndarray], relevance: sp.csr_matrix,

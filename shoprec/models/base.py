@@ -484,8 +484,12 @@ def shares(history: np.ndarray, matrix: np.ndarray,
     return out
 
 
-def check_finite(scores: np.ndarray, model: str) -> np.ndarray:
-    """Raise :class:`ModelFitError` if ``scores`` hold NaN or infinity."""
+def check_finite(scores: np.ndarray, model: str, never: bool = False) -> np.ndarray:
+    """Raise :class:`ModelFitError` if ``scores`` hold NaN or infinity.
+
+    With ``never``, ``-inf`` is allowed: the interface's "never recommend" (a network's
+    items outside its vocabulary, once mapped onto the catalogue).
+    """
     if scores.ndim == 2 and scores.dtype in (np.float32, np.float64) and scores.size:
         # Each row's sum carries any NaN or infinity into it (inf - inf is NaN), and
         # einsum's sums are one pass over the scores: 33 ms for 2,048 x 50,000 against 69
@@ -496,7 +500,10 @@ def check_finite(scores: np.ndarray, model: str) -> np.ndarray:
             sums = np.einsum("ij->i", scores)
         if np.isfinite(sums).all():
             return scores
-    if not np.all(np.isfinite(scores)):
-        raise ModelFitError(f"{model} produced non-finite scores (NaN or inf); lower the "
-                            "learning rate or raise regularisation")
+    bad = (np.isnan(scores).any() or np.isposinf(scores).any()) if never \
+        else not np.all(np.isfinite(scores))
+    if bad:
+        raise ModelFitError(f"{model} produced non-finite scores (NaN or "
+                            f"{'+inf' if never else 'inf'}); lower the learning rate or raise "
+                            "regularisation")
     return scores

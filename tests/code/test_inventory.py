@@ -231,11 +231,11 @@ def test_a_days_batch_of_another_registered_model_is_never_replaced(
     with pytest.raises(ConfigError, match="holds north-recommender's recommendations, and "
                                           "a batch's folder is read as one data set; give "
                                           "south-recommender a folder"):
-        check_day_file(tmp_path, "south-recommender", day)
+        check_day_file(tmp_path, "south-recommender")
     # Another day's file of the other shop too (a reader's "latest day" switched shops).
     with pytest.raises(ConfigError, match="generated_date=2025-03-01.*holds north"):
-        check_day_file(tmp_path, "south-recommender", datetime(2025, 3, 2, tzinfo=UTC))
-    check_day_file(tmp_path, "north-recommender", datetime(2025, 3, 2, tzinfo=UTC))
+        check_day_file(tmp_path, "south-recommender")
+    check_day_file(tmp_path, "north-recommender")
     with pytest.raises(ConfigError, match="holds north-recommender's"):
         write_recommendations(bundle, tmp_path, k=3, generated_at=day,
                               model_name="south-recommender")
