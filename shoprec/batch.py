@@ -25,6 +25,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shoprec.files import rename_durably
 from shoprec.ranking import diversity_pool, mask_seen, rerank_for_novelty, top_k
 from shoprec.registry.bundle import ModelBundle
 from shoprec.threads import limit_threads
@@ -132,7 +133,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     partition = Path(output_dir) / f"generated_date={stamp.astimezone(UTC).date().isoformat()}"
     created = not partition.exists()
     partition.mkdir(parents=True, exist_ok=True)
-    _remove_dead_drafts(partition)
+    _remove_dead_drafts(Path(output_dir), partition)
     final = partition / "recommendations.parquet"
     _refuse_other_models_file(final, model_name)
     temporary = partition / f".recommendations-{_writer()}.parquet.tmp"
@@ -239,7 +240,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
                 table = pending.popleft().result()
                 writer.write_table(table)
                 rows += table.num_rows
-        os.replace(temporary, final)
+        rename_durably(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)
         if created and not any(partition.iterdir()):  # a failed first run of the day
@@ -318,15 +319,17 @@ def _writer() -> str:
     return f"{host}.{space}.{os.getpid()}"
 
 
-def _remove_dead_drafts(partition: Path) -> None:
-    """Delete the drafts of runs killed while writing into ``partition``.
+def _remove_dead_drafts(output_dir: Path, today: Path) -> None:
+    """Delete the drafts of runs killed while writing into any day of ``output_dir``.
 
     A draft is named by its writer (:func:`_writer`); one of this host and PID namespace
-    whose process is gone will never be renamed, and would stay beside the day's file for
-    good. A live writer's, and any other host's or container's, is left alone.
+    whose process is gone will never be renamed, and would stay beside its day's file for
+    good (a run killed before midnight left one in a day no later run writes). A live
+    writer's, and any other host's or container's, is left alone. A day other than
+    ``today`` left empty (the killed run was its first) goes too.
     """
     here = _writer().rpartition(".")[0]
-    for draft in partition.glob(".recommendations-*.parquet.tmp"):
+    for draft in output_dir.glob("generated_date=*/.recommendations-*.parquet.tmp"):
         space, _, pid = (draft.name.removeprefix(".recommendations-")
                          .removesuffix(".parquet.tmp").rpartition("."))
         dead = space == here and pid.isdigit() and int(pid) != os.getpid() \
@@ -337,6 +340,9 @@ def _remove_dead_drafts(partition: Path) -> None:
         if dead or older:
             logger.info("removing %s, left by a batch run that was killed", draft)
             draft.unlink(missing_ok=True)
+            if draft.parent != today:
+                with contextlib.suppress(OSError):  # not empty: the day has its file
+                    draft.parent.rmdir()
 
 
 #: How old a draft named the older way (no host) must be to count as abandoned.

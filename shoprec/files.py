@@ -27,9 +27,36 @@ def replace_whole(path: str | Path, write: Callable[[Path], object]) -> None:
         write(draft)
         if target.exists():
             os.chmod(draft, stat.S_IMODE(target.stat().st_mode))
-        os.replace(draft, target)
+        rename_durably(draft, target)
     finally:
         draft.unlink(missing_ok=True)
+
+
+def rename_durably(draft: str | Path, target: str | Path) -> None:
+    """Rename a finished ``draft`` onto ``target`` so that a power cut keeps one of them whole.
+
+    A rename alone is atomic for running processes, but the kernel may write the rename to
+    disk before the draft's data: after a crash the target can then be an empty file where
+    yesterday's was whole. So the draft's data reach the disk first, and the folder's entry
+    after the rename. File systems that cannot sync a folder (some network ones) are let be.
+
+    Args:
+        draft: The finished file, closed by its writer.
+        target: Its final name, in the same folder.
+    """
+    with open(draft, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(draft, target)
+    try:
+        folder = os.open(Path(target).parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        logger.debug("could not sync folder %s", Path(target).parent)
+    finally:
+        os.close(folder)
 
 
 #: The file that marks a folder held by a run (:func:`folder_in_use`).

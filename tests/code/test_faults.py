@@ -841,3 +841,35 @@ def test_a_version_trained_from_uncommitted_code_says_so(
     (repo / "venv" / "site" / "shoprec").mkdir(parents=True)
     monkeypatch.setattr(publish, "PACKAGE_DIR", repo / "venv" / "site" / "shoprec")
     assert publish.git_commit() == "unknown"
+
+
+def test_a_file_written_whole_reaches_the_disk_before_its_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The draft's data are synced before the rename and the folder after it.
+
+    A rename written to disk before the data left an empty day's file after a power cut.
+    """
+    from shoprec import files
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{descriptor}")
+        events.append("sync folder" if os.path.isdir(target) else
+                      f"sync {Path(target).name}")
+        real_fsync(descriptor)
+
+    def replace(source: str | Path, destination: str | Path) -> None:
+        events.append(f"rename {Path(source).name} -> {Path(destination).name}")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "replace", replace)
+    (tmp_path / "day.csv").write_text("old\n")
+    files.replace_whole(tmp_path / "day.csv", lambda draft: draft.write_text("new\n"))
+
+    draft = f".day.csv.{os.getpid()}.part"
+    assert events == [f"sync {draft}", f"rename {draft} -> day.csv", "sync folder"]
+    assert (tmp_path / "day.csv").read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day.csv"]

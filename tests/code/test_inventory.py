@@ -189,6 +189,12 @@ def test_batch_days_read_back_as_one_data_set_and_killed_drafts_go(
     for draft in (older, recent):
         draft.write_bytes(b"an older shoprec's")
     os.utime(older, (time.time() - 7200, time.time() - 7200))
+    # A run killed writing an earlier day left its draft in a day no later run writes.
+    missed = tmp_path / "generated_date=2025-02-28"
+    missed.mkdir()
+    (missed / f".recommendations-{here}.{dead}.parquet.tmp").write_bytes(b"half a file")
+    (tmp_path / "generated_date=2025-03-01" / f".recommendations-{here}.{dead}.parquet.tmp"
+     ).write_bytes(b"half a file")
     # Scores of 7 users x the catalogue at a time, on one thread: a huge size is cut to 7.
     monkeypatch.setattr(batch, "BATCH_BYTES", 4 * len(bundle.items.ids) * 7)
     with caplog.at_level(logging.INFO, logger="shoprec.batch"):
@@ -198,6 +204,9 @@ def test_batch_days_read_back_as_one_data_set_and_killed_drafts_go(
     assert result.rows == 3 * len(bundle.users.ids)
     assert sorted(p.name for p in day.iterdir()) == sorted(
         [live.name, elsewhere.name, recent.name, "recommendations.parquet"])
+    assert not missed.exists()
+    assert [p.name for p in (tmp_path / "generated_date=2025-03-01").iterdir()] == [
+        "recommendations.parquet"]
     frame = pd.read_parquet(tmp_path)
     assert "because" in frame.columns
     by_day = frame.groupby(frame["generated_date"].astype(str))["because"]
