@@ -177,7 +177,10 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     def score_batch(start: int) -> pa.Table:
         stop = min(start + batch_size, n_users)
         history = bundle.history[start:stop]
-        scores = bundle.model.score_fitted(np.arange(start, stop), history)
+        # Every family scores the stored rows as a served request does (mf folds them in,
+        # not its learned user factors): an e-mail's list is the site's, and the one the
+        # figures measured, and its `because` shares add up to its score.
+        scores = bundle.model.score(history)
         mask_seen(scores, history)
         # A shopper whose products the model ties with nothing else (bought only on their
         # own, or only with each other: they score each other, then are masked) has every

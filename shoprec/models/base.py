@@ -186,15 +186,6 @@ class Recommender(ABC):
             Dense float32 array of shape ``(batch, n_items)``; higher is better.
         """
 
-    def score_fitted(self, users: np.ndarray, user_rows: sp.csr_matrix) -> np.ndarray:
-        """Score users of the matrix given to :meth:`fit`, by their row numbers there.
-
-        Batch scoring of known users calls this; models that learn per-user state (ALS
-        user factors) answer from it, the others score ``user_rows`` (those users' rows of
-        the fitted matrix) like :meth:`score`.
-        """
-        return self.score(user_rows)
-
     def recommend(self, user_rows: sp.csr_matrix, k: int = 10,
                   exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for each row, best first.

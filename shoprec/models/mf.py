@@ -324,13 +324,6 @@ class ImplicitALS(Recommender):
         factors = self.user_factors(user_rows).astype(np.float32)
         return check_finite(factors @ self.item_factors_.T, self.name)
 
-    def score_fitted(self, users: np.ndarray, user_rows: sp.csr_matrix) -> np.ndarray:
-        """Score fitted users from the factors ALS learned for them (no fold-in)."""
-        learned = getattr(self, "user_factors_", None)
-        if learned is None:
-            return self.score(user_rows)
-        return check_finite(learned[users] @ self.item_factors_.T, self.name)
-
     @property
     def n_items_(self) -> int:
         """Number of items the model scores."""
@@ -339,8 +332,6 @@ class ImplicitALS(Recommender):
     def _save_state(self, folder: Path) -> None:
         state: dict[str, Any] = {"item_factors": self.item_factors_,
                                  "regularization": np.float64(self.regularization_)}
-        if self.user_factors_ is not None:
-            state["user_factors"] = self.user_factors_
         if self.item_idf_ is not None:
             state["item_idf"] = self.item_idf_
             state["average_length"] = np.float64(self.average_length_)
@@ -349,8 +340,10 @@ class ImplicitALS(Recommender):
     def _load_state(self, folder: Path) -> None:
         state = load_arrays(folder / "state.npz")
         self.item_factors_ = state["item_factors"]
-        # Saved before user factors were kept: known users are folded in instead.
-        self.user_factors_ = state["user_factors"] if "user_factors" in state else None
+        # Not kept: ALS's last user factors are a sweep behind its item factors (and
+        # approximate), and batch lists from them parted from the served, fold-in ones for
+        # a quarter of the sample's shoppers. A bundle saved with them ignores them.
+        self.user_factors_ = None
         self.regularization_ = float(state["regularization"])
         if "item_idf" in state:
             self.item_idf_ = state["item_idf"].astype(np.float64)

@@ -128,26 +128,39 @@ def test_fold_in_solves_each_rows_normal_equations(weighting, small_groups,
     assert (model.alpha * weighted.data < 1).any()  # confidences under 1 were exercised
 
 
-# BM25's confidences are smaller here than the raw weights, and so is its good penalty: at
-# 100 its factors shrink towards zero and the two scorings part by more than the bound.
-@pytest.mark.parametrize(("weighting", "penalty"), [("bm25", 10.0), ("none", 100.0)])
-def test_fitted_users_are_scored_from_their_learned_factors(planted, weighting,
-                                                            penalty) -> None:
-    """Batch scoring of known users skips the fold-in; the answers agree with it."""
+def test_batch_lists_are_the_served_lists_and_their_explanations_add_up(
+        planted, tmp_path) -> None:
+    """An e-mail's list is the site's for every known shopper, and its ``because`` shares
+    decompose its own score: from ALS's learned user factors a quarter of the sample's
+    batch lists parted from the served ones, and the shares explained another score."""
+    import pandas as pd
+
+    from shoprec.batch import write_recommendations
+    from shoprec.features.idmap import IdMap
+    from shoprec.registry.bundle import ModelBundle
+
     rows = planted.encoded.train
-    model = ImplicitALS(regularization=penalty, weighting=weighting).fit(rows)
-    fitted = model.score_fitted(np.arange(rows.shape[0]), rows)
-    folded = model.score(rows)
-    assert np.abs(fitted - folded).max() < 0.01 * np.abs(folded).max()
-    top_fitted = np.argsort(-fitted, axis=1)[:, :10]
-    top_folded = np.argsort(-folded, axis=1)[:, :10]
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_fitted, top_folded,
-                                                                    strict=True)])
-    assert overlap > 0.95
-    # A popularity model has no per-user state: it scores the rows.
-    popularity = Popularity().fit(rows)
-    np.testing.assert_array_equal(popularity.score_fitted(np.arange(5), rows[:5]),
-                                  popularity.score(rows[:5]))
+    model = ImplicitALS(iterations=5).fit(rows)
+    users = IdMap([f"u{i}" for i in range(rows.shape[0])])
+    bundle = ModelBundle(model=model, users=users,
+                         items=IdMap([f"i{i}" for i in range(rows.shape[1])]), history=rows,
+                         fallback=Popularity().fit(rows), meta={"model": "mf"})
+    write_recommendations(bundle, tmp_path, k=5, explain=True)
+    batch = pd.read_parquet(tmp_path)
+    served_items, served_scores = model.recommend(rows, k=5)
+    lists = batch.sort_values(["user_id", "rank"]).groupby("user_id")["item_id"].agg(list)
+    assert lists.to_dict() == {f"u{u}": [f"i{j}" for j in served_items[u]]
+                               for u in range(rows.shape[0])}
+    for user in (0, 7, 42, rows.shape[0] - 1):
+        mine = batch[batch["user_id"] == f"u{user}"].sort_values("rank")
+        assert list(mine["item_id"]) == [f"i{j}" for j in served_items[user]]
+        np.testing.assert_allclose(mine["score"], served_scores[user], rtol=1e-5)
+        for item, because in zip(mine["item_id"], mine["because"], strict=True):
+            shares = model.explain(rows[user], np.array([int(item[1:])]), 50)[0]
+            assert [f"i{h}" for h, _ in shares][:len(because)] == [
+                b["item_id"] for b in because]
+            np.testing.assert_allclose([b["share"] for b in because],
+                                       [s for _, s in shares][:len(because)], rtol=1e-6)
 
 
 def test_bm25_weighs_popular_items_and_long_histories_less() -> None:
