@@ -727,6 +727,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if registered.get("previous_champion"):
         console.print(f"  version {registered['previous_champion']}, champion until now, is "
                       "previous-champion (`shoprec rollback` returns to it)", highlight=False)
+    before = registered.get("previous_challenger")
+    if before:
+        # An A/B arm serving the challenger keeps the version it loaded; a plain `promote`
+        # would now take this one, which never served.
+        console.print(f"  challenger moved from version {before} to {registered['version']}"
+                      f" (to promote version {before}: `shoprec promote --version {before}`)",
+                      highlight=False)
     for check in gate["checks"]:
         console.print(f"  {check['name']}: {'pass' if check['passed'] else 'fail'} "
                       f"({check['reason']})", highlight=False)
@@ -1475,7 +1482,8 @@ ByOpt = Annotated[str, typer.Option(
 
 def _print_decision(decision: dict[str, Any]) -> None:
     outcome = ("promoted (forced)" if decision["forced"] and decision["promoted"] else
-               "promoted" if decision["promoted"] else "refused")
+               "promoted" if decision["promoted"] else
+               "compared only (dry run)" if decision.get("dry_run") else "refused")
     champion = decision["champion_version"]
     on = f"on {decision['users']:,} test users" if decision["users"] else "not compared"
     table = Table(title=f"{decision['name']} version {decision['candidate_version']} vs "
@@ -1512,6 +1520,9 @@ def promote(
         "--force", help="Promote even if it is worse than the champion (needs --reason).")]
     = False,
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the tags.")] = "",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Compare and print the table only: move no alias, write no tag.")]
+    = False,
     by: ByOpt = "",
     interactions: InteractionsOpt = None,
     items: ItemsOpt = None,
@@ -1569,7 +1580,7 @@ def promote(
                                validation_n=validation_n)
     config = PromotionConfig(registered_model_name=model_name, version=version, ks=_cutoffs(k),
                              primary_metric=primary_metric, margin=margin, force=force,
-                             reason=reason, requested_by=by)
+                             reason=reason, requested_by=by, dry_run=dry_run)
     # The registry is checked before minutes of data preparation.
     from shoprec.registry import tracking
     from shoprec.registry.promotion import resolve_candidate
@@ -1599,9 +1610,18 @@ def promote(
     _before_flows("shoprec_flows.operations")
     from shoprec_flows.operations import promote_model
 
+    # Which version is compared, before minutes of work: the nightly training may have
+    # moved challenger off the version an A/B test served.
+    console.print(f"comparing {model_name} version {chosen}"
+                  f"{'' if version else ' (the challenger now)'} with the champion",
+                  highlight=False)
     decision = promote_model(promotion=config, data=data, cleaning=cleaning_config,
                              split=split_config, weighting=weighting)
     _print_decision(decision)
+    if dry_run:
+        console.print(f"dry run: no alias moved; to promote it: `shoprec promote --version "
+                      f"{chosen}`", highlight=False, soft_wrap=True)
+        return
     console.print(f"champion is now {model_name} version {decision['candidate_version']}"
                   + (f"; previous-champion is version {decision['champion_version']}"
                      if decision["champion_version"] else ""))
@@ -1718,6 +1738,24 @@ _RESTART_SERVERS = ("a `shoprec serve` started before this keeps serving the ver
                     "loaded (version {version}) until it is started again")
 
 
+def _pinned_version(model_name: str, alias: str, version: str | None) -> str:
+    """The version number given with ``--version`` ("" without one), checked for form.
+
+    Raises:
+        ConfigError: Both ``--version`` and another ``--alias`` than the champion, or a
+            version that is not a number.
+    """
+    if version is None:
+        return ""
+    text = version.strip()
+    if alias != "champion":
+        raise ConfigError(f"--version {text} and --alias {alias} name two models: give one")
+    if not text.isdigit():
+        raise ConfigError(f"--version is a registry version number (1, 2, ...) of "
+                          f"{model_name}, not {version!r}")
+    return text
+
+
 def _model_and_alias(uri: str) -> tuple[str, str]:
     """``models:/name@alias`` -> (name, alias); other URIs are refused."""
     name, _, alias = uri.removeprefix("models:/").partition("@")
@@ -1737,6 +1775,9 @@ def batch(
     model_name: ModelNameOpt = DEFAULT_MODEL_NAME,
     alias: Annotated[str, typer.Option("--alias", callback=_alias_given,
                                        help="Registry alias to load.")] = "champion",
+    version: Annotated[str | None, typer.Option(
+        "--version", help="A version number to score with instead of --alias (an A/B "
+        "test's arm, pinned while the aliases move).")] = None,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Add a 'because' column: the history items behind each row.")]
     = False,
@@ -1767,7 +1808,9 @@ def batch(
         raise ConfigError("--forecast is read with --stock (the share of each product's "
                           "forecast demand its units cover); give --stock FILE too")
     demand = os.environ.get("SHOPREC_DEMAND_MODEL_NAME", "").strip()
-    config = BatchConfig(registered_model_name=model_name, alias=alias, output_dir=output_dir,
+    pinned = _pinned_version(model_name, alias, version)
+    config = BatchConfig(registered_model_name=model_name, alias=alias, version=pinned,
+                         output_dir=output_dir,
                          k=k, batch_size=batch_size, explain=explain, diversity=diversity,
                          stock_path=str(stock or ""), forecast=forecast,
                          stock_weeks=stock_weeks,
@@ -1779,7 +1822,11 @@ def batch(
     from shoprec.registry.promotion import alias_version
 
     tracking.require_store()
-    if alias_version(model_name, alias) is None:
+    if pinned:
+        from shoprec.registry.promotion import resolve_candidate
+
+        resolve_candidate(model_name, pinned)  # a version that does not exist is said now
+    elif alias_version(model_name, alias) is None:
         raise ConfigError(no_alias_message(model_name, alias))
     _writable_dir(Path(output_dir), "--output-dir")
     if stock is not None:
@@ -1826,6 +1873,9 @@ def serve(
     alias: Annotated[str, typer.Option("--alias", callback=_alias_given,
                                        help="Registry alias to serve.")]
     = "champion",
+    version: Annotated[str | None, typer.Option(
+        "--version", help="A version number to serve instead of --alias (an A/B test's "
+        "arm, pinned while the aliases move).")] = None,
     max_body_bytes: Annotated[int, typer.Option(
         "--max-body-bytes", min=1, help="Largest request body (HTTP 413 above it).")] = 1 << 20,
     max_records: Annotated[int, typer.Option(
@@ -1874,20 +1924,29 @@ def serve(
             raise ConfigError(f"--stock {stock}: {held.count(',') + 1:,} products have no "
                               "units left, more than the server can hand its workers; give "
                               "a file of the products to hold back")
+    pinned = _pinned_version(model_name, alias, version)
     tracking.require_store()
-    version = alias_version(model_name, alias)
+    if pinned:
+        from shoprec.registry.promotion import resolve_candidate
+
+        version = resolve_candidate(model_name, pinned)
+    else:
+        version = alias_version(model_name, alias)
     if version is None:
         from shoprec.registry.loading import no_alias_message
 
         raise ConfigError(no_alias_message(model_name, alias))
+    if pinned:
+        alias = ""  # served by number: no alias to name, now or later
     uri = tracking.tracking_uri()
     # By version: every worker (and one uvicorn restarts) serves the version announced,
     # even if the alias moves meanwhile.
     model_uri = f"models:/{model_name}/{version}"
     # An IPv6 address is written in brackets in a URL (http://[::1]:5123/).
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    announce = (f"serving {model_name}@{alias} (version {version}) on "
-                f"http://{netloc}/invocations; Ctrl+C stops")
+    announce = (f"serving {model_name}@{alias} (version {version}) on " if alias else
+                f"serving {model_name} version {version} on ") + \
+        f"http://{netloc}/invocations; Ctrl+C stops"
     import secrets
     from urllib.parse import quote
 
@@ -1926,8 +1985,12 @@ def serve(
                    if sessions and not mlflow_server else "",
                    # The data's end beside the registration: a champion kept night after
                    # night by the gate serves data older than its registration says.
-                   MODEL_INFO_ENV: json.dumps({"name": model_name, "alias": alias,
+                   MODEL_INFO_ENV: json.dumps({"name": model_name, "alias": alias or None,
                                                "version": str(version), "registered_at": when,
+                                               # The alias is as it was then: a promotion
+                                               # leaves this server on its version.
+                                               "started_at": datetime.now(UTC).isoformat(
+                                                   timespec="seconds"),
                                                "data_cutoff": (registered.tags or {}).get(
                                                    "data_cutoff") or None,
                                                "shopper_data": shopper_data}),

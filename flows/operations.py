@@ -131,7 +131,8 @@ def batch_recommendations(
 ) -> dict[str, Any]:
     """Write every known user's top K from a registered model.
 
-    Every known user is scored with ``models:/<name>@<alias>``; their top K is written as
+    Every known user is scored with ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``
+    when a version is given); their top K is written as
     Parquet partitioned by date (``user_id, rank, item_id, score, model_version,
     generated_at``).
 
@@ -141,8 +142,8 @@ def batch_recommendations(
     apply_runtime_defaults(str(flow_run.id))
     batch = with_deployment_values(batch=batch)["batch"]
     check_writable_folder(batch.output_dir, "batch.output_dir")
-    check_day_file(batch.output_dir, batch.registered_model_name)
+    check_day_file(batch.output_dir, batch.registered_model_name, batch.scored_by)
     if batch.stock_path:  # a bad stock file is said before the model is loaded
         read_stock(batch.stock_path)
-    bundle, version = load_model(batch.registered_model_name, batch.alias)
+    bundle, version = load_model(batch.registered_model_name, batch.alias, batch.version)
     return write_batch(bundle, version, batch).to_dict()

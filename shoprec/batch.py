@@ -89,7 +89,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
                           threads: int | None = None, explain: bool = False,
                           diversity: float = 0.0,
                           availability: np.ndarray | None = None,
-                          model_name: str = "") -> BatchResult:
+                          model_name: str = "", scored_by: str = "") -> BatchResult:
     """Score every user of ``bundle`` and write their top ``k`` as Parquet.
 
     The file goes to ``output_dir/generated_date=YYYY-MM-DD/recommendations.parquet``
@@ -118,6 +118,9 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         model_name: The registered model that scores, recorded in the file's metadata
             (``shoprec.registered_model``): the day's file of another model in this folder
             is never replaced.
+        scored_by: Which of its versions scored: the alias (``champion``) or ``version N``,
+            recorded in the metadata (``shoprec.scored_by``): the day's file of another
+            alias in this folder (an A/B test's other arm) is never replaced.
 
     Raises:
         ValueError: ``k`` or ``batch_size`` below 1.
@@ -135,7 +138,7 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     partition.mkdir(parents=True, exist_ok=True)
     _remove_dead_drafts(Path(output_dir), partition)
     final = partition / "recommendations.parquet"
-    _refuse_other_models_file(final, model_name)
+    _refuse_other_models_file(final, model_name, scored_by)
     temporary = partition / f".recommendations-{_writer()}.parquet.tmp"
     # Ids become Arrow strings once; each batch then gathers them with a C++ take.
     user_ids = pa.array(np.asarray(bundle.users.ids, dtype=object), pa.string())
@@ -158,7 +161,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     options = {"k": k, "explain": explain, "diversity": diversity,
                "stock": availability is not None}
     schema = schema.with_metadata({OPTIONS_KEY: json.dumps(options, sort_keys=True),
-                                   **({MODEL_KEY: model_name} if model_name else {})})
+                                   **({MODEL_KEY: model_name} if model_name else {}),
+                                   **({SCORED_BY_KEY: scored_by} if scored_by else {})})
 
     def because(history: Any, top: np.ndarray) -> pa.Array:
         """The explanations of a batch's rows, in row order (user by user, best first)."""
@@ -265,11 +269,14 @@ MODEL_KEY = "shoprec.registered_model"
 #: Parquet metadata key of the options a file's lists were made with (JSON: k, explain,
 #: diversity, stock).
 OPTIONS_KEY = "shoprec.batch_options"
+#: Parquet metadata key of the alias (or ``version N``) whose version scored the file.
+SCORED_BY_KEY = "shoprec.scored_by"
 
 
-def check_day_file(output_dir: str | Path, model_name: str) -> None:
-    """Refuse a batch into ``output_dir`` when a day's file there is another registered model's.
+def check_day_file(output_dir: str | Path, model_name: str, scored_by: str = "") -> None:
+    """Refuse a batch into ``output_dir`` when a day's file there is another model's.
 
+    Another registered model's, or another alias's of the same model (``scored_by``).
     Every day's file, not the day's alone: the folder is read as one data set, whose rows
     do not say whose they are (a reader's "latest day" query switched shops unseen).
     Called before the model is loaded; :func:`write_recommendations` checks the day again.
@@ -280,17 +287,18 @@ def check_day_file(output_dir: str | Path, model_name: str) -> None:
     # Every day's file, the newest (today's, when there is one) first.
     for other in sorted(Path(output_dir).glob("generated_date=*/recommendations.parquet"),
                         reverse=True):
-        _refuse_other_models_file(other, model_name)
+        _refuse_other_models_file(other, model_name, scored_by)
 
 
-def _refuse_other_models_file(final: Path, model_name: str) -> None:
-    """Refuse to replace the day's file of another registered model.
+def _refuse_other_models_file(final: Path, model_name: str, scored_by: str = "") -> None:
+    """Refuse to replace the day's file of another registered model, or of another alias.
 
     Two shops' batches into one folder (the default ``runs/batch``) replaced each other's
-    day without a word, and the rows do not say whose they are.
+    day without a word, and the rows do not say whose they are; so did a challenger's batch
+    the champion's (an A/B test's two arms), whose rows differ only by version.
 
     Raises:
-        ConfigError: ``final`` records another model.
+        ConfigError: ``final`` records another model, or another alias of it.
     """
     if not model_name or not final.exists():
         return
@@ -306,6 +314,14 @@ def _refuse_other_models_file(final: Path, model_name: str) -> None:
                           f"folder is read as one data set; give {model_name} a folder of its "
                           "own (--output-dir, output_dir in the form), or move that file "
                           "first")
+    theirs = metadata.get(SCORED_BY_KEY.encode(), b"").decode("utf-8", "replace")
+    if scored_by and theirs and theirs != scored_by:
+        from shoprec.errors import ConfigError
+
+        raise ConfigError(f"{final} holds {model_name}@{theirs}'s recommendations, and a "
+                          "batch's folder is read as one data set; give the batch of "
+                          f"{model_name}@{scored_by} a folder of its own (--output-dir, "
+                          "output_dir in the form), or move that file first")
 
 
 def _writer() -> str:

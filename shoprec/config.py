@@ -923,6 +923,8 @@ class PromotionConfig(_Model):
     reason: str = Field("", validate_default=True,
                         description="Why: required with force, recorded in the tags.")
     requested_by: str = Field("", description="Who asks (default: the operating-system user).")
+    dry_run: bool = Field(False, description="Compare and report only: no alias moves and "
+                          "no tag is written (to read two versions side by side).")
 
     @field_validator("ks")
     @classmethod
@@ -935,6 +937,13 @@ class PromotionConfig(_Model):
         if info.data.get("force") and not value.strip():
             raise ValueError("force needs a reason: say why the comparison is overridden")
         return value
+
+    @model_validator(mode="after")
+    def _dry_run_alone(self) -> PromotionConfig:
+        if self.dry_run and self.force:
+            raise ValueError("dry_run moves nothing, so force has nothing to override: "
+                             "give one of them")
+        return self
 
     @model_validator(mode="after")
     def _primary_at_a_computed_k(self) -> PromotionConfig:
@@ -1011,10 +1020,26 @@ class BatchConfig(_Model):
     registered_model_name: RegisteredName = Field(DEFAULT_MODEL_NAME,
                                                   description="MLflow registered model name.")
     alias: str = Field("champion", description="Registry alias of the model that scores.")
+    version: str = Field("", description="A version number that scores instead of the alias "
+                         "(an A/B test's arm, pinned while the aliases move); empty: the "
+                         "alias's.")
     output_dir: FolderName = Field("runs/batch", description="Root of the date-partitioned Parquet "
                             "data set (generated_date=YYYY-MM-DD/recommendations.parquet), a "
                             "local folder.")
     k: int = Field(10, ge=1, le=1000, description="Recommendations per user.")
+
+    @field_validator("version")
+    @classmethod
+    def _version_number(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.isdigit():
+            raise ValueError(f"version is a registry version number, not {value!r}")
+        return value
+
+    @property
+    def scored_by(self) -> str:
+        """The alias that scores, or ``version N`` when a version is pinned."""
+        return f"version {self.version}" if self.version else self.alias
 
     @field_validator("output_dir")
     @classmethod

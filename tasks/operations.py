@@ -58,6 +58,10 @@ def candidate_weighting(config: PromotionConfig) -> WeightingConfig:
 def apply_promotion(decision: promotion.PromotionDecision,
                     config: PromotionConfig) -> promotion.PromotionDecision:
     """Move the aliases (or refuse); the decision, promoted or refused, is an artifact."""
+    if config.dry_run:  # compared only: nothing in the registry changes
+        decision.dry_run = True
+        _report_decision(decision)
+        return decision
     try:
         decision = promotion.apply_promotion(decision, config.force, config.reason,
                                              config.requested_by or None)
@@ -99,8 +103,10 @@ def prune(name: str, keep: int, older_than_days: float | None, reason: str,
 
 @task(name="load-model", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io,
       cache_policy=NO_CACHE)
-def load_model(name: str, alias: str) -> tuple[ModelBundle, str]:
-    """Load the bundle behind ``name@alias`` and its version."""
+def load_model(name: str, alias: str, version: str = "") -> tuple[ModelBundle, str]:
+    """Load the bundle behind ``name@alias`` (or ``name/version``) and its version."""
+    if version:
+        return loading.load_bundle(name, version=version)
     return loading.load_bundle(name, alias=alias)
 
 
@@ -116,9 +122,10 @@ def write_batch(bundle: ModelBundle, version: str, config: BatchConfig) -> Batch
     result = write_recommendations(bundle, config.output_dir, config.k, config.batch_size,
                                    model_version=version, explain=config.explain,
                                    diversity=config.diversity, availability=share,
-                                   model_name=config.registered_model_name)
+                                   model_name=config.registered_model_name,
+                                   scored_by=config.scored_by)
     create_table_artifact(key=_key(BATCH_KEY, config.registered_model_name),
                           table=[result.to_dict()],
                           description=f"Top {config.k} of every known user by "
-                          f"{config.registered_model_name}@{config.alias}")
+                          f"{config.registered_model_name}, {config.scored_by}")
     return result

@@ -70,9 +70,13 @@ def no_alias_message(name: str, alias: str) -> str:
         aliases = sorted(client.get_registered_model(name).aliases) if name in models else []
     except Exception:  # noqa: BLE001 - the message is said whatever the registry does now
         return head + "; run `shoprec train` first, or promote one with `shoprec promote`"
+    # `promote` sets champion only: for another alias (an A/B arm's) it is no way there.
+    promote = ", or promote one with `shoprec promote`" if alias == "champion" else \
+        f" (`shoprec promote` moves champion only; set {alias!r} in the registry, or give " \
+        "batch or serve a version: --version N)"
     if aliases:
         return (f"{head}; it has {', '.join(aliases)}: pass --alias {aliases[0]} (alias in "
-                "a Prefect form), or promote one with `shoprec promote`")
+                f"a Prefect form){promote}")
     if name not in models and models:
         return (f"{head}, which holds {', '.join(models[:10])}"
                 + (" ..." if len(models) > 10 else "")

@@ -129,6 +129,7 @@ class PromotionDecision:
         promoted: Whether the aliases were moved.
         users: Test users the comparison was made on.
         basis: What was compared (which recipes, trained on what).
+        dry_run: Compared only, as asked: no alias moved, no tag written.
     """
 
     name: str
@@ -146,6 +147,7 @@ class PromotionDecision:
     promoted: bool = False
     users: int = 0
     basis: str = ""
+    dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -157,7 +159,8 @@ class PromotionDecision:
     def to_markdown(self) -> str:
         """The per-metric report as Markdown (Prefect artifact, CLI)."""
         outcome = ("promoted (forced)" if self.forced and self.promoted else
-                   "promoted" if self.promoted else "refused")
+                   "promoted" if self.promoted else
+                   "compared only (dry run)" if self.dry_run else "refused")
         lines = [f"# Promotion of {self.name} version {self.candidate_version}: {outcome}", "",
                  f"- decision: {'pass' if self.passed else 'fail'}: {self.why}",
                  f"- current champion: "
@@ -216,9 +219,29 @@ def decide(name: str, candidate_version: str, champion_version: str | None,
         shown, theirs, barred = shown_apart(value, float(champion[primary]), bar)
         why = (f"{primary} {shown} {'>=' if passed else '<'} champion version "
                f"{champion_version}'s {theirs}"
-               + (f" x {factor(margin)} = {barred}" if margin else ""))
+               + (f" x {factor(margin)} = {barred}" if margin else "")
+               + _within_noise(primary, candidate, champion))
     return PromotionDecision(name, str(candidate_version), champion_version, primary, margin,
                              passed, why, comparisons, users=int(candidate.get("users", 0)))
+
+
+def _within_noise(primary: str, candidate: dict[str, float],
+                  champion: dict[str, float]) -> str:
+    """A clause when the two figures are closer than their standard error, else ``""``.
+
+    The decision stays on the point estimates (a margin is the way to ask for more); the
+    clause tells the person that this test could not tell the two apart.
+    """
+    name, _, k = primary.partition("@")
+    key = f"{name}_se@{k}"
+    if key not in candidate or key not in champion:
+        return ""
+    error = max(float(candidate[key]), float(champion[key]))
+    gap = abs(float(candidate[primary]) - float(champion[primary]))
+    if not error > 0 or gap >= error:
+        return ""
+    return (f" (the gap, {gap:.4f}, is under one standard error, {error:.4f}: within the "
+            "noise of these test users)")
 
 
 def resolve_candidate(name: str, version: str | None) -> str:

@@ -634,8 +634,9 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
     only when the gate passed and nobody moved it meanwhile (:func:`_label`).
 
     Returns:
-        ``{"name", "version", "aliases", "model_uri", "previous_champion"}`` (the version
-        that was champion before, when this one took its place).
+        ``{"name", "version", "aliases", "model_uri", "previous_champion",
+        "previous_challenger"}`` (the version that was champion before, when this one took
+        its place; the challenger before, when it was not the champion too).
     """
     import mlflow
 
@@ -688,7 +689,11 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
         client.set_terminated(run_id, status_before)  # as it was: its owner had ended it
     logger.info("registered %s version %s with aliases %s", name, version, aliases)
     return {"name": name, "version": version, "aliases": aliases, "model_uri": info.model_uri,
-            "previous_champion": current if passed else None}
+            "previous_champion": current if passed else None,
+            # Said to the person: a challenger under test (an A/B arm) loses its alias here;
+            # one that was also the champion loses nothing worth a line.
+            "previous_challenger": challenger_before if challenger_before not in (
+                version, verdict.champion_version, current) else None}
 
 
 def publish(bundle_dir: str | Path, *, run_id: str, name: str, verdict: GateVerdict,

@@ -104,6 +104,12 @@ class RecommendationServer:
         self.limits = limits or Limits()
         self.bundle = bundle
         self.info = info or {}
+        # On every answer: which model and version gave it, so that a click logged beside
+        # it (an A/B test's arms) is put down to the right one.
+        served = (f"{self.info['name']}/{self.info['version']}"
+                  if self.info.get("name") and self.info.get("version") else "")
+        self.headers = [*_SECURITY_HEADERS, *([(MODEL_HEADER, served.encode(
+            "ascii", "backslashreplace"))] if served else [])]
         # Read once: the shopper data of a loopback server is its holder's alone.
         self.token = os.environ.get(TOKEN_ENV) or None
 
@@ -142,7 +148,7 @@ class RecommendationServer:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            send = _secured(send)  # MLflow's own answers too
+            send = _secured(send, self.headers)  # MLflow's own answers too
         if scope["type"] == "http" and self.info.get("shopper_data") == "loopback":
             if not _to_loopback(scope):
                 # Shopper data is on because the server listens on loopback; a request for
@@ -614,12 +620,15 @@ _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options
                      (b"referrer-policy", b"no-referrer")]
 
 
-def _secured(send: Send) -> Send:
-    """``send`` that adds :data:`_SECURITY_HEADERS` to the answer's headers."""
+#: The answer's header naming the registered model and version that gave it.
+MODEL_HEADER = b"x-shoprec-model"
+
+
+def _secured(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds ``headers`` (the security ones and the model's) to the answer."""
     async def secured(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []),
-                                              *_SECURITY_HEADERS]}
+            message = {**message, "headers": [*message.get("headers", []), *headers]}
         await send(message)
     return secured
 

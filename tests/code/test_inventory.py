@@ -255,6 +255,36 @@ def test_a_days_batch_of_another_registered_model_is_never_replaced(
     assert pd.read_parquet(again.path)["rank"].max() == 2
 
 
+def test_a_challengers_batch_never_replaces_the_champions_day(bundle: ModelBundle,
+                                                              tmp_path: Path) -> None:
+    """An A/B test's second arm into the same folder replaced the champion's day, and the
+    file did not say which alias had scored it."""
+    from datetime import UTC, datetime
+
+    import pyarrow.parquet as pq
+
+    from shoprec.batch import SCORED_BY_KEY, check_day_file
+    from shoprec.errors import ConfigError
+
+    day = datetime(2025, 3, 1, tzinfo=UTC)
+    first = write_recommendations(bundle, tmp_path, k=3, generated_at=day,
+                                  model_name="north", scored_by="champion")
+    assert pq.read_schema(first.path).metadata[SCORED_BY_KEY.encode()] == b"champion"
+    before = Path(first.path).read_bytes()
+    for other in ("challenger", "version 2"):
+        with pytest.raises(ConfigError, match=f"holds north@champion's recommendations.*"
+                                              f"give the batch of north@{other} a folder"):
+            check_day_file(tmp_path, "north", other)
+        with pytest.raises(ConfigError, match="holds north@champion's"):
+            write_recommendations(bundle, tmp_path, k=3, generated_at=day,
+                                  model_name="north", scored_by=other)
+    assert Path(first.path).read_bytes() == before
+    # The champion's next run of the day replaces it, whichever version champion is now.
+    write_recommendations(bundle, tmp_path, k=2, generated_at=day, model_name="north",
+                          scored_by="champion")
+    assert pd.read_parquet(first.path)["rank"].max() == 2
+
+
 def test_stock_weeks_count_from_this_week_not_from_a_past_one() -> None:
     """A forecast made weeks ago begins with weeks already past: `--stock-weeks 1` measured
     the stock against one of them."""

@@ -79,6 +79,16 @@ def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restore
     client = tracking.client()
     assert (_version("champion"), _version("challenger")) == ("1", "2")
 
+    # A dry run compares and reports, and writes nothing: no alias, no tag.
+    looked = promote_model(promotion=PromotionConfig(registered_model_name=NAME,
+                                                     dry_run=True),
+                           data=_data(synthetic_dir), split=SPLIT)
+    assert looked["dry_run"] and not looked["passed"] and not looked["promoted"]
+    assert "promotion_decision" not in client.get_model_version(NAME, "2").tags
+    assert (_version("champion"), _version("challenger")) == ("1", "2")
+    with pytest.raises(ValueError, match="dry_run moves nothing"):
+        PromotionConfig(registered_model_name=NAME, dry_run=True, force=True, reason="x")
+
     # The popularity-only challenger is worse than the mf champion on the latest data.
     with pytest.raises(PromotionRefused, match="refused: ndcg@10 .* < champion version 1") \
             as refused:
@@ -109,6 +119,7 @@ def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restore
     # key of this model's own (a second shop's promotions keep theirs apart).
     reports = [a.data for a in asyncio.run(_artifacts("shoprec-promotion-ops-model"))]
     assert any(": refused" in r and "| worse |" in r for r in reports)
+    assert any(": compared only (dry run)" in r for r in reports)
     assert any("promoted (forced)" in r and "holiday traffic test" in r for r in reports)
 
     moved = rollback_model(registered_model_name=NAME, reason="conversion dropped",
@@ -151,6 +162,18 @@ def test_batch_recommendations_write_every_known_user(registered: str, synthetic
     seen = set(zip(interactions["user_id"], interactions["item_id"], strict=True))
     assert not any((u, i) in seen for u, i in zip(frame["user_id"], frame["item_id"],
                                                    strict=True))
+    from shoprec.errors import ConfigError
+
+    # A version pinned by number (an A/B test's arm) scores into a folder of its own: into
+    # this one it would have replaced the day of the alias that scored it.
+    with pytest.raises(ConfigError, match=f"holds {NAME}@serving's recommendations.*the "
+                                          f"batch of {NAME}@version 2 a folder"):
+        batch_recommendations(batch=BatchConfig(registered_model_name=NAME, version="2",
+                                                output_dir=str(tmp_path), k=5))
+    arm = batch_recommendations(batch=BatchConfig(registered_model_name=NAME, version="2",
+                                                  output_dir=str(tmp_path / "arm"), k=5))
+    assert arm["model_version"] == "2"
+    assert set(pd.read_parquet(tmp_path / "arm")["model_version"]) == {"2"}
 
 
 def test_batch_recommendations_explain_each_row_from_the_users_history(

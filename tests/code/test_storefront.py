@@ -191,6 +191,15 @@ def test_shopper_data_needs_the_servers_token(storefront: dict) -> None:
     with urllib.request.urlopen(f"{server.url}/version", timeout=30) as response:
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "no-referrer"
+    # Every answer names the model and version that gave it (a click is put down to an
+    # A/B test's arm by it).
+    request = urllib.request.Request(
+        f"{server.url}/invocations", method="POST", headers={
+            "Content-Type": "application/json"},
+        data=json.dumps({"dataframe_records": [{"user_id": user, "k": 3}]}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        info = server.get("/api/info")
+        assert response.headers["X-Shoprec-Model"] == f"{NAME}/{info['version']}"
 
 
 def test_cross_selling_says_where_it_comes_from(storefront: dict) -> None:
@@ -198,6 +207,8 @@ def test_cross_selling_says_where_it_comes_from(storefront: dict) -> None:
     info = server.get("/api/info")
     assert info["name"] == NAME and info["family"] == "autoencoder" and info["model"] == "ease"
     assert info["version"] and info["registered_at"] and info["explanations"] is True
+    # The alias is the one it had when the server started, and says when that was.
+    assert info["alias"] == "champion" and pd.Timestamp(info["started_at"]).tzinfo
     # The served data's end, beside the registration (a kept champion's data ages).
     data = pd.read_parquet(storefront["synthetic"] / "interactions.parquet")
     assert pd.to_datetime(info["data_cutoff"], utc=True) == pd.to_datetime(

@@ -259,6 +259,10 @@ OPTIONS = {
     "recommend --alias empty": (["recommend", "--user", "u1", "--alias", " "],
                                 "Invalid value for '--alias': is empty"),
     "batch --alias empty": (["batch", "--alias", ""], "Invalid value for '--alias'"),
+    "batch --version and --alias": (["batch", "--version", "2", "--alias", "challenger"],
+                                    "--version 2 and --alias challenger name two models"),
+    "serve --version not a number": (["serve", "--version", "v2"],
+                                     "--version is a registry version number"),
     "recommend --query with --similar-to": (
         ["recommend", "--query", "cake", "--similar-to", "i1"], "give one of them"),
     "train --gate-margin inf": (["train", "--gate-margin", "inf"],
