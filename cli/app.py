@@ -1883,6 +1883,14 @@ def serve(
     = 1000,
     max_query_chars: Annotated[int, typer.Option(
         "--max-query-chars", min=1, help="Longest search query (HTTP 400 above it).")] = 500,
+    max_answer_items: Annotated[int, typer.Option(
+        "--max-answer-items", min=1,
+        help="Most items one answer may hold, k summed over its records (HTTP 413 above "
+        "it).")] = 100_000,
+    max_connections: Annotated[int, typer.Option(
+        "--max-connections", min=1,
+        help="Open connections and requests per worker beyond which new ones are answered "
+        "503 (shed, not queued).")] = 1000,
     mlflow_server: Annotated[bool, typer.Option(
         "--mlflow-server", help="Run MLflow's stock `mlflow models serve` instead: every "
         "request goes through pandas and schema enforcement (several times slower).")]
@@ -1946,7 +1954,10 @@ def serve(
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     announce = (f"serving {model_name}@{alias} (version {version}) on " if alias else
                 f"serving {model_name} version {version} on ") + \
-        f"http://{netloc}/invocations; Ctrl+C stops"
+        f"http://{netloc}/invocations; Ctrl+C stops" + (
+            # Each worker loads the model before the port takes connections (seconds).
+            f" ({workers} workers starting: ready when /ping answers 200)"
+            if workers > 1 else "")
     import secrets
     from urllib.parse import quote
 
@@ -2031,7 +2042,7 @@ def serve(
             raise ShopRecError(f"could not copy version {version} into {staging} ({said}); "
                                f"{advice}") from exc
         # The workers (separate processes when --workers > 1) read these when they start.
-        limits = Limits(max_body_bytes, max_records, max_query_chars)
+        limits = Limits(max_body_bytes, max_records, max_query_chars, max_answer_items)
         os.environ.update({**environment, MODEL_URI_ENV: local, **limits.environment()})
         if workers == 1:
             # Built here, so a version this shoprec cannot read, or whose pseudonym key is
@@ -2058,13 +2069,36 @@ def serve(
         # finishes its body must not hold the server past SIGTERM.
         uvicorn.run(application, factory=workers > 1, host=host, port=port,
                     workers=workers, log_level="info" if _VERBOSE else "warning",
-                    access_log=_VERBOSE,
+                    access_log=_VERBOSE, log_config=_uvicorn_logging(),
+                    # Past this, uvicorn answers 503 at once: a peak is shed, not queued
+                    # behind slow clients (1,500 half-sent bodies were all held open).
+                    limit_concurrency=max_connections,
                     timeout_graceful_shutdown=SERVE_GRACE_SECONDS)
     # Stopped, the staging folder removed: nothing is left to close (each session event
     # was committed when it came). The interpreter's own teardown of the model, pandas and
     # MLflow then took 3 s of garbage collection: a stop would outlast its grace period.
     global _SERVER_STOPPED
     _SERVER_STOPPED = True
+
+
+def _uvicorn_logging() -> dict[str, Any]:
+    """The server's logging in shoprec's format: a time on every line, all on stderr.
+
+    uvicorn's own wrote requests to stdout and its other lines to stderr, neither with a
+    time: a service's log (journald, cron's files) could not say when a request came.
+    """
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["default"].update(
+        fmt="%(asctime)s %(levelname)s %(name)s: %(message)s", use_colors=False)
+    config["formatters"]["access"].update(
+        fmt='%(asctime)s %(levelname)s %(name)s: %(client_addr)s - "%(request_line)s" '
+            "%(status_code)s", use_colors=False)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config
 
 
 def _check_port_free(host: str, port: int) -> None:

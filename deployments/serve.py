@@ -165,6 +165,15 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         except ValidationError:
             parser.error(f"{option} {cron!r}: not a cron expression such as '0 2 * * *' "
                          "(or 'none' for manual runs only)")
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        # Served on Prefect's temporary server, each run's process started a server of its
+        # own on the same database and was cancelled ("concurrency slot lost"), every night,
+        # while this process went on as if all were well.
+        parser.error("no Prefect server to serve the deployments on: start one (`prefect "
+                     "server start`, or `deployments/stack.py up`) and set PREFECT_API_URL "
+                     "(e.g. http://127.0.0.1:4200/api); a temporary server cannot run them")
 
 
 def _check_one_checkout() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from shoprec.errors import ServingUnavailableError
-from shoprec.serving.engine import EXPLAIN_GRANTED
+from shoprec.serving.engine import DEFAULT_K, EXPLAIN_GRANTED, MAX_K
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ RECORD_KEYS = ("dataframe_records", "inputs", "instances")
 #: Requests with more records than this are answered on a worker thread, so that one large
 #: batch does not hold up the single-user requests behind it on the event loop.
 INLINE_RECORDS = 32
+#: Requests naming more recent items than this (over all their records) go to a thread too:
+#: one record of 100,000 held every other request, /ping included, for 230 ms.
+INLINE_RECENT_ITEMS = 2000
 
 
 class Limits:
@@ -57,21 +60,28 @@ class Limits:
         max_body_bytes: Largest request body (HTTP 413 above it).
         max_records: Most request records in one body (HTTP 413 above it).
         max_query_chars: Longest ``query`` text (HTTP 400 above it).
+        max_answer_items: Most items one answer may hold, ``k`` summed over its records
+            (HTTP 413 above it): a 33 KB body of 1,000 records at ``k`` 1,000 held 62 MB
+            of answer for as long as its client did not read it.
     """
 
     ENV = {"max_body_bytes": "SHOPREC_SERVE_MAX_BODY_BYTES",
            "max_records": "SHOPREC_SERVE_MAX_RECORDS",
-           "max_query_chars": "SHOPREC_SERVE_MAX_QUERY_CHARS"}
-    DEFAULTS = {"max_body_bytes": 1 << 20, "max_records": 1000, "max_query_chars": 500}
+           "max_query_chars": "SHOPREC_SERVE_MAX_QUERY_CHARS",
+           "max_answer_items": "SHOPREC_SERVE_MAX_ANSWER_ITEMS"}
+    DEFAULTS = {"max_body_bytes": 1 << 20, "max_records": 1000, "max_query_chars": 500,
+                "max_answer_items": 100_000}
 
     max_body_bytes: int
     max_records: int
     max_query_chars: int
+    max_answer_items: int
 
     def __init__(self, max_body_bytes: int | None = None, max_records: int | None = None,
-                 max_query_chars: int | None = None) -> None:
+                 max_query_chars: int | None = None,
+                 max_answer_items: int | None = None) -> None:
         given = {"max_body_bytes": max_body_bytes, "max_records": max_records,
-                 "max_query_chars": max_query_chars}
+                 "max_query_chars": max_query_chars, "max_answer_items": max_answer_items}
         for name, value in given.items():
             if value is None:
                 value = int(os.environ.get(self.ENV[name], self.DEFAULTS[name]))
@@ -233,12 +243,21 @@ class RecommendationServer:
             return
         await _send(send, *(await self._respond(records)))
 
-    def _over_limits(self, count: int, queries: list[Any]) -> tuple[int, bytes] | None:
-        """The error for ``count`` records or one of ``queries`` over the limits, or None."""
+    def _over_limits(self, count: int, queries: list[Any],
+                     asked: int = 0) -> tuple[int, bytes] | None:
+        """The error for a request over the limits, or None.
+
+        ``count`` records, ``asked`` items in all (``k`` summed), or one of ``queries``.
+        """
         if count > self.limits.max_records:
             return _error(f"{count:,} request records in one body, more than the "
                           f"{self.limits.max_records:,} allowed; split the batch (shoprec "
                           "serve --max-records sets the limit)", 413)
+        if asked > self.limits.max_answer_items:
+            return _error(f"{asked:,} items asked for in one body (k summed over its "
+                          f"records), more than the {self.limits.max_answer_items:,} "
+                          "allowed; split the batch or ask for a smaller k (shoprec serve "
+                          "--max-answer-items sets the limit)", 413)
         for query in queries:
             if isinstance(query, str) and len(query) > self.limits.max_query_chars:
                 return _error(f"invalid request: a query of {len(query):,} characters, more "
@@ -249,16 +268,18 @@ class RecommendationServer:
         if not records:
             return _error("invalid request: no request records; send e.g. "
                           '{"dataframe_records": [{"user_id": "17850", "k": 10}]}')
-        refused = self._over_limits(len(records), [r.get("query") for r in records])
+        refused = self._over_limits(len(records), [r.get("query") for r in records],
+                                    sum(_asked(r) for r in records))
         if refused is not None:
             return refused
         if self.answer is None:  # no fast path: such requests went to MLflow's handler
             return _error("invalid request: this server only answers through MLflow")
         try:
-            # Large batches and explanations (a model call per request) leave the event
-            # loop free for the small requests beside them.
+            # Large batches, long recent-item lists and explanations (a model call per
+            # request) leave the event loop free for the small requests beside them.
             if len(records) > INLINE_RECORDS or any(
-                    isinstance(r, dict) and r.get("explain") for r in records):
+                    isinstance(r, dict) and r.get("explain") for r in records) or sum(
+                    _recent_count(r) for r in records) > INLINE_RECENT_ITEMS:
                 body = await asyncio.to_thread(_answered, self.answer, records)
             else:
                 body = _answered(self.answer, records)
@@ -271,6 +292,25 @@ class RecommendationServer:
             logger.exception("request failed")
             return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
         return 200, body
+
+
+def _asked(record: Any) -> int:
+    """How many items ``record`` asks for: its ``k``, at most the engine's largest.
+
+    A ``k`` the engine will refuse counts as the default here; it is refused there.
+    """
+    value = record.get("k") if isinstance(record, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(value, MAX_K)
+    if isinstance(value, float) and value.is_integer() and value > 0:
+        return int(min(value, MAX_K))
+    return DEFAULT_K
+
+
+def _recent_count(record: Any) -> int:
+    """How many recent items ``record`` names (0 when it names none, or not as a list)."""
+    value = record.get("recent_items") if isinstance(record, dict) else None
+    return len(value) if isinstance(value, (list, tuple)) else 0
 
 
 def _answered(answer: Callable[[list[Any]], list[Any]], records: list[Any]) -> bytes:

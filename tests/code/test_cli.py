@@ -388,14 +388,17 @@ def test_train_chooses_the_weighting_unless_one_is_given() -> None:
     (["--dataset", "/nope.parquet"], "--dataset /nope.parquet: no such file"),
     (["--timezone", "Mars/Base"], "--timezone Mars/Base: not a time zone name"),
     (["--training-cron", "61 2 * * *"], "--training-cron '61 2 * * *': not a cron expression"),
+    # Without a server of its own, every run was cancelled and the process said nothing.
+    ([], "no Prefect server to serve the deployments on"),
 ])
 def test_serving_the_deployments_refuses_options_every_run_would_fail_on(
         args: list[str], words: str) -> None:
     """deployments/serve.py served a missing dataset without a word (every 02:00 run would
     fail), and a bad time zone or cron ended in a traceback."""
     root = Path(__file__).resolve().parents[2]
+    environment = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     done = subprocess.run([sys.executable, str(root / "deployments" / "serve.py"), *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=environment)
     assert done.returncode == 2, done.stderr[-2000:]
     assert words in done.stderr and "Traceback" not in done.stderr
 

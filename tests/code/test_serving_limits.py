@@ -37,7 +37,7 @@ def app() -> RecommendationServer:
     bundle = _bundle()
     return RecommendationServer(_mlflow_app, bundle.answer,
                                 Limits(max_body_bytes=20_000, max_records=50,
-                                       max_query_chars=100))
+                                       max_query_chars=100, max_answer_items=200))
 
 
 def post(app, body: bytes | str, headers: dict | None = None) -> httpx.Response:
@@ -72,6 +72,10 @@ def test_a_good_request_is_answered(app) -> None:
      "recent_items must be a list of item ids"),
     ("[" * 100_00 + "]" * 100_00, None, 400, "nested too deeply"),
     (records(*[{"user_id": "u1"}] * 51), None, 413, "more than the 50 allowed"),
+    # An answer's size is bounded as the body's is: k summed over the records.
+    (records(*[{"user_id": "u1", "k": 100}] * 3), None, 413,
+     "300 items asked for in one body (k summed over its records), more than the 200"),
+    (records(*[{"user_id": "u1"}] * 21), None, 413, "210 items asked for"),
     (records({"query": "mug " * 40}), None, 400, "a query of 160 characters"),
     (records({"user_id": "u1", "q": "x" * 30_000}), None, 413, "request body over 20,000"),
     (records({"shopper": "u1"}), None, 400, "unknown request field(s) shopper"),
@@ -237,6 +241,28 @@ def test_a_server_that_cannot_read_its_erasure_list_is_not_healthy(
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPREC_SERVE_MAX_RECORDS", "7")
     assert Limits().max_records == 7 and Limits(max_records=3).max_records == 3
-    assert Limits(1, 2, 3).environment() == {"SHOPREC_SERVE_MAX_BODY_BYTES": "1",
-                                             "SHOPREC_SERVE_MAX_RECORDS": "2",
-                                             "SHOPREC_SERVE_MAX_QUERY_CHARS": "3"}
+    assert Limits(1, 2, 3, 4).environment() == {"SHOPREC_SERVE_MAX_BODY_BYTES": "1",
+                                                "SHOPREC_SERVE_MAX_RECORDS": "2",
+                                                "SHOPREC_SERVE_MAX_QUERY_CHARS": "3",
+                                                "SHOPREC_SERVE_MAX_ANSWER_ITEMS": "4"}
+
+
+def test_a_long_recent_item_list_is_answered_off_the_event_loop(
+        app, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One record of 100,000 recent items held every other request for 230 ms."""
+    from shoprec.serving import server
+
+    threaded: list[int] = []
+    real = asyncio.to_thread
+
+    async def to_thread(function, *args):  # noqa: ANN001, ANN202 - a spy
+        threaded.append(len(args[-1]))
+        return await real(function, *args)
+
+    monkeypatch.setattr(server.asyncio, "to_thread", to_thread)
+    monkeypatch.setattr(server, "INLINE_RECENT_ITEMS", 5)
+    assert post(app, records({"user_id": "u1", "recent_items": ["i1", "i2"]})
+                ).status_code == 200
+    assert threaded == []
+    answer = post(app, records({"user_id": "u1", "recent_items": [f"i{n}" for n in range(8)]}))
+    assert answer.status_code == 200 and threaded == [1]
