@@ -76,7 +76,9 @@ class _Console(Console):
         _closed_pipe()
 
 
-console = _Console(width=None if Console().is_terminal else 120, markup=False, emoji=False)
+# Off a terminal, 120 columns unless COLUMNS says otherwise (a scheduler's log may be wider).
+console = _Console(width=None if Console().is_terminal or os.environ.get("COLUMNS") else 120,
+                   markup=False, emoji=False)
 err_console = _Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
 
 
@@ -735,8 +737,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       f" (to promote version {before}: `shoprec promote --version {before}`)",
                       highlight=False)
     for check in gate["checks"]:
+        # One line each, however long: a log is read with grep.
         console.print(f"  {check['name']}: {'pass' if check['passed'] else 'fail'} "
-                      f"({check['reason']})", highlight=False)
+                      f"({check['reason']})", highlight=False, soft_wrap=True)
     console.print(f"MLflow run {summary['mlflow_run_id']}, Prefect flow run "
                   f"{summary['prefect_flow_run_id']}")
 
@@ -844,6 +847,16 @@ def _quiet_tracebacks() -> None:
                     and not isinstance(handler, logging.FileHandler) \
                     and not isinstance(handler.formatter, _WithoutTraceback):
                 handler.setFormatter(_WithoutTraceback(handler.formatter))
+                # Prefect's progress records ("Finished in state Completed()", thirty a
+                # run, none naming its task) are -v's; its warnings and errors stay. The
+                # runs' logs in the Prefect UI keep them all (another handler).
+                handler.addFilter(_prefect_progress_hidden)
+
+
+def _prefect_progress_hidden(record: logging.LogRecord) -> bool:
+    """A console filter: Prefect's records below WARNING are left out (shown with -v)."""
+    return record.levelno >= logging.WARNING or not (
+        record.name == "prefect" or record.name.startswith("prefect."))
 
 
 def _before_flows(*modules: str) -> None:
@@ -855,8 +868,38 @@ def _before_flows(*modules: str) -> None:
     """
     from shoprec_flows.server_guard import start_while_importing
 
+    _check_prefect_home()
     _quiet_tracebacks()
     start_while_importing(list(modules))
+
+
+def _check_prefect_home() -> None:
+    """Refuse a Prefect home folder that cannot be made, before any server starts.
+
+    Under cron with an unwritable HOME, the temporary server died after 36 s with 632
+    lines of traceback, and the run ended as a fault (exit 3).
+
+    Raises:
+        ConfigError: The folder cannot be created or written.
+    """
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        writable = os.access(home, os.W_OK | os.X_OK)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    else:
+        if writable:
+            if "MPLCONFIGDIR" not in os.environ and not os.access(Path.home(), os.W_OK):
+                # Else matplotlib makes a /tmp/matplotlib-* folder each run, removed at
+                # exit by a hook the CLI's fast exit skips: one more per night under cron.
+                os.environ["MPLCONFIGDIR"] = str(home / "matplotlib")
+            return
+        reason = "not writable by this account"
+    raise ConfigError(f"Prefect's home folder {home} cannot be used ({reason}): Prefect "
+                      "keeps its database and settings there; set PREFECT_HOME to a "
+                      "writable folder (it defaults to ~/.prefect, so a service's HOME "
+                      "must be writable, or PREFECT_HOME set)")
 
 
 def _configure_logging(verbose: int) -> None:
@@ -866,6 +909,8 @@ def _configure_logging(verbose: int) -> None:
     # MLflow's and TensorFlow's debug output would bury them).
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # MLflow's progress records, in a format of its own, are -v's too
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     if verbose > 1:
         for name in ("shoprec", "shoprec_flows", "shoprec_tasks", "shoprec_cli", "cli"):
             logging.getLogger(name).setLevel(logging.DEBUG)
@@ -1858,7 +1903,7 @@ def batch(
                   f"{result['model_version']} in {result['seconds']:.1f} s "
                   f"({result['users_per_second']:,.0f} users/s) -> {result['path']}"
                   + (f"; {result['stock_limited']:,} products down-weighted for stock"
-                     if stock is not None else ""))
+                     if stock is not None else ""), highlight=False, soft_wrap=True)
 
 
 @app.command()

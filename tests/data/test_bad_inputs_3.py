@@ -5,6 +5,7 @@ reasons, with every row accounted for (clean + quarantined = read)."""
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -348,6 +349,20 @@ def test_mistakes_of_the_environment_and_services_are_named(
         assert "secret" not in str(refused.value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql+psycopg://u@h/db")
     tracking.check_uri()  # the driver shoprec installs: nothing to say before connecting
+    # A service's HOME that cannot hold ~/.prefect: the temporary server died after 36 s
+    # with 632 lines of traceback (exit 3). A writable one gets matplotlib's folder there
+    # when HOME is not writable (else one /tmp/matplotlib-* a night).
+    from shoprec_cli.app import _check_prefect_home
+
+    monkeypatch.delenv("PREFECT_HOME", raising=False)
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    monkeypatch.setenv("HOME", "/proc/nohome")
+    with pytest.raises(ConfigError, match="Prefect's home folder /proc/nohome/.prefect "
+                                          "cannot be used .*set PREFECT_HOME"):
+        _check_prefect_home()
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    _check_prefect_home()
+    assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "prefect" / "matplotlib")
     # A Prefect server or a Dask scheduler that does not answer: a fault said plainly.
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
     said = _service_fault(RuntimeError("Failed to reach API at http://127.0.0.1:1/api/"))
