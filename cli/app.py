@@ -1312,6 +1312,20 @@ def recommend(
                           + (" ..." if len(unknown) > 5 else "")
                           + f": not in version {version}'s catalogue, so not used",
                           highlight=False)
+    if user and not query and not similar_to:
+        from shoprec.serving.engine import stored_user_ids
+
+        try:
+            stored = stored_user_ids(bundle, [user])[0]
+        except ValueError:
+            stored = None  # refused below, as the server refuses it
+        if stored is not None and stored not in bundle.users:
+            # A typo or another form of the id was answered by popularity like any
+            # shopper with no history, under the same title.
+            err_console.print(f"note: user {user} is not among version {version}'s "
+                              f"{len(bundle.users):,} shoppers (a new or erased shopper, "
+                              "or another form of the id): answered as a new shopper",
+                              highlight=False)
     request = pd.DataFrame({"user_id": [user or ""], "recent_items": [items],
                             "query": [query or ""], "k": [k], "explain": [explain],
                             "diversity": [diversity], "item_id": [similar_to or ""]})
@@ -1478,12 +1492,18 @@ def forget(
     pseudonym_secret: Annotated[str | None, typer.Option(
         "--pseudonym-secret", help="Prefect Secret block with the pseudonymisation key "
         "(default: SHOPREC_PSEUDONYM_KEY), so pseudonymised data is reached too.")] = None,
+    model_name: Annotated[str, typer.Option(
+        "--registered-model-name", envvar="SHOPREC_REGISTERED_MODEL_NAME",
+        help="The model whose champion is asked whether it knows the id (a typo is said).")]
+    = DEFAULT_MODEL_NAME,
 ) -> None:
     """Erase a shopper: no served answer uses their history from now, no training their rows.
 
     Appends a record to the suppression list (SHOPREC_SUPPRESSIONS, default
     ./suppressions.jsonl): a hash of the id, never the id, with who asked, when and why.
-    Models and Prefect results made before stay as they are until the next training.
+    Not reached: model versions already registered (their artifacts hold the id until
+    removed: `shoprec prune` removes versions without an alias), Prefect's cached results,
+    batch files and quarantine files already written (README, Privacy).
     """
     from shoprec.config import DataConfig
     from shoprec.privacy import SuppressionList, is_pseudonym, key_from_environment
@@ -1496,9 +1516,19 @@ def forget(
 
         key = resolve_pseudonym_key(DataConfig(pseudonymize=True,
                                                pseudonym_secret=pseudonym_secret))
+    # Asked before the record is added (the record would hide the id from the model).
+    known = _champion_knows(user, key, model_name)
     suppressions = SuppressionList()
     record = suppressions.add(user, by or None, reason, key)
-    if key is None and not is_pseudonym(user.strip().lower()):
+    if known is not None and known[1] is False:
+        err_console.print(f"note: {known[0]} does not know the shopper {user.strip()!r}: "
+                          "check the id's spelling and form (case, a customer number "
+                          "rather than an e-mail); the record is kept and erases this id "
+                          "wherever it appears", highlight=False)
+    # Only where it can matter: a champion that was read and is not pseudonymised makes it
+    # noise on every erasure.
+    pseudonymised = known is None or known[2]
+    if key is None and pseudonymised and not is_pseudonym(user.strip().lower()):
         err_console.print("note: no pseudonymisation key (SHOPREC_PSEUDONYM_KEY or "
                           "--pseudonym-secret), so only the id as given was recorded. Every "
                           "later training quarantines the shopper's rows, pseudonymised or "
@@ -1516,6 +1546,39 @@ def forget(
                   "for them. Not reached: batch output already written (delete its "
                   "generated_date= folders or their rows), older model versions' "
                   "artifacts and earlier quarantine files", highlight=False)
+
+
+def _champion_knows(user: str, key: Any, model_name: str) -> tuple[str, bool | None, bool] | None:
+    """Whether the champion of ``model_name`` knows the shopper ``user``.
+
+    Returns ``(which model, known, pseudonymised)``, ``known`` being ``None`` when it
+    cannot tell (pseudonymised ids, no key given); ``None`` when no champion can be read
+    (no registry here: none is created).
+    """
+    from shoprec.data.schema import canonical_id
+    from shoprec.privacy import is_pseudonym
+    from shoprec.registry import tracking
+
+    path = tracking.sqlite_path(tracking.tracking_uri())
+    if path is not None and not path.exists():
+        return None
+    try:
+        from shoprec.registry.loading import load_bundle
+
+        bundle, version = load_bundle(model_name, alias="champion", lazy=True)
+    except Exception as exc:  # noqa: BLE001 - the erasure is recorded whatever the registry
+        logging.getLogger(__name__).debug("no champion of %s to check the id against: %s",
+                                          model_name, exc)
+        return None
+    which = f"{model_name}@champion (version {version})"
+    text = canonical_id(user)
+    folded = text.lower() if is_pseudonym(text.lower()) else text
+    pseudonymised = bool(bundle.meta.get("pseudonym_key_id"))
+    if pseudonymised and not is_pseudonym(folded):
+        if key is None or key.id != bundle.meta.get("pseudonym_key_id"):
+            return which, None, True
+        folded = key.pseudonyms([folded])[0]
+    return which, folded in bundle.users, pseudonymised
 
 
 ModelNameOpt = Annotated[str, typer.Option(
@@ -2109,6 +2172,7 @@ def serve(
             err_console.print("shopper data (the shopper list, histories, explanations) goes "
                               "only to requests carrying this token (the link, or the header "
                               "X-Shoprec-Token)", highlight=False)
+        err_console.print(_erasure_list_line(), highlight=False)
         sys.stderr.flush()
         # A stop waits for requests in flight at most this long: a client that never
         # finishes its body must not hold the server past SIGTERM.
@@ -2124,6 +2188,27 @@ def serve(
     # MLflow then took 3 s of garbage collection: a stop would outlast its grace period.
     global _SERVER_STOPPED
     _SERVER_STOPPED = True
+
+
+def _erasure_list_line() -> str:
+    """Which erasure list a server reads, and how many records it holds.
+
+    A server started where the list is not (another folder, the variable unset) served
+    erased shoppers' histories again without a word.
+    """
+    from shoprec.errors import ConfigError
+    from shoprec.privacy import SUPPRESSIONS_ENV, SuppressionList
+
+    listed = SuppressionList()
+    where = listed.path.resolve()
+    if not listed.path.exists():
+        return (f"erasure list: {where} does not exist, so no shopper is erased here; if "
+                f"`shoprec forget` wrote one elsewhere, set {SUPPRESSIONS_ENV} to it")
+    try:
+        count = len(listed.records())
+    except ConfigError as exc:
+        return f"erasure list: {exc} (every request is answered 503 until it is mended)"
+    return f"erasure list: {where} ({count:,} record{'' if count == 1 else 's'})"
 
 
 def _uvicorn_logging() -> dict[str, Any]:

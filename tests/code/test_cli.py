@@ -123,6 +123,10 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     assert done.returncode == 0, done.stderr
     assert "(search)" in done.stdout and done.stdout.count("T-LIGHT HOLDER") >= 3
     assert f"cli-sample@champion (version {data['registered']['version']})" in done.stdout
+    # A mistyped shopper is said to be unknown, not silently answered by popularity.
+    typo = run("recommend", "--registered-model-name", "cli-sample", "--user", "1785O",
+               "--k", "3", cwd=tmp_path)
+    assert typo.returncode == 0 and "note: user 1785O is not among version" in typo.stderr
     done = run("recommend", "--registered-model-name", "no-such-model", cwd=tmp_path)
     # Another model's name: the registry read is named, with the models it does hold.
     said = " ".join(done.stderr.split())

@@ -423,8 +423,17 @@ def test_forget_reaches_the_served_model_at_once_and_every_later_training(
     from shoprec_cli.app import app
     from typer.testing import CliRunner
 
-    done = CliRunner().invoke(app, ["forget", user, "--reason", "test", "--by", "dpo"])
+    done = CliRunner().invoke(app, ["forget", user, "--reason", "test", "--by", "dpo",
+                                    "--registered-model-name", "private-model"])
     assert done.exit_code == 0, done.output
+    assert "does not know" not in done.output  # the champion knows them (by pseudonym)
+    # A typo is said (the request looked done, and the real shopper was not erased).
+    typo = CliRunner().invoke(app, ["forget", f"{user}x", "--registered-model-name",
+                                    "private-model"])
+    assert typo.exit_code == 0 and (
+        f"private-model@champion (version {private_run['summary']['registered']['version']})"
+        " does not know the "
+        f"shopper '{user}x'") in typo.output, typo.output
     assert user not in Path(os.environ[SUPPRESSIONS_ENV]).read_text()
     # The same loaded model stops using the stored history on its next request.
     assert bundle.answer([{"user_id": user}])[0]["source"] == "popularity"
@@ -492,3 +501,21 @@ def test_forget_reads_the_id_from_standard_input(tmp_path: Path,
     assert SuppressionList(tmp_path / "erase.jsonl").subjects() == {
         subject("alice@example.com")}
     assert "alice" not in done.output
+
+
+def test_a_server_says_which_erasure_list_it_reads(tmp_path, monkeypatch) -> None:
+    """A server started where the list is not served erased shoppers again, silently."""
+    from shoprec_cli.app import _erasure_list_line
+
+    from shoprec.privacy import SuppressionList
+
+    listed = tmp_path / "suppressions.jsonl"
+    monkeypatch.setenv("SHOPREC_SUPPRESSIONS", str(listed))
+    assert _erasure_list_line() == (
+        f"erasure list: {listed} does not exist, so no shopper is erased here; if "
+        "`shoprec forget` wrote one elsewhere, set SHOPREC_SUPPRESSIONS to it")
+    SuppressionList().add("17850", "ops", "request #1")
+    SuppressionList().add("12583", "ops", "request #2")
+    assert _erasure_list_line() == f"erasure list: {listed} (2 records)"
+    listed.write_text(listed.read_text() + "not json\n")
+    assert "every request is answered 503" in _erasure_list_line()

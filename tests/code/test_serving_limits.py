@@ -255,7 +255,7 @@ def test_a_long_recent_item_list_is_answered_off_the_event_loop(
     threaded: list[int] = []
     real = asyncio.to_thread
 
-    async def to_thread(function, *args):  # noqa: ANN001, ANN202 - a spy
+    async def to_thread(function, *args):
         threaded.append(len(args[-1]))
         return await real(function, *args)
 
