@@ -98,6 +98,9 @@ MapOpt = Annotated[list[str] | None, typer.Option(
     "items.NAME=column for the items file alone, e.g. items.item_id=code.")]
 DelimiterOpt = Annotated[str | None, typer.Option("--delimiter", help="CSV delimiter.")]
 EncodingOpt = Annotated[str, typer.Option("--encoding", help="CSV text encoding.")]
+DefaultEventOpt = Annotated[str | None, typer.Option(
+    "--default-event", help="The event of rows without an event column: purchase (the "
+    "default), or rating for a file of ratings (user, item, stars), view or cart.")]
 DecimalOpt = Annotated[str | None, typer.Option(
     "--decimal", help="Decimal mark of numbers written as text: ',' for 1,50 and 1.234,50 "
     "(default '.').")]
@@ -361,7 +364,7 @@ def _data_config(interactions: str | None, items: str | None, fmt: str | None,
                  mapping: list[str] | None, delimiter: str | None, encoding: str,
                  date_format: str | None = None, timestamp_unit: str | None = None,
                  items_reading: tuple[str | None, str | None] = (None, None),
-                 decimal: str | None = None) -> DataConfig:
+                 decimal: str | None = None, default_event: str | None = None) -> DataConfig:
     from shoprec.config import DataConfig
     from shoprec.data.io import check_readable
 
@@ -376,7 +379,8 @@ def _data_config(interactions: str | None, items: str | None, fmt: str | None,
                         columns=_parse_map(mapping), delimiter=delimiter, encoding=encoding,
                         timestamp_format=date_format, timestamp_unit=timestamp_unit,
                         items_delimiter=items_reading[0], items_encoding=items_reading[1],
-                        decimal=decimal)
+                        decimal=decimal,
+                        **({"default_event": default_event} if default_event else {}))
     # Before any output folder is made or server started: a mistyped path leaves nothing.
     for path, what in ((interactions, "interactions"), (items, "items")):
         if path:
@@ -975,6 +979,7 @@ def validate(
     items_delimiter: ItemsDelimiterOpt = None,
     items_encoding: ItemsEncodingOpt = None,
     decimal: DecimalOpt = None,
+    default_event: DefaultEventOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     max_value: MaxValueOpt = 1e6,
@@ -997,7 +1002,8 @@ def validate(
 
     data_config = _pseudonymized(_data_config(
         interactions, items, fmt, mapping, delimiter, encoding, date_format, timestamp_unit,
-        items_reading=(items_delimiter, items_encoding), decimal=decimal), pseudonymize, None)
+        items_reading=(items_delimiter, items_encoding), decimal=decimal,
+        default_event=default_event), pseudonymize, None)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)
@@ -1066,6 +1072,7 @@ def train(
     items_delimiter: ItemsDelimiterOpt = None,
     items_encoding: ItemsEncodingOpt = None,
     decimal: DecimalOpt = None,
+    default_event: DefaultEventOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     max_value: MaxValueOpt = 1e6,
@@ -1166,7 +1173,8 @@ def train(
     chosen = models.split(",") if models is not None else list(DEFAULT_MODELS)
     data_config = _pseudonymized(_data_config(interactions, items, fmt, mapping, delimiter,
                                               encoding, date_format, timestamp_unit,
-        items_reading=(items_delimiter, items_encoding), decimal=decimal),
+        items_reading=(items_delimiter, items_encoding), decimal=decimal,
+        default_event=default_event),
                                  pseudonymize, pseudonym_secret)
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
@@ -1389,6 +1397,7 @@ def forecast(
     items_delimiter: ItemsDelimiterOpt = None,
     items_encoding: ItemsEncodingOpt = None,
     decimal: DecimalOpt = None,
+    default_event: DefaultEventOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     test_weeks: Annotated[int, typer.Option("--test-weeks", min=1, max=52,
@@ -1430,7 +1439,8 @@ def forecast(
 
     data_config = _data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                date_format, timestamp_unit,
-        items_reading=(items_delimiter, items_encoding), decimal=decimal)
+        items_reading=(items_delimiter, items_encoding), decimal=decimal,
+        default_event=default_event)
     config = ForecastConfig(test_weeks=test_weeks, horizon=horizon, output_dir=output_dir,
                             quarantine_dir=quarantine_dir, gate_margin=gate_margin,
                             max_iter=max_iter, learning_rate=learning_rate, threads=threads,
@@ -1641,6 +1651,7 @@ def promote(
     items_delimiter: ItemsDelimiterOpt = None,
     items_encoding: ItemsEncodingOpt = None,
     decimal: DecimalOpt = None,
+    default_event: DefaultEventOpt = None,
     date_format: DateFormatOpt = None,
     timestamp_unit: TimestampUnitOpt = None,
     max_value: MaxValueOpt = 1e6,
@@ -1677,7 +1688,8 @@ def promote(
 
     data = _pseudonymized(_data_config(interactions, items, fmt, mapping, delimiter, encoding,
                                        date_format, timestamp_unit,
-        items_reading=(items_delimiter, items_encoding), decimal=decimal),
+        items_reading=(items_delimiter, items_encoding), decimal=decimal,
+        default_event=default_event),
                           pseudonymize, pseudonym_secret)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,

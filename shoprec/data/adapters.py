@@ -219,9 +219,25 @@ def _adapt_generic(frame: pd.DataFrame, path: str, config: DataConfig) -> RawDat
             "'items.' for the items file alone: items.item_id, ...)"
         )
     frame.columns = [str(c) for c in frame.columns]
+    product_fields = sorted(k for k in mapping if k in ITEM_COLUMNS
+                            and k not in INTERACTION_COLUMNS)
+    if product_fields and not config.items:
+        # Shopify's "Lineitem name" mapped to title was dropped without a word: the
+        # catalogue had ids alone, and content and search had no text.
+        logger.warning("--map %s: product columns are read from an items file only; "
+                       "without --items the catalogue holds the ids alone (no titles for "
+                       "the content model and search): write the product columns to an "
+                       "items file (one row per item_id) and pass it with --items",
+                       ",".join(f"{k}={mapping[k]}" for k in product_fields))
     interactions = _numbers_read(_rename(frame, mapping, INTERACTION_COLUMNS), ["value"],
                                  config)
     if "event" not in interactions.columns:
+        value_column = mapping.get("value", "value")
+        if config.default_event == "purchase" and "rating" in value_column.lower():
+            # A RecBole or Microsoft Recommenders file: a 1-star rating read as a purchase.
+            logger.warning("the value column %r is read as purchase quantities (no event "
+                           "column); if it holds ratings, pass --default-event rating "
+                           "(data.default_event in the Prefect form)", value_column)
         interactions["event"] = config.default_event
     if "value" not in interactions.columns:
         interactions["value"] = 1.0

@@ -62,6 +62,11 @@ def _missing_column_hint(column: str | None, raw: RawData, columns: list[str],
         "the columns listed above" if listed else f"columns {columns}")
     if raw.format == "generic" and source.startswith("'"):
         hint += closest_column_hint(source.strip("'"), columns)
+    if column == "timestamp" and raw.format == "generic" and not listed:
+        # A user,item,count file (the implicit library's shape) has no time at all.
+        hint += ("; shoprec needs a time on every row (splits and recency weighting read "
+                 "it): a file without one can be read with a column of one date added to it "
+                 "and --split random")
     if delimited := _delimiter_hint(columns, "interactions"):
         hint += f"; {delimited}"
     elif raw.format == "generic" and listed:
@@ -87,6 +92,10 @@ def _delimiter_hint(columns: list[str], what: str) -> str:
 
 #: What to do when most rows share one reason: the likely cause, before the general advice.
 REASON_HINTS = {
+    "missing_user": "most rows have no user: an export that writes an order's customer and "
+    "date on its first line only (Shopify's Email and Created at, the later line items "
+    "blank) needs them filled down within each order first (pandas: groupby the order "
+    "column, then ffill); guest checkouts cannot be personalised; ",
     "timestamp_out_of_range": "the timestamps fall outside 1970..2200: numbers that large "
     "are usually epoch milliseconds (pass --timestamp-unit ms) or microseconds (us); ",
     "timestamp_in_future": "the timestamps lie after tomorrow: check the year, or the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import fsspec
@@ -159,6 +160,13 @@ def test_other_systems_exports_are_read_or_named(tmp_path: Path, caplog) -> None
     with caplog.at_level("WARNING"):
         clean(load(DataConfig(interactions=str(thousands))))
     assert "if it separates thousands, remove it in the export" in caplog.text
+    caplog.clear()
+    grouped = write(tmp_path / "grouped.csv", "user_id,item_id,timestamp,value\n" + "".join(
+        f'u{n},i{n % 5},2024-01-{1 + n % 28:02d}T10:00:00Z,"1,200.0000"\n' for n in range(3)))
+    with caplog.at_level("WARNING"):
+        clean(load(DataConfig(interactions=str(grouped))))
+    assert ("3 rows are quarantined as invalid_value with a thousands comma (such as "
+            "'1,200.0000'): remove the thousands separator") in caplog.text
 
     nested = pd.DataFrame({"user_pseudo_id": ["a", "b"], "ts": [1704067200, 1704067260],
                            "items": [[{"item_id": "SKU-1", "price": 2.0}], []]})
@@ -166,3 +174,38 @@ def test_other_systems_exports_are_read_or_named(tmp_path: Path, caplog) -> None
     with pytest.raises(DataError, match="the item_id column holds lists or records.*UNNEST"):
         clean(load(DataConfig(interactions=str(tmp_path / "ga4.parquet"),
                               columns={**mapped, "item_id": "items"})))
+    # The same export written to CSV holds the lists as JSON text: a whole array became one
+    # "product", and the longer ones were quarantined as id_too_long.
+    nested.assign(items=nested["items"].map(json.dumps)).to_csv(tmp_path / "ga4.csv",
+                                                                 index=False)
+    with pytest.raises(DataError, match="the item_id column holds lists or records.*UNNEST"):
+        clean(load(DataConfig(interactions=str(tmp_path / "ga4.csv"),
+                              columns={**mapped, "item_id": "items"}, timestamp_unit="s")))
+    # Product columns mapped without an items file were dropped without a word.
+    caplog.clear()
+    lines = write(tmp_path / "lines.csv", "Email,SKU,At,Name\n" + "".join(
+        f"u{n},i{n % 5},2024-01-0{1 + n}T10:00:00Z,Mug {n % 5}\n" for n in range(5)))
+    with caplog.at_level("WARNING"):
+        load(DataConfig(interactions=str(lines), columns={
+            "user_id": "Email", "item_id": "SKU", "timestamp": "At", "title": "Name"}))
+    assert ("--map title=Name: product columns are read from an items file only"
+            in caplog.text)
+    # A ratings file (RecBole's header) read as purchases of that many units, unsaid.
+    caplog.clear()
+    stars = write(tmp_path / "stars.csv", "user_id:token,item_id:token,rating:float,ts\n"
+                  + "".join(f"u{n},i{n % 5},{1 + n % 5},{1704067200 + n}\n" for n in range(5)))
+    columns = {"user_id": "user_id:token", "item_id": "item_id:token",
+               "value": "rating:float", "timestamp": "ts"}
+    with caplog.at_level("WARNING"):
+        load(DataConfig(interactions=str(stars), columns=columns, timestamp_unit="s"))
+    assert "'rating:float' is read as purchase quantities" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        rated = load(DataConfig(interactions=str(stars), columns=columns, timestamp_unit="s",
+                                default_event="rating"))
+    assert "purchase quantities" not in caplog.text
+    assert set(rated.interactions["event"]) == {"rating"}
+    # One id that looks like JSON among plain ones is an id.
+    plain = write(tmp_path / "bracket.csv", "user_id,item_id,timestamp\n" + "".join(
+        f"u{n},{'[1]' if n == 0 else f'i{n}'},2024-01-0{1 + n}T10:00:00Z\n" for n in range(5)))
+    assert "[1]" in set(clean(load(DataConfig(interactions=str(plain)))).interactions["item_id"])

@@ -159,6 +159,23 @@ FILES: dict[str, tuple[Callable[[Path], list[str]], int, list[str], dict[str, in
         1, ["more than once"], None),
     "spaces after the header's commas": (
         lambda t: _csv(t, canonical_csv().replace(",", ", ", 4)), 0, [], {}),
+    # Shopify writes an order's customer and date on its first line only: the hint said
+    # "guest checkouts" and "raise --max-quarantine", which trained on 6% of the rows.
+    "order fields on the first line only": (
+        lambda t: _csv(t, "\n".join(
+            line if n % 4 == 1 or n == 0 else ",".join(
+                "" if i in (0, 2) else field for i, field in enumerate(line.split(",")))
+            for n, line in enumerate(canonical_csv().splitlines())) + "\n"), 1,
+        ["most rows have no user: an export that writes an order's customer and date on "
+         "its first line only", "filled down within each order"], None),
+    "no time column (user, item, count)": (
+        lambda t: _csv(t, "user_id,item_id,value\n" + "".join(
+            f"u{n % 12},i{n % 7},{1 + n % 3}\n" for n in range(60))), 1,
+        ["needs a time on every row", "a column of one date added to it and --split random"],
+        None),
+    "an unknown --default-event": (
+        lambda t: [*_csv(t, canonical_csv()), "--default-event", "stars"], 2,
+        ["default_event must be one of view, cart, purchase, rating"], None),
     "a gzip file named .csv": (lambda t: _csv(t, gzip.compress(canonical_csv().encode())),
                                1, ["it is gzip-compressed", ".csv.gz"], None),
     "dates written day-month-year with dashes": (
