@@ -713,10 +713,21 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if errors and primary.startswith("ndcg@"):
         # How far apart two rows must be to mean anything, said beside the table.
         users = (summary.get("split") or {}).get("test", {}).get("evaluated_users")
-        console.print(f"each row's test {primary} has a standard error of about "
-                      f"{errors[len(errors) // 2]:.4f} (the spread over its "
-                      + (f"{users:,} " if users else "") + "test users)",
-                      highlight=False, soft_wrap=True)
+        if users is not None and users < 2:
+            # One user's figure has no spread: 0.0000 read as "exact".
+            console.print(f"each row's test {primary} rests on {users} test user: its "
+                          "standard error cannot be estimated, and these figures cannot "
+                          "tell the models apart", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"each row's test {primary} has a standard error of about "
+                          f"{errors[len(errors) // 2]:.4f} (the spread over its "
+                          + (f"{users:,} " if users else "") + "test users)",
+                          highlight=False, soft_wrap=True)
+        floor = (summary.get("gate") or {}).get("min_users") or 0
+        if users is not None and 2 <= users < floor:
+            console.print(f"note: {users} test users are few: one shopper's list moves these "
+                          "figures by more than the families differ (the gate replaces a "
+                          f"champion on {floor} or more)", highlight=False, soft_wrap=True)
     _print_bias(summary["leaderboard"], k)
     _print_tuning(summary.get("tuning") or {}, primary)
     for entry in summary["leaderboard"]:

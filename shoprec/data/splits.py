@@ -120,6 +120,12 @@ def _empty_part_hint(frame: pd.DataFrame, config: SplitConfig, part: str) -> str
         enough = int(np.ceil(0.5 / most * 1000)) / 1000 if most else 1.0
         if asked <= 0:
             return f"raise --{part}-fraction above 0"
+        if most <= 1:
+            # No fraction can work: "raise it to at least 0.5" was said of 0.5.
+            return ("every shopper has a single interaction, so none can be held out per "
+                    "shopper while one stays in training: a personalised model needs "
+                    "shoppers with at least two or three purchases (until then, popularity "
+                    "is what can be served)")
         return (f"each shopper's share is rounded half up, and no shopper has more than "
                 f"{most:,} interactions, so --{part}-fraction {asked:g} gives none; raise "
                 f"it to at least {enough:g}, or use --split temporal (the default)")

@@ -32,7 +32,12 @@ from shoprec.registry.aliases import (
     now,
     set_alias,
 )
-from shoprec.registry.recipe import CatalogueSketch, ChampionReference, sketch_overlap
+from shoprec.registry.recipe import (
+    TEST_USERS_TAG,
+    CatalogueSketch,
+    ChampionReference,
+    sketch_overlap,
+)
 from shoprec.registry.requirements import model_requirements
 from shoprec.registry.rule import factor, replaces_champion, shown_apart
 
@@ -62,6 +67,9 @@ class GateVerdict:
     metric: str
     checks: list[GateCheck] = field(default_factory=list)
     champion_version: str | None = None
+    #: Test users the candidate was judged on, and the fewest that replace a champion.
+    test_users: int = 0
+    min_users: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -162,13 +170,25 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
             f"training split, same test users{note}"))
     if version is not None and not (champion is not None and champion.error) and min_users:
         users = int(candidate.get("users", 0))
+        # A first champion is published on any number of users: a new shop's, on 13, kept
+        # one judged on 48 out for days. One judged on as many as it was passes.
+        judged_on = champion.test_users if champion is not None else None
+        floor = min(min_users, judged_on) if judged_on else min_users
+        enough = users >= max(floor, 1)
         checks.append(GateCheck(
-            "enough_test_users", users >= min_users, float(users), float(min_users),
+            "enough_test_users", enough, float(users), float(floor),
             f"{users:,} test users evaluated"
             + (f", at least the {min_users:,} a champion is replaced on" if users >= min_users
-               else f", fewer than the {min_users:,} a champion is replaced on "
+               else f", fewer than the {min_users:,} a champion is replaced on, but at least "
+                    f"the {judged_on:,} champion version {version} was itself published on"
+                    if enough else
+                    f", fewer than the {min_users:,} a champion is replaced on "
                     "(--gate-min-users): one user's list moves the figures more than the "
-                    "versions differ")))
+                    "versions differ"
+                    + (f" (champion version {version} was published on {judged_on:,})"
+                       if judged_on else "")
+                    + (_served_age(version, champion, cutoff) if champion is not None
+                       else ""))))
     overlap = sketch_overlap(catalogue, champion.catalogue) \
         if version is not None and champion is not None and not champion.error else None
     if overlap is not None:
@@ -194,7 +214,8 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
     if version is not None and champion is not None and not champion.error:
         checks += _data_checks(version, champion, overlap,
                                _Period(catalogue, shoppers, titled, start, cutoff))
-    return GateVerdict(all(c.passed for c in checks), metric, checks, version)
+    return GateVerdict(all(c.passed for c in checks), metric, checks, version,
+                       int(candidate.get("users", 0)), min_users)
 
 
 def _served_age(version: str, champion: ChampionReference, cutoff: str | None) -> str:
@@ -587,7 +608,10 @@ def _write_verdict(client: Any, name: str, version: str, verdict: GateVerdict,
                 "gate_checks": verdict.describe(),
                 # Read by `promote`: data its gate found unlike the champion's stays refused.
                 GATE_DATA_TAG: ",".join(failed),
-                GATE_CHAMPION_TAG: verdict.champion_version or ""}
+                GATE_CHAMPION_TAG: verdict.champion_version or "",
+                # Read when this version is the champion: a later run judged on as many
+                # test users replaces it (enough_test_users).
+                TEST_USERS_TAG: str(verdict.test_users)}
     for key, value in all_tags.items():
         client.set_model_version_tag(name, version, key, str(value)[:5000])
     # What the registry's Models tab shows first: which model, how good, and the verdict.

@@ -105,6 +105,8 @@ class ChampionReference:
     titled: CatalogueSketch | None = field(default=None, repr=False)
     #: Its data's first interaction time (:attr:`DataSketches.start`).
     data_start: str | None = None
+    #: The test users its own gate judged it on (``None``: not recorded).
+    test_users: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the run summary), without the sketches."""
@@ -166,6 +168,8 @@ TITLED_TAG = "titled_catalogue_sketch"
 #: Version tag of the first interaction time of the data (beside the recipe's cutoff):
 #: with the cutoff, the period the data spans.
 START_TAG = "data_start"
+#: Version tag: the test users its gate judged it on.
+TEST_USERS_TAG = "gate_test_users"
 
 
 @dataclass(frozen=True)
@@ -327,7 +331,13 @@ def champion_reference(name: str) -> ChampionReference:
                              catalogue=CatalogueSketch.from_tag(tags.get(CATALOGUE_TAG)),
                              shoppers=CatalogueSketch.from_tag(tags.get(SHOPPERS_TAG)),
                              titled=CatalogueSketch.from_tag(tags.get(TITLED_TAG)),
-                             data_start=tags.get(START_TAG) or None)
+                             data_start=tags.get(START_TAG) or None,
+                             test_users=_count(tags.get(TEST_USERS_TAG)))
+
+
+def _count(text: str | None) -> int | None:
+    """A count recorded in a tag, ``None`` when absent or unreadable."""
+    return int(text) if text and text.isdigit() else None
 
 
 def read_catalogue(name: str, version: str) -> CatalogueSketch | None:

@@ -158,6 +158,19 @@ def test_gate_keeps_the_champion_when_the_test_rests_on_a_handful_of_users() -> 
                  ChampionReference(), min_users=50)
     assert first.passed and [c.name for c in first.checks] == [
         "beats_popularity", "not_worse_than_champion"]
+    assert (first.test_users, first.min_users) == (29, 50)  # recorded with the version
+    # A new shop's first champion, judged on 13: a night judged on 29 (not fewer) replaces
+    # it, where it kept better models out for days.
+    small = ChampionReference("1", Recipe("content", {}), test_users=13)
+    grown = gate("ndcg@10", {"ndcg@10": 0.2527, "users": 29.0}, POPULARITY, 0.05, small,
+                 {"ndcg@10": 0.2447}, min_users=50)
+    assert grown.passed and grown.checks[2].passed
+    assert ("29 test users evaluated, fewer than the 50 a champion is replaced on, but at "
+            "least the 13 champion version 1 was itself published on") in grown.checks[2].reason
+    fewer = gate("ndcg@10", {"ndcg@10": 0.2527, "users": 9.0}, POPULARITY, 0.05, small,
+                 {"ndcg@10": 0.2447}, min_users=50)
+    assert not fewer.passed and "(champion version 1 was published on 13)" in \
+        fewer.checks[2].reason
     assert gate("ndcg@10", {"ndcg@10": 0.2527, "users": 29.0}, POPULARITY, 0.05, champion,
                 {"ndcg@10": 0.2447}, min_users=0).passed
 

@@ -79,6 +79,13 @@ def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restore
     client = tracking.client()
     assert (_version("champion"), _version("challenger")) == ("1", "2")
 
+    # Each version records the test users its gate judged it on, read back with the
+    # champion (a later run judged on as many replaces it: enough_test_users).
+    from shoprec.registry.recipe import champion_reference
+
+    judged = client.get_model_version(NAME, "1").tags["gate_test_users"]
+    assert int(judged) > 0 and champion_reference(NAME).test_users == int(judged)
+
     # A dry run compares and reports, and writes nothing: no alias, no tag.
     looked = promote_model(promotion=PromotionConfig(registered_model_name=NAME,
                                                      dry_run=True),

@@ -198,3 +198,9 @@ def test_a_random_split_too_fine_for_its_shoppers_names_the_fraction_that_works(
         split_interactions(frame, SplitConfig(method="random"))
     assert len(split_interactions(frame, SplitConfig(method="random",
                                                      validation_fraction=0.125)).validation)
+    # One purchase each: no fraction can work, and "raise it to at least 0.5" was said of
+    # --test-fraction 0.5 (a new shop's first night).
+    single = frame.drop_duplicates("user_id")
+    with pytest.raises(ConfigError, match="every shopper has a single interaction, so none "
+                                          "can be held out per shopper"):
+        split_interactions(single, SplitConfig(method="random", test_fraction=0.5))
