@@ -567,6 +567,24 @@ def _record_failure(path: Path | None, command: str, exc: BaseException) -> None
                                                 path)
 
 
+def _finished(path: Path, command: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """An ended command's summary with its status, command, pid, start, end and seconds.
+
+    The "running" and failure records carried them and a success did not: "did tonight's
+    run finish, and how long did it take" read the file's time instead.
+    """
+    ended = datetime.now(UTC)
+    started = _started(path)
+    seconds = None
+    if "started_at" in started:
+        with contextlib.suppress(ValueError):
+            seconds = round((ended - datetime.fromisoformat(started["started_at"]))
+                            .total_seconds(), 1)
+    return {"status": "ok", "command": command, **started,
+            "ended_at": ended.isoformat(timespec="seconds"),
+            **({"seconds": seconds} if seconds is not None else {}), **summary}
+
+
 def _started(path: Path) -> dict[str, Any]:
     """The pid and start time this command wrote as "running", kept in its failure."""
     try:
@@ -1247,7 +1265,7 @@ def train(
                                 weighting=weighting, training=training_config,
                                 output_dir=str(output_dir))
     if summary_json:  # first: the registry has changed, whatever printing meets
-        _write_summary(summary_json, {"status": "ok", **summary})
+        _write_summary(summary_json, _finished(summary_json, "train", summary))
     _print_summary(summary)
     if summary.get("reports_missing"):
         err_console.print(_styled(("warning:", "bold yellow"),
@@ -1471,7 +1489,7 @@ def forecast(
     summary = demand_forecast(data=data_config, forecast=config, cleaning=CleaningConfig(
         min_users=min_users, min_items=min_items))
     if summary_json:
-        _write_summary(summary_json, {"status": "ok", **summary})
+        _write_summary(summary_json, _finished(summary_json, "forecast", summary))
     table = Table(title=f"Demand forecast: {summary['products']:,} products x "
                         f"{summary['weeks']} weeks, last {test_weeks} held out")
     for column in ("method", "wape", "mae", "bias"):
@@ -2200,7 +2218,7 @@ def serve(
         # A stop waits for requests in flight at most this long: a client that never
         # finishes its body must not hold the server past SIGTERM.
         uvicorn.run(application, factory=workers > 1, host=host, port=port,
-                    workers=workers, log_level="info" if _VERBOSE else "warning",
+                    workers=workers, log_level="info",
                     access_log=_VERBOSE, log_config=_uvicorn_logging(),
                     # Past this, uvicorn answers 503 at once: a peak is shed, not queued
                     # behind slow clients (1,500 half-sent bodies were all held open).
@@ -2251,6 +2269,15 @@ def _uvicorn_logging() -> dict[str, Any]:
         fmt='%(asctime)s %(levelname)s %(name)s: %(client_addr)s - "%(request_line)s" '
             "%(status_code)s", use_colors=False)
     config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    # uvicorn's own lines at INFO, but without -v only its warnings and a worker's death
+    # (an OOM kill was invisible): the filter decides, not the level.
+    config["filters"] = {"quiet": {"()": "shoprec.serving.server.QuietServerLog",
+                                   "verbose": _VERBOSE}}
+    config["handlers"]["default"]["filters"] = ["quiet"]
+    # The workers' own processes get this configuration alone: shoprec's records (a
+    # request that failed) went out bare, without time or level.
+    config["loggers"]["shoprec"] = {"handlers": ["default"], "propagate": False,
+                                    "level": "INFO" if _VERBOSE else "WARNING"}
     return config
 
 

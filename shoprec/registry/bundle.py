@@ -243,6 +243,17 @@ class ModelBundle:
             except ConfigError as exc:
                 raise ServingUnavailableError(
                     f"the suppression list cannot be read: {exc}") from None
+            if cached is not None and cached[0][0] == stamp[0] and not subjects >= cached[2]:
+                # The list only grows: one moved, emptied or put back from an older copy
+                # read as "nobody erased", and served erased shoppers' histories again
+                # with every health check green. Not cached: mended, it is read again.
+                lost = len(cached[2] - subjects)
+                raise ServingUnavailableError(
+                    f"the erasure list {suppressions.path} "
+                    + ("is gone" if stamp[1] is None else f"lost {lost:,} record"
+                       + ("" if lost == 1 else "s")) + " since this server read it (moved, "
+                    "emptied or replaced by an older copy), and an erasure list only grows: "
+                    "put it back; if records were removed on purpose, restart the server")
             rows = np.empty(0, dtype=np.int64)
             if subjects:
                 index = self._subject_index()

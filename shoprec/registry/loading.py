@@ -204,9 +204,44 @@ def download_model(name: str, version: str, into: str) -> str:
     uri = tracking.tracking_uri()
     tracking.point_mlflow()
     with _artifacts_of(name, version):
-        return str(mlflow.artifacts.download_artifacts(
+        local = str(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{version}", dst_path=into, tracking_uri=uri,
             registry_uri=uri))
+    if not (Path(local) / "MLmodel").exists():
+        # MLflow copies a local folder that is gone as an empty one, without an error:
+        # serve then failed on "no MLmodel in /tmp/shoprec-serve-..." (exit 3).
+        raise ModelFilesError(_missing_files(name, version, "nothing was copied"))
+    return local
+
+
+def check_model_files(name: str, version: str) -> None:
+    """Refuse a version whose files a local artifact store no longer has.
+
+    Called before an alias moves to it (a rollback or promotion to a version that cannot
+    load made every later batch fail). Remote stores are not asked.
+
+    Raises:
+        ModelFilesError: The version's recorded local folder has no ``MLmodel``.
+    """
+    from urllib.parse import unquote, urlparse
+
+    where = str(tracking.client().get_model_version_download_uri(name, version) or "")
+    if where.startswith("file:"):
+        folder = Path(unquote(urlparse(where).path))
+    elif where.startswith("/"):
+        folder = Path(where)
+    else:
+        return
+    if not (folder / "MLmodel").exists():
+        raise ModelFilesError(_missing_files(name, version, f"{folder} has no MLmodel"))
+
+
+def _missing_files(name: str, version: str, missing: str) -> str:
+    return (f"the model files of {name} version {version} are missing from the artifact "
+            f"store ({missing[:300]}); they were deleted, or the store's folder was moved (a "
+            "local store records its artifacts at absolute paths: move it back). Register a "
+            "new version (shoprec train) or point the alias at another one (shoprec "
+            "rollback, shoprec promote --version N)")
 
 
 @contextlib.contextmanager
@@ -235,9 +270,4 @@ def _artifacts_of(name: str, version: str) -> Iterator[None]:
         missing, cause = tracking.redact(f"{type(exc).__name__}: {exc}"), exc
     else:
         return
-    raise ModelFilesError(
-        f"the model files of {name} version {version} are missing from the artifact store "
-        f"({missing[:300]}); they were deleted, or the store's folder was moved (a local "
-        "store records its artifacts at absolute paths: move it back). Register a new "
-        "version (shoprec train) or point the alias at another one (shoprec rollback, "
-        "shoprec promote --version N)") from cause
+    raise ModelFilesError(_missing_files(name, version, missing)) from cause

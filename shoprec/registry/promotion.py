@@ -316,6 +316,9 @@ def apply_promotion(decision: PromotionDecision, force: bool = False, reason: st
         raise PromotionError(f"{decision.name}'s champion moved from version "
                              f"{decision.champion_version} to {current} while the comparison "
                              "ran; run the promotion again")
+    # Files first, forced or not: --force overrides the comparison, not a model that
+    # cannot load.
+    _check_files(decision.name, decision.candidate_version)
     decision.actor = by or actor()
     decision.at = now()
     decision.reason = reason.strip()
@@ -373,6 +376,8 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict[str, An
     # log written twice).
     refuse_while_busy(client, name)
     record, resumed = _rollback_plan(client, name, reason, by)
+    if not resumed:
+        _check_files(name, record["to"])
     # Recorded (or, resumed, taken over) as this process's before anything moves: another
     # operation then sees it under way.
     client.set_registered_model_tag(name, PENDING_ROLLBACK, record_text(
@@ -420,7 +425,19 @@ def check_rollback(name: str) -> None:
     """
     finish_interrupted_move(name)  # a promotion stopped midway may have left previous wrong
     refuse_while_busy(tracking.client(), name)
-    _rollback_plan(tracking.client(), name)
+    record, _ = _rollback_plan(tracking.client(), name)
+    _check_files(name, record["to"])
+
+
+def _check_files(name: str, version: str) -> None:
+    """Refuse to point champion at a version whose files are gone (it could not load).
+
+    After a move of the installation, a rollback to such a version said nothing, and every
+    later batch and server start failed.
+    """
+    from shoprec.registry.loading import check_model_files
+
+    check_model_files(name, version)
 
 
 def _rollback_plan(client: Any, name: str, reason: str = "",

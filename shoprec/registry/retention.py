@@ -275,6 +275,9 @@ def prune(name: str, keep: int, older_than_days: float | None = None, reason: st
         ChampionBusyError: A promotion or rollback is moving the champion now.
     """
     client = tracking.client()
+    # A copied store's versions are the original's files: never deleted from here.
+    for found in client.search_experiments(max_results=1000):
+        tracking.check_artifact_home(found.artifact_location)
     # A move stopped midway is settled first: it may name versions the plan must keep.
     finish_interrupted_move(name)
     refuse_while_busy(client, name)

@@ -290,6 +290,7 @@ def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
     mlflow_client = client()
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
+        check_artifact_home(found.artifact_location)
         return found.experiment_id
     location = None
     uri = tracking_uri()
@@ -308,6 +309,36 @@ def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
             raise
         logger.info("experiment %s was created by another run at the same moment", name)
         return found.experiment_id
+
+
+def check_artifact_home(location: str | None) -> None:
+    """Refuse a SQLite store whose artifacts are recorded beside another copy of it.
+
+    A new store keeps them in ``mlartifacts`` beside the database (:func:`experiment_id`),
+    at an absolute path. A copied or moved installation still names the first folder: a
+    training there wrote its versions into it, and `prune` deleted the original's files,
+    whose own registry still listed them. Stores laid out otherwise are left alone.
+
+    Raises:
+        ConfigError: ``location`` is ``mlartifacts`` beside another folder than the
+            database's.
+    """
+    db = sqlite_path(tracking_uri())
+    if db is None or not location or not location.startswith("file:"):
+        return
+    from urllib.parse import unquote, urlparse
+
+    recorded = Path(unquote(urlparse(location).path))
+    here = db.resolve().parent
+    if recorded.name != "mlartifacts" or recorded.parent == here:
+        return
+    from shoprec.errors import ConfigError
+
+    raise ConfigError(
+        f"the MLflow store {db} records its artifacts in {recorded}, not beside it "
+        f"({here / 'mlartifacts'}): it was copied or moved from {recorded.parent}. Runs "
+        "here would write into that folder, and prune delete from it; move the store back, "
+        "or rewrite its recorded paths (README, Backing up and moving an installation)")
 
 
 if __name__ == "__main__":  # the child of initialise_store_in_background

@@ -660,6 +660,27 @@ _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options
                      (b"referrer-policy", b"no-referrer")]
 
 
+class QuietServerLog(logging.Filter):
+    """The server's console filter: without ``verbose``, warnings and a worker's death only.
+
+    uvicorn logs a worker's death ("Child process [N] died", an OOM kill) at INFO, the
+    level of its start-up chatter; this keeps the one and raises it to WARNING.
+    """
+
+    def __init__(self, verbose: bool = False) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is shown (a worker's death is shown as a warning)."""
+        if self.verbose or record.levelno >= logging.WARNING:
+            return True
+        if record.name.startswith("uvicorn") and "died" in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
+        return False
+
+
 #: The answer's header naming the registered model and version that gave it.
 MODEL_HEADER = b"x-shoprec-model"
 

@@ -89,6 +89,9 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     assert "ndcg@10" in entry["test"]
     assert "Leaderboard" in done.stdout
     assert data["status"] == "ok"
+    # As the running and failure records do: who, when, how long (a cron check reads it).
+    assert data["command"] == "train" and data["pid"] and data["seconds"] > 0
+    assert data["started_at"] <= data["ended_at"]
     # Read from another folder (a monitor's, the Prefect UI's): the quarantine paths hold.
     assert all(Path(p).is_absolute() and Path(p).exists()
                for p in counts["quarantine_files"].values())

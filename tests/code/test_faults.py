@@ -906,3 +906,32 @@ def test_the_temporary_servers_messages_stop_being_shown_once_it_is_stopped(
     with pytest.raises(ServerStartError, match="exited with status"):
         failing.wait()
     assert b"/proc/no-such-home" in capfdbinary.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_copied_store_refuses_to_train_or_prune_into_the_originals_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of an installation wrote its versions into the original's mlartifacts, and
+    its prune deleted the original's files, whose own registry still listed them."""
+    import shutil
+
+    from shoprec.errors import ConfigError
+    from shoprec.registry import retention, tracking
+
+    first, second = tmp_path / "site1", tmp_path / "site2"
+    first.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{first}/mlflow.db")
+    tracking.experiment_id("shop")
+    tracking.client().create_registered_model("shop-model")
+    shutil.copytree(first, second)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{second}/mlflow.db")
+    words = (f"records its artifacts in {first}/mlartifacts, not beside it "
+             f"\\({second}/mlartifacts\\): it was copied or moved from {first}")
+    with pytest.raises(ConfigError, match=words):
+        tracking.experiment_id("shop")
+    with pytest.raises(ConfigError, match=words):
+        retention.prune("shop-model", keep=1)
+    # The original itself, and a store laid out otherwise, go on as before.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{first}/mlflow.db")
+    assert tracking.experiment_id("shop")
+    tracking.check_artifact_home(f"file://{tmp_path}/elsewhere/artifacts")

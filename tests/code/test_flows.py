@@ -140,6 +140,14 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert parent.data.params["weighting.repeats"] == weighting["used"]["repeats"]
     # The version's run carries the winner's test metrics under MLflow names.
     assert parent.data.metrics["test_ndcg_at_10"] == pytest.approx(best["test"]["ndcg@10"])
+    # And the data's counts, so that nights chart against each other (drift in the UI).
+    data = summary["data"]
+    assert parent.data.metrics["data_rows_in"] == data["rows_in"]
+    assert parent.data.metrics["data_users"] == data["users"]
+    assert parent.data.metrics["data_quarantine_share"] == pytest.approx(
+        data["rows_quarantined"] / data["rows_in"])
+    for reason, count in data["quarantined_by_reason"].items():
+        assert parent.data.metrics[f"data_quarantined_{reason}"] == count
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     nested = {r.info.run_name: r for r in children}

@@ -374,11 +374,19 @@ def two_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     client = tracking.client()
     client.create_registered_model("legacy")
+    (tmp_path / "MLmodel").write_text("")  # their files, as far as an alias move looks
     for _ in range(2):
         client.create_model_version("legacy", source=str(tmp_path), tags={"gate": "pass"})
     client.set_registered_model_alias("legacy", "champion", "1")
     client.set_registered_model_alias("legacy", "challenger", "2")
     return "legacy"
+
+
+def _files() -> str:
+    """The folder of the fixture's versions, which holds an MLmodel (alias moves check it)."""
+    from shoprec.registry import tracking
+
+    return str(tracking.client().get_model_version("legacy", "1").source)
 
 
 def test_versions_without_a_recipe_are_refused_but_can_be_forced(two_versions: str) -> None:
@@ -401,9 +409,9 @@ def test_versions_without_a_recipe_are_refused_but_can_be_forced(two_versions: s
     from shoprec.registry import tracking
 
     client = tracking.client()
-    client.create_model_version(two_versions, source="/tmp",
+    client.create_model_version(two_versions, source=_files(),
                                 tags={"shoprec_kind": "demand-forecast"})  # version 3
-    client.create_model_version(two_versions, source="/tmp")  # version 4, by hand
+    client.create_model_version(two_versions, source=_files())  # version 4, by hand
     assert "3 is a demand forecast, not a recommender" in compare_with_champion(
         two_versions, "3", None, None, [10], "ndcg@10").why
     assert "4 was not published by a shoprec training (no 'gate' tag" in \
@@ -427,7 +435,7 @@ def test_a_promotion_does_not_overwrite_a_champion_that_moved_meanwhile(
     from shoprec.registry.promotion import PromotionError, apply_promotion, decide
 
     decision = decide(two_versions, "2", "1", {"ndcg@10": 0.3}, {"ndcg@10": 0.2}, "ndcg@10")
-    tracking.client().create_model_version(two_versions, source="/tmp")
+    tracking.client().create_model_version(two_versions, source=_files())
     tracking.client().set_registered_model_alias(two_versions, "champion", "3")  # a nightly
     with pytest.raises(PromotionError, match="moved from version 1 to 3"):
         apply_promotion(decision)
@@ -529,7 +537,7 @@ def test_a_promotion_whose_restore_failed_is_undone_by_the_next_operation(
     from shoprec.registry.promotion import apply_promotion, check_rollback, decide, rollback
 
     client = tracking.client()
-    client.create_model_version(two_versions, source="/tmp")  # version 3
+    client.create_model_version(two_versions, source=_files())  # version 3
     _promote_2_over_1(two_versions)
     assert (alias_version(two_versions, "champion"),
             alias_version(two_versions, "previous-champion")) == ("2", "1")
@@ -739,7 +747,7 @@ def test_a_rollback_record_is_resumed_only_while_the_aliases_are_as_it_left_them
     # resumed: the rollback asked now goes back to 3.
     client.set_registered_model_tag(two_versions, PENDING_ROLLBACK, json.dumps(
         {"from": "2", "to": "1", "by": "old", "at": "then", "reason": "old"}))
-    client.create_model_version(two_versions, source="/tmp")
+    client.create_model_version(two_versions, source=_files())
     promote("3", "1")
     promote("1", "3")
     moved = rollback(two_versions, reason="now", by="ops")
@@ -968,16 +976,16 @@ def test_a_model_name_holds_one_kind(two_versions: str, tmp_path: Path,
     refuse_other_kind("nothing-yet", "forecast")
     with pytest.raises(ConfigError, match="holds recommenders .version 1.; a forecast cannot"):
         refuse_other_kind(two_versions, "forecast")
-    client.create_model_version(two_versions, source="/tmp",
+    client.create_model_version(two_versions, source=_files(),
                                 tags={"shoprec_kind": "demand-forecast"})  # version 3
     client.set_registered_model_alias(two_versions, "previous-champion", "3")
     with pytest.raises(PromotionError, match="version 3, a demand forecast, while the "
                                              "champion .version 1. is a recommender"):
         check_rollback(two_versions)
     client.create_registered_model("demand")
-    client.create_model_version("demand", source="/tmp",
+    client.create_model_version("demand", source=_files(),
                                 tags={"shoprec_kind": "demand-forecast", "gate": "fail"})
-    client.create_model_version("demand", source="/tmp")  # left unlabelled by a killed run
+    client.create_model_version("demand", source=_files())  # left unlabelled by a killed run
     refuse_other_kind("demand", "forecast")  # no champion: its latest labelled version says
     with pytest.raises(ConfigError, match="holds demand forecasts"):
         refuse_other_kind("demand", "recommender")
@@ -1140,7 +1148,7 @@ def test_a_training_that_meets_a_live_move_keeps_its_version_as_challenger(
     from shoprec.registry.publish import GateCheck, GateVerdict, _label
 
     client = tracking.client()
-    client.create_model_version(two_versions, source="/tmp")  # version 3, just registered
+    client.create_model_version(two_versions, source=_files())  # version 3, just registered
     client.set_registered_model_tag(two_versions, PENDING_MOVE, _record_of(
         another_process, version="2", **{"from": "1"}, previous=None, action="promote",
         reason=""))

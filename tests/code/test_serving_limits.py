@@ -266,3 +266,30 @@ def test_a_long_recent_item_list_is_answered_off_the_event_loop(
     assert threaded == []
     answer = post(app, records({"user_id": "u1", "recent_items": [f"i{n}" for n in range(8)]}))
     assert answer.status_code == 200 and threaded == [1]
+
+
+def test_an_erasure_list_that_shrinks_or_goes_makes_the_server_unhealthy(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list moved away while the server ran read as "nobody erased": the erased shopper
+    got their own recommendations again, and /health stayed 200."""
+    from shoprec.privacy import SUPPRESSIONS_ENV, SuppressionList
+
+    listing = tmp_path / "erase.jsonl"
+    monkeypatch.setenv(SUPPRESSIONS_ENV, str(listing))
+    bundle = _bundle()
+    server = RecommendationServer(_mlflow_app, bundle.answer, Limits(), bundle)
+    assert post(server, records({"user_id": "u1"})).json()["predictions"][0]["source"] \
+        == "model"
+    SuppressionList().add("u1", "ops", "request")
+    assert post(server, records({"user_id": "u1"})).json()["predictions"][0]["source"] \
+        == "popularity"
+    kept = listing.read_text()
+    listing.rename(tmp_path / "moved.jsonl")
+    answer = post(server, records({"user_id": "u1"}))
+    assert answer.status_code == 503 and "is gone since this server read it" in \
+        answer.json()["message"]
+    listing.write_text("")  # emptied
+    assert "lost 1 record since" in post(server, records({"user_id": "u1"})).json()["message"]
+    listing.write_text(kept)  # put back: answered again, still erased
+    assert post(server, records({"user_id": "u1"})).json()["predictions"][0]["source"] \
+        == "popularity"
