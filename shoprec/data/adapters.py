@@ -36,6 +36,9 @@ QuarantineRule = tuple[str, Callable[[pd.DataFrame], pd.Series]]
 
 #: Genuine Online Retail products have a 5-digit stock code with an optional letter suffix.
 _RETAIL_PRODUCT_CODE = re.compile(r"^\d{5}[A-Z]{0,3}$")
+#: Codes of that form that are charges, not products: 23444 "Next Day Carriage" (a
+#: delivery fee) was recommended at rank 10 and found second by a search for "carriage".
+_RETAIL_CHARGE_CODES = frozenset({"23444"})
 
 ONLINE_RETAIL_COLUMNS: dict[str, str] = {
     "InvoiceNo": "invoice",
@@ -177,6 +180,15 @@ def load(config: DataConfig) -> RawData:
         logger.info("detected format %s for %s", fmt, path)
     if fmt == "online-retail":
         _refuse_mapping(config, fmt, path)
+        if config.items:
+            # Its products come from the invoice lines: a file of categories was ignored
+            # without a word (items_in 0), and search and content never saw them.
+            raise ConfigError(f"--items {config.items}: {path} is read as online-retail, "
+                              "whose products (titles, prices) come from its invoice lines, "
+                              "so the items file would be ignored; leave --items out, or "
+                              "pass --format generic with --map (its columns: InvoiceNo, "
+                              "StockCode, Description, Quantity, InvoiceDate, UnitPrice, "
+                              "CustomerID) to read the file's products with yours")
         return _adapt_online_retail(frame, path, config)
     if fmt == "movielens":
         _refuse_mapping(config, fmt, path)
@@ -379,7 +391,8 @@ _ANY_CASE = ("user_id", "item_id", "timestamp")
 
 
 def _retail_is_product(codes: pd.Series) -> pd.Series:
-    return codes.fillna("").str.upper().str.match(_RETAIL_PRODUCT_CODE.pattern)
+    upper = codes.fillna("").str.upper()
+    return upper.str.match(_RETAIL_PRODUCT_CODE.pattern) & ~upper.isin(_RETAIL_CHARGE_CODES)
 
 
 def _adapt_online_retail(frame: pd.DataFrame, path: str, config: DataConfig) -> RawData:

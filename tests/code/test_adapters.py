@@ -48,6 +48,8 @@ def test_online_retail_reasons_and_items(tmp_path: Path) -> None:
     rows = [
         "C580000,22111,THING,-2,2011-05-01 10:00:00,1.0,17001.0,UK",  # cancellation
         "580001,POST,POSTAGE,1,2011-05-01 10:00:00,18.0,17001.0,UK",  # non_product
+        # A charge with a product's code form: recommended at rank 10 before.
+        "580005,23444,Next Day Carriage,1,2011-05-01 10:00:00,15.0,17001.0,UK",
         "580002,22111,THING,2,2011-05-01 10:00:00,1.0,,UK",  # missing_user
         "580003,22111,THING,0,2011-05-01 10:00:00,1.0,17002.0,UK",  # non_positive_quantity
         "580004,22111,damaged,3,2011-05-01 10:00:00,1.0,17003.0,UK",  # clean, lower-case desc
@@ -56,7 +58,8 @@ def test_online_retail_reasons_and_items(tmp_path: Path) -> None:
     assert raw.format == "online-retail"
     data = clean(raw)
     assert data.report.quarantined_by_reason == {
-        "cancellation": 1, "non_product": 1, "missing_user": 1, "non_positive_quantity": 1}
+        "cancellation": 1, "non_product": 2, "missing_user": 1, "non_positive_quantity": 1}
+    assert "23444" not in set(data.items["item_id"])
     assert data.report.rows_clean == 49
     assert "17003" in set(data.interactions["user_id"])  # "17003.0" -> "17003"
     items = data.items.set_index("item_id")

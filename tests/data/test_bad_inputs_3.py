@@ -15,7 +15,7 @@ from shoprec_cli.app import app
 from typer.testing import CliRunner
 
 from tests.data.test_bad_inputs import assert_nothing_lost, validate
-from tests.helpers import canonical_csv, write
+from tests.helpers import canonical_csv, retail_csv, write
 
 ROW = "2024-01-05T10:00:00Z,purchase,1"
 
@@ -176,6 +176,11 @@ FILES: dict[str, tuple[Callable[[Path], list[str]], int, list[str], dict[str, in
     "an unknown --default-event": (
         lambda t: [*_csv(t, canonical_csv()), "--default-event", "stars"], 2,
         ["default_event must be one of view, cart, purchase, rating"], None),
+    "an items file with the online-retail layout": (
+        lambda t: [*_csv(t, retail_csv(["580001,22111,THING,1,2011-05-01 10:00:00,1.0,"
+                                        "17001.0,UK"])),
+                   "--items", str(write(t / "items.csv", "item_id,category\n22111,a\n"))],
+        2, ["is read as online-retail", "the items file would be ignored"], None),
     "a gzip file named .csv": (lambda t: _csv(t, gzip.compress(canonical_csv().encode())),
                                1, ["it is gzip-compressed", ".csv.gz"], None),
     "dates written day-month-year with dashes": (
