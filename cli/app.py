@@ -741,7 +741,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
                           f"{errors[len(errors) // 2]:.4f} (the spread over its "
                           + (f"{users:,} " if users else "") + "test users)",
                           highlight=False, soft_wrap=True)
-        floor = (summary.get("gate") or {}).get("min_users") or 0
+        gate = summary.get("gate") or {}
+        # The gate's own floor: under --gate-min-users when the champion was itself
+        # judged on fewer (then "replaces a champion on 50" was false two lines above).
+        floor = next((c.get("reference") for c in gate.get("checks", [])
+                      if c.get("name") == "enough_test_users"), None) \
+            or gate.get("min_users") or 0
+        floor = int(floor)
         if users is not None and 2 <= users < floor:
             console.print(f"note: {users} test users are few: one shopper's list moves these "
                           "figures by more than the families differ (the gate replaces a "
@@ -766,9 +772,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if before:
         # An A/B arm serving the challenger keeps the version it loaded; a plain `promote`
         # would now take this one, which never served.
+        named = ("" if registered["name"] == DEFAULT_MODEL_NAME
+                 else f" --registered-model-name {registered['name']}")
         console.print(f"  challenger moved from version {before} to {registered['version']}"
-                      f" (to promote version {before}: `shoprec promote --version {before}`)",
-                      highlight=False)
+                      f" (to promote version {before}: `shoprec promote --version {before}"
+                      f"{named}` with the data options)", highlight=False, soft_wrap=True)
     for check in gate["checks"]:
         # One line each, however long: a log is read with grep.
         console.print(f"  {check['name']}: {'pass' if check['passed'] else 'fail'} "
@@ -887,9 +895,13 @@ def _quiet_tracebacks() -> None:
 
 
 def _prefect_progress_hidden(record: logging.LogRecord) -> bool:
-    """A console filter: Prefect's records below WARNING are left out (shown with -v)."""
+    """A console filter: Prefect's records below WARNING are left out (shown with -v).
+
+    Its retries stay: "Retry 1/2 will start" is said at INFO, and is news.
+    """
     return record.levelno >= logging.WARNING or not (
-        record.name == "prefect" or record.name.startswith("prefect."))
+        record.name == "prefect" or record.name.startswith("prefect.")) \
+        or "retry" in record.getMessage().lower()
 
 
 def _before_flows(*modules: str) -> None:
@@ -1555,15 +1567,17 @@ def forget(
 
         key = resolve_pseudonym_key(DataConfig(pseudonymize=True,
                                                pseudonym_secret=pseudonym_secret))
-    # Asked before the record is added (the record would hide the id from the model).
-    known = _champion_knows(user, key, model_name)
     suppressions = SuppressionList()
     record = suppressions.add(user, by or None, reason, key)
+    # After the record: a registry that does not answer must not stand between a person
+    # and an erasure.
+    known = _champion_knows(user, key, model_name)
     if known is not None and known[1] is False:
-        err_console.print(f"note: {known[0]} does not know the shopper {user.strip()!r}: "
-                          "check the id's spelling and form (case, a customer number "
-                          "rather than an e-mail); the record is kept and erases this id "
-                          "wherever it appears", highlight=False)
+        # The id is not repeated: `forget -` keeps it out of logs as well as `ps`.
+        err_console.print(f"note: {known[0]} does not know this shopper id: check its "
+                          "spelling and form (case, a customer number rather than an "
+                          "e-mail), or the shopper had no row the model kept; the record is "
+                          "kept and erases this id wherever it appears", highlight=False)
     # Only where it can matter: a champion that was read and is not pseudonymised makes it
     # noise on every erasure.
     pseudonymised = known is None or known[2]
@@ -1592,14 +1606,15 @@ def _champion_knows(user: str, key: Any, model_name: str) -> tuple[str, bool | N
 
     Returns ``(which model, known, pseudonymised)``, ``known`` being ``None`` when it
     cannot tell (pseudonymised ids, no key given); ``None`` when no champion can be read
-    (no registry here: none is created).
+    (no registry here: none is created). Only a local SQLite registry is asked: a server
+    that does not answer held an erasure for 90 s.
     """
     from shoprec.data.schema import canonical_id
     from shoprec.privacy import is_pseudonym
     from shoprec.registry import tracking
 
     path = tracking.sqlite_path(tracking.tracking_uri())
-    if path is not None and not path.exists():
+    if path is None or not path.exists():
         return None
     try:
         from shoprec.registry.loading import load_bundle
@@ -1768,8 +1783,11 @@ def promote(
                              split=split_config, weighting=weighting)
     _print_decision(decision)
     if dry_run:
-        console.print(f"dry run: no alias moved; to promote it: `shoprec promote --version "
-                      f"{chosen}`", highlight=False, soft_wrap=True)
+        named = "" if model_name == DEFAULT_MODEL_NAME else \
+            f" --registered-model-name {model_name}"
+        console.print(f"dry run: no alias moved; to promote it, the same command without "
+                      f"--dry-run (`shoprec promote --version {chosen}{named}` and the same "
+                      "data options)", highlight=False, soft_wrap=True)
         return
     console.print(f"champion is now {model_name} version {decision['candidate_version']}"
                   + (f"; previous-champion is version {decision['champion_version']}"
@@ -1977,6 +1995,10 @@ def batch(
         resolve_candidate(model_name, pinned)  # a version that does not exist is said now
     elif alias_version(model_name, alias) is None:
         raise ConfigError(no_alias_message(model_name, alias))
+    from shoprec.batch import check_day_file
+
+    # Said once, before any flow (the flow checks again, for the Prefect form's runs).
+    check_day_file(output_dir, model_name, config.scored_by)
     _writable_dir(Path(output_dir), "--output-dir")
     if stock is not None:
         from shoprec.inventory import read_forecast, read_stock
@@ -2038,8 +2060,8 @@ def serve(
         "it).")] = 100_000,
     max_connections: Annotated[int, typer.Option(
         "--max-connections", min=1,
-        help="Open connections and requests per worker beyond which new ones are answered "
-        "503 (shed, not queued).")] = 1000,
+        help="Open connections per worker (idle keep-alive ones count) beyond which new "
+        "requests are answered 503 (shed, not queued).")] = 1000,
     mlflow_server: Annotated[bool, typer.Option(
         "--mlflow-server", help="Run MLflow's stock `mlflow models serve` instead: every "
         "request goes through pandas and schema enforcement (several times slower).")]
@@ -2222,7 +2244,8 @@ def serve(
                     access_log=_VERBOSE, log_config=_uvicorn_logging(),
                     # Past this, uvicorn answers 503 at once: a peak is shed, not queued
                     # behind slow clients (1,500 half-sent bodies were all held open).
-                    limit_concurrency=max_connections,
+                    # uvicorn counts the request's own connection: N lets N through.
+                    limit_concurrency=max_connections + 1,
                     timeout_graceful_shutdown=SERVE_GRACE_SECONDS)
     # Stopped, the staging folder removed: nothing is left to close (each session event
     # was committed when it came). The interpreter's own teardown of the model, pandas and

@@ -318,10 +318,16 @@ def _refuse_other_models_file(final: Path, model_name: str, scored_by: str = "")
     if scored_by and theirs and theirs != scored_by:
         from shoprec.errors import ConfigError
 
-        raise ConfigError(f"{final} holds {model_name}@{theirs}'s recommendations, and a "
-                          "batch's folder is read as one data set; give the batch of "
-                          f"{model_name}@{scored_by} a folder of its own (--output-dir, "
-                          "output_dir in the form), or move that file first")
+        raise ConfigError(f"{final} holds {_scorer(model_name, theirs)}'s recommendations, "
+                          "and a batch's folder is read as one data set; give the batch of "
+                          f"{_scorer(model_name, scored_by)} a folder of its own "
+                          "(--output-dir, output_dir in the form), or move that file first")
+
+
+def _scorer(model_name: str, scored_by: str) -> str:
+    """``name@alias``, or ``name version N`` for a version given by number."""
+    return f"{model_name} {scored_by}" if scored_by.startswith("version ") else \
+        f"{model_name}@{scored_by}"
 
 
 def _writer() -> str:

@@ -230,7 +230,7 @@ def _within_noise(primary: str, candidate: dict[str, float],
     """A clause when the two figures are closer than their standard error, else ``""``.
 
     The decision stays on the point estimates (a margin is the way to ask for more); the
-    clause tells the person that this test could not tell the two apart.
+    clause tells the person how small the gap is beside the figures' own spread.
     """
     name, _, k = primary.partition("@")
     key = f"{name}_se@{k}"
@@ -240,8 +240,10 @@ def _within_noise(primary: str, candidate: dict[str, float],
     gap = abs(float(candidate[primary]) - float(champion[primary]))
     if not error > 0 or gap >= error:
         return ""
-    return (f" (the gap, {gap:.4f}, is under one standard error, {error:.4f}: within the "
-            "noise of these test users)")
+    # Of each figure, not of their difference (per-user figures are not kept): a paired
+    # comparison on the same users could still tell them apart, so no verdict is drawn.
+    return (f" (the gap, {gap:.4f}, is smaller than the figures' own standard error, up to "
+            f"{error:.4f})")
 
 
 def resolve_candidate(name: str, version: str | None) -> str:

@@ -9,6 +9,8 @@ champion becomes ``previous-champion`` and both moves are logged like a promotio
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -673,8 +675,11 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
                        "the next run looks again", name, tracking.redact(str(exc)))
     client = tracking.client()
     status_before = client.get_run(run_id).info.status
+    said = io.StringIO()
     try:
-        with mlflow.start_run(run_id=run_id):
+        # MLflow prints "Created version 'N' ..." to stderr itself, not through logging:
+        # a scheduler mailed those lines every night. They go to this module's log.
+        with mlflow.start_run(run_id=run_id), contextlib.redirect_stderr(said):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(python_model),
@@ -688,6 +693,10 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
     except BaseException:  # Ctrl-C, SIGTERM or a server gone during the upload
         _discard_partial_upload(run_id, name)
         raise
+    finally:
+        for line in said.getvalue().splitlines():
+            if line.strip():
+                logger.info("mlflow: %s", line.strip())
     version = str(info.registered_model_version)
     _withdraw_copies(name, run_id, version)
     challenger_before = None

@@ -332,12 +332,29 @@ def champion_reference(name: str) -> ChampionReference:
                              shoppers=CatalogueSketch.from_tag(tags.get(SHOPPERS_TAG)),
                              titled=CatalogueSketch.from_tag(tags.get(TITLED_TAG)),
                              data_start=tags.get(START_TAG) or None,
-                             test_users=_count(tags.get(TEST_USERS_TAG)))
+                             test_users=_count(tags.get(TEST_USERS_TAG))
+                             or _logged_test_users(name, version))
 
 
 def _count(text: str | None) -> int | None:
     """A count recorded in a tag, ``None`` when absent or unreadable."""
     return int(text) if text and text.isdigit() else None
+
+
+def _logged_test_users(name: str, version: str) -> int | None:
+    """The test users logged with the run of a version registered before the tag existed.
+
+    Without it, a shop stuck on a small first champion from before stayed stuck. ``None``
+    when the run cannot be read or logged none.
+    """
+    try:
+        client = tracking.client()
+        run_id = client.get_model_version(name, str(version)).run_id
+        logged = client.get_run(run_id).data.metrics.get("test_users") if run_id else None
+    except Exception as exc:  # noqa: BLE001 - a hint only: the gate keeps its floor
+        logger.debug("no test users logged for %s version %s: %s", name, version, exc)
+        return None
+    return int(logged) if logged is not None and logged > 0 else None
 
 
 def read_catalogue(name: str, version: str) -> CatalogueSketch | None:

@@ -393,25 +393,36 @@ def request_records(payload: Any) -> list[Any] | None:
     return None
 
 
-def _records_and_queries(payload: Any) -> tuple[int, list[Any]]:
-    """How many records a JSON body MLflow will read holds, and its queries (for the limits).
+def _k_sum(values: list[Any], rows: int) -> int:
+    """Items asked for by ``rows`` records with these ``k`` values (the rest: the default)."""
+    return sum(_asked({"k": v}) for v in values[:rows]) + DEFAULT_K * max(
+        rows - len(values), 0)
 
-    Any of MLflow's shapes: a list of records, ``dataframe_split``, or ``inputs`` /
-    ``instances`` given by column; beside ``params`` or other keys. ``(0, [])`` when the
-    body is none of them (MLflow then explains).
+
+def _records_and_queries(payload: Any) -> tuple[int, list[Any], int]:
+    """A JSON body MLflow will read: its records, queries and items asked (for the limits).
+
+    The items asked are ``k`` summed over the records. Any of MLflow's shapes: a list of
+    records, ``dataframe_split``, or ``inputs`` / ``instances`` given by column; beside
+    ``params`` or other keys. ``(0, [], 0)`` when
+    the body is none of them (MLflow then explains).
     """
     if not isinstance(payload, dict):
-        return 0, []
-    count, queries = 0, []
+        return 0, [], 0
+    count, queries, asked = 0, [], 0
     for key, value in payload.items():
         if key in RECORD_KEYS and isinstance(value, list):
             count += len(value)
             queries += [r.get("query") for r in value if isinstance(r, dict)]
+            asked += sum(_asked(r) for r in value)
         elif key in RECORD_KEYS and isinstance(value, dict):  # by column
             columns = [v if isinstance(v, list) else [v] for v in value.values()]
-            count += max((len(c) for c in columns), default=0)
+            width = max((len(c) for c in columns), default=0)
+            count += width
             query = value.get("query")
             queries += query if isinstance(query, list) else [query]
+            k = value.get("k", [])
+            asked += _k_sum(k if isinstance(k, list) else [k] * width, width)
         elif key == "dataframe_split" and isinstance(value, dict):
             rows, names = value.get("data"), value.get("columns")
             if isinstance(rows, list):
@@ -419,12 +430,15 @@ def _records_and_queries(payload: Any) -> tuple[int, list[Any]]:
                 if isinstance(names, list) and "query" in names:
                     at = names.index("query")
                     queries += [r[at] for r in rows if isinstance(r, list) and len(r) > at]
-    return count, queries
+                at_k = names.index("k") if isinstance(names, list) and "k" in names else None
+                asked += _k_sum([r[at_k] for r in rows if isinstance(r, list)
+                                 and len(r) > at_k] if at_k is not None else [], len(rows))
+    return count, queries, asked
 
 
 def _table_records_and_queries(content_type: bytes, body: bytes, limits: Limits
-                               ) -> tuple[int, list[Any]]:
-    """How many rows a CSV or Parquet body holds, and its queries (for the limits).
+                               ) -> tuple[int, list[Any], int]:
+    """A CSV or Parquet body: its rows, queries and items asked (for the limits).
 
     Parquet's row count and sizes are read from its footer before any column is
     decompressed: a 4 KB file can hold 300,000 rows. ``(0, [])`` for any other type
@@ -440,26 +454,37 @@ def _table_records_and_queries(content_type: bytes, body: bytes, limits: Limits
     kind = content_type.split(b";")[0].strip().lower()
     if kind == b"application/vnd.apache.parquet":
         count, table = _parquet_rows(body, limits)
-        if table is None or "query" not in table.column_names:
-            return count, []
-        return count, table.column("query").to_pylist()
+        if table is None:
+            return count, [], 0
+        ks = table.column("k").to_pylist() if "k" in table.column_names else []
+        queries = table.column("query").to_pylist() if "query" in table.column_names else []
+        return count, queries, _k_sum(ks, count)
     if kind == b"text/csv":
         # Every row ends a line, by \n, \r\n or \r alone (a quoted field may hold more: an
         # overcount, never under); the parsed rows count too.
         breaks = max(body.count(b"\n"), body.count(b"\r"))
         count = max(breaks + (not body.endswith((b"\n", b"\r"))) - 1, 0)
         if count > limits.max_records:
-            return count, []
+            return count, [], 0
         try:
             found = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False,
-                                usecols=lambda column: column == "query")
+                                usecols=lambda column: column in ("query", "k"))
         except (ValueError, pd.errors.ParserError):
-            return count, []  # MLflow reads it, and explains what it cannot
+            return count, [], 0  # MLflow reads it, and explains what it cannot
         count = max(count, len(found))
         if count > limits.max_records:
-            return count, []
-        return count, list(found["query"]) if "query" in found else []
-    return 0, []
+            return count, [], 0
+        ks = [_csv_k(v) for v in found["k"]] if "k" in found else []
+        return count, list(found["query"]) if "query" in found else [], _k_sum(ks, count)
+    return 0, [], 0
+
+
+def _csv_k(text: str) -> Any:
+    """A CSV cell's ``k`` as a number where it reads as one (else left to MLflow)."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _parquet_rows(body: bytes, limits: Limits) -> tuple[int, Any]:

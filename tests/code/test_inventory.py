@@ -271,9 +271,9 @@ def test_a_challengers_batch_never_replaces_the_champions_day(bundle: ModelBundl
                                   model_name="north", scored_by="champion")
     assert pq.read_schema(first.path).metadata[SCORED_BY_KEY.encode()] == b"champion"
     before = Path(first.path).read_bytes()
-    for other in ("challenger", "version 2"):
+    for other, named in (("challenger", "north@challenger"), ("version 2", "north version 2")):
         with pytest.raises(ConfigError, match=f"holds north@champion's recommendations.*"
-                                              f"give the batch of north@{other} a folder"):
+                                              f"give the batch of {named} a folder"):
             check_day_file(tmp_path, "north", other)
         with pytest.raises(ConfigError, match="holds north@champion's"):
             write_recommendations(bundle, tmp_path, k=3, generated_at=day,

@@ -767,21 +767,21 @@ def test_decide_compares_only_the_metrics_both_have() -> None:
     assert decision.passed and [c.metric for c in decision.comparisons] == ["ndcg@10"]
 
 
-def test_a_gap_under_one_standard_error_is_said_to_be_within_the_noise() -> None:
+def test_a_gap_under_the_figures_standard_error_is_said() -> None:
     """A refusal by 0.0072 where each side's error was 0.0077 read as plainly worse."""
     from shoprec.registry.promotion import decide
 
     close = decide("m", "2", "1", {"ndcg@10": 0.0861, "ndcg_se@10": 0.0077},
                    {"ndcg@10": 0.0933, "ndcg_se@10": 0.0079}, "ndcg@10")
     assert not close.passed
-    assert close.why.endswith("(the gap, 0.0072, is under one standard error, 0.0079: "
-                              "within the noise of these test users)")
+    assert close.why.endswith("(the gap, 0.0072, is smaller than the figures' own "
+                              "standard error, up to 0.0079)")
     apart = decide("m", "2", "1", {"ndcg@10": 0.0327, "ndcg_se@10": 0.0039},
                    {"ndcg@10": 0.0933, "ndcg_se@10": 0.0079}, "ndcg@10")
-    assert not apart.passed and "noise" not in apart.why
+    assert not apart.passed and "standard error" not in apart.why
     # Figures without errors (a version registered before they existed) get no clause.
     older = decide("m", "2", "1", {"ndcg@10": 0.09}, {"ndcg@10": 0.0933}, "ndcg@10")
-    assert "noise" not in older.why
+    assert "standard error" not in older.why
 
 
 def test_each_metric_is_called_better_or_worse_in_its_own_direction() -> None:

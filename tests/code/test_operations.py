@@ -85,6 +85,10 @@ def test_promotion_refuses_a_worse_challenger_unless_forced_and_rollback_restore
 
     judged = client.get_model_version(NAME, "1").tags["gate_test_users"]
     assert int(judged) > 0 and champion_reference(NAME).test_users == int(judged)
+    # A version registered before the tag: the count logged with its run stands in.
+    client.delete_model_version_tag(NAME, "1", "gate_test_users")
+    assert champion_reference(NAME).test_users == int(judged)
+    client.set_model_version_tag(NAME, "1", "gate_test_users", judged)
 
     # A dry run compares and reports, and writes nothing: no alias, no tag.
     looked = promote_model(promotion=PromotionConfig(registered_model_name=NAME,
@@ -174,7 +178,7 @@ def test_batch_recommendations_write_every_known_user(registered: str, synthetic
     # A version pinned by number (an A/B test's arm) scores into a folder of its own: into
     # this one it would have replaced the day of the alias that scored it.
     with pytest.raises(ConfigError, match=f"holds {NAME}@serving's recommendations.*the "
-                                          f"batch of {NAME}@version 2 a folder"):
+                                          f"batch of {NAME} version 2 a folder"):
         batch_recommendations(batch=BatchConfig(registered_model_name=NAME, version="2",
                                                 output_dir=str(tmp_path), k=5))
     arm = batch_recommendations(batch=BatchConfig(registered_model_name=NAME, version="2",

@@ -187,6 +187,20 @@ def test_csv_and_parquet_bodies_are_held_to_the_limits(app) -> None:
     assert answer.status_code == 413 and "60 request records" in answer.json()["message"]
     answer = post(app, "user_id\r" + "u1\r" * 60, {"Content-Type": "text/csv"})  # CR only
     assert answer.status_code == 413 and "60 request records" in answer.json()["message"]
+    # An answer's size too, whichever handler answers: MLflow's params, by column, split,
+    # Parquet or CSV (each made a 62 MB answer past the limit).
+    big = [{"user_id": "u1", "k": 100}] * 3
+    for body, kind in (
+            (json.dumps({"dataframe_records": big, "params": {}}), None),
+            (json.dumps({"inputs": {"user_id": ["u1"] * 3, "k": [100] * 3}, "params": {}}),
+             None),
+            (json.dumps({"dataframe_split": {"columns": ["user_id", "k"],
+                                             "data": [["u1", 100]] * 3}}), None),
+            (_parquet(pd.DataFrame(big)), parquet),
+            ("user_id,k\n" + "u1,100\n" * 3, {"Content-Type": "text/csv"})):
+        answer = post(app, body, kind)
+        assert answer.status_code == 413, (kind, answer.text)
+        assert "300 items asked for" in answer.json()["message"]
     long_query = _parquet(pd.DataFrame({"query": ["mug " * 40]}))
     answer = post(app, long_query, parquet)
     assert answer.status_code == 400 and "a query of 160 characters" in answer.json()["message"]
