@@ -850,6 +850,8 @@ def _percent(share: float) -> str:
 
 
 _VERBOSE = False
+#: How many -v were given (-vv: shoprec's debug records).
+_VERBOSITY = 0
 
 
 class _WithoutTraceback(logging.Formatter):
@@ -948,8 +950,8 @@ def _check_prefect_home() -> None:
 
 
 def _configure_logging(verbose: int) -> None:
-    global _VERBOSE
-    _VERBOSE = verbose > 0
+    global _VERBOSE, _VERBOSITY
+    _VERBOSE, _VERBOSITY = verbose > 0, verbose
     # -vv: shoprec's own debug records too (the other libraries' stay at INFO: Prefect's,
     # MLflow's and TensorFlow's debug output would bury them).
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -2236,6 +2238,7 @@ def serve(
                               "only to requests carrying this token (the link, or the header "
                               "X-Shoprec-Token)", highlight=False)
         err_console.print(_erasure_list_line(), highlight=False)
+        _set_erasure_floor()
         sys.stderr.flush()
         # A stop waits for requests in flight at most this long: a client that never
         # finishes its body must not hold the server past SIGTERM.
@@ -2275,6 +2278,21 @@ def _erasure_list_line() -> str:
     return f"erasure list: {where} ({count:,} record{'' if count == 1 else 's'})"
 
 
+def _set_erasure_floor() -> None:
+    """Hand the workers the erasure list's size now.
+
+    A worker started again after a crash has read no list before, and would take a
+    shrunken one as it finds it.
+    """
+    from shoprec.errors import ConfigError
+    from shoprec.privacy import SUPPRESSIONS_FLOOR_ENV, SuppressionList
+
+    try:
+        os.environ[SUPPRESSIONS_FLOOR_ENV] = str(len(SuppressionList().subjects()))
+    except ConfigError:  # a damaged list: every request is refused until it is mended
+        os.environ.pop(SUPPRESSIONS_FLOOR_ENV, None)
+
+
 def _uvicorn_logging() -> dict[str, Any]:
     """The server's logging in shoprec's format: a time on every line, all on stderr.
 
@@ -2300,7 +2318,8 @@ def _uvicorn_logging() -> dict[str, Any]:
     # The workers' own processes get this configuration alone: shoprec's records (a
     # request that failed) went out bare, without time or level.
     config["loggers"]["shoprec"] = {"handlers": ["default"], "propagate": False,
-                                    "level": "INFO" if _VERBOSE else "WARNING"}
+                                    "level": "DEBUG" if _VERBOSITY > 1 else
+                                    "INFO" if _VERBOSE else "WARNING"}
     return config
 
 

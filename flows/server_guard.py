@@ -148,9 +148,11 @@ class TemporaryServer:
                  "--log-level", "error", "--lifespan", "on"],
                 env=self.environment, pass_fds=(sock.fileno(),), start_new_session=True,
                 stderr=subprocess.PIPE)
+        # The stream of now: one swapped in later (registration's capture of MLflow's
+        # prints) must not take the server's errors and hide them.
         self._relay_thread = threading.Thread(
-            target=self._relay, args=(self.process.stderr,), name="prefect-server-stderr",
-            daemon=True)
+            target=self._relay, args=(self.process.stderr, sys.stderr),
+            name="prefect-server-stderr", daemon=True)
         self._relay_thread.start()
         if not self.launched:  # the timeout counts from the first launch, as Prefect's does
             self.launched = time.monotonic()
@@ -198,17 +200,14 @@ class TemporaryServer:
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher on a slow machine, or "
             "point PREFECT_API_URL at a running server (`prefect server start`)")
 
-    def _relay(self, pipe: Any) -> None:
-        """Pass the server's messages on to this process's stderr until it is stopped."""
+    def _relay(self, pipe: Any, stream: Any = None) -> None:
+        """Pass the server's messages on to ``stream`` (stderr) until it is stopped."""
+        stream = stream or sys.stderr
         for line in iter(pipe.readline, b""):
             if not self.stopping.is_set():
                 with contextlib.suppress(OSError, ValueError):  # stderr closed at exit
-                    out = getattr(sys.stderr, "buffer", None)
-                    if out is not None:
-                        out.write(line)
-                    else:
-                        sys.stderr.write(line.decode("utf-8", "replace"))
-                    sys.stderr.flush()
+                    stream.write(line.decode("utf-8", "replace"))
+                    stream.flush()
         pipe.close()
 
     def stop(self) -> None:

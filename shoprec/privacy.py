@@ -47,6 +47,10 @@ logger = logging.getLogger(__name__)
 KEY_ENV = "SHOPREC_PSEUDONYM_KEY"
 #: Environment variable naming the suppression list file.
 SUPPRESSIONS_ENV = "SHOPREC_SUPPRESSIONS"
+#: Set by ``shoprec serve`` for its workers: the subject hashes its erasure list held when
+#: the server started. A worker started again later (after a crash) has read no list
+#: before; with this it still knows the list may not have shrunk.
+SUPPRESSIONS_FLOOR_ENV = "SHOPREC_SERVE_ERASURES_AT_START"
 #: Default suppression list, in the working directory (beside the default ``mlflow.db``).
 DEFAULT_SUPPRESSIONS = "suppressions.jsonl"
 #: Quarantine reason of an erased shopper's rows.

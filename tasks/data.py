@@ -27,7 +27,7 @@ from shoprec.config import (
 from shoprec.data.adapters import RawData, load
 from shoprec.data.cleaning import CleanData, clean
 from shoprec.data.splits import Split, split_interactions
-from shoprec.errors import EXHAUSTED_RESOURCES, ConfigError, DataError
+from shoprec.errors import EXHAUSTED_RESOURCES, ConfigError, DataError, ModelFilesError
 from shoprec.features.encoding import EncodedSplit, encode_split
 from shoprec.pipeline import data_fingerprint
 from shoprec.privacy import KEY_ENV, PseudonymKey, make_key, pseudonymize
@@ -51,6 +51,8 @@ def transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's sig
         state.result()
     except DataError:
         return False
+    except ModelFilesError:
+        return False  # a version's files gone stay gone (an OSError, but no hiccup)
     except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             FileExistsError):
         return False  # the path is wrong, and stays wrong on the next attempt

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -227,7 +228,7 @@ class ModelBundle:
 
     def _suppression(self) -> tuple[Any, np.ndarray, frozenset[str]]:
         from shoprec.errors import ConfigError, ServingUnavailableError
-        from shoprec.privacy import SuppressionList
+        from shoprec.privacy import SUPPRESSIONS_FLOOR_ENV, SuppressionList
 
         suppressions = SuppressionList()
         stamp = (str(suppressions.path), suppressions.stamp())
@@ -243,17 +244,21 @@ class ModelBundle:
             except ConfigError as exc:
                 raise ServingUnavailableError(
                     f"the suppression list cannot be read: {exc}") from None
-            if cached is not None and cached[0][0] == stamp[0] and not subjects >= cached[2]:
+            floor = int(os.environ.get(SUPPRESSIONS_FLOOR_ENV) or 0)
+            seen = cached[2] if cached is not None and cached[0][0] == stamp[0] else None
+            if (seen is not None and not subjects >= seen) or len(subjects) < floor:
                 # The list only grows: one moved, emptied or put back from an older copy
                 # read as "nobody erased", and served erased shoppers' histories again
-                # with every health check green. Not cached: mended, it is read again.
-                lost = len(cached[2] - subjects)
+                # with every health check green (a worker started again after a crash
+                # has the server's count at start). Not cached: mended, it is read again.
+                lost = len(seen - subjects) if seen is not None else floor - len(subjects)
                 raise ServingUnavailableError(
                     f"the erasure list {suppressions.path} "
-                    + ("is gone" if stamp[1] is None else f"lost {lost:,} record"
-                       + ("" if lost == 1 else "s")) + " since this server read it (moved, "
-                    "emptied or replaced by an older copy), and an erasure list only grows: "
-                    "put it back; if records were removed on purpose, restart the server")
+                    + ("is gone" if stamp[1] is None else f"lost records ({lost:,} subject "
+                       "hash" + ("" if lost == 1 else "es") + ")")
+                    + " since this server read it (moved, emptied or replaced by an older "
+                    "copy), and an erasure list only grows: put it back; if records were "
+                    "removed on purpose, restart the server")
             rows = np.empty(0, dtype=np.int64)
             if subjects:
                 index = self._subject_index()

@@ -695,8 +695,13 @@ def register_pyfunc(*, run_id: str, name: str, verdict: GateVerdict, tags: dict[
         raise
     finally:
         for line in said.getvalue().splitlines():
+            # Its registration lines are progress; anything else it said (a warning) is
+            # passed on as one.
             if line.strip():
-                logger.info("mlflow: %s", line.strip())
+                routine = line.startswith(("Successfully registered model", "Created version",
+                                           "Registered model")) or " INFO " in line
+                logger.log(logging.INFO if routine else logging.WARNING, "mlflow: %s",
+                           line.strip())
     version = str(info.registered_model_version)
     _withdraw_copies(name, run_id, version)
     challenger_before = None

@@ -330,7 +330,10 @@ def check_artifact_home(location: str | None) -> None:
 
     recorded = Path(unquote(urlparse(location).path))
     here = db.resolve().parent
-    if recorded.name != "mlartifacts" or recorded.parent == here:
+    # Links followed on both sides: a store moved and linked back from its old path is
+    # where it says it is.
+    if recorded.name != "mlartifacts" or not recorded.is_absolute() \
+            or recorded.parent.resolve() == here:
         return
     from shoprec.errors import ConfigError
 

@@ -935,3 +935,7 @@ def test_a_copied_store_refuses_to_train_or_prune_into_the_originals_files(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{first}/mlflow.db")
     assert tracking.experiment_id("shop")
     tracking.check_artifact_home(f"file://{tmp_path}/elsewhere/artifacts")
+    # Moved, and linked back from its old path: where it says it is.
+    first.rename(tmp_path / "moved")
+    first.symlink_to(tmp_path / "moved")
+    assert tracking.experiment_id("shop")

@@ -371,8 +371,11 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(
         def result(self) -> None:
             raise self.error
 
+    from shoprec.errors import ModelFilesError
+
+    # A version's files gone (an OSError too) stay gone: retried, it was said three times.
     for wrong in (PermissionError(13, "denied"), NotADirectoryError(20, "not a folder"),
-                  FileNotFoundError(2, "gone")):
+                  FileNotFoundError(2, "gone"), ModelFilesError("files of version 2 gone")):
         assert transient_io(None, None, Ended(wrong)) is False
     assert transient_io(None, None, Ended(ConnectionResetError(104, "reset"))) is True
     # A full disk is still full seconds later (a second reader saw two retries of it).
