@@ -118,11 +118,6 @@ class TemporaryServer:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.launched = 0.0
-        # Set when stopping begins: the server's messages from then on are not shown (a
-        # run that failed in its first seconds printed 150 lines of its services'
-        # cancelled tasks after its own one-line error).
-        self.stopping = threading.Event()
-        self._relay_thread: threading.Thread | None = None
         # The variables this process had before it was pointed at the server.
         self._previous: dict[str, str | None] | None = None
 
@@ -146,14 +141,7 @@ class TemporaryServer:
                  str(prefect.__module_path__.parent), "--factory",
                  "shoprec_flows.server_guard:create_app", "--fd", str(sock.fileno()),
                  "--log-level", "error", "--lifespan", "on"],
-                env=self.environment, pass_fds=(sock.fileno(),), start_new_session=True,
-                stderr=subprocess.PIPE)
-        # The stream of now: one swapped in later (registration's capture of MLflow's
-        # prints) must not take the server's errors and hide them.
-        self._relay_thread = threading.Thread(
-            target=self._relay, args=(self.process.stderr, sys.stderr),
-            name="prefect-server-stderr", daemon=True)
-        self._relay_thread.start()
+                env=self.environment, pass_fds=(sock.fileno(),), start_new_session=True)
         if not self.launched:  # the timeout counts from the first launch, as Prefect's does
             self.launched = time.monotonic()
             atexit.register(self.stop)
@@ -200,23 +188,8 @@ class TemporaryServer:
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher on a slow machine, or "
             "point PREFECT_API_URL at a running server (`prefect server start`)")
 
-    def _relay(self, pipe: Any, stream: Any = None) -> None:
-        """Pass the server's messages on to ``stream`` (stderr) until it is stopped."""
-        stream = stream or sys.stderr
-        for line in iter(pipe.readline, b""):
-            if not self.stopping.is_set():
-                with contextlib.suppress(OSError, ValueError):  # stderr closed at exit
-                    stream.write(line.decode("utf-8", "replace"))
-                    stream.flush()
-        pipe.close()
-
     def stop(self) -> None:
         """Stop the server: uvicorn's clean shutdown, then a kill after the grace."""
-        if self.process is not None and self.process.poll() is not None \
-                and self._relay_thread is not None:
-            # It ended by itself (a failed start): its last words are what explains it.
-            self._relay_thread.join(timeout=2)
-        self.stopping.set()
         process, self.process = self.process, None
         if process is None:
             return

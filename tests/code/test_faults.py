@@ -875,39 +875,6 @@ def test_a_file_written_whole_reaches_the_disk_before_its_rename(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["day.csv"]
 
 
-def test_the_temporary_servers_messages_stop_being_shown_once_it_is_stopped(
-        capfdbinary: pytest.CaptureFixture[bytes]) -> None:
-    """A run that failed in its first seconds printed its one-line error, then 150 lines
-    of the stopping server's cancelled services; a server that cannot start still shows
-    why (its last words come before the error)."""
-    import threading
-
-    from shoprec_flows.server_guard import ServerStartError, TemporaryServer
-
-    server = TemporaryServer({}, timeout=1)
-    read, write = os.pipe()
-    with os.fdopen(read, "rb") as pipe, os.fdopen(write, "wb") as sink:
-        relay = threading.Thread(target=server._relay, args=(pipe,))
-        relay.start()
-        sink.write(b"while it runs\n")
-        sink.flush()
-        time.sleep(0.5)
-        server.stopping.set()
-        sink.write(b"Error flushing 1 events\n")
-        sink.close()
-        relay.join(timeout=10)
-    shown = capfdbinary.readouterr().err
-    assert b"while it runs" in shown and b"Error flushing" not in shown
-
-    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
-           "PREFECT_HOME": "/proc/no-such-home"}
-    failing = TemporaryServer(env, timeout=120)
-    failing.launch()
-    with pytest.raises(ServerStartError, match="exited with status"):
-        failing.wait()
-    assert b"/proc/no-such-home" in capfdbinary.readouterr().err
-
-
 @pytest.mark.slow
 def test_a_copied_store_refuses_to_train_or_prune_into_the_originals_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
