@@ -689,6 +689,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_row("period (UTC)", f"{counts['first_timestamp'][:16].replace('T', ' ')} .. "
                       f"{counts['last_timestamp'][:16].replace('T', ' ')}")
     console.print(table)
+    # The rows left out as erased are the list's: a run where it is not (another folder,
+    # the variable unset, a restored machine) trained on erased shoppers without a word.
+    console.print(_erasure_list_line(), highlight=False, soft_wrap=True)
     split = Table(title=f"Split: {summary['split']['method']}")
     # A temporal split says where each part starts: a mistyped year shows there.
     cutoffs = summary["split"].get("cutoffs") or {}
@@ -2001,7 +2004,12 @@ def batch(
 
     # Said once, before any flow (the flow checks again, for the Prefect form's runs).
     check_day_file(output_dir, model_name, config.scored_by)
+    # Before the output folder is made: a refused Prefect home leaves nothing behind.
+    _check_prefect_home()
     _writable_dir(Path(output_dir), "--output-dir")
+    # Which shoppers are left out is the list's: a batch run where it is not wrote the
+    # erased shoppers' rows again, without a word.
+    console.print(_erasure_list_line(), highlight=False, soft_wrap=True)
     if stock is not None:
         from shoprec.inventory import read_forecast, read_stock
 

@@ -359,10 +359,13 @@ def _remove_dead_drafts(output_dir: Path, today: Path) -> None:
                          .removesuffix(".parquet.tmp").rpartition("."))
         dead = space == here and pid.isdigit() and int(pid) != os.getpid() \
             and not psutil.pid_exists(int(pid))
+        # Another host's or container's (a restarted container has a new name and PID
+        # namespace): no day's file takes a day to write, so a day-old draft is abandoned.
+        abandoned = space not in ("", here) and _age_seconds(draft) > FOREIGN_DRAFT_SECONDS
         # An older shoprec named its drafts by PID alone, with no host: one left an hour
         # ago is no live writer's (a day's file is written in seconds to minutes).
         older = space == "" and pid.isdigit() and _age_seconds(draft) > OLDER_DRAFT_SECONDS
-        if dead or older:
+        if dead or older or abandoned:
             logger.info("removing %s, left by a batch run that was killed", draft)
             draft.unlink(missing_ok=True)
             if draft.parent != today:
@@ -372,6 +375,8 @@ def _remove_dead_drafts(output_dir: Path, today: Path) -> None:
 
 #: How old a draft named the older way (no host) must be to count as abandoned.
 OLDER_DRAFT_SECONDS = 3600
+#: How old another host's or container's draft must be to count as abandoned.
+FOREIGN_DRAFT_SECONDS = 86_400
 
 
 def _age_seconds(path: Path) -> float:

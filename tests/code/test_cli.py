@@ -67,6 +67,8 @@ def test_train_on_the_bundled_sample_writes_a_summary(tmp_path: Path, prefect_ap
     done = run("train", "--summary-json", str(summary), "--registered-model-name",
                "cli-sample", *few, cwd=tmp_path, env={"TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr
+    # Which erasure list the run read is said (one not found: nobody erased here).
+    assert "erasure list: " in done.stdout
     # Training the networks leaves no converted code behind (TensorFlow's autograph wrote
     # a file per step function, and the command ends without the interpreter's teardown).
     assert not list(scratch.glob("__autograph_generated_file*"))

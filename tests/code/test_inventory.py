@@ -189,6 +189,10 @@ def test_batch_days_read_back_as_one_data_set_and_killed_drafts_go(
     for draft in (older, recent):
         draft.write_bytes(b"an older shoprec's")
     os.utime(older, (time.time() - 7200, time.time() - 7200))
+    # Another host's (a container restarted under a new name) a day old: abandoned.
+    gone = day / f".recommendations-oldhost.4026531836.{dead}.parquet.tmp"
+    gone.write_bytes(b"a killed container's")
+    os.utime(gone, (time.time() - 2 * 86_400, time.time() - 2 * 86_400))
     # A run killed writing an earlier day left its draft in a day no later run writes.
     missed = tmp_path / "generated_date=2025-02-28"
     missed.mkdir()
