@@ -1573,6 +1573,11 @@ def forget(
         key = resolve_pseudonym_key(DataConfig(pseudonymize=True,
                                                pseudonym_secret=pseudonym_secret))
     suppressions = SuppressionList()
+    if user.strip() and user.strip() in f"{reason} {by}":
+        # Recorded as given, in the list that otherwise holds only the id's hash.
+        err_console.print("note: --reason or --by holds the shopper's id, and is recorded "
+                          "as written: describe the request without it (a ticket number)",
+                          highlight=False)
     record = suppressions.add(user, by or None, reason, key)
     # After the record: a registry that does not answer must not stand between a person
     # and an erasure.
@@ -1586,7 +1591,8 @@ def forget(
     # Only where it can matter: a champion that was read and is not pseudonymised makes it
     # noise on every erasure.
     pseudonymised = known is None or known[2]
-    if key is None and pseudonymised and not is_pseudonym(user.strip().lower()):
+    unkeyed = key is None and pseudonymised and not is_pseudonym(user.strip().lower())
+    if unkeyed:
         err_console.print("note: no pseudonymisation key (SHOPREC_PSEUDONYM_KEY or "
                           "--pseudonym-secret), so only the id as given was recorded. Every "
                           "later training quarantines the shopper's rows, pseudonymised or "
@@ -1595,15 +1601,46 @@ def forget(
                           "pseudonym, which its batches and requests naming the pseudonym "
                           "still use until the next training: run again with the key, or "
                           "pass the pseudonym", highlight=False)
+    sessions = _forget_sessions(user, key)
     console.print(f"erasure recorded in {suppressions.path.resolve()} at "
                   f"{record['requested_at']} by "
                   f"{record['requested_by']} ({len(record['subjects'])} subject hash"
                   f"{'es' if len(record['subjects']) > 1 else ''}); served models stop using "
                   "the shopper's history on their next request, the next training "
-                  "quarantines their rows as 'erased', and the next batch writes no rows "
-                  "for them. Not reached: batch output already written (delete its "
+                  "quarantines their rows as 'erased'"
+                  # Without the key, a pseudonymised champion's batch still names them.
+                  + ("" if unkeyed else ", and the next batch writes no rows for them")
+                  + (f"; {sessions}" if sessions else "")
+                  + ". Not reached: batch output already written (delete its "
                   "generated_date= folders or their rows), older model versions' "
-                  "artifacts and earlier quarantine files", highlight=False)
+                  "artifacts, earlier quarantine files, Prefect's cached results (until they "
+                  "expire) and another server's live sessions file", highlight=False)
+
+
+def _forget_sessions(user: str, key: Any) -> str | None:
+    """Drop the shopper's live session from this folder's sessions file, if there is one.
+
+    Its events (what they looked at in the last 24 hours) stayed until they expired.
+    Returns what was done, or ``None`` where no sessions file is found.
+    """
+    import sqlite3
+
+    from shoprec.data.schema import canonical_id
+    from shoprec.serving.sessions import DEFAULT_SESSIONS, SESSIONS_ENV, SessionStore
+
+    path = Path(os.environ.get(SESSIONS_ENV) or DEFAULT_SESSIONS)
+    if not path.is_file():
+        return None
+    ids = [canonical_id(user)]
+    if key is not None:
+        ids += key.pseudonyms([ids[0]])
+    try:
+        dropped = SessionStore(path).forget(ids)
+    except (sqlite3.Error, OSError, ValueError) as exc:
+        err_console.print(f"warning: the live sessions in {path} could not be cleared "
+                          f"({exc}); they expire within 24 hours", highlight=False)
+        return None
+    return f"{dropped} live session event{'' if dropped == 1 else 's'} dropped from {path}"
 
 
 def _champion_knows(user: str, key: Any, model_name: str) -> tuple[str, bool | None, bool] | None:
@@ -2072,6 +2109,10 @@ def serve(
         "--max-connections", min=1,
         help="Open connections per worker (idle keep-alive ones count) beyond which new "
         "requests are answered 503 (shed, not queued).")] = 1000,
+    request_timeout: Annotated[int, typer.Option(
+        "--request-timeout", min=1,
+        help="Seconds a request may take to arrive, headers and body, before its "
+        "connection is closed (slow or idle clients cannot hold the connections).")] = 30,
     mlflow_server: Annotated[bool, typer.Option(
         "--mlflow-server", help="Run MLflow's stock `mlflow models serve` instead: every "
         "request goes through pandas and schema enforcement (several times slower).")]
@@ -2206,6 +2247,7 @@ def serve(
 
     from shoprec.errors import ModelFilesError, ShopRecError
     from shoprec.registry.loading import download_model, local_bundle
+    from shoprec.serving.protocol import DeadlineHttpProtocol
     from shoprec.serving.server import MODEL_URI_ENV, Limits, create_app
 
     with tempfile.TemporaryDirectory(prefix="shoprec-serve-") as staging:
@@ -2223,7 +2265,8 @@ def serve(
             raise ShopRecError(f"could not copy version {version} into {staging} ({said}); "
                                f"{advice}") from exc
         # The workers (separate processes when --workers > 1) read these when they start.
-        limits = Limits(max_body_bytes, max_records, max_query_chars, max_answer_items)
+        limits = Limits(max_body_bytes, max_records, max_query_chars, max_answer_items,
+                        request_timeout)
         os.environ.update({**environment, MODEL_URI_ENV: local, **limits.environment()})
         if workers == 1:
             # Built here, so a version this shoprec cannot read, or whose pseudonym key is
@@ -2239,7 +2282,8 @@ def serve(
         # Again: loading took seconds, and another server may have taken the port meanwhile.
         _check_port_free(host, port)
         err_console.print(announce, highlight=False)
-        link = f"http://{netloc}/" + (f"?token={quote(token, safe='')}" if token else "")
+        # After '#': a browser never sends it, so no access log or proxy writes it down.
+        link = f"http://{netloc}/" + (f"#token={quote(token, safe='')}" if token else "")
         err_console.print(f"storefront preview: {link}", highlight=False)
         if token:
             err_console.print("shopper data (the shopper list, histories, explanations) goes "
@@ -2257,6 +2301,9 @@ def serve(
                     # behind slow clients (1,500 half-sent bodies were all held open).
                     # uvicorn counts the request's own connection: N lets N through.
                     limit_concurrency=max_connections + 1,
+                    # A request slow to arrive is cut at --request-timeout: 25 sockets
+                    # sending a header line every 5 s held every connection.
+                    http=DeadlineHttpProtocol,
                     timeout_graceful_shutdown=SERVE_GRACE_SECONDS)
     # Stopped, the staging folder removed: nothing is left to close (each session event
     # was committed when it came). The interpreter's own teardown of the model, pandas and
@@ -2323,6 +2370,8 @@ def _uvicorn_logging() -> dict[str, Any]:
     config["filters"] = {"quiet": {"()": "shoprec.serving.server.QuietServerLog",
                                    "verbose": _VERBOSE}}
     config["handlers"]["default"]["filters"] = ["quiet"]
+    config["filters"]["no_query"] = {"()": "shoprec.serving.server.AccessLogWithoutQuery"}
+    config["handlers"]["access"]["filters"] = ["no_query"]
     # The workers' own processes get this configuration alone: shoprec's records (a
     # request that failed) went out bare, without time or level.
     config["loggers"]["shoprec"] = {"handlers": ["default"], "propagate": False,

@@ -280,7 +280,9 @@ class SuppressionList:
             # One line per request, appended: a concurrent writer never interleaves within
             # it. A last line written without its newline (by hand) is ended first, or the
             # two records would share a line that reads as neither.
-            with self.path.open("a+b") as handle:
+            # Created readable by its owner only: the list says who asked to be forgotten.
+            descriptor = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(descriptor, "a+b") as handle:
                 handle.seek(0, os.SEEK_END)
                 if handle.tell():
                     _check_is_list(self.path, handle)

@@ -18,6 +18,7 @@ lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -36,6 +37,7 @@ from shoprec.registry.aliases import (
     now,
     refuse_while_busy,
 )
+from shoprec.registry.recipe import SHOPPERS_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ def plan(name: str, keep: int, older_than_days: float | None = None) -> PrunePla
         else:
             result.prune.append(PrunedVersion(
                 number, _time(version.creation_timestamp), version.run_id or None,
-                _model_id(version), str(version.source or ""), dict(version.tags or {}),
+                _model_id(version), str(version.source or ""), _recorded_tags(version.tags),
                 version.description or ""))
     _running_runs(client, result)
     if result.prune:
@@ -225,6 +227,15 @@ def _share_models(client: Any, result: PrunePlan) -> None:
             if (str(v.name), str(v.version)) not in going}
     for version in result.prune:
         version.model_goes = version.model_id is not None and version.model_id not in used
+
+
+def _recorded_tags(tags: dict[str, str] | None) -> dict[str, str]:
+    """A deleted version's tags as its record keeps them: without the shoppers' sketch.
+
+    The sketch holds hashes of up to 256 shoppers' raw ids, reversible for short numeric
+    ids; the record outlives every file of the version (and any erasure).
+    """
+    return {k: v for k, v in (tags or {}).items() if k != SHOPPERS_TAG}
 
 
 def _archived_moves(tags: dict[str, str], result: PrunePlan) -> None:
@@ -424,6 +435,11 @@ def _delete(client: Any, name: str, version: PrunedVersion) -> None:
             _remove_empty_folder(model.artifact_location)
             client.delete_logged_model(version.model_id)
     try:
+        # MLflow keeps a deleted version's row and tags (stage Deleted_Internal): the
+        # shoppers' sketch, hashes of raw ids that a loop over 5-digit numbers reversed,
+        # goes first.
+        with contextlib.suppress(MlflowException):
+            client.delete_model_version_tag(name, version.version, SHOPPERS_TAG)
         client.delete_model_version(name, version.version)
     except MlflowException as exc:
         # Another prune at the same moment deleted it first: done all the same.

@@ -411,7 +411,9 @@ def _popular(bundle: ModelBundle, rows: sp.csr_matrix, k: int) -> tuple[np.ndarr
 def _check_fields(fields: Any) -> None:
     unknown = sorted(set(map(str, fields)) - set(REQUEST_FIELDS))
     if unknown:
-        raise ValueError(f"unknown request field(s) {', '.join(unknown)}; a request has "
+        # Cut: a 300 KB field name came back whole in the error.
+        named = ", ".join(name[:80] for name in unknown[:10])
+        raise ValueError(f"unknown request field(s) {named}; a request has "
                          f"{', '.join(REQUEST_FIELDS)} (all optional)")
 
 
@@ -438,11 +440,12 @@ def _as_list(value: Any) -> list[Any]:
         return []
     if isinstance(value, (str, bytes, dict)):
         raise ValueError(f"recent_items must be a list of item ids, e.g. [\"22423\"], "
-                         f"got {type(value).__name__} {value!r}")
+                         f"got {type(value).__name__} {str(value)[:80]!r}")
     try:
         return list(value)
     except TypeError:
-        raise ValueError(f"recent_items must be a list of item ids, got {value!r}") from None
+        raise ValueError("recent_items must be a list of item ids, got "
+                         f"{str(value)[:80]!r}") from None
 
 
 def _weight(value: Any, default: float) -> float:

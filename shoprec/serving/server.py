@@ -48,6 +48,10 @@ INLINE_RECORDS = 32
 #: Requests naming more recent items than this (over all their records) go to a thread too:
 #: one record of 100,000 held every other request, /ping included, for 230 ms.
 INLINE_RECENT_ITEMS = 2000
+#: What a client is told of a fault of the server's own (its erasure list unreadable): the
+#: details, a file's path among them, go to the server's log only.
+UNAVAILABLE = ("server error: this server cannot answer right now (a fault of its own, "
+               "said in its log); send the request again later or to another server")
 
 
 class Limits:
@@ -63,25 +67,32 @@ class Limits:
         max_answer_items: Most items one answer may hold, ``k`` summed over its records
             (HTTP 413 above it): a 33 KB body of 1,000 records at ``k`` 1,000 held 62 MB
             of answer for as long as its client did not read it.
+        request_seconds: Longest time a request may take to arrive, headers and body,
+            from its connection's opening or previous answer; the connection is closed
+            past it (:mod:`shoprec.serving.protocol`).
     """
 
     ENV = {"max_body_bytes": "SHOPREC_SERVE_MAX_BODY_BYTES",
            "max_records": "SHOPREC_SERVE_MAX_RECORDS",
            "max_query_chars": "SHOPREC_SERVE_MAX_QUERY_CHARS",
-           "max_answer_items": "SHOPREC_SERVE_MAX_ANSWER_ITEMS"}
+           "max_answer_items": "SHOPREC_SERVE_MAX_ANSWER_ITEMS",
+           "request_seconds": "SHOPREC_SERVE_REQUEST_SECONDS"}
     DEFAULTS = {"max_body_bytes": 1 << 20, "max_records": 1000, "max_query_chars": 500,
-                "max_answer_items": 100_000}
+                "max_answer_items": 100_000, "request_seconds": 30}
 
     max_body_bytes: int
     max_records: int
     max_query_chars: int
     max_answer_items: int
+    request_seconds: int
 
     def __init__(self, max_body_bytes: int | None = None, max_records: int | None = None,
                  max_query_chars: int | None = None,
-                 max_answer_items: int | None = None) -> None:
+                 max_answer_items: int | None = None,
+                 request_seconds: int | None = None) -> None:
         given = {"max_body_bytes": max_body_bytes, "max_records": max_records,
-                 "max_query_chars": max_query_chars, "max_answer_items": max_answer_items}
+                 "max_query_chars": max_query_chars, "max_answer_items": max_answer_items,
+                 "request_seconds": request_seconds}
         for name, value in given.items():
             if value is None:
                 value = int(os.environ.get(self.ENV[name], self.DEFAULTS[name]))
@@ -188,7 +199,8 @@ class RecommendationServer:
             try:
                 self.bundle.suppressed_rows()
             except ServingUnavailableError as exc:
-                await _send(send, *_error(f"server error: {exc}", 503))
+                logger.error("health check failed: %s", exc)
+                await _send(send, *_error(UNAVAILABLE, 503))
                 return
             if scope["method"] == "HEAD":
                 await _send(send, 200, b"")
@@ -287,7 +299,7 @@ class RecommendationServer:
             return _error(f"invalid request: {exc}")
         except ServingUnavailableError as exc:  # a fault of this server's (its erasure list)
             logger.error("request failed: %s", exc)
-            return _error(f"server error: {exc}", 503)
+            return _error(UNAVAILABLE, 503)
         except Exception as exc:  # a bug: said as one (500), and logged with its traceback
             logger.exception("request failed")
             return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
@@ -706,17 +718,70 @@ class QuietServerLog(logging.Filter):
         return False
 
 
+class AccessLogWithoutQuery(logging.Filter):
+    """uvicorn's access log without query strings.
+
+    ``/api/history?user_id=15311&token=...`` wrote a shopper's raw id (under
+    pseudonymisation too) and the server's access token into a log kept for months; the
+    path alone says which endpoint was asked.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Cut the query from the request's path (uvicorn's third argument); keep the line."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
 #: The answer's header naming the registered model and version that gave it.
 MODEL_HEADER = b"x-shoprec-model"
 
 
 def _secured(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
-    """``send`` that adds ``headers`` (the security ones and the model's) to the answer."""
+    """``send`` that adds ``headers`` (the security ones and the model's) to the answer.
+
+    An error answer is held until its body is whole, and MLflow's ``stack_trace`` taken out
+    of it: any CSV body sent anonymously got a traceback naming the install's paths and
+    versions.
+    """
+    held: dict[str, Any] | None = None
+    chunks: list[bytes] = []
+
     async def secured(message: dict[str, Any]) -> None:
+        nonlocal held
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", []), *headers]}
+            if message.get("status", 200) >= 400:
+                held = message
+                return
+        elif held is not None and message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = _without_trace(b"".join(chunks))
+            start = {**held, "headers": [
+                (k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
+                + [(b"content-length", str(len(body)).encode())]}
+            held = None
+            await send(start)
+            message = {"type": "http.response.body", "body": body, "more_body": False}
         await send(message)
     return secured
+
+
+def _without_trace(body: bytes) -> bytes:
+    """An error body without MLflow's ``stack_trace`` (logged instead), else as it was."""
+    if b"stack_trace" not in body:
+        return body
+    try:
+        error = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(error, dict) or "stack_trace" not in error:
+        return body
+    logger.info("MLflow's error trace, not sent to the client: %s", error.pop("stack_trace"))
+    return json.dumps(error).encode()
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

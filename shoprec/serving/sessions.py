@@ -16,6 +16,7 @@ nightly run learns from the shop's own event log).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -98,6 +99,11 @@ class SessionStore:
         # One connection per thread: sqlite3 connections are not shared across threads.
         db = getattr(self._local, "db", None)
         if db is None:
+            if not os.path.exists(self.path):
+                # Readable by its owner only (SQLite's own files take the mode of this one):
+                # it holds shoppers' ids and what they looked at.
+                with contextlib.suppress(OSError):
+                    os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             db = sqlite3.connect(self.path, timeout=WRITE_WAIT_SECONDS, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             db.execute("PRAGMA synchronous=NORMAL")

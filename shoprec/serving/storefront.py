@@ -21,6 +21,7 @@ and 403 otherwise. ``POST /events`` takes JSON only, which keeps other sites' fo
 from __future__ import annotations
 
 import json
+import logging
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -31,6 +32,8 @@ from shoprec.data.schema import canonical_id
 from shoprec.errors import ServingUnavailableError
 from shoprec.serving.engine import EXPLAIN_GRANTED
 from shoprec.serving.sessions import check_id
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from shoprec.serving.server import Receive, RecommendationServer, Scope
@@ -96,7 +99,10 @@ async def handle(server: RecommendationServer, scope: Scope,
     except sqlite3.Error as exc:
         return _fail(503, f"the live sessions cannot be used right now: {exc}")
     except ServingUnavailableError as exc:
-        return _fail(503, f"server error: {exc}")
+        from shoprec.serving.server import UNAVAILABLE
+
+        logger.error("request failed: %s", exc)
+        return _fail(503, UNAVAILABLE)
     except RuntimeError as exc:
         return _fail(500, f"server error: {exc}")
 
@@ -192,7 +198,8 @@ def record_events(bundle: Any, body: bytes) -> dict[str, Any]:
     unknown = sorted({k for e in events for k in e} - {"user_id", "item_id", "event",
                                                       "timestamp"})
     if unknown:
-        raise ValueError(f"unknown event field(s) {', '.join(unknown)}; an event has "
+        named = ", ".join(str(name)[:80] for name in unknown[:10])
+        raise ValueError(f"unknown event field(s) {named}; an event has "
                          "user_id, item_id, event and optionally timestamp (epoch seconds)")
     for event in events:  # before the catalogue is asked: ["22423"] is no unknown item
         if event.get("item_id") is not None:
@@ -206,12 +213,13 @@ def record_events(bundle: Any, body: bytes) -> dict[str, Any]:
         raise ValueError(f"unknown item_id(s) {', '.join(unknown_items[:5])}: not in this "
                          "model's catalogue")
     erased = bundle.erased(users)
-    # An erased shopper's events are not kept.
+    # An erased shopper's events are not kept, and the answer does not say so: "ignored: 1"
+    # told anyone who posted an id that its shopper had asked to be forgotten.
     kept = [(u, i, e.get("event"), e.get("timestamp"))
             for u, i, e, gone in zip(users, items, events, erased, strict=True) if not gone]
     if kept:
         bundle.sessions.add_many(kept)
-    return {"recorded": len(kept), "ignored": len(events) - len(kept)}
+    return {"recorded": len(events)}
 
 
 def _title(bundle: Any, item: str) -> str:

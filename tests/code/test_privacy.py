@@ -503,6 +503,40 @@ def test_forget_reads_the_id_from_standard_input(tmp_path: Path,
     assert "alice" not in done.output
 
 
+def test_forget_clears_live_sessions_and_keeps_its_files_private(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A privacy reader's: the erased shopper's live session stayed (24 hours) in the
+    sessions file, the list and that file were readable by every user, and an id written
+    into --reason was recorded as it was."""
+    import stat
+
+    from shoprec_cli.app import app
+    from typer.testing import CliRunner
+
+    from shoprec.serving.sessions import SESSIONS_ENV, SessionStore
+
+    monkeypatch.setenv(SUPPRESSIONS_ENV, str(tmp_path / "erase.jsonl"))
+    monkeypatch.setenv(SESSIONS_ENV, str(tmp_path / "sessions.sqlite"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/none.db")
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    store = SessionStore()
+    store.add("12349", "22423", "cart")
+    store.add("17850", "22423", "view")
+    done = CliRunner().invoke(app, ["forget", "12349", "--reason", "erasure 12349"])
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())
+    assert "--reason or --by holds the shopper's id" in said
+    assert "1 live session event dropped from" in said
+    assert SessionStore().recent(["12349", "17850"]) == {"17850": ["22423"]}
+    for name in ("erase.jsonl", "sessions.sqlite"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    # Without a sessions file, nothing is created.
+    monkeypatch.setenv(SESSIONS_ENV, str(tmp_path / "elsewhere.sqlite"))
+    done = CliRunner().invoke(app, ["forget", "17850", "--reason", "ticket 7"])
+    assert done.exit_code == 0 and "dropped" not in done.output
+    assert not (tmp_path / "elsewhere.sqlite").exists()
+
+
 def test_a_server_says_which_erasure_list_it_reads(tmp_path, monkeypatch) -> None:
     """A server started where the list is not served erased shoppers again, silently."""
     from shoprec_cli.app import _erasure_list_line

@@ -96,7 +96,16 @@ def test_prune_deletes_old_unaliased_versions_with_their_files_and_keeps_a_recor
     # A plan changes nothing.
     assert len(shop.search_model_versions(f"name = '{NAME}'")) == 8
 
+    # A version's sketch of its shoppers (hashes a loop over short ids reverses) outlived
+    # the prune: in MLflow's kept row of the deleted version, and in the prune's record.
+    shop.set_model_version_tag(NAME, "1", "shoppers_sketch", "[\"0a1b2c3d4e\"]")
     result = prune(NAME, keep=2, reason="disk", by="ops")
+    import sqlite3
+
+    database = shop.tracking_uri.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM model_version_tags WHERE key = "
+                          "'shoppers_sketch'").fetchone() == (0,)
     left = sorted(int(v.version) for v in shop.search_model_versions(f"name = '{NAME}'"))
     assert left == [2, 3, 5, 7, 8]
     assert result["freed_bytes"] == 1000 * (1 + 4 + 6)

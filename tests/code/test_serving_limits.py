@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from shoprec.features.idmap import IdMap
 from shoprec.models import Popularity
 from shoprec.registry.bundle import ModelBundle
-from shoprec.serving.server import Limits, RecommendationServer
+from shoprec.serving.server import UNAVAILABLE, Limits, RecommendationServer
 
 
 async def _mlflow_app(scope, receive, send) -> None:
@@ -224,9 +224,10 @@ def test_csv_and_parquet_bodies_are_held_to_the_limits(app) -> None:
 
 
 def test_a_server_that_cannot_read_its_erasure_list_is_not_healthy(
-        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Every answer failed while /ping and /health stayed green, so a load balancer kept
-    sending traffic; the failure read as the client's mistake (INVALID_PARAMETER_VALUE)."""
+    sending traffic; the failure read as the client's mistake (INVALID_PARAMETER_VALUE).
+    What is wrong goes to the log only: anonymous clients were told the list's path."""
     from shoprec.privacy import SUPPRESSIONS_ENV
 
     listing = tmp_path / "erase.jsonl"
@@ -244,21 +245,24 @@ def test_a_server_that_cannot_read_its_erasure_list_is_not_healthy(
     assert get("/ping").status_code == get("/health").status_code == 200
     listing.write_text("garbage\n")
     for path in ("/ping", "/health"):
+        caplog.clear()
         answer = get(path)
         assert answer.status_code == 503, answer.text
-        assert "suppression list cannot be read" in answer.json()["message"]
+        assert answer.json()["message"] == UNAVAILABLE and str(tmp_path) not in answer.text
+        assert "suppression list cannot be read" in caplog.text and str(listing) in caplog.text
     answer = post(server, records({"user_id": "u1"}))
-    assert answer.status_code == 503
+    assert answer.status_code == 503 and answer.json()["message"] == UNAVAILABLE
     assert answer.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
 
 
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPREC_SERVE_MAX_RECORDS", "7")
     assert Limits().max_records == 7 and Limits(max_records=3).max_records == 3
-    assert Limits(1, 2, 3, 4).environment() == {"SHOPREC_SERVE_MAX_BODY_BYTES": "1",
-                                                "SHOPREC_SERVE_MAX_RECORDS": "2",
-                                                "SHOPREC_SERVE_MAX_QUERY_CHARS": "3",
-                                                "SHOPREC_SERVE_MAX_ANSWER_ITEMS": "4"}
+    assert Limits(1, 2, 3, 4, 5).environment() == {"SHOPREC_SERVE_MAX_BODY_BYTES": "1",
+                                                   "SHOPREC_SERVE_MAX_RECORDS": "2",
+                                                   "SHOPREC_SERVE_MAX_QUERY_CHARS": "3",
+                                                   "SHOPREC_SERVE_MAX_ANSWER_ITEMS": "4",
+                                                   "SHOPREC_SERVE_REQUEST_SECONDS": "5"}
 
 
 def test_a_long_recent_item_list_is_answered_off_the_event_loop(
@@ -283,7 +287,7 @@ def test_a_long_recent_item_list_is_answered_off_the_event_loop(
 
 
 def test_an_erasure_list_that_shrinks_or_goes_makes_the_server_unhealthy(
-        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A list moved away while the server ran read as "nobody erased": the erased shopper
     got their own recommendations again, and /health stayed 200."""
     from shoprec.privacy import SUPPRESSIONS_ENV, SuppressionList
@@ -300,11 +304,11 @@ def test_an_erasure_list_that_shrinks_or_goes_makes_the_server_unhealthy(
     kept = listing.read_text()
     listing.rename(tmp_path / "moved.jsonl")
     answer = post(server, records({"user_id": "u1"}))
-    assert answer.status_code == 503 and "is gone since this server read it" in \
-        answer.json()["message"]
+    assert answer.status_code == 503 and answer.json()["message"] == UNAVAILABLE
+    assert "is gone since this server read it" in caplog.text
     listing.write_text("")  # emptied
-    assert "lost records (1 subject hash) since" in post(
-        server, records({"user_id": "u1"})).json()["message"]
+    assert post(server, records({"user_id": "u1"})).status_code == 503
+    assert "lost records (1 subject hash) since" in caplog.text
     listing.write_text(kept)  # put back: answered again, still erased
     assert post(server, records({"user_id": "u1"})).json()["predictions"][0]["source"] \
         == "popularity"
@@ -314,6 +318,82 @@ def test_an_erasure_list_that_shrinks_or_goes_makes_the_server_unhealthy(
     restarted = _bundle()
     again = RecommendationServer(_mlflow_app, restarted.answer, Limits(), restarted)
     listing.write_text("")
+    caplog.clear()
     answer = post(again, records({"user_id": "u1"}))
-    assert answer.status_code == 503 and "lost records (1 subject hash)" in \
-        answer.json()["message"]
+    assert answer.status_code == 503 and "lost records (1 subject hash)" in caplog.text
+
+
+async def _mlflow_traceback(scope, receive, send) -> None:
+    """Stands in for MLflow's scoring app refusing a CSV body, as it does, with a trace."""
+    body = json.dumps({"error_code": "BAD_REQUEST", "message": "Failed to parse input",
+                       "stack_trace": "Traceback (most recent call last):\n  File "
+                                      "\"/srv/venv/lib/python3.11/site-packages/mlflow\""})
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body[:20].encode(), "more_body": True})
+    await send({"type": "http.response.body", "body": body[20:].encode()})
+
+
+def test_mlflows_error_answers_carry_no_stack_trace(caplog: pytest.LogCaptureFixture) -> None:
+    """Any CSV body sent anonymously got MLflow's traceback: the install's paths and
+    versions. The trace goes to the server's log; the client keeps the message."""
+    bundle = _bundle()
+    server = RecommendationServer(_mlflow_traceback, bundle.answer, Limits(), bundle)
+    with caplog.at_level("INFO", logger="shoprec.serving.server"):
+        answer = post(server, "user_id,k\nu1,abc\n", {"Content-Type": "text/csv"})
+    assert answer.status_code == 400 and answer.json() == {
+        "error_code": "BAD_REQUEST", "message": "Failed to parse input"}
+    assert int(answer.headers["content-length"]) == len(answer.content)
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "site-packages/mlflow" in caplog.text
+
+
+def test_an_error_does_not_echo_a_huge_input(app) -> None:
+    """A 300 KB field name or recent_items text came back whole in the 400."""
+    server = RecommendationServer(_mlflow_app, _bundle().answer, Limits())  # 1 MB bodies
+    for body in (records({"user_id": "u1", "x" * 300_000: 1}),
+                 records({"user_id": "u1", "recent_items": {"i1": "y" * 300_000}})):
+        answer = post(server, body)
+        assert answer.status_code == 400 and len(answer.content) < 1_000, answer.text[:200]
+
+
+def test_an_erased_shoppers_event_is_answered_as_anyones_and_not_kept(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /events answered {"recorded": 0, "ignored": 1} for an erased shopper and 1, 0
+    for anyone else: any client could learn who had asked to be forgotten."""
+    from shoprec.privacy import SUPPRESSIONS_ENV, SuppressionList
+    from shoprec.serving.sessions import SessionStore
+    from shoprec.serving.storefront import record_events
+
+    monkeypatch.setenv(SUPPRESSIONS_ENV, str(tmp_path / "erase.jsonl"))
+    SuppressionList().add("u1", "ops", "request")
+    bundle = _bundle()
+    bundle.sessions = SessionStore(tmp_path / "sessions.sqlite")
+    answers = [record_events(bundle, json.dumps({"user_id": user, "item_id": "i3",
+                                                 "event": "cart"}).encode())
+               for user in ("u1", "u2", "nobody")]
+    assert answers == [{"recorded": 1}] * 3
+    assert bundle.sessions.recent(["u1", "u2"]) == {"u2": ["i3"]}
+
+
+def test_the_access_log_has_no_query_strings() -> None:
+    """`serve -v` logged /api/history?user_id=15311&token=...: a raw id and the token."""
+    import logging
+
+    from shoprec_cli.app import _uvicorn_logging
+    from uvicorn.logging import AccessFormatter
+
+    from shoprec.serving.server import AccessLogWithoutQuery
+
+    config = _uvicorn_logging()
+    assert config["handlers"]["access"]["filters"] == ["no_query"]
+    assert config["filters"]["no_query"]["()"].endswith("AccessLogWithoutQuery")
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
+                               '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/api/history?user_id=15311&token=t0k",
+                                "1.1", 200), None)
+    assert AccessLogWithoutQuery().filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s',
+                           use_colors=False).format(record)
+    assert line == '127.0.0.1:5 - "GET /api/history HTTP/1.1" 200 OK', line
