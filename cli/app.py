@@ -796,7 +796,11 @@ def _print_tuning(tuning: dict[str, Any], primary: str) -> None:
             continue
         best = search.get("best_value")
         configured = search.get("configured_value")
-        chosen = ", ".join(f"{k}={_short(v)}" for k, v in (search.get("best_params") or {}).items())
+        fitted = search.get("best_fitted") or {}
+        # A value left open is said as the fit chose it ("None" read as a value to copy).
+        chosen = ", ".join(f"{k}={_short(v)}" if v is not None or fitted.get(k) is None
+                           else f"{k}={_short(fitted[k])} (chosen on its grid)"
+                           for k, v in (search.get("best_params") or {}).items())
         console.print(
             f"search {name}: {search.get('complete', 0)} of {search.get('trials', 0)} trials "
             f"complete ({search.get('pruned', 0)} pruned, {search.get('failed', 0)} failed) in "
@@ -1130,6 +1134,10 @@ def train(
     validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = 0.1,
     test_n: Annotated[int, typer.Option("--test-n")] = 1,
     validation_n: Annotated[int, typer.Option("--validation-n")] = 1,
+    repeat_items: Annotated[bool, typer.Option(
+        "--repeat-items", help="A shop of repeat purchases (groceries): items a shopper "
+        "already bought count as relevant when bought again, the 'again' candidate (own "
+        "purchases first) trains, and the published version's lists keep them.")] = False,
     evaluation_users: Annotated[int, typer.Option(
         "--evaluation-users", help="Score validation and test on a seeded sample of at most "
         "this many users (0: every user).")] = 50_000,
@@ -1167,6 +1175,9 @@ def train(
     tune_models: Annotated[str | None, typer.Option(
         "--tune-models", help="Families to search, e.g. ease,mf (default: every candidate "
         "with a search space).")] = None,
+    tune_seed: Annotated[int | None, typer.Option(
+        "--tune-seed", min=0, help="Seed of the search alone (default: --seed): other "
+        "trials, the same split and models.")] = None,
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", help="Relative margin over popularity to become champion.")] = 0.05,
     gate_min_users: Annotated[int, typer.Option(
@@ -1226,7 +1237,8 @@ def train(
                                validation_days=validation_days, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, test_n=test_n,
                                validation_n=validation_n, seed=seed,
-                               evaluation_users=evaluation_users or None)
+                               evaluation_users=evaluation_users or None,
+                               repeat_items=repeat_items)
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)
@@ -1247,7 +1259,8 @@ def train(
                                      tune_trials=tune_trials, tune_seconds=tune_seconds,
                                      tune_parallel=tune_parallel,
                                      tune_models=tune_models.split(",") if tune_models
-                                     else None, popularity_epsilon=popularity_epsilon,
+                                     else None, tune_seed=tune_seed,
+                                     popularity_epsilon=popularity_epsilon,
                                      quantize=quantize, prune_top=prune_top)
     from shoprec.config import check_gate_sample, check_selection
 

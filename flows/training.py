@@ -190,7 +190,9 @@ def training_pipeline(
                               {"primary_metric": primary, "test": winner.test,
                                "validation": winner.validation, "flow_run_id": run_id,
                                "pseudonym_key_id": prepared.pseudonym_key_id,
-                               "popularity_epsilon": training.popularity_epsilon},
+                               "popularity_epsilon": training.popularity_epsilon,
+                               # Served lists keep own items as the figures did.
+                               "repeat_items": split.repeat_items},
                               fallback, training.quantize, training.prune_top,
                               ready_parts(parts), early_refit(early, board, winner))
         early = None  # the flow's hold on a discarded early refit's model ends here

@@ -49,7 +49,9 @@ def tune_candidates(config: TrainingConfig, inputs: TrainingInputs, parent_run_i
         # one batch of trials and the next (the Python work of the search itself).
         with limit_threads(share):
             found[name] = search(name, base, encoded, items, primary, config.tune_trials,
-                                 config.tune_seconds, config.seed, config.tune_parallel,
+                                 config.tune_seconds,
+                                 config.search_seed,
+                                 config.tune_parallel,
                                  run_batch)
         log_search(parent_run_id, found[name], primary)
     return found

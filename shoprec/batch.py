@@ -178,6 +178,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
     suppressed = np.zeros(n_users, dtype=bool)
     suppressed[bundle.suppressed_rows()] = True
 
+    keeps_seen = bundle.keeps_seen  # a shop of repeat purchases: own items stay
+
     def score_batch(start: int) -> pa.Table:
         stop = min(start + batch_size, n_users)
         history = bundle.history[start:stop]
@@ -185,7 +187,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
         # not its learned user factors): an e-mail's list is the site's, and the one the
         # figures measured, and its `because` shares add up to its score.
         scores = bundle.model.score(history)
-        mask_seen(scores, history)
+        if not keeps_seen:
+            mask_seen(scores, history)
         # A shopper whose products the model ties with nothing else (bought only on their
         # own, or only with each other: they score each other, then are masked) has every
         # unseen score 0, whose "ranking" is catalogue order: popularity instead, as a
@@ -197,7 +200,8 @@ def write_recommendations(bundle: ModelBundle, output_dir: str | Path, k: int = 
             blank = maybe[np.all((values == 0) | ~np.isfinite(values), axis=1)]
             if len(blank):
                 fallback = bundle.fallback.score(history[blank])
-                mask_seen(fallback, history[blank])
+                if not keeps_seen:
+                    mask_seen(fallback, history[blank])
                 scores[blank] = fallback
         if diversity > 0 or availability is not None:
             pool, values = top_k(scores, diversity_pool(k))

@@ -439,8 +439,10 @@ class SplitConfig(_Model):
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of the random split.")
     repeat_items: bool = Field(
         False,
-        description="Keep items a user already had in training as relevant (repeat purchase). "
-        "Off by default: they are excluded from the ranking and the relevant set.",
+        description="Keep items a user already had in training as relevant (repeat purchase: "
+        "a grocery's weekly reorders). The 'again' candidate trains only then, and the "
+        "published version's served and batch lists keep the shopper's own items. Off by "
+        "default: they are excluded from the ranking and the relevant set.",
     )
     evaluation_users: int | None = Field(
         50_000, ge=1,
@@ -461,7 +463,7 @@ class SplitConfig(_Model):
 #: blend, which is built from them; a test keeps the two in step; spelled out here because
 #: the models import the configuration).
 DEFAULT_MODELS: tuple[str, ...] = ("popularity", "mf", "mf-ratings", "content", "ease", "vae",
-                                   "dae", "cfgan")
+                                   "dae", "cfgan", "again")
 
 # Per-candidate hyperparameters: declared types and ranges, so a value outside them is
 # refused before any data is read (and the Prefect UI shows each family's form). The
@@ -664,6 +666,10 @@ class CFGANParams(_NeuralParams):
                                       "dependence of the outputs on the shopper.")
 
 
+class AgainParams(_Model):
+    """Hyperparameters of ``again`` (a shopper's own purchases first): none."""
+
+
 class CandidateParams(BaseModel):
     """Hyperparameters of every candidate; each defaults to its family's defaults."""
 
@@ -678,6 +684,7 @@ class CandidateParams(BaseModel):
     vae: VAEParams = Field(default_factory=VAEParams)
     dae: AutoencoderParams = Field(default_factory=AutoencoderParams)
     cfgan: CFGANParams = Field(default_factory=CFGANParams)
+    again: AgainParams = Field(default_factory=AgainParams)
 
     def of(self, candidate: str) -> dict[str, Any]:
         """The keyword arguments of ``candidate``'s model class.
@@ -791,6 +798,10 @@ class TrainingConfig(_Model):
     tune_models: list[str] | None = Field(
         None, description="Families to search (default: every candidate with a declared "
         "space, shoprec/tuning/search.py).")
+    tune_seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="Seed of the search's sampler alone (empty: "
+        "the run's seed): another seed tries other values while the split, the models and "
+        "so the figures stay comparable with other days'.")
 
     @field_validator("ks")
     @classmethod
@@ -858,6 +869,11 @@ class TrainingConfig(_Model):
         if self.tune_models is not None and self.tune_trials == 0:
             raise ValueError("tune_models names families to search, but tune_trials is 0; "
                              "give --tune-trials N")
+        # Searching a family the run does not train did nothing, and exited 0.
+        untrained = [m for m in self.tune_models or [] if m not in self.models]
+        if untrained:
+            raise ValueError(f"tune_models names {', '.join(untrained)}, which this run does "
+                             "not train: add it to --models (the models field)")
         return self
 
     @field_validator("tune_models")
@@ -883,6 +899,11 @@ class TrainingConfig(_Model):
             return []
         wanted = self.tune_models if self.tune_models is not None else list(SPACES)
         return [name for name in self.models if name in wanted and name in SPACES]
+
+    @property
+    def search_seed(self) -> int:
+        """The seed of the search's sampler: ``tune_seed``, else the run's ``seed``."""
+        return self.seed if self.tune_seed is None else self.tune_seed
 
     @property
     def primary_k(self) -> int:

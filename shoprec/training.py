@@ -139,7 +139,8 @@ def fit_candidate(name: str, params: dict[str, Any], interactions: Any,
         tuner = ValidationTuner(encoded.train, encoded.validation,
                                 exclude_seen=not encoded.repeat_items)
     context = FitContext(items=items, has_ratings=has_ratings, tuner=tuner,
-                         item_state=item_state, stop=stop)
+                         item_state=item_state, stop=stop,
+                         repeat_items=None if encoded is None else encoded.repeat_items)
     began = time.perf_counter()
     model.fit(interactions, context)
     return model, time.perf_counter() - began

@@ -694,6 +694,7 @@ def clean(raw: RawData, config: CleaningConfig | None = None,
     _warn_unread(frame["event"][reasons.caught("invalid_event")],
                  frame["value"][reasons.caught("invalid_value")])
     _warn_dominant_user(interactions["user_id"])
+    _warn_duplicates(by_reason.get("duplicate", 0), n)
     return CleanData(interactions, catalogue, quarantine, items_quarantine, report)
 
 
@@ -740,6 +741,25 @@ def _warn_unread(events: pd.Series, values: pd.Series) -> None:
                        "(such as %r): remove the thousands separator in the export (shoprec "
                        "reads no thousands separator)", int(grouped.sum()),
                        str(text[grouped].iloc[0]))
+
+
+#: Past this share of the rows, exact repeats are said: more than an export's slips.
+DUPLICATE_SHARE = 0.1
+
+
+def _warn_duplicates(duplicates: int, rows: int) -> None:
+    """Say when many rows repeat another exactly: each is dropped, with its quantity.
+
+    A grocery export of one line per unit had 40% of its rows quarantined as duplicates,
+    every quantity collapsed to 1, and nothing said so unless the share passed the
+    rejection threshold.
+    """
+    if rows and duplicates > DUPLICATE_SHARE * rows:
+        logger.warning("%s of %s rows (%.0f%%) repeat another row exactly (the same shopper, "
+                       "item, time, event and value) and were quarantined as 'duplicate': if "
+                       "the export writes one line per unit, or dates without a time, their "
+                       "quantities are lost; sum them per shopper, item and time first",
+                       f"{duplicates:,}", f"{rows:,}", 100 * duplicates / rows)
 
 
 def _warn_dominant_user(users: pd.Series) -> None:

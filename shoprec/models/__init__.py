@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoprec.errors import ConfigError
+from shoprec.models.again import BuyAgain
 from shoprec.models.autoencoder import EASE, MultDAE, MultVAE
 from shoprec.models.base import FitContext, Recommender
 from shoprec.models.blend import Blend
@@ -23,6 +24,7 @@ CANDIDATES: dict[str, type[Recommender]] = {
     MultVAE.name: MultVAE,
     MultDAE.name: MultDAE,
     CFGAN.name: CFGAN,
+    BuyAgain.name: BuyAgain,
     # Built from the others after they trained (TrainingConfig.blend), never a --models name.
     Blend.name: Blend,
 }
@@ -96,6 +98,7 @@ def load_model(path: str, name: str) -> Recommender:
 
 __all__ = [
     "Blend",
+    "BuyAgain",
     "CANDIDATES",
     "CFGAN",
     "ContentRecommender",

@@ -91,6 +91,9 @@ class FitContext:
         stop: Asked between epochs (and ALS sweeps) whether the fit is still wanted;
             ``True`` stops it with :class:`~shoprec.errors.FitStopped`. One-shot fits
             (a single solve) run to their end.
+        repeat_items: Whether the run's evaluation keeps already-bought items in the
+            ranking (``SplitConfig.repeat_items``); ``None`` where no evaluation is made
+            (a refit of a chosen recipe).
     """
 
     items: pd.DataFrame | None = None
@@ -98,6 +101,7 @@ class FitContext:
     tuner: Tuner | None = None
     item_state: dict[str, Any] | None = None
     stop: Callable[[], bool] | None = None
+    repeat_items: bool | None = None
 
     def check_stop(self, name: str) -> None:
         """Ask ``stop`` whether the fit of model ``name`` is still wanted.

@@ -158,6 +158,15 @@ class ModelBundle:
         return bundle
 
     @property
+    def keeps_seen(self) -> bool:
+        """Whether answers keep the shopper's own items (trained with ``--repeat-items``).
+
+        A version evaluated with already-bought items relevant (a grocery's weekly
+        reorders) served lists without them: its figures described lists never served.
+        """
+        return bool(self.meta.get("repeat_items"))
+
+    @property
     def title_array(self) -> np.ndarray:
         """Item titles in index order as an array (built once; requests gather from it)."""
         if self._titles is None:

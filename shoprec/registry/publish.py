@@ -164,7 +164,7 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
         shown, theirs = shown_apart(value, reference)
         passed = replaces_champion(value, reference)[0]
         if not passed:
-            note += _served_age(version, champion, cutoff)
+            note += _served_age(version, champion, cutoff) + _recipe_values(champion)
         checks.append(GateCheck(
             name, passed, value, reference,
             f"{metric} {shown} vs {theirs} for champion version {version}'s recipe "
@@ -218,6 +218,32 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
                                _Period(catalogue, shoppers, titled, start, cutoff))
     return GateVerdict(all(c.passed for c in checks), metric, checks, version,
                        int(candidate.get("users", 0)), min_users)
+
+
+def _recipe_values(champion: ChampionReference) -> str:
+    """The champion recipe's own values, as the options that train them (a reason's end).
+
+    A tuned champion (``--param ease.regularization=132.93``) retrained beat the nightly's
+    configured ease every night, and the night was refused with no word of how to give
+    the nightly those values: the served model only grew older.
+    """
+    from shoprec.config import CandidateParams
+
+    recipe = champion.recipe
+    if recipe is None:
+        return ""
+    try:
+        defaults = CandidateParams().of(recipe.candidate)
+    except KeyError:
+        return ""
+    own = {k: v for k, v in recipe.params.items() if k in defaults and v != defaults[k]
+           and v is not None}
+    if not own:
+        return ""
+    given = " ".join(f"--param {recipe.candidate}.{k}={json.dumps(v)}"
+                     for k, v in sorted(own.items()))
+    return (f"; to train the champion's own values as a candidate each night, give them: "
+            f"{given} (training.params in a deployment's form)")
 
 
 def _served_age(version: str, champion: ChampionReference, cutoff: str | None) -> str:

@@ -258,13 +258,15 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
             bundle, related[asked_row], fetch)
     is_search = is_search | is_similar  # neither is a recommendation for the shopper
     personal = np.flatnonzero(~is_search & has_history)
+    keeps_seen = bundle.keeps_seen
     if len(personal):
         subset = rows if len(personal) == n else rows[personal]
         asked = weights[personal] > 0
         if asked.any():
             # The model's best items; rows that asked for diversity are re-ranked with
             # rarity, the others keep the model's own order and scores.
-            pool, pool_values = bundle.model.recommend(subset, k=diversity_pool(fetch))
+            pool, pool_values = bundle.model.recommend(subset, k=diversity_pool(fetch),
+                                                        exclude_seen=not keeps_seen)
             top[personal], values[personal] = pool[:, :fetch], pool_values[:, :fetch]
             blank = _blank(personal, values)
             mixed = personal[asked]
@@ -272,12 +274,14 @@ def _rank(bundle: ModelBundle, user_id: list[Any], recent_items: list[Any], quer
                 pool[asked], pool_values[asked], bundle.novelty, fetch,
                 weights[personal][asked])
         else:
-            top[personal], values[personal] = bundle.model.recommend(subset, k=fetch)
+            top[personal], values[personal] = bundle.model.recommend(
+                subset, k=fetch, exclude_seen=not keeps_seen)
             blank = _blank(personal, values)
         if len(blank):
             # Popularity, less what the shopper has or just touched (a product bought, but
             # never with anything else, also scores every item 0, and is in the history).
-            top[blank], values[blank] = bundle.fallback.recommend(rows[blank], k=fetch)
+            top[blank], values[blank] = bundle.fallback.recommend(rows[blank], k=fetch,
+                                                                  exclude_seen=not keeps_seen)
             for r in blank:
                 source[r] = "popularity"
     cold = np.flatnonzero(~is_search & ~has_history)

@@ -180,6 +180,18 @@ class SearchResult:
         return {name: self.best_params[name] for name in SPACES.get(self.candidate, {})
                 if name in self.best_params}
 
+    def fitted_params(self) -> dict[str, Any]:
+        """The best trial's searched values as its fit used them: a value left open
+        (``None``: chosen on the family's grid) reads as the one the fit chose.
+
+        The configured values winning printed ``chosen regularization=None``, which copied
+        into the nightly meant "choose again", where the fit had used 10.0.
+        """
+        best = next((t for t in self.trials if t.state == "complete"
+                     and t.value == self.best_value and t.params == self.best_params), None)
+        chosen = best.chosen if best is not None else {}
+        return {k: chosen.get(k, v) if v is None else v for k, v in self.tuned_params().items()}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (the run summary's ``tuning`` entry)."""
         states = [t.state for t in self.trials]
@@ -188,6 +200,7 @@ class SearchResult:
                 "skipped": next((t.error for t in self.trials if t.state == "skipped"), None),
                 "best_value": self.best_value,
                 "best_params": {k: _cell(v) for k, v in self.tuned_params().items()},
+                "best_fitted": {k: _cell(v) for k, v in self.fitted_params().items()},
                 "configured_value": next((t.value for t in self.trials if t.number == 0), None),
                 "seconds": round(self.seconds, 3), "importances": self.importances}
 
@@ -196,7 +209,10 @@ class SearchResult:
         searched = list(SPACES.get(self.candidate, {}))
         rows = [{"trial": t.number, "state": t.state, "value": t.value,
                  "seconds": round(t.seconds, 3), "epochs": t.epochs, "error": t.error,
-                 **{f"param_{k}": _cell(t.params.get(k)) for k in searched}}
+                 **{f"param_{k}": _cell(t.params.get(k)) for k in searched},
+                 # What a value left open (empty) became in the fit.
+                 **{f"fitted_{k}": _cell(t.chosen.get(k)) for k in searched
+                    if t.params.get(k) is None and t.chosen.get(k) is not None}}
                 for t in self.trials]
         return pd.DataFrame(rows)
 
@@ -376,11 +392,15 @@ def run_trial(candidate: str, trial: Any, params: dict[str, Any], encoded: Encod
     number = trial_number(trial)
     epochs: list[int] = []
 
+    last = params.get("epochs")
+
     def report(epoch: int, score: float) -> None:
         epochs.append(epoch)
         trial.report(score, epoch)
-        if trial.should_prune():
-            raise Pruned(f"pruned at epoch {epoch} (validation ndcg@10 {score:.4f})")
+        # Not at the last epoch: the trial has run them all, and a pruned one is thrown
+        # away where a finished one is scored at its best epoch.
+        if (not isinstance(last, int) or epoch + 1 < last) and trial.should_prune():
+            raise Pruned(f"pruned after epoch {epoch + 1} (validation ndcg@10 {score:.4f})")
 
     def ended(state: str, error: str | None, value: float | None = None,
               chosen: dict[str, Any] | None = None) -> TrialOutcome:

@@ -111,7 +111,14 @@ def choose_weighting(split: Split, weighting: WeightingConfig,
     # small (ALS over the sampled users), and on 2 cores, one weighting a core, the choice
     # took 6.0 s on Online Retail where one weighting at a time on both took 7.2 s. Each
     # fit is seeded on its own: the scores do not depend on the threads.
-    options = candidates if relevance.nnz else []
+    scored_users = int(np.count_nonzero(np.diff(relevance.indptr)))
+    options = candidates if scored_users >= MIN_CHOICE_USERS else []
+    if 0 < scored_users < MIN_CHOICE_USERS:
+        # 17 validation shoppers chose a 7-day half-life by 0.19 to 0.11, where each
+        # figure's standard error was about 0.08: noise deciding every candidate's data.
+        logger.warning("weighting kept as configured (%s): only %d validation shoppers have "
+                       "an item to score, fewer than the %d a choice rests on",
+                       candidates[0].describe(), scored_users, MIN_CHOICE_USERS)
     workers = max(1, min(threads, len(options)))
     per_fit = max(1, threads // workers)
 
@@ -145,6 +152,11 @@ def choose_weighting(split: Split, weighting: WeightingConfig,
     logger.info("weighting chosen on validation (%d users, %.1f s): %s", len(users), seconds,
                 chosen.describe())
     return WeightingChoice(chosen, scores, len(users), seconds)
+
+
+#: Fewest validation shoppers with an item to score on which a weighting is chosen (the
+#: gate's own least number of test users).
+MIN_CHOICE_USERS = 50
 
 
 def _sample_users(split: Split, cap: int) -> pd.Index:

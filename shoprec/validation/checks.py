@@ -109,6 +109,10 @@ REASON_HINTS = {
     "item_quarantined": "most rows are of items the items file has, but whose own rows were "
     "quarantined (see quarantine_items.parquet: an unreadable price such as '1,50 €' is "
     "the usual cause; a decimal comma alone is read with --decimal ','); ",
+    "duplicate": "most rows repeat another row exactly (the same shopper, item, time, event "
+    "and value): an export of one line per unit scanned, or dates without a time of day. "
+    "Each repeat is dropped, so its quantity is lost: sum the quantities per shopper, item "
+    "and time before training (raising --max-quarantine keeps one unit of each); ",
     "invalid_value": "the values do not read as numbers: a decimal comma ('1,5': pass "
     "--decimal ',') or a unit in the cell, or a blank quantity (the column must be a "
     "number on every row, or be left out: then every row counts 1); ",

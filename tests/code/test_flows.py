@@ -106,6 +106,7 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     board = {e["model"]: e for e in summary["leaderboard"]}
     assert set(board) == set(DEFAULT_MODELS)
     assert board["mf-ratings"]["status"] == "skipped"  # shop events, no ratings
+    assert board["again"]["status"] == "skipped"  # bought items are not relevant again
     best = max((e for e in board.values() if e["status"] == "ok"),
                key=lambda e: e["validation"]["ndcg@10"])
     counts = summary["data"]
@@ -114,7 +115,7 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
     assert summary["registered"]["version"] == "1"
     assert set(summary["registered"]["aliases"]) == {"champion", "challenger"}
     learned = [m for m, e in board.items() if e["status"] == "ok" and m != "popularity"]
-    assert set(learned) == set(DEFAULT_MODELS) - {"popularity", "mf-ratings"}
+    assert set(learned) == set(DEFAULT_MODELS) - {"popularity", "mf-ratings", "again"}
     for model in learned:
         assert board[model]["test"]["ndcg@10"] > board["popularity"]["test"]["ndcg@10"], model
     assert {"ndcg@5", "map@10", "coverage@10", "f1@5"} <= set(board["mf"]["test"])

@@ -315,6 +315,13 @@ def test_a_champion_that_stays_says_how_old_its_data_is() -> None:
     assert not verdict.passed
     assert "version 3 stays champion as it was trained, on data up to 2011-10-31 (39 days " \
         "before this run's)" in reason and "shoprec promote --force" in reason
+    # Its own values, as the options that train them as a candidate (a tuner's: the
+    # nightly trained the configured grid, lost to the tuned recipe, and said nothing).
+    assert reason.endswith("give them: --param ease.regularization=50.0 (training.params in "
+                           "a deployment's form)"), reason
+    from shoprec_cli.app import _parse_params
+
+    assert _parse_params(["ease.regularization=50.0"]) == {"ease": {"regularization": 50.0}}
 
 
 def test_gate_notes_another_weighting_but_not_a_field_added_since() -> None:

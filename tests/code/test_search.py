@@ -80,6 +80,17 @@ def test_the_search_is_seeded_budgeted_and_never_reads_test(blind: EncodedSplit)
     assert first.best_value >= first.trials[0].value
     other = search("mf", base, blind, None, "ndcg@10", trials=5, seconds=None, seed=8)
     assert [t.params for t in other.trials][1:] != [t.params for t in first.trials][1:]
+    # A tuner's week: new trials each day from --tune-seed, the run's seed (its split and
+    # figures) kept.
+    # The configured values (regularization None: the grid's) said as the fit chose them.
+    configured = dataclasses.replace(first, best_params=first.trials[0].params,
+                                     best_value=first.trials[0].value)
+    assert configured.tuned_params()["regularization"] is None
+    assert configured.fitted_params()["regularization"] == \
+        first.trials[0].chosen["regularization"] > 0
+    assert configured.to_dict()["best_fitted"]["regularization"] is not None
+    assert TrainingConfig(seed=7).search_seed == 7
+    assert TrainingConfig(seed=7, tune_seed=8).search_seed == 8
 
 
 def test_the_seconds_budget_stops_asking(blind: EncodedSplit) -> None:
@@ -114,7 +125,7 @@ def test_a_network_trial_that_does_not_learn_is_pruned(blind: EncodedSplit) -> N
     assert states[3] == "pruned", study.result().frame()
     pruned = study.outcomes[3]
     assert pruned.epochs is not None and 3 < pruned.epochs < 12
-    assert "pruned at epoch" in pruned.error
+    assert "pruned after epoch" in pruned.error
 
 
 def _ran(study: FamilySearch, encoded: EncodedSplit, params: dict) -> tuple:

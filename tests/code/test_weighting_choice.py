@@ -209,6 +209,13 @@ def test_without_a_search_or_validation_the_configured_weighting_stays(
                   drift_split.config)
     choice = choose_weighting(empty, SEARCH)
     assert choice.chosen == WeightingConfig() and choice.scores == []
+    # A grocery reader's 17 validation shoppers chose a 7-day half-life on noise.
+    few = Split(drift_split.train, drift_split.validation[drift_split.validation["user_id"]
+                                                          .isin(sorted(set(drift_split.validation
+                                                                           ["user_id"]))[:30])],
+                drift_split.test, drift_split.config)
+    choice = choose_weighting(few, SEARCH)
+    assert choice.chosen == WeightingConfig() and choice.scores == []
 
 
 def test_prepare_builds_the_matrices_with_the_chosen_weighting(tmp_path: Path) -> None:

@@ -134,6 +134,9 @@ def _shoprec(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
      "bm25, none"),
     (["--tune-models", "popularity"], "no search space for popularity"),
     (["--tune-models", "ease"], "tune_trials is 0; give --tune-trials N"),
+    # A search of a family the run does not train did nothing and exited 0.
+    (["--models", "popularity,mf", "--tune-trials", "3", "--tune-models", "ease"],
+     "tune_models names ease, which this run does not train: add it to --models"),
     (["--blend", "1"], "a blend needs at least 2 candidates"),
     (["--tune-trials", "2", "--tune-seconds", "0"], "Input should be greater than 0"),
 ])
