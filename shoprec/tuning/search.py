@@ -181,8 +181,10 @@ class SearchResult:
                 if name in self.best_params}
 
     def fitted_params(self) -> dict[str, Any]:
-        """The best trial's searched values as its fit used them: a value left open
-        (``None``: chosen on the family's grid) reads as the one the fit chose.
+        """The best trial's searched values as its fit used them.
+
+        A value left open (``None``: chosen on the family's grid) reads as the one the fit
+        chose.
 
         The configured values winning printed ``chosen regularization=None``, which copied
         into the nightly meant "choose again", where the fit had used 10.0.
