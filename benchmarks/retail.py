@@ -169,6 +169,11 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if not Path(args.interactions).exists():
+        # A fresh clone has no ../shared beside it: the child failed with "exit 1" alone.
+        raise SystemExit(f"{args.interactions}: no such file; give --interactions, or put "
+                         "the UCI Online Retail file (online_retail.csv.gz, see "
+                         "benchmarks/RESULTS.md) there")
 
     with tempfile.TemporaryDirectory() as tmp:
         # A throw-away MLflow store and result cache; Prefect's own home is the user's.
@@ -182,13 +187,18 @@ def main() -> None:
         # The machine's speed just before and after, outside the timed run (probe.py).
         probe_before = probe()
         began = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, text=True)
-        output = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - began
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"the pipeline failed (exit {os.waitstatus_to_exitcode(status)})")
+        with open(f"{tmp}/child.err", "w+", encoding="utf-8") as errors:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                       stderr=errors, text=True)
+            output = process.stdout.read()
+            _, status, usage = os.wait4(process.pid, 0)
+            seconds = time.perf_counter() - began
+            if os.waitstatus_to_exitcode(status) != 0:
+                # Its own words, not "exit 1" alone.
+                errors.seek(0)
+                tail = "\n".join(errors.read().splitlines()[-25:])
+                raise SystemExit(f"{tail}\nthe pipeline failed (exit "
+                                 f"{os.waitstatus_to_exitcode(status)})")
     probe_after = probe()
     line = next(x for x in output.splitlines() if x.startswith("BENCHMARK-JSON "))
     result = json.loads(line.removeprefix("BENCHMARK-JSON "))

@@ -555,7 +555,7 @@ def _record_failure(path: Path | None, command: str, exc: BaseException) -> None
               "error": " ".join(f"{type(exc).__name__}: {message}".split())[:2000],
               **_started(path), "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
               # The runs it opened, when it got that far: where the person on call looks.
-              **getattr(exc, "shoprec_runs", {})}
+              **_runs_of(exc)}
     try:
         _write_summary(path, record)
     except (OSError, ValueError) as error:  # the failure is what the user must see
@@ -565,6 +565,47 @@ def _record_failure(path: Path | None, command: str, exc: BaseException) -> None
             path.unlink(missing_ok=True)
             logging.getLogger(__name__).warning("removed %s: it described an earlier run",
                                                 path)
+
+
+def _version_age(model_name: str, version: str) -> str:
+    """`` (data up to D, registered D)`` for a version (``""``: the registry says nothing).
+
+    A morning batch after a failed night printed the line of any other day: the model's
+    age, the one sign the nightly had not published, was not said.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from shoprec.registry import tracking
+
+    try:
+        found = tracking.client().get_model_version(model_name, str(version))
+    except (MlflowException, OSError):
+        return ""
+    registered = datetime.fromtimestamp((found.creation_timestamp or 0) / 1000, UTC)
+    cutoff = (found.tags or {}).get("data_cutoff") or ""
+    return (f" (data up to {cutoff[:10]}, " if cutoff else " (") + \
+        f"registered {registered:%Y-%m-%d %H:%M} UTC)"
+
+
+def _runs_of(exc: BaseException) -> dict[str, str]:
+    """The run ids the flow put on ``exc``, or on an exception it was raised over.
+
+    A SIGTERM reaches the flow as Prefect's ``TerminationSignal``, which carries them; Prefect
+    then sends the signal again, and the ``KeyboardInterrupt`` that ends the command is
+    raised while that one is handled: the summary of a stopped night lost its run ids.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        cause = pending.pop(0)
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        runs = getattr(cause, "shoprec_runs", None)
+        if runs:
+            return dict(runs)
+        pending += [cause.__cause__, cause.__context__]
+    return {}
 
 
 def _finished(path: Path, command: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -729,8 +770,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       *[_fmt(entry["test"].get(m)) for m in shown],
                       f"{entry['train_seconds']:.1f}", f"{entry.get('refit_seconds', 0.0):.1f}")
     console.print(board)
+    # The candidates' own (the champion's recipe repeats one of them): said as a range, the
+    # upper median of every row read as "the winner's".
     errors = sorted(e["test"][f"ndcg_se@{k}"] for e in summary["leaderboard"]
-                    if e["test"].get(f"ndcg_se@{k}") is not None)
+                    if e["test"].get(f"ndcg_se@{k}") is not None
+                    and e["model"] != "champion-recipe")
     if errors and primary.startswith("ndcg@"):
         # How far apart two rows must be to mean anything, said beside the table.
         users = (summary.get("split") or {}).get("test", {}).get("evaluated_users")
@@ -740,10 +784,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
                           "standard error cannot be estimated, and these figures cannot "
                           "tell the models apart", highlight=False, soft_wrap=True)
         else:
-            console.print(f"each row's test {primary} has a standard error of about "
-                          f"{errors[len(errors) // 2]:.4f} (the spread over its "
-                          + (f"{users:,} " if users else "") + "test users)",
-                          highlight=False, soft_wrap=True)
+            spread = (f"of about {errors[0]:.4f}" if f"{errors[0]:.4f}" == f"{errors[-1]:.4f}"
+                      else f"between {errors[0]:.4f} and {errors[-1]:.4f}")
+            console.print(f"each row's test {primary} has a standard error {spread} (the "
+                          "spread over its " + (f"{users:,} " if users else "")
+                          + "test users)", highlight=False, soft_wrap=True)
         gate = summary.get("gate") or {}
         # The gate's own floor: under --gate-min-users when the champion was itself
         # judged on fewer (then "replaces a champion on 50" was false two lines above).
@@ -1840,9 +1885,14 @@ def promote(
     if dry_run:
         named = "" if model_name == DEFAULT_MODEL_NAME else \
             f" --registered-model-name {model_name}"
+        # A failed comparison is refused without --dry-run too (exit 4): the way past it
+        # is --force with a reason, said as such.
+        forced = "" if decision["passed"] else " --force --reason '...'"
         console.print(f"dry run: no alias moved; to promote it, the same command without "
-                      f"--dry-run (`shoprec promote --version {chosen}{named}` and the same "
-                      "data options)", highlight=False, soft_wrap=True)
+                      f"--dry-run (`shoprec promote --version {chosen}{named}{forced}` and "
+                      "the same data options)"
+                      + ("" if decision["passed"] else ": the comparison failed, so only "
+                         "with --force and a reason"), highlight=False, soft_wrap=True)
         return
     console.print(f"champion is now {model_name} version {decision['candidate_version']}"
                   + (f"; previous-champion is version {decision['champion_version']}"
@@ -2086,7 +2136,8 @@ def batch(
 
     result = batch_recommendations(batch=config)
     console.print(f"{result['users']:,} users, {result['rows']:,} rows by version "
-                  f"{result['model_version']} in {result['seconds']:.1f} s "
+                  f"{result['model_version']}{_version_age(model_name, result['model_version'])}"
+                  f" in {result['seconds']:.1f} s "
                   f"({result['users_per_second']:,.0f} users/s) -> {result['path']}"
                   + (f"; {result['stock_limited']:,} products down-weighted for stock"
                      if stock is not None else ""), highlight=False, soft_wrap=True)

@@ -160,6 +160,11 @@ def test_end_to_end_registers_a_champion(env: str, synthetic_dir: Path, tmp_path
         assert len(client.get_metric_history(nested["cfgan"].info.run_id, curve)) >= 2, curve
     assert nested["mf"].data.metrics["test_ndcg_at_10"] == pytest.approx(
         board["mf"]["test"]["ndcg@10"])
+    # Comparable across runs by their own tags: the data, the code, the seed, the weighting.
+    mf_tags = nested["mf"].data.tags
+    assert mf_tags["data_fingerprint"] == version.tags["data_fingerprint"]
+    assert mf_tags["seed"] == "42" and f"repeats={weighting['used']['repeats']}" in \
+        mf_tags["weighting"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"leaderboard.csv", "leaderboard.png", "validation_report.json",
             "quarantine_counts.json", "diversity.csv", "diversity.png"} <= artifacts
