@@ -567,6 +567,21 @@ def _record_failure(path: Path | None, command: str, exc: BaseException) -> None
                                                 path)
 
 
+def _trained_with_repeat_items(model_name: str, version: str) -> bool:
+    """Whether ``version``'s training counted reorders (``--repeat-items``), by its run."""
+    from mlflow.exceptions import MlflowException
+
+    from shoprec.registry import tracking
+
+    client = tracking.client()
+    try:
+        run_id = client.get_model_version(model_name, str(version)).run_id
+        params = client.get_run(run_id).data.params if run_id else {}
+    except (MlflowException, OSError):
+        return False
+    return str(params.get("split.repeat_items", "")).lower() == "true"
+
+
 def _version_age(model_name: str, version: str) -> str:
     """`` (data up to D, registered D)`` for a version (``""``: the registry says nothing).
 
@@ -1022,6 +1037,28 @@ def _root(verbose: Annotated[int, typer.Option(
         help="Log progress (-vv: and shoprec's debug records; `serve -v`: every request).")]
           = 0) -> None:
     _configure_logging(verbose)
+
+
+#: Options naming one input file: given twice, Click kept the last and dropped the first.
+_ONE_FILE_OPTIONS = ("--interactions", "--items")
+
+
+def _repeated_file_option(args: list[str]) -> str | None:
+    """Why ``args`` cannot be run: ``--interactions`` (or ``--items``) given more than once.
+
+    A daily-files reader gave one file per day: the command read the last alone, said
+    "valid" for its one day, and trained on it. (Click keeps the last value of an option
+    and tells its callbacks nothing of the others, so the command line itself is read.)
+    """
+    for option in _ONE_FILE_OPTIONS:
+        given = [a for a in args if a == option or a.startswith(option + "=")]
+        if len(given) > 1:
+            return (
+                f"{option} is given {len(given)} times; shoprec reads one file: join the "
+                "files first, by column name, ids as text (python -c \"import glob, pandas "
+                "as pd; pd.concat(pd.read_csv(f, dtype=str) for f in sorted(glob.glob("
+                "'daily/*.csv'))).to_csv('all.csv', index=False)\"), and pass that file")
+    return None
 
 
 @app.command()
@@ -1631,10 +1668,14 @@ def forget(
         key = resolve_pseudonym_key(DataConfig(pseudonymize=True,
                                                pseudonym_secret=pseudonym_secret))
     suppressions = SuppressionList()
-    if user.strip() and user.strip() in f"{reason} {by}":
-        # Recorded as given, in the list that otherwise holds only the id's hash.
-        err_console.print("note: --reason or --by holds the shopper's id, and is recorded "
-                          "as written: describe the request without it (a ticket number)",
+    # The list holds the id's hash alone: an id written into the reason is taken out
+    # (as a word: "ticket 4123" does not hold the id 12).
+    named = re.compile(rf"(?<![\w.]){re.escape(user.strip())}(?:\.0)?(?![\w])") \
+        if user.strip() else None
+    if named is not None and (named.search(reason) or named.search(by)):
+        reason, by = (named.sub("[the shopper's id]", text) for text in (reason, by))
+        err_console.print("note: --reason or --by held the shopper's id; it was recorded as "
+                          "[the shopper's id] (describe a request by a ticket number)",
                           highlight=False)
     record = suppressions.add(user, by or None, reason, key)
     # After the record: a registry that does not answer must not stand between a person
@@ -1660,6 +1701,9 @@ def forget(
                           "still use until the next training: run again with the key, or "
                           "pass the pseudonym", highlight=False)
     sessions = _forget_sessions(user, key)
+    if sessions and unkeyed:
+        sessions += " (a server holding the key stores sessions under the pseudonym: " \
+            "those were not reached)"
     console.print(f"erasure recorded in {suppressions.path.resolve()} at "
                   f"{record['requested_at']} by "
                   f"{record['requested_by']} ({len(record['subjects'])} subject hash"
@@ -1698,7 +1742,8 @@ def _forget_sessions(user: str, key: Any) -> str | None:
         err_console.print(f"warning: the live sessions in {path} could not be cleared "
                           f"({exc}); they expire within 24 hours", highlight=False)
         return None
-    return f"{dropped} live session event{'' if dropped == 1 else 's'} dropped from {path}"
+    return (f"{dropped} live session event{'' if dropped == 1 else 's'} dropped from "
+            f"{path.resolve()}")
 
 
 def _champion_knows(user: str, key: Any, model_name: str) -> tuple[str, bool | None, bool] | None:
@@ -1812,6 +1857,9 @@ def promote(
     validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = 0.1,
     test_n: Annotated[int, typer.Option("--test-n")] = 1,
     validation_n: Annotated[int, typer.Option("--validation-n")] = 1,
+    repeat_items: Annotated[bool | None, typer.Option(
+        "--repeat-items/--no-repeat-items", help="Count reorders as relevant, as `train "
+        "--repeat-items` (default: as the version promoted was trained).")] = None,
     k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 10 or 5,10,20.")] = "10",
     primary_metric: Annotated[str, typer.Option(
         "--primary-metric", help="Metric that decides.")] = "ndcg@10",
@@ -1838,10 +1886,6 @@ def promote(
     cleaning_config = CleaningConfig(max_quarantine_fraction=max_quarantine,
                                      min_users=min_users, min_items=min_items,
                                      max_value=max_value)
-    split_config = SplitConfig(method=split, test_days=test_days,
-                               validation_days=validation_days, test_fraction=test_fraction,
-                               validation_fraction=validation_fraction, test_n=test_n,
-                               validation_n=validation_n)
     config = PromotionConfig(registered_model_name=model_name, version=version, ks=_cutoffs(k),
                              primary_metric=primary_metric, margin=margin, force=force,
                              reason=reason, requested_by=by, dry_run=dry_run)
@@ -1851,6 +1895,14 @@ def promote(
 
     tracking.require_store()
     chosen = resolve_candidate(model_name, version)
+    if repeat_items is None:
+        # A repeat-purchase champion compared with reorders left out failed every time,
+        # its recipe skipped ("again" needs --repeat-items), and only --force was left.
+        repeat_items = _trained_with_repeat_items(model_name, chosen)
+    split_config = SplitConfig(method=split, test_days=test_days,
+                               validation_days=validation_days, test_fraction=test_fraction,
+                               validation_fraction=validation_fraction, test_n=test_n,
+                               validation_n=validation_n, repeat_items=repeat_items)
     from shoprec.registry.aliases import CHAMPION, alias_version
     from shoprec.registry.demand import is_forecast_version
     from shoprec.registry.promotion import PromotionError
@@ -2552,6 +2604,10 @@ def main() -> None:
 
     apply_runtime_defaults()
     _stop_on_sigterm()
+    repeated = _repeated_file_option(sys.argv[1:])
+    if repeated:
+        err_console.print(f"error: {repeated}", highlight=False)
+        sys.exit(EXIT_USAGE)
     try:
         app()
     except SystemExit as exit_:

@@ -146,9 +146,14 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for option, path in (("--dataset", args.dataset), ("--items", args.items)):
         # A local file; the runs start in the project root, so a relative path is read
         # from there. URLs are left to fsspec.
-        if path and "://" not in path and not (ROOT / Path(path).expanduser()).exists():
+        local = ROOT / Path(path).expanduser() if path and "://" not in path else None
+        if local is not None and not local.exists():
             parser.error(f"{option} {path}: no such file (the flow runs start in {ROOT}, "
                          "so relative paths are taken from there)")
+        if local is not None and local.is_dir():
+            # Accepted, every night's run failed on it at 02:00 ("is a folder").
+            parser.error(f"{option} {path} is a folder; shoprec reads one file (join a "
+                         "folder of daily exports into one first)")
     try:
         ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):

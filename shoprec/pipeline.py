@@ -23,7 +23,7 @@ import numpy as np
 from shoprec.config import CleaningConfig, DataConfig, SplitConfig, WeightingConfig
 from shoprec.data.adapters import RawData, items_sources, load
 from shoprec.data.cleaning import CleanData, clean, remove_quarantine
-from shoprec.data.io import fingerprint
+from shoprec.data.io import file_name, fingerprint
 from shoprec.data.splits import Split, split_interactions
 from shoprec.errors import ConfigError, DataError
 from shoprec.features.encoding import EncodedSplit, check_evaluable, encode_split
@@ -139,6 +139,9 @@ def data_fingerprint(data: DataConfig) -> str:
     for added in _ADDED_READING_OPTIONS:  # unset, the data read before they existed keeps its id
         if options.get(added) is None:
             options.pop(added, None)
+    for named in ("interactions", "items"):  # the files count by name and bytes, not folder
+        if options.get(named):
+            options[named] = file_name(options[named])
     return fingerprint([data.resolved_interactions(), *items_sources(data)],
                        json.dumps(options, sort_keys=True))
 

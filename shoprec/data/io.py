@@ -532,7 +532,11 @@ def _reads_as_utf8(path: str, size: int = 1 << 16) -> bool:
 def fingerprint(paths: list[str | None], extra: str = "") -> str:
     """SHA-256 over the bytes of the given files (missing entries skipped) and ``extra``.
 
-    Used as the data's identity: for caching data preparation and as a registry tag.
+    Used as the data's identity: for caching data preparation and as a registry tag. Each
+    file counts by its name (which can decide how it is read: ``u.data``) and its bytes,
+    not by the folder it was reached through: the same file given as ``shop.csv``,
+    ``./shop.csv`` or its absolute path had four identities, and a cron job started in
+    another folder redid the cached preparation and tagged the same data as new.
     """
     import hashlib
 
@@ -540,9 +544,16 @@ def fingerprint(paths: list[str | None], extra: str = "") -> str:
     for path in paths:
         if not path:
             continue
-        digest.update(path.encode() + b"\0")
+        digest.update(file_name(path).encode() + b"\0")
         check_readable(path, "input")
         with fsspec.open(path, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_name(path: str) -> str:
+    """The last part of a path or URL, without its query (``s3://b/x/shop.csv?v=1``: shop.csv)."""
+    import posixpath
+
+    return posixpath.basename(path.split("?")[0].replace("\\", "/"))

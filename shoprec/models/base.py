@@ -50,6 +50,9 @@ class Tuner(Protocol):
     and the scoring, so that no family imports the evaluation code.
     """
 
+    #: The epochs the fit being watched runs at most (set by the epoch loop).
+    planned_epochs: int | None
+
     def select(self, model: Recommender, grid: Sequence[float],
                apply: Callable[..., Any], what: str, refine: int = 0,
                quick: bool = False, warm: bool = False,

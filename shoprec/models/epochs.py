@@ -189,6 +189,10 @@ def train_epochs(model: Recommender, epochs: int, patience: int,
     """
     stopper = context.tuner.early_stopping(patience) \
         if context is not None and context.tuner is not None else None
+    if context is not None and context.tuner is not None:
+        # A search's pruner never cuts the last epoch (the schedule may have shortened
+        # the configured count).
+        context.tuner.planned_epochs = epochs
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
         if context is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shlex
 import logging
 import os
 import subprocess
@@ -236,14 +237,23 @@ def _recipe_values(champion: ChampionReference) -> str:
         defaults = CandidateParams().of(recipe.candidate)
     except KeyError:
         return ""
-    own = {k: v for k, v in recipe.params.items() if k in defaults and v != defaults[k]
-           and v is not None}
+    def text(value: Any) -> str:  # a tuple default and the recipe's JSON list alike
+        return json.dumps(value, separators=(",", ":"))
+
+    def chosen_on_grid(name: str, value: Any) -> bool:
+        # Left open by default and found in the grid: the family chose it, nobody set it.
+        grid = recipe.params.get(f"{name}_grid", defaults.get(f"{name}_grid"))
+        return defaults[name] is None and isinstance(grid, (list, tuple)) and value in grid
+
+    own = {k: v for k, v in recipe.params.items() if k in defaults and v is not None
+           and text(v) != text(defaults[k]) and not chosen_on_grid(k, v)}
     if not own:
         return ""
-    given = " ".join(f"--param {recipe.candidate}.{k}={json.dumps(v)}"
+    given = " ".join(shlex.quote(f"--param={recipe.candidate}.{k}={text(v)}")
                      for k, v in sorted(own.items()))
-    return (f"; to train the champion's own values as a candidate each night, give them: "
-            f"{given} (training.params in a deployment's form)")
+    return (f"; to train the champion's own values as a candidate each night, give them "
+            f"(with {recipe.candidate} among --models): {given} (training.params in a "
+            "deployment's form)")
 
 
 def _served_age(version: str, champion: ChampionReference, cutoff: str | None) -> str:

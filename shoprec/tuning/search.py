@@ -394,13 +394,13 @@ def run_trial(candidate: str, trial: Any, params: dict[str, Any], encoded: Encod
     number = trial_number(trial)
     epochs: list[int] = []
 
-    last = params.get("epochs")
-
     def report(epoch: int, score: float) -> None:
         epochs.append(epoch)
         trial.report(score, epoch)
         # Not at the last epoch: the trial has run them all, and a pruned one is thrown
-        # away where a finished one is scored at its best epoch.
+        # away where a finished one is scored at its best epoch. The fit says how many it
+        # runs (a learning-rate schedule cuts the configured count).
+        last = tuner.planned_epochs or params.get("epochs")
         if (not isinstance(last, int) or epoch + 1 < last) and trial.should_prune():
             raise Pruned(f"pruned after epoch {epoch + 1} (validation ndcg@10 {score:.4f})")
 

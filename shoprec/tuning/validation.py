@@ -55,6 +55,10 @@ class ValidationTuner:
         #: (``None`` before one, or after a ``quick`` one): a caller whose model ends in
         #: that value's state need not score it again.
         self.selected_score: float | None = None
+        #: The epochs the fit being watched will run at most, once it says so
+        #: (:func:`shoprec.models.epochs.train_epochs`): a learning-rate schedule can cut
+        #: the configured count.
+        self.planned_epochs: int | None = None
 
     def score(self, model: Recommender, users: int) -> float:
         """Validation ndcg@10 of ``model`` on a seeded sample of at most ``users`` users."""

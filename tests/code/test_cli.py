@@ -399,6 +399,8 @@ def test_train_chooses_the_weighting_unless_one_is_given() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--dataset", "/nope.parquet"], "--dataset /nope.parquet: no such file"),
+    # A folder of daily exports was accepted, and every night failed on it.
+    (["--dataset", "data"], "--dataset data is a folder; shoprec reads one file"),
     (["--timezone", "Mars/Base"], "--timezone Mars/Base: not a time zone name"),
     (["--training-cron", "61 2 * * *"], "--training-cron '61 2 * * *': not a cron expression"),
     # Without a server of its own, every run was cancelled and the process said nothing.
@@ -641,6 +643,34 @@ def test_the_batch_line_says_how_old_its_model_is(tmp_path: Path,
     client.create_registered_model("aged")
     client.create_model_version("aged", "file:///nowhere", tags={
         "data_cutoff": "2011-12-09T12:50:00+00:00"})
+    # promote compares as the version was trained: reorders counted for a grocery's.
+    experiment = tracking.experiment_id()
+    for flag in ("True", "False"):
+        run = client.create_run(experiment)
+        client.log_param(run.info.run_id, "split.repeat_items", flag)
+        client.create_model_version("aged", "file:///nowhere", run.info.run_id)
+    assert cli_app._trained_with_repeat_items("aged", "2") is True
+    assert cli_app._trained_with_repeat_items("aged", "3") is False
+    assert cli_app._trained_with_repeat_items("aged", "1") is False  # no run: as before
     said = cli_app._version_age("aged", "1")
     assert said.startswith(" (data up to 2011-12-09, registered ") and said.endswith(" UTC)")
     assert cli_app._version_age("aged", "7") == ""  # no such version: nothing said
+
+
+def test_an_input_file_given_twice_is_refused(tmp_path: Path) -> None:
+    """A daily-files reader's: `--interactions day1.csv --interactions day2.csv` read the
+    last day alone, said "valid" for it, and trained on it."""
+    import subprocess
+    import sys
+
+    from cli.app import _repeated_file_option
+
+    assert _repeated_file_option(["validate", "--interactions", "a.csv"]) is None
+    said = _repeated_file_option(["train", "--interactions=a.csv", "--items", "i.csv",
+                                  "--interactions", "b.csv"])
+    assert said is not None and said.startswith("--interactions is given 2 times")
+    assert "dtype=str" in said
+    done = subprocess.run([str(Path(sys.executable).parent / "shoprec"), "validate",
+                           "--items", "a.csv", "--items", "b.csv"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "--items is given 2 times" in done.stderr, done.stderr

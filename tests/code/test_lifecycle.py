@@ -308,7 +308,7 @@ def test_a_champion_that_stays_says_how_old_its_data_is() -> None:
     """A reader's: the champion's recipe retrained beat the new winner on a few test users,
     and the champion trained on October's data kept serving in December, unsaid."""
     champion = ChampionReference(
-        "3", Recipe("ease", {"regularization": 50.0}, data_cutoff="2011-10-31T17:00:00"))
+        "3", Recipe("ease", {"regularization": 132.93}, data_cutoff="2011-10-31T17:00:00"))
     verdict = gate("ndcg@10", {"ndcg@10": 0.1034}, POPULARITY, 0.05, champion,
                    {"ndcg@10": 0.1236}, cutoff="2011-12-09T12:00:00")
     reason = verdict.checks[1].reason
@@ -317,11 +317,27 @@ def test_a_champion_that_stays_says_how_old_its_data_is() -> None:
         "before this run's)" in reason and "shoprec promote --force" in reason
     # Its own values, as the options that train them as a candidate (a tuner's: the
     # nightly trained the configured grid, lost to the tuned recipe, and said nothing).
-    assert reason.endswith("give them: --param ease.regularization=50.0 (training.params in "
-                           "a deployment's form)"), reason
+    assert reason.endswith("give them (with ease among --models): "
+                           "--param=ease.regularization=132.93 (training.params in a "
+                           "deployment's form)"), reason
     from shoprec_cli.app import _parse_params
 
-    assert _parse_params(["ease.regularization=50.0"]) == {"ease": {"regularization": 50.0}}
+    assert _parse_params(["ease.regularization=132.93"]) == {
+        "ease": {"regularization": 132.93}}
+    # Defaults (a grid read back from JSON as a list) and a value the grid chose are
+    # nobody's own: an untuned mf champion was told to give its grid and its choice.
+    untuned = ChampionReference("3", Recipe("mf", {
+        "regularization": 10.0, "regularization_grid": [1.0, 10.0, 100.0, 1000.0],
+        "factors": 64}, data_cutoff="2011-10-31T17:00:00"))
+    reason = gate("ndcg@10", {"ndcg@10": 0.1034}, POPULARITY, 0.05, untuned,
+                  {"ndcg@10": 0.1236}, cutoff="2011-12-09T12:00:00").checks[1].reason
+    assert "--param" not in reason, reason
+    tuned = ChampionReference("3", Recipe("mf", {
+        "regularization": 31.6, "regularization_grid": [1.0, 10.0, 100.0, 1000.0],
+        "bm25_k1": 2.5}, data_cutoff="2011-10-31T17:00:00"))
+    reason = gate("ndcg@10", {"ndcg@10": 0.1034}, POPULARITY, 0.05, tuned,
+                  {"ndcg@10": 0.1236}, cutoff="2011-12-09T12:00:00").checks[1].reason
+    assert "--param=mf.bm25_k1=2.5 --param=mf.regularization=31.6 (training" in reason
 
 
 def test_gate_notes_another_weighting_but_not_a_field_added_since() -> None:

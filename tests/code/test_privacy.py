@@ -525,15 +525,22 @@ def test_forget_clears_live_sessions_and_keeps_its_files_private(
     done = CliRunner().invoke(app, ["forget", "12349", "--reason", "erasure 12349"])
     assert done.exit_code == 0, done.output
     said = " ".join(done.output.split())
-    assert "--reason or --by holds the shopper's id" in said
-    assert "1 live session event dropped from" in said
+    assert "--reason or --by held the shopper's id; it was recorded as [the shopper's id]" \
+        in said
+    assert "1 live session event dropped from /" in said  # the file's whole path
+    assert "sessions.sqlite" in "".join(done.output.split())
     assert SessionStore().recent(["12349", "17850"]) == {"17850": ["22423"]}
+    records = SuppressionList().records()
+    assert records[-1]["reason"] == "erasure [the shopper's id]"
+    assert "12349" not in (tmp_path / "erase.jsonl").read_text()
     for name in ("erase.jsonl", "sessions.sqlite"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
     # Without a sessions file, nothing is created.
     monkeypatch.setenv(SESSIONS_ENV, str(tmp_path / "elsewhere.sqlite"))
-    done = CliRunner().invoke(app, ["forget", "17850", "--reason", "ticket 7"])
+    done = CliRunner().invoke(app, ["forget", "17", "--reason", "ticket 4178501"])
     assert done.exit_code == 0 and "dropped" not in done.output
+    assert "held the shopper's id" not in done.output  # 17 is no word of "4178501"
+    assert SuppressionList().records()[-1]["reason"] == "ticket 4178501"
     assert not (tmp_path / "elsewhere.sqlite").exists()
 
 

@@ -144,3 +144,32 @@ def test_a_misspelt_metric_or_an_unsearchable_family_is_refused_before_any_fit(
         search("ease", {}, blind, None, "ndgc@10", trials=3, seconds=None, seed=1)
     with pytest.raises(ConfigError, match="popularity has no search space"):
         search("popularity", {}, blind, None, "ndcg@10", trials=3, seconds=None, seed=1)
+
+
+def test_a_trial_is_never_pruned_at_the_epoch_its_fit_ends_on(
+        blind: EncodedSplit, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second reader's: vae's schedule ran 17 of its configured 50 epochs, and a trial
+    that had run them all was pruned at the 17th and thrown away."""
+    from shoprec.models import Popularity
+    from shoprec.tuning import search as module
+
+    def fit(candidate, params, train, items, encoded, has_ratings, tuner):
+        tuner.planned_epochs = 3  # as train_epochs says: the schedule cut 10 to 3
+        for epoch in range(3):
+            tuner.on_epoch(epoch, 0.1)
+        return Popularity().fit(train), 0.0
+
+    class Trial:
+        user_attrs = {"number": 1}
+        calls = 0
+
+        def report(self, value: float, step: int) -> None:
+            pass
+
+        def should_prune(self) -> bool:
+            Trial.calls += 1
+            return Trial.calls == 3  # the pruner would cut the third epoch, the last
+
+    monkeypatch.setattr(module, "fit_candidate", fit)
+    outcome = module.run_trial("vae", Trial(), {"epochs": 10}, blind, None, "ndcg@10")
+    assert outcome.state == "complete" and outcome.epochs == 3, outcome

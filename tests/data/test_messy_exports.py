@@ -188,9 +188,13 @@ def test_the_data_identity_is_unchanged_by_reading_options_added_and_left_unset(
     from shoprec.data.io import fingerprint
     from shoprec.pipeline import data_fingerprint
 
+    from shoprec.data.io import file_name
+
     config = DataConfig(delimiter=";")
     before = {k: v for k, v in config.model_dump(mode="json").items()
               if k not in ("items_delimiter", "items_encoding", "decimal")}
+    assert before["interactions"] is None  # the bundled sample (a path: its file name)
+    assert file_name("/srv/a/shop.csv?v=2") == "shop.csv"
     assert data_fingerprint(config) == fingerprint([config.resolved_interactions()],
                                                    json.dumps(before, sort_keys=True))
     for added in ({"items_delimiter": ","}, {"items_encoding": "cp1252"}, {"decimal": ","}):
