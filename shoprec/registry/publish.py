@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shlex
 import logging
 import os
+import shlex
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

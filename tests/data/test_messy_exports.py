@@ -185,10 +185,8 @@ def test_the_data_identity_is_unchanged_by_reading_options_added_and_left_unset(
     import json
 
     from shoprec.config import DataConfig
-    from shoprec.data.io import fingerprint
+    from shoprec.data.io import file_name, fingerprint
     from shoprec.pipeline import data_fingerprint
-
-    from shoprec.data.io import file_name
 
     config = DataConfig(delimiter=";")
     before = {k: v for k, v in config.model_dump(mode="json").items()
