@@ -2325,7 +2325,9 @@ def serve(
             raise ConfigError(f"--sessions {sessions}: cannot use it ({exc}); give a writable "
                               "file, or --sessions '' to turn live sessions off") from None
     registered = tracking.client().get_model_version(model_name, version)
-    when = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).isoformat()
+    # In seconds, as started_at: an app's date parser reads one form.
+    when = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).isoformat(
+        timespec="seconds")
     environment = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
                    DIVERSITY_ENV: str(diversity), EXPLANATIONS_ENV: "1" if explanations else "0",
                    STOCK_ENV: held,

@@ -16,9 +16,28 @@ import asyncio
 import logging
 from typing import Any
 
+from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger(__name__)
+
+#: The answer past ``--max-connections``, in the one error shape every other refusal has.
+BUSY = (b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "server busy: more open '
+        b'connections than --max-connections; send the request again shortly"}')
+
+
+async def busy(scope: Any, receive: Any, send: Any) -> None:
+    """The 503 past uvicorn's concurrency limit, as JSON with ``Retry-After``.
+
+    Its own was ``text/plain`` "Service Unavailable", which a strict JSON client (an app's
+    decoder) failed on, without the security headers every other answer carries.
+    """
+    from shoprec.serving.server import _SECURITY_HEADERS
+
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(BUSY)).encode()),
+        (b"retry-after", b"1"), (b"connection", b"close"), *_SECURITY_HEADERS]})
+    await send({"type": "http.response.body", "body": BUSY, "more_body": False})
 
 
 class DeadlineHttpProtocol(HttpToolsProtocol):
@@ -29,6 +48,9 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # uvicorn names the app it answers with past the limit in its module; this server's
+        # processes use this protocol alone.
+        httptools_impl.service_unavailable = busy
         self._read = 0  # requests fully received on this connection
         self._answered = 0  # answers sent on it
         self._deadline: asyncio.TimerHandle | None = None

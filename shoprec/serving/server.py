@@ -694,7 +694,9 @@ def _utf8_charset(kind: bytes) -> bool:
 #: address (which may carry the access token) never sent on as a referrer.
 _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                      (b"content-security-policy", b"frame-ancestors 'none'"),
-                     (b"referrer-policy", b"no-referrer")]
+                     (b"referrer-policy", b"no-referrer"),
+                     # Answers are a shopper's (lists, histories): no cache keeps them.
+                     (b"cache-control", b"no-store")]
 
 
 class QuietServerLog(logging.Filter):
@@ -772,16 +774,26 @@ def _secured(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
 
 def _without_trace(body: bytes) -> bytes:
     """An error body without MLflow's ``stack_trace`` (logged instead), else as it was."""
-    if b"stack_trace" not in body:
+    if not any(key in body for key in (b"stack_trace", b"sqlstate", b"error_class")):
         return body
     try:
         error = json.loads(body)
     except ValueError:
         return body
-    if not isinstance(error, dict) or "stack_trace" not in error:
+    if not isinstance(error, dict):
         return body
-    logger.info("MLflow's error trace, not sent to the client: %s", error.pop("stack_trace"))
+    if "stack_trace" in error:
+        logger.info("MLflow's error trace, not sent to the client: %s",
+                    error.pop("stack_trace"))
+    # MLflow's internal classification: keys the error shape does not have, which a
+    # client's strict decoder failed on.
+    for key in _MLFLOW_ONLY:
+        error.pop(key, None)
     return json.dumps(error).encode()
+
+
+#: Keys of MLflow's error bodies outside the one error shape (``error_code``, ``message``).
+_MLFLOW_ONLY = ("sqlstate", "error_class")
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -31,6 +31,8 @@ from shoprec.data.schema import canonical_event, canonical_id
 SESSIONS_ENV = "SHOPREC_SESSIONS"
 #: Default session database, in the working directory.
 DEFAULT_SESSIONS = "sessions.sqlite"
+#: Epoch seconds above this (the year 5138) are milliseconds sent as seconds.
+EPOCH_MILLISECONDS = 1e11
 #: Events kept per shopper (the most recent).
 MAX_EVENTS = 50
 #: Events older than this are forgotten (seconds).
@@ -129,6 +131,18 @@ class SessionStore:
                 is not a finite number; nothing is recorded then.
         """
         now = time.time()
+        rows = self.checked(events, now)
+        self._store(rows, now)
+        return [{"user_id": u, "item_id": i, "event": e, "at": a} for u, i, e, a in rows]
+
+    def checked(self, events: list[tuple[Any, Any, Any, float | None]],
+                now: float | None = None) -> list[tuple[str, str, str, float]]:
+        """The rows :meth:`add_many` would record for ``events``, recording nothing.
+
+        Raises:
+            ValueError: As :meth:`add_many`.
+        """
+        now = time.time() if now is None else now
         rows = []
         for user_id, item_id, event, at in events:
             check_id("user_id", user_id)
@@ -151,9 +165,18 @@ class SessionStore:
                 if isinstance(at, bool) or not isinstance(at, (int, float)) \
                         or not math.isfinite(float(at)):
                     raise ValueError("timestamp is epoch seconds (a finite number)")
+                if float(at) > EPOCH_MILLISECONDS:
+                    # Date.now() and currentTimeMillis(): taken as "a minute ahead", they
+                    # reordered a session without a word.
+                    raise ValueError(f"timestamp {at} reads as milliseconds: send epoch "
+                                     "seconds (divide by 1000)")
                 moment = float(at) if float(at) >= now - self.max_age else now
                 moment = min(moment, now + 60.0)
             rows.append((user, item, kind, moment))
+        return rows
+
+    def _store(self, rows: list[tuple[str, str, str, float]], now: float) -> None:
+        """Insert ``rows``, trim their shoppers' sessions, and sweep now and then."""
         db = self._connection()
         with db:  # one transaction: the events, then each shopper's newest max_events
             db.execute("BEGIN IMMEDIATE")
@@ -171,7 +194,6 @@ class SessionStore:
                            "ORDER BY at DESC LIMIT -1 OFFSET ?)", (self.max_rows,))
         if sweep:
             self._checkpoint(db)
-        return [{"user_id": u, "item_id": i, "event": e, "at": a} for u, i, e, a in rows]
 
     @staticmethod
     def _checkpoint(db: sqlite3.Connection) -> None:

@@ -115,7 +115,7 @@ def _shopper_data_refusal(server: RecommendationServer) -> str | None:
     if not EXPLAIN_GRANTED.get():
         return ("shopper data is served only to requests that carry this server's access "
                 "token: open the storefront link `shoprec serve` printed (it ends in "
-                "?token=...), or send the header X-Shoprec-Token")
+                "#token=...), or send the header X-Shoprec-Token")
     # (A server that serves it because it listens on loopback has already refused requests
     # for any other host name, and granted it per request: see RecommendationServer.)
     return None
@@ -207,19 +207,27 @@ def record_events(bundle: Any, body: bytes) -> dict[str, Any]:
     # Stored under the id the model knows (a pseudonym when it uses them).
     users = stored_user_ids(bundle, [e.get("user_id") for e in events])
     items = [canonical_id(e.get("item_id")) for e in events]
-    unknown_items = sorted({i for i, at in zip(items, bundle.items.encode(items), strict=True)
-                            if i and at < 0})
-    if unknown_items:
-        raise ValueError(f"unknown item_id(s) {', '.join(unknown_items[:5])}: not in this "
-                         "model's catalogue")
+    # A product added since the model was trained is left out, and said: it failed the
+    # whole body before, and an app batching its clicks lost all of them for one.
+    known = [not i or at >= 0 for i, at in zip(items, bundle.items.encode(items), strict=True)]
+    unknown_items = sorted({i for i, ok in zip(items, known, strict=True) if not ok})
     erased = bundle.erased(users)
     # An erased shopper's events are not kept, and the answer does not say so: "ignored: 1"
     # told anyone who posted an id that its shopper had asked to be forgotten.
+    # Every event is checked, an erased shopper's too: a 400 for anyone else's bad event
+    # and a 200 for theirs would tell them apart.
+    bundle.sessions.checked([(u, i, e.get("event"), e.get("timestamp"))
+                             for u, i, e, ok in zip(users, items, events, known, strict=True)
+                             if ok])
     kept = [(u, i, e.get("event"), e.get("timestamp"))
-            for u, i, e, gone in zip(users, items, events, erased, strict=True) if not gone]
+            for u, i, e, gone, ok in zip(users, items, events, erased, known, strict=True)
+            if ok and not gone]
     if kept:
         bundle.sessions.add_many(kept)
-    return {"recorded": len(events)}
+    answer: dict[str, Any] = {"recorded": sum(known)}
+    if unknown_items:
+        answer["unknown_items"] = unknown_items[:MAX_EVENTS_PER_BODY]
+    return answer
 
 
 def _title(bundle: Any, item: str) -> str:

@@ -107,3 +107,25 @@ def test_a_request_being_answered_and_a_kept_alive_connection_are_not_cut(port: 
             time.sleep(DEADLINE * 0.7)
             connection.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
             assert connection.recv(200).startswith(b"HTTP/1.1 200")
+
+
+def test_a_busy_server_answers_in_the_error_shape(port: int) -> None:
+    """Past --max-connections uvicorn answered text/plain "Service Unavailable": a mobile
+    client's strict JSON decoder failed on it."""
+    import json
+
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    for connection in held:
+        connection.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n")  # not finished
+    time.sleep(0.2)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(4096):  # the busy answer closes the connection
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503") and b"content-type: application/json" in head
+    assert b"retry-after: 1" in head and b"x-content-type-options: nosniff" in head
+    assert json.loads(body)["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    for connection in held:
+        connection.close()

@@ -326,6 +326,7 @@ def test_an_erasure_list_that_shrinks_or_goes_makes_the_server_unhealthy(
 async def _mlflow_traceback(scope, receive, send) -> None:
     """Stands in for MLflow's scoring app refusing a CSV body, as it does, with a trace."""
     body = json.dumps({"error_code": "BAD_REQUEST", "message": "Failed to parse input",
+                       "sqlstate": "KAM00", "error_class": "X",
                        "stack_trace": "Traceback (most recent call last):\n  File "
                                       "\"/srv/venv/lib/python3.11/site-packages/mlflow\""})
     await send({"type": "http.response.start", "status": 400,
@@ -346,6 +347,7 @@ def test_mlflows_error_answers_carry_no_stack_trace(caplog: pytest.LogCaptureFix
         "error_code": "BAD_REQUEST", "message": "Failed to parse input"}
     assert int(answer.headers["content-length"]) == len(answer.content)
     assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["cache-control"] == "no-store"
     assert "site-packages/mlflow" in caplog.text
 
 
@@ -375,6 +377,16 @@ def test_an_erased_shoppers_event_is_answered_as_anyones_and_not_kept(
                for user in ("u1", "u2", "nobody")]
     assert answers == [{"recorded": 1}] * 3
     assert bundle.sessions.recent(["u1", "u2"]) == {"u2": ["i3"]}
+    # A bad event is refused for an erased shopper as for anyone (a 200 told them apart).
+    for user in ("u1", "u2"):
+        with pytest.raises(ValueError, match="event must be one of"):
+            record_events(bundle, json.dumps({"user_id": user, "item_id": "i3",
+                                              "event": "teleport"}).encode())
+    # A product the model does not know is left out and named; the others are kept.
+    answer = record_events(bundle, json.dumps([{"user_id": "u3", "item_id": "new-sku"},
+                                               {"user_id": "u3", "item_id": "i4"}]).encode())
+    assert answer == {"recorded": 1, "unknown_items": ["new-sku"]}
+    assert bundle.sessions.recent(["u3"]) == {"u3": ["i4"]}
 
 
 def test_the_access_log_has_no_query_strings() -> None:
