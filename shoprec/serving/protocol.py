@@ -54,6 +54,8 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self._read = 0  # requests fully received on this connection
         self._answered = 0  # answers sent on it
         self._deadline: asyncio.TimerHandle | None = None
+        self._bytes = False  # whether request bytes came since the deadline was set
+        self._unsent = 0  # the answer's bytes not yet taken by the client, at the last look
 
     @classmethod
     def seconds(cls) -> float:
@@ -74,6 +76,29 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        """Bytes of a request: noted, so an expired deadline tells slow from idle."""
+        self._bytes = True
+        super().data_received(data)
+
+    def resume_writing(self) -> None:
+        """The client is reading its answer again: the next deadline counts from now.
+
+        The deadline starts when an answer is handed over, and a 30 MB answer read over a
+        slow link took longer: the connection was closed under a client still reading.
+        """
+        super().resume_writing()
+        self._unsent = 0
+        if not self.transport.is_closing():
+            self._arm()
+
+    def pause_writing(self) -> None:
+        """The client is behind on its answer: the deadline now watches it read."""
+        super().pause_writing()
+        self._unsent = 0
+        if not self.transport.is_closing():
+            self._arm()
+
     def on_message_complete(self) -> None:
         """A request has fully arrived: it is no longer bound by the deadline."""
         self._read += 1
@@ -82,12 +107,14 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         """An answer went out: the next request's deadline starts now."""
         self._answered += 1
+        self._unsent = 0
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm()
 
     def _arm(self) -> None:
         self._disarm()
+        self._bytes = False
         self._deadline = self.loop.call_later(self.seconds(), self._expired)
 
     def _disarm(self) -> None:
@@ -97,8 +124,37 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def _expired(self) -> None:
         self._deadline = None
-        if self._read > self._answered or self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        who = "{}:{}".format(*self.client) if self.client else "?"
+        unsent = self.transport.get_write_buffer_size()
+        if unsent:
+            if unsent < self._unsent or not self._unsent:
+                self._unsent = unsent  # the client is still reading its answer
+                self._arm()
+                return
+            # A client that read nothing of its answer for a whole deadline: close() would
+            # wait for the unsent bytes for ever, holding them (58 MB each) in memory.
+            logger.info("dropped a connection from %s: it read nothing of its answer for "
+                        "%g s (%d bytes unsent)", who, self.seconds(), unsent)
+            self.transport.abort()
+            return
+        if self._read > self._answered:
             return  # a request read in full is being answered: its answer re-arms
-        logger.info("closed a connection from %s: no whole request within %g s",
-                    "{}:{}".format(*self.client) if self.client else "?", self.seconds())
+        if self._bytes:
+            # Part of a request came: say why, in the error shape, before closing.
+            self.transport.write(_TIMED_OUT)
+            logger.info("closed a connection from %s: no whole request within %g s", who,
+                        self.seconds())
+        else:
+            logger.debug("closed an idle connection from %s after %g s", who, self.seconds())
         self.transport.close()
+
+
+_TIMEOUT_BODY = (b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "the request did not '
+                 b'arrive whole within the server\'s --request-timeout; send it again, '
+                 b'faster or smaller"}')
+#: The answer to a request cut by the deadline (it had started to arrive).
+_TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+              b"content-length: " + str(len(_TIMEOUT_BODY)).encode()
+              + b"\r\nconnection: close\r\n\r\n" + _TIMEOUT_BODY)

@@ -48,6 +48,8 @@ INLINE_RECORDS = 32
 #: Requests naming more recent items than this (over all their records) go to a thread too:
 #: one record of 100,000 held every other request, /ping included, for 230 ms.
 INLINE_RECENT_ITEMS = 2000
+#: And answers of more items than this (k summed): 32 records at k 1,000 held /ping for 1 s.
+INLINE_ANSWER_ITEMS = 2000
 #: What a client is told of a fault of the server's own (its erasure list unreadable): the
 #: details, a file's path among them, go to the server's log only.
 UNAVAILABLE = ("server error: this server cannot answer right now (a fault of its own, "
@@ -160,6 +162,8 @@ class RecommendationServer:
 
         try:
             await self._serve(scope, receive, tracked)
+        except ClientGone:
+            return  # no one to answer, and nothing worked on
         except asyncio.CancelledError:
             if scope["type"] != "http" or started:
                 raise
@@ -291,7 +295,8 @@ class RecommendationServer:
             # request) leave the event loop free for the small requests beside them.
             if len(records) > INLINE_RECORDS or any(
                     isinstance(r, dict) and r.get("explain") for r in records) or sum(
-                    _recent_count(r) for r in records) > INLINE_RECENT_ITEMS:
+                    _recent_count(r) for r in records) > INLINE_RECENT_ITEMS or sum(
+                    _asked(r) for r in records) > INLINE_ANSWER_ITEMS:
                 body = await asyncio.to_thread(_answered, self.answer, records)
             else:
                 body = _answered(self.answer, records)
@@ -614,11 +619,22 @@ def _is_json(scope: Scope) -> bool:
         and _utf8_charset(value)
 
 
+class ClientGone(Exception):
+    """The client went away before its request's body was whole: nothing is answered."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or ``None`` as soon as it grows past ``limit`` bytes."""
+    """The request body, or ``None`` as soon as it grows past ``limit`` bytes.
+
+    Raises:
+        ClientGone: The connection closed mid-body (a hang-up, or the request deadline):
+            the part received was scored as a whole body, its cut last row as a shopper.
+    """
     chunks, size = [], 0
     while True:
         message = await receive()
+        if message.get("type") == "http.disconnect":
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

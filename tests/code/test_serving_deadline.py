@@ -61,14 +61,18 @@ def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     thread.join(10)
 
 
-def _closed(connection: socket.socket, within: float) -> bool:
+def _closed(connection: socket.socket, within: float) -> bytes | None:
+    """What the server sent before closing the connection, or ``None``: still open."""
     connection.settimeout(within)
+    said = b""
     try:
-        return connection.recv(100) == b""
+        while chunk := connection.recv(4096):
+            said += chunk
     except TimeoutError:
-        return False
+        return None
     except OSError:
-        return True
+        pass
+    return said
 
 
 def _get(port: int, path: str = "/ping", body: bytes = b"") -> bytes:
@@ -92,8 +96,13 @@ def test_slow_and_idle_clients_are_cut_and_others_answered(port: int) -> None:
             headers.sendall(b"X-A: b\r\n")
         except OSError:
             break
+    # One that sent part of a request is told why (408); an idle one is just closed.
+    assert _closed(idle, 3 * DEADLINE) == b""
+    for connection in (headers, body):
+        said = _closed(connection, 3 * DEADLINE)
+        assert said is not None and said.startswith(b"HTTP/1.1 408 Request Timeout"), said
+        assert b"--request-timeout" in said
     for connection in (idle, headers, body):
-        assert _closed(connection, 3 * DEADLINE)
         connection.close()
     assert time.monotonic() - started < 6 * DEADLINE
     # The connections were given back: the server answers again (with 4, it was 503).
@@ -129,3 +138,41 @@ def test_a_busy_server_answers_in_the_error_shape(port: int) -> None:
     assert json.loads(body)["error_code"] == "TEMPORARILY_UNAVAILABLE"
     for connection in held:
         connection.close()
+
+
+def test_a_client_that_stops_reading_its_answer_is_dropped(
+        port: int, caplog: pytest.LogCaptureFixture) -> None:
+    """A second reader's: clients that read 1 KB of a 30 MB answer and stopped held 58 MB
+    each until the server stopped (close() waits for unsent bytes), logged as closed."""
+    big = b"x" * 8_000_000
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+    with caplog.at_level("INFO", logger="shoprec.serving.protocol"):
+        stalled.connect(("127.0.0.1", port))
+        stalled.sendall(f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(big)}"
+                        "\r\n\r\n".encode() + big)
+        time.sleep(DEADLINE * 4)  # reads nothing of the 8 MB echoed back
+    stalled.close()
+    assert "it read nothing of its answer for 1 s" in caplog.text, caplog.text
+    assert _get(port).startswith(b"HTTP/1.1 200")
+
+
+def test_a_client_reading_its_answer_slowly_gets_all_of_it(port: int) -> None:
+    """The deadline watches a large answer being read: progress keeps the connection."""
+    body = b"y" * 1_500_000
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", port))
+    reader.sendall(f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+                   .encode() + body)
+    reader.settimeout(10)
+    received, started = b"", time.monotonic()
+    while not received.endswith(body[-100:]) or len(received) < len(body):
+        chunk = reader.recv(16_384)
+        if not chunk:
+            break
+        received += chunk
+        time.sleep(0.01)
+    reader.close()
+    assert time.monotonic() - started > 2 * DEADLINE  # slower than two deadlines
+    assert received.endswith(b"ok" + body), len(received)

@@ -284,6 +284,42 @@ def test_a_long_recent_item_list_is_answered_off_the_event_loop(
     assert threaded == []
     answer = post(app, records({"user_id": "u1", "recent_items": [f"i{n}" for n in range(8)]}))
     assert answer.status_code == 200 and threaded == [1]
+    # And a large answer (32 records at k 1,000 held /ping for a second): by items asked.
+    monkeypatch.setattr(server, "INLINE_ANSWER_ITEMS", 15)
+    assert post(app, records({"user_id": "u1", "k": 10})).status_code == 200
+    assert threaded == [1]
+    assert post(app, records({"user_id": "u1", "k": 10}, {"user_id": "u2", "k": 10})
+                ).status_code == 200
+    assert threaded == [1, 2]
+
+
+def test_a_body_cut_off_is_not_worked_on() -> None:
+    """A deadline cut or hang-up mid-upload sent the part received on as a whole body."""
+    from shoprec.serving import server as module
+
+    reached: list[bytes] = []
+
+    async def mlflow(scope, receive, send) -> None:
+        reached.append(b"called")
+
+    async def go() -> list[dict]:
+        sent: list[dict] = []
+        parts = [{"type": "http.request", "body": b"user_id,k\n1", "more_body": True},
+                 {"type": "http.disconnect"}]
+
+        async def receive() -> dict:
+            return parts.pop(0)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/invocations",
+                 "headers": [(b"content-type", b"text/csv")], "query_string": b""}
+        await module.RecommendationServer(mlflow, _bundle().answer, Limits())(
+            scope, receive, send)
+        return sent
+
+    assert asyncio.run(go()) == [] and reached == []
 
 
 def test_an_erasure_list_that_shrinks_or_goes_makes_the_server_unhealthy(
