@@ -1142,12 +1142,14 @@ def validate(
     _writable_file(report_json, "--report-json")
     _writable_dir(output_dir, "--output-dir")
     began = time.perf_counter()
+    fingerprint: str | None = None
 
     def write_report(report: Any) -> None:
         if report_json and report is not None:
             from shoprec.files import replace_whole
 
-            text = json.dumps(report.to_dict(), indent=2, default=str)
+            text = json.dumps({**report.to_dict(), "data_fingerprint": fingerprint},
+                              indent=2, default=str)
             report_json.parent.mkdir(parents=True, exist_ok=True)
             # Beside its place and renamed: a full disk never leaves half a report.
             replace_whole(report_json, lambda draft: draft.write_text(text))
@@ -1157,6 +1159,11 @@ def validate(
     try:
         steps = PreparationSteps(output_dir / "data_docs" if data_docs else None)
         with folder_in_use(output_dir, "--output-dir"):
+            from shoprec.pipeline import data_fingerprint
+
+            # What a version's data_fingerprint tag is compared with: an auditor could
+            # not compute it (it is no plain checksum of the file).
+            fingerprint = data_fingerprint(data_config)
             prepared = load_and_validate(data_config, cleaning_config, output_dir, steps)
     except DataValidationError as exc:
         write_report(exc.report)
@@ -1164,6 +1171,8 @@ def validate(
     write_report(prepared.report)
     _print_report(prepared.report)
     console.print(f"quarantine written to {prepared.quarantine_paths['interactions']}")
+    console.print(f"data fingerprint {fingerprint} (a version's data_fingerprint tag)",
+                  highlight=False)
     console.print(_styled(("valid", "green"), f" in {time.perf_counter() - began:.1f} s"))
 
 

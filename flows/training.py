@@ -142,7 +142,9 @@ def training_pipeline(
          "training": training.model_dump(mode="json")},
         {"prefect_flow_run_id": run_id, "data_fingerprint": fingerprint, "git_commit": commit,
          # What was read, also when the form left the input empty (the bundled sample).
-         "data_source": tracking.redact(prepared.report.source),
+         "data_source": tracking.redact(_absolute(prepared.report.source)),
+         **({"data_items_source": tracking.redact(_absolute(data.items))} if data.items
+            else {}),
          "data_format": prepared.report.format})
     logged = board = None
     try:
@@ -311,3 +313,10 @@ def early_refit(future: Any, board: ValidationBoard | None,
         logger.warning("the winner's refit beside the candidates did not finish (%r); "
                        "refitting it now", made)
     return None
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute (a relative one named no folder); a URL as it is."""
+    from pathlib import Path
+
+    return path if "://" in path else str(Path(path).expanduser().resolve())

@@ -228,27 +228,16 @@ def _recipe_values(champion: ChampionReference) -> str:
     configured ease every night, and the night was refused with no word of how to give
     the nightly those values: the served model only grew older.
     """
-    from shoprec.config import CandidateParams
-
     recipe = champion.recipe
     if recipe is None:
         return ""
-    try:
-        defaults = CandidateParams().of(recipe.candidate)
-    except KeyError:
-        return ""
-    def text(value: Any) -> str:  # a tuple default and the recipe's JSON list alike
-        return json.dumps(value, separators=(",", ":"))
-
-    def chosen_on_grid(name: str, value: Any) -> bool:
-        # Left open by default and found in the grid: the family chose it, nobody set it.
-        grid = recipe.params.get(f"{name}_grid", defaults.get(f"{name}_grid"))
-        return defaults[name] is None and isinstance(grid, (list, tuple)) and value in grid
-
-    own = {k: v for k, v in recipe.params.items() if k in defaults and v is not None
-           and text(v) != text(defaults[k]) and not chosen_on_grid(k, v)}
+    own = recipe.own_values()
     if not own:
         return ""
+
+    def text(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
     given = " ".join(shlex.quote(f"--param={recipe.candidate}.{k}={text(v)}")
                      for k, v in sorted(own.items()))
     return (f"; to train the champion's own values as a candidate each night, give them "

@@ -22,7 +22,7 @@ def run(*args: str, cwd: Path, env: dict[str, str] | None = None
 
 
 @pytest.mark.slow
-def test_generate_then_validate(tmp_path: Path) -> None:
+def test_generate_then_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "gen"
     done = run("generate", "--users", "300", "--items", "60", "--interactions", "4000",
                "--seed", "1", "--out", str(out), cwd=tmp_path)
@@ -33,6 +33,20 @@ def test_generate_then_validate(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "valid in" in done.stdout
     assert (tmp_path / "runs" / "validate" / "quarantine_interactions.parquet").exists()
+    # The data's identity, as a version's data_fingerprint tag holds it (an auditor could
+    # not compute it), the same whichever way the file is named.
+    from shoprec.config import DataConfig
+    from shoprec.pipeline import data_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    expected = data_fingerprint(DataConfig(interactions="gen/interactions.parquet",
+                                           items=str(out / "items.parquet")))
+    assert f"data fingerprint {expected} " in done.stdout
+    # The run's data_source tag names the file whole (a relative path named no folder).
+    from shoprec_flows.training import _absolute
+
+    assert _absolute("gen/interactions.parquet") == str(out / "interactions.parquet")
+    assert _absolute("s3://bucket/x.csv") == "s3://bucket/x.csv"
 
 
 @pytest.mark.slow

@@ -338,6 +338,12 @@ def test_a_champion_that_stays_says_how_old_its_data_is() -> None:
     reason = gate("ndcg@10", {"ndcg@10": 0.1034}, POPULARITY, 0.05, tuned,
                   {"ndcg@10": 0.1236}, cutoff="2011-12-09T12:00:00").checks[1].reason
     assert "--param=mf.bm25_k1=2.5 --param=mf.regularization=31.6 (training" in reason
+    # The recipe's label names what differs from the defaults (an auditor's: 64 and 32
+    # factors both read "mf (regularization=10.0)").
+    assert untuned.recipe.describe() == "mf (regularization=10.0)"
+    assert Recipe("mf", {"regularization": 10.0, "factors": 32}).describe() == \
+        "mf (regularization=10.0, factors=32)"
+    assert Recipe("vae", {"epochs": 8, "history_weights": 0.5}).own_values() == {}
 
 
 def test_gate_notes_another_weighting_but_not_a_field_added_since() -> None:
