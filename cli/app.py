@@ -567,21 +567,6 @@ def _record_failure(path: Path | None, command: str, exc: BaseException) -> None
                                                 path)
 
 
-def _trained_with_repeat_items(model_name: str, version: str) -> bool:
-    """Whether ``version``'s training counted reorders (``--repeat-items``), by its run."""
-    from mlflow.exceptions import MlflowException
-
-    from shoprec.registry import tracking
-
-    client = tracking.client()
-    try:
-        run_id = client.get_model_version(model_name, str(version)).run_id
-        params = client.get_run(run_id).data.params if run_id else {}
-    except (MlflowException, OSError):
-        return False
-    return str(params.get("split.repeat_items", "")).lower() == "true"
-
-
 def _version_age(model_name: str, version: str) -> str:
     """`` (data up to D, registered D)`` for a version (``""``: the registry says nothing).
 
@@ -1907,7 +1892,9 @@ def promote(
     if repeat_items is None:
         # A repeat-purchase champion compared with reorders left out failed every time,
         # its recipe skipped ("again" needs --repeat-items), and only --force was left.
-        repeat_items = _trained_with_repeat_items(model_name, chosen)
+        from shoprec.registry.recipe import trained_with_repeat_items
+
+        repeat_items = bool(trained_with_repeat_items(model_name, chosen))
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, test_n=test_n,

@@ -186,7 +186,8 @@ def training_pipeline(
         # Logging the candidates' runs overlaps the selection and the winner's refit.
         logged = log_candidates.submit(parent, results)
         chosen = select_and_judge(results, training, champion, weighting, data_cutoff(clean),
-                                  fingerprint, commit, data_catalogue(clean))
+                                  fingerprint, commit, data_catalogue(clean),
+                                  split.repeat_items)
         winner, primary = chosen.winner, training.primary_metric
         bundle = refit_winner(winner.model, winner.params, clean, weighting,
                               {"primary_metric": primary, "test": winner.test,

@@ -833,7 +833,8 @@ class Selection:
 def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                      champion: ChampionReference, weighting: WeightingConfig, cutoff: str | None,
                      fingerprint: str, commit: str,
-                     catalogue: DataSketches | CatalogueSketch | None = None) -> Selection:
+                     catalogue: DataSketches | CatalogueSketch | None = None,
+                     repeat_items: bool = False) -> Selection:
     """Pick the best candidate on validation and judge it with the gate.
 
     The gate compares on test, against popularity and the champion's recipe retrained on
@@ -859,7 +860,8 @@ def select_and_judge(results: list[CandidateResult], config: TrainingConfig,
                    catalogue=catalogue.items if catalogue else None,
                    shoppers=catalogue.shoppers if catalogue else None,
                    titled=catalogue.titled if catalogue else None, cutoff=cutoff,
-                   start=catalogue.start if catalogue else None, winner=winner.model)
+                   start=catalogue.start if catalogue else None, winner=winner.model,
+                   repeat_items=repeat_items)
     recipe = Recipe(winner.model, winner.params, weights, cutoff, fingerprint, commit)
     return Selection(winner, verdict, leaderboard_frame(results, primary), recipe,
                      catalogue)

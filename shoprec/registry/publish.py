@@ -91,7 +91,8 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
          weighting: dict[str, Any] | None = None, min_users: int = 0,
          catalogue: CatalogueSketch | None = None, shoppers: CatalogueSketch | None = None,
          titled: CatalogueSketch | None = None, cutoff: str | None = None,
-         start: str | None = None, winner: str = "") -> GateVerdict:
+         start: str | None = None, winner: str = "",
+         repeat_items: bool = False) -> GateVerdict:
     """Decide whether a candidate may become champion.
 
     The champion is compared like for like: its recipe retrained on this run's training
@@ -125,6 +126,9 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
         start: This run's first event (ISO 8601): with ``cutoff``, the period its shoppers
             and items were counted over, against the champion's.
         winner: The candidate judged, when known: popularity itself is said to be so.
+        repeat_items: Whether this run counts reorders (``--repeat-items``): a champion
+            trained the other way is not compared (its lists keep, or leave out, what a
+            shopper bought; tonight's figures measure the other thing).
 
     Returns:
         The verdict; ``passed`` only if every check passed.
@@ -149,6 +153,18 @@ def gate(metric: str, candidate: dict[str, float], popularity: dict[str, float] 
         checks.append(GateCheck(name, False, value, None, champion.error))
     elif champion is None or version is None:
         checks.append(GateCheck(name, True, value, None, "no champion yet"))
+    elif champion.repeat_items is not None and champion.repeat_items != repeat_items:
+        # A night without the flag replaced a buy-again champion (0.04 "new products only"
+        # against 0.10) and the shop's lists lost every reorder, unsaid.
+        theirs = "with" if champion.repeat_items else "without"
+        ours = "with" if repeat_items else "without"
+        checks.append(GateCheck(
+            name, False, value, None,
+            f"champion version {version} was trained {theirs} --repeat-items and this run "
+            f"{ours} it: their figures measure different lists (reorders counted or not), "
+            f"and its served lists {'keep' if champion.repeat_items else 'leave out'} a "
+            f"shopper's own items; run {theirs} --repeat-items as the champion was, or, to "
+            f"change on purpose, {_FORCE}"))
     elif champion_test is None or metric not in champion_test:
         what = champion.recipe.describe() if champion.recipe else "recipe"
         checks.append(GateCheck(

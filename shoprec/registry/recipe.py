@@ -149,6 +149,8 @@ class ChampionReference:
     data_start: str | None = None
     #: The test users its own gate judged it on (``None``: not recorded).
     test_users: int | None = None
+    #: Whether it was trained counting reorders (``--repeat-items``; ``None``: unknown).
+    repeat_items: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the run summary), without the sketches."""
@@ -375,12 +377,29 @@ def champion_reference(name: str) -> ChampionReference:
                              titled=CatalogueSketch.from_tag(tags.get(TITLED_TAG)),
                              data_start=tags.get(START_TAG) or None,
                              test_users=_count(tags.get(TEST_USERS_TAG))
-                             or _logged_test_users(name, version))
+                             or _logged_test_users(name, version),
+                             repeat_items=trained_with_repeat_items(name, version))
 
 
 def _count(text: str | None) -> int | None:
     """A count recorded in a tag, ``None`` when absent or unreadable."""
     return int(text) if text and text.isdigit() else None
+
+
+def trained_with_repeat_items(name: str, version: str) -> bool | None:
+    """Whether ``version``'s training counted reorders (its run's ``split.repeat_items``).
+
+    ``None`` when its run cannot be read or logged no split.
+    """
+    try:
+        client = tracking.client()
+        run_id = client.get_model_version(name, str(version)).run_id
+        params = client.get_run(run_id).data.params if run_id else {}
+    except Exception as exc:  # noqa: BLE001 - unknown: the gate compares as before
+        logger.debug("no split logged for %s version %s: %s", name, version, exc)
+        return None
+    logged = params.get("split.repeat_items")
+    return None if logged is None else str(logged).lower() == "true"
 
 
 def _logged_test_users(name: str, version: str) -> int | None:

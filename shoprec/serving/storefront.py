@@ -140,7 +140,9 @@ def info(server: RecommendationServer) -> dict[str, Any]:
             "family": bundle.meta.get("family"), "explanations": allowed,
             # Without the token a loopback server takes no events: the page keeps the clicks.
             "sessions": bundle.sessions is not None and EXPLAIN_GRANTED.get(),
-            "search": bundle.search is not None}
+            "search": bundle.search is not None,
+            # A version trained with --repeat-items: lists keep the shopper's own items.
+            "repeat_items": bundle.keeps_seen}
 
 
 def shoppers(bundle: Any, prefix: str, limit: int = SHOPPERS_LISTED) -> list[str]:
@@ -209,7 +211,8 @@ def record_events(bundle: Any, body: bytes) -> dict[str, Any]:
     items = [canonical_id(e.get("item_id")) for e in events]
     # A product added since the model was trained is left out, and said: it failed the
     # whole body before, and an app batching its clicks lost all of them for one.
-    known = [not i or at >= 0 for i, at in zip(items, bundle.items.encode(items), strict=True)]
+    known = [not i or bool(at >= 0)
+             for i, at in zip(items, bundle.items.encode(items), strict=True)]
     unknown_items = sorted({i for i, ok in zip(items, known, strict=True) if not ok})
     erased = bundle.erased(users)
     # An erased shopper's events are not kept, and the answer does not say so: "ignored: 1"
@@ -224,7 +227,7 @@ def record_events(bundle: Any, body: bytes) -> dict[str, Any]:
             if ok and not gone]
     if kept:
         bundle.sessions.add_many(kept)
-    answer: dict[str, Any] = {"recorded": sum(known)}
+    answer: dict[str, Any] = {"recorded": int(sum(known))}
     if unknown_items:
         answer["unknown_items"] = unknown_items[:MAX_EVENTS_PER_BODY]
     return answer

@@ -663,9 +663,14 @@ def test_the_batch_line_says_how_old_its_model_is(tmp_path: Path,
         run = client.create_run(experiment)
         client.log_param(run.info.run_id, "split.repeat_items", flag)
         client.create_model_version("aged", "file:///nowhere", run.info.run_id)
-    assert cli_app._trained_with_repeat_items("aged", "2") is True
-    assert cli_app._trained_with_repeat_items("aged", "3") is False
-    assert cli_app._trained_with_repeat_items("aged", "1") is False  # no run: as before
+    from shoprec.registry.recipe import champion_reference, trained_with_repeat_items
+
+    assert trained_with_repeat_items("aged", "2") is True
+    assert trained_with_repeat_items("aged", "3") is False
+    assert trained_with_repeat_items("aged", "1") is None  # no run: unknown
+    client.set_model_version_tag("aged", "2", "recipe", json.dumps({"candidate": "again"}))
+    client.set_registered_model_alias("aged", "champion", "2")
+    assert champion_reference("aged").repeat_items is True  # what the gate compares
     said = cli_app._version_age("aged", "1")
     assert said.startswith(" (data up to 2011-12-09, registered ") and said.endswith(" UTC)")
     assert cli_app._version_age("aged", "7") == ""  # no such version: nothing said

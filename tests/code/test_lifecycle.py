@@ -346,6 +346,27 @@ def test_a_champion_that_stays_says_how_old_its_data_is() -> None:
     assert Recipe("vae", {"epochs": 8, "history_weights": 0.5}).own_values() == {}
 
 
+def test_a_champion_trained_the_other_way_about_reorders_is_not_replaced() -> None:
+    """A grocery reader's week: a night without --repeat-items replaced a buy-again
+    champion (0.10 against its "new products only" 0.04), and its lists lost every
+    reorder without a word."""
+    champion = ChampionReference("2", Recipe("mf", {"regularization": 10.0}),
+                                 repeat_items=True)
+    verdict = gate("ndcg@10", {"ndcg@10": 0.1025, "users": 300}, POPULARITY, 0.0, champion,
+                   {"ndcg@10": 0.0400}, repeat_items=False)
+    check = verdict.checks[1]
+    assert not verdict.passed and check.name == "not_worse_than_champion"
+    assert check.reason.startswith("champion version 2 was trained with --repeat-items and "
+                                   "this run without it"), check.reason
+    assert "shoprec promote --force" in check.reason
+    # The same way both, or unknown (a version from before): compared as ever.
+    for flag in (True, None):
+        same = ChampionReference("2", Recipe("mf", {"regularization": 10.0}),
+                                 repeat_items=flag)
+        assert gate("ndcg@10", {"ndcg@10": 0.1025, "users": 300}, POPULARITY, 0.0, same,
+                    {"ndcg@10": 0.0400}, repeat_items=bool(flag)).checks[1].passed
+
+
 def test_gate_notes_another_weighting_but_not_a_field_added_since() -> None:
     from shoprec.config import WeightingConfig
 
