@@ -12,25 +12,25 @@ of the ranking, and what remains is popularity's list.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import scipy.sparse as sp
 
 from shoprec.errors import ModelSkippedError
 from shoprec.models.base import FitContext, Recommender
+from shoprec.models.popularity import Popularity
 
 #: Every item a shopper has scores above this; every other item scores below it.
 _OWN = 2.0
 
 
-class BuyAgain(Recommender):
+class BuyAgain(Popularity):
     """A shopper's own items by weight, then the rest by popularity.
 
     Scores: an item in the shopper's row gets ``2 + weight / (the row's largest weight)``
     plus a thousandth of its popularity share (ties among equal weights go to the more
     popular item); any other item its popularity share, below 1. A row given at serving
-    time (recent items, a new shopper) is scored the same way.
+    time (recent items, a new shopper) is scored the same way. The popularity part, its
+    state and storage are :class:`Popularity`'s (exact counts of shoppers).
     """
 
     family = "again"
@@ -38,6 +38,10 @@ class BuyAgain(Recommender):
 
     def __init__(self) -> None:
         """No hyperparameters: the event weighting of the run orders a shopper's items."""
+        super().__init__()
+
+    # A shopper's own items explain themselves (leave-one-out), unlike popularity's.
+    contributions = Recommender.contributions
 
     def fit(self, interactions: sp.csr_matrix, context: FitContext | None = None) -> BuyAgain:
         """Count each item's shoppers (the popularity part).
@@ -49,10 +53,7 @@ class BuyAgain(Recommender):
             raise ModelSkippedError("again ranks a shopper's own purchases again: it is "
                                     "trained only for a shop of repeat purchases "
                                     "(--repeat-items), where those count")
-        counts = np.bincount(sp.csr_matrix(interactions).indices,
-                             minlength=interactions.shape[1]).astype(np.float64)
-        total = counts.sum()
-        self.item_scores_ = (counts / total if total else counts).astype(np.float32)
+        super().fit(sp.csr_matrix(interactions), context)
         return self
 
     def score(self, user_rows: sp.csr_matrix) -> np.ndarray:
@@ -69,15 +70,3 @@ class BuyAgain(Recommender):
                 _OWN + owned.data[positive]
                 + scores[owned.row[positive], owned.col[positive]] / 1000.0)
         return scores.astype(np.float32, copy=False)
-
-    @property
-    def n_items_(self) -> int:
-        """Number of items the model scores."""
-        return len(self.item_scores_)
-
-    def _save_state(self, folder: Path) -> None:
-        np.savez(folder / "state.npz", item_scores=self.item_scores_)
-
-    def _load_state(self, folder: Path) -> None:
-        with np.load(folder / "state.npz") as state:
-            self.item_scores_ = state["item_scores"]
