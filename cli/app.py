@@ -1157,7 +1157,7 @@ def validate(
     _print_report(prepared.report)
     console.print(f"quarantine written to {prepared.quarantine_paths['interactions']}")
     console.print(f"data fingerprint {fingerprint} (a version's data_fingerprint tag)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     console.print(_styled(("valid", "green"), f" in {time.perf_counter() - began:.1f} s"))
 
 

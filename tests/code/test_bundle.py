@@ -293,8 +293,10 @@ def test_live_sessions_count_as_recent_items(bundle: ModelBundle, tmp_path: Path
         with pytest.raises(ValueError, match="finite"):
             store.add("u6", "i1", "view", float("nan"))
         # A clock far off: the event neither expires at once nor never.
-        late = store.add("u7", "i1", "view", 1e12)
+        late = store.add("u7", "i1", "view", 1e10)
         early = store.add("u7", "i2", "view", 0.0)
+        with pytest.raises(ValueError, match="reads as milliseconds"):
+            store.add("u7", "i3", "view", 1e12)  # Date.now(): milliseconds
         assert late["at"] <= time.time() + 61 and early["at"] >= time.time() - 5
         assert store.recent(["u7"]) == {"u7": ["i2", "i1"]}
         # Ids and event types a request can get wrong (found by a second reader: Infinity
