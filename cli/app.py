@@ -1035,6 +1035,9 @@ def _repeated_file_option(args: list[str]) -> str | None:
     "valid" for its one day, and trained on it. (Click keeps the last value of an option
     and tells its callbacks nothing of the others, so the command line itself is read.)
     """
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command == "generate":  # its --items and --interactions are counts
+        return None
     for option in _ONE_FILE_OPTIONS:
         given = [a for a in args if a == option or a.startswith(option + "=")]
         if len(given) > 1:
@@ -1664,12 +1667,21 @@ def forget(
     suppressions = SuppressionList()
     # The list holds the id's hash alone: an id written into the reason is taken out
     # (as a word: "ticket 4123" does not hold the id 12).
-    named = re.compile(rf"(?<![\w.]){re.escape(user.strip())}(?:\.0)?(?![\w])") \
-        if user.strip() else None
+    from shoprec.data.schema import canonical_id
+
+    ident = canonical_id(user)
+    named = re.compile(rf"(?<![\w.]){re.escape(ident)}(?:\.0)?(?![\w]|\.\d)",
+                       re.IGNORECASE) if ident else None
     if named is not None and (named.search(reason) or named.search(by)):
         reason, by = (named.sub("[the shopper's id]", text) for text in (reason, by))
         err_console.print("note: --reason or --by held the shopper's id; it was recorded as "
                           "[the shopper's id] (describe a request by a ticket number)",
+                          highlight=False)
+    elif ident and ident.lower() in f"{reason} {by}".lower():
+        # Glued to other text (customer17850): not cut out, which could cut another
+        # number; said, as before.
+        err_console.print("note: --reason or --by may hold the shopper's id, and is recorded "
+                          "as written: describe the request without it (a ticket number)",
                           highlight=False)
     record = suppressions.add(user, by or None, reason, key)
     # After the record: a registry that does not answer must not stand between a person
@@ -1889,12 +1901,24 @@ def promote(
 
     tracking.require_store()
     chosen = resolve_candidate(model_name, version)
+    from shoprec.registry.aliases import CHAMPION, alias_version
+    from shoprec.registry.recipe import trained_with_repeat_items
+
     if repeat_items is None:
         # A repeat-purchase champion compared with reorders left out failed every time,
         # its recipe skipped ("again" needs --repeat-items), and only --force was left.
-        from shoprec.registry.recipe import trained_with_repeat_items
-
         repeat_items = bool(trained_with_repeat_items(model_name, chosen))
+    champion_version = alias_version(model_name, CHAMPION)
+    theirs = trained_with_repeat_items(model_name, champion_version) \
+        if champion_version else None
+    if theirs is not None and theirs != repeat_items:
+        # The nightly gate refuses this change; a promotion makes it, said as such.
+        console.print(f"note: champion version {champion_version} was trained "
+                      f"{'with' if theirs else 'without'} --repeat-items and this comparison "
+                      f"is {'with' if repeat_items else 'without'} it: promoting version "
+                      f"{chosen} makes the served lists "
+                      f"{'keep' if repeat_items else 'leave out'} a shopper's own items",
+                      highlight=False, soft_wrap=True)
     split_config = SplitConfig(method=split, test_days=test_days,
                                validation_days=validation_days, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, test_n=test_n,

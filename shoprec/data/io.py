@@ -535,8 +535,9 @@ def fingerprint(paths: list[str | None], extra: str = "") -> str:
     Used as the data's identity: for caching data preparation and as a registry tag. Each
     file counts by its name (which can decide how it is read: ``u.data``) and its bytes,
     not by the folder it was reached through: the same file given as ``shop.csv``,
-    ``./shop.csv`` or its absolute path had four identities, and a cron job started in
-    another folder redid the cached preparation and tagged the same data as new.
+    ``./shop.csv`` or its absolute path had four identities, and versions trained on the
+    same data were tagged as trained on new data. (The preparation's cache is still keyed
+    on the path as given.)
     """
     import hashlib
 

@@ -98,8 +98,13 @@ class Recipe:
         def chosen_on_grid(name: str, value: Any) -> bool:
             field = _GRIDS.get(name, f"{name}_grid")
             grid = self.params.get(field, defaults.get(field))
-            return defaults[name] is None and isinstance(grid, (list, tuple)) \
-                and value in grid
+            if defaults[name] is not None or not isinstance(grid, (list, tuple)) or not grid:
+                return False
+            # A family that refines its grid (mf: 31.62 between 10 and 100) chose a value
+            # inside the grid's range.
+            refines = self.params.get("refine_steps", defaults.get("refine_steps")) or 0
+            inside = isinstance(value, (int, float)) and min(grid) <= value <= max(grid)
+            return value in grid or bool(refines and inside)
 
         return {k: v for k, v in self.params.items() if k in defaults and v is not None
                 and k not in _CHOSEN_IN_FIT and text(v) != text(defaults[k])

@@ -33,6 +33,9 @@ SESSIONS_ENV = "SHOPREC_SESSIONS"
 DEFAULT_SESSIONS = "sessions.sqlite"
 #: Epoch seconds above this (the year 5138) are milliseconds sent as seconds.
 EPOCH_MILLISECONDS = 1e11
+#: Units of a timestamp above that, by size: each below its bound.
+_UNITS = (("milliseconds", 1_000, 1e14), ("microseconds", 1_000_000, 1e17),
+          ("nanoseconds", 1_000_000_000, float("inf")))
 #: Events kept per shopper (the most recent).
 MAX_EVENTS = 50
 #: Events older than this are forgotten (seconds).
@@ -168,8 +171,9 @@ class SessionStore:
                 if float(at) > EPOCH_MILLISECONDS:
                     # Date.now() and currentTimeMillis(): taken as "a minute ahead", they
                     # reordered a session without a word.
-                    raise ValueError(f"timestamp {at} reads as milliseconds: send epoch "
-                                     "seconds (divide by 1000)")
+                    unit, divisor = next((u, d) for u, d, top in _UNITS if float(at) < top)
+                    raise ValueError(f"timestamp {at} reads as {unit}: send epoch seconds "
+                                     f"(divide by {divisor:,})")
                 moment = float(at) if float(at) >= now - self.max_age else now
                 moment = min(moment, now + 60.0)
             rows.append((user, item, kind, moment))

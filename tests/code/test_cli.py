@@ -685,6 +685,8 @@ def test_an_input_file_given_twice_is_refused(tmp_path: Path) -> None:
     from cli.app import _repeated_file_option
 
     assert _repeated_file_option(["validate", "--interactions", "a.csv"]) is None
+    # generate's --items is a count: given twice, Click's last wins as for any option.
+    assert _repeated_file_option(["-v", "generate", "--items", "5", "--items", "6"]) is None
     said = _repeated_file_option(["train", "--interactions=a.csv", "--items", "i.csv",
                                   "--interactions", "b.csv"])
     assert said is not None and said.startswith("--interactions is given 2 times")

@@ -333,11 +333,13 @@ def test_a_champion_that_stays_says_how_old_its_data_is() -> None:
                   {"ndcg@10": 0.1236}, cutoff="2011-12-09T12:00:00").checks[1].reason
     assert "--param" not in reason, reason
     tuned = ChampionReference("3", Recipe("mf", {
-        "regularization": 31.6, "regularization_grid": [1.0, 10.0, 100.0, 1000.0],
+        "regularization": 5000.0, "regularization_grid": [1.0, 10.0, 100.0, 1000.0],
         "bm25_k1": 2.5}, data_cutoff="2011-10-31T17:00:00"))
     reason = gate("ndcg@10", {"ndcg@10": 0.1034}, POPULARITY, 0.05, tuned,
                   {"ndcg@10": 0.1236}, cutoff="2011-12-09T12:00:00").checks[1].reason
-    assert "--param=mf.bm25_k1=2.5 --param=mf.regularization=31.6 (training" in reason
+    assert "--param=mf.bm25_k1=2.5 --param=mf.regularization=5000.0 (training" in reason
+    # mf refines its grid: 31.62 between 10 and 100 was chosen, not given.
+    assert Recipe("mf", {"regularization": 31.62}).own_values() == {}
     # The recipe's label names what differs from the defaults (an auditor's: 64 and 32
     # factors both read "mf (regularization=10.0)").
     assert untuned.recipe.describe() == "mf (regularization=10.0)"

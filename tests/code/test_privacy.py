@@ -541,6 +541,13 @@ def test_forget_clears_live_sessions_and_keeps_its_files_private(
     assert done.exit_code == 0 and "dropped" not in done.output
     assert "held the shopper's id" not in done.output  # 17 is no word of "4178501"
     assert SuppressionList().records()[-1]["reason"] == "ticket 4178501"
+    # Any case; not a number that merely starts with it; glued to a word, said, not cut.
+    done = CliRunner().invoke(app, ["forget", "Bob@X.com", "--reason", "bob@x.com asked"])
+    assert SuppressionList().records()[-1]["reason"] == "[the shopper's id] asked"
+    done = CliRunner().invoke(app, ["forget", "17", "--reason", "ticket 17.5"])
+    assert SuppressionList().records()[-1]["reason"] == "ticket 17.5"
+    done = CliRunner().invoke(app, ["forget", "17850", "--reason", "customer17850 asked"])
+    assert "may hold the shopper's id" in " ".join(done.output.split())
     assert not (tmp_path / "elsewhere.sqlite").exists()
 
 

@@ -424,6 +424,14 @@ def test_an_erased_shoppers_event_is_answered_as_anyones_and_not_kept(
                                                {"user_id": "u3", "item_id": "i4"}]).encode())
     assert answer == {"recorded": 1, "unknown_items": ["new-sku"]}
     json.dumps(answer)
+    # An unknown product's event is checked all the same (an app's bad clock shows).
+    with pytest.raises(ValueError, match="reads as milliseconds"):
+        record_events(bundle, json.dumps({"user_id": "u3", "item_id": "new-sku",
+                                          "timestamp": 1_765_000_000_000}).encode())
+    with pytest.raises(ValueError, match="reads as nanoseconds: send epoch seconds \\(divide "
+                       "by 1,000,000,000\\)"):
+        record_events(bundle, json.dumps({"user_id": "u3", "item_id": "i4",
+                                          "timestamp": 1_765_000_000_000_000_000}).encode())
     assert bundle.sessions.recent(["u3"]) == {"u3": ["i4"]}
 
 
