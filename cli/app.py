@@ -594,17 +594,10 @@ def _runs_of(exc: BaseException) -> dict[str, str]:
     then sends the signal again, and the ``KeyboardInterrupt`` that ends the command is
     raised while that one is handled: the summary of a stopped night lost its run ids.
     """
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        cause = pending.pop(0)
-        if cause is None or id(cause) in seen:
-            continue
-        seen.add(id(cause))
+    for cause in _causes(exc):
         runs = getattr(cause, "shoprec_runs", None)
         if runs:
             return dict(runs)
-        pending += [cause.__cause__, cause.__context__]
     return {}
 
 
@@ -1923,11 +1916,10 @@ def promote(
                                validation_days=validation_days, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, test_n=test_n,
                                validation_n=validation_n, repeat_items=repeat_items)
-    from shoprec.registry.aliases import CHAMPION, alias_version
     from shoprec.registry.demand import is_forecast_version
     from shoprec.registry.promotion import PromotionError
 
-    if alias_version(model_name, CHAMPION) == chosen:
+    if champion_version == chosen:
         # What a first `shoprec promote` meets after a training that passed its gate (it
         # sets both aliases): said now, not after minutes of data preparation.
         raise PromotionError(f"{model_name} version {chosen} is already the champion"

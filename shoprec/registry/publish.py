@@ -39,6 +39,7 @@ from shoprec.registry.recipe import (
     TEST_USERS_TAG,
     CatalogueSketch,
     ChampionReference,
+    param_text,
     sketch_overlap,
 )
 from shoprec.registry.requirements import model_requirements
@@ -250,11 +251,7 @@ def _recipe_values(champion: ChampionReference) -> str:
     own = recipe.own_values()
     if not own:
         return ""
-
-    def text(value: Any) -> str:
-        return json.dumps(value, separators=(",", ":"))
-
-    given = " ".join(shlex.quote(f"--param={recipe.candidate}.{k}={text(v)}")
+    given = " ".join(shlex.quote(f"--param={recipe.candidate}.{k}={param_text(v)}")
                      for k, v in sorted(own.items()))
     return (f"; to train the champion's own values as a candidate each night, give them "
             f"(with {recipe.candidate} among --models): {given} (training.params in a "

@@ -30,6 +30,11 @@ RECIPE_TAG = "recipe"
 EXECUTION_PARAMS = ("threads",)
 
 
+def param_text(value: Any) -> str:
+    """A hyperparameter's value as ``--param`` takes it (a tuple and its JSON list alike)."""
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
 #: The grid a value left open is chosen from, where it is not ``<name>_grid``.
 _GRIDS = {"similarity_exponent": "exponent_grid", "popularity_smoothing": "smoothing_grid"}
 #: Values a fit chooses without a grid (early stopping's epochs, the reading power):
@@ -92,9 +97,6 @@ class Recipe:
         except KeyError:
             return {}
 
-        def text(value: Any) -> str:  # a tuple default and the recipe's JSON list alike
-            return json.dumps(value, separators=(",", ":"), default=str)
-
         def chosen_on_grid(name: str, value: Any) -> bool:
             field = _GRIDS.get(name, f"{name}_grid")
             grid = self.params.get(field, defaults.get(field))
@@ -107,7 +109,7 @@ class Recipe:
             return value in grid or bool(refines and inside)
 
         return {k: v for k, v in self.params.items() if k in defaults and v is not None
-                and k not in _CHOSEN_IN_FIT and text(v) != text(defaults[k])
+                and k not in _CHOSEN_IN_FIT and param_text(v) != param_text(defaults[k])
                 and not chosen_on_grid(k, v)}
 
     def to_dict(self) -> dict[str, Any]:

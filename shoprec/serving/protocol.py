@@ -155,7 +155,6 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
             logger.debug("closed an idle connection from %s after %g s", who, self.seconds())
         self.transport.close()
 
-
     def _kernel_unsent(self) -> int:
         """Bytes in the kernel's send queue, not yet taken by the client (Linux; else 0).
 
